@@ -1,0 +1,273 @@
+//! Per-file sha256 of a tar stream, computed while the stream passes through.
+//!
+//! bbr writes the tar to disk and then reads it again to hash every entry (bbr-facts §4.4).
+//! Cairn hashes entries as the bytes arrive from the SSH channel: [`TeeReader`] hands every byte
+//! to the destination and to the tar parser at once, so an artifact is read exactly once.
+//!
+//! Only regular files are hashed, keyed by their tar header name (`./dir/file`), which is what
+//! `find . -type f` lists on the instance. A hard-link entry carries no content in the tar; it
+//! gets the digest of the file it links to, as `find` would see it.
+//!
+//! The same parser checks restore safety ([`EntryPolicy::RefuseEscapes`]): entries with absolute
+//! names or `..`, links that point outside the artifact directory, and device nodes are refused
+//! before anything is sent to an instance.
+
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tar::EntryType;
+
+use super::metadata::Checksums;
+
+/// Whether to check that entries stay inside the directory they are extracted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryPolicy {
+    /// Hash only (the backup side: the instance's own `tar` produced the stream).
+    Trust,
+    /// Refuse absolute names, `..`, escaping links and device nodes (the restore side).
+    RefuseEscapes,
+}
+
+/// Why a tar stream was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TarDigestError {
+    /// Reading or parsing failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// An entry would land outside the extraction directory.
+    #[error("unsafe tar entry `{name}`: {reason}")]
+    UnsafeEntry {
+        /// The entry name.
+        name: String,
+        /// Why it is unsafe.
+        reason: &'static str,
+    },
+}
+
+/// Reads the whole tar stream from `reader` and returns the sha256 of every regular file.
+///
+/// Everything after the end-of-archive marker is read too, so a [`TeeReader`] passes every
+/// byte on.
+///
+/// # Errors
+/// I/O and format errors, and unsafe entries under [`EntryPolicy::RefuseEscapes`].
+pub fn digest_tar<R: Read>(reader: R, policy: EntryPolicy) -> Result<Checksums, TarDigestError> {
+    let mut archive = tar::Archive::new(reader);
+    let mut checksums = Checksums::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        if policy == EntryPolicy::RefuseEscapes {
+            check_entry(&name, kind, entry.link_name_bytes().as_deref())?;
+        }
+        match kind {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let mut hasher = Sha256::new();
+                io::copy(&mut entry, &mut HashWriter(&mut hasher))?;
+                checksums.insert(name, hex::encode(hasher.finalize()));
+            }
+            EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
+                let digest = checksums
+                    .get(&target)
+                    .cloned()
+                    .unwrap_or_else(|| hex::encode(Sha256::digest(b"")));
+                checksums.insert(name, digest);
+            }
+            _ => {}
+        }
+    }
+    io::copy(&mut archive.into_inner(), &mut io::sink())?;
+    Ok(checksums)
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn check_entry(name: &str, kind: EntryType, link: Option<&[u8]>) -> Result<(), TarDigestError> {
+    let unsafe_entry = |reason| TarDigestError::UnsafeEntry {
+        name: name.to_string(),
+        reason,
+    };
+    let path = Path::new(name);
+    if path.is_absolute() {
+        return Err(unsafe_entry("absolute path"));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(unsafe_entry("contains `..`"));
+    }
+    match kind {
+        EntryType::Char | EntryType::Block => Err(unsafe_entry("device node")),
+        EntryType::Symlink | EntryType::Link => {
+            let target = PathBuf::from(String::from_utf8_lossy(link.unwrap_or_default()).as_ref());
+            let base = if kind == EntryType::Symlink {
+                path.parent().unwrap_or(Path::new("")).to_path_buf()
+            } else {
+                PathBuf::new()
+            };
+            if target.is_absolute() || escapes(&base.join(&target)) {
+                Err(unsafe_entry("link pointing outside the artifact directory"))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// True when a relative path climbs above its starting directory.
+fn escapes(path: &Path) -> bool {
+    let mut depth: i64 = 0;
+    for component in path.components() {
+        match component {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            Component::RootDir | Component::Prefix(_) => return true,
+            Component::CurDir => {}
+        }
+        if depth < 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// A reader that copies everything it reads into a writer.
+#[derive(Debug)]
+pub struct TeeReader<R, W> {
+    reader: R,
+    writer: W,
+    bytes: u64,
+}
+
+impl<R: Read, W: Write> TeeReader<R, W> {
+    /// Wraps `reader`, copying into `writer`.
+    pub fn new(reader: R, writer: W) -> Self {
+        Self {
+            reader,
+            writer,
+            bytes: 0,
+        }
+    }
+
+    /// Bytes passed through so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Returns the writer.
+    pub fn into_writer(self) -> W {
+        self.writer
+    }
+}
+
+impl<R: Read, W: Write> Read for TeeReader<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let count = self.reader.read(buf)?;
+        self.writer.write_all(&buf[..count])?;
+        self.bytes += count as u64;
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    fn append_file(builder: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(EntryType::Regular);
+        builder.append_data(&mut header, name, data).unwrap();
+    }
+
+    fn append_raw(builder: &mut tar::Builder<Vec<u8>>, name: &str, kind: EntryType, link: &str) {
+        // Builder refuses `..` in names, so write the name bytes directly.
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_entry_type(kind);
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        if !link.is_empty() {
+            header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        header.set_cksum();
+        builder.append(&header, io::empty()).unwrap();
+    }
+
+    #[test]
+    fn hashes_regular_files_by_header_name_and_follows_hard_links() {
+        let mut builder = tar::Builder::new(Vec::new());
+        append_file(&mut builder, "./a file", b"hello");
+        append_file(&mut builder, "./sub/empty", b"");
+        append_raw(&mut builder, "./sub/hard", EntryType::Link, "./a file");
+        append_raw(&mut builder, "./sub/soft", EntryType::Symlink, "../a file");
+        let bytes = builder.into_inner().unwrap();
+        let mut copy = Vec::new();
+        let sums = digest_tar(TeeReader::new(&bytes[..], &mut copy), EntryPolicy::Trust).unwrap();
+        assert_eq!(copy, bytes, "the tee passes every byte, trailer included");
+        assert_eq!(sums.len(), 3);
+        assert_eq!(sums["./a file"], sha(b"hello"));
+        assert_eq!(sums["./sub/hard"], sha(b"hello"));
+        assert_eq!(sums["./sub/empty"], sha(b""));
+    }
+
+    #[test]
+    fn restore_policy_refuses_escaping_entries() {
+        let cases = [
+            ("../evil", EntryType::Regular, ""),
+            ("./a/../../evil", EntryType::Regular, ""),
+            ("/etc/passwd", EntryType::Regular, ""),
+            ("./link", EntryType::Symlink, "/etc/shadow"),
+            ("./sub/link", EntryType::Symlink, "../../outside"),
+            ("./hard", EntryType::Link, "../outside"),
+            ("./dev", EntryType::Char, ""),
+        ];
+        for (name, kind, link) in cases {
+            let mut builder = tar::Builder::new(Vec::new());
+            append_raw(&mut builder, name, kind, link);
+            let bytes = builder.into_inner().unwrap();
+            let result = digest_tar(&bytes[..], EntryPolicy::RefuseEscapes);
+            assert!(
+                matches!(result, Err(TarDigestError::UnsafeEntry { .. })),
+                "{name} -> {link} should be refused, got {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn restore_policy_accepts_links_that_stay_inside() {
+        let mut builder = tar::Builder::new(Vec::new());
+        append_file(&mut builder, "./data", b"x");
+        append_raw(&mut builder, "./sub/link", EntryType::Symlink, "../data");
+        let bytes = builder.into_inner().unwrap();
+        assert!(digest_tar(&bytes[..], EntryPolicy::RefuseEscapes).is_ok());
+    }
+
+    #[test]
+    fn truncated_streams_are_errors() {
+        let mut builder = tar::Builder::new(Vec::new());
+        append_file(&mut builder, "./big", &[7_u8; 4096]);
+        let bytes = builder.into_inner().unwrap();
+        assert!(digest_tar(&bytes[..1024], EntryPolicy::Trust).is_err());
+    }
+}

@@ -1,0 +1,6 @@
+//! The `cairn` command line: bbr's flags and messages on top of the library.
+
+pub mod args;
+pub mod logging;
+pub mod run;
+pub mod signals;

@@ -1,0 +1,327 @@
+//! The command line, shaped exactly like bbr's: `cairn deployment|director [global flags]
+//! <subcommand> [subcommand flags]` (bbr-facts §1), plus Cairn's own flags.
+//!
+//! Required flags are checked by hand, not by clap, so the messages and the exit code (1) are
+//! bbr's: `--target flag is required.`
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Backup and restore for BOSH deployments (bbr-compatible).
+#[derive(Debug, Parser)]
+#[command(
+    name = "cairn",
+    about = "BOSH Backup and Restore",
+    disable_help_subcommand = true,
+    disable_version_flag = true
+)]
+pub struct Cli {
+    /// What to back up or restore.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up or restore a deployment (instances from --inventory FILE).
+    Deployment(DeploymentArgs),
+    /// Back up or restore a BOSH director VM over SSH.
+    Director(DirectorArgs),
+    /// Shows help.
+    #[command(visible_alias = "h")]
+    Help,
+    /// Shows the version.
+    #[command(visible_alias = "v")]
+    Version,
+}
+
+/// Flags every mode shares (Cairn's additions).
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Debug logs: every remote command and script output.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// known_hosts file to check host keys against [default: ~/.ssh/known_hosts].
+    #[arg(long, value_name = "FILE", global = true)]
+    pub known_hosts: Option<PathBuf>,
+    /// Do not check SSH host keys at all (unsafe: man-in-the-middle possible).
+    #[arg(long, global = true)]
+    pub insecure_skip_host_key_check: bool,
+    /// At most this many scripts or transfers at once.
+    #[arg(long, value_name = "N", default_value_t = 10, global = true)]
+    pub parallelism: usize,
+}
+
+/// `cairn deployment` flags.
+#[derive(Debug, Args)]
+pub struct DeploymentArgs {
+    /// BOSH Director URL.
+    #[arg(short = 't', long, env = "BOSH_ENVIRONMENT", hide_env_values = true)]
+    pub target: Option<String>,
+    /// BOSH Director username (UAA client).
+    #[arg(short = 'u', long, env = "BOSH_CLIENT", hide_env_values = true)]
+    pub username: Option<String>,
+    /// BOSH Director password (UAA client secret).
+    #[arg(short = 'p', long, env = "BOSH_CLIENT_SECRET", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Name of the BOSH deployment.
+    #[arg(short = 'd', long, env = "BOSH_DEPLOYMENT", hide_env_values = true)]
+    pub deployment: Option<String>,
+    /// BOSH Director CA certificate: a path or the PEM itself [env: CA_CERT, BOSH_CA_CERT].
+    #[arg(long)]
+    pub ca_cert: Option<String>,
+    /// Run for every deployment (pre-backup-check, backup, backup-cleanup).
+    #[arg(long)]
+    pub all_deployments: bool,
+    /// YAML file listing the instances to reach over SSH, instead of the Director API.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    /// Shared flags.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+/// `cairn director` flags.
+#[derive(Debug, Args)]
+pub struct DirectorArgs {
+    /// Director host, with an optional SSH port (default 22).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// SSH user on the director VM (needs passwordless sudo).
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// SSH private key of that user.
+    #[arg(long = "private-key-path", visible_alias = "key", value_name = "FILE")]
+    pub private_key_path: Option<PathBuf>,
+    /// Shared flags.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Check that a backup can be taken, changing nothing.
+    #[command(name = "pre-backup-check", visible_alias = "c")]
+    PreBackupCheck,
+    /// Back up.
+    #[command(visible_alias = "b")]
+    Backup(BackupArgs),
+    /// Restore a backup.
+    #[command(visible_alias = "r")]
+    Restore(RestoreArgs),
+    /// Unlock every job and remove leftovers of a failed backup.
+    #[command(name = "backup-cleanup")]
+    BackupCleanup,
+    /// Unlock every job and remove leftovers of a failed restore.
+    #[command(name = "restore-cleanup")]
+    RestoreCleanup,
+}
+
+/// `backup` flags.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Existing directory the backup is written into [default: the current directory].
+    #[arg(short = 'a', long, value_name = "DIR")]
+    pub artifact_path: Option<PathBuf>,
+    /// Save the deployment manifest in the backup (deployment mode only).
+    #[arg(long)]
+    pub with_manifest: bool,
+    /// Do not run lock and unlock scripts (the backup may be inconsistent).
+    #[arg(long)]
+    pub unsafe_lock_free: bool,
+}
+
+/// `restore` flags.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup directory to restore.
+    #[arg(short = 'a', long, value_name = "DIR")]
+    pub artifact_path: Option<PathBuf>,
+}
+
+impl Action {
+    /// bbr's name of the subcommand.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::PreBackupCheck => "pre-backup-check",
+            Action::Backup(_) => "backup",
+            Action::Restore(_) => "restore",
+            Action::BackupCleanup => "backup-cleanup",
+            Action::RestoreCleanup => "restore-cleanup",
+        }
+    }
+}
+
+/// A usage mistake: bbr prints the message in red with the subcommand help and exits 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn required(flag: &str) -> UsageError {
+    UsageError(format!("--{flag} flag is required."))
+}
+
+impl DeploymentArgs {
+    /// bbr's `validateDeploymentFlags`, relaxed for `--inventory`.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        if self.inventory.is_none() {
+            for (flag, value) in [
+                ("target", &self.target),
+                ("username", &self.username),
+                ("password", &self.password),
+            ] {
+                if value.as_deref().unwrap_or("").is_empty() {
+                    return Err(required(flag));
+                }
+            }
+            if self.deployment.is_some() == self.all_deployments {
+                return Err(UsageError(
+                    "provide one of '--deployment' or '--all-deployments' flags.".into(),
+                ));
+            }
+        } else if self.all_deployments {
+            return Err(UsageError("--all-deployments needs the BOSH Director; it cannot be combined with --inventory.".into()));
+        }
+        if self.all_deployments {
+            if matches!(
+                self.action,
+                Action::Backup(BackupArgs {
+                    unsafe_lock_free: true,
+                    ..
+                })
+            ) {
+                return Err(UsageError("Cannot use the --unsafe-lock-free flag in conjunction with the --all-deployments flag".into()));
+            }
+            if matches!(self.action, Action::Restore(_) | Action::RestoreCleanup) {
+                return Err(UsageError(format!(
+                    "{} is not supported with --all-deployments.",
+                    self.action.name()
+                )));
+            }
+        }
+        validate_action(&self.action)?;
+        validate_common(&self.common)
+    }
+}
+
+impl DirectorArgs {
+    /// bbr's `validateDirectorFlags`.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        if self.host.as_deref().unwrap_or("").is_empty() {
+            return Err(required("host"));
+        }
+        if self.username.as_deref().unwrap_or("").is_empty() {
+            return Err(required("username"));
+        }
+        if self.private_key_path.is_none() {
+            return Err(required("private-key-path"));
+        }
+        if let Action::Backup(backup) = &self.action {
+            if backup.with_manifest || backup.unsafe_lock_free {
+                return Err(UsageError(
+                    "--with-manifest and --unsafe-lock-free are deployment-mode flags.".into(),
+                ));
+            }
+        }
+        validate_action(&self.action)?;
+        validate_common(&self.common)
+    }
+}
+
+fn validate_action(action: &Action) -> Result<(), UsageError> {
+    if let Action::Restore(RestoreArgs {
+        artifact_path: None,
+    }) = action
+    {
+        return Err(required("artifact-path"));
+    }
+    Ok(())
+}
+
+fn validate_common(common: &CommonArgs) -> Result<(), UsageError> {
+    if common.parallelism == 0 {
+        return Err(UsageError("--parallelism must be at least 1.".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(args: &[&str]) -> DeploymentArgs {
+        let mut argv = vec!["cairn", "deployment"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Deployment(d) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bbr_syntax_parses_with_short_flags_and_aliases() {
+        let d = deployment(&[
+            "-t", "10.0.0.6", "-u", "admin", "-p", "s", "-d", "cf", "b", "-a", "/tmp",
+        ]);
+        assert_eq!(d.deployment.as_deref(), Some("cf"));
+        assert!(matches!(
+            d.action,
+            Action::Backup(BackupArgs {
+                artifact_path: Some(_),
+                ..
+            })
+        ));
+        d.validate().unwrap();
+    }
+
+    #[test]
+    fn missing_flags_give_bbr_messages() {
+        let d = deployment(&["-u", "admin", "-p", "s", "-d", "cf", "c"]);
+        assert_eq!(
+            d.validate().unwrap_err().to_string(),
+            "--target flag is required."
+        );
+        let d = deployment(&["-t", "x", "-u", "admin", "-p", "s", "c"]);
+        assert_eq!(
+            d.validate().unwrap_err().to_string(),
+            "provide one of '--deployment' or '--all-deployments' flags."
+        );
+        let d = deployment(&["--inventory", "i.yml", "restore"]);
+        assert_eq!(
+            d.validate().unwrap_err().to_string(),
+            "--artifact-path flag is required."
+        );
+        let d = deployment(&[
+            "-t",
+            "x",
+            "-u",
+            "a",
+            "-p",
+            "s",
+            "--all-deployments",
+            "backup",
+            "--unsafe-lock-free",
+        ]);
+        assert!(d
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("Cannot use the --unsafe-lock-free"));
+    }
+
+    #[test]
+    fn inventory_mode_needs_no_director_flags() {
+        deployment(&["--inventory", "i.yml", "pre-backup-check"])
+            .validate()
+            .unwrap();
+    }
+}

@@ -1,0 +1,51 @@
+//! bbr's log format on stdout: `[bbr] 2006/01/02 15:04:05 INFO - message`.
+//!
+//! Wrappers and pipelines grep these lines, so the prefix stays `[bbr]` whatever the binary
+//! is called. `--debug` adds DEBUG lines (every remote command and script stdout).
+
+use std::fmt;
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+struct BbrFormat;
+
+impl<S, N> FormatEvent<S, N> for BbrFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        context: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let level = match *event.metadata().level() {
+            Level::ERROR => "ERROR",
+            Level::WARN => "WARN",
+            Level::INFO => "INFO",
+            Level::DEBUG | Level::TRACE => "DEBUG",
+        };
+        let now = chrono::Local::now().format("%Y/%m/%d %H:%M:%S");
+        write!(writer, "[bbr] {now} {level} - ")?;
+        context
+            .field_format()
+            .format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// Installs the logger; `debug` lowers the level to DEBUG for Cairn's own messages.
+pub fn init(debug: bool) {
+    let level = if debug { "debug" } else { "info" };
+    let filter = EnvFilter::new(format!("warn,cairn={level}"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .event_format(BbrFormat)
+        .with_writer(std::io::stdout)
+        .try_init();
+}

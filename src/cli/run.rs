@@ -1,0 +1,164 @@
+//! Turns parsed flags into a library call, and its result into output and an exit code.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cairn::deployment::Target;
+use cairn::inventory::Inventory;
+use cairn::orchestrator::backup::{backup, pre_backup_check, BackupOptions};
+use cairn::orchestrator::cleanup::{cleanup, CleanupKind};
+use cairn::orchestrator::restore::restore;
+use cairn::orchestrator::RunContext;
+use cairn::ssh_target::{HostKeyOptions, SshTarget};
+use cairn::RunErrors;
+
+use super::args::{Action, CommonArgs, DeploymentArgs, DirectorArgs, UsageError};
+
+/// Which mode the subcommand runs in, for messages.
+enum Mode {
+    Deployment,
+    Director,
+}
+
+/// Runs `cairn deployment ...`; returns the exit code.
+pub async fn deployment(args: DeploymentArgs) -> anyhow::Result<i32> {
+    args.validate()?;
+    let Some(inventory_path) = &args.inventory else {
+        anyhow::bail!(UsageError(
+            "Deployment mode through the BOSH Director API is not available in this version; list the instances in an inventory file and pass --inventory FILE".into()
+        ));
+    };
+    let inventory = Inventory::load(inventory_path)?;
+    let target = SshTarget::from_inventory(
+        &inventory,
+        inventory_path,
+        args.deployment.clone(),
+        &host_keys(&args.common),
+    )?;
+    run_action(&target, args.action, &args.common, Mode::Deployment).await
+}
+
+/// Runs `cairn director ...`; returns the exit code.
+pub async fn director(args: DirectorArgs) -> anyhow::Result<i32> {
+    args.validate()?;
+    let host = args.host.clone().unwrap_or_default();
+    let username = args.username.clone().unwrap_or_default();
+    let key = args.private_key_path.clone().unwrap_or_default();
+    let target = SshTarget::director(&host, &username, &key, &host_keys(&args.common));
+    run_action(&target, args.action, &args.common, Mode::Director).await
+}
+
+fn host_keys(common: &CommonArgs) -> HostKeyOptions {
+    HostKeyOptions {
+        known_hosts: common.known_hosts.clone(),
+        skip_check: common.insecure_skip_host_key_check,
+    }
+}
+
+async fn run_action(
+    target: &dyn Target,
+    action: Action,
+    common: &CommonArgs,
+    mode: Mode,
+) -> anyhow::Result<i32> {
+    let context = RunContext::new(common.parallelism, cairn::VERSION);
+    let signals = super::signals::watch(context.clone());
+    let errors = match action {
+        Action::PreBackupCheck => {
+            let errors = pre_backup_check(target, &context).await;
+            print_check_result(target.name(), &mode, &errors);
+            errors
+        }
+        Action::Backup(backup_args) => {
+            let parent = match backup_args.artifact_path {
+                Some(path) => path,
+                None => std::env::current_dir().context("Cannot read the current directory")?,
+            };
+            if backup_args.with_manifest {
+                tracing::warn!(
+                    "--with-manifest: an inventory has no deployment manifest; none is saved"
+                );
+            }
+            let options = BackupOptions {
+                artifact_parent: parent,
+                unsafe_lock_free: backup_args.unsafe_lock_free,
+                manifest: None,
+                started_at: chrono::Utc::now(),
+            };
+            let report = backup(target, &options, &context).await;
+            if let (Some(path), true) = (&report.artifact, report.complete) {
+                tracing::info!("Backup written to {}", path.display());
+            }
+            report.errors
+        }
+        Action::Restore(restore_args) => {
+            let path: PathBuf = restore_args.artifact_path.unwrap_or_default();
+            restore(target, &path, &context).await
+        }
+        Action::BackupCleanup => {
+            let errors = cleanup(target, CleanupKind::Backup, &context).await;
+            if errors.is_empty() {
+                println!("'{}' cleaned up", target.name());
+            }
+            errors
+        }
+        Action::RestoreCleanup => {
+            let errors = cleanup(target, CleanupKind::Restore, &context).await;
+            if errors.is_empty() {
+                println!("'{}' cleaned up", target.name());
+            }
+            errors
+        }
+    };
+    signals.abort();
+    Ok(report_errors(&errors, cleanup_advice_subcommand(&errors)))
+}
+
+fn print_check_result(name: &str, mode: &Mode, errors: &RunErrors) {
+    let time = chrono::Local::now().format("%H:%M:%S");
+    let subject = match mode {
+        Mode::Deployment => format!("Deployment '{name}'"),
+        Mode::Director => "Director".to_string(),
+    };
+    if errors.is_empty() {
+        println!("[{time}] {subject} can be backed up.");
+    } else {
+        println!("[{time}] {subject} cannot be backed up.");
+        for line in errors.to_string().lines() {
+            println!("  {line}");
+        }
+    }
+}
+
+fn cleanup_advice_subcommand(errors: &RunErrors) -> bool {
+    errors
+        .errors()
+        .iter()
+        .any(cairn::Error::needs_cleanup_advice)
+}
+
+/// Prints bbr's error report to stderr, writes `bbr-<time>.err.log`, returns the exit code.
+fn report_errors(errors: &RunErrors, advise_cleanup: bool) -> i32 {
+    if errors.is_empty() {
+        return 0;
+    }
+    let mut stderr = std::io::stderr().lock();
+    let _ = write!(stderr, "{errors}");
+    if advise_cleanup {
+        let _ = writeln!(stderr, "It is recommended that you run `bbr backup-cleanup` to ensure that any temp files are cleaned up and all jobs are unlocked.");
+    }
+    write_error_log(errors);
+    errors.exit_code()
+}
+
+fn write_error_log(errors: &RunErrors) {
+    let name = format!(
+        "bbr-{}.err.log",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let detail = format!("{errors}\n{errors:#?}\n");
+    if std::fs::write(&name, &detail).is_err() {
+        eprintln!("{detail}");
+    }
+}

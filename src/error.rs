@@ -1,0 +1,268 @@
+//! Errors of a Cairn run, and how they map to bbr's exit-code bitmask.
+//!
+//! bbr does not stop at the first error: a backup that fails to lock still unlocks and cleans
+//! up, and every error met along the way is reported. The exit code ORs one bit per kind of
+//! error (bbr-facts §1.4): 1 for anything general, 4 for a failed `pre-backup-lock`, 8 for a
+//! failed unlock script, 16 for a failed clean-up step. [`RunErrors`] is that list, and
+//! [`Error::exit_bit`] is the kind of each entry.
+
+use std::fmt;
+
+use crate::job::{InstanceName, ScriptName};
+
+/// One thing that went wrong during a run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A job script exited non-zero.
+    #[error("Error attempting to run {script} for job {job} on {instance}: {stderr} - exit code {status}")]
+    ScriptFailed {
+        /// The instance the script ran on.
+        instance: InstanceName,
+        /// The job the script belongs to.
+        job: String,
+        /// Which script.
+        script: ScriptName,
+        /// Its exit status.
+        status: u32,
+        /// The end of its standard error, trimmed.
+        stderr: String,
+    },
+    /// A remote command other than a job script failed.
+    #[error("{action} on {instance} failed: {detail}")]
+    RemoteCommand {
+        /// The instance the command ran on.
+        instance: InstanceName,
+        /// What Cairn was doing, e.g. `Finding scripts`.
+        action: String,
+        /// The remote error or exit status and stderr.
+        detail: String,
+    },
+    /// The SSH transport failed.
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
+    /// `metadata` printed YAML that is not bbr job metadata.
+    #[error("Parsing metadata from job {job} on {instance} failed: {detail}")]
+    BadJobMetadata {
+        /// The instance.
+        instance: InstanceName,
+        /// The job.
+        job: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A restore was asked of an instance whose job declares `restore_name`.
+    #[error("discontinued metadata keys backup_name/restore_name found on instance {group}. bbr cannot restore this backup artifact.")]
+    DiscontinuedRestoreName {
+        /// The instance group.
+        group: String,
+    },
+    /// `/var/vcap/store/bbr-backup` exists on an instance before a backup or restore.
+    #[error("Directory /var/vcap/store/bbr-backup already exists on instance {instance}")]
+    ArtifactDirExists {
+        /// The instance.
+        instance: InstanceName,
+    },
+    /// The deployment has no job with a `backup` script.
+    #[error("Deployment '{deployment}' has no backup scripts")]
+    NoBackupScripts {
+        /// Deployment name.
+        deployment: String,
+    },
+    /// The deployment has no job with a `restore` script.
+    #[error("Deployment '{deployment}' has no restore scripts")]
+    NoRestoreScripts {
+        /// Deployment name.
+        deployment: String,
+    },
+    /// The lock-ordering metadata forms a cycle.
+    #[error("job locking dependency graph is cyclic")]
+    CyclicLockGraph,
+    /// The target does not have the groups and indices the backup was taken from.
+    #[error(
+        "Deployment '{deployment}' does not match the structure of the provided backup: {detail}"
+    )]
+    StructureMismatch {
+        /// Deployment name.
+        deployment: String,
+        /// Which instance or artifact is missing.
+        detail: String,
+    },
+    /// Digests of transferred files do not match.
+    #[error("Backup is corrupted, checksum failed for {instance} {job} - checksums don't match for [{files}]. Checksum failed for {count} files in total")]
+    ChecksumMismatch {
+        /// The instance.
+        instance: InstanceName,
+        /// The job or artifact name.
+        job: String,
+        /// The first mismatching file names, comma separated.
+        files: String,
+        /// How many files mismatch.
+        count: usize,
+    },
+    /// The local artifact is missing, unreadable, unsafe or corrupt.
+    #[error(transparent)]
+    Artifact(#[from] crate::artifact::ArtifactError),
+    /// Removing what a run created failed.
+    #[error("Deployment '{deployment}' failed while cleaning up with error: {detail}")]
+    Cleanup {
+        /// Deployment name.
+        deployment: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The operator interrupted the run.
+    #[error("{operation} was interrupted by {signal}; locked jobs were unlocked and remote artifact directories removed")]
+    Interrupted {
+        /// `Backup` or `Restore`.
+        operation: &'static str,
+        /// `SIGINT` or `SIGTERM`.
+        signal: String,
+    },
+    /// The inventory or another input is invalid.
+    #[error(transparent)]
+    Inventory(#[from] crate::inventory::InventoryError),
+}
+
+impl Error {
+    /// The bit this error contributes to the exit code (bbr-facts §1.4).
+    #[must_use]
+    pub fn exit_bit(&self) -> i32 {
+        match self {
+            Error::ScriptFailed { script, .. } => match script {
+                ScriptName::PreBackupLock => 4,
+                ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => 8,
+                _ => 1,
+            },
+            Error::Cleanup { .. } => 16,
+            _ => 1,
+        }
+    }
+
+    /// True when this error came from an unlock or clean-up, after which bbr prints its advice to
+    /// run `backup-cleanup`.
+    #[must_use]
+    pub fn needs_cleanup_advice(&self) -> bool {
+        matches!(
+            self,
+            Error::Cleanup { .. } | Error::ArtifactDirExists { .. } | Error::Interrupted { .. }
+        ) || self.exit_bit() == 8
+    }
+}
+
+/// Every error of one run, in the order they happened.
+#[derive(Debug, Default)]
+pub struct RunErrors(pub Vec<Error>);
+
+impl RunErrors {
+    /// An empty list.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one error.
+    pub fn push(&mut self, error: Error) {
+        self.0.push(error);
+    }
+
+    /// Adds every error of `other`.
+    pub fn extend(&mut self, other: RunErrors) {
+        self.0.extend(other.0);
+    }
+
+    /// True when nothing went wrong.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The errors.
+    #[must_use]
+    pub fn errors(&self) -> &[Error] {
+        &self.0
+    }
+
+    /// bbr's exit code: the OR of every error's bit, 0 when there is none.
+    #[must_use]
+    pub fn exit_code(&self) -> i32 {
+        self.0.iter().fold(0, |code, error| code | error.exit_bit())
+    }
+
+    /// `Ok(())` when empty.
+    ///
+    /// # Errors
+    /// Returns `self` when it holds at least one error.
+    pub fn into_result(self) -> Result<(), RunErrors> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl From<Error> for RunErrors {
+    fn from(error: Error) -> Self {
+        RunErrors(vec![error])
+    }
+}
+
+impl fmt::Display for RunErrors {
+    /// bbr's `PrettyError`: `N error(s) occurred:` then `error K:` and each message.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} error(s) occurred:", self.0.len())?;
+        for (number, error) in self.0.iter().enumerate() {
+            writeln!(f, "error {}:", number + 1)?;
+            writeln!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RunErrors {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script_error(script: ScriptName) -> Error {
+        Error::ScriptFailed {
+            instance: InstanceName::new("db", "0"),
+            job: "postgres".into(),
+            script,
+            status: 1,
+            stderr: "boom".into(),
+        }
+    }
+
+    #[test]
+    fn exit_code_ors_the_bits_of_every_error() {
+        let mut errors = RunErrors::new();
+        assert_eq!(errors.exit_code(), 0);
+        errors.push(script_error(ScriptName::PreBackupLock));
+        assert_eq!(errors.exit_code(), 4);
+        errors.push(script_error(ScriptName::PostBackupUnlock));
+        assert_eq!(errors.exit_code(), 12);
+        errors.push(Error::Cleanup {
+            deployment: "d".into(),
+            detail: "x".into(),
+        });
+        assert_eq!(errors.exit_code(), 28);
+        errors.push(script_error(ScriptName::Backup));
+        assert_eq!(errors.exit_code(), 29);
+    }
+
+    #[test]
+    fn restore_lock_failure_is_a_general_error() {
+        assert_eq!(script_error(ScriptName::PreRestoreLock).exit_bit(), 1);
+    }
+
+    #[test]
+    fn pretty_error_matches_bbr() {
+        let errors = RunErrors(vec![script_error(ScriptName::Backup)]);
+        assert_eq!(
+            errors.to_string(),
+            "1 error(s) occurred:\nerror 1:\nError attempting to run backup for job postgres on db/0: boom - exit code 1\n"
+        );
+    }
+}

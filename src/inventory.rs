@@ -1,0 +1,187 @@
+//! The static inventory: a YAML file listing the instances of a deployment and how to reach
+//! them, used instead of the BOSH Director API.
+//!
+//! It is parsed once, here, and every mistake is reported with the file and the entry so an
+//! operator can fix it without guessing. Relative key paths are relative to the file, so an
+//! inventory and its keys can travel together.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A mistake in the inventory file.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The file cannot be read.
+    #[error("Cannot read inventory `{path}`: {source}; check the --inventory path")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The YAML does not match the schema.
+    #[error("Invalid inventory `{path}`: {detail}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the entry.
+        detail: String,
+    },
+}
+
+/// One instance of the inventory, as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryInstance {
+    /// Instance group name.
+    pub group: String,
+    /// BOSH index.
+    pub index: u32,
+    /// Instance id; defaults to the index.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Host name or IP address (IPv6 allowed, with or without brackets).
+    pub address: String,
+    /// SSH port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// SSH user with passwordless sudo.
+    pub username: String,
+    /// OpenSSH private key, resolved relative to the inventory file.
+    pub private_key: PathBuf,
+    /// Pinned host key in `authorized_keys` format.
+    #[serde(default)]
+    pub host_key: Option<String>,
+}
+
+fn default_port() -> u16 {
+    22
+}
+
+impl InventoryInstance {
+    /// The instance id, or the index when the file gives none.
+    #[must_use]
+    pub fn id(&self) -> String {
+        self.id.clone().unwrap_or_else(|| self.index.to_string())
+    }
+}
+
+/// A parsed inventory file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    /// Deployment name, used in artifact directory names.
+    pub deployment: String,
+    /// Job name to release name, for lock-order matching.
+    #[serde(default)]
+    pub releases: BTreeMap<String, String>,
+    /// The instances.
+    pub instances: Vec<InventoryInstance>,
+}
+
+impl Inventory {
+    /// Reads and validates an inventory file; relative `private_key`s become absolute.
+    ///
+    /// # Errors
+    /// [`InventoryError`] naming the file and the faulty entry.
+    pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |detail: String| InventoryError::Invalid {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let mut inventory: Inventory =
+            yaml_serde::from_str(&text).map_err(|error| invalid(error.to_string()))?;
+        inventory.validate().map_err(invalid)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for instance in &mut inventory.instances {
+            if instance.private_key.is_relative() {
+                instance.private_key = base.join(&instance.private_key);
+            }
+        }
+        Ok(inventory)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.deployment.trim().is_empty() || self.deployment.contains('/') {
+            return Err("`deployment` must be a non-empty name without `/`".into());
+        }
+        if self.instances.is_empty() {
+            return Err("`instances` lists no instance; add at least one".into());
+        }
+        let mut seen = BTreeSet::new();
+        for (number, instance) in self.instances.iter().enumerate() {
+            let entry = format!(
+                "instances[{number}] ({}/{})",
+                instance.group, instance.index
+            );
+            if instance.group.is_empty() || instance.group.contains('/') {
+                return Err(format!(
+                    "{entry}: `group` must be a non-empty name without `/`"
+                ));
+            }
+            if instance.address.is_empty() {
+                return Err(format!("{entry}: `address` is empty"));
+            }
+            if instance.username.is_empty() {
+                return Err(format!("{entry}: `username` is empty"));
+            }
+            if !seen.insert((instance.group.clone(), instance.index)) {
+                return Err(format!("{entry}: group and index appear twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Inventory, InventoryError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.yml");
+        std::fs::write(&path, text).unwrap();
+        Inventory::load(&path)
+    }
+
+    #[test]
+    fn loads_defaults_and_resolves_keys_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inv.yml");
+        std::fs::write(
+            &path,
+            "deployment: demo\nreleases: {db: pg}\ninstances:\n- group: database\n  index: 0\n  address: 10.0.0.5\n  username: vcap\n  private_key: keys/id\n",
+        )
+        .unwrap();
+        let inventory = Inventory::load(&path).unwrap();
+        let instance = &inventory.instances[0];
+        assert_eq!(instance.port, 22);
+        assert_eq!(instance.id(), "0");
+        assert_eq!(instance.private_key, dir.path().join("keys/id"));
+        assert_eq!(inventory.releases["db"], "pg");
+    }
+
+    #[test]
+    fn duplicate_instances_and_unknown_keys_are_refused() {
+        let duplicate = "deployment: d\ninstances:\n- {group: g, index: 0, address: a, username: u, private_key: /k}\n- {group: g, index: 0, address: b, username: u, private_key: /k}\n";
+        let error = load(duplicate).unwrap_err().to_string();
+        assert!(
+            error.contains("instances[1] (g/0): group and index appear twice"),
+            "{error}"
+        );
+        let unknown = "deployment: d\ninstances:\n- {group: g, index: 0, adress: a, username: u, private_key: /k}\n";
+        assert!(load(unknown).unwrap_err().to_string().contains("adress"));
+    }
+
+    #[test]
+    fn a_missing_file_names_the_path() {
+        let error = Inventory::load(Path::new("/nonexistent/inv.yml")).unwrap_err();
+        assert!(error.to_string().contains("/nonexistent/inv.yml"));
+    }
+}

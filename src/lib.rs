@@ -1,0 +1,26 @@
+//! Cairn: backup and restore for BOSH-deployed platforms, compatible with bbr.
+//!
+//! The library does the work; the `cairn` binary only parses flags and prints. A run is:
+//! a [`deployment::Target`] (an inventory of SSH hosts, or a director VM) is connected and its
+//! jobs discovered ([`deployment::discover`]); a plan is computed and checked before anything
+//! changes ([`orchestrator::backup::plan_backup`], [`orchestrator::restore::plan_restore`]);
+//! then the workflow runs the job scripts in lock order and streams artifacts
+//! ([`orchestrator`]). See `docs/architecture.md` for the data path.
+
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub mod artifact;
+pub mod commands;
+pub mod deployment;
+pub mod error;
+pub mod inventory;
+pub mod job;
+pub mod lock_order;
+pub mod orchestrator;
+pub mod remote;
+pub mod ssh_target;
+
+pub use error::{Error, RunErrors};
+
+/// Cairn's version, also given to `metadata` scripts as `BBR_VERSION`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

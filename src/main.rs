@@ -1,0 +1,97 @@
+//! `cairn` (or `bbr`, through a symlink): parse, run, exit with bbr's exit codes.
+
+mod cli;
+
+use std::io::IsTerminal;
+
+use clap::Parser;
+use cli::args::{Cli, Command, UsageError};
+
+fn main() {
+    std::process::exit(real_main());
+}
+
+fn program_name() -> String {
+    std::env::args()
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .map_or_else(|| "cairn".into(), |n| n.to_string_lossy().into_owned())
+}
+
+fn real_main() -> i32 {
+    let name = program_name();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return parse_failure(&error),
+    };
+    let debug = match &cli.command {
+        Command::Deployment(d) => d.common.debug,
+        Command::Director(d) => d.common.debug,
+        _ => false,
+    };
+    cli::logging::init(debug);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Deployment(args) => cli::run::deployment(args).await,
+            Command::Director(args) => cli::run::director(args).await,
+            Command::Help => {
+                let _ = <Cli as clap::CommandFactory>::command().print_help();
+                Ok(0)
+            }
+            Command::Version => {
+                println!("{name} version {}", cairn::VERSION);
+                Ok(0)
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            print_fatal(&error);
+            1
+        }
+    }
+}
+
+fn parse_failure(error: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            0
+        }
+        ErrorKind::InvalidSubcommand => {
+            let unknown = error
+                .get(clap::error::ContextKind::InvalidSubcommand)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            eprintln!("Error command '{unknown}' not found");
+            let _ = <Cli as clap::CommandFactory>::command().print_help();
+            1
+        }
+        _ => {
+            let _ = error.print();
+            1
+        }
+    }
+}
+
+fn print_fatal(error: &anyhow::Error) {
+    let red = std::io::stderr().is_terminal();
+    let message = if error.downcast_ref::<UsageError>().is_some() {
+        error.to_string()
+    } else {
+        format!("1 error(s) occurred:\nerror 1:\n{error:#}")
+    };
+    if red {
+        eprintln!("\x1b[31m{message}\x1b[0m");
+    } else {
+        eprintln!("{message}");
+    }
+}

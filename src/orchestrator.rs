@@ -1,0 +1,279 @@
+//! The workflows: backup, restore, pre-backup-check and the two clean-ups (bbr-facts §3).
+//!
+//! Each workflow is a sequence of steps over a discovered [`Deployment`]. The rules that make
+//! them safe live here, shared by all of them:
+//! - once a lock was attempted, the unlock scripts run, whatever failed after;
+//! - unlock and clean-up are never cancelled: an interrupt stops the work in flight, then
+//!   unlocks and removes what this run created;
+//! - every error is collected, none stops the clean-up, and the exit code ORs their kinds.
+
+pub mod backup;
+pub mod cleanup;
+pub mod restore;
+mod transfer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::commands;
+use crate::deployment::{discover, Deployment, Target};
+use crate::error::{Error, RunErrors};
+use crate::job::{ScriptName, REMOTE_ARTIFACT_ROOT};
+use crate::lock_order::{JobRef, LockLayers};
+use crate::remote::{RemoteError, RemoteHostExt};
+
+/// Settings shared by every workflow.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// At most this many scripts or transfers at once.
+    pub parallelism: usize,
+    /// Passed to `metadata` scripts as `BBR_VERSION`.
+    pub version: String,
+    /// Fired on SIGINT/SIGTERM.
+    pub cancel: CancellationToken,
+    /// The signal that fired the token, for the message.
+    pub signal_name: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl RunContext {
+    /// A context with no cancellation wired.
+    #[must_use]
+    pub fn new(parallelism: usize, version: &str) -> RunContext {
+        RunContext {
+            parallelism: parallelism.max(1),
+            version: version.to_string(),
+            cancel: CancellationToken::new(),
+            signal_name: std::sync::Arc::default(),
+        }
+    }
+
+    /// Marks the run as interrupted by `signal`.
+    pub fn interrupt(&self, signal: &str) {
+        *self.signal_name.lock().expect("lock") = Some(signal.to_string());
+        self.cancel.cancel();
+    }
+
+    fn interrupted(&self, operation: &'static str) -> Error {
+        Error::Interrupted {
+            operation,
+            signal: self
+                .signal_name
+                .lock()
+                .expect("lock")
+                .clone()
+                .unwrap_or_else(|| "a signal".into()),
+        }
+    }
+}
+
+/// Discovers the deployment unless interrupted first.
+async fn discover_or_interrupt(
+    target: &dyn Target,
+    context: &RunContext,
+    operation: &'static str,
+) -> Result<Deployment, RunErrors> {
+    tokio::select! {
+        found = discover(target, context.parallelism, &context.version) => found,
+        () = context.cancel.cancelled() => Err(context.interrupted(operation).into()),
+    }
+}
+
+/// Runs `script` on each of `jobs` (those that have it), at most `parallelism` at once.
+/// `environment` gives each job's variables.
+async fn run_scripts(
+    deployment: &Deployment,
+    jobs: &[JobRef],
+    script: ScriptName,
+    environment: &(dyn Fn(&crate::job::Job) -> Vec<(&'static str, String)> + Sync),
+    context: &RunContext,
+    cancel: &CancellationToken,
+) -> RunErrors {
+    let runs = jobs
+        .iter()
+        .map(|r| deployment.job(*r))
+        .filter(|(_, job)| job.has(script))
+        .map(|(instance, job)| async move {
+            tracing::info!("{} {} on {}...", describe(script), job.name, instance.name);
+            let command = commands::run_script(job, script, &environment(job));
+            let output = instance.remote.run_cancellable(&command, cancel).await;
+            match output {
+                Ok(output) if output.success() => {
+                    tracing::debug!("stdout: {}", output.stdout_text().trim_end());
+                    tracing::info!(
+                        "Finished {} {} on {}.",
+                        describe(script).to_lowercase(),
+                        job.name,
+                        instance.name
+                    );
+                    None
+                }
+                Ok(output) => Some(Error::ScriptFailed {
+                    instance: instance.name.clone(),
+                    job: job.name.clone(),
+                    script,
+                    status: output.status,
+                    stderr: output.stderr.trim().to_string(),
+                }),
+                Err(RemoteError::Cancelled { .. }) => None,
+                Err(error) => Some(Error::Remote(error)),
+            }
+        });
+    let errors: Vec<Error> = stream::iter(runs)
+        .buffer_unordered(context.parallelism)
+        .filter_map(|e| async move { e })
+        .collect()
+        .await;
+    RunErrors(errors)
+}
+
+fn describe(script: ScriptName) -> &'static str {
+    match script {
+        ScriptName::PreBackupLock | ScriptName::PreRestoreLock => "Locking",
+        ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => "Unlocking",
+        ScriptName::Backup => "Backing up",
+        ScriptName::Restore => "Restoring",
+        ScriptName::Metadata => "Reading metadata of",
+    }
+}
+
+/// Runs a lock script layer by layer, stopping at the first layer with a failure.
+async fn lock(
+    deployment: &Deployment,
+    layers: &LockLayers,
+    script: ScriptName,
+    context: &RunContext,
+) -> RunErrors {
+    for layer in layers.lock_order() {
+        if context.cancel.is_cancelled() {
+            break;
+        }
+        let errors = run_scripts(
+            deployment,
+            layer,
+            script,
+            &|_| Vec::new(),
+            context,
+            &context.cancel,
+        )
+        .await;
+        if !errors.is_empty() {
+            return errors;
+        }
+    }
+    RunErrors::new()
+}
+
+/// Runs an unlock script on every job, layers in reverse; never cancelled, never stops early.
+async fn unlock(
+    deployment: &Deployment,
+    layers: &LockLayers,
+    script: ScriptName,
+    environment: &(dyn Fn(&crate::job::Job) -> Vec<(&'static str, String)> + Sync),
+    context: &RunContext,
+) -> RunErrors {
+    let never = CancellationToken::new();
+    let mut errors = RunErrors::new();
+    for layer in layers.unlock_order() {
+        errors.extend(run_scripts(deployment, layer, script, environment, context, &never).await);
+    }
+    errors
+}
+
+/// Fails with one error per instance where `/var/vcap/store/bbr-backup` exists.
+async fn check_artifact_root_absent(deployment: &Deployment, instances: &[usize]) -> RunErrors {
+    let checks = instances.iter().map(|&i| async move {
+        let instance = &deployment.instances[i];
+        match instance.remote.run(&commands::artifact_root_exists()).await {
+            Ok(output) if output.success() => Some(Error::ArtifactDirExists {
+                instance: instance.name.clone(),
+            }),
+            Ok(_) => None,
+            Err(error) => Some(Error::RemoteCommand {
+                instance: instance.name.clone(),
+                action: format!("Error checking {REMOTE_ARTIFACT_ROOT}"),
+                detail: error.to_string(),
+            }),
+        }
+    });
+    RunErrors(
+        futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect(),
+    )
+}
+
+/// Which instances had their remote artifact root created by this run.
+#[derive(Debug)]
+struct CreatedRoots(Vec<AtomicBool>);
+
+impl CreatedRoots {
+    fn new(count: usize) -> Self {
+        Self((0..count).map(|_| AtomicBool::new(false)).collect())
+    }
+
+    fn mark(&self, instance: usize) {
+        self.0[instance].store(true, Ordering::SeqCst);
+    }
+
+    fn created(&self) -> Vec<usize> {
+        (0..self.0.len())
+            .filter(|&i| self.0[i].load(Ordering::SeqCst))
+            .collect()
+    }
+}
+
+/// Removes `/var/vcap/store/bbr-backup` from the given instances; failures are clean-up errors.
+async fn remove_artifact_roots(
+    deployment: &Deployment,
+    instances: &[usize],
+    error_kind: fn(&Deployment, String) -> Error,
+) -> RunErrors {
+    let removals = instances.iter().map(|&i| async move {
+        let instance = &deployment.instances[i];
+        let result = instance
+            .remote
+            .run(&commands::remove(REMOTE_ARTIFACT_ROOT))
+            .await;
+        let detail = match result {
+            Ok(output) if output.success() => return None,
+            Ok(output) => format!(
+                "removing {REMOTE_ARTIFACT_ROOT} on {}: {}",
+                instance.name,
+                output.failure_detail()
+            ),
+            Err(error) => format!(
+                "removing {REMOTE_ARTIFACT_ROOT} on {}: {error}",
+                instance.name
+            ),
+        };
+        Some(error_kind(deployment, detail))
+    });
+    RunErrors(
+        futures::future::join_all(removals)
+            .await
+            .into_iter()
+            .flatten()
+            .collect(),
+    )
+}
+
+fn cleanup_error(deployment: &Deployment, detail: String) -> Error {
+    Error::Cleanup {
+        deployment: deployment.name.clone(),
+        detail,
+    }
+}
+
+/// Releases the target's access (temporary users), reporting a failure as a clean-up error.
+async fn release_target(target: &dyn Target, errors: &mut RunErrors) {
+    if let Err(error) = target.release_access().await {
+        errors.push(Error::Cleanup {
+            deployment: target.name().to_string(),
+            detail: error.to_string(),
+        });
+    }
+}

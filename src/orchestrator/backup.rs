@@ -1,0 +1,346 @@
+//! The backup workflow and pre-backup-check (bbr-facts §3.4, §3.5).
+//!
+//! ```text
+//! discover → backupable? → create artifact dir → lock → backup → unlock(true) → drain → clean up → finish
+//!                 |fail: clean up          |fail: unlock(false) ──────────────┘ (no drain)
+//! ```
+//! A lock or backup failure (or an interrupt) unlocks every job with
+//! `BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false`. The artifact is complete only when every job's
+//! tar was drained and verified; otherwise its tars are removed and `metadata` lists no
+//! instances, which restore refuses.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+
+use super::{
+    check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
+    remove_artifact_roots, run_scripts, transfer, unlock, CreatedRoots, RunContext,
+};
+use crate::artifact::metadata::{format_activity_time, format_backup_timestamp, BackupActivity};
+use crate::artifact::{BackupDirectory, BackupMetadata};
+use crate::commands;
+use crate::deployment::{Deployment, Target};
+use crate::error::{Error, RunErrors};
+use crate::job::{Job, LockDirection, ScriptName};
+use crate::lock_order::{JobRef, LockLayers};
+use crate::remote::RemoteHostExt;
+
+/// What `backup` is asked to do.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Existing directory the backup directory is created in.
+    pub artifact_parent: PathBuf,
+    /// Skip the lock and unlock scripts.
+    pub unsafe_lock_free: bool,
+    /// Save the deployment manifest as `manifest.yml` when the target has one.
+    pub manifest: Option<String>,
+    /// Time the command started; names the backup directory.
+    pub started_at: DateTime<Utc>,
+}
+
+/// What a backup produced.
+#[derive(Debug)]
+pub struct BackupReport {
+    /// The backup directory, when one was created (complete only when `errors` allows it).
+    pub artifact: Option<PathBuf>,
+    /// True when every artifact was stored and verified.
+    pub complete: bool,
+    /// Everything that went wrong.
+    pub errors: RunErrors,
+}
+
+/// What a backup will do, computed before anything is changed.
+#[derive(Debug, Clone)]
+pub struct BackupPlan {
+    /// Lock layers (backup order).
+    pub layers: LockLayers,
+    /// Jobs with a `backup` script.
+    pub backup_jobs: Vec<JobRef>,
+    /// Instances with at least one backup script.
+    pub backupable_instances: Vec<usize>,
+}
+
+/// The backupable checks: backup scripts exist, no instance has a leftover artifact directory,
+/// and the lock order has no cycle.
+///
+/// # Errors
+/// Every check that failed.
+pub async fn plan_backup(deployment: &Deployment) -> Result<BackupPlan, RunErrors> {
+    let backup_jobs = deployment.jobs_with(ScriptName::Backup);
+    if backup_jobs.is_empty() {
+        return Err(Error::NoBackupScripts {
+            deployment: deployment.name.clone(),
+        }
+        .into());
+    }
+    let all: Vec<usize> = (0..deployment.instances.len()).collect();
+    check_artifact_root_absent(deployment, &all)
+        .await
+        .into_result()?;
+    let layers = deployment.lock_layers(LockDirection::Backup)?;
+    let backupable_instances = all
+        .into_iter()
+        .filter(|&i| deployment.instances[i].can_backup())
+        .collect();
+    Ok(BackupPlan {
+        layers,
+        backup_jobs,
+        backupable_instances,
+    })
+}
+
+/// `pre-backup-check`: discovery and the backupable checks, changing nothing.
+pub async fn pre_backup_check(target: &dyn Target, context: &RunContext) -> RunErrors {
+    let mut errors = RunErrors::new();
+    match discover_or_interrupt(target, context, "Pre-backup check").await {
+        Ok(deployment) => {
+            tracing::info!("Running pre-checks for backup of {}...", deployment.name);
+            if let Err(e) = plan_backup(&deployment).await {
+                errors.extend(e);
+            }
+        }
+        Err(e) => errors.extend(e),
+    }
+    release_target(target, &mut errors).await;
+    errors
+}
+
+/// Runs a backup of `target` into a new bbr-format directory.
+pub async fn backup(
+    target: &dyn Target,
+    options: &BackupOptions,
+    context: &RunContext,
+) -> BackupReport {
+    let mut report = BackupReport {
+        artifact: None,
+        complete: false,
+        errors: RunErrors::new(),
+    };
+    match discover_or_interrupt(target, context, "Backup").await {
+        Ok(deployment) => backup_deployment(&deployment, options, context, &mut report).await,
+        Err(errors) => report.errors.extend(errors),
+    }
+    release_target(target, &mut report.errors).await;
+    report
+}
+
+async fn backup_deployment(
+    deployment: &Deployment,
+    options: &BackupOptions,
+    context: &RunContext,
+    report: &mut BackupReport,
+) {
+    tracing::info!("Running pre-checks for backup of {}...", deployment.name);
+    let plan = match plan_backup(deployment).await {
+        Ok(plan) => plan,
+        Err(errors) => return report.errors.extend(errors),
+    };
+    let name = format!(
+        "{}_{}",
+        deployment.name,
+        format_backup_timestamp(options.started_at)
+    );
+    let directory = match create_directory(options, &name) {
+        Ok(directory) => directory,
+        Err(error) => return report.errors.push(error),
+    };
+    report.artifact = Some(directory.path().to_path_buf());
+    tracing::info!("Starting backup of {}...", deployment.name);
+    let created = CreatedRoots::new(deployment.instances.len());
+    let metadata = Mutex::new(initial_metadata(options));
+    let drained = lock_backup_unlock_drain(
+        deployment,
+        &plan,
+        options,
+        context,
+        &created,
+        &directory,
+        &metadata,
+        &mut report.errors,
+    )
+    .await;
+    tracing::info!("Cleaning up...");
+    report
+        .errors
+        .extend(remove_artifact_roots(deployment, &created.created(), cleanup_error).await);
+    if context.cancel.is_cancelled() {
+        report.errors.push(context.interrupted("Backup"));
+    }
+    let mut metadata = metadata.into_inner().expect("metadata lock");
+    if let Some(activity) = metadata.backup_activity.as_mut() {
+        activity.finish_time = Some(format_activity_time(Utc::now()));
+    }
+    report.complete = drained && !context.cancel.is_cancelled();
+    if !report.complete {
+        metadata.instances.clear();
+        metadata.custom_artifacts.clear();
+        directory.remove_tars();
+    }
+    if let Err(error) = directory.write_metadata(&metadata) {
+        report.complete = false;
+        report.errors.push(error.into());
+    }
+    if report.complete {
+        tracing::info!("Backup created of {} on {}", deployment.name, Utc::now());
+    } else {
+        tracing::info!(
+            "Failed to create backup of {} on {}",
+            deployment.name,
+            Utc::now()
+        );
+    }
+}
+
+fn create_directory(options: &BackupOptions, name: &str) -> Result<BackupDirectory, Error> {
+    let directory = BackupDirectory::create(&options.artifact_parent, name)?;
+    directory.write_metadata(&BackupMetadata::default())?;
+    if let Some(manifest) = &options.manifest {
+        directory.write_file("manifest.yml", manifest.as_bytes())?;
+    }
+    Ok(directory)
+}
+
+fn initial_metadata(options: &BackupOptions) -> BackupMetadata {
+    BackupMetadata {
+        backup_activity: Some(BackupActivity {
+            start_time: format_activity_time(options.started_at),
+            finish_time: None,
+        }),
+        ..BackupMetadata::default()
+    }
+}
+
+/// Lock, back up, unlock, drain. Returns true when every artifact was drained and verified.
+#[allow(clippy::too_many_arguments)]
+async fn lock_backup_unlock_drain(
+    deployment: &Deployment,
+    plan: &BackupPlan,
+    options: &BackupOptions,
+    context: &RunContext,
+    created: &CreatedRoots,
+    directory: &BackupDirectory,
+    metadata: &Mutex<BackupMetadata>,
+    errors: &mut RunErrors,
+) -> bool {
+    let locking = !options.unsafe_lock_free;
+    let mut scripts_ok = true;
+    if locking {
+        let lock_errors = lock(deployment, &plan.layers, ScriptName::PreBackupLock, context).await;
+        scripts_ok = lock_errors.is_empty() && !context.cancel.is_cancelled();
+        errors.extend(lock_errors);
+    } else {
+        tracing::info!("Skipping lock for deployment {}", deployment.name);
+    }
+    if scripts_ok {
+        let backup_errors = run_backup_scripts(deployment, plan, created, context).await;
+        scripts_ok = backup_errors.is_empty() && !context.cancel.is_cancelled();
+        errors.extend(backup_errors);
+    }
+    if locking {
+        let success = scripts_ok.to_string();
+        let environment =
+            move |_: &Job| vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", success.clone())];
+        errors.extend(
+            unlock(
+                deployment,
+                &plan.layers,
+                ScriptName::PostBackupUnlock,
+                &environment,
+                context,
+            )
+            .await,
+        );
+    }
+    if !scripts_ok || context.cancel.is_cancelled() {
+        return false;
+    }
+    let drain_errors = drain(deployment, plan, directory, metadata, context).await;
+    let drained = drain_errors.is_empty();
+    errors.extend(drain_errors);
+    drained
+}
+
+async fn run_backup_scripts(
+    deployment: &Deployment,
+    plan: &BackupPlan,
+    created: &CreatedRoots,
+    context: &RunContext,
+) -> RunErrors {
+    let mut errors = RunErrors::new();
+    for &job_ref in &plan.backup_jobs {
+        let (instance, job) = deployment.job(job_ref);
+        created.mark(job_ref.0);
+        match instance
+            .remote
+            .run(&commands::make_directory(&job.artifact_directory()))
+            .await
+        {
+            Ok(output) if output.success() => {}
+            Ok(output) => errors.push(Error::RemoteCommand {
+                instance: instance.name.clone(),
+                action: "creating the artifact directory".into(),
+                detail: output.failure_detail(),
+            }),
+            Err(error) => errors.push(error.into()),
+        }
+    }
+    if !errors.is_empty() {
+        return errors;
+    }
+    let environment = |job: &Job| {
+        vec![
+            ("BBR_ARTIFACT_DIRECTORY", job.artifact_directory()),
+            ("ARTIFACT_DIRECTORY", job.artifact_directory()),
+        ]
+    };
+    run_scripts(
+        deployment,
+        &plan.backup_jobs,
+        ScriptName::Backup,
+        &environment,
+        context,
+        &context.cancel,
+    )
+    .await
+}
+
+async fn drain(
+    deployment: &Deployment,
+    plan: &BackupPlan,
+    directory: &BackupDirectory,
+    metadata: &Mutex<BackupMetadata>,
+    context: &RunContext,
+) -> RunErrors {
+    let transfers = plan.backup_jobs.iter().map(|&job_ref| async move {
+        let (instance, job) = deployment.job(job_ref);
+        tracing::info!(
+            "Copying backup for job {} on {}...",
+            job.name,
+            instance.name
+        );
+        let sums = transfer::download(instance, job, directory, &context.cancel).await?;
+        metadata.lock().expect("metadata lock").add_artifact(
+            &instance.name.group,
+            &instance.index,
+            &job.name,
+            sums,
+        );
+        Ok::<(), Error>(())
+    });
+    let errors: Vec<Error> = stream::iter(transfers)
+        .buffer_unordered(context.parallelism)
+        .filter_map(|r| async move { r.err() })
+        .filter(|e| {
+            let cancelled = matches!(
+                e,
+                Error::Remote(crate::remote::RemoteError::Cancelled { .. })
+            );
+            async move { !cancelled }
+        })
+        .collect()
+        .await;
+    RunErrors(errors)
+}

@@ -1,0 +1,323 @@
+//! The restore workflow (bbr-facts §3.7).
+//!
+//! ```text
+//! verify artifact → discover → restorable? → copy to instances → lock → restore → unlock → clean up
+//!  |fail: stop       |fail: stop   |fail: clean up  |fail: clean up  |fail: unlock ─────┘
+//! ```
+//! Every checksum of every tar is verified, and every tar entry checked for escapes, before
+//! Cairn connects to any instance: a damaged or hostile artifact never reaches a script.
+//! Restore scripts run one at a time, instance by instance (as bbr), and the first failing
+//! instance stops them; unlock always follows once a lock was attempted.
+
+use std::path::{Path, PathBuf};
+
+use futures::stream::{self, StreamExt};
+
+use super::{
+    check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
+    remove_artifact_roots, transfer, unlock, CreatedRoots, RunContext,
+};
+use crate::artifact::{ArtifactError, BackupDirectory, BackupMetadata, Checksums};
+use crate::commands;
+use crate::deployment::{Deployment, Target};
+use crate::error::{Error, RunErrors};
+use crate::job::{LockDirection, ScriptName};
+use crate::lock_order::{JobRef, LockLayers};
+use crate::remote::{RemoteError, RemoteHostExt};
+
+/// One artifact to send: a job on an instance, from a tar of the backup.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// The job.
+    pub job: JobRef,
+    /// Tar name without `.tar`.
+    pub artifact_name: String,
+    /// Checksums recorded in `metadata`.
+    pub checksums: Checksums,
+}
+
+/// What a restore will do, computed before anything is changed.
+#[derive(Debug, Clone)]
+pub struct RestorePlan {
+    /// Lock layers (restore order).
+    pub layers: LockLayers,
+    /// Artifacts to copy.
+    pub uploads: Vec<Upload>,
+}
+
+/// Reads and fully verifies a backup directory: metadata, every tar's checksums, every entry.
+///
+/// # Errors
+/// Every problem found, one per artifact.
+pub async fn verify_backup(path: &Path, parallelism: usize) -> Result<BackupMetadata, RunErrors> {
+    if !path.is_dir() {
+        return Err(Error::from(ArtifactError::Io {
+            action: "failed opening the directory",
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
+        .into());
+    }
+    let directory = BackupDirectory::open(path);
+    let metadata = directory.read_metadata().map_err(Error::from)?;
+    if metadata.instances.is_empty() && metadata.custom_artifacts.is_empty() {
+        return Err(Error::from(ArtifactError::Incomplete(path.to_path_buf())).into());
+    }
+    let checks = BackupDirectory::listed_artifacts(&metadata)
+        .into_iter()
+        .map(|(name, checksums)| {
+            let path: PathBuf = path.to_path_buf();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    BackupDirectory::open(&path).verify_tar(&name, &checksums)
+                })
+                .await
+                .expect("verify thread")
+            }
+        });
+    let errors: Vec<Error> = stream::iter(checks)
+        .buffer_unordered(parallelism.max(1))
+        .filter_map(|r| async move { r.err().map(Error::from) })
+        .collect()
+        .await;
+    RunErrors(errors).into_result()?;
+    Ok(metadata)
+}
+
+/// The restorable checks, producing the plan.
+///
+/// # Errors
+/// Every check that failed.
+pub async fn plan_restore(
+    deployment: &Deployment,
+    metadata: &BackupMetadata,
+) -> Result<RestorePlan, RunErrors> {
+    let restorable: Vec<usize> = (0..deployment.instances.len())
+        .filter(|&i| deployment.instances[i].can_restore())
+        .collect();
+    for &i in &restorable {
+        let instance = &deployment.instances[i];
+        if instance.jobs.iter().any(|j| {
+            j.metadata
+                .restore_name
+                .as_deref()
+                .is_some_and(|n| !n.is_empty())
+        }) {
+            return Err(Error::DiscontinuedRestoreName {
+                group: instance.name.group.clone(),
+            }
+            .into());
+        }
+    }
+    if restorable.is_empty() {
+        return Err(Error::NoRestoreScripts {
+            deployment: deployment.name.clone(),
+        }
+        .into());
+    }
+    for recorded in &metadata.instances {
+        if deployment
+            .instance(&recorded.name, &recorded.index)
+            .is_none()
+        {
+            return Err(mismatch(
+                deployment,
+                format!(
+                    "instance {}/{} is not in the deployment",
+                    recorded.name, recorded.index
+                ),
+            )
+            .into());
+        }
+    }
+    let uploads = plan_uploads(deployment, metadata)?;
+    let all: Vec<usize> = (0..deployment.instances.len()).collect();
+    check_artifact_root_absent(deployment, &all)
+        .await
+        .into_result()?;
+    let layers = deployment.lock_layers(LockDirection::Restore)?;
+    Ok(RestorePlan { layers, uploads })
+}
+
+fn mismatch(deployment: &Deployment, detail: String) -> Error {
+    Error::StructureMismatch {
+        deployment: deployment.name.clone(),
+        detail,
+    }
+}
+
+fn plan_uploads(
+    deployment: &Deployment,
+    metadata: &BackupMetadata,
+) -> Result<Vec<Upload>, RunErrors> {
+    let mut uploads = Vec::new();
+    for job_ref in deployment.jobs_with(ScriptName::Restore) {
+        let (instance, job) = deployment.job(job_ref);
+        let Some(checksums) =
+            metadata.checksums_for(&instance.name.group, &instance.index, &job.name)
+        else {
+            return Err(mismatch(
+                deployment,
+                format!(
+                    "the backup has no artifact for job {} on {}/{}",
+                    job.name, instance.name.group, instance.index
+                ),
+            )
+            .into());
+        };
+        uploads.push(Upload {
+            job: job_ref,
+            artifact_name: instance.artifact_name(job),
+            checksums: checksums.clone(),
+        });
+    }
+    Ok(uploads)
+}
+
+/// Restores the backup at `artifact` into `target`.
+pub async fn restore(target: &dyn Target, artifact: &Path, context: &RunContext) -> RunErrors {
+    tracing::info!("Verifying backup {}...", artifact.display());
+    let metadata = match verify_backup(artifact, context.parallelism).await {
+        Ok(metadata) => metadata,
+        Err(errors) => return errors,
+    };
+    let mut errors = RunErrors::new();
+    match discover_or_interrupt(target, context, "Restore").await {
+        Ok(deployment) => {
+            restore_deployment(&deployment, artifact, &metadata, context, &mut errors).await
+        }
+        Err(e) => errors.extend(e),
+    }
+    release_target(target, &mut errors).await;
+    errors
+}
+
+async fn restore_deployment(
+    deployment: &Deployment,
+    artifact: &Path,
+    metadata: &BackupMetadata,
+    context: &RunContext,
+    errors: &mut RunErrors,
+) {
+    let plan = match plan_restore(deployment, metadata).await {
+        Ok(plan) => plan,
+        Err(e) => return errors.extend(e),
+    };
+    tracing::info!("Starting restore of {}...", deployment.name);
+    let created = CreatedRoots::new(deployment.instances.len());
+    let copy_errors = copy_to_instances(deployment, &plan, artifact, &created, context).await;
+    let copied = copy_errors.is_empty();
+    errors.extend(copy_errors);
+    if copied && !context.cancel.is_cancelled() {
+        errors.extend(lock_restore_unlock(deployment, &plan, context).await);
+    }
+    tracing::info!("Cleaning up...");
+    errors.extend(remove_artifact_roots(deployment, &created.created(), cleanup_error).await);
+    if context.cancel.is_cancelled() {
+        errors.push(context.interrupted("Restore"));
+    }
+}
+
+async fn copy_to_instances(
+    deployment: &Deployment,
+    plan: &RestorePlan,
+    artifact: &Path,
+    created: &CreatedRoots,
+    context: &RunContext,
+) -> RunErrors {
+    let directory = BackupDirectory::open(artifact);
+    let directory = &directory;
+    let copies = plan.uploads.iter().map(|upload| async move {
+        let (instance, job) = deployment.job(upload.job);
+        created.mark(upload.job.0);
+        tracing::info!("Copying backup to {} on {}...", job.name, instance.name);
+        transfer::upload(
+            instance,
+            job,
+            directory,
+            &upload.artifact_name,
+            &upload.checksums,
+            &context.cancel,
+        )
+        .await
+    });
+    let errors: Vec<Error> = stream::iter(copies)
+        .buffer_unordered(context.parallelism)
+        .filter_map(|r| async move {
+            match r {
+                Err(Error::Remote(RemoteError::Cancelled { .. })) | Ok(()) => None,
+                Err(e) => Some(e),
+            }
+        })
+        .collect()
+        .await;
+    RunErrors(errors)
+}
+
+async fn lock_restore_unlock(
+    deployment: &Deployment,
+    plan: &RestorePlan,
+    context: &RunContext,
+) -> RunErrors {
+    let mut errors = lock(
+        deployment,
+        &plan.layers,
+        ScriptName::PreRestoreLock,
+        context,
+    )
+    .await;
+    if errors.is_empty() && !context.cancel.is_cancelled() {
+        errors.extend(run_restore_scripts(deployment, plan, context).await);
+    }
+    errors.extend(
+        unlock(
+            deployment,
+            &plan.layers,
+            ScriptName::PostRestoreUnlock,
+            &|_| Vec::new(),
+            context,
+        )
+        .await,
+    );
+    errors
+}
+
+/// Restore scripts one at a time; the first failing instance stops the loop.
+async fn run_restore_scripts(
+    deployment: &Deployment,
+    plan: &RestorePlan,
+    context: &RunContext,
+) -> RunErrors {
+    let mut errors = RunErrors::new();
+    for upload in &plan.uploads {
+        if !errors.is_empty() || context.cancel.is_cancelled() {
+            break;
+        }
+        let (instance, job) = deployment.job(upload.job);
+        tracing::info!("Restoring {} on {}...", job.name, instance.name);
+        let environment = [
+            ("BBR_ARTIFACT_DIRECTORY", job.artifact_directory()),
+            ("ARTIFACT_DIRECTORY", job.artifact_directory()),
+        ];
+        let command = commands::run_script(job, ScriptName::Restore, &environment);
+        match instance
+            .remote
+            .run_cancellable(&command, &context.cancel)
+            .await
+        {
+            Ok(output) if output.success() => {
+                tracing::info!("Finished restoring {} on {}.", job.name, instance.name);
+            }
+            Ok(output) => errors.push(Error::ScriptFailed {
+                instance: instance.name.clone(),
+                job: job.name.clone(),
+                script: ScriptName::Restore,
+                status: output.status,
+                stderr: output.stderr.trim().to_string(),
+            }),
+            Err(RemoteError::Cancelled { .. }) => {}
+            Err(error) => errors.push(error.into()),
+        }
+    }
+    errors
+}

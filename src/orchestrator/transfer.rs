@@ -1,0 +1,300 @@
+//! Moving artifacts between instances and the local artifact directory.
+//!
+//! Backup: the instance's `tar -c` output arrives on an SSH channel, goes through a bounded
+//! channel to a blocking thread that writes it to the tar file and hashes every entry on the
+//! way ([`TeeReader`] + [`digest_tar`]). At the same time a second channel on the same
+//! connection runs `sha256sum` over the files on the instance. The artifact is read once.
+//!
+//! Restore: the verified tar is read in 1 MiB chunks and fed to `tar -x` on the instance, whose
+//! own checksums are then compared with the ones in `metadata`.
+
+use std::io::{self, BufWriter, Read, Write};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::artifact::tar_digest::{digest_tar, EntryPolicy, TeeReader};
+use crate::artifact::{metadata::mismatched_files, ArtifactError, BackupDirectory, Checksums};
+use crate::commands;
+use crate::deployment::Instance;
+use crate::error::Error;
+use crate::job::Job;
+use crate::remote::{RemoteHostExt, StdoutMode};
+
+/// Chunks in flight between the SSH channel and the disk thread (bounded memory).
+const CHUNKS_IN_FLIGHT: usize = 64;
+/// Size of the chunks read from a local tar during restore.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// A blocking [`Read`] over chunks arriving on a channel, logging progress every 5 %.
+struct ChannelReader {
+    receiver: mpsc::Receiver<Bytes>,
+    current: Bytes,
+    progress: Progress,
+}
+
+struct Progress {
+    label: String,
+    total: u64,
+    done: u64,
+    next_percent: u64,
+}
+
+impl Progress {
+    fn advance(&mut self, bytes: usize) {
+        self.done += bytes as u64;
+        if self.total == 0 {
+            return;
+        }
+        let percent = (self.done * 100 / self.total).min(100);
+        if percent >= self.next_percent {
+            tracing::info!("Copying backup {} -- {percent}% complete", self.label);
+            self.next_percent = (percent / 5 + 1) * 5;
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let count = buf.len().min(self.current.len());
+        buf[..count].copy_from_slice(&self.current.split_to(count));
+        self.progress.advance(count);
+        Ok(count)
+    }
+}
+
+/// Streams one job's artifact from its instance into the backup directory and checks it.
+/// On success the tar has its final name and the instance's job directory is removed.
+pub(super) async fn download(
+    instance: &Instance,
+    job: &Job,
+    directory: &BackupDirectory,
+    cancel: &CancellationToken,
+) -> Result<Checksums, Error> {
+    let remote_directory = job.artifact_directory();
+    let artifact_name = instance.artifact_name(job);
+    let label = format!("for job {} on {}", job.name, instance.name);
+    let total = remote_size(instance, &remote_directory).await;
+    let file = directory.create_partial_tar(&artifact_name)?;
+    let partial_path = directory.partial_tar_path(&artifact_name);
+    let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let reader = ChannelReader {
+        receiver,
+        current: Bytes::new(),
+        progress: Progress {
+            label: label.clone(),
+            total,
+            done: 0,
+            next_percent: 0,
+        },
+    };
+    let writer = tokio::task::spawn_blocking(move || write_and_digest(reader, file));
+    let tar_command = commands::tar_create(&remote_directory);
+    let checksum_command = commands::checksum_files(&remote_directory);
+    let stream = instance
+        .remote
+        .exec(&tar_command, None, StdoutMode::Stream(sender), cancel);
+    let remote_sums = instance.remote.run_cancellable(&checksum_command, cancel);
+    let (streamed, remote_sums) = tokio::join!(stream, remote_sums);
+    let local_sums = writer.await.expect("digest thread");
+    let local_error = |source| ArtifactError::Io {
+        action: "Writing",
+        path: partial_path.clone(),
+        source,
+    };
+    // When the disk side stopped first, its error is the cause; otherwise the remote one is.
+    if let Err(crate::remote::RemoteError::ReaderGone { .. }) = &streamed {
+        if let Err(source) = local_sums {
+            return Err(local_error(source).into());
+        }
+    }
+    let streamed = streamed?;
+    let local_sums = local_sums.map_err(local_error)?;
+    if !streamed.success() {
+        return Err(remote_failure(
+            instance,
+            "streaming the backup artifact",
+            &streamed,
+        ));
+    }
+    let remote_sums = parse_remote_sums(instance, remote_sums)?;
+    compare(instance, &job.name, &remote_sums, &local_sums)?;
+    directory.commit_tar(&artifact_name)?;
+    tracing::info!("Finished copying backup {label}.");
+    let removed = instance
+        .remote
+        .run(&commands::remove(&remote_directory))
+        .await?;
+    if !removed.success() {
+        return Err(remote_failure(
+            instance,
+            "removing the remote artifact",
+            &removed,
+        ));
+    }
+    Ok(local_sums)
+}
+
+fn write_and_digest(reader: ChannelReader, file: std::fs::File) -> io::Result<Checksums> {
+    let mut tee = TeeReader::new(reader, BufWriter::with_capacity(1 << 20, file));
+    let sums = digest_tar(&mut tee, EntryPolicy::Trust).map_err(|e| match e {
+        crate::artifact::tar_digest::TarDigestError::Io(io) => io,
+        other => io::Error::other(other.to_string()),
+    })?;
+    let mut writer = tee.into_writer();
+    writer.flush()?;
+    writer
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)?
+        .sync_all()?;
+    Ok(sums)
+}
+
+async fn remote_size(instance: &Instance, directory: &str) -> u64 {
+    let Ok(output) = instance
+        .remote
+        .run(&commands::disk_usage_kib(directory))
+        .await
+    else {
+        return 0;
+    };
+    output
+        .stdout_text()
+        .split_whitespace()
+        .next()
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Streams a verified local tar into a job's artifact directory on an instance and checks the
+/// instance's checksums against `expected`.
+pub(super) async fn upload(
+    instance: &Instance,
+    job: &Job,
+    directory: &BackupDirectory,
+    artifact_name: &str,
+    expected: &Checksums,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    let remote_directory = job.artifact_directory();
+    let made = instance
+        .remote
+        .run(&commands::make_directory(&remote_directory))
+        .await?;
+    if !made.success() {
+        return Err(remote_failure(
+            instance,
+            "creating the artifact directory",
+            &made,
+        ));
+    }
+    let path = directory.tar_path(artifact_name);
+    let file = std::fs::File::open(&path).map_err(|source| ArtifactError::Io {
+        action: "Error reading artifact file",
+        path: path.clone(),
+        source,
+    })?;
+    let (sender, receiver) = mpsc::channel(16);
+    let reader = tokio::task::spawn_blocking(move || send_file(file, &sender));
+    let extracted = instance
+        .remote
+        .exec(
+            &commands::tar_extract(&remote_directory),
+            Some(receiver),
+            StdoutMode::Capture(1 << 20),
+            cancel,
+        )
+        .await?;
+    reader
+        .await
+        .expect("reader thread")
+        .map_err(|source| ArtifactError::Io {
+            action: "Reading",
+            path,
+            source,
+        })?;
+    if !extracted.success() {
+        return Err(remote_failure(
+            instance,
+            "Unable to send backup to remote machine",
+            &extracted,
+        ));
+    }
+    let remote_sums = instance
+        .remote
+        .run_cancellable(&commands::checksum_files(&remote_directory), cancel)
+        .await;
+    let remote_sums = parse_remote_sums(instance, remote_sums)?;
+    compare(instance, &job.name, expected, &remote_sums)
+}
+
+fn send_file(mut file: std::fs::File, sender: &mpsc::Sender<Bytes>) -> io::Result<()> {
+    loop {
+        let mut chunk = vec![0_u8; UPLOAD_CHUNK];
+        let count = file.read(&mut chunk)?;
+        if count == 0 {
+            return Ok(());
+        }
+        chunk.truncate(count);
+        if sender.blocking_send(Bytes::from(chunk)).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+fn parse_remote_sums(
+    instance: &Instance,
+    output: Result<crate::remote::CommandOutput, crate::remote::RemoteError>,
+) -> Result<Checksums, Error> {
+    let output = output?;
+    if !output.success() {
+        return Err(remote_failure(instance, "computing checksums", &output));
+    }
+    commands::parse_checksums(&output.stdout).map_err(|detail| Error::RemoteCommand {
+        instance: instance.name.clone(),
+        action: "computing checksums".into(),
+        detail,
+    })
+}
+
+fn compare(
+    instance: &Instance,
+    job: &str,
+    expected: &Checksums,
+    actual: &Checksums,
+) -> Result<(), Error> {
+    let mismatched = mismatched_files(expected, actual);
+    if mismatched.is_empty() {
+        return Ok(());
+    }
+    Err(Error::ChecksumMismatch {
+        instance: instance.name.clone(),
+        job: job.to_string(),
+        files: mismatched
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        count: mismatched.len(),
+    })
+}
+
+fn remote_failure(
+    instance: &Instance,
+    action: &str,
+    output: &crate::remote::CommandOutput,
+) -> Error {
+    Error::RemoteCommand {
+        instance: instance.name.clone(),
+        action: action.to_string(),
+        detail: output.failure_detail(),
+    }
+}

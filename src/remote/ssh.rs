@@ -1,0 +1,486 @@
+//! [`RemoteHost`] over SSH with russh: one connection per instance, one channel per command.
+//!
+//! bbr dials a new TCP connection and SSH handshake for every command; Cairn connects once per
+//! instance and opens a channel per command on it, so scripts, transfers and checksums of one
+//! instance share a connection (and several may run at once). Channels get a 16 MiB window
+//! and AES-128-GCM is preferred: both matter for streaming throughput (test-infra.md).
+//!
+//! Host keys are always checked unless the caller explicitly chose [`HostKeyPolicy::AcceptAny`]:
+//! against a pinned key, or against a known_hosts file. The host-key algorithms offered to the
+//! server are narrowed to the ones on record, so a host that has an RSA key on record and also
+//! an Ed25519 key is checked against the recorded one instead of looking unknown.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use russh::client::{self, Handle};
+use russh::keys::{self, Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh::{ChannelMsg, Preferred, Sig};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandOutput, RemoteError, RemoteHost, StdoutMode, TailBuffer, STDERR_LIMIT};
+
+/// How a host's key is checked.
+#[derive(Debug, Clone)]
+pub enum HostKeyPolicy {
+    /// The host must present exactly this key.
+    Pinned(PublicKey),
+    /// The host must be in this known_hosts file; an unknown host is refused or accepted with
+    /// a warning, a changed key is always refused.
+    KnownHosts {
+        /// The known_hosts file.
+        path: PathBuf,
+        /// What to do with a host that is not in the file.
+        on_unknown: UnknownHost,
+    },
+    /// No check at all (`--insecure-skip-host-key-check`).
+    AcceptAny,
+}
+
+/// What to do with a host missing from known_hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownHost {
+    /// Fail with the fingerprint.
+    Refuse,
+    /// Log a warning with the fingerprint and go on (bbr's director mode).
+    WarnAndAccept,
+}
+
+/// Everything needed to reach one instance.
+#[derive(Debug, Clone)]
+pub struct SshDestination {
+    /// Name used in messages, `group/id`.
+    pub name: String,
+    /// Host name or IP address; IPv6 with or without brackets.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+    /// Login user (needs passwordless sudo).
+    pub username: String,
+    /// OpenSSH private key file.
+    pub private_key: PathBuf,
+    /// Host key check.
+    pub host_key: HostKeyPolicy,
+}
+
+impl SshDestination {
+    /// The address without IPv6 brackets.
+    fn bare_address(&self) -> &str {
+        self.address
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .unwrap_or(&self.address)
+    }
+
+    /// `address:port`, bracketed for IPv6.
+    #[must_use]
+    pub fn socket_label(&self) -> String {
+        let host = self.bare_address();
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// A connected instance.
+pub struct SshHost {
+    name: String,
+    handle: Handle<HostKeyChecker>,
+}
+
+impl fmt::Debug for SshHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshHost").field("name", &self.name).finish()
+    }
+}
+
+impl fmt::Display for SshHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl SshHost {
+    /// Connects, checks the host key and authenticates with the private key.
+    ///
+    /// # Errors
+    /// [`RemoteError`] saying which of those steps failed and what to do.
+    pub async fn connect(destination: &SshDestination) -> Result<SshHost, RemoteError> {
+        let key = load_private_key(&destination.private_key)?;
+        let verdict = Arc::new(Mutex::new(None));
+        let checker = HostKeyChecker {
+            destination: destination.clone(),
+            verdict: Arc::clone(&verdict),
+        };
+        let config = Arc::new(client_config_for(destination));
+        let target = (destination.bare_address().to_string(), destination.port);
+        let connecting = client::connect(config, target, checker);
+        let result = tokio::time::timeout(Duration::from_secs(30), connecting).await;
+        let mut handle = match result {
+            Ok(Ok(handle)) => handle,
+            Ok(Err(error)) => {
+                let rejection = verdict.lock().expect("verdict lock").take();
+                return Err(rejection.unwrap_or_else(|| connect_error(destination, &error)));
+            }
+            Err(_) => {
+                return Err(RemoteError::Connect {
+                    host: destination.name.clone(),
+                    address: destination.socket_label(),
+                    detail: "timed out after 30 s".into(),
+                })
+            }
+        };
+        authenticate(&mut handle, destination, key).await?;
+        Ok(SshHost {
+            name: destination.name.clone(),
+            handle,
+        })
+    }
+
+    /// Closes the connection politely.
+    pub async fn disconnect(&self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+
+    fn protocol_error(&self, error: &russh::Error) -> RemoteError {
+        RemoteError::Protocol {
+            host: self.name.clone(),
+            detail: error.to_string(),
+        }
+    }
+}
+
+fn connect_error(destination: &SshDestination, error: &russh::Error) -> RemoteError {
+    RemoteError::Connect {
+        host: destination.name.clone(),
+        address: destination.socket_label(),
+        detail: error.to_string(),
+    }
+}
+
+fn load_private_key(path: &Path) -> Result<keys::PrivateKey, RemoteError> {
+    keys::load_secret_key(path, None).map_err(|error| RemoteError::PrivateKey {
+        path: path.display().to_string(),
+        detail: match error {
+            keys::Error::KeyIsEncrypted => {
+                "it is encrypted; give an unencrypted key (ssh-keygen -p)".into()
+            }
+            other => other.to_string(),
+        },
+    })
+}
+
+async fn authenticate(
+    handle: &mut Handle<HostKeyChecker>,
+    destination: &SshDestination,
+    key: keys::PrivateKey,
+) -> Result<(), RemoteError> {
+    let protocol = |error: russh::Error| RemoteError::Protocol {
+        host: destination.name.clone(),
+        detail: error.to_string(),
+    };
+    let hash = if key.algorithm().is_rsa() {
+        handle
+            .best_supported_rsa_hash()
+            .await
+            .map_err(protocol)?
+            .flatten()
+            .or(Some(HashAlg::Sha256))
+    } else {
+        None
+    };
+    let result = handle
+        .authenticate_publickey(
+            destination.username.clone(),
+            PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+        )
+        .await
+        .map_err(protocol)?;
+    if result.success() {
+        Ok(())
+    } else {
+        Err(RemoteError::Authentication {
+            host: destination.name.clone(),
+            user: destination.username.clone(),
+        })
+    }
+}
+
+fn client_config(policy: &HostKeyPolicy) -> client::Config {
+    let mut ciphers = vec![russh::cipher::AES_128_GCM];
+    ciphers.extend(
+        Preferred::DEFAULT
+            .cipher
+            .iter()
+            .filter(|c| **c != russh::cipher::AES_128_GCM),
+    );
+    let preferred = Preferred {
+        cipher: Cow::Owned(ciphers),
+        key: Cow::Owned(host_key_algorithms(policy)),
+        ..Preferred::DEFAULT
+    };
+    client::Config {
+        preferred,
+        window_size: 16 * 1024 * 1024,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 4,
+        nodelay: true,
+        ..client::Config::default()
+    }
+}
+
+/// The host-key algorithms to offer: those of the keys on record first.
+fn host_key_algorithms(policy: &HostKeyPolicy) -> Vec<Algorithm> {
+    let all = Preferred::DEFAULT.key.to_vec();
+    let recorded: Vec<Algorithm> = match policy {
+        HostKeyPolicy::Pinned(key) => vec![key.algorithm()],
+        HostKeyPolicy::KnownHosts { .. } | HostKeyPolicy::AcceptAny => return all,
+    };
+    let matches = |candidate: &Algorithm| recorded.iter().any(|r| same_family(r, candidate));
+    all.into_iter().filter(|a| matches(a)).collect()
+}
+
+/// Equal algorithms, or both RSA (whatever the signature hash).
+fn same_family(a: &Algorithm, b: &Algorithm) -> bool {
+    a == b || (a.clone().is_rsa() && b.clone().is_rsa())
+}
+
+/// The host-key algorithms recorded for a host in a known_hosts file, first the recorded ones.
+fn known_hosts_algorithms(path: &Path, host: &str, port: u16) -> Vec<Algorithm> {
+    let recorded: Vec<Algorithm> = keys::known_hosts::known_host_keys_path(host, port, path)
+        .map(|keys| keys.into_iter().map(|(_, key)| key.algorithm()).collect())
+        .unwrap_or_default();
+    let mut all = Preferred::DEFAULT.key.to_vec();
+    all.sort_by_key(|a| !recorded.iter().any(|r| same_family(r, a)));
+    all
+}
+
+/// Opens a connection config whose host-key preference follows the known_hosts file.
+fn client_config_for(destination: &SshDestination) -> client::Config {
+    let mut config = client_config(&destination.host_key);
+    if let HostKeyPolicy::KnownHosts { path, .. } = &destination.host_key {
+        let algorithms = known_hosts_algorithms(path, destination.bare_address(), destination.port);
+        config.preferred.key = Cow::Owned(algorithms);
+    }
+    config
+}
+
+/// The russh handler: checks the server key and records why it refused one.
+struct HostKeyChecker {
+    destination: SshDestination,
+    verdict: Arc<Mutex<Option<RemoteError>>>,
+}
+
+impl HostKeyChecker {
+    fn refuse(&self, error: RemoteError) -> bool {
+        *self.verdict.lock().expect("verdict lock") = Some(error);
+        false
+    }
+
+    fn check(&self, key: &PublicKey) -> bool {
+        let destination = &self.destination;
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let mismatch = |expected_from: String| RemoteError::HostKeyMismatch {
+            host: destination.name.clone(),
+            address: destination.socket_label(),
+            fingerprint: fingerprint.clone(),
+            expected_from,
+        };
+        match &destination.host_key {
+            HostKeyPolicy::AcceptAny => true,
+            HostKeyPolicy::Pinned(pinned) => {
+                pinned.key_data() == key.key_data()
+                    || self.refuse(mismatch("the pinned host_key".into()))
+            }
+            HostKeyPolicy::KnownHosts { path, on_unknown } => {
+                let host = destination.bare_address();
+                match keys::check_known_hosts_path(host, destination.port, key, path) {
+                    Ok(true) => true,
+                    Ok(false) if *on_unknown == UnknownHost::WarnAndAccept => {
+                        tracing::warn!(
+                            "Host key of {} at {} is not in {}; accepting {fingerprint}",
+                            destination.name,
+                            destination.socket_label(),
+                            path.display()
+                        );
+                        true
+                    }
+                    Ok(false) => self.refuse(RemoteError::UnknownHostKey {
+                        host: destination.name.clone(),
+                        address: destination.socket_label(),
+                        fingerprint,
+                    }),
+                    Err(keys::Error::KeyChanged { line }) => {
+                        self.refuse(mismatch(format!("{} line {line}", path.display())))
+                    }
+                    Err(other) => self.refuse(mismatch(format!(
+                        "{} (unreadable: {other})",
+                        path.display()
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+impl client::Handler for HostKeyChecker {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        match server_public_key {
+            keys::PublicKeyOrCertificate::PublicKey { key, .. } => Ok(self.check(key)),
+            keys::PublicKeyOrCertificate::Certificate(_) => {
+                Ok(self.refuse(RemoteError::Protocol {
+                    host: self.destination.name.clone(),
+                    detail: "the host presented a certificate; Cairn checks plain host keys only"
+                        .into(),
+                }))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl RemoteHost for SshHost {
+    async fn exec(
+        &self,
+        command: &str,
+        stdin: Option<mpsc::Receiver<Bytes>>,
+        stdout: StdoutMode,
+        cancel: &CancellationToken,
+    ) -> Result<CommandOutput, RemoteError> {
+        tracing::debug!("{}: running `{command}`", self.name);
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.protocol_error(&e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.protocol_error(&e))?;
+        let (mut reader, writer) = channel.split();
+        let feeder = stdin.map(|source| tokio::spawn(feed_stdin(source, writer.make_writer())));
+        let collected = tokio::select! {
+            result = collect_output(&mut reader, stdout, &self.name, command) => result,
+            () = cancel.cancelled() => {
+                let _ = writer.signal(Sig::TERM).await;
+                let _ = writer.close().await;
+                Err(RemoteError::Cancelled { host: self.name.clone() })
+            }
+        };
+        if let Some(feeder) = feeder {
+            feeder.abort();
+        }
+        if collected.is_err() {
+            let _ = writer.close().await;
+        }
+        collected
+    }
+}
+
+async fn feed_stdin(
+    mut source: mpsc::Receiver<Bytes>,
+    mut sink: impl tokio::io::AsyncWrite + Unpin,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    while let Some(chunk) = source.recv().await {
+        sink.write_all(&chunk).await?;
+    }
+    sink.shutdown().await
+}
+
+async fn collect_output(
+    reader: &mut russh::ChannelReadHalf,
+    stdout: StdoutMode,
+    host: &str,
+    command: &str,
+) -> Result<CommandOutput, RemoteError> {
+    let mut stderr = TailBuffer::new(STDERR_LIMIT);
+    let mut captured = Vec::new();
+    let mut status = None;
+    while let Some(message) = reader.wait().await {
+        match message {
+            ChannelMsg::Data { data } => match &stdout {
+                StdoutMode::Capture(limit) => {
+                    if captured.len() + data.len() > *limit {
+                        return Err(RemoteError::OutputTooLarge {
+                            host: host.to_string(),
+                            command: command.to_string(),
+                            limit: *limit,
+                        });
+                    }
+                    captured.extend_from_slice(&data);
+                }
+                StdoutMode::Stream(sender) => {
+                    if sender.send(data).await.is_err() {
+                        return Err(RemoteError::ReaderGone {
+                            host: host.to_string(),
+                        });
+                    }
+                }
+            },
+            ChannelMsg::ExtendedData { data, ext: 1 } => stderr.push(&data),
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                stderr.push(format!("killed by signal {signal_name:?}").as_bytes());
+                status = Some(128 + 15);
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    let status = status.ok_or_else(|| RemoteError::SessionEnded {
+        host: host.to_string(),
+    })?;
+    Ok(CommandOutput {
+        status,
+        stdout: captured,
+        stderr: stderr.into_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_rsa_keys_offer_every_rsa_signature() {
+        let key = PublicKey::from_openssh(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB2gS1Hc5HdpA3d1NuW7T1VhVYxfGcKTvu9lc4jtBIeR",
+        )
+        .unwrap();
+        assert_eq!(
+            host_key_algorithms(&HostKeyPolicy::Pinned(key)),
+            vec![Algorithm::Ed25519]
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_in_labels() {
+        let destination = SshDestination {
+            name: "db/0".into(),
+            address: "[fd00::5]".into(),
+            port: 2222,
+            username: "vcap".into(),
+            private_key: PathBuf::from("/k"),
+            host_key: HostKeyPolicy::AcceptAny,
+        };
+        assert_eq!(destination.bare_address(), "fd00::5");
+        assert_eq!(destination.socket_label(), "[fd00::5]:2222");
+    }
+}
