@@ -363,17 +363,23 @@ verify_login() {
 }
 
 write_inventory() {
-  local dir=$1 k=$2 n job releases=" "
+  local dir=$1 k=$2 n job jobs=" "
+  # Every job comes from the release "<job>-release", as in the example jobs' metadata.
+  for ((n = 0; n < ${#HOST_GROUPS[@]}; n++)); do
+    for job in ${HOST_JOBS[$n]//,/ }; do
+      case "$jobs" in *" $job "*) ;; *) jobs="$jobs$job " ;; esac
+    done
+  done
   {
     echo "deployment: testbed"
-    echo "releases:"
-    for ((n = 0; n < ${#HOST_GROUPS[@]}; n++)); do
-      for job in ${HOST_JOBS[$n]//,/ }; do
-        case "$releases" in *" $job "*) continue ;; esac
-        releases="$releases$job "
+    if [ "$jobs" = " " ]; then
+      echo "releases: {}"
+    else
+      echo "releases:"
+      for job in $jobs; do
         echo "  $job: $job-release"
       done
-    done
+    fi
     echo "instances:"
     for ((n = 0; n < ${#HOST_GROUPS[@]}; n++)); do
       echo "- group: ${HOST_GROUPS[$n]}"
@@ -386,6 +392,15 @@ write_inventory() {
     done
   } > "$dir/inventory.yml.tmp"
   mv "$dir/inventory.yml.tmp" "$dir/inventory.yml"
+}
+
+# EXIT trap of a running `up`: on failure, tear down slot $1 (DIR $2 keeps the logs).
+on_up_exit() {
+  local status=$?
+  if [ "$status" -ne 0 ]; then
+    log "up failed, tearing down (logs under $2/hosts)"
+    teardown_slot "$1"
+  fi
 }
 
 cmd_up() {
@@ -417,7 +432,9 @@ cmd_up() {
   local k
   k=$(allocate_slot "$dir")
   # From here on, a failure tears down whatever was created (DIR keeps the logs).
-  trap 'status=$?; if [ $status -ne 0 ]; then log "up failed, tearing down (logs under $dir/hosts)"; teardown_slot '"$k"'; fi' EXIT
+  # (The trap runs after cmd_up's locals are gone, so their values are expanded now.)
+  # shellcheck disable=SC2064
+  trap "on_up_exit $k $(printf %q "$dir")" EXIT
 
   local bridge
   bridge=$(bridge_name "$k")

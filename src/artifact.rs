@@ -313,9 +313,9 @@ mod tests {
         let mut header = tar::Header::new_gnu();
         header.set_size(3);
         header.set_mode(0o644);
-        builder
-            .append_data(&mut header, "./f", &b"abc"[..])
-            .unwrap();
+        header.as_old_mut().name[..3].copy_from_slice(b"./f");
+        header.set_cksum();
+        builder.append(&header, &b"abc"[..]).unwrap();
         let mut bytes = builder.into_inner().unwrap();
         let checksums: Checksums = [(
             "./f".to_string(),

@@ -1,4 +1,5 @@
 //! `cairn` (or `bbr`, through a symlink): parse, run, exit with bbr's exit codes.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // the binary is where printing belongs
 
 mod cli;
 

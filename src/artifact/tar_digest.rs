@@ -198,7 +198,10 @@ mod tests {
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
         header.set_entry_type(EntryType::Regular);
-        builder.append_data(&mut header, name, data).unwrap();
+        // Keep the `./` prefix GNU tar writes (append_data would strip it).
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
     }
 
     fn append_raw(builder: &mut tar::Builder<Vec<u8>>, name: &str, kind: EntryType, link: &str) {

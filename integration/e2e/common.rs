@@ -1,0 +1,159 @@
+//! Helpers shared by the end-to-end tests: run the real `cairn` binary against a test bed.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cairn_testbed::{TestBed, TestHost};
+use sha2::{Digest, Sha256};
+
+/// Runs `cairn deployment --inventory <bed> <args...>` in `workdir`.
+pub fn cairn(bed: &TestBed, workdir: &Path, args: &[&str]) -> Output {
+    let inventory = bed.inventory();
+    let mut all = vec!["deployment", "--inventory", inventory.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run(workdir, &all)
+}
+
+/// Runs the binary with exactly these arguments.
+pub fn run(workdir: &Path, args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .current_dir(workdir)
+        .output()
+        .expect("cairn runs");
+    eprintln!(
+        "cairn {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Stdout and stderr as one text.
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A scratch directory for artifacts, removed at the end of the test.
+pub fn workdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// The only backup directory created in `parent`.
+pub fn backup_dir(parent: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(
+        dirs.len(),
+        1,
+        "expected one backup directory in {parent:?}: {dirs:?}"
+    );
+    dirs[0].clone()
+}
+
+/// Tar files in a backup directory.
+pub fn tars(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tar"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// sha256 of every file under `root`, keyed by relative path; directories as `dir/`.
+pub fn tree_digest(root: &Path) -> BTreeMap<String, String> {
+    let mut digests = BTreeMap::new();
+    walk(root, root, &mut digests);
+    digests
+}
+
+fn walk(root: &Path, dir: &Path, digests: &mut BTreeMap<String, String>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let relative = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if path.is_dir() {
+            digests.insert(format!("{relative}/"), String::new());
+            walk(root, &path, digests);
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            digests.insert(relative, hex::encode(Sha256::digest(&bytes)));
+        }
+    }
+}
+
+/// Writes `size` bytes of deterministic, incompressible data.
+pub fn write_pseudo_random(path: &Path, size: usize) {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut data = Vec::with_capacity(size);
+    while data.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(size);
+    std::fs::write(path, data).unwrap();
+}
+
+/// Every job on every host with lock scripts: (host label, job).
+pub fn locking_jobs(bed: &TestBed) -> Vec<(&TestHost, &'static str)> {
+    let mut jobs = Vec::new();
+    for host in bed.hosts() {
+        for job in ["app", "database"] {
+            if host
+                .vcap_dir
+                .join("jobs")
+                .join(job)
+                .join("bin/bbr/pre-backup-lock")
+                .exists()
+            {
+                jobs.push((host, job));
+            }
+        }
+    }
+    jobs
+}
+
+/// Asserts no job is left locked and no remote artifact directory remains.
+pub fn assert_nothing_left(bed: &TestBed) {
+    for (host, job) in locking_jobs(bed) {
+        assert!(
+            !bed.is_locked(host, job),
+            "{job} on {}/{} is still locked",
+            host.group,
+            host.index
+        );
+    }
+    for host in bed.hosts() {
+        let leftover = host.vcap_dir.join("store/bbr-backup");
+        assert!(!leftover.exists(), "{leftover:?} was left behind");
+    }
+}
+
+/// Times at which `script` ran for `job` on `host`.
+pub fn event_times(bed: &TestBed, host: &TestHost, job: &str, script: &str) -> Vec<f64> {
+    bed.events(host, job)
+        .into_iter()
+        .filter(|(_, name, _)| name == script)
+        .map(|(time, _, _)| time)
+        .collect()
+}

@@ -1,0 +1,266 @@
+//! End-to-end: every failure edge of backup and restore leaves nothing locked and nothing
+//! that looks complete.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use cairn_testbed::TestBed;
+use common::*;
+
+const FAIL: &str = "#!/bin/sh\necho 'something broke' >&2\nexit 1\n";
+
+#[test]
+fn failing_pre_backup_lock_exits_4_and_unlocks_every_job() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let database = bed.host("database", 0);
+    // Keep the event log while failing.
+    let failing_lock = "#!/bin/sh\necho \"$(date +%s.%N) pre-backup-lock failed\" >> /var/vcap/sys/log/database/bbr-events.log\necho 'cannot quiesce' >&2\nexit 3\n";
+    bed.install_script(database, "database", "pre-backup-lock", failing_lock)
+        .unwrap();
+    let work = workdir();
+    let output = cairn(
+        &bed,
+        work.path(),
+        &["backup", "-a", work.path().to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
+    let all = text(&output);
+    assert!(
+        all.contains("Error attempting to run pre-backup-lock for job database on database/0"),
+        "{all}"
+    );
+    assert!(
+        all.contains("cannot quiesce"),
+        "stderr of the script is shown: {all}"
+    );
+    for (host, job) in locking_jobs(&bed) {
+        let unlocks: Vec<_> = bed
+            .events(host, job)
+            .into_iter()
+            .filter(|e| e.1 == "post-backup-unlock")
+            .collect();
+        assert_eq!(
+            unlocks.len(),
+            1,
+            "{job} on {}/{} unlocked once",
+            host.group,
+            host.index
+        );
+        assert_eq!(unlocks[0].2, "success=false");
+    }
+    assert_nothing_left(&bed);
+    let backup = backup_dir(work.path());
+    assert!(tars(&backup).is_empty(), "no artifact after a failed lock");
+}
+
+#[test]
+fn failing_backup_script_leaves_no_complete_artifact() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    bed.install_script(bed.host("app", 1), "files", "backup", FAIL)
+        .unwrap();
+    let work = workdir();
+    let output = cairn(
+        &bed,
+        work.path(),
+        &["backup", "-a", work.path().to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("Error attempting to run backup for job files on app/1"));
+    assert_nothing_left(&bed);
+    let backup = backup_dir(work.path());
+    assert!(tars(&backup).is_empty(), "tars left: {:?}", tars(&backup));
+    let metadata = fs::read_to_string(backup.join("metadata")).unwrap();
+    assert!(
+        !metadata.contains("instances"),
+        "metadata lists instances: {metadata}"
+    );
+    let restore = cairn(
+        &bed,
+        work.path(),
+        &["restore", "-a", backup.to_str().unwrap()],
+    );
+    assert_eq!(restore.status.code(), Some(1));
+    assert!(text(&restore).contains("incomplete"), "{}", text(&restore));
+}
+
+#[test]
+fn existing_remote_artifact_directory_is_refused_and_left_alone() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let app1 = bed.host("app", 1);
+    let leftover = app1.vcap_dir.join("store/bbr-backup/files");
+    fs::create_dir_all(&leftover).unwrap();
+    fs::write(leftover.join("from-another-run"), b"x").unwrap();
+    let work = workdir();
+    let output = cairn(
+        &bed,
+        work.path(),
+        &["backup", "-a", work.path().to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output)
+        .contains("Directory /var/vcap/store/bbr-backup already exists on instance app/1"));
+    assert!(
+        leftover.join("from-another-run").exists(),
+        "the other run's directory was touched"
+    );
+    for (host, job) in locking_jobs(&bed) {
+        assert!(
+            bed.events(host, job).is_empty(),
+            "a script ran on {}/{}",
+            host.group,
+            host.index
+        );
+    }
+    assert!(
+        fs::read_dir(work.path()).unwrap().next().is_none(),
+        "an artifact directory was created"
+    );
+}
+
+#[test]
+fn a_lock_cycle_is_refused_before_any_lock() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let cycle = "#!/bin/sh\ncat <<'YAML'\nbackup_should_be_locked_before:\n- job_name: app\n  release: app-release\nYAML\n";
+    bed.install_script(bed.host("database", 0), "database", "metadata", cycle)
+        .unwrap();
+    let work = workdir();
+    let output = cairn(
+        &bed,
+        work.path(),
+        &["backup", "-a", work.path().to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("job locking dependency graph is cyclic"));
+    for (host, job) in locking_jobs(&bed) {
+        assert!(
+            bed.events(host, job).is_empty(),
+            "a script ran on {}/{}",
+            host.group,
+            host.index
+        );
+    }
+}
+
+#[test]
+fn a_tampered_artifact_is_refused_before_any_script_runs() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let work = workdir();
+    let output = cairn(
+        &bed,
+        work.path(),
+        &["backup", "-a", work.path().to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let backup = backup_dir(work.path());
+    let tar = backup.join("database-0-database.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    let content = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .expect("a text byte in the tar");
+    bytes[content] = b'#';
+    fs::write(&tar, bytes).unwrap();
+    let events_before: Vec<_> = locking_jobs(&bed)
+        .iter()
+        .map(|(h, j)| bed.events(h, j).len())
+        .collect();
+
+    let output = cairn(
+        &bed,
+        work.path(),
+        &["restore", "-a", backup.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("Backup is corrupted, checksum failed for database-0-database.tar"),
+        "{}",
+        text(&output)
+    );
+    let events_after: Vec<_> = locking_jobs(&bed)
+        .iter()
+        .map(|(h, j)| bed.events(h, j).len())
+        .collect();
+    assert_eq!(
+        events_before, events_after,
+        "a script ran during a refused restore"
+    );
+    assert_nothing_left(&bed);
+}
+
+#[test]
+fn sigterm_during_backup_unlocks_and_removes_everything() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let slow = "#!/bin/sh\ntouch /var/vcap/sys/run/slow-backup-started\nsleep 60\n";
+    let app0 = bed.host("app", 0);
+    bed.install_script(app0, "files", "backup", slow).unwrap();
+    let work = workdir();
+    let inventory = bed.inventory();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "deployment",
+            "--inventory",
+            inventory.to_str().unwrap(),
+            "backup",
+            "-a",
+            work.path().to_str().unwrap(),
+        ])
+        .current_dir(work.path())
+        .spawn()
+        .unwrap();
+    let started = app0.vcap_dir.join("sys/run/slow-backup-started");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the backup script never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (host, job) in locking_jobs(&bed) {
+        assert!(
+            bed.is_locked(host, job),
+            "{job} on {}/{} should be locked mid-backup",
+            host.group,
+            host.index
+        );
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert_ne!(status.code(), Some(0), "an interrupted backup must fail");
+    assert_nothing_left(&bed);
+    for (host, job) in locking_jobs(&bed) {
+        let last = bed.events(host, job).last().cloned().unwrap();
+        assert_eq!(
+            (last.1.as_str(), last.2.as_str()),
+            ("post-backup-unlock", "success=false")
+        );
+    }
+    assert!(tars(&backup_dir(work.path())).is_empty());
+}
+
+#[test]
+fn backup_cleanup_unlocks_every_job_and_removes_leftovers() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let leftover = bed
+        .host("database", 0)
+        .vcap_dir
+        .join("store/bbr-backup/database");
+    fs::create_dir_all(&leftover).unwrap();
+    let work = workdir();
+    let output = cairn(&bed, work.path(), &["backup-cleanup"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("'testbed' cleaned up"));
+    assert_nothing_left(&bed);
+    for (host, job) in locking_jobs(&bed) {
+        let events = bed.events(host, job);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].1.as_str(), events[0].2.as_str()),
+            ("post-backup-unlock", "success=false")
+        );
+    }
+}
