@@ -35,7 +35,7 @@ echo "== cairn deployment --inventory $inventory backup --artifact-path $backups
 backup=$(ls -dt "$backups"/testbed_* | head -n 1)
 
 echo "== damaging the data on app/0"
-find "$files" -type f | head -n 2 | xargs rm -f
+find "$files" -type f -print0 | head -z -n 2 | xargs -0 rm -f
 
 echo "== cairn deployment --inventory $inventory restore --artifact-path $backup"
 "$cairn" deployment --inventory "$inventory" restore --artifact-path "$backup"

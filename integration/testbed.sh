@@ -132,10 +132,11 @@ allocate_slot() {
   ) 9>"$STATE_ROOT/slot.lock" || die "no free test-bed slot (run '$0 down-all'?)"
 }
 
-# A killed process's sockets are closed a moment after it leaves the namespace; until the
-# FIN has been acknowledged, deleting the veth would leave the client (in the root namespace)
-# waiting forever on a connection that looks established. Waits up to 1 s for every TCP
-# connection in namespace $1 to be closed or known closed by the peer.
+# A killed process's sockets are closed a moment after it leaves the namespace, and its FIN
+# may still need a retransmission; deleting the veth before the FIN is acknowledged would
+# leave the client (in the root namespace) waiting on a connection that looks established.
+# Waits up to 1 s for every TCP connection in namespace $1 to be closed or known closed by
+# the peer.
 wait_for_connections_closed() {
   local ns=$1 attempt busy
   for attempt in $(seq 20); do
@@ -342,7 +343,7 @@ wait_for_sshd() {
 # Public key of a .pub file without its comment: "ssh-ed25519 AAAA...".
 public_key() { awk '{print $1 " " $2}' "$1"; }
 
-# Runs `sudo true` over SSH as a test bed user would: key and known_hosts from DIR only.
+# ssh options of a test bed client: key and known_hosts from DIR only, no user config.
 ssh_options() {
   local dir=$1
   echo -F /dev/null -i "$dir/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
@@ -350,6 +351,7 @@ ssh_options() {
     -o ConnectTimeout=5 -o LogLevel=ERROR
 }
 
+# Runs `sudo true` over SSH on a host as a client of the inventory would.
 verify_login() {
   local dir=$1 address=$2 label=$3 attempt
   # shellcheck disable=SC2046 # ssh_options is a list of words
@@ -435,6 +437,7 @@ cmd_up() {
   # (The trap runs after cmd_up's locals are gone, so their values are expanded now.)
   # shellcheck disable=SC2064
   trap "on_up_exit $k $(printf %q "$dir")" EXIT
+  trap 'exit 130' INT TERM HUP
 
   local bridge
   bridge=$(bridge_name "$k")
@@ -492,7 +495,7 @@ cmd_up() {
     wait "$pid" || die "login check failed"
   done
 
-  trap - EXIT
+  trap - EXIT INT TERM HUP
   log "up: ${#HOST_GROUPS[@]} host(s) on $SUBNET_PREFIX.$k.0/24 in $((SECONDS - started)) s"
   echo "$dir/inventory.yml"
 }
@@ -512,8 +515,13 @@ cmd_down() {
   fi
   k=$(sed -n 's/^SLOT=//p' "$dir/testbed.env")
   [[ "$k" =~ ^[0-9]+$ ]] || die "bad $dir/testbed.env"
-  # Only tear the slot down if it still belongs to this DIR (it may have been reclaimed).
-  if [ -d "$STATE_ROOT/slot-$k" ] && [ "$(cat "$STATE_ROOT/slot-$k/dir" 2>/dev/null)" != "$dir" ]; then
+  # teardown_slot removes the slot directory last, so without it there is nothing left; and
+  # the slot may have been reclaimed by another test bed since.
+  if [ ! -d "$STATE_ROOT/slot-$k" ]; then
+    log "down: $dir is already down"
+    return 0
+  fi
+  if [ "$(cat "$STATE_ROOT/slot-$k/dir" 2>/dev/null)" != "$dir" ]; then
     log "down: slot $k now belongs to another test bed, nothing to do"
     return 0
   fi

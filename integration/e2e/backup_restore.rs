@@ -50,7 +50,7 @@ fn backup_then_restore_brings_back_identical_data_in_lock_order() {
         bed.events(database, "database")
             .iter()
             .filter(|e| e.1 == "post-backup-unlock")
-            .last()
+            .next_back()
             .unwrap()
             .2,
         "success=true"

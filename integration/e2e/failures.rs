@@ -113,9 +113,15 @@ fn existing_remote_artifact_directory_is_refused_and_left_alone() {
             host.index
         );
     }
+    let left: Vec<String> = fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 1, "only bbr's error log is written: {left:?}");
     assert!(
-        fs::read_dir(work.path()).unwrap().next().is_none(),
-        "an artifact directory was created"
+        left[0].starts_with("bbr-") && left[0].ends_with(".err.log"),
+        "{left:?}"
     );
 }
 

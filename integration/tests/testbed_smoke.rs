@@ -301,3 +301,47 @@ fn two_test_beds_run_at_once() {
         "ssh to the second test bed after the first went down",
     );
 }
+
+#[test]
+fn files_job_round_trips_awkward_names() {
+    let bed = TestBed::start(&[("web", 0, &["files"]), ("web", 1, &["files"])]).unwrap();
+    let (source, target) = (bed.host("web", 0), bed.host("web", 1));
+    let store = source.vcap_dir.join("store/files");
+    fs::write(store.join("new\nline"), "x").unwrap();
+    fs::write(store.join(" leading space"), "").unwrap();
+    fs::write(store.join("big.bin"), vec![7_u8; 3 << 20]).unwrap();
+
+    let dir = "/var/vcap/store/bbr-backup/files/";
+    let backup = bed
+        .ssh(source, &format!("sudo mkdir -p {dir} && sudo BBR_ARTIFACT_DIRECTORY={dir} ARTIFACT_DIRECTORY={dir} /var/vcap/jobs/files/bin/bbr/backup"))
+        .unwrap();
+    assert_success(&backup, "files backup");
+
+    // Move the artifact to the other host (as a restore would) and restore it there.
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(source.vcap_dir.join("store/bbr-backup"))
+        .arg(target.vcap_dir.join("store/"))
+        .output()
+        .unwrap();
+    assert_success(&copy, "cp artifact");
+    let restore = bed
+        .ssh(target, &format!("sudo BBR_ARTIFACT_DIRECTORY={dir} ARTIFACT_DIRECTORY={dir} /var/vcap/jobs/files/bin/bbr/restore"))
+        .unwrap();
+    assert_success(&restore, "files restore");
+
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg(&store)
+        .arg(target.vcap_dir.join("store/files"))
+        .output()
+        .unwrap();
+    assert_success(&diff, "diff of the restored store");
+    assert_eq!(
+        bed.events(target, "files")
+            .into_iter()
+            .map(|(_, script, extra)| format!("{script} {extra}"))
+            .collect::<Vec<_>>(),
+        ["restore dir=/var/vcap/store/bbr-backup/files/"]
+    );
+}
