@@ -49,8 +49,7 @@ fn backup_then_restore_brings_back_identical_data_in_lock_order() {
     assert_eq!(
         bed.events(database, "database")
             .iter()
-            .filter(|e| e.1 == "post-backup-unlock")
-            .next_back()
+            .rfind(|e| e.1 == "post-backup-unlock")
             .unwrap()
             .2,
         "success=true"
