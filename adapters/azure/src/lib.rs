@@ -1,0 +1,1 @@
+//! Placeholder: the azure adapter is being written.

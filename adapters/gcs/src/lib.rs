@@ -1,0 +1,1 @@
+//! Placeholder: the gcs adapter is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: the s3 adapter is being written.
