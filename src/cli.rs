@@ -1,6 +1,7 @@
 //! The `cairn` command line: bbr's flags and messages on top of the library.
 
 pub mod args;
+pub mod backups;
 pub mod logging;
 pub mod run;
 pub mod signals;

@@ -118,6 +118,12 @@ pub enum Error {
         /// `SIGINT` or `SIGTERM`.
         signal: String,
     },
+    /// The object store failed.
+    #[error(transparent)]
+    Store(#[from] cairn_store::StoreError),
+    /// A backup in a store is missing, incomplete or damaged.
+    #[error("{0}")]
+    StoredBackup(String),
     /// The inventory or another input is invalid.
     #[error(transparent)]
     Inventory(#[from] crate::inventory::InventoryError),

@@ -16,9 +16,11 @@ pub mod error;
 pub mod inventory;
 pub mod job;
 pub mod lock_order;
+pub mod manifest;
 pub mod orchestrator;
 pub mod remote;
 pub mod ssh_target;
+pub mod store;
 
 pub use error::{Error, RunErrors};
 

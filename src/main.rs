@@ -30,6 +30,7 @@ fn real_main() -> i32 {
     let debug = match &cli.command {
         Command::Deployment(d) => d.common.debug,
         Command::Director(d) => d.common.debug,
+        Command::Backups(b) => b.debug,
         _ => false,
     };
     cli::logging::init(debug);
@@ -41,6 +42,7 @@ fn real_main() -> i32 {
         match cli.command {
             Command::Deployment(args) => cli::run::deployment(args).await,
             Command::Director(args) => cli::run::director(args).await,
+            Command::Backups(args) => cli::backups::run(args).await,
             Command::Help => {
                 let _ = <Cli as clap::CommandFactory>::command().print_help();
                 Ok(0)

@@ -9,8 +9,9 @@
 
 pub mod backup;
 pub mod cleanup;
+pub mod destination;
 pub mod restore;
-mod transfer;
+pub(crate) mod transfer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -35,6 +36,23 @@ pub struct RunContext {
     pub cancel: CancellationToken,
     /// The signal that fired the token, for the message.
     pub signal_name: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Every script that finished, for the manifest's lock and unlock times.
+    pub script_log: std::sync::Arc<std::sync::Mutex<Vec<ScriptRecord>>>,
+}
+
+/// A script that ran to completion.
+#[derive(Debug, Clone)]
+pub struct ScriptRecord {
+    /// `<group>/<id>`.
+    pub instance: String,
+    /// Job name.
+    pub job: String,
+    /// Which script.
+    pub script: ScriptName,
+    /// When it finished.
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    /// Whether it exited 0.
+    pub success: bool,
 }
 
 impl RunContext {
@@ -46,6 +64,7 @@ impl RunContext {
             version: version.to_string(),
             cancel: CancellationToken::new(),
             signal_name: std::sync::Arc::default(),
+            script_log: std::sync::Arc::default(),
         }
     }
 
@@ -98,6 +117,15 @@ async fn run_scripts(
             tracing::info!("{} {} on {}...", describe(script), job.name, instance.name);
             let command = commands::run_script(job, script, &environment(job));
             let output = instance.remote.run_cancellable(&command, cancel).await;
+            if let Ok(output) = &output {
+                context.script_log.lock().expect("lock").push(ScriptRecord {
+                    instance: instance.name.to_string(),
+                    job: job.name.clone(),
+                    script,
+                    finished_at: chrono::Utc::now(),
+                    success: output.success(),
+                });
+            }
             match output {
                 Ok(output) if output.success() => {
                     tracing::debug!("stdout: {}", output.stdout_text().trim_end());

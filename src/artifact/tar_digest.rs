@@ -53,8 +53,35 @@ pub enum TarDigestError {
 /// # Errors
 /// I/O and format errors, and unsafe entries under [`EntryPolicy::RefuseEscapes`].
 pub fn digest_tar<R: Read>(reader: R, policy: EntryPolicy) -> Result<Checksums, TarDigestError> {
+    let files = digest_tar_files(reader, policy)?;
+    Ok(files
+        .into_iter()
+        .map(|(name, file)| (name, file.sha256))
+        .collect())
+}
+
+/// Size and sha256 of one file of a tar.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileDigest {
+    /// Size in bytes.
+    pub size: u64,
+    /// Lowercase hex sha256.
+    pub sha256: String,
+}
+
+/// File name to size and digest.
+pub type FileDigests = std::collections::BTreeMap<String, FileDigest>;
+
+/// Like [`digest_tar`], keeping each file's size too.
+///
+/// # Errors
+/// As [`digest_tar`].
+pub fn digest_tar_files<R: Read>(
+    reader: R,
+    policy: EntryPolicy,
+) -> Result<FileDigests, TarDigestError> {
     let mut archive = tar::Archive::new(reader);
-    let mut checksums = Checksums::new();
+    let mut checksums = FileDigests::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -65,8 +92,9 @@ pub fn digest_tar<R: Read>(reader: R, policy: EntryPolicy) -> Result<Checksums, 
         match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let mut hasher = Sha256::new();
-                io::copy(&mut entry, &mut HashWriter(&mut hasher))?;
-                checksums.insert(name, hex::encode(hasher.finalize()));
+                let size = io::copy(&mut entry, &mut HashWriter(&mut hasher))?;
+                let sha256 = hex::encode(hasher.finalize());
+                checksums.insert(name, FileDigest { size, sha256 });
             }
             EntryType::Link => {
                 let target = entry
@@ -76,7 +104,10 @@ pub fn digest_tar<R: Read>(reader: R, policy: EntryPolicy) -> Result<Checksums, 
                 let digest = checksums
                     .get(&target)
                     .cloned()
-                    .unwrap_or_else(|| hex::encode(Sha256::digest(b"")));
+                    .unwrap_or_else(|| FileDigest {
+                        size: 0,
+                        sha256: hex::encode(Sha256::digest(b"")),
+                    });
                 checksums.insert(name, digest);
             }
             _ => {}

@@ -29,6 +29,8 @@ pub enum Command {
     Deployment(DeploymentArgs),
     /// Back up or restore a BOSH director VM over SSH.
     Director(DirectorArgs),
+    /// List, show, verify and delete backups in an object store.
+    Backups(BackupsArgs),
     /// Shows help.
     #[command(visible_alias = "h")]
     Help,
@@ -111,7 +113,7 @@ pub struct DirectorArgs {
 pub enum Action {
     /// Check that a backup can be taken, changing nothing.
     #[command(name = "pre-backup-check", visible_alias = "c")]
-    PreBackupCheck,
+    PreBackupCheck(CheckArgs),
     /// Back up.
     #[command(visible_alias = "b")]
     Backup(BackupArgs),
@@ -126,12 +128,58 @@ pub enum Action {
     RestoreCleanup,
 }
 
+/// `--store`, shared by the subcommands that can use an object store.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StoreArgs {
+    /// Object store: s3://bucket/prefix?region=R&endpoint=URL&path_style=true,
+    /// az://account/container/prefix, gs://bucket/prefix or file:///dir [env: CAIRN_STORE]
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+}
+
+impl StoreArgs {
+    /// The flag, else `CAIRN_STORE` when `fallback_to_env`.
+    pub fn url(&self, fallback_to_env: bool) -> Option<String> {
+        self.store
+            .clone()
+            .or_else(|| {
+                fallback_to_env
+                    .then(|| std::env::var("CAIRN_STORE").ok())
+                    .flatten()
+            })
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// `pre-backup-check` flags.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also check that this store is reachable and writable.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
 /// `backup` flags.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     /// Existing directory the backup is written into [default: the current directory].
     #[arg(short = 'a', long, value_name = "DIR")]
     pub artifact_path: Option<PathBuf>,
+    /// Stream the backup into an object store instead of a directory.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Compression of artifacts in a store: none, zstd or zstd:LEVEL.
+    #[arg(long, value_name = "ALGORITHM", default_value = "zstd")]
+    pub compression: String,
+    /// Accept an S3 bucket without versioning (restores could then read overwritten objects).
+    #[arg(long)]
+    pub allow_unversioned: bool,
+    /// Lock every object of the backup for this many days (needs Object Lock on the bucket).
+    #[arg(long, value_name = "N")]
+    pub retain_days: Option<u32>,
+    /// Retention mode for --retain-days.
+    #[arg(long, value_enum, default_value_t = RetentionModeArg::Governance)]
+    pub retention_mode: RetentionModeArg,
     /// Save the deployment manifest in the backup (deployment mode only).
     #[arg(long)]
     pub with_manifest: bool,
@@ -140,19 +188,86 @@ pub struct BackupArgs {
     pub unsafe_lock_free: bool,
 }
 
+/// Object-lock retention mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RetentionModeArg {
+    /// Privileged users may shorten it.
+    Governance,
+    /// Nobody may shorten it.
+    Compliance,
+}
+
 /// `restore` flags.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The backup directory to restore.
     #[arg(short = 'a', long, value_name = "DIR")]
     pub artifact_path: Option<PathBuf>,
+    /// Restore from this object store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Backup id in the store, `ID` or `DEPLOYMENT/ID` (default deployment: the target's).
+    #[arg(long, value_name = "ID", conflicts_with = "latest")]
+    pub backup: Option<String>,
+    /// Restore the newest complete backup of the deployment in the store.
+    #[arg(long)]
+    pub latest: bool,
+}
+
+/// `cairn backups` flags.
+#[derive(Debug, Args)]
+pub struct BackupsArgs {
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Debug logs.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// At most this many objects verified at once.
+    #[arg(long, value_name = "N", default_value_t = 4, global = true)]
+    pub parallelism: usize,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: BackupsAction,
+}
+
+/// `cairn backups` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BackupsAction {
+    /// List backups: id, deployment, time, size, complete or not.
+    List {
+        /// Only this deployment.
+        #[arg(long, short = 'd')]
+        deployment: Option<String>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a backup's manifest.
+    Show {
+        /// `DEPLOYMENT/ID`.
+        id: String,
+        /// JSON (the manifest itself).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read every object of a backup and check every sha256, without restoring.
+    Verify {
+        /// `DEPLOYMENT/ID`.
+        id: String,
+    },
+    /// Delete a backup (every object and recorded version).
+    Delete {
+        /// `DEPLOYMENT/ID`.
+        id: String,
+    },
 }
 
 impl Action {
     /// bbr's name of the subcommand.
     pub fn name(&self) -> &'static str {
         match self {
-            Action::PreBackupCheck => "pre-backup-check",
+            Action::PreBackupCheck(_) => "pre-backup-check",
             Action::Backup(_) => "backup",
             Action::Restore(_) => "restore",
             Action::BackupCleanup => "backup-cleanup",
@@ -238,11 +353,35 @@ impl DirectorArgs {
 }
 
 fn validate_action(action: &Action) -> Result<(), UsageError> {
-    if let Action::Restore(RestoreArgs {
-        artifact_path: None,
-    }) = action
-    {
-        return Err(required("artifact-path"));
+    match action {
+        Action::Restore(restore) => {
+            if restore.artifact_path.is_some() && restore.store.store.is_some() {
+                return Err(UsageError(
+                    "Give either --artifact-path or --store, not both.".into(),
+                ));
+            }
+            let from_store = restore.store.url(restore.artifact_path.is_none()).is_some();
+            if !from_store && restore.artifact_path.is_none() {
+                return Err(required("artifact-path"));
+            }
+            if from_store && restore.backup.is_none() && !restore.latest {
+                return Err(UsageError(
+                    "Restoring from a store needs --backup ID or --latest.".into(),
+                ));
+            }
+        }
+        Action::Backup(backup) => {
+            if backup.artifact_path.is_some() && backup.store.store.is_some() {
+                return Err(UsageError(
+                    "Give either --artifact-path or --store, not both.".into(),
+                ));
+            }
+            cairn::manifest::Compression::parse(&backup.compression).map_err(UsageError)?;
+            if backup.retain_days == Some(0) {
+                return Err(UsageError("--retain-days must be at least 1.".into()));
+            }
+        }
+        _ => {}
     }
     Ok(())
 }

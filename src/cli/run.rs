@@ -1,19 +1,25 @@
 //! Turns parsed flags into a library call, and its result into output and an exit code.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use cairn::deployment::Target;
 use cairn::inventory::Inventory;
-use cairn::orchestrator::backup::{backup, pre_backup_check, BackupOptions};
+use cairn::manifest::Compression;
+use cairn::orchestrator::backup::{
+    backup, pre_backup_check, BackupOptions, BackupTarget, StoreTarget,
+};
 use cairn::orchestrator::cleanup::{cleanup, CleanupKind};
-use cairn::orchestrator::restore::restore;
+use cairn::orchestrator::restore::{restore, RestoreSource};
 use cairn::orchestrator::RunContext;
 use cairn::ssh_target::{HostKeyOptions, SshTarget};
 use cairn::RunErrors;
+use cairn_store::{Retention, RetentionMode};
 
-use super::args::{Action, CommonArgs, DeploymentArgs, DirectorArgs, UsageError};
+use super::args::{
+    Action, BackupArgs, CommonArgs, DeploymentArgs, DirectorArgs, RestoreArgs, RetentionModeArg,
+    UsageError,
+};
 
 /// Which mode the subcommand runs in, for messages.
 enum Mode {
@@ -65,36 +71,37 @@ async fn run_action(
     let context = RunContext::new(common.parallelism, cairn::VERSION);
     let signals = super::signals::watch(context.clone());
     let errors = match action {
-        Action::PreBackupCheck => {
-            let errors = pre_backup_check(target, &context).await;
+        Action::PreBackupCheck(check) => {
+            let mut errors = pre_backup_check(target, &context).await;
+            if let Some(url) = check.store.url(true) {
+                if let Err(error) = check_store(&url, target.name()).await {
+                    errors.push(error);
+                }
+            }
             print_check_result(target.name(), &mode, &errors);
             errors
         }
         Action::Backup(backup_args) => {
-            let parent = match backup_args.artifact_path {
-                Some(path) => path,
-                None => std::env::current_dir().context("Cannot read the current directory")?,
-            };
             if backup_args.with_manifest {
                 tracing::warn!(
                     "--with-manifest: an inventory has no deployment manifest; none is saved"
                 );
             }
             let options = BackupOptions {
-                artifact_parent: parent,
+                target: backup_target(&backup_args).await?,
                 unsafe_lock_free: backup_args.unsafe_lock_free,
                 manifest: None,
                 started_at: chrono::Utc::now(),
             };
             let report = backup(target, &options, &context).await;
-            if let (Some(path), true) = (&report.artifact, report.complete) {
-                tracing::info!("Backup written to {}", path.display());
+            if let (Some(location), true) = (&report.artifact, report.complete) {
+                tracing::info!("Backup written to {location}");
             }
             report.errors
         }
         Action::Restore(restore_args) => {
-            let path: PathBuf = restore_args.artifact_path.unwrap_or_default();
-            restore(target, &path, &context).await
+            let source = restore_source(&restore_args, target.name()).await?;
+            restore(target, &source, &context).await
         }
         Action::BackupCleanup => {
             let errors = cleanup(target, CleanupKind::Backup, &context).await;
@@ -113,6 +120,77 @@ async fn run_action(
     };
     signals.abort();
     Ok(report_errors(&errors, cleanup_advice_subcommand(&errors)))
+}
+
+async fn check_store(url: &str, deployment: &str) -> Result<(), cairn::Error> {
+    let store = cairn::store::open_store(url).await?;
+    cairn::store::check_writable(store.as_ref(), deployment).await
+}
+
+async fn backup_target(args: &BackupArgs) -> anyhow::Result<BackupTarget> {
+    let Some(url) = args.store.url(args.artifact_path.is_none()) else {
+        let parent = match &args.artifact_path {
+            Some(path) => path.clone(),
+            None => std::env::current_dir().context("Cannot read the current directory")?,
+        };
+        return Ok(BackupTarget::Directory(parent));
+    };
+    let store = cairn::store::open_store(&url).await?;
+    let retention = args.retain_days.map(|days| Retention {
+        mode: match args.retention_mode {
+            RetentionModeArg::Governance => RetentionMode::Governance,
+            RetentionModeArg::Compliance => RetentionMode::Compliance,
+        },
+        until: std::time::SystemTime::now()
+            + std::time::Duration::from_secs(u64::from(days) * 86_400),
+    });
+    Ok(BackupTarget::Store(StoreTarget {
+        store,
+        compression: Compression::parse(&args.compression).map_err(UsageError)?,
+        retention,
+        require_versioning: if args.allow_unversioned {
+            None
+        } else {
+            cairn::store::versioning_command(&url)
+        },
+    }))
+}
+
+async fn restore_source(args: &RestoreArgs, target_name: &str) -> anyhow::Result<RestoreSource> {
+    let Some(url) = args.store.url(args.artifact_path.is_none()) else {
+        return Ok(RestoreSource::Directory(
+            args.artifact_path.clone().unwrap_or_default(),
+        ));
+    };
+    let store = cairn::store::open_store(&url).await?;
+    let (deployment, backup_id) = match &args.backup {
+        Some(id) => split_backup_id(id, Some(target_name))?,
+        None => {
+            let latest = cairn::store::latest_backup(store.as_ref(), target_name).await?;
+            (target_name.to_string(), latest)
+        }
+    };
+    Ok(RestoreSource::Store {
+        store,
+        deployment,
+        backup_id,
+    })
+}
+
+/// Splits `DEPLOYMENT/ID` (or `ID` with a default deployment).
+pub fn split_backup_id(
+    text: &str,
+    default_deployment: Option<&str>,
+) -> Result<(String, String), UsageError> {
+    match (text.split_once('/'), default_deployment) {
+        (Some((deployment, id)), _) if !deployment.is_empty() && !id.is_empty() => {
+            Ok((deployment.to_string(), id.to_string()))
+        }
+        (None, Some(deployment)) => Ok((deployment.to_string(), text.to_string())),
+        _ => Err(UsageError(format!(
+            "Backup `{text}`: write it as DEPLOYMENT/ID (see `cairn backups list`)."
+        ))),
+    }
 }
 
 fn print_check_result(name: &str, mode: &Mode, errors: &RunErrors) {
@@ -139,7 +217,7 @@ fn cleanup_advice_subcommand(errors: &RunErrors) -> bool {
 }
 
 /// Prints bbr's error report to stderr, writes `bbr-<time>.err.log`, returns the exit code.
-fn report_errors(errors: &RunErrors, advise_cleanup: bool) -> i32 {
+pub fn report_errors(errors: &RunErrors, advise_cleanup: bool) -> i32 {
     if errors.is_empty() {
         return 0;
     }

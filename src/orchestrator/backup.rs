@@ -10,11 +10,15 @@
 //! instances, which restore refuses.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use cairn_store::{ArtifactStore, Retention};
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 
+use super::destination::Destination;
+use super::transfer::Downloaded;
 use super::{
     check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
     remove_artifact_roots, run_scripts, transfer, unlock, CreatedRoots, RunContext,
@@ -26,26 +30,49 @@ use crate::deployment::{Deployment, Target};
 use crate::error::{Error, RunErrors};
 use crate::job::{Job, LockDirection, ScriptName};
 use crate::lock_order::{JobRef, LockLayers};
+use crate::manifest::Compression;
 use crate::remote::RemoteHostExt;
 
 /// What `backup` is asked to do.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
-    /// Existing directory the backup directory is created in.
-    pub artifact_parent: PathBuf,
+    /// Where the backup goes.
+    pub target: BackupTarget,
     /// Skip the lock and unlock scripts.
     pub unsafe_lock_free: bool,
     /// Save the deployment manifest as `manifest.yml` when the target has one.
     pub manifest: Option<String>,
-    /// Time the command started; names the backup directory.
+    /// Time the command started; names the backup (`YYYYMMDDTHHMMSSZ`).
     pub started_at: DateTime<Utc>,
+}
+
+/// Where a backup goes.
+#[derive(Debug, Clone)]
+pub enum BackupTarget {
+    /// A new bbr directory under this existing directory.
+    Directory(PathBuf),
+    /// An object store.
+    Store(StoreTarget),
+}
+
+/// A backup into an object store.
+#[derive(Debug, Clone)]
+pub struct StoreTarget {
+    /// The store.
+    pub store: Arc<dyn ArtifactStore>,
+    /// Artifact compression.
+    pub compression: Compression,
+    /// Retention for every object, manifest included.
+    pub retention: Option<Retention>,
+    /// Refuse a store without versioning, with this command in the message.
+    pub require_versioning: Option<String>,
 }
 
 /// What a backup produced.
 #[derive(Debug)]
 pub struct BackupReport {
-    /// The backup directory, when one was created (complete only when `errors` allows it).
-    pub artifact: Option<PathBuf>,
+    /// Where the backup is (directory path or store key), when one was started.
+    pub artifact: Option<String>,
     /// True when every artifact was stored and verified.
     pub complete: bool,
     /// Everything that went wrong.
@@ -138,30 +165,24 @@ async fn backup_deployment(
         Ok(plan) => plan,
         Err(errors) => return report.errors.extend(errors),
     };
-    let name = format!(
-        "{}_{}",
-        deployment.name,
-        format_backup_timestamp(options.started_at)
-    );
-    let directory = match create_directory(options, &name) {
-        Ok(directory) => directory,
+    let backup_id = format_backup_timestamp(options.started_at);
+    let destination = match prepare_destination(deployment, options, &backup_id).await {
+        Ok(destination) => destination,
         Err(error) => return report.errors.push(error),
     };
-    report.artifact = Some(directory.path().to_path_buf());
+    report.artifact = Some(destination.describe());
     tracing::info!("Starting backup of {}...", deployment.name);
     let created = CreatedRoots::new(deployment.instances.len());
-    let metadata = Mutex::new(initial_metadata(options));
-    let drained = lock_backup_unlock_drain(
+    let drained = Mutex::new(Vec::new());
+    let work = Work {
         deployment,
-        &plan,
-        options,
+        plan: &plan,
         context,
-        &created,
-        &directory,
-        &metadata,
-        &mut report.errors,
-    )
-    .await;
+        created: &created,
+        destination: &destination,
+        drained: &drained,
+    };
+    let complete = lock_backup_unlock_drain(&work, options, &mut report.errors).await;
     tracing::info!("Cleaning up...");
     report
         .errors
@@ -169,38 +190,157 @@ async fn backup_deployment(
     if context.cancel.is_cancelled() {
         report.errors.push(context.interrupted("Backup"));
     }
-    let mut metadata = metadata.into_inner().expect("metadata lock");
-    if let Some(activity) = metadata.backup_activity.as_mut() {
-        activity.finish_time = Some(format_activity_time(Utc::now()));
-    }
-    report.complete = drained && !context.cancel.is_cancelled();
-    if !report.complete {
-        metadata.instances.clear();
-        metadata.custom_artifacts.clear();
-        directory.remove_tars();
-    }
-    if let Err(error) = directory.write_metadata(&metadata) {
+    let drained = drained.into_inner().expect("drained lock");
+    let finish = Finish {
+        deployment,
+        options,
+        backup_id: &backup_id,
+        drained: &drained,
+        context,
+    };
+    report.complete = complete && !context.cancel.is_cancelled();
+    if let Err(error) = finish_destination(&destination, &finish, report.complete).await {
         report.complete = false;
-        report.errors.push(error.into());
+        report.errors.push(error);
     }
     if report.complete {
-        tracing::info!("Backup created of {} on {}", deployment.name, Utc::now());
+        tracing::info!(
+            "Backup created of {} on {}",
+            deployment.name,
+            Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+        );
     } else {
         tracing::info!(
             "Failed to create backup of {} on {}",
             deployment.name,
-            Utc::now()
+            Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
         );
     }
 }
 
-fn create_directory(options: &BackupOptions, name: &str) -> Result<BackupDirectory, Error> {
-    let directory = BackupDirectory::create(&options.artifact_parent, name)?;
-    directory.write_metadata(&BackupMetadata::default())?;
+/// What the steps of one backup share.
+struct Work<'a> {
+    deployment: &'a Deployment,
+    plan: &'a BackupPlan,
+    context: &'a RunContext,
+    created: &'a CreatedRoots,
+    destination: &'a Destination,
+    drained: &'a Mutex<Vec<DrainedArtifact>>,
+}
+
+/// A verified artifact and where it came from.
+struct DrainedArtifact {
+    group: String,
+    index: String,
+    job: String,
+    name: String,
+    downloaded: Downloaded,
+}
+
+struct Finish<'a> {
+    deployment: &'a Deployment,
+    options: &'a BackupOptions,
+    backup_id: &'a str,
+    drained: &'a [DrainedArtifact],
+    context: &'a RunContext,
+}
+
+async fn prepare_destination(
+    deployment: &Deployment,
+    options: &BackupOptions,
+    backup_id: &str,
+) -> Result<Destination, Error> {
+    match &options.target {
+        BackupTarget::Directory(parent) => {
+            let name = format!("{}_{backup_id}", deployment.name);
+            Ok(Destination::Directory(create_directory(
+                parent, options, &name,
+            )?))
+        }
+        BackupTarget::Store(target) => {
+            let destination =
+                crate::store::prepare_backup(target, &deployment.name, backup_id).await?;
+            Ok(Destination::Store(destination))
+        }
+    }
+}
+
+fn create_directory(
+    parent: &std::path::Path,
+    options: &BackupOptions,
+    name: &str,
+) -> Result<BackupDirectory, Error> {
+    let directory = BackupDirectory::create(parent, name)?;
+    directory.write_metadata(&initial_metadata(options))?;
     if let Some(manifest) = &options.manifest {
         directory.write_file("manifest.yml", manifest.as_bytes())?;
     }
     Ok(directory)
+}
+
+fn bbr_metadata(finish: &Finish<'_>, complete: bool) -> BackupMetadata {
+    let mut metadata = initial_metadata(finish.options);
+    if let Some(activity) = metadata.backup_activity.as_mut() {
+        activity.finish_time = Some(format_activity_time(Utc::now()));
+    }
+    if complete {
+        for artifact in finish.drained {
+            let checksums = artifact
+                .downloaded
+                .files
+                .iter()
+                .map(|(k, v)| (k.clone(), v.sha256.clone()))
+                .collect();
+            metadata.add_artifact(&artifact.group, &artifact.index, &artifact.job, checksums);
+        }
+    }
+    metadata
+}
+
+async fn finish_destination(
+    destination: &Destination,
+    finish: &Finish<'_>,
+    complete: bool,
+) -> Result<(), Error> {
+    let metadata = bbr_metadata(finish, complete);
+    match destination {
+        Destination::Directory(directory) => {
+            if !complete {
+                directory.remove_tars();
+            }
+            directory.write_metadata(&metadata)?;
+            Ok(())
+        }
+        Destination::Store(store) => {
+            if !complete {
+                crate::store::discard_backup(
+                    store,
+                    finish
+                        .drained
+                        .iter()
+                        .map(|a| (a.name.as_str(), &a.downloaded)),
+                )
+                .await;
+                return Ok(());
+            }
+            let artifacts = finish.drained.iter().map(|a| crate::store::StoredArtifact {
+                name: &a.name,
+                group: &a.group,
+                index: &a.index,
+                job: &a.job,
+                downloaded: &a.downloaded,
+            });
+            let scripts = finish.context.script_log.lock().expect("lock").clone();
+            let record = crate::store::BackupRecord {
+                deployment: &finish.deployment.name,
+                backup_id: finish.backup_id,
+                started_at: finish.options.started_at,
+                metadata: &metadata,
+                scripts: &scripts,
+            };
+            crate::store::write_manifest(store, &record, artifacts.collect()).await
+        }
+    }
 }
 
 fn initial_metadata(options: &BackupOptions) -> BackupMetadata {
@@ -214,17 +354,12 @@ fn initial_metadata(options: &BackupOptions) -> BackupMetadata {
 }
 
 /// Lock, back up, unlock, drain. Returns true when every artifact was drained and verified.
-#[allow(clippy::too_many_arguments)]
 async fn lock_backup_unlock_drain(
-    deployment: &Deployment,
-    plan: &BackupPlan,
+    work: &Work<'_>,
     options: &BackupOptions,
-    context: &RunContext,
-    created: &CreatedRoots,
-    directory: &BackupDirectory,
-    metadata: &Mutex<BackupMetadata>,
     errors: &mut RunErrors,
 ) -> bool {
+    let (deployment, plan, context) = (work.deployment, work.plan, work.context);
     let locking = !options.unsafe_lock_free;
     let mut scripts_ok = true;
     if locking {
@@ -235,7 +370,7 @@ async fn lock_backup_unlock_drain(
         tracing::info!("Skipping lock for deployment {}", deployment.name);
     }
     if scripts_ok {
-        let backup_errors = run_backup_scripts(deployment, plan, created, context).await;
+        let backup_errors = run_backup_scripts(deployment, plan, work.created, context).await;
         scripts_ok = backup_errors.is_empty() && !context.cancel.is_cancelled();
         errors.extend(backup_errors);
     }
@@ -257,7 +392,7 @@ async fn lock_backup_unlock_drain(
     if !scripts_ok || context.cancel.is_cancelled() {
         return false;
     }
-    let drain_errors = drain(deployment, plan, directory, metadata, context).await;
+    let drain_errors = drain(work).await;
     let drained = drain_errors.is_empty();
     errors.extend(drain_errors);
     drained
@@ -307,27 +442,27 @@ async fn run_backup_scripts(
     .await
 }
 
-async fn drain(
-    deployment: &Deployment,
-    plan: &BackupPlan,
-    directory: &BackupDirectory,
-    metadata: &Mutex<BackupMetadata>,
-    context: &RunContext,
-) -> RunErrors {
-    let transfers = plan.backup_jobs.iter().map(|&job_ref| async move {
+async fn drain(work: &Work<'_>) -> RunErrors {
+    let (deployment, context) = (work.deployment, work.context);
+    let transfers = work.plan.backup_jobs.iter().map(|&job_ref| async move {
         let (instance, job) = deployment.job(job_ref);
         tracing::info!(
             "Copying backup for job {} on {}...",
             job.name,
             instance.name
         );
-        let sums = transfer::download(instance, job, directory, &context.cancel).await?;
-        metadata.lock().expect("metadata lock").add_artifact(
-            &instance.name.group,
-            &instance.index,
-            &job.name,
-            sums,
-        );
+        let downloaded =
+            transfer::download(instance, job, work.destination, &context.cancel).await?;
+        work.drained
+            .lock()
+            .expect("drained lock")
+            .push(DrainedArtifact {
+                group: instance.name.group.clone(),
+                index: instance.index.clone(),
+                job: job.name.clone(),
+                name: instance.artifact_name(job),
+                downloaded,
+            });
         Ok::<(), Error>(())
     });
     let errors: Vec<Error> = stream::iter(transfers)

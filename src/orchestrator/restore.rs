@@ -10,6 +10,9 @@
 //! instance stops them; unlock always follows once a lock was attempted.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cairn_store::{ArtifactStore, ObjectKey};
 
 use futures::stream::{self, StreamExt};
 
@@ -23,6 +26,7 @@ use crate::deployment::{Deployment, Target};
 use crate::error::{Error, RunErrors};
 use crate::job::{LockDirection, ScriptName};
 use crate::lock_order::{JobRef, LockLayers};
+use crate::manifest::Manifest;
 use crate::remote::{RemoteError, RemoteHostExt};
 
 /// One artifact to send: a job on an instance, from a tar of the backup.
@@ -174,17 +178,116 @@ fn plan_uploads(
     Ok(uploads)
 }
 
-/// Restores the backup at `artifact` into `target`.
-pub async fn restore(target: &dyn Target, artifact: &Path, context: &RunContext) -> RunErrors {
-    tracing::info!("Verifying backup {}...", artifact.display());
-    let metadata = match verify_backup(artifact, context.parallelism).await {
-        Ok(metadata) => metadata,
+/// Where a restore reads the backup from.
+#[derive(Debug, Clone)]
+pub enum RestoreSource {
+    /// A bbr backup directory.
+    Directory(PathBuf),
+    /// A backup in an object store.
+    Store {
+        /// The store.
+        store: Arc<dyn ArtifactStore>,
+        /// Deployment the backup was taken of.
+        deployment: String,
+        /// Backup id.
+        backup_id: String,
+    },
+}
+
+/// A verified backup, ready to be read.
+enum VerifiedBackup {
+    Directory(PathBuf),
+    Store(Arc<dyn ArtifactStore>, Box<Manifest>),
+}
+
+impl VerifiedBackup {
+    /// Opens the tar stream of one artifact.
+    async fn open(&self, artifact_name: &str) -> Result<Box<dyn std::io::Read + Send>, Error> {
+        match self {
+            VerifiedBackup::Directory(path) => {
+                let path = BackupDirectory::open(path).tar_path(artifact_name);
+                let file = std::fs::File::open(&path).map_err(|source| ArtifactError::Io {
+                    action: "Error reading artifact file",
+                    path,
+                    source,
+                })?;
+                Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, file)))
+            }
+            VerifiedBackup::Store(store, manifest) => {
+                let artifact = manifest
+                    .artifacts
+                    .iter()
+                    .find(|a| a.name == artifact_name)
+                    .ok_or_else(|| {
+                        Error::StoredBackup(format!(
+                            "The manifest has no artifact `{artifact_name}`"
+                        ))
+                    })?;
+                let key = ObjectKey::parse(&artifact.key).map_err(Error::StoredBackup)?;
+                let reader = crate::store::StoreReader::open(
+                    store.as_ref(),
+                    &key,
+                    artifact.version.as_deref(),
+                )
+                .await?;
+                crate::store::tar_reader(reader, manifest.compression).map_err(|e| {
+                    Error::StoredBackup(format!("Cannot decompress `{}`: {e}", artifact.key))
+                })
+            }
+        }
+    }
+}
+
+/// Verifies the whole backup, before connecting to anything.
+async fn verify_source(
+    source: &RestoreSource,
+    parallelism: usize,
+) -> Result<(VerifiedBackup, BackupMetadata), RunErrors> {
+    match source {
+        RestoreSource::Directory(path) => {
+            tracing::info!("Verifying backup {}...", path.display());
+            let metadata = verify_backup(path, parallelism).await?;
+            Ok((VerifiedBackup::Directory(path.clone()), metadata))
+        }
+        RestoreSource::Store {
+            store,
+            deployment,
+            backup_id,
+        } => {
+            tracing::info!("Verifying backup {deployment}/{backup_id} in {store}...");
+            let manifest =
+                crate::store::verify_backup(store, deployment, backup_id, parallelism).await?;
+            let mut metadata = BackupMetadata::default();
+            for artifact in &manifest.artifacts {
+                let checksums = artifact
+                    .files
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.sha256.clone()))
+                    .collect();
+                metadata.add_artifact(&artifact.group, &artifact.index, &artifact.job, checksums);
+            }
+            Ok((
+                VerifiedBackup::Store(Arc::clone(store), Box::new(manifest)),
+                metadata,
+            ))
+        }
+    }
+}
+
+/// Restores a backup into `target`, verifying all of it first.
+pub async fn restore(
+    target: &dyn Target,
+    source: &RestoreSource,
+    context: &RunContext,
+) -> RunErrors {
+    let (backup, metadata) = match verify_source(source, context.parallelism).await {
+        Ok(verified) => verified,
         Err(errors) => return errors,
     };
     let mut errors = RunErrors::new();
     match discover_or_interrupt(target, context, "Restore").await {
         Ok(deployment) => {
-            restore_deployment(&deployment, artifact, &metadata, context, &mut errors).await
+            restore_deployment(&deployment, &backup, &metadata, context, &mut errors).await
         }
         Err(e) => errors.extend(e),
     }
@@ -194,7 +297,7 @@ pub async fn restore(target: &dyn Target, artifact: &Path, context: &RunContext)
 
 async fn restore_deployment(
     deployment: &Deployment,
-    artifact: &Path,
+    backup: &VerifiedBackup,
     metadata: &BackupMetadata,
     context: &RunContext,
     errors: &mut RunErrors,
@@ -205,7 +308,7 @@ async fn restore_deployment(
     };
     tracing::info!("Starting restore of {}...", deployment.name);
     let created = CreatedRoots::new(deployment.instances.len());
-    let copy_errors = copy_to_instances(deployment, &plan, artifact, &created, context).await;
+    let copy_errors = copy_to_instances(deployment, &plan, backup, &created, context).await;
     let copied = copy_errors.is_empty();
     errors.extend(copy_errors);
     if copied && !context.cancel.is_cancelled() {
@@ -221,25 +324,16 @@ async fn restore_deployment(
 async fn copy_to_instances(
     deployment: &Deployment,
     plan: &RestorePlan,
-    artifact: &Path,
+    backup: &VerifiedBackup,
     created: &CreatedRoots,
     context: &RunContext,
 ) -> RunErrors {
-    let directory = BackupDirectory::open(artifact);
-    let directory = &directory;
     let copies = plan.uploads.iter().map(|upload| async move {
         let (instance, job) = deployment.job(upload.job);
         created.mark(upload.job.0);
         tracing::info!("Copying backup to {} on {}...", job.name, instance.name);
-        transfer::upload(
-            instance,
-            job,
-            directory,
-            &upload.artifact_name,
-            &upload.checksums,
-            &context.cancel,
-        )
-        .await
+        let tar = backup.open(&upload.artifact_name).await?;
+        transfer::upload(instance, job, tar, &upload.checksums, &context.cancel).await
     });
     let errors: Vec<Error> = stream::iter(copies)
         .buffer_unordered(context.parallelism)

@@ -1,4 +1,4 @@
-//! Moving artifacts between instances and the local artifact directory.
+//! Moving artifacts between instances and a backup destination (directory or store).
 //!
 //! Backup: the instance's `tar -c` output arrives on an SSH channel, goes through a bounded
 //! channel to a blocking thread that writes it to the tar file and hashes every entry on the
@@ -8,14 +8,15 @@
 //! Restore: the verified tar is read in 1 MiB chunks and fed to `tar -x` on the instance, whose
 //! own checksums are then compared with the ones in `metadata`.
 
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::artifact::tar_digest::{digest_tar, EntryPolicy, TeeReader};
-use crate::artifact::{metadata::mismatched_files, ArtifactError, BackupDirectory, Checksums};
+use super::destination::{ArtifactWriter, Destination, StoredBytes};
+use crate::artifact::tar_digest::{digest_tar_files, EntryPolicy, FileDigests, TeeReader};
+use crate::artifact::{metadata::mismatched_files, ArtifactError, Checksums};
 use crate::commands;
 use crate::deployment::Instance;
 use crate::error::Error;
@@ -70,63 +71,39 @@ impl Read for ChannelReader {
     }
 }
 
-/// Streams one job's artifact from its instance into the backup directory and checks it.
-/// On success the tar has its final name and the instance's job directory is removed.
+/// One artifact streamed from an instance and verified.
+#[derive(Debug, Clone)]
+pub(crate) struct Downloaded {
+    /// Size and sha256 of every file.
+    pub files: FileDigests,
+    /// What was stored (after compression).
+    pub stored: StoredBytes,
+    /// The store's version id, if any.
+    pub version: Option<String>,
+}
+
+/// Streams one job's artifact from its instance into the destination and checks it against the
+/// instance's checksums. On success the artifact is committed and the instance's job
+/// directory removed; on failure whatever was written is discarded.
 pub(super) async fn download(
     instance: &Instance,
     job: &Job,
-    directory: &BackupDirectory,
+    destination: &Destination,
     cancel: &CancellationToken,
-) -> Result<Checksums, Error> {
+) -> Result<Downloaded, Error> {
     let remote_directory = job.artifact_directory();
-    let artifact_name = instance.artifact_name(job);
     let label = format!("for job {} on {}", job.name, instance.name);
     let total = remote_size(instance, &remote_directory).await;
-    let file = directory.create_partial_tar(&artifact_name)?;
-    let partial_path = directory.partial_tar_path(&artifact_name);
-    let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let reader = ChannelReader {
-        receiver,
-        current: Bytes::new(),
-        progress: Progress {
-            label: label.clone(),
-            total,
-            done: 0,
-            next_percent: 0,
-        },
+    let (writer, pending) = destination
+        .open_artifact(&instance.artifact_name(job))
+        .await?;
+    let streamed =
+        stream_and_digest(instance, &remote_directory, writer, total, &label, cancel).await;
+    let (files, stored) = match streamed {
+        Ok(result) => result,
+        Err(error) => return Err(pending.discard().await.unwrap_or(error)),
     };
-    let writer = tokio::task::spawn_blocking(move || write_and_digest(reader, file));
-    let tar_command = commands::tar_create(&remote_directory);
-    let checksum_command = commands::checksum_files(&remote_directory);
-    let stream = instance
-        .remote
-        .exec(&tar_command, None, StdoutMode::Stream(sender), cancel);
-    let remote_sums = instance.remote.run_cancellable(&checksum_command, cancel);
-    let (streamed, remote_sums) = tokio::join!(stream, remote_sums);
-    let local_sums = writer.await.expect("digest thread");
-    let local_error = |source| ArtifactError::Io {
-        action: "Writing",
-        path: partial_path.clone(),
-        source,
-    };
-    // When the disk side stopped first, its error is the cause; otherwise the remote one is.
-    if let Err(crate::remote::RemoteError::ReaderGone { .. }) = &streamed {
-        if let Err(source) = local_sums {
-            return Err(local_error(source).into());
-        }
-    }
-    let streamed = streamed?;
-    let local_sums = local_sums.map_err(local_error)?;
-    if !streamed.success() {
-        return Err(remote_failure(
-            instance,
-            "streaming the backup artifact",
-            &streamed,
-        ));
-    }
-    let remote_sums = parse_remote_sums(instance, remote_sums)?;
-    compare(instance, &job.name, &remote_sums, &local_sums)?;
-    directory.commit_tar(&artifact_name)?;
+    let version = pending.commit().await?;
     tracing::info!("Finished copying backup {label}.");
     let removed = instance
         .remote
@@ -139,22 +116,98 @@ pub(super) async fn download(
             &removed,
         ));
     }
-    Ok(local_sums)
+    Ok(Downloaded {
+        files,
+        stored,
+        version,
+    })
 }
 
-fn write_and_digest(reader: ChannelReader, file: std::fs::File) -> io::Result<Checksums> {
-    let mut tee = TeeReader::new(reader, BufWriter::with_capacity(1 << 20, file));
-    let sums = digest_tar(&mut tee, EntryPolicy::Trust).map_err(|e| match e {
+/// Runs `tar -c` and the remote checksums concurrently, writing and hashing the stream.
+async fn stream_and_digest(
+    instance: &Instance,
+    remote_directory: &str,
+    writer: Box<dyn ArtifactWriter>,
+    total: u64,
+    label: &str,
+    cancel: &CancellationToken,
+) -> Result<(FileDigests, StoredBytes), Error> {
+    let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let reader = ChannelReader {
+        receiver,
+        current: Bytes::new(),
+        progress: Progress {
+            label: label.to_string(),
+            total,
+            done: 0,
+            next_percent: 0,
+        },
+    };
+    let digest = tokio::task::spawn_blocking(move || write_and_digest(reader, writer));
+    let tar_command = commands::tar_create(remote_directory);
+    let checksum_command = commands::checksum_files(remote_directory);
+    let stream = instance
+        .remote
+        .exec(&tar_command, None, StdoutMode::Stream(sender), cancel);
+    let remote_sums = instance.remote.run_cancellable(&checksum_command, cancel);
+    let (streamed, remote_sums) = tokio::join!(stream, remote_sums);
+    let local = digest.await.expect("digest thread");
+    let local_error = |source| {
+        Error::from(ArtifactError::Io {
+            action: "Writing the artifact",
+            path: label.into(),
+            source,
+        })
+    };
+    // When the writing side stopped first, its error is the cause; otherwise the remote one is.
+    if let Err(crate::remote::RemoteError::ReaderGone { .. }) = &streamed {
+        if let Err(source) = local {
+            return Err(local_error(source));
+        }
+    }
+    let streamed = streamed?;
+    let (files, stored) = local.map_err(local_error)?;
+    if !streamed.success() {
+        return Err(remote_failure(
+            instance,
+            "streaming the backup artifact",
+            &streamed,
+        ));
+    }
+    let remote_sums = parse_remote_sums(instance, remote_sums)?;
+    let local_sums: Checksums = files
+        .iter()
+        .map(|(k, v)| (k.clone(), v.sha256.clone()))
+        .collect();
+    compare(
+        instance,
+        &job_name(remote_directory),
+        &remote_sums,
+        &local_sums,
+    )?;
+    Ok((files, stored))
+}
+
+fn job_name(remote_directory: &str) -> String {
+    remote_directory
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn write_and_digest(
+    reader: ChannelReader,
+    writer: Box<dyn ArtifactWriter>,
+) -> io::Result<(FileDigests, StoredBytes)> {
+    let mut tee = TeeReader::new(reader, writer);
+    let files = digest_tar_files(&mut tee, EntryPolicy::Trust).map_err(|e| match e {
         crate::artifact::tar_digest::TarDigestError::Io(io) => io,
         other => io::Error::other(other.to_string()),
     })?;
-    let mut writer = tee.into_writer();
-    writer.flush()?;
-    writer
-        .into_inner()
-        .map_err(io::IntoInnerError::into_error)?
-        .sync_all()?;
-    Ok(sums)
+    let stored = tee.into_writer().finish()?;
+    Ok((files, stored))
 }
 
 async fn remote_size(instance: &Instance, directory: &str) -> u64 {
@@ -173,13 +226,12 @@ async fn remote_size(instance: &Instance, directory: &str) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// Streams a verified local tar into a job's artifact directory on an instance and checks the
-/// instance's checksums against `expected`.
+/// Streams a verified tar (from `tar`, a blocking reader) into a job's artifact directory on
+/// an instance and checks the instance's checksums against `expected`.
 pub(super) async fn upload(
     instance: &Instance,
     job: &Job,
-    directory: &BackupDirectory,
-    artifact_name: &str,
+    tar: Box<dyn Read + Send>,
     expected: &Checksums,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
@@ -195,14 +247,8 @@ pub(super) async fn upload(
             &made,
         ));
     }
-    let path = directory.tar_path(artifact_name);
-    let file = std::fs::File::open(&path).map_err(|source| ArtifactError::Io {
-        action: "Error reading artifact file",
-        path: path.clone(),
-        source,
-    })?;
     let (sender, receiver) = mpsc::channel(16);
-    let reader = tokio::task::spawn_blocking(move || send_file(file, &sender));
+    let reader = tokio::task::spawn_blocking(move || send_file(tar, &sender));
     let extracted = instance
         .remote
         .exec(
@@ -216,8 +262,8 @@ pub(super) async fn upload(
         .await
         .expect("reader thread")
         .map_err(|source| ArtifactError::Io {
-            action: "Reading",
-            path,
+            action: "Reading the artifact of",
+            path: format!("{} on {}", job.name, instance.name).into(),
             source,
         })?;
     if !extracted.success() {
@@ -235,7 +281,7 @@ pub(super) async fn upload(
     compare(instance, &job.name, expected, &remote_sums)
 }
 
-fn send_file(mut file: std::fs::File, sender: &mpsc::Sender<Bytes>) -> io::Result<()> {
+fn send_file(mut file: Box<dyn Read + Send>, sender: &mpsc::Sender<Bytes>) -> io::Result<()> {
     loop {
         let mut chunk = vec![0_u8; UPLOAD_CHUNK];
         let count = file.read(&mut chunk)?;

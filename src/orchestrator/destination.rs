@@ -1,0 +1,338 @@
+//! Where a backup's artifacts go: a bbr directory on local disk, or an object store.
+//!
+//! Both are driven the same way by the data path ([`super::transfer`]): for each artifact,
+//! [`Destination::open_artifact`] gives a blocking [`ArtifactWriter`] (the tar bytes are
+//! written to it on the digest thread) and a [`PendingArtifact`] that is committed only after
+//! the instance's checksums matched, or discarded. For a store, the writer compresses with
+//! zstd, hashes the compressed bytes and hands fixed-size chunks to an upload task through a
+//! bounded channel, so nothing touches the coordinator's disk and memory stays bounded.
+
+use std::io::{self, BufWriter, Write};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cairn_store::{ArtifactStore, ObjectKey, PutOptions, StoreError, Upload};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::artifact::{ArtifactError, BackupDirectory};
+use crate::error::Error;
+use crate::manifest::Compression;
+
+/// Size of the chunks handed to an upload.
+const UPLOAD_CHUNK: usize = 4 << 20;
+/// Chunks queued between the digest thread and the upload task.
+const UPLOAD_QUEUE: usize = 2;
+
+/// What was written for one artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBytes {
+    /// Bytes written (after compression).
+    pub size: u64,
+    /// sha256 of those bytes.
+    pub sha256: String,
+}
+
+/// The blocking side of an artifact being written.
+pub(crate) trait ArtifactWriter: Write + Send {
+    /// Flushes everything and reports what was written.
+    fn finish(self: Box<Self>) -> io::Result<StoredBytes>;
+}
+
+/// The async side of an artifact being written: commit or discard once verified.
+#[async_trait]
+pub(crate) trait PendingArtifact: Send {
+    /// Makes the artifact visible; returns the store's version id, if any.
+    async fn commit(self: Box<Self>) -> Result<Option<String>, Error>;
+    /// Removes what was written; returns the store's own error if the upload had failed.
+    async fn discard(self: Box<Self>) -> Option<Error>;
+}
+
+/// The two halves of an artifact being written.
+pub(crate) type OpenArtifact = (Box<dyn ArtifactWriter>, Box<dyn PendingArtifact>);
+
+/// A backup's destination.
+#[derive(Debug)]
+pub enum Destination {
+    /// bbr's local directory format (uncompressed tars, `metadata`).
+    Directory(BackupDirectory),
+    /// An object store: `<deployment>/<backup id>/<artifact>.tar.zst`, `metadata`, `manifest.json`.
+    Store(StoreDestination),
+}
+
+/// A backup being written into a store.
+#[derive(Debug, Clone)]
+pub struct StoreDestination {
+    /// The store.
+    pub store: Arc<dyn ArtifactStore>,
+    /// `<deployment>/<backup id>`.
+    pub backup_key: ObjectKey,
+    /// How artifacts are compressed.
+    pub compression: Compression,
+    /// Retention and other put options.
+    pub put_options: PutOptions,
+}
+
+impl StoreDestination {
+    /// Key of an object of this backup.
+    ///
+    /// # Panics
+    /// Never for names Cairn makes (group, index and job names are single segments).
+    #[must_use]
+    pub fn key(&self, name: &str) -> ObjectKey {
+        self.backup_key
+            .join(name)
+            .expect("artifact names are valid key segments")
+    }
+}
+
+impl Destination {
+    /// Opens one artifact for writing.
+    pub(crate) async fn open_artifact(&self, name: &str) -> Result<OpenArtifact, Error> {
+        match self {
+            Destination::Directory(directory) => open_file(directory, name),
+            Destination::Store(store) => open_upload(store, name).await,
+        }
+    }
+
+    /// Where the backup is, for messages.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Destination::Directory(directory) => directory.path().display().to_string(),
+            Destination::Store(store) => format!("{}/{}", store.store, store.backup_key),
+        }
+    }
+}
+
+/// Counts and hashes bytes on their way to `inner`.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let count = self.inner.write(buf)?;
+        self.hasher.update(&buf[..count]);
+        self.size += count as u64;
+        Ok(count)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn summary(&self) -> StoredBytes {
+        StoredBytes {
+            size: self.size,
+            sha256: hex::encode(self.hasher.clone().finalize()),
+        }
+    }
+}
+
+// ---- local directory ----
+
+struct FileWriter(HashingWriter<BufWriter<std::fs::File>>);
+
+impl Write for FileWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl ArtifactWriter for FileWriter {
+    fn finish(mut self: Box<Self>) -> io::Result<StoredBytes> {
+        self.0.flush()?;
+        let summary = self.0.summary();
+        let file = self
+            .0
+            .inner
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        Ok(summary)
+    }
+}
+
+struct PendingFile {
+    directory: BackupDirectory,
+    name: String,
+}
+
+#[async_trait]
+impl PendingArtifact for PendingFile {
+    async fn commit(self: Box<Self>) -> Result<Option<String>, Error> {
+        self.directory.commit_tar(&self.name)?;
+        Ok(None)
+    }
+
+    async fn discard(self: Box<Self>) -> Option<Error> {
+        let _ = std::fs::remove_file(self.directory.partial_tar_path(&self.name));
+        None
+    }
+}
+
+fn open_file(directory: &BackupDirectory, name: &str) -> Result<OpenArtifact, Error> {
+    let file = directory.create_partial_tar(name)?;
+    let writer = FileWriter(HashingWriter::new(BufWriter::with_capacity(1 << 20, file)));
+    let pending = PendingFile {
+        directory: BackupDirectory::open(directory.path()),
+        name: name.to_string(),
+    };
+    Ok((Box::new(writer), Box::new(pending)))
+}
+
+// ---- object store ----
+
+/// Collects bytes into fixed-size chunks and sends them to the upload task.
+struct ChunkSender {
+    buffer: Vec<u8>,
+    sender: Option<mpsc::Sender<Bytes>>,
+}
+
+impl ChunkSender {
+    fn send_buffer(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(UPLOAD_CHUNK),
+        ));
+        let sender = self
+            .sender
+            .as_ref()
+            .ok_or_else(|| io::Error::other("upload already finished"))?;
+        sender
+            .blocking_send(chunk)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the store upload stopped"))
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = UPLOAD_CHUNK - self.buffer.len();
+        let count = buf.len().min(room);
+        self.buffer.extend_from_slice(&buf[..count]);
+        if self.buffer.len() == UPLOAD_CHUNK {
+            self.send_buffer()?;
+        }
+        Ok(count)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+enum StoreWriter {
+    Plain(HashingWriter<ChunkSender>),
+    Zstd(zstd::Encoder<'static, HashingWriter<ChunkSender>>),
+}
+
+impl Write for StoreWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            StoreWriter::Plain(w) => w.write(buf),
+            StoreWriter::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ArtifactWriter for StoreWriter {
+    fn finish(self: Box<Self>) -> io::Result<StoredBytes> {
+        let mut hashing = match *self {
+            StoreWriter::Plain(w) => w,
+            StoreWriter::Zstd(encoder) => encoder.finish()?,
+        };
+        hashing.inner.send_buffer()?;
+        hashing.inner.sender = None;
+        Ok(hashing.summary())
+    }
+}
+
+struct PendingUpload {
+    task: JoinHandle<Result<Box<dyn Upload>, StoreError>>,
+    key: ObjectKey,
+}
+
+#[async_trait]
+impl PendingArtifact for PendingUpload {
+    async fn commit(self: Box<Self>) -> Result<Option<String>, Error> {
+        let upload = self
+            .task
+            .await
+            .map_err(|e| store_failure(&self.key, &e.to_string()))??;
+        Ok(upload.complete().await?.version)
+    }
+
+    async fn discard(self: Box<Self>) -> Option<Error> {
+        match self.task.await {
+            Ok(Ok(upload)) => upload.abort().await.err().map(Error::from),
+            Ok(Err(error)) => Some(error.into()),
+            Err(error) => Some(store_failure(&self.key, &error.to_string())),
+        }
+    }
+}
+
+fn store_failure(key: &ObjectKey, detail: &str) -> Error {
+    Error::Artifact(ArtifactError::Io {
+        action: "Uploading",
+        path: key.as_str().into(),
+        source: io::Error::other(detail.to_string()),
+    })
+}
+
+async fn open_upload(destination: &StoreDestination, name: &str) -> Result<OpenArtifact, Error> {
+    let key = destination.key(&format!("{name}.{}", destination.compression.extension()));
+    let mut upload = destination
+        .store
+        .put(&key, &destination.put_options)
+        .await?;
+    let (sender, mut receiver) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
+    let task = tokio::spawn(async move {
+        while let Some(chunk) = receiver.recv().await {
+            if let Err(error) = upload.write(chunk).await {
+                let _ = upload.abort().await;
+                return Err(error);
+            }
+        }
+        Ok(upload)
+    });
+    let chunks = ChunkSender {
+        buffer: Vec::with_capacity(UPLOAD_CHUNK),
+        sender: Some(sender),
+    };
+    let writer = match destination.compression {
+        Compression::None => StoreWriter::Plain(HashingWriter::new(chunks)),
+        Compression::Zstd { level } => {
+            let mut encoder = zstd::Encoder::new(HashingWriter::new(chunks), level)
+                .map_err(|e| store_failure(&key, &e.to_string()))?;
+            let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            let _ = encoder.multithread(u32::try_from(threads).unwrap_or(1));
+            StoreWriter::Zstd(encoder)
+        }
+    };
+    Ok((Box::new(writer), Box::new(PendingUpload { task, key })))
+}
