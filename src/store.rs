@@ -581,6 +581,50 @@ async fn delete_objects(
     Ok(deleted.max(versions.len()))
 }
 
+/// Opens the store a URL names, with credentials from the store's standard chain.
+///
+/// # Errors
+/// A bad URL or a store that cannot be set up.
+pub async fn open_store(url: &str) -> Result<Arc<dyn ArtifactStore>, Error> {
+    let location = cairn_store::StoreLocation::parse(url).map_err(Error::StoredBackup)?;
+    match location {
+        cairn_store::StoreLocation::File { root } => Ok(Arc::new(cairn_store::local::LocalStore::new(root))),
+        other => Err(Error::StoredBackup(format!(
+            "Store `{url}`: this build cannot reach {other:?} stores yet; use file:///DIR or --artifact-path"
+        ))),
+    }
+}
+
+/// The command that enables versioning on an S3 bucket, when the URL is S3 (the only store
+/// whose backups are refused without versioning).
+#[must_use]
+pub fn versioning_command(url: &str) -> Option<String> {
+    match cairn_store::StoreLocation::parse(url).ok()? {
+        cairn_store::StoreLocation::S3 { bucket, .. } => Some(format!(
+            "aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled"
+        )),
+        _ => None,
+    }
+}
+
+/// Checks a store is reachable and writable by writing and deleting a small object.
+///
+/// # Errors
+/// The store's error.
+pub async fn check_writable(store: &dyn ArtifactStore, deployment: &str) -> Result<(), Error> {
+    store.capabilities().await?;
+    let key = ObjectKey::parse(&format!("{deployment}/.cairn-write-check"))
+        .map_err(Error::StoredBackup)?;
+    let put = store
+        .put_bytes(&key, Bytes::from_static(b"cairn"), &PutOptions::default())
+        .await?;
+    store.delete(&key, put.version.as_deref()).await?;
+    if put.version.is_some() {
+        let _ = store.delete(&key, None).await;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -629,48 +673,4 @@ mod tests {
         );
         assert_eq!(list_backups(&store, Some("cf")).await.unwrap().len(), 1);
     }
-}
-
-/// Opens the store a URL names, with credentials from the store's standard chain.
-///
-/// # Errors
-/// A bad URL or a store that cannot be set up.
-pub async fn open_store(url: &str) -> Result<Arc<dyn ArtifactStore>, Error> {
-    let location = cairn_store::StoreLocation::parse(url).map_err(Error::StoredBackup)?;
-    match location {
-        cairn_store::StoreLocation::File { root } => Ok(Arc::new(cairn_store::local::LocalStore::new(root))),
-        other => Err(Error::StoredBackup(format!(
-            "Store `{url}`: this build cannot reach {other:?} stores yet; use file:///DIR or --artifact-path"
-        ))),
-    }
-}
-
-/// The command that enables versioning on an S3 bucket, when the URL is S3 (the only store
-/// whose backups are refused without versioning).
-#[must_use]
-pub fn versioning_command(url: &str) -> Option<String> {
-    match cairn_store::StoreLocation::parse(url).ok()? {
-        cairn_store::StoreLocation::S3 { bucket, .. } => Some(format!(
-            "aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled"
-        )),
-        _ => None,
-    }
-}
-
-/// Checks a store is reachable and writable by writing and deleting a small object.
-///
-/// # Errors
-/// The store's error.
-pub async fn check_writable(store: &dyn ArtifactStore, deployment: &str) -> Result<(), Error> {
-    store.capabilities().await?;
-    let key = ObjectKey::parse(&format!("{deployment}/.cairn-write-check"))
-        .map_err(Error::StoredBackup)?;
-    let put = store
-        .put_bytes(&key, Bytes::from_static(b"cairn"), &PutOptions::default())
-        .await?;
-    store.delete(&key, put.version.as_deref()).await?;
-    if put.version.is_some() {
-        let _ = store.delete(&key, None).await;
-    }
-    Ok(())
 }
