@@ -588,10 +588,18 @@ async fn delete_objects(
 pub async fn open_store(url: &str) -> Result<Arc<dyn ArtifactStore>, Error> {
     let location = cairn_store::StoreLocation::parse(url).map_err(Error::StoredBackup)?;
     match location {
-        cairn_store::StoreLocation::File { root } => Ok(Arc::new(cairn_store::local::LocalStore::new(root))),
-        other => Err(Error::StoredBackup(format!(
-            "Store `{url}`: this build cannot reach {other:?} stores yet; use file:///DIR or --artifact-path"
-        ))),
+        cairn_store::StoreLocation::File { root } => {
+            Ok(Arc::new(cairn_store::local::LocalStore::new(root)))
+        }
+        location @ cairn_store::StoreLocation::S3 { .. } => Ok(Arc::new(
+            cairn_store_s3::S3Store::from_location(&location).await?,
+        )),
+        location @ cairn_store::StoreLocation::Azure { .. } => Ok(Arc::new(
+            cairn_store_azure::AzureStore::from_location(&location)?,
+        )),
+        location @ cairn_store::StoreLocation::Gcs { .. } => Ok(Arc::new(
+            cairn_store_gcs::GcsStore::from_location(&location).await?,
+        )),
     }
 }
 

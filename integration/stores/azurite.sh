@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Azurite (Microsoft's Azure Storage emulator, blob service only) for Cairn's Azure adapter tests.
+#
+#   azurite.sh install      npm-installs azurite into $CAIRN_TOOLS/azurite (once)
+#   azurite.sh start DIR    starts it on a free loopback port, data in DIR/data; writes
+#                           DIR/endpoint and DIR/pid and prints the endpoint
+#   azurite.sh stop DIR     stops the one started with DIR
+#
+# Every command is idempotent: `install` does nothing when the pinned version is there, `start`
+# prints the endpoint of an Azurite already running for DIR, `stop` of a stopped one succeeds.
+# Azurite always runs with --disableTelemetry (it would otherwise phone home) and only on
+# 127.0.0.1. The account is the well-known `devstoreaccount1` with its published key.
+set -euo pipefail
+
+AZURITE_VERSION=3.37.0
+TOOLS=${CAIRN_TOOLS:-/opt/cairn-test-tools}
+INSTALL_DIR=$TOOLS/azurite
+BINARY=$INSTALL_DIR/node_modules/.bin/azurite-blob
+
+die() {
+    echo "azurite.sh: $*" >&2
+    exit 1
+}
+
+usage() {
+    die "usage: azurite.sh install | start DIR | stop DIR"
+}
+
+installed_version() {
+    local package=$INSTALL_DIR/node_modules/azurite/package.json
+    [[ -f $package ]] || return 0
+    sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$package" | head -n 1
+}
+
+install() {
+    if [[ -x $BINARY && $(installed_version) == "$AZURITE_VERSION" ]]; then
+        return 0
+    fi
+    command -v npm >/dev/null || die "npm is missing; install Node.js (apt-get install -y nodejs npm)"
+    mkdir -p "$INSTALL_DIR"
+    echo "azurite.sh: installing azurite@$AZURITE_VERSION into $INSTALL_DIR" >&2
+    (cd "$INSTALL_DIR" &&
+        npm install --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >&2) ||
+        die "npm install azurite@$AZURITE_VERSION failed"
+    [[ -x $BINARY ]] || die "npm installed azurite but $BINARY is missing"
+}
+
+# A port nobody listens on now (the kernel picks it; a tiny race remains, as with any such probe).
+# Node is there anyway: Azurite runs on it.
+free_port() {
+    node -e 'const s = require("net").createServer();
+        s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
+}
+
+running() {
+    local dir=$1
+    [[ -f $dir/pid ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null
+}
+
+# Azurite accepts connections only once the blob service is ready.
+answers() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+start() {
+    local dir=$1
+    [[ -x $BINARY ]] || die "azurite is not installed; run: $0 install"
+    mkdir -p "$dir/data"
+    dir=$(cd "$dir" && pwd)
+    if running "$dir"; then
+        cat "$dir/endpoint"
+        return 0
+    fi
+    local port
+    port=$(free_port)
+    local endpoint=http://127.0.0.1:$port/devstoreaccount1
+    setsid "$BINARY" --blobHost 127.0.0.1 --blobPort "$port" --location "$dir/data" \
+        --skipApiVersionCheck --loose --disableTelemetry \
+        >"$dir/azurite.log" 2>&1 </dev/null &
+    echo $! >"$dir/pid"
+    for _ in $(seq 1 200); do
+        if answers "$port"; then
+            echo "$endpoint" >"$dir/endpoint"
+            echo "$endpoint"
+            return 0
+        fi
+        running "$dir" || die "azurite exited at start; see $dir/azurite.log"
+        sleep 0.1
+    done
+    stop "$dir"
+    die "azurite did not answer on port $port within 20 s; see $dir/azurite.log"
+}
+
+stop() {
+    local dir=$1
+    [[ -f $dir/pid ]] || return 0
+    local pid
+    pid=$(cat "$dir/pid")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$dir/pid" "$dir/endpoint"
+}
+
+case ${1:-} in
+install)
+    [[ $# -eq 1 ]] || usage
+    install
+    ;;
+start)
+    [[ $# -eq 2 ]] || usage
+    start "$2"
+    ;;
+stop)
+    [[ $# -eq 2 ]] || usage
+    stop "$2"
+    ;;
+*) usage ;;
+esac
