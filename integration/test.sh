@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Cairn on a fresh machine: installs what the tests need (openssh-server,
-# sudo, iproute2), checks formatting and lints, then runs the unit tests and the end-to-end
-# tests against real sshd hosts in network and mount namespaces. Needs root.
+# sudo, iproute2, and the S3/Azure/GCS emulators), checks formatting and lints, then runs the
+# unit tests and the end-to-end tests against real sshd hosts in network and mount namespaces
+# and real object-store servers. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,11 +16,22 @@ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-serve
 command -v sudo >/dev/null 2>&1 || need+=(sudo)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v tc >/dev/null 2>&1 || need+=(iproute2)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "== installing ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# The object-store emulators the tests start: moto (S3), Azurite (Azure Blob), fake-gcs-server.
+echo "== installing the store emulators (once)"
+for emulator in moto azurite fake-gcs; do
+  bash "integration/stores/$emulator.sh" install
+done
 
 # Never let a cloud client reach for a metadata service.
 export AWS_EC2_METADATA_DISABLED=true

@@ -17,9 +17,31 @@ pub fn cairn(bed: &TestBed, workdir: &Path, args: &[&str]) -> Output {
     run(workdir, &all)
 }
 
+/// Credentials of the local emulators (moto accepts any key; Azurite's is public), and no
+/// way for a cloud client to reach a metadata address.
+pub const STORE_ENV: [(&str, &str); 4] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    (
+        "AZURE_STORAGE_KEY",
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+    ),
+];
+
+/// The `cairn` command with the emulators' environment.
+pub fn cairn_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command
+        .envs(STORE_ENV)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN");
+    command
+}
+
 /// Runs the binary with exactly these arguments.
 pub fn run(workdir: &Path, args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+    let output = cairn_command()
         .args(args)
         .current_dir(workdir)
         .output()
