@@ -180,6 +180,12 @@ pub async fn prepare_backup(
 }
 
 async fn remove_incomplete(store: &dyn ArtifactStore, deployment: &str) -> Result<(), Error> {
+    let aborted = store
+        .abort_unfinished_uploads(&format!("{deployment}/"))
+        .await?;
+    if aborted > 0 {
+        tracing::info!("Aborted {aborted} unfinished upload(s) of an earlier backup of {deployment} in {store}");
+    }
     for backup in list_backups(store, Some(deployment)).await? {
         if !backup.complete {
             tracing::info!(

@@ -126,8 +126,9 @@ pub fn damaged_backup_is_refused(store: &str, damage: impl Fn(&str)) {
     assert_nothing_left(&bed);
 }
 
-/// SIGTERM while artifacts stream: no manifest, listed incomplete, removed by the next backup.
-pub fn interrupted_backup_is_never_complete(store: &str) {
+/// A signal while artifacts stream: no manifest, listed incomplete, removed by the next
+/// backup. After SIGKILL (nothing can be cleaned up) `backup-cleanup` comes first, as with bbr.
+pub fn interrupted_backup_is_never_complete(store: &str, signal: &str, after_signal: &dyn Fn()) {
     let bed = TestBed::start(&[("database", 0, &["database"]), ("app", 0, &["files"])])
         .expect("test bed");
     let app = bed.host("app", 0);
@@ -227,7 +228,7 @@ fn local_store_damaged_backup_is_refused() {
 #[test]
 fn local_store_interrupted_backup_is_never_complete() {
     let (_dir, url) = file_store();
-    interrupted_backup_is_never_complete(&url);
+    interrupted_backup_is_never_complete(&url, "-TERM", &|| {});
 }
 
 /// An emulator started for one test and stopped at its end.
@@ -360,11 +361,29 @@ fn s3_deleted_object_is_refused() {
 #[test]
 fn s3_interrupted_backup_leaves_no_manifest_and_no_open_upload() {
     let (moto, url) = moto_with_bucket("versioned");
-    interrupted_backup_is_never_complete(&url);
+    interrupted_backup_is_never_complete(&url, "-TERM", &|| {});
     let open = moto.fixture("s3", &["open-uploads", "cairn-backups"]);
     assert!(
         open.trim().is_empty(),
         "open multipart uploads left: {open}"
+    );
+}
+
+#[test]
+fn s3_killed_backup_is_cleaned_up_by_the_next_one() {
+    let (moto, url) = moto_with_bucket("versioned");
+    let left_open = || {
+        let open = moto.fixture("s3", &["open-uploads", "cairn-backups"]);
+        assert!(
+            !open.trim().is_empty(),
+            "SIGKILL should leave a multipart upload open"
+        );
+    };
+    interrupted_backup_is_never_complete(&url, "-KILL", &left_open);
+    let open = moto.fixture("s3", &["open-uploads", "cairn-backups"]);
+    assert!(
+        open.trim().is_empty(),
+        "the next backup aborts what a killed one left open: {open}"
     );
 }
 

@@ -621,6 +621,11 @@ impl ArtifactStore for AzureStore {
     /// Lists one blob under the prefix: a missing container is a configuration error, refused
     /// credentials show here. Versioning is reported only once a version id has been seen,
     /// on that blob or on an earlier write.
+    /// Azure has no call that lists or deletes uncommitted blocks; Azure discards them after 7 days.
+    async fn abort_unfinished_uploads(&self, _prefix: &str) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
         let prefix = self.shared.blob_name("");
         let options = PaginatedListOptions {

@@ -270,6 +270,11 @@ impl ArtifactStore for GcsStore {
         Ok(())
     }
 
+    /// Resumable upload sessions cannot be listed; GCS expires them after a week.
+    async fn abort_unfinished_uploads(&self, _prefix: &str) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
         let request = self.client.http().get(self.client.bucket_url());
         let bucket: BucketResource = self

@@ -339,6 +339,21 @@ impl ArtifactStore for S3Store {
         Ok(())
     }
 
+    async fn abort_unfinished_uploads(&self, prefix: &str) -> Result<usize, StoreError> {
+        let uploads = self.open_uploads(prefix).await?;
+        for (object, upload_id) in &uploads {
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(object)
+                .upload_id(upload_id)
+                .send()
+                .await
+                .map_err(|e| self.error("AbortMultipartUpload", Some(object), e))?;
+        }
+        Ok(uploads.len())
+    }
+
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
         let versioning = self
             .client

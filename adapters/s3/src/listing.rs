@@ -88,7 +88,20 @@ impl S3Store {
     /// # Errors
     /// As for `list`.
     pub async fn open_multipart_uploads(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let mut keys = Vec::new();
+        let uploads = self.open_uploads(prefix).await?;
+        Ok(uploads
+            .iter()
+            .filter_map(|(object, _)| self.relative(object))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Every unfinished multipart upload under `prefix`: `(full object key, upload id)`.
+    pub(crate) async fn open_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut uploads = Vec::new();
         let (mut key_marker, mut upload_marker) = (None, None);
         loop {
             let page = self
@@ -101,19 +114,16 @@ impl S3Store {
                 .send()
                 .await
                 .map_err(|e| self.error("ListMultipartUploads", Some(prefix), e))?;
-            keys.extend(
-                page.uploads()
-                    .iter()
-                    .filter_map(|upload| self.relative(upload.key()?))
-                    .map(str::to_string),
-            );
+            uploads.extend(page.uploads().iter().filter_map(|upload| {
+                Some((upload.key()?.to_string(), upload.upload_id()?.to_string()))
+            }));
             key_marker = page.next_key_marker().map(str::to_string);
             upload_marker = page.next_upload_id_marker().map(str::to_string);
             if page.is_truncated() != Some(true) || key_marker.is_none() {
                 break;
             }
         }
-        Ok(keys)
+        Ok(uploads)
     }
 
     /// An [`ObjectMeta`] from a listing entry, or `None` (with a warning) for a key Cairn

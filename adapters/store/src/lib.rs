@@ -186,6 +186,10 @@ pub trait ArtifactStore: Send + Sync + Debug + Display + 'static {
     async fn delete(&self, key: &ObjectKey, version: Option<&str>) -> Result<(), StoreError>;
     /// Probes what the store supports (and that it is reachable).
     async fn capabilities(&self) -> Result<Capabilities, StoreError>;
+    /// Aborts uploads under `prefix` that were started and never completed or aborted (a
+    /// coordinator killed mid-upload); returns how many. Stores that cannot list them (their
+    /// leftovers expire on their own) return 0.
+    async fn abort_unfinished_uploads(&self, prefix: &str) -> Result<usize, StoreError>;
 }
 
 /// Conveniences over [`ArtifactStore`].

@@ -229,6 +229,31 @@ impl ArtifactStore for LocalStore {
             .map_err(|e| self.error(&self.root, &e))?;
         Ok(Capabilities::default())
     }
+
+    async fn abort_unfinished_uploads(&self, prefix: &str) -> Result<usize, StoreError> {
+        let uploads = self.root.join(UPLOADS);
+        let mut entries = match tokio::fs::read_dir(&uploads).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(self.error(&uploads, &e)),
+        };
+        let flattened = prefix.replace('/', "_");
+        let mut aborted = 0;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| self.error(&uploads, &e))?
+        {
+            if entry.file_name().to_string_lossy().starts_with(&flattened) {
+                let path = entry.path();
+                tokio::fs::remove_file(&path)
+                    .await
+                    .map_err(|e| self.error(&path, &e))?;
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
+    }
 }
 
 #[cfg(test)]
