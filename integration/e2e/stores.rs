@@ -173,11 +173,16 @@ pub fn interrupted_backup_is_never_complete(store: &str, signal: &str, after_sig
         "the transfer finished before the signal; slow it down"
     );
     std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     let status = child.wait().unwrap();
     assert_ne!(status.code(), Some(0));
+    after_signal();
+    if signal == "-KILL" {
+        let cleanup = cairn(&bed, work.path(), &["backup-cleanup"]);
+        assert_eq!(cleanup.status.code(), Some(0), "{}", text(&cleanup));
+    }
     assert_nothing_left(&bed);
     let backups = list(work.path(), store);
     assert!(
