@@ -1,0 +1,185 @@
+//! End-to-end: director mode, lock-free backups, disabled and ignored jobs, restore-cleanup,
+//! and restores into a target that does not match the backup.
+
+mod common;
+
+use std::fs;
+
+use cairn_testbed::TestBed;
+use common::*;
+
+#[test]
+fn director_mode_backs_up_and_restores_a_single_vm() {
+    let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
+    let host = bed.host("database", 0);
+    let work = workdir();
+    let key = bed.dir().join("id_ed25519");
+    let director = |extra: &[&str], action: &[&str]| {
+        let mut args = vec![
+            "director",
+            "--host",
+            &host.address,
+            "--username",
+            "vcap",
+            "--key",
+            key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(action);
+        run(work.path(), &args)
+    };
+    // bbr's director mode accepts an unknown host key, with a warning that shows it.
+    let empty = bed.dir().join("empty_known_hosts");
+    fs::write(&empty, "").unwrap();
+    let output = director(
+        &["--known-hosts", empty.to_str().unwrap()],
+        &["backup", "-a", work.path().to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("WARN - Host key of bosh/0") && text(&output).contains("SHA256:"),
+        "{}",
+        text(&output)
+    );
+    let backup = backup_dir(work.path());
+    let name = backup.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with(&format!("{}_", host.address)), "{name}");
+    assert_eq!(tars(&backup), vec!["bosh-0-database.tar"]);
+
+    let tables = host.vcap_dir.join("store/database");
+    let before = tree_digest(&tables);
+    fs::remove_dir_all(&tables).unwrap();
+    let known = bed.known_hosts();
+    let output = director(
+        &["--known-hosts", known.to_str().unwrap()],
+        &["restore", "-a", backup.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(tree_digest(&tables), before);
+    let output = director(&[], &["pre-backup-check"]);
+    assert!(
+        text(&output).contains("Director can be backed up."),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn unsafe_lock_free_backups_run_no_lock_script() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let work = workdir();
+    let output = cairn(
+        &bed,
+        work.path(),
+        &[
+            "backup",
+            "-a",
+            work.path().to_str().unwrap(),
+            "--unsafe-lock-free",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    for (host, job) in locking_jobs(&bed) {
+        let scripts: Vec<String> = bed.events(host, job).into_iter().map(|e| e.1).collect();
+        assert_eq!(
+            scripts,
+            vec!["backup"],
+            "{job} on {}/{}",
+            host.group,
+            host.index
+        );
+    }
+    assert_eq!(tars(&backup_dir(work.path())).len(), 5);
+}
+
+#[test]
+fn disabled_and_ignored_jobs_are_left_out() {
+    let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
+    let host = bed.host("database", 0);
+    let broken = "#!/bin/sh\necho 'must never run' >&2\nexit 1\n";
+    bed.install_script(host, "mysql-backup", "backup", broken)
+        .unwrap();
+    bed.install_script(host, "legacy", "backup", broken)
+        .unwrap();
+    bed.install_script(
+        host,
+        "legacy",
+        "metadata",
+        "#!/bin/sh\necho 'skip_bbr_scripts: true'\n",
+    )
+    .unwrap();
+    let work = workdir();
+    let output = cairn(
+        &bed,
+        work.path(),
+        &["backup", "-a", work.path().to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(
+        tars(&backup_dir(work.path())),
+        vec!["database-0-database.tar"]
+    );
+}
+
+#[test]
+fn restore_cleanup_unlocks_with_restore_scripts() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    fs::create_dir_all(bed.host("app", 0).vcap_dir.join("store/bbr-backup/app")).unwrap();
+    let work = workdir();
+    let output = cairn(&bed, work.path(), &["restore-cleanup"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_nothing_left(&bed);
+    for (host, job) in locking_jobs(&bed) {
+        let scripts: Vec<String> = bed.events(host, job).into_iter().map(|e| e.1).collect();
+        assert_eq!(scripts, vec!["post-restore-unlock"]);
+    }
+}
+
+#[test]
+fn restore_into_a_deployment_of_another_shape_is_refused() {
+    let source = TestBed::start(&[]).expect("test bed");
+    let work = workdir();
+    let output = cairn(
+        &source,
+        work.path(),
+        &["backup", "-a", work.path().to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let backup = backup_dir(work.path());
+    let smaller = TestBed::start(&[
+        ("database", 0, &["database"]),
+        ("app", 0, &["app", "files"]),
+    ])
+    .expect("test bed");
+    let output = cairn(
+        &smaller,
+        work.path(),
+        &["restore", "-a", backup.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("Deployment 'testbed' does not match the structure of the provided backup: instance app/1"), "{}", text(&output));
+    for (host, job) in locking_jobs(&smaller) {
+        assert!(smaller.events(host, job).is_empty());
+    }
+    // A different deployment with the same groups and indices restores (a drill).
+    let twin = TestBed::start(&[]).expect("test bed");
+    let twin_files = twin.host("app", 1).vcap_dir.join("store/files");
+    fs::remove_dir_all(&twin_files).unwrap();
+    fs::create_dir_all(&twin_files).unwrap();
+    let output = cairn(
+        &twin,
+        work.path(),
+        &[
+            "--deployment",
+            "twin",
+            "restore",
+            "-a",
+            backup.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(
+        tree_digest(&twin.host("app", 1).vcap_dir.join("store/files")),
+        tree_digest(&source.host("app", 1).vcap_dir.join("store/files"))
+    );
+}
