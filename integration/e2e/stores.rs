@@ -393,6 +393,59 @@ fn s3_killed_backup_is_cleaned_up_by_the_next_one() {
 }
 
 #[test]
+fn s3_retention_locks_every_object_of_the_backup() {
+    let (moto, url) = moto_with_bucket("locked");
+    let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
+    let work = workdir();
+    let output = cairn(
+        &bed,
+        work.path(),
+        &[
+            "backup",
+            "--store",
+            &url,
+            "--retain-days",
+            "2",
+            "--retention-mode",
+            "compliance",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let id = list(work.path(), &url)[0]
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    for object in ["manifest.json", "metadata", "database-0-database.tar.zst"] {
+        let lock = moto.fixture(
+            "s3",
+            &[
+                "head-lock",
+                "cairn-backups",
+                &format!("nightly/{id}/{object}"),
+            ],
+        );
+        assert!(
+            lock.starts_with("COMPLIANCE "),
+            "{object} is not locked: {lock}"
+        );
+    }
+    // Without Object Lock on the bucket, retention is refused before anything is locked.
+    let (_plain, plain_url) = moto_with_bucket("versioned");
+    let output = cairn(
+        &bed,
+        work.path(),
+        &["backup", "--store", &plain_url, "--retain-days", "2"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("--retain-days needs Object Lock"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
 fn gcs_round_trip_and_generation_pinning() {
     let gcs = Emulator::start("fake-gcs.sh");
     gcs.fixture("gcs", &["create-bucket", "cairn-backups", "versioned"]);

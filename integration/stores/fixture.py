@@ -3,7 +3,8 @@
 delete and list objects behind Cairn's back, using each emulator's own API (standard library
 only, plus boto3 from the moto venv for S3).
 
-  fixture.py s3 ENDPOINT create-bucket BUCKET [versioned|unversioned]
+  fixture.py s3 ENDPOINT create-bucket BUCKET [versioned|unversioned|locked]
+  fixture.py s3 ENDPOINT head-lock BUCKET KEY           (prints the Object Lock mode and date)
   fixture.py s3 ENDPOINT put|delete BUCKET KEY          (put writes b"tampered")
   fixture.py s3 ENDPOINT open-uploads BUCKET            (prints one key per line)
   fixture.py gcs ENDPOINT create-bucket BUCKET [versioned|unversioned]
@@ -30,7 +31,9 @@ def s3(endpoint, action, bucket, key=None):
 
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
-    if action == "create-bucket":
+    if action == "create-bucket" and mode == "locked":
+        client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    elif action == "create-bucket":
         client.create_bucket(Bucket=bucket)
         if mode == "versioned":
             client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -39,6 +42,9 @@ def s3(endpoint, action, bucket, key=None):
     elif action == "delete":
         for version in client.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", []):
             client.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+    elif action == "head-lock":
+        head = client.head_object(Bucket=bucket, Key=key)
+        print(head.get("ObjectLockMode", ""), head.get("ObjectLockRetainUntilDate", ""))
     elif action == "open-uploads":
         for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
             print(upload["Key"])
