@@ -55,6 +55,33 @@ pub fn run(workdir: &Path, args: &[&str]) -> Output {
     output
 }
 
+/// `backup --artifact-path <work>` with the bbr directory format.
+pub fn backup_into(bed: &TestBed, work: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["backup", "--artifact-path", work.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    cairn(bed, work, &args)
+}
+
+/// How many script events each locking job has logged (to prove none ran).
+pub fn script_counts(bed: &TestBed) -> Vec<usize> {
+    locking_jobs(bed)
+        .iter()
+        .map(|(host, job)| bed.events(host, job).len())
+        .collect()
+}
+
+/// Asserts no lock, backup or restore script of a locking job has ever run.
+pub fn assert_no_script_ran(bed: &TestBed) {
+    for (host, job) in locking_jobs(bed) {
+        assert!(
+            bed.events(host, job).is_empty(),
+            "a script of {job} ran on {}/{}",
+            host.group,
+            host.index
+        );
+    }
+}
+
 /// Stdout and stderr as one text.
 pub fn text(output: &Output) -> String {
     format!(

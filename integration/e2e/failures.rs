@@ -20,11 +20,7 @@ fn failing_pre_backup_lock_exits_4_and_unlocks_every_job() {
     bed.install_script(database, "database", "pre-backup-lock", failing_lock)
         .unwrap();
     let work = workdir();
-    let output = cairn(
-        &bed,
-        work.path(),
-        &["backup", "-a", work.path().to_str().unwrap()],
-    );
+    let output = backup_into(&bed, work.path(), &[]);
     assert_eq!(output.status.code(), Some(4), "{}", text(&output));
     let all = text(&output);
     assert!(
@@ -61,11 +57,7 @@ fn failing_backup_script_leaves_no_complete_artifact() {
     bed.install_script(bed.host("app", 1), "files", "backup", FAIL)
         .unwrap();
     let work = workdir();
-    let output = cairn(
-        &bed,
-        work.path(),
-        &["backup", "-a", work.path().to_str().unwrap()],
-    );
+    let output = backup_into(&bed, work.path(), &[]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(text(&output).contains("Error attempting to run backup for job files on app/1"));
     assert_nothing_left(&bed);
@@ -93,11 +85,7 @@ fn existing_remote_artifact_directory_is_refused_and_left_alone() {
     fs::create_dir_all(&leftover).unwrap();
     fs::write(leftover.join("from-another-run"), b"x").unwrap();
     let work = workdir();
-    let output = cairn(
-        &bed,
-        work.path(),
-        &["backup", "-a", work.path().to_str().unwrap()],
-    );
+    let output = backup_into(&bed, work.path(), &[]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(text(&output)
         .contains("Directory /var/vcap/store/bbr-backup already exists on instance app/1"));
@@ -105,14 +93,7 @@ fn existing_remote_artifact_directory_is_refused_and_left_alone() {
         leftover.join("from-another-run").exists(),
         "the other run's directory was touched"
     );
-    for (host, job) in locking_jobs(&bed) {
-        assert!(
-            bed.events(host, job).is_empty(),
-            "a script ran on {}/{}",
-            host.group,
-            host.index
-        );
-    }
+    assert_no_script_ran(&bed);
     let left: Vec<String> = fs::read_dir(work.path())
         .unwrap()
         .flatten()
@@ -132,32 +113,17 @@ fn a_lock_cycle_is_refused_before_any_lock() {
     bed.install_script(bed.host("database", 0), "database", "metadata", cycle)
         .unwrap();
     let work = workdir();
-    let output = cairn(
-        &bed,
-        work.path(),
-        &["backup", "-a", work.path().to_str().unwrap()],
-    );
+    let output = backup_into(&bed, work.path(), &[]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(text(&output).contains("job locking dependency graph is cyclic"));
-    for (host, job) in locking_jobs(&bed) {
-        assert!(
-            bed.events(host, job).is_empty(),
-            "a script ran on {}/{}",
-            host.group,
-            host.index
-        );
-    }
+    assert_no_script_ran(&bed);
 }
 
 #[test]
 fn a_tampered_artifact_is_refused_before_any_script_runs() {
     let bed = TestBed::start(&[]).expect("test bed");
     let work = workdir();
-    let output = cairn(
-        &bed,
-        work.path(),
-        &["backup", "-a", work.path().to_str().unwrap()],
-    );
+    let output = backup_into(&bed, work.path(), &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let backup = backup_dir(work.path());
     let tar = backup.join("database-0-database.tar");
@@ -168,10 +134,7 @@ fn a_tampered_artifact_is_refused_before_any_script_runs() {
         .expect("a text byte in the tar");
     bytes[content] = b'#';
     fs::write(&tar, bytes).unwrap();
-    let events_before: Vec<_> = locking_jobs(&bed)
-        .iter()
-        .map(|(h, j)| bed.events(h, j).len())
-        .collect();
+    let events_before = script_counts(&bed);
 
     let output = cairn(
         &bed,
@@ -184,10 +147,7 @@ fn a_tampered_artifact_is_refused_before_any_script_runs() {
         "{}",
         text(&output)
     );
-    let events_after: Vec<_> = locking_jobs(&bed)
-        .iter()
-        .map(|(h, j)| bed.events(h, j).len())
-        .collect();
+    let events_after = script_counts(&bed);
     assert_eq!(
         events_before, events_after,
         "a script ran during a refused restore"

@@ -109,11 +109,7 @@ fn disabled_and_ignored_jobs_are_left_out() {
     )
     .unwrap();
     let work = workdir();
-    let output = cairn(
-        &bed,
-        work.path(),
-        &["backup", "-a", work.path().to_str().unwrap()],
-    );
+    let output = backup_into(&bed, work.path(), &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_eq!(
         tars(&backup_dir(work.path())),
@@ -139,11 +135,7 @@ fn restore_cleanup_unlocks_with_restore_scripts() {
 fn restore_into_a_deployment_of_another_shape_is_refused() {
     let source = TestBed::start(&[]).expect("test bed");
     let work = workdir();
-    let output = cairn(
-        &source,
-        work.path(),
-        &["backup", "-a", work.path().to_str().unwrap()],
-    );
+    let output = backup_into(&source, work.path(), &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let backup = backup_dir(work.path());
     let smaller = TestBed::start(&[

@@ -105,20 +105,14 @@ pub fn damaged_backup_is_refused(store: &str, damage: impl Fn(&str)) {
         "{}",
         text(&verify)
     );
-    let events_before: Vec<usize> = locking_jobs(&bed)
-        .iter()
-        .map(|(h, j)| bed.events(h, j).len())
-        .collect();
+    let events_before = script_counts(&bed);
     let output = cairn(
         &bed,
         work.path(),
         &["restore", "--store", store, "--backup", &id],
     );
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    let events_after: Vec<usize> = locking_jobs(&bed)
-        .iter()
-        .map(|(h, j)| bed.events(h, j).len())
-        .collect();
+    let events_after = script_counts(&bed);
     assert_eq!(
         events_before, events_after,
         "a script ran for a damaged backup"
