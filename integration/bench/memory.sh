@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 size_mib=${1:-1024}
 work=$(mktemp -d /tmp/cairn-bench.XXXXXX)
+chmod 755 "$work"   # the test bed's sshd reads authorized_keys below it as the vcap user
 store=${2:-file://$work/store}
 export AWS_EC2_METADATA_DISABLED=true
 
@@ -23,7 +24,9 @@ mkdir -p "$files"
 echo "== writing ${size_mib} MiB (half incompressible, half text) on app/0"
 half=$((size_mib / 2))
 head -c "$((half * 1024 * 1024))" /dev/urandom > "$files/random.bin"
-yes "2026-11-22T03:00:00Z INFO request handled in 12ms path=/v2/apps status=200" | head -c "$(((size_mib - half) * 1024 * 1024))" > "$files/app.log"
+# `yes` dies of SIGPIPE when head has enough; that is the expected end, not a failure.
+{ yes "2026-11-22T03:00:00Z INFO request handled in 12ms path=/v2/apps status=200" || true; } \
+  | head -c "$(((size_mib - half) * 1024 * 1024))" > "$files/app.log"
 
 measure() {
   local label=$1; shift

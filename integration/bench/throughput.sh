@@ -1,0 +1,332 @@
+#!/usr/bin/env bash
+# Throughput benchmark of issue 6: Cairn against the physical limit and against bbr's data path
+# rebuilt from standard tools, on a test bed of N sshd hosts and a moto S3 server, all started
+# (and torn down) by this script. Prints one table. A benchmark, not a test: only --quick
+# asserts anything, and only generous floors (see docs/performance.md).
+#
+#   sudo integration/bench/throughput.sh                 # full: 1 and 4 GiB per instance x 1, 4, 8 instances
+#   sudo integration/bench/throughput.sh --quick         # CI: 64 MiB x 1, 2 instances, < 90 s, exit 1 below a floor
+#   sudo integration/bench/throughput.sh --sizes 1024 --instances "1 4 8"
+#
+# Options (environment variable in brackets):
+#   --quick                 64 MiB, 1 and 2 instances, cases raw-ssh bbr-dir bbr-upload cairn-dir cairn-s3-zstd,
+#                           best of 3 runs, floors checked
+#   --sizes "MIB..."        data per instance in MiB [BENCH_SIZES, default "1024 4096"]
+#   --instances "N..."      instance counts [BENCH_INSTANCES, default "1 4 8"]
+#   --cases "CASE..."       subset of the cases below [BENCH_CASES]
+#   --repeat R              runs of each case, the fastest is kept [BENCH_REPEAT, default 1]
+#   --profile               record `perf record -a -e cpu-clock` around each cairn case and print the CPU split
+#   --results FILE          also write the raw results (one line per run) to FILE
+#   --work DIR              working directory (default: a new /var/tmp/cairn-throughput.XXXXXX)
+#   --keep                  keep the working directory
+#   --no-build              do not run `cargo build --release` [CAIRN_BIN: use this binary instead]
+#
+# Cases (backup: raw-ssh zstd bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none;
+#        restore: raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3):
+#   raw-ssh        the limit: `ssh -c aes128-gcm@openssh.com host 'sudo tar -C /var/vcap/store/files -c .' > /dev/null`, all hosts at once
+#   zstd           the compression limit: `zstd -T2 -3 -c <the same files> > /dev/null`, one per instance at once
+#   bbr-dir        bbr's drain (bbr-facts 3.4, 4.4, 4.5), per host at once, a new ssh per command: du -sh, du -s,
+#                  tar -c > host.tar, sha256 of every tar entry re-read from disk, remote `find | xargs shasum -a 256`, compare
+#   bbr-upload     then the tars to the S3 bucket as the aws CLI would (s3transfer, 8 MiB parts, 10 at once);
+#                  the table shows bbr-equiv. -> S3 = bbr-dir + bbr-upload
+#   cairn-dir      cairn backup --artifact-path (bbr format, uncompressed)
+#   cairn-s3-zstd  cairn backup --store s3://... (default zstd:3)
+#   cairn-s3-none  cairn backup --store s3://... --compression none
+#   raw-ssh-up     the restore limit: `ssh host 'sudo sh -c "mkdir -p D && tar -C D -x"' < host.tar`, all hosts at once
+#   bbr-r-dir      bbr's restore data path: local sha256 of the tar, mkdir, tar -x, remote shasum, compare, rm -rf
+#   bbr-download   the tars from S3 back to the coordinator's disk; bbr-equiv. S3 restore = bbr-download + bbr-r-dir
+#   cairn-r-dir    cairn restore --artifact-path (the backup of cairn-dir)
+#   cairn-r-s3     cairn restore --store s3://... --latest (the backup of cairn-s3-zstd)
+#
+# The files job's backup and restore scripts are replaced by `cp -al` (hard links) on every host,
+# so the job's own copy costs nothing and what is measured is the data path. Needs root, the
+# test bed's requirements, zstd, /usr/bin/time, python3 and moto (installed by moto.sh when missing).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+bench=$repo/integration/bench
+tools=${CAIRN_TOOLS:-/opt/cairn-test-tools}
+py=$tools/moto-venv/bin/python
+helper=$bench/throughput_helper.py
+bucket=bench
+job_dir=/var/vcap/store/files
+restore_dir=/var/vcap/store/bench-restore
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true AWS_REGION=us-east-1
+
+die() { echo "throughput.sh: $*" >&2; exit 1; }
+say() { echo "== $*" >&2; }
+
+# ---- the cases run under /usr/bin/time: `throughput.sh __case NAME` with the state in the environment ----
+
+ssh_to() { # ADDRESS COMMAND
+    ssh -F /dev/null -c aes128-gcm@openssh.com -i "$BED/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
+        -o UserKnownHostsFile="$BED/known_hosts" -o StrictHostKeyChecking=yes -o LogLevel=ERROR "vcap@$1" "$2"
+}
+
+addresses() { cut -f3 "$BED/hosts.tsv"; }
+
+# Runs FUNCTION ADDRESS INDEX for every host at once; fails if any failed.
+on_every_host() {
+    local fn=$1 pids=() i=0 address failed=0 all
+    mapfile -t all < <(addresses)
+    for address in "${all[@]}"; do
+        "$fn" "$address" "$i" </dev/null &
+        pids+=($!)
+        i=$((i + 1))
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    return $failed
+}
+
+raw_ssh_one() { ssh_to "$1" "sudo tar -C $job_dir -c ." >/dev/null; }
+zstd_one() { zstd -q -T2 -3 -c "$POOL/random.bin" "$POOL/log/app.log" >/dev/null; }
+bbr_backup_one() {
+    local tar=$WORK/bbr/host-$2.tar
+    ssh_to "$1" "sudo du -sh $job_dir" >/dev/null
+    ssh_to "$1" "sudo du -s $job_dir" >/dev/null
+    ssh_to "$1" "sudo tar -C $job_dir -c ." >"$tar"
+    "$py" "$helper" bbr-hash "$tar" "$tar.local.json"
+    ssh_to "$1" "sudo sh -c 'cd $job_dir && find . -type f | xargs shasum -a 256'" >"$tar.remote.txt"
+    "$py" "$helper" bbr-compare "$tar.local.json" "$tar.remote.txt"
+}
+raw_ssh_up_one() { ssh_to "$1" "sudo sh -c 'mkdir -p $restore_dir && tar -C $restore_dir -x'" <"$WORK/bbr/host-$2.tar"; }
+bbr_restore_one() {
+    local tar=$WORK/bbr/host-$2.tar
+    "$py" "$helper" bbr-hash "$tar" "$tar.restore.json"
+    ssh_to "$1" "sudo mkdir -p $restore_dir"
+    ssh_to "$1" "sudo sh -c 'tar -C $restore_dir -x'" <"$tar"
+    ssh_to "$1" "sudo sh -c 'cd $restore_dir && find . -type f | xargs shasum -a 256'" >"$tar.restored.txt"
+    "$py" "$helper" bbr-compare "$tar.restore.json" "$tar.restored.txt"
+    ssh_to "$1" "sudo rm -rf $restore_dir"
+}
+
+run_case() {
+    case $1 in
+    raw-ssh) on_every_host raw_ssh_one ;;
+    zstd) on_every_host zstd_one ;;
+    bbr-dir) rm -rf "$WORK/bbr" && mkdir -p "$WORK/bbr" && on_every_host bbr_backup_one ;;
+    bbr-upload) "$py" "$helper" s3-put "$ENDPOINT" "$bucket" "bbr/run$RUN" "$WORK"/bbr/host-*.tar ;;
+    raw-ssh-up) on_every_host raw_ssh_up_one ;;
+    bbr-r-dir) on_every_host bbr_restore_one ;;
+    bbr-download) "$py" "$helper" s3-get "$ENDPOINT" "$bucket" "bbr/run1/" "$WORK/bbr-download" ;;
+    *) die "unknown case $1" ;;
+    esac
+}
+
+if [[ ${1:-} == __case ]]; then
+    run_case "$2"
+    exit
+fi
+
+# ---- options ----
+
+quick=0 keep=0 build=1 profile=0 results_copy= work=
+sizes=${BENCH_SIZES:-} instances=${BENCH_INSTANCES:-} cases=${BENCH_CASES:-} repeat=${BENCH_REPEAT:-}
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --quick) quick=1 ;;
+    --sizes) sizes=$2; shift ;;
+    --instances) instances=$2; shift ;;
+    --cases) cases=$2; shift ;;
+    --repeat) repeat=$2; shift ;;
+    --profile) profile=1 ;;
+    --results) results_copy=$2; shift ;;
+    --work) work=$2; shift ;;
+    --keep) keep=1 ;;
+    --no-build) build=0 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+    esac
+    shift
+done
+all_cases="raw-ssh zstd bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3"
+if ((quick)); then
+    sizes=${sizes:-64} instances=${instances:-1 2} repeat=${repeat:-3}
+    cases=${cases:-raw-ssh bbr-dir bbr-upload cairn-dir cairn-s3-zstd}
+fi
+sizes=${sizes:-1024 4096} instances=${instances:-1 4 8} repeat=${repeat:-1} cases=${cases:-$all_cases}
+for c in $cases; do [[ " $all_cases " == *" $c "* ]] || die "unknown case $c"; done
+wants() { [[ " $cases " == *" $1 "* ]]; }
+
+[[ $(id -u) == 0 ]] || die "run as root (the test bed needs namespaces)"
+for tool in zstd /usr/bin/time python3 ssh; do
+    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install -y zstd time python3 openssh-client)"
+done
+if wants bbr-dir || wants bbr-r-dir; then
+    command -v shasum >/dev/null || die "shasum is missing (bbr's remote checksum; apt-get install -y perl)"
+fi
+if ((profile)); then command -v perf >/dev/null || die "--profile needs perf"; fi
+
+# ---- set-up and tear-down ----
+
+if [[ -n ${CAIRN_BIN:-} ]]; then
+    cairn=$CAIRN_BIN
+elif ((build)); then
+    say "cargo build --release"
+    (cd "$repo" && cargo build --release --quiet)
+    cairn=$repo/target/release/cairn
+else
+    cairn=$repo/target/release/cairn
+fi
+[[ -x $cairn ]] || die "no binary at $cairn"
+"$repo/integration/stores/moto.sh" install
+
+work=${work:-$(mktemp -d /var/tmp/cairn-throughput.XXXXXX)}
+mkdir -p "$work"
+chmod 755 "$work" # sshd reads the test bed's authorized_keys as vcap
+work=$(cd "$work" && pwd)
+results=$work/results.tsv
+: >"$results"
+bed= moto_dir=
+teardown() {
+    local status=$?
+    trap - EXIT INT TERM
+    local pids
+    pids=$(jobs -p)
+    [[ -z $pids ]] || kill $pids 2>/dev/null || true
+    [[ -z $bed ]] || "$repo/integration/testbed.sh" down "$bed" >/dev/null 2>&1 || true
+    [[ -z $moto_dir ]] || "$repo/integration/stores/moto.sh" stop "$moto_dir" || true
+    [[ -z $results_copy || ! -f $results ]] || cp "$results" "$results_copy"
+    if ((keep)); then echo "kept $work" >&2; else rm -rf "$work"; fi
+    exit "$status"
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+
+cpu_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+
+# measure SIZE N CASE RUN COMMAND...: one line of results.tsv
+measure() {
+    local size=$1 n=$2 case=$3 run=$4
+    shift 4
+    local log=$work/logs/$size-$n-$case-$run.log before after perf_data=$work/perf-$size-$n-$case.data
+    mkdir -p "$work/logs"
+    sync
+    before=$(cpu_ticks)
+    local runner=()
+    if ((profile)) && [[ $case == cairn-* ]]; then
+        runner=(perf record -q -a -e cpu-clock -F 499 -o "$perf_data" --)
+    fi
+    if ! "${runner[@]}" /usr/bin/time -f '%e %U %S %M %O' -o "$work/time" "$@" >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        die "case $case ($size MiB x $n, run $run) failed; log above"
+    fi
+    after=$(cpu_ticks)
+    read -r wall user sys rss blocks <"$work/time"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$n" "$case" "$wall" "$user" "$sys" "$rss" "$blocks" \
+        "$(echo "scale=2; ($after - $before) / $(getconf CLK_TCK)" | bc)" >>"$results"
+    printf '   %-14s run %d: %6.2f s  %7.1f MiB/s\n' "$case" "$run" "$wall" "$(echo "$size * $n / $wall" | bc -l)" >&2
+    if ((profile)) && [[ -f $perf_data ]]; then
+        perf report -q -i "$perf_data" --sort comm --stdio 2>/dev/null | head -n 8 >&2 || true
+        perf report -q -i "$perf_data" --sort dso,sym --stdio 2>/dev/null | head -n 25 >&2 || true
+    fi
+}
+
+# make_pool SIZE: SIZE MiB of data, half /dev/urandom, half log lines, in $work/pool-SIZE
+make_pool() {
+    local size=$1 pool=$work/pool-$1
+    [[ -d $pool ]] && return 0
+    say "generating $size MiB of data (half incompressible, half log lines)"
+    mkdir -p "$pool.tmp/log"
+    head -c "$((size / 2 * 1024 * 1024))" /dev/urandom >"$pool.tmp/random.bin"
+    "$py" "$helper" genlog "$pool.tmp/log/app.log" "$((size - size / 2))"
+    mv "$pool.tmp" "$pool"
+}
+
+# Every host of the bed gets its own copy of the pool (hard links shared between hosts would not
+# do: a link made or removed by one host's backup changes the ctime under another host's `tar`,
+# which then fails with "file changed as we read it"), and the files job's scripts become
+# hard-link copies within the host so that the job itself costs nothing.
+seed_bed() {
+    local pool=$1 hostdir
+    while IFS=$'\t' read -r _ _ _ hostdir _; do
+        local store=$hostdir/vcap/store/files scripts=$hostdir/vcap/jobs/files/bin/bbr
+        mkdir -p "$store"
+        cp -a "$pool/." "$store/"
+        printf '#!/bin/sh\nset -eu\ncp -al /var/vcap/store/files/. "$BBR_ARTIFACT_DIRECTORY"\n' >"$scripts/backup"
+        printf '#!/bin/sh\nset -eu\nfind /var/vcap/store/files -mindepth 1 -delete\ncp -al "${BBR_ARTIFACT_DIRECTORY%%/}/." /var/vcap/store/files/\n' >"$scripts/restore"
+        chmod 755 "$scripts/backup" "$scripts/restore"
+    done <"$bed/hosts.tsv"
+}
+
+free_mib() { df -Pm "$work" | awk 'NR == 2 {print $4}'; }
+
+run_config() {
+    local size=$1 n=$2 run
+    # the hosts' copies, bbr's local tars, cairn's directory backups (one per run), restored copies
+    # on the hosts, moto's spool: about (4 + runs) x the data.
+    local need=$((size * n * (4 + repeat) + size + 2048))
+    if (($(free_mib) < need)); then
+        say "SKIPPED $size MiB x $n: needs about $need MiB of free disk, $(free_mib) MiB free"
+        return 0
+    fi
+    make_pool "$size"
+    say "$size MiB x $n instances: test bed and moto"
+    local hosts=() i
+    for ((i = 0; i < n; i++)); do hosts+=(--host "app/$i:files"); done
+    bed=$work/bed-$size-$n
+    "$repo/integration/testbed.sh" up "$bed" "${hosts[@]}" --no-seed >/dev/null 2>"$work/testbed-up.log" ||
+        { cat "$work/testbed-up.log" >&2; die "testbed.sh up failed"; }
+    seed_bed "$work/pool-$size"
+    moto_dir=$work/moto-$size-$n
+    local endpoint
+    endpoint=$("$repo/integration/stores/moto.sh" start "$moto_dir")
+    "$py" "$repo/integration/stores/fixture.py" s3 "$endpoint" create-bucket "$bucket" versioned
+    s3_url() { echo "s3://$bucket/$1?endpoint=$endpoint&path_style=true&region=us-east-1"; }
+    export WORK=$work BED=$bed POOL=$work/pool-$size ENDPOINT=$endpoint
+    local self=("$bench/throughput.sh" __case) inventory=$bed/inventory.yml
+
+    for case in $cases; do
+        for ((run = 1; run <= repeat; run++)); do
+            export RUN=$run
+            case $case in
+            cairn-dir)
+                mkdir -p "$work/cairn-dir/run$run"
+                measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --artifact-path "$work/cairn-dir/run$run" ;;
+            cairn-s3-zstd)
+                measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "$(s3_url "zstd$run")" ;;
+            cairn-s3-none)
+                measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "$(s3_url "none$run")" --compression none ;;
+            cairn-r-dir)
+                local backup
+                backup=$(ls -d "$work"/cairn-dir/run1/*/ 2>/dev/null | head -n 1) || true
+                [[ -n $backup ]] || die "cairn-r-dir needs the backup of cairn-dir"
+                measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" restore --artifact-path "$backup" ;;
+            cairn-r-s3)
+                wants cairn-s3-zstd || die "cairn-r-s3 needs the backup of cairn-s3-zstd"
+                measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" restore --store "$(s3_url zstd1)" --latest ;;
+            bbr-upload | raw-ssh-up | bbr-r-dir | bbr-download)
+                [[ -f $work/bbr/host-0.tar ]] || die "$case needs the tars of bbr-dir"
+                [[ $case != bbr-download ]] || wants bbr-upload || die "bbr-download needs bbr-upload"
+                measure "$size" "$n" "$case" "$run" "${self[@]}" "$case"
+                case $case in
+                raw-ssh-up) while read -r a; do ssh_to "$a" "sudo rm -rf $restore_dir" </dev/null; done < <(addresses) ;;
+                bbr-download) rm -rf "$work/bbr-download" ;;
+                esac ;;
+            *) measure "$size" "$n" "$case" "$run" "${self[@]}" "$case" ;;
+            esac
+        done
+    done
+
+    "$repo/integration/testbed.sh" down "$bed" >/dev/null 2>&1
+    rm -rf "$bed"
+    bed=
+    "$repo/integration/stores/moto.sh" stop "$moto_dir"
+    moto_dir=
+    rm -rf "$work/bbr" "$work/cairn-dir" "$work/bbr-download"
+}
+
+started=$(date +%s)
+say "cairn $("$cairn" --version 2>/dev/null || true) (commit $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)); sizes: $sizes MiB; instances: $instances; $repeat run(s) per case; work in $work"
+for size in $sizes; do
+    for n in $instances; do
+        run_config "$size" "$n"
+    done
+    rm -rf "$work/pool-$size"
+done
+echo
+echo "Cairn throughput benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(($(date +%s) - started)) s"
+echo
+floors=()
+((quick)) && floors=(--floors)
+"$py" "$helper" table "$results" "${floors[@]}"

@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Helpers of integration/bench/throughput.sh (run with the moto venv's python, which has boto3).
+
+  throughput_helper.py genlog OUT MIB             varied, text-like log lines (a 64 MiB block, repeated)
+  throughput_helper.py bbr-hash TAR OUT.json      bbr's local pass: sha256 of every non-directory entry
+  throughput_helper.py bbr-compare LOCAL.json REMOTE.txt
+                                                  bbr's comparison with `shasum -a 256` output; exit 1 on mismatch
+  throughput_helper.py s3-put ENDPOINT BUCKET PREFIX FILE...
+                                                  uploads files as the aws CLI does (s3transfer, 8 MiB parts, 10 requests at once)
+  throughput_helper.py s3-get ENDPOINT BUCKET PREFIX DIR
+                                                  downloads every object under PREFIX into DIR, the same way
+  throughput_helper.py table RESULTS.tsv [--floors]
+                                                  prints the table; with --floors, exits 1 when a quick-mode floor is missed
+
+A results line (tab-separated): size_mib instances case wall_s user_s sys_s maxrss_kib out_blocks machine_cpu_s
+"""
+import hashlib
+import json
+import os
+import random
+import sys
+import tarfile
+import time
+
+MIB = 1024 * 1024
+
+
+def genlog(out, mib):
+    rng = random.Random(1)
+    apps = ["%08x-%04x-%04x-%04x-%012x" % tuple(rng.getrandbits(b) for b in (32, 16, 16, 16, 48)) for _ in range(200)]
+    paths = ["/v2/apps/{app}", "/v2/apps/{app}/stats", "/v3/processes/{app}/stats", "/v2/info",
+             "/v3/apps/{app}/env", "/v2/service_instances", "/healthz", "/v3/droplets/{app}"]
+    levels = ["INFO"] * 12 + ["DEBUG"] * 4 + ["WARN", "ERROR"]
+    statuses = ["200"] * 15 + ["201", "204", "304", "404", "500", "502"]
+    agents = ["cf/6.53.0 (go1.16; amd64 linux)", "cf/8.7.1 (go1.21; amd64 linux)", "Go-http-client/1.1",
+              "curl/7.88.1", "python-requests/2.31.0"]
+    hosts = ["router/%d" % i for i in range(4)] + ["cloud_controller/%d" % i for i in range(2)]
+    block_size = min(64 * MIB, mib * MIB)
+    lines = []
+    size = 0
+    t = 1795317600.0
+    while size < block_size:
+        t += rng.expovariate(2000)
+        app = rng.choice(apps)
+        line = "%s.%06dZ %s [%s] %s %s %s %dms req_id=%016x bytes=%d ua=\"%s\"\n" % (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)), int(t % 1 * 1e6),
+            rng.choice(levels), rng.choice(hosts), rng.choice(["GET"] * 6 + ["PUT", "POST", "DELETE"]),
+            rng.choice(paths).format(app=app), rng.choice(statuses), int(rng.lognormvariate(2.5, 1.0)),
+            rng.getrandbits(64), int(rng.lognormvariate(7, 1.5)), rng.choice(agents))
+        lines.append(line)
+        size += len(line)
+    block = "".join(lines).encode()[:block_size]
+    remaining = mib * MIB
+    with open(out, "wb") as f:
+        while remaining > 0:
+            f.write(block[:remaining])
+            remaining -= min(remaining, len(block))
+
+
+def bbr_hash(tar_path, out):
+    """bbr's backup.CalculateChecksum: every entry but directories, keyed by its header name."""
+    sums = {}
+    with tarfile.open(tar_path, "r:") as tar:
+        for member in tar:
+            if member.isdir() or member.name in (".", "./"):
+                continue
+            digest = hashlib.sha256()
+            source = tar.extractfile(member) if member.isfile() else None
+            if source is not None:
+                while True:
+                    chunk = source.read(MIB)
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+            name = member.name if member.name.startswith("./") else "./" + member.name
+            sums[name] = digest.hexdigest()
+    with open(out, "w") as f:
+        json.dump(sums, f)
+
+
+def bbr_compare(local_path, remote_path):
+    with open(local_path) as f:
+        local = json.load(f)
+    remote = {}
+    with open(remote_path) as f:
+        for line in f:
+            digest, _, name = line.rstrip("\n").partition(" ")
+            name = name.strip().lstrip("*")
+            if name and name != "-":
+                remote[name] = digest
+    if local != remote:
+        print("checksums differ: %d local, %d remote" % (len(local), len(remote)), file=sys.stderr)
+        sys.exit(1)
+
+
+def s3_client(endpoint):
+    import boto3
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def transfer_manager(endpoint):
+    from s3transfer.manager import TransferConfig, TransferManager
+    # The aws CLI's defaults: 8 MiB threshold and parts, 10 requests in flight shared by all files.
+    config = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB, max_request_concurrency=10)
+    return TransferManager(s3_client(endpoint), config)
+
+
+def s3_put(endpoint, bucket, prefix, files):
+    with transfer_manager(endpoint) as manager:
+        futures = [manager.upload(path, bucket, prefix.rstrip("/") + "/" + os.path.basename(path)) for path in files]
+        for future in futures:
+            future.result()
+
+
+def s3_get(endpoint, bucket, prefix, directory):
+    client = s3_client(endpoint)
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])]
+    os.makedirs(directory, exist_ok=True)
+    with transfer_manager(endpoint) as manager:
+        futures = [manager.download(bucket, key, os.path.join(directory, os.path.basename(key))) for key in keys]
+        for future in futures:
+            future.result()
+
+
+# ---- the table ----
+
+CASES = [
+    # case, label, direction, limit case, bbr case
+    ("raw-ssh", "limit: ssh tar -c > /dev/null", "backup", None, None),
+    ("zstd", "limit: zstd -T2 -3 alone", "backup", None, None),
+    ("bbr-dir", "bbr-equiv. -> local dir", "backup", "raw-ssh", None),
+    ("bbr-upload", "  (its upload step alone)", "backup", None, None),
+    ("bbr-s3", "bbr-equiv. -> dir, then S3", "backup", "raw-ssh", None),
+    ("cairn-dir", "cairn -> --artifact-path", "backup", "raw-ssh", "bbr-dir"),
+    ("cairn-s3-zstd", "cairn -> S3 (zstd:3)", "backup", "zstd", "bbr-s3"),
+    ("cairn-s3-none", "cairn -> S3 (none)", "backup", "raw-ssh", "bbr-s3"),
+    ("raw-ssh-up", "limit: ssh < tar | tar -x", "restore", None, None),
+    ("bbr-r-dir", "bbr-equiv. restore from dir", "restore", "raw-ssh-up", None),
+    ("bbr-download", "  (its S3 download step alone)", "restore", None, None),
+    ("bbr-r-s3", "bbr-equiv. S3 -> dir -> restore", "restore", "raw-ssh-up", None),
+    ("cairn-r-dir", "cairn restore from dir", "restore", "raw-ssh-up", "bbr-r-dir"),
+    ("cairn-r-s3", "cairn restore from S3 (zstd)", "restore", "raw-ssh-up", "bbr-r-s3"),
+]
+
+# Quick-mode floors: (case, against, minimum ratio of throughputs). Generous on purpose: they
+# catch a change that doubles the cost, not noise on a shared 2-core CI machine.
+FLOORS = [
+    ("cairn-dir", "raw-ssh", 0.3),
+    ("cairn-dir", "bbr-dir", 0.8),
+    ("cairn-s3-zstd", "bbr-s3", 1.0),
+]
+
+
+def load(path):
+    rows = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 9:
+                continue
+            size, n, case = int(parts[0]), int(parts[1]), parts[2]
+            wall, user, system, rss, blocks, machine = map(float, parts[3:9])
+            key = (size, n, case)
+            row = {"wall": wall, "cpu": user + system, "rss": rss / 1024, "disk": blocks * 512 / MIB,
+                   "machine": machine, "runs": 1}
+            if key in rows:  # repeated runs: keep the fastest, count the runs
+                row["runs"] = rows[key]["runs"] + 1
+                if rows[key]["wall"] <= wall:
+                    rows[key]["runs"] = row["runs"]
+                    continue
+            rows[key] = row
+    # bbr's pipeline into S3 is its drain to disk followed by the upload; its restore from S3
+    # the download followed by the restore from disk.
+    for total, first, second in (("bbr-s3", "bbr-dir", "bbr-upload"), ("bbr-r-s3", "bbr-download", "bbr-r-dir")):
+        for size, n in {(s, n) for s, n, _ in rows}:
+            a, b = rows.get((size, n, first)), rows.get((size, n, second))
+            if a and b:
+                rows[(size, n, total)] = {k: a[k] + b[k] for k in ("wall", "cpu", "disk", "machine")}
+                rows[(size, n, total)].update(rss=max(a["rss"], b["rss"]), runs=1)
+    return rows
+
+
+def table(path, floors):
+    rows = load(path)
+    configs = sorted({(s, n) for s, n, _ in rows})
+    header = "%-6s %3s  %-32s %8s %8s %7s %7s %8s %9s %7s %8s" % (
+        "MiB", "N", "case", "wall s", "MiB/s", "/limit", "/bbr", "RSS MiB", "disk MiB", "CPU s", "mach. s")
+    print(header)
+    print("-" * len(header))
+    failures = []
+    for size, n in configs:
+        total = size * n
+        speed = {c: total / rows[(size, n, c)]["wall"] for c, *_ in CASES if (size, n, c) in rows and rows[(size, n, c)]["wall"] > 0}
+        for case, label, _direction, limit, bbr in CASES:
+            row = rows.get((size, n, case))
+            if row is None:
+                continue
+            ratio = lambda other: ("%.2f" % (speed[case] / speed[other])) if other in speed else "-"
+            print("%-6d %3d  %-32s %8.2f %8.1f %7s %7s %8.1f %9.1f %7.2f %8.2f" % (
+                size, n, label, row["wall"], speed[case], ratio(limit) if limit else "-",
+                ratio(bbr) if bbr else "-", row["rss"], row["disk"], row["cpu"], row["machine"]))
+        for case, against, minimum in FLOORS:
+            if case in speed and against in speed and speed[case] / speed[against] < minimum:
+                failures.append("%d MiB x %d: %s is %.2f x %s, floor %.2f" % (
+                    size, n, case, speed[case] / speed[against], against, minimum))
+        print()
+    runs = max(r["runs"] for r in rows.values())
+    print("MiB = data per instance, N = instances, MiB/s = N x MiB / wall. /limit: throughput over the raw-ssh limit"
+          " (the zstd limit for cairn -> S3 (zstd:3)); /bbr: over the bbr-equivalent pipeline with the same destination."
+          " RSS: peak of the largest coordinator process; disk: bytes the coordinator's processes wrote"
+          " (for a local directory that is the backup itself); CPU: coordinator user+sys; mach.: CPU seconds of the"
+          " whole machine (2 cores: 2 x wall is saturation)." + (" Best of %d runs." % runs if runs > 1 else ""))
+    if floors:
+        if failures:
+            print("\nFLOORS MISSED:")
+            for failure in failures:
+                print("  " + failure)
+            sys.exit(1)
+        print("\nfloors: " + ", ".join("%s >= %.2f x %s" % (c, m, a) for c, a, m in FLOORS) + ": all met")
+
+
+def main():
+    command, *args = sys.argv[1:]
+    if command == "genlog":
+        genlog(args[0], int(args[1]))
+    elif command == "bbr-hash":
+        bbr_hash(args[0], args[1])
+    elif command == "bbr-compare":
+        bbr_compare(args[0], args[1])
+    elif command == "s3-put":
+        s3_put(args[0], args[1], args[2], args[3:])
+    elif command == "s3-get":
+        s3_get(args[0], args[1], args[2], args[3])
+    elif command == "table":
+        table(args[0], "--floors" in args[1:])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
