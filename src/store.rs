@@ -149,6 +149,7 @@ pub async fn prepare_backup(
     target: &StoreTarget,
     deployment: &str,
     backup_id: &str,
+    concurrent_streams: usize,
 ) -> Result<StoreDestination, Error> {
     let store = &target.store;
     let capabilities = store.capabilities().await?;
@@ -176,6 +177,9 @@ pub async fn prepare_backup(
         put_options: PutOptions {
             retention: target.retention,
         },
+        compression_workers: crate::orchestrator::destination::compression_workers(
+            concurrent_streams,
+        ),
     })
 }
 

@@ -166,7 +166,8 @@ async fn backup_deployment(
         Err(errors) => return report.errors.extend(errors),
     };
     let backup_id = format_backup_timestamp(options.started_at);
-    let destination = match prepare_destination(deployment, options, &backup_id).await {
+    let streams = plan.backup_jobs.len().min(context.parallelism);
+    let destination = match prepare_destination(deployment, options, &backup_id, streams).await {
         Ok(destination) => destination,
         Err(error) => return report.errors.push(error),
     };
@@ -249,6 +250,7 @@ async fn prepare_destination(
     deployment: &Deployment,
     options: &BackupOptions,
     backup_id: &str,
+    concurrent_streams: usize,
 ) -> Result<Destination, Error> {
     match &options.target {
         BackupTarget::Directory(parent) => {
@@ -258,8 +260,13 @@ async fn prepare_destination(
             )?))
         }
         BackupTarget::Store(target) => {
-            let destination =
-                crate::store::prepare_backup(target, &deployment.name, backup_id).await?;
+            let destination = crate::store::prepare_backup(
+                target,
+                &deployment.name,
+                backup_id,
+                concurrent_streams,
+            )
+            .await?;
             Ok(Destination::Store(destination))
         }
     }

@@ -73,6 +73,16 @@ pub struct StoreDestination {
     pub compression: Compression,
     /// Retention and other put options.
     pub put_options: PutOptions,
+    /// zstd worker threads per artifact stream (1: compress on the digest thread itself).
+    pub compression_workers: u32,
+}
+
+/// zstd workers per stream: the cores shared by the streams that run at once, so that
+/// parallel streams neither oversubscribe the CPU nor multiply zstd's per-worker buffers.
+#[must_use]
+pub fn compression_workers(concurrent_streams: usize) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    u32::try_from((cores / concurrent_streams.max(1)).max(1)).unwrap_or(1)
 }
 
 impl StoreDestination {
@@ -329,8 +339,9 @@ async fn open_upload(destination: &StoreDestination, name: &str) -> Result<OpenA
         Compression::Zstd { level } => {
             let mut encoder = zstd::Encoder::new(HashingWriter::new(chunks), level)
                 .map_err(|e| store_failure(&key, &e.to_string()))?;
-            let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            let _ = encoder.multithread(u32::try_from(threads).unwrap_or(1));
+            if destination.compression_workers > 1 {
+                let _ = encoder.multithread(destination.compression_workers);
+            }
             StoreWriter::Zstd(encoder)
         }
     };
