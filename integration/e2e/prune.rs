@@ -1,0 +1,3 @@
+//! End-to-end: `cairn backups prune` (being written).
+
+mod common;
