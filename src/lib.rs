@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod job;
 pub mod lock_order;
 pub mod manifest;
+pub mod metrics;
 pub mod orchestrator;
 pub mod remote;
 pub mod ssh_target;

@@ -175,3 +175,61 @@ fn restore_into_a_deployment_of_another_shape_is_refused() {
         tree_digest(&source.host("app", 1).vcap_dir.join("store/files"))
     );
 }
+
+#[test]
+fn metrics_file_describes_each_run() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let work = workdir();
+    let metrics = work.path().join("cairn.prom");
+    let metrics_arg = metrics.to_str().unwrap().to_string();
+    let inventory = bed.inventory();
+    let backup = || {
+        let args = [
+            "deployment",
+            "--inventory",
+            inventory.to_str().unwrap(),
+            "--metrics-file",
+            &metrics_arg,
+            "backup",
+            "--artifact-path",
+            work.path().to_str().unwrap(),
+        ];
+        run(work.path(), &args)
+    };
+    let output = backup();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let text_file = fs::read_to_string(&metrics).unwrap();
+    let value = |series: &str| -> f64 {
+        text_file
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing in:\n{text_file}"))
+    };
+    let labels = "{deployment=\"testbed\",operation=\"backup\"}";
+    assert_eq!(value(&format!("cairn_run_exit_code{labels}")), 0.0);
+    let success = value(&format!("cairn_last_success_timestamp_seconds{labels}"));
+    assert!(value("cairn_backup_bytes{deployment=\"testbed\"}") > 0.0);
+    assert!(value("cairn_job_lock_seconds{deployment=\"testbed\",instance=\"database/0\",job=\"database\"}") > 0.0);
+
+    // A failed run records its exit code and keeps the last success time.
+    fs::create_dir_all(bed.host("app", 0).vcap_dir.join("store/bbr-backup")).unwrap();
+    let output = backup();
+    assert_eq!(output.status.code(), Some(1));
+    let text_file = fs::read_to_string(&metrics).unwrap();
+    let failed_code: f64 = text_file
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("cairn_run_exit_code{labels}"))?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    assert_eq!(failed_code, 1.0);
+    assert!(
+        text_file.contains(&format!(
+            "cairn_last_success_timestamp_seconds{labels} {success}"
+        )),
+        "{text_file}"
+    );
+}

@@ -54,6 +54,9 @@ pub struct CommonArgs {
     /// At most this many scripts or transfers at once.
     #[arg(long, value_name = "N", default_value_t = 10, global = true)]
     pub parallelism: usize,
+    /// Write a Prometheus textfile about this run here (node_exporter's textfile collector).
+    #[arg(long, value_name = "PATH", global = true)]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `cairn deployment` flags.

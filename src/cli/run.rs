@@ -6,6 +6,7 @@ use anyhow::Context;
 use cairn::deployment::Target;
 use cairn::inventory::Inventory;
 use cairn::manifest::Compression;
+use cairn::metrics::RunSummary;
 use cairn::orchestrator::backup::{
     backup, pre_backup_check, BackupOptions, BackupTarget, StoreTarget,
 };
@@ -70,6 +71,9 @@ async fn run_action(
 ) -> anyhow::Result<i32> {
     let context = RunContext::new(common.parallelism, cairn::VERSION);
     let signals = super::signals::watch(context.clone());
+    let started_at = chrono::Utc::now();
+    let operation = action.name();
+    let mut stored_bytes = None;
     let errors = match action {
         Action::PreBackupCheck(check) => {
             let mut errors = pre_backup_check(target, &context).await;
@@ -97,6 +101,7 @@ async fn run_action(
             if let (Some(location), true) = (&report.artifact, report.complete) {
                 tracing::info!("Backup written to {location}");
             }
+            stored_bytes = Some(report.stored_bytes);
             report.errors
         }
         Action::Restore(restore_args) => {
@@ -119,7 +124,23 @@ async fn run_action(
         }
     };
     signals.abort();
-    Ok(report_errors(&errors, cleanup_advice_subcommand(&errors)))
+    let exit_code = report_errors(&errors, cleanup_advice_subcommand(&errors));
+    if let Some(path) = &common.metrics_file {
+        let summary = RunSummary {
+            deployment: target.name().to_string(),
+            operation: operation.to_string(),
+            started_at,
+            finished_at: chrono::Utc::now(),
+            exit_code,
+            stored_bytes,
+            scripts: context.script_log.lock().expect("script log").clone(),
+        };
+        if let Err(error) = cairn::metrics::write(path, &summary) {
+            eprintln!("{error}");
+            return Ok(exit_code | 1);
+        }
+    }
+    Ok(exit_code)
 }
 
 async fn check_store(url: &str, deployment: &str) -> Result<(), cairn::Error> {

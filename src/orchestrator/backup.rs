@@ -75,6 +75,8 @@ pub struct BackupReport {
     pub artifact: Option<String>,
     /// True when every artifact was stored and verified.
     pub complete: bool,
+    /// Bytes stored (after compression) for the verified artifacts.
+    pub stored_bytes: u64,
     /// Everything that went wrong.
     pub errors: RunErrors,
 }
@@ -144,6 +146,7 @@ pub async fn backup(
     let mut report = BackupReport {
         artifact: None,
         complete: false,
+        stored_bytes: 0,
         errors: RunErrors::new(),
     };
     match discover_or_interrupt(target, context, "Backup").await {
@@ -200,6 +203,7 @@ async fn backup_deployment(
         context,
     };
     report.complete = complete && !context.cancel.is_cancelled();
+    report.stored_bytes = drained.iter().map(|a| a.downloaded.stored.size).sum();
     if let Err(error) = finish_destination(&destination, &finish, report.complete).await {
         report.complete = false;
         report.errors.push(error);
