@@ -43,6 +43,18 @@ fn real_main() -> i32 {
             Command::Deployment(args) => cli::run::deployment(args).await,
             Command::Director(args) => cli::run::director(args).await,
             Command::Backups(args) => cli::backups::run(args).await,
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut command, name.clone(), &mut script);
+                Ok(print_bytes(&script))
+            }
+            Command::Man => {
+                let mut page = Vec::new();
+                clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                    .render(&mut page)?;
+                Ok(print_bytes(&page))
+            }
             Command::Help => {
                 let _ = <Cli as clap::CommandFactory>::command().print_help();
                 Ok(0)
@@ -59,6 +71,16 @@ fn real_main() -> i32 {
             print_fatal(&error);
             1
         }
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> i32 {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => 0,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(_) => 1,
     }
 }
 

@@ -149,6 +149,12 @@ fn command_line_follows_bbr() {
         text(&output)
     );
 
+    let completions = run(work.path(), &["completions", "bash"]);
+    assert_eq!(completions.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("complete -F _cairn"));
+    let man = run(work.path(), &["man"]);
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH cairn 1"));
+
     // Installed as `bbr`, it is bbr.
     let link = work.path().join("bbr");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cairn"), &link).unwrap();

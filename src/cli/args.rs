@@ -31,6 +31,13 @@ pub enum Command {
     Director(DirectorArgs),
     /// List, show, verify and delete backups in an object store.
     Backups(BackupsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from this command line.
+    Man,
     /// Shows help.
     #[command(visible_alias = "h")]
     Help,
