@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod backups;
+pub mod config;
 pub mod logging;
 pub mod run;
 pub mod signals;

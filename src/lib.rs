@@ -13,6 +13,7 @@ pub mod artifact;
 pub mod commands;
 pub mod deployment;
 pub mod error;
+pub mod events;
 pub mod inventory;
 pub mod job;
 pub mod lock_order;
@@ -20,6 +21,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod orchestrator;
 pub mod remote;
+pub mod retention;
 pub mod ssh_target;
 pub mod store;
 

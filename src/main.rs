@@ -23,17 +23,31 @@ fn program_name() -> String {
 
 fn real_main() -> i32 {
     let name = program_name();
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return parse_failure(&error),
     };
+    let config = match cli::config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return 1;
+        }
+    };
+    cli::config::apply(&mut cli, &config);
     let debug = match &cli.command {
         Command::Deployment(d) => d.common.debug,
         Command::Director(d) => d.common.debug,
         Command::Backups(b) => b.debug,
         _ => false,
     };
-    cli::logging::init(debug);
+    // Logs leave stdout when it carries machine-readable output (events or a plan).
+    let logs_to_stderr = match &cli.command {
+        Command::Deployment(d) => d.common.json || d.action.prints_plan(),
+        Command::Director(d) => d.common.json || d.action.prints_plan(),
+        _ => false,
+    };
+    cli::logging::init(debug, logs_to_stderr);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,6 +63,11 @@ fn real_main() -> i32 {
                 clap_complete::generate(shell, &mut command, name.clone(), &mut script);
                 Ok(print_bytes(&script))
             }
+            Command::Config {
+                action: cli::args::ConfigAction::Show,
+            } => Ok(print_bytes(
+                cli::config::show(cli.config.as_deref(), &config).as_bytes(),
+            )),
             Command::Man => {
                 let mut page = Vec::new();
                 clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())

@@ -10,6 +10,7 @@
 pub mod backup;
 pub mod cleanup;
 pub mod destination;
+pub mod plan_view;
 pub mod restore;
 pub(crate) mod transfer;
 
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands;
 use crate::deployment::{discover, Deployment, Target};
 use crate::error::{Error, RunErrors};
+use crate::events::{Event, EventSink};
 use crate::job::{ScriptName, REMOTE_ARTIFACT_ROOT};
 use crate::lock_order::{JobRef, LockLayers};
 use crate::remote::{RemoteError, RemoteHostExt};
@@ -38,6 +40,8 @@ pub struct RunContext {
     pub signal_name: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// Every script that finished, for the manifest's lock and unlock times.
     pub script_log: std::sync::Arc<std::sync::Mutex<Vec<ScriptRecord>>>,
+    /// Where `--json` events go.
+    pub events: Option<std::sync::Arc<dyn EventSink>>,
 }
 
 /// A script that ran to completion.
@@ -65,7 +69,42 @@ impl RunContext {
             cancel: CancellationToken::new(),
             signal_name: std::sync::Arc::default(),
             script_log: std::sync::Arc::default(),
+            events: None,
         }
+    }
+
+    /// Sends an event to the `--json` sink, if any.
+    pub fn emit(&self, event: Event) {
+        if let Some(events) = &self.events {
+            events.emit(event);
+        }
+    }
+
+    /// Records a finished script for the manifest and the metrics, and emits its event.
+    pub fn record_script(
+        &self,
+        instance: &crate::job::InstanceName,
+        job: &str,
+        script: ScriptName,
+        started_at: chrono::DateTime<chrono::Utc>,
+        exit_status: u32,
+    ) {
+        let finished_at = chrono::Utc::now();
+        self.script_log.lock().expect("lock").push(ScriptRecord {
+            instance: instance.to_string(),
+            job: job.to_string(),
+            script,
+            finished_at,
+            success: exit_status == 0,
+        });
+        self.emit(Event::ScriptFinished {
+            instance: instance.to_string(),
+            job: job.to_string(),
+            script: script.to_string(),
+            started_at,
+            finished_at,
+            exit_status,
+        });
     }
 
     /// Marks the run as interrupted by `signal`.
@@ -94,8 +133,26 @@ async fn discover_or_interrupt(
     operation: &'static str,
 ) -> Result<Deployment, RunErrors> {
     tokio::select! {
-        found = discover(target, context.parallelism, &context.version) => found,
+        found = discover(target, context.parallelism, &context.version) => {
+            if let Ok(deployment) = &found {
+                announce_jobs(deployment, context);
+            }
+            found
+        }
         () = context.cancel.cancelled() => Err(context.interrupted(operation).into()),
+    }
+}
+
+fn announce_jobs(deployment: &Deployment, context: &RunContext) {
+    for instance in &deployment.instances {
+        for job in &instance.jobs {
+            context.emit(Event::JobDiscovered {
+                instance: instance.name.to_string(),
+                job: job.name.clone(),
+                release: job.release.clone(),
+                scripts: job.scripts.iter().map(ToString::to_string).collect(),
+            });
+        }
     }
 }
 
@@ -116,15 +173,10 @@ async fn run_scripts(
         .map(|(instance, job)| async move {
             tracing::info!("{} {} on {}...", describe(script), job.name, instance.name);
             let command = commands::run_script(job, script, &environment(job));
+            let started_at = chrono::Utc::now();
             let output = instance.remote.run_cancellable(&command, cancel).await;
             if let Ok(output) = &output {
-                context.script_log.lock().expect("lock").push(ScriptRecord {
-                    instance: instance.name.to_string(),
-                    job: job.name.clone(),
-                    script,
-                    finished_at: chrono::Utc::now(),
-                    success: output.success(),
-                });
+                context.record_script(&instance.name, &job.name, script, started_at, output.status);
             }
             match output {
                 Ok(output) if output.success() => {

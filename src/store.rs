@@ -31,6 +31,7 @@ use crate::orchestrator::backup::StoreTarget;
 use crate::orchestrator::destination::StoreDestination;
 use crate::orchestrator::transfer::Downloaded;
 use crate::orchestrator::ScriptRecord;
+use crate::retention::{verification_order, Verification};
 
 /// One backup found in a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -591,6 +592,78 @@ async fn delete_objects(
     Ok(deleted.max(versions.len()))
 }
 
+/// Verifies the complete backups of `deployment` newest first until one passes: the backup
+/// `backups prune` never deletes. Each one that fails is recorded with what was wrong (a
+/// store that cannot be read fails them all, which keeps them all).
+pub async fn find_newest_verified(
+    store: &Arc<dyn ArtifactStore>,
+    deployment: &str,
+    backups: &[BackupSummary],
+    parallelism: usize,
+) -> Verification {
+    let mut verification = Verification::default();
+    for backup in verification_order(deployment, backups) {
+        match verify_backup(store, deployment, &backup.id, parallelism).await {
+            Ok(_) => {
+                verification.passed = Some(backup.id.clone());
+                break;
+            }
+            Err(errors) => {
+                let detail: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
+                verification
+                    .failed
+                    .insert(backup.id.clone(), detail.join("; "));
+            }
+        }
+    }
+    verification
+}
+
+/// What deleting a backup came to.
+#[derive(Debug)]
+pub enum DeleteOutcome {
+    /// Deleted: this many objects.
+    Deleted(usize),
+    /// The store refused to delete it (what the store said): Object Lock retention (S3
+    /// answers 403 AccessDenied for a locked version, GCS 403 under a retention policy, Azure
+    /// 409 BlobImmutableDueToPolicy), or a credential without delete permission. Nothing is
+    /// deleted when the first object is refused, which is the case when every object of the
+    /// backup carries the retention (`--retain-days` locks them all).
+    Protected(String),
+    /// Any other failure.
+    Failed(Error),
+}
+
+/// Deletes a backup, telling a refusal by the store (retention) from other failures.
+pub async fn delete_unless_protected(
+    store: &dyn ArtifactStore,
+    deployment: &str,
+    id: &str,
+) -> DeleteOutcome {
+    match delete_backup(store, deployment, id).await {
+        Ok(count) => DeleteOutcome::Deleted(count),
+        Err(error) => match refusal(&error) {
+            Some(detail) => DeleteOutcome::Protected(detail.to_string()),
+            None => DeleteOutcome::Failed(error),
+        },
+    }
+}
+
+/// What the store said, when `error` is a refusal (see [`DeleteOutcome::Protected`]). The
+/// adapters map 401 and 403 to [`StoreError::Credentials`]; Azure's immutability refusal is
+/// a 409 whose error code the adapter keeps in the detail.
+fn refusal(error: &Error) -> Option<&str> {
+    match error {
+        Error::Store(StoreError::Credentials { detail, .. }) => Some(detail),
+        Error::Store(StoreError::Other { detail, .. })
+            if detail.contains("BlobImmutableDueToPolicy") =>
+        {
+            Some(detail)
+        }
+        _ => None,
+    }
+}
+
 /// Opens the store a URL names, with credentials from the store's standard chain.
 ///
 /// # Errors
@@ -647,6 +720,39 @@ pub async fn check_writable(store: &dyn ArtifactStore, deployment: &str) -> Resu
 mod tests {
     use super::*;
     use cairn_store::local::LocalStore;
+
+    #[test]
+    fn refusals_by_the_store_are_told_from_other_delete_failures() {
+        let store = || "s3://b".to_string();
+        let locked = Error::Store(StoreError::Credentials {
+            store: store(),
+            detail: "HTTP 403 AccessDenied: Access Denied".into(),
+            hint: "set AWS_*".into(),
+        });
+        let immutable = Error::Store(StoreError::Other {
+            store: store(),
+            detail: "HTTP 409 BlobImmutableDueToPolicy: This operation is not permitted".into(),
+        });
+        let down = Error::Store(StoreError::Transient {
+            store: store(),
+            detail: "HTTP 503".into(),
+        });
+        let other = Error::Store(StoreError::Other {
+            store: store(),
+            detail: "HTTP 409 Conflict".into(),
+        });
+        assert_eq!(
+            refusal(&locked),
+            Some("HTTP 403 AccessDenied: Access Denied")
+        );
+        assert_eq!(
+            refusal(&immutable),
+            Some("HTTP 409 BlobImmutableDueToPolicy: This operation is not permitted")
+        );
+        assert_eq!(refusal(&down), None);
+        assert_eq!(refusal(&other), None);
+        assert_eq!(refusal(&Error::StoredBackup("x".into())), None);
+    }
 
     #[tokio::test]
     async fn backups_are_listed_complete_only_with_a_manifest() {

@@ -15,16 +15,20 @@
 #   --instances "N..."      instance counts [BENCH_INSTANCES, default "1 4 8"]
 #   --cases "CASE..."       subset of the cases below [BENCH_CASES]
 #   --repeat R              runs of each case, the fastest is kept [BENCH_REPEAT, default 1]
-#   --profile               record `perf record -a -e cpu-clock` around each cairn case and print the CPU split
+#   --profile               record `perf record -a -e cpu-clock` around each case and print the CPU split
+#                           (also kept in WORK/profile.txt; use with --keep)
 #   --results FILE          also write the raw results (one line per run) to FILE
 #   --work DIR              working directory (default: a new /var/tmp/cairn-throughput.XXXXXX)
 #   --keep                  keep the working directory
 #   --no-build              do not run `cargo build --release` [CAIRN_BIN: use this binary instead]
 #
-# Cases (backup: raw-ssh zstd bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none;
+# Cases (backup: raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none;
 #        restore: raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3):
 #   raw-ssh        the limit: `ssh -c aes128-gcm@openssh.com host 'sudo tar -C /var/vcap/store/files -c .' > /dev/null`, all hosts at once
-#   zstd           the compression limit: `zstd -T2 -3 -c <the same files> > /dev/null`, one per instance at once
+#   zstd           the compression limit: `zstd -T<W> -3 -c <the same files> > /dev/null`, one per instance at once,
+#                  W = max(1, cores / instances), the zstd workers Cairn gives each stream [BENCH_ZSTD_THREADS]
+#   disk           the local disk: `dd if=/dev/zero bs=1M conv=fsync` of the same size, one per instance at once
+#                  (Cairn fsyncs every tar it writes; bbr does not)
 #   bbr-dir        bbr's drain (bbr-facts 3.4, 4.4, 4.5), per host at once, a new ssh per command: du -sh, du -s,
 #                  tar -c > host.tar, sha256 of every tar entry re-read from disk, remote `find | xargs shasum -a 256`, compare
 #   bbr-upload     then the tars to the S3 bucket as the aws CLI would (s3transfer, 8 MiB parts, 10 at once);
@@ -79,7 +83,8 @@ on_every_host() {
 }
 
 raw_ssh_one() { ssh_to "$1" "sudo tar -C $job_dir -c ." >/dev/null; }
-zstd_one() { zstd -q -T2 -3 -c "$POOL/random.bin" "$POOL/log/app.log" >/dev/null; }
+zstd_one() { zstd -q -T"$ZSTD_THREADS" -3 -c "$POOL/random.bin" "$POOL/log/app.log" >/dev/null; }
+disk_one() { dd if=/dev/zero of="$WORK/disk-$2" bs=1M count="$SIZE" conv=fsync status=none; }
 bbr_backup_one() {
     local tar=$WORK/bbr/host-$2.tar
     ssh_to "$1" "sudo du -sh $job_dir" >/dev/null
@@ -104,6 +109,7 @@ run_case() {
     case $1 in
     raw-ssh) on_every_host raw_ssh_one ;;
     zstd) on_every_host zstd_one ;;
+    disk) on_every_host disk_one ;;
     bbr-dir) rm -rf "$WORK/bbr" && mkdir -p "$WORK/bbr" && on_every_host bbr_backup_one ;;
     bbr-upload) "$py" "$helper" s3-put "$ENDPOINT" "$bucket" "bbr/run$RUN" "$WORK"/bbr/host-*.tar ;;
     raw-ssh-up) on_every_host raw_ssh_up_one ;;
@@ -139,7 +145,7 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
-all_cases="raw-ssh zstd bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3"
+all_cases="raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3"
 if ((quick)); then
     sizes=${sizes:-64} instances=${instances:-1 2} repeat=${repeat:-3}
     cases=${cases:-raw-ssh bbr-dir bbr-upload cairn-dir cairn-s3-zstd}
@@ -169,6 +175,7 @@ else
     cairn=$repo/target/release/cairn
 fi
 [[ -x $cairn ]] || die "no binary at $cairn"
+cairn_built=$(date -u -r "$cairn" +%Y-%m-%dT%H:%M:%SZ)
 "$repo/integration/stores/moto.sh" install
 
 work=${work:-$(mktemp -d /var/tmp/cairn-throughput.XXXXXX)}
@@ -177,6 +184,9 @@ chmod 755 "$work" # sshd reads the test bed's authorized_keys as vcap
 work=$(cd "$work" && pwd)
 results=$work/results.tsv
 : >"$results"
+# A copy, so that a rebuild during the run does not change what is measured.
+cp "$cairn" "$work/cairn"
+cairn=$work/cairn
 bed= moto_dir=
 teardown() {
     local status=$?
@@ -194,31 +204,42 @@ trap teardown EXIT
 trap 'exit 130' INT TERM
 
 cpu_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+# CPU ticks of a process, with its reaped descendants when $2 is 1.
+proc_ticks() { awk -v c="${2:-0}" '{sub(/^.*\) /, ""); t = $12 + $13; if (c) t += $14 + $15; print t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# The test bed's hosts: every sshd listener with everything it reaped (sessions, sudo, tar, sha256sum).
+host_ticks() { local t=0 pid; for pid in $(cut -f5 "$bed/hosts.tsv"); do t=$((t + $(proc_ticks "$pid" 1))); done; echo $t; }
+moto_ticks() { proc_ticks "$(cat "$moto_dir/pid")"; }
+ticks_to_s() { echo "scale=2; $1 / $(getconf CLK_TCK)" | bc; }
 
-# measure SIZE N CASE RUN COMMAND...: one line of results.tsv
+# measure SIZE N CASE RUN COMMAND...: one line of results.tsv (see throughput_helper.py for the fields)
 measure() {
     local size=$1 n=$2 case=$3 run=$4
     shift 4
-    local log=$work/logs/$size-$n-$case-$run.log before after perf_data=$work/perf-$size-$n-$case.data
+    local log=$work/logs/$size-$n-$case-$run.log perf_data=$work/perf-$size-$n-$case-$run.data
+    local machine0 hosts0 moto0 machine1 hosts1 moto1
     mkdir -p "$work/logs"
     sync
-    before=$(cpu_ticks)
+    machine0=$(cpu_ticks) hosts0=$(host_ticks) moto0=$(moto_ticks)
     local runner=()
-    if ((profile)) && [[ $case == cairn-* ]]; then
+    if ((profile)); then
         runner=(perf record -q -a -e cpu-clock -F 499 -o "$perf_data" --)
     fi
     if ! "${runner[@]}" /usr/bin/time -f '%e %U %S %M %O' -o "$work/time" "$@" >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         die "case $case ($size MiB x $n, run $run) failed; log above"
     fi
-    after=$(cpu_ticks)
+    sleep 0.3 # let the sshd listeners reap the sessions that just ended
+    machine1=$(cpu_ticks) hosts1=$(host_ticks) moto1=$(moto_ticks)
     read -r wall user sys rss blocks <"$work/time"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$n" "$case" "$wall" "$user" "$sys" "$rss" "$blocks" \
-        "$(echo "scale=2; ($after - $before) / $(getconf CLK_TCK)" | bc)" >>"$results"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$n" "$case" "$wall" "$user" "$sys" "$rss" "$blocks" \
+        "$(ticks_to_s $((machine1 - machine0)))" "$(ticks_to_s $((hosts1 - hosts0)))" "$(ticks_to_s $((moto1 - moto0)))" >>"$results"
     printf '   %-14s run %d: %6.2f s  %7.1f MiB/s\n' "$case" "$run" "$wall" "$(echo "$size * $n / $wall" | bc -l)" >&2
     if ((profile)) && [[ -f $perf_data ]]; then
-        perf report -q -i "$perf_data" --sort comm --stdio 2>/dev/null | head -n 8 >&2 || true
-        perf report -q -i "$perf_data" --sort dso,sym --stdio 2>/dev/null | head -n 25 >&2 || true
+        {
+            echo "--- $case, $size MiB x $n, run $run: CPU samples by command, then by function"
+            perf report -q -i "$perf_data" --sort comm --stdio 2>/dev/null | grep -v '^$' | head -n 12
+            perf report -q -i "$perf_data" --sort comm,dso,sym --stdio 2>/dev/null | grep -v '^$' | head -n 30
+        } | tee -a "$work/profile.txt" >&2 || true
     fi
 }
 
@@ -273,7 +294,8 @@ run_config() {
     endpoint=$("$repo/integration/stores/moto.sh" start "$moto_dir")
     "$py" "$repo/integration/stores/fixture.py" s3 "$endpoint" create-bucket "$bucket" versioned
     s3_url() { echo "s3://$bucket/$1?endpoint=$endpoint&path_style=true&region=us-east-1"; }
-    export WORK=$work BED=$bed POOL=$work/pool-$size ENDPOINT=$endpoint
+    local zstd_threads=${BENCH_ZSTD_THREADS:-$(($(nproc) / n > 1 ? $(nproc) / n : 1))}
+    export WORK=$work BED=$bed POOL=$work/pool-$size ENDPOINT=$endpoint SIZE=$size ZSTD_THREADS=$zstd_threads
     local self=("$bench/throughput.sh" __case) inventory=$bed/inventory.yml
 
     for case in $cases; do
@@ -303,6 +325,9 @@ run_config() {
                 raw-ssh-up) while read -r a; do ssh_to "$a" "sudo rm -rf $restore_dir" </dev/null; done < <(addresses) ;;
                 bbr-download) rm -rf "$work/bbr-download" ;;
                 esac ;;
+            disk)
+                measure "$size" "$n" "$case" "$run" "${self[@]}" "$case"
+                rm -f "$work"/disk-* ;;
             *) measure "$size" "$n" "$case" "$run" "${self[@]}" "$case" ;;
             esac
         done
@@ -317,7 +342,8 @@ run_config() {
 }
 
 started=$(date +%s)
-say "cairn $("$cairn" --version 2>/dev/null || true) (commit $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)); sizes: $sizes MiB; instances: $instances; $repeat run(s) per case; work in $work"
+tree=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
+say "cairn binary built $cairn_built (tree now at $tree); sizes: $sizes MiB; instances: $instances; $repeat run(s) per case; work in $work"
 for size in $sizes; do
     for n in $instances; do
         run_config "$size" "$n"
@@ -325,7 +351,7 @@ for size in $sizes; do
     rm -rf "$work/pool-$size"
 done
 echo
-echo "Cairn throughput benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(($(date +%s) - started)) s"
+echo "Cairn throughput benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(($(date +%s) - started)) s; cairn built $cairn_built, tree $tree"
 echo
 floors=()
 ((quick)) && floors=(--floors)

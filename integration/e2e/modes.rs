@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 
 use cairn_testbed::TestBed;
 use common::*;
@@ -231,5 +232,148 @@ fn metrics_file_describes_each_run() {
             "cairn_last_success_timestamp_seconds{labels} {success}"
         )),
         "{text_file}"
+    );
+}
+
+#[test]
+fn json_events_follow_the_documented_schema() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let work = workdir();
+    let output = backup_into(&bed, work.path(), &["--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let schema: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/events.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut kinds = Vec::new();
+    for line in stdout.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        cairn::events::validate(&schema, &event)
+            .unwrap_or_else(|problem| panic!("{problem}: {line}"));
+        kinds.push(event["event"].as_str().unwrap().to_string());
+    }
+    assert_eq!(kinds.first().map(String::as_str), Some("run_started"));
+    assert_eq!(kinds.last().map(String::as_str), Some("run_finished"));
+    for kind in ["job_discovered", "script_finished", "artifact_stored"] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} event in:\n{stdout}"
+        );
+    }
+    assert_eq!(kinds.iter().filter(|k| *k == "artifact_stored").count(), 5);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("[bbr]"),
+        "logs move to stderr"
+    );
+}
+
+#[test]
+fn pre_backup_check_prints_the_plan_as_text_json_and_dot() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let work = workdir();
+    let output = cairn(&bed, work.path(), &["pre-backup-check", "--plan"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let plan = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        plan.contains("1. app/0:app, app/0:files, app/1:app, app/1:files"),
+        "{plan}"
+    );
+    assert!(plan.contains("2. database/0:database"), "{plan}");
+    assert!(
+        plan.contains(
+            "Artifacts: database-0-database, app-0-app, app-0-files, app-1-app, app-1-files"
+        ),
+        "{plan}"
+    );
+
+    let output = cairn(&bed, work.path(), &["--json", "pre-backup-check", "--plan"]);
+    let event = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "plan")
+        .expect("a plan event");
+    assert_eq!(event["plan"]["lock_layers"].as_array().unwrap().len(), 2);
+    assert_eq!(event["plan"]["artifacts"].as_array().unwrap().len(), 5);
+
+    let output = cairn(&bed, work.path(), &["pre-backup-check", "--plan", "--dot"]);
+    let dot = String::from_utf8_lossy(&output.stdout);
+    assert!(dot.starts_with("digraph \"testbed\""), "{dot}");
+    assert!(
+        dot.contains("\"app/0:app\" -> \"database/0:database\";"),
+        "{dot}"
+    );
+    for (host, job) in locking_jobs(&bed) {
+        assert!(bed.events(host, job).is_empty(), "--plan changed nothing");
+    }
+}
+
+#[test]
+fn a_config_file_supplies_defaults_that_flags_override() {
+    let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
+    let work = workdir();
+    let store = work.path().join("store");
+    let config = work.path().join("cairn.toml");
+    fs::write(
+        &config,
+        format!(
+            "inventory = \"{}\"\nstore = \"file://{}\"\nparallelism = 2\n",
+            bed.inventory().display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let output = run(
+        work.path(),
+        &["--config", config_arg, "deployment", "backup"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        store.join("testbed").is_dir(),
+        "the config's store was used"
+    );
+    // A flag beats the file: this backup goes to a directory instead.
+    let output = run(
+        work.path(),
+        &[
+            "--config",
+            config_arg,
+            "deployment",
+            "backup",
+            "-a",
+            work.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("testbed_")));
+
+    let shown = run(work.path(), &["--config", config_arg, "config", "show"]);
+    let shown_text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown_text.contains("parallelism = 2"), "{shown_text}");
+    assert!(
+        shown_text.contains("# AWS_SECRET_ACCESS_KEY: set (masked)"),
+        "{shown_text}"
+    );
+    assert!(
+        !shown_text.contains("testing"),
+        "a credential value was printed: {shown_text}"
+    );
+
+    fs::write(&config, "paralelism = 2\n").unwrap();
+    let output = run(
+        work.path(),
+        &["--config", config_arg, "deployment", "backup"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("cairn.toml") && text(&output).contains("paralelism"),
+        "{}",
+        text(&output)
     );
 }

@@ -17,6 +17,9 @@ use clap::{Args, Parser, Subcommand};
     disable_version_flag = true
 )]
 pub struct Cli {
+    /// TOML config file with defaults for flags (docs/config.md).
+    #[arg(long, global = true, env = "CAIRN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// What to back up or restore.
     #[command(subcommand)]
     pub command: Command,
@@ -38,6 +41,12 @@ pub enum Command {
     },
     /// Print the man page (roff), generated from this command line.
     Man,
+    /// Show the effective configuration (config file and environment), secrets masked.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Shows help.
     #[command(visible_alias = "h")]
     Help,
@@ -58,9 +67,12 @@ pub struct CommonArgs {
     /// Do not check SSH host keys at all (unsafe: man-in-the-middle possible).
     #[arg(long, global = true)]
     pub insecure_skip_host_key_check: bool,
-    /// At most this many scripts or transfers at once.
-    #[arg(long, value_name = "N", default_value_t = 10, global = true)]
-    pub parallelism: usize,
+    /// At most this many scripts or transfers at once [default: 10].
+    #[arg(long, value_name = "N", global = true)]
+    pub parallelism: Option<usize>,
+    /// JSON-lines events on stdout (schema: docs/events.md); logs go to stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// Write a Prometheus textfile about this run here (node_exporter's textfile collector).
     #[arg(long, value_name = "PATH", global = true)]
     pub metrics_file: Option<PathBuf>,
@@ -167,6 +179,13 @@ pub struct CheckArgs {
     /// Also check that this store is reachable and writable.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Print what a backup would do: instances, jobs, scripts, lock layers, artifacts
+    /// (as a `plan` event with --json).
+    #[arg(long)]
+    pub plan: bool,
+    /// With --plan: print the lock order as a Graphviz graph instead.
+    #[arg(long, requires = "plan")]
+    pub dot: bool,
 }
 
 /// `backup` flags.
@@ -178,9 +197,9 @@ pub struct BackupArgs {
     /// Stream the backup into an object store instead of a directory.
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Compression of artifacts in a store: none, zstd or zstd:LEVEL.
-    #[arg(long, value_name = "ALGORITHM", default_value = "zstd")]
-    pub compression: String,
+    /// Compression of artifacts in a store: none, zstd or zstd:LEVEL [default: zstd].
+    #[arg(long, value_name = "ALGORITHM")]
+    pub compression: Option<String>,
     /// Accept an S3 bucket without versioning (restores could then read overwritten objects).
     #[arg(long)]
     pub allow_unversioned: bool,
@@ -222,6 +241,13 @@ pub struct RestoreArgs {
     /// Restore the newest complete backup of the deployment in the store.
     #[arg(long)]
     pub latest: bool,
+}
+
+/// `cairn config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the effective settings.
+    Show,
 }
 
 /// `cairn backups` flags.
@@ -271,9 +297,38 @@ pub enum BackupsAction {
         /// `DEPLOYMENT/ID`.
         id: String,
     },
+    /// Delete the backups of a deployment that no retention rule keeps (see docs/stores.md).
+    Prune {
+        /// The deployment whose backups are pruned.
+        #[arg(long, short = 'd')]
+        deployment: String,
+        /// Keep the N newest complete backups.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_last: u32,
+        /// Keep the newest backup of each of the last N days that have backups (UTC).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_daily: u32,
+        /// Keep the newest backup of each of the last N ISO weeks that have backups.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_weekly: u32,
+        /// Keep the newest backup of each of the last N months that have backups.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_monthly: u32,
+        /// Print what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Action {
+    /// True for `pre-backup-check --plan`, whose stdout is the plan.
+    pub fn prints_plan(&self) -> bool {
+        matches!(self, Action::PreBackupCheck(CheckArgs { plan: true, .. }))
+    }
+
     /// bbr's name of the subcommand.
     pub fn name(&self) -> &'static str {
         match self {
@@ -386,7 +441,9 @@ fn validate_action(action: &Action) -> Result<(), UsageError> {
                     "Give either --artifact-path or --store, not both.".into(),
                 ));
             }
-            cairn::manifest::Compression::parse(&backup.compression).map_err(UsageError)?;
+            if let Some(compression) = &backup.compression {
+                cairn::manifest::Compression::parse(compression).map_err(UsageError)?;
+            }
             if backup.retain_days == Some(0) {
                 return Err(UsageError("--retain-days must be at least 1.".into()));
             }
@@ -397,7 +454,7 @@ fn validate_action(action: &Action) -> Result<(), UsageError> {
 }
 
 fn validate_common(common: &CommonArgs) -> Result<(), UsageError> {
-    if common.parallelism == 0 {
+    if common.parallelism == Some(0) {
         return Err(UsageError("--parallelism must be at least 1.".into()));
     }
     Ok(())

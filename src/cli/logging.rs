@@ -40,12 +40,17 @@ where
 }
 
 /// Installs the logger; `debug` lowers the level to DEBUG for Cairn's own messages.
-pub fn init(debug: bool) {
+///
+/// With `to_stderr` (for `--json`, whose events own stdout) the lines go to stderr.
+pub fn init(debug: bool, to_stderr: bool) {
     let level = if debug { "debug" } else { "info" };
     let filter = EnvFilter::new(format!("warn,cairn={level}"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .event_format(BbrFormat)
-        .with_writer(std::io::stdout)
-        .try_init();
+        .event_format(BbrFormat);
+    let _ = if to_stderr {
+        builder.with_writer(std::io::stderr).try_init()
+    } else {
+        builder.with_writer(std::io::stdout).try_init()
+    };
 }

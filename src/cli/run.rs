@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use cairn::deployment::Target;
+use cairn::events::{Event, JsonLines};
 use cairn::inventory::Inventory;
 use cairn::manifest::Compression;
 use cairn::metrics::RunSummary;
@@ -16,6 +17,7 @@ use cairn::orchestrator::RunContext;
 use cairn::ssh_target::{HostKeyOptions, SshTarget};
 use cairn::RunErrors;
 use cairn_store::{Retention, RetentionMode};
+use std::sync::{Arc, Mutex};
 
 use super::args::{
     Action, BackupArgs, CommonArgs, DeploymentArgs, DirectorArgs, RestoreArgs, RetentionModeArg,
@@ -69,20 +71,43 @@ async fn run_action(
     common: &CommonArgs,
     mode: Mode,
 ) -> anyhow::Result<i32> {
-    let context = RunContext::new(common.parallelism, cairn::VERSION);
+    let parallelism = common
+        .parallelism
+        .unwrap_or(super::config::DEFAULT_PARALLELISM);
+    let mut context = RunContext::new(parallelism, cairn::VERSION);
+    if common.json {
+        context.events = Some(Arc::new(JsonLines(Mutex::new(std::io::stdout()))));
+    }
     let signals = super::signals::watch(context.clone());
     let started_at = chrono::Utc::now();
     let operation = action.name();
+    context.emit(Event::RunStarted {
+        operation: operation.to_string(),
+        deployment: target.name().to_string(),
+        cairn_version: cairn::VERSION.to_string(),
+    });
     let mut stored_bytes = None;
+    let mut artifact = None;
+    let human = Human {
+        to_stderr: common.json || action.prints_plan(),
+    };
     let errors = match action {
         Action::PreBackupCheck(check) => {
-            let mut errors = pre_backup_check(target, &context).await;
+            let (mut errors, plan) = pre_backup_check(target, &context).await;
             if let Some(url) = check.store.url(true) {
                 if let Err(error) = check_store(&url, target.name()).await {
                     errors.push(error);
                 }
             }
-            print_check_result(target.name(), &mode, &errors);
+            match (check.plan, plan) {
+                (true, Some(plan)) if common.json => context.emit(Event::Plan {
+                    plan: Box::new(plan),
+                }),
+                (true, Some(plan)) if check.dot => print!("{}", plan.to_dot()),
+                (true, Some(plan)) => print!("{}", plan.to_text()),
+                _ => {}
+            }
+            print_check_result(target.name(), &mode, &errors, &human);
             errors
         }
         Action::Backup(backup_args) => {
@@ -102,6 +127,7 @@ async fn run_action(
                 tracing::info!("Backup written to {location}");
             }
             stored_bytes = Some(report.stored_bytes);
+            artifact = report.artifact.clone().filter(|_| report.complete);
             report.errors
         }
         Action::Restore(restore_args) => {
@@ -111,20 +137,28 @@ async fn run_action(
         Action::BackupCleanup => {
             let errors = cleanup(target, CleanupKind::Backup, &context).await;
             if errors.is_empty() {
-                println!("'{}' cleaned up", target.name());
+                human.say(&format!("'{}' cleaned up", target.name()));
             }
             errors
         }
         Action::RestoreCleanup => {
             let errors = cleanup(target, CleanupKind::Restore, &context).await;
             if errors.is_empty() {
-                println!("'{}' cleaned up", target.name());
+                human.say(&format!("'{}' cleaned up", target.name()));
             }
             errors
         }
     };
     signals.abort();
     let exit_code = report_errors(&errors, cleanup_advice_subcommand(&errors));
+    context.emit(Event::RunFinished {
+        operation: operation.to_string(),
+        deployment: target.name().to_string(),
+        exit_code,
+        duration_seconds: (chrono::Utc::now() - started_at).num_milliseconds() as f64 / 1000.0,
+        artifact,
+        errors: errors.errors().iter().map(ToString::to_string).collect(),
+    });
     if let Some(path) = &common.metrics_file {
         let summary = RunSummary {
             deployment: target.name().to_string(),
@@ -167,7 +201,12 @@ async fn backup_target(args: &BackupArgs) -> anyhow::Result<BackupTarget> {
     });
     Ok(BackupTarget::Store(StoreTarget {
         store,
-        compression: Compression::parse(&args.compression).map_err(UsageError)?,
+        compression: Compression::parse(
+            args.compression
+                .as_deref()
+                .unwrap_or(super::config::DEFAULT_COMPRESSION),
+        )
+        .map_err(UsageError)?,
         retention,
         require_versioning: if args.allow_unversioned {
             None
@@ -214,18 +253,33 @@ pub fn split_backup_id(
     }
 }
 
-fn print_check_result(name: &str, mode: &Mode, errors: &RunErrors) {
+/// Human-readable output: stdout, or stderr when stdout carries `--json` events.
+struct Human {
+    to_stderr: bool,
+}
+
+impl Human {
+    fn say(&self, line: &str) {
+        if self.to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+fn print_check_result(name: &str, mode: &Mode, errors: &RunErrors, human: &Human) {
     let time = chrono::Local::now().format("%H:%M:%S");
     let subject = match mode {
         Mode::Deployment => format!("Deployment '{name}'"),
         Mode::Director => "Director".to_string(),
     };
     if errors.is_empty() {
-        println!("[{time}] {subject} can be backed up.");
+        human.say(&format!("[{time}] {subject} can be backed up."));
     } else {
-        println!("[{time}] {subject} cannot be backed up.");
+        human.say(&format!("[{time}] {subject} cannot be backed up."));
         for line in errors.to_string().lines() {
-            println!("  {line}");
+            human.say(&format!("  {line}"));
         }
     }
 }

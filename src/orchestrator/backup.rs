@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 
 use super::destination::Destination;
+use super::plan_view::PlanView;
 use super::transfer::Downloaded;
 use super::{
     check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
@@ -28,6 +29,7 @@ use crate::artifact::{BackupDirectory, BackupMetadata};
 use crate::commands;
 use crate::deployment::{Deployment, Target};
 use crate::error::{Error, RunErrors};
+use crate::events::Event;
 use crate::job::{Job, LockDirection, ScriptName};
 use crate::lock_order::{JobRef, LockLayers};
 use crate::manifest::Compression;
@@ -122,19 +124,25 @@ pub async fn plan_backup(deployment: &Deployment) -> Result<BackupPlan, RunError
 }
 
 /// `pre-backup-check`: discovery and the backupable checks, changing nothing.
-pub async fn pre_backup_check(target: &dyn Target, context: &RunContext) -> RunErrors {
+/// Also returns the plan's description when the checks passed.
+pub async fn pre_backup_check(
+    target: &dyn Target,
+    context: &RunContext,
+) -> (RunErrors, Option<PlanView>) {
     let mut errors = RunErrors::new();
+    let mut view = None;
     match discover_or_interrupt(target, context, "Pre-backup check").await {
         Ok(deployment) => {
             tracing::info!("Running pre-checks for backup of {}...", deployment.name);
-            if let Err(e) = plan_backup(&deployment).await {
-                errors.extend(e);
+            match plan_backup(&deployment).await {
+                Ok(plan) => view = Some(PlanView::new(&deployment, &plan)),
+                Err(e) => errors.extend(e),
             }
         }
         Err(e) => errors.extend(e),
     }
     release_target(target, &mut errors).await;
-    errors
+    (errors, view)
 }
 
 /// Runs a backup of `target` into a new bbr-format directory.
@@ -462,8 +470,16 @@ async fn drain(work: &Work<'_>) -> RunErrors {
             job.name,
             instance.name
         );
-        let downloaded =
-            transfer::download(instance, job, work.destination, &context.cancel).await?;
+        let downloaded = transfer::download(instance, job, work.destination, context).await?;
+        context.emit(Event::ArtifactStored {
+            instance: instance.name.to_string(),
+            job: job.name.clone(),
+            artifact: instance.artifact_name(job),
+            size: downloaded.stored.size,
+            sha256: downloaded.stored.sha256.clone(),
+            version: downloaded.version.clone(),
+            files: downloaded.files.len(),
+        });
         work.drained
             .lock()
             .expect("drained lock")

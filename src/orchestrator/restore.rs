@@ -394,11 +394,21 @@ async fn run_restore_scripts(
             ("ARTIFACT_DIRECTORY", job.artifact_directory()),
         ];
         let command = commands::run_script(job, ScriptName::Restore, &environment);
-        match instance
+        let started_at = chrono::Utc::now();
+        let output = instance
             .remote
             .run_cancellable(&command, &context.cancel)
-            .await
-        {
+            .await;
+        if let Ok(output) = &output {
+            context.record_script(
+                &instance.name,
+                &job.name,
+                ScriptName::Restore,
+                started_at,
+                output.status,
+            );
+        }
+        match output {
             Ok(output) if output.success() => {
                 tracing::info!("Finished restoring {} on {}.", job.name, instance.name);
             }

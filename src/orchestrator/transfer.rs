@@ -15,13 +15,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::destination::{ArtifactWriter, Destination, StoredBytes};
+use super::RunContext;
 use crate::artifact::tar_digest::{digest_tar_files, EntryPolicy, FileDigests, TeeReader};
 use crate::artifact::{metadata::mismatched_files, ArtifactError, Checksums};
 use crate::commands;
 use crate::deployment::Instance;
 use crate::error::Error;
+use crate::events::{Event, EventSink};
 use crate::job::Job;
 use crate::remote::{RemoteHostExt, StdoutMode};
+use std::sync::Arc;
 
 /// Chunks in flight between the SSH channel and the disk thread (bounded memory).
 const CHUNKS_IN_FLIGHT: usize = 64;
@@ -37,9 +40,12 @@ struct ChannelReader {
 
 struct Progress {
     label: String,
+    instance: String,
+    job: String,
     total: u64,
     done: u64,
     next_percent: u64,
+    events: Option<Arc<dyn EventSink>>,
 }
 
 impl Progress {
@@ -52,6 +58,15 @@ impl Progress {
         if percent >= self.next_percent {
             tracing::info!("Copying backup {} -- {percent}% complete", self.label);
             self.next_percent = (percent / 5 + 1) * 5;
+            if let Some(events) = &self.events {
+                events.emit(Event::TransferProgress {
+                    instance: self.instance.clone(),
+                    job: self.job.clone(),
+                    bytes: self.done,
+                    total_bytes: self.total,
+                    percent,
+                });
+            }
         }
     }
 }
@@ -89,16 +104,30 @@ pub(super) async fn download(
     instance: &Instance,
     job: &Job,
     destination: &Destination,
-    cancel: &CancellationToken,
+    context: &RunContext,
 ) -> Result<Downloaded, Error> {
     let remote_directory = job.artifact_directory();
     let label = format!("for job {} on {}", job.name, instance.name);
-    let total = remote_size(instance, &remote_directory).await;
+    let progress = Progress {
+        label: label.clone(),
+        instance: instance.name.to_string(),
+        job: job.name.clone(),
+        total: remote_size(instance, &remote_directory).await,
+        done: 0,
+        next_percent: 0,
+        events: context.events.clone(),
+    };
     let (writer, pending) = destination
         .open_artifact(&instance.artifact_name(job))
         .await?;
-    let streamed =
-        stream_and_digest(instance, &remote_directory, writer, total, &label, cancel).await;
+    let streamed = stream_and_digest(
+        instance,
+        &remote_directory,
+        writer,
+        progress,
+        &context.cancel,
+    )
+    .await;
     let (files, stored) = match streamed {
         Ok(result) => result,
         Err(error) => return Err(pending.discard().await.unwrap_or(error)),
@@ -128,20 +157,15 @@ async fn stream_and_digest(
     instance: &Instance,
     remote_directory: &str,
     writer: Box<dyn ArtifactWriter>,
-    total: u64,
-    label: &str,
+    progress: Progress,
     cancel: &CancellationToken,
 ) -> Result<(FileDigests, StoredBytes), Error> {
+    let label = progress.label.clone();
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let reader = ChannelReader {
         receiver,
         current: Bytes::new(),
-        progress: Progress {
-            label: label.to_string(),
-            total,
-            done: 0,
-            next_percent: 0,
-        },
+        progress,
     };
     let digest = tokio::task::spawn_blocking(move || write_and_digest(reader, writer));
     let tar_command = commands::tar_create(remote_directory);

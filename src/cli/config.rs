@@ -1,0 +1,366 @@
+//! The config file (`--config FILE` or `CAIRN_CONFIG`, TOML): defaults for the flags an
+//! operator would otherwise repeat in every nightly job.
+//!
+//! Precedence, highest first: command-line flags, environment variables (`CAIRN_STORE`), the
+//! config file, built-in defaults. The file holds no secrets — credentials stay in each cloud's
+//! own environment variables — and `cairn config show` prints the effective settings with every
+//! credential variable masked.
+//!
+//! ```toml
+//! store = "s3://backups/cf?region=eu-west-1"
+//! compression = "zstd:3"
+//! parallelism = 10
+//! inventory = "/etc/cairn/inventory.yml"
+//! known_hosts = "/etc/cairn/known_hosts"
+//! metrics_file = "/var/lib/node_exporter/textfile/cairn.prom"
+//!
+//! [retention]
+//! keep_last = 7
+//! keep_daily = 14
+//! keep_weekly = 8
+//! keep_monthly = 12
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::args::{Action, BackupsAction, Cli, Command, CommonArgs, StoreArgs};
+
+/// Default `--parallelism`.
+pub const DEFAULT_PARALLELISM: usize = 10;
+/// Default `--compression`.
+pub const DEFAULT_COMPRESSION: &str = "zstd";
+
+/// The config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Default `--store`.
+    pub store: Option<String>,
+    /// Default `--compression`.
+    pub compression: Option<String>,
+    /// Default `--parallelism`.
+    pub parallelism: Option<usize>,
+    /// Default `--inventory` (deployment mode).
+    pub inventory: Option<PathBuf>,
+    /// Default `--known-hosts`.
+    pub known_hosts: Option<PathBuf>,
+    /// Default `--metrics-file`.
+    pub metrics_file: Option<PathBuf>,
+    /// Default `--artifact-path` when no store is set.
+    pub artifact_path: Option<PathBuf>,
+    /// Default retention for `backups prune`.
+    pub retention: Option<RetentionConfig>,
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// `--keep-last`.
+    #[serde(default)]
+    pub keep_last: u32,
+    /// `--keep-daily`.
+    #[serde(default)]
+    pub keep_daily: u32,
+    /// `--keep-weekly`.
+    #[serde(default)]
+    pub keep_weekly: u32,
+    /// `--keep-monthly`.
+    #[serde(default)]
+    pub keep_monthly: u32,
+}
+
+/// A config-file mistake.
+#[derive(Debug, thiserror::Error)]
+#[error("Config file `{path}`: {detail}")]
+pub struct ConfigError {
+    path: PathBuf,
+    detail: String,
+}
+
+/// Reads the config file named by `--config` or `CAIRN_CONFIG` (already merged by clap), if any.
+///
+/// # Errors
+/// A missing or invalid file.
+pub fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {
+    let Some(path) = path else {
+        return Ok(ConfigFile::default());
+    };
+    let error = |detail: String| ConfigError {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| error(format!("{e}; check --config or CAIRN_CONFIG")))?;
+    let config: ConfigFile = toml::from_str(&text).map_err(|e| error(e.message().to_string()))?;
+    if config.parallelism == Some(0) {
+        return Err(error("parallelism must be at least 1".into()));
+    }
+    Ok(config)
+}
+
+/// Fills every flag the command line left unset from the config file, then the defaults.
+pub fn apply(cli: &mut Cli, config: &ConfigFile) {
+    match &mut cli.command {
+        Command::Deployment(args) => {
+            if args.inventory.is_none() {
+                args.inventory.clone_from(&config.inventory);
+            }
+            apply_common(&mut args.common, config);
+            apply_action(&mut args.action, config);
+        }
+        Command::Director(args) => {
+            apply_common(&mut args.common, config);
+            apply_action(&mut args.action, config);
+        }
+        Command::Backups(args) => {
+            apply_store(&mut args.store, config);
+            if let BackupsAction::Prune {
+                keep_last,
+                keep_daily,
+                keep_weekly,
+                keep_monthly,
+                ..
+            } = &mut args.action
+            {
+                let none_given = [*keep_last, *keep_daily, *keep_weekly, *keep_monthly]
+                    .iter()
+                    .all(|k| *k == 0);
+                if let (true, Some(retention)) = (none_given, &config.retention) {
+                    *keep_last = retention.keep_last;
+                    *keep_daily = retention.keep_daily;
+                    *keep_weekly = retention.keep_weekly;
+                    *keep_monthly = retention.keep_monthly;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn apply_common(common: &mut CommonArgs, config: &ConfigFile) {
+    if common.known_hosts.is_none() {
+        common.known_hosts.clone_from(&config.known_hosts);
+    }
+    if common.metrics_file.is_none() {
+        common.metrics_file.clone_from(&config.metrics_file);
+    }
+    common.parallelism = common
+        .parallelism
+        .or(config.parallelism)
+        .or(Some(DEFAULT_PARALLELISM));
+}
+
+/// The store from the file counts only when neither `--store` nor `CAIRN_STORE` is set.
+fn apply_store(store: &mut StoreArgs, config: &ConfigFile) {
+    let env_set = std::env::var("CAIRN_STORE").is_ok_and(|v| !v.is_empty());
+    if store.store.is_none() && !env_set {
+        store.store.clone_from(&config.store);
+    }
+}
+
+fn apply_action(action: &mut Action, config: &ConfigFile) {
+    match action {
+        Action::Backup(backup) => {
+            if backup.artifact_path.is_none() {
+                apply_store(&mut backup.store, config);
+                if backup.store.url(true).is_none() {
+                    backup.artifact_path.clone_from(&config.artifact_path);
+                }
+            }
+            if backup.compression.is_none() {
+                backup.compression = Some(
+                    config
+                        .compression
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_COMPRESSION.into()),
+                );
+            }
+        }
+        Action::Restore(restore) if restore.artifact_path.is_none() => {
+            apply_store(&mut restore.store, config)
+        }
+        Action::PreBackupCheck(check) => apply_store(&mut check.store, config),
+        _ => {}
+    }
+}
+
+/// Credential variables `config show` reports (masked) when set.
+const CREDENTIAL_VARIABLES: [&str; 11] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_CLIENT_SECRET",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "BOSH_CLIENT_SECRET",
+    "CAIRN_STORE",
+];
+
+/// `cairn config show`: the effective settings (file, then environment) as TOML, secrets masked.
+#[must_use]
+pub fn show(path: Option<&Path>, config: &ConfigFile) -> String {
+    let mut effective = config.clone();
+    if let Ok(store) = std::env::var("CAIRN_STORE") {
+        effective.store = Some(store);
+    }
+    effective.parallelism = effective.parallelism.or(Some(DEFAULT_PARALLELISM));
+    effective.compression = effective
+        .compression
+        .or_else(|| Some(DEFAULT_COMPRESSION.into()));
+    let source = path.map_or_else(|| "none".to_string(), |p| p.display().to_string());
+    let mut text = format!(
+        "# config file: {source}\n# flags override these settings; CAIRN_STORE overrides `store`\n"
+    );
+    text.push_str(&toml::to_string(&effective).expect("config serializes"));
+    text.push_str("\n# credentials in the environment (values never shown)\n");
+    for variable in CREDENTIAL_VARIABLES {
+        let state = if std::env::var_os(variable).is_some() {
+            "set (masked)"
+        } else {
+            "not set"
+        };
+        text.push_str(&format!("# {variable}: {state}\n"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut argv = vec!["cairn"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap()
+    }
+
+    fn file() -> ConfigFile {
+        toml::from_str(
+            "store = \"file:///from-config\"\ncompression = \"zstd:9\"\nparallelism = 4\ninventory = \"/etc/inv.yml\"\n[retention]\nkeep_last = 3\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_file_fills_what_flags_leave_unset() {
+        let mut cli = parse(&["deployment", "backup"]);
+        apply(&mut cli, &file());
+        let Command::Deployment(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.inventory.as_deref(), Some(Path::new("/etc/inv.yml")));
+        assert_eq!(args.common.parallelism, Some(4));
+        let Action::Backup(backup) = args.action else {
+            panic!()
+        };
+        assert_eq!(backup.compression.as_deref(), Some("zstd:9"));
+        if std::env::var("CAIRN_STORE").is_err() {
+            assert_eq!(backup.store.store.as_deref(), Some("file:///from-config"));
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults_come_last() {
+        let mut cli = parse(&[
+            "deployment",
+            "--inventory",
+            "/mine.yml",
+            "--parallelism",
+            "2",
+            "backup",
+            "--compression",
+            "none",
+            "-a",
+            "/tmp",
+        ]);
+        apply(&mut cli, &file());
+        let Command::Deployment(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.inventory.as_deref(), Some(Path::new("/mine.yml")));
+        assert_eq!(args.common.parallelism, Some(2));
+        let Action::Backup(backup) = args.action else {
+            panic!()
+        };
+        assert_eq!(backup.compression.as_deref(), Some("none"));
+        assert!(
+            backup.store.store.is_none(),
+            "an explicit --artifact-path wins over the file's store"
+        );
+
+        let mut bare = parse(&["deployment", "backup"]);
+        apply(&mut bare, &ConfigFile::default());
+        let Command::Deployment(args) = bare.command else {
+            panic!()
+        };
+        assert_eq!(args.common.parallelism, Some(DEFAULT_PARALLELISM));
+        let Action::Backup(backup) = args.action else {
+            panic!()
+        };
+        assert_eq!(backup.compression.as_deref(), Some(DEFAULT_COMPRESSION));
+    }
+
+    #[test]
+    fn retention_comes_from_the_file_only_when_no_keep_flag_is_given() {
+        let mut cli = parse(&["backups", "--store", "file:///s", "prune", "-d", "cf"]);
+        apply(&mut cli, &file());
+        let Command::Backups(args) = cli.command else {
+            panic!()
+        };
+        let BackupsAction::Prune { keep_last, .. } = args.action else {
+            panic!()
+        };
+        assert_eq!(keep_last, 3);
+        let mut cli = parse(&[
+            "backups",
+            "--store",
+            "file:///s",
+            "prune",
+            "-d",
+            "cf",
+            "--keep-daily",
+            "2",
+        ]);
+        apply(&mut cli, &file());
+        let Command::Backups(args) = cli.command else {
+            panic!()
+        };
+        let BackupsAction::Prune {
+            keep_last,
+            keep_daily,
+            ..
+        } = args.action
+        else {
+            panic!()
+        };
+        assert_eq!((keep_last, keep_daily), (0, 2));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cairn.toml");
+        std::fs::write(&path, "stor = \"typo\"\n").unwrap();
+        let error = load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            error.contains("cairn.toml") && error.contains("stor"),
+            "{error}"
+        );
+        assert!(load(Some(Path::new("/nonexistent/cairn.toml"))).is_err());
+    }
+
+    #[test]
+    fn show_masks_credentials() {
+        let text = show(None, &file());
+        assert!(text.contains("parallelism = 4"));
+        assert!(!text.contains("testing"), "no credential value is printed");
+        assert!(text.contains("# AWS_SECRET_ACCESS_KEY: "));
+    }
+}
