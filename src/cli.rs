@@ -4,5 +4,6 @@ pub mod args;
 pub mod backups;
 pub mod config;
 pub mod logging;
+pub mod progress;
 pub mod run;
 pub mod signals;

@@ -204,11 +204,6 @@ trap teardown EXIT
 trap 'exit 130' INT TERM
 
 cpu_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
-# CPU ticks of a process, with its reaped descendants when $2 is 1.
-proc_ticks() { awk -v c="${2:-0}" '{sub(/^.*\) /, ""); t = $12 + $13; if (c) t += $14 + $15; print t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# The test bed's hosts: every sshd listener with everything it reaped (sessions, sudo, tar, sha256sum).
-host_ticks() { local t=0 pid; for pid in $(cut -f5 "$bed/hosts.tsv"); do t=$((t + $(proc_ticks "$pid" 1))); done; echo $t; }
-moto_ticks() { proc_ticks "$(cat "$moto_dir/pid")"; }
 ticks_to_s() { echo "scale=2; $1 / $(getconf CLK_TCK)" | bc; }
 
 # measure SIZE N CASE RUN COMMAND...: one line of results.tsv (see throughput_helper.py for the fields)
@@ -216,10 +211,14 @@ measure() {
     local size=$1 n=$2 case=$3 run=$4
     shift 4
     local log=$work/logs/$size-$n-$case-$run.log perf_data=$work/perf-$size-$n-$case-$run.data
-    local machine0 hosts0 moto0 machine1 hosts1 moto1
+    local machine0 machine1 sampler hosts moto own by_command
     mkdir -p "$work/logs"
     sync
-    machine0=$(cpu_ticks) hosts0=$(host_ticks) moto0=$(moto_ticks)
+    rm -f "$work/cpu"
+    "$py" "$helper" cpu-sample "$work/cpu" $(cut -f5 "$bed/hosts.tsv") -- "$(cat "$moto_dir/pid")" &
+    sampler=$!
+    sleep 0.3 # the sampler's first scan
+    machine0=$(cpu_ticks)
     local runner=()
     if ((profile)); then
         runner=(perf record -q -a -e cpu-clock -F 499 -o "$perf_data" --)
@@ -228,12 +227,13 @@ measure() {
         tail -n 30 "$log" >&2
         die "case $case ($size MiB x $n, run $run) failed; log above"
     fi
-    sleep 0.3 # let the sshd listeners reap the sessions that just ended
-    machine1=$(cpu_ticks) hosts1=$(host_ticks) moto1=$(moto_ticks)
+    machine1=$(cpu_ticks)
+    kill -TERM "$sampler" && wait "$sampler" || true
     read -r wall user sys rss blocks <"$work/time"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$n" "$case" "$wall" "$user" "$sys" "$rss" "$blocks" \
-        "$(ticks_to_s $((machine1 - machine0)))" "$(ticks_to_s $((hosts1 - hosts0)))" "$(ticks_to_s $((moto1 - moto0)))" >>"$results"
-    printf '   %-14s run %d: %6.2f s  %7.1f MiB/s\n' "$case" "$run" "$wall" "$(echo "$size * $n / $wall" | bc -l)" >&2
+    read -r hosts moto own by_command <"$work/cpu" || true
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$size" "$n" "$case" "$wall" "$user" "$sys" "$rss" \
+        "$blocks" "$(ticks_to_s $((machine1 - machine0)))" "${hosts:-0}" "${moto:-0}" "${own:-0}" "${by_command:--}" >>"$results"
+    printf '   %-14s run %d: %6.2f s  %7.1f MiB/s   hosts: %s\n' "$case" "$run" "$wall" "$(echo "$size * $n / $wall" | bc -l)" "${by_command:--}" >&2
     if ((profile)) && [[ -f $perf_data ]]; then
         {
             echo "--- $case, $size MiB x $n, run $run: CPU samples by command, then by function"

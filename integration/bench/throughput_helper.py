@@ -9,13 +9,17 @@
                                                   uploads files as the aws CLI does (s3transfer, 8 MiB parts, 10 requests at once)
   throughput_helper.py s3-get ENDPOINT BUCKET PREFIX DIR
                                                   downloads every object under PREFIX into DIR (one GET each, 10 at once)
+  throughput_helper.py cpu-sample OUT SSHD_PID... [-- MOTO_PID]
+                                                  until SIGTERM, samples the CPU time of every process in the network
+                                                  namespaces of those sshd (the test bed's hosts) and of moto; writes
+                                                  "hosts_s moto_s sampler_s comm=s,..." to OUT
   throughput_helper.py table RESULTS.tsv [--floors]
                                                   prints the table; with --floors, exits 1 when a quick-mode floor is missed
 
 A results line (tab-separated): size_mib instances case wall_s user_s sys_s maxrss_kib out_blocks machine_cpu_s
-hosts_cpu_s moto_cpu_s. user, sys, maxrss and out_blocks are /usr/bin/time's %U %S %M %O of the coordinator's
-command; machine is the whole machine's busy CPU time (/proc/stat), hosts the test bed's sshd listeners with every
-process they reaped, moto the S3 server's.
+hosts_cpu_s moto_cpu_s sampler_cpu_s hosts_by_command. user, sys, maxrss and out_blocks are /usr/bin/time's
+%U %S %M %O of the coordinator's command; machine is the whole machine's busy CPU time (/proc/stat); hosts, moto
+and sampler come from cpu-sample.
 """
 import hashlib
 import json
@@ -141,6 +145,61 @@ def s3_get(endpoint, bucket, prefix, directory):
         list(pool.map(get, keys))
 
 
+def cpu_sample(out, sshd_pids, moto_pid):
+    """Per-process sampling, because the sshd listeners do not account for their sessions: the
+    privileged monitor exits without waiting for the session process, which pid 1 then reaps."""
+    import resource
+    import signal
+    tick = os.sysconf("SC_CLK_TCK")
+    namespaces = {os.readlink("/proc/%s/ns/net" % pid) for pid in sshd_pids}
+    first, last, comms = {}, {}, {}
+
+    def ticks(pid):
+        with open("/proc/%s/stat" % pid) as f:
+            data = f.read()
+        comm = data[data.index("(") + 1:data.rindex(")")]
+        fields = data[data.rindex(")") + 2:].split()
+        return (pid, fields[19]), comm, int(fields[11]) + int(fields[12])  # key with starttime, utime + stime
+
+    def scan(initial):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.readlink("/proc/%s/ns/net" % entry.name) not in namespaces:
+                    continue
+                key, comm, used = ticks(entry.name)
+            except OSError:
+                continue
+            first.setdefault(key, used if initial else 0)
+            last[key] = used
+            comms[key] = comm
+
+    def moto_ticks():
+        try:
+            return ticks(moto_pid)[2] if moto_pid else 0
+        except OSError:
+            return 0
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    moto0 = moto_ticks()
+    scan(True)
+    while not stop:
+        time.sleep(0.2)
+        scan(False)
+    scan(False)
+    by_comm = {}
+    for key, used in last.items():
+        by_comm[comms[key]] = by_comm.get(comms[key], 0) + used - first[key]
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    with open(out, "w") as f:
+        f.write("%.2f %.2f %.2f %s\n" % (sum(by_comm.values()) / tick, (moto_ticks() - moto0) / tick,
+                                         own.ru_utime + own.ru_stime,
+                                         ",".join("%s=%.2f" % (c, t / tick) for c, t in
+                                                  sorted(by_comm.items(), key=lambda i: -i[1]) if t)))
+
+
 # ---- the table ----
 
 CASES = [
@@ -176,14 +235,14 @@ def load(path):
     with open(path) as f:
         for line in f:
             parts = line.split()
-            if len(parts) < 11:
+            if len(parts) < 12:
                 continue
             size, n, case = int(parts[0]), int(parts[1]), parts[2]
-            wall, user, system, rss, blocks, machine, hosts, moto = map(float, parts[3:11])
+            wall, user, system, rss, blocks, machine, hosts, moto, sampler = map(float, parts[3:12])
             key = (size, n, case)
             cpu = user + system
             row = {"wall": wall, "cpu": cpu, "rss": rss / 1024, "disk": blocks * 512 / MIB, "hosts": hosts,
-                   "moto": moto, "other": max(0.0, machine - cpu - hosts - moto), "runs": 1}
+                   "moto": moto, "other": max(0.0, machine - cpu - hosts - moto - sampler), "runs": 1}
             if key in rows:  # repeated runs: keep the fastest, count the runs
                 row["runs"] = rows[key]["runs"] + 1
                 if rows[key]["wall"] <= wall:
@@ -257,6 +316,10 @@ def main():
         s3_put(args[0], args[1], args[2], args[3:])
     elif command == "s3-get":
         s3_get(args[0], args[1], args[2], args[3])
+    elif command == "cpu-sample":
+        pids = args[1:]
+        moto = pids[pids.index("--") + 1] if "--" in pids else None
+        cpu_sample(args[0], pids[:pids.index("--")] if "--" in pids else pids, moto)
     elif command == "table":
         table(args[0], "--floors" in args[1:])
     else:

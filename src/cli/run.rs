@@ -77,6 +77,10 @@ async fn run_action(
     let mut context = RunContext::new(parallelism, cairn::VERSION);
     if common.json {
         context.events = Some(Arc::new(JsonLines(Mutex::new(std::io::stdout()))));
+    } else if std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("CAIRN_NO_PROGRESS").is_none()
+    {
+        context.events = Some(Arc::new(super::progress::TerminalProgress::new()));
     }
     let signals = super::signals::watch(context.clone());
     let started_at = chrono::Utc::now();
