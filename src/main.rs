@@ -45,6 +45,8 @@ fn real_main() -> i32 {
     let logs_to_stderr = match &cli.command {
         Command::Deployment(d) => d.common.json || d.action.prints_plan(),
         Command::Director(d) => d.common.json || d.action.prints_plan(),
+        // `backups` prints its results (tables, JSON lines) on stdout.
+        Command::Backups(_) => true,
         _ => false,
     };
     cli::logging::init(debug, logs_to_stderr);

@@ -3,7 +3,8 @@
 //! stored and how long each job stayed locked.
 //!
 //! node_exporter reads the whole directory, so the file is written to a temporary name and
-//! renamed: a scrape never sees half a file. Earlier values of `last_success` are kept by
+//! renamed: a scrape never sees half a file. Job labels are `bosh_instance` and `bosh_job`,
+//! because Prometheus itself puts `instance` and `job` on every scraped series. Earlier values of `last_success` are kept by
 //! reading the previous file, so a failed run does not erase when the last good one was.
 
 use std::collections::BTreeMap;
@@ -127,7 +128,7 @@ pub fn render(summary: &RunSummary, previous_success: Option<f64>) -> String {
         .into_iter()
         .map(|((instance, job), seconds)| {
             format!(
-                "{{deployment=\"{}\",instance=\"{}\",job=\"{}\"}} {seconds}",
+                "{{deployment=\"{}\",bosh_instance=\"{}\",bosh_job=\"{}\"}} {seconds}",
                 escape(&summary.deployment),
                 escape(&instance),
                 escape(&job)
@@ -246,7 +247,7 @@ mod tests {
         );
         assert_eq!(samples["cairn_backup_bytes{deployment=\"cf\"}"], 1234.0);
         assert_eq!(
-            samples["cairn_job_lock_seconds{deployment=\"cf\",instance=\"db/0\",job=\"pg\"}"],
+            samples["cairn_job_lock_seconds{deployment=\"cf\",bosh_instance=\"db/0\",bosh_job=\"pg\"}"],
             42.0
         );
     }

@@ -206,3 +206,75 @@ pub fn event_times(bed: &TestBed, host: &TestHost, job: &str, script: &str) -> V
         .map(|(time, _, _)| time)
         .collect()
 }
+
+/// An emulator started for one test and stopped at its end.
+pub struct Emulator {
+    script: &'static str,
+    dir: tempfile::TempDir,
+    /// The server's URL.
+    pub endpoint: String,
+}
+
+impl Emulator {
+    /// Starts `integration/stores/<script> start` in a temporary directory.
+    pub fn start(script: &'static str) -> Emulator {
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new("bash")
+            .arg(stores_dir().join(script))
+            .arg("start")
+            .arg(dir.path().join("server"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{script} start: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let endpoint = std::fs::read_to_string(dir.path().join("server/endpoint"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Emulator {
+            script,
+            dir,
+            endpoint,
+        }
+    }
+
+    /// Runs integration/stores/fixture.py against this emulator.
+    pub fn fixture(&self, kind: &str, args: &[&str]) -> String {
+        let tools = std::env::var("CAIRN_TOOLS").unwrap_or_else(|_| "/opt/cairn-test-tools".into());
+        let python = if kind == "s3" {
+            format!("{tools}/moto-venv/bin/python")
+        } else {
+            "python3".into()
+        };
+        let output = std::process::Command::new(python)
+            .arg(stores_dir().join("fixture.py"))
+            .arg(kind)
+            .arg(&self.endpoint)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "fixture {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(stores_dir().join(self.script))
+            .arg("stop")
+            .arg(self.dir.path().join("server"))
+            .output();
+    }
+}
+
+pub fn stores_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/stores")
+}

@@ -210,7 +210,7 @@ fn metrics_file_describes_each_run() {
     assert_eq!(value(&format!("cairn_run_exit_code{labels}")), 0.0);
     let success = value(&format!("cairn_last_success_timestamp_seconds{labels}"));
     assert!(value("cairn_backup_bytes{deployment=\"testbed\"}") > 0.0);
-    assert!(value("cairn_job_lock_seconds{deployment=\"testbed\",instance=\"database/0\",job=\"database\"}") > 0.0);
+    assert!(value("cairn_job_lock_seconds{deployment=\"testbed\",bosh_instance=\"database/0\",bosh_job=\"database\"}") > 0.0);
 
     // A failed run records its exit code and keeps the last success time.
     fs::create_dir_all(bed.host("app", 0).vcap_dir.join("store/bbr-backup")).unwrap();

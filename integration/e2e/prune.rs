@@ -482,69 +482,10 @@ fn a_delete_that_fails_is_reported_prune_goes_on_and_exits_1() {
     );
 }
 
-/// moto (S3) started for one test by integration/stores/moto.sh, stopped at its end.
-struct Moto {
-    dir: tempfile::TempDir,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let dir = tempfile::tempdir().unwrap();
-        let output = std::process::Command::new("bash")
-            .arg(stores_dir().join("moto.sh"))
-            .arg("start")
-            .arg(dir.path().join("server"))
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "moto.sh start: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let endpoint = fs::read_to_string(dir.path().join("server/endpoint"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Moto { dir, endpoint }
-    }
-
-    /// Runs integration/stores/fixture.py against this server.
-    fn fixture(&self, args: &[&str]) {
-        let tools = std::env::var("CAIRN_TOOLS").unwrap_or_else(|_| "/opt/cairn-test-tools".into());
-        let output = std::process::Command::new(format!("{tools}/moto-venv/bin/python"))
-            .arg(stores_dir().join("fixture.py"))
-            .arg("s3")
-            .arg(&self.endpoint)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "fixture {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .arg(stores_dir().join("moto.sh"))
-            .arg("stop")
-            .arg(self.dir.path().join("server"))
-            .output();
-    }
-}
-
-fn stores_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/stores")
-}
-
 #[test]
 fn s3_object_lock_protected_backups_are_reported_and_kept() {
-    let moto = Moto::start();
-    moto.fixture(&["create-bucket", "cairn-backups", "locked"]);
+    let moto = Emulator::start("moto.sh");
+    moto.fixture("s3", &["create-bucket", "cairn-backups", "locked"]);
     let url = format!(
         "s3://cairn-backups/nightly?endpoint={}&path_style=true&region=us-east-1",
         moto.endpoint

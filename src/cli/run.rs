@@ -170,7 +170,8 @@ async fn run_action(
             started_at,
             finished_at: chrono::Utc::now(),
             exit_code,
-            stored_bytes,
+            // A failed backup stored nothing worth graphing; leave the size out.
+            stored_bytes: stored_bytes.filter(|_| exit_code == 0),
             scripts: context.script_log.lock().expect("script log").clone(),
         };
         if let Err(error) = cairn::metrics::write(path, &summary) {
