@@ -71,6 +71,25 @@ pub fn run_script(job: &Job, script: ScriptName, environment: &[(&str, String)])
     command
 }
 
+/// Exit status of a script that [`with_timeout`] ended (GNU timeout's 124; 137 after KILL).
+pub const TIMED_OUT_STATUSES: [u32; 2] = [124, 137];
+
+/// Like [`run_script`], with the script run under GNU `timeout`, which puts it in its own
+/// process group and signals the whole group (TERM, then KILL 30 s later): the script's
+/// children end too, and the limit holds on the instance even if the connection is lost.
+#[must_use]
+pub fn run_script_with_timeout(
+    job: &Job,
+    script: ScriptName,
+    environment: &[(&str, String)],
+    seconds: u64,
+) -> String {
+    let plain = run_script(job, script, environment);
+    let path = shell_quote(&job.script_path(script));
+    let environment_part = plain.strip_suffix(&path).unwrap_or(&plain);
+    format!("{environment_part}timeout --kill-after=30s {seconds}s {path}")
+}
+
 /// Parses the output of [`checksum_files`] into `./name -> digest`.
 ///
 /// # Errors
@@ -115,6 +134,20 @@ mod tests {
         assert_eq!(
             command,
             "sudo BBR_ARTIFACT_DIRECTORY=/var/vcap/store/bbr-backup/db/ /var/vcap/jobs/db/bin/bbr/backup"
+        );
+    }
+
+    #[test]
+    fn timeouts_wrap_the_script_inside_sudo() {
+        let job = Job {
+            name: "db".into(),
+            release: "r".into(),
+            scripts: std::collections::BTreeSet::new(),
+            metadata: JobMetadata::default(),
+        };
+        assert_eq!(
+            run_script_with_timeout(&job, ScriptName::Backup, &[("A", "1".into())], 90),
+            "sudo A=1 timeout --kill-after=30s 90s /var/vcap/jobs/db/bin/bbr/backup"
         );
     }
 

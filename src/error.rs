@@ -27,6 +27,18 @@ pub enum Error {
         /// The end of its standard error, trimmed.
         stderr: String,
     },
+    /// A job script ran longer than `--script-timeout` and was ended.
+    #[error("Error attempting to run {script} for job {job} on {instance}: it did not finish within {seconds} s (--script-timeout) and was sent SIGTERM")]
+    ScriptTimedOut {
+        /// The instance the script ran on.
+        instance: InstanceName,
+        /// The job the script belongs to.
+        job: String,
+        /// Which script.
+        script: ScriptName,
+        /// The limit.
+        seconds: u64,
+    },
     /// A remote command other than a job script failed.
     #[error("{action} on {instance} failed: {detail}")]
     RemoteCommand {
@@ -134,11 +146,13 @@ impl Error {
     #[must_use]
     pub fn exit_bit(&self) -> i32 {
         match self {
-            Error::ScriptFailed { script, .. } => match script {
-                ScriptName::PreBackupLock => 4,
-                ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => 8,
-                _ => 1,
-            },
+            Error::ScriptFailed { script, .. } | Error::ScriptTimedOut { script, .. } => {
+                match script {
+                    ScriptName::PreBackupLock => 4,
+                    ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => 8,
+                    _ => 1,
+                }
+            }
             Error::Cleanup { .. } => 16,
             _ => 1,
         }

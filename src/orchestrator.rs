@@ -42,6 +42,8 @@ pub struct RunContext {
     pub script_log: std::sync::Arc<std::sync::Mutex<Vec<ScriptRecord>>>,
     /// Where `--json` events go.
     pub events: Option<std::sync::Arc<dyn EventSink>>,
+    /// Longest a single job script may run (`--script-timeout`).
+    pub script_timeout: Option<std::time::Duration>,
 }
 
 /// A script that ran to completion.
@@ -70,6 +72,7 @@ impl RunContext {
             signal_name: std::sync::Arc::default(),
             script_log: std::sync::Arc::default(),
             events: None,
+            script_timeout: None,
         }
     }
 
@@ -172,9 +175,16 @@ async fn run_scripts(
         .filter(|(_, job)| job.has(script))
         .map(|(instance, job)| async move {
             tracing::info!("{} {} on {}...", describe(script), job.name, instance.name);
-            let command = commands::run_script(job, script, &environment(job));
             let started_at = chrono::Utc::now();
-            let output = instance.remote.run_cancellable(&command, cancel).await;
+            let output = run_job_script(
+                instance.remote.as_ref(),
+                job,
+                script,
+                &environment(job),
+                cancel,
+                context.script_timeout,
+            )
+            .await;
             if let Ok(output) = &output {
                 context.record_script(&instance.name, &job.name, script, started_at, output.status);
             }
@@ -196,8 +206,14 @@ async fn run_scripts(
                     status: output.status,
                     stderr: output.stderr.trim().to_string(),
                 }),
-                Err(RemoteError::Cancelled { .. }) => None,
-                Err(error) => Some(Error::Remote(error)),
+                Err(ScriptRun::Cancelled) => None,
+                Err(ScriptRun::TimedOut(seconds)) => Some(Error::ScriptTimedOut {
+                    instance: instance.name.clone(),
+                    job: job.name.clone(),
+                    script,
+                    seconds,
+                }),
+                Err(ScriptRun::Remote(error)) => Some(Error::Remote(error)),
             }
         });
     let errors: Vec<Error> = stream::iter(runs)
@@ -206,6 +222,64 @@ async fn run_scripts(
         .collect()
         .await;
     RunErrors(errors)
+}
+
+/// Why a job script did not produce an exit status.
+#[derive(Debug)]
+enum ScriptRun {
+    /// The run was interrupted.
+    Cancelled,
+    /// `--script-timeout` passed; the script was sent SIGTERM.
+    TimedOut(u64),
+    /// The transport failed.
+    Remote(RemoteError),
+}
+
+/// Runs a job script. With a timeout, GNU `timeout` on the instance ends the script and its
+/// children (exit 124/137); a local timer, 60 s later, covers an instance that stops answering.
+async fn run_job_script(
+    remote: &dyn crate::remote::RemoteHost,
+    job: &crate::job::Job,
+    script: ScriptName,
+    environment: &[(&'static str, String)],
+    cancel: &CancellationToken,
+    timeout: Option<std::time::Duration>,
+) -> Result<crate::remote::CommandOutput, ScriptRun> {
+    let Some(limit) = timeout else {
+        let command = commands::run_script(job, script, environment);
+        return remote
+            .run_cancellable(&command, cancel)
+            .await
+            .map_err(ScriptRun::from);
+    };
+    let seconds = limit.as_secs().max(1);
+    let command = commands::run_script_with_timeout(job, script, environment, seconds);
+    let own = cancel.child_token();
+    let running = remote.run_cancellable(&command, &own);
+    tokio::pin!(running);
+    let result = tokio::select! {
+        result = &mut running => result,
+        () = tokio::time::sleep(limit + std::time::Duration::from_secs(60)) => {
+            own.cancel();
+            let _ = running.await;
+            return Err(ScriptRun::TimedOut(seconds));
+        }
+    };
+    match result {
+        Ok(output) if commands::TIMED_OUT_STATUSES.contains(&output.status) => {
+            Err(ScriptRun::TimedOut(seconds))
+        }
+        other => other.map_err(ScriptRun::from),
+    }
+}
+
+impl From<RemoteError> for ScriptRun {
+    fn from(error: RemoteError) -> Self {
+        match error {
+            RemoteError::Cancelled { .. } => ScriptRun::Cancelled,
+            other => ScriptRun::Remote(other),
+        }
+    }
 }
 
 fn describe(script: ScriptName) -> &'static str {

@@ -230,3 +230,50 @@ fn backup_cleanup_unlocks_every_job_and_removes_leftovers() {
         );
     }
 }
+
+#[test]
+fn a_hanging_lock_script_is_ended_by_the_script_timeout() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    // The sleeping child must end too, not only the script's shell.
+    let hang = "#!/bin/sh\nsleep 600 &\necho $! > /var/vcap/sys/run/hang.pid\nwait\n";
+    bed.install_script(bed.host("database", 0), "database", "pre-backup-lock", hang)
+        .unwrap();
+    let work = workdir();
+    let started = Instant::now();
+    let output = backup_into(&bed, work.path(), &["--script-timeout", "3s"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the timeout did not end the script"
+    );
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
+    assert!(
+        text(&output).contains(
+            "pre-backup-lock for job database on database/0: it did not finish within 3 s"
+        ),
+        "{}",
+        text(&output)
+    );
+    assert_nothing_left(&bed);
+    for (host, job) in locking_jobs(&bed) {
+        let unlocks: Vec<_> = bed
+            .events(host, job)
+            .into_iter()
+            .filter(|e| e.1 == "post-backup-unlock")
+            .collect();
+        assert_eq!(
+            unlocks.len(),
+            1,
+            "{job} on {}/{} unlocked",
+            host.group,
+            host.index
+        );
+    }
+    let pid =
+        fs::read_to_string(bed.host("database", 0).vcap_dir.join("sys/run/hang.pid")).unwrap();
+    let state = fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let alive = state.split_whitespace().nth(2).is_some_and(|s| s != "Z");
+    assert!(
+        !alive,
+        "the timed-out script's child is still running: {state}"
+    );
+}

@@ -70,6 +70,10 @@ pub struct CommonArgs {
     /// At most this many scripts or transfers at once [default: 10].
     #[arg(long, value_name = "N", global = true)]
     pub parallelism: Option<usize>,
+    /// End any job script that runs longer than this (e.g. 90s, 30m, 2h) and fail the run
+    /// cleanly: unlock scripts still run.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub script_timeout: Option<std::time::Duration>,
     /// JSON-lines events on stdout (schema: docs/events.md); logs go to stderr.
     #[arg(long, global = true)]
     pub json: bool,
@@ -451,6 +455,27 @@ fn validate_action(action: &Action) -> Result<(), UsageError> {
         _ => {}
     }
     Ok(())
+}
+
+/// Parses `90`, `90s`, `30m` or `2h`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90s, 30m or 2h"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        _ => return Err(format!("`{text}` is not a duration like 90s, 30m or 2h")),
+    };
+    if seconds == 0 {
+        return Err("the timeout must be at least 1 second".into());
+    }
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn validate_common(common: &CommonArgs) -> Result<(), UsageError> {

@@ -75,6 +75,7 @@ async fn run_action(
         .parallelism
         .unwrap_or(super::config::DEFAULT_PARALLELISM);
     let mut context = RunContext::new(parallelism, cairn::VERSION);
+    context.script_timeout = common.script_timeout;
     if common.json {
         context.events = Some(Arc::new(JsonLines(Mutex::new(std::io::stdout()))));
     } else if std::io::IsTerminal::is_terminal(&std::io::stderr())

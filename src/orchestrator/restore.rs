@@ -21,13 +21,12 @@ use super::{
     remove_artifact_roots, transfer, unlock, CreatedRoots, RunContext,
 };
 use crate::artifact::{ArtifactError, BackupDirectory, BackupMetadata, Checksums};
-use crate::commands;
 use crate::deployment::{Deployment, Target};
 use crate::error::{Error, RunErrors};
 use crate::job::{LockDirection, ScriptName};
 use crate::lock_order::{JobRef, LockLayers};
 use crate::manifest::Manifest;
-use crate::remote::{RemoteError, RemoteHostExt};
+use crate::remote::RemoteError;
 
 /// One artifact to send: a job on an instance, from a tar of the backup.
 #[derive(Debug, Clone)]
@@ -393,12 +392,16 @@ async fn run_restore_scripts(
             ("BBR_ARTIFACT_DIRECTORY", job.artifact_directory()),
             ("ARTIFACT_DIRECTORY", job.artifact_directory()),
         ];
-        let command = commands::run_script(job, ScriptName::Restore, &environment);
         let started_at = chrono::Utc::now();
-        let output = instance
-            .remote
-            .run_cancellable(&command, &context.cancel)
-            .await;
+        let output = super::run_job_script(
+            instance.remote.as_ref(),
+            job,
+            ScriptName::Restore,
+            &environment,
+            &context.cancel,
+            context.script_timeout,
+        )
+        .await;
         if let Ok(output) = &output {
             context.record_script(
                 &instance.name,
@@ -419,8 +422,14 @@ async fn run_restore_scripts(
                 status: output.status,
                 stderr: output.stderr.trim().to_string(),
             }),
-            Err(RemoteError::Cancelled { .. }) => {}
-            Err(error) => errors.push(error.into()),
+            Err(super::ScriptRun::Cancelled) => {}
+            Err(super::ScriptRun::TimedOut(seconds)) => errors.push(Error::ScriptTimedOut {
+                instance: instance.name.clone(),
+                job: job.name.clone(),
+                script: ScriptName::Restore,
+                seconds,
+            }),
+            Err(super::ScriptRun::Remote(error)) => errors.push(error.into()),
         }
     }
     errors
