@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_testbed::TestBed;
@@ -276,4 +277,76 @@ fn a_hanging_lock_script_is_ended_by_the_script_timeout() {
         !alive,
         "the timed-out script's child is still running: {state}"
     );
+}
+
+/// A tar entry with raw header fields (the tar crate's builder refuses hostile names).
+fn raw_entry(
+    builder: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    link: &str,
+    data: &[u8],
+) {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(kind);
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    header.set_cksum();
+    builder.append(&header, data).unwrap();
+}
+
+#[test]
+fn hostile_tar_entries_are_refused_before_any_script_runs() {
+    let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
+    let cases: [(&str, tar::EntryType, &str); 3] = [
+        ("./../../../../etc/cairn-evil", tar::EntryType::Regular, ""),
+        ("/etc/cairn-evil", tar::EntryType::Regular, ""),
+        ("./escape", tar::EntryType::Symlink, "../../../../etc"),
+    ];
+    for (name, kind, link) in cases {
+        let work = workdir();
+        let backup = work.path().join("testbed_20240102T030405Z");
+        fs::create_dir(&backup).unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        raw_entry(
+            &mut builder,
+            "./database.dump",
+            tar::EntryType::Regular,
+            "",
+            b"ok",
+        );
+        raw_entry(&mut builder, name, kind, link, b"evil");
+        fs::write(
+            backup.join("database-0-database.tar"),
+            builder.into_inner().unwrap(),
+        )
+        .unwrap();
+        let mut checksums = format!(
+            "      ./database.dump: {}\n",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"ok"))
+        );
+        if kind == tar::EntryType::Regular {
+            checksums.push_str(&format!(
+                "      {name}: {}\n",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"evil"))
+            ));
+        }
+        let metadata = format!("instances:\n- name: database\n  index: \"0\"\n  artifacts:\n  - name: database\n    checksums:\n{checksums}");
+        fs::write(backup.join("metadata"), metadata).unwrap();
+        let output = cairn(
+            &bed,
+            work.path(),
+            &["restore", "-a", backup.to_str().unwrap()],
+        );
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        assert!(
+            text(&output).contains("unsafe tar entry"),
+            "{name}: {}",
+            text(&output)
+        );
+        assert_no_script_ran(&bed);
+        assert!(!Path::new("/etc/cairn-evil").exists());
+    }
 }

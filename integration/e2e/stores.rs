@@ -433,3 +433,74 @@ pub fn overwritten_object_does_not_change_restore(store: &str, overwrite: impl F
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_eq!(tree_digest(&files), before);
 }
+
+#[test]
+fn secrets_never_appear_in_output_even_with_debug() {
+    let (_moto, url) = moto_with_bucket("versioned");
+    let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
+    let work = workdir();
+    let secret = "sEcReT-0123456789-do-not-print";
+    let inventory = bed.inventory();
+    let runs: Vec<Vec<&str>> = vec![
+        vec![
+            "deployment",
+            "--debug",
+            "--inventory",
+            inventory.to_str().unwrap(),
+            "pre-backup-check",
+            "--store",
+            &url,
+        ],
+        vec![
+            "deployment",
+            "--debug",
+            "--inventory",
+            inventory.to_str().unwrap(),
+            "backup",
+            "--store",
+            &url,
+        ],
+        vec![
+            "deployment",
+            "--debug",
+            "--inventory",
+            inventory.to_str().unwrap(),
+            "--json",
+            "restore",
+            "--store",
+            &url,
+            "--latest",
+        ],
+        vec!["backups", "--debug", "--store", &url, "list"],
+        vec!["config", "show"],
+        vec![
+            "deployment",
+            "--debug",
+            "-t",
+            "10.0.0.6",
+            "-u",
+            "admin",
+            "-p",
+            secret,
+            "-d",
+            "cf",
+            "backup",
+        ],
+    ];
+    for args in runs {
+        let output = cairn_command()
+            .args(&args)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("BOSH_CLIENT_SECRET", secret)
+            .env("AZURE_STORAGE_KEY", secret)
+            .current_dir(work.path())
+            .output()
+            .unwrap();
+        let all = text(&output);
+        assert!(
+            !all.contains(secret),
+            "`cairn {}` printed a secret:\n{all}",
+            args.join(" ")
+        );
+    }
+}
