@@ -82,6 +82,7 @@ pub fn digest_tar_files<R: Read>(
 ) -> Result<FileDigests, TarDigestError> {
     let mut archive = tar::Archive::new(reader);
     let mut checksums = FileDigests::new();
+    let mut buffer = vec![0_u8; HASH_BUFFER];
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -92,7 +93,7 @@ pub fn digest_tar_files<R: Read>(
         match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let mut hasher = Sha256::new();
-                let size = io::copy(&mut entry, &mut HashWriter(&mut hasher))?;
+                let size = hash_entry(&mut entry, &mut hasher, &mut buffer)?;
                 let sha256 = hex::encode(hasher.finalize());
                 checksums.insert(name, FileDigest { size, sha256 });
             }
@@ -117,16 +118,21 @@ pub fn digest_tar_files<R: Read>(
     Ok(checksums)
 }
 
-struct HashWriter<'a>(&'a mut Sha256);
+/// Read size while hashing an entry: large reads keep per-call overhead (channel hand-off,
+/// tee, hasher setup) small next to the hashing itself.
+const HASH_BUFFER: usize = 256 * 1024;
 
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+fn hash_entry(entry: &mut impl Read, hasher: &mut Sha256, buffer: &mut [u8]) -> io::Result<u64> {
+    let mut size = 0;
+    loop {
+        let count = match entry.read(buffer) {
+            Ok(0) => return Ok(size),
+            Ok(count) => count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        hasher.update(&buffer[..count]);
+        size += count as u64;
     }
 }
 
