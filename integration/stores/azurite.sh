@@ -11,6 +11,8 @@
 # Azurite always runs with --disableTelemetry (it would otherwise phone home) and only on
 # 127.0.0.1. The account is the well-known `devstoreaccount1` with its published key.
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 AZURITE_VERSION=3.37.0
 TOOLS=${CAIRN_TOOLS:-/opt/cairn-test-tools}
@@ -52,10 +54,6 @@ free_port() {
         s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
 }
 
-running() {
-    local dir=$1
-    [[ -f $dir/pid ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null
-}
 
 # Azurite accepts connections only once the blob service is ready.
 answers() {
@@ -78,34 +76,9 @@ start() {
         --skipApiVersionCheck --loose --disableTelemetry \
         >"$dir/azurite.log" 2>&1 </dev/null &
     echo $! >"$dir/pid"
-    for _ in $(seq 1 200); do
-        if answers "$port"; then
-            echo "$endpoint" >"$dir/endpoint"
-            echo "$endpoint"
-            return 0
-        fi
-        running "$dir" || die "azurite exited at start; see $dir/azurite.log"
-        sleep 0.1
-    done
-    stop "$dir"
-    die "azurite did not answer on port $port within 20 s; see $dir/azurite.log"
+    wait_until_answering "$dir" azurite "$endpoint" "$port" "$dir/azurite.log"
 }
 
-stop() {
-    local dir=$1
-    [[ -f $dir/pid ]] || return 0
-    local pid
-    pid=$(cat "$dir/pid")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$dir/pid" "$dir/endpoint"
-}
 
 case ${1:-} in
 install)

@@ -12,6 +12,8 @@
 # moto accepts any credentials unless started with INITIAL_NO_AUTH_ACTION_COUNT=N in the
 # environment (then every request after the N-th must be signed by a key moto knows).
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MOTO_VERSION=5.1.22
 TOOLS=${CAIRN_TOOLS:-/opt/cairn-test-tools}
@@ -52,10 +54,6 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-running() {
-    local dir=$1
-    [[ -f $dir/pid ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null
-}
 
 # moto's own status page answers 200 once the server is up; it needs no credentials.
 answers() {
@@ -77,34 +75,9 @@ start() {
     local endpoint=http://127.0.0.1:$port
     setsid "$BINARY" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 </dev/null &
     echo $! >"$dir/pid"
-    for _ in $(seq 1 200); do
-        if answers "$endpoint"; then
-            echo "$endpoint" >"$dir/endpoint"
-            echo "$endpoint"
-            return 0
-        fi
-        running "$dir" || die "moto_server exited at start; see $dir/moto.log"
-        sleep 0.1
-    done
-    stop "$dir"
-    die "moto_server did not answer on port $port within 20 s; see $dir/moto.log"
+    wait_until_answering "$dir" moto "$endpoint" "$endpoint" "$dir/moto.log"
 }
 
-stop() {
-    local dir=$1
-    [[ -f $dir/pid ]] || return 0
-    local pid
-    pid=$(cat "$dir/pid")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$dir/pid" "$dir/endpoint"
-}
 
 case ${1:-} in
 install)
