@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod inventory;
 pub mod job;
+pub mod journal;
 pub mod lock_order;
 pub mod manifest;
 pub mod metrics;

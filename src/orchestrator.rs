@@ -11,6 +11,7 @@ pub mod backup;
 pub mod cleanup;
 pub mod destination;
 pub mod plan_view;
+mod recovery;
 pub mod restore;
 pub(crate) mod transfer;
 
@@ -44,6 +45,9 @@ pub struct RunContext {
     pub events: Option<std::sync::Arc<dyn EventSink>>,
     /// Longest a single job script may run (`--script-timeout`).
     pub script_timeout: Option<std::time::Duration>,
+    /// Where this deployment's run journal is kept (backups and backup-cleanup).
+    pub journal: Option<crate::journal::JournalFile>,
+    journal_state: std::sync::Arc<std::sync::Mutex<Option<crate::journal::Journal>>>,
 }
 
 /// A script that ran to completion.
@@ -73,6 +77,8 @@ impl RunContext {
             script_log: std::sync::Arc::default(),
             events: None,
             script_timeout: None,
+            journal: None,
+            journal_state: std::sync::Arc::default(),
         }
     }
 
@@ -302,6 +308,9 @@ async fn lock(
     for layer in layers.lock_order() {
         if context.cancel.is_cancelled() {
             break;
+        }
+        if script == ScriptName::PreBackupLock {
+            context.journal_locks(deployment, layer);
         }
         let errors = run_scripts(
             deployment,

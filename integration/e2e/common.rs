@@ -29,6 +29,18 @@ pub const STORE_ENV: [(&str, &str); 4] = [
     ),
 ];
 
+/// The `cairn` command with the emulators' environment, run in `workdir`, with a run-journal
+/// directory of its own (tests run in parallel, and all their deployments are called `testbed`).
+pub fn cairn_command_in(workdir: &Path) -> Command {
+    let mut command = cairn_command();
+    let state = std::env::temp_dir().join(format!(
+        "cairn-state{}",
+        workdir.display().to_string().replace('/', "_")
+    ));
+    command.current_dir(workdir).env("CAIRN_STATE_DIR", state);
+    command
+}
+
 /// The `cairn` command with the emulators' environment.
 pub fn cairn_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
@@ -41,9 +53,8 @@ pub fn cairn_command() -> Command {
 
 /// Runs the binary with exactly these arguments.
 pub fn run(workdir: &Path, args: &[&str]) -> Output {
-    let output = cairn_command()
+    let output = cairn_command_in(workdir)
         .args(args)
-        .current_dir(workdir)
         .output()
         .expect("cairn runs");
     eprintln!(

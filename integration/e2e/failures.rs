@@ -164,7 +164,7 @@ fn sigterm_during_backup_unlocks_and_removes_everything() {
     bed.install_script(app0, "files", "backup", slow).unwrap();
     let work = workdir();
     let inventory = bed.inventory();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+    let mut child = cairn_command_in(work.path())
         .args([
             "deployment",
             "--inventory",
@@ -173,7 +173,6 @@ fn sigterm_during_backup_unlocks_and_removes_everything() {
             "-a",
             work.path().to_str().unwrap(),
         ])
-        .current_dir(work.path())
         .spawn()
         .unwrap();
     let started = app0.vcap_dir.join("sys/run/slow-backup-started");
@@ -348,5 +347,78 @@ fn hostile_tar_entries_are_refused_before_any_script_runs() {
         );
         assert_no_script_ran(&bed);
         assert!(!Path::new("/etc/cairn-evil").exists());
+    }
+}
+
+#[test]
+fn a_backup_killed_with_sigkill_is_undone_by_the_next_backup() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let app0 = bed.host("app", 0);
+    let original = fs::read_to_string(app0.vcap_dir.join("jobs/files/bin/bbr/backup")).unwrap();
+    let slow = "#!/bin/sh\ntouch /var/vcap/sys/run/slow-backup-started\nsleep 60\n";
+    bed.install_script(app0, "files", "backup", slow).unwrap();
+    let work = workdir();
+    let inventory = bed.inventory();
+    let mut child = cairn_command_in(work.path())
+        .args([
+            "deployment",
+            "--inventory",
+            inventory.to_str().unwrap(),
+            "backup",
+            "-a",
+            work.path().to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    let started = app0.vcap_dir.join("sys/run/slow-backup-started");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the backup script never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::process::Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    for (host, job) in locking_jobs(&bed) {
+        assert!(
+            bed.is_locked(host, job),
+            "SIGKILL cannot unlock {job} on {}/{}",
+            host.group,
+            host.index
+        );
+    }
+    assert!(app0.vcap_dir.join("store/bbr-backup").exists());
+
+    bed.install_script(app0, "files", "backup", &original)
+        .unwrap();
+    let output = backup_into(&bed, work.path(), &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("Found the journal of an interrupted run"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        text(&output).contains("Recovered: unlocked database on database/0"),
+        "{}",
+        text(&output)
+    );
+    assert_nothing_left(&bed);
+    for (host, job) in locking_jobs(&bed) {
+        let unlocks: Vec<String> = bed
+            .events(host, job)
+            .into_iter()
+            .filter(|e| e.1 == "post-backup-unlock")
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(
+            unlocks,
+            vec!["success=false", "success=true"],
+            "{job} on {}/{}",
+            host.group,
+            host.index
+        );
     }
 }

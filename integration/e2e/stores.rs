@@ -141,7 +141,7 @@ pub fn interrupted_backup_is_never_complete(store: &str, signal: &str, after_sig
     );
     let work = workdir();
     let inventory = bed.inventory();
-    let mut child = cairn_command()
+    let mut child = cairn_command_in(work.path())
         .args([
             "deployment",
             "--inventory",
@@ -152,7 +152,6 @@ pub fn interrupted_backup_is_never_complete(store: &str, signal: &str, after_sig
             "--compression",
             "none",
         ])
-        .current_dir(work.path())
         .spawn()
         .unwrap();
     let backed_up = || bed.events(app, "files").iter().any(|e| e.1 == "backup");
@@ -488,12 +487,11 @@ fn secrets_never_appear_in_output_even_with_debug() {
         ],
     ];
     for args in runs {
-        let output = cairn_command()
+        let output = cairn_command_in(work.path())
             .args(&args)
             .env("AWS_SECRET_ACCESS_KEY", secret)
             .env("BOSH_CLIENT_SECRET", secret)
             .env("AZURE_STORAGE_KEY", secret)
-            .current_dir(work.path())
             .output()
             .unwrap();
         let all = text(&output);

@@ -76,6 +76,10 @@ async fn run_action(
         .unwrap_or(super::config::DEFAULT_PARALLELISM);
     let mut context = RunContext::new(parallelism, cairn::VERSION);
     context.script_timeout = common.script_timeout;
+    if matches!(action, Action::Backup(_) | Action::BackupCleanup) {
+        let state_dir = cairn::journal::JournalFile::default_state_dir();
+        context.journal = Some(cairn::journal::JournalFile::new(&state_dir, target.name()));
+    }
     if common.json {
         context.events = Some(Arc::new(JsonLines(Mutex::new(std::io::stdout()))));
     } else if std::io::IsTerminal::is_terminal(&std::io::stderr())

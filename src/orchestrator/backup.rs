@@ -171,6 +171,10 @@ async fn backup_deployment(
     context: &RunContext,
     report: &mut BackupReport,
 ) {
+    let recovered = super::recovery::recover_interrupted_run(deployment, context).await;
+    if !recovered.is_empty() {
+        return report.errors.extend(recovered);
+    }
     tracing::info!("Running pre-checks for backup of {}...", deployment.name);
     let plan = match plan_backup(deployment).await {
         Ok(plan) => plan,
@@ -196,9 +200,12 @@ async fn backup_deployment(
     };
     let complete = lock_backup_unlock_drain(&work, options, &mut report.errors).await;
     tracing::info!("Cleaning up...");
-    report
-        .errors
-        .extend(remove_artifact_roots(deployment, &created.created(), cleanup_error).await);
+    let cleanup_errors = remove_artifact_roots(deployment, &created.created(), cleanup_error).await;
+    let unlock_failed = report.errors.errors().iter().any(|e| e.exit_bit() == 8);
+    if cleanup_errors.is_empty() && !unlock_failed {
+        context.journal_done();
+    }
+    report.errors.extend(cleanup_errors);
     if context.cancel.is_cancelled() {
         report.errors.push(context.interrupted("Backup"));
     }
@@ -426,6 +433,7 @@ async fn run_backup_scripts(
     let mut errors = RunErrors::new();
     for &job_ref in &plan.backup_jobs {
         let (instance, job) = deployment.job(job_ref);
+        context.journal_artifact_root(deployment, job_ref.0);
         created.mark(job_ref.0);
         match instance
             .remote

@@ -50,6 +50,19 @@ async fn cleanup_deployment(
         .filter(|&i| deployment.instances[i].can_backup() || deployment.instances[i].can_restore())
         .collect();
     errors.extend(remove_artifact_roots(deployment, &instances, previous_cleanup_error).await);
+    if let (CleanupKind::Backup, Some(file)) = (kind, &context.journal) {
+        if let Some(journal) = file.read() {
+            if !crate::journal::process_alive(journal.pid) && errors.is_empty() {
+                tracing::info!(
+                    "The journal of an interrupted run (pid {}, started {}) listed {} locked job(s); all jobs are now unlocked",
+                    journal.pid,
+                    journal.started_at,
+                    journal.locked.len()
+                );
+                file.remove();
+            }
+        }
+    }
     errors
 }
 
