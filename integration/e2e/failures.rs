@@ -156,22 +156,22 @@ fn a_tampered_artifact_is_refused_before_any_script_runs() {
     assert_nothing_left(&bed);
 }
 
-#[test]
-fn sigterm_during_backup_unlocks_and_removes_everything() {
-    let bed = TestBed::start(&[]).expect("test bed");
-    let slow = "#!/bin/sh\ntouch /var/vcap/sys/run/slow-backup-started\nsleep 60\n";
+/// Starts a backup whose `files` backup script on app/0 hangs, and returns once that script
+/// runs (every job is then locked), with the script the test bed shipped.
+fn backup_stuck_in_backup_script(bed: &TestBed, work: &Path) -> (std::process::Child, String) {
     let app0 = bed.host("app", 0);
+    let original = fs::read_to_string(app0.vcap_dir.join("jobs/files/bin/bbr/backup")).unwrap();
+    let slow = "#!/bin/sh\ntouch /var/vcap/sys/run/slow-backup-started\nsleep 60\n";
     bed.install_script(app0, "files", "backup", slow).unwrap();
-    let work = workdir();
     let inventory = bed.inventory();
-    let mut child = cairn_command_in(work.path())
+    let child = cairn_command_in(work)
         .args([
             "deployment",
             "--inventory",
             inventory.to_str().unwrap(),
             "backup",
             "-a",
-            work.path().to_str().unwrap(),
+            work.to_str().unwrap(),
         ])
         .spawn()
         .unwrap();
@@ -181,7 +181,7 @@ fn sigterm_during_backup_unlocks_and_removes_everything() {
         assert!(Instant::now() < deadline, "the backup script never started");
         std::thread::sleep(Duration::from_millis(100));
     }
-    for (host, job) in locking_jobs(&bed) {
+    for (host, job) in locking_jobs(bed) {
         assert!(
             bed.is_locked(host, job),
             "{job} on {}/{} should be locked mid-backup",
@@ -189,6 +189,14 @@ fn sigterm_during_backup_unlocks_and_removes_everything() {
             host.index
         );
     }
+    (child, original)
+}
+
+#[test]
+fn sigterm_during_backup_unlocks_and_removes_everything() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let work = workdir();
+    let (mut child, _) = backup_stuck_in_backup_script(&bed, work.path());
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -354,28 +362,8 @@ fn hostile_tar_entries_are_refused_before_any_script_runs() {
 fn a_backup_killed_with_sigkill_is_undone_by_the_next_backup() {
     let bed = TestBed::start(&[]).expect("test bed");
     let app0 = bed.host("app", 0);
-    let original = fs::read_to_string(app0.vcap_dir.join("jobs/files/bin/bbr/backup")).unwrap();
-    let slow = "#!/bin/sh\ntouch /var/vcap/sys/run/slow-backup-started\nsleep 60\n";
-    bed.install_script(app0, "files", "backup", slow).unwrap();
     let work = workdir();
-    let inventory = bed.inventory();
-    let mut child = cairn_command_in(work.path())
-        .args([
-            "deployment",
-            "--inventory",
-            inventory.to_str().unwrap(),
-            "backup",
-            "-a",
-            work.path().to_str().unwrap(),
-        ])
-        .spawn()
-        .unwrap();
-    let started = app0.vcap_dir.join("sys/run/slow-backup-started");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !started.exists() {
-        assert!(Instant::now() < deadline, "the backup script never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut child, original) = backup_stuck_in_backup_script(&bed, work.path());
     std::process::Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
         .status()
@@ -393,6 +381,8 @@ fn a_backup_killed_with_sigkill_is_undone_by_the_next_backup() {
 
     bed.install_script(app0, "files", "backup", &original)
         .unwrap();
+    // A new second, so the new backup directory's name differs from the killed run's.
+    std::thread::sleep(Duration::from_millis(1100));
     let output = backup_into(&bed, work.path(), &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(
