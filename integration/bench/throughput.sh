@@ -22,7 +22,7 @@
 #   --keep                  keep the working directory
 #   --no-build              do not run `cargo build --release` [CAIRN_BIN: use this binary instead]
 #
-# Cases (backup: raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none;
+# Cases (backup: raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none cairn-file-zstd;
 #        restore: raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3):
 #   raw-ssh        the limit: `ssh -c aes128-gcm@openssh.com host 'sudo tar -C /var/vcap/store/files -c .' > /dev/null`, all hosts at once
 #   zstd           the compression limit: `zstd -T<W> -3 -c <the same files> > /dev/null`, one per instance at once,
@@ -36,6 +36,7 @@
 #   cairn-dir      cairn backup --artifact-path (bbr format, uncompressed)
 #   cairn-s3-zstd  cairn backup --store s3://... (default zstd:3)
 #   cairn-s3-none  cairn backup --store s3://... --compression none
+#   cairn-file-zstd cairn backup --store file://WORK/store (zstd:3): the compressed stream without moto
 #   raw-ssh-up     the restore limit: `ssh host 'sudo sh -c "mkdir -p D && tar -C D -x"' < host.tar`, all hosts at once
 #   bbr-r-dir      bbr's restore data path: local sha256 of the tar, mkdir, tar -x, remote shasum, compare, rm -rf
 #   bbr-download   the tars from S3 back to the coordinator's disk; bbr-equiv. S3 restore = bbr-download + bbr-r-dir
@@ -145,7 +146,7 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
-all_cases="raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3"
+all_cases="raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none cairn-file-zstd raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3"
 if ((quick)); then
     sizes=${sizes:-64} instances=${instances:-1 2} repeat=${repeat:-3}
     cases=${cases:-raw-ssh bbr-dir bbr-upload cairn-dir cairn-s3-zstd}
@@ -312,6 +313,8 @@ run_config() {
                 measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "$(s3_url "zstd$run")" ;;
             cairn-s3-none)
                 measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "$(s3_url "none$run")" --compression none ;;
+            cairn-file-zstd)
+                measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "file://$work/store/run$run" ;;
             cairn-r-dir)
                 local backup
                 backup=$(ls -d "$work"/cairn-dir/run1/*/ 2>/dev/null | head -n 1) || true
@@ -341,7 +344,7 @@ run_config() {
     bed=
     "$repo/integration/stores/moto.sh" stop "$moto_dir"
     moto_dir=
-    rm -rf "$work/bbr" "$work/cairn-dir" "$work/bbr-download"
+    rm -rf "$work/bbr" "$work/cairn-dir" "$work/bbr-download" "$work/store"
 }
 
 started=$(date +%s)
@@ -353,6 +356,8 @@ for size in $sizes; do
     done
     rm -rf "$work/pool-$size"
 done
+echo
+"$py" "$helper" cpu-table "$results"
 echo
 echo "Cairn throughput benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(($(date +%s) - started)) s; cairn built $cairn_built, tree $tree"
 echo

@@ -15,6 +15,8 @@
                                                   "hosts_s moto_s kernel_threads_s sampler_s comm=s,..." to OUT
   throughput_helper.py table RESULTS.tsv [--floors]
                                                   prints the table; with --floors, exits 1 when a quick-mode floor is missed
+  throughput_helper.py cpu-table RESULTS.tsv      CPU seconds per GiB of every run, by process (less sensitive to other
+                                                  work on the machine than wall times)
 
 A results line (tab-separated): size_mib instances case wall_s user_s sys_s maxrss_kib out_blocks machine_cpu_s
 hosts_cpu_s moto_cpu_s kernel_cpu_s sampler_cpu_s hosts_by_command. user, sys, maxrss and out_blocks are /usr/bin/time's
@@ -217,6 +219,7 @@ CASES = [
     ("cairn-dir", "cairn -> --artifact-path", "backup", "raw-ssh", "bbr-dir"),
     ("cairn-s3-zstd", "cairn -> S3 (zstd:3)", "backup", "zstd", "bbr-s3"),
     ("cairn-s3-none", "cairn -> S3 (none)", "backup", "raw-ssh", "bbr-s3"),
+    ("cairn-file-zstd", "cairn -> file:// store (zstd:3)", "backup", "zstd", None),
     ("raw-ssh-up", "limit: ssh < tar | tar -x", "restore", None, None),
     ("bbr-r-dir", "bbr-equiv. restore from dir", "restore", "raw-ssh-up", None),
     ("bbr-download", "  (its S3 download step alone)", "restore", None, None),
@@ -294,7 +297,7 @@ def table(path, floors):
         print()
     runs = max(r["runs"] for r in rows.values())
     print("MiB = data per instance, N = instances, MiB/s = N x MiB / wall. /limit: throughput over the raw-ssh limit"
-          " (the zstd limit for cairn -> S3 (zstd:3)); /bbr: over the bbr-equivalent pipeline with the same destination."
+          " (the zstd limit for the zstd:3 cases); /bbr: over the bbr-equivalent pipeline with the same destination."
           " RSS: peak of the largest coordinator process; disk: bytes the coordinator's processes wrote"
           " (for a local directory that is the backup itself). CPU seconds: coord = the coordinator's command with its"
           " children (cairn with its zstd threads; ssh, python, zstd for the others), hosts = the test bed's sshd"
@@ -309,6 +312,26 @@ def table(path, floors):
                 print("  " + failure)
             sys.exit(1)
         print("\nfloors: " + ", ".join("%s >= %.2f x %s" % (c, m, a) for c, a, m in FLOORS) + ": all met")
+
+
+def cpu_table(path):
+    print("CPU seconds per GiB moved (every run; hosts split by command)")
+    print("%-5s %2s  %-16s %7s %7s %7s %7s %7s  %s" % ("MiB", "N", "case", "wall s", "coord", "hosts", "moto", "total",
+                                                      "hosts by command"))
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 13:
+                continue
+            size, n, case = int(parts[0]), int(parts[1]), parts[2]
+            wall, user, system, _rss, _blocks, _machine, hosts, moto, kernel, _sampler = map(float, parts[3:13])
+            gib = size * n / 1024
+            by_command = ",".join("%s=%.2f" % (c, float(t) / gib) for c, _, t in
+                                  (item.partition("=") for item in (parts[13] if len(parts) > 13 else "").split(","))
+                                  if t and float(t) / gib >= 0.01)
+            print("%-5d %2d  %-16s %7.2f %7.2f %7.2f %7.2f %7.2f  %s" % (
+                size, n, case, wall, (user + system) / gib, hosts / gib, moto / gib,
+                (user + system + hosts + moto + kernel) / gib, by_command))
 
 
 def main():
@@ -327,6 +350,8 @@ def main():
         pids = args[1:]
         moto = pids[pids.index("--") + 1] if "--" in pids else None
         cpu_sample(args[0], pids[:pids.index("--")] if "--" in pids else pids, moto)
+    elif command == "cpu-table":
+        cpu_table(args[0])
     elif command == "table":
         table(args[0], "--floors" in args[1:])
     else:

@@ -122,7 +122,13 @@ pub fn damaged_backup_is_refused(store: &str, damage: impl Fn(&str)) {
 
 /// A signal while artifacts stream: no manifest, listed incomplete, removed by the next
 /// backup. After SIGKILL (nothing can be cleaned up) `backup-cleanup` comes first, as with bbr.
-pub fn interrupted_backup_is_never_complete(store: &str, signal: &str, after_signal: &dyn Fn()) {
+/// `ready` is polled (after at least 3 s of transfer) until it says the moment to signal has come.
+pub fn interrupted_backup_is_never_complete(
+    store: &str,
+    signal: &str,
+    ready: &dyn Fn() -> bool,
+    after_signal: &dyn Fn(),
+) {
     let bed = TestBed::start(&[("database", 0, &["database"]), ("app", 0, &["files"])])
         .expect("test bed");
     let app = bed.host("app", 0);
@@ -161,6 +167,11 @@ pub fn interrupted_backup_is_never_complete(store: &str, signal: &str, after_sig
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(3));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "the moment to signal never came");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(
         child.try_wait().unwrap().is_none(),
         "the transfer finished before the signal; slow it down"
@@ -226,7 +237,7 @@ fn local_store_damaged_backup_is_refused() {
 #[test]
 fn local_store_interrupted_backup_is_never_complete() {
     let (_dir, url) = file_store();
-    interrupted_backup_is_never_complete(&url, "-TERM", &|| {});
+    interrupted_backup_is_never_complete(&url, "-TERM", &|| true, &|| {});
 }
 
 fn moto_with_bucket(versioning: &str) -> (Emulator, String) {
@@ -289,7 +300,7 @@ fn s3_deleted_object_is_refused() {
 #[test]
 fn s3_interrupted_backup_leaves_no_manifest_and_no_open_upload() {
     let (moto, url) = moto_with_bucket("versioned");
-    interrupted_backup_is_never_complete(&url, "-TERM", &|| {});
+    interrupted_backup_is_never_complete(&url, "-TERM", &|| true, &|| {});
     let open = moto.fixture("s3", &["open-uploads", "cairn-backups"]);
     assert!(
         open.trim().is_empty(),
@@ -300,14 +311,16 @@ fn s3_interrupted_backup_leaves_no_manifest_and_no_open_upload() {
 #[test]
 fn s3_killed_backup_is_cleaned_up_by_the_next_one() {
     let (moto, url) = moto_with_bucket("versioned");
-    let left_open = || {
-        let open = moto.fixture("s3", &["open-uploads", "cairn-backups"]);
+    // Kill once a multipart upload is open (at least one 8 MiB part on its way).
+    let open_uploads = || moto.fixture("s3", &["open-uploads", "cairn-backups"]);
+    let upload_open = || !open_uploads().trim().is_empty();
+    let still_open = || {
         assert!(
-            !open.trim().is_empty(),
-            "SIGKILL should leave a multipart upload open"
-        );
+            upload_open(),
+            "SIGKILL should leave the multipart upload open"
+        )
     };
-    interrupted_backup_is_never_complete(&url, "-KILL", &left_open);
+    interrupted_backup_is_never_complete(&url, "-KILL", &upload_open, &still_open);
     let open = moto.fixture("s3", &["open-uploads", "cairn-backups"]);
     assert!(
         open.trim().is_empty(),
