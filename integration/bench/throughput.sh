@@ -226,6 +226,11 @@ measure() {
     fi
     if ! "${runner[@]}" /usr/bin/time -f '%e %U %S %M %O' -o "$work/time" "$@" >"$log" 2>&1; then
         tail -n 30 "$log" >&2
+        local pid
+        for pid in $(cut -f5 "$bed/hosts.tsv"); do
+            kill -0 "$pid" 2>/dev/null ||
+                die "case $case ($size MiB x $n, run $run) failed: the test bed's sshd $pid is gone; someone tore the bed down (integration/test.sh runs 'testbed.sh down-all' when it ends)"
+        done
         die "case $case ($size MiB x $n, run $run) failed; log above"
     fi
     machine1=$(cpu_ticks)

@@ -21,8 +21,8 @@ use crate::artifact::{ArtifactError, BackupDirectory};
 use crate::error::Error;
 use crate::manifest::Compression;
 
-/// Size of the chunks handed to an upload.
-const UPLOAD_CHUNK: usize = 4 << 20;
+/// Size of the chunks handed to an upload (the adapter assembles its own parts).
+const UPLOAD_CHUNK: usize = 1 << 20;
 /// Chunks queued between the digest thread and the upload task.
 const UPLOAD_QUEUE: usize = 2;
 

@@ -16,6 +16,13 @@ use crate::{pinned_version, S3Store};
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts uploading at once; `write` waits when this many are in flight and a new part is full.
 pub const PARTS_IN_FLIGHT: usize = 4;
+
+/// Parts in flight across every upload of the process: parallel artifact streams share this
+/// budget, so memory does not grow with the number of streams (8 x 8 MiB).
+pub(crate) const PARTS_IN_FLIGHT_PER_PROCESS: usize = 8;
+
+static PROCESS_PART_BUDGET: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(PARTS_IN_FLIGHT_PER_PROCESS);
 /// S3's limit on the parts of one upload.
 const MAX_PARTS: i32 = 10_000;
 
@@ -140,7 +147,11 @@ impl S3Upload {
         }
         let multipart = self.multipart.as_mut().expect("created above");
         multipart.wait_for_capacity(PARTS_IN_FLIGHT - 1).await?;
-        multipart.spawn(part)?;
+        let permit = PROCESS_PART_BUDGET
+            .acquire()
+            .await
+            .expect("the part budget is never closed");
+        multipart.spawn(part, permit)?;
         self.stats.parts += 1;
         self.stats.max_parts_in_flight = self
             .stats
@@ -300,7 +311,11 @@ impl Multipart {
         Ok(())
     }
 
-    fn spawn(&mut self, body: Bytes) -> Result<(), StoreError> {
+    fn spawn(
+        &mut self,
+        body: Bytes,
+        permit: tokio::sync::SemaphorePermit<'static>,
+    ) -> Result<(), StoreError> {
         if self.next_part > MAX_PARTS {
             return Err(StoreError::Other {
                 store: self.target.store.to_string(),
@@ -315,8 +330,11 @@ impl Multipart {
         self.next_part += 1;
         self.in_flight_bytes += body.len();
         let target = Arc::clone(&self.target);
-        self.in_flight
-            .spawn(async move { target.upload_part(number, body).await });
+        self.in_flight.spawn(async move {
+            let outcome = target.upload_part(number, body).await;
+            drop(permit);
+            outcome
+        });
         Ok(())
     }
 
