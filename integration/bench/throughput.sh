@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Throughput benchmark of issue 6: Cairn against the physical limit and against bbr's data path
 # rebuilt from standard tools, on a test bed of N sshd hosts and a moto S3 server, all started
-# (and torn down) by this script. Prints one table. A benchmark, not a test: only --quick
-# asserts anything, and only generous floors (see docs/performance.md).
+# (and torn down) by this script. Prints the CPU seconds per GiB of every run, then one table.
+# A benchmark, not a test: only --quick asserts anything, and only generous floors (see
+# docs/performance.md, which also explains every column).
 #
 #   sudo integration/bench/throughput.sh                 # full: 1 and 4 GiB per instance x 1, 4, 8 instances
 #   sudo integration/bench/throughput.sh --quick         # CI: 64 MiB x 1, 2 instances, < 90 s, exit 1 below a floor
