@@ -25,6 +25,8 @@ shopt -s inherit_errexit
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 EXAMPLES_DIR=$(cd "$SCRIPT_DIR/.." && pwd)/scripts-contract/examples
+# The reference jobs for real databases (postgres, mysql, redis, directory).
+ADAPTERS_DIR=$(cd "$SCRIPT_DIR/.." && pwd)/scripts-contract/adapters
 
 # Machine-wide state: one directory per allocated slot K (subnet 10.199.K.0/24).
 # /run is a tmpfs, so it is wiped on reboot together with the namespaces it describes.
@@ -215,6 +217,9 @@ install_host_tree() {
     if [ -d "$EXAMPLES_DIR/$job" ]; then
       mkdir -p "$vcap/jobs/$job"
       cp -a "$EXAMPLES_DIR/$job/." "$vcap/jobs/$job/"
+    elif [ -d "$ADAPTERS_DIR/$job" ]; then
+      mkdir -p "$vcap/jobs/$job"
+      cp -a "$ADAPTERS_DIR/$job/." "$vcap/jobs/$job/"
     else
       # Unknown job: an empty job that tests fill with TestBed::install_script.
       mkdir -p "$vcap/jobs/$job/bin/bbr"

@@ -3,6 +3,8 @@
 pub mod args;
 pub mod backups;
 pub mod config;
+pub mod contract;
+pub mod drill;
 pub mod logging;
 pub mod progress;
 pub mod run;

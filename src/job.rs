@@ -16,7 +16,8 @@ pub const REMOTE_ARTIFACT_ROOT: &str = "/var/vcap/store/bbr-backup";
 /// Jobs bbr ignores entirely (legacy p-mysql, bbr-facts §2.1).
 pub const IGNORED_JOBS: [&str; 2] = ["mysql-backup", "mysql-restore"];
 
-/// The seven scripts of the contract.
+/// The seven scripts of bbr's contract, plus Cairn's optional `post-restore-verify` extension
+/// (ignored by bbr; run only when a restore is asked to verify, see scripts-contract/CONTRACT.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ScriptName {
     /// Prints YAML job metadata.
@@ -33,11 +34,13 @@ pub enum ScriptName {
     Restore,
     /// Resumes the job after restore.
     PostRestoreUnlock,
+    /// Cairn extension: checks the restored data and prints one line of evidence.
+    PostRestoreVerify,
 }
 
 impl ScriptName {
     /// Every script name, in lifecycle order.
-    pub const ALL: [ScriptName; 7] = [
+    pub const ALL: [ScriptName; 8] = [
         ScriptName::Metadata,
         ScriptName::PreBackupLock,
         ScriptName::Backup,
@@ -45,6 +48,7 @@ impl ScriptName {
         ScriptName::PreRestoreLock,
         ScriptName::Restore,
         ScriptName::PostRestoreUnlock,
+        ScriptName::PostRestoreVerify,
     ];
 
     /// The file name under `bin/bbr/`.
@@ -58,7 +62,14 @@ impl ScriptName {
             ScriptName::PreRestoreLock => "pre-restore-lock",
             ScriptName::Restore => "restore",
             ScriptName::PostRestoreUnlock => "post-restore-unlock",
+            ScriptName::PostRestoreVerify => "post-restore-verify",
         }
+    }
+
+    /// True for scripts bbr does not know (Cairn's extensions).
+    #[must_use]
+    pub fn is_extension(self) -> bool {
+        self == ScriptName::PostRestoreVerify
     }
 
     /// Parses a file name under `bin/bbr/`; anything else is not a script.
@@ -230,7 +241,7 @@ impl fmt::Display for LockDirection {
 
 /// Parses one line of the discovery `find` output into `(job, script)`.
 ///
-/// Only `/var/vcap/jobs/<job>/bin/bbr/<script>` with one of the seven names counts, where
+/// Only `/var/vcap/jobs/<job>/bin/bbr/<script>` with one of the script names counts, where
 /// `<job>` is a single path segment (bbr uses `filepath.Match`, whose `*` does not cross `/`).
 #[must_use]
 pub fn parse_script_path(line: &str) -> Option<(String, ScriptName)> {

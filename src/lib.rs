@@ -11,7 +11,9 @@
 
 pub mod artifact;
 pub mod commands;
+pub mod contract;
 pub mod deployment;
+pub mod drill;
 pub mod error;
 pub mod events;
 pub mod inventory;

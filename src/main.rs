@@ -39,6 +39,10 @@ fn real_main() -> i32 {
         Command::Deployment(d) => d.common.debug,
         Command::Director(d) => d.common.debug,
         Command::Backups(b) => b.debug,
+        Command::Contract {
+            action: cli::args::ContractAction::Check(c),
+        } => c.debug,
+        Command::Drill(d) => d.common.debug,
         _ => false,
     };
     // Logs leave stdout when it carries machine-readable output (events or a plan).
@@ -47,6 +51,8 @@ fn real_main() -> i32 {
         Command::Director(d) => d.common.json || d.action.prints_plan(),
         // `backups` prints its results (tables, JSON lines) on stdout.
         Command::Backups(_) => true,
+        // Reports go to stdout.
+        Command::Contract { .. } | Command::Drill(_) => true,
         _ => false,
     };
     cli::logging::init(debug, logs_to_stderr);
@@ -59,6 +65,8 @@ fn real_main() -> i32 {
             Command::Deployment(args) => cli::run::deployment(args).await,
             Command::Director(args) => cli::run::director(args).await,
             Command::Backups(args) => cli::backups::run(args).await,
+            Command::Contract { action } => cli::contract::run(action).await,
+            Command::Drill(args) => cli::drill::run(args).await,
             Command::Completions { shell } => {
                 let mut command = <Cli as clap::CommandFactory>::command();
                 let mut script = Vec::new();

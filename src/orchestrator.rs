@@ -14,6 +14,7 @@ pub mod plan_view;
 mod recovery;
 pub mod restore;
 pub(crate) mod transfer;
+pub mod verify;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -48,6 +49,10 @@ pub struct RunContext {
     /// Where this deployment's run journal is kept (backups and backup-cleanup).
     pub journal: Option<crate::journal::JournalFile>,
     journal_state: std::sync::Arc<std::sync::Mutex<Option<crate::journal::Journal>>>,
+    /// Run each restored job's `post-restore-verify` after the restore (Cairn extension).
+    pub verify_restore: bool,
+    /// What those scripts said, in the order they finished.
+    pub verifications: std::sync::Arc<std::sync::Mutex<Vec<verify::Verification>>>,
 }
 
 /// A script that ran to completion.
@@ -79,6 +84,8 @@ impl RunContext {
             script_timeout: None,
             journal: None,
             journal_state: std::sync::Arc::default(),
+            verify_restore: false,
+            verifications: std::sync::Arc::default(),
         }
     }
 
@@ -295,6 +302,7 @@ fn describe(script: ScriptName) -> &'static str {
         ScriptName::Backup => "Backing up",
         ScriptName::Restore => "Restoring",
         ScriptName::Metadata => "Reading metadata of",
+        ScriptName::PostRestoreVerify => "Verifying",
     }
 }
 

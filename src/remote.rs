@@ -8,6 +8,7 @@
 //! Standard error is always kept, bounded to its last [`STDERR_LIMIT`] bytes, because the end
 //! of a failing script's stderr is what an operator needs in the error message.
 
+pub mod local;
 pub mod ssh;
 
 use std::fmt::{Debug, Display};

@@ -34,6 +34,15 @@ pub enum Command {
     Director(DirectorArgs),
     /// List, show, verify and delete backups in an object store.
     Backups(BackupsArgs),
+    /// Check that a job's bin/bbr scripts keep the job-script contract (scripts-contract/CONTRACT.md).
+    Contract {
+        /// What to do.
+        #[command(subcommand)]
+        action: ContractAction,
+    },
+    /// Restore drill: back up a deployment (or take a stored backup), restore it into another
+    /// one, run each job's post-restore-verify and write a report with the recovery point and time.
+    Drill(DrillArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -245,6 +254,91 @@ pub struct RestoreArgs {
     /// Restore the newest complete backup of the deployment in the store.
     #[arg(long)]
     pub latest: bool,
+    /// After the restore, run each restored job's `post-restore-verify` script (a Cairn
+    /// extension) and fail if any of them reports wrong data.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// `cairn contract` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ContractAction {
+    /// Check one job's scripts folder, here or over SSH, with a real backup/restore round trip.
+    Check(ContractCheckArgs),
+}
+
+/// `cairn contract check` flags.
+#[derive(Debug, Args)]
+pub struct ContractCheckArgs {
+    /// The job's scripts folder, e.g. /var/vcap/jobs/postgres/bin/bbr.
+    pub path: String,
+    /// Check on this host over SSH instead of on this machine: USER@HOST[:PORT].
+    #[arg(long, value_name = "USER@HOST[:PORT]")]
+    pub ssh: Option<String>,
+    /// SSH private key for --ssh.
+    #[arg(long = "private-key-path", visible_alias = "key", value_name = "FILE")]
+    pub private_key_path: Option<PathBuf>,
+    /// known_hosts file to check the host key against [default: ~/.ssh/known_hosts].
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// The host's public key, e.g. "ssh-ed25519 AAAA..." (instead of known_hosts).
+    #[arg(long, value_name = "KEY")]
+    pub host_key: Option<String>,
+    /// Do not check the SSH host key (unsafe).
+    #[arg(long)]
+    pub insecure_skip_host_key_check: bool,
+    /// Only the static checks and metadata: run no backup, restore or unlock script
+    /// (for production VMs; the round trip really restores the data it just backed up).
+    #[arg(long)]
+    pub skip_round_trip: bool,
+    /// Another path prefix the backup script may write to (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    pub allow_write: Vec<String>,
+    /// End any script that runs longer than this [default: 30m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub script_timeout: Option<std::time::Duration>,
+    /// The report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Debug logs: every command and its output.
+    #[arg(long)]
+    pub debug: bool,
+}
+
+/// `cairn drill` flags.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Inventory of the deployment to back up (not needed with --backup or --latest).
+    #[arg(long, value_name = "FILE")]
+    pub source_inventory: Option<PathBuf>,
+    /// Inventory of the deployment to restore into (same instance groups and indexes).
+    #[arg(long, value_name = "FILE")]
+    pub target_inventory: PathBuf,
+    /// Store the drill backup goes to, or the existing backup is read from [env: CAIRN_STORE].
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Without a store: the directory the drill backup is written into.
+    #[arg(short = 'a', long, value_name = "DIR")]
+    pub artifact_path: Option<PathBuf>,
+    /// Restore this existing backup from the store (`DEPLOYMENT/ID`) instead of taking one.
+    #[arg(long, value_name = "ID", conflicts_with = "latest")]
+    pub backup: Option<String>,
+    /// Restore the newest complete backup of this deployment in the store instead of taking one.
+    #[arg(long, value_name = "DEPLOYMENT")]
+    pub latest: Option<String>,
+    /// Compression of a drill backup into a store: none, zstd or zstd:LEVEL [default: zstd].
+    #[arg(long, value_name = "ALGORITHM")]
+    pub compression: Option<String>,
+    /// Accept an S3 bucket without versioning for the drill backup.
+    #[arg(long)]
+    pub allow_unversioned: bool,
+    /// Directory the report files (drill-<target>-<time>.json and .txt) are written to
+    /// [default: the current directory].
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+    /// Shared flags.
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// `cairn config` subcommands.

@@ -76,6 +76,9 @@ async fn run_action(
         .unwrap_or(super::config::DEFAULT_PARALLELISM);
     let mut context = RunContext::new(parallelism, cairn::VERSION);
     context.script_timeout = common.script_timeout;
+    if let Action::Restore(restore_args) = &action {
+        context.verify_restore = restore_args.verify;
+    }
     if matches!(action, Action::Backup(_) | Action::BackupCleanup) {
         let state_dir = cairn::journal::JournalFile::default_state_dir();
         context.journal = Some(cairn::journal::JournalFile::new(&state_dir, target.name()));
@@ -141,7 +144,11 @@ async fn run_action(
         }
         Action::Restore(restore_args) => {
             let source = restore_source(&restore_args, target.name()).await?;
-            restore(target, &source, &context).await
+            let errors = restore(target, &source, &context).await;
+            for check in context.verifications.lock().expect("verifications").iter() {
+                human.say(&cairn::drill::verification_line(check));
+            }
+            errors
         }
         Action::BackupCleanup => {
             let errors = cleanup(target, CleanupKind::Backup, &context).await;

@@ -312,6 +312,12 @@ async fn restore_deployment(
     errors.extend(copy_errors);
     if copied && !context.cancel.is_cancelled() {
         errors.extend(lock_restore_unlock(deployment, &plan, context).await);
+        // Verification reads the artifact directories, so it runs before they are removed,
+        // and only on a restore that fully succeeded.
+        if context.verify_restore && errors.is_empty() && !context.cancel.is_cancelled() {
+            let restored: Vec<JobRef> = plan.uploads.iter().map(|u| u.job).collect();
+            errors.extend(super::verify::verify_restored(deployment, &restored, context).await);
+        }
     }
     tracing::info!("Cleaning up...");
     errors.extend(remove_artifact_roots(deployment, &created.created(), cleanup_error).await);

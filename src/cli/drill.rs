@@ -1,0 +1,146 @@
+//! `cairn drill`: turns flags into a [`cairn::drill`] run, writes the report files and
+//! prints the summary (or the JSON report with `--json`).
+
+use anyhow::Context;
+use cairn::drill::{drill, DrillSource};
+use cairn::inventory::Inventory;
+use cairn::manifest::Compression;
+use cairn::orchestrator::backup::{BackupTarget, StoreTarget};
+use cairn::orchestrator::RunContext;
+use cairn::ssh_target::{HostKeyOptions, SshTarget};
+
+use super::args::{DrillArgs, UsageError};
+
+fn load_target(path: &std::path::Path, host_keys: &HostKeyOptions) -> anyhow::Result<SshTarget> {
+    let inventory = Inventory::load(path)?;
+    Ok(SshTarget::from_inventory(
+        &inventory, path, None, host_keys,
+    )?)
+}
+
+/// Runs `cairn drill ...`; returns the exit code.
+pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
+    let host_keys = HostKeyOptions {
+        known_hosts: args.common.known_hosts.clone(),
+        skip_check: args.common.insecure_skip_host_key_check,
+    };
+    let target = load_target(&args.target_inventory, &host_keys)?;
+    let store_url = args.store.url(args.artifact_path.is_none());
+    let existing = args.backup.is_some() || args.latest.is_some();
+    if existing && store_url.is_none() {
+        anyhow::bail!(UsageError(
+            "--backup and --latest read a backup from a store: give --store URL (or CAIRN_STORE)."
+                .into()
+        ));
+    }
+    if args.artifact_path.is_some() && args.store.store.is_some() {
+        anyhow::bail!(UsageError(
+            "Give either --artifact-path or --store, not both.".into()
+        ));
+    }
+    let source_target = match (&args.source_inventory, existing) {
+        (Some(path), false) => Some(load_target(path, &host_keys)?),
+        (None, false) => anyhow::bail!(UsageError(
+            "--source-inventory flag is required (or restore a stored backup with --backup ID or --latest DEPLOYMENT).".into()
+        )),
+        (Some(_), true) => anyhow::bail!(UsageError(
+            "--source-inventory takes a new backup; it cannot be combined with --backup or --latest.".into()
+        )),
+        (None, true) => None,
+    };
+    let source = match (&source_target, &store_url) {
+        (Some(source), Some(url)) => DrillSource::NewBackup {
+            target: source,
+            destination: store_destination(url, &args).await?,
+        },
+        (Some(source), None) => DrillSource::NewBackup {
+            target: source,
+            destination: BackupTarget::Directory(match &args.artifact_path {
+                Some(path) => path.clone(),
+                None => std::env::current_dir().context("Cannot read the current directory")?,
+            }),
+        },
+        (None, Some(url)) => {
+            let store = cairn::store::open_store(url).await?;
+            let (deployment, backup_id) = match (&args.backup, &args.latest) {
+                (Some(id), _) => super::run::split_backup_id(id, None)?,
+                (None, Some(deployment)) => (
+                    deployment.clone(),
+                    cairn::store::latest_backup(store.as_ref(), deployment).await?,
+                ),
+                (None, None) => unreachable!("existing is true"),
+            };
+            DrillSource::Stored {
+                store,
+                deployment,
+                backup_id,
+            }
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    let mut context = RunContext::new(
+        args.common
+            .parallelism
+            .unwrap_or(super::config::DEFAULT_PARALLELISM),
+        cairn::VERSION,
+    );
+    context.script_timeout = args.common.script_timeout;
+    if let Some(source) = &source_target {
+        let state_dir = cairn::journal::JournalFile::default_state_dir();
+        context.journal = Some(cairn::journal::JournalFile::new(
+            &state_dir,
+            cairn::deployment::Target::name(source),
+        ));
+    }
+    let signals = super::signals::watch(context.clone());
+    let (report, errors) = drill(source, &target, &context).await;
+    signals.abort();
+    let report_dir = match &args.report_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().context("Cannot read the current directory")?,
+    };
+    let stem = report_dir.join(report.file_stem());
+    let json = serde_json::to_string_pretty(&report)?;
+    let written = std::fs::write(stem.with_extension("json"), format!("{json}\n"))
+        .and_then(|()| std::fs::write(stem.with_extension("txt"), report.to_text()));
+    if args.common.json {
+        println!("{json}");
+    } else {
+        print!("{}", report.to_text());
+    }
+    let mut exit_code = if report.passed {
+        0
+    } else {
+        errors.exit_code() | 1
+    };
+    match written {
+        Ok(()) => eprintln!("Drill report written to {}.json and .txt", stem.display()),
+        Err(error) => {
+            eprintln!(
+                "Cannot write the drill report to {}: {error}",
+                report_dir.display()
+            );
+            exit_code |= 1;
+        }
+    }
+    Ok(exit_code)
+}
+
+async fn store_destination(url: &str, args: &DrillArgs) -> anyhow::Result<BackupTarget> {
+    let store = cairn::store::open_store(url).await?;
+    Ok(BackupTarget::Store(StoreTarget {
+        store,
+        compression: Compression::parse(
+            args.compression
+                .as_deref()
+                .unwrap_or(super::config::DEFAULT_COMPRESSION),
+        )
+        .map_err(UsageError)?,
+        retention: None,
+        require_versioning: if args.allow_unversioned {
+            None
+        } else {
+            cairn::store::versioning_command(url)
+        },
+    }))
+}
