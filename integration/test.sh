@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Cairn on a fresh machine: installs what the tests need (openssh-server,
-# sudo, iproute2, and the S3/Azure/GCS emulators), checks formatting and lints, then runs the
+# sudo, iproute2, strace, PostgreSQL, MariaDB, Redis, and the S3/Azure/GCS emulators), checks
+# formatting and lints, then runs the
 # unit tests and the end-to-end tests against real sshd hosts in network and mount namespaces
 # and real object-store servers. Needs root.
 set -euo pipefail
@@ -21,6 +22,12 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# The contract check traces backup scripts; the reference jobs need real database servers.
+command -v strace >/dev/null 2>&1 || need+=(strace)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
+command -v mysqldump >/dev/null 2>&1 || need+=(mariadb-client)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "== installing ${need[*]}"
   apt-get update -qq

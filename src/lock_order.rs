@@ -4,6 +4,10 @@
 //! job in the deployment with that name and release, on any instance. Layers are taken in
 //! input order, each holding every job with no remaining incoming edge. Locks run layer by
 //! layer; unlocks run the layers in reverse. A cycle is refused before anything is locked.
+//!
+//! A job whose release is unknown (director mode, where bbr blanks every release, or a job
+//! missing from an inventory's `releases`) is matched by name alone, as bbr does in director
+//! mode.
 
 use crate::error::Error;
 use crate::job::{Job, LockDirection};
@@ -83,7 +87,10 @@ fn dependency_edges(nodes: &[(JobRef, &Job)], direction: LockDirection) -> Vec<V
                 .filter(|(_, (_, other))| {
                     specifiers
                         .iter()
-                        .any(|s| s.job_name == other.name && s.release == other.release)
+                        .any(|s| {
+                            s.job_name == other.name
+                                && (other.release.is_empty() || s.release == other.release)
+                        })
                 })
                 .map(|(index, _)| index)
                 .collect()
@@ -137,6 +144,16 @@ mod tests {
         let jobs = [job("app", "r", &[("db", "other")]), job("db", "r", &[])];
         let layers = order_locks(&[&jobs], LockDirection::Backup).unwrap();
         assert_eq!(layers.0.len(), 1);
+    }
+
+    #[test]
+    fn jobs_of_unknown_release_match_by_name_as_in_director_mode() {
+        let jobs = [
+            job("bbr-uaadb", "", &[]),
+            job("uaa", "", &[("bbr-uaadb", "backup-and-restore-sdk")]),
+        ];
+        let layers = order_locks(&[&jobs], LockDirection::Backup).unwrap();
+        assert_eq!(layers.0, vec![vec![(0, 1)], vec![(0, 0)]]);
     }
 
     #[test]
