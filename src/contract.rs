@@ -1152,7 +1152,10 @@ fn split_trace_dump(text: &str) -> BTreeMap<u32, String> {
 
 /// Where a `backup` script may write.
 struct WritePolicy {
+    /// Anything strictly inside these.
     allowed: Vec<String>,
+    /// These directories themselves too (a job creates its own log and run folders).
+    own_folders: Vec<String>,
     temporary: Vec<&'static str>,
 }
 
@@ -1165,19 +1168,23 @@ enum WriteClass {
 
 impl WritePolicy {
     fn new(folder: &ScriptsFolder, extra: &[String]) -> WritePolicy {
+        let own_folders = vec![
+            format!("/var/vcap/sys/log/{}", folder.job),
+            format!("/var/vcap/sys/run/{}", folder.job),
+        ];
         let mut allowed = vec![
             folder
                 .artifact_directory()
                 .trim_end_matches('/')
                 .to_string(),
-            format!("/var/vcap/sys/log/{}", folder.job),
-            format!("/var/vcap/sys/run/{}", folder.job),
             "/dev".to_string(),
             "/proc".to_string(),
         ];
+        allowed.extend(own_folders.iter().cloned());
         allowed.extend(extra.iter().map(|p| p.trim_end_matches('/').to_string()));
         WritePolicy {
             allowed,
+            own_folders,
             temporary: vec!["/tmp", "/var/tmp"],
         }
     }
@@ -1187,7 +1194,9 @@ impl WritePolicy {
             path.strip_prefix(root)
                 .is_some_and(|rest| rest.starts_with('/'))
         };
-        if self.allowed.iter().any(|root| inside(root)) {
+        if self.allowed.iter().any(|root| inside(root))
+            || self.own_folders.iter().any(|f| f == path)
+        {
             WriteClass::Allowed
         } else if self.temporary.iter().any(|root| inside(root)) {
             WriteClass::Temporary
@@ -1290,6 +1299,8 @@ mod tests {
         assert_eq!(class("/var/vcap/store/bbr-backup/pg"), "forbidden");
         assert_eq!(class("/var/vcap/store/bbr-backup/other/x"), "forbidden");
         assert_eq!(class("/var/vcap/sys/log/pg/backup.log"), "allowed");
+        assert_eq!(class("/var/vcap/sys/log/pg"), "allowed");
+        assert_eq!(class("/var/vcap/sys/log"), "forbidden");
         assert_eq!(class("/var/vcap/sys/log/pgx/backup.log"), "forbidden");
         assert_eq!(class("/dev/null"), "allowed");
         assert_eq!(class("/tmp/tmp.abc"), "temporary");

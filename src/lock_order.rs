@@ -85,12 +85,10 @@ fn dependency_edges(nodes: &[(JobRef, &Job)], direction: LockDirection) -> Vec<V
                 .iter()
                 .enumerate()
                 .filter(|(_, (_, other))| {
-                    specifiers
-                        .iter()
-                        .any(|s| {
-                            s.job_name == other.name
-                                && (other.release.is_empty() || s.release == other.release)
-                        })
+                    specifiers.iter().any(|s| {
+                        s.job_name == other.name
+                            && (other.release.is_empty() || s.release == other.release)
+                    })
                 })
                 .map(|(index, _)| index)
                 .collect()

@@ -116,7 +116,8 @@ cmd_configure_job() {
   [ -d "$JOB_DIR/bin/bbr" ] || die "$JOB_DIR/bin/bbr does not exist (is the postgres job on this host?)"
   local conf=$JOB_DIR/bin/bbr/bbr.conf
   {
-    echo "# Written by integration/databases/postgres.sh configure-job for the test-bed server."
+    echo "# Written by integration/databases/postgres.sh configure-job for the test-bed server;"
+    echo "# every key is described in scripts-contract/adapters/postgres/bin/bbr/bbr.conf."
     echo "PG_BIN=$(shell_quote "$PG_BIN")"
     echo "PGHOST=$(shell_quote "$RUN_DIR")"
     echo "PGPORT=5432"
