@@ -377,3 +377,69 @@ fn a_config_file_supplies_defaults_that_flags_override() {
         text(&output)
     );
 }
+
+#[test]
+fn a_drill_through_a_directory_reports_unverified_jobs_and_a_mismatching_target() {
+    let (source, target, small) = std::thread::scope(|scope| {
+        let source = scope.spawn(|| TestBed::start(&[]).expect("source"));
+        let target = scope.spawn(|| TestBed::start(&[]).expect("target"));
+        let small =
+            scope.spawn(|| TestBed::start(&[("app", 0, &["app", "files"])]).expect("small"));
+        (
+            source.join().unwrap(),
+            target.join().unwrap(),
+            small.join().unwrap(),
+        )
+    });
+    let work = workdir();
+    let backups = work.path().join("backups");
+    fs::create_dir(&backups).unwrap();
+    let drill = |into: &TestBed| {
+        run(
+            work.path(),
+            &[
+                "drill",
+                "--source-inventory",
+                source.inventory().to_str().unwrap(),
+                "--target-inventory",
+                into.inventory().to_str().unwrap(),
+                "--artifact-path",
+                backups.to_str().unwrap(),
+                "--report-dir",
+                work.path().to_str().unwrap(),
+            ],
+        )
+    };
+    let file = "store/files/nested/blob.bin"; // random bytes, different on every test bed
+    let read = |bed: &TestBed| fs::read(bed.host("app", 1).vcap_dir.join(file)).unwrap();
+    assert_ne!(read(&source), read(&target));
+    let output = drill(&target);
+    let summary = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{summary}");
+    assert!(summary.contains("PASSED"), "{summary}");
+    assert!(
+        summary.contains("unverified  database/0/database: restored, but the job has no post-restore-verify script"),
+        "{summary}"
+    );
+    assert_eq!(
+        read(&source),
+        read(&target),
+        "the target holds the source's data"
+    );
+    // A target without the backup's database/0 is refused before anything is changed.
+    let output = drill(&small);
+    let summary = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{summary}");
+    assert!(summary.contains("FAILED"), "{summary}");
+    assert!(
+        summary.contains("does not match the structure"),
+        "{summary}"
+    );
+    assert_no_script_ran(&small);
+    let reports: Vec<_> = fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .collect();
+    assert_eq!(reports.len(), 2, "one JSON report per drill");
+}

@@ -99,10 +99,10 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("Cannot read the current directory")?,
     };
-    let stem = report_dir.join(report.file_stem());
+    let stem = unused_stem(&report_dir, &report.file_stem());
     let json = serde_json::to_string_pretty(&report)?;
-    let written = std::fs::write(stem.with_extension("json"), format!("{json}\n"))
-        .and_then(|()| std::fs::write(stem.with_extension("txt"), report.to_text()));
+    let written = std::fs::write(with_suffix(&stem, ".json"), format!("{json}\n"))
+        .and_then(|()| std::fs::write(with_suffix(&stem, ".txt"), report.to_text()));
     if args.common.json {
         println!("{json}");
     } else {
@@ -143,4 +143,24 @@ async fn store_destination(url: &str, args: &DrillArgs) -> anyhow::Result<Backup
             cairn::store::versioning_command(url)
         },
     }))
+}
+
+/// `DIR/STEM`, or `DIR/STEM-2`, `-3`... when a report of that name exists (two drills into
+/// the same target within a second).
+fn unused_stem(dir: &std::path::Path, stem: &str) -> std::path::PathBuf {
+    let taken = |candidate: &std::path::Path| with_suffix(candidate, ".json").exists();
+    let mut candidate = dir.join(stem);
+    let mut n = 2;
+    while taken(&candidate) {
+        candidate = dir.join(format!("{stem}-{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// `PATH` + `suffix` (deployment names may contain dots, so not `with_extension`).
+fn with_suffix(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
 }
