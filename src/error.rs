@@ -139,6 +139,9 @@ pub enum Error {
     /// The inventory or another input is invalid.
     #[error(transparent)]
     Inventory(#[from] crate::inventory::InventoryError),
+    /// The BOSH Director refused or failed a request.
+    #[error(transparent)]
+    Director(#[from] crate::bosh::BoshError),
 }
 
 impl Error {

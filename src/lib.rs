@@ -10,6 +10,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod artifact;
+pub mod bosh;
 pub mod commands;
 pub mod contract;
 pub mod deployment;

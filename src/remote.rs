@@ -8,6 +8,8 @@
 //! Standard error is always kept, bounded to its last [`STDERR_LIMIT`] bytes, because the end
 //! of a failing script's stderr is what an operator needs in the error message.
 
+pub mod all_proxy;
+pub mod dial;
 pub mod local;
 pub mod ssh;
 

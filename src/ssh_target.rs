@@ -13,6 +13,7 @@ use crate::deployment::{InstanceAddress, Target};
 use crate::error::{Error, RunErrors};
 use crate::inventory::{Inventory, InventoryError};
 use crate::job::InstanceName;
+use crate::remote::dial::Dialer;
 use crate::remote::ssh::{HostKeyPolicy, SshDestination, SshHost, UnknownHost};
 use crate::remote::RemoteHost;
 
@@ -77,8 +78,9 @@ impl SshTarget {
                 address: instance.address.clone(),
                 port: instance.port,
                 username: instance.username.clone(),
-                private_key: instance.private_key.clone(),
+                private_key: instance.private_key.clone().into(),
                 host_key,
+                dialer: None,
             };
             let address = InstanceAddress {
                 name,
@@ -109,8 +111,9 @@ impl SshTarget {
             address: address.clone(),
             port,
             username: username.to_string(),
-            private_key: private_key.to_path_buf(),
+            private_key: private_key.to_path_buf().into(),
             host_key: host_keys.policy(UnknownHost::WarnAndAccept),
+            dialer: None,
         };
         let instance = InstanceAddress {
             name: InstanceName::new("bosh", "0"),
@@ -125,6 +128,17 @@ impl SshTarget {
             hosts: vec![(instance, destination)],
             connected: Mutex::new(Vec::new()),
         }
+    }
+}
+
+impl SshTarget {
+    /// Reaches every host through `dialer` (`BOSH_ALL_PROXY`) instead of direct TCP.
+    #[must_use]
+    pub fn with_dialer(mut self, dialer: Option<Arc<dyn Dialer>>) -> SshTarget {
+        for (_, destination) in &mut self.hosts {
+            destination.dialer.clone_from(&dialer);
+        }
+        self
     }
 }
 

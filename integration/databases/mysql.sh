@@ -41,10 +41,17 @@ usage() {
 # The client as root over the socket; no option files of the machine.
 sql() { mariadb --no-defaults --socket="$SOCKET" --user=root --batch --skip-column-names "$@"; }
 
+# True if process $1 runs (a zombie does not count).
+process_alive() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
 server_pid() {
   local pid
   pid=$(cat "$PID_FILE" 2>/dev/null) || return 1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  [ -n "$pid" ] && process_alive "$pid" && echo "$pid"
 }
 
 write_cnf() {
@@ -90,8 +97,7 @@ cmd_start() {
     # Detached from our stdio (the caller waits for EOF on its pipes) and from our session.
     setsid mariadbd --defaults-file="$CNF" </dev/null >>"$LOG_DIR/mysqld.log" 2>&1 &
   fi
-  local attempt
-  for attempt in $(seq $((START_TIMEOUT * 10))); do
+  for _ in $(seq $((START_TIMEOUT * 10))); do
     if sql -e 'SELECT 1' >/dev/null 2>&1; then
       log "started ($(sql -e 'SELECT VERSION()'), socket $SOCKET)"
       return 0
@@ -103,14 +109,14 @@ cmd_start() {
 }
 
 cmd_stop() {
-  local pid attempt
+  local pid
   if ! pid=$(server_pid); then
     log "not running"
     return 0
   fi
   sql -e 'SHUTDOWN' >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
-  for attempt in $(seq $((START_TIMEOUT * 10))); do
-    if ! kill -0 "$pid" 2>/dev/null; then
+  for _ in $(seq $((START_TIMEOUT * 10))); do
+    if ! process_alive "$pid"; then
       log "stopped"
       return 0
     fi

@@ -39,7 +39,9 @@ usage() {
 pg_bin() {
   local dir
   dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
-  [ -n "$dir" ] && [ -x "$dir/postgres" ] || die "no PostgreSQL under /usr/lib/postgresql/*/bin"
+  if [ -z "$dir" ] || [ ! -x "$dir/postgres" ]; then
+    die "no PostgreSQL under /usr/lib/postgresql/*/bin"
+  fi
   echo "$dir"
 }
 
@@ -88,8 +90,7 @@ EOF
       start </dev/null >>"$LOG_DIR/pg_ctl.log" 2>&1 \
       || { tail -n 20 "$LOG_DIR/postgresql.log" >&2 || true; die "server did not start (see $LOG_DIR/postgresql.log)"; }
   fi
-  local attempt
-  for attempt in $(seq $((START_TIMEOUT * 10))); do
+  for _ in $(seq $((START_TIMEOUT * 10))); do
     if sql postgres -c 'SELECT 1' >/dev/null 2>&1; then
       log "started ($("$PG_BIN/postgres" --version), socket $RUN_DIR)"
       return 0

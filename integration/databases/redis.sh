@@ -84,8 +84,7 @@ cmd_start() {
     runuser -u "$OS_USER" -- redis-server "$CONF" </dev/null >>"$LOG_DIR/redis-server.out" 2>&1 \
       || die "redis-server failed to start (see $LOG_DIR/redis.log)"
   fi
-  local attempt
-  for attempt in $(seq $((START_TIMEOUT * 10))); do
+  for _ in $(seq $((START_TIMEOUT * 10))); do
     if [ "$(rcli PING 2>/dev/null)" = PONG ] \
       && rcli INFO persistence 2>/dev/null | tr -d '\r' | grep -qx 'loading:0'; then
       log "started (redis $(rcli INFO server | tr -d '\r' | sed -n 's/^redis_version://p'), socket $SOCKET)"
@@ -98,14 +97,14 @@ cmd_start() {
 }
 
 cmd_stop() {
-  local pid attempt
+  local pid
   if ! pid=$(server_pid); then
     log "not running"
     return 0
   fi
   # Like a real shutdown with save points: the data is written to dump.rdb on the way out.
   rcli SHUTDOWN SAVE >/dev/null 2>&1 || true
-  for attempt in $(seq $((START_TIMEOUT * 10))); do
+  for _ in $(seq $((START_TIMEOUT * 10))); do
     if ! process_alive "$pid"; then
       log "stopped"
       return 0

@@ -103,8 +103,9 @@ async fn connect(args: &ContractCheckArgs) -> anyhow::Result<Arc<dyn RemoteHost>
         address,
         port,
         username: username.to_string(),
-        private_key,
+        private_key: private_key.into(),
         host_key,
+        dialer: None,
     };
     Ok(Arc::new(SshHost::connect(&destination).await?))
 }

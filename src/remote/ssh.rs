@@ -24,6 +24,7 @@ use russh::{ChannelMsg, Preferred, Sig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::dial::{BoxStream, Dialer};
 use super::{CommandOutput, RemoteError, RemoteHost, StdoutMode, TailBuffer, STDERR_LIMIT};
 
 /// How a host's key is checked.
@@ -63,10 +64,36 @@ pub struct SshDestination {
     pub port: u16,
     /// Login user (needs passwordless sudo).
     pub username: String,
-    /// OpenSSH private key file.
-    pub private_key: PathBuf,
+    /// The private key to log in with.
+    pub private_key: KeySource,
     /// Host key check.
     pub host_key: HostKeyPolicy,
+    /// How to reach the host (`BOSH_ALL_PROXY`); direct TCP when `None`.
+    pub dialer: Option<Arc<dyn Dialer>>,
+}
+
+/// Where a login key comes from.
+#[derive(Clone)]
+pub enum KeySource {
+    /// An OpenSSH private key file.
+    File(PathBuf),
+    /// A key held in memory (the temporary key of a BOSH SSH session), never written to disk.
+    Generated(Arc<keys::PrivateKey>),
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::File(path) => f.debug_tuple("File").field(path).finish(),
+            KeySource::Generated(_) => f.write_str("Generated(<redacted>)"),
+        }
+    }
+}
+
+impl From<PathBuf> for KeySource {
+    fn from(path: PathBuf) -> Self {
+        KeySource::File(path)
+    }
 }
 
 impl SshDestination {
@@ -114,15 +141,31 @@ impl SshHost {
     /// # Errors
     /// [`RemoteError`] saying which of those steps failed and what to do.
     pub async fn connect(destination: &SshDestination) -> Result<SshHost, RemoteError> {
-        let key = load_private_key(&destination.private_key)?;
+        let key = match &destination.private_key {
+            KeySource::File(path) => load_private_key(path)?,
+            KeySource::Generated(key) => keys::PrivateKey::clone(key),
+        };
         let verdict = Arc::new(Mutex::new(None));
         let checker = HostKeyChecker {
             destination: destination.clone(),
             verdict: Arc::clone(&verdict),
         };
         let config = Arc::new(client_config_for(destination));
-        let target = (destination.bare_address().to_string(), destination.port);
-        let connecting = client::connect(config, target, checker);
+        let connecting = async {
+            match &destination.dialer {
+                None => {
+                    let target = (destination.bare_address().to_string(), destination.port);
+                    client::connect(config, target, checker).await
+                }
+                Some(dialer) => {
+                    let stream = dialer
+                        .dial(destination.bare_address(), destination.port)
+                        .await
+                        .map_err(russh::Error::from)?;
+                    client::connect_stream(config, stream, checker).await
+                }
+            }
+        };
         let result = tokio::time::timeout(Duration::from_secs(30), connecting).await;
         let mut handle = match result {
             Ok(Ok(handle)) => handle,
@@ -354,6 +397,25 @@ impl client::Handler for HostKeyChecker {
     }
 }
 
+/// An SSH connection to a jumpbox is a dialer: each connection is a `direct-tcpip` channel
+/// (what `ssh -W` and bbr's `ssh+socks5://` proxy do), all of them over the one connection.
+#[async_trait]
+impl Dialer for SshHost {
+    async fn dial(&self, host: &str, port: u16) -> std::io::Result<BoxStream> {
+        let channel = self
+            .handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|error| {
+                std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!("the jumpbox {} could not connect to {host}:{port}: {error}", self.name),
+                )
+            })?;
+        Ok(Box::new(channel.into_stream()))
+    }
+}
+
 #[async_trait]
 impl RemoteHost for SshHost {
     async fn exec(
@@ -485,8 +547,9 @@ mod tests {
             address: "[fd00::5]".into(),
             port: 2222,
             username: "vcap".into(),
-            private_key: PathBuf::from("/k"),
+            private_key: PathBuf::from("/k").into(),
             host_key: HostKeyPolicy::AcceptAny,
+            dialer: None,
         };
         assert_eq!(destination.bare_address(), "fd00::5");
         assert_eq!(destination.socket_label(), "[fd00::5]:2222");

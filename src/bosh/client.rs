@@ -1,0 +1,638 @@
+//! The Director's HTTP API as bbr uses it (bbr-facts §5.1, §5.2): `/info`, UAA
+//! client-credentials or basic auth, tasks, VMs, manifests, deployments and SSH sessions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::BoshError;
+use crate::remote::dial::{Dialer, LocalSocks};
+
+/// The Director's default port.
+pub const DEFAULT_PORT: u16 = 25555;
+
+/// How long to wait for a task before giving up.
+const TASK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Renew a token this long before it expires, so a request never carries a stale one.
+const TOKEN_MARGIN: Duration = Duration::from_secs(30);
+
+/// What is needed to reach a Director.
+#[derive(Clone)]
+pub struct DirectorConfig {
+    /// `https://host:port`.
+    pub url: String,
+    /// UAA client id (or basic-auth user).
+    pub client: String,
+    /// Its secret (or basic-auth password).
+    pub secret: String,
+    /// PEM of the CA that signed the Director's (and UAA's) certificate.
+    pub ca_cert_pem: Option<String>,
+    /// `BOSH_ALL_PROXY`, when set.
+    pub dialer: Option<Arc<dyn Dialer>>,
+}
+
+impl std::fmt::Debug for DirectorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectorConfig")
+            .field("url", &self.url)
+            .field("client", &self.client)
+            .field("secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// bbr's `--target` → `https://host:port` (bosh-cli `NewConfigFromURL`: always HTTPS,
+/// default port 25555).
+///
+/// # Errors
+/// [`BoshError::InvalidUrl`].
+pub fn director_url(target: &str) -> Result<String, BoshError> {
+    let invalid = |detail: &str| BoshError::InvalidUrl {
+        target: target.to_string(),
+        detail: detail.to_string(),
+    };
+    let rest = match target.split_once("://") {
+        Some(("https", rest)) => rest,
+        Some((scheme, _)) => return Err(invalid(&format!("scheme {scheme} is not https"))),
+        None => target,
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Err(invalid("expected a host, e.g. 10.0.0.6 or 10.0.0.6:25555"));
+    }
+    let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+        let (address, tail) = inner
+            .split_once(']')
+            .ok_or_else(|| invalid("unclosed [ in an IPv6 address"))?;
+        (format!("[{address}]"), tail.strip_prefix(':'))
+    } else if authority.matches(':').count() > 1 {
+        (format!("[{authority}]"), None)
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host.to_string(), Some(port)),
+            None => (authority.to_string(), None),
+        }
+    };
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(port) => port
+            .parse()
+            .map_err(|_| invalid(&format!("port `{port}` is not a number")))?,
+    };
+    Ok(format!("https://{host}:{port}"))
+}
+
+/// A Director client, authenticated.
+pub struct DirectorClient {
+    base: String,
+    http: reqwest::Client,
+    auth: Auth,
+    /// Keeps the loopback SOCKS server behind `http` alive (proxied runs).
+    _socks: Option<LocalSocks>,
+}
+
+impl std::fmt::Debug for DirectorClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectorClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Auth {
+    Basic { user: String, password: String },
+    Uaa(UaaSession),
+}
+
+struct UaaSession {
+    token_url: String,
+    client: String,
+    secret: String,
+    token: tokio::sync::Mutex<Option<Token>>,
+}
+
+struct Token {
+    header: String,
+    expires_at: Instant,
+}
+
+#[derive(Deserialize)]
+struct Info {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    version: String,
+    user_authentication: Option<UserAuthentication>,
+}
+
+#[derive(Deserialize)]
+struct UserAuthentication {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    options: Value,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default = "bearer")]
+    token_type: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+fn bearer() -> String {
+    "bearer".into()
+}
+
+/// One VM of `vms?format=full`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VmInfo {
+    /// Instance group.
+    pub job_name: String,
+    /// BOSH index (absent for VMs being created).
+    pub index: Option<u64>,
+    /// Instance id.
+    pub id: String,
+    /// Addresses.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// The group's bootstrap instance.
+    #[serde(default)]
+    pub bootstrap: bool,
+}
+
+/// One host of an SSH `setup` task's result.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SshHostInfo {
+    /// `success` or an error.
+    pub status: String,
+    /// Where to connect.
+    #[serde(default)]
+    pub ip: String,
+    /// The VM's host key, authorized_keys format.
+    #[serde(default)]
+    pub host_public_key: String,
+    /// Instance id.
+    #[serde(default)]
+    pub id: String,
+    /// BOSH index.
+    pub index: Option<u64>,
+    /// Instance group.
+    #[serde(default)]
+    pub job: String,
+    /// Why it failed, when it did.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl DirectorClient {
+    /// Reads `/info` and logs in (UAA client credentials or basic auth).
+    ///
+    /// # Errors
+    /// [`BoshError::Unreachable`] when the Director cannot be reached over trusted TLS,
+    /// [`BoshError::Uaa`] when UAA refuses the client.
+    pub async fn connect(config: &DirectorConfig) -> Result<DirectorClient, BoshError> {
+        let socks = match &config.dialer {
+            Some(dialer) => Some(
+                LocalSocks::start(Arc::clone(dialer))
+                    .await
+                    .map_err(|e| BoshError::Unreachable {
+                        url: config.url.clone(),
+                        detail: format!("cannot start the local proxy: {e}"),
+                    })?,
+            ),
+            None => None,
+        };
+        let http = http_client(config, socks.as_ref())?;
+        let info: Info = {
+            let response = http
+                .get(format!("{}/info", config.url))
+                .send()
+                .await
+                .map_err(|e| unreachable(&config.url, &e))?;
+            if !response.status().is_success() {
+                return Err(BoshError::Unreachable {
+                    url: config.url.clone(),
+                    detail: format!("GET /info answered {}", response.status()),
+                });
+            }
+            response.json().await.map_err(|e| BoshError::Protocol {
+                detail: format!("GET /info: {e}"),
+            })?
+        };
+        tracing::info!(
+            "Director {} ({}, version {})",
+            config.url,
+            info.name,
+            info.version
+        );
+        let auth = match info.user_authentication {
+            Some(auth) if auth.kind == "uaa" => {
+                let url = auth.options["url"].as_str().unwrap_or_default();
+                if url.is_empty() {
+                    return Err(BoshError::Protocol {
+                        detail: "/info says uaa but gives no UAA url".into(),
+                    });
+                }
+                Auth::Uaa(UaaSession {
+                    token_url: format!("{}/oauth/token", url.trim_end_matches('/')),
+                    client: config.client.clone(),
+                    secret: config.secret.clone(),
+                    token: tokio::sync::Mutex::new(None),
+                })
+            }
+            _ => Auth::Basic {
+                user: config.client.clone(),
+                password: config.secret.clone(),
+            },
+        };
+        let client = DirectorClient {
+            base: config.url.clone(),
+            http,
+            auth,
+            _socks: socks,
+        };
+        // Refused credentials are best reported now, before anything else happens.
+        client.authorization(false).await?;
+        Ok(client)
+    }
+
+    /// The Director's URL.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The `Authorization` header value, fetching a new token when needed.
+    async fn authorization(&self, renew: bool) -> Result<String, BoshError> {
+        match &self.auth {
+            Auth::Basic { user, password } => {
+                use base64_engine::encode;
+                Ok(format!("Basic {}", encode(&format!("{user}:{password}"))))
+            }
+            Auth::Uaa(session) => {
+                let mut token = session.token.lock().await;
+                let fresh = token
+                    .as_ref()
+                    .is_some_and(|t| t.expires_at > Instant::now() + TOKEN_MARGIN);
+                if renew || !fresh {
+                    *token = Some(self.fetch_token(session).await?);
+                }
+                Ok(token.as_ref().expect("token").header.clone())
+            }
+        }
+    }
+
+    async fn fetch_token(&self, session: &UaaSession) -> Result<Token, BoshError> {
+        tracing::debug!("Requesting a UAA token for client {}", session.client);
+        let response = self
+            .http
+            .post(&session.token_url)
+            .basic_auth(&session.client, Some(&session.secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .map_err(|e| unreachable(&session.token_url, &e))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(BoshError::Uaa {
+                url: session.token_url.clone(),
+                client: session.client.clone(),
+                detail: format!("{status}: {}", error_description(&text)),
+            });
+        }
+        let parsed: TokenResponse =
+            serde_json::from_str(&text).map_err(|e| BoshError::Protocol {
+                detail: format!("UAA token response: {e}"),
+            })?;
+        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(300));
+        Ok(Token {
+            header: format!("{} {}", parsed.token_type, parsed.access_token),
+            expires_at: Instant::now() + lifetime,
+        })
+    }
+
+    /// Sends an authenticated request; a 401 with UAA renews the token once and retries.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, BoshError> {
+        let url = format!("{}{path}", self.base);
+        let mut renew = false;
+        loop {
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .header("Authorization", self.authorization(renew).await?);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            tracing::debug!("{method} {url}");
+            let response = request
+                .send()
+                .await
+                .map_err(|e| unreachable(&self.base, &e))?;
+            if response.status() == StatusCode::UNAUTHORIZED
+                && matches!(self.auth, Auth::Uaa(_))
+                && !renew
+            {
+                tracing::debug!("{method} {path}: 401, renewing the UAA token");
+                renew = true;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+
+    /// Sends a request and fails on any non-success status, with the Director's message.
+    async fn checked(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, BoshError> {
+        let response = self.send(method.clone(), path, body).await?;
+        let status = response.status();
+        if status.is_success() || status.is_redirection() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(BoshError::Status {
+            request: format!("{method} {path}"),
+            status: status.as_u16(),
+            description: error_description(&text),
+        })
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, BoshError> {
+        let response = self.checked(Method::GET, path, None).await?;
+        response.json().await.map_err(|e| BoshError::Protocol {
+            detail: format!("GET {path}: {e}"),
+        })
+    }
+
+    /// Names of every deployment the client can see.
+    ///
+    /// # Errors
+    /// [`BoshError`].
+    pub async fn deployments(&self) -> Result<Vec<String>, BoshError> {
+        let list: Vec<Value> = self.get_json("/deployments").await?;
+        Ok(list
+            .iter()
+            .filter_map(|d| d["name"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// The deployment's manifest (YAML text).
+    ///
+    /// # Errors
+    /// [`BoshError`]; 404 for an unknown deployment.
+    pub async fn manifest(&self, deployment: &str) -> Result<String, BoshError> {
+        let body: Value = self
+            .get_json(&format!("/deployments/{}", path_segment(deployment)))
+            .await?;
+        Ok(body["manifest"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// The deployment's VMs (a Director task).
+    ///
+    /// # Errors
+    /// [`BoshError`]; 404 for an unknown deployment.
+    pub async fn vms(&self, deployment: &str) -> Result<Vec<VmInfo>, BoshError> {
+        let path = format!("/deployments/{}/vms?format=full", path_segment(deployment));
+        let response = self.checked(Method::GET, &path, None).await?;
+        let output = self.task_result(response, &path).await?;
+        output
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line).map_err(|e| BoshError::Protocol {
+                    detail: format!("a VM of {deployment}: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// `POST /deployments/<d>/ssh` with this body; returns the task's result (waits for it).
+    ///
+    /// # Errors
+    /// [`BoshError`].
+    pub async fn ssh(&self, deployment: &str, body: &Value) -> Result<String, BoshError> {
+        let path = format!("/deployments/{}/ssh", path_segment(deployment));
+        let response = self.checked(Method::POST, &path, Some(body)).await?;
+        self.task_result(response, &path).await
+    }
+
+    /// Follows a task redirect, polls the task until it ends and returns its result output.
+    async fn task_result(
+        &self,
+        response: reqwest::Response,
+        request: &str,
+    ) -> Result<String, BoshError> {
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| BoshError::Protocol {
+                detail: format!("{request} answered {} without a task", response.status()),
+            })?;
+        let task_path = location
+            .find("/tasks/")
+            .map(|at| location[at..].to_string())
+            .ok_or_else(|| BoshError::Protocol {
+                detail: format!("{request} redirected to {location}, not a task"),
+            })?;
+        let id = task_path.trim_start_matches("/tasks/").to_string();
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let task: Value = self.get_json(&task_path).await?;
+            match task["state"].as_str().unwrap_or_default() {
+                "done" => break,
+                "queued" | "processing" | "cancelling" => {}
+                state => {
+                    return Err(BoshError::Task {
+                        id,
+                        state: state.to_string(),
+                        description: task["result"]
+                            .as_str()
+                            .or(task["description"].as_str())
+                            .unwrap_or_default()
+                            .to_string(),
+                    })
+                }
+            }
+            if started.elapsed() > TASK_TIMEOUT {
+                return Err(BoshError::Task {
+                    id,
+                    state: "still running".into(),
+                    description: format!("gave up after {} s", TASK_TIMEOUT.as_secs()),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+        let output = self
+            .checked(Method::GET, &format!("{task_path}/output?type=result"), None)
+            .await?;
+        output.text().await.map_err(|e| BoshError::Protocol {
+            detail: format!("task {id} output: {e}"),
+        })
+    }
+}
+
+fn http_client(
+    config: &DirectorConfig,
+    socks: Option<&LocalSocks>,
+) -> Result<reqwest::Client, BoshError> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(15))
+        .timeout(Duration::from_secs(300))
+        .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = &config.ca_cert_pem {
+        for certificate in reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+            BoshError::CaCert {
+                detail: e.to_string(),
+            }
+        })? {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder = match socks {
+        Some(socks) => builder.proxy(reqwest::Proxy::all(socks.url()).map_err(|e| {
+            BoshError::Protocol {
+                detail: format!("proxy: {e}"),
+            }
+        })?),
+        None => builder.no_proxy(),
+    };
+    builder.build().map_err(|e| BoshError::Protocol {
+        detail: format!("HTTP client: {e}"),
+    })
+}
+
+fn unreachable(url: &str, error: &reqwest::Error) -> BoshError {
+    let mut detail = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        detail.push_str(": ");
+        detail.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if detail.contains("certificate") || detail.contains("UnknownIssuer") {
+        detail.push_str(" (is --ca-cert the CA that signed the Director's certificate?)");
+    }
+    BoshError::Unreachable {
+        url: url.to_string(),
+        detail,
+    }
+}
+
+/// The message in a Director or UAA error body, or the body itself.
+fn error_description(text: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(text).ok();
+    parsed
+        .as_ref()
+        .and_then(|v| {
+            v["description"]
+                .as_str()
+                .or(v["error_description"].as_str())
+                .or(v["error"].as_str())
+        })
+        .map_or_else(
+            || text.trim().chars().take(300).collect(),
+            str::to_string,
+        )
+}
+
+/// Percent-encodes a deployment name for a URL path.
+fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Base64 for the basic-auth header (standard alphabet, padded).
+mod base64_engine {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub(super) fn encode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for chunk in bytes.chunks(3) {
+            let n = (u32::from(chunk[0]) << 16)
+                | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*chunk.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_become_https_urls_with_the_default_port() {
+        assert_eq!(director_url("10.0.0.6").unwrap(), "https://10.0.0.6:25555");
+        assert_eq!(
+            director_url("https://director.example:8443").unwrap(),
+            "https://director.example:8443"
+        );
+        assert_eq!(director_url("10.0.0.6:443").unwrap(), "https://10.0.0.6:443");
+        assert_eq!(director_url("[fd00::6]:25555").unwrap(), "https://[fd00::6]:25555");
+        assert_eq!(director_url("fd00::6").unwrap(), "https://[fd00::6]:25555");
+        assert!(director_url("http://x")
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid bosh URL - "));
+        assert!(director_url("10.0.0.6:port").is_err());
+        assert!(director_url("").is_err());
+    }
+
+    #[test]
+    fn basic_auth_is_base64() {
+        assert_eq!(base64_engine::encode("admin:secret"), "YWRtaW46c2VjcmV0");
+        assert_eq!(base64_engine::encode("a"), "YQ==");
+        assert_eq!(base64_engine::encode("ab"), "YWI=");
+    }
+
+    #[test]
+    fn error_bodies_give_their_description() {
+        assert_eq!(
+            error_description(r#"{"code":70000,"description":"Deployment 'x' doesn't exist"}"#),
+            "Deployment 'x' doesn't exist"
+        );
+        assert_eq!(
+            error_description(r#"{"error":"unauthorized","error_description":"Bad credentials"}"#),
+            "Bad credentials"
+        );
+        assert_eq!(error_description("plain text"), "plain text");
+        assert_eq!(path_segment("cf prod/x"), "cf%20prod%2Fx");
+    }
+}

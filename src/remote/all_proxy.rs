@@ -1,0 +1,210 @@
+//! `BOSH_ALL_PROXY`: bbr's single setting for reaching the Director and the VMs through a
+//! jumpbox, `ssh+socks5://USER@HOST:PORT?private-key=PATH`, or through an existing SOCKS5
+//! proxy, `socks5://HOST:PORT` (bbr-facts §5.3). Hosts in `no_proxy` are reached directly.
+//!
+//! Unlike bbr, the jumpbox's host key is checked like any other host's (known_hosts, or
+//! `--insecure-skip-host-key-check`): a jumpbox is exactly where a man in the middle would sit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::dial::{Dialer, NoProxy, ProxiedDialer, Socks5Dialer};
+use super::ssh::{HostKeyPolicy, SshDestination, SshHost};
+use super::RemoteError;
+
+/// A parsed `BOSH_ALL_PROXY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllProxy {
+    /// `socks5://HOST:PORT`.
+    Socks5 {
+        /// `HOST:PORT`.
+        address: String,
+    },
+    /// `ssh+socks5://USER@HOST:PORT?private-key=PATH`.
+    SshTunnel {
+        /// Login user on the jumpbox.
+        user: String,
+        /// Jumpbox host.
+        host: String,
+        /// Its SSH port.
+        port: u16,
+        /// The key file.
+        private_key: PathBuf,
+    },
+}
+
+/// A `BOSH_ALL_PROXY` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("BOSH_ALL_PROXY `{value}` {problem}: use ssh+socks5://USER@HOST:PORT?private-key=PATH or socks5://HOST:PORT")]
+pub struct ProxyError {
+    value: String,
+    problem: String,
+}
+
+impl AllProxy {
+    /// Reads `BOSH_ALL_PROXY`; `None` when unset or empty.
+    ///
+    /// # Errors
+    /// [`ProxyError`] for a value that does not parse.
+    pub fn from_env() -> Result<Option<AllProxy>, ProxyError> {
+        match std::env::var("BOSH_ALL_PROXY") {
+            Ok(value) if !value.trim().is_empty() => AllProxy::parse(value.trim()).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Parses a proxy URL.
+    ///
+    /// # Errors
+    /// [`ProxyError`] naming what is wrong.
+    pub fn parse(value: &str) -> Result<AllProxy, ProxyError> {
+        let error = |problem: &str| ProxyError {
+            value: value.to_string(),
+            problem: problem.to_string(),
+        };
+        let (scheme, rest) = value
+            .split_once("://")
+            .ok_or_else(|| error("has no scheme"))?;
+        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let authority = authority.trim_end_matches('/');
+        match scheme {
+            "socks5" | "socks5h" => {
+                let (host, port) = split_port(authority).ok_or_else(|| error("needs HOST:PORT"))?;
+                Ok(AllProxy::Socks5 {
+                    address: format!("{host}:{port}"),
+                })
+            }
+            "ssh+socks5" => {
+                let (user, host_port) = authority
+                    .split_once('@')
+                    .ok_or_else(|| error("needs USER@ before the jumpbox host"))?;
+                let (host, port) = split_port(host_port).unwrap_or((host_port.to_string(), 22));
+                if user.is_empty() || host.is_empty() {
+                    return Err(error("needs USER@HOST"));
+                }
+                let private_key = query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix("private-key="))
+                    .filter(|path| !path.is_empty())
+                    .ok_or_else(|| error("needs ?private-key=PATH"))?;
+                Ok(AllProxy::SshTunnel {
+                    user: user.to_string(),
+                    host,
+                    port,
+                    private_key: PathBuf::from(percent_decode(private_key)),
+                })
+            }
+            _ => Err(error("has an unsupported scheme")),
+        }
+    }
+
+    /// Opens the proxy (for an SSH tunnel: connects to the jumpbox, checking its key with
+    /// `jumpbox_key`) and returns the dialer every connection of the run shares.
+    ///
+    /// # Errors
+    /// [`RemoteError`] when the jumpbox cannot be reached or refuses the key.
+    pub async fn open(
+        &self,
+        jumpbox_key: HostKeyPolicy,
+        no_proxy: NoProxy,
+    ) -> Result<Arc<dyn Dialer>, RemoteError> {
+        let proxy: Arc<dyn Dialer> = match self {
+            AllProxy::Socks5 { address } => Arc::new(Socks5Dialer {
+                proxy: address.clone(),
+            }),
+            AllProxy::SshTunnel {
+                user,
+                host,
+                port,
+                private_key,
+            } => {
+                let destination = SshDestination {
+                    name: format!("jumpbox {host}"),
+                    address: host.clone(),
+                    port: *port,
+                    username: user.clone(),
+                    private_key: private_key.clone().into(),
+                    host_key: jumpbox_key,
+                    dialer: None,
+                };
+                tracing::info!("Connecting to the jumpbox {user}@{host}:{port} (BOSH_ALL_PROXY)");
+                Arc::new(SshHost::connect(&destination).await?)
+            }
+        };
+        Ok(Arc::new(ProxiedDialer { proxy, no_proxy }))
+    }
+}
+
+/// `host:port` → (host, port); brackets kept off IPv6 hosts.
+fn split_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_of_bbrs_forms_parse() {
+        assert_eq!(
+            AllProxy::parse("ssh+socks5://jumpbox@10.0.0.5:2222?private-key=/tmp/my%20key").unwrap(),
+            AllProxy::SshTunnel {
+                user: "jumpbox".into(),
+                host: "10.0.0.5".into(),
+                port: 2222,
+                private_key: "/tmp/my key".into(),
+            }
+        );
+        assert_eq!(
+            AllProxy::parse("ssh+socks5://jumpbox@jb.example.com?private-key=k").unwrap(),
+            AllProxy::SshTunnel {
+                user: "jumpbox".into(),
+                host: "jb.example.com".into(),
+                port: 22,
+                private_key: "k".into(),
+            }
+        );
+        assert_eq!(
+            AllProxy::parse("socks5://localhost:5000").unwrap(),
+            AllProxy::Socks5 {
+                address: "localhost:5000".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_values_say_what_is_missing() {
+        let message = |v: &str| AllProxy::parse(v).unwrap_err().to_string();
+        assert!(message("ssh+socks5://10.0.0.5:22").contains("needs USER@"));
+        assert!(message("ssh+socks5://u@10.0.0.5:22").contains("private-key"));
+        assert!(message("http://proxy:3128").contains("unsupported scheme"));
+        assert!(message("socks5://proxy").contains("HOST:PORT"));
+        assert!(message("jumpbox").contains("no scheme"));
+    }
+}
