@@ -49,7 +49,9 @@ pub enum BoshError {
         detail: String,
     },
     /// The Director answered with an error status.
-    #[error("Director responded with non-successful status code {status} to {request}: {description}")]
+    #[error(
+        "Director responded with non-successful status code {status} to {request}: {description}"
+    )]
     Status {
         /// `METHOD /path`.
         request: String,
@@ -120,7 +122,9 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("Expected CA cert to be non-empty"));
-        assert!(read_ca_cert("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n").is_ok());
+        assert!(
+            read_ca_cert("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n").is_ok()
+        );
         assert!(read_ca_cert("/nonexistent/ca.pem")
             .unwrap_err()
             .to_string()

@@ -777,24 +777,22 @@ impl Checker<'_> {
     }
 
     async fn unlock_without_lock(&self, report: &mut ContractReport) -> Result<(), ContractError> {
-        let mut runs: Vec<(ScriptName, Vec<(&str, String)>, &str)> = Vec::new();
+        let mut runs: Vec<(ScriptName, Option<&str>)> = Vec::new();
         if self.listing.runnable(ScriptName::PostBackupUnlock) {
-            for success in ["false", "true"] {
-                runs.push((
-                    ScriptName::PostBackupUnlock,
-                    vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", success.to_string())],
-                    if success == "false" {
-                        "with BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false"
-                    } else {
-                        "with BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=true"
-                    },
-                ));
-            }
+            runs.push((ScriptName::PostBackupUnlock, Some("false")));
+            runs.push((ScriptName::PostBackupUnlock, Some("true")));
         }
         if self.listing.runnable(ScriptName::PostRestoreUnlock) {
-            runs.push((ScriptName::PostRestoreUnlock, Vec::new(), ""));
+            runs.push((ScriptName::PostRestoreUnlock, None));
         }
-        for (script, environment, detail) in runs {
+        for (script, success) in runs {
+            let environment: Vec<(&str, String)> = success
+                .map(|s| ("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", s.to_string()))
+                .into_iter()
+                .collect();
+            let detail = success
+                .map(|s| format!(" with BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL={s}"))
+                .unwrap_or_default();
             let outcome = self.run_script(script, &environment, false, None).await?;
             let verdict = if outcome.succeeded() {
                 Verdict::Pass
@@ -805,11 +803,9 @@ impl Checker<'_> {
                 verdict,
                 "idempotent",
                 format!(
-                    "{script} without a prior lock (as after a failed lock) {detail}: {}",
+                    "{script} without a prior lock (as after a failed lock){detail}: {}",
                     outcome.describe()
-                )
-                .replace("  ", " ")
-                .replace(" :", ":"),
+                ),
             );
         }
         Ok(())

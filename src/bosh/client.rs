@@ -200,14 +200,12 @@ impl DirectorClient {
     /// [`BoshError::Uaa`] when UAA refuses the client.
     pub async fn connect(config: &DirectorConfig) -> Result<DirectorClient, BoshError> {
         let socks = match &config.dialer {
-            Some(dialer) => Some(
-                LocalSocks::start(Arc::clone(dialer))
-                    .await
-                    .map_err(|e| BoshError::Unreachable {
-                        url: config.url.clone(),
-                        detail: format!("cannot start the local proxy: {e}"),
-                    })?,
-            ),
+            Some(dialer) => Some(LocalSocks::start(Arc::clone(dialer)).await.map_err(|e| {
+                BoshError::Unreachable {
+                    url: config.url.clone(),
+                    detail: format!("cannot start the local proxy: {e}"),
+                }
+            })?),
             None => None,
         };
         let http = http_client(config, socks.as_ref())?;
@@ -483,7 +481,11 @@ impl DirectorClient {
             pause = (pause * 2).min(Duration::from_secs(2));
         }
         let output = self
-            .checked(Method::GET, &format!("{task_path}/output?type=result"), None)
+            .checked(
+                Method::GET,
+                &format!("{task_path}/output?type=result"),
+                None,
+            )
             .await?;
         output.text().await.map_err(|e| BoshError::Protocol {
             detail: format!("task {id} output: {e}"),
@@ -509,14 +511,15 @@ fn http_client(
             builder = builder.add_root_certificate(certificate);
         }
     }
-    builder = match socks {
-        Some(socks) => builder.proxy(reqwest::Proxy::all(socks.url()).map_err(|e| {
-            BoshError::Protocol {
-                detail: format!("proxy: {e}"),
-            }
-        })?),
-        None => builder.no_proxy(),
-    };
+    builder =
+        match socks {
+            Some(socks) => builder.proxy(reqwest::Proxy::all(socks.url()).map_err(|e| {
+                BoshError::Protocol {
+                    detail: format!("proxy: {e}"),
+                }
+            })?),
+            None => builder.no_proxy(),
+        };
     builder.build().map_err(|e| BoshError::Protocol {
         detail: format!("HTTP client: {e}"),
     })
@@ -550,10 +553,7 @@ fn error_description(text: &str) -> String {
                 .or(v["error_description"].as_str())
                 .or(v["error"].as_str())
         })
-        .map_or_else(
-            || text.trim().chars().take(300).collect(),
-            str::to_string,
-        )
+        .map_or_else(|| text.trim().chars().take(300).collect(), str::to_string)
 }
 
 /// Percent-encodes a deployment name for a URL path.
@@ -571,8 +571,7 @@ fn path_segment(name: &str) -> String {
 
 /// Base64 for the basic-auth header (standard alphabet, padded).
 mod base64_engine {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
     pub(super) fn encode(text: &str) -> String {
         let bytes = text.as_bytes();
@@ -604,8 +603,14 @@ mod tests {
             director_url("https://director.example:8443").unwrap(),
             "https://director.example:8443"
         );
-        assert_eq!(director_url("10.0.0.6:443").unwrap(), "https://10.0.0.6:443");
-        assert_eq!(director_url("[fd00::6]:25555").unwrap(), "https://[fd00::6]:25555");
+        assert_eq!(
+            director_url("10.0.0.6:443").unwrap(),
+            "https://10.0.0.6:443"
+        );
+        assert_eq!(
+            director_url("[fd00::6]:25555").unwrap(),
+            "https://[fd00::6]:25555"
+        );
         assert_eq!(director_url("fd00::6").unwrap(), "https://[fd00::6]:25555");
         assert!(director_url("http://x")
             .unwrap_err()

@@ -300,10 +300,7 @@ impl Target for BoshTarget {
     async fn release_access(&self) -> Result<(), Error> {
         let (session, hosts) = {
             let mut state = self.state.lock().expect("state");
-            (
-                state.session.take(),
-                std::mem::take(&mut state.connected),
-            )
+            (state.session.take(), std::mem::take(&mut state.connected))
         };
         for host in hosts {
             host.disconnect().await;
@@ -319,7 +316,10 @@ impl Target for BoshTarget {
                 "target": {"job": group, "indexes": ids, "ids": ids},
                 "params": {"user_regex": format!("^{}", session.user)},
             });
-            tracing::info!("Removing SSH user {} from instance group {group}...", session.user);
+            tracing::info!(
+                "Removing SSH user {} from instance group {group}...",
+                session.user
+            );
             if let Err(error) = self.client.ssh(&self.deployment, &body).await {
                 failures.push(format!("{group}: {error}"));
             }

@@ -173,7 +173,8 @@ mod tests {
     #[test]
     fn both_of_bbrs_forms_parse() {
         assert_eq!(
-            AllProxy::parse("ssh+socks5://jumpbox@10.0.0.5:2222?private-key=/tmp/my%20key").unwrap(),
+            AllProxy::parse("ssh+socks5://jumpbox@10.0.0.5:2222?private-key=/tmp/my%20key")
+                .unwrap(),
             AllProxy::SshTunnel {
                 user: "jumpbox".into(),
                 host: "10.0.0.5".into(),

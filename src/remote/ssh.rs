@@ -409,7 +409,10 @@ impl Dialer for SshHost {
             .map_err(|error| {
                 std::io::Error::new(
                     std::io::ErrorKind::ConnectionRefused,
-                    format!("the jumpbox {} could not connect to {host}:{port}: {error}", self.name),
+                    format!(
+                        "the jumpbox {} could not connect to {host}:{port}: {error}",
+                        self.name
+                    ),
                 )
             })?;
         Ok(Box::new(channel.into_stream()))
