@@ -1,5 +1,6 @@
 //! The `cairn` command line: bbr's flags and messages on top of the library.
 
+pub mod all_deployments;
 pub mod args;
 pub mod backups;
 pub mod config;

@@ -122,6 +122,7 @@ mod tests {
             release: "r".into(),
             scripts: std::collections::BTreeSet::new(),
             metadata: JobMetadata::default(),
+            shared_artifact: None,
         };
         let command = run_script(
             &job,
@@ -144,6 +145,7 @@ mod tests {
             release: "r".into(),
             scripts: std::collections::BTreeSet::new(),
             metadata: JobMetadata::default(),
+            shared_artifact: None,
         };
         assert_eq!(
             run_script_with_timeout(&job, ScriptName::Backup, &[("A", "1".into())], 90),

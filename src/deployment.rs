@@ -16,6 +16,7 @@ use crate::commands;
 use crate::error::{Error, RunErrors};
 use crate::job::{
     parse_script_path, InstanceName, Job, JobMetadata, LockDirection, ScriptName, IGNORED_JOBS,
+    REMOTE_ARTIFACT_ROOT,
 };
 use crate::lock_order::{order_locks, JobRef, LockLayers};
 use crate::remote::{RemoteHost, RemoteHostExt};
@@ -27,6 +28,8 @@ pub struct InstanceAddress {
     pub name: InstanceName,
     /// BOSH index, as written in artifact names.
     pub index: String,
+    /// The instance group's bootstrap instance (it alone backs up shared artifacts).
+    pub bootstrap: bool,
 }
 
 /// Where a deployment's instances are and how to reach them.
@@ -49,6 +52,13 @@ pub trait Target: Send + Sync + Debug {
     /// The release of a job in an instance group, or `""`.
     fn release_of(&self, group: &str, job: &str) -> String;
 
+    /// True when the deployment manifest sets `bbr.backup_one_restore_all` for this job of
+    /// this group (bbr-facts §2.5): the bootstrap instance backs it up once, under a shared
+    /// name, and every instance restores from that one artifact.
+    fn backup_one_restore_all(&self, _group: &str, _job: &str) -> bool {
+        false
+    }
+
     /// Removes temporary access created by `connect`.
     async fn release_access(&self) -> Result<(), Error>;
 }
@@ -60,6 +70,8 @@ pub struct Instance {
     pub name: InstanceName,
     /// BOSH index.
     pub index: String,
+    /// The group's bootstrap instance.
+    pub bootstrap: bool,
     /// The connection.
     pub remote: Arc<dyn RemoteHost>,
     /// Jobs with at least one bbr script, minus skipped and ignored ones.
@@ -83,6 +95,48 @@ impl Instance {
     #[must_use]
     pub fn artifact_name(&self, job: &Job) -> String {
         format!("{}-{}-{}", self.name.group, self.index, job.name)
+    }
+
+    /// True when this instance's backup of `job` is the job's shared artifact.
+    #[must_use]
+    pub fn backs_up_shared(&self, job: &Job) -> bool {
+        self.bootstrap && job.shared_artifact.is_some()
+    }
+
+    /// The artifact a backup of `job` on this instance produces: the shared one on the
+    /// bootstrap instance of a backup-one-restore-all job, else `<group>-<index>-<job>`.
+    #[must_use]
+    pub fn backup_artifact_name(&self, job: &Job) -> String {
+        match &job.shared_artifact {
+            Some(shared) if self.bootstrap => shared.clone(),
+            _ => self.artifact_name(job),
+        }
+    }
+
+    /// The artifact `job` on this instance is restored from.
+    #[must_use]
+    pub fn restore_artifact_name(&self, job: &Job) -> String {
+        job.shared_artifact
+            .clone()
+            .unwrap_or_else(|| self.artifact_name(job))
+    }
+
+    /// The remote artifact directory of `job` during a backup, with bbr's trailing slash.
+    #[must_use]
+    pub fn backup_directory(&self, job: &Job) -> String {
+        match &job.shared_artifact {
+            Some(shared) if self.bootstrap => format!("{REMOTE_ARTIFACT_ROOT}/{shared}/"),
+            _ => job.artifact_directory(),
+        }
+    }
+
+    /// The remote artifact directory of `job` during a restore.
+    #[must_use]
+    pub fn restore_directory(&self, job: &Job) -> String {
+        match &job.shared_artifact {
+            Some(shared) => format!("{REMOTE_ARTIFACT_ROOT}/{shared}/"),
+            None => job.artifact_directory(),
+        }
     }
 }
 
@@ -156,6 +210,7 @@ pub async fn discover(
             Ok(Instance {
                 name: address.name,
                 index: address.index,
+                bootstrap: address.bootstrap,
                 remote,
                 jobs,
             })
@@ -191,11 +246,16 @@ async fn discover_jobs(
         if IGNORED_JOBS.contains(&job_name.as_str()) {
             continue;
         }
+        let release = target.release_of(&name.group, &job_name);
+        let shared_artifact = target
+            .backup_one_restore_all(&name.group, &job_name)
+            .then(|| format!("{job_name}-{release}-backup-one-restore-all"));
         let mut job = Job {
-            release: target.release_of(&name.group, &job_name),
+            release,
             name: job_name,
             scripts,
             metadata: JobMetadata::default(),
+            shared_artifact,
         };
         if job.has(ScriptName::Metadata) {
             job.metadata = run_metadata(name, remote, &job, version).await?;

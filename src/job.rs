@@ -186,6 +186,9 @@ pub struct Job {
     pub scripts: BTreeSet<ScriptName>,
     /// Parsed metadata, default when the job has no `metadata` script.
     pub metadata: JobMetadata,
+    /// `<job>-<release>-backup-one-restore-all` when the manifest marks the job
+    /// `bbr.backup_one_restore_all` (bbr-facts §2.5).
+    pub shared_artifact: Option<String>,
 }
 
 impl Job {

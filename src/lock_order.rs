@@ -116,6 +116,7 @@ mod tests {
                     .collect(),
                 ..JobMetadata::default()
             },
+            shared_artifact: None,
         }
     }
 

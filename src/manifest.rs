@@ -85,6 +85,16 @@ pub struct ManifestArtifact {
     pub files: FileDigests,
 }
 
+impl ManifestArtifact {
+    /// True for a backup-one-restore-all artifact (named `<job>-<release>-backup-one-restore-all`
+    /// instead of `<group>-<index>-<job>`).
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        self.name != format!("{}-{}-{}", self.group, self.index, self.job)
+            && self.name.ends_with("-backup-one-restore-all")
+    }
+}
+
 /// Lock and unlock times of one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobTimes {

@@ -178,7 +178,8 @@ async fn run_scripts(
     deployment: &Deployment,
     jobs: &[JobRef],
     script: ScriptName,
-    environment: &(dyn Fn(&crate::job::Job) -> Vec<(&'static str, String)> + Sync),
+    environment: &(dyn Fn(&crate::deployment::Instance, &crate::job::Job) -> Vec<(&'static str, String)>
+          + Sync),
     context: &RunContext,
     cancel: &CancellationToken,
 ) -> RunErrors {
@@ -193,7 +194,7 @@ async fn run_scripts(
                 instance.remote.as_ref(),
                 job,
                 script,
-                &environment(job),
+                &environment(instance, job),
                 cancel,
                 context.script_timeout,
             )
@@ -324,7 +325,7 @@ async fn lock(
             deployment,
             layer,
             script,
-            &|_| Vec::new(),
+            &|_, _| Vec::new(),
             context,
             &context.cancel,
         )
@@ -341,7 +342,8 @@ async fn unlock(
     deployment: &Deployment,
     layers: &LockLayers,
     script: ScriptName,
-    environment: &(dyn Fn(&crate::job::Job) -> Vec<(&'static str, String)> + Sync),
+    environment: &(dyn Fn(&crate::deployment::Instance, &crate::job::Job) -> Vec<(&'static str, String)>
+          + Sync),
     context: &RunContext,
 ) -> RunErrors {
     let never = CancellationToken::new();

@@ -27,7 +27,9 @@ pub struct HostKeyOptions {
 }
 
 impl HostKeyOptions {
-    fn policy(&self, on_unknown: UnknownHost) -> HostKeyPolicy {
+    /// The policy for hosts without a pinned key.
+    #[must_use]
+    pub fn policy(&self, on_unknown: UnknownHost) -> HostKeyPolicy {
         if self.skip_check {
             return HostKeyPolicy::AcceptAny;
         }
@@ -85,6 +87,7 @@ impl SshTarget {
             let address = InstanceAddress {
                 name,
                 index: instance.index.to_string(),
+                bootstrap: false,
             };
             hosts.push((address, destination));
         }
@@ -118,6 +121,7 @@ impl SshTarget {
         let instance = InstanceAddress {
             name: InstanceName::new("bosh", "0"),
             index: "0".into(),
+            bootstrap: true,
         };
         SshTarget {
             name: address

@@ -36,8 +36,8 @@ pub struct BoshTarget {
 
 #[derive(Debug, Default)]
 struct State {
-    /// `(instance group, job)` → release, from the manifest.
-    releases: BTreeMap<(String, String), String>,
+    /// `(instance group, job)` → release and flags, from the manifest.
+    jobs: BTreeMap<(String, String), ManifestJob>,
     /// The SSH user and the groups (with their instance ids) it was set up on.
     session: Option<Session>,
     connected: Vec<Arc<SshHost>>,
@@ -83,7 +83,7 @@ impl BoshTarget {
     ) -> Result<Vec<(InstanceAddress, Arc<dyn RemoteHost>)>, BoshError> {
         let vms = self.client.vms(&self.deployment).await?;
         let manifest = self.client.manifest(&self.deployment).await?;
-        self.state.lock().expect("state").releases = releases_of(&manifest);
+        self.state.lock().expect("state").jobs = manifest_jobs(&manifest);
         let user = format!("bosh_{:016x}", rand::random::<u64>());
         let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| {
             BoshError::Protocol {
@@ -195,6 +195,7 @@ impl BoshTarget {
             InstanceAddress {
                 name,
                 index: index.to_string(),
+                bootstrap: vms.iter().any(|v| v.id == host.id && v.bootstrap),
             },
             Arc::new(connected),
         )))
@@ -239,34 +240,52 @@ fn parse_setup(result: &str) -> Result<Vec<SshHostInfo>, BoshError> {
     Ok(hosts)
 }
 
-/// `(group, job)` → release, from a v2 manifest (`instance_groups[].jobs[]`) or a v1 one
-/// (`jobs[].templates[]`).
-fn releases_of(manifest: &str) -> BTreeMap<(String, String), String> {
-    let mut releases = BTreeMap::new();
-    let Ok(parsed) = yaml_serde::from_str::<yaml_serde::Value>(manifest) else {
-        return releases;
+/// What the manifest says about one job of one instance group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ManifestJob {
+    release: String,
+    /// `bbr.backup_one_restore_all: true` in the job's properties (v1: the group's).
+    backup_one_restore_all: bool,
+}
+
+/// `(group, job)` → release and flags, from a v2 manifest (`instance_groups[].jobs[]`) or a
+/// v1 one (`jobs[].templates[]`).
+fn manifest_jobs(manifest: &str) -> BTreeMap<(String, String), ManifestJob> {
+    use yaml_serde::Value;
+    let mut jobs = BTreeMap::new();
+    let Ok(parsed) = yaml_serde::from_str::<Value>(manifest) else {
+        return jobs;
     };
-    let text = |value: &yaml_serde::Value, key: &str| {
+    let text = |value: &Value, key: &str| {
         value
             .get(key)
-            .and_then(yaml_serde::Value::as_str)
+            .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string()
     };
+    let shared = |value: &Value| {
+        value
+            .get("properties")
+            .and_then(|p| p.get("bbr"))
+            .and_then(|b| b.get("backup_one_restore_all"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
     for (groups_key, jobs_key) in [("instance_groups", "jobs"), ("jobs", "templates")] {
-        let groups = parsed
-            .get(groups_key)
-            .and_then(yaml_serde::Value::as_sequence);
+        let groups = parsed.get(groups_key).and_then(Value::as_sequence);
         for group in groups.into_iter().flatten() {
-            let jobs = group.get(jobs_key).and_then(yaml_serde::Value::as_sequence);
-            for job in jobs.into_iter().flatten() {
-                releases
-                    .entry((text(group, "name"), text(job, "name")))
-                    .or_insert_with(|| text(job, "release"));
+            let group_shared = jobs_key == "templates" && shared(group);
+            let group_jobs = group.get(jobs_key).and_then(Value::as_sequence);
+            for job in group_jobs.into_iter().flatten() {
+                jobs.entry((text(group, "name"), text(job, "name")))
+                    .or_insert_with(|| ManifestJob {
+                        release: text(job, "release"),
+                        backup_one_restore_all: group_shared || shared(job),
+                    });
             }
         }
     }
-    releases
+    jobs
 }
 
 #[async_trait]
@@ -286,8 +305,8 @@ impl Target for BoshTarget {
 
     fn release_of(&self, group: &str, job: &str) -> String {
         let state = self.state.lock().expect("state");
-        match state.releases.get(&(group.to_string(), job.to_string())) {
-            Some(release) => release.clone(),
+        match state.jobs.get(&(group.to_string(), job.to_string())) {
+            Some(found) => found.release.clone(),
             None => {
                 tracing::warn!(
                     "No release found for job {job} of instance group {group} in the manifest"
@@ -295,6 +314,15 @@ impl Target for BoshTarget {
                 String::new()
             }
         }
+    }
+
+    fn backup_one_restore_all(&self, group: &str, job: &str) -> bool {
+        self.state
+            .lock()
+            .expect("state")
+            .jobs
+            .get(&(group.to_string(), job.to_string()))
+            .is_some_and(|j| j.backup_one_restore_all)
     }
 
     async fn release_access(&self) -> Result<(), Error> {
@@ -343,20 +371,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn releases_come_from_v2_and_v1_manifests() {
-        let v2 = "instance_groups:\n- name: database\n  jobs:\n  - name: postgres\n    release: postgres-release\n  - name: bbr-pg\n    release: pg-bbr\n";
-        let releases = releases_of(v2);
-        assert_eq!(
-            releases[&("database".into(), "postgres".into())],
-            "postgres-release"
-        );
-        assert_eq!(releases.len(), 2);
-        let v1 = "jobs:\n- name: redis\n  templates:\n  - name: redis-server\n    release: redis\n";
-        assert_eq!(
-            releases_of(v1)[&("redis".into(), "redis-server".into())],
-            "redis"
-        );
-        assert!(releases_of("not: [valid").is_empty());
+    fn releases_and_shared_artifacts_come_from_v2_and_v1_manifests() {
+        let v2 = "instance_groups:\n- name: database\n  jobs:\n  - name: postgres\n    release: postgres-release\n  - name: bbr-pg\n    release: pg-bbr\n    properties:\n      bbr:\n        backup_one_restore_all: true\n";
+        let jobs = manifest_jobs(v2);
+        let postgres = &jobs[&("database".into(), "postgres".into())];
+        assert_eq!(postgres.release, "postgres-release");
+        assert!(!postgres.backup_one_restore_all);
+        assert!(jobs[&("database".into(), "bbr-pg".into())].backup_one_restore_all);
+        let v1 = "jobs:\n- name: redis\n  properties:\n    bbr:\n      backup_one_restore_all: true\n  templates:\n  - name: redis-server\n    release: redis\n";
+        let redis = &manifest_jobs(v1)[&("redis".into(), "redis-server".into())];
+        assert_eq!(redis.release, "redis");
+        assert!(redis.backup_one_restore_all);
+        assert!(manifest_jobs("not: [valid").is_empty());
     }
 
     #[test]

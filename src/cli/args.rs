@@ -115,6 +115,9 @@ pub struct DeploymentArgs {
     /// YAML file listing the instances to reach over SSH, instead of the Director API.
     #[arg(long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
+    /// With --all-deployments: at most this many deployments at once [default: 10].
+    #[arg(long, value_name = "N")]
+    pub deployment_parallelism: Option<usize>,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -468,6 +471,11 @@ impl DeploymentArgs {
             }
         } else if self.all_deployments {
             return Err(UsageError("--all-deployments needs the BOSH Director; it cannot be combined with --inventory.".into()));
+        }
+        if self.deployment_parallelism == Some(0) {
+            return Err(UsageError(
+                "--deployment-parallelism must be at least 1.".into(),
+            ));
         }
         if self.all_deployments {
             if matches!(

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context;
+use cairn::bosh::{BoshTarget, DirectorClient, DirectorConfig};
 use cairn::deployment::Target;
 use cairn::events::{Event, JsonLines};
 use cairn::inventory::Inventory;
@@ -14,6 +15,9 @@ use cairn::orchestrator::backup::{
 use cairn::orchestrator::cleanup::{cleanup, CleanupKind};
 use cairn::orchestrator::restore::{restore, RestoreSource};
 use cairn::orchestrator::RunContext;
+use cairn::remote::all_proxy::AllProxy;
+use cairn::remote::dial::NoProxy;
+use cairn::remote::ssh::UnknownHost;
 use cairn::ssh_target::{HostKeyOptions, SshTarget};
 use cairn::RunErrors;
 use cairn_store::{Retention, RetentionMode};
@@ -33,19 +37,70 @@ enum Mode {
 /// Runs `cairn deployment ...`; returns the exit code.
 pub async fn deployment(args: DeploymentArgs) -> anyhow::Result<i32> {
     args.validate()?;
-    let Some(inventory_path) = &args.inventory else {
-        anyhow::bail!(UsageError(
-            "Deployment mode through the BOSH Director API is not available in this version; list the instances in an inventory file and pass --inventory FILE".into()
-        ));
+    let dialer = open_proxy(&args.common).await?;
+    if let Some(inventory_path) = &args.inventory {
+        let inventory = Inventory::load(inventory_path)?;
+        let target = SshTarget::from_inventory(
+            &inventory,
+            inventory_path,
+            args.deployment.clone(),
+            &host_keys(&args.common),
+        )?
+        .with_dialer(dialer);
+        return run_action(&target, args.action, &args.common, Mode::Deployment, None).await;
+    }
+    let client = Arc::new(connect_director(&args, dialer.clone()).await?);
+    if args.all_deployments {
+        return super::all_deployments::run(&args, &client).await;
+    }
+    let name = args.deployment.clone().unwrap_or_default();
+    let manifest = match &args.action {
+        Action::Backup(backup) if backup.with_manifest => Some(client.manifest(&name).await?),
+        _ => None,
     };
-    let inventory = Inventory::load(inventory_path)?;
-    let target = SshTarget::from_inventory(
-        &inventory,
-        inventory_path,
-        args.deployment.clone(),
-        &host_keys(&args.common),
-    )?;
-    run_action(&target, args.action, &args.common, Mode::Deployment).await
+    let target = BoshTarget::new(client, &name, dialer);
+    run_action(
+        &target,
+        args.action,
+        &args.common,
+        Mode::Deployment,
+        manifest,
+    )
+    .await
+}
+
+/// `BOSH_ALL_PROXY`, opened (for `ssh+socks5://`, connected to the jumpbox).
+async fn open_proxy(
+    common: &CommonArgs,
+) -> anyhow::Result<Option<Arc<dyn cairn::remote::dial::Dialer>>> {
+    let Some(proxy) = AllProxy::from_env()? else {
+        return Ok(None);
+    };
+    let policy = host_keys(common).policy(UnknownHost::Refuse);
+    Ok(Some(proxy.open(policy, NoProxy::from_env()).await?))
+}
+
+/// The Director of `--target`, logged in with `--username`/`--password` and `--ca-cert`
+/// (or `CA_CERT`, which wins over `BOSH_CA_CERT`).
+async fn connect_director(
+    args: &DeploymentArgs,
+    dialer: Option<Arc<dyn cairn::remote::dial::Dialer>>,
+) -> anyhow::Result<DirectorClient> {
+    let url = cairn::bosh::director_url(args.target.as_deref().unwrap_or_default())?;
+    let ca = args
+        .ca_cert
+        .clone()
+        .or_else(|| std::env::var("CA_CERT").ok())
+        .or_else(|| std::env::var("BOSH_CA_CERT").ok());
+    let ca_cert_pem = ca.as_deref().map(cairn::bosh::read_ca_cert).transpose()?;
+    let config = DirectorConfig {
+        url,
+        client: args.username.clone().unwrap_or_default(),
+        secret: args.password.clone().unwrap_or_default(),
+        ca_cert_pem,
+        dialer,
+    };
+    Ok(DirectorClient::connect(&config).await?)
 }
 
 /// Runs `cairn director ...`; returns the exit code.
@@ -54,8 +109,10 @@ pub async fn director(args: DirectorArgs) -> anyhow::Result<i32> {
     let host = args.host.clone().unwrap_or_default();
     let username = args.username.clone().unwrap_or_default();
     let key = args.private_key_path.clone().unwrap_or_default();
-    let target = SshTarget::director(&host, &username, &key, &host_keys(&args.common));
-    run_action(&target, args.action, &args.common, Mode::Director).await
+    let dialer = open_proxy(&args.common).await?;
+    let target =
+        SshTarget::director(&host, &username, &key, &host_keys(&args.common)).with_dialer(dialer);
+    run_action(&target, args.action, &args.common, Mode::Director, None).await
 }
 
 fn host_keys(common: &CommonArgs) -> HostKeyOptions {
@@ -70,6 +127,7 @@ async fn run_action(
     action: Action,
     common: &CommonArgs,
     mode: Mode,
+    manifest: Option<String>,
 ) -> anyhow::Result<i32> {
     let parallelism = common
         .parallelism
@@ -123,7 +181,7 @@ async fn run_action(
             errors
         }
         Action::Backup(backup_args) => {
-            if backup_args.with_manifest {
+            if backup_args.with_manifest && manifest.is_none() {
                 tracing::warn!(
                     "--with-manifest: an inventory has no deployment manifest; none is saved"
                 );
@@ -131,7 +189,7 @@ async fn run_action(
             let options = BackupOptions {
                 target: backup_target(&backup_args).await?,
                 unsafe_lock_free: backup_args.unsafe_lock_free,
-                manifest: None,
+                manifest,
                 started_at: chrono::Utc::now(),
             };
             let report = backup(target, &options, &context).await;

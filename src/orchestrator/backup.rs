@@ -254,6 +254,8 @@ struct DrainedArtifact {
     index: String,
     job: String,
     name: String,
+    /// A backup-one-restore-all artifact (bbr's `custom_artifacts`).
+    shared: bool,
     downloaded: Downloaded,
 }
 
@@ -317,7 +319,16 @@ fn bbr_metadata(finish: &Finish<'_>, complete: bool) -> BackupMetadata {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.sha256.clone()))
                 .collect();
-            metadata.add_artifact(&artifact.group, &artifact.index, &artifact.job, checksums);
+            if artifact.shared {
+                metadata
+                    .custom_artifacts
+                    .push(crate::artifact::metadata::NamedChecksums {
+                        name: artifact.name.clone(),
+                        checksums,
+                    });
+            } else {
+                metadata.add_artifact(&artifact.group, &artifact.index, &artifact.job, checksums);
+            }
         }
     }
     metadata
@@ -402,8 +413,9 @@ async fn lock_backup_unlock_drain(
     }
     if locking {
         let success = scripts_ok.to_string();
-        let environment =
-            move |_: &Job| vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", success.clone())];
+        let environment = move |_: &crate::deployment::Instance, _: &Job| {
+            vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", success.clone())]
+        };
         errors.extend(
             unlock(
                 deployment,
@@ -437,7 +449,7 @@ async fn run_backup_scripts(
         created.mark(job_ref.0);
         match instance
             .remote
-            .run(&commands::make_directory(&job.artifact_directory()))
+            .run(&commands::make_directory(&instance.backup_directory(job)))
             .await
         {
             Ok(output) if output.success() => {}
@@ -452,10 +464,10 @@ async fn run_backup_scripts(
     if !errors.is_empty() {
         return errors;
     }
-    let environment = |job: &Job| {
+    let environment = |instance: &crate::deployment::Instance, job: &Job| {
         vec![
-            ("BBR_ARTIFACT_DIRECTORY", job.artifact_directory()),
-            ("ARTIFACT_DIRECTORY", job.artifact_directory()),
+            ("BBR_ARTIFACT_DIRECTORY", instance.backup_directory(job)),
+            ("ARTIFACT_DIRECTORY", instance.backup_directory(job)),
         ]
     };
     run_scripts(
@@ -482,7 +494,7 @@ async fn drain(work: &Work<'_>) -> RunErrors {
         context.emit(Event::ArtifactStored {
             instance: instance.name.to_string(),
             job: job.name.clone(),
-            artifact: instance.artifact_name(job),
+            artifact: instance.backup_artifact_name(job),
             size: downloaded.stored.size,
             sha256: downloaded.stored.sha256.clone(),
             version: downloaded.version.clone(),
@@ -495,7 +507,8 @@ async fn drain(work: &Work<'_>) -> RunErrors {
                 group: instance.name.group.clone(),
                 index: instance.index.clone(),
                 job: job.name.clone(),
-                name: instance.artifact_name(job),
+                name: instance.backup_artifact_name(job),
+                shared: instance.backs_up_shared(job),
                 downloaded,
             });
         Ok::<(), Error>(())

@@ -41,7 +41,7 @@ async fn cleanup_deployment(
         Ok(layers) => layers,
         Err(error) => return error.into(),
     };
-    let environment = move |_: &crate::job::Job| match kind {
+    let environment = move |_: &crate::deployment::Instance, _: &crate::job::Job| match kind {
         CleanupKind::Backup => vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", "false".to_string())],
         CleanupKind::Restore => Vec::new(),
     };

@@ -100,7 +100,7 @@ impl PlanView {
                 .iter()
                 .map(|r| {
                     let (instance, job) = deployment.job(*r);
-                    instance.artifact_name(job)
+                    instance.backup_artifact_name(job)
                 })
                 .collect(),
         }

@@ -130,7 +130,9 @@ async fn unlock_listed(
             .iter()
             .any(|l| l.instance == instance.name.to_string() && l.job == job.name)
     };
-    let environment = |_: &Job| vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", "false".to_string())];
+    let environment = |_: &crate::deployment::Instance, _: &Job| {
+        vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", "false".to_string())]
+    };
     let never = tokio_util::sync::CancellationToken::new();
     let mut errors = RunErrors::new();
     for layer in layers.unlock_order() {

@@ -156,9 +156,15 @@ fn plan_uploads(
     let mut uploads = Vec::new();
     for job_ref in deployment.jobs_with(ScriptName::Restore) {
         let (instance, job) = deployment.job(job_ref);
-        let Some(checksums) =
-            metadata.checksums_for(&instance.name.group, &instance.index, &job.name)
-        else {
+        let recorded = match &job.shared_artifact {
+            Some(shared) => metadata
+                .custom_artifacts
+                .iter()
+                .find(|a| a.name == *shared)
+                .map(|a| &a.checksums),
+            None => metadata.checksums_for(&instance.name.group, &instance.index, &job.name),
+        };
+        let Some(checksums) = recorded else {
             return Err(mismatch(
                 deployment,
                 format!(
@@ -170,7 +176,7 @@ fn plan_uploads(
         };
         uploads.push(Upload {
             job: job_ref,
-            artifact_name: instance.artifact_name(job),
+            artifact_name: instance.restore_artifact_name(job),
             checksums: checksums.clone(),
         });
     }
@@ -263,7 +269,21 @@ async fn verify_source(
                     .iter()
                     .map(|(k, v)| (k.clone(), v.sha256.clone()))
                     .collect();
-                metadata.add_artifact(&artifact.group, &artifact.index, &artifact.job, checksums);
+                if artifact.is_shared() {
+                    metadata
+                        .custom_artifacts
+                        .push(crate::artifact::metadata::NamedChecksums {
+                            name: artifact.name.clone(),
+                            checksums,
+                        });
+                } else {
+                    metadata.add_artifact(
+                        &artifact.group,
+                        &artifact.index,
+                        &artifact.job,
+                        checksums,
+                    );
+                }
             }
             Ok((
                 VerifiedBackup::Store(Arc::clone(store), Box::new(manifest)),
@@ -373,7 +393,7 @@ async fn lock_restore_unlock(
             deployment,
             &plan.layers,
             ScriptName::PostRestoreUnlock,
-            &|_| Vec::new(),
+            &|_, _| Vec::new(),
             context,
         )
         .await,
@@ -395,8 +415,8 @@ async fn run_restore_scripts(
         let (instance, job) = deployment.job(upload.job);
         tracing::info!("Restoring {} on {}...", job.name, instance.name);
         let environment = [
-            ("BBR_ARTIFACT_DIRECTORY", job.artifact_directory()),
-            ("ARTIFACT_DIRECTORY", job.artifact_directory()),
+            ("BBR_ARTIFACT_DIRECTORY", instance.restore_directory(job)),
+            ("ARTIFACT_DIRECTORY", instance.restore_directory(job)),
         ];
         let started_at = chrono::Utc::now();
         let output = super::run_job_script(

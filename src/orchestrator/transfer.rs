@@ -106,7 +106,7 @@ pub(super) async fn download(
     destination: &Destination,
     context: &RunContext,
 ) -> Result<Downloaded, Error> {
-    let remote_directory = job.artifact_directory();
+    let remote_directory = instance.backup_directory(job);
     let label = format!("for job {} on {}", job.name, instance.name);
     let progress = Progress {
         label: label.clone(),
@@ -118,7 +118,7 @@ pub(super) async fn download(
         events: context.events.clone(),
     };
     let (writer, pending) = destination
-        .open_artifact(&instance.artifact_name(job))
+        .open_artifact(&instance.backup_artifact_name(job))
         .await?;
     let streamed = stream_and_digest(
         instance,
@@ -259,7 +259,7 @@ pub(super) async fn upload(
     expected: &Checksums,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
-    let remote_directory = job.artifact_directory();
+    let remote_directory = instance.restore_directory(job);
     let made = instance
         .remote
         .run(&commands::make_directory(&remote_directory))

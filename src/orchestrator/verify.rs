@@ -97,8 +97,8 @@ async fn verify_one(
     let (instance, job) = deployment.job(job_ref);
     tracing::info!("Verifying restored {} on {}...", job.name, instance.name);
     let environment = [
-        ("BBR_ARTIFACT_DIRECTORY", job.artifact_directory()),
-        ("ARTIFACT_DIRECTORY", job.artifact_directory()),
+        ("BBR_ARTIFACT_DIRECTORY", instance.restore_directory(job)),
+        ("ARTIFACT_DIRECTORY", instance.restore_directory(job)),
     ];
     let started_at = chrono::Utc::now();
     let started = std::time::Instant::now();
