@@ -172,14 +172,18 @@ fn announce_jobs(deployment: &Deployment, context: &RunContext) {
     }
 }
 
+/// The environment of a job's script, given its instance and job.
+type ScriptEnvironment<'a> = dyn Fn(&crate::deployment::Instance, &crate::job::Job) -> Vec<(&'static str, String)>
+    + Sync
+    + 'a;
+
 /// Runs `script` on each of `jobs` (those that have it), at most `parallelism` at once.
 /// `environment` gives each job's variables.
 async fn run_scripts(
     deployment: &Deployment,
     jobs: &[JobRef],
     script: ScriptName,
-    environment: &(dyn Fn(&crate::deployment::Instance, &crate::job::Job) -> Vec<(&'static str, String)>
-          + Sync),
+    environment: &ScriptEnvironment<'_>,
     context: &RunContext,
     cancel: &CancellationToken,
 ) -> RunErrors {
@@ -342,8 +346,7 @@ async fn unlock(
     deployment: &Deployment,
     layers: &LockLayers,
     script: ScriptName,
-    environment: &(dyn Fn(&crate::deployment::Instance, &crate::job::Job) -> Vec<(&'static str, String)>
-          + Sync),
+    environment: &ScriptEnvironment<'_>,
     context: &RunContext,
 ) -> RunErrors {
     let never = CancellationToken::new();
