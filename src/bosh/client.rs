@@ -18,7 +18,7 @@ pub const DEFAULT_PORT: u16 = 25555;
 /// How long to wait for a task before giving up.
 const TASK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-/// Renew a token this long before it expires, so a request never carries a stale one.
+/// Renew a token at most this long before it expires, so a request never carries a stale one.
 const TOKEN_MARGIN: Duration = Duration::from_secs(30);
 
 /// What is needed to reach a Director.
@@ -118,7 +118,8 @@ struct UaaSession {
 
 struct Token {
     header: String,
-    expires_at: Instant,
+    /// A little before it expires (a tenth of its lifetime, at most [`TOKEN_MARGIN`]).
+    renew_at: Instant,
 }
 
 #[derive(Deserialize)]
@@ -277,9 +278,7 @@ impl DirectorClient {
             }
             Auth::Uaa(session) => {
                 let mut token = session.token.lock().await;
-                let fresh = token
-                    .as_ref()
-                    .is_some_and(|t| t.expires_at > Instant::now() + TOKEN_MARGIN);
+                let fresh = token.as_ref().is_some_and(|t| t.renew_at > Instant::now());
                 if renew || !fresh {
                     *token = Some(self.fetch_token(session).await?);
                 }
@@ -312,9 +311,10 @@ impl DirectorClient {
                 detail: format!("UAA token response: {e}"),
             })?;
         let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(300));
+        let margin = (lifetime / 10).min(TOKEN_MARGIN);
         Ok(Token {
             header: format!("{} {}", parsed.token_type, parsed.access_token),
-            expires_at: Instant::now() + lifetime,
+            renew_at: Instant::now() + lifetime - margin,
         })
     }
 
