@@ -8,7 +8,9 @@
 #     (and a small /etc/hosts on /etc/hosts), plus its own UTS namespace (hostname <group>-<index>);
 #   - a real OpenSSH server (/usr/sbin/sshd -D) on port 22 of its address, with its own host key;
 #   - BOSH jobs copied from scripts-contract/examples/<job>/ into /var/vcap/jobs/<job>/.
-# The login user is `vcap` with passwordless sudo, as on a BOSH stemcell.
+# The login user is `vcap` with passwordless sudo, as on a BOSH stemcell. sshd also accepts
+# BOSH's temporary `bosh_*` users, with the key in the host's /var/vcap/bosh_ssh/<user>/.ssh
+# (created by the Director stand-in, integration/director/director.py).
 #
 # Usage:
 #   testbed.sh up DIR [--host GROUP/INDEX:job1,job2]... [--no-seed]
@@ -91,6 +93,21 @@ ensure_prerequisites() {
       echo 'vcap ALL=(ALL) NOPASSWD: ALL' > "$sudoers.tmp"
       chmod 0440 "$sudoers.tmp"
       mv "$sudoers.tmp" "$sudoers"
+    fi
+
+    # BOSH's temporary SSH users (`bosh ssh`, bbr): bosh-agent puts them in vcap and
+    # bosh_sudoers (passwordless sudo on a stemcell); bosh_sshers exists on stemcells too. The
+    # Director stand-in (integration/director) creates such users machine-wide and gives them a
+    # key only on the hosts it targets.
+    local group
+    for group in bosh_sshers bosh_sudoers; do
+      getent group "$group" >/dev/null || groupadd "$group"
+    done
+    local bosh_sudoers=/etc/sudoers.d/cairn-testbed-bosh-ssh
+    if [ ! -f "$bosh_sudoers" ]; then
+      echo '%bosh_sudoers ALL=(ALL) NOPASSWD: ALL' > "$bosh_sudoers.tmp"
+      chmod 0440 "$bosh_sudoers.tmp"
+      mv "$bosh_sudoers.tmp" "$bosh_sudoers"
     fi
   ) 9>"$STATE_ROOT/setup.lock"
 }
@@ -268,6 +285,9 @@ write_sshd_config() {
 ListenAddress $address:22
 HostKey $hostdir/ssh_host_ed25519_key
 PidFile $hostdir/sshd.pid
+# vcap: the test bed's key. BOSH's temporary users (bosh_*, see the Match block at the end):
+# their own key in the host's /var/vcap/bosh_ssh/<user>/.ssh, so such a user, although it exists
+# machine-wide in /etc/passwd, can log in only on the hosts where it was set up.
 AuthorizedKeysFile $dir/authorized_keys
 # Keys live under a temporary directory that sshd's ownership checks would reject.
 StrictModes no
@@ -277,7 +297,7 @@ PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin no
-AllowUsers vcap
+AllowUsers vcap bosh_*
 UseDNS no
 PrintMotd no
 PrintLastLog no
@@ -287,6 +307,9 @@ MaxStartups 100:30:200
 MaxSessions 100
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
+
+Match User bosh_*
+    AuthorizedKeysFile %h/.ssh/authorized_keys
 EOF
 }
 

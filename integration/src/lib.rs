@@ -43,6 +43,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod director;
+
 /// Environment variable: when set, a dropped [`TestBed`] keeps its directory (logs, host
 /// files, keys) for inspection. The hosts are stopped either way.
 pub const KEEP_ENV: &str = "CAIRN_KEEP_TESTBED";
@@ -132,7 +134,7 @@ impl TestBed {
     /// # Errors
     /// Fails if `testbed.sh up` fails (its stderr is in the error).
     pub fn start_with(hosts: &[HostSpec<'_>], options: &TestBedOptions) -> io::Result<TestBed> {
-        let dir = create_unique_dir()?;
+        let dir = create_unique_dir("cairn-testbed")?;
         let mut up = Command::new(Self::script());
         up.arg("up").arg(&dir);
         for (group, index, jobs) in hosts {
@@ -176,6 +178,27 @@ impl TestBed {
     #[must_use]
     pub fn inventory(&self) -> PathBuf {
         self.dir.join("inventory.yml")
+    }
+
+    /// The root-namespace address of the test bed's bridge, `10.199.K.1` (from
+    /// `DIR/testbed.env`): the only address of this machine that the hosts can reach, e.g. for a
+    /// [`director::Director`] that a host acting as a jumpbox must talk to.
+    ///
+    /// # Errors
+    /// If `DIR/testbed.env` cannot be read or has no `SLOT=K` line.
+    pub fn bridge_address(&self) -> io::Result<String> {
+        let path = self.dir.join("testbed.env");
+        let text = fs::read_to_string(&path)?;
+        text.lines()
+            .find_map(|line| line.strip_prefix("SLOT="))
+            .and_then(|slot| slot.trim().parse::<u8>().ok())
+            .map(|slot| format!("10.199.{slot}.1"))
+            .ok_or_else(|| {
+                io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("no SLOT=K line in {}", path.display()),
+                )
+            })
     }
 
     /// `DIR/known_hosts`: one `ADDRESS ssh-ed25519 AAAA...` line per host.
@@ -390,16 +413,15 @@ impl Drop for TestBed {
     }
 }
 
-/// Creates a fresh `cairn-testbed-<pid>-<n>-<nanos>` directory under the temporary directory.
-fn create_unique_dir() -> io::Result<PathBuf> {
+/// Creates a fresh `<prefix>-<pid>-<n>-<nanos>` directory under the temporary directory.
+fn create_unique_dir(prefix: &str) -> io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     loop {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("cairn-testbed-{}-{n}-{nanos}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}-{nanos}", std::process::id()));
         match fs::create_dir(&dir) {
             Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
             Err(error) => return Err(error),

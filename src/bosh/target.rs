@@ -336,22 +336,31 @@ impl Target for BoshTarget {
         let Some(session) = session else {
             return Ok(());
         };
-        let mut failures = Vec::new();
+        // One cleanup per instance, as bbr sends them; several at once for big deployments.
+        let mut cleanups: Vec<(String, String)> = Vec::new();
         for (group, ids) in &session.groups {
-            let body = json!({
-                "command": "cleanup",
-                "deployment_name": self.deployment,
-                "target": {"job": group, "indexes": ids, "ids": ids},
-                "params": {"user_regex": format!("^{}", session.user)},
-            });
-            tracing::info!(
-                "Removing SSH user {} from instance group {group}...",
-                session.user
-            );
-            if let Err(error) = self.client.ssh(&self.deployment, &body).await {
-                failures.push(format!("{group}: {error}"));
-            }
+            cleanups.extend(ids.iter().map(|id| (group.clone(), id.clone())));
         }
+        let user = session.user.clone();
+        let user = &user;
+        let failures: Vec<String> = stream::iter(cleanups)
+            .map(|(group, id)| async move {
+                let body = json!({
+                    "command": "cleanup",
+                    "deployment_name": self.deployment,
+                    "target": {"job": group, "indexes": [id], "ids": [id]},
+                    "params": {"user_regex": format!("^{user}")},
+                });
+                tracing::info!("Removing SSH user {user} from {group}/{id}...");
+                match self.client.ssh(&self.deployment, &body).await {
+                    Ok(_) => None,
+                    Err(error) => Some(format!("{group}/{id}: {error}")),
+                }
+            })
+            .buffer_unordered(8)
+            .filter_map(|failure| async move { failure })
+            .collect()
+            .await;
         if failures.is_empty() {
             Ok(())
         } else {
