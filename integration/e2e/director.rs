@@ -64,7 +64,10 @@ fn assert_no_bosh_user_left(director: &Director, beds: &[&TestBed]) {
     let existing = cairn_testbed::director::bosh_accounts();
     let created = director.created_accounts();
     for user in created {
-        assert!(!existing.contains(&user), "account {user} was left in /etc/passwd");
+        assert!(
+            !existing.contains(&user),
+            "account {user} was left in /etc/passwd"
+        );
     }
 }
 
@@ -117,7 +120,10 @@ fn deployments_behind_uaa_and_basic_auth_are_backed_up_and_restored() {
             ],
         );
         assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-        assert!(!director.created_accounts().is_empty(), "the run used a temporary user");
+        assert!(
+            !director.created_accounts().is_empty(),
+            "the run used a temporary user"
+        );
         let backup = backup_dir(work.path());
         assert!(backup
             .file_name()
@@ -262,6 +268,16 @@ fn all_deployments_back_up_in_parallel_and_one_failure_exits_1() {
         "{dirs:?}"
     );
     assert!(!bad.is_locked(failing, "database"));
+    assert_no_bosh_user_left(&director, &[&good, &bad]);
+    // pre-backup-check and backup-cleanup work on every deployment too.
+    for (action, summary) in [
+        ("pre-backup-check", "Successfully checked: bad, good"),
+        ("backup-cleanup", "Successfully cleaned up: bad, good"),
+    ] {
+        let output = bosh(&director, work.path(), &["--all-deployments", action]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        assert!(text(&output).contains(summary), "{}", text(&output));
+    }
     assert_no_bosh_user_left(&director, &[&good, &bad]);
     // The secret never reaches a child's command line (visible in ps); it came through env.
     assert!(!fs::read_to_string(
@@ -661,4 +677,102 @@ fn backup_one_restore_all_backs_up_the_bootstrap_instance_and_restores_it_everyw
         );
     }
     assert_no_bosh_user_left(&director, &[&bed]);
+}
+
+/// A job script that logs `<time> <script>` like the example jobs (for the timeline).
+fn logging_script(job: &str, script: &str, body: &str) -> String {
+    format!(
+        "#!/bin/sh\nset -eu\n{body}\nmkdir -p /var/vcap/sys/log/{job}\necho \"$(date +%s.%N) {script}\" >> /var/vcap/sys/log/{job}/bbr-events.log\n"
+    )
+}
+
+#[test]
+fn director_mode_backs_up_a_director_vm_with_its_own_jobs_in_lock_order() {
+    let jobs = [
+        "director",
+        "blobstore",
+        "uaa",
+        "bbr-uaadb",
+        "credhub",
+        "bbr-credhubdb",
+    ];
+    let bed = TestBed::start(&[("bosh", 0, &jobs)]).expect("test bed");
+    let vm = bed.host("bosh", 0);
+    for job in jobs {
+        let store = format!("/var/vcap/store/{job}");
+        fs::create_dir_all(vm.vcap_dir.join(format!("store/{job}"))).unwrap();
+        fs::write(
+            vm.vcap_dir.join(format!("store/{job}/data")),
+            format!("{job} data\n"),
+        )
+        .unwrap();
+        let backup = format!("cp -a {store}/. \"$BBR_ARTIFACT_DIRECTORY\"");
+        let restore = format!("cp -a \"$BBR_ARTIFACT_DIRECTORY\". {store}/");
+        for (script, body) in [
+            ("backup", backup.as_str()),
+            ("restore", restore.as_str()),
+            ("pre-backup-lock", "true"),
+            ("post-backup-unlock", "true"),
+        ] {
+            bed.install_script(vm, job, script, &logging_script(job, script, body))
+                .unwrap();
+        }
+    }
+    // As in the director's releases: the API jobs are locked before their databases' bbr
+    // jobs, by job name and release (release names are unknown in director mode).
+    for (job, database, release) in [
+        ("uaa", "bbr-uaadb", "uaa"),
+        ("credhub", "bbr-credhubdb", "credhub"),
+    ] {
+        let metadata = format!(
+            "#!/bin/sh\necho 'backup_should_be_locked_before:\n- job_name: {database}\n  release: {release}'\n"
+        );
+        bed.install_script(vm, job, "metadata", &metadata).unwrap();
+    }
+    let work = workdir();
+    let key = bed.private_key();
+    let known_hosts = bed.known_hosts();
+    let output = run(
+        work.path(),
+        &[
+            "director",
+            "--host",
+            &vm.address,
+            "--username",
+            "vcap",
+            "--private-key-path",
+            key.to_str().unwrap(),
+            "--known-hosts",
+            known_hosts.to_str().unwrap(),
+            "backup",
+            "-a",
+            work.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let backup = backup_dir(work.path());
+    assert!(backup
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with(&format!("{}_", vm.address)));
+    let mut expected: Vec<String> = jobs.iter().map(|j| format!("bosh-0-{j}.tar")).collect();
+    expected.sort();
+    assert_eq!(tars(&backup), expected);
+    let metadata = fs::read_to_string(backup.join("metadata")).unwrap();
+    assert!(
+        metadata.contains("- name: bosh\n  index: '0'"),
+        "{metadata}"
+    );
+    let timeline = bed.timeline();
+    let first = |job: &str, script: &str| {
+        timeline
+            .iter()
+            .find(|e| e.job == job && e.script == script)
+            .map(|e| e.time)
+            .unwrap()
+    };
+    assert!(first("uaa", "pre-backup-lock") < first("bbr-uaadb", "pre-backup-lock"));
+    assert!(first("credhub", "pre-backup-lock") < first("bbr-credhubdb", "pre-backup-lock"));
+    assert!(first("bbr-uaadb", "post-backup-unlock") < first("uaa", "post-backup-unlock"));
 }
