@@ -39,6 +39,18 @@ pub enum Error {
         /// The limit.
         seconds: u64,
     },
+    /// The connection to the instance failed while a job script ran.
+    #[error("Error attempting to run {script} for job {job} on {instance}: {detail}")]
+    ScriptLost {
+        /// The instance the script ran on.
+        instance: InstanceName,
+        /// The job the script belongs to.
+        job: String,
+        /// Which script.
+        script: ScriptName,
+        /// The transport error.
+        detail: String,
+    },
     /// A remote command other than a job script failed.
     #[error("{action} on {instance} failed: {detail}")]
     RemoteCommand {
@@ -149,13 +161,13 @@ impl Error {
     #[must_use]
     pub fn exit_bit(&self) -> i32 {
         match self {
-            Error::ScriptFailed { script, .. } | Error::ScriptTimedOut { script, .. } => {
-                match script {
-                    ScriptName::PreBackupLock => 4,
-                    ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => 8,
-                    _ => 1,
-                }
-            }
+            Error::ScriptFailed { script, .. }
+            | Error::ScriptTimedOut { script, .. }
+            | Error::ScriptLost { script, .. } => match script {
+                ScriptName::PreBackupLock => 4,
+                ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => 8,
+                _ => 1,
+            },
             Error::Cleanup { .. } => 16,
             _ => 1,
         }

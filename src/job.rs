@@ -66,6 +66,16 @@ impl ScriptName {
         }
     }
 
+    /// True for scripts the contract requires to be safe to run again (unlocks, metadata):
+    /// after a lost connection Cairn reconnects and runs them once more.
+    #[must_use]
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            ScriptName::Metadata | ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock
+        )
+    }
+
     /// True for scripts bbr does not know (Cairn's extensions).
     #[must_use]
     pub fn is_extension(self) -> bool {

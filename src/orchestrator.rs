@@ -194,15 +194,27 @@ async fn run_scripts(
         .map(|(instance, job)| async move {
             tracing::info!("{} {} on {}...", describe(script), job.name, instance.name);
             let started_at = chrono::Utc::now();
-            let output = run_job_script(
-                instance.remote.as_ref(),
-                job,
-                script,
-                &environment(instance, job),
-                cancel,
-                context.script_timeout,
-            )
-            .await;
+            let variables = environment(instance, job);
+            let run = || {
+                run_job_script(
+                    instance.remote.as_ref(),
+                    job,
+                    script,
+                    &variables,
+                    cancel,
+                    context.script_timeout,
+                )
+            };
+            let mut output = run().await;
+            if let (Err(ScriptRun::Remote(error)), true) = (&output, script.is_idempotent()) {
+                // An unlock must not be lost with a connection: the next command reconnects.
+                tracing::warn!(
+                    "{script} of {} on {} failed ({error}); running it again",
+                    job.name,
+                    instance.name
+                );
+                output = run().await;
+            }
             if let Ok(output) = &output {
                 context.record_script(&instance.name, &job.name, script, started_at, output.status);
             }
@@ -231,7 +243,12 @@ async fn run_scripts(
                     script,
                     seconds,
                 }),
-                Err(ScriptRun::Remote(error)) => Some(Error::Remote(error)),
+                Err(ScriptRun::Remote(error)) => Some(Error::ScriptLost {
+                    instance: instance.name.clone(),
+                    job: job.name.clone(),
+                    script,
+                    detail: error.to_string(),
+                }),
             }
         });
     let errors: Vec<Error> = stream::iter(runs)

@@ -11,6 +11,7 @@
 pub mod all_proxy;
 pub mod dial;
 pub mod local;
+pub mod reconnect;
 pub mod ssh;
 
 use std::fmt::{Debug, Display};

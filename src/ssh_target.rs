@@ -14,7 +14,8 @@ use crate::error::{Error, RunErrors};
 use crate::inventory::{Inventory, InventoryError};
 use crate::job::InstanceName;
 use crate::remote::dial::Dialer;
-use crate::remote::ssh::{HostKeyPolicy, SshDestination, SshHost, UnknownHost};
+use crate::remote::reconnect::ReconnectingHost;
+use crate::remote::ssh::{HostKeyPolicy, SshDestination, UnknownHost};
 use crate::remote::RemoteHost;
 
 /// How host keys without a pinned key are checked.
@@ -48,7 +49,7 @@ pub struct SshTarget {
     name: String,
     releases: BTreeMap<String, String>,
     hosts: Vec<(InstanceAddress, SshDestination)>,
-    connected: Mutex<Vec<Arc<SshHost>>>,
+    connected: Mutex<Vec<Arc<ReconnectingHost>>>,
 }
 
 impl SshTarget {
@@ -179,7 +180,7 @@ impl Target for SshTarget {
             .iter()
             .cloned()
             .map(|(address, destination)| async move {
-                SshHost::connect(&destination)
+                ReconnectingHost::connect(destination)
                     .await
                     .map(|host| (address, Arc::new(host)))
             });

@@ -455,9 +455,12 @@ fn uaa_director_serves_bbr_and_manages_ssh_users() {
     assert_eq!(done["description"], "retrieve vm-stats");
     assert_eq!(done["deployment"], "shop");
     assert_eq!(done["user"], DEFAULT_CLIENT_ID);
-    assert_eq!(
-        states.first().map(String::as_str),
-        Some("queued"),
+    // Polled until done through the task's states (how many are seen depends on the load).
+    assert_eq!(states.last().map(String::as_str), Some("done"), "{states:?}");
+    assert!(
+        states[..states.len() - 1]
+            .iter()
+            .all(|s| s == "queued" || s == "processing"),
         "{states:?}"
     );
     let result = task_output(&director, &admin, task, "result");

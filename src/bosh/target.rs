@@ -22,7 +22,8 @@ use crate::deployment::{InstanceAddress, Target};
 use crate::error::{Error, RunErrors};
 use crate::job::InstanceName;
 use crate::remote::dial::Dialer;
-use crate::remote::ssh::{HostKeyPolicy, KeySource, SshDestination, SshHost};
+use crate::remote::reconnect::ReconnectingHost;
+use crate::remote::ssh::{HostKeyPolicy, KeySource, SshDestination};
 use crate::remote::{RemoteHost, RemoteHostExt};
 
 /// A deployment of a BOSH Director.
@@ -40,7 +41,7 @@ struct State {
     jobs: BTreeMap<(String, String), ManifestJob>,
     /// The SSH user and the groups (with their instance ids) it was set up on.
     session: Option<Session>,
-    connected: Vec<Arc<SshHost>>,
+    connected: Vec<Arc<ReconnectingHost>>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,7 +157,7 @@ impl BoshTarget {
         key: Arc<PrivateKey>,
         user: String,
         vms: &[VmInfo],
-    ) -> Result<Option<(InstanceAddress, Arc<SshHost>)>, BoshError> {
+    ) -> Result<Option<(InstanceAddress, Arc<ReconnectingHost>)>, BoshError> {
         let name = InstanceName::new(&host.job, &host.id);
         let host_key = PublicKey::from_openssh(host.host_public_key.trim()).map_err(|e| {
             BoshError::SshSetup {
@@ -180,12 +181,13 @@ impl BoshTarget {
             host_key: HostKeyPolicy::Pinned(host_key),
             dialer: self.dialer.clone(),
         };
-        let connected = SshHost::connect(&destination)
-            .await
-            .map_err(|e| BoshError::SshSetup {
-                instance: name.to_string(),
-                detail: e.to_string(),
-            })?;
+        let connected =
+            ReconnectingHost::connect(destination)
+                .await
+                .map_err(|e| BoshError::SshSetup {
+                    instance: name.to_string(),
+                    detail: e.to_string(),
+                })?;
         if is_windows(&connected).await {
             tracing::warn!("skipping Windows instance {name}");
             connected.disconnect().await;
@@ -203,7 +205,7 @@ impl BoshTarget {
 }
 
 /// bbr's Windows probe: `echo %OS%` prints `Windows_NT` only in cmd.exe.
-async fn is_windows(host: &SshHost) -> bool {
+async fn is_windows(host: &ReconnectingHost) -> bool {
     host.run("echo %OS%")
         .await
         .is_ok_and(|output| output.stdout_text().trim() == "Windows_NT")

@@ -188,6 +188,12 @@ impl SshHost {
         })
     }
 
+    /// True once the connection is gone (closed by either side or lost).
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
     /// Closes the connection politely.
     pub async fn disconnect(&self) {
         let _ = self

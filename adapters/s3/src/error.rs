@@ -1,6 +1,6 @@
 //! Turning SDK errors into [`StoreError`]s.
 //!
-//! The SDK has already retried what it considers retryable (standard mode, 3 attempts) by the
+//! The SDK has already retried what it considers retryable (standard mode, `RETRY_ATTEMPTS` attempts with backoff) by the
 //! time an error reaches us, so [`StoreError::Transient`] here means "still failing after the
 //! SDK's retries; a later attempt may succeed". Classification looks at the S3 error code
 //! first and falls back to the HTTP status, because HEAD responses carry no error body.

@@ -229,6 +229,10 @@ impl fmt::Debug for S3Store {
     }
 }
 
+/// Attempts per request (the first and the retries) for transient store errors;
+/// `CAIRN_S3_MAX_ATTEMPTS` overrides it.
+pub const RETRY_ATTEMPTS: u32 = 8;
+
 /// The SDK configuration: the AWS chain's, with the URL's region, endpoint and addressing.
 /// `None` when no region is known and there is no endpoint to default one for.
 async fn sdk_config(
@@ -241,7 +245,21 @@ async fn sdk_config(
         loader = loader.region(Region::new(region.to_string()));
     }
     let shared = loader.load().await;
-    let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style);
+    // A nightly backup rides out a store's bad minute: transient errors (500, 503 SlowDown,
+    // reset connections, timeouts) are retried up to 8 times with exponential backoff and
+    // jitter (0.2 s, 0.4 s, ... capped at 20 s) before the run fails.
+    let attempts = std::env::var("CAIRN_S3_MAX_ATTEMPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(RETRY_ATTEMPTS);
+    let retries = aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(attempts)
+        .with_initial_backoff(std::time::Duration::from_millis(200))
+        .with_max_backoff(std::time::Duration::from_secs(20));
+    let mut config = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(path_style)
+        .retry_config(retries);
     if let Some(endpoint) = endpoint {
         config = config.endpoint_url(endpoint);
     }

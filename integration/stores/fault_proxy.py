@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""A small HTTP fault proxy for the store tests: forwards requests to an object-store server
+(moto) and, for a share of them, answers 500/503 the way S3 does, resets the connection, or
+delays the answer. Python 3 stdlib only.
+
+    fault_proxy.py --upstream http://127.0.0.1:PORT --control FILE --log FILE --ready FILE
+
+Listens on 127.0.0.1 (ephemeral port, written as `port=N` to the ready file). The control
+file is JSON, re-read for every request so a test can change the faults while a backup runs:
+
+    {"error_rate": 0.2,   # share of requests answered 500 InternalError / 503 SlowDown
+     "reset_rate": 0.1,   # share of requests whose connection is closed without an answer
+     "delay": 0.0,        # seconds added before forwarding
+     "down": false,       # true: every request gets 503 (the store is down)
+     "seed": 7}           # random seed (read once, at start)
+
+Every request is logged as `<method>\\t<path>\\t<outcome>` (outcome: forwarded STATUS,
+injected-500, injected-503, reset, down).
+"""
+
+import argparse
+import http.client
+import http.server
+import json
+import random
+import socket
+import threading
+import urllib.parse
+
+ERRORS = {
+    500: ("InternalError", "We encountered an internal error. Please try again."),
+    503: ("SlowDown", "Please reduce your request rate."),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--control", required=True)
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--ready", required=True)
+    args = parser.parse_args()
+    upstream = urllib.parse.urlsplit(args.upstream)
+    lock = threading.Lock()
+    log = open(args.log, "a", buffering=1)
+
+    def control():
+        try:
+            with open(args.control) as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return {}
+
+    rng = random.Random(control().get("seed", 7))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_):
+            pass
+
+        def record(self, outcome):
+            with lock:
+                log.write(f"{self.command}\t{self.path}\t{outcome}\n")
+
+        def body(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def error(self, status):
+            code, message = ERRORS[status]
+            payload = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+                       f"<Message>{message}</Message></Error>").encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def handle_any(self):
+            data = self.body()
+            settings = control()
+            with lock:
+                roll = rng.random()
+            if settings.get("down"):
+                self.record("down")
+                return self.error(503)
+            reset = settings.get("reset_rate", 0.0)
+            failure = settings.get("error_rate", 0.0)
+            if roll < reset:
+                self.record("reset")
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return None
+            if roll < reset + failure:
+                status = 503 if rng.random() < 0.5 else 500
+                self.record(f"injected-{status}")
+                return self.error(status)
+            if settings.get("delay"):
+                threading.Event().wait(float(settings["delay"]))
+            connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=120)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+            connection.request(self.command, self.path, body=data, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+            self.record(f"forwarded {response.status}")
+            self.send_response(response.status)
+            for name, value in response.getheaders():
+                if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(name, value)
+            # HEAD answers carry the object's length, not the (empty) payload's.
+            length = response.getheader("Content-Length") if self.command == "HEAD" else None
+            self.send_header("Content-Length", length or str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+            connection.close()
+            return None
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    with open(args.ready + ".tmp", "w") as handle:
+        handle.write(f"port={server.server_address[1]}\n")
+    import os
+    os.replace(args.ready + ".tmp", args.ready)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
