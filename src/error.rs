@@ -39,6 +39,20 @@ pub enum Error {
         /// The limit.
         seconds: u64,
     },
+    /// A run on another machine left a journal in the store.
+    #[error("A backup of {deployment} from {host} (pid {pid}, started {started_at}) left a run journal in the store listing {locked} locked job(s): it may still be running. If it is not, run `cairn deployment ... backup-cleanup` with the same store (CAIRN_STORE), which unlocks every job and clears the journal")]
+    ForeignJournal {
+        /// Deployment name.
+        deployment: String,
+        /// The other machine.
+        host: String,
+        /// Its process.
+        pid: u32,
+        /// When it started.
+        started_at: String,
+        /// How many jobs it had locked.
+        locked: usize,
+    },
     /// The connection to the instance failed while a job script ran.
     #[error("Error attempting to run {script} for job {job} on {instance}: {detail}")]
     ScriptLost {

@@ -30,6 +30,9 @@ pub struct Journal {
     pub deployment: String,
     /// Process id of the run.
     pub pid: u32,
+    /// Host name of the machine the run was on (journals in a store come from any jumpbox).
+    #[serde(default)]
+    pub host: String,
     /// When the run started.
     pub started_at: DateTime<Utc>,
     /// Jobs whose lock script was started.
@@ -127,6 +130,31 @@ impl JournalFile {
     }
 }
 
+/// This machine's host name (`/proc/sys/kernel/hostname`), for journals kept in a store.
+#[must_use]
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Key of a run's journal in a store: `<deployment>/journal/<host>-<pid>.json` (not a backup
+/// id, so `backups list` and prune never see it).
+#[must_use]
+pub fn store_key(deployment: &str, host: &str, pid: u32) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{deployment}/journal/{host}-{pid}.json")
+}
+
 /// True when `pid` is a running process (not a zombie).
 #[must_use]
 pub fn process_alive(pid: u32) -> bool {
@@ -152,6 +180,7 @@ mod tests {
         let journal = Journal {
             deployment: "cf/prod".into(),
             pid: 42,
+            host: "jumpbox".into(),
             started_at: Utc::now(),
             locked: vec![LockedJob {
                 instance: "db/0".into(),
@@ -168,6 +197,11 @@ mod tests {
         );
         file.remove();
         assert!(file.read().is_none());
+    }
+
+    #[test]
+    fn store_keys_are_not_backup_ids() {
+        assert_eq!(store_key("cf", "jump box", 7), "cf/journal/jump_box-7.json");
     }
 
     #[test]

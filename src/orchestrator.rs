@@ -48,6 +48,9 @@ pub struct RunContext {
     pub script_timeout: Option<std::time::Duration>,
     /// Where this deployment's run journal is kept (backups and backup-cleanup).
     pub journal: Option<crate::journal::JournalFile>,
+    /// The store that also keeps the journal (backups into a store, and backup-cleanup with
+    /// `CAIRN_STORE`), so that another jumpbox finds what a killed run left.
+    pub journal_store: Option<std::sync::Arc<dyn cairn_store::ArtifactStore>>,
     journal_state: std::sync::Arc<std::sync::Mutex<Option<crate::journal::Journal>>>,
     /// Run each restored job's `post-restore-verify` after the restore (Cairn extension).
     pub verify_restore: bool,
@@ -83,6 +86,7 @@ impl RunContext {
             events: None,
             script_timeout: None,
             journal: None,
+            journal_store: None,
             journal_state: std::sync::Arc::default(),
             verify_restore: false,
             verifications: std::sync::Arc::default(),
@@ -340,7 +344,7 @@ async fn lock(
             break;
         }
         if script == ScriptName::PreBackupLock {
-            context.journal_locks(deployment, layer);
+            context.journal_locks(deployment, layer).await;
         }
         let errors = run_scripts(
             deployment,

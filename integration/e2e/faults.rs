@@ -406,3 +406,101 @@ fn a_store_that_goes_down_mid_backup_fails_the_run_cleanly() {
     );
     assert_nothing_left(&bed);
 }
+
+#[test]
+fn a_sigkilled_backup_is_found_from_the_journal_in_the_store_by_another_jumpbox() {
+    let bed = TestBed::start(&[]).expect("test bed");
+    let database = bed.host("database", 0);
+    let store_dir = workdir();
+    let store = format!("file://{}", store_dir.path().display());
+    let marker = pause_after(&bed, database, "database", "backup");
+    // Jumpbox 1 is killed mid-backup: jobs stay locked.
+    let jumpbox1 = workdir();
+    let mut child = spawn_cairn(&bed, jumpbox1.path(), &["backup", "--store", &store]);
+    wait_for(&marker, "the backup script");
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(
+        bed.is_locked(database, "database"),
+        "SIGKILL leaves the lock"
+    );
+    let journals: Vec<PathBuf> = fs::read_dir(store_dir.path().join("testbed/journal"))
+        .expect("a journal in the store")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    restore_original(database, "database", "backup");
+
+    // Jumpbox 2 (no local journal) sees a journal of another machine: it stops and says so.
+    let text_of = fs::read_to_string(&journals[0]).unwrap();
+    let journal: serde_json::Value = serde_json::from_str(&text_of).unwrap();
+    let foreign = text_of.replace(
+        &format!("\"host\": \"{}\"", journal["host"].as_str().unwrap()),
+        "\"host\": \"jumpbox-1.example\"",
+    );
+    fs::write(&journals[0], foreign).unwrap();
+    let jumpbox2 = workdir();
+    let output = cairn(&bed, jumpbox2.path(), &["backup", "--store", &store]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("from jumpbox-1.example"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        text(&output).contains("backup-cleanup"),
+        "{}",
+        text(&output)
+    );
+    assert!(bed.is_locked(database, "database"), "nothing was changed");
+    // backup-cleanup with the store unlocks everything and clears the journal.
+    let mut cleanup = cairn_command_in(jumpbox2.path());
+    let inventory = bed.inventory();
+    let output = cleanup
+        .env("CAIRN_STORE", &store)
+        .args([
+            "deployment",
+            "--inventory",
+            inventory.to_str().unwrap(),
+            "backup-cleanup",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("locked job(s); all jobs are now unlocked"),
+        "{}",
+        text(&output)
+    );
+    assert!(!journals[0].exists());
+    assert_nothing_left(&bed);
+
+    // The same machine, without its local journal (a lost state directory): the store's
+    // journal of its own dead run is enough to undo exactly what it left.
+    let marker = pause_after(&bed, database, "database", "backup");
+    let mut child = spawn_cairn(&bed, jumpbox1.path(), &["backup", "--store", &store]);
+    wait_for(&marker, "the backup script");
+    child.kill().unwrap();
+    let _ = child.wait();
+    restore_original(database, "database", "backup");
+    let output = cairn(&bed, jumpbox2.path(), &["backup", "--store", &store]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("Found the journal of an interrupted run"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        text(&output).contains("Recovered: unlocked database on database/0"),
+        "{}",
+        text(&output)
+    );
+    assert_nothing_left(&bed);
+    assert_eq!(
+        fs::read_dir(store_dir.path().join("testbed/journal"))
+            .unwrap()
+            .count(),
+        0
+    );
+}

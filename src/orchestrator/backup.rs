@@ -68,6 +68,8 @@ pub struct StoreTarget {
     pub retention: Option<Retention>,
     /// Refuse a store without versioning, with this command in the message.
     pub require_versioning: Option<String>,
+    /// Encrypt every artifact to these age recipients (`--encrypt-to`).
+    pub encryption: Option<crate::encryption::Recipients>,
 }
 
 /// What a backup produced.
@@ -203,7 +205,7 @@ async fn backup_deployment(
     let cleanup_errors = remove_artifact_roots(deployment, &created.created(), cleanup_error).await;
     let unlock_failed = report.errors.errors().iter().any(|e| e.exit_bit() == 8);
     if cleanup_errors.is_empty() && !unlock_failed {
-        context.journal_done();
+        context.journal_done().await;
     }
     report.errors.extend(cleanup_errors);
     if context.cancel.is_cancelled() {
@@ -445,7 +447,7 @@ async fn run_backup_scripts(
     let mut errors = RunErrors::new();
     for &job_ref in &plan.backup_jobs {
         let (instance, job) = deployment.job(job_ref);
-        context.journal_artifact_root(deployment, job_ref.0);
+        context.journal_artifact_root(deployment, job_ref.0).await;
         created.mark(job_ref.0);
         match instance
             .remote

@@ -63,6 +63,9 @@ async fn cleanup_deployment(
             }
         }
     }
+    if let (CleanupKind::Backup, true) = (kind, errors.is_empty()) {
+        super::recovery::clear_store_journals(deployment, context).await;
+    }
     errors
 }
 

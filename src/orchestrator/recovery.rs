@@ -9,12 +9,13 @@ use super::{remove_artifact_roots, run_scripts, RunContext};
 use crate::deployment::Deployment;
 use crate::error::{Error, RunErrors};
 use crate::job::{Job, LockDirection, ScriptName};
-use crate::journal::{process_alive, Journal, LockedJob};
+use crate::journal::{process_alive, store_key, this_host, Journal, LockedJob};
 use crate::lock_order::JobRef;
+use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions};
 
 impl RunContext {
     /// Records, before they run, the lock scripts of a layer.
-    pub(crate) fn journal_locks(&self, deployment: &Deployment, layer: &[JobRef]) {
+    pub(crate) async fn journal_locks(&self, deployment: &Deployment, layer: &[JobRef]) {
         self.update_journal(deployment, |journal| {
             for &job_ref in layer {
                 let (instance, job) = deployment.job(job_ref);
@@ -26,43 +27,151 @@ impl RunContext {
                     journal.locked.push(entry);
                 }
             }
-        });
+        })
+        .await;
     }
 
     /// Records, before it is created, an instance's remote artifact directory.
-    pub(crate) fn journal_artifact_root(&self, deployment: &Deployment, instance: usize) {
+    pub(crate) async fn journal_artifact_root(&self, deployment: &Deployment, instance: usize) {
         let name = deployment.instances[instance].name.to_string();
         self.update_journal(deployment, |journal| {
             if !journal.artifact_roots.contains(&name) {
                 journal.artifact_roots.push(name);
             }
-        });
+        })
+        .await;
     }
 
     /// The run unlocked and cleaned up: nothing is left to undo.
-    pub(crate) fn journal_done(&self) {
+    pub(crate) async fn journal_done(&self) {
         if let Some(file) = &self.journal {
             file.remove();
         }
+        let written = self.journal_state.lock().expect("journal lock").clone();
+        if let (Some(store), Some(journal)) = (&self.journal_store, written) {
+            let key = store_key(&journal.deployment, &journal.host, journal.pid);
+            if let Ok(key) = ObjectKey::parse(&key) {
+                if let Err(error) = store.delete(&key, None).await {
+                    tracing::warn!("Cannot remove the run journal {key} from {store}: {error}");
+                }
+            }
+        }
     }
 
-    fn update_journal(&self, deployment: &Deployment, change: impl FnOnce(&mut Journal)) {
+    async fn update_journal(&self, deployment: &Deployment, change: impl FnOnce(&mut Journal)) {
         let Some(file) = &self.journal else { return };
-        let mut state = self.journal_state.lock().expect("journal lock");
-        let journal = state.get_or_insert_with(|| Journal {
-            deployment: deployment.name.clone(),
-            pid: std::process::id(),
-            started_at: chrono::Utc::now(),
-            locked: Vec::new(),
-            artifact_roots: Vec::new(),
-        });
-        change(journal);
-        if let Err(error) = file.write(journal) {
+        let snapshot = {
+            let mut state = self.journal_state.lock().expect("journal lock");
+            let journal = state.get_or_insert_with(|| Journal {
+                deployment: deployment.name.clone(),
+                pid: std::process::id(),
+                host: this_host(),
+                started_at: chrono::Utc::now(),
+                locked: Vec::new(),
+                artifact_roots: Vec::new(),
+            });
+            change(journal);
+            journal.clone()
+        };
+        if let Err(error) = file.write(&snapshot) {
             tracing::warn!(
                 "Cannot write the run journal: {error}; a SIGKILL now would need backup-cleanup"
             );
         }
+        if let Some(store) = &self.journal_store {
+            let key = store_key(&snapshot.deployment, &snapshot.host, snapshot.pid);
+            let data = serde_json::to_vec_pretty(&snapshot).expect("journal serializes");
+            let written = match ObjectKey::parse(&key) {
+                Ok(key) => store
+                    .put_bytes(&key, data.into(), &PutOptions::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = written {
+                tracing::warn!("Cannot write the run journal to {store}: {error}");
+            }
+        }
     }
+}
+
+/// Journals of `deployment` kept in the store, with their keys.
+async fn store_journals(
+    store: &dyn ArtifactStore,
+    deployment: &str,
+) -> Result<Vec<(ObjectKey, Journal)>, Error> {
+    let mut found = Vec::new();
+    for object in store.list(&format!("{deployment}/journal/")).await? {
+        let key = object.key.clone();
+        let data = store.get_bytes(&key, None).await?;
+        if let Ok(journal) = serde_json::from_slice::<Journal>(&data) {
+            found.push((key, journal));
+        }
+    }
+    Ok(found)
+}
+
+/// After `backup-cleanup` unlocked everything: reports and removes the journals in the store.
+pub(crate) async fn clear_store_journals(deployment: &Deployment, context: &RunContext) {
+    let Some(store) = &context.journal_store else {
+        return;
+    };
+    match store_journals(store.as_ref(), &deployment.name).await {
+        Ok(journals) => {
+            for (key, journal) in journals {
+                tracing::info!(
+                    "The run journal {key} in {store} (pid {} on {}, started {}) listed {} locked job(s); all jobs are now unlocked",
+                    journal.pid,
+                    journal.host,
+                    journal.started_at,
+                    journal.locked.len()
+                );
+                if let Err(error) = store.delete(&key, None).await {
+                    tracing::warn!("Cannot remove the run journal {key}: {error}");
+                }
+            }
+        }
+        Err(error) => tracing::warn!("Cannot read the run journals in {store}: {error}"),
+    }
+}
+
+/// Journals in the store: this machine's dead runs are recovered like local ones; a journal
+/// of another machine cannot be known dead, so the backup stops and names it.
+async fn recover_from_store(deployment: &Deployment, context: &RunContext) -> RunErrors {
+    let Some(store) = &context.journal_store else {
+        return RunErrors::new();
+    };
+    let journals = match store_journals(store.as_ref(), &deployment.name).await {
+        Ok(journals) => journals,
+        Err(error) => return error.into(),
+    };
+    let here = this_host();
+    let mut errors = RunErrors::new();
+    for (key, journal) in journals {
+        if journal.host == here && journal.pid == std::process::id() {
+            continue;
+        }
+        if journal.host != here {
+            errors.push(Error::ForeignJournal {
+                deployment: deployment.name.clone(),
+                host: journal.host.clone(),
+                pid: journal.pid,
+                started_at: journal.started_at.to_rfc3339(),
+                locked: journal.locked.len(),
+            });
+            continue;
+        }
+        if process_alive(journal.pid) {
+            continue;
+        }
+        let undone = undo(deployment, &journal, context).await;
+        if undone.is_empty() {
+            let _ = store.delete(&key, None).await;
+        }
+        errors.extend(undone);
+    }
+    errors
 }
 
 /// Undoes what an interrupted earlier run left, as its journal lists it. Returns the errors of
@@ -75,7 +184,7 @@ pub(crate) async fn recover_interrupted_run(
         return RunErrors::new();
     };
     let Some(journal) = file.read() else {
-        return RunErrors::new();
+        return recover_from_store(deployment, context).await;
     };
     if journal.pid != std::process::id() && process_alive(journal.pid) {
         tracing::warn!(
@@ -85,15 +194,31 @@ pub(crate) async fn recover_interrupted_run(
         );
         return RunErrors::new();
     }
+    let errors = undo(deployment, &journal, context).await;
+    if errors.is_empty() {
+        file.remove();
+        if let Some(store) = &context.journal_store {
+            let key = store_key(&journal.deployment, &journal.host, journal.pid);
+            if let Ok(key) = ObjectKey::parse(&key) {
+                let _ = store.delete(&key, None).await;
+            }
+        }
+    }
+    errors
+}
+
+/// Unlocks the jobs and removes the directories a journal lists, reporting each.
+async fn undo(deployment: &Deployment, journal: &Journal, context: &RunContext) -> RunErrors {
     tracing::warn!(
-        "Found the journal of an interrupted run of {} (pid {}, started {}): unlocking {} job(s) and removing {} artifact directory(ies) it left",
+        "Found the journal of an interrupted run of {} (pid {} on {}, started {}): unlocking {} job(s) and removing {} artifact directory(ies) it left",
         journal.deployment,
         journal.pid,
+        if journal.host.is_empty() { "this machine" } else { &journal.host },
         journal.started_at,
         journal.locked.len(),
         journal.artifact_roots.len()
     );
-    let mut errors = unlock_listed(deployment, &journal, context).await;
+    let mut errors = unlock_listed(deployment, journal, context).await;
     let roots: Vec<usize> = (0..deployment.instances.len())
         .filter(|&i| {
             journal
@@ -109,7 +234,6 @@ pub(crate) async fn recover_interrupted_run(
         for root in &journal.artifact_roots {
             tracing::info!("Recovered: removed /var/vcap/store/bbr-backup on {root}");
         }
-        file.remove();
     }
     errors
 }
