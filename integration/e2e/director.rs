@@ -776,3 +776,44 @@ fn director_mode_backs_up_a_director_vm_with_its_own_jobs_in_lock_order() {
     assert!(first("credhub", "pre-backup-lock") < first("bbr-credhubdb", "pre-backup-lock"));
     assert!(first("bbr-uaadb", "post-backup-unlock") < first("uaa", "post-backup-unlock"));
 }
+
+#[test]
+fn director_secrets_and_tokens_never_appear_even_with_debug() {
+    let bed = TestBed::start(&[("app", 0, &["files"])]).expect("test bed");
+    let jumpbox_bed = &bed;
+    let mut options = DirectorOptions::new(jumpbox_bed);
+    options.deployments.push(DeploymentSpec::new("cf", &bed));
+    let director = Director::start(&options).expect("director");
+    let work = workdir();
+    let output = bosh(
+        &director,
+        work.path(),
+        &[
+            "--debug",
+            "-d",
+            "cf",
+            "backup",
+            "-a",
+            work.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let all = text(&output);
+    assert!(all.contains("DEBUG"), "debug logs are on");
+    for secret in [
+        DEFAULT_CLIENT_SECRET,
+        "bearer ",
+        "Bearer ",
+        "eyJ",
+        "PRIVATE KEY",
+        "Authorization",
+    ] {
+        assert!(!all.contains(secret), "`{secret}` appeared in the output");
+    }
+    for entry in fs::read_dir(work.path()).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().ends_with(".err.log") {
+            let log = fs::read_to_string(entry.path()).unwrap();
+            assert!(!log.contains(DEFAULT_CLIENT_SECRET));
+        }
+    }
+}

@@ -504,3 +504,83 @@ fn a_sigkilled_backup_is_found_from_the_journal_in_the_store_by_another_jumpbox(
         0
     );
 }
+
+#[test]
+fn truncated_objects_and_a_wrong_manifest_digest_are_refused_before_any_script() {
+    let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
+    let store_dir = workdir();
+    let store = format!("file://{}", store_dir.path().display());
+    let work = workdir();
+    let output = cairn(&bed, work.path(), &["backup", "--store", &store]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let backup = fs::read_dir(store_dir.path().join("testbed"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("manifest.json").exists())
+        .expect("a complete backup");
+    let id = format!("testbed/{}", backup.file_name().unwrap().to_string_lossy());
+    let object = fs::read_dir(&backup)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .unwrap();
+    let original = fs::read(&object).unwrap();
+    let manifest_path = backup.join("manifest.json");
+    let manifest = fs::read_to_string(&manifest_path).unwrap();
+    let events_before = script_counts(&bed);
+    let refused = |what: &str| {
+        let verify = run(work.path(), &["backups", "--store", &store, "verify", &id]);
+        assert_ne!(
+            verify.status.code(),
+            Some(0),
+            "verify of {what}: {}",
+            text(&verify)
+        );
+        let restore = cairn(
+            &bed,
+            work.path(),
+            &["restore", "--store", &store, "--backup", &id],
+        );
+        assert_eq!(
+            restore.status.code(),
+            Some(1),
+            "restore of {what}: {}",
+            text(&restore)
+        );
+        assert_eq!(
+            script_counts(&bed),
+            events_before,
+            "no script ran for {what}"
+        );
+        text(&restore)
+    };
+    // A truncated object.
+    fs::write(&object, &original[..original.len() / 2]).unwrap();
+    let message = refused("a truncated object");
+    assert!(message.contains("damaged or missing"), "{message}");
+    fs::write(&object, &original).unwrap();
+    // A manifest whose sha256 for that object is wrong.
+    let parsed: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let digest = parsed["artifacts"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong = format!(
+        "{}{}",
+        &digest[..63],
+        if digest.ends_with('0') { "1" } else { "0" }
+    );
+    fs::write(&manifest_path, manifest.replace(&digest, &wrong)).unwrap();
+    let message = refused("a wrong manifest digest");
+    assert!(message.contains("damaged"), "{message}");
+    // Put back, it restores again.
+    fs::write(&manifest_path, &manifest).unwrap();
+    let output = cairn(
+        &bed,
+        work.path(),
+        &["restore", "--store", &store, "--backup", &id],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}
