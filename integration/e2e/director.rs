@@ -379,6 +379,27 @@ fn bad_director_inputs_give_one_line_errors_and_exit_1() {
         ),
         "invalid bosh URL - ",
     );
+    // The CA as PEM text in CA_CERT, which wins over BOSH_CA_CERT.
+    let pem = director.ca_cert_pem();
+    let wrong_ca = other_director.ca_cert_path();
+    let output = cairn_command_in(work.path())
+        .env("CA_CERT", &pem)
+        .env("BOSH_CA_CERT", wrong_ca.to_str().unwrap())
+        .args([
+            "deployment",
+            "-t",
+            &url,
+            "-u",
+            DEFAULT_CLIENT_ID,
+            "-p",
+            DEFAULT_CLIENT_SECRET,
+            "-d",
+            "cf",
+            "pre-backup-check",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let bad_ca = work.path().join("bad-ca.pem");
     fs::write(&bad_ca, "not a certificate").unwrap();
     check(
@@ -490,6 +511,40 @@ fn a_run_through_a_jumpbox_uses_one_tunnel_for_the_api_and_the_instances() {
                     && l.contains(&format!("from {} ", jumpbox.address))),
             "app/{index} sshd log: {log}"
         );
+    }
+    assert_no_bosh_user_left(&director, &[&bed]);
+
+    // socks5://: an existing SOCKS proxy (OpenSSH's dynamic forward through the jumpbox).
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut forward = bed
+        .ssh_command(jumpbox)
+        .args(["-N", "-D", &format!("127.0.0.1:{port}")])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh -D never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = director.requests().len();
+    let socks = format!("socks5://127.0.0.1:{port}");
+    let output = bosh_with(
+        &director,
+        work.path(),
+        &[("BOSH_ALL_PROXY", &socks)],
+        &["-d", "cf", "pre-backup-check"],
+    );
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    for request in &director.requests()[before..] {
+        assert_eq!(request.client_ip, jumpbox.address, "{request:?}");
     }
     assert_no_bosh_user_left(&director, &[&bed]);
 
