@@ -289,3 +289,28 @@ impl Drop for Emulator {
 pub fn stores_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/stores")
 }
+
+/// `cairn contract check PATH --ssh vcap@HOST` with the test bed's key and `known_hosts`.
+pub fn contract_check_over_ssh(
+    bed: &TestBed,
+    host: &TestHost,
+    path: &str,
+    known_hosts: &Path,
+    extra: &[&str],
+) -> Output {
+    let key = bed.private_key();
+    let ssh = format!("vcap@{}", host.address);
+    let mut args = vec![
+        "contract",
+        "check",
+        path,
+        "--ssh",
+        &ssh,
+        "--private-key-path",
+        key.to_str().unwrap(),
+        "--known-hosts",
+        known_hosts.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(bed.dir(), &args)
+}

@@ -20,21 +20,7 @@ fn check_with_known_hosts(
     known_hosts: &std::path::Path,
     extra: &[&str],
 ) -> Output {
-    let key = bed.private_key();
-    let ssh = format!("vcap@{}", host.address);
-    let mut args = vec![
-        "contract",
-        "check",
-        path,
-        "--ssh",
-        &ssh,
-        "--private-key-path",
-        key.to_str().unwrap(),
-        "--known-hosts",
-        known_hosts.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    run(bed.dir(), &args)
+    contract_check_over_ssh(bed, host, path, known_hosts, extra)
 }
 
 /// The report lines with this verdict, e.g. `FAIL`.

@@ -50,24 +50,8 @@ fn seed_directory(host: &TestHost) {
 
 /// `contract check` of a job on a host over SSH.
 fn contract_check(bed: &TestBed, host: &TestHost, job: &str) -> Output {
-    let key = bed.private_key();
-    let known_hosts = bed.known_hosts();
-    let ssh = format!("vcap@{}", host.address);
     let path = format!("/var/vcap/jobs/{job}/bin/bbr");
-    run(
-        bed.dir(),
-        &[
-            "contract",
-            "check",
-            &path,
-            "--ssh",
-            &ssh,
-            "--private-key-path",
-            key.to_str().unwrap(),
-            "--known-hosts",
-            known_hosts.to_str().unwrap(),
-        ],
-    )
+    contract_check_over_ssh(bed, host, &path, &bed.known_hosts(), &[])
 }
 
 const ENGINES: [(&str, &str); 3] = [("pg", "postgres"), ("my", "mysql"), ("rd", "redis")];
