@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::artifact::BackupDirectory;
 use crate::deployment::Target;
+use crate::encryption::Identities;
 use crate::error::{Error, RunErrors};
 use crate::orchestrator::backup::{backup, BackupOptions, BackupTarget};
 use crate::orchestrator::restore::{restore, RestoreSource};
@@ -37,6 +38,8 @@ pub enum DrillSource<'a> {
         target: &'a dyn Target,
         /// Where the backup goes.
         destination: BackupTarget,
+        /// Age identities to restore it with, when it is encrypted (`--identity`).
+        identities: Identities,
     },
     /// Restore a backup that is already in a store.
     Stored {
@@ -46,6 +49,8 @@ pub enum DrillSource<'a> {
         deployment: String,
         /// Backup id.
         backup_id: String,
+        /// Age identities to restore it with, when it is encrypted (`--identity`).
+        identities: Identities,
     },
 }
 
@@ -259,6 +264,7 @@ async fn obtain_backup(
         DrillSource::NewBackup {
             target,
             destination,
+            identities,
         } => {
             let options = BackupOptions {
                 target: destination.clone(),
@@ -301,6 +307,7 @@ async fn obtain_backup(
                         store: store.store,
                         deployment: deployment.clone(),
                         backup_id: id.clone(),
+                        identities,
                     };
                     (source, Some(data), manifest.artifacts.len())
                 }
@@ -321,6 +328,7 @@ async fn obtain_backup(
             store,
             deployment,
             backup_id,
+            identities,
         } => {
             let manifest = crate::store::read_manifest(store.as_ref(), &deployment, &backup_id)
                 .await
@@ -346,6 +354,7 @@ async fn obtain_backup(
                 store,
                 deployment,
                 backup_id,
+                identities,
             })
         }
     }

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod contract;
 pub mod deployment;
 pub mod drill;
+pub mod encryption;
 pub mod error;
 pub mod events;
 pub mod inventory;

@@ -83,6 +83,19 @@ pub struct ManifestArtifact {
     pub version: Option<String>,
     /// Every regular file in the tar: size and sha256.
     pub files: FileDigests,
+    /// How the stored bytes are encrypted (after compression); absent: not encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<ArtifactEncryption>,
+}
+
+/// How one artifact is encrypted. Never a key, never a recipient: only the scheme and how
+/// many recipients the file key was wrapped for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactEncryption {
+    /// `age-x25519` ([`crate::encryption::AGE_X25519`]).
+    pub scheme: String,
+    /// Number of recipients.
+    pub recipients: usize,
 }
 
 impl ManifestArtifact {
@@ -164,6 +177,12 @@ impl Manifest {
     pub fn stored_bytes(&self) -> u64 {
         self.artifacts.iter().map(|a| a.size).sum()
     }
+
+    /// The encryption of the first encrypted artifact, if any is encrypted.
+    #[must_use]
+    pub fn encryption(&self) -> Option<&ArtifactEncryption> {
+        self.artifacts.iter().find_map(|a| a.encryption.as_ref())
+    }
 }
 
 #[cfg(test)]
@@ -207,5 +226,38 @@ mod tests {
         let json = manifest.to_json();
         assert!(json.contains("\"algorithm\": \"zstd\""), "{json}");
         assert_eq!(Manifest::parse(json.as_bytes()).unwrap(), manifest);
+        assert_eq!(manifest.encryption(), None);
+    }
+
+    #[test]
+    fn encryption_is_recorded_per_artifact_and_absent_when_not_encrypted() {
+        let artifact = |encryption| ManifestArtifact {
+            name: "app-0-files".into(),
+            group: "app".into(),
+            index: "0".into(),
+            job: "files".into(),
+            key: "cf/20240102T030405Z/app-0-files.tar.zst.age".into(),
+            size: 1,
+            sha256: "00".into(),
+            version: None,
+            files: FileDigests::new(),
+            encryption,
+        };
+        let encrypted = artifact(Some(ArtifactEncryption {
+            scheme: "age-x25519".into(),
+            recipients: 2,
+        }));
+        let json = serde_json::to_string(&encrypted).unwrap();
+        assert!(
+            json.contains(r#""encryption":{"scheme":"age-x25519","recipients":2}"#),
+            "{json}"
+        );
+        let plain = serde_json::to_string(&artifact(None)).unwrap();
+        assert!(!plain.contains("encryption"), "{plain}");
+        // Manifests written before encryption existed still parse.
+        let old: ManifestArtifact = serde_json::from_str(&plain).unwrap();
+        assert_eq!(old.encryption, None);
+        let back: ManifestArtifact = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, encrypted);
     }
 }

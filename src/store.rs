@@ -2,7 +2,8 @@
 //! reading artifacts back.
 //!
 //! Layout under the store's prefix: `<deployment>/<backup id>/` holding one object per job
-//! artifact (`<group>-<index>-<job>.tar.zst`), `metadata` (bbr's YAML, unchanged schema) and
+//! artifact (`<group>-<index>-<job>.tar.zst`, `.tar.zst.age` when encrypted with
+//! `--encrypt-to`), `metadata` (bbr's YAML, unchanged schema) and
 //! `manifest.json`, written last and only when every artifact was stored and verified. A
 //! backup without a manifest is incomplete: never listed as restorable, and removed by the
 //! next backup of the same deployment (once its pre-checks show no other run is active) or by
@@ -21,11 +22,12 @@ use tokio::sync::mpsc;
 
 use crate::artifact::tar_digest::{digest_tar_files, EntryPolicy};
 use crate::artifact::BackupMetadata;
+use crate::encryption::{DecryptFailure, Identities, AGE_HEADER, AGE_X25519};
 use crate::error::{Error, RunErrors};
 use crate::job::ScriptName;
 use crate::manifest::{
-    Compression, JobTimes, Manifest, ManifestArtifact, ManifestObject, MANIFEST_NAME,
-    MANIFEST_SCHEMA, METADATA_NAME,
+    ArtifactEncryption, Compression, JobTimes, Manifest, ManifestArtifact, ManifestObject,
+    MANIFEST_NAME, MANIFEST_SCHEMA, METADATA_NAME,
 };
 use crate::orchestrator::backup::StoreTarget;
 use crate::orchestrator::destination::StoreDestination;
@@ -181,6 +183,7 @@ pub async fn prepare_backup(
         compression_workers: crate::orchestrator::destination::compression_workers(
             concurrent_streams,
         ),
+        encryption: target.encryption.clone(),
     })
 }
 
@@ -210,7 +213,7 @@ pub(crate) async fn discard_backup<'a>(
     artifacts: impl Iterator<Item = (&'a str, &'a Downloaded)>,
 ) {
     for (name, downloaded) in artifacts {
-        let key = destination.key(&format!("{name}.{}", destination.compression.extension()));
+        let key = destination.artifact_key(name);
         if let Err(error) = destination
             .store
             .delete(&key, downloaded.version.as_deref())
@@ -264,17 +267,15 @@ pub(crate) async fn write_manifest(
             group: a.group.to_string(),
             index: a.index.to_string(),
             job: a.job.to_string(),
-            key: destination
-                .key(&format!(
-                    "{}.{}",
-                    a.name,
-                    destination.compression.extension()
-                ))
-                .to_string(),
+            key: destination.artifact_key(a.name).to_string(),
             size: a.downloaded.stored.size,
             sha256: a.downloaded.stored.sha256.clone(),
             version: a.downloaded.version.clone(),
             files: a.downloaded.files.clone(),
+            encryption: destination
+                .encryption
+                .as_ref()
+                .map(crate::encryption::Recipients::record),
         })
         .collect();
     manifest_artifacts.sort_by(|a, b| a.name.cmp(&b.name));
@@ -432,31 +433,126 @@ pub fn tar_reader<'a, R: Read + Send + 'a>(
     })
 }
 
-/// Re-reads every object of a backup and checks sizes, digests, every file and every tar entry.
+/// A backup [`verify_backup`] found intact.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Encrypted artifacts whose stored bytes were checked, but not the files inside (no
+    /// identity was given); 0 when every file of every artifact was checked.
+    pub contents_unchecked: usize,
+}
+
+/// Checks that an encrypted backup can be decrypted with `identities`, before anything else
+/// is read: one error naming the backup when it is encrypted with a scheme Cairn cannot read,
+/// when no identity was given (and `require_identity`), or when none of them matches (the
+/// header of the first encrypted artifact is read to find out). A damaged header is left for
+/// the full verification to report.
 ///
 /// # Errors
-/// One error per damaged or missing object.
+/// The one error.
+pub async fn check_identities(
+    store: &Arc<dyn ArtifactStore>,
+    manifest: &Manifest,
+    identities: &Identities,
+    require_identity: bool,
+) -> Result<(), Error> {
+    let Some(encryption) = manifest.encryption() else {
+        return Ok(());
+    };
+    let backup = format!("{}/{}", manifest.deployment, manifest.backup_id);
+    if let Some(artifact) = manifest.artifacts.iter().find(|a| {
+        a.encryption
+            .as_ref()
+            .is_some_and(|e| e.scheme != AGE_X25519)
+    }) {
+        return Err(Error::StoredBackup(format!(
+            "Backup {backup} in {store}: artifact `{}` is encrypted with `{}`, which this Cairn cannot read",
+            artifact.name,
+            artifact.encryption.as_ref().map_or("", |e| e.scheme.as_str())
+        )));
+    }
+    if identities.is_empty() {
+        if !require_identity {
+            return Ok(());
+        }
+        return Err(Error::StoredBackup(format!(
+            "Backup {backup} in {store} is encrypted ({}): give its age identity file with --identity FILE; nothing was restored",
+            describe_encryption(encryption)
+        )));
+    }
+    let Some(artifact) = manifest.artifacts.iter().find(|a| a.encryption.is_some()) else {
+        return Ok(());
+    };
+    let Ok(key) = ObjectKey::parse(&artifact.key) else {
+        return Ok(());
+    };
+    let Ok(reader) = StoreReader::open(store.as_ref(), &key, artifact.version.as_deref()).await
+    else {
+        return Ok(());
+    };
+    let identities = identities.clone();
+    let failure = tokio::task::spawn_blocking(move || identities.decrypt(reader).err())
+        .await
+        .expect("header thread");
+    match failure {
+        Some(DecryptFailure::NoMatchingIdentity) => Err(Error::StoredBackup(format!(
+            "Backup {backup} in {store} is encrypted ({}) and no identity given with --identity matches its recipients",
+            describe_encryption(encryption)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `age-x25519, 2 recipients`.
+#[must_use]
+pub fn describe_encryption(encryption: &ArtifactEncryption) -> String {
+    format!(
+        "{}, {} recipient{}",
+        encryption.scheme,
+        encryption.recipients,
+        if encryption.recipients == 1 { "" } else { "s" }
+    )
+}
+
+/// Re-reads every object of a backup and checks sizes, digests, every file and every tar
+/// entry. Encrypted artifacts are decrypted with `identities`; without any, only their stored
+/// bytes are checked (size, sha256, the age header) unless `require_identity`, which refuses
+/// the backup instead (restore). No identity that matches is refused either way.
+///
+/// # Errors
+/// One error per damaged or missing object, or the one of [`check_identities`].
 pub async fn verify_backup(
     store: &Arc<dyn ArtifactStore>,
     deployment: &str,
     id: &str,
     parallelism: usize,
-) -> Result<Manifest, RunErrors> {
+    identities: &Identities,
+    require_identity: bool,
+) -> Result<Verified, RunErrors> {
     let manifest = read_manifest(store.as_ref(), deployment, id).await?;
+    check_identities(store, &manifest, identities, require_identity).await?;
     let checks = manifest
         .artifacts
         .iter()
-        .map(|artifact| verify_artifact(store, artifact, manifest.compression));
-    let mut errors: Vec<Error> = futures::stream::iter(checks)
+        .map(|artifact| verify_artifact(store, artifact, manifest.compression, identities));
+    let results: Vec<Result<Checked, Error>> = futures::stream::iter(checks)
         .buffer_unordered(parallelism.max(1))
-        .filter_map(|r| async move { r.err() })
         .collect()
         .await;
+    let contents_unchecked = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Checked::StoredBytes)))
+        .count();
+    let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
     if let Err(error) = verify_metadata(store.as_ref(), &manifest).await {
         errors.push(error);
     }
     RunErrors(errors).into_result()?;
-    Ok(manifest)
+    Ok(Verified {
+        manifest,
+        contents_unchecked,
+    })
 }
 
 async fn verify_metadata(store: &dyn ArtifactStore, manifest: &Manifest) -> Result<(), Error> {
@@ -480,15 +576,27 @@ fn damaged(key: &str, detail: &str) -> Error {
     ))
 }
 
-/// Verifies one stored artifact completely, reading it once.
+/// How much of one artifact [`verify_artifact`] checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// Size and sha256 of the stored bytes, every file, every tar entry.
+    Everything,
+    /// Size and sha256 of the stored bytes only: encrypted, and no identity was given.
+    StoredBytes,
+}
+
+/// Verifies one stored artifact, reading it once: completely, or (encrypted, no identity)
+/// its stored bytes.
 ///
 /// # Errors
-/// Missing object, wrong size or digest, files that differ, unsafe entries.
+/// Missing object, wrong size or digest, files that differ, unsafe entries, an artifact that
+/// cannot be decrypted.
 pub async fn verify_artifact(
     store: &Arc<dyn ArtifactStore>,
     artifact: &ManifestArtifact,
     compression: Compression,
-) -> Result<(), Error> {
+    identities: &Identities,
+) -> Result<Checked, Error> {
     let key = ObjectKey::parse(&artifact.key).map_err(Error::StoredBackup)?;
     let head = store
         .head(&key, artifact.version.as_deref())
@@ -507,17 +615,22 @@ pub async fn verify_artifact(
         .await
         .map_err(|e| damaged(&artifact.key, &e.to_string()))?;
     let expected = artifact.clone();
+    let identities = identities.clone();
     tokio::task::spawn_blocking(move || {
         let mut hashing = HashingReader::new(reader);
-        let files = {
-            let tar = tar_reader(&mut hashing, compression)
-                .map_err(|e| damaged(&expected.key, &e.to_string()));
-            match tar {
-                Ok(tar) => digest_tar_files(tar, EntryPolicy::RefuseEscapes)
-                    .map_err(|e| damaged(&expected.key, &e.to_string())),
-                Err(e) => Err(e),
-            }
+        let encrypted = expected.encryption.is_some();
+        let checked = if encrypted && identities.is_empty() {
+            Checked::StoredBytes
+        } else {
+            Checked::Everything
         };
+        let files = match checked {
+            Checked::StoredBytes => check_age_header(&mut hashing).map(|()| None),
+            Checked::Everything => {
+                digest_stored(&mut hashing, compression, encrypted, &identities).map(Some)
+            }
+        }
+        .map_err(|detail| damaged(&expected.key, &detail));
         io::copy(&mut hashing, &mut io::sink())
             .map_err(|e| damaged(&expected.key, &e.to_string()))?;
         let files = files?;
@@ -528,16 +641,62 @@ pub async fn verify_artifact(
                 "its sha256 does not match the manifest",
             ));
         }
-        if files != expected.files {
+        if files.is_some_and(|files| files != expected.files) {
             return Err(damaged(
                 &expected.key,
                 "the files inside do not match the manifest",
             ));
         }
-        Ok(())
+        Ok(checked)
     })
     .await
     .expect("verify thread")
+}
+
+/// Decrypts (when encrypted), decompresses and digests every file of a stored artifact.
+fn digest_stored<R: Read + Send>(
+    stored: R,
+    compression: Compression,
+    encrypted: bool,
+    identities: &Identities,
+) -> Result<crate::artifact::tar_digest::FileDigests, String> {
+    let plain: Box<dyn Read + Send + '_> = if encrypted {
+        Box::new(identities.decrypt(stored).map_err(|e| e.to_string())?)
+    } else {
+        Box::new(stored)
+    };
+    let tar = tar_reader(plain, compression).map_err(|e| e.to_string())?;
+    digest_tar_files(tar, EntryPolicy::RefuseEscapes).map_err(|e| e.to_string())
+}
+
+/// The stored bytes of an encrypted artifact start with the age header.
+fn check_age_header<R: Read>(stored: &mut R) -> Result<(), String> {
+    let mut start = [0_u8; AGE_HEADER.len()];
+    match stored.read_exact(&mut start) {
+        Ok(()) if start == AGE_HEADER => Ok(()),
+        Ok(()) => Err("it is not an age file, but the manifest says it is encrypted".into()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Opens the tar stream of a stored artifact for restore: age decryption (when the manifest
+/// says it is encrypted; the header is read on the first read, on the reading thread), then
+/// decompression.
+///
+/// # Errors
+/// When the zstd frame header is unreadable.
+pub fn artifact_tar_reader<'a, R: Read + Send + 'a>(
+    stored: R,
+    artifact: &ManifestArtifact,
+    compression: Compression,
+    identities: &Identities,
+) -> io::Result<Box<dyn Read + Send + 'a>> {
+    let plain: Box<dyn Read + Send + 'a> = if artifact.encryption.is_some() {
+        Box::new(identities.decrypt_lazily(stored))
+    } else {
+        Box::new(stored)
+    };
+    tar_reader(plain, compression)
 }
 
 /// Deletes every object of a backup, including the recorded versions.
@@ -594,16 +753,27 @@ async fn delete_objects(
 
 /// Verifies the complete backups of `deployment` newest first until one passes: the backup
 /// `backups prune` never deletes. Each one that fails is recorded with what was wrong (a
-/// store that cannot be read fails them all, which keeps them all).
+/// store that cannot be read fails them all, which keeps them all). Encrypted backups are
+/// decrypted with `identities`; without any, their stored bytes are what is verified.
 pub async fn find_newest_verified(
     store: &Arc<dyn ArtifactStore>,
     deployment: &str,
     backups: &[BackupSummary],
     parallelism: usize,
+    identities: &Identities,
 ) -> Verification {
     let mut verification = Verification::default();
     for backup in verification_order(deployment, backups) {
-        match verify_backup(store, deployment, &backup.id, parallelism).await {
+        match verify_backup(
+            store,
+            deployment,
+            &backup.id,
+            parallelism,
+            identities,
+            false,
+        )
+        .await
+        {
             Ok(_) => {
                 verification.passed = Some(backup.id.clone());
                 break;
@@ -719,7 +889,215 @@ pub async fn check_writable(store: &dyn ArtifactStore, deployment: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encryption::Recipients;
+    use crate::orchestrator::destination::Destination;
     use cairn_store::local::LocalStore;
+    use std::io::Write;
+
+    /// A tar with a few files, in memory.
+    fn sample_tar() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, size) in [("./a.txt", 10_usize), ("./dir/b.bin", 300_000)] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder
+                .append_data(&mut header, name, data.as_slice())
+                .unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    /// Writes a one-artifact backup `cf/20240102T030405Z` through the real store writer
+    /// and manifest writer.
+    async fn write_backup(
+        store: Arc<dyn ArtifactStore>,
+        compression: Compression,
+        encryption: Option<Recipients>,
+    ) -> Vec<u8> {
+        let destination = StoreDestination {
+            store,
+            backup_key: ObjectKey::parse("cf/20240102T030405Z").unwrap(),
+            compression,
+            put_options: PutOptions::default(),
+            compression_workers: 1,
+            encryption,
+        };
+        let tar = sample_tar();
+        let (mut writer, pending) = Destination::Store(destination.clone())
+            .open_artifact("app-0-files")
+            .await
+            .unwrap();
+        let data = tar.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            for piece in data.chunks(4096) {
+                writer.write_all(piece).unwrap();
+            }
+            writer.finish().unwrap()
+        })
+        .await
+        .unwrap();
+        let version = pending.commit().await.unwrap();
+        let files = digest_tar_files(tar.as_slice(), EntryPolicy::Trust).unwrap();
+        let downloaded = Downloaded {
+            files,
+            stored,
+            version,
+        };
+        let record = BackupRecord {
+            deployment: "cf",
+            backup_id: "20240102T030405Z",
+            started_at: Utc::now(),
+            metadata: &BackupMetadata::default(),
+            scripts: &[],
+        };
+        let artifacts = vec![StoredArtifact {
+            name: "app-0-files",
+            group: "app",
+            index: "0",
+            job: "files",
+            downloaded: &downloaded,
+        }];
+        write_manifest(&destination, &record, artifacts)
+            .await
+            .unwrap();
+        tar
+    }
+
+    fn key_pair() -> (Identities, String) {
+        let identity = age::x25519::Identity::generate();
+        let public = identity.to_public().to_string();
+        (Identities::from_keys(vec![identity]), public)
+    }
+
+    fn messages(errors: &RunErrors) -> Vec<String> {
+        errors.errors().iter().map(ToString::to_string).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn encrypted_artifacts_are_stored_as_age_and_verified_with_or_without_identity() {
+        for compression in [Compression::Zstd { level: 3 }, Compression::None] {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
+            let (first, first_public) = key_pair();
+            let (second, second_public) = key_pair();
+            let (stranger, _) = key_pair();
+            let recipients = Recipients::parse(&[first_public.clone(), second_public.clone()])
+                .unwrap()
+                .unwrap();
+            let tar = write_backup(Arc::clone(&store), compression, Some(recipients)).await;
+
+            let manifest = read_manifest(store.as_ref(), "cf", "20240102T030405Z")
+                .await
+                .unwrap();
+            let artifact = &manifest.artifacts[0];
+            assert!(artifact.key.ends_with(".age"), "{}", artifact.key);
+            assert_eq!(
+                artifact.encryption,
+                Some(ArtifactEncryption {
+                    scheme: "age-x25519".into(),
+                    recipients: 2
+                })
+            );
+            let json = manifest.to_json();
+            assert!(!json.contains(&first_public) && !json.contains(&second_public));
+            assert!(!json.contains("AGE-SECRET-KEY"));
+            let stored = std::fs::read(dir.path().join(&artifact.key)).unwrap();
+            assert!(stored.starts_with(AGE_HEADER));
+            assert_eq!(hex::encode(Sha256::digest(&stored)), artifact.sha256);
+            assert_eq!(stored.len() as u64, artifact.size);
+
+            // Either identity checks everything; none checks the stored bytes only.
+            for identities in [&first, &second] {
+                let verified = verify_backup(&store, "cf", "20240102T030405Z", 2, identities, true)
+                    .await
+                    .unwrap();
+                assert_eq!(verified.contents_unchecked, 0);
+            }
+            let none = Identities::default();
+            let verified = verify_backup(&store, "cf", "20240102T030405Z", 2, &none, false)
+                .await
+                .unwrap();
+            assert_eq!(verified.contents_unchecked, 1);
+
+            // Restore refuses without an identity, and with one that does not match.
+            let refused = verify_backup(&store, "cf", "20240102T030405Z", 2, &none, true)
+                .await
+                .unwrap_err();
+            let refused = messages(&refused);
+            assert_eq!(refused.len(), 1, "{refused:?}");
+            assert!(refused[0].contains("cf/20240102T030405Z"), "{refused:?}");
+            assert!(refused[0].contains("--identity FILE"), "{refused:?}");
+            assert!(
+                refused[0].contains("age-x25519, 2 recipients"),
+                "{refused:?}"
+            );
+            let wrong = verify_backup(&store, "cf", "20240102T030405Z", 2, &stranger, false)
+                .await
+                .unwrap_err();
+            let wrong = messages(&wrong);
+            assert_eq!(wrong.len(), 1, "{wrong:?}");
+            assert!(wrong[0].contains("no identity given with --identity matches"));
+
+            // The restore reader gives back the tar.
+            let reader = StoreReader::open(
+                store.as_ref(),
+                &ObjectKey::parse(&artifact.key).unwrap(),
+                artifact.version.as_deref(),
+            )
+            .await
+            .unwrap();
+            let mut tar_stream =
+                artifact_tar_reader(reader, artifact, manifest.compression, &second).unwrap();
+            let restored = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                tar_stream.read_to_end(&mut out).unwrap();
+                out
+            })
+            .await
+            .unwrap();
+            assert_eq!(restored, tar);
+
+            // One flipped byte: refused with the identity and without it.
+            let mut damaged_bytes = stored.clone();
+            let middle = damaged_bytes.len() / 2;
+            damaged_bytes[middle] ^= 0x01;
+            std::fs::write(dir.path().join(&artifact.key), &damaged_bytes).unwrap();
+            for (identities, require) in [(&first, true), (&none, false)] {
+                let errors =
+                    verify_backup(&store, "cf", "20240102T030405Z", 2, identities, require)
+                        .await
+                        .unwrap_err();
+                let errors = messages(&errors);
+                assert!(
+                    errors.len() == 1 && errors[0].contains("is damaged or missing"),
+                    "{errors:?}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unencrypted_backups_need_no_identity_and_ignore_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
+        write_backup(Arc::clone(&store), Compression::Zstd { level: 1 }, None).await;
+        let manifest = read_manifest(store.as_ref(), "cf", "20240102T030405Z")
+            .await
+            .unwrap();
+        assert!(manifest.artifacts[0].key.ends_with("app-0-files.tar.zst"));
+        assert_eq!(manifest.artifacts[0].encryption, None);
+        assert!(!manifest.to_json().contains("encryption"));
+        let (identities, _) = key_pair();
+        for identities in [Identities::default(), identities] {
+            let verified = verify_backup(&store, "cf", "20240102T030405Z", 1, &identities, true)
+                .await
+                .unwrap();
+            assert_eq!(verified.contents_unchecked, 0);
+        }
+    }
 
     #[test]
     fn refusals_by_the_store_are_told_from_other_delete_failures() {

@@ -456,7 +456,11 @@ fn uaa_director_serves_bbr_and_manages_ssh_users() {
     assert_eq!(done["deployment"], "shop");
     assert_eq!(done["user"], DEFAULT_CLIENT_ID);
     // Polled until done through the task's states (how many are seen depends on the load).
-    assert_eq!(states.last().map(String::as_str), Some("done"), "{states:?}");
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("done"),
+        "{states:?}"
+    );
     assert!(
         states[..states.len() - 1]
             .iter()

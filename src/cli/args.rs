@@ -216,6 +216,10 @@ pub struct BackupArgs {
     /// Compression of artifacts in a store: none, zstd or zstd:LEVEL [default: zstd].
     #[arg(long, value_name = "ALGORITHM")]
     pub compression: Option<String>,
+    /// Encrypt every artifact in the store to this age X25519 recipient (age1...; repeatable:
+    /// any one of the identities can restore). Needs --store.
+    #[arg(long, value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
     /// Accept an S3 bucket without versioning (restores could then read overwritten objects).
     #[arg(long)]
     pub allow_unversioned: bool,
@@ -257,6 +261,9 @@ pub struct RestoreArgs {
     /// Restore the newest complete backup of the deployment in the store.
     #[arg(long)]
     pub latest: bool,
+    /// age identity file (AGE-SECRET-KEY-1... lines) for an encrypted backup (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
     /// After the restore, run each restored job's `post-restore-verify` script (a Cairn
     /// extension) and fail if any of them reports wrong data.
     #[arg(long)]
@@ -332,6 +339,12 @@ pub struct DrillArgs {
     /// Compression of a drill backup into a store: none, zstd or zstd:LEVEL [default: zstd].
     #[arg(long, value_name = "ALGORITHM")]
     pub compression: Option<String>,
+    /// Encrypt the drill backup in the store to this age X25519 recipient (repeatable).
+    #[arg(long, value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
+    /// age identity file to restore an encrypted backup with (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
     /// Accept an S3 bucket without versioning for the drill backup.
     #[arg(long)]
     pub allow_unversioned: bool,
@@ -392,6 +405,10 @@ pub enum BackupsAction {
     Verify {
         /// `DEPLOYMENT/ID`.
         id: String,
+        /// age identity file to decrypt an encrypted backup and check every file inside
+        /// (repeatable); without it only the stored bytes of encrypted artifacts are checked.
+        #[arg(long, value_name = "FILE")]
+        identity: Vec<PathBuf>,
     },
     /// Delete a backup (every object and recorded version).
     Delete {
@@ -418,6 +435,9 @@ pub enum BackupsAction {
         /// Print what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// age identity file to verify encrypted backups completely (repeatable).
+        #[arg(long, value_name = "FILE")]
+        identity: Vec<PathBuf>,
         /// JSON lines instead of text.
         #[arg(long)]
         json: bool,
@@ -550,6 +570,12 @@ fn validate_action(action: &Action) -> Result<(), UsageError> {
             if let Some(compression) = &backup.compression {
                 cairn::manifest::Compression::parse(compression).map_err(UsageError)?;
             }
+            if !backup.encrypt_to.is_empty()
+                && backup.store.url(backup.artifact_path.is_none()).is_none()
+            {
+                return Err(encrypt_needs_store());
+            }
+            cairn::encryption::Recipients::parse(&backup.encrypt_to).map_err(UsageError)?;
             if backup.retain_days == Some(0) {
                 return Err(UsageError("--retain-days must be at least 1.".into()));
             }
@@ -557,6 +583,11 @@ fn validate_action(action: &Action) -> Result<(), UsageError> {
         _ => {}
     }
     Ok(())
+}
+
+/// `--encrypt-to` without a store: bbr's directory format stays readable by bbr.
+pub fn encrypt_needs_store() -> UsageError {
+    UsageError("--encrypt-to needs --store: a bbr directory backup (--artifact-path) is never encrypted, since bbr could not read it.".into())
 }
 
 /// Parses `90`, `90s`, `30m` or `2h`.
@@ -649,6 +680,65 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("Cannot use the --unsafe-lock-free"));
+    }
+
+    #[test]
+    fn encryption_needs_a_store_and_valid_recipients() {
+        let recipient = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+        let d = deployment(&[
+            "--inventory",
+            "i.yml",
+            "backup",
+            "--artifact-path",
+            "/tmp",
+            "--encrypt-to",
+            recipient,
+        ]);
+        let error = d.validate().unwrap_err().to_string();
+        assert!(error.starts_with("--encrypt-to needs --store"), "{error}");
+        assert!(!error.contains('\n'));
+        let d = deployment(&[
+            "--inventory",
+            "i.yml",
+            "backup",
+            "--store",
+            "file:///tmp/s",
+            "--encrypt-to",
+            recipient,
+            "--encrypt-to",
+            "age1bad",
+        ]);
+        let error = d.validate().unwrap_err().to_string();
+        assert!(
+            error.starts_with("--encrypt-to `age1bad` is not an age X25519 recipient"),
+            "{error}"
+        );
+        let d = deployment(&[
+            "--inventory",
+            "i.yml",
+            "backup",
+            "--store",
+            "file:///tmp/s",
+            "--encrypt-to",
+            recipient,
+        ]);
+        d.validate().unwrap();
+        let d = deployment(&[
+            "--inventory",
+            "i.yml",
+            "restore",
+            "--store",
+            "file:///tmp/s",
+            "--latest",
+            "--identity",
+            "a.txt",
+            "--identity",
+            "b.txt",
+        ]);
+        let Action::Restore(restore) = &d.action else {
+            panic!()
+        };
+        assert_eq!(restore.identity.len(), 2);
     }
 
     #[test]

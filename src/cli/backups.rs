@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use cairn::encryption::Identities;
 use cairn::retention::{self, Decision, RetentionPolicy, Verdict};
 use cairn::store::{
-    delete_backup, delete_unless_protected, find_newest_verified, list_backups, read_manifest,
-    verify_backup, BackupSummary, DeleteOutcome,
+    delete_backup, delete_unless_protected, describe_encryption, find_newest_verified,
+    list_backups, read_manifest, verify_backup, BackupSummary, DeleteOutcome, Verified,
 };
 use cairn::RunErrors;
 use cairn_store::ArtifactStore;
@@ -57,8 +58,12 @@ pub async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             if json {
                 say(&manifest.to_json());
             } else {
+                let encryption = manifest
+                    .encryption()
+                    .map(|e| format!(", encrypted: {}", describe_encryption(e)))
+                    .unwrap_or_default();
                 say(&format!(
-                    "backup {deployment}/{id} ({} artifacts, {} bytes, {:?})",
+                    "backup {deployment}/{id} ({} artifacts, {} bytes, {:?}{encryption})",
                     manifest.artifacts.len(),
                     manifest.stored_bytes(),
                     manifest.compression
@@ -69,8 +74,13 @@ pub async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
                 ));
                 for artifact in &manifest.artifacts {
                     let version = artifact.version.as_deref().unwrap_or("-");
+                    let encrypted = artifact
+                        .encryption
+                        .as_ref()
+                        .map(|e| format!("\tencrypted {}", describe_encryption(e)))
+                        .unwrap_or_default();
                     say(&format!(
-                        "  {}\t{} bytes\t{} files\tversion {version}\tsha256 {}",
+                        "  {}\t{} bytes\t{} files\tversion {version}\tsha256 {}{encrypted}",
                         artifact.key,
                         artifact.size,
                         artifact.files.len(),
@@ -86,15 +96,13 @@ pub async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        BackupsAction::Verify { id } => {
+        BackupsAction::Verify { id, identity } => {
             let (deployment, id) = split_backup_id(&id, None)?;
-            match verify_backup(&store, &deployment, &id, args.parallelism.max(1)).await {
-                Ok(manifest) => {
-                    say(&format!(
-                        "Backup {deployment}/{id} is intact: {} artifacts, {} bytes verified",
-                        manifest.artifacts.len(),
-                        manifest.stored_bytes()
-                    ));
+            let identities = Identities::load(&identity).map_err(UsageError)?;
+            let parallelism = args.parallelism.max(1);
+            match verify_backup(&store, &deployment, &id, parallelism, &identities, false).await {
+                Ok(verified) => {
+                    say(&verified_line(&deployment, &id, &verified));
                     Ok(0)
                 }
                 Err(errors) => Ok(report_errors(&errors, false)),
@@ -120,7 +128,9 @@ pub async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             keep_monthly,
             dry_run,
             json,
+            identity,
         } => {
+            let identities = Identities::load(&identity).map_err(UsageError)?;
             let policy = RetentionPolicy {
                 keep_last,
                 keep_daily,
@@ -128,9 +138,39 @@ pub async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
                 keep_monthly,
             };
             let output = PruneOutput { dry_run, json };
-            prune(&store, &deployment, policy, output, args.parallelism).await
+            prune(
+                &store,
+                &deployment,
+                policy,
+                output,
+                args.parallelism,
+                &identities,
+            )
+            .await
         }
     }
+}
+
+/// What `backups verify` says of a backup that passed.
+fn verified_line(deployment: &str, id: &str, verified: &Verified) -> String {
+    let manifest = &verified.manifest;
+    let mut line = format!(
+        "Backup {deployment}/{id} is intact: {} artifacts, {} bytes verified",
+        manifest.artifacts.len(),
+        manifest.stored_bytes()
+    );
+    match manifest.encryption() {
+        Some(_) if verified.contents_unchecked > 0 => line.push_str(&format!(
+            "; {} encrypted artifacts: only their stored bytes (size, sha256) were checked, not the files inside; give --identity FILE to decrypt and check every file",
+            verified.contents_unchecked
+        )),
+        Some(encryption) => line.push_str(&format!(
+            " (encrypted, {}: decrypted, every file checked)",
+            describe_encryption(encryption)
+        )),
+        None => {}
+    }
+    line
 }
 
 /// How `backups prune` reports.
@@ -148,10 +188,12 @@ async fn prune(
     policy: RetentionPolicy,
     output: PruneOutput,
     parallelism: usize,
+    identities: &Identities,
 ) -> anyhow::Result<i32> {
     let policy = policy.check().map_err(|e| UsageError(e.to_string()))?;
     let backups = list_backups(store.as_ref(), Some(deployment)).await?;
-    let verification = find_newest_verified(store, deployment, &backups, parallelism.max(1)).await;
+    let verification =
+        find_newest_verified(store, deployment, &backups, parallelism.max(1), identities).await;
     let plan = retention::plan(
         deployment,
         &backups,

@@ -38,6 +38,18 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
             "Give either --artifact-path or --store, not both.".into()
         ));
     }
+    if !args.encrypt_to.is_empty() {
+        if store_url.is_none() {
+            anyhow::bail!(super::args::encrypt_needs_store());
+        }
+        if existing {
+            anyhow::bail!(UsageError(
+                "--encrypt-to encrypts the drill's new backup; with --backup or --latest no backup is taken.".into()
+            ));
+        }
+    }
+    let recipients = cairn::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
+    let identities = cairn::encryption::Identities::load(&args.identity).map_err(UsageError)?;
     let source_target = match (&args.source_inventory, existing) {
         (Some(path), false) => Some(load_target(path, &host_keys)?),
         (None, false) => anyhow::bail!(UsageError(
@@ -51,7 +63,8 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     let source = match (&source_target, &store_url) {
         (Some(source), Some(url)) => DrillSource::NewBackup {
             target: source,
-            destination: store_destination(url, &args).await?,
+            destination: store_destination(url, &args, recipients).await?,
+            identities,
         },
         (Some(source), None) => DrillSource::NewBackup {
             target: source,
@@ -59,6 +72,7 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
                 Some(path) => path.clone(),
                 None => std::env::current_dir().context("Cannot read the current directory")?,
             }),
+            identities,
         },
         (None, Some(url)) => {
             let store = cairn::store::open_store(url).await?;
@@ -74,6 +88,7 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
                 store,
                 deployment,
                 backup_id,
+                identities,
             }
         }
         (None, None) => unreachable!("checked above"),
@@ -126,7 +141,11 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     Ok(exit_code)
 }
 
-async fn store_destination(url: &str, args: &DrillArgs) -> anyhow::Result<BackupTarget> {
+async fn store_destination(
+    url: &str,
+    args: &DrillArgs,
+    encryption: Option<cairn::encryption::Recipients>,
+) -> anyhow::Result<BackupTarget> {
     let store = cairn::store::open_store(url).await?;
     Ok(BackupTarget::Store(StoreTarget {
         store,
@@ -142,6 +161,7 @@ async fn store_destination(url: &str, args: &DrillArgs) -> anyhow::Result<Backup
         } else {
             cairn::store::versioning_command(url)
         },
+        encryption,
     }))
 }
 

@@ -192,6 +192,9 @@ async fn run_action(
                 manifest,
                 started_at: chrono::Utc::now(),
             };
+            if let BackupTarget::Store(store) = &options.target {
+                context.journal_store = Some(Arc::clone(&store.store));
+            }
             let report = backup(target, &options, &context).await;
             if let (Some(location), true) = (&report.artifact, report.complete) {
                 tracing::info!("Backup written to {location}");
@@ -209,6 +212,10 @@ async fn run_action(
             errors
         }
         Action::BackupCleanup => {
+            // Journals kept in the store (CAIRN_STORE) are reported and cleared too.
+            if let Some(url) = std::env::var("CAIRN_STORE").ok().filter(|u| !u.is_empty()) {
+                context.journal_store = Some(cairn::store::open_store(&url).await?);
+            }
             let errors = cleanup(target, CleanupKind::Backup, &context).await;
             if errors.is_empty() {
                 human.say(&format!("'{}' cleaned up", target.name()));
@@ -288,15 +295,20 @@ async fn backup_target(args: &BackupArgs) -> anyhow::Result<BackupTarget> {
         } else {
             cairn::store::versioning_command(&url)
         },
+        encryption: cairn::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?,
     }))
 }
 
 async fn restore_source(args: &RestoreArgs, target_name: &str) -> anyhow::Result<RestoreSource> {
     let Some(url) = args.store.url(args.artifact_path.is_none()) else {
+        if !args.identity.is_empty() {
+            tracing::warn!("--identity is ignored: a bbr directory backup is never encrypted");
+        }
         return Ok(RestoreSource::Directory(
             args.artifact_path.clone().unwrap_or_default(),
         ));
     };
+    let identities = cairn::encryption::Identities::load(&args.identity).map_err(UsageError)?;
     let store = cairn::store::open_store(&url).await?;
     let (deployment, backup_id) = match &args.backup {
         Some(id) => split_backup_id(id, Some(target_name))?,
@@ -309,6 +321,7 @@ async fn restore_source(args: &RestoreArgs, target_name: &str) -> anyhow::Result
         store,
         deployment,
         backup_id,
+        identities,
     })
 }
 

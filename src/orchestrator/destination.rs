@@ -4,8 +4,9 @@
 //! [`Destination::open_artifact`] gives a blocking [`ArtifactWriter`] (the tar bytes are
 //! written to it on the digest thread) and a [`PendingArtifact`] that is committed only after
 //! the instance's checksums matched, or discarded. For a store, the writer compresses with
-//! zstd, hashes the compressed bytes and hands fixed-size chunks to an upload task through a
-//! bounded channel, so nothing touches the coordinator's disk and memory stays bounded.
+//! zstd, encrypts with age when the backup has recipients (`--encrypt-to`), hashes the bytes
+//! as stored and hands fixed-size chunks to an upload task through a bounded channel, so
+//! nothing touches the coordinator's disk and memory stays bounded.
 
 use std::io::{self, BufWriter, Write};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::artifact::{ArtifactError, BackupDirectory};
+use crate::encryption::Recipients;
 use crate::error::Error;
 use crate::manifest::Compression;
 
@@ -29,7 +31,7 @@ const UPLOAD_QUEUE: usize = 2;
 /// What was written for one artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBytes {
-    /// Bytes written (after compression).
+    /// Bytes written (after compression and encryption).
     pub size: u64,
     /// sha256 of those bytes.
     pub sha256: String,
@@ -75,6 +77,8 @@ pub struct StoreDestination {
     pub put_options: PutOptions,
     /// zstd worker threads per artifact stream (1: compress on the digest thread itself).
     pub compression_workers: u32,
+    /// Encrypt every artifact to these age recipients (after compression).
+    pub encryption: Option<Recipients>,
 }
 
 /// zstd workers per stream: the cores shared by the streams that run at once, so that
@@ -95,6 +99,18 @@ impl StoreDestination {
         self.backup_key
             .join(name)
             .expect("artifact names are valid key segments")
+    }
+
+    /// Key of an artifact's object: `<name>.tar.zst`, `<name>.tar` without compression, and
+    /// `.age` appended when encrypted.
+    #[must_use]
+    pub fn artifact_key(&self, name: &str) -> ObjectKey {
+        let mut file = format!("{name}.{}", self.compression.extension());
+        if self.encryption.is_some() {
+            file.push('.');
+            file.push_str(crate::encryption::EXTENSION);
+        }
+        self.key(&file)
     }
 }
 
@@ -252,9 +268,46 @@ impl Write for ChunkSender {
     }
 }
 
-enum StoreWriter {
+/// The stored bytes: hashed and chunked, through age first when encrypted.
+enum Sealed {
     Plain(HashingWriter<ChunkSender>),
-    Zstd(zstd::Encoder<'static, HashingWriter<ChunkSender>>),
+    Age(age::stream::StreamWriter<HashingWriter<ChunkSender>>),
+}
+
+impl Write for Sealed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sealed::Plain(w) => w.write(buf),
+            Sealed::Age(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sealed {
+    fn new(chunks: ChunkSender, encryption: Option<&Recipients>) -> io::Result<Sealed> {
+        let hashing = HashingWriter::new(chunks);
+        Ok(match encryption {
+            None => Sealed::Plain(hashing),
+            Some(recipients) => Sealed::Age(recipients.encrypt(hashing)?),
+        })
+    }
+
+    /// Writes the last (authenticated) age chunk.
+    fn finish(self) -> io::Result<HashingWriter<ChunkSender>> {
+        match self {
+            Sealed::Plain(w) => Ok(w),
+            Sealed::Age(w) => w.finish(),
+        }
+    }
+}
+
+enum StoreWriter {
+    Plain(Sealed),
+    Zstd(zstd::Encoder<'static, Sealed>),
 }
 
 impl Write for StoreWriter {
@@ -272,10 +325,11 @@ impl Write for StoreWriter {
 
 impl ArtifactWriter for StoreWriter {
     fn finish(self: Box<Self>) -> io::Result<StoredBytes> {
-        let mut hashing = match *self {
+        let sealed = match *self {
             StoreWriter::Plain(w) => w,
             StoreWriter::Zstd(encoder) => encoder.finish()?,
         };
+        let mut hashing = sealed.finish()?;
         hashing.inner.send_buffer()?;
         hashing.inner.sender = None;
         Ok(hashing.summary())
@@ -315,7 +369,7 @@ fn store_failure(key: &ObjectKey, detail: &str) -> Error {
 }
 
 async fn open_upload(destination: &StoreDestination, name: &str) -> Result<OpenArtifact, Error> {
-    let key = destination.key(&format!("{name}.{}", destination.compression.extension()));
+    let key = destination.artifact_key(name);
     let mut upload = destination
         .store
         .put(&key, &destination.put_options)
@@ -334,10 +388,13 @@ async fn open_upload(destination: &StoreDestination, name: &str) -> Result<OpenA
         buffer: Vec::with_capacity(UPLOAD_CHUNK),
         sender: Some(sender),
     };
+    // The age header goes into the first chunk here; nothing is sent before it is full.
+    let sealed = Sealed::new(chunks, destination.encryption.as_ref())
+        .map_err(|e| store_failure(&key, &e.to_string()))?;
     let writer = match destination.compression {
-        Compression::None => StoreWriter::Plain(HashingWriter::new(chunks)),
+        Compression::None => StoreWriter::Plain(sealed),
         Compression::Zstd { level } => {
-            let mut encoder = zstd::Encoder::new(HashingWriter::new(chunks), level)
+            let mut encoder = zstd::Encoder::new(sealed, level)
                 .map_err(|e| store_failure(&key, &e.to_string()))?;
             if destination.compression_workers > 1 {
                 let _ = encoder.multithread(destination.compression_workers);

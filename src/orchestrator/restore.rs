@@ -5,7 +5,9 @@
 //!  |fail: stop       |fail: stop   |fail: clean up  |fail: clean up  |fail: unlock ─────┘
 //! ```
 //! Every checksum of every tar is verified, and every tar entry checked for escapes, before
-//! Cairn connects to any instance: a damaged or hostile artifact never reaches a script.
+//! Cairn connects to any instance: a damaged or hostile artifact never reaches a script. An
+//! encrypted backup (`backup --encrypt-to`) is decrypted for that verification too, so it is
+//! refused up front without `--identity`, or when no identity matches.
 //! Restore scripts run one at a time, instance by instance (as bbr), and the first failing
 //! instance stops them; unlock always follows once a lock was attempted.
 
@@ -22,6 +24,7 @@ use super::{
 };
 use crate::artifact::{ArtifactError, BackupDirectory, BackupMetadata, Checksums};
 use crate::deployment::{Deployment, Target};
+use crate::encryption::Identities;
 use crate::error::{Error, RunErrors};
 use crate::job::{LockDirection, ScriptName};
 use crate::lock_order::{JobRef, LockLayers};
@@ -196,13 +199,15 @@ pub enum RestoreSource {
         deployment: String,
         /// Backup id.
         backup_id: String,
+        /// Age identities for an encrypted backup (`--identity`); may be empty.
+        identities: Identities,
     },
 }
 
 /// A verified backup, ready to be read.
 enum VerifiedBackup {
     Directory(PathBuf),
-    Store(Arc<dyn ArtifactStore>, Box<Manifest>),
+    Store(Arc<dyn ArtifactStore>, Box<Manifest>, Identities),
 }
 
 impl VerifiedBackup {
@@ -218,7 +223,7 @@ impl VerifiedBackup {
                 })?;
                 Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, file)))
             }
-            VerifiedBackup::Store(store, manifest) => {
+            VerifiedBackup::Store(store, manifest, identities) => {
                 let artifact = manifest
                     .artifacts
                     .iter()
@@ -235,7 +240,13 @@ impl VerifiedBackup {
                     artifact.version.as_deref(),
                 )
                 .await?;
-                crate::store::tar_reader(reader, manifest.compression).map_err(|e| {
+                crate::store::artifact_tar_reader(
+                    reader,
+                    artifact,
+                    manifest.compression,
+                    identities,
+                )
+                .map_err(|e| {
                     Error::StoredBackup(format!("Cannot decompress `{}`: {e}", artifact.key))
                 })
             }
@@ -258,10 +269,19 @@ async fn verify_source(
             store,
             deployment,
             backup_id,
+            identities,
         } => {
             tracing::info!("Verifying backup {deployment}/{backup_id} in {store}...");
-            let manifest =
-                crate::store::verify_backup(store, deployment, backup_id, parallelism).await?;
+            let manifest = crate::store::verify_backup(
+                store,
+                deployment,
+                backup_id,
+                parallelism,
+                identities,
+                true,
+            )
+            .await?
+            .manifest;
             let mut metadata = BackupMetadata::default();
             for artifact in &manifest.artifacts {
                 let checksums = artifact
@@ -286,7 +306,7 @@ async fn verify_source(
                 }
             }
             Ok((
-                VerifiedBackup::Store(Arc::clone(store), Box::new(manifest)),
+                VerifiedBackup::Store(Arc::clone(store), Box::new(manifest), identities.clone()),
                 metadata,
             ))
         }
