@@ -12,6 +12,7 @@
 //! names or `..`, links that point outside the artifact directory, and device nodes are refused
 //! before anything is sent to an instance.
 
+use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
@@ -83,12 +84,15 @@ pub fn digest_tar_files<R: Read>(
     let mut archive = tar::Archive::new(reader);
     let mut checksums = FileDigests::new();
     let mut buffer = vec![0_u8; HASH_BUFFER];
+    let mut symlinks = Symlinks::default();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let kind = entry.header().entry_type();
         if policy == EntryPolicy::RefuseEscapes {
-            check_entry(&name, kind, entry.link_name_bytes().as_deref())?;
+            let link = entry.link_name_bytes();
+            check_entry(&name, kind, link.as_deref())?;
+            symlinks.check(&name, kind, link.as_deref())?;
         }
         match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
@@ -114,6 +118,7 @@ pub fn digest_tar_files<R: Read>(
             _ => {}
         }
     }
+    symlinks.finish()?;
     io::copy(&mut archive.into_inner(), &mut io::sink())?;
     Ok(checksums)
 }
@@ -141,6 +146,11 @@ fn check_entry(name: &str, kind: EntryType, link: Option<&[u8]>) -> Result<(), T
         name: name.to_string(),
         reason,
     };
+    // `tar -x` reads names as C strings: with a NUL byte the entry checked here is not the one
+    // extracted (`./a\0/b/link -> ../x` lands as `./a/link`, pointing outside).
+    if name.contains('\0') || link.is_some_and(|link| link.contains(&0)) {
+        return Err(unsafe_entry("NUL byte in the name"));
+    }
     let path = Path::new(name);
     if path.is_absolute() {
         return Err(unsafe_entry("absolute path"));
@@ -164,6 +174,85 @@ fn check_entry(name: &str, kind: EntryType, link: Option<&[u8]>) -> Result<(), T
             }
         }
         _ => Ok(()),
+    }
+}
+
+/// The archive's own symlinks. [`check_entry`] judges each path as written, which is where it
+/// lands only while no symlink of the archive is on the way: after `./a/b -> ..`, `./a/b/c` is
+/// `./c`, and `./c -> a/b/..` points above the directory although `a/b/..` does not climb.
+#[derive(Default)]
+struct Symlinks {
+    /// Names of the symlinks, without `.` components.
+    names: BTreeSet<PathBuf>,
+    /// Each symlink's name and its target as a path from the top of the archive.
+    targets: Vec<(String, PathBuf)>,
+}
+
+impl Symlinks {
+    /// Refuses an entry, or a hard link's target, under a symlink of the archive seen before;
+    /// records symlinks.
+    fn check(
+        &mut self,
+        name: &str,
+        kind: EntryType,
+        link: Option<&[u8]>,
+    ) -> Result<(), TarDigestError> {
+        let under_a_symlink = |path: &Path| {
+            let path: PathBuf = path
+                .components()
+                .filter(|c| *c != Component::CurDir)
+                .collect();
+            path.ancestors().skip(1).any(|a| self.names.contains(a))
+        };
+        let link = PathBuf::from(String::from_utf8_lossy(link.unwrap_or_default()).as_ref());
+        if under_a_symlink(Path::new(name)) || (kind == EntryType::Link && under_a_symlink(&link)) {
+            return Err(TarDigestError::UnsafeEntry {
+                name: name.to_string(),
+                reason: "path through a symlink of the archive",
+            });
+        }
+        if kind == EntryType::Symlink {
+            let path: PathBuf = Path::new(name)
+                .components()
+                .filter(|c| *c != Component::CurDir)
+                .collect();
+            if !path.as_os_str().is_empty() {
+                let base = path.parent().unwrap_or(Path::new("")).join(&link);
+                self.names.insert(path);
+                self.targets.push((name.to_string(), base));
+            }
+        }
+        Ok(())
+    }
+
+    /// Once every symlink is known: refuses a symlink whose target goes up (`..`) after passing
+    /// through another symlink of the archive, where `..` is not the parent it seems to be.
+    fn finish(&self) -> Result<(), TarDigestError> {
+        for (name, target) in &self.targets {
+            let components: Vec<Component> = target.components().collect();
+            let mut current = PathBuf::new();
+            let mut through_a_symlink = false;
+            for (number, component) in components.iter().enumerate() {
+                match component {
+                    Component::ParentDir if through_a_symlink => {
+                        return Err(TarDigestError::UnsafeEntry {
+                            name: name.clone(),
+                            reason: "link pointing outside the artifact directory",
+                        });
+                    }
+                    Component::ParentDir => {
+                        current.pop();
+                    }
+                    Component::Normal(part) => {
+                        current.push(part);
+                        let last = number + 1 == components.len();
+                        through_a_symlink |= !last && self.names.contains(&current);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -292,6 +381,101 @@ mod tests {
                 "{name} -> {link} should be refused, got {result:?}"
             );
         }
+    }
+
+    /// A GNU long-name (`L`) or long-link (`K`) entry: unlike the header fields, they can carry
+    /// NUL bytes.
+    fn append_long(builder: &mut tar::Builder<Vec<u8>>, kind: EntryType, value: &[u8]) {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_size(value.len() as u64 + 1);
+        header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        header.set_cksum();
+        builder
+            .append(&header, &[value, b"\0"].concat()[..])
+            .unwrap();
+    }
+
+    #[test]
+    fn restore_policy_refuses_nul_bytes_in_names_and_links() {
+        // Found by fuzzing (fuzz/fuzz_targets/tar_entries.rs): `tar -x` cuts names at the NUL,
+        // so these were checked as links inside but extracted as links pointing outside.
+        let long_name = {
+            let mut builder = tar::Builder::new(Vec::new());
+            append_long(&mut builder, EntryType::GNULongName, b"./a\0/b/link");
+            append_raw(&mut builder, "./placeholder", EntryType::Symlink, "../x");
+            builder.into_inner().unwrap()
+        };
+        let long_link = {
+            let mut builder = tar::Builder::new(Vec::new());
+            append_long(&mut builder, EntryType::GNULongLink, b"..\0/x");
+            append_raw(&mut builder, "./link", EntryType::Symlink, "placeholder");
+            builder.into_inner().unwrap()
+        };
+        for bytes in [long_name, long_link] {
+            let result = digest_tar(&bytes[..], EntryPolicy::RefuseEscapes);
+            assert!(
+                matches!(
+                    result,
+                    Err(TarDigestError::UnsafeEntry {
+                        reason: "NUL byte in the name",
+                        ..
+                    })
+                ),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn restore_policy_refuses_paths_through_symlinks_of_the_archive() {
+        // Found by fuzzing (fuzz/fuzz_targets/tar_entries.rs). Each name and target is fine as
+        // written, but `./a/b -> ..` makes `./a/b` the top directory, so the last entry points
+        // one level above it. GNU tar 1.34 extracts the third case so (`c -> a/b/..`).
+        let cases: [&[(&str, EntryType, &str)]; 4] = [
+            &[
+                ("./a/b", EntryType::Symlink, ".."),
+                ("./a/b/c", EntryType::Symlink, ".."),
+            ],
+            &[
+                ("./a/b", EntryType::Symlink, ".."),
+                ("./h", EntryType::Link, "a/b/../x"),
+            ],
+            &[
+                ("./a/b", EntryType::Symlink, ".."),
+                ("./c", EntryType::Symlink, "a/b/.."),
+            ],
+            &[
+                ("./c", EntryType::Symlink, "a/b/.."),
+                ("./a/b", EntryType::Symlink, ".."),
+            ],
+        ];
+        for entries in cases {
+            let mut builder = tar::Builder::new(Vec::new());
+            for (name, kind, link) in entries {
+                append_raw(&mut builder, name, *kind, link);
+            }
+            let bytes = builder.into_inner().unwrap();
+            let result = digest_tar(&bytes[..], EntryPolicy::RefuseEscapes);
+            assert!(
+                matches!(result, Err(TarDigestError::UnsafeEntry { .. })),
+                "{entries:?} should be refused, got {result:?}"
+            );
+        }
+        // Symlinks to symlinks that do not climb back stay inside.
+        let mut builder = tar::Builder::new(Vec::new());
+        append_file(&mut builder, "./releases/v2/bin", b"x");
+        append_raw(&mut builder, "./current", EntryType::Symlink, "releases/v2");
+        append_raw(&mut builder, "./link", EntryType::Symlink, "current/bin");
+        append_raw(
+            &mut builder,
+            "./releases/up",
+            EntryType::Symlink,
+            "../current",
+        );
+        let bytes = builder.into_inner().unwrap();
+        assert!(digest_tar(&bytes[..], EntryPolicy::RefuseEscapes).is_ok());
+        assert!(digest_tar(&bytes[..], EntryPolicy::Trust).is_ok());
     }
 
     #[test]
