@@ -240,6 +240,12 @@ fn local_store_interrupted_backup_is_never_complete() {
     interrupted_backup_is_never_complete(&url, "-TERM", &|| true, &|| {});
 }
 
+#[test]
+fn local_store_backup_interrupted_by_sigint_during_the_transfer_is_never_complete() {
+    let (_dir, url) = file_store();
+    interrupted_backup_is_never_complete(&url, "-INT", &|| true, &|| {});
+}
+
 fn moto_with_bucket(versioning: &str) -> (Emulator, String) {
     let moto = Emulator::start("moto.sh");
     moto.fixture("s3", &["create-bucket", "cairn-backups", versioning]);
