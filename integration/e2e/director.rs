@@ -872,3 +872,54 @@ fn director_secrets_and_tokens_never_appear_even_with_debug() {
         }
     }
 }
+
+#[test]
+fn a_drill_restores_one_director_deployment_into_another() {
+    let (prod, dr) = std::thread::scope(|s| {
+        let a = s.spawn(|| TestBed::start(&[("app", 0, &["files"])]).expect("test bed"));
+        let b = s.spawn(|| TestBed::start(&[("app", 0, &["files"])]).expect("test bed"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut options = DirectorOptions::new(&prod);
+    options.deployments.push(DeploymentSpec::new("prod", &prod));
+    options.deployments.push(DeploymentSpec::new("dr", &dr));
+    let director = Director::start(&options).expect("director");
+    let blob = |bed: &TestBed| {
+        fs::read(
+            bed.host("app", 0)
+                .vcap_dir
+                .join("store/files/nested/blob.bin"),
+        )
+        .unwrap()
+    };
+    assert_ne!(blob(&prod), blob(&dr));
+    let work = workdir();
+    let url = director.url();
+    let ca = director.ca_cert_path();
+    let output = cairn_command_in(work.path())
+        .env("BOSH_ENVIRONMENT", &url)
+        .env("BOSH_CLIENT", DEFAULT_CLIENT_ID)
+        .env("BOSH_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
+        .env("BOSH_CA_CERT", ca.to_str().unwrap())
+        .args([
+            "drill",
+            "--source-deployment",
+            "prod",
+            "--target-deployment",
+            "dr",
+            "--artifact-path",
+            work.path().to_str().unwrap(),
+            "--report-dir",
+            work.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("Restore drill into dr: PASSED"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(blob(&prod), blob(&dr), "dr holds prod's data");
+    assert_no_bosh_user_left(&director, &[&prod, &dr]);
+}

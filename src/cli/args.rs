@@ -322,8 +322,19 @@ pub struct DrillArgs {
     #[arg(long, value_name = "FILE")]
     pub source_inventory: Option<PathBuf>,
     /// Inventory of the deployment to restore into (same instance groups and indexes).
-    #[arg(long, value_name = "FILE")]
-    pub target_inventory: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "target_deployment"
+    )]
+    pub target_inventory: Option<PathBuf>,
+    /// BOSH deployment to back up instead of an inventory, through the Director named by
+    /// BOSH_ENVIRONMENT, BOSH_CLIENT, BOSH_CLIENT_SECRET and CA_CERT/BOSH_CA_CERT.
+    #[arg(long, value_name = "NAME", conflicts_with = "source_inventory")]
+    pub source_deployment: Option<String>,
+    /// BOSH deployment to restore into instead of an inventory (same Director settings).
+    #[arg(long, value_name = "NAME", conflicts_with = "target_inventory")]
+    pub target_deployment: Option<String>,
     /// Store the drill backup goes to, or the existing backup is read from [env: CAIRN_STORE].
     #[command(flatten)]
     pub store: StoreArgs,

@@ -2,20 +2,47 @@
 //! prints the summary (or the JSON report with `--json`).
 
 use anyhow::Context;
+use cairn::deployment::Target;
 use cairn::drill::{drill, DrillSource};
 use cairn::inventory::Inventory;
 use cairn::manifest::Compression;
 use cairn::orchestrator::backup::{BackupTarget, StoreTarget};
 use cairn::orchestrator::RunContext;
 use cairn::ssh_target::{HostKeyOptions, SshTarget};
+use std::sync::Arc;
 
 use super::args::{DrillArgs, UsageError};
 
-fn load_target(path: &std::path::Path, host_keys: &HostKeyOptions) -> anyhow::Result<SshTarget> {
+fn load_target(
+    path: &std::path::Path,
+    host_keys: &HostKeyOptions,
+    dialer: Option<Arc<dyn cairn::remote::dial::Dialer>>,
+) -> anyhow::Result<Box<dyn Target>> {
     let inventory = Inventory::load(path)?;
-    Ok(SshTarget::from_inventory(
-        &inventory, path, None, host_keys,
-    )?)
+    Ok(Box::new(
+        SshTarget::from_inventory(&inventory, path, None, host_keys)?.with_dialer(dialer),
+    ))
+}
+
+/// The Director of the BOSH_* environment, connected once for both sides of a drill.
+struct Directors {
+    dialer: Option<Arc<dyn cairn::remote::dial::Dialer>>,
+    client: Option<Arc<cairn::bosh::DirectorClient>>,
+}
+
+impl Directors {
+    async fn deployment(&mut self, name: &str) -> anyhow::Result<Box<dyn Target>> {
+        if self.client.is_none() {
+            let login = super::run::DirectorLogin::from_env()?;
+            self.client = Some(Arc::new(login.connect(self.dialer.clone()).await?));
+        }
+        let client = Arc::clone(self.client.as_ref().expect("connected"));
+        Ok(Box::new(cairn::bosh::BoshTarget::new(
+            client,
+            name,
+            self.dialer.clone(),
+        )))
+    }
 }
 
 /// Runs `cairn drill ...`; returns the exit code.
@@ -24,7 +51,16 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
         known_hosts: args.common.known_hosts.clone(),
         skip_check: args.common.insecure_skip_host_key_check,
     };
-    let target = load_target(&args.target_inventory, &host_keys)?;
+    let dialer = super::run::open_proxy(&args.common).await?;
+    let mut directors = Directors {
+        dialer: dialer.clone(),
+        client: None,
+    };
+    let target = match (&args.target_inventory, &args.target_deployment) {
+        (Some(path), _) => load_target(path, &host_keys, dialer.clone())?,
+        (None, Some(name)) => directors.deployment(name).await?,
+        (None, None) => unreachable!("clap requires one"),
+    };
     let store_url = args.store.url(args.artifact_path.is_none());
     let existing = args.backup.is_some() || args.latest.is_some();
     if existing && store_url.is_none() {
@@ -50,17 +86,23 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     }
     let recipients = cairn::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
     let identities = cairn::encryption::Identities::load(&args.identity).map_err(UsageError)?;
-    let source_target = match (&args.source_inventory, existing) {
-        (Some(path), false) => Some(load_target(path, &host_keys)?),
-        (None, false) => anyhow::bail!(UsageError(
-            "--source-inventory flag is required (or restore a stored backup with --backup ID or --latest DEPLOYMENT).".into()
+    let source_target = match (&args.source_inventory, &args.source_deployment, existing) {
+        (Some(path), None, false) => Some(load_target(path, &host_keys, dialer.clone())?),
+        (None, Some(name), false) => Some(directors.deployment(name).await?),
+        (None, None, false) => anyhow::bail!(UsageError(
+            "--source-inventory or --source-deployment is required (or restore a stored backup with --backup ID or --latest DEPLOYMENT).".into()
         )),
-        (Some(_), true) => anyhow::bail!(UsageError(
-            "--source-inventory takes a new backup; it cannot be combined with --backup or --latest.".into()
-        )),
-        (None, true) => None,
+        (_, _, true) => {
+            if args.source_inventory.is_some() || args.source_deployment.is_some() {
+                anyhow::bail!(UsageError(
+                    "--source-inventory and --source-deployment take a new backup; they cannot be combined with --backup or --latest.".into()
+                ));
+            }
+            None
+        }
+        (Some(_), Some(_), false) => unreachable!("clap refuses both"),
     };
-    let source = match (&source_target, &store_url) {
+    let source = match (source_target.as_deref(), &store_url) {
         (Some(source), Some(url)) => DrillSource::NewBackup {
             target: source,
             destination: store_destination(url, &args, recipients).await?,
@@ -102,13 +144,10 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     context.script_timeout = args.common.script_timeout;
     if let Some(source) = &source_target {
         let state_dir = cairn::journal::JournalFile::default_state_dir();
-        context.journal = Some(cairn::journal::JournalFile::new(
-            &state_dir,
-            cairn::deployment::Target::name(source),
-        ));
+        context.journal = Some(cairn::journal::JournalFile::new(&state_dir, source.name()));
     }
     let signals = super::signals::watch(context.clone());
-    let (report, errors) = drill(source, &target, &context).await;
+    let (report, errors) = drill(source, target.as_ref(), &context).await;
     signals.abort();
     let report_dir = match &args.report_dir {
         Some(dir) => dir.clone(),

@@ -70,7 +70,7 @@ pub async fn deployment(args: DeploymentArgs) -> anyhow::Result<i32> {
 }
 
 /// `BOSH_ALL_PROXY`, opened (for `ssh+socks5://`, connected to the jumpbox).
-async fn open_proxy(
+pub async fn open_proxy(
     common: &CommonArgs,
 ) -> anyhow::Result<Option<Arc<dyn cairn::remote::dial::Dialer>>> {
     let Some(proxy) = AllProxy::from_env()? else {
@@ -86,21 +86,66 @@ async fn connect_director(
     args: &DeploymentArgs,
     dialer: Option<Arc<dyn cairn::remote::dial::Dialer>>,
 ) -> anyhow::Result<DirectorClient> {
-    let url = cairn::bosh::director_url(args.target.as_deref().unwrap_or_default())?;
-    let ca = args
-        .ca_cert
-        .clone()
-        .or_else(|| std::env::var("CA_CERT").ok())
-        .or_else(|| std::env::var("BOSH_CA_CERT").ok());
-    let ca_cert_pem = ca.as_deref().map(cairn::bosh::read_ca_cert).transpose()?;
-    let config = DirectorConfig {
-        url,
+    let login = DirectorLogin {
+        target: args.target.clone().unwrap_or_default(),
         client: args.username.clone().unwrap_or_default(),
         secret: args.password.clone().unwrap_or_default(),
-        ca_cert_pem,
-        dialer,
+        ca_cert: args.ca_cert.clone(),
     };
-    Ok(DirectorClient::connect(&config).await?)
+    login.connect(dialer).await
+}
+
+/// Where a Director is and how to log in to it.
+pub struct DirectorLogin {
+    /// `--target`.
+    pub target: String,
+    /// `--username`.
+    pub client: String,
+    /// `--password`.
+    pub secret: String,
+    /// `--ca-cert` (else `CA_CERT`, else `BOSH_CA_CERT`).
+    pub ca_cert: Option<String>,
+}
+
+impl DirectorLogin {
+    /// From `BOSH_ENVIRONMENT`, `BOSH_CLIENT`, `BOSH_CLIENT_SECRET` (and the CA variables).
+    pub fn from_env() -> anyhow::Result<DirectorLogin> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    UsageError(format!("{name} is required to reach the BOSH Director."))
+                })
+        };
+        Ok(DirectorLogin {
+            target: var("BOSH_ENVIRONMENT")?,
+            client: var("BOSH_CLIENT")?,
+            secret: var("BOSH_CLIENT_SECRET")?,
+            ca_cert: None,
+        })
+    }
+
+    /// Reads `/info` and logs in.
+    pub async fn connect(
+        self,
+        dialer: Option<Arc<dyn cairn::remote::dial::Dialer>>,
+    ) -> anyhow::Result<DirectorClient> {
+        let url = cairn::bosh::director_url(&self.target)?;
+        let ca = self
+            .ca_cert
+            .or_else(|| std::env::var("CA_CERT").ok())
+            .or_else(|| std::env::var("BOSH_CA_CERT").ok());
+        let ca_cert_pem = ca.as_deref().map(cairn::bosh::read_ca_cert).transpose()?;
+        let config = DirectorConfig {
+            url,
+            client: self.client,
+            secret: self.secret,
+            ca_cert_pem,
+            dialer,
+        };
+        Ok(DirectorClient::connect(&config).await?)
+    }
 }
 
 /// Runs `cairn director ...`; returns the exit code.
