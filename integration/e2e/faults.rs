@@ -484,6 +484,8 @@ fn a_sigkilled_backup_is_found_from_the_journal_in_the_store_by_another_jumpbox(
     child.kill().unwrap();
     let _ = child.wait();
     restore_original(database, "database", "backup");
+    // A new second, so the new backup's id differs from the killed run's.
+    std::thread::sleep(Duration::from_millis(1100));
     let output = cairn(&bed, jumpbox2.path(), &["backup", "--store", &store]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(

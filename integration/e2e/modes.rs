@@ -395,6 +395,9 @@ fn a_drill_through_a_directory_reports_unverified_jobs_and_a_mismatching_target(
     let backups = work.path().join("backups");
     fs::create_dir(&backups).unwrap();
     let drill = |into: &TestBed| {
+        // Each drill takes its own backup: a directory of its own, so that two drills within
+        // one second do not collide on the backup's name.
+        let backups = tempfile::tempdir_in(&backups).unwrap().keep();
         run(
             work.path(),
             &[
