@@ -1,0 +1,49 @@
+//! What a restore reads back from a backup: `manifest.json` (`Manifest::parse`, serde_json) and
+//! bbr's `metadata` YAML (`BackupMetadata::parse`, yaml_serde). The same bytes go to both
+//! parsers (JSON is nearly a subset of YAML, so each parser's seeds help the other).
+//!
+//! Whatever parses must survive a round trip through Cairn's own writer: a backup whose
+//! `manifest.json` or `metadata` Cairn cannot read back could not be restored.
+#![no_main]
+
+use cairn::artifact::metadata::BackupMetadata;
+use cairn::artifact::BackupDirectory;
+use cairn::manifest::Manifest;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(manifest) = Manifest::parse(data) {
+        let json = manifest.to_json();
+        let again = Manifest::parse(json.as_bytes()).unwrap_or_else(|e| {
+            panic!("manifest.json written by Cairn does not parse: {e}\n{json}")
+        });
+        assert_eq!(
+            again, manifest,
+            "manifest.json round trip changed it:\n{json}"
+        );
+        let _ = manifest.stored_bytes();
+        for artifact in &manifest.artifacts {
+            let _ = artifact.is_shared();
+        }
+    }
+
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(metadata) = BackupMetadata::parse(text) {
+        let yaml = metadata.to_yaml();
+        let again = BackupMetadata::parse(&yaml)
+            .unwrap_or_else(|e| panic!("metadata written by Cairn does not parse: {e}\n{yaml}"));
+        assert_eq!(again, metadata, "metadata round trip changed it:\n{yaml}");
+        let listed = BackupDirectory::listed_artifacts(&metadata);
+        let per_job: usize = metadata.instances.iter().map(|i| i.artifacts.len()).sum();
+        assert_eq!(listed.len(), per_job + metadata.custom_artifacts.len());
+        if let Some(instance) = metadata.instances.first() {
+            if let Some(artifact) = instance.artifacts.first() {
+                assert!(metadata
+                    .checksums_for(&instance.name, &instance.index, &artifact.name)
+                    .is_some());
+            }
+        }
+    }
+});
