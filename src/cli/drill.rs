@@ -5,8 +5,7 @@ use anyhow::Context;
 use cairn::deployment::Target;
 use cairn::drill::{drill, DrillSource};
 use cairn::inventory::Inventory;
-use cairn::manifest::Compression;
-use cairn::orchestrator::backup::{BackupTarget, StoreTarget};
+use cairn::orchestrator::backup::BackupTarget;
 use cairn::orchestrator::RunContext;
 use cairn::ssh_target::{HostKeyOptions, SshTarget};
 use std::sync::Arc;
@@ -185,23 +184,14 @@ async fn store_destination(
     args: &DrillArgs,
     encryption: Option<cairn::encryption::Recipients>,
 ) -> anyhow::Result<BackupTarget> {
-    let store = cairn::store::open_store(url).await?;
-    Ok(BackupTarget::Store(StoreTarget {
-        store,
-        compression: Compression::parse(
-            args.compression
-                .as_deref()
-                .unwrap_or(super::config::DEFAULT_COMPRESSION),
-        )
-        .map_err(UsageError)?,
-        retention: None,
-        require_versioning: if args.allow_unversioned {
-            None
-        } else {
-            cairn::store::versioning_command(url)
-        },
+    super::run::store_target(
+        url,
+        args.compression.as_deref(),
+        args.allow_unversioned,
+        None,
         encryption,
-    }))
+    )
+    .await
 }
 
 /// `DIR/STEM`, or `DIR/STEM-2`, `-3`... when a report of that name exists (two drills into

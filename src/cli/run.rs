@@ -317,7 +317,6 @@ async fn backup_target(args: &BackupArgs) -> anyhow::Result<BackupTarget> {
         };
         return Ok(BackupTarget::Directory(parent));
     };
-    let store = cairn::store::open_store(&url).await?;
     let retention = args.retain_days.map(|days| Retention {
         mode: match args.retention_mode {
             RetentionModeArg::Governance => RetentionMode::Governance,
@@ -326,21 +325,37 @@ async fn backup_target(args: &BackupArgs) -> anyhow::Result<BackupTarget> {
         until: std::time::SystemTime::now()
             + std::time::Duration::from_secs(u64::from(days) * 86_400),
     });
+    let encryption = cairn::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
+    store_target(
+        &url,
+        args.compression.as_deref(),
+        args.allow_unversioned,
+        retention,
+        encryption,
+    )
+    .await
+}
+
+/// A backup into the store at `url` (shared by `backup` and `cairn drill`).
+pub async fn store_target(
+    url: &str,
+    compression: Option<&str>,
+    allow_unversioned: bool,
+    retention: Option<Retention>,
+    encryption: Option<cairn::encryption::Recipients>,
+) -> anyhow::Result<BackupTarget> {
+    let store = cairn::store::open_store(url).await?;
     Ok(BackupTarget::Store(StoreTarget {
         store,
-        compression: Compression::parse(
-            args.compression
-                .as_deref()
-                .unwrap_or(super::config::DEFAULT_COMPRESSION),
-        )
-        .map_err(UsageError)?,
+        compression: Compression::parse(compression.unwrap_or(super::config::DEFAULT_COMPRESSION))
+            .map_err(UsageError)?,
         retention,
-        require_versioning: if args.allow_unversioned {
+        require_versioning: if allow_unversioned {
             None
         } else {
-            cairn::store::versioning_command(&url)
+            cairn::store::versioning_command(url)
         },
-        encryption: cairn::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?,
+        encryption,
     }))
 }
 
