@@ -78,8 +78,8 @@ pub enum Event {
         artifact: String,
         /// Bytes stored.
         size: u64,
-        /// sha256 of the stored bytes.
-        sha256: String,
+        /// sha256 of the stored bytes (stores only; `null` for a bbr directory).
+        sha256: Option<String>,
         /// Store version id, if any.
         version: Option<String>,
         /// Number of files in it.
@@ -233,7 +233,7 @@ mod tests {
                 job: "pg".into(),
                 artifact: "db-0-pg".into(),
                 size: 5,
-                sha256: "00".into(),
+                sha256: Some("00".into()),
                 version: None,
                 files: 2,
             },

@@ -269,7 +269,12 @@ pub(crate) async fn write_manifest(
             job: a.job.to_string(),
             key: destination.artifact_key(a.name).to_string(),
             size: a.downloaded.stored.size,
-            sha256: a.downloaded.stored.sha256.clone(),
+            sha256: a
+                .downloaded
+                .stored
+                .sha256
+                .clone()
+                .expect("a store writer hashes what it stores"),
             version: a.downloaded.version.clone(),
             files: a.downloaded.files.clone(),
             encryption: destination

@@ -33,8 +33,9 @@ const UPLOAD_QUEUE: usize = 2;
 pub struct StoredBytes {
     /// Bytes written (after compression and encryption).
     pub size: u64,
-    /// sha256 of those bytes.
-    pub sha256: String,
+    /// sha256 of those bytes: for a store (the manifest records it); `None` for a bbr
+    /// directory, whose format has only per-file digests, so the tar is not hashed twice.
+    pub sha256: Option<String>,
 }
 
 /// The blocking side of an artifact being written.
@@ -165,35 +166,43 @@ impl<W> HashingWriter<W> {
     fn summary(&self) -> StoredBytes {
         StoredBytes {
             size: self.size,
-            sha256: hex::encode(self.hasher.clone().finalize()),
+            sha256: Some(hex::encode(self.hasher.clone().finalize())),
         }
     }
 }
 
 // ---- local directory ----
 
-struct FileWriter(HashingWriter<BufWriter<std::fs::File>>);
+/// A tar being written into a bbr directory: counted, not hashed (the per-file digests taken
+/// on the digest thread are what bbr's `metadata` records).
+struct FileWriter {
+    file: BufWriter<std::fs::File>,
+    size: u64,
+}
 
 impl Write for FileWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        let count = self.file.write(buf)?;
+        self.size += count as u64;
+        Ok(count)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.file.flush()
     }
 }
 
 impl ArtifactWriter for FileWriter {
     fn finish(mut self: Box<Self>) -> io::Result<StoredBytes> {
-        self.0.flush()?;
-        let summary = self.0.summary();
+        self.file.flush()?;
         let file = self
-            .0
-            .inner
+            .file
             .into_inner()
             .map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
-        Ok(summary)
+        Ok(StoredBytes {
+            size: self.size,
+            sha256: None,
+        })
     }
 }
 
@@ -217,7 +226,10 @@ impl PendingArtifact for PendingFile {
 
 fn open_file(directory: &BackupDirectory, name: &str) -> Result<OpenArtifact, Error> {
     let file = directory.create_partial_tar(name)?;
-    let writer = FileWriter(HashingWriter::new(BufWriter::with_capacity(1 << 20, file)));
+    let writer = FileWriter {
+        file: BufWriter::with_capacity(1 << 20, file),
+        size: 0,
+    };
     let pending = PendingFile {
         directory: BackupDirectory::open(directory.path()),
         name: name.to_string(),

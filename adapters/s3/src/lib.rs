@@ -57,6 +57,11 @@
 //! - Integrity: the SDK adds a CRC32 checksum to every `PutObject` and `UploadPart` by default
 //!   (which also satisfies Object Lock's demand for a checksum). A store that rejects these
 //!   headers can be told `AWS_REQUEST_CHECKSUM_CALCULATION=when_required`.
+//! - No SigV4 payload hash: `PutObject` and `UploadPart` are sent with `UNSIGNED-PAYLOAD`
+//!   (`disable_payload_signing`), so the SDK does not run SHA-256 over every body a second time
+//!   (the coordinator already hashes the stored bytes for the manifest). The body stays protected
+//!   by the CRC32 above, by TLS on `https` endpoints, and end to end by the manifest's sha256,
+//!   which `backups verify` and every restore check.
 //!
 //! # Abandoned uploads
 //! The parts of a multipart upload that is neither completed nor aborted stay in the bucket,

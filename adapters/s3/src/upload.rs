@@ -222,6 +222,8 @@ impl S3Upload {
             .body(ByteStream::from(body))
             .set_object_lock_mode(self.retention.map(lock_mode))
             .set_object_lock_retain_until_date(self.retention.map(|r| DateTime::from(r.until)))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.store.error("PutObject", Some(self.key.as_str()), e))?;
@@ -359,6 +361,8 @@ impl PartTarget {
             .upload_id(&self.upload_id)
             .part_number(number)
             .body(ByteStream::from(body))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| {
