@@ -247,14 +247,31 @@ impl BackupDirectory {
         per_job.chain(named).collect()
     }
 
-    /// Checks one tar against its recorded checksums and for unsafe entries, reading it once.
+    /// Reads a tar once, refusing unsafe entries, and compares every file's sha256 with
+    /// `expected`.
     ///
     /// # Errors
-    /// [`ArtifactError::Io`], [`ArtifactError::BadTar`] or [`ArtifactError::Corrupted`].
+    /// Unreadable file, unsafe entries, or mismatching checksums.
     pub fn verify_tar(
         &self,
         artifact_name: &str,
         expected: &Checksums,
+    ) -> Result<(), ArtifactError> {
+        self.check_tar(artifact_name, expected, None)
+    }
+
+    /// Like [`Self::verify_tar`], passing the tar stream on to `forward` while it is checked
+    /// (restore: into the instance's `tar -x`; an unsafe entry is never passed on, see
+    /// [`tar_digest::digest_tar_forwarding`]). What was forwarded must be discarded when this
+    /// fails: mismatching checksums are only known at the end.
+    ///
+    /// # Errors
+    /// As [`Self::verify_tar`], and errors of `forward`.
+    pub fn check_tar(
+        &self,
+        artifact_name: &str,
+        expected: &Checksums,
+        forward: Option<&mut dyn Write>,
     ) -> Result<(), ArtifactError> {
         let path = self.tar_path(artifact_name);
         let file = fs::File::open(&path).map_err(|source| ArtifactError::Io {
@@ -263,8 +280,16 @@ impl BackupDirectory {
             source,
         })?;
         let reader = std::io::BufReader::with_capacity(1 << 20, file);
-        let actual = digest_tar(reader, EntryPolicy::RefuseEscapes)
-            .map_err(|source| ArtifactError::BadTar { path, source })?;
+        let actual = match forward {
+            Some(writer) => tar_digest::digest_tar_forwarding(reader, writer).map(|files| {
+                files
+                    .into_iter()
+                    .map(|(name, file)| (name, file.sha256))
+                    .collect()
+            }),
+            None => digest_tar(reader, EntryPolicy::RefuseEscapes),
+        }
+        .map_err(|source| ArtifactError::BadTar { path, source })?;
         let mismatched = metadata::mismatched_files(expected, &actual);
         if mismatched.is_empty() {
             Ok(())

@@ -220,7 +220,10 @@ mod tests {
                 .output()
                 .unwrap();
             assert!(output.status.success(), "{output:?}");
-            (output.stdout.contains(&0), parse_checksums(&output.stdout).unwrap())
+            (
+                output.stdout.contains(&0),
+                parse_checksums(&output.stdout).unwrap(),
+            )
         };
         let sha = |data: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
         let (nul_records, sums) = run(root);

@@ -10,7 +10,7 @@
 //! `backups delete`.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,7 +20,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::artifact::tar_digest::{digest_tar_files, EntryPolicy};
+use crate::artifact::tar_digest::{digest_tar_files, digest_tar_forwarding, EntryPolicy};
 use crate::artifact::BackupMetadata;
 use crate::encryption::{DecryptFailure, Identities, AGE_HEADER, AGE_X25519};
 use crate::error::{Error, RunErrors};
@@ -602,6 +602,36 @@ pub async fn verify_artifact(
     compression: Compression,
     identities: &Identities,
 ) -> Result<Checked, Error> {
+    let reader = open_artifact(store, artifact).await?;
+    let expected = artifact.clone();
+    let identities = identities.clone();
+    tokio::task::spawn_blocking(move || {
+        check_artifact_stream(reader, &expected, compression, &identities, None)
+    })
+    .await
+    .expect("verify thread")
+}
+
+/// Opens a stored artifact for reading after checking that it exists at the recorded version
+/// with the recorded size (a `HEAD`, nothing downloaded yet).
+///
+/// # Errors
+/// Missing object or wrong size, as "damaged or missing".
+pub async fn open_artifact(
+    store: &Arc<dyn ArtifactStore>,
+    artifact: &ManifestArtifact,
+) -> Result<StoreReader, Error> {
+    let key = head_artifact(store.as_ref(), artifact).await?;
+    StoreReader::open(store.as_ref(), &key, artifact.version.as_deref())
+        .await
+        .map_err(|e| damaged(&artifact.key, &e.to_string()))
+}
+
+/// Checks that an artifact's object exists at its recorded version with its recorded size.
+async fn head_artifact(
+    store: &dyn ArtifactStore,
+    artifact: &ManifestArtifact,
+) -> Result<ObjectKey, Error> {
     let key = ObjectKey::parse(&artifact.key).map_err(Error::StoredBackup)?;
     let head = store
         .head(&key, artifact.version.as_deref())
@@ -616,54 +646,103 @@ pub async fn verify_artifact(
             ),
         ));
     }
-    let reader = StoreReader::open(store.as_ref(), &key, artifact.version.as_deref())
-        .await
-        .map_err(|e| damaged(&artifact.key, &e.to_string()))?;
-    let expected = artifact.clone();
-    let identities = identities.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut hashing = HashingReader::new(reader);
-        let encrypted = expected.encryption.is_some();
-        let checked = if encrypted && identities.is_empty() {
-            Checked::StoredBytes
-        } else {
-            Checked::Everything
-        };
-        let files = match checked {
-            Checked::StoredBytes => check_age_header(&mut hashing).map(|()| None),
-            Checked::Everything => {
-                digest_stored(&mut hashing, compression, encrypted, &identities).map(Some)
-            }
-        }
-        .map_err(|detail| damaged(&expected.key, &detail));
-        io::copy(&mut hashing, &mut io::sink())
-            .map_err(|e| damaged(&expected.key, &e.to_string()))?;
-        let files = files?;
-        let (size, sha256) = hashing.summary();
-        if size != expected.size || sha256 != expected.sha256 {
-            return Err(damaged(
-                &expected.key,
-                "its sha256 does not match the manifest",
-            ));
-        }
-        if files.is_some_and(|files| files != expected.files) {
-            return Err(damaged(
-                &expected.key,
-                "the files inside do not match the manifest",
-            ));
-        }
-        Ok(checked)
-    })
-    .await
-    .expect("verify thread")
+    Ok(key)
 }
 
-/// Decrypts (when encrypted), decompresses and digests every file of a stored artifact.
+/// What a restore checks before it connects to anything, without downloading the artifacts:
+/// the manifest, that an encrypted backup can be decrypted with `identities` (one header is
+/// read), the `metadata` object, and every artifact's object at its recorded version and
+/// size. The contents are checked as they are restored ([`check_artifact_stream`]).
+///
+/// # Errors
+/// One error per missing or damaged object, or the one of [`check_identities`].
+pub async fn check_backup_objects(
+    store: &Arc<dyn ArtifactStore>,
+    deployment: &str,
+    id: &str,
+    parallelism: usize,
+    identities: &Identities,
+) -> Result<Manifest, RunErrors> {
+    let manifest = read_manifest(store.as_ref(), deployment, id).await?;
+    check_identities(store, &manifest, identities, true).await?;
+    let heads = manifest
+        .artifacts
+        .iter()
+        .map(|artifact| head_artifact(store.as_ref(), artifact));
+    let mut errors: Vec<Error> = futures::stream::iter(heads)
+        .buffer_unordered(parallelism.max(1))
+        .filter_map(|r| async move { r.err() })
+        .collect()
+        .await;
+    if let Err(error) = verify_metadata(store.as_ref(), &manifest).await {
+        errors.push(error);
+    }
+    RunErrors(errors).into_result()?;
+    Ok(manifest)
+}
+
+/// Checks one stored artifact as it is read (blocking; on a reading thread): size and sha256
+/// of the stored bytes, and, after decryption and decompression, every tar entry and every
+/// file against the manifest. With `forward`, the tar stream is passed on while it is checked
+/// ([`digest_tar_forwarding`]: an unsafe entry is never passed on), which is how a restore
+/// reads each artifact once; the caller must discard what was forwarded when this fails, as
+/// a damaged object is only known at its end.
+///
+/// # Errors
+/// As [`verify_artifact`]; with `forward`, also an encrypted artifact without `identities`.
+pub fn check_artifact_stream(
+    reader: StoreReader,
+    expected: &ManifestArtifact,
+    compression: Compression,
+    identities: &Identities,
+    forward: Option<&mut dyn Write>,
+) -> Result<Checked, Error> {
+    let mut hashing = HashingReader::new(reader);
+    let encrypted = expected.encryption.is_some();
+    let checked = if encrypted && identities.is_empty() {
+        Checked::StoredBytes
+    } else {
+        Checked::Everything
+    };
+    if checked == Checked::StoredBytes && forward.is_some() {
+        return Err(Error::StoredBackup(format!(
+            "`{}` is encrypted: give its age identity file with --identity FILE",
+            expected.key
+        )));
+    }
+    let files = match checked {
+        Checked::StoredBytes => check_age_header(&mut hashing).map(|()| None),
+        Checked::Everything => {
+            digest_stored(&mut hashing, compression, encrypted, identities, forward).map(Some)
+        }
+    }
+    .map_err(|detail| damaged(&expected.key, &detail));
+    io::copy(&mut hashing, &mut io::sink()).map_err(|e| damaged(&expected.key, &e.to_string()))?;
+    let files = files?;
+    let (size, sha256) = hashing.summary();
+    if size != expected.size || sha256 != expected.sha256 {
+        return Err(damaged(
+            &expected.key,
+            "its sha256 does not match the manifest",
+        ));
+    }
+    if files.is_some_and(|files| files != expected.files) {
+        return Err(damaged(
+            &expected.key,
+            "the files inside do not match the manifest",
+        ));
+    }
+    Ok(checked)
+}
+
+/// Decrypts (when encrypted), decompresses and digests every file of a stored artifact,
+/// passing the tar stream on to `forward` when given.
 fn digest_stored<R: Read + Send>(
     stored: R,
     compression: Compression,
     encrypted: bool,
     identities: &Identities,
+    forward: Option<&mut dyn Write>,
 ) -> Result<crate::artifact::tar_digest::FileDigests, String> {
     let plain: Box<dyn Read + Send + '_> = if encrypted {
         Box::new(identities.decrypt(stored).map_err(|e| e.to_string())?)
@@ -671,7 +750,11 @@ fn digest_stored<R: Read + Send>(
         Box::new(stored)
     };
     let tar = tar_reader(plain, compression).map_err(|e| e.to_string())?;
-    digest_tar_files(tar, EntryPolicy::RefuseEscapes).map_err(|e| e.to_string())
+    match forward {
+        Some(writer) => digest_tar_forwarding(tar, writer),
+        None => digest_tar_files(tar, EntryPolicy::RefuseEscapes),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// The stored bytes of an encrypted artifact start with the age header.
@@ -682,26 +765,6 @@ fn check_age_header<R: Read>(stored: &mut R) -> Result<(), String> {
         Ok(()) => Err("it is not an age file, but the manifest says it is encrypted".into()),
         Err(error) => Err(error.to_string()),
     }
-}
-
-/// Opens the tar stream of a stored artifact for restore: age decryption (when the manifest
-/// says it is encrypted; the header is read on the first read, on the reading thread), then
-/// decompression.
-///
-/// # Errors
-/// When the zstd frame header is unreadable.
-pub fn artifact_tar_reader<'a, R: Read + Send + 'a>(
-    stored: R,
-    artifact: &ManifestArtifact,
-    compression: Compression,
-    identities: &Identities,
-) -> io::Result<Box<dyn Read + Send + 'a>> {
-    let plain: Box<dyn Read + Send + 'a> = if artifact.encryption.is_some() {
-        Box::new(identities.decrypt_lazily(stored))
-    } else {
-        Box::new(stored)
-    };
-    tar_reader(plain, compression)
 }
 
 /// Deletes every object of a backup, including the recorded versions.
@@ -1046,19 +1109,22 @@ mod tests {
             assert_eq!(wrong.len(), 1, "{wrong:?}");
             assert!(wrong[0].contains("no identity given with --identity matches"));
 
-            // The restore reader gives back the tar.
-            let reader = StoreReader::open(
-                store.as_ref(),
-                &ObjectKey::parse(&artifact.key).unwrap(),
-                artifact.version.as_deref(),
-            )
-            .await
-            .unwrap();
-            let mut tar_stream =
-                artifact_tar_reader(reader, artifact, manifest.compression, &second).unwrap();
+            // The restore stream gives back the tar, checked on the way.
+            let reader = open_artifact(&store, artifact).await.unwrap();
+            let expected = artifact.clone();
+            let compression = manifest.compression;
+            let identities = second.clone();
             let restored = tokio::task::spawn_blocking(move || {
                 let mut out = Vec::new();
-                tar_stream.read_to_end(&mut out).unwrap();
+                let checked = check_artifact_stream(
+                    reader,
+                    &expected,
+                    compression,
+                    &identities,
+                    Some(&mut out),
+                )
+                .unwrap();
+                assert_eq!(checked, Checked::Everything);
                 out
             })
             .await

@@ -556,12 +556,22 @@ fn truncated_objects_and_a_wrong_manifest_digest_are_refused_before_any_script()
             events_before,
             "no script ran for {what}"
         );
+        // What was copied before the damage showed is gone.
+        assert_nothing_left(&bed);
         text(&restore)
     };
-    // A truncated object.
+    // A truncated object (refused by its size, before any connection).
     fs::write(&object, &original[..original.len() / 2]).unwrap();
     let message = refused("a truncated object");
     assert!(message.contains("damaged or missing"), "{message}");
+    fs::write(&object, &original).unwrap();
+    // One flipped byte near the end: same size, found only while it is copied.
+    let mut flipped = original.clone();
+    let near_end = flipped.len() - 64;
+    flipped[near_end] ^= 0x40;
+    fs::write(&object, &flipped).unwrap();
+    let message = refused("a flipped byte");
+    assert!(message.contains("damaged"), "{message}");
     fs::write(&object, &original).unwrap();
     // A manifest whose sha256 for that object is wrong.
     let parsed: serde_json::Value = serde_json::from_str(&manifest).unwrap();

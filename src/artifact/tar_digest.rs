@@ -12,6 +12,7 @@
 //! names or `..`, links that point outside the artifact directory, and device nodes are refused
 //! before anything is sent to an instance.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -81,6 +82,46 @@ pub fn digest_tar_files<R: Read>(
     reader: R,
     policy: EntryPolicy,
 ) -> Result<FileDigests, TarDigestError> {
+    digest_entries(reader, policy, None)
+}
+
+/// Checks and digests a tar stream like [`digest_tar_files`] with
+/// [`EntryPolicy::RefuseEscapes`] while passing it on to `writer` (the restore side: the
+/// instance's `tar -x`), one entry at a time and **only after the entry was checked**: the
+/// header blocks of an entry (with any long-name or pax blocks before it) are held back until
+/// the entry has passed, so an unsafe entry never reaches `writer`; its contents then go
+/// straight through. Every byte of the stream, the end-of-archive blocks included, is
+/// written, in order, unless an entry was refused.
+///
+/// A symlink that only turns out to point outside once the whole archive is known (see
+/// [`Symlinks::finish`]) is refused at the end, after it was passed on: extracting a symlink
+/// writes nothing through it, and the caller must not use what was extracted when this
+/// returns an error (restore removes it and runs no script).
+///
+/// # Errors
+/// As [`digest_tar`], and errors of `writer`.
+pub fn digest_tar_forwarding<R: Read>(
+    reader: R,
+    writer: &mut dyn Write,
+) -> Result<FileDigests, TarDigestError> {
+    let gate = RefCell::new(Gate {
+        writer,
+        held: Vec::new(),
+        holding: true,
+    });
+    let gated = GatedReader {
+        reader,
+        gate: &gate,
+    };
+    digest_entries(gated, EntryPolicy::RefuseEscapes, Some(&gate))
+}
+
+fn digest_entries<R: Read>(
+    reader: R,
+    policy: EntryPolicy,
+    gate: Option<&RefCell<Gate<'_>>>,
+) -> Result<FileDigests, TarDigestError> {
+    let open_gate = || gate.map_or(Ok(()), |g| g.borrow_mut().open());
     let mut archive = tar::Archive::new(reader);
     let mut checksums = FileDigests::new();
     let mut buffer = vec![0_u8; HASH_BUFFER];
@@ -94,6 +135,7 @@ pub fn digest_tar_files<R: Read>(
             check_entry(&name, kind, link.as_deref())?;
             symlinks.check(&name, kind, link.as_deref())?;
         }
+        open_gate()?;
         match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let mut hasher = Sha256::new();
@@ -117,10 +159,56 @@ pub fn digest_tar_files<R: Read>(
             }
             _ => {}
         }
+        // The next entry's header (read by the iterator) is held until it is checked.
+        if let Some(gate) = gate {
+            gate.borrow_mut().holding = true;
+        }
     }
     symlinks.finish()?;
+    open_gate()?;
     io::copy(&mut archive.into_inner(), &mut io::sink())?;
     Ok(checksums)
+}
+
+/// Where [`digest_tar_forwarding`] sends the stream: straight on, or held while an entry's
+/// header is read and checked.
+struct Gate<'w> {
+    writer: &'w mut dyn Write,
+    held: Vec<u8>,
+    holding: bool,
+}
+
+impl Gate<'_> {
+    fn pass(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.holding {
+            self.held.extend_from_slice(bytes);
+            Ok(())
+        } else {
+            self.writer.write_all(bytes)
+        }
+    }
+
+    /// Lets the held bytes and everything after them through.
+    fn open(&mut self) -> io::Result<()> {
+        self.holding = false;
+        self.writer.write_all(&self.held)?;
+        self.held.clear();
+        Ok(())
+    }
+}
+
+/// The stream as the tar parser reads it, every byte also given to the [`Gate`].
+struct GatedReader<'g, 'w, R> {
+    reader: R,
+    gate: &'g RefCell<Gate<'w>>,
+}
+
+impl<R: Read> Read for GatedReader<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let count = self.reader.read(buf)?;
+        self.gate.borrow_mut().pass(&buf[..count])?;
+        Ok(count)
+    }
 }
 
 /// Read size while hashing an entry: large reads keep per-call overhead (channel hand-off,
@@ -493,5 +581,93 @@ mod tests {
         append_file(&mut builder, "./big", &[7_u8; 4096]);
         let bytes = builder.into_inner().unwrap();
         assert!(digest_tar(&bytes[..1024], EntryPolicy::Trust).is_err());
+    }
+
+    /// A reader that hands out at most 7 bytes per read, so headers arrive in pieces.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let count = buf.len().min(7).min(self.0.len());
+            buf[..count].copy_from_slice(&self.0[..count]);
+            self.0 = &self.0[count..];
+            Ok(count)
+        }
+    }
+
+    #[test]
+    fn forwarding_passes_every_byte_of_a_safe_archive_in_order() {
+        let mut builder = tar::Builder::new(Vec::new());
+        append_file(&mut builder, "./a", b"hello");
+        append_long(
+            &mut builder,
+            EntryType::GNULongName,
+            "./long/".repeat(40).as_bytes(),
+        );
+        append_file(&mut builder, "./placeholder", &[3_u8; 70_000]);
+        append_raw(&mut builder, "./sub/soft", EntryType::Symlink, "../a");
+        append_raw(&mut builder, "./hard", EntryType::Link, "./a");
+        let mut bytes = builder.into_inner().unwrap();
+        bytes.extend_from_slice(&[0_u8; 8192]); // record padding, as GNU tar writes
+        for reader in [
+            Box::new(&bytes[..]) as Box<dyn Read>,
+            Box::new(Trickle(&bytes)),
+        ] {
+            let mut forwarded = Vec::new();
+            let files = digest_tar_forwarding(reader, &mut forwarded).unwrap();
+            assert_eq!(forwarded, bytes);
+            assert_eq!(files.len(), 3);
+            assert_eq!(files["./hard"].sha256, sha(b"hello"));
+            assert_eq!(files[&"./long/".repeat(40)].size, 70_000);
+        }
+    }
+
+    #[test]
+    fn forwarding_stops_before_the_header_of_an_unsafe_entry() {
+        let cases = [
+            ("./escape", EntryType::Symlink, "../../../etc"),
+            ("./../evil", EntryType::Regular, ""),
+            ("./dev", EntryType::Block, ""),
+        ];
+        for (name, kind, link) in cases {
+            let mut safe = tar::Builder::new(Vec::new());
+            append_file(&mut safe, "./ok", b"fine");
+            let safe_bytes = safe.into_inner().unwrap();
+            // The safe entry's header and contents; its padding is read with the next header.
+            let safe_part = &safe_bytes[..512 + 4];
+            let mut builder = tar::Builder::new(Vec::new());
+            append_file(&mut builder, "./ok", b"fine");
+            append_long(&mut builder, EntryType::GNULongLink, link.as_bytes());
+            append_raw(&mut builder, name, kind, link);
+            append_file(&mut builder, "./after", b"never");
+            let bytes = builder.into_inner().unwrap();
+            let mut forwarded = Vec::new();
+            let result = digest_tar_forwarding(Trickle(&bytes), &mut forwarded);
+            assert!(
+                matches!(result, Err(TarDigestError::UnsafeEntry { .. })),
+                "{name}: {result:?}"
+            );
+            assert_eq!(forwarded, safe_part, "{name}: only the safe entry went on");
+        }
+    }
+
+    #[test]
+    fn forwarding_reports_writer_errors() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, "gone"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut builder = tar::Builder::new(Vec::new());
+        append_file(&mut builder, "./a", b"hello");
+        let bytes = builder.into_inner().unwrap();
+        let result = digest_tar_forwarding(&bytes[..], &mut Broken);
+        assert!(
+            matches!(result, Err(TarDigestError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe)
+        );
     }
 }

@@ -1,20 +1,25 @@
 //! The restore workflow (bbr-facts §3.7).
 //!
 //! ```text
-//! verify artifact → discover → restorable? → copy to instances → lock → restore → unlock → clean up
-//!  |fail: stop       |fail: stop   |fail: clean up  |fail: clean up  |fail: unlock ─────┘
+//! check backup → discover → restorable? → copy + verify → lock → restore → unlock → clean up
+//!  |fail: stop    |fail: stop   |fail: clean up  |fail: clean up |fail: unlock ─────┘
 //! ```
-//! Every checksum of every tar is verified, and every tar entry checked for escapes, before
-//! Cairn connects to any instance: a damaged or hostile artifact never reaches a script. An
-//! encrypted backup (`backup --encrypt-to`) is decrypted for that verification too, so it is
-//! refused up front without `--identity`, or when no identity matches.
+//! Before Cairn connects to anything it checks what needs no reading of the artifacts: the
+//! metadata (and for a store the manifest, every object's recorded version and size, and that
+//! an encrypted backup can be decrypted with `--identity`). Each artifact is then read **once**:
+//! downloaded, decrypted, decompressed, every tar entry checked and every file hashed while the
+//! stream goes into `tar -x` in the instance's artifact directory (an unsafe entry is refused
+//! before its header is sent). Only when every artifact arrived complete, with every checksum
+//! matching (here and on the instance), do the restore scripts run; otherwise the artifact
+//! directories are removed and no script runs, so a damaged or hostile artifact never reaches
+//! a script. bbr reads every tar twice for the same guarantee (verify, then copy).
 //! Restore scripts run one at a time, instance by instance (as bbr), and the first failing
 //! instance stops them; unlock always follows once a lock was attempted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_store::{ArtifactStore, ObjectKey};
+use cairn_store::ArtifactStore;
 
 use futures::stream::{self, StreamExt};
 
@@ -28,7 +33,7 @@ use crate::encryption::Identities;
 use crate::error::{Error, RunErrors};
 use crate::job::{LockDirection, ScriptName};
 use crate::lock_order::{JobRef, LockLayers};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ManifestArtifact};
 use crate::remote::RemoteError;
 
 /// One artifact to send: a job on an instance, from a tar of the backup.
@@ -51,42 +56,34 @@ pub struct RestorePlan {
     pub uploads: Vec<Upload>,
 }
 
-/// Reads and fully verifies a backup directory: metadata, every tar's checksums, every entry.
+/// Checks a backup directory without reading its tars: the metadata, and that every tar it
+/// lists is there (the tars are verified as they are sent).
 ///
 /// # Errors
-/// Every problem found, one per artifact.
-pub async fn verify_backup(path: &Path, parallelism: usize) -> Result<BackupMetadata, RunErrors> {
-    if !path.is_dir() {
-        return Err(Error::from(ArtifactError::Io {
-            action: "failed opening the directory",
+/// A missing directory or tar, unreadable metadata, an incomplete backup.
+pub fn check_backup_directory(path: &Path) -> Result<BackupMetadata, RunErrors> {
+    let not_found = |action, path: &Path| {
+        Error::from(ArtifactError::Io {
+            action,
             path: path.to_path_buf(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })
-        .into());
+    };
+    if !path.is_dir() {
+        return Err(not_found("failed opening the directory", path).into());
     }
     let directory = BackupDirectory::open(path);
     let metadata = directory.read_metadata().map_err(Error::from)?;
     if metadata.instances.is_empty() && metadata.custom_artifacts.is_empty() {
         return Err(Error::from(ArtifactError::Incomplete(path.to_path_buf())).into());
     }
-    let checks = BackupDirectory::listed_artifacts(&metadata)
+    let missing: Vec<Error> = BackupDirectory::listed_artifacts(&metadata)
         .into_iter()
-        .map(|(name, checksums)| {
-            let path: PathBuf = path.to_path_buf();
-            async move {
-                tokio::task::spawn_blocking(move || {
-                    BackupDirectory::open(&path).verify_tar(&name, &checksums)
-                })
-                .await
-                .expect("verify thread")
-            }
-        });
-    let errors: Vec<Error> = stream::iter(checks)
-        .buffer_unordered(parallelism.max(1))
-        .filter_map(|r| async move { r.err().map(Error::from) })
-        .collect()
-        .await;
-    RunErrors(errors).into_result()?;
+        .map(|(name, _)| directory.tar_path(&name))
+        .filter(|tar| !tar.is_file())
+        .map(|tar| not_found("Error reading artifact file", &tar))
+        .collect();
+    RunErrors(missing).into_result()?;
     Ok(metadata)
 }
 
@@ -204,26 +201,68 @@ pub enum RestoreSource {
     },
 }
 
-/// A verified backup, ready to be read.
-enum VerifiedBackup {
+/// A backup whose metadata (and manifest) were checked, ready to be read artifact by artifact.
+enum CheckedBackup {
     Directory(PathBuf),
     Store(Arc<dyn ArtifactStore>, Box<Manifest>, Identities),
 }
 
-impl VerifiedBackup {
-    /// Opens the tar stream of one artifact.
-    async fn open(&self, artifact_name: &str) -> Result<Box<dyn std::io::Read + Send>, Error> {
+/// One artifact opened for a restore: read, checked and passed on by [`ArtifactStream::forward`].
+pub(super) enum ArtifactStream {
+    Directory {
+        backup: PathBuf,
+        name: String,
+        expected: Checksums,
+    },
+    Store {
+        reader: crate::store::StoreReader,
+        artifact: Box<ManifestArtifact>,
+        compression: crate::manifest::Compression,
+        identities: Identities,
+    },
+}
+
+impl ArtifactStream {
+    /// Reads the whole artifact (blocking), passing its tar stream on to `writer` while every
+    /// entry and file is checked; fails when anything differs from what was recorded.
+    pub(super) fn forward(self, writer: &mut dyn std::io::Write) -> Result<(), Error> {
         match self {
-            VerifiedBackup::Directory(path) => {
-                let path = BackupDirectory::open(path).tar_path(artifact_name);
-                let file = std::fs::File::open(&path).map_err(|source| ArtifactError::Io {
-                    action: "Error reading artifact file",
-                    path,
-                    source,
-                })?;
-                Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, file)))
-            }
-            VerifiedBackup::Store(store, manifest, identities) => {
+            ArtifactStream::Directory {
+                backup,
+                name,
+                expected,
+            } => Ok(BackupDirectory::open(&backup).check_tar(&name, &expected, Some(writer))?),
+            ArtifactStream::Store {
+                reader,
+                artifact,
+                compression,
+                identities,
+            } => crate::store::check_artifact_stream(
+                reader,
+                &artifact,
+                compression,
+                &identities,
+                Some(writer),
+            )
+            .map(|_| ()),
+        }
+    }
+}
+
+impl CheckedBackup {
+    /// Opens one artifact for reading.
+    async fn open(
+        &self,
+        artifact_name: &str,
+        expected: &Checksums,
+    ) -> Result<ArtifactStream, Error> {
+        match self {
+            CheckedBackup::Directory(path) => Ok(ArtifactStream::Directory {
+                backup: path.clone(),
+                name: artifact_name.to_string(),
+                expected: expected.clone(),
+            }),
+            CheckedBackup::Store(store, manifest, identities) => {
                 let artifact = manifest
                     .artifacts
                     .iter()
@@ -233,37 +272,28 @@ impl VerifiedBackup {
                             "The manifest has no artifact `{artifact_name}`"
                         ))
                     })?;
-                let key = ObjectKey::parse(&artifact.key).map_err(Error::StoredBackup)?;
-                let reader = crate::store::StoreReader::open(
-                    store.as_ref(),
-                    &key,
-                    artifact.version.as_deref(),
-                )
-                .await?;
-                crate::store::artifact_tar_reader(
-                    reader,
-                    artifact,
-                    manifest.compression,
-                    identities,
-                )
-                .map_err(|e| {
-                    Error::StoredBackup(format!("Cannot decompress `{}`: {e}", artifact.key))
+                Ok(ArtifactStream::Store {
+                    reader: crate::store::open_artifact(store, artifact).await?,
+                    artifact: Box::new(artifact.clone()),
+                    compression: manifest.compression,
+                    identities: identities.clone(),
                 })
             }
         }
     }
 }
 
-/// Verifies the whole backup, before connecting to anything.
-async fn verify_source(
+/// Checks the backup as far as possible without reading its artifacts, before connecting to
+/// anything.
+async fn check_source(
     source: &RestoreSource,
     parallelism: usize,
-) -> Result<(VerifiedBackup, BackupMetadata), RunErrors> {
+) -> Result<(CheckedBackup, BackupMetadata), RunErrors> {
     match source {
         RestoreSource::Directory(path) => {
-            tracing::info!("Verifying backup {}...", path.display());
-            let metadata = verify_backup(path, parallelism).await?;
-            Ok((VerifiedBackup::Directory(path.clone()), metadata))
+            tracing::info!("Checking backup {}...", path.display());
+            let metadata = check_backup_directory(path)?;
+            Ok((CheckedBackup::Directory(path.clone()), metadata))
         }
         RestoreSource::Store {
             store,
@@ -271,56 +301,55 @@ async fn verify_source(
             backup_id,
             identities,
         } => {
-            tracing::info!("Verifying backup {deployment}/{backup_id} in {store}...");
-            let manifest = crate::store::verify_backup(
+            tracing::info!("Checking backup {deployment}/{backup_id} in {store}...");
+            let manifest = crate::store::check_backup_objects(
                 store,
                 deployment,
                 backup_id,
                 parallelism,
                 identities,
-                true,
             )
-            .await?
-            .manifest;
-            let mut metadata = BackupMetadata::default();
-            for artifact in &manifest.artifacts {
-                let checksums = artifact
-                    .files
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.sha256.clone()))
-                    .collect();
-                if artifact.is_shared() {
-                    metadata
-                        .custom_artifacts
-                        .push(crate::artifact::metadata::NamedChecksums {
-                            name: artifact.name.clone(),
-                            checksums,
-                        });
-                } else {
-                    metadata.add_artifact(
-                        &artifact.group,
-                        &artifact.index,
-                        &artifact.job,
-                        checksums,
-                    );
-                }
-            }
+            .await?;
+            let metadata = metadata_of(&manifest);
             Ok((
-                VerifiedBackup::Store(Arc::clone(store), Box::new(manifest), identities.clone()),
+                CheckedBackup::Store(Arc::clone(store), Box::new(manifest), identities.clone()),
                 metadata,
             ))
         }
     }
 }
 
-/// Restores a backup into `target`, verifying all of it first.
+/// bbr's view of a stored backup: the checksums of every artifact.
+fn metadata_of(manifest: &Manifest) -> BackupMetadata {
+    let mut metadata = BackupMetadata::default();
+    for artifact in &manifest.artifacts {
+        let checksums = artifact
+            .files
+            .iter()
+            .map(|(k, v)| (k.clone(), v.sha256.clone()))
+            .collect();
+        if artifact.is_shared() {
+            metadata
+                .custom_artifacts
+                .push(crate::artifact::metadata::NamedChecksums {
+                    name: artifact.name.clone(),
+                    checksums,
+                });
+        } else {
+            metadata.add_artifact(&artifact.group, &artifact.index, &artifact.job, checksums);
+        }
+    }
+    metadata
+}
+
+/// Restores a backup into `target`; no script runs unless every artifact arrived verified.
 pub async fn restore(
     target: &dyn Target,
     source: &RestoreSource,
     context: &RunContext,
 ) -> RunErrors {
-    let (backup, metadata) = match verify_source(source, context.parallelism).await {
-        Ok(verified) => verified,
+    let (backup, metadata) = match check_source(source, context.parallelism).await {
+        Ok(checked) => checked,
         Err(errors) => return errors,
     };
     let mut errors = RunErrors::new();
@@ -336,7 +365,7 @@ pub async fn restore(
 
 async fn restore_deployment(
     deployment: &Deployment,
-    backup: &VerifiedBackup,
+    backup: &CheckedBackup,
     metadata: &BackupMetadata,
     context: &RunContext,
     errors: &mut RunErrors,
@@ -369,7 +398,7 @@ async fn restore_deployment(
 async fn copy_to_instances(
     deployment: &Deployment,
     plan: &RestorePlan,
-    backup: &VerifiedBackup,
+    backup: &CheckedBackup,
     created: &CreatedRoots,
     context: &RunContext,
 ) -> RunErrors {
@@ -377,8 +406,10 @@ async fn copy_to_instances(
         let (instance, job) = deployment.job(upload.job);
         created.mark(upload.job.0);
         tracing::info!("Copying backup to {} on {}...", job.name, instance.name);
-        let tar = backup.open(&upload.artifact_name).await?;
-        transfer::upload(instance, job, tar, &upload.checksums, &context.cancel).await
+        let artifact = backup
+            .open(&upload.artifact_name, &upload.checksums)
+            .await?;
+        transfer::upload(instance, job, artifact, &upload.checksums, &context.cancel).await
     });
     let errors: Vec<Error> = stream::iter(copies)
         .buffer_unordered(context.parallelism)

@@ -5,16 +5,20 @@
 //! way ([`TeeReader`] + [`digest_tar`]). At the same time a second channel on the same
 //! connection runs `sha256sum` over the files on the instance. The artifact is read once.
 //!
-//! Restore: the verified tar is read in 1 MiB chunks and fed to `tar -x` on the instance, whose
-//! own checksums are then compared with the ones in `metadata`.
+//! Restore: the artifact is read once on a blocking thread, which checks every entry and file
+//! while handing the tar stream, in 1 MiB chunks, to `tar -x` on the instance
+//! ([`super::restore::ArtifactStream::forward`]); the instance's own checksums are then
+//! compared with the ones in `metadata`. The upload fails if either check fails, and the
+//! caller runs no script.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::destination::{ArtifactWriter, Destination, StoredBytes};
+use super::restore::ArtifactStream;
 use super::RunContext;
 use crate::artifact::tar_digest::{digest_tar_files, EntryPolicy, FileDigests, TeeReader};
 use crate::artifact::{metadata::mismatched_files, ArtifactError, Checksums};
@@ -28,8 +32,10 @@ use std::sync::Arc;
 
 /// Chunks in flight between the SSH channel and the disk thread (bounded memory).
 const CHUNKS_IN_FLIGHT: usize = 64;
-/// Size of the chunks read from a local tar during restore.
+/// Size of the chunks handed to the instance's `tar -x` during restore.
 const UPLOAD_CHUNK: usize = 1 << 20;
+/// Chunks queued between the reading thread and the SSH channel during restore.
+const UPLOAD_QUEUE: usize = 8;
 
 /// A blocking [`Read`] over chunks arriving on a channel, logging progress every 5 %.
 struct ChannelReader {
@@ -250,12 +256,13 @@ async fn remote_size(instance: &Instance, directory: &str) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// Streams a verified tar (from `tar`, a blocking reader) into a job's artifact directory on
-/// an instance and checks the instance's checksums against `expected`.
+/// Streams one artifact into a job's artifact directory on an instance, checking it on the way
+/// ([`ArtifactStream::forward`]), then checks the instance's checksums against `expected`.
+/// An error means the artifact directory must not be used (the caller removes it).
 pub(super) async fn upload(
     instance: &Instance,
     job: &Job,
-    tar: Box<dyn Read + Send>,
+    artifact: ArtifactStream,
     expected: &Checksums,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
@@ -271,8 +278,23 @@ pub(super) async fn upload(
             &made,
         ));
     }
-    let (sender, receiver) = mpsc::channel(16);
-    let reader = tokio::task::spawn_blocking(move || send_file(tar, &sender));
+    let (sender, receiver) = mpsc::channel(UPLOAD_QUEUE);
+    // Stops the reading thread when the run is interrupted or the instance side failed.
+    let stop = cancel.child_token();
+    let mut chunks = ChunkForwarder::new(sender, stop.clone());
+    let label = format!("{} on {}", job.name, instance.name);
+    let reader = tokio::task::spawn_blocking(move || {
+        let read = artifact.forward(&mut chunks).and_then(|()| {
+            chunks.finish().map_err(|source| {
+                Error::from(ArtifactError::Io {
+                    action: "Sending the artifact of",
+                    path: label.into(),
+                    source,
+                })
+            })
+        });
+        (read, chunks.stopped)
+    });
     let extracted = instance
         .remote
         .exec(
@@ -281,15 +303,20 @@ pub(super) async fn upload(
             StdoutMode::Capture(1 << 20),
             cancel,
         )
-        .await?;
-    reader
-        .await
-        .expect("reader thread")
-        .map_err(|source| ArtifactError::Io {
-            action: "Reading the artifact of",
-            path: format!("{} on {}", job.name, instance.name).into(),
-            source,
-        })?;
+        .await;
+    if !extracted
+        .as_ref()
+        .is_ok_and(crate::remote::CommandOutput::success)
+    {
+        stop.cancel();
+    }
+    let (read, stopped) = reader.await.expect("reader thread");
+    let extracted = match read {
+        // What the artifact itself failed comes first (damaged, hostile, unreadable): the
+        // instance's side then only saw a stream cut short.
+        Err(error) if !stopped => return Err(error),
+        _ => extracted?,
+    };
     if !extracted.success() {
         return Err(remote_failure(
             instance,
@@ -305,17 +332,74 @@ pub(super) async fn upload(
     compare(instance, &job.name, expected, &remote_sums)
 }
 
-fn send_file(mut file: Box<dyn Read + Send>, sender: &mpsc::Sender<Bytes>) -> io::Result<()> {
-    loop {
-        let mut chunk = vec![0_u8; UPLOAD_CHUNK];
-        let count = file.read(&mut chunk)?;
-        if count == 0 {
-            return Ok(());
+/// The restore side's writer: collects the tar stream into chunks for the SSH channel. Once the
+/// instance stops reading (its `tar -x` ended), the rest is still read and checked, and
+/// dropped; `stop` ends the reading instead (interrupted, or the instance side failed).
+struct ChunkForwarder {
+    buffer: Vec<u8>,
+    sender: Option<mpsc::Sender<Bytes>>,
+    stop: CancellationToken,
+    /// Whether `stop` ended the reading (rather than the artifact failing its checks).
+    stopped: bool,
+}
+
+impl ChunkForwarder {
+    fn new(sender: mpsc::Sender<Bytes>, stop: CancellationToken) -> Self {
+        Self {
+            buffer: Vec::with_capacity(UPLOAD_CHUNK),
+            sender: Some(sender),
+            stop,
+            stopped: false,
         }
-        chunk.truncate(count);
-        if sender.blocking_send(Bytes::from(chunk)).is_err() {
-            return Ok(());
+    }
+
+    fn send_buffer(&mut self) {
+        if self.buffer.is_empty() {
+            return;
         }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(UPLOAD_CHUNK),
+        ));
+        if let Some(sender) = &self.sender {
+            if sender.blocking_send(chunk).is_err() {
+                self.sender = None;
+            }
+        }
+    }
+
+    /// Sends what is left; dropping the sender then ends the instance's stdin.
+    fn finish(&mut self) -> io::Result<()> {
+        self.check_stop()?;
+        self.send_buffer();
+        self.sender = None;
+        Ok(())
+    }
+
+    fn check_stop(&mut self) -> io::Result<()> {
+        if self.stop.is_cancelled() {
+            self.stopped = true;
+            // Not `Interrupted`: readers retry those.
+            return Err(io::Error::other("the copy to the instance stopped"));
+        }
+        Ok(())
+    }
+}
+
+impl Write for ChunkForwarder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check_stop()?;
+        let room = UPLOAD_CHUNK - self.buffer.len();
+        let count = buf.len().min(room);
+        self.buffer.extend_from_slice(&buf[..count]);
+        if self.buffer.len() == UPLOAD_CHUNK {
+            self.send_buffer();
+        }
+        Ok(count)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
