@@ -52,6 +52,9 @@
 //!   4 parts in flight, 5 × 8 MiB = 40 MiB, whatever the object's size. When 4 parts are in
 //!   flight and the next one is full, `write` waits, which slows the producer down
 //!   (backpressure) instead of buffering more. [`S3Upload::stats`] reports what was held.
+//! - **At most 8 parts held by the whole process**, filling or in flight (64 MiB): parallel
+//!   uploads (one per artifact stream) share that budget, so 8 streams need no more part memory
+//!   than 2. A stream that finds the budget spent waits for a part of another to finish.
 //! - Parts upload in spawned Tokio tasks, so they progress while the caller is busy producing
 //!   the next bytes.
 //! - Integrity: the SDK adds a CRC32 checksum to every `PutObject` and `UploadPart` by default
@@ -111,7 +114,10 @@ use cairn_store::{
 };
 use futures::StreamExt;
 
-pub use upload::{S3Upload, UploadStats, PARTS_IN_FLIGHT, PART_SIZE};
+pub use upload::{
+    parts_held_by_process, S3Upload, UploadStats, PARTS_IN_FLIGHT, PARTS_IN_FLIGHT_PER_PROCESS,
+    PART_SIZE,
+};
 
 /// Region used with a custom endpoint when neither the URL nor the chain names one.
 const ENDPOINT_DEFAULT_REGION: &str = "us-east-1";

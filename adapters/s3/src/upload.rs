@@ -17,12 +17,21 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts uploading at once; `write` waits when this many are in flight and a new part is full.
 pub const PARTS_IN_FLIGHT: usize = 4;
 
-/// Parts in flight across every upload of the process: parallel artifact streams share this
-/// budget, so memory does not grow with the number of streams (8 x 8 MiB).
-pub(crate) const PARTS_IN_FLIGHT_PER_PROCESS: usize = 8;
+/// Parts held at once across every upload of the process, whether being filled or in flight:
+/// parallel artifact streams share this budget, so memory does not grow with the number of
+/// streams (8 x 8 MiB). An upload takes a permit when it starts filling a part and gives it
+/// back when that part was sent (or the object was stored whole).
+pub const PARTS_IN_FLIGHT_PER_PROCESS: usize = 8;
 
 static PROCESS_PART_BUDGET: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(PARTS_IN_FLIGHT_PER_PROCESS);
+/// Parts held right now by all uploads of the process (filling or in flight), at most
+/// [`PARTS_IN_FLIGHT_PER_PROCESS`].
+#[must_use]
+pub fn parts_held_by_process() -> usize {
+    PARTS_IN_FLIGHT_PER_PROCESS - PROCESS_PART_BUDGET.available_permits()
+}
+
 /// S3's limit on the parts of one upload.
 const MAX_PARTS: i32 = 10_000;
 
@@ -46,6 +55,8 @@ pub struct S3Upload {
     key: ObjectKey,
     retention: Option<Retention>,
     buffer: BytesMut,
+    /// The budget permit of the part in `buffer`, taken when its first byte arrived.
+    filling: Option<tokio::sync::SemaphorePermit<'static>>,
     size: u64,
     multipart: Option<Multipart>,
     stats: UploadStats,
@@ -89,6 +100,7 @@ impl S3Upload {
             key,
             retention: options.retention,
             buffer: BytesMut::new(),
+            filling: None,
             size: 0,
             multipart: None,
             stats: UploadStats::default(),
@@ -106,6 +118,16 @@ impl S3Upload {
         self.check_not_failed()?;
         self.size += data.len() as u64;
         while !data.is_empty() {
+            if self.filling.is_none() {
+                self.filling = Some(
+                    PROCESS_PART_BUDGET
+                        .acquire()
+                        .await
+                        .expect("the part budget is never closed"),
+                );
+                // One allocation per part: growing by doubling would copy it ~once more.
+                self.buffer.reserve(PART_SIZE);
+            }
             let take = (PART_SIZE - self.buffer.len()).min(data.len());
             self.buffer.extend_from_slice(&data.split_to(take));
             let in_flight = self.multipart.as_ref().map_or(0, |m| m.in_flight_bytes);
@@ -147,10 +169,14 @@ impl S3Upload {
         }
         let multipart = self.multipart.as_mut().expect("created above");
         multipart.wait_for_capacity(PARTS_IN_FLIGHT - 1).await?;
-        let permit = PROCESS_PART_BUDGET
-            .acquire()
-            .await
-            .expect("the part budget is never closed");
+        let permit = match self.filling.take() {
+            Some(permit) => permit,
+            // `finish` of an object whose last part got no byte cannot get here; stay safe.
+            None => PROCESS_PART_BUDGET
+                .acquire()
+                .await
+                .expect("the part budget is never closed"),
+        };
         multipart.spawn(part, permit)?;
         self.stats.parts += 1;
         self.stats.max_parts_in_flight = self
@@ -227,6 +253,7 @@ impl S3Upload {
             .send()
             .await
             .map_err(|e| self.store.error("PutObject", Some(self.key.as_str()), e))?;
+        self.filling = None;
         Ok(PutResult {
             size: self.size,
             version: pinned_version(output.version_id()),

@@ -12,7 +12,9 @@ use cairn_store::{
     ArtifactStore, ArtifactStoreExt, Capabilities, ObjectKey, PutOptions, Retention, RetentionMode,
     StoreError, StoreLocation, Upload,
 };
-use cairn_store_s3::{S3Store, PARTS_IN_FLIGHT, PART_SIZE};
+use cairn_store_s3::{
+    parts_held_by_process, S3Store, PARTS_IN_FLIGHT, PARTS_IN_FLIGHT_PER_PROCESS, PART_SIZE,
+};
 use support::{BucketKind, Moto};
 
 fn key(text: &str) -> ObjectKey {
@@ -103,6 +105,53 @@ async fn uploads_hold_at_most_the_filling_part_and_the_parts_in_flight() {
         assert_eq!(result.size, len as u64);
         assert!(store.get_bytes(&key(name), None).await.expect("get") == data);
     }
+}
+
+/// More parallel uploads than the process-wide budget has parts: all of them complete, intact,
+/// and the process never holds more than the budget (sampled while they run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_uploads_share_the_process_part_budget() {
+    let moto = Moto::shared();
+    moto.create_bucket("budget", BucketKind::Unversioned).await;
+    let store = moto.store("budget", "").await;
+    let streams = PARTS_IN_FLIGHT_PER_PROCESS + 4;
+    let len = 2 * PART_SIZE + 1000;
+    let sampler = tokio::spawn(async {
+        let mut most = 0;
+        for _ in 0..2000 {
+            most = most.max(parts_held_by_process());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        most
+    });
+    let uploads = (0..streams).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let data = pattern(len + n);
+            let mut upload = store.upload(&key(&format!("s{n}")), &PutOptions::default());
+            for chunk in data.chunks(1 << 20) {
+                upload
+                    .write(Bytes::copy_from_slice(chunk))
+                    .await
+                    .expect("write");
+            }
+            Box::new(upload).complete().await.expect("complete");
+            assert!(
+                store
+                    .get_bytes(&key(&format!("s{n}")), None)
+                    .await
+                    .expect("get")
+                    == data
+            );
+        })
+    });
+    for upload in futures::future::join_all(uploads).await {
+        upload.expect("upload task");
+    }
+    let most = sampler.await.expect("sampler");
+    eprintln!("most parts held by the process: {most}");
+    assert!(most <= PARTS_IN_FLIGHT_PER_PROCESS);
+    assert!(most > 0, "the sampler saw the uploads");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
