@@ -174,16 +174,67 @@ impl<W> HashingWriter<W> {
 // ---- local directory ----
 
 /// A tar being written into a bbr directory: counted, not hashed (the per-file digests taken
-/// on the digest thread are what bbr's `metadata` records).
+/// on the digest thread are what bbr's `metadata` records), and made durable before it counts
+/// as written.
 struct FileWriter {
     file: BufWriter<std::fs::File>,
     size: u64,
+    /// Bytes written when writeback was last started.
+    flushed_at: u64,
+    /// [`WRITEBACK_EVERY`] (smaller in tests).
+    writeback_every: u64,
+    writeback: Option<Writeback>,
+}
+
+/// Bytes between two background `fdatasync`s of a tar being written.
+const WRITEBACK_EVERY: u64 = 128 << 20;
+
+/// A thread that writes a file's dirty pages out while the stream goes on (`fdatasync` on a
+/// second handle of the file), so that the `fsync` at the end — a GiB of dirty pages takes
+/// 0.7–1.1 s on this project's machines — finds little left and does not stall the stream.
+struct Writeback {
+    requests: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
+impl Writeback {
+    fn start(file: &std::fs::File) -> io::Result<Writeback> {
+        let file = file.try_clone()?;
+        let (requests, received) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("cairn-writeback".into())
+            .spawn(move || {
+                while received.recv().is_ok() {
+                    file.sync_data()?;
+                }
+                Ok(())
+            })?;
+        Ok(Writeback { requests, thread })
+    }
+
+    /// Asks for a writeback unless one is already waiting.
+    fn request(&self) {
+        let _ = self.requests.try_send(());
+    }
+
+    fn finish(self) -> io::Result<()> {
+        drop(self.requests);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the writeback thread panicked")))
+    }
 }
 
 impl Write for FileWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let count = self.file.write(buf)?;
         self.size += count as u64;
+        if self.size - self.flushed_at >= self.writeback_every {
+            self.flushed_at = self.size;
+            if let Some(writeback) = &self.writeback {
+                writeback.request();
+            }
+        }
         Ok(count)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -194,6 +245,9 @@ impl Write for FileWriter {
 impl ArtifactWriter for FileWriter {
     fn finish(mut self: Box<Self>) -> io::Result<StoredBytes> {
         self.file.flush()?;
+        if let Some(writeback) = self.writeback.take() {
+            writeback.finish()?;
+        }
         let file = self
             .file
             .into_inner()
@@ -226,9 +280,17 @@ impl PendingArtifact for PendingFile {
 
 fn open_file(directory: &BackupDirectory, name: &str) -> Result<OpenArtifact, Error> {
     let file = directory.create_partial_tar(name)?;
+    let writeback = Writeback::start(&file).map_err(|source| ArtifactError::Io {
+        action: "Opening the artifact file",
+        path: directory.partial_tar_path(name),
+        source,
+    })?;
     let writer = FileWriter {
         file: BufWriter::with_capacity(1 << 20, file),
         size: 0,
+        flushed_at: 0,
+        writeback_every: WRITEBACK_EVERY,
+        writeback: Some(writeback),
     };
     let pending = PendingFile {
         directory: BackupDirectory::open(directory.path()),
@@ -415,4 +477,36 @@ async fn open_upload(destination: &StoreDestination, name: &str) -> Result<OpenA
         }
     };
     Ok((Box::new(writer), Box::new(PendingUpload { task, key })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writebacks requested while the stream goes on (here every 64 KiB, so several run and
+    /// some requests find one already waiting) change nothing in what is written.
+    #[test]
+    fn a_tar_written_with_background_writeback_is_complete() {
+        let directory = tempfile::tempdir().unwrap();
+        let backup = BackupDirectory::create(directory.path(), "d_20240102T030405Z").unwrap();
+        let file = backup.create_partial_tar("g-0-j").unwrap();
+        let mut writer = FileWriter {
+            writeback: Some(Writeback::start(&file).unwrap()),
+            file: BufWriter::with_capacity(1 << 20, file),
+            size: 0,
+            flushed_at: 0,
+            writeback_every: 64 << 10,
+        };
+        let data: Vec<u8> = (0..5_000_000_u32).map(|n| (n % 251) as u8).collect();
+        for chunk in data.chunks(33_333) {
+            writer.write_all(chunk).unwrap();
+        }
+        let stored = Box::new(writer).finish().unwrap();
+        assert_eq!(stored.size, data.len() as u64);
+        assert_eq!(stored.sha256, None);
+        assert_eq!(
+            std::fs::read(backup.partial_tar_path("g-0-j")).unwrap(),
+            data
+        );
+    }
 }
