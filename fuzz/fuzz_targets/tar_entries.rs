@@ -15,12 +15,19 @@
 //!   the first NUL byte), every symlink already extracted is followed in the parent directories
 //!   of an entry, a hard-link target must stay inside, and at the end every symlink must
 //!   resolve inside the directory.
+//!
+//! The restore stream (`digest_tar_forwarding`, which passes the archive on to `tar -x` while
+//! checking it) must agree with `digest_tar_files`, pass on every byte of an accepted archive,
+//! and of a refused one only a prefix in which the model finds no escape (completed with zero
+//! blocks, as `tar -x` would see a stream cut there): no header of a refused entry is ever
+//! passed on. The one exception is a symlink found to escape only once the whole archive is
+//! known, which is refused after everything was passed on (restore then removes it all).
 #![no_main]
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
-use cairn::artifact::tar_digest::{digest_tar_files, EntryPolicy};
+use cairn::artifact::tar_digest::{digest_tar_files, digest_tar_forwarding, EntryPolicy};
 use libfuzzer_sys::fuzz_target;
 use tar::EntryType;
 
@@ -35,7 +42,9 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check(data: &[u8]) {
-    let Ok(files) = digest_tar_files(data, EntryPolicy::RefuseEscapes) else {
+    let checked = digest_tar_files(data, EntryPolicy::RefuseEscapes);
+    check_forwarding(data, checked.as_ref().ok());
+    let Ok(files) = checked else {
         return;
     };
     for name in files.keys() {
@@ -48,6 +57,54 @@ fn check(data: &[u8]) {
     }
     if let Err(escape) = model_extraction(data) {
         panic!("accepted an archive that escapes: {escape}");
+    }
+}
+
+/// The restore stream against `digest_tar_files`'s verdict (`accepted`).
+fn check_forwarding(data: &[u8], accepted: Option<&cairn::artifact::tar_digest::FileDigests>) {
+    let mut forwarded = Vec::new();
+    let result = digest_tar_forwarding(data, &mut forwarded);
+    assert!(
+        data.starts_with(&forwarded),
+        "forwarded bytes that are not the archive's"
+    );
+    match (accepted, result) {
+        (Some(files), Ok(forwarded_files)) => {
+            assert_eq!(files, &forwarded_files, "the two readers disagree");
+            assert_eq!(forwarded.len(), data.len(), "an accepted archive was cut");
+        }
+        (None, Err(_)) if forwarded.len() == data.len() => {} // refused at the end
+        (None, Err(_)) => {
+            let mut cut = forwarded.clone();
+            cut.resize(
+                cut.len().div_ceil(512) * 512 + data.len().div_ceil(512) * 512 + 1024,
+                0,
+            );
+            // What must never be passed on is an entry that lands (or hard-links) outside or a
+            // device; a symlink that resolves outside only matters if something is written
+            // through it, and restore removes the refused archive's files before any script.
+            if let Err(escape) = model_extraction(&cut) {
+                let written_outside = !escape.starts_with("the oracle could not read")
+                    && !escape.starts_with("symlink ");
+                assert!(
+                    !written_outside,
+                    "passed on part of a refused archive that escapes: {escape}"
+                );
+            }
+        }
+        (accepted, result) => panic!(
+            "the two readers disagree: digest_tar_files {}, digest_tar_forwarding {}",
+            if accepted.is_some() {
+                "accepted"
+            } else {
+                "refused"
+            },
+            if result.is_ok() {
+                "accepted"
+            } else {
+                "refused"
+            }
+        ),
     }
 }
 
