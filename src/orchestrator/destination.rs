@@ -8,7 +8,7 @@
 //! as stored and hands fixed-size chunks to an upload task through a bounded channel, so
 //! nothing touches the coordinator's disk and memory stays bounded.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -174,20 +174,98 @@ impl<W> HashingWriter<W> {
 // ---- local directory ----
 
 /// A tar being written into a bbr directory: counted, not hashed (the per-file digests taken
-/// on the digest thread are what bbr's `metadata` records), and made durable before it counts
-/// as written.
+/// on the digest thread are what bbr's `metadata` records), written by a thread of its own and
+/// made durable before it counts as written.
+///
+/// The digest thread only copies the stream into 1 MiB buffers; [`FileThread`] does the
+/// `write`s (copying into the page cache costs about as much as hashing, and more when the
+/// kernel must reclaim pages first), so hashing and writing overlap.
 struct FileWriter {
-    file: BufWriter<std::fs::File>,
+    buffer: Vec<u8>,
     size: u64,
-    /// Bytes written when writeback was last started.
-    flushed_at: u64,
-    /// [`WRITEBACK_EVERY`] (smaller in tests).
-    writeback_every: u64,
-    writeback: Option<Writeback>,
+    file: FileThread,
 }
 
+/// Size of the buffers handed to the file thread.
+const FILE_CHUNK: usize = 1 << 20;
+/// Buffers queued for the file thread (bounded memory; the digest thread waits when full).
+const FILE_QUEUE: usize = 8;
 /// Bytes between two background `fdatasync`s of a tar being written.
 const WRITEBACK_EVERY: u64 = 128 << 20;
+
+/// Writes buffers to the file in order and hands them back for reuse; asks [`Writeback`] to
+/// start writing dirty pages out every [`WRITEBACK_EVERY`] bytes.
+struct FileThread {
+    chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    recycled: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<io::Result<std::fs::File>>>,
+}
+
+impl FileThread {
+    fn start(file: std::fs::File, writeback_every: u64) -> io::Result<FileThread> {
+        let writeback = Writeback::start(&file)?;
+        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(FILE_QUEUE);
+        let (give_back, recycled) = std::sync::mpsc::sync_channel::<Vec<u8>>(FILE_QUEUE + 1);
+        let thread = std::thread::Builder::new()
+            .name("cairn-tar-writer".into())
+            .spawn(move || {
+                let mut file = file;
+                let (mut written, mut flushed_at) = (0_u64, 0_u64);
+                while let Ok(mut chunk) = received.recv() {
+                    file.write_all(&chunk)?;
+                    written += chunk.len() as u64;
+                    if written - flushed_at >= writeback_every {
+                        flushed_at = written;
+                        writeback.request();
+                    }
+                    chunk.clear();
+                    let _ = give_back.try_send(chunk);
+                }
+                writeback.finish()?;
+                Ok(file)
+            })?;
+        Ok(FileThread {
+            chunks: Some(chunks),
+            recycled,
+            thread: Some(thread),
+        })
+    }
+
+    /// A cleared buffer to fill: one the thread is done with, or a new one.
+    fn buffer(&self) -> Vec<u8> {
+        self.recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(FILE_CHUNK))
+    }
+
+    fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        let sent = self
+            .chunks
+            .as_ref()
+            .is_some_and(|chunks| chunks.send(chunk).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            // The thread stopped at an error: that error is the answer.
+            Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the tar writer stopped")))
+        }
+    }
+
+    /// Waits for every buffer to be written; returns the file.
+    fn join(&mut self) -> io::Result<std::fs::File> {
+        self.chunks = None;
+        let thread = self
+            .thread
+            .take()
+            .ok_or_else(|| io::Error::other("the tar writer already stopped"))?;
+        thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the tar writer panicked")))
+    }
+}
 
 /// A thread that writes a file's dirty pages out while the stream goes on (`fdatasync` on a
 /// second handle of the file), so that the `fsync` at the end — a GiB of dirty pages takes
@@ -227,31 +305,30 @@ impl Writeback {
 
 impl Write for FileWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let count = self.file.write(buf)?;
+        if self.buffer.capacity() == 0 {
+            self.buffer = self.file.buffer();
+        }
+        let count = buf.len().min(FILE_CHUNK - self.buffer.len());
+        self.buffer.extend_from_slice(&buf[..count]);
         self.size += count as u64;
-        if self.size - self.flushed_at >= self.writeback_every {
-            self.flushed_at = self.size;
-            if let Some(writeback) = &self.writeback {
-                writeback.request();
-            }
+        if self.buffer.len() == FILE_CHUNK {
+            let full = std::mem::take(&mut self.buffer);
+            self.file.send(full)?;
         }
         Ok(count)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        Ok(())
     }
 }
 
 impl ArtifactWriter for FileWriter {
     fn finish(mut self: Box<Self>) -> io::Result<StoredBytes> {
-        self.file.flush()?;
-        if let Some(writeback) = self.writeback.take() {
-            writeback.finish()?;
+        if !self.buffer.is_empty() {
+            let rest = std::mem::take(&mut self.buffer);
+            self.file.send(rest)?;
         }
-        let file = self
-            .file
-            .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
+        let file = self.file.join()?;
         file.sync_all()?;
         Ok(StoredBytes {
             size: self.size,
@@ -280,17 +357,15 @@ impl PendingArtifact for PendingFile {
 
 fn open_file(directory: &BackupDirectory, name: &str) -> Result<OpenArtifact, Error> {
     let file = directory.create_partial_tar(name)?;
-    let writeback = Writeback::start(&file).map_err(|source| ArtifactError::Io {
+    let file = FileThread::start(file, WRITEBACK_EVERY).map_err(|source| ArtifactError::Io {
         action: "Opening the artifact file",
         path: directory.partial_tar_path(name),
         source,
     })?;
     let writer = FileWriter {
-        file: BufWriter::with_capacity(1 << 20, file),
+        buffer: Vec::new(),
         size: 0,
-        flushed_at: 0,
-        writeback_every: WRITEBACK_EVERY,
-        writeback: Some(writeback),
+        file,
     };
     let pending = PendingFile {
         directory: BackupDirectory::open(directory.path()),
@@ -491,11 +566,9 @@ mod tests {
         let backup = BackupDirectory::create(directory.path(), "d_20240102T030405Z").unwrap();
         let file = backup.create_partial_tar("g-0-j").unwrap();
         let mut writer = FileWriter {
-            writeback: Some(Writeback::start(&file).unwrap()),
-            file: BufWriter::with_capacity(1 << 20, file),
+            buffer: Vec::new(),
             size: 0,
-            flushed_at: 0,
-            writeback_every: 64 << 10,
+            file: FileThread::start(file, 64 << 10).unwrap(),
         };
         let data: Vec<u8> = (0..5_000_000_u32).map(|n| (n % 251) as u8).collect();
         for chunk in data.chunks(33_333) {
@@ -508,5 +581,24 @@ mod tests {
             std::fs::read(backup.partial_tar_path("g-0-j")).unwrap(),
             data
         );
+    }
+
+    /// A failing `write` on the file thread (here: a file opened read-only) is the error of
+    /// the next write or of `finish`.
+    #[test]
+    fn a_failing_file_write_is_reported() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("read-only");
+        std::fs::write(&path, b"").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let mut writer = FileWriter {
+            buffer: Vec::new(),
+            size: 0,
+            file: FileThread::start(file, WRITEBACK_EVERY).unwrap(),
+        };
+        let data = vec![7_u8; 3 * FILE_CHUNK];
+        let written = writer.write_all(&data);
+        let finished = Box::new(writer).finish();
+        assert!(written.is_err() || finished.is_err());
     }
 }
