@@ -3,7 +3,11 @@
 # sudo, iproute2, strace, PostgreSQL, MariaDB, Redis, and the S3/Azure/GCS emulators), checks
 # formatting and lints, then runs the
 # unit tests and the end-to-end tests against real sshd hosts in network and mount namespaces
-# and real object-store servers. Needs root.
+# and real object-store servers, then builds the release binary and runs the throughput
+# benchmark's quick mode (integration/bench/throughput.sh --quick), which fails when Cairn falls
+# below a generous floor (docs/performance.md, "CI: quick mode"). Needs root.
+#
+# CAIRN_SKIP_BENCH=1 skips the release build and the benchmark (the tests only); CI never sets it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +33,13 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 command -v mysqldump >/dev/null 2>&1 || need+=(mariadb-client)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# The benchmark: zstd (its compression limit), /usr/bin/time, bc, shasum (bbr's remote checksum).
+if [ "${CAIRN_SKIP_BENCH:-0}" != 1 ]; then
+  command -v zstd >/dev/null 2>&1 || need+=(zstd)
+  [ -x /usr/bin/time ] || need+=(time)
+  command -v bc >/dev/null 2>&1 || need+=(bc)
+  command -v shasum >/dev/null 2>&1 || need+=(perl)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "== installing ${need[*]}"
   apt-get update -qq
@@ -46,10 +57,69 @@ export AWS_EC2_METADATA_DISABLED=true
 
 trap 'integration/testbed.sh down-all >/dev/null 2>&1 || true' EXIT
 
+# Pids of the live processes whose environment holds exactly $1 (NAME=VALUE): what a command
+# run with that marker started and left behind (an emulator started with setsid, a stray cairn).
+marked() {
+  grep -lsxzF -- "$1" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 || true
+}
+
+# Ends the processes marked with $1 (TERM, then KILL after 5 s) and says which they were.
+end_marked() {
+  local marker=$1 what=$2 pids pid
+  pids=$(marked "$marker")
+  [ -n "$pids" ] || return 0
+  echo "== $what left these processes running; ending them:"
+  for pid in $pids; do
+    echo "   $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-160)"
+  done
+  kill $pids 2>/dev/null || true
+  for _ in $(seq 50); do
+    [ -n "$(marked "$marker")" ] || return 0
+    sleep 0.1
+  done
+  kill -9 $(marked "$marker") 2>/dev/null || true
+}
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test (unit and end-to-end)"
-cargo test --workspace --locked -- --test-threads="${CAIRN_TEST_THREADS:-4}"
+test_marker=CAIRN_TEST_RUN=$$-$(date +%s%N)
+env "$test_marker" cargo test --workspace --locked -- --test-threads="${CAIRN_TEST_THREADS:-4}"
 echo "== all tests passed"
+
+if [ "${CAIRN_SKIP_BENCH:-0}" = 1 ]; then
+  echo "== benchmark skipped (CAIRN_SKIP_BENCH=1)"
+  exit 0
+fi
+
+# The benchmark starts its own test bed and moto and measures CPU time on the whole machine:
+# nothing the tests started may still run (their test beds, an emulator, a stray process).
+integration/testbed.sh down-all >/dev/null 2>&1 || true
+end_marked "$test_marker" "the tests"
+
+echo "== benchmark, quick mode: cargo build --release, then integration/bench/throughput.sh --quick"
+bench_started=$(date +%s)
+cargo build --release --locked --bin cairn
+bench_built=$(date +%s)
+echo "== release build: $((bench_built - bench_started)) s"
+bench_marker=CAIRN_BENCH_RUN=$$-$(date +%s%N)
+bench_status=0
+env "$bench_marker" CAIRN_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/cairn" \
+  integration/bench/throughput.sh --quick --no-build || bench_status=$?
+bench_done=$(date +%s)
+# The benchmark tears down its test bed and moto itself (also when it fails); anything it
+# started that still runs is a bug in it.
+leaked=$(marked "$bench_marker")
+end_marked "$bench_marker" "the benchmark"
+echo "== benchmark: $((bench_done - bench_built)) s (release build $((bench_built - bench_started)) s, total $((bench_done - bench_started)) s)"
+if [ "$bench_status" -ne 0 ]; then
+  echo "== the benchmark's quick mode FAILED (exit $bench_status): a floor was missed or a case failed; see above" >&2
+  exit "$bench_status"
+fi
+if [ -n "$leaked" ]; then
+  echo "== the benchmark left processes running (listed above)" >&2
+  exit 1
+fi
+echo "== benchmark floors met"

@@ -6,12 +6,14 @@
 # docs/performance.md, which also explains every column).
 #
 #   sudo integration/bench/throughput.sh                 # full: 1 and 4 GiB per instance x 1, 4, 8 instances
-#   sudo integration/bench/throughput.sh --quick         # CI: 64 MiB x 1, 2 instances, < 90 s, exit 1 below a floor
+#   sudo integration/bench/throughput.sh --quick         # CI: 256 MiB x 1, 2 instances, ~2 min, exit 1 below a floor
 #   sudo integration/bench/throughput.sh --sizes 1024 --instances "1 4 8"
 #
 # Options (environment variable in brackets):
-#   --quick                 64 MiB, 1 and 2 instances, cases raw-ssh bbr-dir bbr-upload cairn-dir cairn-s3-zstd,
-#                           best of 3 runs, floors checked
+#   --quick                 256 MiB, 1 and 2 instances, cases raw-ssh bbr-dir bbr-upload cairn-dir cairn-s3-zstd,
+#                           best of 3 runs, floors checked (throughput_helper.py FLOORS); a configuration that
+#                           misses one gets up to 3 more rounds [BENCH_EXTRA_ROUNDS] before the run fails; a
+#                           configuration without the disk space it needs fails instead of being skipped
 #   --sizes "MIB..."        data per instance in MiB [BENCH_SIZES, default "1024 4096"]
 #   --instances "N..."      instance counts [BENCH_INSTANCES, default "1 4 8"]
 #   --cases "CASE..."       subset of the cases below [BENCH_CASES]
@@ -149,10 +151,12 @@ while [[ $# -gt 0 ]]; do
 done
 all_cases="raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none cairn-file-zstd raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3"
 if ((quick)); then
-    sizes=${sizes:-64} instances=${instances:-1 2} repeat=${repeat:-3}
+    sizes=${sizes:-256} instances=${instances:-1 2} repeat=${repeat:-3}
     cases=${cases:-raw-ssh bbr-dir bbr-upload cairn-dir cairn-s3-zstd}
 fi
 sizes=${sizes:-1024 4096} instances=${instances:-1 4 8} repeat=${repeat:-1} cases=${cases:-$all_cases}
+extra_rounds=0
+((quick == 0)) || extra_rounds=${BENCH_EXTRA_ROUNDS:-3}
 for c in $cases; do [[ " $all_cases " == *" $c "* ]] || die "unknown case $c"; done
 wants() { [[ " $cases " == *" $1 "* ]]; }
 
@@ -280,12 +284,54 @@ seed_bed() {
 
 free_mib() { df -Pm "$work" | awk 'NR == 2 {print $4}'; }
 
+# One round of every case, run number $1, on run_config's test bed and moto (its locals:
+# size, n, inventory, self, s3_url).
+run_round() {
+    local run=$1 case
+    for case in $cases; do
+        export RUN=$run
+        case $case in
+        cairn-dir)
+            mkdir -p "$work/cairn-dir/run$run"
+            measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --artifact-path "$work/cairn-dir/run$run" ;;
+        cairn-s3-zstd)
+            measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "$(s3_url "zstd$run")" ;;
+        cairn-s3-none)
+            measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "$(s3_url "none$run")" --compression none ;;
+        cairn-file-zstd)
+            measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "file://$work/store/run$run" ;;
+        cairn-r-dir)
+            local backup
+            backup=$(ls -d "$work"/cairn-dir/run1/*/ 2>/dev/null | head -n 1) || true
+            [[ -n $backup ]] || die "cairn-r-dir needs the backup of cairn-dir"
+            measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" restore --artifact-path "$backup" ;;
+        cairn-r-s3)
+            wants cairn-s3-zstd || die "cairn-r-s3 needs the backup of cairn-s3-zstd"
+            measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" restore --store "$(s3_url zstd1)" --latest ;;
+        bbr-upload | raw-ssh-up | bbr-r-dir | bbr-download)
+            [[ -f $work/bbr/host-0.tar ]] || die "$case needs the tars of bbr-dir"
+            [[ $case != bbr-download ]] || wants bbr-upload || die "bbr-download needs bbr-upload"
+            measure "$size" "$n" "$case" "$run" "${self[@]}" "$case"
+            case $case in
+            raw-ssh-up) while read -r a; do ssh_to "$a" "sudo rm -rf $restore_dir" </dev/null; done < <(addresses) ;;
+            bbr-download) rm -rf "$work/bbr-download" ;;
+            esac ;;
+        disk)
+            measure "$size" "$n" "$case" "$run" "${self[@]}" "$case"
+            rm -f "$work"/disk-* ;;
+        *) measure "$size" "$n" "$case" "$run" "${self[@]}" "$case" ;;
+        esac
+    done
+}
+
 run_config() {
     local size=$1 n=$2 run
     # the hosts' copies, bbr's local tars, cairn's directory backups (one per run), restored copies
     # on the hosts, moto's spool: about (4 + runs) x the data.
-    local need=$((size * n * (4 + repeat) + size + 2048))
+    local need=$((size * n * (4 + repeat + extra_rounds) + size + 2048))
     if (($(free_mib) < need)); then
+        # CI must not pass because nothing was measured.
+        ((quick == 0)) || die "$size MiB x $n needs about $need MiB of free disk, $(free_mib) MiB free in $work (--work DIR elsewhere)"
         say "SKIPPED $size MiB x $n: needs about $need MiB of free disk, $(free_mib) MiB free"
         return 0
     fi
@@ -309,41 +355,18 @@ run_config() {
     # Rounds of every case rather than runs of one case in a row: a burst of someone else's work
     # then hits all cases alike, and the best of each is kept.
     for ((run = 1; run <= repeat; run++)); do
-        for case in $cases; do
-            export RUN=$run
-            case $case in
-            cairn-dir)
-                mkdir -p "$work/cairn-dir/run$run"
-                measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --artifact-path "$work/cairn-dir/run$run" ;;
-            cairn-s3-zstd)
-                measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "$(s3_url "zstd$run")" ;;
-            cairn-s3-none)
-                measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "$(s3_url "none$run")" --compression none ;;
-            cairn-file-zstd)
-                measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "file://$work/store/run$run" ;;
-            cairn-r-dir)
-                local backup
-                backup=$(ls -d "$work"/cairn-dir/run1/*/ 2>/dev/null | head -n 1) || true
-                [[ -n $backup ]] || die "cairn-r-dir needs the backup of cairn-dir"
-                measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" restore --artifact-path "$backup" ;;
-            cairn-r-s3)
-                wants cairn-s3-zstd || die "cairn-r-s3 needs the backup of cairn-s3-zstd"
-                measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" restore --store "$(s3_url zstd1)" --latest ;;
-            bbr-upload | raw-ssh-up | bbr-r-dir | bbr-download)
-                [[ -f $work/bbr/host-0.tar ]] || die "$case needs the tars of bbr-dir"
-                [[ $case != bbr-download ]] || wants bbr-upload || die "bbr-download needs bbr-upload"
-                measure "$size" "$n" "$case" "$run" "${self[@]}" "$case"
-                case $case in
-                raw-ssh-up) while read -r a; do ssh_to "$a" "sudo rm -rf $restore_dir" </dev/null; done < <(addresses) ;;
-                bbr-download) rm -rf "$work/bbr-download" ;;
-                esac ;;
-            disk)
-                measure "$size" "$n" "$case" "$run" "${self[@]}" "$case"
-                rm -f "$work"/disk-* ;;
-            *) measure "$size" "$n" "$case" "$run" "${self[@]}" "$case" ;;
-            esac
-        done
+        run_round "$run"
     done
+    # Quick mode: while a floor is missed, up to $extra_rounds more rounds (the best of all runs
+    # counts), so that a burst of someone else's work on a shared machine does not fail CI; a real
+    # regression misses the floor in every round.
+    if ((quick)); then
+        while ! "$py" "$helper" floors "$results" "$size" "$n" && ((run <= repeat + extra_rounds)); do
+            say "$size MiB x $n: a floor is missed; extra round $((run - repeat)) of $extra_rounds"
+            run_round "$run"
+            run=$((run + 1))
+        done
+    fi
 
     "$repo/integration/testbed.sh" down "$bed" >/dev/null 2>&1
     rm -rf "$bed"
