@@ -54,7 +54,9 @@
 //!   (backpressure) instead of buffering more. [`S3Upload::stats`] reports what was held.
 //! - **At most 8 parts held by the whole process**, filling or in flight (64 MiB): parallel
 //!   uploads (one per artifact stream) share that budget, so 8 streams need no more part memory
-//!   than 2. A stream that finds the budget spent waits for a part of another to finish.
+//!   than 2. A stream that finds the budget spent waits for a part of another to finish. Part
+//!   buffers are reused through a pool of the same size, so the allocator does not keep freed
+//!   8 MiB parts of several threads (at 8 streams: 217 MiB peak instead of 284).
 //! - Parts upload in spawned Tokio tasks, so they progress while the caller is busy producing
 //!   the next bytes.
 //! - Integrity: the SDK adds a CRC32 checksum to every `PutObject` and `UploadPart` by default
