@@ -23,10 +23,11 @@ use crate::encryption::Recipients;
 use crate::error::Error;
 use crate::manifest::Compression;
 
-/// Size of the chunks handed to an upload (the adapter assembles its own parts).
-const UPLOAD_CHUNK: usize = 1 << 20;
+/// Size of the chunks handed to an upload (the adapter assembles its own parts). Small, since
+/// every parallel stream holds a few of them on top of the process's shared part budget.
+const UPLOAD_CHUNK: usize = 256 << 10;
 /// Chunks queued between the digest thread and the upload task.
-const UPLOAD_QUEUE: usize = 2;
+const UPLOAD_QUEUE: usize = 4;
 
 /// What was written for one artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,7 +31,7 @@ use crate::remote::{RemoteHostExt, StdoutMode};
 use std::sync::Arc;
 
 /// Chunks in flight between the SSH channel and the disk thread (bounded memory).
-const CHUNKS_IN_FLIGHT: usize = 64;
+const CHUNKS_IN_FLIGHT: usize = 32;
 /// Size of the chunks handed to the instance's `tar -x` during restore.
 const UPLOAD_CHUNK: usize = 1 << 20;
 /// Chunks queued between the reading thread and the SSH channel during restore.
