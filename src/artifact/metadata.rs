@@ -95,6 +95,27 @@ impl BackupMetadata {
             .map(|a| &a.checksums)
     }
 
+    /// Records one artifact from its files' digests: a shared artifact (`shared_name`, backup
+    /// one restore all) under `custom_artifacts`, any other under its instance.
+    pub fn add_files(
+        &mut self,
+        shared_name: Option<&str>,
+        (group, index, job): (&str, &str, &str),
+        files: &super::tar_digest::FileDigests,
+    ) {
+        let checksums = files
+            .iter()
+            .map(|(name, file)| (name.clone(), file.sha256.clone()))
+            .collect();
+        match shared_name {
+            Some(name) => self.custom_artifacts.push(NamedChecksums {
+                name: name.to_string(),
+                checksums,
+            }),
+            None => self.add_artifact(group, index, job, checksums),
+        }
+    }
+
     /// Records a job's checksums, keeping instances sorted by group and index so the file is
     /// the same whatever order transfers finished in.
     pub fn add_artifact(&mut self, group: &str, index: &str, job: &str, checksums: Checksums) {

@@ -315,22 +315,11 @@ fn bbr_metadata(finish: &Finish<'_>, complete: bool) -> BackupMetadata {
     }
     if complete {
         for artifact in finish.drained {
-            let checksums = artifact
-                .downloaded
-                .files
-                .iter()
-                .map(|(k, v)| (k.clone(), v.sha256.clone()))
-                .collect();
-            if artifact.shared {
-                metadata
-                    .custom_artifacts
-                    .push(crate::artifact::metadata::NamedChecksums {
-                        name: artifact.name.clone(),
-                        checksums,
-                    });
-            } else {
-                metadata.add_artifact(&artifact.group, &artifact.index, &artifact.job, checksums);
-            }
+            metadata.add_files(
+                artifact.shared.then_some(artifact.name.as_str()),
+                (&artifact.group, &artifact.index, &artifact.job),
+                &artifact.downloaded.files,
+            );
         }
     }
     metadata

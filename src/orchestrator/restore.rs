@@ -323,21 +323,11 @@ async fn check_source(
 fn metadata_of(manifest: &Manifest) -> BackupMetadata {
     let mut metadata = BackupMetadata::default();
     for artifact in &manifest.artifacts {
-        let checksums = artifact
-            .files
-            .iter()
-            .map(|(k, v)| (k.clone(), v.sha256.clone()))
-            .collect();
-        if artifact.is_shared() {
-            metadata
-                .custom_artifacts
-                .push(crate::artifact::metadata::NamedChecksums {
-                    name: artifact.name.clone(),
-                    checksums,
-                });
-        } else {
-            metadata.add_artifact(&artifact.group, &artifact.index, &artifact.job, checksums);
-        }
+        metadata.add_files(
+            artifact.is_shared().then_some(artifact.name.as_str()),
+            (&artifact.group, &artifact.index, &artifact.job),
+            &artifact.files,
+        );
     }
     metadata
 }
