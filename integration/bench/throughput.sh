@@ -24,6 +24,12 @@
 #   --work DIR              working directory (default: a new /var/tmp/cairn-throughput.XXXXXX)
 #   --keep                  keep the working directory
 #   --no-build              do not run `cargo build --release` [CAIRN_BIN: use this binary instead]
+#   --link MBIT             give every host a link of MBIT Mbit/s in each direction (tc tbf on both ends of
+#                           its veth) instead of the unshaped veth, like a real network; the limits are then
+#                           measured over the same links [BENCH_LINK_MBIT]
+#   --pin                   give the coordinator and the rest of the test bed CPUs of their own: every case's
+#                           command runs on the first half of the CPUs (CPU 0 of 2), the hosts' sshd (with
+#                           everything it starts) and moto on the other half [BENCH_PIN=1]
 #
 # Cases (backup: raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none cairn-file-zstd;
 #        restore: raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3):
@@ -131,6 +137,7 @@ fi
 # ---- options ----
 
 quick=0 keep=0 build=1 profile=0 results_copy= work=
+link_mbit=${BENCH_LINK_MBIT:-} pin=${BENCH_PIN:-0}
 sizes=${BENCH_SIZES:-} instances=${BENCH_INSTANCES:-} cases=${BENCH_CASES:-} repeat=${BENCH_REPEAT:-}
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -144,6 +151,8 @@ while [[ $# -gt 0 ]]; do
     --work) work=$2; shift ;;
     --keep) keep=1 ;;
     --no-build) build=0 ;;
+    --link) link_mbit=$2; shift ;;
+    --pin) pin=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
     esac
@@ -158,6 +167,13 @@ sizes=${sizes:-1024 4096} instances=${instances:-1 4 8} repeat=${repeat:-1} case
 extra_rounds=0
 ((quick == 0)) || extra_rounds=${BENCH_EXTRA_ROUNDS:-3}
 for c in $cases; do [[ " $all_cases " == *" $c "* ]] || die "unknown case $c"; done
+[[ -z $link_mbit || $link_mbit =~ ^[1-9][0-9]*$ ]] || die "--link takes a whole number of Mbit/s, not '$link_mbit'"
+cores=$(nproc)
+if ((pin)); then
+    ((cores >= 2)) || die "--pin needs at least 2 CPUs, this machine has $cores"
+    coordinator_cpus="0-$((cores / 2 - 1))" bed_cpus="$((cores / 2))-$((cores - 1))"
+    cores=$((cores / 2)) # what the coordinator's commands get
+fi
 wants() { [[ " $cases " == *" $1 "* ]]; }
 
 [[ $(id -u) == 0 ]] || die "run as root (the test bed needs namespaces)"
@@ -168,6 +184,8 @@ if wants bbr-dir || wants bbr-r-dir; then
     command -v shasum >/dev/null || die "shasum is missing (bbr's remote checksum; apt-get install -y perl)"
 fi
 if ((profile)); then command -v perf >/dev/null || die "--profile needs perf"; fi
+if [[ -n $link_mbit ]]; then command -v tc >/dev/null || die "--link needs tc (apt-get install -y iproute2)"; fi
+if ((pin)); then command -v taskset >/dev/null || die "--pin needs taskset (apt-get install -y util-linux)"; fi
 
 # ---- set-up and tear-down ----
 
@@ -229,6 +247,9 @@ measure() {
     if ((profile)); then
         runner=(perf record -q -a -e cpu-clock -F 499 -o "$perf_data" --)
     fi
+    if ((pin)); then
+        runner+=(taskset -c "$coordinator_cpus")
+    fi
     if ! "${runner[@]}" /usr/bin/time -f '%e %U %S %M %O' -o "$work/time" "$@" >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         local pid
@@ -280,6 +301,32 @@ seed_bed() {
         printf '#!/bin/sh\nset -eu\nfind /var/vcap/store/files -mindepth 1 -delete\ncp -al "${BBR_ARTIFACT_DIRECTORY%%/}/." /var/vcap/store/files/\n' >"$scripts/restore"
         chmod 755 "$scripts/backup" "$scripts/restore"
     done <"$bed/hosts.tsv"
+}
+
+# shape_links: every host's link becomes $link_mbit Mbit/s in each direction: a token bucket on
+# the host's eth0 (what it sends) and one on its veth's bridge end (what it receives). The bucket
+# holds 4 ms of the rate (at least 64 KiB, one GSO packet), so bursts stay short.
+shape_links() {
+    local rate=${link_mbit}mbit burst=$((link_mbit * 1000 * 1000 / 8 / 250)) pid ns port bridge
+    ((burst >= 65536)) || burst=65536
+    while IFS=$'\t' read -r _ _ _ _ pid; do
+        ns=$(ip netns identify "$pid")
+        [[ -n $ns ]] || die "no network namespace for the test bed's sshd $pid"
+        ip netns exec "$ns" tc qdisc replace dev eth0 root tbf rate "$rate" burst "$burst" latency 20ms
+    done <"$bed/hosts.tsv"
+    bridge=$(sed -n 's/^BRIDGE=//p' "$bed/testbed.env")
+    for port in $(ip -o link show master "$bridge" | awk -F': ' '{print $2}' | cut -d@ -f1); do
+        tc qdisc replace dev "$port" root tbf rate "$rate" burst "$burst" latency 20ms
+    done
+}
+
+# pin_bed: the hosts' sshd (sessions inherit it) and moto on $bed_cpus; measure puts every
+# case's command on $coordinator_cpus.
+pin_bed() {
+    local pid
+    for pid in $(cut -f5 "$bed/hosts.tsv") "$(cat "$moto_dir/pid")"; do
+        taskset -a -p -c "$bed_cpus" "$pid" >/dev/null
+    done
 }
 
 free_mib() { df -Pm "$work" | awk 'NR == 2 {print $4}'; }
@@ -348,7 +395,9 @@ run_config() {
     endpoint=$("$repo/integration/stores/moto.sh" start "$moto_dir")
     "$py" "$repo/integration/stores/fixture.py" s3 "$endpoint" create-bucket "$bucket" versioned
     s3_url() { echo "s3://$bucket/$1?endpoint=$endpoint&path_style=true&region=us-east-1"; }
-    local zstd_threads=${BENCH_ZSTD_THREADS:-$(($(nproc) / n > 1 ? $(nproc) / n : 1))}
+    [[ -z $link_mbit ]] || shape_links
+    ((pin == 0)) || pin_bed
+    local zstd_threads=${BENCH_ZSTD_THREADS:-$((cores / n > 1 ? cores / n : 1))}
     export WORK=$work BED=$bed POOL=$work/pool-$size ENDPOINT=$endpoint SIZE=$size ZSTD_THREADS=$zstd_threads
     local self=("$bench/throughput.sh" __case) inventory=$bed/inventory.yml
 
@@ -389,6 +438,11 @@ echo
 "$py" "$helper" cpu-table "$results"
 echo
 echo "Cairn throughput benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(($(date +%s) - started)) s; cairn built $cairn_built, tree $tree"
+links=unshaped
+[[ -z $link_mbit ]] || links="$link_mbit Mbit/s per host in each direction (tc tbf)"
+cpus="shared by everything"
+((pin == 0)) || cpus="coordinator $coordinator_cpus, hosts and moto $bed_cpus"
+echo "links: $links; CPUs: $cpus"
 echo
 floors=()
 ((quick)) && floors=(--floors)
