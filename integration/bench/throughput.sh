@@ -329,6 +329,29 @@ pin_bed() {
     done
 }
 
+# disk_needed_mib SIZE N: the most the chosen cases hold on the disk at once, in MiB. Kept for
+# the whole configuration: the pool, the hosts' copies, bbr's tars, moto's spool (bbr's upload and
+# every Cairn S3 backup; zstd keeps 0.6 of the data), Cairn's directory and file:// backups (one
+# per round). Held for one case at a time: a restored copy on the hosts, bbr's download, the
+# disk case's files. Plus 2 GiB for logs and slack.
+disk_needed_mib() {
+    local size=$1 data=$(($1 * $2)) rounds=$((repeat + extra_rounds)) need c
+    need=$((size + data + 2048))
+    wants bbr-dir && need=$((need + data))
+    wants bbr-upload && need=$((need + data))
+    wants cairn-dir && need=$((need + data * rounds))
+    wants cairn-s3-none && need=$((need + data * rounds))
+    wants cairn-s3-zstd && need=$((need + data * 6 / 10 * rounds))
+    wants cairn-file-zstd && need=$((need + data * 6 / 10 * rounds))
+    for c in disk raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3; do
+        if wants "$c"; then
+            need=$((need + data))
+            break
+        fi
+    done
+    echo "$need"
+}
+
 free_mib() { df -Pm "$work" | awk 'NR == 2 {print $4}'; }
 
 # One round of every case, run number $1, on run_config's test bed and moto (its locals:
@@ -373,9 +396,8 @@ run_round() {
 
 run_config() {
     local size=$1 n=$2 run
-    # the hosts' copies, bbr's local tars, cairn's directory backups (one per run), restored copies
-    # on the hosts, moto's spool: about (4 + runs) x the data.
-    local need=$((size * n * (4 + repeat + extra_rounds) + size + 2048))
+    local need
+    need=$(disk_needed_mib "$size" "$n")
     if (($(free_mib) < need)); then
         # CI must not pass because nothing was measured.
         ((quick == 0)) || die "$size MiB x $n needs about $need MiB of free disk, $(free_mib) MiB free in $work (--work DIR elsewhere)"
