@@ -168,6 +168,7 @@ extra_rounds=0
 ((quick == 0)) || extra_rounds=${BENCH_EXTRA_ROUNDS:-3}
 for c in $cases; do [[ " $all_cases " == *" $c "* ]] || die "unknown case $c"; done
 [[ -z $link_mbit || $link_mbit =~ ^[1-9][0-9]*$ ]] || die "--link takes a whole number of Mbit/s, not '$link_mbit'"
+[[ $pin =~ ^[01]$ ]] || die "BENCH_PIN must be 0 or 1, not '$pin'"
 cores=$(nproc)
 if ((pin)); then
     ((cores >= 2)) || die "--pin needs at least 2 CPUs, this machine has $cores"
@@ -309,15 +310,22 @@ seed_bed() {
 shape_links() {
     local rate=${link_mbit}mbit burst=$((link_mbit * 1000 * 1000 / 8 / 250)) pid ns port bridge
     ((burst >= 65536)) || burst=65536
+    local hosts=0 ports=0
     while IFS=$'\t' read -r _ _ _ _ pid; do
-        ns=$(ip netns identify "$pid")
-        [[ -n $ns ]] || die "no network namespace for the test bed's sshd $pid"
-        ip netns exec "$ns" tc qdisc replace dev eth0 root tbf rate "$rate" burst "$burst" latency 20ms
+        ns=$(ip netns identify "$pid") || true
+        [[ -n $ns ]] || die "--link: no network namespace for the test bed's sshd $pid"
+        ip netns exec "$ns" tc qdisc replace dev eth0 root tbf rate "$rate" burst "$burst" latency 20ms ||
+            die "--link: tc failed in $ns"
+        hosts=$((hosts + 1))
     done <"$bed/hosts.tsv"
     bridge=$(sed -n 's/^BRIDGE=//p' "$bed/testbed.env")
+    [[ -n $bridge ]] || die "--link: no BRIDGE= in $bed/testbed.env"
     for port in $(ip -o link show master "$bridge" | awk -F': ' '{print $2}' | cut -d@ -f1); do
-        tc qdisc replace dev "$port" root tbf rate "$rate" burst "$burst" latency 20ms
+        tc qdisc replace dev "$port" root tbf rate "$rate" burst "$burst" latency 20ms ||
+            die "--link: tc failed on $port"
+        ports=$((ports + 1))
     done
+    ((ports == hosts)) || die "--link: shaped $hosts hosts but $ports ports of bridge $bridge"
 }
 
 # pin_bed: the hosts' sshd (sessions inherit it) and moto on $bed_cpus; measure puts every
@@ -325,7 +333,7 @@ shape_links() {
 pin_bed() {
     local pid
     for pid in $(cut -f5 "$bed/hosts.tsv") "$(cat "$moto_dir/pid")"; do
-        taskset -a -p -c "$bed_cpus" "$pid" >/dev/null
+        taskset -a -p -c "$bed_cpus" "$pid" >/dev/null || die "--pin: taskset failed for pid $pid"
     done
 }
 
@@ -338,7 +346,7 @@ disk_needed_mib() {
     local size=$1 data=$(($1 * $2)) rounds=$((repeat + extra_rounds)) need c
     need=$((size + data + 2048))
     wants bbr-dir && need=$((need + data))
-    wants bbr-upload && need=$((need + data))
+    wants bbr-upload && need=$((need + data * rounds))
     wants cairn-dir && need=$((need + data * rounds))
     wants cairn-s3-none && need=$((need + data * rounds))
     wants cairn-s3-zstd && need=$((need + data * 6 / 10 * rounds))
@@ -417,8 +425,9 @@ run_config() {
     endpoint=$("$repo/integration/stores/moto.sh" start "$moto_dir")
     "$py" "$repo/integration/stores/fixture.py" s3 "$endpoint" create-bucket "$bucket" versioned
     s3_url() { echo "s3://$bucket/$1?endpoint=$endpoint&path_style=true&region=us-east-1"; }
-    [[ -z $link_mbit ]] || shape_links
-    ((pin == 0)) || pin_bed
+    # In the body of an `if`, not after `||`, so that set -e holds inside them.
+    if [[ -n $link_mbit ]]; then shape_links; fi
+    if ((pin)); then pin_bed; fi
     local zstd_threads=${BENCH_ZSTD_THREADS:-$((cores / n > 1 ? cores / n : 1))}
     export WORK=$work BED=$bed POOL=$work/pool-$size ENDPOINT=$endpoint SIZE=$size ZSTD_THREADS=$zstd_threads
     local self=("$bench/throughput.sh" __case) inventory=$bed/inventory.yml
