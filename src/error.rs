@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::job::{InstanceName, ScriptName};
+use crate::model::job::{InstanceName, ScriptName};
 
 /// One thing that went wrong during a run.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +139,7 @@ pub enum Error {
     },
     /// The local artifact is missing, unreadable, unsafe or corrupt.
     #[error(transparent)]
-    Artifact(#[from] crate::artifact::ArtifactError),
+    Artifact(#[from] crate::format::bbr_directory::ArtifactError),
     /// Removing what a run created failed.
     #[error("Deployment '{deployment}' failed while cleaning up with error: {detail}")]
     Cleanup {
@@ -164,10 +164,10 @@ pub enum Error {
     StoredBackup(String),
     /// The inventory or another input is invalid.
     #[error(transparent)]
-    Inventory(#[from] crate::inventory::InventoryError),
+    Inventory(#[from] crate::target::inventory::InventoryError),
     /// The BOSH Director refused or failed a request.
     #[error(transparent)]
-    Director(#[from] crate::bosh::BoshError),
+    Director(#[from] crate::target::bosh::BoshError),
 }
 
 impl Error {

@@ -9,6 +9,7 @@
 //! of a failing script's stderr is what an operator needs in the error message.
 
 pub mod all_proxy;
+pub mod commands;
 pub mod dial;
 pub mod local;
 pub mod reconnect;

@@ -6,9 +6,9 @@
 //! `manifest.json` or `metadata` Cairn cannot read back could not be restored.
 #![no_main]
 
-use cairn::artifact::metadata::BackupMetadata;
-use cairn::artifact::BackupDirectory;
-use cairn::manifest::Manifest;
+use cairn::format::bbr_directory::metadata::BackupMetadata;
+use cairn::format::bbr_directory::BackupDirectory;
+use cairn::format::manifest::Manifest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

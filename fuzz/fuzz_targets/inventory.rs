@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use cairn::inventory::{Inventory, InventoryError};
+use cairn::target::inventory::{Inventory, InventoryError};
 use libfuzzer_sys::fuzz_target;
 
 fn inventory_path() -> &'static PathBuf {

@@ -1,7 +1,7 @@
 //! `JobMetadata::parse`: the YAML a job's `metadata` script prints.
 #![no_main]
 
-use cairn::job::JobMetadata;
+use cairn::model::job::JobMetadata;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
-use cairn::artifact::tar_digest::{digest_tar_files, digest_tar_forwarding, EntryPolicy};
+use cairn::format::digest::{digest_tar_files, digest_tar_forwarding, EntryPolicy};
 use libfuzzer_sys::fuzz_target;
 use tar::EntryType;
 
@@ -61,7 +61,7 @@ fn check(data: &[u8]) {
 }
 
 /// The restore stream against `digest_tar_files`'s verdict (`accepted`).
-fn check_forwarding(data: &[u8], accepted: Option<&cairn::artifact::tar_digest::FileDigests>) {
+fn check_forwarding(data: &[u8], accepted: Option<&cairn::format::digest::FileDigests>) {
     let mut forwarded = Vec::new();
     let result = digest_tar_forwarding(data, &mut forwarded);
     assert!(

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use cairn::bosh::DirectorClient;
+use cairn::target::bosh::DirectorClient;
 use futures::stream::{self, StreamExt};
 
 use super::args::{Action, DeploymentArgs};

@@ -579,14 +579,14 @@ fn validate_action(action: &Action) -> Result<(), UsageError> {
                 ));
             }
             if let Some(compression) = &backup.compression {
-                cairn::manifest::Compression::parse(compression).map_err(UsageError)?;
+                cairn::format::manifest::Compression::parse(compression).map_err(UsageError)?;
             }
             if !backup.encrypt_to.is_empty()
                 && backup.store.url(backup.artifact_path.is_none()).is_none()
             {
                 return Err(encrypt_needs_store());
             }
-            cairn::encryption::Recipients::parse(&backup.encrypt_to).map_err(UsageError)?;
+            cairn::format::encryption::Recipients::parse(&backup.encrypt_to).map_err(UsageError)?;
             if backup.retain_days == Some(0) {
                 return Err(UsageError("--retain-days must be at least 1.".into()));
             }

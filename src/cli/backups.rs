@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use cairn::encryption::Identities;
-use cairn::retention::{self, Decision, RetentionPolicy, Verdict};
-use cairn::store::{
+use cairn::format::encryption::Identities;
+use cairn::catalog::retention::{self, Decision, RetentionPolicy, Verdict};
+use cairn::format::store::{
     delete_backup, delete_unless_protected, describe_encryption, find_newest_verified,
     list_backups, read_manifest, verify_backup, BackupSummary, DeleteOutcome, Verified,
 };
@@ -26,7 +26,7 @@ pub async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         .store
         .url(true)
         .ok_or_else(|| UsageError("--store flag is required (or set CAIRN_STORE).".into()))?;
-    let store = cairn::store::open_store(&url).await?;
+    let store = cairn::format::store::open_store(&url).await?;
     match args.action {
         BackupsAction::List { deployment, json } => {
             let backups = list_backups(store.as_ref(), deployment.as_deref()).await?;

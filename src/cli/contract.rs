@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn::contract::{check_job, CheckOptions};
-use cairn::orchestrator::RunContext;
+use cairn::workflow::RunContext;
 use cairn::remote::local::LocalHost;
 use cairn::remote::ssh::{HostKeyPolicy, SshDestination, SshHost, UnknownHost};
 use cairn::remote::RemoteHost;
@@ -80,7 +80,7 @@ async fn connect(args: &ContractCheckArgs) -> anyhow::Result<Arc<dyn RemoteHost>
             "--private-key-path flag is required with --ssh.".into()
         ));
     };
-    let (address, port) = cairn::ssh_target::split_host_port(host);
+    let (address, port) = cairn::target::ssh::split_host_port(host);
     let host_key = if args.insecure_skip_host_key_check {
         HostKeyPolicy::AcceptAny
     } else if let Some(line) = &args.host_key {

@@ -1,13 +1,13 @@
-//! `cairn drill`: turns flags into a [`cairn::drill`] run, writes the report files and
+//! `cairn drill`: turns flags into a [`cairn::workflow::drill`] run, writes the report files and
 //! prints the summary (or the JSON report with `--json`).
 
 use anyhow::Context;
-use cairn::deployment::Target;
-use cairn::drill::{drill, DrillSource};
-use cairn::inventory::Inventory;
-use cairn::orchestrator::backup::BackupTarget;
-use cairn::orchestrator::RunContext;
-use cairn::ssh_target::{HostKeyOptions, SshTarget};
+use cairn::model::deployment::Target;
+use cairn::workflow::drill::{drill, DrillSource};
+use cairn::target::inventory::Inventory;
+use cairn::workflow::backup::BackupTarget;
+use cairn::workflow::RunContext;
+use cairn::target::ssh::{HostKeyOptions, SshTarget};
 use std::sync::Arc;
 
 use super::args::{DrillArgs, UsageError};
@@ -26,7 +26,7 @@ fn load_target(
 /// The Director of the BOSH_* environment, connected once for both sides of a drill.
 struct Directors {
     dialer: Option<Arc<dyn cairn::remote::dial::Dialer>>,
-    client: Option<Arc<cairn::bosh::DirectorClient>>,
+    client: Option<Arc<cairn::target::bosh::DirectorClient>>,
 }
 
 impl Directors {
@@ -36,7 +36,7 @@ impl Directors {
             self.client = Some(Arc::new(login.connect(self.dialer.clone()).await?));
         }
         let client = Arc::clone(self.client.as_ref().expect("connected"));
-        Ok(Box::new(cairn::bosh::BoshTarget::new(
+        Ok(Box::new(cairn::target::bosh::BoshTarget::new(
             client,
             name,
             self.dialer.clone(),
@@ -83,8 +83,8 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
             ));
         }
     }
-    let recipients = cairn::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
-    let identities = cairn::encryption::Identities::load(&args.identity).map_err(UsageError)?;
+    let recipients = cairn::format::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
+    let identities = cairn::format::encryption::Identities::load(&args.identity).map_err(UsageError)?;
     let source_target = match (&args.source_inventory, &args.source_deployment, existing) {
         (Some(path), None, false) => Some(load_target(path, &host_keys, dialer.clone())?),
         (None, Some(name), false) => Some(directors.deployment(name).await?),
@@ -116,12 +116,12 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
             identities,
         },
         (None, Some(url)) => {
-            let store = cairn::store::open_store(url).await?;
+            let store = cairn::format::store::open_store(url).await?;
             let (deployment, backup_id) = match (&args.backup, &args.latest) {
                 (Some(id), _) => super::run::split_backup_id(id, None)?,
                 (None, Some(deployment)) => (
                     deployment.clone(),
-                    cairn::store::latest_backup(store.as_ref(), deployment).await?,
+                    cairn::format::store::latest_backup(store.as_ref(), deployment).await?,
                 ),
                 (None, None) => unreachable!("existing is true"),
             };
@@ -142,8 +142,8 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     );
     context.script_timeout = args.common.script_timeout;
     if let Some(source) = &source_target {
-        let state_dir = cairn::journal::JournalFile::default_state_dir();
-        context.journal = Some(cairn::journal::JournalFile::new(&state_dir, source.name()));
+        let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
+        context.journal = Some(cairn::workflow::journal::JournalFile::new(&state_dir, source.name()));
     }
     let signals = super::signals::watch(context.clone());
     let (report, errors) = drill(source, target.as_ref(), &context).await;
@@ -182,7 +182,7 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
 async fn store_destination(
     url: &str,
     args: &DrillArgs,
-    encryption: Option<cairn::encryption::Recipients>,
+    encryption: Option<cairn::format::encryption::Recipients>,
 ) -> anyhow::Result<BackupTarget> {
     super::run::store_target(
         url,

@@ -3,22 +3,22 @@
 use std::io::Write;
 
 use anyhow::Context;
-use cairn::bosh::{BoshTarget, DirectorClient, DirectorConfig};
-use cairn::deployment::Target;
-use cairn::events::{Event, JsonLines};
-use cairn::inventory::Inventory;
-use cairn::manifest::Compression;
-use cairn::metrics::RunSummary;
-use cairn::orchestrator::backup::{
+use cairn::target::bosh::{BoshTarget, DirectorClient, DirectorConfig};
+use cairn::model::deployment::Target;
+use cairn::report::events::{Event, JsonLines};
+use cairn::target::inventory::Inventory;
+use cairn::format::manifest::Compression;
+use cairn::report::metrics::RunSummary;
+use cairn::workflow::backup::{
     backup, pre_backup_check, BackupOptions, BackupTarget, StoreTarget,
 };
-use cairn::orchestrator::cleanup::{cleanup, CleanupKind};
-use cairn::orchestrator::restore::{restore, RestoreSource};
-use cairn::orchestrator::RunContext;
+use cairn::workflow::cleanup::{cleanup, CleanupKind};
+use cairn::workflow::restore::{restore, RestoreSource};
+use cairn::workflow::RunContext;
 use cairn::remote::all_proxy::AllProxy;
 use cairn::remote::dial::NoProxy;
 use cairn::remote::ssh::UnknownHost;
-use cairn::ssh_target::{HostKeyOptions, SshTarget};
+use cairn::target::ssh::{HostKeyOptions, SshTarget};
 use cairn::RunErrors;
 use cairn_store::{Retention, RetentionMode};
 use std::sync::{Arc, Mutex};
@@ -131,12 +131,12 @@ impl DirectorLogin {
         self,
         dialer: Option<Arc<dyn cairn::remote::dial::Dialer>>,
     ) -> anyhow::Result<DirectorClient> {
-        let url = cairn::bosh::director_url(&self.target)?;
+        let url = cairn::target::bosh::director_url(&self.target)?;
         let ca = self
             .ca_cert
             .or_else(|| std::env::var("CA_CERT").ok())
             .or_else(|| std::env::var("BOSH_CA_CERT").ok());
-        let ca_cert_pem = ca.as_deref().map(cairn::bosh::read_ca_cert).transpose()?;
+        let ca_cert_pem = ca.as_deref().map(cairn::target::bosh::read_ca_cert).transpose()?;
         let config = DirectorConfig {
             url,
             client: self.client,
@@ -183,8 +183,8 @@ async fn run_action(
         context.verify_restore = restore_args.verify;
     }
     if matches!(action, Action::Backup(_) | Action::BackupCleanup) {
-        let state_dir = cairn::journal::JournalFile::default_state_dir();
-        context.journal = Some(cairn::journal::JournalFile::new(&state_dir, target.name()));
+        let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
+        context.journal = Some(cairn::workflow::journal::JournalFile::new(&state_dir, target.name()));
     }
     if common.json {
         context.events = Some(Arc::new(JsonLines(Mutex::new(std::io::stdout()))));
@@ -252,14 +252,14 @@ async fn run_action(
             let source = restore_source(&restore_args, target.name()).await?;
             let errors = restore(target, &source, &context).await;
             for check in context.verifications.lock().expect("verifications").iter() {
-                human.say(&cairn::drill::verification_line(check));
+                human.say(&cairn::workflow::drill::verification_line(check));
             }
             errors
         }
         Action::BackupCleanup => {
             // Journals kept in the store (CAIRN_STORE) are reported and cleared too.
             if let Some(url) = std::env::var("CAIRN_STORE").ok().filter(|u| !u.is_empty()) {
-                context.journal_store = Some(cairn::store::open_store(&url).await?);
+                context.journal_store = Some(cairn::format::store::open_store(&url).await?);
             }
             let errors = cleanup(target, CleanupKind::Backup, &context).await;
             if errors.is_empty() {
@@ -296,7 +296,7 @@ async fn run_action(
             stored_bytes: stored_bytes.filter(|_| exit_code == 0),
             scripts: context.script_log.lock().expect("script log").clone(),
         };
-        if let Err(error) = cairn::metrics::write(path, &summary) {
+        if let Err(error) = cairn::report::metrics::write(path, &summary) {
             eprintln!("{error}");
             return Ok(exit_code | 1);
         }
@@ -305,8 +305,8 @@ async fn run_action(
 }
 
 async fn check_store(url: &str, deployment: &str) -> Result<(), cairn::Error> {
-    let store = cairn::store::open_store(url).await?;
-    cairn::store::check_writable(store.as_ref(), deployment).await
+    let store = cairn::format::store::open_store(url).await?;
+    cairn::format::store::check_writable(store.as_ref(), deployment).await
 }
 
 async fn backup_target(args: &BackupArgs) -> anyhow::Result<BackupTarget> {
@@ -325,7 +325,7 @@ async fn backup_target(args: &BackupArgs) -> anyhow::Result<BackupTarget> {
         until: std::time::SystemTime::now()
             + std::time::Duration::from_secs(u64::from(days) * 86_400),
     });
-    let encryption = cairn::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
+    let encryption = cairn::format::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
     store_target(
         &url,
         args.compression.as_deref(),
@@ -342,9 +342,9 @@ pub async fn store_target(
     compression: Option<&str>,
     allow_unversioned: bool,
     retention: Option<Retention>,
-    encryption: Option<cairn::encryption::Recipients>,
+    encryption: Option<cairn::format::encryption::Recipients>,
 ) -> anyhow::Result<BackupTarget> {
-    let store = cairn::store::open_store(url).await?;
+    let store = cairn::format::store::open_store(url).await?;
     Ok(BackupTarget::Store(StoreTarget {
         store,
         compression: Compression::parse(compression.unwrap_or(super::config::DEFAULT_COMPRESSION))
@@ -353,7 +353,7 @@ pub async fn store_target(
         require_versioning: if allow_unversioned {
             None
         } else {
-            cairn::store::versioning_command(url)
+            cairn::format::store::versioning_command(url)
         },
         encryption,
     }))
@@ -368,12 +368,12 @@ async fn restore_source(args: &RestoreArgs, target_name: &str) -> anyhow::Result
             args.artifact_path.clone().unwrap_or_default(),
         ));
     };
-    let identities = cairn::encryption::Identities::load(&args.identity).map_err(UsageError)?;
-    let store = cairn::store::open_store(&url).await?;
+    let identities = cairn::format::encryption::Identities::load(&args.identity).map_err(UsageError)?;
+    let store = cairn::format::store::open_store(&url).await?;
     let (deployment, backup_id) = match &args.backup {
         Some(id) => split_backup_id(id, Some(target_name))?,
         None => {
-            let latest = cairn::store::latest_backup(store.as_ref(), target_name).await?;
+            let latest = cairn::format::store::latest_backup(store.as_ref(), target_name).await?;
             (target_name.to_string(), latest)
         }
     };

@@ -3,7 +3,7 @@
 //! so a second Ctrl-C cannot leave jobs locked. (bbr asks for confirmation and then exits
 //! without unlocking; SIGTERM kills it outright.)
 
-use cairn::orchestrator::RunContext;
+use cairn::workflow::RunContext;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 

@@ -1,0 +1,10 @@
+//! Backup formats: how a backup is written and read back. bbr's directory format
+//! ([`bbr_directory`]), backups in an object store ([`store`], with [`manifest`] and
+//! [`encryption`]), and the streaming per-file digests of tar streams both share
+//! ([`digest`]).
+
+pub mod bbr_directory;
+pub mod digest;
+pub mod encryption;
+pub mod manifest;
+pub mod store;

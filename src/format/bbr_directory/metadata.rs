@@ -1,0 +1,255 @@
+//! bbr's `metadata` file: which artifacts a backup holds and the sha256 of every file in them
+//! (bbr-facts §4.3). Cairn writes exactly this schema so bbr can restore a Cairn backup, and
+//! reads older variants (no `backup_activity`) so Cairn can restore any bbr backup.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// File name (`./relative/path`) to lowercase hex sha256.
+pub type Checksums = BTreeMap<String, String>;
+
+/// The whole `metadata` document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupMetadata {
+    /// One entry per instance with artifacts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceArtifacts>,
+    /// Named artifacts (backup one, restore all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_artifacts: Vec<NamedChecksums>,
+    /// Start and finish times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_activity: Option<BackupActivity>,
+}
+
+/// The artifacts of one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceArtifacts {
+    /// Instance group.
+    pub name: String,
+    /// BOSH index, a string in bbr's YAML.
+    pub index: String,
+    /// One entry per job.
+    #[serde(default)]
+    pub artifacts: Vec<NamedChecksums>,
+}
+
+/// A job's (or named artifact's) checksums.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedChecksums {
+    /// Job or artifact name.
+    pub name: String,
+    /// Per-file sha256.
+    #[serde(default)]
+    pub checksums: Checksums,
+}
+
+/// When the backup ran, formatted like Go's `2006/01/02 15:04:05 MST`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupActivity {
+    /// Start of the backup.
+    pub start_time: String,
+    /// End of the backup (also written after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+}
+
+/// Formats a time the way bbr writes `backup_activity`.
+#[must_use]
+pub fn format_activity_time(time: DateTime<Utc>) -> String {
+    time.format("%Y/%m/%d %H:%M:%S UTC").to_string()
+}
+
+/// Formats a time as bbr's artifact directory timestamp, `YYYYMMDDTHHMMSSZ`.
+#[must_use]
+pub fn format_backup_timestamp(time: DateTime<Utc>) -> String {
+    time.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+impl BackupMetadata {
+    /// Parses a `metadata` file.
+    ///
+    /// # Errors
+    /// The YAML error as text.
+    pub fn parse(text: &str) -> Result<BackupMetadata, String> {
+        yaml_serde::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Serializes to bbr's YAML.
+    #[must_use]
+    pub fn to_yaml(&self) -> String {
+        yaml_serde::to_string(self).expect("metadata serializes")
+    }
+
+    /// The checksums recorded for a job of an instance.
+    #[must_use]
+    pub fn checksums_for(&self, group: &str, index: &str, job: &str) -> Option<&Checksums> {
+        self.instances
+            .iter()
+            .find(|i| i.name == group && i.index == index)?
+            .artifacts
+            .iter()
+            .find(|a| a.name == job)
+            .map(|a| &a.checksums)
+    }
+
+    /// Records one artifact from its files' digests: a shared artifact (`shared_name`, backup
+    /// one restore all) under `custom_artifacts`, any other under its instance.
+    pub fn add_files(
+        &mut self,
+        shared_name: Option<&str>,
+        (group, index, job): (&str, &str, &str),
+        files: &crate::format::digest::FileDigests,
+    ) {
+        let checksums = files
+            .iter()
+            .map(|(name, file)| (name.clone(), file.sha256.clone()))
+            .collect();
+        match shared_name {
+            Some(name) => self.custom_artifacts.push(NamedChecksums {
+                name: name.to_string(),
+                checksums,
+            }),
+            None => self.add_artifact(group, index, job, checksums),
+        }
+    }
+
+    /// Records a job's checksums, keeping instances sorted by group and index so the file is
+    /// the same whatever order transfers finished in.
+    pub fn add_artifact(&mut self, group: &str, index: &str, job: &str, checksums: Checksums) {
+        let position = self
+            .instances
+            .iter()
+            .position(|i| i.name == group && i.index == index);
+        let instance = if let Some(position) = position {
+            &mut self.instances[position]
+        } else {
+            self.instances.push(InstanceArtifacts {
+                name: group.to_string(),
+                index: index.to_string(),
+                artifacts: Vec::new(),
+            });
+            self.instances.sort_by(|a, b| {
+                (a.name.as_str(), index_number(&a.index))
+                    .cmp(&(b.name.as_str(), index_number(&b.index)))
+            });
+            self.instances
+                .iter_mut()
+                .find(|i| i.name == group && i.index == index)
+                .expect("just inserted")
+        };
+        instance.artifacts.push(NamedChecksums {
+            name: job.to_string(),
+            checksums,
+        });
+        instance.artifacts.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+}
+
+fn index_number(index: &str) -> u64 {
+    index.parse().unwrap_or(u64::MAX)
+}
+
+/// Compares two checksum maps the way bbr does; returns the names that differ (missing on
+/// either side or with another digest), sorted.
+#[must_use]
+pub fn mismatched_files(expected: &Checksums, actual: &Checksums) -> Vec<String> {
+    let mut names: Vec<String> = expected
+        .iter()
+        .filter(|(name, digest)| actual.get(*name) != Some(digest))
+        .map(|(name, _)| name.clone())
+        .chain(
+            actual
+                .keys()
+                .filter(|name| !expected.contains_key(*name))
+                .cloned(),
+        )
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BBR_FIXTURE: &str = r#"instances:
+- name: redis
+  index: "0"
+  artifacts:
+  - name: redis-server
+    checksums:
+      ./redis/dump.rdb: 3f1b0f0ec3d58a3a2d1b2f6d7a59ae35e1b2b9a68b8b5b8c1c8b1a2a3a4a5a6a
+custom_artifacts:
+- name: foo-backup-one-restore-all
+  checksums: {}
+backup_activity:
+  start_time: 2024/01/02 03:04:05 UTC
+  finish_time: 2024/01/02 03:10:00 UTC
+"#;
+
+    #[test]
+    fn reads_bbr_metadata_and_older_files_without_activity() {
+        let metadata = BackupMetadata::parse(BBR_FIXTURE).unwrap();
+        assert_eq!(metadata.instances[0].index, "0");
+        assert!(metadata
+            .checksums_for("redis", "0", "redis-server")
+            .is_some());
+        assert!(metadata.custom_artifacts[0].checksums.is_empty());
+        let old = BackupMetadata::parse("instances:\n- name: r\n  index: \"1\"\n  artifacts: []\n")
+            .unwrap();
+        assert!(old.backup_activity.is_none());
+    }
+
+    #[test]
+    fn writes_what_it_reads_with_string_indices() {
+        let mut metadata = BackupMetadata::default();
+        metadata.add_artifact("web", "10", "nginx", Checksums::new());
+        metadata.add_artifact(
+            "web",
+            "2",
+            "nginx",
+            [("./a b".to_string(), "00".to_string())].into(),
+        );
+        metadata.add_artifact("db", "0", "pg", Checksums::new());
+        let yaml = metadata.to_yaml();
+        assert!(!yaml.contains("custom_artifacts"), "{yaml}");
+        let back = BackupMetadata::parse(&yaml).unwrap();
+        assert_eq!(back, metadata);
+        let order: Vec<_> = back
+            .instances
+            .iter()
+            .map(|i| (i.name.as_str(), i.index.as_str()))
+            .collect();
+        assert_eq!(order, vec![("db", "0"), ("web", "2"), ("web", "10")]);
+        // the index must stay a YAML string
+        let raw: yaml_serde::Value = yaml_serde::from_str(&yaml).unwrap();
+        assert!(raw["instances"][0]["index"].is_string());
+    }
+
+    #[test]
+    fn mismatches_name_missing_extra_and_changed_files() {
+        let expected: Checksums = [("./a", "1"), ("./b", "2"), ("./c", "3")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let actual: Checksums = [("./a", "1"), ("./b", "X"), ("./d", "4")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        assert_eq!(
+            mismatched_files(&expected, &actual),
+            vec!["./b", "./c", "./d"]
+        );
+        assert!(mismatched_files(&expected, &expected).is_empty());
+    }
+
+    #[test]
+    fn timestamps_use_bbr_formats() {
+        let time = DateTime::parse_from_rfc3339("2024-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(format_backup_timestamp(time), "20240102T030405Z");
+        assert_eq!(format_activity_time(time), "2024/01/02 03:04:05 UTC");
+    }
+}

@@ -1,0 +1,263 @@
+//! `manifest.json`: Cairn's record of a backup in an object store, written last.
+//!
+//! The manifest is the proof that a backup is complete: it exists only when every artifact
+//! was stored and verified against the instance's own checksums. It pins each artifact to the
+//! exact object version the store returned, so a later overwrite cannot change what is
+//! restored, and it holds the sha256 of the stored bytes and of every file inside, so
+//! `backups verify` can prove every byte is intact without restoring anything.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::format::digest::FileDigests;
+
+/// Name of the manifest object inside a backup.
+pub const MANIFEST_NAME: &str = "manifest.json";
+/// Name of the bbr `metadata` object inside a backup.
+pub const METADATA_NAME: &str = "metadata";
+/// Version of the manifest schema.
+pub const MANIFEST_SCHEMA: u32 = 1;
+
+/// How artifacts are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "algorithm", rename_all = "lowercase")]
+pub enum Compression {
+    /// Plain tar.
+    None,
+    /// zstd at a level.
+    Zstd {
+        /// Compression level (1–19).
+        level: i32,
+    },
+}
+
+impl Compression {
+    /// Parses `none`, `zstd` or `zstd:LEVEL`.
+    ///
+    /// # Errors
+    /// A one-line message naming the value.
+    pub fn parse(text: &str) -> Result<Compression, String> {
+        match text.split_once(':') {
+            None if text == "none" => Ok(Compression::None),
+            None if text == "zstd" => Ok(Compression::Zstd { level: 3 }),
+            Some(("zstd", level)) => match level.parse::<i32>() {
+                Ok(level) if (1..=19).contains(&level) => Ok(Compression::Zstd { level }),
+                _ => Err(format!(
+                    "--compression `{text}`: the zstd level must be 1 to 19"
+                )),
+            },
+            _ => Err(format!(
+                "--compression `{text}` is not one of none, zstd, zstd:LEVEL"
+            )),
+        }
+    }
+
+    /// File-name extension of an artifact object.
+    #[must_use]
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "tar",
+            Compression::Zstd { .. } => "tar.zst",
+        }
+    }
+}
+
+/// One stored artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestArtifact {
+    /// bbr artifact name, `<group>-<index>-<job>`.
+    pub name: String,
+    /// Instance group.
+    pub group: String,
+    /// BOSH index.
+    pub index: String,
+    /// Job name.
+    pub job: String,
+    /// Object key, relative to the store's prefix.
+    pub key: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// sha256 of the stored bytes.
+    pub sha256: String,
+    /// Store version id (S3 version id, Azure version id or ETag, GCS generation).
+    pub version: Option<String>,
+    /// Every regular file in the tar: size and sha256.
+    pub files: FileDigests,
+    /// How the stored bytes are encrypted (after compression); absent: not encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<ArtifactEncryption>,
+}
+
+/// How one artifact is encrypted. Never a key, never a recipient: only the scheme and how
+/// many recipients the file key was wrapped for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactEncryption {
+    /// `age-x25519` ([`crate::format::encryption::AGE_X25519`]).
+    pub scheme: String,
+    /// Number of recipients.
+    pub recipients: usize,
+}
+
+impl ManifestArtifact {
+    /// True for a backup-one-restore-all artifact (named `<job>-<release>-backup-one-restore-all`
+    /// instead of `<group>-<index>-<job>`).
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        self.name != format!("{}-{}-{}", self.group, self.index, self.job)
+            && self.name.ends_with("-backup-one-restore-all")
+    }
+}
+
+/// Lock and unlock times of one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTimes {
+    /// `<group>/<id>`.
+    pub instance: String,
+    /// Job name.
+    pub job: String,
+    /// When `pre-backup-lock` finished.
+    pub locked_at: Option<DateTime<Utc>>,
+    /// When `post-backup-unlock` finished.
+    pub unlocked_at: Option<DateTime<Utc>>,
+}
+
+/// The whole manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Schema version.
+    pub schema: u32,
+    /// Cairn version that wrote it.
+    pub cairn_version: String,
+    /// Deployment name.
+    pub deployment: String,
+    /// Backup id, `YYYYMMDDTHHMMSSZ`.
+    pub backup_id: String,
+    /// Start of the run.
+    pub started_at: DateTime<Utc>,
+    /// When the last artifact was verified.
+    pub finished_at: DateTime<Utc>,
+    /// Compression of every artifact.
+    pub compression: Compression,
+    /// The artifacts.
+    pub artifacts: Vec<ManifestArtifact>,
+    /// Per job lock and unlock times.
+    pub jobs: Vec<JobTimes>,
+    /// Key and version of the bbr `metadata` object.
+    pub metadata: ManifestObject,
+}
+
+/// A small object referenced by the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestObject {
+    /// Object key.
+    pub key: String,
+    /// Store version id.
+    pub version: Option<String>,
+    /// sha256 of its bytes.
+    pub sha256: String,
+}
+
+impl Manifest {
+    /// Pretty JSON.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("manifest serializes")
+    }
+
+    /// Parses a manifest.
+    ///
+    /// # Errors
+    /// The JSON error.
+    pub fn parse(data: &[u8]) -> Result<Manifest, String> {
+        serde_json::from_slice(data).map_err(|e| e.to_string())
+    }
+
+    /// Total stored bytes.
+    #[must_use]
+    pub fn stored_bytes(&self) -> u64 {
+        self.artifacts.iter().map(|a| a.size).sum()
+    }
+
+    /// The encryption of the first encrypted artifact, if any is encrypted.
+    #[must_use]
+    pub fn encryption(&self) -> Option<&ArtifactEncryption> {
+        self.artifacts.iter().find_map(|a| a.encryption.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_flags_parse() {
+        assert_eq!(Compression::parse("none").unwrap(), Compression::None);
+        assert_eq!(
+            Compression::parse("zstd").unwrap(),
+            Compression::Zstd { level: 3 }
+        );
+        assert_eq!(
+            Compression::parse("zstd:9").unwrap(),
+            Compression::Zstd { level: 9 }
+        );
+        assert!(Compression::parse("zstd:0").is_err());
+        assert!(Compression::parse("gzip").is_err());
+        assert_eq!(Compression::Zstd { level: 1 }.extension(), "tar.zst");
+    }
+
+    #[test]
+    fn manifests_round_trip_through_json() {
+        let manifest = Manifest {
+            schema: MANIFEST_SCHEMA,
+            cairn_version: "0.1.0".into(),
+            deployment: "cf".into(),
+            backup_id: "20240102T030405Z".into(),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            compression: Compression::Zstd { level: 3 },
+            artifacts: vec![],
+            jobs: vec![],
+            metadata: ManifestObject {
+                key: "cf/20240102T030405Z/metadata".into(),
+                version: None,
+                sha256: "00".into(),
+            },
+        };
+        let json = manifest.to_json();
+        assert!(json.contains("\"algorithm\": \"zstd\""), "{json}");
+        assert_eq!(Manifest::parse(json.as_bytes()).unwrap(), manifest);
+        assert_eq!(manifest.encryption(), None);
+    }
+
+    #[test]
+    fn encryption_is_recorded_per_artifact_and_absent_when_not_encrypted() {
+        let artifact = |encryption| ManifestArtifact {
+            name: "app-0-files".into(),
+            group: "app".into(),
+            index: "0".into(),
+            job: "files".into(),
+            key: "cf/20240102T030405Z/app-0-files.tar.zst.age".into(),
+            size: 1,
+            sha256: "00".into(),
+            version: None,
+            files: FileDigests::new(),
+            encryption,
+        };
+        let encrypted = artifact(Some(ArtifactEncryption {
+            scheme: "age-x25519".into(),
+            recipients: 2,
+        }));
+        let json = serde_json::to_string(&encrypted).unwrap();
+        assert!(
+            json.contains(r#""encryption":{"scheme":"age-x25519","recipients":2}"#),
+            "{json}"
+        );
+        let plain = serde_json::to_string(&artifact(None)).unwrap();
+        assert!(!plain.contains("encryption"), "{plain}");
+        // Manifests written before encryption existed still parse.
+        let old: ManifestArtifact = serde_json::from_str(&plain).unwrap();
+        assert_eq!(old.encryption, None);
+        let back: ManifestArtifact = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, encrypted);
+    }
+}

@@ -1,0 +1,251 @@
+//! The exact commands Cairn runs on instances, in one place.
+//!
+//! They follow bbr's (bbr-facts §4.5) with two deliberate differences: every path and value is
+//! shell-quoted (bbr's are not), and checksums are computed with `find -print0 | xargs -0
+//! sha256sum -z`, which survives any file name, where bbr's `find | xargs shasum` breaks on
+//! names with spaces.
+
+use crate::model::job::{Job, ScriptName, REMOTE_ARTIFACT_ROOT};
+use crate::remote::shell_quote;
+
+/// Lists every file under the jobs' `bin/bbr` folders.
+pub const FIND_SCRIPTS: &str = "sudo sh -c 'find /var/vcap/jobs/*/bin/bbr/* -type f'";
+
+/// Exits 0 when the artifact root exists.
+#[must_use]
+pub fn artifact_root_exists() -> String {
+    format!("sudo stat {REMOTE_ARTIFACT_ROOT}")
+}
+
+/// Creates a directory as root.
+#[must_use]
+pub fn make_directory(path: &str) -> String {
+    format!("sudo mkdir -p {}", shell_quote(path))
+}
+
+/// Removes a path as root.
+#[must_use]
+pub fn remove(path: &str) -> String {
+    format!("sudo rm -rf {}", shell_quote(path))
+}
+
+/// Streams a directory as an uncompressed tar with `./`-prefixed names on stdout.
+#[must_use]
+pub fn tar_create(directory: &str) -> String {
+    format!("sudo tar -C {} -c .", shell_quote(directory))
+}
+
+/// Extracts a tar from stdin into a directory.
+#[must_use]
+pub fn tar_extract(directory: &str) -> String {
+    let inner = format!("tar -C {} -x", shell_quote(directory));
+    format!("sudo sh -c {}", shell_quote(&inner))
+}
+
+/// Prints the size of a directory in KiB as the first field.
+#[must_use]
+pub fn disk_usage_kib(directory: &str) -> String {
+    format!("sudo du -sk {}", shell_quote(directory))
+}
+
+/// Prints `<sha256>  ./name` records for every regular file of a directory.
+///
+/// The digests come from `openssl dgst -sha256` when the instance has it (OpenSSL uses the
+/// CPU's SHA extensions: a quarter of coreutils' CPU time on this project's machines, and this
+/// CPU is the instance's, shared with its jobs), one record per line; names that contain a
+/// newline or a backslash (which OpenSSL would escape) make it fall back to `sha256sum -z`,
+/// NUL-terminated records that survive any name. [`parse_checksums`] reads both.
+#[must_use]
+pub fn checksum_files(directory: &str) -> String {
+    let inner = format!(
+        "cd {} || exit 1\n\
+         nl='\n'\n\
+         if command -v openssl >/dev/null 2>&1 && \
+         [ -z \"$(find . -type f \\( -path \"*$nl*\" -o -path '*\\\\*' \\) -print -quit)\" ]; then\n\
+         find . -type f -print0 | xargs -0 -r openssl dgst -sha256 -r\n\
+         else\n\
+         find . -type f -print0 | xargs -0 -r sha256sum -z\n\
+         fi",
+        shell_quote(directory)
+    );
+    format!("sudo sh -c {}", shell_quote(&inner))
+}
+
+/// Runs a job script as root with the given environment.
+#[must_use]
+pub fn run_script(job: &Job, script: ScriptName, environment: &[(&str, String)]) -> String {
+    let mut command = String::from("sudo");
+    for (name, value) in environment {
+        command.push(' ');
+        command.push_str(&shell_quote(&format!("{name}={value}")));
+    }
+    command.push(' ');
+    command.push_str(&shell_quote(&job.script_path(script)));
+    command
+}
+
+/// Exit status of a script that [`with_timeout`] ended (GNU timeout's 124; 137 after KILL).
+pub const TIMED_OUT_STATUSES: [u32; 2] = [124, 137];
+
+/// Like [`run_script`], with the script run under GNU `timeout`, which puts it in its own
+/// process group and signals the whole group (TERM, then KILL 30 s later): the script's
+/// children end too, and the limit holds on the instance even if the connection is lost.
+#[must_use]
+pub fn run_script_with_timeout(
+    job: &Job,
+    script: ScriptName,
+    environment: &[(&str, String)],
+    seconds: u64,
+) -> String {
+    let plain = run_script(job, script, environment);
+    let path = shell_quote(&job.script_path(script));
+    let environment_part = plain.strip_suffix(&path).unwrap_or(&plain);
+    format!("{environment_part}timeout --kill-after=30s {seconds}s {path}")
+}
+
+/// Parses the output of [`checksum_files`] into `./name -> digest`: NUL-terminated records
+/// when the output has any NUL byte (`sha256sum -z`), else one record per line (`openssl dgst
+/// -r`, used only when no name contains a newline). A record is 64 hex digits, a separator of
+/// two characters (`  ` or ` *`) and the name.
+///
+/// # Errors
+/// A description of the first malformed record.
+pub fn parse_checksums(output: &[u8]) -> Result<crate::format::bbr_directory::Checksums, String> {
+    let separator = if output.contains(&0) { 0 } else { b'\n' };
+    let mut checksums = crate::format::bbr_directory::Checksums::new();
+    for record in output.split(|b| *b == separator).filter(|r| !r.is_empty()) {
+        if record.len() < 67 || !record[..64].iter().all(u8::is_ascii_hexdigit) {
+            return Err(format!(
+                "unexpected checksum output `{}`",
+                String::from_utf8_lossy(&record[..record.len().min(80)])
+            ));
+        }
+        let name = String::from_utf8_lossy(&record[66..]).into_owned();
+        let digest = String::from_utf8_lossy(&record[..64]).to_ascii_lowercase();
+        checksums.insert(name, digest);
+    }
+    Ok(checksums)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::job::JobMetadata;
+
+    #[test]
+    fn script_commands_quote_the_environment() {
+        let job = Job {
+            name: "db".into(),
+            release: "r".into(),
+            scripts: std::collections::BTreeSet::new(),
+            metadata: JobMetadata::default(),
+            shared_artifact: None,
+        };
+        let command = run_script(
+            &job,
+            ScriptName::Backup,
+            &[(
+                "BBR_ARTIFACT_DIRECTORY",
+                "/var/vcap/store/bbr-backup/db/".into(),
+            )],
+        );
+        assert_eq!(
+            command,
+            "sudo BBR_ARTIFACT_DIRECTORY=/var/vcap/store/bbr-backup/db/ /var/vcap/jobs/db/bin/bbr/backup"
+        );
+    }
+
+    #[test]
+    fn timeouts_wrap_the_script_inside_sudo() {
+        let job = Job {
+            name: "db".into(),
+            release: "r".into(),
+            scripts: std::collections::BTreeSet::new(),
+            metadata: JobMetadata::default(),
+            shared_artifact: None,
+        };
+        assert_eq!(
+            run_script_with_timeout(&job, ScriptName::Backup, &[("A", "1".into())], 90),
+            "sudo A=1 timeout --kill-after=30s 90s /var/vcap/jobs/db/bin/bbr/backup"
+        );
+    }
+
+    #[test]
+    fn extraction_is_quoted_twice() {
+        assert_eq!(
+            tar_extract("/var/vcap/store/bbr-backup/my job"),
+            r#"sudo sh -c 'tar -C '\''/var/vcap/store/bbr-backup/my job'\'' -x'"#
+        );
+    }
+
+    #[test]
+    fn checksum_records_keep_any_file_name() {
+        let digest = "a".repeat(64);
+        let output = format!("{digest}  ./with space\0{digest}  ./new\nline\0{digest} *./bin\0");
+        let sums = parse_checksums(output.as_bytes()).unwrap();
+        assert_eq!(sums.len(), 3);
+        assert!(sums.contains_key("./with space"));
+        assert!(sums.contains_key("./new\nline"));
+        assert!(sums.contains_key("./bin"));
+        assert!(parse_checksums(b"garbage\0").is_err());
+    }
+
+    #[test]
+    fn checksum_lines_from_openssl_are_read_too() {
+        let digest = "b".repeat(64);
+        let output = format!("{digest} *./a file\n{digest} *./dir/c\rr\n");
+        let sums = parse_checksums(output.as_bytes()).unwrap();
+        assert_eq!(sums.len(), 2);
+        assert!(sums.contains_key("./a file"));
+        assert!(sums.contains_key("./dir/c\rr"));
+        assert!(parse_checksums(b"garbage\n").is_err());
+    }
+
+    /// The command itself, run by a real `sh` over a directory with awkward names, both ways:
+    /// with `openssl` when the names allow it, with `sha256sum -z` when one has a newline.
+    #[test]
+    fn checksum_command_runs_in_a_real_shell() {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path();
+        std::fs::create_dir(root.join("sub dir")).unwrap();
+        std::fs::write(root.join("sub dir/a b"), b"one").unwrap();
+        std::fs::write(root.join("back\\slash"), b"two").unwrap();
+        std::fs::write(root.join("empty"), b"").unwrap();
+        let run = |root: &std::path::Path| {
+            let command = checksum_files(&root.display().to_string());
+            let inner = command.strip_prefix("sudo ").unwrap();
+            let output = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(inner)
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{output:?}");
+            (
+                output.stdout.contains(&0),
+                parse_checksums(&output.stdout).unwrap(),
+            )
+        };
+        let sha = |data: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
+        let (nul_records, sums) = run(root);
+        assert_eq!(sums.len(), 3, "{sums:?}");
+        assert_eq!(sums["./sub dir/a b"], sha(b"one"));
+        assert_eq!(sums["./back\\slash"], sha(b"two"));
+        assert_eq!(sums["./empty"], sha(b""));
+        // A backslash rules openssl out as much as a newline does.
+        assert!(nul_records);
+        std::fs::remove_file(root.join("back\\slash")).unwrap();
+        let (nul_records, sums) = run(root);
+        assert_eq!(sums.len(), 2);
+        let has_openssl = std::process::Command::new("sh")
+            .args(["-c", "command -v openssl"])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert_eq!(nul_records, !has_openssl);
+        std::fs::write(root.join("new\nline"), b"three").unwrap();
+        let (nul_records, sums) = run(root);
+        assert!(nul_records);
+        assert_eq!(sums["./new\nline"], sha(b"three"));
+    }
+}

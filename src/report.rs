@@ -1,0 +1,7 @@
+//! Reporting: what a run tells the outside world besides its log — `--json` events
+//! ([`events`]), the Prometheus textfile ([`metrics`]) and the plan of `pre-backup-check
+//! --plan` ([`plan_view`]).
+
+pub mod events;
+pub mod metrics;
+pub mod plan_view;

@@ -1,0 +1,273 @@
+//! A Prometheus textfile describing the last run (`--metrics-file PATH`), for node_exporter's
+//! textfile collector: when it ran, whether it succeeded, how long it took, how much it
+//! stored and how long each job stayed locked.
+//!
+//! node_exporter reads the whole directory, so the file is written to a temporary name and
+//! renamed: a scrape never sees half a file. Job labels are `bosh_instance` and `bosh_job`,
+//! because Prometheus itself puts `instance` and `job` on every scraped series. Earlier values of `last_success` are kept by
+//! reading the previous file, so a failed run does not erase when the last good one was.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::job::ScriptName;
+use crate::workflow::ScriptRecord;
+
+/// What one run did, for the metrics file.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Deployment (or director host) name.
+    pub deployment: String,
+    /// `backup`, `restore`, `pre-backup-check`, `backup-cleanup` or `restore-cleanup`.
+    pub operation: String,
+    /// Start of the run.
+    pub started_at: DateTime<Utc>,
+    /// End of the run.
+    pub finished_at: DateTime<Utc>,
+    /// The exit code.
+    pub exit_code: i32,
+    /// Bytes stored by a backup.
+    pub stored_bytes: Option<u64>,
+    /// Scripts that ran.
+    pub scripts: Vec<ScriptRecord>,
+}
+
+/// Seconds each job stayed locked: from the end of its lock script to the end of its unlock.
+#[must_use]
+pub fn lock_seconds(scripts: &[ScriptRecord]) -> BTreeMap<(String, String), f64> {
+    let mut locked: BTreeMap<(String, String), DateTime<Utc>> = BTreeMap::new();
+    let mut seconds = BTreeMap::new();
+    for record in scripts {
+        let key = (record.instance.clone(), record.job.clone());
+        match record.script {
+            ScriptName::PreBackupLock | ScriptName::PreRestoreLock => {
+                locked.insert(key, record.finished_at);
+            }
+            ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => {
+                if let Some(start) = locked.remove(&key) {
+                    let held = (record.finished_at - start).num_milliseconds() as f64 / 1000.0;
+                    seconds.insert(key, held);
+                }
+            }
+            _ => {}
+        }
+    }
+    seconds
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
+/// Renders the textfile. `previous_success` is the last success time from an earlier file.
+#[must_use]
+pub fn render(summary: &RunSummary, previous_success: Option<f64>) -> String {
+    let labels = format!(
+        "deployment=\"{}\",operation=\"{}\"",
+        escape(&summary.deployment),
+        escape(&summary.operation)
+    );
+    let finished = summary.finished_at.timestamp_millis() as f64 / 1000.0;
+    let duration = (summary.finished_at - summary.started_at).num_milliseconds() as f64 / 1000.0;
+    let last_success = if summary.exit_code == 0 {
+        Some(finished)
+    } else {
+        previous_success
+    };
+    let mut text = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, lines: Vec<String>| {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for line in lines {
+            let _ = writeln!(text, "{name}{line}");
+        }
+    };
+    metric(
+        "cairn_last_run_timestamp_seconds",
+        "When the last run finished.",
+        "gauge",
+        vec![format!("{{{labels}}} {finished}")],
+    );
+    if let Some(success) = last_success {
+        metric(
+            "cairn_last_success_timestamp_seconds",
+            "When the last successful run finished.",
+            "gauge",
+            vec![format!("{{{labels}}} {success}")],
+        );
+    }
+    metric(
+        "cairn_run_duration_seconds",
+        "How long the last run took.",
+        "gauge",
+        vec![format!("{{{labels}}} {duration}")],
+    );
+    metric(
+        "cairn_run_exit_code",
+        "Exit code of the last run (bbr's bitmask; 0 is success).",
+        "gauge",
+        vec![format!("{{{labels}}} {}", summary.exit_code)],
+    );
+    if let Some(bytes) = summary.stored_bytes {
+        metric(
+            "cairn_backup_bytes",
+            "Bytes stored by the last backup.",
+            "gauge",
+            vec![format!(
+                "{{deployment=\"{}\"}} {bytes}",
+                escape(&summary.deployment)
+            )],
+        );
+    }
+    let locks: Vec<String> = lock_seconds(&summary.scripts)
+        .into_iter()
+        .map(|((instance, job), seconds)| {
+            format!(
+                "{{deployment=\"{}\",bosh_instance=\"{}\",bosh_job=\"{}\"}} {seconds}",
+                escape(&summary.deployment),
+                escape(&instance),
+                escape(&job)
+            )
+        })
+        .collect();
+    if !locks.is_empty() {
+        metric(
+            "cairn_job_lock_seconds",
+            "How long each job stayed locked in the last run.",
+            "gauge",
+            locks,
+        );
+    }
+    text
+}
+
+/// Reads `cairn_last_success_timestamp_seconds` for these labels from an earlier file.
+#[must_use]
+pub fn previous_success(existing: &str, summary: &RunSummary) -> Option<f64> {
+    let prefix = format!(
+        "cairn_last_success_timestamp_seconds{{deployment=\"{}\",operation=\"{}\"}} ",
+        escape(&summary.deployment),
+        escape(&summary.operation)
+    );
+    existing
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+/// Writes the textfile atomically, keeping the last success time of an earlier file.
+///
+/// # Errors
+/// The I/O error, with the path.
+pub fn write(path: &Path, summary: &RunSummary) -> std::io::Result<()> {
+    let previous = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| previous_success(&text, summary));
+    let temporary = path.with_extension("prom.tmp");
+    std::fs::write(&temporary, render(summary, previous))
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("writing metrics file `{}`: {e}", path.display()),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(job: &str, script: ScriptName, second: i64) -> ScriptRecord {
+        ScriptRecord {
+            instance: "db/0".into(),
+            job: job.into(),
+            script,
+            finished_at: DateTime::from_timestamp(1_700_000_000 + second, 0).unwrap(),
+            success: true,
+        }
+    }
+
+    fn summary(exit_code: i32) -> RunSummary {
+        RunSummary {
+            deployment: "cf".into(),
+            operation: "backup".into(),
+            started_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            finished_at: DateTime::from_timestamp(1_700_000_090, 0).unwrap(),
+            exit_code,
+            stored_bytes: Some(1234),
+            scripts: vec![
+                record("pg", ScriptName::PreBackupLock, 5),
+                record("pg", ScriptName::Backup, 30),
+                record("pg", ScriptName::PostBackupUnlock, 47),
+            ],
+        }
+    }
+
+    /// Parses the exposition format strictly enough to catch malformed lines.
+    fn parse(text: &str) -> BTreeMap<String, f64> {
+        let mut samples = BTreeMap::new();
+        for line in text.lines() {
+            if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("sample line");
+            let name_end = series.find('{').unwrap_or(series.len());
+            assert!(
+                series[..name_end]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
+            assert!(series.ends_with('}') || !series.contains('{'), "{line}");
+            samples.insert(
+                series.to_string(),
+                value.parse::<f64>().expect("numeric value"),
+            );
+        }
+        samples
+    }
+
+    #[test]
+    fn a_successful_backup_reports_everything() {
+        let samples = parse(&render(&summary(0), None));
+        let labels = "{deployment=\"cf\",operation=\"backup\"}";
+        assert_eq!(
+            samples[&format!("cairn_run_duration_seconds{labels}")],
+            90.0
+        );
+        assert_eq!(samples[&format!("cairn_run_exit_code{labels}")], 0.0);
+        assert_eq!(
+            samples[&format!("cairn_last_success_timestamp_seconds{labels}")],
+            1_700_000_090.0
+        );
+        assert_eq!(samples["cairn_backup_bytes{deployment=\"cf\"}"], 1234.0);
+        assert_eq!(
+            samples["cairn_job_lock_seconds{deployment=\"cf\",bosh_instance=\"db/0\",bosh_job=\"pg\"}"],
+            42.0
+        );
+    }
+
+    #[test]
+    fn a_failed_run_keeps_the_previous_success_time() {
+        let first = render(&summary(0), None);
+        let failed = summary(4);
+        let previous = previous_success(&first, &failed);
+        assert_eq!(previous, Some(1_700_000_090.0));
+        let samples = parse(&render(&failed, previous));
+        assert_eq!(
+            samples["cairn_run_exit_code{deployment=\"cf\",operation=\"backup\"}"],
+            4.0
+        );
+        assert_eq!(
+            samples["cairn_last_success_timestamp_seconds{deployment=\"cf\",operation=\"backup\"}"],
+            1_700_000_090.0
+        );
+        let never = parse(&render(&summary(1), None));
+        assert!(!never.keys().any(|k| k.starts_with("cairn_last_success")));
+    }
+}

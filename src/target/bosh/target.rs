@@ -1,0 +1,428 @@
+//! A BOSH deployment as a [`Target`]: its VMs from the Director, reached as a temporary SSH
+//! user that the Director creates for this run and removes at its end.
+//!
+//! One key pair and one `bosh_<16 hex>` user serve the whole run (bbr-facts §3.1). The key
+//! lives only in memory. Each instance's host key comes from the Director's `ssh setup`
+//! answer and is pinned: a host presenting another key is refused. Whatever happens after
+//! `setup` was asked for — a failed connection, a failed script, an interrupt — the
+//! workflows call [`Target::release_access`], which asks the Director to remove the user from
+//! every instance group it was set up on.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt};
+use russh::keys::{Algorithm, PrivateKey, PublicKey};
+use serde_json::json;
+
+use super::client::{DirectorClient, SshHostInfo, VmInfo};
+use super::BoshError;
+use crate::model::deployment::{InstanceAddress, Target};
+use crate::error::{Error, RunErrors};
+use crate::model::job::InstanceName;
+use crate::remote::dial::Dialer;
+use crate::remote::reconnect::ReconnectingHost;
+use crate::remote::ssh::{HostKeyPolicy, KeySource, SshDestination};
+use crate::remote::{RemoteHost, RemoteHostExt};
+
+/// A deployment of a BOSH Director.
+#[derive(Debug)]
+pub struct BoshTarget {
+    client: Arc<DirectorClient>,
+    deployment: String,
+    dialer: Option<Arc<dyn Dialer>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// `(instance group, job)` → release and flags, from the manifest.
+    jobs: BTreeMap<(String, String), ManifestJob>,
+    /// The SSH user and the groups (with their instance ids) it was set up on.
+    session: Option<Session>,
+    connected: Vec<Arc<ReconnectingHost>>,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    user: String,
+    groups: Vec<(String, Vec<String>)>,
+}
+
+impl BoshTarget {
+    /// A deployment reached through `client`; instance connections use `dialer`
+    /// (`BOSH_ALL_PROXY`) when given.
+    #[must_use]
+    pub fn new(
+        client: Arc<DirectorClient>,
+        deployment: &str,
+        dialer: Option<Arc<dyn Dialer>>,
+    ) -> BoshTarget {
+        BoshTarget {
+            client,
+            deployment: deployment.to_string(),
+            dialer,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The temporary user of this run, once set up.
+    #[must_use]
+    pub fn ssh_user(&self) -> Option<String> {
+        self.state
+            .lock()
+            .expect("state")
+            .session
+            .as_ref()
+            .map(|s| s.user.clone())
+    }
+
+    async fn set_up_and_connect(
+        &self,
+        parallelism: usize,
+    ) -> Result<Vec<(InstanceAddress, Arc<dyn RemoteHost>)>, BoshError> {
+        let vms = self.client.vms(&self.deployment).await?;
+        let manifest = self.client.manifest(&self.deployment).await?;
+        self.state.lock().expect("state").jobs = manifest_jobs(&manifest);
+        let user = format!("bosh_{:016x}", rand::random::<u64>());
+        let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| {
+            BoshError::Protocol {
+                detail: format!("cannot generate an SSH key: {e}"),
+            }
+        })?;
+        let public_key = key
+            .public_key()
+            .to_openssh()
+            .map_err(|e| BoshError::Protocol {
+                detail: format!("cannot encode the SSH key: {e}"),
+            })?;
+        let groups = groups_in_order(&vms);
+        // Recorded before asking, so that a setup that half worked is still cleaned up.
+        self.state.lock().expect("state").session = Some(Session {
+            user: user.clone(),
+            groups: groups.clone(),
+        });
+        let names: Vec<String> = groups.iter().map(|(group, _)| group.clone()).collect();
+        let setups = names.into_iter().map(|group| {
+            let body = json!({
+                "command": "setup",
+                "deployment_name": self.deployment,
+                "target": {"job": group, "indexes": [], "ids": []},
+                "params": {"user": user, "password": "p", "public_key": format!("{public_key}\n")},
+            });
+            async move {
+                tracing::info!("Setting up SSH access to instance group {group}...");
+                let result = self.client.ssh(&self.deployment, &body).await?;
+                parse_setup(&result)
+            }
+        });
+        let answers: Vec<Result<Vec<SshHostInfo>, BoshError>> = stream::iter(setups)
+            .buffered(parallelism.clamp(1, 4))
+            .collect()
+            .await;
+        let mut hosts = Vec::new();
+        for answer in answers {
+            hosts.extend(answer?);
+        }
+        let key = Arc::new(key);
+        let connections = hosts.into_iter().map(|host| {
+            let key = Arc::clone(&key);
+            let user = user.clone();
+            let vms = &vms;
+            async move { self.connect_one(host, key, user, vms).await }
+        });
+        let connected: Vec<Result<Option<_>, BoshError>> = stream::iter(connections)
+            .buffered(parallelism.max(1))
+            .collect()
+            .await;
+        let mut instances = Vec::new();
+        for result in connected {
+            if let Some((address, host)) = result? {
+                self.state
+                    .lock()
+                    .expect("state")
+                    .connected
+                    .push(Arc::clone(&host));
+                instances.push((address, host as Arc<dyn RemoteHost>));
+            }
+        }
+        Ok(instances)
+    }
+
+    /// Connects to one set-up host; `None` for a Windows VM (skipped, as bbr does).
+    async fn connect_one(
+        &self,
+        host: SshHostInfo,
+        key: Arc<PrivateKey>,
+        user: String,
+        vms: &[VmInfo],
+    ) -> Result<Option<(InstanceAddress, Arc<ReconnectingHost>)>, BoshError> {
+        let name = InstanceName::new(&host.job, &host.id);
+        let host_key = PublicKey::from_openssh(host.host_public_key.trim()).map_err(|e| {
+            BoshError::SshSetup {
+                instance: name.to_string(),
+                detail: format!("the Director gave a host key that does not parse: {e}"),
+            }
+        })?;
+        let index = host
+            .index
+            .or_else(|| vms.iter().find(|v| v.id == host.id).and_then(|v| v.index))
+            .ok_or_else(|| BoshError::SshSetup {
+                instance: name.to_string(),
+                detail: "the Director gives no index for it".into(),
+            })?;
+        let destination = SshDestination {
+            name: name.to_string(),
+            address: host.ip.clone(),
+            port: 22,
+            username: user,
+            private_key: KeySource::Generated(key),
+            host_key: HostKeyPolicy::Pinned(host_key),
+            dialer: self.dialer.clone(),
+        };
+        let connected =
+            ReconnectingHost::connect(destination)
+                .await
+                .map_err(|e| BoshError::SshSetup {
+                    instance: name.to_string(),
+                    detail: e.to_string(),
+                })?;
+        if is_windows(&connected).await {
+            tracing::warn!("skipping Windows instance {name}");
+            connected.disconnect().await;
+            return Ok(None);
+        }
+        Ok(Some((
+            InstanceAddress {
+                name,
+                index: index.to_string(),
+                bootstrap: vms.iter().any(|v| v.id == host.id && v.bootstrap),
+            },
+            Arc::new(connected),
+        )))
+    }
+}
+
+/// bbr's Windows probe: `echo %OS%` prints `Windows_NT` only in cmd.exe.
+async fn is_windows(host: &ReconnectingHost) -> bool {
+    host.run("echo %OS%")
+        .await
+        .is_ok_and(|output| output.stdout_text().trim() == "Windows_NT")
+}
+
+/// Instance groups in first-seen order, each with its instance ids.
+fn groups_in_order(vms: &[VmInfo]) -> Vec<(String, Vec<String>)> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for vm in vms {
+        match groups.iter_mut().find(|(g, _)| *g == vm.job_name) {
+            Some((_, ids)) => ids.push(vm.id.clone()),
+            None => groups.push((vm.job_name.clone(), vec![vm.id.clone()])),
+        }
+    }
+    groups
+}
+
+fn parse_setup(result: &str) -> Result<Vec<SshHostInfo>, BoshError> {
+    let hosts: Vec<SshHostInfo> =
+        serde_json::from_str(result.trim()).map_err(|e| BoshError::Protocol {
+            detail: format!("ssh setup result: {e}"),
+        })?;
+    for host in &hosts {
+        if host.status != "success" {
+            return Err(BoshError::SshSetup {
+                instance: format!("{}/{}", host.job, host.id),
+                detail: host
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("status {}", host.status)),
+            });
+        }
+    }
+    Ok(hosts)
+}
+
+/// What the manifest says about one job of one instance group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ManifestJob {
+    release: String,
+    /// `bbr.backup_one_restore_all: true` in the job's properties (v1: the group's).
+    backup_one_restore_all: bool,
+}
+
+/// `(group, job)` → release and flags, from a v2 manifest (`instance_groups[].jobs[]`) or a
+/// v1 one (`jobs[].templates[]`).
+fn manifest_jobs(manifest: &str) -> BTreeMap<(String, String), ManifestJob> {
+    use yaml_serde::Value;
+    let mut jobs = BTreeMap::new();
+    let Ok(parsed) = yaml_serde::from_str::<Value>(manifest) else {
+        return jobs;
+    };
+    let text = |value: &Value, key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let shared = |value: &Value| {
+        value
+            .get("properties")
+            .and_then(|p| p.get("bbr"))
+            .and_then(|b| b.get("backup_one_restore_all"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    for (groups_key, jobs_key) in [("instance_groups", "jobs"), ("jobs", "templates")] {
+        let groups = parsed.get(groups_key).and_then(Value::as_sequence);
+        for group in groups.into_iter().flatten() {
+            let group_shared = jobs_key == "templates" && shared(group);
+            let group_jobs = group.get(jobs_key).and_then(Value::as_sequence);
+            for job in group_jobs.into_iter().flatten() {
+                jobs.entry((text(group, "name"), text(job, "name")))
+                    .or_insert_with(|| ManifestJob {
+                        release: text(job, "release"),
+                        backup_one_restore_all: group_shared || shared(job),
+                    });
+            }
+        }
+    }
+    jobs
+}
+
+#[async_trait]
+impl Target for BoshTarget {
+    fn name(&self) -> &str {
+        &self.deployment
+    }
+
+    async fn connect(
+        &self,
+        parallelism: usize,
+    ) -> Result<Vec<(InstanceAddress, Arc<dyn RemoteHost>)>, RunErrors> {
+        self.set_up_and_connect(parallelism)
+            .await
+            .map_err(|e| Error::Director(e).into())
+    }
+
+    fn release_of(&self, group: &str, job: &str) -> String {
+        let state = self.state.lock().expect("state");
+        match state.jobs.get(&(group.to_string(), job.to_string())) {
+            Some(found) => found.release.clone(),
+            None => {
+                tracing::warn!(
+                    "No release found for job {job} of instance group {group} in the manifest"
+                );
+                String::new()
+            }
+        }
+    }
+
+    fn backup_one_restore_all(&self, group: &str, job: &str) -> bool {
+        self.state
+            .lock()
+            .expect("state")
+            .jobs
+            .get(&(group.to_string(), job.to_string()))
+            .is_some_and(|j| j.backup_one_restore_all)
+    }
+
+    async fn release_access(&self) -> Result<(), Error> {
+        let (session, hosts) = {
+            let mut state = self.state.lock().expect("state");
+            (state.session.take(), std::mem::take(&mut state.connected))
+        };
+        for host in hosts {
+            host.disconnect().await;
+        }
+        let Some(session) = session else {
+            return Ok(());
+        };
+        // One cleanup per instance, as bbr sends them; several at once for big deployments.
+        let mut cleanups: Vec<(String, String)> = Vec::new();
+        for (group, ids) in &session.groups {
+            cleanups.extend(ids.iter().map(|id| (group.clone(), id.clone())));
+        }
+        let user = session.user.clone();
+        let user = &user;
+        let failures: Vec<String> = stream::iter(cleanups)
+            .map(|(group, id)| async move {
+                let body = json!({
+                    "command": "cleanup",
+                    "deployment_name": self.deployment,
+                    "target": {"job": group, "indexes": [id], "ids": [id]},
+                    "params": {"user_regex": format!("^{user}")},
+                });
+                tracing::info!("Removing SSH user {user} from {group}/{id}...");
+                match self.client.ssh(&self.deployment, &body).await {
+                    Ok(_) => None,
+                    Err(error) => Some(format!("{group}/{id}: {error}")),
+                }
+            })
+            .buffer_unordered(8)
+            .filter_map(|failure| async move { failure })
+            .collect()
+            .await;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Director(BoshError::Protocol {
+                detail: format!(
+                    "removing the SSH user {} failed for {}",
+                    session.user,
+                    failures.join("; ")
+                ),
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_and_shared_artifacts_come_from_v2_and_v1_manifests() {
+        let v2 = "instance_groups:\n- name: database\n  jobs:\n  - name: postgres\n    release: postgres-release\n  - name: bbr-pg\n    release: pg-bbr\n    properties:\n      bbr:\n        backup_one_restore_all: true\n";
+        let jobs = manifest_jobs(v2);
+        let postgres = &jobs[&("database".into(), "postgres".into())];
+        assert_eq!(postgres.release, "postgres-release");
+        assert!(!postgres.backup_one_restore_all);
+        assert!(jobs[&("database".into(), "bbr-pg".into())].backup_one_restore_all);
+        let v1 = "jobs:\n- name: redis\n  properties:\n    bbr:\n      backup_one_restore_all: true\n  templates:\n  - name: redis-server\n    release: redis\n";
+        let redis = &manifest_jobs(v1)[&("redis".into(), "redis-server".into())];
+        assert_eq!(redis.release, "redis");
+        assert!(redis.backup_one_restore_all);
+        assert!(manifest_jobs("not: [valid").is_empty());
+    }
+
+    #[test]
+    fn setup_results_must_all_succeed() {
+        let ok = r#"[{"status":"success","ip":"10.0.0.5","host_public_key":"ssh-ed25519 AAAA","id":"abc","index":0,"job":"db"}]"#;
+        assert_eq!(parse_setup(ok).unwrap()[0].ip, "10.0.0.5");
+        let failed = r#"[{"status":"failure","ip":"","id":"abc","index":0,"job":"db","error":"agent unresponsive"}]"#;
+        assert!(parse_setup(failed)
+            .unwrap_err()
+            .to_string()
+            .contains("agent unresponsive"));
+    }
+
+    #[test]
+    fn groups_keep_their_first_seen_order() {
+        let vm = |group: &str, id: &str| VmInfo {
+            job_name: group.into(),
+            index: Some(0),
+            id: id.into(),
+            ips: vec![],
+            bootstrap: false,
+        };
+        let groups = groups_in_order(&[vm("db", "1"), vm("api", "2"), vm("db", "3")]);
+        assert_eq!(
+            groups,
+            vec![
+                ("db".to_string(), vec!["1".to_string(), "3".to_string()]),
+                ("api".to_string(), vec!["2".to_string()])
+            ]
+        );
+    }
+}

@@ -1,0 +1,520 @@
+//! The backup workflow and pre-backup-check (bbr-facts §3.4, §3.5).
+//!
+//! ```text
+//! discover → backupable? → create artifact dir → lock → backup → unlock(true) → drain → clean up → finish
+//!                 |fail: clean up          |fail: unlock(false) ──────────────┘ (no drain)
+//! ```
+//! A lock or backup failure (or an interrupt) unlocks every job with
+//! `BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false`. The artifact is complete only when every job's
+//! tar was drained and verified; otherwise its tars are removed and `metadata` lists no
+//! instances, which restore refuses.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cairn_store::{ArtifactStore, Retention};
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+
+use super::destination::Destination;
+use crate::report::plan_view::PlanView;
+use super::transfer::Downloaded;
+use super::{
+    check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
+    remove_artifact_roots, run_scripts, transfer, unlock, CreatedRoots, RunContext,
+};
+use crate::format::bbr_directory::metadata::{format_activity_time, format_backup_timestamp, BackupActivity};
+use crate::format::bbr_directory::{BackupDirectory, BackupMetadata};
+use crate::remote::commands;
+use crate::model::deployment::{Deployment, Target};
+use crate::error::{Error, RunErrors};
+use crate::report::events::Event;
+use crate::model::job::{Job, LockDirection, ScriptName};
+use crate::model::lock_order::{JobRef, LockLayers};
+use crate::format::manifest::Compression;
+use crate::remote::RemoteHostExt;
+
+/// What `backup` is asked to do.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Where the backup goes.
+    pub target: BackupTarget,
+    /// Skip the lock and unlock scripts.
+    pub unsafe_lock_free: bool,
+    /// Save the deployment manifest as `manifest.yml` when the target has one.
+    pub manifest: Option<String>,
+    /// Time the command started; names the backup (`YYYYMMDDTHHMMSSZ`).
+    pub started_at: DateTime<Utc>,
+}
+
+/// Where a backup goes.
+#[derive(Debug, Clone)]
+pub enum BackupTarget {
+    /// A new bbr directory under this existing directory.
+    Directory(PathBuf),
+    /// An object store.
+    Store(StoreTarget),
+}
+
+/// A backup into an object store.
+#[derive(Debug, Clone)]
+pub struct StoreTarget {
+    /// The store.
+    pub store: Arc<dyn ArtifactStore>,
+    /// Artifact compression.
+    pub compression: Compression,
+    /// Retention for every object, manifest included.
+    pub retention: Option<Retention>,
+    /// Refuse a store without versioning, with this command in the message.
+    pub require_versioning: Option<String>,
+    /// Encrypt every artifact to these age recipients (`--encrypt-to`).
+    pub encryption: Option<crate::format::encryption::Recipients>,
+}
+
+/// What a backup produced.
+#[derive(Debug)]
+pub struct BackupReport {
+    /// Where the backup is (directory path or store key), when one was started.
+    pub artifact: Option<String>,
+    /// True when every artifact was stored and verified.
+    pub complete: bool,
+    /// Bytes stored (after compression) for the verified artifacts.
+    pub stored_bytes: u64,
+    /// Everything that went wrong.
+    pub errors: RunErrors,
+}
+
+/// What a backup will do, computed before anything is changed.
+#[derive(Debug, Clone)]
+pub struct BackupPlan {
+    /// Lock layers (backup order).
+    pub layers: LockLayers,
+    /// Jobs with a `backup` script.
+    pub backup_jobs: Vec<JobRef>,
+    /// Instances with at least one backup script.
+    pub backupable_instances: Vec<usize>,
+}
+
+/// The backupable checks: backup scripts exist, no instance has a leftover artifact directory,
+/// and the lock order has no cycle.
+///
+/// # Errors
+/// Every check that failed.
+pub async fn plan_backup(deployment: &Deployment) -> Result<BackupPlan, RunErrors> {
+    let backup_jobs = deployment.jobs_with(ScriptName::Backup);
+    if backup_jobs.is_empty() {
+        return Err(Error::NoBackupScripts {
+            deployment: deployment.name.clone(),
+        }
+        .into());
+    }
+    let all: Vec<usize> = (0..deployment.instances.len()).collect();
+    check_artifact_root_absent(deployment, &all)
+        .await
+        .into_result()?;
+    let layers = deployment.lock_layers(LockDirection::Backup)?;
+    let backupable_instances = all
+        .into_iter()
+        .filter(|&i| deployment.instances[i].can_backup())
+        .collect();
+    Ok(BackupPlan {
+        layers,
+        backup_jobs,
+        backupable_instances,
+    })
+}
+
+/// `pre-backup-check`: discovery and the backupable checks, changing nothing.
+/// Also returns the plan's description when the checks passed.
+pub async fn pre_backup_check(
+    target: &dyn Target,
+    context: &RunContext,
+) -> (RunErrors, Option<PlanView>) {
+    let mut errors = RunErrors::new();
+    let mut view = None;
+    match discover_or_interrupt(target, context, "Pre-backup check").await {
+        Ok(deployment) => {
+            tracing::info!("Running pre-checks for backup of {}...", deployment.name);
+            match plan_backup(&deployment).await {
+                Ok(plan) => view = Some(PlanView::new(&deployment, &plan)),
+                Err(e) => errors.extend(e),
+            }
+        }
+        Err(e) => errors.extend(e),
+    }
+    release_target(target, &mut errors).await;
+    (errors, view)
+}
+
+/// Runs a backup of `target` into a new bbr-format directory.
+pub async fn backup(
+    target: &dyn Target,
+    options: &BackupOptions,
+    context: &RunContext,
+) -> BackupReport {
+    let mut report = BackupReport {
+        artifact: None,
+        complete: false,
+        stored_bytes: 0,
+        errors: RunErrors::new(),
+    };
+    match discover_or_interrupt(target, context, "Backup").await {
+        Ok(deployment) => backup_deployment(&deployment, options, context, &mut report).await,
+        Err(errors) => report.errors.extend(errors),
+    }
+    release_target(target, &mut report.errors).await;
+    report
+}
+
+async fn backup_deployment(
+    deployment: &Deployment,
+    options: &BackupOptions,
+    context: &RunContext,
+    report: &mut BackupReport,
+) {
+    let recovered = super::recovery::recover_interrupted_run(deployment, context).await;
+    if !recovered.is_empty() {
+        return report.errors.extend(recovered);
+    }
+    tracing::info!("Running pre-checks for backup of {}...", deployment.name);
+    let plan = match plan_backup(deployment).await {
+        Ok(plan) => plan,
+        Err(errors) => return report.errors.extend(errors),
+    };
+    let backup_id = format_backup_timestamp(options.started_at);
+    let streams = plan.backup_jobs.len().min(context.parallelism);
+    let destination = match prepare_destination(deployment, options, &backup_id, streams).await {
+        Ok(destination) => destination,
+        Err(error) => return report.errors.push(error),
+    };
+    report.artifact = Some(destination.describe());
+    tracing::info!("Starting backup of {}...", deployment.name);
+    let created = CreatedRoots::new(deployment.instances.len());
+    let drained = Mutex::new(Vec::new());
+    let work = Work {
+        deployment,
+        plan: &plan,
+        context,
+        created: &created,
+        destination: &destination,
+        drained: &drained,
+    };
+    let complete = lock_backup_unlock_drain(&work, options, &mut report.errors).await;
+    tracing::info!("Cleaning up...");
+    let cleanup_errors = remove_artifact_roots(deployment, &created.created(), cleanup_error).await;
+    let unlock_failed = report.errors.errors().iter().any(|e| e.exit_bit() == 8);
+    if cleanup_errors.is_empty() && !unlock_failed {
+        context.journal_done().await;
+    }
+    report.errors.extend(cleanup_errors);
+    if context.cancel.is_cancelled() {
+        report.errors.push(context.interrupted("Backup"));
+    }
+    let drained = drained.into_inner().expect("drained lock");
+    let finish = Finish {
+        deployment,
+        options,
+        backup_id: &backup_id,
+        drained: &drained,
+        context,
+    };
+    report.complete = complete && !context.cancel.is_cancelled();
+    report.stored_bytes = drained.iter().map(|a| a.downloaded.stored.size).sum();
+    if let Err(error) = finish_destination(&destination, &finish, report.complete).await {
+        report.complete = false;
+        report.errors.push(error);
+    }
+    if report.complete {
+        tracing::info!(
+            "Backup created of {} on {}",
+            deployment.name,
+            Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    } else {
+        tracing::info!(
+            "Failed to create backup of {} on {}",
+            deployment.name,
+            Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+}
+
+/// What the steps of one backup share.
+struct Work<'a> {
+    deployment: &'a Deployment,
+    plan: &'a BackupPlan,
+    context: &'a RunContext,
+    created: &'a CreatedRoots,
+    destination: &'a Destination,
+    drained: &'a Mutex<Vec<DrainedArtifact>>,
+}
+
+/// A verified artifact and where it came from.
+struct DrainedArtifact {
+    group: String,
+    index: String,
+    job: String,
+    name: String,
+    /// A backup-one-restore-all artifact (bbr's `custom_artifacts`).
+    shared: bool,
+    downloaded: Downloaded,
+}
+
+struct Finish<'a> {
+    deployment: &'a Deployment,
+    options: &'a BackupOptions,
+    backup_id: &'a str,
+    drained: &'a [DrainedArtifact],
+    context: &'a RunContext,
+}
+
+async fn prepare_destination(
+    deployment: &Deployment,
+    options: &BackupOptions,
+    backup_id: &str,
+    concurrent_streams: usize,
+) -> Result<Destination, Error> {
+    match &options.target {
+        BackupTarget::Directory(parent) => {
+            let name = format!("{}_{backup_id}", deployment.name);
+            Ok(Destination::Directory(create_directory(
+                parent, options, &name,
+            )?))
+        }
+        BackupTarget::Store(target) => {
+            let destination = crate::format::store::prepare_backup(
+                target,
+                &deployment.name,
+                backup_id,
+                concurrent_streams,
+            )
+            .await?;
+            Ok(Destination::Store(destination))
+        }
+    }
+}
+
+fn create_directory(
+    parent: &std::path::Path,
+    options: &BackupOptions,
+    name: &str,
+) -> Result<BackupDirectory, Error> {
+    let directory = BackupDirectory::create(parent, name)?;
+    directory.write_metadata(&initial_metadata(options))?;
+    if let Some(manifest) = &options.manifest {
+        directory.write_file("manifest.yml", manifest.as_bytes())?;
+    }
+    Ok(directory)
+}
+
+fn bbr_metadata(finish: &Finish<'_>, complete: bool) -> BackupMetadata {
+    let mut metadata = initial_metadata(finish.options);
+    if let Some(activity) = metadata.backup_activity.as_mut() {
+        activity.finish_time = Some(format_activity_time(Utc::now()));
+    }
+    if complete {
+        for artifact in finish.drained {
+            metadata.add_files(
+                artifact.shared.then_some(artifact.name.as_str()),
+                (&artifact.group, &artifact.index, &artifact.job),
+                &artifact.downloaded.files,
+            );
+        }
+    }
+    metadata
+}
+
+async fn finish_destination(
+    destination: &Destination,
+    finish: &Finish<'_>,
+    complete: bool,
+) -> Result<(), Error> {
+    let metadata = bbr_metadata(finish, complete);
+    match destination {
+        Destination::Directory(directory) => {
+            if !complete {
+                directory.remove_tars();
+            }
+            directory.write_metadata(&metadata)?;
+            Ok(())
+        }
+        Destination::Store(store) => {
+            if !complete {
+                crate::format::store::discard_backup(
+                    store,
+                    finish
+                        .drained
+                        .iter()
+                        .map(|a| (a.name.as_str(), &a.downloaded)),
+                )
+                .await;
+                return Ok(());
+            }
+            let artifacts = finish.drained.iter().map(|a| crate::format::store::StoredArtifact {
+                name: &a.name,
+                group: &a.group,
+                index: &a.index,
+                job: &a.job,
+                downloaded: &a.downloaded,
+            });
+            let scripts = finish.context.script_log.lock().expect("lock").clone();
+            let record = crate::format::store::BackupRecord {
+                deployment: &finish.deployment.name,
+                backup_id: finish.backup_id,
+                started_at: finish.options.started_at,
+                metadata: &metadata,
+                scripts: &scripts,
+            };
+            crate::format::store::write_manifest(store, &record, artifacts.collect()).await
+        }
+    }
+}
+
+fn initial_metadata(options: &BackupOptions) -> BackupMetadata {
+    BackupMetadata {
+        backup_activity: Some(BackupActivity {
+            start_time: format_activity_time(options.started_at),
+            finish_time: None,
+        }),
+        ..BackupMetadata::default()
+    }
+}
+
+/// Lock, back up, unlock, drain. Returns true when every artifact was drained and verified.
+async fn lock_backup_unlock_drain(
+    work: &Work<'_>,
+    options: &BackupOptions,
+    errors: &mut RunErrors,
+) -> bool {
+    let (deployment, plan, context) = (work.deployment, work.plan, work.context);
+    let locking = !options.unsafe_lock_free;
+    let mut scripts_ok = true;
+    if locking {
+        let lock_errors = lock(deployment, &plan.layers, ScriptName::PreBackupLock, context).await;
+        scripts_ok = lock_errors.is_empty() && !context.cancel.is_cancelled();
+        errors.extend(lock_errors);
+    } else {
+        tracing::info!("Skipping lock for deployment {}", deployment.name);
+    }
+    if scripts_ok {
+        let backup_errors = run_backup_scripts(deployment, plan, work.created, context).await;
+        scripts_ok = backup_errors.is_empty() && !context.cancel.is_cancelled();
+        errors.extend(backup_errors);
+    }
+    if locking {
+        let success = scripts_ok.to_string();
+        let environment = move |_: &crate::model::deployment::Instance, _: &Job| {
+            vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", success.clone())]
+        };
+        errors.extend(
+            unlock(
+                deployment,
+                &plan.layers,
+                ScriptName::PostBackupUnlock,
+                &environment,
+                context,
+            )
+            .await,
+        );
+    }
+    if !scripts_ok || context.cancel.is_cancelled() {
+        return false;
+    }
+    let drain_errors = drain(work).await;
+    let drained = drain_errors.is_empty();
+    errors.extend(drain_errors);
+    drained
+}
+
+async fn run_backup_scripts(
+    deployment: &Deployment,
+    plan: &BackupPlan,
+    created: &CreatedRoots,
+    context: &RunContext,
+) -> RunErrors {
+    let mut errors = RunErrors::new();
+    for &job_ref in &plan.backup_jobs {
+        let (instance, job) = deployment.job(job_ref);
+        context.journal_artifact_root(deployment, job_ref.0).await;
+        created.mark(job_ref.0);
+        match instance
+            .remote
+            .run(&commands::make_directory(&instance.backup_directory(job)))
+            .await
+        {
+            Ok(output) if output.success() => {}
+            Ok(output) => errors.push(Error::RemoteCommand {
+                instance: instance.name.clone(),
+                action: "creating the artifact directory".into(),
+                detail: output.failure_detail(),
+            }),
+            Err(error) => errors.push(error.into()),
+        }
+    }
+    if !errors.is_empty() {
+        return errors;
+    }
+    let environment = |instance: &crate::model::deployment::Instance, job: &Job| {
+        vec![
+            ("BBR_ARTIFACT_DIRECTORY", instance.backup_directory(job)),
+            ("ARTIFACT_DIRECTORY", instance.backup_directory(job)),
+        ]
+    };
+    run_scripts(
+        deployment,
+        &plan.backup_jobs,
+        ScriptName::Backup,
+        &environment,
+        context,
+        &context.cancel,
+    )
+    .await
+}
+
+async fn drain(work: &Work<'_>) -> RunErrors {
+    let (deployment, context) = (work.deployment, work.context);
+    let transfers = work.plan.backup_jobs.iter().map(|&job_ref| async move {
+        let (instance, job) = deployment.job(job_ref);
+        tracing::info!(
+            "Copying backup for job {} on {}...",
+            job.name,
+            instance.name
+        );
+        let downloaded = transfer::download(instance, job, work.destination, context).await?;
+        context.emit(Event::ArtifactStored {
+            instance: instance.name.to_string(),
+            job: job.name.clone(),
+            artifact: instance.backup_artifact_name(job),
+            size: downloaded.stored.size,
+            sha256: downloaded.stored.sha256.clone(),
+            version: downloaded.version.clone(),
+            files: downloaded.files.len(),
+        });
+        work.drained
+            .lock()
+            .expect("drained lock")
+            .push(DrainedArtifact {
+                group: instance.name.group.clone(),
+                index: instance.index.clone(),
+                job: job.name.clone(),
+                name: instance.backup_artifact_name(job),
+                shared: instance.backs_up_shared(job),
+                downloaded,
+            });
+        Ok::<(), Error>(())
+    });
+    let errors: Vec<Error> = stream::iter(transfers)
+        .buffer_unordered(context.parallelism)
+        .filter_map(|r| async move { r.err() })
+        .filter(|e| {
+            let cancelled = matches!(
+                e,
+                Error::Remote(crate::remote::RemoteError::Cancelled { .. })
+            );
+            async move { !cancelled }
+        })
+        .collect()
+        .await;
+    RunErrors(errors)
+}

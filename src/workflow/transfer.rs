@@ -1,0 +1,454 @@
+//! Moving artifacts between instances and a backup destination (directory or store).
+//!
+//! Backup: the instance's `tar -c` output arrives on an SSH channel, goes through a bounded
+//! channel to a blocking thread that writes it to the tar file and hashes every entry on the
+//! way ([`TeeReader`] + [`digest_tar`]). At the same time a second channel on the same
+//! connection runs `sha256sum` over the files on the instance. The artifact is read once.
+//!
+//! Restore: the artifact is read once on a blocking thread, which checks every entry and file
+//! while handing the tar stream, in 1 MiB chunks, to `tar -x` on the instance
+//! ([`super::restore::ArtifactStream::forward`]); the instance's own checksums are then
+//! compared with the ones in `metadata`. The upload fails if either check fails, and the
+//! caller runs no script.
+
+use std::io::{self, Read, Write};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::destination::{ArtifactWriter, Destination, StoredBytes};
+use super::restore::ArtifactStream;
+use super::RunContext;
+use crate::format::digest::{digest_tar_files, EntryPolicy, FileDigests, TeeReader};
+use crate::format::bbr_directory::{metadata::mismatched_files, ArtifactError, Checksums};
+use crate::remote::commands;
+use crate::model::deployment::Instance;
+use crate::error::Error;
+use crate::report::events::{Event, EventSink};
+use crate::model::job::Job;
+use crate::remote::{RemoteHostExt, StdoutMode};
+use std::sync::Arc;
+
+/// Chunks in flight between the SSH channel and the disk thread (bounded memory).
+const CHUNKS_IN_FLIGHT: usize = 32;
+/// Size of the chunks handed to the instance's `tar -x` during restore.
+const UPLOAD_CHUNK: usize = 1 << 20;
+/// Chunks queued between the reading thread and the SSH channel during restore.
+const UPLOAD_QUEUE: usize = 8;
+
+/// A blocking [`Read`] over chunks arriving on a channel, logging progress every 5 %.
+struct ChannelReader {
+    receiver: mpsc::Receiver<Bytes>,
+    current: Bytes,
+    progress: Progress,
+}
+
+struct Progress {
+    label: String,
+    instance: String,
+    job: String,
+    total: u64,
+    done: u64,
+    next_percent: u64,
+    events: Option<Arc<dyn EventSink>>,
+}
+
+impl Progress {
+    fn advance(&mut self, bytes: usize) {
+        self.done += bytes as u64;
+        if self.total == 0 {
+            return;
+        }
+        let percent = (self.done * 100 / self.total).min(100);
+        if percent >= self.next_percent {
+            tracing::info!("Copying backup {} -- {percent}% complete", self.label);
+            self.next_percent = (percent / 5 + 1) * 5;
+            if let Some(events) = &self.events {
+                events.emit(Event::TransferProgress {
+                    instance: self.instance.clone(),
+                    job: self.job.clone(),
+                    bytes: self.done,
+                    total_bytes: self.total,
+                    percent,
+                });
+            }
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let count = buf.len().min(self.current.len());
+        buf[..count].copy_from_slice(&self.current.split_to(count));
+        self.progress.advance(count);
+        Ok(count)
+    }
+}
+
+/// One artifact streamed from an instance and verified.
+#[derive(Debug, Clone)]
+pub(crate) struct Downloaded {
+    /// Size and sha256 of every file.
+    pub files: FileDigests,
+    /// What was stored (after compression).
+    pub stored: StoredBytes,
+    /// The store's version id, if any.
+    pub version: Option<String>,
+}
+
+/// Streams one job's artifact from its instance into the destination and checks it against the
+/// instance's checksums. On success the artifact is committed and the instance's job
+/// directory removed; on failure whatever was written is discarded.
+pub(super) async fn download(
+    instance: &Instance,
+    job: &Job,
+    destination: &Destination,
+    context: &RunContext,
+) -> Result<Downloaded, Error> {
+    let remote_directory = instance.backup_directory(job);
+    let label = format!("for job {} on {}", job.name, instance.name);
+    let progress = Progress {
+        label: label.clone(),
+        instance: instance.name.to_string(),
+        job: job.name.clone(),
+        total: remote_size(instance, &remote_directory).await,
+        done: 0,
+        next_percent: 0,
+        events: context.events.clone(),
+    };
+    let (writer, pending) = destination
+        .open_artifact(&instance.backup_artifact_name(job))
+        .await?;
+    let streamed = stream_and_digest(
+        instance,
+        &remote_directory,
+        writer,
+        progress,
+        &context.cancel,
+    )
+    .await;
+    let (files, stored) = match streamed {
+        Ok(result) => result,
+        Err(error) => return Err(pending.discard().await.unwrap_or(error)),
+    };
+    let version = pending.commit().await?;
+    tracing::info!("Finished copying backup {label}.");
+    let removed = instance
+        .remote
+        .run(&commands::remove(&remote_directory))
+        .await?;
+    if !removed.success() {
+        return Err(remote_failure(
+            instance,
+            "removing the remote artifact",
+            &removed,
+        ));
+    }
+    Ok(Downloaded {
+        files,
+        stored,
+        version,
+    })
+}
+
+/// Runs `tar -c` and the remote checksums concurrently, writing and hashing the stream.
+async fn stream_and_digest(
+    instance: &Instance,
+    remote_directory: &str,
+    writer: Box<dyn ArtifactWriter>,
+    progress: Progress,
+    cancel: &CancellationToken,
+) -> Result<(FileDigests, StoredBytes), Error> {
+    let label = progress.label.clone();
+    let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let reader = ChannelReader {
+        receiver,
+        current: Bytes::new(),
+        progress,
+    };
+    let digest = tokio::task::spawn_blocking(move || write_and_digest(reader, writer));
+    let tar_command = commands::tar_create(remote_directory);
+    let checksum_command = commands::checksum_files(remote_directory);
+    let stream = instance
+        .remote
+        .exec(&tar_command, None, StdoutMode::Stream(sender), cancel);
+    let remote_sums = instance.remote.run_cancellable(&checksum_command, cancel);
+    let (streamed, remote_sums) = tokio::join!(stream, remote_sums);
+    let local = digest.await.expect("digest thread");
+    let local_error = |source| {
+        Error::from(ArtifactError::Io {
+            action: "Writing the artifact",
+            path: label.into(),
+            source,
+        })
+    };
+    // When the writing side stopped first, its error is the cause; otherwise the remote one is.
+    if let Err(crate::remote::RemoteError::ReaderGone { .. }) = &streamed {
+        if let Err(source) = local {
+            return Err(local_error(source));
+        }
+    }
+    let streamed = streamed?;
+    let (files, stored) = local.map_err(local_error)?;
+    if !streamed.success() {
+        return Err(remote_failure(
+            instance,
+            "streaming the backup artifact",
+            &streamed,
+        ));
+    }
+    let remote_sums = parse_remote_sums(instance, remote_sums)?;
+    let local_sums: Checksums = files
+        .iter()
+        .map(|(k, v)| (k.clone(), v.sha256.clone()))
+        .collect();
+    compare(
+        instance,
+        &job_name(remote_directory),
+        &remote_sums,
+        &local_sums,
+    )?;
+    Ok((files, stored))
+}
+
+fn job_name(remote_directory: &str) -> String {
+    remote_directory
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn write_and_digest(
+    reader: ChannelReader,
+    writer: Box<dyn ArtifactWriter>,
+) -> io::Result<(FileDigests, StoredBytes)> {
+    let mut tee = TeeReader::new(reader, writer);
+    let files = digest_tar_files(&mut tee, EntryPolicy::Trust).map_err(|e| match e {
+        crate::format::digest::TarDigestError::Io(io) => io,
+        other => io::Error::other(other.to_string()),
+    })?;
+    let stored = tee.into_writer().finish()?;
+    Ok((files, stored))
+}
+
+async fn remote_size(instance: &Instance, directory: &str) -> u64 {
+    let Ok(output) = instance
+        .remote
+        .run(&commands::disk_usage_kib(directory))
+        .await
+    else {
+        return 0;
+    };
+    output
+        .stdout_text()
+        .split_whitespace()
+        .next()
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Streams one artifact into a job's artifact directory on an instance, checking it on the way
+/// ([`ArtifactStream::forward`]), then checks the instance's checksums against `expected`.
+/// An error means the artifact directory must not be used (the caller removes it).
+pub(super) async fn upload(
+    instance: &Instance,
+    job: &Job,
+    artifact: ArtifactStream,
+    expected: &Checksums,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    let remote_directory = instance.restore_directory(job);
+    let made = instance
+        .remote
+        .run(&commands::make_directory(&remote_directory))
+        .await?;
+    if !made.success() {
+        return Err(remote_failure(
+            instance,
+            "creating the artifact directory",
+            &made,
+        ));
+    }
+    let (sender, receiver) = mpsc::channel(UPLOAD_QUEUE);
+    // Stops the reading thread when the run is interrupted or the instance side failed.
+    let stop = cancel.child_token();
+    let mut chunks = ChunkForwarder::new(sender, stop.clone());
+    let label = format!("{} on {}", job.name, instance.name);
+    let reader = tokio::task::spawn_blocking(move || {
+        let read = artifact.forward(&mut chunks).and_then(|()| {
+            chunks.finish().map_err(|source| {
+                Error::from(ArtifactError::Io {
+                    action: "Sending the artifact of",
+                    path: label.into(),
+                    source,
+                })
+            })
+        });
+        (read, chunks.stopped)
+    });
+    let extracted = instance
+        .remote
+        .exec(
+            &commands::tar_extract(&remote_directory),
+            Some(receiver),
+            StdoutMode::Capture(1 << 20),
+            cancel,
+        )
+        .await;
+    if !extracted
+        .as_ref()
+        .is_ok_and(crate::remote::CommandOutput::success)
+    {
+        stop.cancel();
+    }
+    let (read, stopped) = reader.await.expect("reader thread");
+    let extracted = match read {
+        // What the artifact itself failed comes first (damaged, hostile, unreadable): the
+        // instance's side then only saw a stream cut short.
+        Err(error) if !stopped => return Err(error),
+        _ => extracted?,
+    };
+    if !extracted.success() {
+        return Err(remote_failure(
+            instance,
+            "Unable to send backup to remote machine",
+            &extracted,
+        ));
+    }
+    let remote_sums = instance
+        .remote
+        .run_cancellable(&commands::checksum_files(&remote_directory), cancel)
+        .await;
+    let remote_sums = parse_remote_sums(instance, remote_sums)?;
+    compare(instance, &job.name, expected, &remote_sums)
+}
+
+/// The restore side's writer: collects the tar stream into chunks for the SSH channel. Once the
+/// instance stops reading (its `tar -x` ended), the rest is still read and checked, and
+/// dropped; `stop` ends the reading instead (interrupted, or the instance side failed).
+struct ChunkForwarder {
+    buffer: Vec<u8>,
+    sender: Option<mpsc::Sender<Bytes>>,
+    stop: CancellationToken,
+    /// Whether `stop` ended the reading (rather than the artifact failing its checks).
+    stopped: bool,
+}
+
+impl ChunkForwarder {
+    fn new(sender: mpsc::Sender<Bytes>, stop: CancellationToken) -> Self {
+        Self {
+            buffer: Vec::with_capacity(UPLOAD_CHUNK),
+            sender: Some(sender),
+            stop,
+            stopped: false,
+        }
+    }
+
+    fn send_buffer(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(UPLOAD_CHUNK),
+        ));
+        if let Some(sender) = &self.sender {
+            if sender.blocking_send(chunk).is_err() {
+                self.sender = None;
+            }
+        }
+    }
+
+    /// Sends what is left; dropping the sender then ends the instance's stdin.
+    fn finish(&mut self) -> io::Result<()> {
+        self.check_stop()?;
+        self.send_buffer();
+        self.sender = None;
+        Ok(())
+    }
+
+    fn check_stop(&mut self) -> io::Result<()> {
+        if self.stop.is_cancelled() {
+            self.stopped = true;
+            // Not `Interrupted`: readers retry those.
+            return Err(io::Error::other("the copy to the instance stopped"));
+        }
+        Ok(())
+    }
+}
+
+impl Write for ChunkForwarder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check_stop()?;
+        let room = UPLOAD_CHUNK - self.buffer.len();
+        let count = buf.len().min(room);
+        self.buffer.extend_from_slice(&buf[..count]);
+        if self.buffer.len() == UPLOAD_CHUNK {
+            self.send_buffer();
+        }
+        Ok(count)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn parse_remote_sums(
+    instance: &Instance,
+    output: Result<crate::remote::CommandOutput, crate::remote::RemoteError>,
+) -> Result<Checksums, Error> {
+    let output = output?;
+    if !output.success() {
+        return Err(remote_failure(instance, "computing checksums", &output));
+    }
+    commands::parse_checksums(&output.stdout).map_err(|detail| Error::RemoteCommand {
+        instance: instance.name.clone(),
+        action: "computing checksums".into(),
+        detail,
+    })
+}
+
+fn compare(
+    instance: &Instance,
+    job: &str,
+    expected: &Checksums,
+    actual: &Checksums,
+) -> Result<(), Error> {
+    let mismatched = mismatched_files(expected, actual);
+    if mismatched.is_empty() {
+        return Ok(());
+    }
+    Err(Error::ChecksumMismatch {
+        instance: instance.name.clone(),
+        job: job.to_string(),
+        files: mismatched
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        count: mismatched.len(),
+    })
+}
+
+fn remote_failure(
+    instance: &Instance,
+    action: &str,
+    output: &crate::remote::CommandOutput,
+) -> Error {
+    Error::RemoteCommand {
+        instance: instance.name.clone(),
+        action: action.to_string(),
+        detail: output.failure_detail(),
+    }
+}

@@ -1,0 +1,202 @@
+//! `post-restore-verify`: Cairn's optional extension of the job-script contract.
+//!
+//! A restore that exits 0 proves the bytes arrived and the restore scripts did not fail; it
+//! does not prove the service reads its data back. Jobs that ship `bin/bbr/post-restore-verify`
+//! can say so themselves: after `post-restore-unlock` (the job is live again) and before the
+//! artifact directories are removed, each such script checks the restored data against its
+//! artifact and prints one line of evidence. bbr never runs it; Cairn runs it only when asked
+//! (`restore --verify`, `cairn drill`). See scripts-contract/CONTRACT.md.
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+
+use super::{run_job_script, RunContext, ScriptRun};
+use crate::model::deployment::Deployment;
+use crate::error::{Error, RunErrors};
+use crate::model::job::ScriptName;
+use crate::model::lock_order::JobRef;
+
+/// The outcome of verifying one restored job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyResult {
+    /// `post-restore-verify` exited 0.
+    Passed,
+    /// It exited non-zero, timed out, or could not be run.
+    Failed,
+    /// The job has no `post-restore-verify`: restored, but not proven.
+    NoScript,
+}
+
+/// What one job's `post-restore-verify` reported.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verification {
+    /// `<group>/<id>`.
+    pub instance: String,
+    /// Job name.
+    pub job: String,
+    /// The outcome.
+    pub result: VerifyResult,
+    /// The last non-empty line of its stdout.
+    pub evidence: String,
+    /// Why it failed: the end of its stderr, or the transport error (empty when it passed).
+    pub detail: String,
+    /// How long it ran.
+    pub seconds: f64,
+}
+
+/// Runs `post-restore-verify` on every job in `restored` that has one, at most
+/// `parallelism` at once, recording each result (and each restored job without the script)
+/// in `context.verifications`. A failing or hanging script is an error of the run (exit bit 1).
+pub async fn verify_restored(
+    deployment: &Deployment,
+    restored: &[JobRef],
+    context: &RunContext,
+) -> RunErrors {
+    let (jobs, unverifiable): (Vec<JobRef>, Vec<JobRef>) = restored
+        .iter()
+        .copied()
+        .partition(|r| deployment.job(*r).1.has(ScriptName::PostRestoreVerify));
+    for job_ref in unverifiable {
+        let (instance, job) = deployment.job(job_ref);
+        context
+            .verifications
+            .lock()
+            .expect("verifications")
+            .push(Verification {
+                instance: instance.name.to_string(),
+                job: job.name.clone(),
+                result: VerifyResult::NoScript,
+                evidence: String::new(),
+                detail: "the job has no post-restore-verify script".into(),
+                seconds: 0.0,
+            });
+    }
+    if jobs.is_empty() {
+        tracing::warn!(
+            "No restored job has a post-restore-verify script: the restored data was not verified"
+        );
+        return RunErrors::new();
+    }
+    let runs = jobs
+        .into_iter()
+        .map(|job_ref| verify_one(deployment, job_ref, context));
+    let errors: Vec<Error> = stream::iter(runs)
+        .buffer_unordered(context.parallelism)
+        .filter_map(|e| async move { e })
+        .collect()
+        .await;
+    RunErrors(errors)
+}
+
+async fn verify_one(
+    deployment: &Deployment,
+    job_ref: JobRef,
+    context: &RunContext,
+) -> Option<Error> {
+    let (instance, job) = deployment.job(job_ref);
+    tracing::info!("Verifying restored {} on {}...", job.name, instance.name);
+    let environment = [
+        ("BBR_ARTIFACT_DIRECTORY", instance.restore_directory(job)),
+        ("ARTIFACT_DIRECTORY", instance.restore_directory(job)),
+    ];
+    let started_at = chrono::Utc::now();
+    let started = std::time::Instant::now();
+    let output = run_job_script(
+        instance.remote.as_ref(),
+        job,
+        ScriptName::PostRestoreVerify,
+        &environment,
+        &context.cancel,
+        context.script_timeout,
+    )
+    .await;
+    let mut record = Verification {
+        instance: instance.name.to_string(),
+        job: job.name.clone(),
+        result: VerifyResult::Failed,
+        evidence: String::new(),
+        detail: String::new(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let error = match output {
+        Ok(output) => {
+            context.record_script(
+                &instance.name,
+                &job.name,
+                ScriptName::PostRestoreVerify,
+                started_at,
+                output.status,
+            );
+            record.evidence = last_line(&output.stdout_text());
+            if output.success() {
+                record.result = VerifyResult::Passed;
+                tracing::info!(
+                    "Verified {} on {}: {}",
+                    job.name,
+                    instance.name,
+                    record.evidence
+                );
+                None
+            } else {
+                record.detail = output.stderr.trim().to_string();
+                Some(Error::ScriptFailed {
+                    instance: instance.name.clone(),
+                    job: job.name.clone(),
+                    script: ScriptName::PostRestoreVerify,
+                    status: output.status,
+                    stderr: record.detail.clone(),
+                })
+            }
+        }
+        Err(ScriptRun::Cancelled) => {
+            record.detail = "interrupted".into();
+            None
+        }
+        Err(ScriptRun::TimedOut(seconds)) => {
+            record.detail = format!("did not finish within {seconds} s (--script-timeout)");
+            Some(Error::ScriptTimedOut {
+                instance: instance.name.clone(),
+                job: job.name.clone(),
+                script: ScriptName::PostRestoreVerify,
+                seconds,
+            })
+        }
+        Err(ScriptRun::Remote(error)) => {
+            record.detail = error.to_string();
+            Some(Error::Remote(error))
+        }
+    };
+    context
+        .verifications
+        .lock()
+        .expect("verifications")
+        .push(record);
+    error
+}
+
+/// The last non-empty line of a script's stdout, trimmed.
+fn last_line(stdout: &str) -> String {
+    stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_line;
+
+    #[test]
+    fn evidence_is_the_last_non_empty_line() {
+        assert_eq!(
+            last_line("debug\npostgres: 5 tables match\n\n"),
+            "postgres: 5 tables match"
+        );
+        assert_eq!(last_line(""), "");
+        assert_eq!(last_line("  only  "), "only");
+    }
+}
