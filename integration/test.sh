@@ -80,6 +80,9 @@ end_marked() {
   kill -9 $(marked "$marker") 2>/dev/null || true
 }
 
+echo "== module cycles (integration/check_module_cycles.py)"
+python3 integration/check_module_cycles.py --self-test
+python3 integration/check_module_cycles.py
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

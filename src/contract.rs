@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::remote::commands;
 use crate::model::job::{JobMetadata, ScriptName, REMOTE_ARTIFACT_ROOT};
+use crate::remote::commands;
 use crate::remote::{shell_quote, CommandOutput, RemoteError, RemoteHost, RemoteHostExt};
 
 /// How serious a finding is.

@@ -10,6 +10,18 @@ use std::fmt;
 
 use crate::model::job::{InstanceName, ScriptName};
 
+/// bbr's exit-code bits (bbr-facts §1.4); a run's code ORs the bits of its errors.
+pub mod exit_bit {
+    /// Anything general: scripts, transfers, checksums, usage, interruption.
+    pub const GENERAL: i32 = 1;
+    /// `pre-backup-lock` failed.
+    pub const LOCK: i32 = 4;
+    /// An unlock script failed.
+    pub const UNLOCK: i32 = 8;
+    /// A clean-up step failed.
+    pub const CLEANUP: i32 = 16;
+}
+
 /// One thing that went wrong during a run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -148,6 +160,9 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
+    /// The backup a drill took did not complete, though no step reported an error.
+    #[error("The drill's backup did not complete; nothing was restored")]
+    DrillBackupIncomplete,
     /// The operator interrupted the run.
     #[error("{operation} was interrupted by {signal}; locked jobs were unlocked and remote artifact directories removed")]
     Interrupted {
@@ -159,9 +174,9 @@ pub enum Error {
     /// The object store failed.
     #[error(transparent)]
     Store(#[from] cairn_store::StoreError),
-    /// A backup in a store is missing, incomplete or damaged.
-    #[error("{0}")]
-    StoredBackup(String),
+    /// A backup in a store is missing, incomplete, damaged or cannot be read.
+    #[error(transparent)]
+    StoredBackup(#[from] StoredBackupError),
     /// The inventory or another input is invalid.
     #[error(transparent)]
     Inventory(#[from] crate::target::inventory::InventoryError),
@@ -178,13 +193,19 @@ impl Error {
             Error::ScriptFailed { script, .. }
             | Error::ScriptTimedOut { script, .. }
             | Error::ScriptLost { script, .. } => match script {
-                ScriptName::PreBackupLock => 4,
-                ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => 8,
-                _ => 1,
+                ScriptName::PreBackupLock => exit_bit::LOCK,
+                ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => exit_bit::UNLOCK,
+                _ => exit_bit::GENERAL,
             },
-            Error::Cleanup { .. } => 16,
-            _ => 1,
+            Error::Cleanup { .. } => exit_bit::CLEANUP,
+            _ => exit_bit::GENERAL,
         }
+    }
+
+    /// True when an unlock script failed (exit bit 8).
+    #[must_use]
+    pub fn is_unlock_failure(&self) -> bool {
+        self.exit_bit() == exit_bit::UNLOCK
     }
 
     /// True when this error came from an unlock or clean-up, after which bbr prints its advice to
@@ -194,8 +215,94 @@ impl Error {
         matches!(
             self,
             Error::Cleanup { .. } | Error::ArtifactDirExists { .. } | Error::Interrupted { .. }
-        ) || self.exit_bit() == 8
+        ) || self.is_unlock_failure()
     }
+}
+
+/// What is wrong with a backup in a store, as a caller can match it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredBackupError {
+    /// The store holds no complete backup of the deployment.
+    #[error("No complete backup of deployment `{deployment}` in {store}")]
+    NoCompleteBackup {
+        /// Deployment name.
+        deployment: String,
+        /// The store.
+        store: String,
+    },
+    /// The backup has no manifest: it does not exist or is incomplete.
+    #[error("Backup `{backup}` in {store} has no manifest.json: it does not exist or is incomplete; run `cairn backups list`")]
+    NotFound {
+        /// `<deployment>/<id>`.
+        backup: String,
+        /// The store.
+        store: String,
+    },
+    /// The manifest cannot be parsed.
+    #[error("Manifest of `{backup}` in {store} is invalid: {detail}")]
+    ManifestInvalid {
+        /// `<deployment>/<id>`.
+        backup: String,
+        /// The store.
+        store: String,
+        /// Why.
+        detail: String,
+    },
+    /// An object of the backup is missing or differs from what its manifest records.
+    #[error("Stored object `{key}` is damaged or missing: {detail}")]
+    Damaged {
+        /// The object's key.
+        key: String,
+        /// What differs.
+        detail: String,
+    },
+    /// The manifest lists no artifact of this name.
+    #[error("The manifest has no artifact `{artifact}`")]
+    ArtifactNotListed {
+        /// The artifact's name.
+        artifact: String,
+    },
+    /// An artifact is encrypted with a scheme this Cairn cannot read.
+    #[error("Backup {backup} in {store}: artifact `{artifact}` is encrypted with `{scheme}`, which this Cairn cannot read")]
+    UnknownEncryption {
+        /// `<deployment>/<id>`.
+        backup: String,
+        /// The store.
+        store: String,
+        /// The artifact.
+        artifact: String,
+        /// The scheme the manifest names.
+        scheme: String,
+    },
+    /// The backup is encrypted and no identity was given.
+    #[error("Backup {backup} in {store} is encrypted ({encryption}): give its age identity file with --identity FILE; nothing was restored")]
+    IdentityRequired {
+        /// `<deployment>/<id>`.
+        backup: String,
+        /// The store.
+        store: String,
+        /// `age-x25519, 2 recipients`.
+        encryption: String,
+    },
+    /// No identity given matches the backup's recipients.
+    #[error("Backup {backup} in {store} is encrypted ({encryption}) and no identity given with --identity matches its recipients")]
+    NoMatchingIdentity {
+        /// `<deployment>/<id>`.
+        backup: String,
+        /// The store.
+        store: String,
+        /// `age-x25519, 2 recipients`.
+        encryption: String,
+    },
+    /// An encrypted artifact was to be read without an identity.
+    #[error("`{key}` is encrypted: give its age identity file with --identity FILE")]
+    ArtifactEncrypted {
+        /// The object's key.
+        key: String,
+    },
+    /// A key or store URL that is not valid.
+    #[error("{0}")]
+    InvalidName(String),
 }
 
 /// Every error of one run, in the order they happened.

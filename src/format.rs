@@ -6,5 +6,7 @@
 pub mod bbr_directory;
 pub mod digest;
 pub mod encryption;
+pub mod hashing;
 pub mod manifest;
+pub mod sink;
 pub mod store;

@@ -9,7 +9,6 @@
 
 pub mod backup;
 pub mod cleanup;
-pub mod destination;
 pub mod drill;
 pub mod journal;
 mod recovery;
@@ -22,13 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::remote::commands;
-use crate::model::deployment::{discover, Deployment, Target};
 use crate::error::{Error, RunErrors};
-use crate::report::events::{Event, EventSink};
-use crate::model::job::{ScriptName, REMOTE_ARTIFACT_ROOT};
+use crate::model::deployment::{discover, Deployment, Target};
+use crate::model::job::{ScriptName, ScriptRecord, REMOTE_ARTIFACT_ROOT};
 use crate::model::lock_order::{JobRef, LockLayers};
+use crate::remote::commands;
 use crate::remote::{RemoteError, RemoteHostExt};
+use crate::report::events::{Event, EventSink};
 
 /// Settings shared by every workflow.
 #[derive(Debug, Clone)]
@@ -57,21 +56,6 @@ pub struct RunContext {
     pub verify_restore: bool,
     /// What those scripts said, in the order they finished.
     pub verifications: std::sync::Arc<std::sync::Mutex<Vec<verify::Verification>>>,
-}
-
-/// A script that ran to completion.
-#[derive(Debug, Clone)]
-pub struct ScriptRecord {
-    /// `<group>/<id>`.
-    pub instance: String,
-    /// Job name.
-    pub job: String,
-    /// Which script.
-    pub script: ScriptName,
-    /// When it finished.
-    pub finished_at: chrono::DateTime<chrono::Utc>,
-    /// Whether it exited 0.
-    pub success: bool,
 }
 
 impl RunContext {

@@ -25,7 +25,7 @@
 //!   backup completed, or the window passed, it is removed like any incomplete backup.
 //!
 //! Object Lock is not a rule here: the plan does not know what the store protects. A delete the
-//! store refuses is the executor's business ([`crate::format::store::delete_unless_protected`]).
+//! store refuses is the executor's business ([`crate::catalog::delete_unless_protected`]).
 //!
 //! Everything in this module is pure: backups, a policy, the verification outcome and "now"
 //! in, a [`PrunePlan`] out.

@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
-use cairn::format::encryption::Identities;
 use cairn::catalog::retention::{self, Decision, RetentionPolicy, Verdict};
-use cairn::format::store::{
-    delete_backup, delete_unless_protected, describe_encryption, find_newest_verified,
-    list_backups, read_manifest, verify_backup, BackupSummary, DeleteOutcome, Verified,
+use cairn::catalog::{
+    delete_backup, delete_unless_protected, find_newest_verified, list_backups, verify_backup,
+    BackupSummary, DeleteOutcome, Verified,
 };
+use cairn::format::encryption::Identities;
+use cairn::format::store::read::describe_encryption;
+use cairn::format::store::read_manifest;
 use cairn::RunErrors;
 use cairn_store::ArtifactStore;
 

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn::contract::{check_job, CheckOptions};
-use cairn::workflow::RunContext;
 use cairn::remote::local::LocalHost;
 use cairn::remote::ssh::{HostKeyPolicy, SshDestination, SshHost, UnknownHost};
 use cairn::remote::RemoteHost;
+use cairn::workflow::RunContext;
 use russh::keys::PublicKey;
 
 use super::args::{ContractAction, ContractCheckArgs, UsageError};

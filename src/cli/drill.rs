@@ -2,12 +2,13 @@
 //! prints the summary (or the JSON report with `--json`).
 
 use anyhow::Context;
+use cairn::format::bbr_directory::sink::BbrDirectorySink;
+use cairn::format::store::{StoreSink, StoreSource};
 use cairn::model::deployment::Target;
-use cairn::workflow::drill::{drill, DrillSource};
 use cairn::target::inventory::Inventory;
-use cairn::workflow::backup::BackupTarget;
-use cairn::workflow::RunContext;
 use cairn::target::ssh::{HostKeyOptions, SshTarget};
+use cairn::workflow::drill::{drill, DrillSource};
+use cairn::workflow::RunContext;
 use std::sync::Arc;
 
 use super::args::{DrillArgs, UsageError};
@@ -83,8 +84,10 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
             ));
         }
     }
-    let recipients = cairn::format::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
-    let identities = cairn::format::encryption::Identities::load(&args.identity).map_err(UsageError)?;
+    let recipients =
+        cairn::format::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
+    let identities =
+        cairn::format::encryption::Identities::load(&args.identity).map_err(UsageError)?;
     let source_target = match (&args.source_inventory, &args.source_deployment, existing) {
         (Some(path), None, false) => Some(load_target(path, &host_keys, dialer.clone())?),
         (None, Some(name), false) => Some(directors.deployment(name).await?),
@@ -102,18 +105,20 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
         (Some(_), Some(_), false) => unreachable!("clap refuses both"),
     };
     let source = match (source_target.as_deref(), &store_url) {
-        (Some(source), Some(url)) => DrillSource::NewBackup {
-            target: source,
-            destination: store_destination(url, &args, recipients).await?,
-            identities,
-        },
+        (Some(source), Some(url)) => {
+            let mut sink = store_sink(url, &args, recipients).await?;
+            sink.identities = identities;
+            DrillSource::NewBackup {
+                target: source,
+                sink: Arc::new(sink),
+            }
+        }
         (Some(source), None) => DrillSource::NewBackup {
             target: source,
-            destination: BackupTarget::Directory(match &args.artifact_path {
+            sink: Arc::new(BbrDirectorySink::new(match &args.artifact_path {
                 Some(path) => path.clone(),
                 None => std::env::current_dir().context("Cannot read the current directory")?,
-            }),
-            identities,
+            })),
         },
         (None, Some(url)) => {
             let store = cairn::format::store::open_store(url).await?;
@@ -126,10 +131,14 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
                 (None, None) => unreachable!("existing is true"),
             };
             DrillSource::Stored {
-                store,
+                source: Arc::new(StoreSource {
+                    store,
+                    deployment: deployment.clone(),
+                    backup_id: backup_id.clone(),
+                    identities,
+                }),
                 deployment,
                 backup_id,
-                identities,
             }
         }
         (None, None) => unreachable!("checked above"),
@@ -143,7 +152,10 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     context.script_timeout = args.common.script_timeout;
     if let Some(source) = &source_target {
         let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
-        context.journal = Some(cairn::workflow::journal::JournalFile::new(&state_dir, source.name()));
+        context.journal = Some(cairn::workflow::journal::JournalFile::new(
+            &state_dir,
+            source.name(),
+        ));
     }
     let signals = super::signals::watch(context.clone());
     let (report, errors) = drill(source, target.as_ref(), &context).await;
@@ -179,12 +191,12 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     Ok(exit_code)
 }
 
-async fn store_destination(
+async fn store_sink(
     url: &str,
     args: &DrillArgs,
     encryption: Option<cairn::format::encryption::Recipients>,
-) -> anyhow::Result<BackupTarget> {
-    super::run::store_target(
+) -> anyhow::Result<StoreSink> {
+    super::run::store_sink(
         url,
         args.compression.as_deref(),
         args.allow_unversioned,

@@ -3,24 +3,25 @@
 use std::io::Write;
 
 use anyhow::Context;
-use cairn::target::bosh::{BoshTarget, DirectorClient, DirectorConfig};
-use cairn::model::deployment::Target;
-use cairn::report::events::{Event, JsonLines};
-use cairn::target::inventory::Inventory;
+use cairn::format::bbr_directory::sink::{BbrDirectorySink, BbrDirectorySource};
 use cairn::format::manifest::Compression;
-use cairn::report::metrics::RunSummary;
-use cairn::workflow::backup::{
-    backup, pre_backup_check, BackupOptions, BackupTarget, StoreTarget,
-};
-use cairn::workflow::cleanup::{cleanup, CleanupKind};
-use cairn::workflow::restore::{restore, RestoreSource};
-use cairn::workflow::RunContext;
+use cairn::format::sink::{BackupSink, BackupSource};
+use cairn::format::store::{StoreSink, StoreSource};
+use cairn::model::deployment::Target;
 use cairn::remote::all_proxy::AllProxy;
 use cairn::remote::dial::NoProxy;
 use cairn::remote::ssh::UnknownHost;
+use cairn::report::events::{Event, JsonLines};
+use cairn::report::metrics::RunSummary;
+use cairn::target::bosh::{BoshTarget, DirectorClient, DirectorConfig};
+use cairn::target::inventory::Inventory;
 use cairn::target::ssh::{HostKeyOptions, SshTarget};
+use cairn::workflow::backup::{backup, pre_backup_check, BackupOptions};
+use cairn::workflow::cleanup::{cleanup, CleanupKind};
+use cairn::workflow::restore::restore;
+use cairn::workflow::RunContext;
 use cairn::RunErrors;
-use cairn_store::{Retention, RetentionMode};
+use cairn_store::{ArtifactStore, Retention, RetentionMode};
 use std::sync::{Arc, Mutex};
 
 use super::args::{
@@ -136,7 +137,10 @@ impl DirectorLogin {
             .ca_cert
             .or_else(|| std::env::var("CA_CERT").ok())
             .or_else(|| std::env::var("BOSH_CA_CERT").ok());
-        let ca_cert_pem = ca.as_deref().map(cairn::target::bosh::read_ca_cert).transpose()?;
+        let ca_cert_pem = ca
+            .as_deref()
+            .map(cairn::target::bosh::read_ca_cert)
+            .transpose()?;
         let config = DirectorConfig {
             url,
             client: self.client,
@@ -184,7 +188,10 @@ async fn run_action(
     }
     if matches!(action, Action::Backup(_) | Action::BackupCleanup) {
         let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
-        context.journal = Some(cairn::workflow::journal::JournalFile::new(&state_dir, target.name()));
+        context.journal = Some(cairn::workflow::journal::JournalFile::new(
+            &state_dir,
+            target.name(),
+        ));
     }
     if common.json {
         context.events = Some(Arc::new(JsonLines(Mutex::new(std::io::stdout()))));
@@ -231,15 +238,14 @@ async fn run_action(
                     "--with-manifest: an inventory has no deployment manifest; none is saved"
                 );
             }
+            let (sink, journal_store) = backup_sink(&backup_args).await?;
             let options = BackupOptions {
-                target: backup_target(&backup_args).await?,
+                sink,
                 unsafe_lock_free: backup_args.unsafe_lock_free,
                 manifest,
                 started_at: chrono::Utc::now(),
             };
-            if let BackupTarget::Store(store) = &options.target {
-                context.journal_store = Some(Arc::clone(&store.store));
-            }
+            context.journal_store = journal_store;
             let report = backup(target, &options, &context).await;
             if let (Some(location), true) = (&report.artifact, report.complete) {
                 tracing::info!("Backup written to {location}");
@@ -250,7 +256,7 @@ async fn run_action(
         }
         Action::Restore(restore_args) => {
             let source = restore_source(&restore_args, target.name()).await?;
-            let errors = restore(target, &source, &context).await;
+            let errors = restore(target, source.as_ref(), &context).await;
             for check in context.verifications.lock().expect("verifications").iter() {
                 human.say(&cairn::workflow::drill::verification_line(check));
             }
@@ -306,16 +312,19 @@ async fn run_action(
 
 async fn check_store(url: &str, deployment: &str) -> Result<(), cairn::Error> {
     let store = cairn::format::store::open_store(url).await?;
-    cairn::format::store::check_writable(store.as_ref(), deployment).await
+    cairn::catalog::check_writable(store.as_ref(), deployment).await
 }
 
-async fn backup_target(args: &BackupArgs) -> anyhow::Result<BackupTarget> {
+/// Where `backup` writes, and the store that also keeps the run journal (backups into a store).
+async fn backup_sink(
+    args: &BackupArgs,
+) -> anyhow::Result<(Arc<dyn BackupSink>, Option<Arc<dyn ArtifactStore>>)> {
     let Some(url) = args.store.url(args.artifact_path.is_none()) else {
         let parent = match &args.artifact_path {
             Some(path) => path.clone(),
             None => std::env::current_dir().context("Cannot read the current directory")?,
         };
-        return Ok(BackupTarget::Directory(parent));
+        return Ok((Arc::new(BbrDirectorySink::new(parent)), None));
     };
     let retention = args.retain_days.map(|days| Retention {
         mode: match args.retention_mode {
@@ -325,27 +334,30 @@ async fn backup_target(args: &BackupArgs) -> anyhow::Result<BackupTarget> {
         until: std::time::SystemTime::now()
             + std::time::Duration::from_secs(u64::from(days) * 86_400),
     });
-    let encryption = cairn::format::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
-    store_target(
+    let encryption =
+        cairn::format::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
+    let sink = store_sink(
         &url,
         args.compression.as_deref(),
         args.allow_unversioned,
         retention,
         encryption,
     )
-    .await
+    .await?;
+    let store = Arc::clone(&sink.store);
+    Ok((Arc::new(sink), Some(store)))
 }
 
 /// A backup into the store at `url` (shared by `backup` and `cairn drill`).
-pub async fn store_target(
+pub async fn store_sink(
     url: &str,
     compression: Option<&str>,
     allow_unversioned: bool,
     retention: Option<Retention>,
     encryption: Option<cairn::format::encryption::Recipients>,
-) -> anyhow::Result<BackupTarget> {
+) -> anyhow::Result<StoreSink> {
     let store = cairn::format::store::open_store(url).await?;
-    Ok(BackupTarget::Store(StoreTarget {
+    Ok(StoreSink {
         store,
         compression: Compression::parse(compression.unwrap_or(super::config::DEFAULT_COMPRESSION))
             .map_err(UsageError)?,
@@ -356,19 +368,24 @@ pub async fn store_target(
             cairn::format::store::versioning_command(url)
         },
         encryption,
-    }))
+        identities: cairn::format::encryption::Identities::default(),
+    })
 }
 
-async fn restore_source(args: &RestoreArgs, target_name: &str) -> anyhow::Result<RestoreSource> {
+async fn restore_source(
+    args: &RestoreArgs,
+    target_name: &str,
+) -> anyhow::Result<Arc<dyn BackupSource>> {
     let Some(url) = args.store.url(args.artifact_path.is_none()) else {
         if !args.identity.is_empty() {
             tracing::warn!("--identity is ignored: a bbr directory backup is never encrypted");
         }
-        return Ok(RestoreSource::Directory(
+        return Ok(Arc::new(BbrDirectorySource::new(
             args.artifact_path.clone().unwrap_or_default(),
-        ));
+        )));
     };
-    let identities = cairn::format::encryption::Identities::load(&args.identity).map_err(UsageError)?;
+    let identities =
+        cairn::format::encryption::Identities::load(&args.identity).map_err(UsageError)?;
     let store = cairn::format::store::open_store(&url).await?;
     let (deployment, backup_id) = match &args.backup {
         Some(id) => split_backup_id(id, Some(target_name))?,
@@ -377,12 +394,12 @@ async fn restore_source(args: &RestoreArgs, target_name: &str) -> anyhow::Result
             (target_name.to_string(), latest)
         }
     };
-    Ok(RestoreSource::Store {
+    Ok(Arc::new(StoreSource {
         store,
         deployment,
         backup_id,
         identities,
-    })
+    }))
 }
 
 /// Splits `DEPLOYMENT/ID` (or `ID` with a default deployment).

@@ -8,14 +8,15 @@
 //! instances and no tars — which restore refuses.
 
 pub mod metadata;
+pub mod sink;
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-pub use metadata::{BackupMetadata, Checksums};
 use crate::format::digest::{digest_tar, EntryPolicy, TarDigestError};
+pub use metadata::{BackupMetadata, Checksums};
 
 /// A problem with a local artifact directory or one of its files.
 #[derive(Debug, thiserror::Error)]
@@ -280,12 +281,14 @@ impl BackupDirectory {
         })?;
         let reader = std::io::BufReader::with_capacity(1 << 20, file);
         let actual = match forward {
-            Some(writer) => crate::format::digest::digest_tar_forwarding(reader, writer).map(|files| {
-                files
-                    .into_iter()
-                    .map(|(name, file)| (name, file.sha256))
-                    .collect()
-            }),
+            Some(writer) => {
+                crate::format::digest::digest_tar_forwarding(reader, writer).map(|files| {
+                    files
+                        .into_iter()
+                        .map(|(name, file)| (name, file.sha256))
+                        .collect()
+                })
+            }
             None => digest_tar(reader, EntryPolicy::RefuseEscapes),
         }
         .map_err(|source| ArtifactError::BadTar { path, source })?;

@@ -20,7 +20,8 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
-use crate::format::bbr_directory::metadata::Checksums;
+/// File name (`./relative/path`) to lowercase hex sha256.
+pub type Checksums = std::collections::BTreeMap<String, String>;
 
 /// Whether to check that entries stay inside the directory they are extracted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

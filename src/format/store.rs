@@ -1,5 +1,6 @@
-//! Backups in an object store: layout, manifest, catalog (list, show, verify, delete) and
-//! reading artifacts back.
+//! Backups in an object store: the layout, reading the manifest back, and the two halves of
+//! the [`crate::format::sink`] seam — writing a backup ([`write`]) and reading one
+//! ([`read`]). The catalog operations on these backups are in [`crate::catalog`].
 //!
 //! Layout under the store's prefix: `<deployment>/<backup id>/` holding one object per job
 //! artifact (`<group>-<index>-<job>.tar.zst`, `.tar.zst.age` when encrypted with
@@ -9,31 +10,29 @@
 //! next backup of the same deployment (once its pre-checks show no other run is active) or by
 //! `backups delete`.
 
+pub mod read;
+pub mod write;
+
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions, StoreError};
+use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, StoreError};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::format::digest::{digest_tar_files, digest_tar_forwarding, EntryPolicy};
-use crate::format::bbr_directory::BackupMetadata;
-use crate::format::encryption::{DecryptFailure, Identities, AGE_HEADER, AGE_X25519};
-use crate::error::{Error, RunErrors};
-use crate::model::job::ScriptName;
-use crate::format::manifest::{
-    ArtifactEncryption, Compression, JobTimes, Manifest, ManifestArtifact, ManifestObject,
-    MANIFEST_NAME, MANIFEST_SCHEMA, METADATA_NAME,
-};
-use crate::workflow::backup::StoreTarget;
-use crate::workflow::destination::StoreDestination;
-use crate::workflow::transfer::Downloaded;
-use crate::workflow::ScriptRecord;
-use crate::catalog::retention::{verification_order, Verification};
+use crate::error::{Error, StoredBackupError};
+use crate::format::manifest::{Compression, Manifest, MANIFEST_NAME};
+
+pub use read::StoreSource;
+pub use write::StoreSink;
+
+/// A key or URL that is not valid, as a stored-backup error.
+pub(crate) fn invalid_name(detail: String) -> Error {
+    StoredBackupError::InvalidName(detail).into()
+}
 
 /// One backup found in a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +57,8 @@ pub fn backup_time(id: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-fn backup_key(deployment: &str, id: &str) -> Result<ObjectKey, Error> {
-    ObjectKey::parse(&format!("{deployment}/{id}")).map_err(Error::StoredBackup)
+pub(crate) fn backup_key(deployment: &str, id: &str) -> Result<ObjectKey, Error> {
+    ObjectKey::parse(&format!("{deployment}/{id}")).map_err(invalid_name)
 }
 
 /// Every backup in the store, optionally of one deployment, oldest first.
@@ -110,9 +109,11 @@ pub async fn latest_backup(store: &dyn ArtifactStore, deployment: &str) -> Resul
         .find(|b| b.complete)
         .map(|b| b.id)
         .ok_or_else(|| {
-            Error::StoredBackup(format!(
-                "No complete backup of deployment `{deployment}` in {store}"
-            ))
+            StoredBackupError::NoCompleteBackup {
+                deployment: deployment.to_string(),
+                store: store.to_string(),
+            }
+            .into()
         })
 }
 
@@ -127,212 +128,26 @@ pub async fn read_manifest(
 ) -> Result<Manifest, Error> {
     let key = backup_key(deployment, id)?
         .join(MANIFEST_NAME)
-        .map_err(Error::StoredBackup)?;
+        .map_err(invalid_name)?;
     let data = match store.get_bytes(&key, None).await {
         Ok(data) => data,
         Err(StoreError::NotFound { .. }) => {
-            return Err(Error::StoredBackup(format!(
-                "Backup `{deployment}/{id}` in {store} has no {MANIFEST_NAME}: it does not exist or is incomplete; run `cairn backups list`"
-            )))
+            return Err(StoredBackupError::NotFound {
+                backup: format!("{deployment}/{id}"),
+                store: store.to_string(),
+            }
+            .into())
         }
         Err(error) => return Err(error.into()),
     };
     Manifest::parse(&data).map_err(|e| {
-        Error::StoredBackup(format!(
-            "Manifest of `{deployment}/{id}` in {store} is invalid: {e}"
-        ))
-    })
-}
-
-/// Checks the store and starts a backup in it; removes incomplete backups of the deployment.
-///
-/// # Errors
-/// Store failures, an unversioned store when versioning is required, retention unsupported.
-pub async fn prepare_backup(
-    target: &StoreTarget,
-    deployment: &str,
-    backup_id: &str,
-    concurrent_streams: usize,
-) -> Result<StoreDestination, Error> {
-    let store = &target.store;
-    let capabilities = store.capabilities().await?;
-    if let Some(command) = &target.require_versioning {
-        if !capabilities.versioning {
-            return Err(StoreError::Configuration {
-                store: store.to_string(),
-                detail: format!("versioning is not enabled; enable it with `{command}`, or pass --allow-unversioned"),
-            }
-            .into());
-        }
-    }
-    if target.retention.is_some() && !capabilities.retention {
-        return Err(StoreError::Configuration {
+        StoredBackupError::ManifestInvalid {
+            backup: format!("{deployment}/{id}"),
             store: store.to_string(),
-            detail: "--retain-days needs Object Lock (object retention) enabled on the bucket; it is not".into(),
+            detail: e.to_string(),
         }
-        .into());
-    }
-    remove_incomplete(store.as_ref(), deployment).await?;
-    Ok(StoreDestination {
-        store: Arc::clone(store),
-        backup_key: backup_key(deployment, backup_id)?,
-        compression: target.compression,
-        put_options: PutOptions {
-            retention: target.retention,
-        },
-        compression_workers: crate::workflow::destination::compression_workers(
-            concurrent_streams,
-        ),
-        encryption: target.encryption.clone(),
+        .into()
     })
-}
-
-async fn remove_incomplete(store: &dyn ArtifactStore, deployment: &str) -> Result<(), Error> {
-    let aborted = store
-        .abort_unfinished_uploads(&format!("{deployment}/"))
-        .await?;
-    if aborted > 0 {
-        tracing::info!("Aborted {aborted} unfinished upload(s) of an earlier backup of {deployment} in {store}");
-    }
-    for backup in list_backups(store, Some(deployment)).await? {
-        if !backup.complete {
-            tracing::info!(
-                "Removing incomplete backup {}/{} from {store}",
-                backup.deployment,
-                backup.id
-            );
-            delete_objects(store, &backup.deployment, &backup.id, &[]).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Removes what a failed backup stored (best effort: leftovers are removed by the next run).
-pub(crate) async fn discard_backup<'a>(
-    destination: &StoreDestination,
-    artifacts: impl Iterator<Item = (&'a str, &'a Downloaded)>,
-) {
-    for (name, downloaded) in artifacts {
-        let key = destination.artifact_key(name);
-        if let Err(error) = destination
-            .store
-            .delete(&key, downloaded.version.as_deref())
-            .await
-        {
-            tracing::warn!("Could not remove {key} of a failed backup: {error}");
-        }
-    }
-}
-
-/// A verified artifact to record in the manifest.
-#[derive(Debug)]
-pub(crate) struct StoredArtifact<'a> {
-    pub name: &'a str,
-    pub group: &'a str,
-    pub index: &'a str,
-    pub job: &'a str,
-    pub downloaded: &'a Downloaded,
-}
-
-/// What the manifest records besides the artifacts.
-#[derive(Debug)]
-pub(crate) struct BackupRecord<'a> {
-    pub deployment: &'a str,
-    pub backup_id: &'a str,
-    pub started_at: DateTime<Utc>,
-    pub metadata: &'a BackupMetadata,
-    pub scripts: &'a [ScriptRecord],
-}
-
-/// Writes `metadata`, then `manifest.json` — the last object of a backup.
-pub(crate) async fn write_manifest(
-    destination: &StoreDestination,
-    record: &BackupRecord<'_>,
-    artifacts: Vec<StoredArtifact<'_>>,
-) -> Result<(), Error> {
-    let store = &destination.store;
-    let metadata_bytes = Bytes::from(record.metadata.to_yaml());
-    let metadata_key = destination.key(METADATA_NAME);
-    let metadata_put = store
-        .put_bytes(
-            &metadata_key,
-            metadata_bytes.clone(),
-            &destination.put_options,
-        )
-        .await?;
-    let mut manifest_artifacts: Vec<ManifestArtifact> = artifacts
-        .iter()
-        .map(|a| ManifestArtifact {
-            name: a.name.to_string(),
-            group: a.group.to_string(),
-            index: a.index.to_string(),
-            job: a.job.to_string(),
-            key: destination.artifact_key(a.name).to_string(),
-            size: a.downloaded.stored.size,
-            sha256: a
-                .downloaded
-                .stored
-                .sha256
-                .clone()
-                .expect("a store writer hashes what it stores"),
-            version: a.downloaded.version.clone(),
-            files: a.downloaded.files.clone(),
-            encryption: destination
-                .encryption
-                .as_ref()
-                .map(crate::format::encryption::Recipients::record),
-        })
-        .collect();
-    manifest_artifacts.sort_by(|a, b| a.name.cmp(&b.name));
-    let manifest = Manifest {
-        schema: MANIFEST_SCHEMA,
-        cairn_version: crate::VERSION.to_string(),
-        deployment: record.deployment.to_string(),
-        backup_id: record.backup_id.to_string(),
-        started_at: record.started_at,
-        finished_at: Utc::now(),
-        compression: destination.compression,
-        artifacts: manifest_artifacts,
-        jobs: job_times(record.scripts),
-        metadata: ManifestObject {
-            key: metadata_key.to_string(),
-            version: metadata_put.version,
-            sha256: hex::encode(Sha256::digest(&metadata_bytes)),
-        },
-    };
-    let manifest_key = destination.key(MANIFEST_NAME);
-    store
-        .put_bytes(
-            &manifest_key,
-            Bytes::from(manifest.to_json()),
-            &destination.put_options,
-        )
-        .await?;
-    Ok(())
-}
-
-fn job_times(scripts: &[ScriptRecord]) -> Vec<JobTimes> {
-    let mut jobs: BTreeMap<(String, String), JobTimes> = BTreeMap::new();
-    for record in scripts {
-        let entry = jobs
-            .entry((record.instance.clone(), record.job.clone()))
-            .or_insert_with(|| JobTimes {
-                instance: record.instance.clone(),
-                job: record.job.clone(),
-                locked_at: None,
-                unlocked_at: None,
-            });
-        match record.script {
-            ScriptName::PreBackupLock if record.success => {
-                entry.locked_at = Some(record.finished_at)
-            }
-            ScriptName::PostBackupUnlock => entry.unlocked_at = Some(record.finished_at),
-            _ => {}
-        }
-    }
-    jobs.into_values()
-        .filter(|j| j.locked_at.is_some() || j.unlocked_at.is_some())
-        .collect()
 }
 
 /// A blocking reader of a stored object (for the digest and upload threads).
@@ -384,46 +199,6 @@ impl Read for StoreReader {
     }
 }
 
-/// Counts and hashes bytes as they are read.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    size: u64,
-}
-
-impl<R> std::fmt::Debug for HashingReader<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HashingReader")
-            .field("size", &self.size)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R: Read> HashingReader<R> {
-    /// Wraps a reader.
-    pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            size: 0,
-        }
-    }
-
-    /// `(size, sha256 hex)` of everything read so far.
-    pub fn summary(&self) -> (u64, String) {
-        (self.size, hex::encode(self.hasher.clone().finalize()))
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let count = self.inner.read(buf)?;
-        self.hasher.update(&buf[..count]);
-        self.size += count as u64;
-        Ok(count)
-    }
-}
-
 /// Decompresses a stored artifact's bytes into its tar stream.
 ///
 /// # Errors
@@ -438,360 +213,9 @@ pub fn tar_reader<'a, R: Read + Send + 'a>(
     })
 }
 
-/// A backup [`verify_backup`] found intact.
-#[derive(Debug, Clone)]
-pub struct Verified {
-    /// Its manifest.
-    pub manifest: Manifest,
-    /// Encrypted artifacts whose stored bytes were checked, but not the files inside (no
-    /// identity was given); 0 when every file of every artifact was checked.
-    pub contents_unchecked: usize,
-}
-
-/// Checks that an encrypted backup can be decrypted with `identities`, before anything else
-/// is read: one error naming the backup when it is encrypted with a scheme Cairn cannot read,
-/// when no identity was given (and `require_identity`), or when none of them matches (the
-/// header of the first encrypted artifact is read to find out). A damaged header is left for
-/// the full verification to report.
-///
-/// # Errors
-/// The one error.
-pub async fn check_identities(
-    store: &Arc<dyn ArtifactStore>,
-    manifest: &Manifest,
-    identities: &Identities,
-    require_identity: bool,
-) -> Result<(), Error> {
-    let Some(encryption) = manifest.encryption() else {
-        return Ok(());
-    };
-    let backup = format!("{}/{}", manifest.deployment, manifest.backup_id);
-    if let Some(artifact) = manifest.artifacts.iter().find(|a| {
-        a.encryption
-            .as_ref()
-            .is_some_and(|e| e.scheme != AGE_X25519)
-    }) {
-        return Err(Error::StoredBackup(format!(
-            "Backup {backup} in {store}: artifact `{}` is encrypted with `{}`, which this Cairn cannot read",
-            artifact.name,
-            artifact.encryption.as_ref().map_or("", |e| e.scheme.as_str())
-        )));
-    }
-    if identities.is_empty() {
-        if !require_identity {
-            return Ok(());
-        }
-        return Err(Error::StoredBackup(format!(
-            "Backup {backup} in {store} is encrypted ({}): give its age identity file with --identity FILE; nothing was restored",
-            describe_encryption(encryption)
-        )));
-    }
-    let Some(artifact) = manifest.artifacts.iter().find(|a| a.encryption.is_some()) else {
-        return Ok(());
-    };
-    let Ok(key) = ObjectKey::parse(&artifact.key) else {
-        return Ok(());
-    };
-    let Ok(reader) = StoreReader::open(store.as_ref(), &key, artifact.version.as_deref()).await
-    else {
-        return Ok(());
-    };
-    let identities = identities.clone();
-    let failure = tokio::task::spawn_blocking(move || identities.decrypt(reader).err())
-        .await
-        .expect("header thread");
-    match failure {
-        Some(DecryptFailure::NoMatchingIdentity) => Err(Error::StoredBackup(format!(
-            "Backup {backup} in {store} is encrypted ({}) and no identity given with --identity matches its recipients",
-            describe_encryption(encryption)
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// `age-x25519, 2 recipients`.
-#[must_use]
-pub fn describe_encryption(encryption: &ArtifactEncryption) -> String {
-    format!(
-        "{}, {} recipient{}",
-        encryption.scheme,
-        encryption.recipients,
-        if encryption.recipients == 1 { "" } else { "s" }
-    )
-}
-
-/// Re-reads every object of a backup and checks sizes, digests, every file and every tar
-/// entry. Encrypted artifacts are decrypted with `identities`; without any, only their stored
-/// bytes are checked (size, sha256, the age header) unless `require_identity`, which refuses
-/// the backup instead (restore). No identity that matches is refused either way.
-///
-/// # Errors
-/// One error per damaged or missing object, or the one of [`check_identities`].
-pub async fn verify_backup(
-    store: &Arc<dyn ArtifactStore>,
-    deployment: &str,
-    id: &str,
-    parallelism: usize,
-    identities: &Identities,
-    require_identity: bool,
-) -> Result<Verified, RunErrors> {
-    let manifest = read_manifest(store.as_ref(), deployment, id).await?;
-    check_identities(store, &manifest, identities, require_identity).await?;
-    let checks = manifest
-        .artifacts
-        .iter()
-        .map(|artifact| verify_artifact(store, artifact, manifest.compression, identities));
-    let results: Vec<Result<Checked, Error>> = futures::stream::iter(checks)
-        .buffer_unordered(parallelism.max(1))
-        .collect()
-        .await;
-    let contents_unchecked = results
-        .iter()
-        .filter(|r| matches!(r, Ok(Checked::StoredBytes)))
-        .count();
-    let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
-    if let Err(error) = verify_metadata(store.as_ref(), &manifest).await {
-        errors.push(error);
-    }
-    RunErrors(errors).into_result()?;
-    Ok(Verified {
-        manifest,
-        contents_unchecked,
-    })
-}
-
-async fn verify_metadata(store: &dyn ArtifactStore, manifest: &Manifest) -> Result<(), Error> {
-    let key = ObjectKey::parse(&manifest.metadata.key).map_err(Error::StoredBackup)?;
-    let data = store
-        .get_bytes(&key, manifest.metadata.version.as_deref())
-        .await
-        .map_err(|e| damaged(&manifest.metadata.key, &e.to_string()))?;
-    if hex::encode(Sha256::digest(&data)) != manifest.metadata.sha256 {
-        return Err(damaged(
-            &manifest.metadata.key,
-            "its sha256 does not match the manifest",
-        ));
-    }
-    Ok(())
-}
-
-fn damaged(key: &str, detail: &str) -> Error {
-    Error::StoredBackup(format!(
-        "Stored object `{key}` is damaged or missing: {detail}"
-    ))
-}
-
-/// How much of one artifact [`verify_artifact`] checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Checked {
-    /// Size and sha256 of the stored bytes, every file, every tar entry.
-    Everything,
-    /// Size and sha256 of the stored bytes only: encrypted, and no identity was given.
-    StoredBytes,
-}
-
-/// Verifies one stored artifact, reading it once: completely, or (encrypted, no identity)
-/// its stored bytes.
-///
-/// # Errors
-/// Missing object, wrong size or digest, files that differ, unsafe entries, an artifact that
-/// cannot be decrypted.
-pub async fn verify_artifact(
-    store: &Arc<dyn ArtifactStore>,
-    artifact: &ManifestArtifact,
-    compression: Compression,
-    identities: &Identities,
-) -> Result<Checked, Error> {
-    let reader = open_artifact(store, artifact).await?;
-    let expected = artifact.clone();
-    let identities = identities.clone();
-    tokio::task::spawn_blocking(move || {
-        check_artifact_stream(reader, &expected, compression, &identities, None)
-    })
-    .await
-    .expect("verify thread")
-}
-
-/// Opens a stored artifact for reading after checking that it exists at the recorded version
-/// with the recorded size (a `HEAD`, nothing downloaded yet).
-///
-/// # Errors
-/// Missing object or wrong size, as "damaged or missing".
-pub async fn open_artifact(
-    store: &Arc<dyn ArtifactStore>,
-    artifact: &ManifestArtifact,
-) -> Result<StoreReader, Error> {
-    let key = head_artifact(store.as_ref(), artifact).await?;
-    StoreReader::open(store.as_ref(), &key, artifact.version.as_deref())
-        .await
-        .map_err(|e| damaged(&artifact.key, &e.to_string()))
-}
-
-/// Checks that an artifact's object exists at its recorded version with its recorded size.
-async fn head_artifact(
-    store: &dyn ArtifactStore,
-    artifact: &ManifestArtifact,
-) -> Result<ObjectKey, Error> {
-    let key = ObjectKey::parse(&artifact.key).map_err(Error::StoredBackup)?;
-    let head = store
-        .head(&key, artifact.version.as_deref())
-        .await
-        .map_err(|e| damaged(&artifact.key, &e.to_string()))?;
-    if head.size != artifact.size {
-        return Err(damaged(
-            &artifact.key,
-            &format!(
-                "it has {} bytes, the manifest says {}",
-                head.size, artifact.size
-            ),
-        ));
-    }
-    Ok(key)
-}
-
-/// What a restore checks before it connects to anything, without downloading the artifacts:
-/// the manifest, that an encrypted backup can be decrypted with `identities` (one header is
-/// read), the `metadata` object, and every artifact's object at its recorded version and
-/// size. The contents are checked as they are restored ([`check_artifact_stream`]).
-///
-/// # Errors
-/// One error per missing or damaged object, or the one of [`check_identities`].
-pub async fn check_backup_objects(
-    store: &Arc<dyn ArtifactStore>,
-    deployment: &str,
-    id: &str,
-    parallelism: usize,
-    identities: &Identities,
-) -> Result<Manifest, RunErrors> {
-    let manifest = read_manifest(store.as_ref(), deployment, id).await?;
-    check_identities(store, &manifest, identities, true).await?;
-    let heads = manifest
-        .artifacts
-        .iter()
-        .map(|artifact| head_artifact(store.as_ref(), artifact));
-    let mut errors: Vec<Error> = futures::stream::iter(heads)
-        .buffer_unordered(parallelism.max(1))
-        .filter_map(|r| async move { r.err() })
-        .collect()
-        .await;
-    if let Err(error) = verify_metadata(store.as_ref(), &manifest).await {
-        errors.push(error);
-    }
-    RunErrors(errors).into_result()?;
-    Ok(manifest)
-}
-
-/// Checks one stored artifact as it is read (blocking; on a reading thread): size and sha256
-/// of the stored bytes, and, after decryption and decompression, every tar entry and every
-/// file against the manifest. With `forward`, the tar stream is passed on while it is checked
-/// ([`digest_tar_forwarding`]: an unsafe entry is never passed on), which is how a restore
-/// reads each artifact once; the caller must discard what was forwarded when this fails, as
-/// a damaged object is only known at its end.
-///
-/// # Errors
-/// As [`verify_artifact`]; with `forward`, also an encrypted artifact without `identities`.
-pub fn check_artifact_stream(
-    reader: StoreReader,
-    expected: &ManifestArtifact,
-    compression: Compression,
-    identities: &Identities,
-    forward: Option<&mut dyn Write>,
-) -> Result<Checked, Error> {
-    let mut hashing = HashingReader::new(reader);
-    let encrypted = expected.encryption.is_some();
-    let checked = if encrypted && identities.is_empty() {
-        Checked::StoredBytes
-    } else {
-        Checked::Everything
-    };
-    if checked == Checked::StoredBytes && forward.is_some() {
-        return Err(Error::StoredBackup(format!(
-            "`{}` is encrypted: give its age identity file with --identity FILE",
-            expected.key
-        )));
-    }
-    let files = match checked {
-        Checked::StoredBytes => check_age_header(&mut hashing).map(|()| None),
-        Checked::Everything => {
-            digest_stored(&mut hashing, compression, encrypted, identities, forward).map(Some)
-        }
-    }
-    .map_err(|detail| damaged(&expected.key, &detail));
-    io::copy(&mut hashing, &mut io::sink()).map_err(|e| damaged(&expected.key, &e.to_string()))?;
-    let files = files?;
-    let (size, sha256) = hashing.summary();
-    if size != expected.size || sha256 != expected.sha256 {
-        return Err(damaged(
-            &expected.key,
-            "its sha256 does not match the manifest",
-        ));
-    }
-    if files.is_some_and(|files| files != expected.files) {
-        return Err(damaged(
-            &expected.key,
-            "the files inside do not match the manifest",
-        ));
-    }
-    Ok(checked)
-}
-
-/// Decrypts (when encrypted), decompresses and digests every file of a stored artifact,
-/// passing the tar stream on to `forward` when given.
-fn digest_stored<R: Read + Send>(
-    stored: R,
-    compression: Compression,
-    encrypted: bool,
-    identities: &Identities,
-    forward: Option<&mut dyn Write>,
-) -> Result<crate::format::digest::FileDigests, String> {
-    let plain: Box<dyn Read + Send + '_> = if encrypted {
-        Box::new(identities.decrypt(stored).map_err(|e| e.to_string())?)
-    } else {
-        Box::new(stored)
-    };
-    let tar = tar_reader(plain, compression).map_err(|e| e.to_string())?;
-    match forward {
-        Some(writer) => digest_tar_forwarding(tar, writer),
-        None => digest_tar_files(tar, EntryPolicy::RefuseEscapes),
-    }
-    .map_err(|e| e.to_string())
-}
-
-/// The stored bytes of an encrypted artifact start with the age header.
-fn check_age_header<R: Read>(stored: &mut R) -> Result<(), String> {
-    let mut start = [0_u8; AGE_HEADER.len()];
-    match stored.read_exact(&mut start) {
-        Ok(()) if start == AGE_HEADER => Ok(()),
-        Ok(()) => Err("it is not an age file, but the manifest says it is encrypted".into()),
-        Err(error) => Err(error.to_string()),
-    }
-}
-
-/// Deletes every object of a backup, including the recorded versions.
-///
-/// # Errors
-/// Store failures (an object under retention cannot be deleted: the error says so).
-pub async fn delete_backup(
-    store: &dyn ArtifactStore,
-    deployment: &str,
-    id: &str,
-) -> Result<usize, Error> {
-    let versions: Vec<(String, Option<String>)> = match read_manifest(store, deployment, id).await {
-        Ok(manifest) => manifest
-            .artifacts
-            .iter()
-            .map(|a| (a.key.clone(), a.version.clone()))
-            .chain(std::iter::once((
-                manifest.metadata.key.clone(),
-                manifest.metadata.version.clone(),
-            )))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    delete_objects(store, deployment, id, &versions).await
-}
-
-async fn delete_objects(
+/// Deletes every object under `<deployment>/<id>/` (the manifest first, so that a partly
+/// deleted backup is never listed as complete) and the given recorded versions.
+pub(crate) async fn delete_objects(
     store: &dyn ArtifactStore,
     deployment: &str,
     id: &str,
@@ -819,95 +243,12 @@ async fn delete_objects(
     Ok(deleted.max(versions.len()))
 }
 
-/// Verifies the complete backups of `deployment` newest first until one passes: the backup
-/// `backups prune` never deletes. Each one that fails is recorded with what was wrong (a
-/// store that cannot be read fails them all, which keeps them all). Encrypted backups are
-/// decrypted with `identities`; without any, their stored bytes are what is verified.
-pub async fn find_newest_verified(
-    store: &Arc<dyn ArtifactStore>,
-    deployment: &str,
-    backups: &[BackupSummary],
-    parallelism: usize,
-    identities: &Identities,
-) -> Verification {
-    let mut verification = Verification::default();
-    for backup in verification_order(deployment, backups) {
-        match verify_backup(
-            store,
-            deployment,
-            &backup.id,
-            parallelism,
-            identities,
-            false,
-        )
-        .await
-        {
-            Ok(_) => {
-                verification.passed = Some(backup.id.clone());
-                break;
-            }
-            Err(errors) => {
-                let detail: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
-                verification
-                    .failed
-                    .insert(backup.id.clone(), detail.join("; "));
-            }
-        }
-    }
-    verification
-}
-
-/// What deleting a backup came to.
-#[derive(Debug)]
-pub enum DeleteOutcome {
-    /// Deleted: this many objects.
-    Deleted(usize),
-    /// The store refused to delete it (what the store said): Object Lock retention (S3
-    /// answers 403 AccessDenied for a locked version, GCS 403 under a retention policy, Azure
-    /// 409 BlobImmutableDueToPolicy), or a credential without delete permission. Nothing is
-    /// deleted when the first object is refused, which is the case when every object of the
-    /// backup carries the retention (`--retain-days` locks them all).
-    Protected(String),
-    /// Any other failure.
-    Failed(Error),
-}
-
-/// Deletes a backup, telling a refusal by the store (retention) from other failures.
-pub async fn delete_unless_protected(
-    store: &dyn ArtifactStore,
-    deployment: &str,
-    id: &str,
-) -> DeleteOutcome {
-    match delete_backup(store, deployment, id).await {
-        Ok(count) => DeleteOutcome::Deleted(count),
-        Err(error) => match refusal(&error) {
-            Some(detail) => DeleteOutcome::Protected(detail.to_string()),
-            None => DeleteOutcome::Failed(error),
-        },
-    }
-}
-
-/// What the store said, when `error` is a refusal (see [`DeleteOutcome::Protected`]). The
-/// adapters map 401 and 403 to [`StoreError::Credentials`]; Azure's immutability refusal is
-/// a 409 whose error code the adapter keeps in the detail.
-fn refusal(error: &Error) -> Option<&str> {
-    match error {
-        Error::Store(StoreError::Credentials { detail, .. }) => Some(detail),
-        Error::Store(StoreError::Other { detail, .. })
-            if detail.contains("BlobImmutableDueToPolicy") =>
-        {
-            Some(detail)
-        }
-        _ => None,
-    }
-}
-
 /// Opens the store a URL names, with credentials from the store's standard chain.
 ///
 /// # Errors
 /// A bad URL or a store that cannot be set up.
 pub async fn open_store(url: &str) -> Result<Arc<dyn ArtifactStore>, Error> {
-    let location = cairn_store::StoreLocation::parse(url).map_err(Error::StoredBackup)?;
+    let location = cairn_store::StoreLocation::parse(url).map_err(invalid_name)?;
     match location {
         cairn_store::StoreLocation::File { root } => {
             Ok(Arc::new(cairn_store::local::LocalStore::new(root)))
@@ -936,30 +277,20 @@ pub fn versioning_command(url: &str) -> Option<String> {
     }
 }
 
-/// Checks a store is reachable and writable by writing and deleting a small object.
-///
-/// # Errors
-/// The store's error.
-pub async fn check_writable(store: &dyn ArtifactStore, deployment: &str) -> Result<(), Error> {
-    store.capabilities().await?;
-    let key = ObjectKey::parse(&format!("{deployment}/.cairn-write-check"))
-        .map_err(Error::StoredBackup)?;
-    let put = store
-        .put_bytes(&key, Bytes::from_static(b"cairn"), &PutOptions::default())
-        .await?;
-    store.delete(&key, put.version.as_deref()).await?;
-    if put.version.is_some() {
-        let _ = store.delete(&key, None).await;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use super::read::{check_artifact_stream, open_artifact, verify_backup, Checked};
     use super::*;
-    use crate::format::encryption::Recipients;
-    use crate::workflow::destination::Destination;
+    use crate::catalog::delete_backup;
+    use crate::error::RunErrors;
+    use crate::format::bbr_directory::metadata::BackupMetadata;
+    use crate::format::digest::{digest_tar_files, EntryPolicy};
+    use crate::format::encryption::{Identities, Recipients, AGE_HEADER};
+    use crate::format::manifest::ArtifactEncryption;
+    use crate::format::sink::{BackupRecord, BackupSink, NewBackup, StoredArtifact};
     use cairn_store::local::LocalStore;
+    use cairn_store::PutOptions;
+    use sha2::{Digest, Sha256};
     use std::io::Write;
 
     /// A tar with a few files, in memory.
@@ -978,26 +309,32 @@ mod tests {
         builder.into_inner().unwrap()
     }
 
-    /// Writes a one-artifact backup `cf/20240102T030405Z` through the real store writer
-    /// and manifest writer.
+    /// Writes a one-artifact backup `cf/20240102T030405Z` through the real store sink.
     async fn write_backup(
         store: Arc<dyn ArtifactStore>,
         compression: Compression,
         encryption: Option<Recipients>,
     ) -> Vec<u8> {
-        let destination = StoreDestination {
+        let sink = StoreSink {
             store,
-            backup_key: ObjectKey::parse("cf/20240102T030405Z").unwrap(),
             compression,
-            put_options: PutOptions::default(),
-            compression_workers: 1,
+            retention: None,
+            require_versioning: None,
             encryption,
+            identities: Identities::default(),
         };
-        let tar = sample_tar();
-        let (mut writer, pending) = Destination::Store(destination.clone())
-            .open_artifact("app-0-files")
+        let backup = sink
+            .start(&NewBackup {
+                deployment: "cf",
+                backup_id: "20240102T030405Z",
+                started_at: Utc::now(),
+                concurrent_streams: 1,
+                deployment_manifest: None,
+            })
             .await
             .unwrap();
+        let tar = sample_tar();
+        let (mut writer, pending) = backup.open_artifact("app-0-files").await.unwrap();
         let data = tar.clone();
         let stored = tokio::task::spawn_blocking(move || {
             for piece in data.chunks(4096) {
@@ -1009,28 +346,22 @@ mod tests {
         .unwrap();
         let version = pending.commit().await.unwrap();
         let files = digest_tar_files(tar.as_slice(), EntryPolicy::Trust).unwrap();
-        let downloaded = Downloaded {
-            files,
-            stored,
-            version,
-        };
         let record = BackupRecord {
-            deployment: "cf",
-            backup_id: "20240102T030405Z",
-            started_at: Utc::now(),
-            metadata: &BackupMetadata::default(),
-            scripts: &[],
+            complete: true,
+            metadata: BackupMetadata::default(),
+            artifacts: vec![StoredArtifact {
+                name: "app-0-files".into(),
+                group: "app".into(),
+                index: "0".into(),
+                job: "files".into(),
+                shared: false,
+                files,
+                stored,
+                version,
+            }],
+            scripts: Vec::new(),
         };
-        let artifacts = vec![StoredArtifact {
-            name: "app-0-files",
-            group: "app",
-            index: "0",
-            job: "files",
-            downloaded: &downloaded,
-        }];
-        write_manifest(&destination, &record, artifacts)
-            .await
-            .unwrap();
+        assert!(backup.finish(&record).await.unwrap().is_some());
         tar
     }
 
@@ -1168,39 +499,6 @@ mod tests {
                 .unwrap();
             assert_eq!(verified.contents_unchecked, 0);
         }
-    }
-
-    #[test]
-    fn refusals_by_the_store_are_told_from_other_delete_failures() {
-        let store = || "s3://b".to_string();
-        let locked = Error::Store(StoreError::Credentials {
-            store: store(),
-            detail: "HTTP 403 AccessDenied: Access Denied".into(),
-            hint: "set AWS_*".into(),
-        });
-        let immutable = Error::Store(StoreError::Other {
-            store: store(),
-            detail: "HTTP 409 BlobImmutableDueToPolicy: This operation is not permitted".into(),
-        });
-        let down = Error::Store(StoreError::Transient {
-            store: store(),
-            detail: "HTTP 503".into(),
-        });
-        let other = Error::Store(StoreError::Other {
-            store: store(),
-            detail: "HTTP 409 Conflict".into(),
-        });
-        assert_eq!(
-            refusal(&locked),
-            Some("HTTP 403 AccessDenied: Access Denied")
-        );
-        assert_eq!(
-            refusal(&immutable),
-            Some("HTTP 409 BlobImmutableDueToPolicy: This operation is not permitted")
-        );
-        assert_eq!(refusal(&down), None);
-        assert_eq!(refusal(&other), None);
-        assert_eq!(refusal(&Error::StoredBackup("x".into())), None);
     }
 
     #[tokio::test]

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
 
-use crate::remote::commands;
 use crate::error::{Error, RunErrors};
 use crate::model::job::{
     parse_script_path, InstanceName, Job, JobMetadata, LockDirection, ScriptName, IGNORED_JOBS,
     REMOTE_ARTIFACT_ROOT,
 };
 use crate::model::lock_order::{order_locks, JobRef, LockLayers};
+use crate::remote::commands;
 use crate::remote::{RemoteHost, RemoteHostExt};
 
 /// An instance as a target describes it, before connecting.

@@ -269,6 +269,21 @@ pub fn parse_script_path(line: &str) -> Option<(String, ScriptName)> {
     Some((job.to_string(), ScriptName::from_file_name(script)?))
 }
 
+/// A script that ran to completion.
+#[derive(Debug, Clone)]
+pub struct ScriptRecord {
+    /// `<group>/<id>`.
+    pub instance: String,
+    /// Job name.
+    pub job: String,
+    /// Which script.
+    pub script: ScriptName,
+    /// When it finished.
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    /// Whether it exited 0.
+    pub success: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use crate::model::job::ScriptName;
-use crate::workflow::ScriptRecord;
+use crate::model::job::ScriptRecord;
 
 /// What one run did, for the metrics file.
 #[derive(Debug, Clone)]

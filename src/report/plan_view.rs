@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::workflow::backup::BackupPlan;
 use crate::model::deployment::Deployment;
 use crate::model::job::LockDirection;
+use crate::model::lock_order::{JobRef, LockLayers};
 
 /// A serializable description of a backup plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,9 +49,9 @@ pub struct JobView {
 }
 
 impl PlanView {
-    /// Describes a computed plan.
+    /// Describes a computed backup plan: its lock layers and the jobs it backs up.
     #[must_use]
-    pub fn new(deployment: &Deployment, plan: &BackupPlan) -> PlanView {
+    pub fn new(deployment: &Deployment, layers: &LockLayers, backup_jobs: &[JobRef]) -> PlanView {
         let label = |r: &(usize, usize)| {
             let (instance, job) = deployment.job(*r);
             format!("{}:{}", instance.name, job.name)
@@ -89,14 +89,12 @@ impl PlanView {
         PlanView {
             deployment: deployment.name.clone(),
             instances,
-            lock_layers: plan
-                .layers
+            lock_layers: layers
                 .lock_order()
                 .map(|layer| layer.iter().map(label).collect())
                 .collect(),
             lock_edges,
-            artifacts: plan
-                .backup_jobs
+            artifacts: backup_jobs
                 .iter()
                 .map(|r| {
                     let (instance, job) = deployment.job(*r);

@@ -9,14 +9,14 @@ use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
 use russh::keys::PublicKey;
 
-use crate::model::deployment::{InstanceAddress, Target};
 use crate::error::{Error, RunErrors};
-use crate::target::inventory::{Inventory, InventoryError};
+use crate::model::deployment::{InstanceAddress, Target};
 use crate::model::job::InstanceName;
 use crate::remote::dial::Dialer;
 use crate::remote::reconnect::ReconnectingHost;
 use crate::remote::ssh::{HostKeyPolicy, SshDestination, UnknownHost};
 use crate::remote::RemoteHost;
+use crate::target::inventory::{Inventory, InventoryError};
 
 /// How host keys without a pinned key are checked.
 #[derive(Debug, Clone, Default)]

@@ -9,67 +9,40 @@
 //! tar was drained and verified; otherwise its tars are removed and `metadata` lists no
 //! instances, which restore refuses.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-use cairn_store::{ArtifactStore, Retention};
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 
-use super::destination::Destination;
-use crate::report::plan_view::PlanView;
-use super::transfer::Downloaded;
 use super::{
     check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
     remove_artifact_roots, run_scripts, transfer, unlock, CreatedRoots, RunContext,
 };
-use crate::format::bbr_directory::metadata::{format_activity_time, format_backup_timestamp, BackupActivity};
-use crate::format::bbr_directory::{BackupDirectory, BackupMetadata};
-use crate::remote::commands;
-use crate::model::deployment::{Deployment, Target};
 use crate::error::{Error, RunErrors};
-use crate::report::events::Event;
+use crate::format::bbr_directory::metadata::{format_activity_time, format_backup_timestamp};
+use crate::format::bbr_directory::BackupMetadata;
+use crate::format::sink::{
+    BackupRecord, BackupSink, BackupSource, NewBackup, OpenBackup, StoredArtifact,
+};
+use crate::model::deployment::{Deployment, Target};
 use crate::model::job::{Job, LockDirection, ScriptName};
 use crate::model::lock_order::{JobRef, LockLayers};
-use crate::format::manifest::Compression;
+use crate::remote::commands;
 use crate::remote::RemoteHostExt;
+use crate::report::events::Event;
+use crate::report::plan_view::PlanView;
 
 /// What `backup` is asked to do.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
     /// Where the backup goes.
-    pub target: BackupTarget,
+    pub sink: Arc<dyn BackupSink>,
     /// Skip the lock and unlock scripts.
     pub unsafe_lock_free: bool,
     /// Save the deployment manifest as `manifest.yml` when the target has one.
     pub manifest: Option<String>,
     /// Time the command started; names the backup (`YYYYMMDDTHHMMSSZ`).
     pub started_at: DateTime<Utc>,
-}
-
-/// Where a backup goes.
-#[derive(Debug, Clone)]
-pub enum BackupTarget {
-    /// A new bbr directory under this existing directory.
-    Directory(PathBuf),
-    /// An object store.
-    Store(StoreTarget),
-}
-
-/// A backup into an object store.
-#[derive(Debug, Clone)]
-pub struct StoreTarget {
-    /// The store.
-    pub store: Arc<dyn ArtifactStore>,
-    /// Artifact compression.
-    pub compression: Compression,
-    /// Retention for every object, manifest included.
-    pub retention: Option<Retention>,
-    /// Refuse a store without versioning, with this command in the message.
-    pub require_versioning: Option<String>,
-    /// Encrypt every artifact to these age recipients (`--encrypt-to`).
-    pub encryption: Option<crate::format::encryption::Recipients>,
 }
 
 /// What a backup produced.
@@ -83,6 +56,8 @@ pub struct BackupReport {
     pub stored_bytes: u64,
     /// Everything that went wrong.
     pub errors: RunErrors,
+    /// Where the finished backup can be read back, when it is complete.
+    pub source: Option<Arc<dyn BackupSource>>,
 }
 
 /// What a backup will do, computed before anything is changed.
@@ -137,7 +112,9 @@ pub async fn pre_backup_check(
         Ok(deployment) => {
             tracing::info!("Running pre-checks for backup of {}...", deployment.name);
             match plan_backup(&deployment).await {
-                Ok(plan) => view = Some(PlanView::new(&deployment, &plan)),
+                Ok(plan) => {
+                    view = Some(PlanView::new(&deployment, &plan.layers, &plan.backup_jobs));
+                }
                 Err(e) => errors.extend(e),
             }
         }
@@ -158,6 +135,7 @@ pub async fn backup(
         complete: false,
         stored_bytes: 0,
         errors: RunErrors::new(),
+        source: None,
     };
     match discover_or_interrupt(target, context, "Backup").await {
         Ok(deployment) => backup_deployment(&deployment, options, context, &mut report).await,
@@ -184,11 +162,18 @@ async fn backup_deployment(
     };
     let backup_id = format_backup_timestamp(options.started_at);
     let streams = plan.backup_jobs.len().min(context.parallelism);
-    let destination = match prepare_destination(deployment, options, &backup_id, streams).await {
+    let new_backup = NewBackup {
+        deployment: &deployment.name,
+        backup_id: &backup_id,
+        started_at: options.started_at,
+        concurrent_streams: streams,
+        deployment_manifest: options.manifest.as_deref(),
+    };
+    let destination = match options.sink.start(&new_backup).await {
         Ok(destination) => destination,
         Err(error) => return report.errors.push(error),
     };
-    report.artifact = Some(destination.describe());
+    report.artifact = Some(destination.location());
     tracing::info!("Starting backup of {}...", deployment.name);
     let created = CreatedRoots::new(deployment.instances.len());
     let drained = Mutex::new(Vec::new());
@@ -197,13 +182,13 @@ async fn backup_deployment(
         plan: &plan,
         context,
         created: &created,
-        destination: &destination,
+        destination: destination.as_ref(),
         drained: &drained,
     };
     let complete = lock_backup_unlock_drain(&work, options, &mut report.errors).await;
     tracing::info!("Cleaning up...");
     let cleanup_errors = remove_artifact_roots(deployment, &created.created(), cleanup_error).await;
-    let unlock_failed = report.errors.errors().iter().any(|e| e.exit_bit() == 8);
+    let unlock_failed = report.errors.errors().iter().any(Error::is_unlock_failure);
     if cleanup_errors.is_empty() && !unlock_failed {
         context.journal_done().await;
     }
@@ -211,19 +196,21 @@ async fn backup_deployment(
     if context.cancel.is_cancelled() {
         report.errors.push(context.interrupted("Backup"));
     }
-    let drained = drained.into_inner().expect("drained lock");
-    let finish = Finish {
-        deployment,
-        options,
-        backup_id: &backup_id,
-        drained: &drained,
-        context,
-    };
+    let artifacts = drained.into_inner().expect("drained lock");
     report.complete = complete && !context.cancel.is_cancelled();
-    report.stored_bytes = drained.iter().map(|a| a.downloaded.stored.size).sum();
-    if let Err(error) = finish_destination(&destination, &finish, report.complete).await {
-        report.complete = false;
-        report.errors.push(error);
+    report.stored_bytes = artifacts.iter().map(|a| a.stored.size).sum();
+    let record = BackupRecord {
+        complete: report.complete,
+        metadata: bbr_metadata(options.started_at, &artifacts, report.complete),
+        artifacts,
+        scripts: context.script_log.lock().expect("lock").clone(),
+    };
+    match destination.finish(&record).await {
+        Ok(source) => report.source = source,
+        Err(error) => {
+            report.complete = false;
+            report.errors.push(error);
+        }
     }
     if report.complete {
         tracing::info!(
@@ -246,139 +233,31 @@ struct Work<'a> {
     plan: &'a BackupPlan,
     context: &'a RunContext,
     created: &'a CreatedRoots,
-    destination: &'a Destination,
-    drained: &'a Mutex<Vec<DrainedArtifact>>,
+    destination: &'a dyn OpenBackup,
+    drained: &'a Mutex<Vec<StoredArtifact>>,
 }
 
-/// A verified artifact and where it came from.
-struct DrainedArtifact {
-    group: String,
-    index: String,
-    job: String,
-    name: String,
-    /// A backup-one-restore-all artifact (bbr's `custom_artifacts`).
-    shared: bool,
-    downloaded: Downloaded,
-}
-
-struct Finish<'a> {
-    deployment: &'a Deployment,
-    options: &'a BackupOptions,
-    backup_id: &'a str,
-    drained: &'a [DrainedArtifact],
-    context: &'a RunContext,
-}
-
-async fn prepare_destination(
-    deployment: &Deployment,
-    options: &BackupOptions,
-    backup_id: &str,
-    concurrent_streams: usize,
-) -> Result<Destination, Error> {
-    match &options.target {
-        BackupTarget::Directory(parent) => {
-            let name = format!("{}_{backup_id}", deployment.name);
-            Ok(Destination::Directory(create_directory(
-                parent, options, &name,
-            )?))
-        }
-        BackupTarget::Store(target) => {
-            let destination = crate::format::store::prepare_backup(
-                target,
-                &deployment.name,
-                backup_id,
-                concurrent_streams,
-            )
-            .await?;
-            Ok(Destination::Store(destination))
-        }
-    }
-}
-
-fn create_directory(
-    parent: &std::path::Path,
-    options: &BackupOptions,
-    name: &str,
-) -> Result<BackupDirectory, Error> {
-    let directory = BackupDirectory::create(parent, name)?;
-    directory.write_metadata(&initial_metadata(options))?;
-    if let Some(manifest) = &options.manifest {
-        directory.write_file("manifest.yml", manifest.as_bytes())?;
-    }
-    Ok(directory)
-}
-
-fn bbr_metadata(finish: &Finish<'_>, complete: bool) -> BackupMetadata {
-    let mut metadata = initial_metadata(finish.options);
+/// bbr's `metadata` at the end of a backup: the start and finish times, and every artifact's
+/// checksums when the backup is complete (a failed backup lists none, which restore refuses).
+fn bbr_metadata(
+    started_at: DateTime<Utc>,
+    artifacts: &[StoredArtifact],
+    complete: bool,
+) -> BackupMetadata {
+    let mut metadata = BackupMetadata::started(started_at);
     if let Some(activity) = metadata.backup_activity.as_mut() {
         activity.finish_time = Some(format_activity_time(Utc::now()));
     }
     if complete {
-        for artifact in finish.drained {
+        for artifact in artifacts {
             metadata.add_files(
                 artifact.shared.then_some(artifact.name.as_str()),
                 (&artifact.group, &artifact.index, &artifact.job),
-                &artifact.downloaded.files,
+                &artifact.files,
             );
         }
     }
     metadata
-}
-
-async fn finish_destination(
-    destination: &Destination,
-    finish: &Finish<'_>,
-    complete: bool,
-) -> Result<(), Error> {
-    let metadata = bbr_metadata(finish, complete);
-    match destination {
-        Destination::Directory(directory) => {
-            if !complete {
-                directory.remove_tars();
-            }
-            directory.write_metadata(&metadata)?;
-            Ok(())
-        }
-        Destination::Store(store) => {
-            if !complete {
-                crate::format::store::discard_backup(
-                    store,
-                    finish
-                        .drained
-                        .iter()
-                        .map(|a| (a.name.as_str(), &a.downloaded)),
-                )
-                .await;
-                return Ok(());
-            }
-            let artifacts = finish.drained.iter().map(|a| crate::format::store::StoredArtifact {
-                name: &a.name,
-                group: &a.group,
-                index: &a.index,
-                job: &a.job,
-                downloaded: &a.downloaded,
-            });
-            let scripts = finish.context.script_log.lock().expect("lock").clone();
-            let record = crate::format::store::BackupRecord {
-                deployment: &finish.deployment.name,
-                backup_id: finish.backup_id,
-                started_at: finish.options.started_at,
-                metadata: &metadata,
-                scripts: &scripts,
-            };
-            crate::format::store::write_manifest(store, &record, artifacts.collect()).await
-        }
-    }
-}
-
-fn initial_metadata(options: &BackupOptions) -> BackupMetadata {
-    BackupMetadata {
-        backup_activity: Some(BackupActivity {
-            start_time: format_activity_time(options.started_at),
-            finish_time: None,
-        }),
-        ..BackupMetadata::default()
-    }
 }
 
 /// Lock, back up, unlock, drain. Returns true when every artifact was drained and verified.
@@ -481,27 +360,17 @@ async fn drain(work: &Work<'_>) -> RunErrors {
             job.name,
             instance.name
         );
-        let downloaded = transfer::download(instance, job, work.destination, context).await?;
+        let artifact = transfer::download(instance, job, work.destination, context).await?;
         context.emit(Event::ArtifactStored {
             instance: instance.name.to_string(),
             job: job.name.clone(),
-            artifact: instance.backup_artifact_name(job),
-            size: downloaded.stored.size,
-            sha256: downloaded.stored.sha256.clone(),
-            version: downloaded.version.clone(),
-            files: downloaded.files.len(),
+            artifact: artifact.name.clone(),
+            size: artifact.stored.size,
+            sha256: artifact.stored.sha256.clone(),
+            version: artifact.version.clone(),
+            files: artifact.files.len(),
         });
-        work.drained
-            .lock()
-            .expect("drained lock")
-            .push(DrainedArtifact {
-                group: instance.name.group.clone(),
-                index: instance.index.clone(),
-                job: job.name.clone(),
-                name: instance.backup_artifact_name(job),
-                shared: instance.backs_up_shared(job),
-                downloaded,
-            });
+        work.drained.lock().expect("drained lock").push(artifact);
         Ok::<(), Error>(())
     });
     let errors: Vec<Error> = stream::iter(transfers)

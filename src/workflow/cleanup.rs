@@ -4,8 +4,8 @@
 //! Unlock scripts must therefore be idempotent: they run even when nothing was locked.
 
 use super::{discover_or_interrupt, release_target, remove_artifact_roots, unlock, RunContext};
-use crate::model::deployment::{Deployment, Target};
 use crate::error::{Error, RunErrors};
+use crate::model::deployment::{Deployment, Target};
 use crate::model::job::{LockDirection, ScriptName};
 
 /// Which clean-up.
@@ -41,10 +41,13 @@ async fn cleanup_deployment(
         Ok(layers) => layers,
         Err(error) => return error.into(),
     };
-    let environment = move |_: &crate::model::deployment::Instance, _: &crate::model::job::Job| match kind {
-        CleanupKind::Backup => vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", "false".to_string())],
-        CleanupKind::Restore => Vec::new(),
-    };
+    let environment =
+        move |_: &crate::model::deployment::Instance, _: &crate::model::job::Job| match kind {
+            CleanupKind::Backup => {
+                vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", "false".to_string())]
+            }
+            CleanupKind::Restore => Vec::new(),
+        };
     let mut errors = unlock(deployment, &layers, script, &environment, context).await;
     let instances: Vec<usize> = (0..deployment.instances.len())
         .filter(|&i| deployment.instances[i].can_backup() || deployment.instances[i].can_restore())

@@ -10,19 +10,16 @@
 //! The drill reuses the ordinary workflows unchanged ([`backup`], [`restore`] with
 //! verification on), so what it proves is what a real disaster recovery would do.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use cairn_store::ArtifactStore;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::format::bbr_directory::BackupDirectory;
-use crate::model::deployment::Target;
-use crate::format::encryption::Identities;
 use crate::error::{Error, RunErrors};
-use crate::workflow::backup::{backup, BackupOptions, BackupTarget};
-use crate::workflow::restore::{restore, RestoreSource};
+use crate::format::sink::{BackupSink, BackupSource};
+use crate::model::deployment::Target;
+use crate::workflow::backup::{backup, BackupOptions};
+use crate::workflow::restore::restore;
 use crate::workflow::verify::{Verification, VerifyResult};
 use crate::workflow::RunContext;
 
@@ -36,21 +33,17 @@ pub enum DrillSource<'a> {
     NewBackup {
         /// The deployment to back up.
         target: &'a dyn Target,
-        /// Where the backup goes.
-        destination: BackupTarget,
-        /// Age identities to restore it with, when it is encrypted (`--identity`).
-        identities: Identities,
+        /// Where the backup goes (a store sink carries the identities to read it back).
+        sink: Arc<dyn BackupSink>,
     },
-    /// Restore a backup that is already in a store.
+    /// Restore a backup that already exists.
     Stored {
-        /// The store.
-        store: Arc<dyn ArtifactStore>,
+        /// The backup.
+        source: Arc<dyn BackupSource>,
         /// Deployment the backup was taken of.
         deployment: String,
         /// Backup id.
         backup_id: String,
-        /// Age identities to restore it with, when it is encrypted (`--identity`).
-        identities: Identities,
     },
 }
 
@@ -226,7 +219,7 @@ pub async fn drill(
     let restore_started_at = Utc::now();
     report.restore_started_at = Some(restore_started_at);
     tracing::info!("Drill: restoring into {}...", target.name());
-    errors.extend(restore(target, &restore_source, &restore_context).await);
+    errors.extend(restore(target, restore_source.as_ref(), &restore_context).await);
     report.restore_finished_at = Some(Utc::now());
     report.recovery_time_seconds = Some(started.elapsed().as_secs_f64());
     report.recovery_point_seconds = report
@@ -254,129 +247,71 @@ fn finish(mut report: DrillReport, errors: RunErrors) -> (DrillReport, RunErrors
     (report, errors)
 }
 
-/// Takes the backup or reads the stored one's manifest; fills `report.backup`.
+/// Takes the backup (or finds the stored one) and fills `report.backup`: what it is, and its
+/// size as far as its format records it (checked as a restore would, nothing downloaded).
 async fn obtain_backup(
     source: DrillSource<'_>,
     context: &RunContext,
     report: &mut DrillReport,
-) -> Result<RestoreSource, RunErrors> {
-    match source {
-        DrillSource::NewBackup {
-            target,
-            destination,
-            identities,
-        } => {
+) -> Result<Arc<dyn BackupSource>, RunErrors> {
+    let (source, backup, stored_bytes) = match source {
+        DrillSource::NewBackup { target, sink } => {
             let options = BackupOptions {
-                target: destination.clone(),
+                sink,
                 unsafe_lock_free: false,
                 manifest: None,
                 started_at: Utc::now(),
             };
             tracing::info!("Drill: backing up {}...", target.name());
             let result = backup(target, &options, context).await;
-            if !result.complete || !result.errors.is_empty() {
-                let mut errors = result.errors;
-                if errors.is_empty() {
-                    errors.push(Error::StoredBackup(
-                        "The drill's backup did not complete; nothing was restored".into(),
-                    ));
-                }
-                return Err(errors);
-            }
-            let id = crate::format::bbr_directory::metadata::format_backup_timestamp(options.started_at);
-            let deployment = target.name().to_string();
-            let location = result.artifact.clone().unwrap_or_default();
-            let (source, data_bytes, artifacts) = match destination {
-                BackupTarget::Directory(parent) => {
-                    let path = parent.join(format!("{deployment}_{id}"));
-                    let (artifacts, data) = directory_sizes(&path);
-                    (RestoreSource::Directory(path), data, artifacts)
-                }
-                BackupTarget::Store(store) => {
-                    let manifest =
-                        crate::format::store::read_manifest(store.store.as_ref(), &deployment, &id)
-                            .await
-                            .map_err(RunErrors::from)?;
-                    let data = manifest
-                        .artifacts
-                        .iter()
-                        .flat_map(|a| a.files.values())
-                        .map(|f| f.size)
-                        .sum();
-                    let source = RestoreSource::Store {
-                        store: store.store,
-                        deployment: deployment.clone(),
-                        backup_id: id.clone(),
-                        identities,
-                    };
-                    (source, Some(data), manifest.artifacts.len())
+            let source = match result.source {
+                Some(source) if result.complete && result.errors.is_empty() => source,
+                _ => {
+                    let mut errors = result.errors;
+                    if errors.is_empty() {
+                        errors.push(Error::DrillBackupIncomplete);
+                    }
+                    return Err(errors);
                 }
             };
-            report.backup = Some(DrillBackup {
-                deployment,
-                id,
-                location,
+            let backup = DrillBackup {
+                deployment: target.name().to_string(),
+                id: crate::format::bbr_directory::metadata::format_backup_timestamp(
+                    options.started_at,
+                ),
+                location: result.artifact.clone().unwrap_or_default(),
                 taken_by_drill: true,
                 taken_at: Some(options.started_at),
                 stored_bytes: result.stored_bytes,
-                data_bytes,
-                artifacts,
-            });
-            Ok(source)
+                data_bytes: None,
+                artifacts: 0,
+            };
+            (source, backup, Some(result.stored_bytes))
         }
         DrillSource::Stored {
-            store,
+            source,
             deployment,
             backup_id,
-            identities,
         } => {
-            let manifest = crate::format::store::read_manifest(store.as_ref(), &deployment, &backup_id)
-                .await
-                .map_err(RunErrors::from)?;
-            report.backup = Some(DrillBackup {
-                deployment: deployment.clone(),
-                id: backup_id.clone(),
-                location: format!("{store}/{deployment}/{backup_id}"),
-                taken_by_drill: false,
+            let backup = DrillBackup {
+                location: source.location(),
                 taken_at: crate::format::store::backup_time(&backup_id),
-                stored_bytes: manifest.artifacts.iter().map(|a| a.size).sum(),
-                data_bytes: Some(
-                    manifest
-                        .artifacts
-                        .iter()
-                        .flat_map(|a| a.files.values())
-                        .map(|f| f.size)
-                        .sum(),
-                ),
-                artifacts: manifest.artifacts.len(),
-            });
-            Ok(RestoreSource::Store {
-                store,
                 deployment,
-                backup_id,
-                identities,
-            })
+                id: backup_id,
+                taken_by_drill: false,
+                stored_bytes: 0,
+                data_bytes: None,
+                artifacts: 0,
+            };
+            (source, backup, None)
         }
-    }
-}
-
-/// Number of tars and their total size in a backup directory (`None`: sizes unknown).
-fn directory_sizes(path: &std::path::Path) -> (usize, Option<u64>) {
-    let directory = BackupDirectory::open(path);
-    let Ok(metadata) = directory.read_metadata() else {
-        return (0, None);
     };
-    let artifacts = BackupDirectory::listed_artifacts(&metadata);
-    let tars: Vec<PathBuf> = artifacts
-        .iter()
-        .map(|(name, _)| directory.tar_path(name))
-        .collect();
-    let size = tars
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
-    (artifacts.len(), Some(size))
+    let backup = report.backup.insert(backup);
+    let contents = source.check(context.parallelism).await?.contents();
+    backup.artifacts = contents.artifacts;
+    backup.data_bytes = contents.data_bytes;
+    backup.stored_bytes = stored_bytes.or(contents.stored_bytes).unwrap_or(0);
+    Ok(source)
 }
 
 fn human_bytes(bytes: u64) -> String {
@@ -467,10 +402,12 @@ mod tests {
         assert!(report(vec![check(VerifyResult::NoScript)], RunErrors::new()).passed);
         assert!(!report(vec![check(VerifyResult::Failed)], RunErrors::new()).passed);
         let mut errors = RunErrors::new();
-        errors.push(Error::StoredBackup("x".into()));
+        errors.push(Error::DrillBackupIncomplete);
         let failed = report(vec![check(VerifyResult::Passed)], errors);
         assert!(!failed.passed);
-        assert!(failed.to_text().contains("error: x"));
+        assert!(failed
+            .to_text()
+            .contains("error: The drill's backup did not complete"));
     }
 
     #[test]

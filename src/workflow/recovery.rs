@@ -6,11 +6,11 @@
 //! exactly the jobs it lists and removes exactly the directories it lists.
 
 use super::{remove_artifact_roots, run_scripts, RunContext};
-use crate::model::deployment::Deployment;
 use crate::error::{Error, RunErrors};
+use crate::model::deployment::Deployment;
 use crate::model::job::{Job, LockDirection, ScriptName};
-use crate::workflow::journal::{process_alive, store_key, this_host, Journal, LockedJob};
 use crate::model::lock_order::JobRef;
+use crate::workflow::journal::{process_alive, store_key, this_host, Journal, LockedJob};
 use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions};
 
 impl RunContext {

@@ -16,24 +16,18 @@
 //! Restore scripts run one at a time, instance by instance (as bbr), and the first failing
 //! instance stops them; unlock always follows once a lock was attempted.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use cairn_store::ArtifactStore;
-
 use futures::stream::{self, StreamExt};
 
 use super::{
     check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
     remove_artifact_roots, transfer, unlock, CreatedRoots, RunContext,
 };
-use crate::format::bbr_directory::{ArtifactError, BackupDirectory, BackupMetadata, Checksums};
-use crate::model::deployment::{Deployment, Target};
-use crate::format::encryption::Identities;
 use crate::error::{Error, RunErrors};
+use crate::format::bbr_directory::{BackupMetadata, Checksums};
+use crate::format::sink::{BackupSource, CheckedBackup};
+use crate::model::deployment::{Deployment, Target};
 use crate::model::job::{LockDirection, ScriptName};
 use crate::model::lock_order::{JobRef, LockLayers};
-use crate::format::manifest::{Manifest, ManifestArtifact};
 use crate::remote::RemoteError;
 
 /// One artifact to send: a job on an instance, from a tar of the backup.
@@ -54,37 +48,6 @@ pub struct RestorePlan {
     pub layers: LockLayers,
     /// Artifacts to copy.
     pub uploads: Vec<Upload>,
-}
-
-/// Checks a backup directory without reading its tars: the metadata, and that every tar it
-/// lists is there (the tars are verified as they are sent).
-///
-/// # Errors
-/// A missing directory or tar, unreadable metadata, an incomplete backup.
-pub fn check_backup_directory(path: &Path) -> Result<BackupMetadata, RunErrors> {
-    let not_found = |action, path: &Path| {
-        Error::from(ArtifactError::Io {
-            action,
-            path: path.to_path_buf(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        })
-    };
-    if !path.is_dir() {
-        return Err(not_found("failed opening the directory", path).into());
-    }
-    let directory = BackupDirectory::open(path);
-    let metadata = directory.read_metadata().map_err(Error::from)?;
-    if metadata.instances.is_empty() && metadata.custom_artifacts.is_empty() {
-        return Err(Error::from(ArtifactError::Incomplete(path.to_path_buf())).into());
-    }
-    let missing: Vec<Error> = BackupDirectory::listed_artifacts(&metadata)
-        .into_iter()
-        .map(|(name, _)| directory.tar_path(&name))
-        .filter(|tar| !tar.is_file())
-        .map(|tar| not_found("Error reading artifact file", &tar))
-        .collect();
-    RunErrors(missing).into_result()?;
-    Ok(metadata)
 }
 
 /// The restorable checks, producing the plan.
@@ -183,169 +146,20 @@ fn plan_uploads(
     Ok(uploads)
 }
 
-/// Where a restore reads the backup from.
-#[derive(Debug, Clone)]
-pub enum RestoreSource {
-    /// A bbr backup directory.
-    Directory(PathBuf),
-    /// A backup in an object store.
-    Store {
-        /// The store.
-        store: Arc<dyn ArtifactStore>,
-        /// Deployment the backup was taken of.
-        deployment: String,
-        /// Backup id.
-        backup_id: String,
-        /// Age identities for an encrypted backup (`--identity`); may be empty.
-        identities: Identities,
-    },
-}
-
-/// A backup whose metadata (and manifest) were checked, ready to be read artifact by artifact.
-enum CheckedBackup {
-    Directory(PathBuf),
-    Store(Arc<dyn ArtifactStore>, Box<Manifest>, Identities),
-}
-
-/// One artifact opened for a restore: read, checked and passed on by [`ArtifactStream::forward`].
-pub(super) enum ArtifactStream {
-    Directory {
-        backup: PathBuf,
-        name: String,
-        expected: Checksums,
-    },
-    Store {
-        reader: crate::format::store::StoreReader,
-        artifact: Box<ManifestArtifact>,
-        compression: crate::format::manifest::Compression,
-        identities: Identities,
-    },
-}
-
-impl ArtifactStream {
-    /// Reads the whole artifact (blocking), passing its tar stream on to `writer` while every
-    /// entry and file is checked; fails when anything differs from what was recorded.
-    pub(super) fn forward(self, writer: &mut dyn std::io::Write) -> Result<(), Error> {
-        match self {
-            ArtifactStream::Directory {
-                backup,
-                name,
-                expected,
-            } => Ok(BackupDirectory::open(&backup).check_tar(&name, &expected, Some(writer))?),
-            ArtifactStream::Store {
-                reader,
-                artifact,
-                compression,
-                identities,
-            } => crate::format::store::check_artifact_stream(
-                reader,
-                &artifact,
-                compression,
-                &identities,
-                Some(writer),
-            )
-            .map(|_| ()),
-        }
-    }
-}
-
-impl CheckedBackup {
-    /// Opens one artifact for reading.
-    async fn open(
-        &self,
-        artifact_name: &str,
-        expected: &Checksums,
-    ) -> Result<ArtifactStream, Error> {
-        match self {
-            CheckedBackup::Directory(path) => Ok(ArtifactStream::Directory {
-                backup: path.clone(),
-                name: artifact_name.to_string(),
-                expected: expected.clone(),
-            }),
-            CheckedBackup::Store(store, manifest, identities) => {
-                let artifact = manifest
-                    .artifacts
-                    .iter()
-                    .find(|a| a.name == artifact_name)
-                    .ok_or_else(|| {
-                        Error::StoredBackup(format!(
-                            "The manifest has no artifact `{artifact_name}`"
-                        ))
-                    })?;
-                Ok(ArtifactStream::Store {
-                    reader: crate::format::store::open_artifact(store, artifact).await?,
-                    artifact: Box::new(artifact.clone()),
-                    compression: manifest.compression,
-                    identities: identities.clone(),
-                })
-            }
-        }
-    }
-}
-
-/// Checks the backup as far as possible without reading its artifacts, before connecting to
-/// anything.
-async fn check_source(
-    source: &RestoreSource,
-    parallelism: usize,
-) -> Result<(CheckedBackup, BackupMetadata), RunErrors> {
-    match source {
-        RestoreSource::Directory(path) => {
-            tracing::info!("Checking backup {}...", path.display());
-            let metadata = check_backup_directory(path)?;
-            Ok((CheckedBackup::Directory(path.clone()), metadata))
-        }
-        RestoreSource::Store {
-            store,
-            deployment,
-            backup_id,
-            identities,
-        } => {
-            tracing::info!("Checking backup {deployment}/{backup_id} in {store}...");
-            let manifest = crate::format::store::check_backup_objects(
-                store,
-                deployment,
-                backup_id,
-                parallelism,
-                identities,
-            )
-            .await?;
-            let metadata = metadata_of(&manifest);
-            Ok((
-                CheckedBackup::Store(Arc::clone(store), Box::new(manifest), identities.clone()),
-                metadata,
-            ))
-        }
-    }
-}
-
-/// bbr's view of a stored backup: the checksums of every artifact.
-fn metadata_of(manifest: &Manifest) -> BackupMetadata {
-    let mut metadata = BackupMetadata::default();
-    for artifact in &manifest.artifacts {
-        metadata.add_files(
-            artifact.is_shared().then_some(artifact.name.as_str()),
-            (&artifact.group, &artifact.index, &artifact.job),
-            &artifact.files,
-        );
-    }
-    metadata
-}
-
 /// Restores a backup into `target`; no script runs unless every artifact arrived verified.
 pub async fn restore(
     target: &dyn Target,
-    source: &RestoreSource,
+    source: &dyn BackupSource,
     context: &RunContext,
 ) -> RunErrors {
-    let (backup, metadata) = match check_source(source, context.parallelism).await {
+    let backup = match source.check(context.parallelism).await {
         Ok(checked) => checked,
         Err(errors) => return errors,
     };
     let mut errors = RunErrors::new();
     match discover_or_interrupt(target, context, "Restore").await {
         Ok(deployment) => {
-            restore_deployment(&deployment, &backup, &metadata, context, &mut errors).await
+            restore_deployment(&deployment, backup.as_ref(), context, &mut errors).await
         }
         Err(e) => errors.extend(e),
     }
@@ -355,12 +169,11 @@ pub async fn restore(
 
 async fn restore_deployment(
     deployment: &Deployment,
-    backup: &CheckedBackup,
-    metadata: &BackupMetadata,
+    backup: &dyn CheckedBackup,
     context: &RunContext,
     errors: &mut RunErrors,
 ) {
-    let plan = match plan_restore(deployment, metadata).await {
+    let plan = match plan_restore(deployment, backup.metadata()).await {
         Ok(plan) => plan,
         Err(e) => return errors.extend(e),
     };
@@ -388,7 +201,7 @@ async fn restore_deployment(
 async fn copy_to_instances(
     deployment: &Deployment,
     plan: &RestorePlan,
-    backup: &CheckedBackup,
+    backup: &dyn CheckedBackup,
     created: &CreatedRoots,
     context: &RunContext,
 ) -> RunErrors {
@@ -397,7 +210,7 @@ async fn copy_to_instances(
         created.mark(upload.job.0);
         tracing::info!("Copying backup to {} on {}...", job.name, instance.name);
         let artifact = backup
-            .open(&upload.artifact_name, &upload.checksums)
+            .open_artifact(&upload.artifact_name, &upload.checksums)
             .await?;
         transfer::upload(instance, job, artifact, &upload.checksums, &context.cancel).await
     });

@@ -7,7 +7,7 @@
 //!
 //! Restore: the artifact is read once on a blocking thread, which checks every entry and file
 //! while handing the tar stream, in 1 MiB chunks, to `tar -x` on the instance
-//! ([`super::restore::ArtifactStream::forward`]); the instance's own checksums are then
+//! ([`ArtifactReader::forward`]); the instance's own checksums are then
 //! compared with the ones in `metadata`. The upload fails if either check fails, and the
 //! caller runs no script.
 
@@ -17,17 +17,18 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::destination::{ArtifactWriter, Destination, StoredBytes};
-use super::restore::ArtifactStream;
 use super::RunContext;
-use crate::format::digest::{digest_tar_files, EntryPolicy, FileDigests, TeeReader};
-use crate::format::bbr_directory::{metadata::mismatched_files, ArtifactError, Checksums};
-use crate::remote::commands;
-use crate::model::deployment::Instance;
 use crate::error::Error;
-use crate::report::events::{Event, EventSink};
+use crate::format::bbr_directory::{metadata::mismatched_files, ArtifactError, Checksums};
+use crate::format::digest::{digest_tar_files, EntryPolicy, FileDigests, TeeReader};
+use crate::format::sink::{
+    ArtifactReader, ArtifactWriter, OpenBackup, StoredArtifact, StoredBytes,
+};
+use crate::model::deployment::Instance;
 use crate::model::job::Job;
+use crate::remote::commands;
 use crate::remote::{RemoteHostExt, StdoutMode};
+use crate::report::events::{Event, EventSink};
 use std::sync::Arc;
 
 /// Chunks in flight between the SSH channel and the disk thread (bounded memory).
@@ -92,26 +93,15 @@ impl Read for ChannelReader {
     }
 }
 
-/// One artifact streamed from an instance and verified.
-#[derive(Debug, Clone)]
-pub(crate) struct Downloaded {
-    /// Size and sha256 of every file.
-    pub files: FileDigests,
-    /// What was stored (after compression).
-    pub stored: StoredBytes,
-    /// The store's version id, if any.
-    pub version: Option<String>,
-}
-
 /// Streams one job's artifact from its instance into the destination and checks it against the
 /// instance's checksums. On success the artifact is committed and the instance's job
 /// directory removed; on failure whatever was written is discarded.
 pub(super) async fn download(
     instance: &Instance,
     job: &Job,
-    destination: &Destination,
+    destination: &dyn OpenBackup,
     context: &RunContext,
-) -> Result<Downloaded, Error> {
+) -> Result<StoredArtifact, Error> {
     let remote_directory = instance.backup_directory(job);
     let label = format!("for job {} on {}", job.name, instance.name);
     let progress = Progress {
@@ -151,7 +141,12 @@ pub(super) async fn download(
             &removed,
         ));
     }
-    Ok(Downloaded {
+    Ok(StoredArtifact {
+        name: instance.backup_artifact_name(job),
+        group: instance.name.group.clone(),
+        index: instance.index.clone(),
+        job: job.name.clone(),
+        shared: instance.backs_up_shared(job),
         files,
         stored,
         version,
@@ -257,12 +252,12 @@ async fn remote_size(instance: &Instance, directory: &str) -> u64 {
 }
 
 /// Streams one artifact into a job's artifact directory on an instance, checking it on the way
-/// ([`ArtifactStream::forward`]), then checks the instance's checksums against `expected`.
+/// ([`ArtifactReader::forward`]), then checks the instance's checksums against `expected`.
 /// An error means the artifact directory must not be used (the caller removes it).
 pub(super) async fn upload(
     instance: &Instance,
     job: &Job,
-    artifact: ArtifactStream,
+    artifact: Box<dyn ArtifactReader>,
     expected: &Checksums,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {

@@ -11,8 +11,8 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 use super::{run_job_script, RunContext, ScriptRun};
-use crate::model::deployment::Deployment;
 use crate::error::{Error, RunErrors};
+use crate::model::deployment::Deployment;
 use crate::model::job::ScriptName;
 use crate::model::lock_order::JobRef;
 

@@ -26,6 +26,8 @@ pub(crate) enum Failure {
     ContainerMissing,
     /// The credential was refused.
     Credentials(String),
+    /// An immutability policy protects the blob (`BlobImmutableDueToPolicy`).
+    Protected(String),
     /// Worth retrying.
     Transient(String),
     /// Anything else.
@@ -38,6 +40,9 @@ pub(crate) fn classify(error: &object_store::Error) -> Failure {
     let response = Response::parse(&text);
     if response.code.as_deref() == Some("ContainerNotFound") {
         return Failure::ContainerMissing;
+    }
+    if response.code.as_deref() == Some("BlobImmutableDueToPolicy") {
+        return Failure::Protected(response.describe());
     }
     match error {
         object_store::Error::NotFound { .. } => return Failure::NotFound,
@@ -194,6 +199,16 @@ mod tests {
                 "Server returned non-2xx status code: 409 Conflict: "
             )),
             Failure::Other("HTTP 409".into())
+        );
+        let immutable = "Server returned non-2xx status code: 409 Conflict: <Error>\
+            <Code>BlobImmutableDueToPolicy</Code><Message>This operation is not permitted as the \
+            blob is immutable due to a policy.\n</Message></Error>";
+        assert_eq!(
+            classify(&generic(immutable)),
+            Failure::Protected(
+                "HTTP 409 BlobImmutableDueToPolicy: This operation is not permitted as the blob is immutable due to a policy"
+                    .into()
+            )
         );
     }
 

@@ -484,6 +484,10 @@ impl Shared {
                 ),
                 hint: CREDENTIAL_HINT.into(),
             },
+            Failure::Protected(detail) => StoreError::Protected {
+                store,
+                detail: format!("{}{subject}: {detail}", operation.verb()),
+            },
             Failure::Transient(detail) => StoreError::Transient {
                 store,
                 detail: format!("{}{subject}: {detail}", operation.verb()),

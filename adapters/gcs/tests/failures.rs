@@ -82,6 +82,7 @@ fn kind(error: &StoreError) -> &'static str {
         StoreError::Credentials { .. } => "credentials",
         StoreError::Configuration { .. } => "configuration",
         StoreError::Transient { .. } => "transient",
+        StoreError::Protected { .. } => "protected",
         StoreError::Other { .. } => "other",
     }
 }

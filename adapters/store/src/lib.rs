@@ -56,6 +56,15 @@ pub enum StoreError {
         /// What is wrong and how to fix it.
         detail: String,
     },
+    /// The store refused to change or delete an object that a retention or immutability
+    /// policy protects (Azure's `BlobImmutableDueToPolicy`).
+    #[error("{store}: {detail}")]
+    Protected {
+        /// The store.
+        store: String,
+        /// What the store said.
+        detail: String,
+    },
     /// A failure worth retrying (5xx, connection reset, timeout).
     #[error("{store}: temporary failure: {detail}")]
     Transient {

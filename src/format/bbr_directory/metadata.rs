@@ -2,13 +2,10 @@
 //! (bbr-facts §4.3). Cairn writes exactly this schema so bbr can restore a Cairn backup, and
 //! reads older variants (no `backup_activity`) so Cairn can restore any bbr backup.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// File name (`./relative/path`) to lowercase hex sha256.
-pub type Checksums = BTreeMap<String, String>;
+pub use crate::format::digest::Checksums;
 
 /// The whole `metadata` document.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +19,20 @@ pub struct BackupMetadata {
     /// Start and finish times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_activity: Option<BackupActivity>,
+}
+
+impl BackupMetadata {
+    /// bbr's `metadata` at the start of a backup: its start time only.
+    #[must_use]
+    pub fn started(at: DateTime<Utc>) -> BackupMetadata {
+        BackupMetadata {
+            backup_activity: Some(BackupActivity {
+                start_time: format_activity_time(at),
+                finish_time: None,
+            }),
+            ..BackupMetadata::default()
+        }
+    }
 }
 
 /// The artifacts of one instance.

@@ -18,8 +18,8 @@ use serde_json::json;
 
 use super::client::{DirectorClient, SshHostInfo, VmInfo};
 use super::BoshError;
-use crate::model::deployment::{InstanceAddress, Target};
 use crate::error::{Error, RunErrors};
+use crate::model::deployment::{InstanceAddress, Target};
 use crate::model::job::InstanceName;
 use crate::remote::dial::Dialer;
 use crate::remote::reconnect::ReconnectingHost;

@@ -1,0 +1,204 @@
+//! The seam between the workflows and where a backup lives: [`BackupSink`] (where backups are
+//! written) and [`BackupSource`] (where one is read back from).
+//!
+//! The workflows only ever see these traits. A bbr directory and an object store implement
+//! both today ([`crate::format::bbr_directory::sink`], [`crate::format::store`]); a new kind
+//! of backup (a deduplicating repository, segmented objects) is a new implementation, not a
+//! change to `workflow/`.
+//!
+//! Both seams are two-level, so that the type says what has been checked: a sink
+//! [`starts`](BackupSink::start) one [`OpenBackup`] (room made, the location checked), which
+//! opens artifacts and is finished with its [`BackupRecord`]; a source
+//! [`checks`](BackupSource::check) a backup before anything is connected, and only the
+//! [`CheckedBackup`] it returns opens artifacts for reading. An artifact is written through a
+//! blocking [`ArtifactWriter`] (on the digest thread) and made visible by a
+//! [`PendingArtifact`] only after the instance's checksums matched; it is read through an
+//! [`ArtifactReader`] that checks every entry and file as the stream passes.
+
+use std::fmt::Debug;
+use std::io;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::{Error, RunErrors};
+use crate::format::bbr_directory::metadata::{BackupMetadata, Checksums};
+use crate::format::digest::FileDigests;
+use crate::model::job::ScriptRecord;
+
+/// Where backups are written: a parent directory, a store location.
+#[async_trait]
+pub trait BackupSink: Send + Sync + Debug {
+    /// Starts one backup: checks the location, makes room (removes what failed runs left),
+    /// and writes whatever must exist from the start (bbr writes `metadata` first).
+    ///
+    /// # Errors
+    /// A location that cannot hold the backup; nothing was changed on any instance yet.
+    async fn start(&self, backup: &NewBackup<'_>) -> Result<Box<dyn OpenBackup>, Error>;
+}
+
+/// The backup about to be written.
+#[derive(Debug, Clone, Copy)]
+pub struct NewBackup<'a> {
+    /// Deployment name.
+    pub deployment: &'a str,
+    /// Backup id (`YYYYMMDDTHHMMSSZ`, the start time).
+    pub backup_id: &'a str,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// Artifacts written at the same time (sizes per-stream buffers and compression threads).
+    pub concurrent_streams: usize,
+    /// The deployment's manifest, when asked to keep it (`--with-manifest`).
+    pub deployment_manifest: Option<&'a str>,
+}
+
+/// One backup being written.
+#[async_trait]
+pub trait OpenBackup: Send + Sync + Debug {
+    /// Where the backup is (a directory path, a store key), for messages and reports.
+    fn location(&self) -> String;
+
+    /// Opens one artifact (`<group>-<index>-<job>`, or a shared artifact's name) for writing.
+    ///
+    /// # Errors
+    /// The artifact cannot be created.
+    async fn open_artifact(&self, name: &str) -> Result<OpenArtifact, Error>;
+
+    /// Ends the backup. A complete record is made restorable (bbr's `metadata` listing every
+    /// artifact, a store's manifest written last); an incomplete one must never look
+    /// complete: what it wrote is removed or left unlisted. Returns where the finished
+    /// backup can be read back, when it is complete.
+    ///
+    /// # Errors
+    /// The record could not be written; the backup is then not complete.
+    async fn finish(
+        self: Box<Self>,
+        record: &BackupRecord,
+    ) -> Result<Option<Arc<dyn BackupSource>>, Error>;
+}
+
+/// The blocking side of an artifact being written (the tar stream, on the digest thread).
+pub trait ArtifactWriter: io::Write + Send {
+    /// Flushes everything and reports what was written.
+    ///
+    /// # Errors
+    /// The bytes could not be written or made durable.
+    fn finish(self: Box<Self>) -> io::Result<StoredBytes>;
+}
+
+/// The async side of an artifact being written: committed or discarded once verified.
+#[async_trait]
+pub trait PendingArtifact: Send {
+    /// Makes the artifact visible; returns the store's version id, if any.
+    ///
+    /// # Errors
+    /// The artifact could not be made visible.
+    async fn commit(self: Box<Self>) -> Result<Option<String>, Error>;
+    /// Removes what was written; returns the store's own error if the upload had failed.
+    async fn discard(self: Box<Self>) -> Option<Error>;
+}
+
+/// The two halves of an artifact being written.
+pub type OpenArtifact = (Box<dyn ArtifactWriter>, Box<dyn PendingArtifact>);
+
+/// What was written for one artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBytes {
+    /// Bytes written (after compression and encryption).
+    pub size: u64,
+    /// sha256 of those bytes: for a store (the manifest records it); `None` for a bbr
+    /// directory, whose format has only per-file digests, so the tar is not hashed twice.
+    pub sha256: Option<String>,
+}
+
+/// One artifact stored and verified against its instance's checksums.
+#[derive(Debug, Clone)]
+pub struct StoredArtifact {
+    /// `<group>-<index>-<job>`, or the shared artifact's name.
+    pub name: String,
+    /// Instance group.
+    pub group: String,
+    /// Instance index.
+    pub index: String,
+    /// Job name.
+    pub job: String,
+    /// A backup-one-restore-all artifact (bbr's `custom_artifacts`).
+    pub shared: bool,
+    /// Size and sha256 of every file.
+    pub files: FileDigests,
+    /// What was stored.
+    pub stored: StoredBytes,
+    /// The store's version id, if any.
+    pub version: Option<String>,
+}
+
+/// What a finished backup records.
+#[derive(Debug, Clone)]
+pub struct BackupRecord {
+    /// True when every artifact was stored and verified, and the run was not interrupted.
+    pub complete: bool,
+    /// bbr's `metadata` (listing the artifacts only when complete).
+    pub metadata: BackupMetadata,
+    /// The artifacts stored and verified (all of them when complete).
+    pub artifacts: Vec<StoredArtifact>,
+    /// Every script that ran, for lock and unlock times.
+    pub scripts: Vec<ScriptRecord>,
+}
+
+/// Where one backup is read from.
+#[async_trait]
+pub trait BackupSource: Send + Sync + Debug {
+    /// Where the backup is, for messages and reports.
+    fn location(&self) -> String;
+
+    /// Checks everything that needs no reading of the artifacts (metadata, every artifact
+    /// present at its recorded size and version, an identity for an encrypted backup),
+    /// before anything is connected.
+    ///
+    /// # Errors
+    /// Everything found wrong.
+    async fn check(&self, parallelism: usize) -> Result<Box<dyn CheckedBackup>, RunErrors>;
+}
+
+/// A backup whose metadata was checked, ready to be read artifact by artifact.
+#[async_trait]
+pub trait CheckedBackup: Send + Sync {
+    /// bbr's view of the backup: every artifact's checksums.
+    fn metadata(&self) -> &BackupMetadata;
+
+    /// What the backup holds, for reports.
+    fn contents(&self) -> BackupContents;
+
+    /// Opens one artifact for reading.
+    ///
+    /// # Errors
+    /// The artifact is not in the backup or cannot be opened.
+    async fn open_artifact(
+        &self,
+        name: &str,
+        expected: &Checksums,
+    ) -> Result<Box<dyn ArtifactReader>, Error>;
+}
+
+/// Size of a backup, as far as its format records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupContents {
+    /// Job artifacts.
+    pub artifacts: usize,
+    /// Bytes stored (compressed and encrypted in a store, tar size in a directory).
+    pub stored_bytes: Option<u64>,
+    /// Bytes of the files inside the artifacts, when the format records them.
+    pub data_bytes: Option<u64>,
+}
+
+/// One artifact opened for reading.
+pub trait ArtifactReader: Send {
+    /// Reads the whole artifact (blocking), passing its tar stream on to `writer` while every
+    /// entry and file is checked. An unsafe entry is never passed on; a damaged artifact may
+    /// be known only at its end, so the caller discards what was forwarded on an error.
+    ///
+    /// # Errors
+    /// Anything that differs from what was recorded, or cannot be read.
+    fn forward(self: Box<Self>, writer: &mut dyn io::Write) -> Result<(), Error>;
+}

@@ -1,0 +1,498 @@
+//! Reading a backup back from an object store: the [`BackupSource`] half of [`super`], and
+//! the verification `cairn backups verify` and `prune` share with restore.
+//!
+//! Before a restore connects to anything, [`StoreSource::check`] reads the manifest, checks
+//! that an encrypted backup can be decrypted with `--identity`, the `metadata` object, and
+//! every artifact's object at its recorded version and size (a `HEAD` each). Each artifact is
+//! then read once ([`check_artifact_stream`]): size and sha256 of the stored bytes, and after
+//! decryption and decompression every tar entry and every file, while the tar stream goes on
+//! to the instance.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::{invalid_name, read_manifest, tar_reader, StoreReader};
+use crate::error::{Error, RunErrors, StoredBackupError};
+use crate::format::bbr_directory::metadata::{BackupMetadata, Checksums};
+use crate::format::digest::{digest_tar_files, digest_tar_forwarding, EntryPolicy, FileDigests};
+use crate::format::encryption::{DecryptFailure, Identities, AGE_HEADER, AGE_X25519};
+use crate::format::hashing::HashingReader;
+use crate::format::manifest::{ArtifactEncryption, Compression, Manifest, ManifestArtifact};
+use crate::format::sink::{ArtifactReader, BackupContents, BackupSource, CheckedBackup};
+
+/// A backup in a store to restore from.
+#[derive(Debug, Clone)]
+pub struct StoreSource {
+    /// The store.
+    pub store: Arc<dyn ArtifactStore>,
+    /// Deployment the backup was taken of.
+    pub deployment: String,
+    /// Backup id.
+    pub backup_id: String,
+    /// Age identities for an encrypted backup (`--identity`); may be empty.
+    pub identities: Identities,
+}
+
+#[async_trait]
+impl BackupSource for StoreSource {
+    fn location(&self) -> String {
+        format!("{}/{}/{}", self.store, self.deployment, self.backup_id)
+    }
+
+    async fn check(&self, parallelism: usize) -> Result<Box<dyn CheckedBackup>, RunErrors> {
+        tracing::info!(
+            "Checking backup {}/{} in {}...",
+            self.deployment,
+            self.backup_id,
+            self.store
+        );
+        let manifest = check_backup_objects(
+            &self.store,
+            &self.deployment,
+            &self.backup_id,
+            parallelism,
+            &self.identities,
+        )
+        .await?;
+        let metadata = metadata_of(&manifest);
+        Ok(Box::new(CheckedStoreBackup {
+            store: Arc::clone(&self.store),
+            manifest,
+            identities: self.identities.clone(),
+            metadata,
+        }))
+    }
+}
+
+/// bbr's view of a stored backup: the checksums of every artifact.
+fn metadata_of(manifest: &Manifest) -> BackupMetadata {
+    let mut metadata = BackupMetadata::default();
+    for artifact in &manifest.artifacts {
+        metadata.add_files(
+            artifact.is_shared().then_some(artifact.name.as_str()),
+            (&artifact.group, &artifact.index, &artifact.job),
+            &artifact.files,
+        );
+    }
+    metadata
+}
+
+/// A stored backup whose manifest and objects were checked.
+struct CheckedStoreBackup {
+    store: Arc<dyn ArtifactStore>,
+    manifest: Manifest,
+    identities: Identities,
+    metadata: BackupMetadata,
+}
+
+#[async_trait]
+impl CheckedBackup for CheckedStoreBackup {
+    fn metadata(&self) -> &BackupMetadata {
+        &self.metadata
+    }
+
+    fn contents(&self) -> BackupContents {
+        let artifacts = &self.manifest.artifacts;
+        BackupContents {
+            artifacts: artifacts.len(),
+            stored_bytes: Some(artifacts.iter().map(|a| a.size).sum()),
+            data_bytes: Some(
+                artifacts
+                    .iter()
+                    .flat_map(|a| a.files.values())
+                    .map(|f| f.size)
+                    .sum(),
+            ),
+        }
+    }
+
+    async fn open_artifact(
+        &self,
+        name: &str,
+        _expected: &Checksums,
+    ) -> Result<Box<dyn ArtifactReader>, Error> {
+        let artifact = self
+            .manifest
+            .artifacts
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| StoredBackupError::ArtifactNotListed {
+                artifact: name.to_string(),
+            })?;
+        Ok(Box::new(StoreArtifact {
+            reader: open_artifact(&self.store, artifact).await?,
+            artifact: artifact.clone(),
+            compression: self.manifest.compression,
+            identities: self.identities.clone(),
+        }))
+    }
+}
+
+/// One stored artifact, checked as it is read.
+struct StoreArtifact {
+    reader: StoreReader,
+    artifact: ManifestArtifact,
+    compression: Compression,
+    identities: Identities,
+}
+
+impl ArtifactReader for StoreArtifact {
+    fn forward(self: Box<Self>, writer: &mut dyn Write) -> Result<(), Error> {
+        check_artifact_stream(
+            self.reader,
+            &self.artifact,
+            self.compression,
+            &self.identities,
+            Some(writer),
+        )
+        .map(|_| ())
+    }
+}
+
+/// A backup [`verify_backup`] found intact.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Encrypted artifacts whose stored bytes were checked, but not the files inside (no
+    /// identity was given); 0 when every file of every artifact was checked.
+    pub contents_unchecked: usize,
+}
+
+/// Checks that an encrypted backup can be decrypted with `identities`, before anything else
+/// is read: one error naming the backup when it is encrypted with a scheme Cairn cannot read,
+/// when no identity was given (and `require_identity`), or when none of them matches (the
+/// header of the first encrypted artifact is read to find out). A damaged header is left for
+/// the full verification to report.
+///
+/// # Errors
+/// The one error.
+pub async fn check_identities(
+    store: &Arc<dyn ArtifactStore>,
+    manifest: &Manifest,
+    identities: &Identities,
+    require_identity: bool,
+) -> Result<(), Error> {
+    let Some(encryption) = manifest.encryption() else {
+        return Ok(());
+    };
+    let backup = format!("{}/{}", manifest.deployment, manifest.backup_id);
+    if let Some(artifact) = manifest.artifacts.iter().find(|a| {
+        a.encryption
+            .as_ref()
+            .is_some_and(|e| e.scheme != AGE_X25519)
+    }) {
+        return Err(StoredBackupError::UnknownEncryption {
+            backup,
+            store: store.to_string(),
+            artifact: artifact.name.clone(),
+            scheme: artifact
+                .encryption
+                .as_ref()
+                .map_or(String::new(), |e| e.scheme.clone()),
+        }
+        .into());
+    }
+    if identities.is_empty() {
+        if !require_identity {
+            return Ok(());
+        }
+        return Err(StoredBackupError::IdentityRequired {
+            backup,
+            store: store.to_string(),
+            encryption: describe_encryption(encryption),
+        }
+        .into());
+    }
+    let Some(artifact) = manifest.artifacts.iter().find(|a| a.encryption.is_some()) else {
+        return Ok(());
+    };
+    let Ok(key) = ObjectKey::parse(&artifact.key) else {
+        return Ok(());
+    };
+    let Ok(reader) = StoreReader::open(store.as_ref(), &key, artifact.version.as_deref()).await
+    else {
+        return Ok(());
+    };
+    let identities = identities.clone();
+    let failure = tokio::task::spawn_blocking(move || identities.decrypt(reader).err())
+        .await
+        .expect("header thread");
+    match failure {
+        Some(DecryptFailure::NoMatchingIdentity) => Err(StoredBackupError::NoMatchingIdentity {
+            backup,
+            store: store.to_string(),
+            encryption: describe_encryption(encryption),
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// `age-x25519, 2 recipients`.
+#[must_use]
+pub fn describe_encryption(encryption: &ArtifactEncryption) -> String {
+    format!(
+        "{}, {} recipient{}",
+        encryption.scheme,
+        encryption.recipients,
+        if encryption.recipients == 1 { "" } else { "s" }
+    )
+}
+
+/// Re-reads every object of a backup and checks sizes, digests, every file and every tar
+/// entry. Encrypted artifacts are decrypted with `identities`; without any, only their stored
+/// bytes are checked (size, sha256, the age header) unless `require_identity`, which refuses
+/// the backup instead (restore). No identity that matches is refused either way.
+///
+/// # Errors
+/// One error per damaged or missing object, or the one of [`check_identities`].
+pub async fn verify_backup(
+    store: &Arc<dyn ArtifactStore>,
+    deployment: &str,
+    id: &str,
+    parallelism: usize,
+    identities: &Identities,
+    require_identity: bool,
+) -> Result<Verified, RunErrors> {
+    let manifest = read_manifest(store.as_ref(), deployment, id).await?;
+    check_identities(store, &manifest, identities, require_identity).await?;
+    let checks = manifest
+        .artifacts
+        .iter()
+        .map(|artifact| verify_artifact(store, artifact, manifest.compression, identities));
+    let results: Vec<Result<Checked, Error>> = futures::stream::iter(checks)
+        .buffer_unordered(parallelism.max(1))
+        .collect()
+        .await;
+    let contents_unchecked = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Checked::StoredBytes)))
+        .count();
+    let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+    if let Err(error) = verify_metadata(store.as_ref(), &manifest).await {
+        errors.push(error);
+    }
+    RunErrors(errors).into_result()?;
+    Ok(Verified {
+        manifest,
+        contents_unchecked,
+    })
+}
+
+async fn verify_metadata(store: &dyn ArtifactStore, manifest: &Manifest) -> Result<(), Error> {
+    let key = ObjectKey::parse(&manifest.metadata.key).map_err(invalid_name)?;
+    let data = store
+        .get_bytes(&key, manifest.metadata.version.as_deref())
+        .await
+        .map_err(|e| damaged(&manifest.metadata.key, &e.to_string()))?;
+    if hex::encode(Sha256::digest(&data)) != manifest.metadata.sha256 {
+        return Err(damaged(
+            &manifest.metadata.key,
+            "its sha256 does not match the manifest",
+        ));
+    }
+    Ok(())
+}
+
+fn damaged(key: &str, detail: &str) -> Error {
+    StoredBackupError::Damaged {
+        key: key.to_string(),
+        detail: detail.to_string(),
+    }
+    .into()
+}
+
+/// How much of one artifact [`verify_artifact`] checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// Size and sha256 of the stored bytes, every file, every tar entry.
+    Everything,
+    /// Size and sha256 of the stored bytes only: encrypted, and no identity was given.
+    StoredBytes,
+}
+
+/// Verifies one stored artifact, reading it once: completely, or (encrypted, no identity)
+/// its stored bytes.
+///
+/// # Errors
+/// Missing object, wrong size or digest, files that differ, unsafe entries, an artifact that
+/// cannot be decrypted.
+pub async fn verify_artifact(
+    store: &Arc<dyn ArtifactStore>,
+    artifact: &ManifestArtifact,
+    compression: Compression,
+    identities: &Identities,
+) -> Result<Checked, Error> {
+    let reader = open_artifact(store, artifact).await?;
+    let expected = artifact.clone();
+    let identities = identities.clone();
+    tokio::task::spawn_blocking(move || {
+        check_artifact_stream(reader, &expected, compression, &identities, None)
+    })
+    .await
+    .expect("verify thread")
+}
+
+/// Opens a stored artifact for reading after checking that it exists at the recorded version
+/// with the recorded size (a `HEAD`, nothing downloaded yet).
+///
+/// # Errors
+/// Missing object or wrong size, as "damaged or missing".
+pub async fn open_artifact(
+    store: &Arc<dyn ArtifactStore>,
+    artifact: &ManifestArtifact,
+) -> Result<StoreReader, Error> {
+    let key = head_artifact(store.as_ref(), artifact).await?;
+    StoreReader::open(store.as_ref(), &key, artifact.version.as_deref())
+        .await
+        .map_err(|e| damaged(&artifact.key, &e.to_string()))
+}
+
+/// Checks that an artifact's object exists at its recorded version with its recorded size.
+async fn head_artifact(
+    store: &dyn ArtifactStore,
+    artifact: &ManifestArtifact,
+) -> Result<ObjectKey, Error> {
+    let key = ObjectKey::parse(&artifact.key).map_err(invalid_name)?;
+    let head = store
+        .head(&key, artifact.version.as_deref())
+        .await
+        .map_err(|e| damaged(&artifact.key, &e.to_string()))?;
+    if head.size != artifact.size {
+        return Err(damaged(
+            &artifact.key,
+            &format!(
+                "it has {} bytes, the manifest says {}",
+                head.size, artifact.size
+            ),
+        ));
+    }
+    Ok(key)
+}
+
+/// What a restore checks before it connects to anything, without downloading the artifacts:
+/// the manifest, that an encrypted backup can be decrypted with `identities` (one header is
+/// read), the `metadata` object, and every artifact's object at its recorded version and
+/// size. The contents are checked as they are restored ([`check_artifact_stream`]).
+///
+/// # Errors
+/// One error per missing or damaged object, or the one of [`check_identities`].
+pub async fn check_backup_objects(
+    store: &Arc<dyn ArtifactStore>,
+    deployment: &str,
+    id: &str,
+    parallelism: usize,
+    identities: &Identities,
+) -> Result<Manifest, RunErrors> {
+    let manifest = read_manifest(store.as_ref(), deployment, id).await?;
+    check_identities(store, &manifest, identities, true).await?;
+    // Collected first: a lazy `map` over borrowed artifacts is not `Send` for every lifetime,
+    // which the boxed futures of the `BackupSource` trait need.
+    let heads: Vec<_> = manifest
+        .artifacts
+        .iter()
+        .map(|artifact| head_artifact(store.as_ref(), artifact))
+        .collect();
+    let results: Vec<Result<ObjectKey, Error>> = futures::stream::iter(heads)
+        .buffer_unordered(parallelism.max(1))
+        .collect()
+        .await;
+    let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+    if let Err(error) = verify_metadata(store.as_ref(), &manifest).await {
+        errors.push(error);
+    }
+    RunErrors(errors).into_result()?;
+    Ok(manifest)
+}
+
+/// Checks one stored artifact as it is read (blocking; on a reading thread): size and sha256
+/// of the stored bytes, and, after decryption and decompression, every tar entry and every
+/// file against the manifest. With `forward`, the tar stream is passed on while it is checked
+/// ([`digest_tar_forwarding`]: an unsafe entry is never passed on), which is how a restore
+/// reads each artifact once; the caller must discard what was forwarded when this fails, as
+/// a damaged object is only known at its end.
+///
+/// # Errors
+/// As [`verify_artifact`]; with `forward`, also an encrypted artifact without `identities`.
+pub fn check_artifact_stream(
+    reader: StoreReader,
+    expected: &ManifestArtifact,
+    compression: Compression,
+    identities: &Identities,
+    forward: Option<&mut dyn Write>,
+) -> Result<Checked, Error> {
+    let mut hashing = HashingReader::new(reader);
+    let encrypted = expected.encryption.is_some();
+    let checked = if encrypted && identities.is_empty() {
+        Checked::StoredBytes
+    } else {
+        Checked::Everything
+    };
+    if checked == Checked::StoredBytes && forward.is_some() {
+        return Err(StoredBackupError::ArtifactEncrypted {
+            key: expected.key.clone(),
+        }
+        .into());
+    }
+    let files = match checked {
+        Checked::StoredBytes => check_age_header(&mut hashing).map(|()| None),
+        Checked::Everything => {
+            digest_stored(&mut hashing, compression, encrypted, identities, forward).map(Some)
+        }
+    }
+    .map_err(|detail| damaged(&expected.key, &detail));
+    io::copy(&mut hashing, &mut io::sink()).map_err(|e| damaged(&expected.key, &e.to_string()))?;
+    let files = files?;
+    let (size, sha256) = hashing.summary();
+    if size != expected.size || sha256 != expected.sha256 {
+        return Err(damaged(
+            &expected.key,
+            "its sha256 does not match the manifest",
+        ));
+    }
+    if files.is_some_and(|files| files != expected.files) {
+        return Err(damaged(
+            &expected.key,
+            "the files inside do not match the manifest",
+        ));
+    }
+    Ok(checked)
+}
+
+/// Decrypts (when encrypted), decompresses and digests every file of a stored artifact,
+/// passing the tar stream on to `forward` when given.
+fn digest_stored<R: Read + Send>(
+    stored: R,
+    compression: Compression,
+    encrypted: bool,
+    identities: &Identities,
+    forward: Option<&mut dyn Write>,
+) -> Result<FileDigests, String> {
+    let plain: Box<dyn Read + Send + '_> = if encrypted {
+        Box::new(identities.decrypt(stored).map_err(|e| e.to_string())?)
+    } else {
+        Box::new(stored)
+    };
+    let tar = tar_reader(plain, compression).map_err(|e| e.to_string())?;
+    match forward {
+        Some(writer) => digest_tar_forwarding(tar, writer),
+        None => digest_tar_files(tar, EntryPolicy::RefuseEscapes),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The stored bytes of an encrypted artifact start with the age header.
+fn check_age_header<R: Read>(stored: &mut R) -> Result<(), String> {
+    let mut start = [0_u8; AGE_HEADER.len()];
+    match stored.read_exact(&mut start) {
+        Ok(()) if start == AGE_HEADER => Ok(()),
+        Ok(()) => Err("it is not an age file, but the manifest says it is encrypted".into()),
+        Err(error) => Err(error.to_string()),
+    }
+}

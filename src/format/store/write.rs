@@ -1,0 +1,474 @@
+//! Writing a backup into an object store: the [`BackupSink`] half of [`super`].
+//!
+//! [`StoreSink::start`] checks the store once (versioning when required, Object Lock for
+//! `--retain-days`) and removes incomplete backups of the deployment. Each artifact's writer
+//! compresses with zstd, encrypts with age when the backup has recipients (`--encrypt-to`),
+//! hashes the bytes as stored and hands fixed-size chunks to an upload task through a bounded
+//! channel, so nothing touches the coordinator's disk and memory stays bounded. The upload is
+//! completed only after the instance's checksums matched, otherwise aborted. `metadata` and
+//! then `manifest.json` are written last, only for a complete backup; an incomplete one has
+//! its artifacts removed (and anything left is removed by the next backup).
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cairn_store::{
+    ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions, Retention, StoreError, Upload,
+};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{backup_key, delete_objects, list_backups, StoreSource};
+use crate::error::Error;
+use crate::format::bbr_directory::ArtifactError;
+use crate::format::encryption::{Identities, Recipients};
+use crate::format::hashing::HashingWriter;
+use crate::format::manifest::{
+    Compression, JobTimes, Manifest, ManifestArtifact, ManifestObject, MANIFEST_NAME,
+    MANIFEST_SCHEMA, METADATA_NAME,
+};
+use crate::format::sink::{
+    ArtifactWriter, BackupRecord, BackupSink, BackupSource, NewBackup, OpenArtifact, OpenBackup,
+    PendingArtifact, StoredBytes,
+};
+use crate::model::job::{ScriptName, ScriptRecord};
+
+/// Size of the chunks handed to an upload (the adapter assembles its own parts). Small, since
+/// every parallel stream holds a few of them on top of the process's shared part budget.
+const UPLOAD_CHUNK: usize = 256 << 10;
+/// Chunks queued between the digest thread and the upload task.
+const UPLOAD_QUEUE: usize = 4;
+
+/// Backups written into an object store (`--store URL`).
+#[derive(Debug, Clone)]
+pub struct StoreSink {
+    /// The store.
+    pub store: Arc<dyn ArtifactStore>,
+    /// Artifact compression.
+    pub compression: Compression,
+    /// Retention for every object, manifest included.
+    pub retention: Option<Retention>,
+    /// Refuse a store without versioning, with this command in the message.
+    pub require_versioning: Option<String>,
+    /// Encrypt every artifact to these age recipients (`--encrypt-to`).
+    pub encryption: Option<Recipients>,
+    /// Identities to read the backup back with (drills), when encrypted.
+    pub identities: Identities,
+}
+
+#[async_trait]
+impl BackupSink for StoreSink {
+    async fn start(&self, backup: &NewBackup<'_>) -> Result<Box<dyn OpenBackup>, Error> {
+        let store = &self.store;
+        let capabilities = store.capabilities().await?;
+        if let Some(command) = &self.require_versioning {
+            if !capabilities.versioning {
+                return Err(StoreError::Configuration {
+                    store: store.to_string(),
+                    detail: format!("versioning is not enabled; enable it with `{command}`, or pass --allow-unversioned"),
+                }
+                .into());
+            }
+        }
+        if self.retention.is_some() && !capabilities.retention {
+            return Err(StoreError::Configuration {
+                store: store.to_string(),
+                detail: "--retain-days needs Object Lock (object retention) enabled on the bucket; it is not".into(),
+            }
+            .into());
+        }
+        remove_incomplete(store.as_ref(), backup.deployment).await?;
+        Ok(Box::new(StoreBackup {
+            store: Arc::clone(store),
+            deployment: backup.deployment.to_string(),
+            backup_id: backup.backup_id.to_string(),
+            started_at: backup.started_at,
+            backup_key: backup_key(backup.deployment, backup.backup_id)?,
+            compression: self.compression,
+            put_options: PutOptions {
+                retention: self.retention,
+            },
+            compression_workers: compression_workers(backup.concurrent_streams),
+            encryption: self.encryption.clone(),
+            identities: self.identities.clone(),
+        }))
+    }
+}
+
+/// zstd workers per stream: the cores shared by the streams that run at once, so that
+/// parallel streams neither oversubscribe the CPU nor multiply zstd's per-worker buffers.
+#[must_use]
+pub fn compression_workers(concurrent_streams: usize) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    u32::try_from((cores / concurrent_streams.max(1)).max(1)).unwrap_or(1)
+}
+
+/// A backup being written into a store.
+#[derive(Debug, Clone)]
+pub struct StoreBackup {
+    store: Arc<dyn ArtifactStore>,
+    deployment: String,
+    backup_id: String,
+    started_at: DateTime<Utc>,
+    /// `<deployment>/<backup id>`.
+    backup_key: ObjectKey,
+    compression: Compression,
+    put_options: PutOptions,
+    /// zstd worker threads per artifact stream (1: compress on the digest thread itself).
+    compression_workers: u32,
+    encryption: Option<Recipients>,
+    identities: Identities,
+}
+
+impl StoreBackup {
+    /// Key of an object of this backup.
+    ///
+    /// # Panics
+    /// Never for names Cairn makes (group, index and job names are single segments).
+    #[must_use]
+    pub fn key(&self, name: &str) -> ObjectKey {
+        self.backup_key
+            .join(name)
+            .expect("artifact names are valid key segments")
+    }
+
+    /// Key of an artifact's object: `<name>.tar.zst`, `<name>.tar` without compression, and
+    /// `.age` appended when encrypted.
+    #[must_use]
+    pub fn artifact_key(&self, name: &str) -> ObjectKey {
+        let mut file = format!("{name}.{}", self.compression.extension());
+        if self.encryption.is_some() {
+            file.push('.');
+            file.push_str(crate::format::encryption::EXTENSION);
+        }
+        self.key(&file)
+    }
+
+    /// Removes what a failed backup stored (best effort: leftovers are removed by the next run).
+    async fn discard(&self, record: &BackupRecord) {
+        for artifact in &record.artifacts {
+            let key = self.artifact_key(&artifact.name);
+            if let Err(error) = self.store.delete(&key, artifact.version.as_deref()).await {
+                tracing::warn!("Could not remove {key} of a failed backup: {error}");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl OpenBackup for StoreBackup {
+    fn location(&self) -> String {
+        format!("{}/{}", self.store, self.backup_key)
+    }
+
+    async fn open_artifact(&self, name: &str) -> Result<OpenArtifact, Error> {
+        open_upload(self, name).await
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        record: &BackupRecord,
+    ) -> Result<Option<Arc<dyn BackupSource>>, Error> {
+        if !record.complete {
+            self.discard(record).await;
+            return Ok(None);
+        }
+        write_manifest(&self, record).await?;
+        Ok(Some(Arc::new(StoreSource {
+            store: Arc::clone(&self.store),
+            deployment: self.deployment.clone(),
+            backup_id: self.backup_id.clone(),
+            identities: self.identities.clone(),
+        })))
+    }
+}
+
+async fn remove_incomplete(store: &dyn ArtifactStore, deployment: &str) -> Result<(), Error> {
+    let aborted = store
+        .abort_unfinished_uploads(&format!("{deployment}/"))
+        .await?;
+    if aborted > 0 {
+        tracing::info!("Aborted {aborted} unfinished upload(s) of an earlier backup of {deployment} in {store}");
+    }
+    for backup in list_backups(store, Some(deployment)).await? {
+        if !backup.complete {
+            tracing::info!(
+                "Removing incomplete backup {}/{} from {store}",
+                backup.deployment,
+                backup.id
+            );
+            delete_objects(store, &backup.deployment, &backup.id, &[]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `metadata`, then `manifest.json` — the last object of a backup.
+async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Result<(), Error> {
+    let store = &destination.store;
+    let metadata_bytes = Bytes::from(record.metadata.to_yaml());
+    let metadata_key = destination.key(METADATA_NAME);
+    let metadata_put = store
+        .put_bytes(
+            &metadata_key,
+            metadata_bytes.clone(),
+            &destination.put_options,
+        )
+        .await?;
+    let mut manifest_artifacts: Vec<ManifestArtifact> = record
+        .artifacts
+        .iter()
+        .map(|a| ManifestArtifact {
+            name: a.name.clone(),
+            group: a.group.clone(),
+            index: a.index.clone(),
+            job: a.job.clone(),
+            key: destination.artifact_key(&a.name).to_string(),
+            size: a.stored.size,
+            sha256: a
+                .stored
+                .sha256
+                .clone()
+                .expect("a store writer hashes what it stores"),
+            version: a.version.clone(),
+            files: a.files.clone(),
+            encryption: destination
+                .encryption
+                .as_ref()
+                .map(crate::format::encryption::Recipients::record),
+        })
+        .collect();
+    manifest_artifacts.sort_by(|a, b| a.name.cmp(&b.name));
+    let manifest = Manifest {
+        schema: MANIFEST_SCHEMA,
+        cairn_version: crate::VERSION.to_string(),
+        deployment: destination.deployment.clone(),
+        backup_id: destination.backup_id.clone(),
+        started_at: destination.started_at,
+        finished_at: Utc::now(),
+        compression: destination.compression,
+        artifacts: manifest_artifacts,
+        jobs: job_times(&record.scripts),
+        metadata: ManifestObject {
+            key: metadata_key.to_string(),
+            version: metadata_put.version,
+            sha256: hex::encode(Sha256::digest(&metadata_bytes)),
+        },
+    };
+    let manifest_key = destination.key(MANIFEST_NAME);
+    store
+        .put_bytes(
+            &manifest_key,
+            Bytes::from(manifest.to_json()),
+            &destination.put_options,
+        )
+        .await?;
+    Ok(())
+}
+
+fn job_times(scripts: &[ScriptRecord]) -> Vec<JobTimes> {
+    let mut jobs: BTreeMap<(String, String), JobTimes> = BTreeMap::new();
+    for record in scripts {
+        let entry = jobs
+            .entry((record.instance.clone(), record.job.clone()))
+            .or_insert_with(|| JobTimes {
+                instance: record.instance.clone(),
+                job: record.job.clone(),
+                locked_at: None,
+                unlocked_at: None,
+            });
+        match record.script {
+            ScriptName::PreBackupLock if record.success => {
+                entry.locked_at = Some(record.finished_at)
+            }
+            ScriptName::PostBackupUnlock => entry.unlocked_at = Some(record.finished_at),
+            _ => {}
+        }
+    }
+    jobs.into_values()
+        .filter(|j| j.locked_at.is_some() || j.unlocked_at.is_some())
+        .collect()
+}
+
+/// Collects bytes into fixed-size chunks and sends them to the upload task.
+struct ChunkSender {
+    buffer: Vec<u8>,
+    sender: Option<mpsc::Sender<Bytes>>,
+}
+
+impl ChunkSender {
+    fn send_buffer(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(UPLOAD_CHUNK),
+        ));
+        let sender = self
+            .sender
+            .as_ref()
+            .ok_or_else(|| io::Error::other("upload already finished"))?;
+        sender
+            .blocking_send(chunk)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the store upload stopped"))
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = UPLOAD_CHUNK - self.buffer.len();
+        let count = buf.len().min(room);
+        self.buffer.extend_from_slice(&buf[..count]);
+        if self.buffer.len() == UPLOAD_CHUNK {
+            self.send_buffer()?;
+        }
+        Ok(count)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The stored bytes: hashed and chunked, through age first when encrypted.
+enum Sealed {
+    Plain(HashingWriter<ChunkSender>),
+    Age(age::stream::StreamWriter<HashingWriter<ChunkSender>>),
+}
+
+impl Write for Sealed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sealed::Plain(w) => w.write(buf),
+            Sealed::Age(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sealed {
+    fn new(chunks: ChunkSender, encryption: Option<&Recipients>) -> io::Result<Sealed> {
+        let hashing = HashingWriter::new(chunks);
+        Ok(match encryption {
+            None => Sealed::Plain(hashing),
+            Some(recipients) => Sealed::Age(recipients.encrypt(hashing)?),
+        })
+    }
+
+    /// Writes the last (authenticated) age chunk.
+    fn finish(self) -> io::Result<HashingWriter<ChunkSender>> {
+        match self {
+            Sealed::Plain(w) => Ok(w),
+            Sealed::Age(w) => w.finish(),
+        }
+    }
+}
+
+enum StoreWriter {
+    Plain(Sealed),
+    Zstd(zstd::Encoder<'static, Sealed>),
+}
+
+impl Write for StoreWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            StoreWriter::Plain(w) => w.write(buf),
+            StoreWriter::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ArtifactWriter for StoreWriter {
+    fn finish(self: Box<Self>) -> io::Result<StoredBytes> {
+        let sealed = match *self {
+            StoreWriter::Plain(w) => w,
+            StoreWriter::Zstd(encoder) => encoder.finish()?,
+        };
+        let mut hashing = sealed.finish()?;
+        hashing.inner.send_buffer()?;
+        hashing.inner.sender = None;
+        Ok(hashing.summary())
+    }
+}
+
+struct PendingUpload {
+    task: JoinHandle<Result<Box<dyn Upload>, StoreError>>,
+    key: ObjectKey,
+}
+
+#[async_trait]
+impl PendingArtifact for PendingUpload {
+    async fn commit(self: Box<Self>) -> Result<Option<String>, Error> {
+        let upload = self
+            .task
+            .await
+            .map_err(|e| store_failure(&self.key, &e.to_string()))??;
+        Ok(upload.complete().await?.version)
+    }
+
+    async fn discard(self: Box<Self>) -> Option<Error> {
+        match self.task.await {
+            Ok(Ok(upload)) => upload.abort().await.err().map(Error::from),
+            Ok(Err(error)) => Some(error.into()),
+            Err(error) => Some(store_failure(&self.key, &error.to_string())),
+        }
+    }
+}
+
+fn store_failure(key: &ObjectKey, detail: &str) -> Error {
+    Error::Artifact(ArtifactError::Io {
+        action: "Uploading",
+        path: key.as_str().into(),
+        source: io::Error::other(detail.to_string()),
+    })
+}
+
+async fn open_upload(destination: &StoreBackup, name: &str) -> Result<OpenArtifact, Error> {
+    let key = destination.artifact_key(name);
+    let mut upload = destination
+        .store
+        .put(&key, &destination.put_options)
+        .await?;
+    let (sender, mut receiver) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
+    let task = tokio::spawn(async move {
+        while let Some(chunk) = receiver.recv().await {
+            if let Err(error) = upload.write(chunk).await {
+                let _ = upload.abort().await;
+                return Err(error);
+            }
+        }
+        Ok(upload)
+    });
+    let chunks = ChunkSender {
+        buffer: Vec::with_capacity(UPLOAD_CHUNK),
+        sender: Some(sender),
+    };
+    // The age header goes into the first chunk here; nothing is sent before it is full.
+    let sealed = Sealed::new(chunks, destination.encryption.as_ref())
+        .map_err(|e| store_failure(&key, &e.to_string()))?;
+    let writer = match destination.compression {
+        Compression::None => StoreWriter::Plain(sealed),
+        Compression::Zstd { level } => {
+            let mut encoder = zstd::Encoder::new(sealed, level)
+                .map_err(|e| store_failure(&key, &e.to_string()))?;
+            if destination.compression_workers > 1 {
+                let _ = encoder.multithread(destination.compression_workers);
+            }
+            StoreWriter::Zstd(encoder)
+        }
+    };
+    Ok((Box::new(writer), Box::new(PendingUpload { task, key })))
+}
