@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::job::{JobMetadata, ScriptName, REMOTE_ARTIFACT_ROOT};
 use crate::remote::commands;
+use crate::remote::script::{run_script, ScriptCommand, ScriptOutcome};
 use crate::remote::{shell_quote, CommandOutput, RemoteError, RemoteHost, RemoteHostExt};
 
 /// How serious a finding is.
@@ -535,32 +536,20 @@ impl Checker<'_> {
         cancellable: bool,
         trace_prefix: Option<&str>,
     ) -> Result<Outcome, ContractError> {
-        let mut command = String::from("sudo");
-        for (name, value) in environment {
-            command.push(' ');
-            command.push_str(&shell_quote(&format!("{name}={value}")));
-        }
-        let seconds = self.options.script_timeout.as_secs().max(1);
-        command.push_str(&format!(" timeout --kill-after=30s {seconds}s"));
+        let mut command = ScriptCommand::new(self.folder.script(script))
+            .envs(environment)
+            .time_limit(Some(self.options.script_timeout));
         if let Some(prefix) = trace_prefix {
-            command.push_str(&format!(
-                " strace -ff -qq -y -s 4096 -e status=successful -e trace={} -o {} --",
-                trace::TRACED_SYSCALLS,
-                shell_quote(prefix)
-            ));
+            command = command.traced(prefix, trace::TRACED_SYSCALLS);
         }
-        command.push(' ');
-        command.push_str(&shell_quote(&self.folder.script(script)));
         let never = CancellationToken::new();
         let cancel = if cancellable { self.cancel } else { &never };
         let started = Instant::now();
-        match self.host.run_cancellable(&command, cancel).await {
-            Ok(output) if commands::TIMED_OUT_STATUSES.contains(&output.status) => {
-                Ok(Outcome::TimedOut)
-            }
-            Ok(output) => Ok(Outcome::Exited(output, started.elapsed())),
-            Err(RemoteError::Cancelled { .. }) => Ok(Outcome::Cancelled),
-            Err(error) => Err(error.into()),
+        match run_script(self.host, &command, cancel).await {
+            ScriptOutcome::Exited(output) => Ok(Outcome::Exited(output, started.elapsed())),
+            ScriptOutcome::TimedOut(_) => Ok(Outcome::TimedOut),
+            ScriptOutcome::Cancelled => Ok(Outcome::Cancelled),
+            ScriptOutcome::Lost(error) => Err(error.into()),
         }
     }
 

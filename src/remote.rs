@@ -13,6 +13,7 @@ pub mod commands;
 pub mod dial;
 pub mod local;
 pub mod reconnect;
+pub mod script;
 pub mod ssh;
 
 use std::fmt::{Debug, Display};

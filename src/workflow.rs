@@ -13,20 +13,21 @@ pub mod drill;
 pub mod journal;
 mod recovery;
 pub mod restore;
+pub(crate) mod scripts;
 pub(crate) mod transfer;
 pub mod verify;
 
+use scripts::{lock, run_scripts, unlock};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, RunErrors};
 use crate::model::deployment::{discover, Deployment, Target};
 use crate::model::job::{ScriptName, ScriptRecord, REMOTE_ARTIFACT_ROOT};
-use crate::model::lock_order::{JobRef, LockLayers};
 use crate::remote::commands;
-use crate::remote::{RemoteError, RemoteHostExt};
+use crate::remote::RemoteHostExt;
 use crate::report::events::{Event, EventSink};
 
 /// Settings shared by every workflow.
@@ -159,208 +160,6 @@ fn announce_jobs(deployment: &Deployment, context: &RunContext) {
             });
         }
     }
-}
-
-/// The environment of a job's script, given its instance and job.
-type ScriptEnvironment<'a> = dyn Fn(&crate::model::deployment::Instance, &crate::model::job::Job) -> Vec<(&'static str, String)>
-    + Sync
-    + 'a;
-
-/// Runs `script` on each of `jobs` (those that have it), at most `parallelism` at once.
-/// `environment` gives each job's variables.
-async fn run_scripts(
-    deployment: &Deployment,
-    jobs: &[JobRef],
-    script: ScriptName,
-    environment: &ScriptEnvironment<'_>,
-    context: &RunContext,
-    cancel: &CancellationToken,
-) -> RunErrors {
-    let runs = jobs
-        .iter()
-        .map(|r| deployment.job(*r))
-        .filter(|(_, job)| job.has(script))
-        .map(|(instance, job)| async move {
-            tracing::info!("{} {} on {}...", describe(script), job.name, instance.name);
-            let started_at = chrono::Utc::now();
-            let variables = environment(instance, job);
-            let run = || {
-                run_job_script(
-                    instance.remote.as_ref(),
-                    job,
-                    script,
-                    &variables,
-                    cancel,
-                    context.script_timeout,
-                )
-            };
-            let mut output = run().await;
-            if let (Err(ScriptRun::Remote(error)), true) = (&output, script.is_idempotent()) {
-                // An unlock must not be lost with a connection: the next command reconnects.
-                tracing::warn!(
-                    "{script} of {} on {} failed ({error}); running it again",
-                    job.name,
-                    instance.name
-                );
-                output = run().await;
-            }
-            if let Ok(output) = &output {
-                context.record_script(&instance.name, &job.name, script, started_at, output.status);
-            }
-            match output {
-                Ok(output) if output.success() => {
-                    tracing::debug!("stdout: {}", output.stdout_text().trim_end());
-                    tracing::info!(
-                        "Finished {} {} on {}.",
-                        describe(script).to_lowercase(),
-                        job.name,
-                        instance.name
-                    );
-                    None
-                }
-                Ok(output) => Some(Error::ScriptFailed {
-                    instance: instance.name.clone(),
-                    job: job.name.clone(),
-                    script,
-                    status: output.status,
-                    stderr: output.stderr.trim().to_string(),
-                }),
-                Err(ScriptRun::Cancelled) => None,
-                Err(ScriptRun::TimedOut(seconds)) => Some(Error::ScriptTimedOut {
-                    instance: instance.name.clone(),
-                    job: job.name.clone(),
-                    script,
-                    seconds,
-                }),
-                Err(ScriptRun::Remote(error)) => Some(Error::ScriptLost {
-                    instance: instance.name.clone(),
-                    job: job.name.clone(),
-                    script,
-                    detail: error.to_string(),
-                }),
-            }
-        });
-    let errors: Vec<Error> = stream::iter(runs)
-        .buffer_unordered(context.parallelism)
-        .filter_map(|e| async move { e })
-        .collect()
-        .await;
-    RunErrors(errors)
-}
-
-/// Why a job script did not produce an exit status.
-#[derive(Debug)]
-enum ScriptRun {
-    /// The run was interrupted.
-    Cancelled,
-    /// `--script-timeout` passed; the script was sent SIGTERM.
-    TimedOut(u64),
-    /// The transport failed.
-    Remote(RemoteError),
-}
-
-/// Runs a job script. With a timeout, GNU `timeout` on the instance ends the script and its
-/// children (exit 124/137); a local timer, 60 s later, covers an instance that stops answering.
-async fn run_job_script(
-    remote: &dyn crate::remote::RemoteHost,
-    job: &crate::model::job::Job,
-    script: ScriptName,
-    environment: &[(&'static str, String)],
-    cancel: &CancellationToken,
-    timeout: Option<std::time::Duration>,
-) -> Result<crate::remote::CommandOutput, ScriptRun> {
-    let Some(limit) = timeout else {
-        let command = commands::run_script(job, script, environment);
-        return remote
-            .run_cancellable(&command, cancel)
-            .await
-            .map_err(ScriptRun::from);
-    };
-    let seconds = limit.as_secs().max(1);
-    let command = commands::run_script_with_timeout(job, script, environment, seconds);
-    let own = cancel.child_token();
-    let running = remote.run_cancellable(&command, &own);
-    tokio::pin!(running);
-    let result = tokio::select! {
-        result = &mut running => result,
-        () = tokio::time::sleep(limit + std::time::Duration::from_secs(60)) => {
-            own.cancel();
-            let _ = running.await;
-            return Err(ScriptRun::TimedOut(seconds));
-        }
-    };
-    match result {
-        Ok(output) if commands::TIMED_OUT_STATUSES.contains(&output.status) => {
-            Err(ScriptRun::TimedOut(seconds))
-        }
-        other => other.map_err(ScriptRun::from),
-    }
-}
-
-impl From<RemoteError> for ScriptRun {
-    fn from(error: RemoteError) -> Self {
-        match error {
-            RemoteError::Cancelled { .. } => ScriptRun::Cancelled,
-            other => ScriptRun::Remote(other),
-        }
-    }
-}
-
-fn describe(script: ScriptName) -> &'static str {
-    match script {
-        ScriptName::PreBackupLock | ScriptName::PreRestoreLock => "Locking",
-        ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => "Unlocking",
-        ScriptName::Backup => "Backing up",
-        ScriptName::Restore => "Restoring",
-        ScriptName::Metadata => "Reading metadata of",
-        ScriptName::PostRestoreVerify => "Verifying",
-    }
-}
-
-/// Runs a lock script layer by layer, stopping at the first layer with a failure.
-async fn lock(
-    deployment: &Deployment,
-    layers: &LockLayers,
-    script: ScriptName,
-    context: &RunContext,
-) -> RunErrors {
-    for layer in layers.lock_order() {
-        if context.cancel.is_cancelled() {
-            break;
-        }
-        if script == ScriptName::PreBackupLock {
-            context.journal_locks(deployment, layer).await;
-        }
-        let errors = run_scripts(
-            deployment,
-            layer,
-            script,
-            &|_, _| Vec::new(),
-            context,
-            &context.cancel,
-        )
-        .await;
-        if !errors.is_empty() {
-            return errors;
-        }
-    }
-    RunErrors::new()
-}
-
-/// Runs an unlock script on every job, layers in reverse; never cancelled, never stops early.
-async fn unlock(
-    deployment: &Deployment,
-    layers: &LockLayers,
-    script: ScriptName,
-    environment: &ScriptEnvironment<'_>,
-    context: &RunContext,
-) -> RunErrors {
-    let never = CancellationToken::new();
-    let mut errors = RunErrors::new();
-    for layer in layers.unlock_order() {
-        errors.extend(run_scripts(deployment, layer, script, environment, context, &never).await);
-    }
-    errors
 }
 
 /// Fails with one error per instance where `/var/vcap/store/bbr-backup` exists.

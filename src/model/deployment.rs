@@ -19,6 +19,7 @@ use crate::model::job::{
 };
 use crate::model::lock_order::{order_locks, JobRef, LockLayers};
 use crate::remote::commands;
+use crate::remote::script::ScriptCommand;
 use crate::remote::{RemoteHost, RemoteHostExt};
 
 /// An instance as a target describes it, before connecting.
@@ -322,11 +323,9 @@ async fn run_metadata(
     job: &Job,
     version: &str,
 ) -> Result<JobMetadata, RunErrors> {
-    let command = commands::run_script(
-        job,
-        ScriptName::Metadata,
-        &[("BBR_VERSION", version.into())],
-    );
+    let command = ScriptCommand::new(job.script_path(ScriptName::Metadata))
+        .envs(&[("BBR_VERSION", version.to_string())])
+        .render();
     let output = remote.run(&command).await.map_err(Error::from)?;
     if !output.success() {
         return Err(Error::ScriptFailed {

@@ -5,7 +5,7 @@
 //! sha256sum -z`, which survives any file name, where bbr's `find | xargs shasum` breaks on
 //! names with spaces.
 
-use crate::model::job::{Job, ScriptName, REMOTE_ARTIFACT_ROOT};
+use crate::model::job::REMOTE_ARTIFACT_ROOT;
 use crate::remote::shell_quote;
 
 /// Lists every file under the jobs' `bin/bbr` folders.
@@ -71,38 +71,6 @@ pub fn checksum_files(directory: &str) -> String {
     format!("sudo sh -c {}", shell_quote(&inner))
 }
 
-/// Runs a job script as root with the given environment.
-#[must_use]
-pub fn run_script(job: &Job, script: ScriptName, environment: &[(&str, String)]) -> String {
-    let mut command = String::from("sudo");
-    for (name, value) in environment {
-        command.push(' ');
-        command.push_str(&shell_quote(&format!("{name}={value}")));
-    }
-    command.push(' ');
-    command.push_str(&shell_quote(&job.script_path(script)));
-    command
-}
-
-/// Exit status of a script that [`with_timeout`] ended (GNU timeout's 124; 137 after KILL).
-pub const TIMED_OUT_STATUSES: [u32; 2] = [124, 137];
-
-/// Like [`run_script`], with the script run under GNU `timeout`, which puts it in its own
-/// process group and signals the whole group (TERM, then KILL 30 s later): the script's
-/// children end too, and the limit holds on the instance even if the connection is lost.
-#[must_use]
-pub fn run_script_with_timeout(
-    job: &Job,
-    script: ScriptName,
-    environment: &[(&str, String)],
-    seconds: u64,
-) -> String {
-    let plain = run_script(job, script, environment);
-    let path = shell_quote(&job.script_path(script));
-    let environment_part = plain.strip_suffix(&path).unwrap_or(&plain);
-    format!("{environment_part}timeout --kill-after=30s {seconds}s {path}")
-}
-
 /// Parses the output of [`checksum_files`] into `./name -> digest`: NUL-terminated records
 /// when the output has any NUL byte (`sha256sum -z`), else one record per line (`openssl dgst
 /// -r`, used only when no name contains a newline). A record is 64 hex digits, a separator of
@@ -130,45 +98,6 @@ pub fn parse_checksums(output: &[u8]) -> Result<crate::format::bbr_directory::Ch
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::job::JobMetadata;
-
-    #[test]
-    fn script_commands_quote_the_environment() {
-        let job = Job {
-            name: "db".into(),
-            release: "r".into(),
-            scripts: std::collections::BTreeSet::new(),
-            metadata: JobMetadata::default(),
-            shared_artifact: None,
-        };
-        let command = run_script(
-            &job,
-            ScriptName::Backup,
-            &[(
-                "BBR_ARTIFACT_DIRECTORY",
-                "/var/vcap/store/bbr-backup/db/".into(),
-            )],
-        );
-        assert_eq!(
-            command,
-            "sudo BBR_ARTIFACT_DIRECTORY=/var/vcap/store/bbr-backup/db/ /var/vcap/jobs/db/bin/bbr/backup"
-        );
-    }
-
-    #[test]
-    fn timeouts_wrap_the_script_inside_sudo() {
-        let job = Job {
-            name: "db".into(),
-            release: "r".into(),
-            scripts: std::collections::BTreeSet::new(),
-            metadata: JobMetadata::default(),
-            shared_artifact: None,
-        };
-        assert_eq!(
-            run_script_with_timeout(&job, ScriptName::Backup, &[("A", "1".into())], 90),
-            "sudo A=1 timeout --kill-after=30s 90s /var/vcap/jobs/db/bin/bbr/backup"
-        );
-    }
 
     #[test]
     fn extraction_is_quoted_twice() {

@@ -14,10 +14,11 @@
 //! directories are removed and no script runs, so a damaged or hostile artifact never reaches
 //! a script. bbr reads every tar twice for the same guarantee (verify, then copy).
 //! Restore scripts run one at a time, instance by instance (as bbr), and the first failing
-//! instance stops them; unlock always follows once a lock was attempted.
+//! job stops them; unlock always follows once a lock was attempted.
 
 use futures::stream::{self, StreamExt};
 
+use super::scripts::run_job_script;
 use super::{
     check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
     remove_artifact_roots, transfer, unlock, CreatedRoots, RunContext,
@@ -255,7 +256,8 @@ async fn lock_restore_unlock(
     errors
 }
 
-/// Restore scripts one at a time; the first failing instance stops the loop.
+/// Restore scripts one at a time, in the order of the uploads (instance by instance, as
+/// bbr); the first failing job stops the loop.
 async fn run_restore_scripts(
     deployment: &Deployment,
     plan: &RestorePlan,
@@ -267,49 +269,21 @@ async fn run_restore_scripts(
             break;
         }
         let (instance, job) = deployment.job(upload.job);
-        tracing::info!("Restoring {} on {}...", job.name, instance.name);
         let environment = [
             ("BBR_ARTIFACT_DIRECTORY", instance.restore_directory(job)),
             ("ARTIFACT_DIRECTORY", instance.restore_directory(job)),
         ];
-        let started_at = chrono::Utc::now();
-        let output = super::run_job_script(
-            instance.remote.as_ref(),
+        let result = run_job_script(
+            instance,
             job,
             ScriptName::Restore,
             &environment,
+            context,
             &context.cancel,
-            context.script_timeout,
         )
         .await;
-        if let Ok(output) = &output {
-            context.record_script(
-                &instance.name,
-                &job.name,
-                ScriptName::Restore,
-                started_at,
-                output.status,
-            );
-        }
-        match output {
-            Ok(output) if output.success() => {
-                tracing::info!("Finished restoring {} on {}.", job.name, instance.name);
-            }
-            Ok(output) => errors.push(Error::ScriptFailed {
-                instance: instance.name.clone(),
-                job: job.name.clone(),
-                script: ScriptName::Restore,
-                status: output.status,
-                stderr: output.stderr.trim().to_string(),
-            }),
-            Err(super::ScriptRun::Cancelled) => {}
-            Err(super::ScriptRun::TimedOut(seconds)) => errors.push(Error::ScriptTimedOut {
-                instance: instance.name.clone(),
-                job: job.name.clone(),
-                script: ScriptName::Restore,
-                seconds,
-            }),
-            Err(super::ScriptRun::Remote(error)) => errors.push(error.into()),
+        if let Some(error) = result.error {
+            errors.push(error);
         }
     }
     errors

@@ -10,11 +10,13 @@
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
-use super::{run_job_script, RunContext, ScriptRun};
+use super::scripts::run_job_script;
+use super::RunContext;
 use crate::error::{Error, RunErrors};
 use crate::model::deployment::Deployment;
 use crate::model::job::ScriptName;
 use crate::model::lock_order::JobRef;
+use crate::remote::script::ScriptOutcome;
 
 /// The outcome of verifying one restored job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -95,20 +97,18 @@ async fn verify_one(
     context: &RunContext,
 ) -> Option<Error> {
     let (instance, job) = deployment.job(job_ref);
-    tracing::info!("Verifying restored {} on {}...", job.name, instance.name);
     let environment = [
         ("BBR_ARTIFACT_DIRECTORY", instance.restore_directory(job)),
         ("ARTIFACT_DIRECTORY", instance.restore_directory(job)),
     ];
-    let started_at = chrono::Utc::now();
     let started = std::time::Instant::now();
-    let output = run_job_script(
-        instance.remote.as_ref(),
+    let result = run_job_script(
+        instance,
         job,
         ScriptName::PostRestoreVerify,
         &environment,
+        context,
         &context.cancel,
-        context.script_timeout,
     )
     .await;
     let mut record = Verification {
@@ -119,15 +119,8 @@ async fn verify_one(
         detail: String::new(),
         seconds: started.elapsed().as_secs_f64(),
     };
-    let error = match output {
-        Ok(output) => {
-            context.record_script(
-                &instance.name,
-                &job.name,
-                ScriptName::PostRestoreVerify,
-                started_at,
-                output.status,
-            );
+    match &result.outcome {
+        ScriptOutcome::Exited(output) => {
             record.evidence = last_line(&output.stdout_text());
             if output.success() {
                 record.result = VerifyResult::Passed;
@@ -137,42 +130,22 @@ async fn verify_one(
                     instance.name,
                     record.evidence
                 );
-                None
             } else {
                 record.detail = output.stderr.trim().to_string();
-                Some(Error::ScriptFailed {
-                    instance: instance.name.clone(),
-                    job: job.name.clone(),
-                    script: ScriptName::PostRestoreVerify,
-                    status: output.status,
-                    stderr: record.detail.clone(),
-                })
             }
         }
-        Err(ScriptRun::Cancelled) => {
-            record.detail = "interrupted".into();
-            None
-        }
-        Err(ScriptRun::TimedOut(seconds)) => {
+        ScriptOutcome::Cancelled => record.detail = "interrupted".into(),
+        ScriptOutcome::TimedOut(seconds) => {
             record.detail = format!("did not finish within {seconds} s (--script-timeout)");
-            Some(Error::ScriptTimedOut {
-                instance: instance.name.clone(),
-                job: job.name.clone(),
-                script: ScriptName::PostRestoreVerify,
-                seconds,
-            })
         }
-        Err(ScriptRun::Remote(error)) => {
-            record.detail = error.to_string();
-            Some(Error::Remote(error))
-        }
-    };
+        ScriptOutcome::Lost(error) => record.detail = error.to_string(),
+    }
     context
         .verifications
         .lock()
         .expect("verifications")
         .push(record);
-    error
+    result.error
 }
 
 /// The last non-empty line of a script's stdout, trimmed.

@@ -1,0 +1,178 @@
+//! Running a job script on an instance: the command line ([`ScriptCommand`]) and the one
+//! place where a script's run becomes an [`ScriptOutcome`] ([`run_script`]).
+//!
+//! Every script Cairn runs — the workflows' lock, backup, unlock, restore and verify scripts,
+//! `metadata` during discovery, and the contract check's — goes through here, so the
+//! time limit means the same everywhere: GNU `timeout` on the instance ends the script and its
+//! children (exit 124, or 137 after the KILL 30 s later), and a local timer 60 s after the
+//! limit covers an instance that stops answering altogether.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{shell_quote, CommandOutput, RemoteError, RemoteHost, RemoteHostExt};
+
+/// Exit status of a script that GNU `timeout` ended (124; 137 after KILL).
+pub const TIMED_OUT_STATUSES: [u32; 2] = [124, 137];
+
+/// How long after the limit the local timer gives up on an instance that stopped answering.
+const LOCAL_GRACE: Duration = Duration::from_secs(60);
+
+/// The command line of one script run: `sudo K=V ... [timeout ...] [strace ...] PATH`.
+#[derive(Debug, Clone)]
+pub struct ScriptCommand {
+    path: String,
+    environment: Vec<(String, String)>,
+    timeout_seconds: Option<u64>,
+    trace: Option<(String, String)>,
+}
+
+impl ScriptCommand {
+    /// The script at `path`, run as root with no extra environment.
+    #[must_use]
+    pub fn new(path: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            environment: Vec::new(),
+            timeout_seconds: None,
+            trace: None,
+        }
+    }
+
+    /// Adds environment variables (given to the script through `sudo`).
+    #[must_use]
+    pub fn envs<'a>(mut self, variables: impl IntoIterator<Item = &'a (&'a str, String)>) -> Self {
+        self.environment.extend(
+            variables
+                .into_iter()
+                .map(|(name, value)| ((*name).to_string(), value.clone())),
+        );
+        self
+    }
+
+    /// Ends the script (and its children) after `limit` with GNU `timeout` (whole seconds,
+    /// at least 1).
+    #[must_use]
+    pub fn time_limit(mut self, limit: Option<Duration>) -> Self {
+        self.timeout_seconds = limit.map(|limit| limit.as_secs().max(1));
+        self
+    }
+
+    /// Runs the script under `strace -ff`, tracing `syscalls` into files starting with
+    /// `prefix` (the contract check's proof of where a backup wrote).
+    #[must_use]
+    pub fn traced(mut self, prefix: &str, syscalls: &str) -> Self {
+        self.trace = Some((prefix.to_string(), syscalls.to_string()));
+        self
+    }
+
+    /// The limit in seconds, when there is one.
+    #[must_use]
+    pub fn timeout_seconds(&self) -> Option<u64> {
+        self.timeout_seconds
+    }
+
+    /// The shell command line.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut command = String::from("sudo");
+        for (name, value) in &self.environment {
+            command.push(' ');
+            command.push_str(&shell_quote(&format!("{name}={value}")));
+        }
+        if let Some(seconds) = self.timeout_seconds {
+            command.push_str(&format!(" timeout --kill-after=30s {seconds}s"));
+        }
+        if let Some((prefix, syscalls)) = &self.trace {
+            command.push_str(&format!(
+                " strace -ff -qq -y -s 4096 -e status=successful -e trace={syscalls} -o {} --",
+                shell_quote(prefix)
+            ));
+        }
+        command.push(' ');
+        command.push_str(&shell_quote(&self.path));
+        command
+    }
+}
+
+/// How one script run ended.
+#[derive(Debug)]
+pub enum ScriptOutcome {
+    /// The script exited, with any status.
+    Exited(CommandOutput),
+    /// The time limit (in seconds) passed and the script was ended.
+    TimedOut(u64),
+    /// The run was interrupted (the cancellation token fired).
+    Cancelled,
+    /// The connection failed: the script's fate is unknown.
+    Lost(RemoteError),
+}
+
+/// Runs a script on `remote` until it exits, its time limit passes, `cancel` fires or the
+/// connection fails.
+pub async fn run_script(
+    remote: &dyn RemoteHost,
+    command: &ScriptCommand,
+    cancel: &CancellationToken,
+) -> ScriptOutcome {
+    let line = command.render();
+    let Some(seconds) = command.timeout_seconds() else {
+        return outcome(remote.run_cancellable(&line, cancel).await, None);
+    };
+    let own = cancel.child_token();
+    let running = remote.run_cancellable(&line, &own);
+    tokio::pin!(running);
+    tokio::select! {
+        result = &mut running => outcome(result, Some(seconds)),
+        () = tokio::time::sleep(Duration::from_secs(seconds) + LOCAL_GRACE) => {
+            own.cancel();
+            let _ = running.await;
+            ScriptOutcome::TimedOut(seconds)
+        }
+    }
+}
+
+fn outcome(result: Result<CommandOutput, RemoteError>, limit: Option<u64>) -> ScriptOutcome {
+    match (result, limit) {
+        (Ok(output), Some(seconds)) if TIMED_OUT_STATUSES.contains(&output.status) => {
+            ScriptOutcome::TimedOut(seconds)
+        }
+        (Ok(output), _) => ScriptOutcome::Exited(output),
+        (Err(RemoteError::Cancelled { .. }), _) => ScriptOutcome::Cancelled,
+        (Err(error), _) => ScriptOutcome::Lost(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_quotes_the_environment_and_wraps_the_script_inside_sudo() {
+        let environment = [(
+            "BBR_ARTIFACT_DIRECTORY",
+            "/var/vcap/store/bbr-backup/db/".to_string(),
+        )];
+        let plain = ScriptCommand::new("/var/vcap/jobs/db/bin/bbr/backup").envs(&environment);
+        assert_eq!(
+            plain.render(),
+            "sudo BBR_ARTIFACT_DIRECTORY=/var/vcap/store/bbr-backup/db/ /var/vcap/jobs/db/bin/bbr/backup"
+        );
+        let spaced = [("A", "my job".to_string())];
+        let limited = ScriptCommand::new("/var/vcap/jobs/db/bin/bbr/backup")
+            .envs(&spaced)
+            .time_limit(Some(Duration::from_millis(90_500)));
+        assert_eq!(
+            limited.render(),
+            "sudo 'A=my job' timeout --kill-after=30s 90s /var/vcap/jobs/db/bin/bbr/backup"
+        );
+        let traced = ScriptCommand::new("/x/it's")
+            .time_limit(Some(Duration::from_millis(10)))
+            .traced("/tmp/t", "openat");
+        assert_eq!(
+            traced.render(),
+            r"sudo timeout --kill-after=30s 1s strace -ff -qq -y -s 4096 -e status=successful -e trace=openat -o /tmp/t -- '/x/it'\''s'"
+        );
+    }
+}

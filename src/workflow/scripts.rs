@@ -1,0 +1,182 @@
+//! The one script runner of the workflows: backup, restore, verification and the recovery of a
+//! killed run all run job scripts through [`run_job_script`], so every script is logged,
+//! recorded (manifest lock times, metrics, `--json` events), limited by `--script-timeout`,
+//! retried once after a lost connection when it is idempotent (the unlock scripts), and
+//! every outcome becomes the same [`Error`]: a non-zero exit is `ScriptFailed`, the limit
+//! `ScriptTimedOut`, a lost connection `ScriptLost`; an interruption is no error (the
+//! workflow reports the interruption itself). The command line and the time limit are
+//! [`crate::remote::script`]'s, which the contract check uses too.
+
+use futures::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::RunContext;
+use crate::error::{Error, RunErrors};
+use crate::model::deployment::{Deployment, Instance};
+use crate::model::job::{Job, ScriptName};
+use crate::model::lock_order::{JobRef, LockLayers};
+use crate::remote::script::{run_script, ScriptCommand, ScriptOutcome};
+
+/// The environment of a job's script, given its instance and job.
+pub(crate) type ScriptEnvironment<'a> =
+    dyn Fn(&Instance, &Job) -> Vec<(&'static str, String)> + Sync + 'a;
+
+/// How one job script ended, and the error it is for the run (none for a success or an
+/// interruption).
+#[derive(Debug)]
+pub(crate) struct ScriptResult {
+    /// How it ended.
+    pub outcome: ScriptOutcome,
+    /// What it means for the run.
+    pub error: Option<Error>,
+}
+
+/// Runs one job script on its instance: see the module documentation.
+pub(crate) async fn run_job_script(
+    instance: &Instance,
+    job: &Job,
+    script: ScriptName,
+    environment: &[(&'static str, String)],
+    context: &RunContext,
+    cancel: &CancellationToken,
+) -> ScriptResult {
+    tracing::info!("{} {} on {}...", describe(script), job.name, instance.name);
+    let started_at = chrono::Utc::now();
+    let command = ScriptCommand::new(job.script_path(script))
+        .envs(environment)
+        .time_limit(context.script_timeout);
+    let mut outcome = run_script(instance.remote.as_ref(), &command, cancel).await;
+    if let (ScriptOutcome::Lost(error), true) = (&outcome, script.is_idempotent()) {
+        // An unlock must not be lost with a connection: the next command reconnects.
+        tracing::warn!(
+            "{script} of {} on {} failed ({error}); running it again",
+            job.name,
+            instance.name
+        );
+        outcome = run_script(instance.remote.as_ref(), &command, cancel).await;
+    }
+    let error = match &outcome {
+        ScriptOutcome::Exited(output) => {
+            context.record_script(&instance.name, &job.name, script, started_at, output.status);
+            if output.success() {
+                tracing::debug!("stdout: {}", output.stdout_text().trim_end());
+                if script != ScriptName::PostRestoreVerify {
+                    tracing::info!(
+                        "Finished {} {} on {}.",
+                        describe(script).to_lowercase(),
+                        job.name,
+                        instance.name
+                    );
+                }
+                None
+            } else {
+                Some(Error::ScriptFailed {
+                    instance: instance.name.clone(),
+                    job: job.name.clone(),
+                    script,
+                    status: output.status,
+                    stderr: output.stderr.trim().to_string(),
+                })
+            }
+        }
+        ScriptOutcome::Cancelled => None,
+        ScriptOutcome::TimedOut(seconds) => Some(Error::ScriptTimedOut {
+            instance: instance.name.clone(),
+            job: job.name.clone(),
+            script,
+            seconds: *seconds,
+        }),
+        ScriptOutcome::Lost(error) => Some(Error::ScriptLost {
+            instance: instance.name.clone(),
+            job: job.name.clone(),
+            script,
+            detail: error.to_string(),
+        }),
+    };
+    ScriptResult { outcome, error }
+}
+
+/// Runs `script` on each of `jobs` (those that have it), at most `parallelism` at once.
+/// `environment` gives each job's variables.
+pub(crate) async fn run_scripts(
+    deployment: &Deployment,
+    jobs: &[JobRef],
+    script: ScriptName,
+    environment: &ScriptEnvironment<'_>,
+    context: &RunContext,
+    cancel: &CancellationToken,
+) -> RunErrors {
+    let runs = jobs
+        .iter()
+        .map(|r| deployment.job(*r))
+        .filter(|(_, job)| job.has(script))
+        .map(|(instance, job)| async move {
+            let variables = environment(instance, job);
+            run_job_script(instance, job, script, &variables, context, cancel)
+                .await
+                .error
+        });
+    let errors: Vec<Error> = stream::iter(runs)
+        .buffer_unordered(context.parallelism)
+        .filter_map(|e| async move { e })
+        .collect()
+        .await;
+    RunErrors(errors)
+}
+
+fn describe(script: ScriptName) -> &'static str {
+    match script {
+        ScriptName::PreBackupLock | ScriptName::PreRestoreLock => "Locking",
+        ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => "Unlocking",
+        ScriptName::Backup => "Backing up",
+        ScriptName::Restore => "Restoring",
+        ScriptName::Metadata => "Reading metadata of",
+        ScriptName::PostRestoreVerify => "Verifying restored",
+    }
+}
+
+/// Runs a lock script layer by layer, stopping at the first layer with a failure.
+pub(crate) async fn lock(
+    deployment: &Deployment,
+    layers: &LockLayers,
+    script: ScriptName,
+    context: &RunContext,
+) -> RunErrors {
+    for layer in layers.lock_order() {
+        if context.cancel.is_cancelled() {
+            break;
+        }
+        if script == ScriptName::PreBackupLock {
+            context.journal_locks(deployment, layer).await;
+        }
+        let errors = run_scripts(
+            deployment,
+            layer,
+            script,
+            &|_, _| Vec::new(),
+            context,
+            &context.cancel,
+        )
+        .await;
+        if !errors.is_empty() {
+            return errors;
+        }
+    }
+    RunErrors::new()
+}
+
+/// Runs an unlock script on every job, layers in reverse; never cancelled, never stops early.
+pub(crate) async fn unlock(
+    deployment: &Deployment,
+    layers: &LockLayers,
+    script: ScriptName,
+    environment: &ScriptEnvironment<'_>,
+    context: &RunContext,
+) -> RunErrors {
+    let never = CancellationToken::new();
+    let mut errors = RunErrors::new();
+    for layer in layers.unlock_order() {
+        errors.extend(run_scripts(deployment, layer, script, environment, context, &never).await);
+    }
+    errors
+}
