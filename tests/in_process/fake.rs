@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use cairn::deployment::{InstanceAddress, Target};
 use cairn::error::{Error, RunErrors};
-use cairn::job::{parse_script_path, InstanceName, ScriptName, REMOTE_ARTIFACT_ROOT};
+use cairn::model::deployment::{InstanceAddress, Target};
+use cairn::model::job::{parse_script_path, InstanceName, ScriptName, REMOTE_ARTIFACT_ROOT};
 use cairn::remote::{CommandOutput, RemoteError, RemoteHost, StdoutMode};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
@@ -850,14 +850,15 @@ impl Target for FakeTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn::remote::script::ScriptCommand;
 
     #[test]
     fn commands_of_cairn_parse_back() {
-        let job = cairn::job::Job {
+        let job = cairn::model::job::Job {
             name: "my job".into(),
             release: "r".into(),
             scripts: BTreeSet::new(),
-            metadata: cairn::job::JobMetadata::default(),
+            metadata: cairn::model::job::JobMetadata::default(),
             shared_artifact: None,
         };
         let env = [("BBR_ARTIFACT_DIRECTORY", "/a b/it's/".to_string())];
@@ -867,15 +868,18 @@ mod tests {
             env: BTreeMap::from([("BBR_ARTIFACT_DIRECTORY".into(), "/a b/it's/".into())]),
             timeout: None,
         };
-        let plain = cairn::commands::run_script(&job, ScriptName::Backup, &env);
+        let script = ScriptCommand::new(job.script_path(ScriptName::Backup)).envs(&env);
+        let plain = script.render();
         assert_eq!(parse_command(&plain), expected);
-        let timed = cairn::commands::run_script_with_timeout(&job, ScriptName::Backup, &env, 9);
+        let timed = script
+            .time_limit(Some(std::time::Duration::from_secs(9)))
+            .render();
         let Op::Script { timeout, .. } = parse_command(&timed) else {
             panic!("{timed}")
         };
         assert_eq!(timeout.as_deref(), Some("9s"));
         let dir = "/var/vcap/store/bbr-backup/my job/";
-        use cairn::commands as c;
+        use cairn::remote::commands as c;
         assert_eq!(parse_command(c::FIND_SCRIPTS), Op::Find);
         assert_eq!(
             parse_command(&c::artifact_root_exists()),

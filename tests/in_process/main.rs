@@ -20,13 +20,15 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cairn::artifact::{BackupDirectory, Checksums};
 use cairn::error::Error;
-use cairn::job::{ScriptName, REMOTE_ARTIFACT_ROOT};
-use cairn::journal::{Journal, JournalFile, LockedJob};
-use cairn::orchestrator::backup::{backup, BackupOptions, BackupReport, BackupTarget};
-use cairn::orchestrator::restore::{restore, RestoreSource};
-use cairn::orchestrator::RunContext;
+use cairn::format::bbr_directory::sink::{BbrDirectorySink, BbrDirectorySource};
+use cairn::format::bbr_directory::{BackupDirectory, Checksums};
+use cairn::format::sink::BackupSource;
+use cairn::model::job::{ScriptName, REMOTE_ARTIFACT_ROOT};
+use cairn::workflow::backup::{backup, BackupOptions, BackupReport};
+use cairn::workflow::journal::{Journal, JournalFile, LockedJob};
+use cairn::workflow::restore::restore;
+use cairn::workflow::RunContext;
 use sha2::{Digest, Sha256};
 
 use fake::{backup_files, Call, FakeJob, FakeTarget, Op, Outcome};
@@ -65,7 +67,7 @@ fn context() -> RunContext {
 
 fn options(parent: &Path) -> BackupOptions {
     BackupOptions {
-        target: BackupTarget::Directory(parent.to_path_buf()),
+        sink: std::sync::Arc::new(BbrDirectorySink::new(parent)),
         unsafe_lock_free: false,
         manifest: None,
         started_at: chrono::Utc::now(),
@@ -100,7 +102,7 @@ async fn backup_interrupted_at_hang(
 /// Runs a restore; once a command reaches [`Outcome::Hang`], interrupts it as SIGTERM would.
 async fn restore_interrupted_at_hang(
     target: &FakeTarget,
-    source: &RestoreSource,
+    source: &dyn BackupSource,
     context: &RunContext,
 ) -> cairn::error::RunErrors {
     let run = restore(target, source, context);
@@ -664,7 +666,7 @@ async fn failing_restore_script_stops_the_rest_and_every_job_is_unlocked() {
     );
     let errors = within(restore(
         &target,
-        &RestoreSource::Directory(backup),
+        &BbrDirectorySource::new(backup),
         &context(),
     ))
     .await;
@@ -723,12 +725,12 @@ async fn backup_first_undoes_what_the_journal_of_a_killed_run_lists() {
     target.leave_artifact_directory("db/0", "postgres");
     let journal = JournalFile::new(state.path(), "cf");
     let dead_pid = u32::MAX - 1;
-    assert!(!cairn::journal::process_alive(dead_pid));
+    assert!(!cairn::workflow::journal::process_alive(dead_pid));
     journal
         .write(&Journal {
             deployment: "cf".into(),
             pid: dead_pid,
-            host: cairn::journal::this_host(),
+            host: cairn::workflow::journal::this_host(),
             started_at: chrono::Utc::now(),
             locked: vec![
                 LockedJob {
@@ -811,7 +813,7 @@ async fn interrupt_during_restore_script_unlocks_every_job_and_removes_artifact_
     let target = layered();
     target.on("app/0", "api", ScriptName::Restore, Outcome::Hang);
     let errors =
-        restore_interrupted_at_hang(&target, &RestoreSource::Directory(backup), &context()).await;
+        restore_interrupted_at_hang(&target, &BbrDirectorySource::new(backup), &context()).await;
 
     assert_eq!(errors.errors().len(), 1, "{errors}");
     assert_eq!(interrupted(errors.errors(), "Restore"), 1);
