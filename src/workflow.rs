@@ -9,6 +9,7 @@
 
 pub mod backup;
 pub mod cleanup;
+mod context;
 pub mod drill;
 pub mod journal;
 mod recovery;
@@ -17,120 +18,17 @@ pub(crate) mod scripts;
 pub(crate) mod transfer;
 pub mod verify;
 
+pub use context::{RunContext, RunOptions};
 use scripts::{lock, run_scripts, unlock};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio_util::sync::CancellationToken;
-
 use crate::error::{Error, RunErrors};
 use crate::model::deployment::{discover, Deployment, Target};
-use crate::model::job::{ScriptName, ScriptRecord, REMOTE_ARTIFACT_ROOT};
+use crate::model::job::REMOTE_ARTIFACT_ROOT;
 use crate::remote::commands;
 use crate::remote::RemoteHostExt;
-use crate::report::events::{Event, EventSink};
-
-/// Settings shared by every workflow.
-#[derive(Debug, Clone)]
-pub struct RunContext {
-    /// At most this many scripts or transfers at once.
-    pub parallelism: usize,
-    /// Passed to `metadata` scripts as `BBR_VERSION`.
-    pub version: String,
-    /// Fired on SIGINT/SIGTERM.
-    pub cancel: CancellationToken,
-    /// The signal that fired the token, for the message.
-    pub signal_name: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    /// Every script that finished, for the manifest's lock and unlock times.
-    pub script_log: std::sync::Arc<std::sync::Mutex<Vec<ScriptRecord>>>,
-    /// Where `--json` events go.
-    pub events: Option<std::sync::Arc<dyn EventSink>>,
-    /// Longest a single job script may run (`--script-timeout`).
-    pub script_timeout: Option<std::time::Duration>,
-    /// Where this deployment's run journal is kept (backups and backup-cleanup).
-    pub journal: Option<crate::workflow::journal::JournalFile>,
-    /// The store that also keeps the journal (backups into a store, and backup-cleanup with
-    /// `CAIRN_STORE`), so that another jumpbox finds what a killed run left.
-    pub journal_store: Option<std::sync::Arc<dyn cairn_store::ArtifactStore>>,
-    journal_state: std::sync::Arc<std::sync::Mutex<Option<crate::workflow::journal::Journal>>>,
-    /// Run each restored job's `post-restore-verify` after the restore (Cairn extension).
-    pub verify_restore: bool,
-    /// What those scripts said, in the order they finished.
-    pub verifications: std::sync::Arc<std::sync::Mutex<Vec<verify::Verification>>>,
-}
-
-impl RunContext {
-    /// A context with no cancellation wired.
-    #[must_use]
-    pub fn new(parallelism: usize, version: &str) -> RunContext {
-        RunContext {
-            parallelism: parallelism.max(1),
-            version: version.to_string(),
-            cancel: CancellationToken::new(),
-            signal_name: std::sync::Arc::default(),
-            script_log: std::sync::Arc::default(),
-            events: None,
-            script_timeout: None,
-            journal: None,
-            journal_store: None,
-            journal_state: std::sync::Arc::default(),
-            verify_restore: false,
-            verifications: std::sync::Arc::default(),
-        }
-    }
-
-    /// Sends an event to the `--json` sink, if any.
-    pub fn emit(&self, event: Event) {
-        if let Some(events) = &self.events {
-            events.emit(event);
-        }
-    }
-
-    /// Records a finished script for the manifest and the metrics, and emits its event.
-    pub fn record_script(
-        &self,
-        instance: &crate::model::job::InstanceName,
-        job: &str,
-        script: ScriptName,
-        started_at: chrono::DateTime<chrono::Utc>,
-        exit_status: u32,
-    ) {
-        let finished_at = chrono::Utc::now();
-        self.script_log.lock().expect("lock").push(ScriptRecord {
-            instance: instance.to_string(),
-            job: job.to_string(),
-            script,
-            finished_at,
-            success: exit_status == 0,
-        });
-        self.emit(Event::ScriptFinished {
-            instance: instance.to_string(),
-            job: job.to_string(),
-            script: script.to_string(),
-            started_at,
-            finished_at,
-            exit_status,
-        });
-    }
-
-    /// Marks the run as interrupted by `signal`.
-    pub fn interrupt(&self, signal: &str) {
-        *self.signal_name.lock().expect("lock") = Some(signal.to_string());
-        self.cancel.cancel();
-    }
-
-    fn interrupted(&self, operation: &'static str) -> Error {
-        Error::Interrupted {
-            operation,
-            signal: self
-                .signal_name
-                .lock()
-                .expect("lock")
-                .clone()
-                .unwrap_or_else(|| "a signal".into()),
-        }
-    }
-}
+use crate::report::events::Event;
 
 /// Discovers the deployment unless interrupted first.
 async fn discover_or_interrupt(
@@ -139,7 +37,7 @@ async fn discover_or_interrupt(
     operation: &'static str,
 ) -> Result<Deployment, RunErrors> {
     tokio::select! {
-        found = discover(target, context.parallelism, &context.version) => {
+        found = discover(target, context.options.parallelism, &context.options.version) => {
             if let Ok(deployment) = &found {
                 announce_jobs(deployment, context);
             }

@@ -149,7 +149,7 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
             .unwrap_or(super::config::DEFAULT_PARALLELISM),
         cairn::VERSION,
     );
-    context.script_timeout = args.common.script_timeout;
+    context.options.script_timeout = args.common.script_timeout;
     if let Some(source) = &source_target {
         let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
         context.journal = Some(cairn::workflow::journal::JournalFile::new(

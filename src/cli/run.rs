@@ -182,9 +182,9 @@ async fn run_action(
         .parallelism
         .unwrap_or(super::config::DEFAULT_PARALLELISM);
     let mut context = RunContext::new(parallelism, cairn::VERSION);
-    context.script_timeout = common.script_timeout;
+    context.options.script_timeout = common.script_timeout;
     if let Action::Restore(restore_args) = &action {
-        context.verify_restore = restore_args.verify;
+        context.options.verify_restore = restore_args.verify;
     }
     if matches!(action, Action::Backup(_) | Action::BackupCleanup) {
         let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
@@ -256,11 +256,11 @@ async fn run_action(
         }
         Action::Restore(restore_args) => {
             let source = restore_source(&restore_args, target.name()).await?;
-            let errors = restore(target, source.as_ref(), &context).await;
-            for check in context.verifications.lock().expect("verifications").iter() {
+            let report = restore(target, source.as_ref(), &context).await;
+            for check in &report.verifications {
                 human.say(&cairn::workflow::drill::verification_line(check));
             }
-            errors
+            report.errors
         }
         Action::BackupCleanup => {
             // Journals kept in the store (CAIRN_STORE) are reported and cleared too.
@@ -300,7 +300,7 @@ async fn run_action(
             exit_code,
             // A failed backup stored nothing worth graphing; leave the size out.
             stored_bytes: stored_bytes.filter(|_| exit_code == 0),
-            scripts: context.script_log.lock().expect("script log").clone(),
+            scripts: context.scripts(),
         };
         if let Err(error) = cairn::report::metrics::write(path, &summary) {
             eprintln!("{error}");

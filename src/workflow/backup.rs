@@ -25,7 +25,7 @@ use crate::format::sink::{
     BackupRecord, BackupSink, BackupSource, NewBackup, OpenBackup, StoredArtifact,
 };
 use crate::model::deployment::{Deployment, Target};
-use crate::model::job::{Job, LockDirection, ScriptName};
+use crate::model::job::{Job, LockDirection, ScriptName, ScriptRecord};
 use crate::model::lock_order::{JobRef, LockLayers};
 use crate::remote::commands;
 use crate::remote::RemoteHostExt;
@@ -58,6 +58,8 @@ pub struct BackupReport {
     pub errors: RunErrors,
     /// Where the finished backup can be read back, when it is complete.
     pub source: Option<Arc<dyn BackupSource>>,
+    /// Every script that finished.
+    pub scripts: Vec<ScriptRecord>,
 }
 
 /// What a backup will do, computed before anything is changed.
@@ -136,12 +138,14 @@ pub async fn backup(
         stored_bytes: 0,
         errors: RunErrors::new(),
         source: None,
+        scripts: Vec::new(),
     };
     match discover_or_interrupt(target, context, "Backup").await {
         Ok(deployment) => backup_deployment(&deployment, options, context, &mut report).await,
         Err(errors) => report.errors.extend(errors),
     }
     release_target(target, &mut report.errors).await;
+    report.scripts = context.scripts();
     report
 }
 
@@ -161,7 +165,7 @@ async fn backup_deployment(
         Err(errors) => return report.errors.extend(errors),
     };
     let backup_id = format_backup_timestamp(options.started_at);
-    let streams = plan.backup_jobs.len().min(context.parallelism);
+    let streams = plan.backup_jobs.len().min(context.options.parallelism);
     let new_backup = NewBackup {
         deployment: &deployment.name,
         backup_id: &backup_id,
@@ -203,7 +207,7 @@ async fn backup_deployment(
         complete: report.complete,
         metadata: bbr_metadata(options.started_at, &artifacts, report.complete),
         artifacts,
-        scripts: context.script_log.lock().expect("lock").clone(),
+        scripts: context.scripts(),
     };
     match destination.finish(&record).await {
         Ok(source) => report.source = source,
@@ -374,7 +378,7 @@ async fn drain(work: &Work<'_>) -> RunErrors {
         Ok::<(), Error>(())
     });
     let errors: Vec<Error> = stream::iter(transfers)
-        .buffer_unordered(context.parallelism)
+        .buffer_unordered(context.options.parallelism)
         .filter_map(|r| async move { r.err() })
         .filter(|e| {
             let cancelled = matches!(

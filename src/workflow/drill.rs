@@ -211,15 +211,16 @@ pub async fn drill(
             return finish(report, errors);
         }
     };
-    let mut restore_context = context.clone();
-    restore_context.verify_restore = true;
-    restore_context.verifications = Arc::default();
-    restore_context.journal = None;
+    let restore_context = context.for_step(crate::workflow::RunOptions {
+        verify_restore: true,
+        ..context.options.clone()
+    });
     let started = std::time::Instant::now();
     let restore_started_at = Utc::now();
     report.restore_started_at = Some(restore_started_at);
     tracing::info!("Drill: restoring into {}...", target.name());
-    errors.extend(restore(target, restore_source.as_ref(), &restore_context).await);
+    let restored = restore(target, restore_source.as_ref(), &restore_context).await;
+    errors.extend(restored.errors);
     report.restore_finished_at = Some(Utc::now());
     report.recovery_time_seconds = Some(started.elapsed().as_secs_f64());
     report.recovery_point_seconds = report
@@ -227,11 +228,7 @@ pub async fn drill(
         .as_ref()
         .and_then(|b| b.taken_at)
         .map(|taken| (restore_started_at - taken).num_milliseconds() as f64 / 1000.0);
-    report.verifications = restore_context
-        .verifications
-        .lock()
-        .expect("verifications")
-        .clone();
+    report.verifications = restored.verifications;
     finish(report, errors)
 }
 
@@ -307,7 +304,7 @@ async fn obtain_backup(
         }
     };
     let backup = report.backup.insert(backup);
-    let contents = source.check(context.parallelism).await?.contents();
+    let contents = source.check(context.options.parallelism).await?.contents();
     backup.artifacts = contents.artifacts;
     backup.data_bytes = contents.data_bytes;
     backup.stored_bytes = stored_bytes.or(contents.stored_bytes).unwrap_or(0);

@@ -19,6 +19,7 @@
 use futures::stream::{self, StreamExt};
 
 use super::scripts::run_job_script;
+use super::verify::Verification;
 use super::{
     check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
     remove_artifact_roots, transfer, unlock, CreatedRoots, RunContext,
@@ -27,7 +28,7 @@ use crate::error::{Error, RunErrors};
 use crate::format::bbr_directory::{BackupMetadata, Checksums};
 use crate::format::sink::{BackupSource, CheckedBackup};
 use crate::model::deployment::{Deployment, Target};
-use crate::model::job::{LockDirection, ScriptName};
+use crate::model::job::{LockDirection, ScriptName, ScriptRecord};
 use crate::model::lock_order::{JobRef, LockLayers};
 use crate::remote::RemoteError;
 
@@ -147,13 +148,37 @@ fn plan_uploads(
     Ok(uploads)
 }
 
+/// What a restore did.
+#[derive(Debug, Default)]
+pub struct RestoreReport {
+    /// Everything that went wrong.
+    pub errors: RunErrors,
+    /// Every script that finished.
+    pub scripts: Vec<ScriptRecord>,
+    /// What each restored job's `post-restore-verify` said (with `verify_restore`).
+    pub verifications: Vec<Verification>,
+}
+
 /// Restores a backup into `target`; no script runs unless every artifact arrived verified.
 pub async fn restore(
     target: &dyn Target,
     source: &dyn BackupSource,
     context: &RunContext,
+) -> RestoreReport {
+    let errors = restore_from(target, source, context).await;
+    RestoreReport {
+        errors,
+        scripts: context.scripts(),
+        verifications: context.verifications(),
+    }
+}
+
+async fn restore_from(
+    target: &dyn Target,
+    source: &dyn BackupSource,
+    context: &RunContext,
 ) -> RunErrors {
-    let backup = match source.check(context.parallelism).await {
+    let backup = match source.check(context.options.parallelism).await {
         Ok(checked) => checked,
         Err(errors) => return errors,
     };
@@ -187,7 +212,7 @@ async fn restore_deployment(
         errors.extend(lock_restore_unlock(deployment, &plan, context).await);
         // Verification reads the artifact directories, so it runs before they are removed,
         // and only on a restore that fully succeeded.
-        if context.verify_restore && errors.is_empty() && !context.cancel.is_cancelled() {
+        if context.options.verify_restore && errors.is_empty() && !context.cancel.is_cancelled() {
             let restored: Vec<JobRef> = plan.uploads.iter().map(|u| u.job).collect();
             errors.extend(super::verify::verify_restored(deployment, &restored, context).await);
         }
@@ -216,7 +241,7 @@ async fn copy_to_instances(
         transfer::upload(instance, job, artifact, &upload.checksums, &context.cancel).await
     });
     let errors: Vec<Error> = stream::iter(copies)
-        .buffer_unordered(context.parallelism)
+        .buffer_unordered(context.options.parallelism)
         .filter_map(|r| async move {
             match r {
                 Err(Error::Remote(RemoteError::Cancelled { .. })) | Ok(()) => None,

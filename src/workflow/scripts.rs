@@ -44,7 +44,7 @@ pub(crate) async fn run_job_script(
     let started_at = chrono::Utc::now();
     let command = ScriptCommand::new(job.script_path(script))
         .envs(environment)
-        .time_limit(context.script_timeout);
+        .time_limit(context.options.script_timeout);
     let mut outcome = run_script(instance.remote.as_ref(), &command, cancel).await;
     if let (ScriptOutcome::Lost(error), true) = (&outcome, script.is_idempotent()) {
         // An unlock must not be lost with a connection: the next command reconnects.
@@ -117,7 +117,7 @@ pub(crate) async fn run_scripts(
                 .error
         });
     let errors: Vec<Error> = stream::iter(runs)
-        .buffer_unordered(context.parallelism)
+        .buffer_unordered(context.options.parallelism)
         .filter_map(|e| async move { e })
         .collect()
         .await;

@@ -49,7 +49,7 @@ pub struct Verification {
 
 /// Runs `post-restore-verify` on every job in `restored` that has one, at most
 /// `parallelism` at once, recording each result (and each restored job without the script)
-/// in `context.verifications`. A failing or hanging script is an error of the run (exit bit 1).
+/// with the run (they come back in the restore's report). A failing or hanging script is an error of the run (exit bit 1).
 pub async fn verify_restored(
     deployment: &Deployment,
     restored: &[JobRef],
@@ -61,18 +61,14 @@ pub async fn verify_restored(
         .partition(|r| deployment.job(*r).1.has(ScriptName::PostRestoreVerify));
     for job_ref in unverifiable {
         let (instance, job) = deployment.job(job_ref);
-        context
-            .verifications
-            .lock()
-            .expect("verifications")
-            .push(Verification {
-                instance: instance.name.to_string(),
-                job: job.name.clone(),
-                result: VerifyResult::NoScript,
-                evidence: String::new(),
-                detail: "the job has no post-restore-verify script".into(),
-                seconds: 0.0,
-            });
+        context.record_verification(Verification {
+            instance: instance.name.to_string(),
+            job: job.name.clone(),
+            result: VerifyResult::NoScript,
+            evidence: String::new(),
+            detail: "the job has no post-restore-verify script".into(),
+            seconds: 0.0,
+        });
     }
     if jobs.is_empty() {
         tracing::warn!(
@@ -84,7 +80,7 @@ pub async fn verify_restored(
         .into_iter()
         .map(|job_ref| verify_one(deployment, job_ref, context));
     let errors: Vec<Error> = stream::iter(runs)
-        .buffer_unordered(context.parallelism)
+        .buffer_unordered(context.options.parallelism)
         .filter_map(|e| async move { e })
         .collect()
         .await;
@@ -140,11 +136,7 @@ async fn verify_one(
         }
         ScriptOutcome::Lost(error) => record.detail = error.to_string(),
     }
-    context
-        .verifications
-        .lock()
-        .expect("verifications")
-        .push(record);
+    context.record_verification(record);
     result.error
 }
 

@@ -105,7 +105,7 @@ async fn restore_interrupted_at_hang(
     source: &dyn BackupSource,
     context: &RunContext,
 ) -> cairn::error::RunErrors {
-    let run = restore(target, source, context);
+    let run = async { restore(target, source, context).await.errors };
     tokio::pin!(run);
     within(async {
         tokio::select! {
@@ -669,7 +669,8 @@ async fn failing_restore_script_stops_the_rest_and_every_job_is_unlocked() {
         &BbrDirectorySource::new(backup),
         &context(),
     ))
-    .await;
+    .await
+    .errors;
 
     assert_eq!(errors.errors().len(), 1, "{errors}");
     assert!(matches!(
@@ -833,4 +834,40 @@ async fn interrupt_during_restore_script_unlocks_every_job_and_removes_artifact_
     assert_layers(&unlocks, &[&[PG, API, PROXY, WORKER]]);
     assert_roots_removed_where_created(&target, &["db/0", "app/0"]);
     assert_eq!(target.released(), 1);
+}
+
+/// The one script runner maps a lost connection the same way in every workflow: during a
+/// restore script it is `ScriptLost` (it was a bare transport error before), the restore
+/// stops there and every job is still unlocked.
+#[tokio::test]
+async fn lost_connection_during_restore_script_is_script_lost_and_every_job_is_unlocked() {
+    let parent = tempfile::tempdir().unwrap();
+    let backup = backed_up(parent.path()).await;
+
+    let target = layered();
+    target.on("db/0", "postgres", ScriptName::Restore, Outcome::Lost);
+    let errors = within(restore(
+        &target,
+        &BbrDirectorySource::new(backup),
+        &context(),
+    ))
+    .await
+    .errors;
+
+    assert_eq!(errors.errors().len(), 1, "{errors}");
+    assert!(
+        matches!(
+            &errors.errors()[0],
+            Error::ScriptLost { script: ScriptName::Restore, job, .. } if job == "postgres"
+        ),
+        "{errors}"
+    );
+    assert_eq!(errors.exit_code(), 1);
+    let world = target.world();
+    let restores = world.script_calls(ScriptName::Restore);
+    assert_layers(&restores, &[&[PG]]);
+    let unlocks = world.script_calls(ScriptName::PostRestoreUnlock);
+    assert_before(&restores, &unlocks);
+    assert_layers(&unlocks, &[&[PG, API, PROXY, WORKER]]);
+    assert_roots_removed_where_created(&target, &["db/0", "app/0"]);
 }
