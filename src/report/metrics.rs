@@ -67,6 +67,8 @@ fn escape(value: &str) -> String {
 
 /// Renders the textfile. `previous_success` is the last success time from an earlier file.
 #[must_use]
+// Long on purpose: one flat list of metric families, in the order they appear in the file;
+// split up, the textfile's layout would be spread over several functions.
 pub fn render(summary: &RunSummary, previous_success: Option<f64>) -> String {
     let labels = format!(
         "deployment=\"{}\",operation=\"{}\"",

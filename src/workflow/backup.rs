@@ -149,6 +149,8 @@ pub async fn backup(
     report
 }
 
+/// Recovery of a killed run, the plan, then the backup proper: start the sink, run the scripts
+/// and drain the artifacts ([`run_backup`]), and finish the sink with what was stored.
 async fn backup_deployment(
     deployment: &Deployment,
     options: &BackupOptions,
@@ -165,12 +167,11 @@ async fn backup_deployment(
         Err(errors) => return report.errors.extend(errors),
     };
     let backup_id = format_backup_timestamp(options.started_at);
-    let streams = plan.backup_jobs.len().min(context.options.parallelism);
     let new_backup = NewBackup {
         deployment: &deployment.name,
         backup_id: &backup_id,
         started_at: options.started_at,
-        concurrent_streams: streams,
+        concurrent_streams: plan.backup_jobs.len().min(context.options.parallelism),
         deployment_manifest: options.manifest.as_deref(),
     };
     let destination = match options.sink.start(&new_backup).await {
@@ -178,29 +179,15 @@ async fn backup_deployment(
         Err(error) => return report.errors.push(error),
     };
     report.artifact = Some(destination.location());
-    tracing::info!("Starting backup of {}...", deployment.name);
-    let created = CreatedRoots::new(deployment.instances.len());
-    let drained = Mutex::new(Vec::new());
-    let work = Work {
+    let (complete, artifacts) = run_backup(
         deployment,
-        plan: &plan,
+        &plan,
+        destination.as_ref(),
+        options,
         context,
-        created: &created,
-        destination: destination.as_ref(),
-        drained: &drained,
-    };
-    let complete = lock_backup_unlock_drain(&work, options, &mut report.errors).await;
-    tracing::info!("Cleaning up...");
-    let cleanup_errors = remove_artifact_roots(deployment, &created.created(), cleanup_error).await;
-    let unlock_failed = report.errors.errors().iter().any(Error::is_unlock_failure);
-    if cleanup_errors.is_empty() && !unlock_failed {
-        context.journal_done().await;
-    }
-    report.errors.extend(cleanup_errors);
-    if context.cancel.is_cancelled() {
-        report.errors.push(context.interrupted("Backup"));
-    }
-    let artifacts = drained.into_inner().expect("drained lock");
+        report,
+    )
+    .await;
     report.complete = complete && !context.cancel.is_cancelled();
     report.stored_bytes = artifacts.iter().map(|a| a.stored.size).sum();
     let record = BackupRecord {
@@ -216,19 +203,52 @@ async fn backup_deployment(
             report.errors.push(error);
         }
     }
-    if report.complete {
-        tracing::info!(
-            "Backup created of {} on {}",
-            deployment.name,
-            Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
-        );
+    let outcome = if report.complete {
+        "Backup created"
     } else {
-        tracing::info!(
-            "Failed to create backup of {} on {}",
-            deployment.name,
-            Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
-        );
+        "Failed to create backup"
+    };
+    tracing::info!(
+        "{outcome} of {} on {}",
+        deployment.name,
+        Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+    );
+}
+
+/// Lock, back up, unlock, drain, then clean up the instances (and the journal once nothing
+/// is left locked or behind). Returns whether every artifact was drained and verified, and
+/// the artifacts stored.
+async fn run_backup(
+    deployment: &Deployment,
+    plan: &BackupPlan,
+    destination: &dyn OpenBackup,
+    options: &BackupOptions,
+    context: &RunContext,
+    report: &mut BackupReport,
+) -> (bool, Vec<StoredArtifact>) {
+    tracing::info!("Starting backup of {}...", deployment.name);
+    let created = CreatedRoots::new(deployment.instances.len());
+    let drained = Mutex::new(Vec::new());
+    let work = Work {
+        deployment,
+        plan,
+        context,
+        created: &created,
+        destination,
+        drained: &drained,
+    };
+    let complete = lock_backup_unlock_drain(&work, options, &mut report.errors).await;
+    tracing::info!("Cleaning up...");
+    let cleanup_errors = remove_artifact_roots(deployment, &created.created(), cleanup_error).await;
+    let unlock_failed = report.errors.errors().iter().any(Error::is_unlock_failure);
+    if cleanup_errors.is_empty() && !unlock_failed {
+        context.journal_done().await;
     }
+    report.errors.extend(cleanup_errors);
+    if context.cancel.is_cancelled() {
+        report.errors.push(context.interrupted("Backup"));
+    }
+    (complete, drained.into_inner().expect("drained lock"))
 }
 
 /// What the steps of one backup share.

@@ -246,6 +246,7 @@ fn finish(mut report: DrillReport, errors: RunErrors) -> (DrillReport, RunErrors
 
 /// Takes the backup (or finds the stored one) and fills `report.backup`: what it is, and its
 /// size as far as its format records it (checked as a restore would, nothing downloaded).
+// Long on purpose: the two sources of a drill's backup side by side, filling one report.
 async fn obtain_backup(
     source: DrillSource<'_>,
     context: &RunContext,

@@ -32,6 +32,7 @@ pub(crate) struct ScriptResult {
 }
 
 /// Runs one job script on its instance: see the module documentation.
+// Long on purpose: the one mapping of every script outcome to an error, in one place.
 pub(crate) async fn run_job_script(
     instance: &Instance,
     job: &Job,

@@ -254,6 +254,8 @@ async fn remote_size(instance: &Instance, directory: &str) -> u64 {
 /// Streams one artifact into a job's artifact directory on an instance, checking it on the way
 /// ([`ArtifactReader::forward`]), then checks the instance's checksums against `expected`.
 /// An error means the artifact directory must not be used (the caller removes it).
+// Long on purpose: the reading thread, the channel and `tar -x` share their stop token and
+// the order of their results decides which error is the cause; split, that would be lost.
 pub(super) async fn upload(
     instance: &Instance,
     job: &Job,

@@ -172,6 +172,8 @@ pub struct Verified {
 ///
 /// # Errors
 /// The one error.
+// Long on purpose: each refusal in the order an operator needs them (scheme, no identity,
+// no matching identity), with the early returns that keep the header read last.
 pub async fn check_identities(
     store: &Arc<dyn ArtifactStore>,
     manifest: &Manifest,

@@ -209,6 +209,7 @@ async fn remove_incomplete(store: &dyn ArtifactStore, deployment: &str) -> Resul
 }
 
 /// Writes `metadata`, then `manifest.json` — the last object of a backup.
+// Long on purpose: the manifest is one record, written field by field after `metadata`.
 async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Result<(), Error> {
     let store = &destination.store;
     let metadata_bytes = Bytes::from(record.metadata.to_yaml());

@@ -210,48 +210,14 @@ impl DirectorClient {
             None => None,
         };
         let http = http_client(config, socks.as_ref())?;
-        let info: Info = {
-            let response = http
-                .get(format!("{}/info", config.url))
-                .send()
-                .await
-                .map_err(|e| unreachable(&config.url, &e))?;
-            if !response.status().is_success() {
-                return Err(BoshError::Unreachable {
-                    url: config.url.clone(),
-                    detail: format!("GET /info answered {}", response.status()),
-                });
-            }
-            response.json().await.map_err(|e| BoshError::Protocol {
-                detail: format!("GET /info: {e}"),
-            })?
-        };
+        let info = read_info(&http, &config.url).await?;
         tracing::info!(
             "Director {} ({}, version {})",
             config.url,
             info.name,
             info.version
         );
-        let auth = match info.user_authentication {
-            Some(auth) if auth.kind == "uaa" => {
-                let url = auth.options["url"].as_str().unwrap_or_default();
-                if url.is_empty() {
-                    return Err(BoshError::Protocol {
-                        detail: "/info says uaa but gives no UAA url".into(),
-                    });
-                }
-                Auth::Uaa(UaaSession {
-                    token_url: format!("{}/oauth/token", url.trim_end_matches('/')),
-                    client: config.client.clone(),
-                    secret: config.secret.clone(),
-                    token: tokio::sync::Mutex::new(None),
-                })
-            }
-            _ => Auth::Basic {
-                user: config.client.clone(),
-                password: config.secret.clone(),
-            },
-        };
+        let auth = authentication(info, config)?;
         let client = DirectorClient {
             base: config.url.clone(),
             http,
@@ -590,6 +556,48 @@ mod base64_engine {
         }
         out
     }
+}
+
+/// `GET /info`: the Director's name, version and how to log in.
+async fn read_info(http: &reqwest::Client, url: &str) -> Result<Info, BoshError> {
+    let response = http
+        .get(format!("{url}/info"))
+        .send()
+        .await
+        .map_err(|e| unreachable(url, &e))?;
+    if !response.status().is_success() {
+        return Err(BoshError::Unreachable {
+            url: url.to_string(),
+            detail: format!("GET /info answered {}", response.status()),
+        });
+    }
+    response.json().await.map_err(|e| BoshError::Protocol {
+        detail: format!("GET /info: {e}"),
+    })
+}
+
+/// UAA client credentials when `/info` names a UAA, basic auth otherwise.
+fn authentication(info: Info, config: &DirectorConfig) -> Result<Auth, BoshError> {
+    Ok(match info.user_authentication {
+        Some(auth) if auth.kind == "uaa" => {
+            let url = auth.options["url"].as_str().unwrap_or_default();
+            if url.is_empty() {
+                return Err(BoshError::Protocol {
+                    detail: "/info says uaa but gives no UAA url".into(),
+                });
+            }
+            Auth::Uaa(UaaSession {
+                token_url: format!("{}/oauth/token", url.trim_end_matches('/')),
+                client: config.client.clone(),
+                secret: config.secret.clone(),
+                token: tokio::sync::Mutex::new(None),
+            })
+        }
+        _ => Auth::Basic {
+            user: config.client.clone(),
+            password: config.secret.clone(),
+        },
+    })
 }
 
 #[cfg(test)]

@@ -86,45 +86,16 @@ impl BoshTarget {
         let manifest = self.client.manifest(&self.deployment).await?;
         self.state.lock().expect("state").jobs = manifest_jobs(&manifest);
         let user = format!("bosh_{:016x}", rand::random::<u64>());
-        let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| {
-            BoshError::Protocol {
-                detail: format!("cannot generate an SSH key: {e}"),
-            }
-        })?;
-        let public_key = key
-            .public_key()
-            .to_openssh()
-            .map_err(|e| BoshError::Protocol {
-                detail: format!("cannot encode the SSH key: {e}"),
-            })?;
+        let (key, public_key) = ssh_key()?;
         let groups = groups_in_order(&vms);
         // Recorded before asking, so that a setup that half worked is still cleaned up.
         self.state.lock().expect("state").session = Some(Session {
             user: user.clone(),
             groups: groups.clone(),
         });
-        let names: Vec<String> = groups.iter().map(|(group, _)| group.clone()).collect();
-        let setups = names.into_iter().map(|group| {
-            let body = json!({
-                "command": "setup",
-                "deployment_name": self.deployment,
-                "target": {"job": group, "indexes": [], "ids": []},
-                "params": {"user": user, "password": "p", "public_key": format!("{public_key}\n")},
-            });
-            async move {
-                tracing::info!("Setting up SSH access to instance group {group}...");
-                let result = self.client.ssh(&self.deployment, &body).await?;
-                parse_setup(&result)
-            }
-        });
-        let answers: Vec<Result<Vec<SshHostInfo>, BoshError>> = stream::iter(setups)
-            .buffered(parallelism.clamp(1, 4))
-            .collect()
-            .await;
-        let mut hosts = Vec::new();
-        for answer in answers {
-            hosts.extend(answer?);
-        }
+        let hosts = self
+            .set_up_users(&groups, &user, &public_key, parallelism)
+            .await?;
         let key = Arc::new(key);
         let connections = hosts.into_iter().map(|host| {
             let key = Arc::clone(&key);
@@ -148,6 +119,40 @@ impl BoshTarget {
             }
         }
         Ok(instances)
+    }
+
+    /// Asks the Director to add the temporary user with `public_key` to every instance group.
+    async fn set_up_users(
+        &self,
+        groups: &[(String, Vec<String>)],
+        user: &str,
+        public_key: &str,
+        parallelism: usize,
+    ) -> Result<Vec<SshHostInfo>, BoshError> {
+        // Owned names: a lazy map over borrowed groups is not `Send` for every lifetime.
+        let names: Vec<String> = groups.iter().map(|(group, _)| group.clone()).collect();
+        let setups = names.into_iter().map(|group| {
+            let body = json!({
+                "command": "setup",
+                "deployment_name": self.deployment,
+                "target": {"job": group, "indexes": [], "ids": []},
+                "params": {"user": user, "password": "p", "public_key": format!("{public_key}\n")},
+            });
+            async move {
+                tracing::info!("Setting up SSH access to instance group {group}...");
+                let result = self.client.ssh(&self.deployment, &body).await?;
+                parse_setup(&result)
+            }
+        });
+        let answers: Vec<Result<Vec<SshHostInfo>, BoshError>> = stream::iter(setups)
+            .buffered(parallelism.clamp(1, 4))
+            .collect()
+            .await;
+        let mut hosts = Vec::new();
+        for answer in answers {
+            hosts.extend(answer?);
+        }
+        Ok(hosts)
     }
 
     /// Connects to one set-up host; `None` for a Windows VM (skipped, as bbr does).
@@ -375,6 +380,23 @@ impl Target for BoshTarget {
             }))
         }
     }
+}
+
+/// A fresh Ed25519 key for this run's temporary user (kept in memory only), and its public
+/// half in OpenSSH's format.
+fn ssh_key() -> Result<(PrivateKey, String), BoshError> {
+    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| {
+        BoshError::Protocol {
+            detail: format!("cannot generate an SSH key: {e}"),
+        }
+    })?;
+    let public_key = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| BoshError::Protocol {
+            detail: format!("cannot encode the SSH key: {e}"),
+        })?;
+    Ok((key, public_key))
 }
 
 #[cfg(test)]
