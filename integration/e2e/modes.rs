@@ -251,7 +251,7 @@ fn json_events_follow_the_documented_schema() {
     for line in stdout.lines() {
         let event: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        cairn::report::events::validate(&schema, &event)
+        cairn_testbed::schema::validate(&schema, &event)
             .unwrap_or_else(|problem| panic!("{problem}: {line}"));
         kinds.push(event["event"].as_str().unwrap().to_string());
     }

@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod director;
+pub mod schema;
 
 /// Environment variable: when set, a dropped [`TestBed`] keeps its directory (logs, host
 /// files, keys) for inspection. The hosts are stopped either way.

@@ -12,6 +12,7 @@
 //! Abandoned multipart uploads cost money on every cloud: adapters abort on failure, and
 //! operators should still add a lifecycle rule that removes incomplete uploads after a day.
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod key;
 pub mod local;
