@@ -1,7 +1,8 @@
 //! A connected deployment: its instances, the jobs found on each, and where they come from.
 //!
-//! A [`Target`] knows how to reach instances (a static inventory here; the BOSH Director API
-//! later) and which release each job belongs to. [`discover`] connects to every instance in
+//! A [`Target`] knows how to reach instances (an inventory file or a director VM,
+//! [`crate::target::ssh`]; a deployment through the BOSH Director's API,
+//! [`crate::target::bosh`]) and which release each job belongs to. [`discover`] connects to every instance in
 //! parallel, lists the bbr scripts and runs the `metadata` scripts, producing a [`Deployment`]
 //! that the backup and restore workflows act on.
 

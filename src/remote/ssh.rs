@@ -2,8 +2,9 @@
 //!
 //! bbr dials a new TCP connection and SSH handshake for every command; Cairn connects once per
 //! instance and opens a channel per command on it, so scripts, transfers and checksums of one
-//! instance share a connection (and several may run at once). Channels get a 16 MiB window
-//! and AES-128-GCM is preferred: both matter for streaming throughput (test-infra.md).
+//! instance share a connection (and several may run at once). Channels get a 2 MiB window
+//! (OpenSSH's own) and AES-128-GCM is preferred: both matter for streaming throughput
+//! (test-infra.md, docs/performance.md).
 //!
 //! Host keys are always checked unless the caller explicitly chose [`HostKeyPolicy::AcceptAny`]:
 //! against a pinned key, or against a known_hosts file. The host-key algorithms offered to the
