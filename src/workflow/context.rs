@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use super::journal::{Journal, JournalFile};
-use super::verify::Verification;
 use crate::error::Error;
 use crate::model::job::{InstanceName, ScriptName, ScriptRecord};
 use crate::report::events::{Event, EventSink};
+use crate::report::verification::Verification;
 
 /// What the operator asked for.
 #[derive(Debug, Clone)]

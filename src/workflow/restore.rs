@@ -19,7 +19,6 @@
 use futures::stream::{self, StreamExt};
 
 use super::scripts::run_job_script;
-use super::verify::Verification;
 use super::{
     check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
     remove_artifact_roots, transfer, unlock, CreatedRoots, RunContext,
@@ -31,6 +30,7 @@ use crate::model::deployment::{Deployment, Target};
 use crate::model::job::{LockDirection, ScriptName, ScriptRecord};
 use crate::model::lock_order::{JobRef, LockLayers};
 use crate::remote::RemoteError;
+use crate::report::verification::Verification;
 
 /// One artifact to send: a job on an instance, from a tar of the backup.
 #[derive(Debug, Clone)]

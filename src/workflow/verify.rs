@@ -8,7 +8,6 @@
 //! (`restore --verify`, `cairn drill`). See scripts-contract/CONTRACT.md.
 
 use futures::stream::{self, StreamExt};
-use serde::Serialize;
 
 use super::scripts::run_job_script;
 use super::RunContext;
@@ -17,35 +16,7 @@ use crate::model::deployment::Deployment;
 use crate::model::job::ScriptName;
 use crate::model::lock_order::JobRef;
 use crate::remote::script::ScriptOutcome;
-
-/// The outcome of verifying one restored job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum VerifyResult {
-    /// `post-restore-verify` exited 0.
-    Passed,
-    /// It exited non-zero, timed out, or could not be run.
-    Failed,
-    /// The job has no `post-restore-verify`: restored, but not proven.
-    NoScript,
-}
-
-/// What one job's `post-restore-verify` reported.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Verification {
-    /// `<group>/<id>`.
-    pub instance: String,
-    /// Job name.
-    pub job: String,
-    /// The outcome.
-    pub result: VerifyResult,
-    /// The last non-empty line of its stdout.
-    pub evidence: String,
-    /// Why it failed: the end of its stderr, or the transport error (empty when it passed).
-    pub detail: String,
-    /// How long it ran.
-    pub seconds: f64,
-}
+pub use crate::report::verification::{Verification, VerifyResult};
 
 /// Runs `post-restore-verify` on every job in `restored` that has one, at most
 /// `parallelism` at once, recording each result (and each restored job without the script)
