@@ -1,11 +1,9 @@
 //! End-to-end: backup and restore of a 3-host test bed, lock order, data fidelity.
 
-mod common;
-
 use std::fs;
 
 use cairn_testbed::TestBed;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn backup_then_restore_brings_back_identical_data_in_lock_order() {

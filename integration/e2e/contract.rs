@@ -1,12 +1,10 @@
 //! End-to-end: `cairn contract check` against real test-bed hosts, over SSH and locally (run
 //! inside a host's namespaces), on jobs that keep the contract and on a job that breaks it.
 
-mod common;
-
 use std::process::Output;
 
 use cairn_testbed::{TestBed, TestHost};
-use common::*;
+use crate::common::*;
 
 /// `cairn contract check PATH --ssh vcap@HOST` with the test bed's key and known_hosts.
 fn check_over_ssh(bed: &TestBed, host: &TestHost, path: &str, extra: &[&str]) -> Output {

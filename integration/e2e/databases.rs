@@ -3,13 +3,11 @@
 //! them inside the hosts), backed up and restored by Cairn, checked by `contract check`, and
 //! drilled from one deployment into another.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use cairn_testbed::{TestBed, TestHost};
-use common::*;
+use crate::common::*;
 
 /// The server script of an engine: integration/databases/<engine>.sh.
 fn server_script(engine: &str) -> PathBuf {

@@ -3,8 +3,6 @@
 //! users, `--all-deployments`, `BOSH_ALL_PROXY` through a jumpbox, token renewal, bad inputs
 //! and `bbr.backup_one_restore_all`.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -15,7 +13,7 @@ use cairn_testbed::director::{
     DEFAULT_CLIENT_SECRET,
 };
 use cairn_testbed::TestBed;
-use common::*;
+use crate::common::*;
 
 /// `cairn deployment -t URL -u admin -p SECRET --ca-cert CA <args>` in `work`.
 fn bosh(director: &Director, work: &Path, args: &[&str]) -> Output {

@@ -1,15 +1,13 @@
 //! End-to-end: client-side encryption (`backup --encrypt-to`, `restore`/`backups verify`/
 //! `drill --identity`) against the real test bed, the local `file://` store and real S3 (moto).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use age::secrecy::ExposeSecret;
 use cairn_testbed::TestBed;
-use common::*;
+use crate::common::*;
 
 /// A line of text that must never appear in a stored object.
 const MARKER: &str = "plaintext marker: if you can read this, the object is not encrypted\n";

@@ -1,14 +1,12 @@
 //! End-to-end: every failure edge of backup and restore leaves nothing locked and nothing
 //! that looks complete.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_testbed::TestBed;
-use common::*;
+use crate::common::*;
 
 const FAIL: &str = "#!/bin/sh\necho 'something broke' >&2\nexit 1\n";
 

@@ -4,15 +4,13 @@
 //! locked, the exit code is the documented one, no remote `bbr-backup` directory remains, an
 //! incomplete backup has no manifest and no open multipart upload, and the next backup works.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use cairn_testbed::{TestBed, TestHost};
-use common::*;
+use crate::common::*;
 
 fn wait_for(path: &Path, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -1,12 +1,10 @@
 //! End-to-end: SSH host-key checking, bbr-compatible command line, and the bbr-format fixture.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use cairn_testbed::TestBed;
-use common::*;
+use crate::common::*;
 
 /// Writes a variant of the test bed's inventory next to it (keys stay relative to it).
 fn inventory_variant(bed: &TestBed, name: &str, edit: impl Fn(&str) -> String) -> PathBuf {

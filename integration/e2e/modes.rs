@@ -1,13 +1,11 @@
 //! End-to-end: director mode, lock-free backups, disabled and ignored jobs, restore-cleanup,
 //! and restores into a target that does not match the backup.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
 use cairn_testbed::TestBed;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn director_mode_backs_up_and_restores_a_single_vm() {

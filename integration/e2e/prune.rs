@@ -2,15 +2,13 @@
 //! backups (taken from a test bed, then copied to older backup ids), and on S3 (moto) with
 //! Object Lock.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use cairn_testbed::TestBed;
-use common::*;
+use crate::common::*;
 
 const DEPLOYMENT: &str = "testbed";
 

@@ -2,14 +2,12 @@
 //! when damaged — against the local `file://` store and real S3 (moto), Azure Blob (Azurite)
 //! and GCS (fake-gcs-server) servers started by `integration/stores/*.sh`.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_testbed::TestBed;
-use common::*;
+use crate::common::*;
 
 fn list(work: &Path, store: &str) -> Vec<String> {
     let output = run(work, &["backups", "--store", store, "list"]);
