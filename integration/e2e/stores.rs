@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cairn_testbed::TestBed;
 use crate::common::*;
+use cairn_testbed::TestBed;
 
 fn list(work: &Path, store: &str) -> Vec<String> {
     let output = run(work, &["backups", "--store", store, "list"]);
@@ -212,12 +212,14 @@ fn file_store() -> (tempfile::TempDir, String) {
 
 #[test]
 fn local_store_round_trip() {
+    cairn_testbed::require_root!();
     let (_dir, url) = file_store();
     round_trip(&url);
 }
 
 #[test]
 fn local_store_damaged_backup_is_refused() {
+    cairn_testbed::require_root!();
     let (dir, url) = file_store();
     let root = dir.path().to_path_buf();
     damaged_backup_is_refused(&url, |key| {
@@ -234,12 +236,14 @@ fn local_store_damaged_backup_is_refused() {
 
 #[test]
 fn local_store_interrupted_backup_is_never_complete() {
+    cairn_testbed::require_root!();
     let (_dir, url) = file_store();
     interrupted_backup_is_never_complete(&url, "-TERM", &|| true, &|| {});
 }
 
 #[test]
 fn local_store_backup_interrupted_by_sigint_during_the_transfer_is_never_complete() {
+    cairn_testbed::require_root!();
     let (_dir, url) = file_store();
     interrupted_backup_is_never_complete(&url, "-INT", &|| true, &|| {});
 }
@@ -256,12 +260,14 @@ fn moto_with_bucket(versioning: &str) -> (Emulator, String) {
 
 #[test]
 fn s3_round_trip() {
+    cairn_testbed::require_root!();
     let (_moto, url) = moto_with_bucket("versioned");
     round_trip(&url);
 }
 
 #[test]
 fn s3_unversioned_bucket_is_refused_unless_allowed() {
+    cairn_testbed::require_root!();
     let (_moto, url) = moto_with_bucket("unversioned");
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let work = workdir();
@@ -284,6 +290,7 @@ fn s3_unversioned_bucket_is_refused_unless_allowed() {
 
 #[test]
 fn s3_overwritten_object_does_not_change_what_is_restored() {
+    cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("versioned");
     overwritten_object_does_not_change_restore(&url, |key| {
         moto.fixture("s3", &["put", "cairn-backups", &format!("nightly/{key}")]);
@@ -292,6 +299,7 @@ fn s3_overwritten_object_does_not_change_what_is_restored() {
 
 #[test]
 fn s3_deleted_object_is_refused() {
+    cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("versioned");
     damaged_backup_is_refused(&url, |key| {
         moto.fixture(
@@ -303,6 +311,7 @@ fn s3_deleted_object_is_refused() {
 
 #[test]
 fn s3_interrupted_backup_leaves_no_manifest_and_no_open_upload() {
+    cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("versioned");
     interrupted_backup_is_never_complete(&url, "-TERM", &|| true, &|| {});
     let open = moto.fixture("s3", &["open-uploads", "cairn-backups"]);
@@ -314,6 +323,7 @@ fn s3_interrupted_backup_leaves_no_manifest_and_no_open_upload() {
 
 #[test]
 fn s3_killed_backup_is_cleaned_up_by_the_next_one() {
+    cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("versioned");
     // Kill once a multipart upload is open (at least one 8 MiB part on its way).
     let open_uploads = || moto.fixture("s3", &["open-uploads", "cairn-backups"]);
@@ -334,6 +344,7 @@ fn s3_killed_backup_is_cleaned_up_by_the_next_one() {
 
 #[test]
 fn s3_retention_locks_every_object_of_the_backup() {
+    cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("locked");
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let work = workdir();
@@ -387,6 +398,7 @@ fn s3_retention_locks_every_object_of_the_backup() {
 
 #[test]
 fn gcs_round_trip_and_generation_pinning() {
+    cairn_testbed::require_root!();
     let gcs = Emulator::start("fake-gcs.sh");
     gcs.fixture("gcs", &["create-bucket", "cairn-backups", "versioned"]);
     let url = format!("gs://cairn-backups/nightly?endpoint={}", gcs.endpoint);
@@ -399,6 +411,7 @@ fn gcs_round_trip_and_generation_pinning() {
 
 #[test]
 fn azure_round_trip_and_damage() {
+    cairn_testbed::require_root!();
     let azurite = Emulator::start("azurite.sh");
     azurite.fixture("azure", &["create-container", "cairn-backups"]);
     let url = format!(
@@ -452,6 +465,7 @@ pub fn overwritten_object_does_not_change_restore(store: &str, overwrite: impl F
 
 #[test]
 fn secrets_never_appear_in_output_even_with_debug() {
+    cairn_testbed::require_root!();
     let (_moto, url) = moto_with_bucket("versioned");
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let work = workdir();
