@@ -52,8 +52,8 @@ fn file_store() -> (tempfile::TempDir, String) {
 }
 
 fn moto_with_bucket() -> (Emulator, String) {
-    let moto = Emulator::start("moto.sh");
-    moto.fixture("s3", &["create-bucket", "cairn-backups", "versioned"]);
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", "versioned"]);
     let url = format!(
         "s3://cairn-backups/nightly?endpoint={}&path_style=true&region=us-east-1",
         moto.endpoint

@@ -314,8 +314,8 @@ fn s3_url(endpoint: &str) -> String {
 #[test]
 fn a_flaky_store_is_retried_and_the_backup_and_restore_complete() {
     cairn_testbed::require_root!();
-    let moto = Emulator::start("moto.sh");
-    moto.fixture("s3", &["create-bucket", "cairn-backups", "versioned"]);
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", "versioned"]);
     let proxy = FaultProxy::start(
         &moto.endpoint,
         r#"{"error_rate": 0.2, "reset_rate": 0.1, "seed": 11}"#,
@@ -356,8 +356,8 @@ fn a_flaky_store_is_retried_and_the_backup_and_restore_complete() {
 #[test]
 fn a_store_that_goes_down_mid_backup_fails_the_run_cleanly() {
     cairn_testbed::require_root!();
-    let moto = Emulator::start("moto.sh");
-    moto.fixture("s3", &["create-bucket", "cairn-backups", "versioned"]);
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", "versioned"]);
     let proxy = FaultProxy::start(&moto.endpoint, r#"{}"#);
     let bed = TestBed::start(&[]).expect("test bed");
     let database = bed.host("database", 0);
@@ -403,11 +403,7 @@ fn a_store_that_goes_down_mid_backup_fails_the_run_cleanly() {
     restore_original(database, "database", "backup");
     let output = cairn(&bed, work.path(), &["backup", "--store", &url]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    assert_eq!(
-        moto.fixture("s3", &["open-uploads", "cairn-backups"])
-            .trim(),
-        ""
-    );
+    assert_eq!(moto.fixture(&["open-uploads", "cairn-backups"]).trim(), "");
     assert_nothing_left(&bed);
 }
 

@@ -486,8 +486,8 @@ fn a_delete_that_fails_is_reported_prune_goes_on_and_exits_1() {
 #[test]
 fn s3_object_lock_protected_backups_are_reported_and_kept() {
     cairn_testbed::require_root!();
-    let moto = Emulator::start("moto.sh");
-    moto.fixture("s3", &["create-bucket", "cairn-backups", "locked"]);
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", "locked"]);
     let url = format!(
         "s3://cairn-backups/nightly?endpoint={}&path_style=true&region=us-east-1",
         moto.endpoint

@@ -249,8 +249,8 @@ fn local_store_backup_interrupted_by_sigint_during_the_transfer_is_never_complet
 }
 
 fn moto_with_bucket(versioning: &str) -> (Emulator, String) {
-    let moto = Emulator::start("moto.sh");
-    moto.fixture("s3", &["create-bucket", "cairn-backups", versioning]);
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", versioning]);
     let url = format!(
         "s3://cairn-backups/nightly?endpoint={}&path_style=true&region=us-east-1",
         moto.endpoint
@@ -293,7 +293,7 @@ fn s3_overwritten_object_does_not_change_what_is_restored() {
     cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("versioned");
     overwritten_object_does_not_change_restore(&url, |key| {
-        moto.fixture("s3", &["put", "cairn-backups", &format!("nightly/{key}")]);
+        moto.fixture(&["put", "cairn-backups", &format!("nightly/{key}")]);
     });
 }
 
@@ -302,10 +302,7 @@ fn s3_deleted_object_is_refused() {
     cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("versioned");
     damaged_backup_is_refused(&url, |key| {
-        moto.fixture(
-            "s3",
-            &["delete", "cairn-backups", &format!("nightly/{key}")],
-        );
+        moto.fixture(&["delete", "cairn-backups", &format!("nightly/{key}")]);
     });
 }
 
@@ -314,7 +311,7 @@ fn s3_interrupted_backup_leaves_no_manifest_and_no_open_upload() {
     cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("versioned");
     interrupted_backup_is_never_complete(&url, "-TERM", &|| true, &|| {});
-    let open = moto.fixture("s3", &["open-uploads", "cairn-backups"]);
+    let open = moto.fixture(&["open-uploads", "cairn-backups"]);
     assert!(
         open.trim().is_empty(),
         "open multipart uploads left: {open}"
@@ -326,7 +323,7 @@ fn s3_killed_backup_is_cleaned_up_by_the_next_one() {
     cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("versioned");
     // Kill once a multipart upload is open (at least one 8 MiB part on its way).
-    let open_uploads = || moto.fixture("s3", &["open-uploads", "cairn-backups"]);
+    let open_uploads = || moto.fixture(&["open-uploads", "cairn-backups"]);
     let upload_open = || !open_uploads().trim().is_empty();
     let still_open = || {
         assert!(
@@ -335,7 +332,7 @@ fn s3_killed_backup_is_cleaned_up_by_the_next_one() {
         )
     };
     interrupted_backup_is_never_complete(&url, "-KILL", &upload_open, &still_open);
-    let open = moto.fixture("s3", &["open-uploads", "cairn-backups"]);
+    let open = moto.fixture(&["open-uploads", "cairn-backups"]);
     assert!(
         open.trim().is_empty(),
         "the next backup aborts what a killed one left open: {open}"
@@ -368,14 +365,11 @@ fn s3_retention_locks_every_object_of_the_backup() {
         .unwrap()
         .to_string();
     for object in ["manifest.json", "metadata", "database-0-database.tar.zst"] {
-        let lock = moto.fixture(
-            "s3",
-            &[
-                "head-lock",
-                "cairn-backups",
-                &format!("nightly/{id}/{object}"),
-            ],
-        );
+        let lock = moto.fixture(&[
+            "head-lock",
+            "cairn-backups",
+            &format!("nightly/{id}/{object}"),
+        ]);
         assert!(
             lock.starts_with("COMPLIANCE "),
             "{object} is not locked: {lock}"
@@ -399,21 +393,21 @@ fn s3_retention_locks_every_object_of_the_backup() {
 #[test]
 fn gcs_round_trip_and_generation_pinning() {
     cairn_testbed::require_root!();
-    let gcs = Emulator::start("fake-gcs.sh");
-    gcs.fixture("gcs", &["create-bucket", "cairn-backups", "versioned"]);
+    let gcs = Emulator::start(Server::FakeGcs);
+    gcs.fixture(&["create-bucket", "cairn-backups", "versioned"]);
     let url = format!("gs://cairn-backups/nightly?endpoint={}", gcs.endpoint);
     round_trip(&url);
     let pinned = format!("gs://cairn-backups/pinned?endpoint={}", gcs.endpoint);
     overwritten_object_does_not_change_restore(&pinned, |key| {
-        gcs.fixture("gcs", &["put", "cairn-backups", &format!("pinned/{key}")]);
+        gcs.fixture(&["put", "cairn-backups", &format!("pinned/{key}")]);
     });
 }
 
 #[test]
 fn azure_round_trip_and_damage() {
     cairn_testbed::require_root!();
-    let azurite = Emulator::start("azurite.sh");
-    azurite.fixture("azure", &["create-container", "cairn-backups"]);
+    let azurite = Emulator::start(Server::Azurite);
+    azurite.fixture(&["create-container", "cairn-backups"]);
     let url = format!(
         "az://devstoreaccount1/cairn-backups/nightly?endpoint={}",
         azurite.endpoint
@@ -424,10 +418,7 @@ fn azure_round_trip_and_damage() {
         azurite.endpoint
     );
     damaged_backup_is_refused(&damaged, |key| {
-        azurite.fixture(
-            "azure",
-            &["put", "cairn-backups", &format!("damaged/{key}")],
-        );
+        azurite.fixture(&["put", "cairn-backups", &format!("damaged/{key}")]);
     });
 }
 

@@ -46,6 +46,7 @@ use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod director;
+pub mod stores;
 
 /// Environment variable: when set, a dropped [`TestBed`] keeps its directory (logs, host
 /// files, keys) for inspection. The hosts are stopped either way.
