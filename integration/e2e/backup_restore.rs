@@ -1,14 +1,13 @@
 //! End-to-end: backup and restore of a 3-host test bed, lock order, data fidelity.
 
-mod common;
-
 use std::fs;
 
+use crate::common::*;
 use cairn_testbed::TestBed;
-use common::*;
 
 #[test]
 fn backup_then_restore_brings_back_identical_data_in_lock_order() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let app0 = bed.host("app", 0).clone();
     let files = app0.vcap_dir.join("store/files");
@@ -116,6 +115,7 @@ fn assert_lock_order(bed: &TestBed, lock: &str, unlock: &str) {
 
 #[test]
 fn pre_backup_check_reports_and_changes_nothing() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let work = workdir();
     let output = cairn(&bed, work.path(), &["pre-backup-check"]);

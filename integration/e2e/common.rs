@@ -19,15 +19,7 @@ pub fn cairn(bed: &TestBed, workdir: &Path, args: &[&str]) -> Output {
 
 /// Credentials of the local emulators (moto accepts any key; Azurite's is public), and no
 /// way for a cloud client to reach a metadata address.
-pub const STORE_ENV: [(&str, &str); 4] = [
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-    (
-        "AZURE_STORAGE_KEY",
-        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
-    ),
-];
+pub const STORE_ENV: [(&str, &str); 4] = cairn_testbed::stores::CLIENT_ENV;
 
 /// The `cairn` command with the emulators' environment, run in `workdir`, with a run-journal
 /// directory of its own (tests run in parallel, and all their deployments are called `testbed`).
@@ -218,76 +210,11 @@ pub fn event_times(bed: &TestBed, host: &TestHost, job: &str, script: &str) -> V
         .collect()
 }
 
-/// An emulator started for one test and stopped at its end.
-pub struct Emulator {
-    script: &'static str,
-    dir: tempfile::TempDir,
-    /// The server's URL.
-    pub endpoint: String,
-}
+pub use cairn_testbed::stores::{Emulator, Server};
 
-impl Emulator {
-    /// Starts `integration/stores/<script> start` in a temporary directory.
-    pub fn start(script: &'static str) -> Emulator {
-        let dir = tempfile::tempdir().unwrap();
-        let output = std::process::Command::new("bash")
-            .arg(stores_dir().join(script))
-            .arg("start")
-            .arg(dir.path().join("server"))
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{script} start: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let endpoint = std::fs::read_to_string(dir.path().join("server/endpoint"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Emulator {
-            script,
-            dir,
-            endpoint,
-        }
-    }
-
-    /// Runs integration/stores/fixture.py against this emulator.
-    pub fn fixture(&self, kind: &str, args: &[&str]) -> String {
-        let tools = std::env::var("CAIRN_TOOLS").unwrap_or_else(|_| "/opt/cairn-test-tools".into());
-        let python = if kind == "s3" {
-            format!("{tools}/moto-venv/bin/python")
-        } else {
-            "python3".into()
-        };
-        let output = std::process::Command::new(python)
-            .arg(stores_dir().join("fixture.py"))
-            .arg(kind)
-            .arg(&self.endpoint)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "fixture {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .arg(stores_dir().join(self.script))
-            .arg("stop")
-            .arg(self.dir.path().join("server"))
-            .output();
-    }
-}
-
-pub fn stores_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/stores")
+/// `integration/stores/`: the emulator scripts, `fixture.py`, `fault_proxy.py`.
+pub fn stores_dir() -> PathBuf {
+    cairn_testbed::stores::dir()
 }
 
 /// `cairn contract check PATH --ssh vcap@HOST` with the test bed's key and `known_hosts`.

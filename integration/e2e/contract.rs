@@ -1,12 +1,10 @@
 //! End-to-end: `cairn contract check` against real test-bed hosts, over SSH and locally (run
 //! inside a host's namespaces), on jobs that keep the contract and on a job that breaks it.
 
-mod common;
-
 use std::process::Output;
 
+use crate::common::*;
 use cairn_testbed::{TestBed, TestHost};
-use common::*;
 
 /// `cairn contract check PATH --ssh vcap@HOST` with the test bed's key and known_hosts.
 fn check_over_ssh(bed: &TestBed, host: &TestHost, path: &str, extra: &[&str]) -> Output {
@@ -41,6 +39,7 @@ fn findings<'a>(report: &'a str, verdict: &str, check: &str) -> Vec<&'a str> {
 
 #[test]
 fn example_jobs_keep_the_contract_over_ssh_and_locally() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["database", "app", "files"])]).expect("test bed");
     let host = bed.host("database", 0);
     for job in ["database", "app", "files"] {
@@ -124,6 +123,7 @@ const STRICT_UNLOCK: &str = "#!/bin/sh\nset -eu\nrm /var/vcap/sys/run/broken/loc
 
 #[test]
 fn a_broken_job_is_caught_with_one_line_per_violation() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["broken"])]).expect("test bed");
     let host = bed.host("database", 0);
     for (script, body) in [
@@ -210,6 +210,7 @@ fn a_broken_job_is_caught_with_one_line_per_violation() {
 
 #[test]
 fn a_check_that_cannot_run_says_why_and_exits_2() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let host = bed.host("database", 0);
     let output = check_over_ssh(&bed, host, "/var/vcap/jobs/nosuchjob/bin/bbr", &[]);

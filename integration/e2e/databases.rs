@@ -3,13 +3,11 @@
 //! them inside the hosts), backed up and restored by Cairn, checked by `contract check`, and
 //! drilled from one deployment into another.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::common::*;
 use cairn_testbed::{TestBed, TestHost};
-use common::*;
 
 /// The server script of an engine: integration/databases/<engine>.sh.
 fn server_script(engine: &str) -> PathBuf {
@@ -58,6 +56,7 @@ const ENGINES: [(&str, &str); 3] = [("pg", "postgres"), ("my", "mysql"), ("rd", 
 
 #[test]
 fn real_databases_are_restored_exactly_and_their_jobs_keep_the_contract() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[
         ("pg", 0, &["postgres"]),
         ("my", 0, &["mysql"]),
@@ -177,6 +176,7 @@ fn real_databases_are_restored_exactly_and_their_jobs_keep_the_contract() {
 
 #[test]
 fn a_broken_reference_script_is_caught_by_the_contract_check() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("pg", 0, &["postgres"])]).expect("test bed");
     let host = bed.host("pg", 0);
     start_server(&bed, host, "postgres");
@@ -221,6 +221,7 @@ fn renamed_inventory(bed: &TestBed, name: &str) -> PathBuf {
 
 #[test]
 fn a_drill_restores_into_another_deployment_and_reports_recovery_point_and_time() {
+    cairn_testbed::require_root!();
     let layout: &[cairn_testbed::HostSpec<'_>] = &[("pg", 0, &["postgres"]), ("rd", 0, &["redis"])];
     let (source, target) = std::thread::scope(|scope| {
         let source = scope.spawn(|| TestBed::start(layout).expect("source test bed"));

@@ -3,19 +3,17 @@
 //! users, `--all-deployments`, `BOSH_ALL_PROXY` through a jumpbox, token renewal, bad inputs
 //! and `bbr.backup_one_restore_all`.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use crate::common::*;
 use cairn_testbed::director::{
     Auth, DeploymentSpec, Director, DirectorClient, DirectorOptions, DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
 };
 use cairn_testbed::TestBed;
-use common::*;
 
 /// `cairn deployment -t URL -u admin -p SECRET --ca-cert CA <args>` in `work`.
 fn bosh(director: &Director, work: &Path, args: &[&str]) -> Output {
@@ -85,6 +83,7 @@ fn ssh_cleanups(director: &Director) -> usize {
 
 #[test]
 fn deployments_behind_uaa_and_basic_auth_are_backed_up_and_restored() {
+    cairn_testbed::require_root!();
     let (cf_bed, redis_bed) = std::thread::scope(|s| {
         let a = s.spawn(|| TestBed::start(&[]).expect("test bed"));
         let b = s.spawn(|| {
@@ -204,6 +203,7 @@ fn deployments_behind_uaa_and_basic_auth_are_backed_up_and_restored() {
 
 #[test]
 fn all_deployments_back_up_in_parallel_and_one_failure_exits_1() {
+    cairn_testbed::require_root!();
     let (good, bad) = std::thread::scope(|s| {
         let a = s.spawn(|| TestBed::start(&[("app", 0, &["files"])]).expect("test bed"));
         let b = s.spawn(|| TestBed::start(&[("db", 0, &["database"])]).expect("test bed"));
@@ -293,6 +293,7 @@ fn all_deployments_back_up_in_parallel_and_one_failure_exits_1() {
 
 #[test]
 fn bad_director_inputs_give_one_line_errors_and_exit_1() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("app", 0, &["files"])]).expect("test bed");
     let other_bed = TestBed::start(&[("x", 0, &[])]).expect("test bed");
     let mut options = DirectorOptions::new(&bed);
@@ -417,6 +418,7 @@ fn bad_director_inputs_give_one_line_errors_and_exit_1() {
 
 #[test]
 fn an_expiring_token_is_renewed_during_a_long_backup() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("app", 0, &["files"])]).expect("test bed");
     let host = bed.host("app", 0);
     // The backup outlives the token several times over.
@@ -461,6 +463,7 @@ fn an_expiring_token_is_renewed_during_a_long_backup() {
 
 #[test]
 fn a_run_through_a_jumpbox_uses_one_tunnel_for_the_api_and_the_instances() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[
         ("app", 0, &["files"]),
         ("app", 1, &["files"]),
@@ -598,6 +601,7 @@ fn a_run_through_a_jumpbox_uses_one_tunnel_for_the_api_and_the_instances() {
 
 #[test]
 fn temporary_users_are_removed_after_a_failed_script_and_after_sigterm() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("db", 0, &["database"]), ("app", 0, &["app"])]).expect("test bed");
     let db = bed.host("db", 0);
     let mut options = DirectorOptions::new(&bed);
@@ -680,6 +684,7 @@ fn temporary_users_are_removed_after_a_failed_script_and_after_sigterm() {
 
 #[test]
 fn backup_one_restore_all_backs_up_the_bootstrap_instance_and_restores_it_everywhere() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("app", 0, &["files"]), ("app", 1, &["files"])]).expect("test bed");
     let mut options = DirectorOptions::new(&bed);
     options
@@ -743,6 +748,7 @@ fn logging_script(job: &str, script: &str, body: &str) -> String {
 
 #[test]
 fn director_mode_backs_up_a_director_vm_with_its_own_jobs_in_lock_order() {
+    cairn_testbed::require_root!();
     let jobs = [
         "director",
         "blobstore",
@@ -834,6 +840,7 @@ fn director_mode_backs_up_a_director_vm_with_its_own_jobs_in_lock_order() {
 
 #[test]
 fn director_secrets_and_tokens_never_appear_even_with_debug() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("app", 0, &["files"])]).expect("test bed");
     let jumpbox_bed = &bed;
     let mut options = DirectorOptions::new(jumpbox_bed);
@@ -875,6 +882,7 @@ fn director_secrets_and_tokens_never_appear_even_with_debug() {
 
 #[test]
 fn a_drill_restores_one_director_deployment_into_another() {
+    cairn_testbed::require_root!();
     let (prod, dr) = std::thread::scope(|s| {
         let a = s.spawn(|| TestBed::start(&[("app", 0, &["files"])]).expect("test bed"));
         let b = s.spawn(|| TestBed::start(&[("app", 0, &["files"])]).expect("test bed"));

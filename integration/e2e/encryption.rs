@@ -1,15 +1,13 @@
 //! End-to-end: client-side encryption (`backup --encrypt-to`, `restore`/`backups verify`/
 //! `drill --identity`) against the real test bed, the local `file://` store and real S3 (moto).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use age::secrecy::ExposeSecret;
 use cairn_testbed::TestBed;
-use common::*;
 
 /// A line of text that must never appear in a stored object.
 const MARKER: &str = "plaintext marker: if you can read this, the object is not encrypted\n";
@@ -54,8 +52,8 @@ fn file_store() -> (tempfile::TempDir, String) {
 }
 
 fn moto_with_bucket() -> (Emulator, String) {
-    let moto = Emulator::start("moto.sh");
-    moto.fixture("s3", &["create-bucket", "cairn-backups", "versioned"]);
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", "versioned"]);
     let url = format!(
         "s3://cairn-backups/nightly?endpoint={}&path_style=true&region=us-east-1",
         moto.endpoint
@@ -173,6 +171,7 @@ fn restore(bed: &TestBed, work: &Path, store: &str, id: &str, identities: &[&Key
 
 #[test]
 fn local_store_encrypted_backup_restores_only_with_a_matching_identity() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let (files, before) = seed(&bed);
     let work = workdir();
@@ -251,6 +250,7 @@ fn local_store_encrypted_backup_restores_only_with_a_matching_identity() {
 
 #[test]
 fn backups_verify_checks_stored_bytes_without_identity_and_everything_with_one() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[
         ("database", 0, &["database"]),
         ("app", 0, &["app", "files"]),
@@ -339,6 +339,7 @@ fn backups_verify_checks_stored_bytes_without_identity_and_everything_with_one()
 
 #[test]
 fn s3_encrypted_backup_with_two_recipients_restores_with_either_identity() {
+    cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket();
     let bed = TestBed::start(&[]).expect("test bed");
     let (files, before) = seed(&bed);
@@ -402,6 +403,7 @@ fn s3_encrypted_backup_with_two_recipients_restores_with_either_identity() {
 
 #[test]
 fn encryption_mistakes_are_refused_in_one_line_before_anything_runs() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let work = workdir();
     let (_store_dir, url) = file_store();
@@ -512,6 +514,7 @@ fn encryption_mistakes_are_refused_in_one_line_before_anything_runs() {
 
 #[test]
 fn debug_output_never_contains_an_identity_secret() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["database"]), ("app", 0, &["files"])])
         .expect("test bed");
     let work = workdir();
@@ -648,6 +651,7 @@ fn debug_output_never_contains_an_identity_secret() {
 
 #[test]
 fn an_encrypted_drill_restores_with_the_identity_and_is_refused_without() {
+    cairn_testbed::require_root!();
     let (source, target) = std::thread::scope(|scope| {
         let source = scope.spawn(|| TestBed::start(&[]).expect("source"));
         let target = scope.spawn(|| TestBed::start(&[]).expect("target"));

@@ -1,19 +1,18 @@
 //! End-to-end: every failure edge of backup and restore leaves nothing locked and nothing
 //! that looks complete.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use cairn_testbed::TestBed;
-use common::*;
 
 const FAIL: &str = "#!/bin/sh\necho 'something broke' >&2\nexit 1\n";
 
 #[test]
 fn failing_pre_backup_lock_exits_4_and_unlocks_every_job() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let database = bed.host("database", 0);
     // Keep the event log while failing.
@@ -54,6 +53,7 @@ fn failing_pre_backup_lock_exits_4_and_unlocks_every_job() {
 
 #[test]
 fn failing_backup_script_leaves_no_complete_artifact() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     bed.install_script(bed.host("app", 1), "files", "backup", FAIL)
         .unwrap();
@@ -80,6 +80,7 @@ fn failing_backup_script_leaves_no_complete_artifact() {
 
 #[test]
 fn existing_remote_artifact_directory_is_refused_and_left_alone() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let app1 = bed.host("app", 1);
     let leftover = app1.vcap_dir.join("store/bbr-backup/files");
@@ -109,6 +110,7 @@ fn existing_remote_artifact_directory_is_refused_and_left_alone() {
 
 #[test]
 fn a_lock_cycle_is_refused_before_any_lock() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let cycle = "#!/bin/sh\ncat <<'YAML'\nbackup_should_be_locked_before:\n- job_name: app\n  release: app-release\nYAML\n";
     bed.install_script(bed.host("database", 0), "database", "metadata", cycle)
@@ -122,6 +124,7 @@ fn a_lock_cycle_is_refused_before_any_lock() {
 
 #[test]
 fn a_tampered_artifact_is_refused_before_any_script_runs() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let work = workdir();
     let output = backup_into(&bed, work.path(), &[]);
@@ -194,6 +197,7 @@ fn backup_stuck_in_backup_script(bed: &TestBed, work: &Path) -> (std::process::C
 
 #[test]
 fn sigterm_during_backup_unlocks_and_removes_everything() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let work = workdir();
     let (mut child, _) = backup_stuck_in_backup_script(&bed, work.path());
@@ -218,6 +222,7 @@ fn sigterm_during_backup_unlocks_and_removes_everything() {
 
 #[test]
 fn backup_cleanup_unlocks_every_job_and_removes_leftovers() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let leftover = bed
         .host("database", 0)
@@ -241,6 +246,7 @@ fn backup_cleanup_unlocks_every_job_and_removes_leftovers() {
 
 #[test]
 fn a_hanging_lock_script_is_ended_by_the_script_timeout() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     // The sleeping child must end too, not only the script's shell.
     let hang = "#!/bin/sh\nsleep 600 &\necho $! > /var/vcap/sys/run/hang.pid\nwait\n";
@@ -306,6 +312,7 @@ fn raw_entry(
 
 #[test]
 fn hostile_tar_entries_are_refused_before_any_script_runs() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let cases: [(&str, tar::EntryType, &str); 3] = [
         ("./../../../../etc/cairn-evil", tar::EntryType::Regular, ""),
@@ -360,6 +367,7 @@ fn hostile_tar_entries_are_refused_before_any_script_runs() {
 
 #[test]
 fn a_backup_killed_with_sigkill_is_undone_by_the_next_backup() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let app0 = bed.host("app", 0);
     let work = workdir();

@@ -4,15 +4,13 @@
 //! locked, the exit code is the documented one, no remote `bbr-backup` directory remains, an
 //! incomplete backup has no manifest and no open multipart upload, and the next backup works.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use cairn_testbed::{TestBed, TestHost};
-use common::*;
 
 fn wait_for(path: &Path, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -83,6 +81,7 @@ fn assert_next_backup_succeeds(bed: &TestBed) {
 
 #[test]
 fn a_lost_ssh_connection_in_any_phase_leaves_nothing_locked() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let database = bed.host("database", 0);
     // phase, exit code, backup complete: a lost lock is a failed lock (4), a lost backup a
@@ -125,6 +124,7 @@ fn a_lost_ssh_connection_in_any_phase_leaves_nothing_locked() {
 
 #[test]
 fn a_lost_ssh_connection_during_the_transfer_fails_the_backup_and_cleans_up() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("app", 0, &["app", "files"])]).expect("test bed");
     let app = bed.host("app", 0);
     write_pseudo_random(
@@ -174,6 +174,7 @@ fn a_lost_ssh_connection_during_the_transfer_fails_the_backup_and_cleans_up() {
 
 #[test]
 fn a_full_disk_during_the_backup_script_fails_cleanly() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("app", 0, &["app", "files"])]).expect("test bed");
     let app = bed.host("app", 0);
     // The host's persistent disk becomes a 256 KiB tmpfs holding 160 KiB of data: the
@@ -210,6 +211,7 @@ fn a_full_disk_during_the_backup_script_fails_cleanly() {
 
 #[test]
 fn sigint_and_sigterm_in_lock_backup_and_restore_leave_nothing_locked() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let database = bed.host("database", 0);
     let work = workdir();
@@ -311,8 +313,9 @@ fn s3_url(endpoint: &str) -> String {
 
 #[test]
 fn a_flaky_store_is_retried_and_the_backup_and_restore_complete() {
-    let moto = Emulator::start("moto.sh");
-    moto.fixture("s3", &["create-bucket", "cairn-backups", "versioned"]);
+    cairn_testbed::require_root!();
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", "versioned"]);
     let proxy = FaultProxy::start(
         &moto.endpoint,
         r#"{"error_rate": 0.2, "reset_rate": 0.1, "seed": 11}"#,
@@ -352,8 +355,9 @@ fn a_flaky_store_is_retried_and_the_backup_and_restore_complete() {
 
 #[test]
 fn a_store_that_goes_down_mid_backup_fails_the_run_cleanly() {
-    let moto = Emulator::start("moto.sh");
-    moto.fixture("s3", &["create-bucket", "cairn-backups", "versioned"]);
+    cairn_testbed::require_root!();
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", "versioned"]);
     let proxy = FaultProxy::start(&moto.endpoint, r#"{}"#);
     let bed = TestBed::start(&[]).expect("test bed");
     let database = bed.host("database", 0);
@@ -399,16 +403,13 @@ fn a_store_that_goes_down_mid_backup_fails_the_run_cleanly() {
     restore_original(database, "database", "backup");
     let output = cairn(&bed, work.path(), &["backup", "--store", &url]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    assert_eq!(
-        moto.fixture("s3", &["open-uploads", "cairn-backups"])
-            .trim(),
-        ""
-    );
+    assert_eq!(moto.fixture(&["open-uploads", "cairn-backups"]).trim(), "");
     assert_nothing_left(&bed);
 }
 
 #[test]
 fn a_sigkilled_backup_is_found_from_the_journal_in_the_store_by_another_jumpbox() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let database = bed.host("database", 0);
     let store_dir = workdir();
@@ -509,6 +510,7 @@ fn a_sigkilled_backup_is_found_from_the_journal_in_the_store_by_another_jumpbox(
 
 #[test]
 fn truncated_objects_and_a_wrong_manifest_digest_are_refused_before_any_script() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let store_dir = workdir();
     let store = format!("file://{}", store_dir.path().display());

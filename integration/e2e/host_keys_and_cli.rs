@@ -1,12 +1,10 @@
 //! End-to-end: SSH host-key checking, bbr-compatible command line, and the bbr-format fixture.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use cairn_testbed::TestBed;
-use common::*;
 
 /// Writes a variant of the test bed's inventory next to it (keys stay relative to it).
 fn inventory_variant(bed: &TestBed, name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
@@ -33,6 +31,7 @@ fn check(work: &Path, inventory: &Path, extra: &[&str]) -> std::process::Output 
 
 #[test]
 fn host_keys_are_checked_against_pins_and_known_hosts() {
+    cairn_testbed::require_root!();
     let bed =
         TestBed::start(&[("database", 0, &["database"]), ("app", 0, &["app"])]).expect("test bed");
     let work = workdir();
@@ -172,6 +171,7 @@ fn command_line_follows_bbr() {
 
 #[test]
 fn a_bbr_format_backup_written_by_hand_restores() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["database"]), ("app", 0, &["files"])])
         .expect("test bed");
     let fixture =

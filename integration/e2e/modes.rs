@@ -1,16 +1,15 @@
 //! End-to-end: director mode, lock-free backups, disabled and ignored jobs, restore-cleanup,
 //! and restores into a target that does not match the backup.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
+use crate::common::*;
 use cairn_testbed::TestBed;
-use common::*;
 
 #[test]
 fn director_mode_backs_up_and_restores_a_single_vm() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let host = bed.host("database", 0);
     let work = workdir();
@@ -67,6 +66,7 @@ fn director_mode_backs_up_and_restores_a_single_vm() {
 
 #[test]
 fn unsafe_lock_free_backups_run_no_lock_script() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let work = workdir();
     let output = cairn(
@@ -95,6 +95,7 @@ fn unsafe_lock_free_backups_run_no_lock_script() {
 
 #[test]
 fn disabled_and_ignored_jobs_are_left_out() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let host = bed.host("database", 0);
     let broken = "#!/bin/sh\necho 'must never run' >&2\nexit 1\n";
@@ -120,6 +121,7 @@ fn disabled_and_ignored_jobs_are_left_out() {
 
 #[test]
 fn restore_cleanup_unlocks_with_restore_scripts() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     fs::create_dir_all(bed.host("app", 0).vcap_dir.join("store/bbr-backup/app")).unwrap();
     let work = workdir();
@@ -134,6 +136,7 @@ fn restore_cleanup_unlocks_with_restore_scripts() {
 
 #[test]
 fn restore_into_a_deployment_of_another_shape_is_refused() {
+    cairn_testbed::require_root!();
     let source = TestBed::start(&[]).expect("test bed");
     let work = workdir();
     let output = backup_into(&source, work.path(), &[]);
@@ -179,6 +182,7 @@ fn restore_into_a_deployment_of_another_shape_is_refused() {
 
 #[test]
 fn metrics_file_describes_each_run() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let work = workdir();
     let metrics = work.path().join("cairn.prom");
@@ -237,6 +241,7 @@ fn metrics_file_describes_each_run() {
 
 #[test]
 fn json_events_follow_the_documented_schema() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let work = workdir();
     let output = backup_into(&bed, work.path(), &["--json"]);
@@ -272,6 +277,7 @@ fn json_events_follow_the_documented_schema() {
 
 #[test]
 fn pre_backup_check_prints_the_plan_as_text_json_and_dot() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
     let work = workdir();
     let output = cairn(&bed, work.path(), &["pre-backup-check", "--plan"]);
@@ -312,6 +318,7 @@ fn pre_backup_check_prints_the_plan_as_text_json_and_dot() {
 
 #[test]
 fn a_config_file_supplies_defaults_that_flags_override() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let work = workdir();
     let store = work.path().join("store");
@@ -380,6 +387,7 @@ fn a_config_file_supplies_defaults_that_flags_override() {
 
 #[test]
 fn a_drill_through_a_directory_reports_unverified_jobs_and_a_mismatching_target() {
+    cairn_testbed::require_root!();
     let (source, target, small) = std::thread::scope(|scope| {
         let source = scope.spawn(|| TestBed::start(&[]).expect("source"));
         let target = scope.spawn(|| TestBed::start(&[]).expect("target"));

@@ -2,15 +2,13 @@
 //! backups (taken from a test bed, then copied to older backup ids), and on S3 (moto) with
 //! Object Lock.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::common::*;
 use cairn_testbed::TestBed;
-use common::*;
 
 const DEPLOYMENT: &str = "testbed";
 
@@ -191,6 +189,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn prune_keeps_exactly_what_the_policy_says() {
+    cairn_testbed::require_root!();
     let bed = small_bed();
     let work = workdir();
     let (dir, url) = file_store();
@@ -362,6 +361,7 @@ fn prune_keeps_exactly_what_the_policy_says() {
 
 #[test]
 fn damaged_newest_backups_are_kept_and_reported_and_an_older_verified_one_is_kept() {
+    cairn_testbed::require_root!();
     let bed = small_bed();
     let work = workdir();
     let (dir, url) = file_store();
@@ -433,6 +433,7 @@ fn a_policy_that_keeps_nothing_is_refused() {
 
 #[test]
 fn a_delete_that_fails_is_reported_prune_goes_on_and_exits_1() {
+    cairn_testbed::require_root!();
     let bed = small_bed();
     let work = workdir();
     let (dir, url) = file_store();
@@ -484,8 +485,9 @@ fn a_delete_that_fails_is_reported_prune_goes_on_and_exits_1() {
 
 #[test]
 fn s3_object_lock_protected_backups_are_reported_and_kept() {
-    let moto = Emulator::start("moto.sh");
-    moto.fixture("s3", &["create-bucket", "cairn-backups", "locked"]);
+    cairn_testbed::require_root!();
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", "locked"]);
     let url = format!(
         "s3://cairn-backups/nightly?endpoint={}&path_style=true&region=us-east-1",
         moto.endpoint

@@ -2,14 +2,12 @@
 //! when damaged — against the local `file://` store and real S3 (moto), Azure Blob (Azurite)
 //! and GCS (fake-gcs-server) servers started by `integration/stores/*.sh`.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use cairn_testbed::TestBed;
-use common::*;
 
 fn list(work: &Path, store: &str) -> Vec<String> {
     let output = run(work, &["backups", "--store", store, "list"]);
@@ -214,12 +212,14 @@ fn file_store() -> (tempfile::TempDir, String) {
 
 #[test]
 fn local_store_round_trip() {
+    cairn_testbed::require_root!();
     let (_dir, url) = file_store();
     round_trip(&url);
 }
 
 #[test]
 fn local_store_damaged_backup_is_refused() {
+    cairn_testbed::require_root!();
     let (dir, url) = file_store();
     let root = dir.path().to_path_buf();
     damaged_backup_is_refused(&url, |key| {
@@ -236,19 +236,21 @@ fn local_store_damaged_backup_is_refused() {
 
 #[test]
 fn local_store_interrupted_backup_is_never_complete() {
+    cairn_testbed::require_root!();
     let (_dir, url) = file_store();
     interrupted_backup_is_never_complete(&url, "-TERM", &|| true, &|| {});
 }
 
 #[test]
 fn local_store_backup_interrupted_by_sigint_during_the_transfer_is_never_complete() {
+    cairn_testbed::require_root!();
     let (_dir, url) = file_store();
     interrupted_backup_is_never_complete(&url, "-INT", &|| true, &|| {});
 }
 
 fn moto_with_bucket(versioning: &str) -> (Emulator, String) {
-    let moto = Emulator::start("moto.sh");
-    moto.fixture("s3", &["create-bucket", "cairn-backups", versioning]);
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", versioning]);
     let url = format!(
         "s3://cairn-backups/nightly?endpoint={}&path_style=true&region=us-east-1",
         moto.endpoint
@@ -258,12 +260,14 @@ fn moto_with_bucket(versioning: &str) -> (Emulator, String) {
 
 #[test]
 fn s3_round_trip() {
+    cairn_testbed::require_root!();
     let (_moto, url) = moto_with_bucket("versioned");
     round_trip(&url);
 }
 
 #[test]
 fn s3_unversioned_bucket_is_refused_unless_allowed() {
+    cairn_testbed::require_root!();
     let (_moto, url) = moto_with_bucket("unversioned");
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let work = workdir();
@@ -286,28 +290,28 @@ fn s3_unversioned_bucket_is_refused_unless_allowed() {
 
 #[test]
 fn s3_overwritten_object_does_not_change_what_is_restored() {
+    cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("versioned");
     overwritten_object_does_not_change_restore(&url, |key| {
-        moto.fixture("s3", &["put", "cairn-backups", &format!("nightly/{key}")]);
+        moto.fixture(&["put", "cairn-backups", &format!("nightly/{key}")]);
     });
 }
 
 #[test]
 fn s3_deleted_object_is_refused() {
+    cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("versioned");
     damaged_backup_is_refused(&url, |key| {
-        moto.fixture(
-            "s3",
-            &["delete", "cairn-backups", &format!("nightly/{key}")],
-        );
+        moto.fixture(&["delete", "cairn-backups", &format!("nightly/{key}")]);
     });
 }
 
 #[test]
 fn s3_interrupted_backup_leaves_no_manifest_and_no_open_upload() {
+    cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("versioned");
     interrupted_backup_is_never_complete(&url, "-TERM", &|| true, &|| {});
-    let open = moto.fixture("s3", &["open-uploads", "cairn-backups"]);
+    let open = moto.fixture(&["open-uploads", "cairn-backups"]);
     assert!(
         open.trim().is_empty(),
         "open multipart uploads left: {open}"
@@ -316,9 +320,10 @@ fn s3_interrupted_backup_leaves_no_manifest_and_no_open_upload() {
 
 #[test]
 fn s3_killed_backup_is_cleaned_up_by_the_next_one() {
+    cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("versioned");
     // Kill once a multipart upload is open (at least one 8 MiB part on its way).
-    let open_uploads = || moto.fixture("s3", &["open-uploads", "cairn-backups"]);
+    let open_uploads = || moto.fixture(&["open-uploads", "cairn-backups"]);
     let upload_open = || !open_uploads().trim().is_empty();
     let still_open = || {
         assert!(
@@ -327,7 +332,7 @@ fn s3_killed_backup_is_cleaned_up_by_the_next_one() {
         )
     };
     interrupted_backup_is_never_complete(&url, "-KILL", &upload_open, &still_open);
-    let open = moto.fixture("s3", &["open-uploads", "cairn-backups"]);
+    let open = moto.fixture(&["open-uploads", "cairn-backups"]);
     assert!(
         open.trim().is_empty(),
         "the next backup aborts what a killed one left open: {open}"
@@ -336,6 +341,7 @@ fn s3_killed_backup_is_cleaned_up_by_the_next_one() {
 
 #[test]
 fn s3_retention_locks_every_object_of_the_backup() {
+    cairn_testbed::require_root!();
     let (moto, url) = moto_with_bucket("locked");
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let work = workdir();
@@ -359,14 +365,11 @@ fn s3_retention_locks_every_object_of_the_backup() {
         .unwrap()
         .to_string();
     for object in ["manifest.json", "metadata", "database-0-database.tar.zst"] {
-        let lock = moto.fixture(
-            "s3",
-            &[
-                "head-lock",
-                "cairn-backups",
-                &format!("nightly/{id}/{object}"),
-            ],
-        );
+        let lock = moto.fixture(&[
+            "head-lock",
+            "cairn-backups",
+            &format!("nightly/{id}/{object}"),
+        ]);
         assert!(
             lock.starts_with("COMPLIANCE "),
             "{object} is not locked: {lock}"
@@ -389,20 +392,22 @@ fn s3_retention_locks_every_object_of_the_backup() {
 
 #[test]
 fn gcs_round_trip_and_generation_pinning() {
-    let gcs = Emulator::start("fake-gcs.sh");
-    gcs.fixture("gcs", &["create-bucket", "cairn-backups", "versioned"]);
+    cairn_testbed::require_root!();
+    let gcs = Emulator::start(Server::FakeGcs);
+    gcs.fixture(&["create-bucket", "cairn-backups", "versioned"]);
     let url = format!("gs://cairn-backups/nightly?endpoint={}", gcs.endpoint);
     round_trip(&url);
     let pinned = format!("gs://cairn-backups/pinned?endpoint={}", gcs.endpoint);
     overwritten_object_does_not_change_restore(&pinned, |key| {
-        gcs.fixture("gcs", &["put", "cairn-backups", &format!("pinned/{key}")]);
+        gcs.fixture(&["put", "cairn-backups", &format!("pinned/{key}")]);
     });
 }
 
 #[test]
 fn azure_round_trip_and_damage() {
-    let azurite = Emulator::start("azurite.sh");
-    azurite.fixture("azure", &["create-container", "cairn-backups"]);
+    cairn_testbed::require_root!();
+    let azurite = Emulator::start(Server::Azurite);
+    azurite.fixture(&["create-container", "cairn-backups"]);
     let url = format!(
         "az://devstoreaccount1/cairn-backups/nightly?endpoint={}",
         azurite.endpoint
@@ -413,10 +418,7 @@ fn azure_round_trip_and_damage() {
         azurite.endpoint
     );
     damaged_backup_is_refused(&damaged, |key| {
-        azurite.fixture(
-            "azure",
-            &["put", "cairn-backups", &format!("damaged/{key}")],
-        );
+        azurite.fixture(&["put", "cairn-backups", &format!("damaged/{key}")]);
     });
 }
 
@@ -454,6 +456,7 @@ pub fn overwritten_object_does_not_change_restore(store: &str, overwrite: impl F
 
 #[test]
 fn secrets_never_appear_in_output_even_with_debug() {
+    cairn_testbed::require_root!();
     let (_moto, url) = moto_with_bucket("versioned");
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let work = workdir();

@@ -15,7 +15,8 @@
 //!
 //! Starting a test bed needs root (namespaces, bridges, sshd on port 22) and takes about half
 //! a second for three hosts. Several test beds can run at once (one /24 subnet each), so tests
-//! using them may run in parallel.
+//! using them may run in parallel. A test that needs one starts with [`require_root!`], which
+//! returns at once when the process is not root and prints one line per process saying so.
 //!
 //! ```no_run
 //! use cairn_testbed::TestBed;
@@ -36,19 +37,94 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 use std::fs;
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod director;
 pub mod schema;
+pub mod stores;
 
 /// Environment variable: when set, a dropped [`TestBed`] keeps its directory (logs, host
 /// files, keys) for inspection. The hosts are stopped either way.
 pub const KEEP_ENV: &str = "CAIRN_KEEP_TESTBED";
+
+/// Whether this process runs as root (effective uid 0, from `/proc/self/status`), as a test
+/// bed needs.
+#[must_use]
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let ids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+            ids.split_whitespace()
+                .nth(1)
+                .map(|effective| effective == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// For a test that needs a test bed: `true` when it must be skipped because this process is
+/// not root. The first call that skips prints one line for the whole process, e.g.
+/// `e2e: skipped, needs root (the test bed creates network namespaces); run sudo
+/// integration/test.sh`, straight to stderr (the test harness would hide it otherwise).
+/// [`require_root!`] is the usual way to call it.
+#[must_use]
+pub fn skip_without_root() -> bool {
+    static SAID: Once = Once::new();
+    if is_root() {
+        return false;
+    }
+    SAID.call_once(|| {
+        let binary = test_binary_name();
+        let _ = writeln!(
+            io::stderr(),
+            "{binary}: skipped, needs root (the test bed creates network namespaces); \
+             run sudo integration/test.sh"
+        );
+    });
+    true
+}
+
+/// The running test binary's name without cargo's `-<hash>`: `e2e`, `testbed_smoke`, ...
+fn test_binary_name() -> String {
+    let Some(stem) = std::env::current_exe()
+        .ok()
+        .and_then(|path| Some(path.file_stem()?.to_string_lossy().into_owned()))
+    else {
+        return "tests".to_owned();
+    };
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if !hash.is_empty() && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            name.to_owned()
+        }
+        _ => stem.clone(),
+    }
+}
+
+/// Returns from the calling test when this process is not root (see
+/// [`skip_without_root`]): the first statement of every test that starts a [`TestBed`].
+///
+/// ```no_run
+/// #[test]
+/// fn backs_up_the_default_layout() {
+///     cairn_testbed::require_root!();
+///     let bed = cairn_testbed::TestBed::start(&[]).expect("test bed");
+///     // ...
+/// }
+/// ```
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if $crate::skip_without_root() {
+            return;
+        }
+    };
+}
 
 /// One host to start: instance group, index and the jobs installed on it.
 ///
@@ -125,7 +201,8 @@ impl TestBed {
     /// ```
     ///
     /// # Errors
-    /// Fails if `testbed.sh up` fails (its stderr is in the error), e.g. when not run as root.
+    /// Fails when not run as root ([`ErrorKind::PermissionDenied`]) or if `testbed.sh up`
+    /// fails (its stderr is in the error).
     pub fn start(hosts: &[HostSpec<'_>]) -> io::Result<TestBed> {
         Self::start_with(hosts, &TestBedOptions::default())
     }
@@ -133,8 +210,16 @@ impl TestBed {
     /// Like [`TestBed::start`], with options.
     ///
     /// # Errors
-    /// Fails if `testbed.sh up` fails (its stderr is in the error).
+    /// Fails when not run as root ([`ErrorKind::PermissionDenied`]) or if `testbed.sh up`
+    /// fails (its stderr is in the error).
     pub fn start_with(hosts: &[HostSpec<'_>], options: &TestBedOptions) -> io::Result<TestBed> {
+        if !is_root() {
+            return Err(io::Error::new(
+                ErrorKind::PermissionDenied,
+                "a test bed needs root (it creates network namespaces); run as root, e.g. \
+                 sudo integration/test.sh",
+            ));
+        }
         let dir = create_unique_dir("cairn-testbed")?;
         let mut up = Command::new(Self::script());
         up.arg("up").arg(&dir);

@@ -291,6 +291,7 @@ fn cleanup_body(deployment: &str, group: &str, id: &str, user: &str) -> Value {
 #[test]
 #[allow(clippy::too_many_lines)] // one scenario, in order
 fn uaa_director_serves_bbr_and_manages_ssh_users() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).unwrap();
     let mut options = DirectorOptions::new(&bed);
     options.clients.push(DirectorClient::restricted(
@@ -612,6 +613,7 @@ fn uaa_director_serves_bbr_and_manages_ssh_users() {
 
 #[test]
 fn expired_tokens_are_refused_and_renewed() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("app", 0, &["app"])]).unwrap();
     let mut options = DirectorOptions::new(&bed);
     options.token_lifetime = Duration::from_millis(1500);
@@ -688,6 +690,7 @@ fn expired_tokens_are_refused_and_renewed() {
 
 #[test]
 fn basic_auth_director_and_requests_from_a_host() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("jumpbox", 0, &[]), ("redis", 0, &["redis-server"])]).unwrap();
     let mut options = DirectorOptions::new(&bed);
     options.auth = Auth::Basic;
@@ -783,6 +786,7 @@ fn basic_auth_director_and_requests_from_a_host() {
 
 #[test]
 fn dropping_the_director_removes_users_it_left_behind() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("app", 0, &["app"])]).unwrap();
     let mut options = DirectorOptions::new(&bed);
     options.deployments.push(DeploymentSpec::new("shop", &bed));

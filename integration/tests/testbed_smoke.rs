@@ -102,6 +102,7 @@ fn is_running(pid: u32) -> bool {
 
 #[test]
 fn default_test_bed_matches_its_inventory() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).unwrap();
     let names: Vec<String> = bed.hosts().iter().map(TestHost::name).collect();
     assert_eq!(names, ["database/0", "app/0", "app/1"]);
@@ -135,6 +136,7 @@ fn default_test_bed_matches_its_inventory() {
 
 #[test]
 fn hosts_have_their_own_var_vcap() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).unwrap();
     let (app0, app1) = (bed.host("app", 0), bed.host("app", 1));
     let marker = format!("marker-{}", std::process::id());
@@ -182,6 +184,7 @@ fn hosts_have_their_own_var_vcap() {
 
 #[test]
 fn example_scripts_lock_and_log_events() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["database"]), ("app", 0, &["app"])]).unwrap();
     let (database, app) = (bed.host("database", 0), bed.host("app", 0));
 
@@ -266,6 +269,7 @@ fn example_scripts_lock_and_log_events() {
 
 #[test]
 fn two_test_beds_run_at_once() {
+    cairn_testbed::require_root!();
     let first = std::thread::spawn(|| TestBed::start(&[("web", 0, &["files"])]).unwrap());
     let options = TestBedOptions { no_seed: true };
     let second =
@@ -304,6 +308,7 @@ fn two_test_beds_run_at_once() {
 
 #[test]
 fn files_job_round_trips_awkward_names() {
+    cairn_testbed::require_root!();
     let bed = TestBed::start(&[("web", 0, &["files"]), ("web", 1, &["files"])]).unwrap();
     let (source, target) = (bed.host("web", 0), bed.host("web", 1));
     let store = source.vcap_dir.join("store/files");

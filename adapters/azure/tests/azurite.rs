@@ -1,5 +1,6 @@
 //! The Azure adapter against a real blob service: Azurite, started by
-//! `integration/stores/azurite.sh` (installed on first use) on a fresh loopback port.
+//! `integration/stores/azurite.sh` (installed on first use) on a fresh loopback port, through
+//! the emulator helper of the integration crate (`cairn_testbed::stores`).
 //!
 //! Every test uses the well-known development account with an explicit endpoint and key, so
 //! nothing can reach a real cloud or a metadata address, and its own container, so the tests
@@ -7,9 +8,7 @@
 //! unit tests and by reading Azure's API contract (see docs/azure-adapter.md), the ETag paths
 //! here.
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use cairn_store::{
@@ -17,56 +16,31 @@ use cairn_store::{
     StoreLocation,
 };
 use cairn_store_azure::AzureStore;
+use cairn_testbed::stores::{Emulator, Server, AZURITE_ACCOUNT, AZURITE_KEY};
 use object_store::azure::{AzureAccessKey, AzureAuthorizer, AzureCredential};
 use object_store::client::{HttpConnector, HttpRequestBody, ReqwestConnector};
 use object_store::ClientOptions;
 
-const ACCOUNT: &str = "devstoreaccount1";
+const ACCOUNT: &str = AZURITE_ACCOUNT;
 /// Azurite's published development key (not a secret).
-const KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const KEY: &str = AZURITE_KEY;
 
-/// A running Azurite, stopped when the last test holding it drops it.
-struct Azurite {
-    dir: tempfile::TempDir,
-    endpoint: String,
-}
+/// A running Azurite, stopped when the last test holding it drops it; its `endpoint`
+/// (`http://127.0.0.1:PORT/devstoreaccount1`) is the emulator's.
+struct Azurite(Arc<Emulator>);
 
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../integration/stores/azurite.sh")
-}
+impl std::ops::Deref for Azurite {
+    type Target = Emulator;
 
-fn run(args: &[&std::ffi::OsStr]) -> String {
-    let output = Command::new("bash")
-        .arg(script())
-        .args(args)
-        .output()
-        .expect("run azurite.sh");
-    assert!(
-        output.status.success(),
-        "azurite.sh {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_string()
+    fn deref(&self) -> &Emulator {
+        &self.0
+    }
 }
 
 impl Azurite {
     /// The Azurite of this test binary, started (and installed) when no test holds one.
-    fn shared() -> Arc<Azurite> {
-        static CURRENT: Mutex<Weak<Azurite>> = Mutex::new(Weak::new());
-        let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(azurite) = current.upgrade() {
-            return azurite;
-        }
-        run(&["install".as_ref()]);
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let endpoint = run(&["start".as_ref(), dir.path().as_os_str()]);
-        let azurite = Arc::new(Azurite { dir, endpoint });
-        *current = Arc::downgrade(&azurite);
-        azurite
+    fn shared() -> Azurite {
+        Azurite(Emulator::shared(Server::Azurite))
     }
 
     /// Creates `container` with a Create Container request signed by object_store's
@@ -105,16 +79,6 @@ impl Azurite {
         self.create_container(container).await;
         AzureStore::from_location_with_env(&self.location(container, prefix), &key_env(KEY))
             .unwrap()
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
     }
 }
 

@@ -1,61 +1,42 @@
-//! fake-gcs-server for the tests: installed once (integration/stores/fake-gcs.sh), started on a
-//! fresh port, shared by the tests of a binary that run at the same time, stopped when the last
-//! of them drops it.
+//! fake-gcs-server for the tests: installed once (integration/stores/fake-gcs.sh, through the
+//! emulator helper of the integration crate, `cairn_testbed::stores`), started on a fresh port,
+//! shared by the tests of a binary that run at the same time, stopped when the last of them
+//! drops it.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, Weak};
+use std::ops::Deref;
+use std::sync::Arc;
 
 use cairn_store::StoreLocation;
 use cairn_store_gcs::GcsStore;
+use cairn_testbed::stores::{Emulator, Server, StartOptions};
 
-/// A running fake-gcs-server.
+/// A running fake-gcs-server; its `endpoint` (`http://127.0.0.1:PORT`) through `Deref`.
 #[derive(Debug)]
-pub struct FakeGcs {
-    dir: PathBuf,
-    pub endpoint: String,
+pub struct FakeGcs(Arc<Emulator>);
+
+impl Deref for FakeGcs {
+    type Target = Emulator;
+
+    fn deref(&self) -> &Emulator {
+        &self.0
+    }
 }
 
 impl FakeGcs {
     /// The server the tests of this binary share, started when none is running.
-    pub fn shared() -> Arc<FakeGcs> {
-        static SHARED: Mutex<Weak<FakeGcs>> = Mutex::new(Weak::new());
-        let mut shared = SHARED
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(server) = shared.upgrade() {
-            return server;
-        }
-        let server = Arc::new(FakeGcs::start(None));
-        *shared = Arc::downgrade(&server);
-        server
+    pub fn shared() -> FakeGcs {
+        FakeGcs(Emulator::shared(Server::FakeGcs))
     }
 
     /// A server of its own, whose upload session URLs point at `external_url` when given.
     pub fn start(external_url: Option<&str>) -> FakeGcs {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        install();
-        let dir = std::env::temp_dir().join(format!(
-            "cairn-fake-gcs-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        let mut command = Command::new("bash");
-        command.arg(script()).arg("start").arg(&dir);
-        if let Some(url) = external_url {
-            command.arg(url);
-        }
-        let output = command.output().expect("run fake-gcs.sh start");
-        assert!(
-            output.status.success(),
-            "fake-gcs.sh start failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let endpoint = String::from_utf8(output.stdout).unwrap().trim().to_string();
-        FakeGcs { dir, endpoint }
+        let options = StartOptions {
+            external_url: external_url.map(str::to_owned),
+            ..StartOptions::default()
+        };
+        FakeGcs(Arc::new(Emulator::start_with(Server::FakeGcs, &options)))
     }
 
     /// Creates `bucket` through the JSON API.
@@ -93,35 +74,4 @@ impl FakeGcs {
         };
         GcsStore::from_location(&location).await.expect("store")
     }
-}
-
-impl Drop for FakeGcs {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../integration/stores/fake-gcs.sh")
-}
-
-fn install() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let output = Command::new("bash")
-            .arg(script())
-            .arg("install")
-            .output()
-            .expect("run fake-gcs.sh install");
-        assert!(
-            output.status.success(),
-            "fake-gcs.sh install failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    });
 }

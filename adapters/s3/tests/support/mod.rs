@@ -1,4 +1,5 @@
-//! moto for the S3 tests, started through `integration/stores/moto.sh`.
+//! moto for the S3 tests, started through `integration/stores/moto.sh` by the emulator helper
+//! of the integration crate (`cairn_testbed::stores`).
 //!
 //! [`Moto::shared`] starts one server on a fresh port and shares it between the tests of a test
 //! binary that run at the same time; the last one to finish stops it (`Drop`). Nothing here can
@@ -6,16 +7,15 @@
 //! credential chain fixed test keys, no profile files and no instance metadata service.
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
+use std::ops::Deref;
+use std::sync::{Arc, Once};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use aws_sdk_s3::Client;
 use cairn_store::StoreLocation;
 use cairn_store_s3::S3Store;
+use cairn_testbed::stores::{Emulator, Server, StartOptions, AWS_ENV};
 
 /// The region every test store uses.
 pub const REGION: &str = "us-east-1";
@@ -41,9 +41,10 @@ pub fn hermetic_environment() {
         ] {
             std::env::remove_var(name);
         }
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        // AWS_EC2_METADATA_DISABLED=true and moto's keys.
+        for (name, value) in AWS_ENV {
+            std::env::set_var(name, value);
+        }
         std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/cairn-tests/aws-config");
         std::env::set_var(
             "AWS_SHARED_CREDENTIALS_FILE",
@@ -53,38 +54,16 @@ pub fn hermetic_environment() {
     });
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../integration/stores/moto.sh")
-}
-
-fn moto_sh(arguments: &[&str], environment: &[(&str, &str)]) -> String {
-    let output = Command::new("bash")
-        .arg(script())
-        .args(arguments)
-        .envs(environment.iter().copied())
-        .output()
-        .expect("run moto.sh");
-    assert!(
-        output.status.success(),
-        "moto.sh {arguments:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-fn install() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        moto_sh(&["install"], &[]);
-    });
-}
-
-/// A running moto server.
+/// A running moto server; its `endpoint` (`http://127.0.0.1:PORT`) through `Deref`.
 #[derive(Debug)]
-pub struct Moto {
-    dir: PathBuf,
-    /// `http://127.0.0.1:PORT`.
-    pub endpoint: String,
+pub struct Moto(Arc<Emulator>);
+
+impl Deref for Moto {
+    type Target = Emulator;
+
+    fn deref(&self) -> &Emulator {
+        &self.0
+    }
 }
 
 /// How a test bucket is set up.
@@ -100,30 +79,22 @@ pub enum BucketKind {
 
 impl Moto {
     /// The server of this test binary, started if no running test holds it.
-    pub fn shared() -> Arc<Moto> {
-        static SHARED: Mutex<Weak<Moto>> = Mutex::new(Weak::new());
-        let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(moto) = shared.upgrade() {
-            return moto;
-        }
-        let moto = Arc::new(Moto::start(&[]));
-        *shared = Arc::downgrade(&moto);
-        moto
+    pub fn shared() -> Moto {
+        hermetic_environment();
+        Moto(Emulator::shared(Server::Moto))
     }
 
     /// A server of one's own, with extra environment for `moto_server`.
     pub fn start(environment: &[(&str, &str)]) -> Moto {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
         hermetic_environment();
-        install();
-        let dir = std::env::temp_dir().join(format!(
-            "cairn-moto-{}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let dir_text = dir.to_str().expect("UTF-8 temp dir");
-        let endpoint = moto_sh(&["start", dir_text], environment);
-        Moto { dir, endpoint }
+        let options = StartOptions {
+            env: environment
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+            ..StartOptions::default()
+        };
+        Moto(Arc::new(Emulator::start_with(Server::Moto, &options)))
     }
 
     /// The store URL of `bucket`/`prefix` on this server.
@@ -174,17 +145,5 @@ impl Moto {
                 .await
                 .expect("PutBucketVersioning");
         }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        // No assertion here: a panic while a failed test unwinds would abort the process.
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

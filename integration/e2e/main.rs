@@ -1,0 +1,24 @@
+//! Cairn's end-to-end tests: the real `cairn` binary against a test bed of real sshd hosts
+//! (crate `cairn-testbed`), real object-store emulators and real databases.
+//!
+//! One test binary; each file of `integration/e2e/` is a module, `common` the harness they
+//! share. Run one area with a filter on its module, e.g.
+//! `cargo test --test e2e backup_restore::` or `cargo test --test e2e -- stores:: faults::`.
+//!
+//! The test bed needs root (network and mount namespaces, sshd on port 22): run as another
+//! user, every test that needs it returns at once and the binary prints one line saying so
+//! (see [`cairn_testbed::require_root`]). `sudo integration/test.sh` runs them all.
+
+mod common;
+
+mod backup_restore;
+mod contract;
+mod databases;
+mod director;
+mod encryption;
+mod failures;
+mod faults;
+mod host_keys_and_cli;
+mod modes;
+mod prune;
+mod stores;
