@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, StoreError};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -49,13 +49,7 @@ pub struct BackupSummary {
     pub complete: bool,
 }
 
-/// Parses a backup id into a time.
-#[must_use]
-pub fn backup_time(id: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(id, "%Y%m%dT%H%M%SZ")
-        .ok()
-        .map(|t| t.and_utc())
-}
+pub use crate::format::bbr_directory::metadata::parse_backup_timestamp as backup_time;
 
 pub(crate) fn backup_key(deployment: &str, id: &str) -> Result<ObjectKey, Error> {
     ObjectKey::parse(&format!("{deployment}/{id}")).map_err(invalid_name)

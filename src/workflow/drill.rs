@@ -293,7 +293,9 @@ async fn obtain_backup(
         } => {
             let backup = DrillBackup {
                 location: source.location(),
-                taken_at: crate::format::store::backup_time(&backup_id),
+                taken_at: crate::format::bbr_directory::metadata::parse_backup_timestamp(
+                    &backup_id,
+                ),
                 deployment,
                 id: backup_id,
                 taken_by_drill: false,

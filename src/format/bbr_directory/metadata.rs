@@ -73,6 +73,14 @@ pub fn format_activity_time(time: DateTime<Utc>) -> String {
     time.format("%Y/%m/%d %H:%M:%S UTC").to_string()
 }
 
+/// Parses a backup id (bbr's artifact directory timestamp, `YYYYMMDDTHHMMSSZ`) into a time.
+#[must_use]
+pub fn parse_backup_timestamp(id: &str) -> Option<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(id, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
 /// Formats a time as bbr's artifact directory timestamp, `YYYYMMDDTHHMMSSZ`.
 #[must_use]
 pub fn format_backup_timestamp(time: DateTime<Utc>) -> String {
