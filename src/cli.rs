@@ -1,12 +1,52 @@
 //! The `cairn` command line: bbr's flags and messages on top of the library.
+//!
+//! One module per subcommand (each with a short `run`), and shared modules for what several
+//! of them need: reaching hosts ([`connect`]), stores ([`store`]), output ([`output`]),
+//! errors and exit codes ([`exit`]), signals, logging and progress.
 
+pub mod action;
 pub mod all_deployments;
 pub mod args;
 pub mod backups;
+pub mod completions;
 pub mod config;
+pub mod connect;
 pub mod contract;
+pub mod deployment;
+pub mod director;
 pub mod drill;
+pub mod exit;
+pub mod flags;
+pub mod help;
 pub mod logging;
+pub mod output;
 pub mod progress;
-pub mod run;
 pub mod signals;
+pub mod store;
+
+use args::{Command, ConfigAction};
+use flags::Invocation;
+
+/// Runs the parsed command; returns the exit code (a fatal error is printed here).
+pub async fn run(invocation: Invocation) -> i32 {
+    let Invocation {
+        command,
+        config_path,
+        config,
+    } = invocation;
+    let result = match command {
+        Command::Deployment(args) => deployment::run(args).await,
+        Command::Director(args) => director::run(args).await,
+        Command::Backups(args) => backups::run(args).await,
+        Command::Contract { action } => contract::run(action).await,
+        Command::Drill(args) => drill::run(args).await,
+        Command::Completions { shell } => Ok(completions::completions(shell)),
+        Command::Config {
+            action: ConfigAction::Show,
+        } => Ok(config::show_command(config_path.as_deref(), &config)),
+        Command::Man => completions::man(),
+        Command::Help => Ok(help::help()),
+        Command::Version => Ok(help::version()),
+    };
+    exit::code(result)
+}

@@ -39,14 +39,7 @@ pub async fn run(args: &DeploymentArgs, client: &Arc<DirectorClient>) -> anyhow:
         anyhow::bail!("Failed to find any deployments");
     }
     let (verb, done) = verbs(&args.action);
-    let log_dir = match &args.action {
-        Action::Backup(backup) => backup.artifact_path.clone(),
-        _ => None,
-    };
-    let log_dir = match log_dir {
-        Some(dir) => dir,
-        None => std::env::current_dir().context("Cannot read the current directory")?,
-    };
+    let log_dir = log_dir(&args.action)?;
     let timestamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     println!("[{}] Pending: {}", now(), deployments.join(", "));
     println!("-------------------------");
@@ -55,32 +48,58 @@ pub async fn run(args: &DeploymentArgs, client: &Arc<DirectorClient>) -> anyhow:
         .unwrap_or(DEFAULT_DEPLOYMENT_PARALLELISM);
     let runs = deployments.iter().map(|deployment| {
         let log = log_dir.join(format!("{deployment}_{timestamp}.log"));
-        async move {
-            println!(
-                "[{}] Starting {verb} of {deployment}, log file: {}",
-                now(),
-                log.display()
-            );
-            let result = run_one(args, deployment, &log).await;
-            let succeeded = matches!(result, Ok(0));
-            if succeeded {
-                println!("[{}] Finished {verb} of {deployment}", now());
-            } else {
-                println!("[{}] ERROR: failed to {verb} {deployment}", now());
-                if let Err(error) = &result {
-                    println!("{error:#}");
-                }
-                if let Ok(text) = std::fs::read_to_string(&log) {
-                    print!("{text}");
-                }
-            }
-            (deployment.clone(), succeeded, log)
-        }
+        run_logged(args, deployment, log, verb)
     });
     let results: Vec<(String, bool, PathBuf)> = stream::iter(runs)
         .buffer_unordered(parallelism)
         .collect()
         .await;
+    Ok(summarize(args, &results, done))
+}
+
+/// Where the log files go: `--artifact-path` of a backup, else the current directory.
+fn log_dir(action: &Action) -> anyhow::Result<PathBuf> {
+    let log_dir = match action {
+        Action::Backup(backup) => backup.artifact_path.clone(),
+        _ => None,
+    };
+    match log_dir {
+        Some(dir) => Ok(dir),
+        None => std::env::current_dir().context("Cannot read the current directory"),
+    }
+}
+
+/// Runs one deployment with its start and end lines (and its log when it failed); returns
+/// its name, whether it succeeded, and its log file.
+async fn run_logged(
+    args: &DeploymentArgs,
+    deployment: &str,
+    log: PathBuf,
+    verb: &str,
+) -> (String, bool, PathBuf) {
+    println!(
+        "[{}] Starting {verb} of {deployment}, log file: {}",
+        now(),
+        log.display()
+    );
+    let result = run_one(args, deployment, &log).await;
+    let succeeded = matches!(result, Ok(0));
+    if succeeded {
+        println!("[{}] Finished {verb} of {deployment}", now());
+    } else {
+        println!("[{}] ERROR: failed to {verb} {deployment}", now());
+        if let Err(error) = &result {
+            println!("{error:#}");
+        }
+        if let Ok(text) = std::fs::read_to_string(&log) {
+            print!("{text}");
+        }
+    }
+    (deployment.to_string(), succeeded, log)
+}
+
+/// bbr's summary: who succeeded, who failed and why; returns the exit code.
+fn summarize(args: &DeploymentArgs, results: &[(String, bool, PathBuf)], done: &str) -> i32 {
     let mut succeeded: Vec<&str> = results
         .iter()
         .filter(|r| r.1)
@@ -92,7 +111,7 @@ pub async fn run(args: &DeploymentArgs, client: &Arc<DirectorClient>) -> anyhow:
     println!("-------------------------");
     println!("Successfully {done}: {}", succeeded.join(", "));
     if failed.is_empty() {
-        return Ok(0);
+        return 0;
     }
     let names: Vec<&str> = failed.iter().map(|r| r.0.as_str()).collect();
     println!("FAILED: {}", names.join(", "));
@@ -113,7 +132,7 @@ pub async fn run(args: &DeploymentArgs, client: &Arc<DirectorClient>) -> anyhow:
     if matches!(args.action, Action::Backup(_)) {
         eprintln!("It is recommended that you run `bbr deployment --all-deployments backup-cleanup` to ensure that any temp files are cleaned up and all jobs are unlocked.");
     }
-    Ok(1)
+    1
 }
 
 /// Runs `cairn deployment --deployment D ...` (this process's own arguments, with

@@ -202,6 +202,11 @@ const CREDENTIAL_VARIABLES: [&str; 11] = [
     "CAIRN_STORE",
 ];
 
+/// Runs `cairn config show`; returns the exit code.
+pub fn show_command(path: Option<&Path>, config: &ConfigFile) -> i32 {
+    super::output::print_bytes(show(path, config).as_bytes())
+}
+
 /// `cairn config show`: the effective settings (file, then environment) as TOML, secrets masked.
 #[must_use]
 pub fn show(path: Option<&Path>, config: &ConfigFile) -> String {

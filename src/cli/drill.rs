@@ -3,20 +3,24 @@
 
 use anyhow::Context;
 use cairn::format::bbr_directory::sink::BbrDirectorySink;
+use cairn::format::encryption::{Identities, Recipients};
 use cairn::format::store::{StoreSink, StoreSource};
 use cairn::model::deployment::Target;
+use cairn::remote::dial::Dialer;
 use cairn::target::inventory::Inventory;
 use cairn::target::ssh::{HostKeyOptions, SshTarget};
-use cairn::workflow::drill::{drill, DrillSource};
+use cairn::workflow::drill::{drill, DrillReport, DrillSource};
 use cairn::workflow::RunContext;
+use cairn::RunErrors;
 use std::sync::Arc;
 
 use super::args::{DrillArgs, UsageError};
+use super::connect::{host_keys, open_proxy, DirectorLogin};
 
 fn load_target(
     path: &std::path::Path,
     host_keys: &HostKeyOptions,
-    dialer: Option<Arc<dyn cairn::remote::dial::Dialer>>,
+    dialer: Option<Arc<dyn Dialer>>,
 ) -> anyhow::Result<Box<dyn Target>> {
     let inventory = Inventory::load(path)?;
     Ok(Box::new(
@@ -26,14 +30,14 @@ fn load_target(
 
 /// The Director of the BOSH_* environment, connected once for both sides of a drill.
 struct Directors {
-    dialer: Option<Arc<dyn cairn::remote::dial::Dialer>>,
+    dialer: Option<Arc<dyn Dialer>>,
     client: Option<Arc<cairn::target::bosh::DirectorClient>>,
 }
 
 impl Directors {
     async fn deployment(&mut self, name: &str) -> anyhow::Result<Box<dyn Target>> {
         if self.client.is_none() {
-            let login = super::run::DirectorLogin::from_env()?;
+            let login = DirectorLogin::from_env()?;
             self.client = Some(Arc::new(login.connect(self.dialer.clone()).await?));
         }
         let client = Arc::clone(self.client.as_ref().expect("connected"));
@@ -47,11 +51,8 @@ impl Directors {
 
 /// Runs `cairn drill ...`; returns the exit code.
 pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
-    let host_keys = HostKeyOptions {
-        known_hosts: args.common.known_hosts.clone(),
-        skip_check: args.common.insecure_skip_host_key_check,
-    };
-    let dialer = super::run::open_proxy(&args.common).await?;
+    let host_keys = host_keys(&args.common);
+    let dialer = open_proxy(&args.common).await?;
     let mut directors = Directors {
         dialer: dialer.clone(),
         client: None,
@@ -63,7 +64,28 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     };
     let store_url = args.store.url(args.artifact_path.is_none());
     let existing = args.backup.is_some() || args.latest.is_some();
-    if existing && store_url.is_none() {
+    check_flags(&args, store_url.is_some(), existing)?;
+    let recipients = Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
+    let identities = Identities::load(&args.identity).map_err(UsageError)?;
+    let source_target = source_target(&args, existing, &host_keys, &dialer, &mut directors).await?;
+    let source = drill_source(
+        &args,
+        source_target.as_deref(),
+        store_url.as_deref(),
+        recipients,
+        identities,
+    )
+    .await?;
+    let context = context(&args, source_target.as_deref());
+    let signals = super::signals::watch(context.clone());
+    let (report, errors) = drill(source, target.as_ref(), &context).await;
+    signals.abort();
+    write_report(&args, &report, &errors)
+}
+
+/// The flag combinations clap cannot refuse by itself.
+fn check_flags(args: &DrillArgs, has_store: bool, existing: bool) -> anyhow::Result<()> {
+    if existing && !has_store {
         anyhow::bail!(UsageError(
             "--backup and --latest read a backup from a store: give --store URL (or CAIRN_STORE)."
                 .into()
@@ -75,7 +97,7 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
         ));
     }
     if !args.encrypt_to.is_empty() {
-        if store_url.is_none() {
+        if !has_store {
             anyhow::bail!(super::args::encrypt_needs_store());
         }
         if existing {
@@ -84,29 +106,49 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
             ));
         }
     }
-    let recipients =
-        cairn::format::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
-    let identities =
-        cairn::format::encryption::Identities::load(&args.identity).map_err(UsageError)?;
-    let source_target = match (&args.source_inventory, &args.source_deployment, existing) {
-        (Some(path), None, false) => Some(load_target(path, &host_keys, dialer.clone())?),
-        (None, Some(name), false) => Some(directors.deployment(name).await?),
-        (None, None, false) => anyhow::bail!(UsageError(
-            "--source-inventory or --source-deployment is required (or restore a stored backup with --backup ID or --latest DEPLOYMENT).".into()
-        )),
-        (_, _, true) => {
-            if args.source_inventory.is_some() || args.source_deployment.is_some() {
-                anyhow::bail!(UsageError(
-                    "--source-inventory and --source-deployment take a new backup; they cannot be combined with --backup or --latest.".into()
-                ));
+    Ok(())
+}
+
+/// The deployment to back up first (none when the drill restores a stored backup).
+async fn source_target(
+    args: &DrillArgs,
+    existing: bool,
+    host_keys: &HostKeyOptions,
+    dialer: &Option<Arc<dyn Dialer>>,
+    directors: &mut Directors,
+) -> anyhow::Result<Option<Box<dyn Target>>> {
+    Ok(
+        match (&args.source_inventory, &args.source_deployment, existing) {
+            (Some(path), None, false) => Some(load_target(path, host_keys, dialer.clone())?),
+            (None, Some(name), false) => Some(directors.deployment(name).await?),
+            (None, None, false) => anyhow::bail!(UsageError(
+                "--source-inventory or --source-deployment is required (or restore a stored backup with --backup ID or --latest DEPLOYMENT).".into()
+            )),
+            (_, _, true) => {
+                if args.source_inventory.is_some() || args.source_deployment.is_some() {
+                    anyhow::bail!(UsageError(
+                        "--source-inventory and --source-deployment take a new backup; they cannot be combined with --backup or --latest.".into()
+                    ));
+                }
+                None
             }
-            None
-        }
-        (Some(_), Some(_), false) => unreachable!("clap refuses both"),
-    };
-    let source = match (source_target.as_deref(), &store_url) {
+            (Some(_), Some(_), false) => unreachable!("clap refuses both"),
+        },
+    )
+}
+
+/// What the drill restores: a new backup of `source_target` (into the store or a bbr
+/// directory), or the stored backup of `--backup`/`--latest`.
+async fn drill_source<'a>(
+    args: &DrillArgs,
+    source_target: Option<&'a dyn Target>,
+    store_url: Option<&str>,
+    recipients: Option<Recipients>,
+    identities: Identities,
+) -> anyhow::Result<DrillSource<'a>> {
+    Ok(match (source_target, store_url) {
         (Some(source), Some(url)) => {
-            let mut sink = store_sink(url, &args, recipients).await?;
+            let mut sink = store_sink(url, args, recipients).await?;
             sink.identities = identities;
             DrillSource::NewBackup {
                 target: source,
@@ -120,29 +162,40 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
                 None => std::env::current_dir().context("Cannot read the current directory")?,
             })),
         },
-        (None, Some(url)) => {
-            let store = cairn::format::store::open_store(url).await?;
-            let (deployment, backup_id) = match (&args.backup, &args.latest) {
-                (Some(id), _) => super::run::split_backup_id(id, None)?,
-                (None, Some(deployment)) => (
-                    deployment.clone(),
-                    cairn::format::store::latest_backup(store.as_ref(), deployment).await?,
-                ),
-                (None, None) => unreachable!("existing is true"),
-            };
-            DrillSource::Stored {
-                source: Arc::new(StoreSource {
-                    store,
-                    deployment: deployment.clone(),
-                    backup_id: backup_id.clone(),
-                    identities,
-                }),
-                deployment,
-                backup_id,
-            }
-        }
+        (None, Some(url)) => stored_source(args, url, identities).await?,
         (None, None) => unreachable!("checked above"),
+    })
+}
+
+/// The backup of `--backup DEPLOYMENT/ID`, or the latest of `--latest DEPLOYMENT`.
+async fn stored_source<'a>(
+    args: &DrillArgs,
+    url: &str,
+    identities: Identities,
+) -> anyhow::Result<DrillSource<'a>> {
+    let store = cairn::format::store::open_store(url).await?;
+    let (deployment, backup_id) = match (&args.backup, &args.latest) {
+        (Some(id), _) => super::store::split_backup_id(id, None)?,
+        (None, Some(deployment)) => (
+            deployment.clone(),
+            cairn::format::store::latest_backup(store.as_ref(), deployment).await?,
+        ),
+        (None, None) => unreachable!("existing is true"),
     };
+    Ok(DrillSource::Stored {
+        source: Arc::new(StoreSource {
+            store,
+            deployment: deployment.clone(),
+            backup_id: backup_id.clone(),
+            identities,
+        }),
+        deployment,
+        backup_id,
+    })
+}
+
+/// The run's context, with the source's journal when the drill takes a backup.
+fn context(args: &DrillArgs, source_target: Option<&dyn Target>) -> RunContext {
     let mut context = RunContext::new(
         args.common
             .parallelism
@@ -150,22 +203,24 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
         cairn::VERSION,
     );
     context.options.script_timeout = args.common.script_timeout;
-    if let Some(source) = &source_target {
+    if let Some(source) = source_target {
         let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
         context.journal = Some(cairn::workflow::journal::JournalFile::new(
             &state_dir,
             source.name(),
         ));
     }
-    let signals = super::signals::watch(context.clone());
-    let (report, errors) = drill(source, target.as_ref(), &context).await;
-    signals.abort();
+    context
+}
+
+/// Writes the report files, prints the report; returns the exit code.
+fn write_report(args: &DrillArgs, report: &DrillReport, errors: &RunErrors) -> anyhow::Result<i32> {
     let report_dir = match &args.report_dir {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("Cannot read the current directory")?,
     };
     let stem = unused_stem(&report_dir, &report.file_stem());
-    let json = serde_json::to_string_pretty(&report)?;
+    let json = serde_json::to_string_pretty(report)?;
     let written = std::fs::write(with_suffix(&stem, ".json"), format!("{json}\n"))
         .and_then(|()| std::fs::write(with_suffix(&stem, ".txt"), report.to_text()));
     if args.common.json {
@@ -194,9 +249,9 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
 async fn store_sink(
     url: &str,
     args: &DrillArgs,
-    encryption: Option<cairn::format::encryption::Recipients>,
+    encryption: Option<Recipients>,
 ) -> anyhow::Result<StoreSink> {
-    super::run::store_sink(
+    super::store::store_sink(
         url,
         args.compression.as_deref(),
         args.allow_unversioned,

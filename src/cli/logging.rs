@@ -11,6 +11,8 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
+use super::args::{Command, ContractAction};
+
 struct BbrFormat;
 
 impl<S, N> FormatEvent<S, N> for BbrFormat
@@ -39,10 +41,42 @@ where
     }
 }
 
+/// Installs the logger for `command`: its `--debug`, and stderr when stdout carries its output.
+pub fn init_for(command: &Command) {
+    init(debug(command), logs_to_stderr(command));
+}
+
+/// The command's `--debug`.
+fn debug(command: &Command) -> bool {
+    match command {
+        Command::Deployment(d) => d.common.debug,
+        Command::Director(d) => d.common.debug,
+        Command::Backups(b) => b.debug,
+        Command::Contract {
+            action: ContractAction::Check(c),
+        } => c.debug,
+        Command::Drill(d) => d.common.debug,
+        _ => false,
+    }
+}
+
+/// Logs leave stdout when it carries machine-readable output (events or a plan).
+fn logs_to_stderr(command: &Command) -> bool {
+    match command {
+        Command::Deployment(d) => d.common.json || d.action.prints_plan(),
+        Command::Director(d) => d.common.json || d.action.prints_plan(),
+        // `backups` prints its results (tables, JSON lines) on stdout.
+        Command::Backups(_) => true,
+        // Reports go to stdout.
+        Command::Contract { .. } | Command::Drill(_) => true,
+        _ => false,
+    }
+}
+
 /// Installs the logger; `debug` lowers the level to DEBUG for Cairn's own messages.
 ///
 /// With `to_stderr` (for `--json`, whose events own stdout) the lines go to stderr.
-pub fn init(debug: bool, to_stderr: bool) {
+fn init(debug: bool, to_stderr: bool) {
     let level = if debug { "debug" } else { "info" };
     let filter = EnvFilter::new(format!("warn,cairn={level}"));
     let builder = tracing_subscriber::fmt()

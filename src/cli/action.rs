@@ -1,0 +1,151 @@
+//! The five subcommands of `deployment` and `director` (pre-backup-check, backup, restore,
+//! backup-cleanup, restore-cleanup) on a target: the run's context, its start and finish
+//! events, bbr's error report, the exit code and the metrics file. Each subcommand's own work
+//! is in a module below.
+
+mod backup;
+mod cleanup;
+mod pre_backup_check;
+mod restore;
+
+use std::sync::{Arc, Mutex};
+
+use cairn::model::deployment::Target;
+use cairn::report::events::{Event, JsonLines};
+use cairn::report::metrics::RunSummary;
+use cairn::workflow::RunContext;
+use cairn::RunErrors;
+
+use super::args::{Action, CommonArgs};
+use super::exit::{cleanup_advice_subcommand, report_errors};
+use super::output::Human;
+
+/// Which mode the subcommand runs in, for messages.
+pub enum Mode {
+    /// `cairn deployment`.
+    Deployment,
+    /// `cairn director`.
+    Director,
+}
+
+/// What a subcommand hands back for the end of the run.
+#[derive(Default)]
+struct Outcome {
+    /// Everything that went wrong.
+    errors: RunErrors,
+    /// Bytes a backup stored.
+    stored_bytes: Option<u64>,
+    /// Where a complete backup is.
+    artifact: Option<String>,
+}
+
+impl From<RunErrors> for Outcome {
+    fn from(errors: RunErrors) -> Outcome {
+        Outcome {
+            errors,
+            ..Outcome::default()
+        }
+    }
+}
+
+/// Runs `action` on `target`; returns the exit code.
+pub async fn run(
+    target: &dyn Target,
+    action: Action,
+    common: &CommonArgs,
+    mode: Mode,
+    manifest: Option<String>,
+) -> anyhow::Result<i32> {
+    let mut context = context(target, &action, common);
+    let signals = super::signals::watch(context.clone());
+    let started_at = chrono::Utc::now();
+    let operation = action.name();
+    context.emit(Event::RunStarted {
+        operation: operation.to_string(),
+        deployment: target.name().to_string(),
+        cairn_version: cairn::VERSION.to_string(),
+    });
+    let human = Human {
+        to_stderr: common.json || action.prints_plan(),
+    };
+    let outcome = match action {
+        Action::PreBackupCheck(check) => {
+            pre_backup_check::run(target, &check, common.json, &mode, &context, &human)
+                .await
+                .into()
+        }
+        Action::Backup(args) => backup::run(target, &args, manifest, &mut context).await?,
+        Action::Restore(args) => restore::run(target, &args, &context, &human).await?.into(),
+        Action::BackupCleanup => cleanup::backup(target, &mut context, &human).await?.into(),
+        Action::RestoreCleanup => cleanup::restore(target, &context, &human).await.into(),
+    };
+    signals.abort();
+    Ok(finish(
+        target, operation, started_at, outcome, common, &context,
+    ))
+}
+
+/// The run's context: parallelism, time limits, the journal (backups) and where events go.
+fn context(target: &dyn Target, action: &Action, common: &CommonArgs) -> RunContext {
+    let parallelism = common
+        .parallelism
+        .unwrap_or(super::config::DEFAULT_PARALLELISM);
+    let mut context = RunContext::new(parallelism, cairn::VERSION);
+    context.options.script_timeout = common.script_timeout;
+    if let Action::Restore(restore_args) = action {
+        context.options.verify_restore = restore_args.verify;
+    }
+    if matches!(action, Action::Backup(_) | Action::BackupCleanup) {
+        let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
+        context.journal = Some(cairn::workflow::journal::JournalFile::new(
+            &state_dir,
+            target.name(),
+        ));
+    }
+    if common.json {
+        context.events = Some(Arc::new(JsonLines(Mutex::new(std::io::stdout()))));
+    } else if std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("CAIRN_NO_PROGRESS").is_none()
+    {
+        context.events = Some(Arc::new(super::progress::TerminalProgress::new()));
+    }
+    context
+}
+
+/// bbr's error report, the run's last event and the metrics file; returns the exit code.
+fn finish(
+    target: &dyn Target,
+    operation: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+    outcome: Outcome,
+    common: &CommonArgs,
+    context: &RunContext,
+) -> i32 {
+    let errors = &outcome.errors;
+    let exit_code = report_errors(errors, cleanup_advice_subcommand(errors));
+    context.emit(Event::RunFinished {
+        operation: operation.to_string(),
+        deployment: target.name().to_string(),
+        exit_code,
+        duration_seconds: (chrono::Utc::now() - started_at).num_milliseconds() as f64 / 1000.0,
+        artifact: outcome.artifact,
+        errors: errors.errors().iter().map(ToString::to_string).collect(),
+    });
+    if let Some(path) = &common.metrics_file {
+        let summary = RunSummary {
+            deployment: target.name().to_string(),
+            operation: operation.to_string(),
+            started_at,
+            finished_at: chrono::Utc::now(),
+            exit_code,
+            // A failed backup stored nothing worth graphing; leave the size out.
+            stored_bytes: outcome.stored_bytes.filter(|_| exit_code == 0),
+            scripts: context.scripts(),
+        };
+        if let Err(error) = cairn::report::metrics::write(path, &summary) {
+            eprintln!("{error}");
+            return exit_code | 1;
+        }
+    }
+    exit_code
+}

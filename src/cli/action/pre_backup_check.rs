@@ -1,0 +1,58 @@
+//! `pre-backup-check`: the library's check, the store's (`--store`), the plan (`--plan`,
+//! `--dot`) and bbr's verdict line.
+
+use cairn::model::deployment::Target;
+use cairn::report::events::Event;
+use cairn::workflow::backup::pre_backup_check;
+use cairn::workflow::RunContext;
+use cairn::RunErrors;
+
+use crate::cli::args::CheckArgs;
+use crate::cli::output::Human;
+use crate::cli::store::check_store;
+
+use super::Mode;
+
+/// Checks `target` (and the store); prints the plan and the verdict; returns the errors.
+pub(super) async fn run(
+    target: &dyn Target,
+    check: &CheckArgs,
+    json: bool,
+    mode: &Mode,
+    context: &RunContext,
+    human: &Human,
+) -> RunErrors {
+    let (mut errors, plan) = pre_backup_check(target, context).await;
+    if let Some(url) = check.store.url(true) {
+        if let Err(error) = check_store(&url, target.name()).await {
+            errors.push(error);
+        }
+    }
+    match (check.plan, plan) {
+        (true, Some(plan)) if json => context.emit(Event::Plan {
+            plan: Box::new(plan),
+        }),
+        (true, Some(plan)) if check.dot => print!("{}", plan.to_dot()),
+        (true, Some(plan)) => print!("{}", plan.to_text()),
+        _ => {}
+    }
+    print_check_result(target.name(), mode, &errors, human);
+    errors
+}
+
+/// `[15:04:05] Deployment 'NAME' can be backed up.` (or cannot, with the errors).
+fn print_check_result(name: &str, mode: &Mode, errors: &RunErrors, human: &Human) {
+    let time = chrono::Local::now().format("%H:%M:%S");
+    let subject = match mode {
+        Mode::Deployment => format!("Deployment '{name}'"),
+        Mode::Director => "Director".to_string(),
+    };
+    if errors.is_empty() {
+        human.say(&format!("[{time}] {subject} can be backed up."));
+    } else {
+        human.say(&format!("[{time}] {subject} cannot be backed up."));
+        for line in errors.to_string().lines() {
+            human.say(&format!("  {line}"));
+        }
+    }
+}

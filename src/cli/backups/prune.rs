@@ -1,0 +1,247 @@
+//! `backups prune`: verify until a backup passes, plan with the retention rules, delete what
+//! no rule keeps (or only say so with `--dry-run`), one line per backup and a summary.
+
+use std::sync::Arc;
+
+use cairn::catalog::retention::{self, Decision, RetentionPolicy, Verdict};
+use cairn::catalog::{
+    delete_unless_protected, find_newest_verified, list_backups, BackupSummary, DeleteOutcome,
+};
+use cairn::format::encryption::Identities;
+use cairn::RunErrors;
+use cairn_store::ArtifactStore;
+
+use crate::cli::args::UsageError;
+use crate::cli::exit::report_errors;
+use crate::cli::output::say;
+
+/// How `backups prune` reports.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PruneOutput {
+    /// `--dry-run`.
+    pub(super) dry_run: bool,
+    /// `--json`.
+    pub(super) json: bool,
+}
+
+/// `backups prune`: verify until a backup passes, plan, delete, one line per backup and a
+/// summary. Exit code 1 when a delete failed for another reason than the store refusing it.
+pub(super) async fn run(
+    store: &Arc<dyn ArtifactStore>,
+    deployment: &str,
+    policy: RetentionPolicy,
+    output: PruneOutput,
+    parallelism: usize,
+    identities: &Identities,
+) -> anyhow::Result<i32> {
+    let policy = policy.check().map_err(|e| UsageError(e.to_string()))?;
+    let backups = list_backups(store.as_ref(), Some(deployment)).await?;
+    let verification =
+        find_newest_verified(store, deployment, &backups, parallelism.max(1), identities).await;
+    let plan = retention::plan(
+        deployment,
+        &backups,
+        &policy,
+        &verification,
+        chrono::Utc::now(),
+    )?;
+    let mut tally = Tally::default();
+    let mut errors = RunErrors::new();
+    for decision in &plan.decisions {
+        let line = execute(store.as_ref(), decision, output.dry_run, &mut errors).await;
+        tally.count(line.action);
+        say(&line.render(output.json));
+    }
+    tally.verified = verification.passed;
+    say(&tally.render(deployment, output));
+    Ok(report_errors(&errors, false))
+}
+
+/// What prune did with one backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PruneAction {
+    Keep,
+    Delete,
+    WouldDelete,
+    Protected,
+    FailedVerify,
+    DeleteFailed,
+}
+
+impl PruneAction {
+    fn word(self) -> &'static str {
+        match self {
+            PruneAction::Keep => "keep",
+            PruneAction::Delete => "delete",
+            PruneAction::WouldDelete => "would delete",
+            PruneAction::Protected => "protected",
+            PruneAction::FailedVerify => "failed-verify",
+            PruneAction::DeleteFailed => "delete-failed",
+        }
+    }
+}
+
+/// One output line of prune.
+struct PruneLine<'a> {
+    action: PruneAction,
+    backup: &'a BackupSummary,
+    /// Why (rules, or why deleted); then what went wrong, if anything.
+    reasons: Vec<String>,
+    detail: Option<String>,
+    objects: Option<usize>,
+}
+
+impl PruneLine<'_> {
+    fn render(&self, json: bool) -> String {
+        let backup = self.backup;
+        if json {
+            let time = backup.time.map(|t| t.to_rfc3339());
+            return serde_json::json!({
+                "type": "backup", "deployment": backup.deployment, "id": backup.id,
+                "time": time, "complete": backup.complete,
+                "action": self.action.word().replace(' ', "-"),
+                "reasons": self.reasons, "detail": self.detail, "objects": self.objects,
+            })
+            .to_string();
+        }
+        let mut why = self.reasons.join(", ");
+        if let Some(detail) = &self.detail {
+            why = match self.action {
+                PruneAction::Protected => {
+                    format!("kept: the store refused to delete it: {detail}")
+                }
+                PruneAction::FailedVerify => format!("kept, inspect it: {detail}"),
+                _ => format!("{why}: {detail}"),
+            };
+        }
+        if let Some(objects) = self.objects {
+            why.push_str(&format!("; {objects} objects"));
+        }
+        format!(
+            "{} {}/{} ({why})",
+            self.action.word(),
+            backup.deployment,
+            backup.id
+        )
+    }
+}
+
+/// Carries out one decision.
+async fn execute<'a>(
+    store: &dyn ArtifactStore,
+    decision: &'a Decision,
+    dry_run: bool,
+    errors: &mut RunErrors,
+) -> PruneLine<'a> {
+    let backup = &decision.backup;
+    let mut line = PruneLine {
+        action: PruneAction::Keep,
+        backup,
+        reasons: Vec::new(),
+        detail: None,
+        objects: None,
+    };
+    match &decision.verdict {
+        Verdict::Keep(reasons) => line.reasons = reasons.iter().map(ToString::to_string).collect(),
+        Verdict::FailedVerify(detail) => {
+            line.action = PruneAction::FailedVerify;
+            line.detail = Some(detail.clone());
+        }
+        Verdict::Delete(reason) => {
+            line.reasons = vec![reason.to_string()];
+            line.action = PruneAction::WouldDelete;
+            if !dry_run {
+                match delete_unless_protected(store, &backup.deployment, &backup.id).await {
+                    DeleteOutcome::Deleted(count) => {
+                        line.action = PruneAction::Delete;
+                        line.objects = Some(count);
+                    }
+                    DeleteOutcome::Protected(detail) => {
+                        line.action = PruneAction::Protected;
+                        line.detail = Some(detail);
+                    }
+                    DeleteOutcome::Failed(error) => {
+                        line.action = PruneAction::DeleteFailed;
+                        line.detail = Some(error.to_string());
+                        errors.push(error);
+                    }
+                }
+            }
+        }
+    }
+    line
+}
+
+/// Counts of each action, for the summary line.
+#[derive(Debug, Default)]
+struct Tally {
+    total: usize,
+    keep: usize,
+    delete: usize,
+    would_delete: usize,
+    protected: usize,
+    failed_verify: usize,
+    delete_failed: usize,
+    verified: Option<String>,
+}
+
+impl Tally {
+    fn count(&mut self, action: PruneAction) {
+        self.total += 1;
+        *match action {
+            PruneAction::Keep => &mut self.keep,
+            PruneAction::Delete => &mut self.delete,
+            PruneAction::WouldDelete => &mut self.would_delete,
+            PruneAction::Protected => &mut self.protected,
+            PruneAction::FailedVerify => &mut self.failed_verify,
+            PruneAction::DeleteFailed => &mut self.delete_failed,
+        } += 1;
+    }
+
+    fn render(&self, deployment: &str, output: PruneOutput) -> String {
+        if output.json {
+            return serde_json::json!({
+                "type": "summary", "deployment": deployment, "dry_run": output.dry_run,
+                "backups": self.total, "kept": self.keep, "deleted": self.delete,
+                "would_delete": self.would_delete, "protected": self.protected,
+                "failed_verify": self.failed_verify, "delete_failed": self.delete_failed,
+                "verified": self.verified,
+            })
+            .to_string();
+        }
+        let mut text = if output.dry_run {
+            format!(
+                "summary {deployment} (dry run, nothing deleted): {} backups, {} kept, {} would be deleted",
+                self.total, self.keep, self.would_delete
+            )
+        } else {
+            format!(
+                "summary {deployment}: {} backups, {} kept, {} deleted",
+                self.total, self.keep, self.delete
+            )
+        };
+        if self.protected > 0 {
+            text.push_str(&format!(
+                ", {} protected by the store (Object Lock) and kept",
+                self.protected
+            ));
+        }
+        if self.failed_verify > 0 {
+            text.push_str(&format!(
+                ", {} failed verify and kept (look at them with `cairn backups verify`)",
+                self.failed_verify
+            ));
+        }
+        if self.delete_failed > 0 {
+            text.push_str(&format!(", {} could not be deleted", self.delete_failed));
+        }
+        match &self.verified {
+            Some(id) => text.push_str(&format!("; newest verified backup: {deployment}/{id}")),
+            None if self.failed_verify > 0 => {
+                text.push_str("; no complete backup passed verify");
+            }
+            None => {}
+        }
+        text
+    }
+}

@@ -1,0 +1,87 @@
+//! Reaching hosts: the `BOSH_ALL_PROXY` dialer, the host-key options of the SSH flags, and
+//! the Director login shared by `deployment` and `drill`.
+
+use std::sync::Arc;
+
+use cairn::remote::all_proxy::AllProxy;
+use cairn::remote::dial::NoProxy;
+use cairn::remote::ssh::UnknownHost;
+use cairn::target::bosh::{DirectorClient, DirectorConfig};
+use cairn::target::ssh::HostKeyOptions;
+
+use super::args::{CommonArgs, UsageError};
+
+/// `BOSH_ALL_PROXY`, opened (for `ssh+socks5://`, connected to the jumpbox).
+pub async fn open_proxy(
+    common: &CommonArgs,
+) -> anyhow::Result<Option<Arc<dyn cairn::remote::dial::Dialer>>> {
+    let Some(proxy) = AllProxy::from_env()? else {
+        return Ok(None);
+    };
+    let policy = host_keys(common).policy(UnknownHost::Refuse);
+    Ok(Some(proxy.open(policy, NoProxy::from_env()).await?))
+}
+
+/// `--known-hosts` and `--insecure-skip-host-key-check`.
+pub fn host_keys(common: &CommonArgs) -> HostKeyOptions {
+    HostKeyOptions {
+        known_hosts: common.known_hosts.clone(),
+        skip_check: common.insecure_skip_host_key_check,
+    }
+}
+
+/// Where a Director is and how to log in to it.
+pub struct DirectorLogin {
+    /// `--target`.
+    pub target: String,
+    /// `--username`.
+    pub client: String,
+    /// `--password`.
+    pub secret: String,
+    /// `--ca-cert` (else `CA_CERT`, else `BOSH_CA_CERT`).
+    pub ca_cert: Option<String>,
+}
+
+impl DirectorLogin {
+    /// From `BOSH_ENVIRONMENT`, `BOSH_CLIENT`, `BOSH_CLIENT_SECRET` (and the CA variables).
+    pub fn from_env() -> anyhow::Result<DirectorLogin> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    UsageError(format!("{name} is required to reach the BOSH Director."))
+                })
+        };
+        Ok(DirectorLogin {
+            target: var("BOSH_ENVIRONMENT")?,
+            client: var("BOSH_CLIENT")?,
+            secret: var("BOSH_CLIENT_SECRET")?,
+            ca_cert: None,
+        })
+    }
+
+    /// Reads `/info` and logs in.
+    pub async fn connect(
+        self,
+        dialer: Option<Arc<dyn cairn::remote::dial::Dialer>>,
+    ) -> anyhow::Result<DirectorClient> {
+        let url = cairn::target::bosh::director_url(&self.target)?;
+        let ca = self
+            .ca_cert
+            .or_else(|| std::env::var("CA_CERT").ok())
+            .or_else(|| std::env::var("BOSH_CA_CERT").ok());
+        let ca_cert_pem = ca
+            .as_deref()
+            .map(cairn::target::bosh::read_ca_cert)
+            .transpose()?;
+        let config = DirectorConfig {
+            url,
+            client: self.client,
+            secret: self.secret,
+            ca_cert_pem,
+            dialer,
+        };
+        Ok(DirectorClient::connect(&config).await?)
+    }
+}

@@ -1,0 +1,63 @@
+//! `cairn deployment ...`: the deployment's instances from `--inventory` or the Director, then
+//! the subcommand ([`super::action`]); `--all-deployments` goes to [`super::all_deployments`].
+
+use std::sync::Arc;
+
+use cairn::target::bosh::{BoshTarget, DirectorClient};
+use cairn::target::inventory::Inventory;
+use cairn::target::ssh::SshTarget;
+
+use super::action::Mode;
+use super::args::{Action, DeploymentArgs};
+use super::connect::{host_keys, open_proxy, DirectorLogin};
+
+/// Runs `cairn deployment ...`; returns the exit code.
+pub async fn run(args: DeploymentArgs) -> anyhow::Result<i32> {
+    args.validate()?;
+    let dialer = open_proxy(&args.common).await?;
+    if let Some(inventory_path) = &args.inventory {
+        let inventory = Inventory::load(inventory_path)?;
+        let target = SshTarget::from_inventory(
+            &inventory,
+            inventory_path,
+            args.deployment.clone(),
+            &host_keys(&args.common),
+        )?
+        .with_dialer(dialer);
+        return super::action::run(&target, args.action, &args.common, Mode::Deployment, None)
+            .await;
+    }
+    let client = Arc::new(connect_director(&args, dialer.clone()).await?);
+    if args.all_deployments {
+        return super::all_deployments::run(&args, &client).await;
+    }
+    let name = args.deployment.clone().unwrap_or_default();
+    let manifest = match &args.action {
+        Action::Backup(backup) if backup.with_manifest => Some(client.manifest(&name).await?),
+        _ => None,
+    };
+    let target = BoshTarget::new(client, &name, dialer);
+    super::action::run(
+        &target,
+        args.action,
+        &args.common,
+        Mode::Deployment,
+        manifest,
+    )
+    .await
+}
+
+/// The Director of `--target`, logged in with `--username`/`--password` and `--ca-cert`
+/// (or `CA_CERT`, which wins over `BOSH_CA_CERT`).
+async fn connect_director(
+    args: &DeploymentArgs,
+    dialer: Option<Arc<dyn cairn::remote::dial::Dialer>>,
+) -> anyhow::Result<DirectorClient> {
+    let login = DirectorLogin {
+        target: args.target.clone().unwrap_or_default(),
+        client: args.username.clone().unwrap_or_default(),
+        secret: args.password.clone().unwrap_or_default(),
+        ca_cert: args.ca_cert.clone(),
+    };
+    login.connect(dialer).await
+}

@@ -1,0 +1,123 @@
+//! Opening where backups go and come from: a bbr directory (`--artifact-path`) or an object
+//! store (`--store`/`CAIRN_STORE`), and `DEPLOYMENT/ID` backup names.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use cairn::format::bbr_directory::sink::{BbrDirectorySink, BbrDirectorySource};
+use cairn::format::manifest::Compression;
+use cairn::format::sink::{BackupSink, BackupSource};
+use cairn::format::store::{StoreSink, StoreSource};
+use cairn_store::{ArtifactStore, Retention, RetentionMode};
+
+use super::args::{BackupArgs, RestoreArgs, RetentionModeArg, UsageError};
+
+/// `pre-backup-check --store`: the store opens and takes writes for `deployment`.
+pub async fn check_store(url: &str, deployment: &str) -> Result<(), cairn::Error> {
+    let store = cairn::format::store::open_store(url).await?;
+    cairn::catalog::check_writable(store.as_ref(), deployment).await
+}
+
+/// Where `backup` writes, and the store that also keeps the run journal (backups into a store).
+pub async fn backup_sink(
+    args: &BackupArgs,
+) -> anyhow::Result<(Arc<dyn BackupSink>, Option<Arc<dyn ArtifactStore>>)> {
+    let Some(url) = args.store.url(args.artifact_path.is_none()) else {
+        let parent = match &args.artifact_path {
+            Some(path) => path.clone(),
+            None => std::env::current_dir().context("Cannot read the current directory")?,
+        };
+        return Ok((Arc::new(BbrDirectorySink::new(parent)), None));
+    };
+    let retention = args.retain_days.map(|days| Retention {
+        mode: match args.retention_mode {
+            RetentionModeArg::Governance => RetentionMode::Governance,
+            RetentionModeArg::Compliance => RetentionMode::Compliance,
+        },
+        until: std::time::SystemTime::now()
+            + std::time::Duration::from_secs(u64::from(days) * 86_400),
+    });
+    let encryption =
+        cairn::format::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
+    let sink = store_sink(
+        &url,
+        args.compression.as_deref(),
+        args.allow_unversioned,
+        retention,
+        encryption,
+    )
+    .await?;
+    let store = Arc::clone(&sink.store);
+    Ok((Arc::new(sink), Some(store)))
+}
+
+/// A backup into the store at `url` (shared by `backup` and `cairn drill`).
+pub async fn store_sink(
+    url: &str,
+    compression: Option<&str>,
+    allow_unversioned: bool,
+    retention: Option<Retention>,
+    encryption: Option<cairn::format::encryption::Recipients>,
+) -> anyhow::Result<StoreSink> {
+    let store = cairn::format::store::open_store(url).await?;
+    Ok(StoreSink {
+        store,
+        compression: Compression::parse(compression.unwrap_or(super::config::DEFAULT_COMPRESSION))
+            .map_err(UsageError)?,
+        retention,
+        require_versioning: if allow_unversioned {
+            None
+        } else {
+            cairn::format::store::versioning_command(url)
+        },
+        encryption,
+        identities: cairn::format::encryption::Identities::default(),
+    })
+}
+
+/// Where `restore` reads: the bbr directory, or the store's `--backup` (else the latest).
+pub async fn restore_source(
+    args: &RestoreArgs,
+    target_name: &str,
+) -> anyhow::Result<Arc<dyn BackupSource>> {
+    let Some(url) = args.store.url(args.artifact_path.is_none()) else {
+        if !args.identity.is_empty() {
+            tracing::warn!("--identity is ignored: a bbr directory backup is never encrypted");
+        }
+        return Ok(Arc::new(BbrDirectorySource::new(
+            args.artifact_path.clone().unwrap_or_default(),
+        )));
+    };
+    let identities =
+        cairn::format::encryption::Identities::load(&args.identity).map_err(UsageError)?;
+    let store = cairn::format::store::open_store(&url).await?;
+    let (deployment, backup_id) = match &args.backup {
+        Some(id) => split_backup_id(id, Some(target_name))?,
+        None => {
+            let latest = cairn::format::store::latest_backup(store.as_ref(), target_name).await?;
+            (target_name.to_string(), latest)
+        }
+    };
+    Ok(Arc::new(StoreSource {
+        store,
+        deployment,
+        backup_id,
+        identities,
+    }))
+}
+
+/// Splits `DEPLOYMENT/ID` (or `ID` with a default deployment).
+pub fn split_backup_id(
+    text: &str,
+    default_deployment: Option<&str>,
+) -> Result<(String, String), UsageError> {
+    match (text.split_once('/'), default_deployment) {
+        (Some((deployment, id)), _) if !deployment.is_empty() && !id.is_empty() => {
+            Ok((deployment.to_string(), id.to_string()))
+        }
+        (None, Some(deployment)) => Ok((deployment.to_string(), text.to_string())),
+        _ => Err(UsageError(format!(
+            "Backup `{text}`: write it as DEPLOYMENT/ID (see `cairn backups list`)."
+        ))),
+    }
+}
