@@ -189,6 +189,27 @@ async fn backup_deployment(
     )
     .await;
     report.complete = complete && !context.cancel.is_cancelled();
+    finish_backup(destination, artifacts, options, context, report).await;
+    let outcome = if report.complete {
+        "Backup created"
+    } else {
+        "Failed to create backup"
+    };
+    tracing::info!(
+        "{outcome} of {} on {}",
+        deployment.name,
+        Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+    );
+}
+
+/// Hands the sink its record: restorable when complete, removed or unlisted otherwise.
+async fn finish_backup(
+    destination: Box<dyn OpenBackup>,
+    artifacts: Vec<StoredArtifact>,
+    options: &BackupOptions,
+    context: &RunContext,
+    report: &mut BackupReport,
+) {
     report.stored_bytes = artifacts.iter().map(|a| a.stored.size).sum();
     let record = BackupRecord {
         complete: report.complete,
@@ -203,16 +224,6 @@ async fn backup_deployment(
             report.errors.push(error);
         }
     }
-    let outcome = if report.complete {
-        "Backup created"
-    } else {
-        "Failed to create backup"
-    };
-    tracing::info!(
-        "{outcome} of {} on {}",
-        deployment.name,
-        Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
-    );
 }
 
 /// Lock, back up, unlock, drain, then clean up the instances (and the journal once nothing
