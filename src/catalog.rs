@@ -118,8 +118,9 @@ pub async fn delete_unless_protected(
 /// policy (Azure's 409 `BlobImmutableDueToPolicy`) to [`StoreError::Protected`].
 fn refusal(error: &Error) -> Option<&str> {
     match error {
-        Error::Store(StoreError::Credentials { detail, .. }) => Some(detail),
-        Error::Store(StoreError::Protected { detail, .. }) => Some(detail),
+        Error::Store(
+            StoreError::Credentials { detail, .. } | StoreError::Protected { detail, .. },
+        ) => Some(detail),
         _ => None,
     }
 }

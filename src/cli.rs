@@ -4,31 +4,31 @@
 //! of them need: reaching hosts ([`connect`]), stores ([`store`]), output ([`output`]),
 //! errors and exit codes ([`exit`]), signals, logging and progress.
 
-pub mod action;
-pub mod all_deployments;
-pub mod args;
-pub mod backups;
-pub mod completions;
-pub mod config;
-pub mod connect;
-pub mod contract;
-pub mod deployment;
-pub mod director;
-pub mod drill;
-pub mod exit;
-pub mod flags;
-pub mod help;
-pub mod logging;
-pub mod output;
-pub mod progress;
-pub mod signals;
-pub mod store;
+pub(crate) mod action;
+pub(crate) mod all_deployments;
+pub(crate) mod args;
+pub(crate) mod backups;
+pub(crate) mod completions;
+pub(crate) mod config;
+pub(crate) mod connect;
+pub(crate) mod contract;
+pub(crate) mod deployment;
+pub(crate) mod director;
+pub(crate) mod drill;
+pub(crate) mod exit;
+pub(crate) mod flags;
+pub(crate) mod help;
+pub(crate) mod logging;
+pub(crate) mod output;
+pub(crate) mod progress;
+pub(crate) mod signals;
+pub(crate) mod store;
 
 use args::{Command, ConfigAction};
 use flags::Invocation;
 
 /// Runs the parsed command; returns the exit code (a fatal error is printed here).
-pub async fn run(invocation: Invocation) -> i32 {
+pub(crate) async fn run(invocation: Invocation) -> i32 {
     let Invocation {
         command,
         config_path,

@@ -10,7 +10,7 @@ use cairn_testbed::{TestBed, TestHost};
 use sha2::{Digest, Sha256};
 
 /// Runs `cairn deployment --inventory <bed> <args...>` in `workdir`.
-pub fn cairn(bed: &TestBed, workdir: &Path, args: &[&str]) -> Output {
+pub(crate) fn cairn(bed: &TestBed, workdir: &Path, args: &[&str]) -> Output {
     let inventory = bed.inventory();
     let mut all = vec!["deployment", "--inventory", inventory.to_str().unwrap()];
     all.extend_from_slice(args);
@@ -19,11 +19,11 @@ pub fn cairn(bed: &TestBed, workdir: &Path, args: &[&str]) -> Output {
 
 /// Credentials of the local emulators (moto accepts any key; Azurite's is public), and no
 /// way for a cloud client to reach a metadata address.
-pub const STORE_ENV: [(&str, &str); 4] = cairn_testbed::stores::CLIENT_ENV;
+pub(crate) const STORE_ENV: [(&str, &str); 4] = cairn_testbed::stores::CLIENT_ENV;
 
 /// The `cairn` command with the emulators' environment, run in `workdir`, with a run-journal
 /// directory of its own (tests run in parallel, and all their deployments are called `testbed`).
-pub fn cairn_command_in(workdir: &Path) -> Command {
+pub(crate) fn cairn_command_in(workdir: &Path) -> Command {
     let mut command = cairn_command();
     let state = std::env::temp_dir().join(format!(
         "cairn-state{}",
@@ -34,7 +34,7 @@ pub fn cairn_command_in(workdir: &Path) -> Command {
 }
 
 /// The `cairn` command with the emulators' environment.
-pub fn cairn_command() -> Command {
+pub(crate) fn cairn_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
     command
         .envs(STORE_ENV)
@@ -44,7 +44,7 @@ pub fn cairn_command() -> Command {
 }
 
 /// Runs the binary with exactly these arguments.
-pub fn run(workdir: &Path, args: &[&str]) -> Output {
+pub(crate) fn run(workdir: &Path, args: &[&str]) -> Output {
     let output = cairn_command_in(workdir)
         .args(args)
         .output()
@@ -59,14 +59,14 @@ pub fn run(workdir: &Path, args: &[&str]) -> Output {
 }
 
 /// `backup --artifact-path <work>` with the bbr directory format.
-pub fn backup_into(bed: &TestBed, work: &Path, extra: &[&str]) -> Output {
+pub(crate) fn backup_into(bed: &TestBed, work: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["backup", "--artifact-path", work.to_str().unwrap()];
     args.extend_from_slice(extra);
     cairn(bed, work, &args)
 }
 
 /// How many script events each locking job has logged (to prove none ran).
-pub fn script_counts(bed: &TestBed) -> Vec<usize> {
+pub(crate) fn script_counts(bed: &TestBed) -> Vec<usize> {
     locking_jobs(bed)
         .iter()
         .map(|(host, job)| bed.events(host, job).len())
@@ -74,7 +74,7 @@ pub fn script_counts(bed: &TestBed) -> Vec<usize> {
 }
 
 /// Asserts no lock, backup or restore script of a locking job has ever run.
-pub fn assert_no_script_ran(bed: &TestBed) {
+pub(crate) fn assert_no_script_ran(bed: &TestBed) {
     for (host, job) in locking_jobs(bed) {
         assert!(
             bed.events(host, job).is_empty(),
@@ -86,7 +86,7 @@ pub fn assert_no_script_ran(bed: &TestBed) {
 }
 
 /// Stdout and stderr as one text.
-pub fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -95,12 +95,12 @@ pub fn text(output: &Output) -> String {
 }
 
 /// A scratch directory for artifacts, removed at the end of the test.
-pub fn workdir() -> tempfile::TempDir {
+pub(crate) fn workdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
 /// The only backup directory created in `parent`.
-pub fn backup_dir(parent: &Path) -> PathBuf {
+pub(crate) fn backup_dir(parent: &Path) -> PathBuf {
     let dirs: Vec<PathBuf> = std::fs::read_dir(parent)
         .unwrap()
         .flatten()
@@ -110,13 +110,14 @@ pub fn backup_dir(parent: &Path) -> PathBuf {
     assert_eq!(
         dirs.len(),
         1,
-        "expected one backup directory in {parent:?}: {dirs:?}"
+        "expected one backup directory in {}: {dirs:?}",
+        parent.display()
     );
     dirs[0].clone()
 }
 
 /// Tar files in a backup directory.
-pub fn tars(dir: &Path) -> Vec<String> {
+pub(crate) fn tars(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
@@ -128,7 +129,7 @@ pub fn tars(dir: &Path) -> Vec<String> {
 }
 
 /// sha256 of every file under `root`, keyed by relative path; directories as `dir/`.
-pub fn tree_digest(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn tree_digest(root: &Path) -> BTreeMap<String, String> {
     let mut digests = BTreeMap::new();
     walk(root, root, &mut digests);
     digests
@@ -153,7 +154,7 @@ fn walk(root: &Path, dir: &Path, digests: &mut BTreeMap<String, String>) {
 }
 
 /// Writes `size` bytes of deterministic, incompressible data.
-pub fn write_pseudo_random(path: &Path, size: usize) {
+pub(crate) fn write_pseudo_random(path: &Path, size: usize) {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut data = Vec::with_capacity(size);
     while data.len() < size {
@@ -167,7 +168,7 @@ pub fn write_pseudo_random(path: &Path, size: usize) {
 }
 
 /// Every job on every host with lock scripts: (host label, job).
-pub fn locking_jobs(bed: &TestBed) -> Vec<(&TestHost, &'static str)> {
+pub(crate) fn locking_jobs(bed: &TestBed) -> Vec<(&TestHost, &'static str)> {
     let mut jobs = Vec::new();
     for host in bed.hosts() {
         for job in ["app", "database"] {
@@ -186,7 +187,7 @@ pub fn locking_jobs(bed: &TestBed) -> Vec<(&TestHost, &'static str)> {
 }
 
 /// Asserts no job is left locked and no remote artifact directory remains.
-pub fn assert_nothing_left(bed: &TestBed) {
+pub(crate) fn assert_nothing_left(bed: &TestBed) {
     for (host, job) in locking_jobs(bed) {
         assert!(
             !bed.is_locked(host, job),
@@ -197,12 +198,12 @@ pub fn assert_nothing_left(bed: &TestBed) {
     }
     for host in bed.hosts() {
         let leftover = host.vcap_dir.join("store/bbr-backup");
-        assert!(!leftover.exists(), "{leftover:?} was left behind");
+        assert!(!leftover.exists(), "{} was left behind", leftover.display());
     }
 }
 
 /// Times at which `script` ran for `job` on `host`.
-pub fn event_times(bed: &TestBed, host: &TestHost, job: &str, script: &str) -> Vec<f64> {
+pub(crate) fn event_times(bed: &TestBed, host: &TestHost, job: &str, script: &str) -> Vec<f64> {
     bed.events(host, job)
         .into_iter()
         .filter(|(_, name, _)| name == script)
@@ -210,15 +211,15 @@ pub fn event_times(bed: &TestBed, host: &TestHost, job: &str, script: &str) -> V
         .collect()
 }
 
-pub use cairn_testbed::stores::{Emulator, Server};
+pub(crate) use cairn_testbed::stores::{Emulator, Server};
 
 /// `integration/stores/`: the emulator scripts, `fixture.py`, `fault_proxy.py`.
-pub fn stores_dir() -> PathBuf {
+pub(crate) fn stores_dir() -> PathBuf {
     cairn_testbed::stores::dir()
 }
 
 /// `cairn contract check PATH --ssh vcap@HOST` with the test bed's key and `known_hosts`.
-pub fn contract_check_over_ssh(
+pub(crate) fn contract_check_over_ssh(
     bed: &TestBed,
     host: &TestHost,
     path: &str,

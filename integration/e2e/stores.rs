@@ -19,7 +19,7 @@ fn list(work: &Path, store: &str) -> Vec<String> {
 }
 
 /// Backup into `store`, damage the data, restore the latest backup, compare.
-pub fn round_trip(store: &str) {
+pub(crate) fn round_trip(store: &str) {
     let bed = TestBed::start(&[]).expect("test bed");
     let files = bed.host("app", 0).vcap_dir.join("store/files");
     fs::create_dir_all(files.join("a b/c")).unwrap();
@@ -81,7 +81,7 @@ pub fn round_trip(store: &str) {
 }
 
 /// A deleted or damaged object makes verify and restore fail before any script runs.
-pub fn damaged_backup_is_refused(store: &str, damage: impl Fn(&str)) {
+pub(crate) fn damaged_backup_is_refused(store: &str, damage: impl Fn(&str)) {
     let bed = TestBed::start(&[
         ("database", 0, &["database"]),
         ("app", 0, &["app", "files"]),
@@ -121,7 +121,7 @@ pub fn damaged_backup_is_refused(store: &str, damage: impl Fn(&str)) {
 /// A signal while artifacts stream: no manifest, listed incomplete, removed by the next
 /// backup. After SIGKILL (nothing can be cleaned up) `backup-cleanup` comes first, as with bbr.
 /// `ready` is polled (after at least 3 s of transfer) until it says the moment to signal has come.
-pub fn interrupted_backup_is_never_complete(
+pub(crate) fn interrupted_backup_is_never_complete(
     store: &str,
     signal: &str,
     ready: &dyn Fn() -> bool,
@@ -329,7 +329,7 @@ fn s3_killed_backup_is_cleaned_up_by_the_next_one() {
         assert!(
             upload_open(),
             "SIGKILL should leave the multipart upload open"
-        )
+        );
     };
     interrupted_backup_is_never_complete(&url, "-KILL", &upload_open, &still_open);
     let open = moto.fixture(&["open-uploads", "cairn-backups"]);
@@ -423,7 +423,7 @@ fn azure_round_trip_and_damage() {
 }
 
 /// Overwrite an artifact after the backup: verify and restore still use the recorded version.
-pub fn overwritten_object_does_not_change_restore(store: &str, overwrite: impl Fn(&str)) {
+pub(crate) fn overwritten_object_does_not_change_restore(store: &str, overwrite: impl Fn(&str)) {
     let bed = TestBed::start(&[("app", 0, &["files"])]).expect("test bed");
     let files = bed.host("app", 0).vcap_dir.join("store/files");
     let before = tree_digest(&files);

@@ -852,6 +852,7 @@ mod tests {
     /// each of the N most recent days (weeks, months) that have a countable backup, its newest.
     fn reference(backups: &[BackupSummary], policy: &RetentionPolicy) -> Vec<String> {
         use std::collections::BTreeSet;
+        type Bucket = fn(DateTime<Utc>) -> (i32, u32, u32);
         let mut countable: Vec<&BackupSummary> = backups
             .iter()
             .filter(|b| b.deployment == "cf" && b.complete)
@@ -862,7 +863,6 @@ mod tests {
             .take(policy.keep_last as usize)
             .map(|b| b.id.clone())
             .collect();
-        type Bucket = fn(DateTime<Utc>) -> (i32, u32, u32);
         let keys: [(u32, Bucket); 3] = [
             (policy.keep_daily, |t| (t.year(), t.month(), t.day())),
             (policy.keep_weekly, |t| {

@@ -21,7 +21,7 @@ use super::exit::{cleanup_advice_subcommand, report_errors};
 use super::output::Human;
 
 /// Which mode the subcommand runs in, for messages.
-pub enum Mode {
+pub(crate) enum Mode {
     /// `cairn deployment`.
     Deployment,
     /// `cairn director`.
@@ -49,7 +49,7 @@ impl From<RunErrors> for Outcome {
 }
 
 /// Runs `action` on `target`; returns the exit code.
-pub async fn run(
+pub(crate) async fn run(
     target: &dyn Target,
     action: Action,
     common: &CommonArgs,

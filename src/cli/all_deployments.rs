@@ -17,7 +17,7 @@ use futures::stream::{self, StreamExt};
 use super::args::{Action, DeploymentArgs};
 
 /// bbr's default and Cairn's default for `--deployment-parallelism`.
-pub const DEFAULT_DEPLOYMENT_PARALLELISM: usize = 10;
+pub(crate) const DEFAULT_DEPLOYMENT_PARALLELISM: usize = 10;
 
 /// Words of the summary lines for each subcommand.
 fn verbs(action: &Action) -> (&'static str, &'static str) {
@@ -33,7 +33,10 @@ fn now() -> String {
 }
 
 /// Runs the subcommand for every deployment; returns the exit code.
-pub async fn run(args: &DeploymentArgs, client: &Arc<DirectorClient>) -> anyhow::Result<i32> {
+pub(crate) async fn run(
+    args: &DeploymentArgs,
+    client: &Arc<DirectorClient>,
+) -> anyhow::Result<i32> {
     let deployments = client.deployments().await?;
     if deployments.is_empty() {
         anyhow::bail!("Failed to find any deployments");

@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
     disable_help_subcommand = true,
     disable_version_flag = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// TOML config file with defaults for flags (docs/config.md).
     #[arg(long, global = true, env = "CAIRN_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -27,7 +27,7 @@ pub struct Cli {
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Back up or restore a deployment (instances from --inventory FILE).
     Deployment(DeploymentArgs),
     /// Back up or restore a BOSH director VM over SSH.
@@ -66,7 +66,7 @@ pub enum Command {
 
 /// Flags every mode shares (Cairn's additions).
 #[derive(Debug, Args)]
-pub struct CommonArgs {
+pub(crate) struct CommonArgs {
     /// Debug logs: every remote command and script output.
     #[arg(long, global = true)]
     pub debug: bool,
@@ -93,7 +93,7 @@ pub struct CommonArgs {
 
 /// `cairn deployment` flags.
 #[derive(Debug, Args)]
-pub struct DeploymentArgs {
+pub(crate) struct DeploymentArgs {
     /// BOSH Director URL.
     #[arg(short = 't', long, env = "BOSH_ENVIRONMENT", hide_env_values = true)]
     pub target: Option<String>,
@@ -128,7 +128,7 @@ pub struct DeploymentArgs {
 
 /// `cairn director` flags.
 #[derive(Debug, Args)]
-pub struct DirectorArgs {
+pub(crate) struct DirectorArgs {
     /// Director host, with an optional SSH port (default 22).
     #[arg(long)]
     pub host: Option<String>,
@@ -148,7 +148,7 @@ pub struct DirectorArgs {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Action {
+pub(crate) enum Action {
     /// Check that a backup can be taken, changing nothing.
     #[command(name = "pre-backup-check", visible_alias = "c")]
     PreBackupCheck(CheckArgs),
@@ -168,7 +168,7 @@ pub enum Action {
 
 /// `--store`, shared by the subcommands that can use an object store.
 #[derive(Debug, Args, Clone, Default)]
-pub struct StoreArgs {
+pub(crate) struct StoreArgs {
     /// Object store: s3://bucket/prefix?region=R&endpoint=URL&path_style=true,
     /// az://account/container/prefix, gs://bucket/prefix or file:///dir [env: CAIRN_STORE]
     #[arg(long, value_name = "URL")]
@@ -177,7 +177,7 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     /// The flag, else `CAIRN_STORE` when `fallback_to_env`.
-    pub fn url(&self, fallback_to_env: bool) -> Option<String> {
+    pub(crate) fn url(&self, fallback_to_env: bool) -> Option<String> {
         self.store
             .clone()
             .or_else(|| {
@@ -191,7 +191,7 @@ impl StoreArgs {
 
 /// `pre-backup-check` flags.
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Also check that this store is reachable and writable.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -206,7 +206,7 @@ pub struct CheckArgs {
 
 /// `backup` flags.
 #[derive(Debug, Args)]
-pub struct BackupArgs {
+pub(crate) struct BackupArgs {
     /// Existing directory the backup is written into [default: the current directory].
     #[arg(short = 'a', long, value_name = "DIR")]
     pub artifact_path: Option<PathBuf>,
@@ -239,7 +239,7 @@ pub struct BackupArgs {
 
 /// Object-lock retention mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RetentionModeArg {
+pub(crate) enum RetentionModeArg {
     /// Privileged users may shorten it.
     Governance,
     /// Nobody may shorten it.
@@ -248,7 +248,7 @@ pub enum RetentionModeArg {
 
 /// `restore` flags.
 #[derive(Debug, Args)]
-pub struct RestoreArgs {
+pub(crate) struct RestoreArgs {
     /// The backup directory to restore.
     #[arg(short = 'a', long, value_name = "DIR")]
     pub artifact_path: Option<PathBuf>,
@@ -272,14 +272,14 @@ pub struct RestoreArgs {
 
 /// `cairn contract` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum ContractAction {
+pub(crate) enum ContractAction {
     /// Check one job's scripts folder, here or over SSH, with a real backup/restore round trip.
     Check(ContractCheckArgs),
 }
 
 /// `cairn contract check` flags.
 #[derive(Debug, Args)]
-pub struct ContractCheckArgs {
+pub(crate) struct ContractCheckArgs {
     /// The job's scripts folder, e.g. /var/vcap/jobs/postgres/bin/bbr.
     pub path: String,
     /// Check on this host over SSH instead of on this machine: USER@HOST[:PORT].
@@ -317,7 +317,7 @@ pub struct ContractCheckArgs {
 
 /// `cairn drill` flags.
 #[derive(Debug, Args)]
-pub struct DrillArgs {
+pub(crate) struct DrillArgs {
     /// Inventory of the deployment to back up (not needed with --backup or --latest).
     #[arg(long, value_name = "FILE")]
     pub source_inventory: Option<PathBuf>,
@@ -370,14 +370,14 @@ pub struct DrillArgs {
 
 /// `cairn config` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum ConfigAction {
+pub(crate) enum ConfigAction {
     /// Print the effective settings.
     Show,
 }
 
 /// `cairn backups` flags.
 #[derive(Debug, Args)]
-pub struct BackupsArgs {
+pub(crate) struct BackupsArgs {
     /// The store.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -394,7 +394,7 @@ pub struct BackupsArgs {
 
 /// `cairn backups` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum BackupsAction {
+pub(crate) enum BackupsAction {
     /// List backups: id, deployment, time, size, complete or not.
     List {
         /// Only this deployment.
@@ -457,12 +457,12 @@ pub enum BackupsAction {
 
 impl Action {
     /// True for `pre-backup-check --plan`, whose stdout is the plan.
-    pub fn prints_plan(&self) -> bool {
+    pub(crate) fn prints_plan(&self) -> bool {
         matches!(self, Action::PreBackupCheck(CheckArgs { plan: true, .. }))
     }
 
     /// bbr's name of the subcommand.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Action::PreBackupCheck(_) => "pre-backup-check",
             Action::Backup(_) => "backup",
@@ -476,7 +476,7 @@ impl Action {
 /// A usage mistake: bbr prints the message in red with the subcommand help and exits 1.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 fn required(flag: &str) -> UsageError {
     UsageError(format!("--{flag} flag is required."))
@@ -484,7 +484,7 @@ fn required(flag: &str) -> UsageError {
 
 impl DeploymentArgs {
     /// bbr's `validateDeploymentFlags`, relaxed for `--inventory`.
-    pub fn validate(&self) -> Result<(), UsageError> {
+    pub(crate) fn validate(&self) -> Result<(), UsageError> {
         if self.inventory.is_none() {
             for (flag, value) in [
                 ("target", &self.target),
@@ -532,7 +532,7 @@ impl DeploymentArgs {
 
 impl DirectorArgs {
     /// bbr's `validateDirectorFlags`.
-    pub fn validate(&self) -> Result<(), UsageError> {
+    pub(crate) fn validate(&self) -> Result<(), UsageError> {
         if self.host.as_deref().unwrap_or("").is_empty() {
             return Err(required("host"));
         }
@@ -597,7 +597,7 @@ fn validate_action(action: &Action) -> Result<(), UsageError> {
 }
 
 /// `--encrypt-to` without a store: bbr's directory format stays readable by bbr.
-pub fn encrypt_needs_store() -> UsageError {
+pub(crate) fn encrypt_needs_store() -> UsageError {
     UsageError("--encrypt-to needs --store: a bbr directory backup (--artifact-path) is never encrypted, since bbr could not read it.".into())
 }
 

@@ -13,7 +13,7 @@ use cairn::format::encryption::Identities;
 use super::args::{BackupsAction, BackupsArgs, UsageError};
 
 /// Runs a `backups` subcommand; returns the exit code.
-pub async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
     let url = args
         .store
         .url(true)

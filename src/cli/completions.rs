@@ -7,7 +7,7 @@ use super::args::Cli;
 use super::output::print_bytes;
 
 /// Prints the completion script for `shell`, for the name this binary was called by.
-pub fn completions(shell: clap_complete::Shell) -> i32 {
+pub(crate) fn completions(shell: clap_complete::Shell) -> i32 {
     let name = super::help::program_name();
     let mut command = Cli::command();
     let mut script = Vec::new();
@@ -16,7 +16,7 @@ pub fn completions(shell: clap_complete::Shell) -> i32 {
 }
 
 /// Prints the man page (roff).
-pub fn man() -> anyhow::Result<i32> {
+pub(crate) fn man() -> anyhow::Result<i32> {
     let mut page = Vec::new();
     clap_mangen::Man::new(Cli::command()).render(&mut page)?;
     Ok(print_bytes(&page))

@@ -28,14 +28,14 @@ use serde::{Deserialize, Serialize};
 use super::args::{Action, BackupsAction, Cli, Command, CommonArgs, StoreArgs};
 
 /// Default `--parallelism`.
-pub const DEFAULT_PARALLELISM: usize = 10;
+pub(crate) const DEFAULT_PARALLELISM: usize = 10;
 /// Default `--compression`.
-pub const DEFAULT_COMPRESSION: &str = "zstd";
+pub(crate) const DEFAULT_COMPRESSION: &str = "zstd";
 
 /// The config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     /// Default `--store`.
     pub store: Option<String>,
     /// Default `--compression`.
@@ -57,7 +57,7 @@ pub struct ConfigFile {
 /// `[retention]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RetentionConfig {
+pub(crate) struct RetentionConfig {
     /// `--keep-last`.
     #[serde(default)]
     pub keep_last: u32,
@@ -75,7 +75,7 @@ pub struct RetentionConfig {
 /// A config-file mistake.
 #[derive(Debug, thiserror::Error)]
 #[error("Config file `{path}`: {detail}")]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     path: PathBuf,
     detail: String,
 }
@@ -84,7 +84,7 @@ pub struct ConfigError {
 ///
 /// # Errors
 /// A missing or invalid file.
-pub fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {
+pub(crate) fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {
     let Some(path) = path else {
         return Ok(ConfigFile::default());
     };
@@ -102,7 +102,7 @@ pub fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {
 }
 
 /// Fills every flag the command line left unset from the config file, then the defaults.
-pub fn apply(cli: &mut Cli, config: &ConfigFile) {
+pub(crate) fn apply(cli: &mut Cli, config: &ConfigFile) {
     match &mut cli.command {
         Command::Deployment(args) => {
             if args.inventory.is_none() {
@@ -180,7 +180,7 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
             }
         }
         Action::Restore(restore) if restore.artifact_path.is_none() => {
-            apply_store(&mut restore.store, config)
+            apply_store(&mut restore.store, config);
         }
         Action::PreBackupCheck(check) => apply_store(&mut check.store, config),
         _ => {}
@@ -203,13 +203,13 @@ const CREDENTIAL_VARIABLES: [&str; 11] = [
 ];
 
 /// Runs `cairn config show`; returns the exit code.
-pub fn show_command(path: Option<&Path>, config: &ConfigFile) -> i32 {
+pub(crate) fn show_command(path: Option<&Path>, config: &ConfigFile) -> i32 {
     super::output::print_bytes(show(path, config).as_bytes())
 }
 
 /// `cairn config show`: the effective settings (file, then environment) as TOML, secrets masked.
 #[must_use]
-pub fn show(path: Option<&Path>, config: &ConfigFile) -> String {
+pub(crate) fn show(path: Option<&Path>, config: &ConfigFile) -> String {
     let mut effective = config.clone();
     if let Ok(store) = std::env::var("CAIRN_STORE") {
         effective.store = Some(store);

@@ -12,7 +12,7 @@ use cairn::target::ssh::HostKeyOptions;
 use super::args::{CommonArgs, UsageError};
 
 /// `BOSH_ALL_PROXY`, opened (for `ssh+socks5://`, connected to the jumpbox).
-pub async fn open_proxy(
+pub(crate) async fn open_proxy(
     common: &CommonArgs,
 ) -> anyhow::Result<Option<Arc<dyn cairn::remote::dial::Dialer>>> {
     let Some(proxy) = AllProxy::from_env()? else {
@@ -23,7 +23,7 @@ pub async fn open_proxy(
 }
 
 /// `--known-hosts` and `--insecure-skip-host-key-check`.
-pub fn host_keys(common: &CommonArgs) -> HostKeyOptions {
+pub(crate) fn host_keys(common: &CommonArgs) -> HostKeyOptions {
     HostKeyOptions {
         known_hosts: common.known_hosts.clone(),
         skip_check: common.insecure_skip_host_key_check,
@@ -31,7 +31,7 @@ pub fn host_keys(common: &CommonArgs) -> HostKeyOptions {
 }
 
 /// Where a Director is and how to log in to it.
-pub struct DirectorLogin {
+pub(crate) struct DirectorLogin {
     /// `--target`.
     pub target: String,
     /// `--username`.
@@ -44,7 +44,7 @@ pub struct DirectorLogin {
 
 impl DirectorLogin {
     /// From `BOSH_ENVIRONMENT`, `BOSH_CLIENT`, `BOSH_CLIENT_SECRET` (and the CA variables).
-    pub fn from_env() -> anyhow::Result<DirectorLogin> {
+    pub(crate) fn from_env() -> anyhow::Result<DirectorLogin> {
         let var = |name: &str| {
             std::env::var(name)
                 .ok()
@@ -62,7 +62,7 @@ impl DirectorLogin {
     }
 
     /// Reads `/info` and logs in.
-    pub async fn connect(
+    pub(crate) async fn connect(
         self,
         dialer: Option<Arc<dyn cairn::remote::dial::Dialer>>,
     ) -> anyhow::Result<DirectorClient> {

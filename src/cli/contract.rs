@@ -15,10 +15,10 @@ use russh::keys::PublicKey;
 use super::args::{ContractAction, ContractCheckArgs, UsageError};
 
 /// Exit code when the check could not run at all.
-pub const CANNOT_CHECK: i32 = 2;
+pub(crate) const CANNOT_CHECK: i32 = 2;
 
 /// Runs `cairn contract ...`; returns the exit code.
-pub async fn run(action: ContractAction) -> anyhow::Result<i32> {
+pub(crate) async fn run(action: ContractAction) -> anyhow::Result<i32> {
     let ContractAction::Check(args) = action;
     let host: Arc<dyn RemoteHost> = match connect(&args).await {
         Ok(host) => host,

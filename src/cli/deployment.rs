@@ -12,7 +12,7 @@ use super::args::{Action, DeploymentArgs};
 use super::connect::{host_keys, open_proxy, DirectorLogin};
 
 /// Runs `cairn deployment ...`; returns the exit code.
-pub async fn run(args: DeploymentArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: DeploymentArgs) -> anyhow::Result<i32> {
     args.validate()?;
     let dialer = open_proxy(&args.common).await?;
     if let Some(inventory_path) = &args.inventory {
@@ -23,7 +23,7 @@ pub async fn run(args: DeploymentArgs) -> anyhow::Result<i32> {
             args.deployment.clone(),
             &host_keys(&args.common),
         )?
-        .with_dialer(dialer);
+        .with_dialer(dialer.as_ref());
         return super::action::run(&target, args.action, &args.common, Mode::Deployment, None)
             .await;
     }

@@ -8,13 +8,13 @@ use super::args::DirectorArgs;
 use super::connect::{host_keys, open_proxy};
 
 /// Runs `cairn director ...`; returns the exit code.
-pub async fn run(args: DirectorArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: DirectorArgs) -> anyhow::Result<i32> {
     args.validate()?;
     let host = args.host.clone().unwrap_or_default();
     let username = args.username.clone().unwrap_or_default();
     let key = args.private_key_path.clone().unwrap_or_default();
     let dialer = open_proxy(&args.common).await?;
-    let target =
-        SshTarget::director(&host, &username, &key, &host_keys(&args.common)).with_dialer(dialer);
+    let target = SshTarget::director(&host, &username, &key, &host_keys(&args.common))
+        .with_dialer(dialer.as_ref());
     super::action::run(&target, args.action, &args.common, Mode::Director, None).await
 }

@@ -20,7 +20,7 @@ use super::connect::{host_keys, open_proxy, DirectorLogin};
 fn load_target(
     path: &std::path::Path,
     host_keys: &HostKeyOptions,
-    dialer: Option<Arc<dyn Dialer>>,
+    dialer: Option<&Arc<dyn Dialer>>,
 ) -> anyhow::Result<Box<dyn Target>> {
     let inventory = Inventory::load(path)?;
     Ok(Box::new(
@@ -50,7 +50,7 @@ impl Directors {
 }
 
 /// Runs `cairn drill ...`; returns the exit code.
-pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     let host_keys = host_keys(&args.common);
     let dialer = open_proxy(&args.common).await?;
     let mut directors = Directors {
@@ -58,7 +58,7 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
         client: None,
     };
     let target = match (&args.target_inventory, &args.target_deployment) {
-        (Some(path), _) => load_target(path, &host_keys, dialer.clone())?,
+        (Some(path), _) => load_target(path, &host_keys, dialer.as_ref())?,
         (None, Some(name)) => directors.deployment(name).await?,
         (None, None) => unreachable!("clap requires one"),
     };
@@ -119,7 +119,7 @@ async fn source_target(
 ) -> anyhow::Result<Option<Box<dyn Target>>> {
     Ok(
         match (&args.source_inventory, &args.source_deployment, existing) {
-            (Some(path), None, false) => Some(load_target(path, host_keys, dialer.clone())?),
+            (Some(path), None, false) => Some(load_target(path, host_keys, dialer.as_ref())?),
             (None, Some(name), false) => Some(directors.deployment(name).await?),
             (None, None, false) => anyhow::bail!(UsageError(
                 "--source-inventory or --source-deployment is required (or restore a stored backup with --backup ID or --latest DEPLOYMENT).".into()

@@ -8,7 +8,7 @@ use cairn::RunErrors;
 use super::args::UsageError;
 
 /// The exit code of a subcommand's result; a fatal error is printed first (exit code 1).
-pub fn code(result: anyhow::Result<i32>) -> i32 {
+pub(crate) fn code(result: anyhow::Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
         Err(error) => {
@@ -34,7 +34,7 @@ fn print_fatal(error: &anyhow::Error) {
 }
 
 /// True when one of the errors may have left temp files or locked jobs behind.
-pub fn cleanup_advice_subcommand(errors: &RunErrors) -> bool {
+pub(crate) fn cleanup_advice_subcommand(errors: &RunErrors) -> bool {
     errors
         .errors()
         .iter()
@@ -42,7 +42,7 @@ pub fn cleanup_advice_subcommand(errors: &RunErrors) -> bool {
 }
 
 /// Prints bbr's error report to stderr, writes `bbr-<time>.err.log`, returns the exit code.
-pub fn report_errors(errors: &RunErrors, advise_cleanup: bool) -> i32 {
+pub(crate) fn report_errors(errors: &RunErrors, advise_cleanup: bool) -> i32 {
     if errors.is_empty() {
         return 0;
     }

@@ -9,7 +9,7 @@ use super::args::{Cli, Command};
 use super::config::ConfigFile;
 
 /// What to run, with every default from the config file applied.
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// The subcommand and its flags.
     pub command: Command,
     /// `--config` (or `CAIRN_CONFIG`), for `config show`.
@@ -19,7 +19,7 @@ pub struct Invocation {
 }
 
 /// Parses the flags and loads the config file; `Err` is the exit code, the message printed.
-pub fn parse() -> Result<Invocation, i32> {
+pub(crate) fn parse() -> Result<Invocation, i32> {
     let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return Err(parse_failure(&error)),

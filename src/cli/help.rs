@@ -6,7 +6,7 @@ use clap::CommandFactory;
 use super::args::Cli;
 
 /// The file name this binary was called by (`cairn` when there is none).
-pub fn program_name() -> String {
+pub(crate) fn program_name() -> String {
     std::env::args()
         .next()
         .as_deref()
@@ -16,13 +16,13 @@ pub fn program_name() -> String {
 }
 
 /// Prints the help.
-pub fn help() -> i32 {
+pub(crate) fn help() -> i32 {
     let _ = Cli::command().print_help();
     0
 }
 
 /// Prints `NAME version X.Y.Z`, as bbr does.
-pub fn version() -> i32 {
+pub(crate) fn version() -> i32 {
     println!("{} version {}", program_name(), cairn::VERSION);
     0
 }

@@ -42,7 +42,7 @@ where
 }
 
 /// Installs the logger for `command`: its `--debug`, and stderr when stdout carries its output.
-pub fn init_for(command: &Command) {
+pub(crate) fn init_for(command: &Command) {
     init(debug(command), logs_to_stderr(command));
 }
 
@@ -65,10 +65,9 @@ fn logs_to_stderr(command: &Command) -> bool {
     match command {
         Command::Deployment(d) => d.common.json || d.action.prints_plan(),
         Command::Director(d) => d.common.json || d.action.prints_plan(),
-        // `backups` prints its results (tables, JSON lines) on stdout.
-        Command::Backups(_) => true,
-        // Reports go to stdout.
-        Command::Contract { .. } | Command::Drill(_) => true,
+        // `backups` prints its results (tables, JSON lines) on stdout; contract checks and
+        // drills print their reports there.
+        Command::Backups(_) | Command::Contract { .. } | Command::Drill(_) => true,
         _ => false,
     }
 }

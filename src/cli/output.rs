@@ -6,7 +6,7 @@
 use std::io::Write;
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
-pub fn print_bytes(bytes: &[u8]) -> i32 {
+pub(crate) fn print_bytes(bytes: &[u8]) -> i32 {
     match std::io::stdout().lock().write_all(bytes) {
         Ok(()) => 0,
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => 0,
@@ -15,19 +15,19 @@ pub fn print_bytes(bytes: &[u8]) -> i32 {
 }
 
 /// Prints a line; a closed stdout (`| head`) is not an error.
-pub fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// Human-readable output: stdout, or stderr when stdout carries `--json` events.
-pub struct Human {
+pub(crate) struct Human {
     /// True with `--json` or a printed plan.
     pub to_stderr: bool,
 }
 
 impl Human {
     /// Prints one line.
-    pub fn say(&self, line: &str) {
+    pub(crate) fn say(&self, line: &str) {
         if self.to_stderr {
             eprintln!("{line}");
         } else {

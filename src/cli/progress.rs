@@ -11,14 +11,14 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Draws bars on stderr.
 #[derive(Debug)]
-pub struct TerminalProgress {
+pub(crate) struct TerminalProgress {
     bars: MultiProgress,
     transfers: Mutex<HashMap<(String, String), ProgressBar>>,
 }
 
 impl TerminalProgress {
     /// A progress display on stderr.
-    pub fn new() -> TerminalProgress {
+    pub(crate) fn new() -> TerminalProgress {
         TerminalProgress {
             bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             transfers: Mutex::new(HashMap::new()),

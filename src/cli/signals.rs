@@ -8,7 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 
 /// Watches for signals until aborted.
-pub fn watch(context: RunContext) -> JoinHandle<()> {
+pub(crate) fn watch(context: RunContext) -> JoinHandle<()> {
     tokio::spawn(async move {
         let (Ok(mut interrupt), Ok(mut terminate)) = (
             signal(SignalKind::interrupt()),

@@ -13,13 +13,13 @@ use cairn_store::{ArtifactStore, Retention, RetentionMode};
 use super::args::{BackupArgs, RestoreArgs, RetentionModeArg, UsageError};
 
 /// `pre-backup-check --store`: the store opens and takes writes for `deployment`.
-pub async fn check_store(url: &str, deployment: &str) -> Result<(), cairn::Error> {
+pub(crate) async fn check_store(url: &str, deployment: &str) -> Result<(), cairn::Error> {
     let store = cairn::format::store::open_store(url).await?;
     cairn::catalog::check_writable(store.as_ref(), deployment).await
 }
 
 /// Where `backup` writes, and the store that also keeps the run journal (backups into a store).
-pub async fn backup_sink(
+pub(crate) async fn backup_sink(
     args: &BackupArgs,
 ) -> anyhow::Result<(Arc<dyn BackupSink>, Option<Arc<dyn ArtifactStore>>)> {
     let Some(url) = args.store.url(args.artifact_path.is_none()) else {
@@ -52,7 +52,7 @@ pub async fn backup_sink(
 }
 
 /// A backup into the store at `url` (shared by `backup` and `cairn drill`).
-pub async fn store_sink(
+pub(crate) async fn store_sink(
     url: &str,
     compression: Option<&str>,
     allow_unversioned: bool,
@@ -76,7 +76,7 @@ pub async fn store_sink(
 }
 
 /// Where `restore` reads: the bbr directory, or the store's `--backup` (else the latest).
-pub async fn restore_source(
+pub(crate) async fn restore_source(
     args: &RestoreArgs,
     target_name: &str,
 ) -> anyhow::Result<Arc<dyn BackupSource>> {
@@ -91,12 +91,11 @@ pub async fn restore_source(
     let identities =
         cairn::format::encryption::Identities::load(&args.identity).map_err(UsageError)?;
     let store = cairn::format::store::open_store(&url).await?;
-    let (deployment, backup_id) = match &args.backup {
-        Some(id) => split_backup_id(id, Some(target_name))?,
-        None => {
-            let latest = cairn::format::store::latest_backup(store.as_ref(), target_name).await?;
-            (target_name.to_string(), latest)
-        }
+    let (deployment, backup_id) = if let Some(id) = &args.backup {
+        split_backup_id(id, Some(target_name))?
+    } else {
+        let latest = cairn::format::store::latest_backup(store.as_ref(), target_name).await?;
+        (target_name.to_string(), latest)
     };
     Ok(Arc::new(StoreSource {
         store,
@@ -107,7 +106,7 @@ pub async fn restore_source(
 }
 
 /// Splits `DEPLOYMENT/ID` (or `ID` with a default deployment).
-pub fn split_backup_id(
+pub(crate) fn split_backup_id(
     text: &str,
     default_deployment: Option<&str>,
 ) -> Result<(String, String), UsageError> {

@@ -605,7 +605,7 @@ mod tests {
             EntryType::GNULongName,
             "./long/".repeat(40).as_bytes(),
         );
-        append_file(&mut builder, "./placeholder", &[3_u8; 70_000]);
+        append_file(&mut builder, "./placeholder", &vec![3_u8; 70_000]);
         append_raw(&mut builder, "./sub/soft", EntryType::Symlink, "../a");
         append_raw(&mut builder, "./hard", EntryType::Link, "./a");
         let mut bytes = builder.into_inner().unwrap();

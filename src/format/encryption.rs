@@ -398,7 +398,7 @@ mod tests {
         let recipients = Recipients::parse(&[first_public, second_public])
             .unwrap()
             .unwrap();
-        let plaintext: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let plaintext: Vec<u8> = (0..300_000u32).flat_map(u32::to_le_bytes).collect();
         let sealed = seal(&recipients, &plaintext);
         assert!(sealed.starts_with(AGE_HEADER));
         assert_eq!(count(&sealed, b"-> X25519 "), 2, "one stanza per recipient");

@@ -138,7 +138,7 @@ pub async fn read_manifest(
         StoredBackupError::ManifestInvalid {
             backup: format!("{deployment}/{id}"),
             store: store.to_string(),
-            detail: e.to_string(),
+            detail: e.clone(),
         }
         .into()
     })

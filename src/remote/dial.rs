@@ -309,9 +309,8 @@ mod tests {
         let mut back = [0u8; 5];
         stream.read_exact(&mut back).await.unwrap();
         assert_eq!(&back, b"hello");
-        let error = match dialer.dial("127.0.0.1", 1).await {
-            Ok(_) => panic!("port 1 must be refused"),
-            Err(error) => error,
+        let Err(error) = dialer.dial("127.0.0.1", 1).await else {
+            panic!("port 1 must be refused")
         };
         assert!(error.to_string().contains("connection refused"), "{error}");
     }

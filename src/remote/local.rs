@@ -59,10 +59,10 @@ impl RemoteHost for LocalHost {
         let reading_out = read_stdout(child.stdout.take(), stdout, command);
         let reading_err = read_stderr(child.stderr.take());
         let work = async {
-            let (_, out, err, status) =
+            let ((), out, err, status) =
                 tokio::join!(feeding, reading_out, reading_err, child.wait());
             let status = status.map_err(|e| spawn_error(&e))?;
-            let status = status.code().map_or(128 + signal_of(&status), |c| c as u32);
+            let status = status.code().map_or(128 + signal_of(status), |c| c as u32);
             Ok(CommandOutput {
                 status,
                 stdout: out?,
@@ -76,7 +76,7 @@ impl RemoteHost for LocalHost {
     }
 }
 
-fn signal_of(status: &std::process::ExitStatus) -> u32 {
+fn signal_of(status: std::process::ExitStatus) -> u32 {
     use std::os::unix::process::ExitStatusExt;
     status.signal().map_or(0, |s| s as u32)
 }

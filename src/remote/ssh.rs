@@ -452,14 +452,13 @@ impl RemoteHost for SshHost {
             .await
             .map_err(|e| self.protocol_error(&e))?;
         let (mut reader, writer) = channel.split();
-        let feeder = match stdin {
-            Some(source) => Some(tokio::spawn(feed_stdin(source, writer.make_writer()))),
-            None => {
-                // No input: the command reads EOF at once instead of waiting for data that
-                // never comes (OpenSSH's `ssh host cmd </dev/null`, Go's session.Run).
-                let _ = writer.eof().await;
-                None
-            }
+        let feeder = if let Some(source) = stdin {
+            Some(tokio::spawn(feed_stdin(source, writer.make_writer())))
+        } else {
+            // No input: the command reads EOF at once instead of waiting for data that
+            // never comes (OpenSSH's `ssh host cmd </dev/null`, Go's session.Run).
+            let _ = writer.eof().await;
+            None
         };
         let collected = tokio::select! {
             result = collect_output(&mut reader, stdout, &self.name, command) => result,

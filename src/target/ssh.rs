@@ -139,9 +139,9 @@ impl SshTarget {
 impl SshTarget {
     /// Reaches every host through `dialer` (`BOSH_ALL_PROXY`) instead of direct TCP.
     #[must_use]
-    pub fn with_dialer(mut self, dialer: Option<Arc<dyn Dialer>>) -> SshTarget {
+    pub fn with_dialer(mut self, dialer: Option<&Arc<dyn Dialer>>) -> SshTarget {
         for (_, destination) in &mut self.hosts {
-            destination.dialer.clone_from(&dialer);
+            destination.dialer = dialer.cloned();
         }
         self
     }

@@ -185,7 +185,7 @@ async fn restore_from(
     let mut errors = RunErrors::new();
     match discover_or_interrupt(target, context, "Restore").await {
         Ok(deployment) => {
-            restore_deployment(&deployment, backup.as_ref(), context, &mut errors).await
+            restore_deployment(&deployment, backup.as_ref(), context, &mut errors).await;
         }
         Err(e) => errors.extend(e),
     }

@@ -229,7 +229,9 @@ fn write_and_digest(
     let mut tee = TeeReader::new(reader, writer);
     let files = digest_tar_files(&mut tee, EntryPolicy::Trust).map_err(|e| match e {
         crate::format::digest::TarDigestError::Io(io) => io,
-        other => io::Error::other(other.to_string()),
+        other @ crate::format::digest::TarDigestError::UnsafeEntry { .. } => {
+            io::Error::other(other.to_string())
+        }
     })?;
     let stored = tee.into_writer().finish()?;
     Ok((files, stored))

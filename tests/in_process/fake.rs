@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 /// How a job script (or a job's `tar -c`) ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Exit 0, doing what the script does (a `backup` writes the job's files).
     Succeed,
     /// Exit with this status and standard error, doing nothing.
@@ -41,7 +41,7 @@ pub enum Outcome {
 
 /// What a command was, parsed back from the string `src/commands.rs` built.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// The discovery `find`.
     Find,
     /// `stat` of a path.
@@ -73,7 +73,7 @@ pub enum Op {
 
 /// One command a host received.
 #[derive(Debug, Clone)]
-pub struct Call {
+pub(crate) struct Call {
     /// `<group>/<id>`.
     pub host: String,
     /// The command as received.
@@ -90,7 +90,7 @@ pub struct Call {
 
 impl Call {
     /// `<host>/<job>` for a script call.
-    pub fn job_id(&self) -> Option<String> {
+    pub(crate) fn job_id(&self) -> Option<String> {
         match &self.op {
             Op::Script { job, .. } => Some(format!("{}/{job}", self.host)),
             _ => None,
@@ -98,7 +98,7 @@ impl Call {
     }
 
     /// The script, for a script call.
-    pub fn script(&self) -> Option<ScriptName> {
+    pub(crate) fn script(&self) -> Option<ScriptName> {
         match &self.op {
             Op::Script { script, .. } => Some(*script),
             _ => None,
@@ -106,7 +106,7 @@ impl Call {
     }
 
     /// A variable of a script's environment.
-    pub fn env(&self, name: &str) -> Option<&str> {
+    pub(crate) fn env(&self, name: &str) -> Option<&str> {
         match &self.op {
             Op::Script { env, .. } => env.get(name).map(String::as_str),
             _ => None,
@@ -116,7 +116,7 @@ impl Call {
 
 /// What every host of one target shares: the call log and the "a hang was reached" signal.
 #[derive(Debug, Default)]
-pub struct World {
+pub(crate) struct World {
     calls: Mutex<Vec<Call>>,
     tick: AtomicUsize,
     hung: Notify,
@@ -152,12 +152,12 @@ impl World {
     }
 
     /// Every call so far, in the order they started.
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
 
     /// The calls of one script, in the order they started.
-    pub fn script_calls(&self, script: ScriptName) -> Vec<Call> {
+    pub(crate) fn script_calls(&self, script: ScriptName) -> Vec<Call> {
         self.calls()
             .into_iter()
             .filter(|c| c.script() == Some(script))
@@ -165,7 +165,7 @@ impl World {
     }
 
     /// The calls whose op matches.
-    pub fn ops_matching(&self, matches: impl Fn(&Op) -> bool) -> Vec<Call> {
+    pub(crate) fn ops_matching(&self, matches: impl Fn(&Op) -> bool) -> Vec<Call> {
         self.calls()
             .into_iter()
             .filter(|c| matches(&c.op))
@@ -173,14 +173,14 @@ impl World {
     }
 
     /// Resolves once some command reached [`Outcome::Hang`].
-    pub async fn hang_reached(&self) {
+    pub(crate) async fn hang_reached(&self) {
         self.hung.notified().await;
     }
 }
 
 /// A job as an instance has it.
 #[derive(Debug, Clone)]
-pub struct FakeJob {
+pub(crate) struct FakeJob {
     /// Job name.
     pub name: String,
     /// Its release (what the target answers for `release_of`).
@@ -193,7 +193,7 @@ pub struct FakeJob {
 
 impl FakeJob {
     /// A job with every script of bbr's contract (not Cairn's `post-restore-verify`).
-    pub fn new(name: &str, release: &str) -> FakeJob {
+    pub(crate) fn new(name: &str, release: &str) -> FakeJob {
         FakeJob {
             name: name.into(),
             release: release.into(),
@@ -206,13 +206,13 @@ impl FakeJob {
     }
 
     /// Adds a `backup_should_be_locked_before` entry to its metadata.
-    pub fn locked_before(mut self, job: &str, release: &str) -> FakeJob {
+    pub(crate) fn locked_before(mut self, job: &str, release: &str) -> FakeJob {
         self.backup_locked_before.push((job.into(), release.into()));
         self
     }
 
     /// Removes one of its scripts.
-    pub fn without(mut self, script: ScriptName) -> FakeJob {
+    pub(crate) fn without(mut self, script: ScriptName) -> FakeJob {
         self.scripts.remove(&script);
         self
     }
@@ -232,7 +232,7 @@ impl FakeJob {
 
 /// The files a successful `backup` of `job` on `host` writes: two files, one in a
 /// subdirectory with a space in its name.
-pub fn backup_files(host: &str, job: &str) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn backup_files(host: &str, job: &str) -> BTreeMap<String, Vec<u8>> {
     BTreeMap::from([
         (
             "./dump.sql".to_string(),
@@ -295,7 +295,7 @@ fn normalize(path: &str) -> String {
 
 /// One instance: its jobs, its files and the outcomes of its scripts.
 #[derive(Debug)]
-pub struct FakeHost {
+pub(crate) struct FakeHost {
     name: String,
     jobs: Vec<FakeJob>,
     world: Arc<World>,
@@ -318,7 +318,7 @@ fn exit(status: u32, stdout: Vec<u8>, stderr: &str) -> CommandOutput {
 
 impl FakeHost {
     /// True when `/var/vcap/store/bbr-backup` exists here.
-    pub fn artifact_root_exists(&self) -> bool {
+    pub(crate) fn artifact_root_exists(&self) -> bool {
         self.state.lock().unwrap().exists(REMOTE_ARTIFACT_ROOT)
     }
 
@@ -570,7 +570,7 @@ impl FakeHost {
 }
 
 /// A tar like `tar -C dir -c .`: a `./` entry, then every file as `./name`.
-pub fn build_tar(files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+pub(crate) fn build_tar(files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     let header_for = |name: &str, kind: tar::EntryType, size: usize| {
         let mut header = tar::Header::new_gnu();
@@ -613,7 +613,7 @@ impl RemoteHost for FakeHost {
 
 /// Splits a POSIX shell command into words: enough for what `cairn::remote::shell_quote`
 /// produces (single quotes, `\'`), and tolerant of the rest.
-pub fn shell_words(text: &str) -> Vec<String> {
+pub(crate) fn shell_words(text: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -655,7 +655,7 @@ pub fn shell_words(text: &str) -> Vec<String> {
 
 /// Parses a command built by `src/commands.rs`; panics on anything else, so a command the fake
 /// does not know fails the test that sent it.
-pub fn parse_command(command: &str) -> Op {
+pub(crate) fn parse_command(command: &str) -> Op {
     let words = shell_words(command);
     assert_eq!(words.first().map(String::as_str), Some("sudo"), "{command}");
     let rest: Vec<&str> = words[1..].iter().map(String::as_str).collect();
@@ -715,7 +715,7 @@ fn parse_script(words: &[&str], command: &str) -> Op {
 
 /// A deployment of fake hosts.
 #[derive(Debug)]
-pub struct FakeTarget {
+pub(crate) struct FakeTarget {
     name: String,
     world: Arc<World>,
     hosts: Vec<(InstanceAddress, Arc<FakeHost>)>,
@@ -724,7 +724,7 @@ pub struct FakeTarget {
 
 impl FakeTarget {
     /// An empty deployment.
-    pub fn new(name: &str) -> FakeTarget {
+    pub(crate) fn new(name: &str) -> FakeTarget {
         FakeTarget {
             name: name.into(),
             world: Arc::default(),
@@ -734,7 +734,7 @@ impl FakeTarget {
     }
 
     /// Adds an instance `<group>/<index>` (index 0 is the group's bootstrap).
-    pub fn instance(mut self, group: &str, index: &str, jobs: Vec<FakeJob>) -> FakeTarget {
+    pub(crate) fn instance(mut self, group: &str, index: &str, jobs: Vec<FakeJob>) -> FakeTarget {
         let name = InstanceName::new(group, index);
         let host = FakeHost {
             name: name.to_string(),
@@ -752,12 +752,12 @@ impl FakeTarget {
     }
 
     /// The shared call log.
-    pub fn world(&self) -> &World {
+    pub(crate) fn world(&self) -> &World {
         &self.world
     }
 
     /// An instance by `<group>/<id>`.
-    pub fn host(&self, name: &str) -> &FakeHost {
+    pub(crate) fn host(&self, name: &str) -> &FakeHost {
         self.hosts
             .iter()
             .map(|(_, host)| host.as_ref())
@@ -766,22 +766,28 @@ impl FakeTarget {
     }
 
     /// Every instance name, in target order.
-    pub fn host_names(&self) -> Vec<String> {
+    pub(crate) fn host_names(&self) -> Vec<String> {
         self.hosts.iter().map(|(_, h)| h.name.clone()).collect()
     }
 
     /// Sets how `script` of `job` on `instance` ends, every time.
-    pub fn on(&self, instance: &str, job: &str, script: ScriptName, outcome: Outcome) {
+    pub(crate) fn on(&self, instance: &str, job: &str, script: ScriptName, outcome: Outcome) {
         self.on_each(instance, job, script, vec![outcome]);
     }
 
     /// Sets how successive runs of `script` of `job` on `instance` end; the last repeats.
-    pub fn on_each(&self, instance: &str, job: &str, script: ScriptName, outcomes: Vec<Outcome>) {
+    pub(crate) fn on_each(
+        &self,
+        instance: &str,
+        job: &str,
+        script: ScriptName,
+        outcomes: Vec<Outcome>,
+    ) {
         self.set(instance, job, Step::Script(script), outcomes);
     }
 
     /// Sets how the `tar -c` of `job`'s artifact directory on `instance` ends.
-    pub fn on_transfer(&self, instance: &str, job: &str, outcome: Outcome) {
+    pub(crate) fn on_transfer(&self, instance: &str, job: &str, outcome: Outcome) {
         self.set(instance, job, Step::Transfer, vec![outcome]);
     }
 
@@ -797,7 +803,7 @@ impl FakeTarget {
 
     /// Leaves a job's artifact directory (and so the artifact root) on an instance, as a
     /// killed run would have.
-    pub fn leave_artifact_directory(&self, instance: &str, job: &str) {
+    pub(crate) fn leave_artifact_directory(&self, instance: &str, job: &str) {
         let host = self.host(instance);
         let mut state = host.state.lock().unwrap();
         state.make_dir(&format!("{REMOTE_ARTIFACT_ROOT}/{job}"));
@@ -809,7 +815,7 @@ impl FakeTarget {
     }
 
     /// How many times `release_access` was called.
-    pub fn released(&self) -> usize {
+    pub(crate) fn released(&self) -> usize {
         self.released.load(Ordering::SeqCst)
     }
 }
@@ -850,6 +856,7 @@ impl Target for FakeTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn::remote::commands as c;
     use cairn::remote::script::ScriptCommand;
 
     #[test]
@@ -879,7 +886,6 @@ mod tests {
         };
         assert_eq!(timeout.as_deref(), Some("9s"));
         let dir = "/var/vcap/store/bbr-backup/my job/";
-        use cairn::remote::commands as c;
         assert_eq!(parse_command(c::FIND_SCRIPTS), Op::Find);
         assert_eq!(
             parse_command(&c::artifact_root_exists()),

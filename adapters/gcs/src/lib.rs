@@ -68,6 +68,10 @@ impl GcsStore {
     /// # Errors
     /// [`StoreError::Configuration`] for a location that is not `gs://` or a malformed
     /// endpoint, [`StoreError::Credentials`] when credentials are needed and cannot be loaded.
+    #[allow(
+        clippy::unused_async,
+        reason = "the same signature as the other adapters' constructors, which await"
+    )]
     pub async fn from_location(location: &StoreLocation) -> Result<GcsStore, StoreError> {
         let StoreLocation::Gcs {
             bucket,

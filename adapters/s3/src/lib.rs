@@ -191,16 +191,16 @@ impl S3Store {
     }
 
     /// The [`StoreError`] for a failed request; `operation` is the S3 operation's name.
-    fn error<E>(&self, operation: &str, key: Option<&str>, error: SdkError<E>) -> StoreError
+    fn error<E>(&self, operation: &str, key: Option<&str>, error: &SdkError<E>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         let detail = match key {
-            Some(key) => format!("{operation} `{key}`: {}", error::describe(&error)),
-            None => format!("{operation}: {}", error::describe(&error)),
+            Some(key) => format!("{operation} `{key}`: {}", error::describe(error)),
+            None => format!("{operation}: {}", error::describe(error)),
         };
         error::store_error(
-            error::kind(&error),
+            error::kind(error),
             &self.to_string(),
             &self.bucket,
             key.unwrap_or(""),
@@ -221,7 +221,7 @@ impl S3Store {
                 .and_then(|c| c.object_lock_enabled())
                 == Some(&ObjectLockEnabled::Enabled)),
             Err(error) if error.code() == Some("ObjectLockConfigurationNotFoundError") => Ok(false),
-            Err(error) => Err(self.error("GetObjectLockConfiguration", None, error)),
+            Err(error) => Err(self.error("GetObjectLockConfiguration", None, &error)),
         }
     }
 }
@@ -332,7 +332,7 @@ impl ArtifactStore for S3Store {
             .set_version_id(version.map(str::to_string))
             .send()
             .await
-            .map_err(|e| self.error("GetObject", Some(key.as_str()), e))?;
+            .map_err(|e| self.error("GetObject", Some(key.as_str()), &e))?;
         Ok(body_stream(output.body, self.to_string(), key.to_string()))
     }
 
@@ -345,7 +345,7 @@ impl ArtifactStore for S3Store {
             .set_version_id(version.map(str::to_string))
             .send()
             .await
-            .map_err(|e| self.error("HeadObject", Some(key.as_str()), e))?;
+            .map_err(|e| self.error("HeadObject", Some(key.as_str()), &e))?;
         Ok(ObjectMeta {
             key: key.clone(),
             size: size(output.content_length()),
@@ -366,7 +366,7 @@ impl ArtifactStore for S3Store {
             .set_version_id(version.map(str::to_string))
             .send()
             .await
-            .map_err(|e| self.error("DeleteObject", Some(key.as_str()), e))?;
+            .map_err(|e| self.error("DeleteObject", Some(key.as_str()), &e))?;
         Ok(())
     }
 
@@ -380,7 +380,7 @@ impl ArtifactStore for S3Store {
                 .upload_id(upload_id)
                 .send()
                 .await
-                .map_err(|e| self.error("AbortMultipartUpload", Some(object), e))?;
+                .map_err(|e| self.error("AbortMultipartUpload", Some(object), &e))?;
         }
         Ok(uploads.len())
     }
@@ -392,7 +392,7 @@ impl ArtifactStore for S3Store {
             .bucket(&self.bucket)
             .send()
             .await
-            .map_err(|e| self.error("GetBucketVersioning", None, e))?;
+            .map_err(|e| self.error("GetBucketVersioning", None, &e))?;
         Ok(Capabilities {
             versioning: versioning.status() == Some(&BucketVersioningStatus::Enabled),
             retention: self.object_lock_enabled().await?,

@@ -21,7 +21,7 @@ impl S3Store {
             .send();
         let mut objects = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error("ListObjectsV2", Some(prefix), e))?;
+            let page = page.map_err(|e| self.error("ListObjectsV2", Some(prefix), &e))?;
             objects.extend(page.contents().iter().filter_map(|object| {
                 self.meta(object.key(), object.size(), None, object.last_modified())
             }));
@@ -51,7 +51,7 @@ impl S3Store {
                 .set_version_id_marker(version_marker)
                 .send()
                 .await
-                .map_err(|e| self.error("ListObjectVersions", Some(prefix), e))?;
+                .map_err(|e| self.error("ListObjectVersions", Some(prefix), &e))?;
             entries.extend(page.versions().iter().filter_map(|version| {
                 self.meta(
                     version.key(),
@@ -113,7 +113,7 @@ impl S3Store {
                 .set_upload_id_marker(upload_marker)
                 .send()
                 .await
-                .map_err(|e| self.error("ListMultipartUploads", Some(prefix), e))?;
+                .map_err(|e| self.error("ListMultipartUploads", Some(prefix), &e))?;
             uploads.extend(page.uploads().iter().filter_map(|upload| {
                 Some((upload.key()?.to_string(), upload.upload_id()?.to_string()))
             }));

@@ -228,7 +228,7 @@ impl S3Upload {
             .await
             .map_err(|e| {
                 self.store
-                    .error("CreateMultipartUpload", Some(self.key.as_str()), e)
+                    .error("CreateMultipartUpload", Some(self.key.as_str()), &e)
             })?;
         let upload_id = output.upload_id.ok_or_else(|| StoreError::Other {
             store: self.store.to_string(),
@@ -282,7 +282,7 @@ impl S3Upload {
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| self.store.error("PutObject", Some(self.key.as_str()), e))?;
+            .map_err(|e| self.store.error("PutObject", Some(self.key.as_str()), &e))?;
         recycle(kept);
         self.filling = None;
         Ok(PutResult {
@@ -314,7 +314,7 @@ impl S3Upload {
             .map_err(|e| {
                 target
                     .store
-                    .error("CompleteMultipartUpload", Some(target.key.as_str()), e)
+                    .error("CompleteMultipartUpload", Some(target.key.as_str()), &e)
             })?;
         self.multipart = None;
         tracing::debug!(key = %self.key, size = self.size, stats = ?self.stats, "multipart upload complete");
@@ -428,7 +428,7 @@ impl PartTarget {
                 self.store.error(
                     &format!("UploadPart {number} of"),
                     Some(self.key.as_str()),
-                    e,
+                    &e,
                 )
             })?;
         recycle(kept);
@@ -450,7 +450,7 @@ impl PartTarget {
             .await
             .map_err(|e| {
                 self.store
-                    .error("AbortMultipartUpload", Some(self.key.as_str()), e)
+                    .error("AbortMultipartUpload", Some(self.key.as_str()), &e)
             })?;
         Ok(())
     }

@@ -285,7 +285,7 @@ fn job_times(scripts: &[ScriptRecord]) -> Vec<JobTimes> {
             });
         match record.script {
             ScriptName::PreBackupLock if record.success => {
-                entry.locked_at = Some(record.finished_at)
+                entry.locked_at = Some(record.finished_at);
             }
             ScriptName::PostBackupUnlock => entry.unlocked_at = Some(record.finished_at),
             _ => {}

@@ -280,7 +280,7 @@ impl DirectorClient {
         let margin = (lifetime / 10).min(TOKEN_MARGIN);
         Ok(Token {
             header: format!("{} {}", parsed.token_type, parsed.access_token),
-            renew_at: Instant::now() + lifetime - margin,
+            renew_at: (Instant::now() + lifetime).checked_sub(margin).unwrap(),
         })
     }
 

@@ -312,14 +312,13 @@ impl Target for BoshTarget {
 
     fn release_of(&self, group: &str, job: &str) -> String {
         let state = self.state.lock().expect("state");
-        match state.jobs.get(&(group.to_string(), job.to_string())) {
-            Some(found) => found.release.clone(),
-            None => {
-                tracing::warn!(
-                    "No release found for job {job} of instance group {group} in the manifest"
-                );
-                String::new()
-            }
+        if let Some(found) = state.jobs.get(&(group.to_string(), job.to_string())) {
+            found.release.clone()
+        } else {
+            tracing::warn!(
+                "No release found for job {job} of instance group {group} in the manifest"
+            );
+            String::new()
         }
     }
 
