@@ -7,6 +7,10 @@
 # benchmark's quick mode (integration/bench/throughput.sh --quick), which fails when Cairn falls
 # below a generous floor (docs/performance.md, "CI: quick mode"). Needs root.
 #
+# Finds a rustup-installed cargo also through sudo (integration/lib/cargo-path.sh) and proves it
+# (integration/lib/check-cargo-path.sh); fails when the tests leave files in the temp folder or
+# bbr-*.err.log files in the repository (integration/lib/leftovers.sh, before and after).
+#
 # CAIRN_SKIP_BENCH=1 skips the release build and the benchmark (the tests only); CI never sets it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +19,11 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "integration/test.sh: run as root (the test bed creates network and mount namespaces)" >&2
   exit 1
 fi
+# sudo's secure_path drops ~/.cargo/bin: find cargo as the user's shell would (before the
+# installs, so that a missing or old Rust is said at once), with rustfmt and clippy.
+# shellcheck source=integration/lib/cargo-path.sh
+source integration/lib/cargo-path.sh
+cairn_require_rust_components rustfmt clippy
 
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -46,6 +55,10 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# The README's commands work through sudo with a rustup toolchain: as root with sudo's
+# secure_path, and as an unprivileged user whose toolchain is in its own home (a few seconds).
+integration/lib/check-cargo-path.sh
+
 # The object-store emulators the tests start: moto (S3), Azurite (Azure Blob), fake-gcs-server.
 echo "== installing the store emulators (once)"
 for emulator in moto azurite fake-gcs; do
@@ -72,11 +85,13 @@ end_marked() {
   for pid in $pids; do
     echo "   $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-160)"
   done
+  # shellcheck disable=SC2086 # a list of pids, split on purpose
   kill $pids 2>/dev/null || true
   for _ in $(seq 50); do
     [ -n "$(marked "$marker")" ] || return 0
     sleep 0.1
   done
+  # shellcheck disable=SC2046 # a list of pids, split on purpose
   kill -9 $(marked "$marker") 2>/dev/null || true
 }
 
@@ -89,8 +104,17 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test (unit and end-to-end)"
 test_marker=CAIRN_TEST_RUN=$$-$(date +%s%N)
+leftovers_before=$(integration/lib/leftovers.sh)
 env "$test_marker" cargo test --workspace --locked -- --test-threads="${CAIRN_TEST_THREADS:-4}"
 echo "== all tests passed"
+# The tests leave nothing behind: nothing of theirs in the temp folder, no bbr-*.err.log here.
+left=$(LC_ALL=C comm -13 <(echo "$leftovers_before") <(integration/lib/leftovers.sh))
+if [ -n "$left" ]; then
+  echo "== the tests left these behind (new since they started):" >&2
+  while IFS= read -r line; do echo "   $line"; done <<<"$left" >&2
+  exit 1
+fi
+echo "== the tests left nothing in ${TMPDIR:-/tmp} or the repository"
 
 if [ "${CAIRN_SKIP_BENCH:-0}" = 1 ]; then
   echo "== benchmark skipped (CAIRN_SKIP_BENCH=1)"

@@ -21,17 +21,37 @@ pub(crate) fn cairn(bed: &TestBed, workdir: &Path, args: &[&str]) -> Output {
 /// way for a cloud client to reach a metadata address.
 pub(crate) const STORE_ENV: [(&str, &str); 4] = cairn_testbed::stores::CLIENT_ENV;
 
-/// The `cairn` command with the emulators' environment, run in `workdir`, with a run-journal
-/// directory of its own (tests run in parallel, and all their deployments are called `testbed`).
+/// The `cairn` command with the emulators' environment, run in `workdir` (where it writes its
+/// `bbr-<time>.err.log`), with a run-journal directory of its own (tests run in parallel, and
+/// all their deployments are called `testbed`): [`state_dir`], removed with the test's
+/// directory.
 pub(crate) fn cairn_command_in(workdir: &Path) -> Command {
     let mut command = cairn_command();
-    let state = std::env::temp_dir().join(format!(
-        "cairn-state{}",
-        workdir.display().to_string().replace('/', "_")
-    ));
-    command.current_dir(workdir).env("CAIRN_STATE_DIR", state);
+    command
+        .current_dir(workdir)
+        .env("CAIRN_STATE_DIR", state_dir(workdir));
     command
 }
+
+/// The run-journal directory (`CAIRN_STATE_DIR`) of cairn run in `workdir`: the `state`
+/// directory next to a [`workdir`]'s `work` directory, else `.cairn-state` inside `workdir`
+/// (a test bed's directory). Either way inside what the test removes when it ends: nothing is
+/// left in the system's temp folder.
+pub(crate) fn state_dir(workdir: &Path) -> PathBuf {
+    if workdir.file_name() == Some(WORK.as_ref()) {
+        if let Some(root) = workdir.parent() {
+            let state = root.join(STATE);
+            if state.is_dir() {
+                return state;
+            }
+        }
+    }
+    workdir.join(".cairn-state")
+}
+
+/// Names inside a [`Workdir`]'s temporary directory.
+const WORK: &str = "work";
+const STATE: &str = "state";
 
 /// The `cairn` command with the emulators' environment.
 pub(crate) fn cairn_command() -> Command {
@@ -94,9 +114,42 @@ pub(crate) fn text(output: &Output) -> String {
     )
 }
 
-/// A scratch directory for artifacts, removed at the end of the test.
-pub(crate) fn workdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temp dir")
+/// A test's scratch directory: [`Workdir::path`] is where cairn runs and writes artifacts (empty
+/// at first), and next to it the run-journal directory ([`state_dir`]); the whole temporary
+/// directory is removed when the value is dropped, at the end of the test.
+pub(crate) struct Workdir {
+    root: tempfile::TempDir,
+    work: PathBuf,
+}
+
+impl Workdir {
+    /// The (initially empty) working directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.work
+    }
+
+    /// The temporary directory holding [`Workdir::path`] and the run journals.
+    pub(crate) fn root(&self) -> &Path {
+        self.root.path()
+    }
+}
+
+impl AsRef<Path> for Workdir {
+    fn as_ref(&self) -> &Path {
+        &self.work
+    }
+}
+
+/// A scratch directory for artifacts, removed at the end of the test (see [`Workdir`]).
+pub(crate) fn workdir() -> Workdir {
+    let root = tempfile::Builder::new()
+        .prefix("cairn-e2e-")
+        .tempdir()
+        .expect("temp dir");
+    let work = root.path().join(WORK);
+    std::fs::create_dir(&work).expect("work dir");
+    std::fs::create_dir(root.path().join(STATE)).expect("state dir");
+    Workdir { root, work }
 }
 
 /// The only backup directory created in `parent`.

@@ -111,9 +111,23 @@ echo data > /var/vcap/store/broken-copy.txt
 mkdir -p /var/vcap/store/broken-scratch && cd /var/vcap/store/broken-scratch && mkdir -p rel
 # A temporary file removed again is fine; one left behind is not.
 t=$(mktemp); echo x > "$t"; rm "$t"
-mktemp > /dev/null
+mktemp /tmp/tmp.LEAK_TAG.XXXXXX > /dev/null
 ln -s /etc/passwd "${BBR_ARTIFACT_DIRECTORY}passwd"
 "#;
+
+/// Removes `/tmp/tmp.<tag>.*` when dropped.
+struct TmpLeak(String);
+
+impl Drop for TmpLeak {
+    fn drop(&mut self) {
+        let prefix = format!("tmp.{}.", self.0);
+        for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
 
 const RESTORE: &str = "#!/bin/sh\nset -eu\ncat \"${BBR_ARTIFACT_DIRECTORY}data.txt\" > /dev/null\n";
 const LOCK: &str =
@@ -126,8 +140,12 @@ fn a_broken_job_is_caught_with_one_line_per_violation() {
     cairn_testbed::require_root!();
     let bed = TestBed::start(&[("database", 0, &["broken"])]).expect("test bed");
     let host = bed.host("database", 0);
+    // The temporary files the leaky script leaves in the machine's /tmp (shared with the
+    // hosts), tagged with this test run and removed at the end, even when the test fails.
+    let leak = TmpLeak(format!("cairn-leak-{}", std::process::id()));
+    let leaky_backup = LEAKY_BACKUP.replace("LEAK_TAG", &leak.0);
     for (script, body) in [
-        ("backup", LEAKY_BACKUP),
+        ("backup", leaky_backup.as_str()),
         ("restore", RESTORE),
         ("pre-backup-lock", LOCK),
         ("post-backup-unlock", STRICT_UNLOCK),

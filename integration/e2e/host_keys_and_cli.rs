@@ -159,6 +159,7 @@ fn command_line_follows_bbr() {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cairn"), &link).unwrap();
     let output = std::process::Command::new(&link)
         .arg("version")
+        .current_dir(work.path())
         .output()
         .unwrap();
     assert_eq!(

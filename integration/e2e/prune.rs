@@ -460,6 +460,7 @@ fn a_delete_that_fails_is_reported_prune_goes_on_and_exits_1() {
             "1",
         ])
         .current_dir(work.path())
+        .env("CAIRN_STATE_DIR", state_dir(work.path()))
         .output()
         .unwrap();
     eprintln!("{}", text(&output));
