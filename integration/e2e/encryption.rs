@@ -69,9 +69,10 @@ fn only_backup(work: &Path, store: &str) -> String {
         .lines()
         .map(str::to_string)
         .collect();
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].ends_with("\tcomplete"), "{lines:?}");
-    lines[0].split('\t').next().unwrap().to_string()
+    assert_eq!(lines.len(), 2, "a header and one backup: {lines:?}");
+    assert_eq!(lines[0], "BACKUP\tTIME\tSIZE\tSTATE");
+    assert!(lines[1].ends_with("\tcomplete"), "{lines:?}");
+    lines[1].split('\t').next().unwrap().to_string()
 }
 
 fn manifest(work: &Path, store: &str, id: &str) -> (serde_json::Value, String) {

@@ -9,10 +9,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 /// Backup and restore for BOSH deployments (bbr-compatible).
+// The first line of the help says what Cairn is; invoked as `bbr` it keeps bbr's
+// `BOSH Backup and Restore` (`help::command`).
 #[derive(Debug, Parser)]
 #[command(
     name = "cairn",
-    about = "BOSH Backup and Restore",
+    about = "Cairn: backup and restore for BOSH-deployed platforms, a drop-in successor of bbr",
     disable_help_subcommand = true,
     disable_version_flag = true
 )]
@@ -478,6 +480,10 @@ impl Action {
 #[error("{0}")]
 pub(crate) struct UsageError(pub String);
 
+/// The line after bbr's `--target flag is required.`: without a Director, an inventory.
+const TARGET_OR_INVENTORY: &str =
+    "Or list the instances in an inventory file with --inventory FILE (see README).";
+
 fn required(flag: &str) -> UsageError {
     UsageError(format!("--{flag} flag is required."))
 }
@@ -492,6 +498,13 @@ impl DeploymentArgs {
                 ("password", &self.password),
             ] {
                 if value.as_deref().unwrap_or("").is_empty() {
+                    if flag == "target" {
+                        // bbr's line, then Cairn's other way to find the instances.
+                        return Err(UsageError(format!(
+                            "{}\n{TARGET_OR_INVENTORY}",
+                            required(flag).0
+                        )));
+                    }
                     return Err(required(flag));
                 }
             }
@@ -663,7 +676,7 @@ mod tests {
         let d = deployment(&["-u", "admin", "-p", "s", "-d", "cf", "c"]);
         assert_eq!(
             d.validate().unwrap_err().to_string(),
-            "--target flag is required."
+            "--target flag is required.\nOr list the instances in an inventory file with --inventory FILE (see README)."
         );
         let d = deployment(&["-t", "x", "-u", "admin", "-p", "s", "c"]);
         assert_eq!(

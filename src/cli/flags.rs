@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 use super::args::{Cli, Command};
 use super::config::ConfigFile;
@@ -20,7 +20,10 @@ pub(crate) struct Invocation {
 
 /// Parses the flags and loads the config file; `Err` is the exit code, the message printed.
 pub(crate) fn parse() -> Result<Invocation, i32> {
-    let mut cli = match Cli::try_parse() {
+    let parsed = super::help::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let mut cli = match parsed {
         Ok(cli) => cli,
         Err(error) => return Err(parse_failure(&error)),
     };
@@ -40,8 +43,13 @@ pub(crate) fn parse() -> Result<Invocation, i32> {
 }
 
 /// Prints clap's message (bbr's for an unknown subcommand); returns the exit code.
+///
+/// The rule, the same for every command and command group: asking for help (`--help`) exits
+/// 0; any usage mistake exits 1, as bbr's do. A command group without its subcommand
+/// (`cairn`, `cairn deployment`, `cairn backups`, `cairn contract`, `cairn config`, ...) is a
+/// usage mistake: clap prints the group's help on stderr and the exit code is 1.
 fn parse_failure(error: &clap::Error) -> i32 {
-    use clap::error::ErrorKind;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
     match error.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = error.print();
@@ -49,13 +57,23 @@ fn parse_failure(error: &clap::Error) -> i32 {
         }
         ErrorKind::InvalidSubcommand => {
             let unknown = error
-                .get(clap::error::ContextKind::InvalidSubcommand)
+                .get(ContextKind::InvalidSubcommand)
                 .map(ToString::to_string)
                 .unwrap_or_default();
+            // bbr's exact line, then clap's suggestion when a command is close enough.
             eprintln!("Error command '{unknown}' not found");
-            let _ = <Cli as clap::CommandFactory>::command().print_help();
+            if let Some(ContextValue::Strings(suggestions)) =
+                error.get(ContextKind::SuggestedSubcommand)
+            {
+                if let Some(suggestion) = suggestions.first() {
+                    eprintln!("did you mean `{suggestion}`?");
+                }
+            }
+            let _ = super::help::command().print_help();
             1
         }
+        // Every other kind is a usage mistake, a missing subcommand
+        // (`DisplayHelpOnMissingArgumentOrSubcommand`) included.
         _ => {
             let _ = error.print();
             1

@@ -15,9 +15,22 @@ pub(crate) fn program_name() -> String {
         .map_or_else(|| "cairn".into(), |n| n.to_string_lossy().into_owned())
 }
 
+/// bbr's one-line description, the first line of its help.
+const BBR_ABOUT: &str = "BOSH Backup and Restore";
+
+/// The command line as clap sees it: Cairn's, or bbr's first help line when invoked as `bbr`.
+pub(crate) fn command() -> clap::Command {
+    let command = Cli::command();
+    if program_name() == "bbr" {
+        command.about(BBR_ABOUT)
+    } else {
+        command
+    }
+}
+
 /// Prints the help.
 pub(crate) fn help() -> i32 {
-    let _ = Cli::command().print_help();
+    let _ = command().print_help();
     0
 }
 

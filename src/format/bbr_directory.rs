@@ -33,7 +33,7 @@ pub enum ArtifactError {
         source: std::io::Error,
     },
     /// A file could not be read or written.
-    #[error("{action} `{path}` failed: {source}")]
+    #[error("{}", io_message(action, path, source))]
     Io {
         /// What was attempted.
         action: &'static str,
@@ -41,6 +41,18 @@ pub enum ArtifactError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// A directory or file that a backup needs is not there (or is not what it should be).
+    #[error("{action} `{path}`: {reason}; {what_to_do}")]
+    Missing {
+        /// What was attempted, in bbr's words (`failed opening the directory`).
+        action: &'static str,
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong with it (`no such file or directory`).
+        reason: &'static str,
+        /// What the operator can do.
+        what_to_do: &'static str,
     },
     /// `metadata` is not bbr metadata.
     #[error("Invalid metadata `{path}`: {detail}")]
@@ -71,6 +83,17 @@ pub enum ArtifactError {
         /// Why.
         source: TarDigestError,
     },
+}
+
+/// `Writing `x` failed: why`, or `Error reading artifact file `x`: why` when the action (bbr's
+/// wording) already says it failed.
+fn io_message(action: &str, path: &Path, source: &std::io::Error) -> String {
+    let path = path.display();
+    if action.starts_with("Error") || action.starts_with("failed") {
+        format!("{action} `{path}`: {source}")
+    } else {
+        format!("{action} `{path}` failed: {source}")
+    }
 }
 
 /// A backup directory being written: `<parent>/<deployment>_<timestamp>`, mode 0700.

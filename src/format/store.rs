@@ -237,11 +237,31 @@ pub(crate) async fn delete_objects(
     Ok(deleted.max(versions.len()))
 }
 
-/// Opens the store a URL names, with credentials from the store's standard chain.
+/// Opens the store a URL names, with credentials from the store's standard chain, and checks
+/// it ([`check_store`]) before anything else: every command that opens a store goes through
+/// here.
 ///
 /// # Errors
-/// A bad URL or a store that cannot be set up.
+/// A bad URL, a store that cannot be set up, or one that fails [`check_store`].
 pub async fn open_store(url: &str) -> Result<Arc<dyn ArtifactStore>, Error> {
+    let store = connect_store(url).await?;
+    check_store(store.as_ref()).await?;
+    Ok(store)
+}
+
+/// The start-of-run check of a store, shared by every command: it answers, with the
+/// credentials given, and its root exists — a missing directory (`file://`), bucket (S3, GCS)
+/// or container (Azure) is an error naming it, never an empty store. Returns what the store
+/// supports (versioning, retention) for checks that need it.
+///
+/// # Errors
+/// The store's error (`StoreError::Configuration` for a missing root).
+pub async fn check_store(store: &dyn ArtifactStore) -> Result<cairn_store::Capabilities, Error> {
+    Ok(store.capabilities().await?)
+}
+
+/// The adapter for a URL, not yet checked.
+async fn connect_store(url: &str) -> Result<Arc<dyn ArtifactStore>, Error> {
     let location = cairn_store::StoreLocation::parse(url).map_err(invalid_name)?;
     match location {
         cairn_store::StoreLocation::File { root } => {

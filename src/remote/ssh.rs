@@ -229,6 +229,9 @@ fn load_private_key(path: &Path) -> Result<keys::PrivateKey, RemoteError> {
             keys::Error::KeyIsEncrypted => {
                 "it is encrypted; give an unencrypted key (ssh-keygen -p)".into()
             }
+            keys::Error::IO(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                "no such file; fix the key's path (`private_key` in the inventory, or --private-key-path)".into()
+            }
             other => other.to_string(),
         },
     })

@@ -13,13 +13,14 @@ use serde::Deserialize;
 /// A mistake in the inventory file.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    /// The file cannot be read.
-    #[error("Cannot read inventory `{path}`: {source}; check the --inventory path")]
+    /// The file cannot be read. (The OS error is in the message and not a `source`, so a
+    /// report that prints the error chain says it once.)
+    #[error("Cannot read inventory `{path}`: {error}; check the --inventory path")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The YAML does not match the schema.
     #[error("Invalid inventory `{path}`: {detail}")]
@@ -87,9 +88,9 @@ impl Inventory {
     /// # Errors
     /// [`InventoryError`] naming the file and the faulty entry.
     pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| InventoryError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let invalid = |detail: String| InventoryError::Invalid {
             path: path.to_path_buf(),
@@ -98,7 +99,10 @@ impl Inventory {
         let mut inventory: Inventory =
             yaml_serde::from_str(&text).map_err(|error| invalid(error.to_string()))?;
         inventory.validate().map_err(invalid)?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // The inventory's folder, absolute, so a message about a key names the file itself
+        // (`inv.yml` given from its own folder has the parent "").
+        let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = file.parent().unwrap_or(Path::new("."));
         for instance in &mut inventory.instances {
             if instance.private_key.is_relative() {
                 instance.private_key = base.join(&instance.private_key);

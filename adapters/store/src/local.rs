@@ -24,7 +24,8 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// A store rooted at `root` (created on first write).
+    /// A store rooted at `root`, a directory that must exist ([`ArtifactStore::capabilities`]
+    /// refuses a missing one; writes create the folders under it).
     #[must_use]
     pub fn new(root: impl Into<PathBuf>) -> LocalStore {
         LocalStore { root: root.into() }
@@ -223,11 +224,22 @@ impl ArtifactStore for LocalStore {
             .map_err(|e| self.error(&path, &e))
     }
 
+    /// Refuses a root that does not exist, as the cloud stores refuse a missing bucket or
+    /// container: a mistyped path must not look like an empty store.
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
-        tokio::fs::create_dir_all(&self.root)
-            .await
-            .map_err(|e| self.error(&self.root, &e))?;
-        Ok(Capabilities::default())
+        let root = self.root.display();
+        let problem = match tokio::fs::metadata(&self.root).await {
+            Ok(metadata) if metadata.is_dir() => return Ok(Capabilities::default()),
+            Ok(_) => format!("`{root}` is not a directory; fix the store URL"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
+                "the directory `{root}` does not exist; create it (mkdir -p {root}) or fix the store URL"
+            ),
+            Err(e) => return Err(self.error(&self.root, &e)),
+        };
+        Err(StoreError::Configuration {
+            store: self.to_string(),
+            detail: problem,
+        })
     }
 
     async fn abort_unfinished_uploads(&self, prefix: &str) -> Result<usize, StoreError> {
@@ -264,6 +276,29 @@ mod tests {
     async fn local_store_passes_the_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().join("store"));
+        std::fs::create_dir(dir.path().join("store")).unwrap();
         crate::conformance::check_store(&store, "conformance").await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_root_is_refused_not_listed_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("typo");
+        let error = LocalStore::new(&missing).capabilities().await.unwrap_err();
+        assert!(matches!(error, StoreError::Configuration { .. }));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "file://{0}: the directory `{0}` does not exist; create it (mkdir -p {0}) or fix the store URL",
+                missing.display()
+            )
+        );
+        assert!(!missing.exists(), "the check creates nothing");
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let error = LocalStore::new(&file).capabilities().await.unwrap_err();
+        assert!(error
+            .to_string()
+            .ends_with("is not a directory; fix the store URL"));
     }
 }

@@ -5,6 +5,9 @@ use cairn_store::ArtifactStore;
 
 use crate::cli::output::say;
 
+/// The header row of the text output, one name per tab-separated column.
+const HEADER: &str = "BACKUP\tTIME\tSIZE\tSTATE";
+
 /// Lists the backups (of `deployment`, or all); returns the exit code.
 pub(super) async fn run(
     store: &dyn ArtifactStore,
@@ -12,6 +15,10 @@ pub(super) async fn run(
     json: bool,
 ) -> anyhow::Result<i32> {
     let backups = list_backups(store, deployment).await?;
+    if !json && !backups.is_empty() {
+        // A header above the data columns, which stay as they were (tab-separated).
+        say(HEADER);
+    }
     for backup in backups {
         let time = backup.time.map(|t| t.to_rfc3339()).unwrap_or_default();
         let state = if backup.complete {

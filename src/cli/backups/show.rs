@@ -1,9 +1,10 @@
 //! `backups show`: a backup's manifest, as text or as the JSON itself.
 
-use cairn::format::manifest::Manifest;
+use cairn::format::manifest::{Compression, Manifest};
 use cairn::format::store::read::describe_encryption;
 use cairn::format::store::read_manifest;
 use cairn_store::ArtifactStore;
+use chrono::{DateTime, Utc};
 
 use crate::cli::output::say;
 use crate::cli::store::split_backup_id;
@@ -27,14 +28,16 @@ fn print_text(deployment: &str, id: &str, manifest: &Manifest) {
         .map(|e| format!(", encrypted: {}", describe_encryption(e)))
         .unwrap_or_default();
     say(&format!(
-        "backup {deployment}/{id} ({} artifacts, {} bytes, {:?}{encryption})",
+        "backup {deployment}/{id} ({} artifacts, {} bytes, {}{encryption})",
         manifest.artifacts.len(),
         manifest.stored_bytes(),
-        manifest.compression
+        compression_text(manifest.compression)
     ));
     say(&format!(
         "started {}  finished {}  by cairn {}",
-        manifest.started_at, manifest.finished_at, manifest.cairn_version
+        time_text(Some(manifest.started_at)),
+        time_text(Some(manifest.finished_at)),
+        manifest.cairn_version
     ));
     for artifact in &manifest.artifacts {
         let version = artifact.version.as_deref().unwrap_or("-");
@@ -53,8 +56,28 @@ fn print_text(deployment: &str, id: &str, manifest: &Manifest) {
     }
     for job in &manifest.jobs {
         say(&format!(
-            "  {}/{}\tlocked {:?}\tunlocked {:?}",
-            job.instance, job.job, job.locked_at, job.unlocked_at
+            "  {}/{}\tlocked {}\tunlocked {}",
+            job.instance,
+            job.job,
+            time_text(job.locked_at),
+            time_text(job.unlocked_at)
         ));
     }
+}
+
+/// `zstd level 3`, or `no compression`.
+fn compression_text(compression: Compression) -> String {
+    match compression {
+        Compression::None => "no compression".into(),
+        Compression::Zstd { level } => format!("zstd level {level}"),
+    }
+}
+
+/// `2026-12-06 21:11:11 UTC`, or `-` for a time that was not recorded (a job with no lock
+/// script is never locked).
+fn time_text(time: Option<DateTime<Utc>>) -> String {
+    time.map_or_else(
+        || "-".into(),
+        |time| time.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
 }

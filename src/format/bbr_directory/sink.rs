@@ -325,15 +325,19 @@ impl BackupSource for BbrDirectorySource {
 /// # Errors
 /// A missing directory or tar, unreadable metadata, an incomplete backup.
 pub fn check_backup_directory(path: &Path) -> Result<BackupMetadata, RunErrors> {
-    let not_found = |action, path: &Path| {
-        Error::from(ArtifactError::Io {
-            action,
-            path: path.to_path_buf(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        })
-    };
     if !path.is_dir() {
-        return Err(not_found("failed opening the directory", path).into());
+        // bbr's `failed opening the directory`, and the reason in its words.
+        return Err(Error::from(ArtifactError::Missing {
+            action: "failed opening the directory",
+            path: path.to_path_buf(),
+            reason: if path.exists() {
+                "not a directory"
+            } else {
+                "no such file or directory"
+            },
+            what_to_do: "give --artifact-path the backup's directory (`<deployment>_<timestamp>`)",
+        })
+        .into());
     }
     let directory = BackupDirectory::open(path);
     let metadata = directory.read_metadata().map_err(Error::from)?;
@@ -344,7 +348,14 @@ pub fn check_backup_directory(path: &Path) -> Result<BackupMetadata, RunErrors> 
         .into_iter()
         .map(|(name, _)| directory.tar_path(&name))
         .filter(|tar| !tar.is_file())
-        .map(|tar| not_found("Error reading artifact file", &tar))
+        .map(|tar| {
+            Error::from(ArtifactError::Missing {
+                action: "Error reading artifact file",
+                path: tar,
+                reason: "no such file",
+                what_to_do: "the backup is incomplete or damaged; choose another backup",
+            })
+        })
         .collect();
     RunErrors(missing).into_result()?;
     Ok(metadata)
