@@ -377,6 +377,8 @@ run_round() {
         cairn-s3-none)
             measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "$(s3_url "none$run")" --compression none ;;
         cairn-file-zstd)
+            # A file:// store's root must exist (Cairn refuses a missing one, as a missing bucket).
+            mkdir -p "$work/store/run$run"
             measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "file://$work/store/run$run" ;;
         cairn-r-dir)
             local backup

@@ -249,15 +249,26 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn ArtifactStore>, Error> {
     Ok(store)
 }
 
-/// The start-of-run check of a store, shared by every command: it answers, with the
-/// credentials given, and its root exists — a missing directory (`file://`), bucket (S3, GCS)
-/// or container (Azure) is an error naming it, never an empty store. Returns what the store
-/// supports (versioning, retention) for checks that need it.
+/// The start-of-run check of a store, shared by every command: it answers and its root
+/// exists — a missing directory (`file://`), bucket (S3, GCS) or container (Azure) is an
+/// error naming it, never an empty store. Returns what the store supports (versioning,
+/// retention), when the credential may read the store's settings.
+///
+/// A credential refused the settings (a least-privilege user that may read objects but not
+/// the bucket's versioning, as a restore or `backups list` needs) is not refused here: the
+/// command's own requests say whether it may do what it needs, and a backup checks the
+/// settings it depends on when it starts.
 ///
 /// # Errors
 /// The store's error (`StoreError::Configuration` for a missing root).
-pub async fn check_store(store: &dyn ArtifactStore) -> Result<cairn_store::Capabilities, Error> {
-    Ok(store.capabilities().await?)
+pub async fn check_store(
+    store: &dyn ArtifactStore,
+) -> Result<Option<cairn_store::Capabilities>, Error> {
+    match store.capabilities().await {
+        Ok(capabilities) => Ok(Some(capabilities)),
+        Err(StoreError::Credentials { .. }) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// The adapter for a URL, not yet checked.
