@@ -10,7 +10,7 @@
 #   sudo integration/bench/throughput.sh --sizes 1024 --instances "1 4 8"
 #
 # Options (environment variable in brackets):
-#   --quick                 256 MiB, 1 and 2 instances, cases raw-ssh bbr-dir bbr-upload cairn-dir cairn-s3-zstd,
+#   --quick                 256 MiB, 1 and 2 instances, cases raw-ssh zstd bbr-dir bbr-upload cairn-dir cairn-s3-zstd,
 #                           best of 3 runs, floors checked (throughput_helper.py FLOORS); a configuration that
 #                           misses one gets up to 3 more rounds [BENCH_EXTRA_ROUNDS] before the run fails; a
 #                           configuration without the disk space it needs fails instead of being skipped
@@ -161,7 +161,7 @@ done
 all_cases="raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none cairn-file-zstd raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3"
 if ((quick)); then
     sizes=${sizes:-256} instances=${instances:-1 2} repeat=${repeat:-3}
-    cases=${cases:-raw-ssh bbr-dir bbr-upload cairn-dir cairn-s3-zstd}
+    cases=${cases:-raw-ssh zstd bbr-dir bbr-upload cairn-dir cairn-s3-zstd}
 fi
 sizes=${sizes:-1024 4096} instances=${instances:-1 4 8} repeat=${repeat:-1} cases=${cases:-$all_cases}
 extra_rounds=0
