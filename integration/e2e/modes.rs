@@ -322,6 +322,8 @@ fn a_config_file_supplies_defaults_that_flags_override() {
     let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
     let work = workdir();
     let store = work.path().join("store");
+    // A file:// store's root must exist, as a bucket must (Cairn refuses a missing one).
+    fs::create_dir_all(&store).unwrap();
     let config = work.path().join("cairn.toml");
     fs::write(
         &config,
