@@ -321,12 +321,7 @@ impl BackupDirectory {
         } else {
             Err(ArtifactError::Corrupted {
                 artifact: format!("{artifact_name}.tar"),
-                files: mismatched
-                    .iter()
-                    .take(10)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                files: metadata::first_names(&mismatched),
                 count: mismatched.len(),
             })
         }

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::RunContext;
 use crate::error::Error;
-use crate::format::bbr_directory::{metadata::mismatched_files, ArtifactError, Checksums};
+use crate::format::bbr_directory::metadata::{first_names, mismatched_files};
+use crate::format::bbr_directory::{ArtifactError, Checksums};
 use crate::format::digest::{digest_tar_files, EntryPolicy, FileDigests, TeeReader};
 use crate::format::sink::{
     ArtifactReader, ArtifactWriter, OpenBackup, StoredArtifact, StoredBytes,
@@ -430,12 +431,7 @@ fn compare(
     Err(Error::ChecksumMismatch {
         instance: instance.name.clone(),
         job: job.to_string(),
-        files: mismatched
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", "),
+        files: first_names(&mismatched),
         count: mismatched.len(),
     })
 }

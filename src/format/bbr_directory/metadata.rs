@@ -171,6 +171,17 @@ fn index_number(index: &str) -> u64 {
     index.parse().unwrap_or(u64::MAX)
 }
 
+/// The first ten of `names`, joined with `, ` (what a checksum error lists, as bbr).
+#[must_use]
+pub fn first_names(names: &[String]) -> String {
+    names
+        .iter()
+        .take(10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Compares two checksum maps the way bbr does; returns the names that differ (missing on
 /// either side or with another digest), sorted.
 #[must_use]
