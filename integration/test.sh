@@ -126,6 +126,8 @@ fi
 integration/testbed.sh down-all >/dev/null 2>&1 || true
 end_marked "$test_marker" "the tests"
 
+echo "== the benchmark's verdict on made-up rounds (integration/bench/throughput_helper.py self-test)"
+python3 integration/bench/throughput_helper.py self-test
 echo "== benchmark, quick mode: cargo build --release, then integration/bench/throughput.sh --quick"
 bench_started=$(date +%s)
 cargo build --release --locked --bin cairn

@@ -15,7 +15,8 @@
                                                   "hosts_s moto_s kernel_threads_s sampler_s comm=s,..." to OUT
   throughput_helper.py table RESULTS.tsv [--floors]
                                                   prints the table; with --floors, exits 1 when a quick-mode floor is missed
-  throughput_helper.py floors RESULTS.tsv MIB N   exits 1 (and says which) when the best runs so far of MIB x N miss a floor
+  throughput_helper.py floors RESULTS.tsv MIB N   exits 1 (and says which) when the median over rounds of a ratio within a round misses a floor
+  throughput_helper.py self-test                   checks the quick-mode verdict on made-up rounds (exits 1 when wrong)
   throughput_helper.py cpu-table RESULTS.tsv      CPU seconds per GiB of every run, by process (less sensitive to other
                                                   work on the machine than wall times)
 
@@ -266,7 +267,7 @@ def load(path):
             rows[key] = row
     # bbr's pipeline into S3 is its drain to disk followed by the upload; its restore from S3
     # the download followed by the restore from disk.
-    for total, first, second in (("bbr-s3", "bbr-dir", "bbr-upload"), ("bbr-r-s3", "bbr-download", "bbr-r-dir")):
+    for total, first, second in COMPOSITES:
         for size, n in {(s, n) for s, n, _ in rows}:
             a, b = rows.get((size, n, first)), rows.get((size, n, second))
             if a and b:
@@ -275,24 +276,68 @@ def load(path):
     return rows
 
 
+# bbr's pipeline into S3 is its drain to disk followed by the upload; its restore from S3 the
+# download followed by the restore from disk.
+COMPOSITES = (("bbr-s3", "bbr-dir", "bbr-upload"), ("bbr-r-s3", "bbr-download", "bbr-r-dir"))
+
+
+def round_walls(path, size, n):
+    """Wall seconds of every run of SIZE x N per case, in the order they ran. Every round runs every
+    case once, so the k-th run of each case belongs to round k (bbr's composites included)."""
+    walls = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 13 or int(parts[0]) != size or int(parts[1]) != n:
+                continue
+            walls.setdefault(parts[2], []).append(float(parts[3]))
+    for total, first, second in COMPOSITES:
+        if first in walls and second in walls:
+            walls[total] = [a + b for a, b in zip(walls[first], walls[second])]
+    return walls
+
+
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def verdict_ratios(path, size, n):
+    """For every floor: the median over rounds of the case's throughput over the other's in the
+    same round, and how many rounds. Both sides of a ratio ran minutes apart at most, under the same
+    load, so a burst of other work or one lucky run of the baseline moves one round's ratio only;
+    the median of the rounds is the verdict (the best run of each case, paired across rounds, made
+    the verdict swing with the baseline's luckiest run)."""
+    walls = round_walls(path, size, n)
+    ratios = {}
+    for case, against, _ in FLOORS:
+        pairs = [theirs / ours for ours, theirs in zip(walls.get(case, []), walls.get(against, []))
+                 if ours > 0 and theirs > 0]
+        if pairs:
+            ratios[(case, against)] = (median(pairs), len(pairs))
+    return ratios
+
+
 def speeds(rows, size, n):
     """MiB/s of the best run of every case (and of the bbr pipelines) of SIZE x N."""
     return {c: size * n / rows[(size, n, c)]["wall"] for c, *_ in CASES
             if (size, n, c) in rows and rows[(size, n, c)]["wall"] > 0}
 
 
-def missed_floors(speed, size, n):
+def missed_floors(ratios, size, n):
     missed = []
     for case, against, minimums in FLOORS:
         minimum = floor_for(minimums, n)
-        if case in speed and against in speed and speed[case] / speed[against] < minimum:
-            missed.append("%d MiB x %d: %s is %.2f x %s, floor %.2f" % (
-                size, n, case, speed[case] / speed[against], against, minimum))
+        if (case, against) in ratios and ratios[(case, against)][0] < minimum:
+            ratio, rounds = ratios[(case, against)]
+            missed.append("%d MiB x %d: %s is %.2f x %s (median of %d rounds), floor %.2f" % (
+                size, n, case, ratio, against, rounds, minimum))
     return missed
 
 
 def floors_of(path, size, n):
-    missed = missed_floors(speeds(load(path), size, n), size, n)
+    missed = missed_floors(verdict_ratios(path, size, n), size, n)
     for line in missed:
         print("floor missed: " + line, file=sys.stderr)
     sys.exit(1 if missed else 0)
@@ -319,7 +364,13 @@ def table(path, floors):
                 size, n, label, row["wall"], speed[case], ratio(limit) if limit else "-",
                 ratio(bbr) if bbr else "-", row["rss"], row["disk"], row["cpu"], row["hosts"], row["moto"],
                 row["kernel"], row["other"], "!" if busy else " "))
-        failures += missed_floors(speed, size, n)
+        if floors:
+            ratios = verdict_ratios(path, size, n)
+            print("verdict, %d MiB x %d (median over rounds of the ratio within a round): %s" % (
+                size, n, ", ".join("%s/%s %.2f (floor %.2f, %d rounds)" % (
+                    case, against, ratios[(case, against)][0], floor_for(minimums, n), ratios[(case, against)][1])
+                    for case, against, minimums in FLOORS if (case, against) in ratios)))
+            failures += missed_floors(ratios, size, n)
         print()
     runs = max(r["runs"] for r in rows.values())
     print("MiB = data per instance, N = instances, MiB/s = N x MiB / wall. /limit: throughput over the raw-ssh limit"
@@ -330,7 +381,7 @@ def table(path, floors):
           " with sessions, sudo, tar, sha256sum/shasum, moto = the S3 server, kern = kernel threads (writeback...),"
           " other = the rest of the machine (someone else's work);"
           " 2 cores give 2 x wall. ! = other work on the machine took over 10 % of it during the run."
-          + (" Best of %d runs." % runs if runs > 1 else ""))
+          + (" Best of %d runs (the verdict uses the median over rounds instead)." % runs if runs > 1 else ""))
     if floors:
         if failures:
             print("\nFLOORS MISSED:")
@@ -381,10 +432,36 @@ def main():
         cpu_table(args[0])
     elif command == "floors":
         floors_of(args[0], int(args[1]), int(args[2]))
+    elif command == "self-test":
+        self_test()
     elif command == "table":
         table(args[0], "--floors" in args[1:])
     else:
         sys.exit(__doc__)
+
+
+def self_test():
+    """The verdict on made-up rounds: one lucky run of the baseline (which the best-of-each-case
+    verdict failed on) passes; a Cairn that takes twice as long fails, in every round."""
+    import tempfile
+    normal = [  # raw-ssh, zstd, bbr-dir, bbr-upload, cairn-dir, cairn-s3-zstd walls, per round
+        (1.0, 0.7, 4.5, 3.0, 1.8, 3.0), (0.6, 0.7, 4.6, 3.1, 1.8, 3.1), (1.0, 0.7, 4.5, 3.0, 1.9, 3.0)]
+    doubled = [r[:4] + (2 * r[4], 2 * r[5]) for r in normal]
+    cases = ("raw-ssh", "zstd", "bbr-dir", "bbr-upload", "cairn-dir", "cairn-s3-zstd")
+    failures = []
+    for name, rounds, should_pass in (("one lucky baseline run", normal, True), ("doubled cost", doubled, False)):
+        with tempfile.NamedTemporaryFile("w", suffix=".tsv") as results:
+            for walls in rounds:
+                for case, wall in zip(cases, walls):
+                    results.write("256\t1\t%s\t%f\t1\t1\t1000\t0\t1\t1\t1\t1\t1\n" % (case, wall))
+            results.flush()
+            missed = missed_floors(verdict_ratios(results.name, 256, 1), 256, 1)
+        if (not missed) != should_pass:
+            failures.append("%s: expected %s, got %s" % (name, "a pass" if should_pass else "a miss", missed or "a pass"))
+    for failure in failures:
+        print("self-test FAILED: " + failure, file=sys.stderr)
+    print("throughput_helper self-test: %d of 2 passed" % (2 - len(failures)))
+    sys.exit(1 if failures else 0)
 
 
 if __name__ == "__main__":
