@@ -23,12 +23,38 @@ use scripts::{lock, run_scripts, unlock};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::StreamExt;
+
 use crate::error::{Error, RunErrors};
 use crate::model::deployment::{discover, Deployment, Target};
 use crate::model::job::REMOTE_ARTIFACT_ROOT;
 use crate::remote::commands;
 use crate::remote::RemoteHostExt;
 use crate::report::events::Event;
+
+/// Runs `steps` at most `parallelism` at once and gathers what failed. An interrupted step is
+/// no error of its own: the workflow reports the interruption once.
+async fn gather_errors<F>(steps: impl Iterator<Item = F>, parallelism: usize) -> RunErrors
+where
+    F: std::future::Future<Output = Result<(), Error>>,
+{
+    let results: Vec<Result<(), Error>> = futures::stream::iter(steps)
+        .buffer_unordered(parallelism)
+        .collect()
+        .await;
+    RunErrors(
+        results
+            .into_iter()
+            .filter_map(Result::err)
+            .filter(|e| {
+                !matches!(
+                    e,
+                    Error::Remote(crate::remote::RemoteError::Cancelled { .. })
+                )
+            })
+            .collect(),
+    )
+}
 
 /// Discovers the deployment unless interrupted first.
 async fn discover_or_interrupt(

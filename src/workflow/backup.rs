@@ -12,7 +12,6 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use futures::stream::{self, StreamExt};
 
 use super::{
     check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
@@ -408,17 +407,5 @@ async fn drain(work: &Work<'_>) -> RunErrors {
         work.drained.lock().expect("drained lock").push(artifact);
         Ok::<(), Error>(())
     });
-    let errors: Vec<Error> = stream::iter(transfers)
-        .buffer_unordered(context.options.parallelism)
-        .filter_map(|r| async move { r.err() })
-        .filter(|e| {
-            let cancelled = matches!(
-                e,
-                Error::Remote(crate::remote::RemoteError::Cancelled { .. })
-            );
-            async move { !cancelled }
-        })
-        .collect()
-        .await;
-    RunErrors(errors)
+    super::gather_errors(transfers, context.options.parallelism).await
 }

@@ -16,8 +16,6 @@
 //! Restore scripts run one at a time, instance by instance (as bbr), and the first failing
 //! job stops them; unlock always follows once a lock was attempted.
 
-use futures::stream::{self, StreamExt};
-
 use super::scripts::run_job_script;
 use super::{
     check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
@@ -29,7 +27,6 @@ use crate::format::sink::{BackupSource, CheckedBackup};
 use crate::model::deployment::{Deployment, Target};
 use crate::model::job::{LockDirection, ScriptName, ScriptRecord};
 use crate::model::lock_order::{JobRef, LockLayers};
-use crate::remote::RemoteError;
 use crate::report::verification::Verification;
 
 /// One artifact to send: a job on an instance, from a tar of the backup.
@@ -240,17 +237,7 @@ async fn copy_to_instances(
             .await?;
         transfer::upload(instance, job, artifact, &upload.checksums, &context.cancel).await
     });
-    let errors: Vec<Error> = stream::iter(copies)
-        .buffer_unordered(context.options.parallelism)
-        .filter_map(|r| async move {
-            match r {
-                Err(Error::Remote(RemoteError::Cancelled { .. })) | Ok(()) => None,
-                Err(e) => Some(e),
-            }
-        })
-        .collect()
-        .await;
-    RunErrors(errors)
+    super::gather_errors(copies, context.options.parallelism).await
 }
 
 async fn lock_restore_unlock(

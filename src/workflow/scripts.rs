@@ -7,7 +7,6 @@
 //! workflow reports the interruption itself). The command line and the time limit are
 //! [`crate::remote::script`]'s, which the contract check uses too.
 
-use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::RunContext;
@@ -113,16 +112,10 @@ pub(crate) async fn run_scripts(
         .filter(|(_, job)| job.has(script))
         .map(|(instance, job)| async move {
             let variables = environment(instance, job);
-            run_job_script(instance, job, script, &variables, context, cancel)
-                .await
-                .error
+            let result = run_job_script(instance, job, script, &variables, context, cancel).await;
+            result.error.map_or(Ok(()), Err)
         });
-    let errors: Vec<Error> = stream::iter(runs)
-        .buffer_unordered(context.options.parallelism)
-        .filter_map(|e| async move { e })
-        .collect()
-        .await;
-    RunErrors(errors)
+    super::gather_errors(runs, context.options.parallelism).await
 }
 
 fn describe(script: ScriptName) -> &'static str {

@@ -7,8 +7,6 @@
 //! artifact and prints one line of evidence. bbr never runs it; Cairn runs it only when asked
 //! (`restore --verify`, `cairn drill`). See scripts-contract/CONTRACT.md.
 
-use futures::stream::{self, StreamExt};
-
 use super::scripts::run_job_script;
 use super::RunContext;
 use crate::error::{Error, RunErrors};
@@ -47,15 +45,12 @@ pub async fn verify_restored(
         );
         return RunErrors::new();
     }
-    let runs = jobs
-        .into_iter()
-        .map(|job_ref| verify_one(deployment, job_ref, context));
-    let errors: Vec<Error> = stream::iter(runs)
-        .buffer_unordered(context.options.parallelism)
-        .filter_map(|e| async move { e })
-        .collect()
-        .await;
-    RunErrors(errors)
+    let runs = jobs.into_iter().map(|job_ref| async move {
+        verify_one(deployment, job_ref, context)
+            .await
+            .map_or(Ok(()), Err)
+    });
+    super::gather_errors(runs, context.options.parallelism).await
 }
 
 async fn verify_one(
