@@ -21,5 +21,10 @@ pub mod workflow;
 
 pub use error::{Error, RunErrors};
 
-/// Cairn's version, also given to `metadata` scripts as `BBR_VERSION`.
+/// Cairn's own version (`CAIRN_VERSION` in job scripts' environment).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The bbr release whose behaviour Cairn implements (bbr-facts.md describes v1.9.81): given to
+/// `metadata` scripts as `BBR_VERSION`, so scripts that compare it keep working, and printed by
+/// `bbr --version` for wrappers that parse bbr's line.
+pub const BBR_COMPATIBLE_VERSION: &str = "1.9.81";
