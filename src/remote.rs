@@ -11,6 +11,7 @@
 pub mod all_proxy;
 pub mod commands;
 pub mod dial;
+pub mod known_hosts;
 pub mod local;
 pub mod reconnect;
 pub mod script;
@@ -100,6 +101,20 @@ pub enum RemoteError {
         fingerprint: String,
         /// Where the expected key came from.
         expected_from: String,
+    },
+    /// The host presented a key other than the one its known_hosts file holds for it.
+    #[error("Host key of {host} at {address} does not match the one recorded in {path} (it presented {fingerprint}); this may be a man-in-the-middle attack. If the host was rebuilt (a new jumpbox, a director after create-env), verify it and forget the old key with `{fix}`, then run again")]
+    HostKeyChanged {
+        /// Instance name.
+        host: String,
+        /// `address:port`.
+        address: String,
+        /// `SHA256:...` fingerprint of the presented key.
+        fingerprint: String,
+        /// The known_hosts file.
+        path: String,
+        /// The `ssh-keygen -f FILE -R HOST` command that removes the recorded key.
+        fix: String,
     },
     /// The private key file cannot be used.
     #[error("Cannot use private key `{path}`: {detail}")]

@@ -101,7 +101,7 @@ PASSWD_LOCK = "/run/cairn-testbed/setup.lock"
 # test bed grants passwordless sudo to bosh_sudoers and creates bosh_sshers like a stemcell).
 SSH_USER_GROUPS = ["bosh_sshers", "bosh_sudoers", "vcap"]
 BOSH_SSH_DIR = "/var/vcap/bosh_ssh"
-BBR_USER = re.compile(r"^bosh_[0-9a-f]{16}$")
+BBR_USER = re.compile(r"^bosh_[0-9a-f]{15}$")  # 20 characters, as bosh-cli (Windows limit)
 
 
 def dumps(value):
@@ -858,7 +858,7 @@ class Director:
                 problems.append(f"setup params keys {sorted(params) if isinstance(params, dict) else params!r}")
             else:
                 if not BBR_USER.match(str(params["user"])):
-                    problems.append(f"user {params['user']!r} is not bosh_<16 hex>")
+                    problems.append(f"user {params['user']!r} is not bosh_<15 hex>")
                 if not isinstance(params["password"], str):
                     problems.append("password is not a string")
                 if not isinstance(params["public_key"], str) or not params["public_key"].startswith("ssh-"):
@@ -866,8 +866,8 @@ class Director:
         elif command == "cleanup":
             if not isinstance(params, dict) or set(params) != {"user_regex"}:
                 problems.append(f"cleanup params {params!r}")
-            elif not re.fullmatch(r"\^bosh_[0-9a-f]{16}", str(params["user_regex"])):
-                problems.append(f"user_regex {params['user_regex']!r} is not ^bosh_<16 hex>")
+            elif not re.fullmatch(r"\^bosh_[0-9a-f]{15}", str(params["user_regex"])):
+                problems.append(f"user_regex {params['user_regex']!r} is not ^bosh_<15 hex>")
         return problems
 
 

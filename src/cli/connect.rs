@@ -18,7 +18,9 @@ pub(crate) async fn open_proxy(
     let Some(proxy) = AllProxy::from_env()? else {
         return Ok(None);
     };
-    let policy = host_keys(common).policy(UnknownHost::Refuse);
+    // bbr trusts any jumpbox key; Cairn records an unknown one (trust on first use) and
+    // refuses only a changed one.
+    let policy = host_keys(common).policy(UnknownHost::Record);
     Ok(Some(proxy.open(policy, NoProxy::from_env()).await?))
 }
 

@@ -2,8 +2,16 @@
 //! jumpbox, `ssh+socks5://USER@HOST:PORT?private-key=PATH`, or through an existing SOCKS5
 //! proxy, `socks5://HOST:PORT` (bbr-facts §5.3). Hosts in `no_proxy` are reached directly.
 //!
-//! Unlike bbr, the jumpbox's host key is checked like any other host's (known_hosts, or
+//! Unlike bbr, the jumpbox's host key is checked (known_hosts, or
 //! `--insecure-skip-host-key-check`): a jumpbox is exactly where a man in the middle would sit.
+//! bbr trusts whatever key the jumpbox shows, so a fresh CI container works; Cairn keeps that
+//! first run working by recording an unknown jumpbox's key on first use, and refuses only a
+//! key that changed (`remote::known_hosts`).
+//!
+//! With no user (`ssh+socks5://HOST:PORT?private-key=PATH`, or an empty one before `@`), the
+//! jumpbox user is `jumpbox`, as in bbr: bosh-utils `httpclient/socksify.go` passes the URL's
+//! user, empty when absent, to socks5-proxy, whose `Socks5Proxy.Dialer` (`socks5_proxy.go`)
+//! and `HostKey.Get` (`host_key.go`) replace an empty user with `"jumpbox"`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +30,7 @@ pub enum AllProxy {
     },
     /// `ssh+socks5://USER@HOST:PORT?private-key=PATH`.
     SshTunnel {
-        /// Login user on the jumpbox.
+        /// Login user on the jumpbox ([`DEFAULT_JUMPBOX_USER`] when the URL has none).
         user: String,
         /// Jumpbox host.
         host: String,
@@ -33,9 +41,12 @@ pub enum AllProxy {
     },
 }
 
+/// The jumpbox user when `BOSH_ALL_PROXY` names none (socks5-proxy's default).
+pub const DEFAULT_JUMPBOX_USER: &str = "jumpbox";
+
 /// A `BOSH_ALL_PROXY` that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("BOSH_ALL_PROXY `{value}` {problem}: use ssh+socks5://USER@HOST:PORT?private-key=PATH or socks5://HOST:PORT")]
+#[error("BOSH_ALL_PROXY `{value}` {problem}: use ssh+socks5://[USER@]HOST:PORT?private-key=PATH or socks5://HOST:PORT")]
 pub struct ProxyError {
     value: String,
     problem: String,
@@ -75,12 +86,15 @@ impl AllProxy {
                 })
             }
             "ssh+socks5" => {
-                let (user, host_port) = authority
-                    .split_once('@')
-                    .ok_or_else(|| error("needs USER@ before the jumpbox host"))?;
+                let (user, host_port) = authority.rsplit_once('@').unwrap_or(("", authority));
+                let user = if user.is_empty() {
+                    DEFAULT_JUMPBOX_USER
+                } else {
+                    user
+                };
                 let (host, port) = split_port(host_port).unwrap_or((host_port.to_string(), 22));
-                if user.is_empty() || host.is_empty() {
-                    return Err(error("needs USER@HOST"));
+                if host.is_empty() {
+                    return Err(error("needs the jumpbox's HOST"));
                 }
                 let private_key = query
                     .split('&')
@@ -197,9 +211,28 @@ mod tests {
     }
 
     #[test]
+    fn without_a_user_the_jumpbox_user_is_jumpbox_as_in_socks5_proxy() {
+        for value in [
+            "ssh+socks5://10.0.0.5:2222?private-key=/k",
+            "ssh+socks5://@10.0.0.5:2222?private-key=/k",
+        ] {
+            assert_eq!(
+                AllProxy::parse(value).unwrap(),
+                AllProxy::SshTunnel {
+                    user: "jumpbox".into(),
+                    host: "10.0.0.5".into(),
+                    port: 2222,
+                    private_key: "/k".into(),
+                },
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_values_say_what_is_missing() {
         let message = |v: &str| AllProxy::parse(v).unwrap_err().to_string();
-        assert!(message("ssh+socks5://10.0.0.5:22").contains("needs USER@"));
+        assert!(message("ssh+socks5://u@?private-key=k").contains("needs the jumpbox's HOST"));
         assert!(message("ssh+socks5://u@10.0.0.5:22").contains("private-key"));
         assert!(message("http://proxy:3128").contains("unsupported scheme"));
         assert!(message("socks5://proxy").contains("HOST:PORT"));

@@ -9,7 +9,10 @@
 //! Host keys are always checked unless the caller explicitly chose [`HostKeyPolicy::AcceptAny`]:
 //! against a pinned key, or against a known_hosts file. The host-key algorithms offered to the
 //! server are narrowed to the ones on record, so a host that has an RSA key on record and also
-//! an Ed25519 key is checked against the recorded one instead of looking unknown.
+//! an Ed25519 key is checked against the recorded one instead of looking unknown. A host missing
+//! from known_hosts is refused or, where bbr trusts whatever it meets (a `BOSH_ALL_PROXY`
+//! jumpbox, a director VM), recorded on first use ([`UnknownHost::Record`], OpenSSH's
+//! `accept-new`, see [`super::known_hosts`]); a changed key is always refused.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -26,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::dial::{BoxStream, Dialer};
+use super::known_hosts::{host_pattern, KnownHosts, Lookup};
 use super::{CommandOutput, RemoteError, RemoteHost, StdoutMode, TailBuffer, STDERR_LIMIT};
 
 /// The SSH channel window Cairn grants (see [`client_config`]).
@@ -36,8 +40,8 @@ pub const CHANNEL_WINDOW: u32 = 2 * 1024 * 1024;
 pub enum HostKeyPolicy {
     /// The host must present exactly this key.
     Pinned(PublicKey),
-    /// The host must be in this known_hosts file; an unknown host is refused or accepted with
-    /// a warning, a changed key is always refused.
+    /// The host must be in this known_hosts file; an unknown host is refused or recorded, a
+    /// changed key is always refused.
     KnownHosts {
         /// The known_hosts file.
         path: PathBuf,
@@ -53,8 +57,9 @@ pub enum HostKeyPolicy {
 pub enum UnknownHost {
     /// Fail with the fingerprint.
     Refuse,
-    /// Log a warning with the fingerprint and go on (bbr's director mode).
-    WarnAndAccept,
+    /// Trust on first use (OpenSSH's `StrictHostKeyChecking=accept-new`): append the key to
+    /// the file, log a warning with its fingerprint and go on.
+    Record,
 }
 
 /// Everything needed to reach one instance.
@@ -346,50 +351,71 @@ impl HostKeyChecker {
         *self.verdict.lock().expect("verdict lock") = Some(error);
         false
     }
+}
 
-    fn check(&self, key: &PublicKey) -> bool {
-        let destination = &self.destination;
-        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-        let mismatch = |expected_from: String| RemoteError::HostKeyMismatch {
+/// Checks `key` against the destination's policy; for known_hosts this reads and may write a
+/// file, so it runs on a blocking thread.
+fn verify_host_key(destination: &SshDestination, key: &PublicKey) -> Result<(), RemoteError> {
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    match &destination.host_key {
+        HostKeyPolicy::AcceptAny => Ok(()),
+        HostKeyPolicy::Pinned(pinned) if pinned.key_data() == key.key_data() => Ok(()),
+        HostKeyPolicy::Pinned(_) => Err(RemoteError::HostKeyMismatch {
             host: destination.name.clone(),
             address: destination.socket_label(),
-            fingerprint: fingerprint.clone(),
-            expected_from,
-        };
-        match &destination.host_key {
-            HostKeyPolicy::AcceptAny => true,
-            HostKeyPolicy::Pinned(pinned) => {
-                pinned.key_data() == key.key_data()
-                    || self.refuse(mismatch("the pinned host_key".into()))
-            }
-            HostKeyPolicy::KnownHosts { path, on_unknown } => {
-                let host = destination.bare_address();
-                match keys::check_known_hosts_path(host, destination.port, key, path) {
-                    Ok(true) => true,
-                    Ok(false) if *on_unknown == UnknownHost::WarnAndAccept => {
-                        tracing::warn!(
-                            "Host key of {} at {} is not in {}; accepting {fingerprint}",
-                            destination.name,
-                            destination.socket_label(),
-                            path.display()
-                        );
-                        true
-                    }
-                    Ok(false) => self.refuse(RemoteError::UnknownHostKey {
-                        host: destination.name.clone(),
-                        address: destination.socket_label(),
-                        fingerprint,
-                    }),
-                    Err(keys::Error::KeyChanged { line }) => {
-                        self.refuse(mismatch(format!("{} line {line}", path.display())))
-                    }
-                    Err(other) => self.refuse(mismatch(format!(
-                        "{} (unreadable: {other})",
-                        path.display()
-                    ))),
-                }
-            }
+            fingerprint,
+            expected_from: "the pinned host_key".into(),
+        }),
+        HostKeyPolicy::KnownHosts { path, on_unknown } => {
+            verify_known_host(destination, key, &KnownHosts::new(path), *on_unknown)
         }
+    }
+}
+
+fn verify_known_host(
+    destination: &SshDestination,
+    key: &PublicKey,
+    file: &KnownHosts,
+    on_unknown: UnknownHost,
+) -> Result<(), RemoteError> {
+    let host = destination.bare_address();
+    let port = destination.port;
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    let found = match on_unknown {
+        UnknownHost::Refuse => file.lookup(host, port, key),
+        UnknownHost::Record => file.lookup_or_record(host, port, key),
+    }
+    .map_err(|error| RemoteError::HostKeyMismatch {
+        host: destination.name.clone(),
+        address: destination.socket_label(),
+        fingerprint: fingerprint.clone(),
+        expected_from: error.to_string(),
+    })?;
+    match found {
+        Lookup::Known => Ok(()),
+        Lookup::Recorded => {
+            tracing::warn!(
+                "Host key of {} at {} was unknown; trusting it on first use and recording it in {} as '{}': {} {fingerprint}",
+                destination.name,
+                destination.socket_label(),
+                file.path().display(),
+                host_pattern(host, port),
+                key.algorithm(),
+            );
+            Ok(())
+        }
+        Lookup::Unknown => Err(RemoteError::UnknownHostKey {
+            host: destination.name.clone(),
+            address: destination.socket_label(),
+            fingerprint,
+        }),
+        Lookup::Changed => Err(RemoteError::HostKeyChanged {
+            host: destination.name.clone(),
+            address: destination.socket_label(),
+            fingerprint,
+            path: file.path().display().to_string(),
+            fix: file.remove_command(host, port),
+        }),
     }
 }
 
@@ -401,7 +427,23 @@ impl client::Handler for HostKeyChecker {
         server_public_key: &keys::PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
         match server_public_key {
-            keys::PublicKeyOrCertificate::PublicKey { key, .. } => Ok(self.check(key)),
+            keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
+                let destination = self.destination.clone();
+                let key = key.clone();
+                let verdict =
+                    tokio::task::spawn_blocking(move || verify_host_key(&destination, &key))
+                        .await
+                        .unwrap_or_else(|error| {
+                            Err(RemoteError::Protocol {
+                                host: self.destination.name.clone(),
+                                detail: format!("the host-key check failed: {error}"),
+                            })
+                        });
+                match verdict {
+                    Ok(()) => Ok(true),
+                    Err(error) => Ok(self.refuse(error)),
+                }
+            }
             keys::PublicKeyOrCertificate::Certificate(_) => {
                 Ok(self.refuse(RemoteError::Protocol {
                     host: self.destination.name.clone(),

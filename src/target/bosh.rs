@@ -1,5 +1,5 @@
 //! Deployment mode through the BOSH Director: find a deployment's instances with the
-//! Director API, reach them as a temporary `bosh_<16 hex>` user the Director sets up, and
+//! Director API, reach them as a temporary `bosh_<15 hex>` user the Director sets up, and
 //! remove that user at the end of every run (bbr-facts §3.1, §5).
 //!
 //! [`client`] speaks the HTTP API (TLS with the operator's CA, UAA client credentials or basic

@@ -74,6 +74,8 @@ impl SshTarget {
                         detail: format!("{name}: host_key is not an OpenSSH public key: {error}"),
                     },
                 )?),
+                // An inventory is written by hand: its hosts are pinned there or known
+                // already, and one missing from both is a mistake to report, not to record.
                 None => host_keys.policy(UnknownHost::Refuse),
             };
             let destination = SshDestination {
@@ -100,8 +102,10 @@ impl SshTarget {
         })
     }
 
-    /// A BOSH director VM: one instance `bosh/0`, named after the host, releases unknown, and
-    /// (like bbr) an unknown host key accepted with a warning.
+    /// A BOSH director VM: one instance `bosh/0`, named after the host, releases unknown. bbr
+    /// accepts any key here; Cairn trusts an unknown host on first use and records its key in
+    /// known_hosts ([`UnknownHost::Record`]), so a director rebuilt by `create-env` with a
+    /// new key is refused with the `ssh-keygen -R` command that forgets the old one.
     #[must_use]
     pub fn director(
         host: &str,
@@ -116,7 +120,7 @@ impl SshTarget {
             port,
             username: username.to_string(),
             private_key: private_key.to_path_buf().into(),
-            host_key: host_keys.policy(UnknownHost::WarnAndAccept),
+            host_key: host_keys.policy(UnknownHost::Record),
             dialer: None,
         };
         let instance = InstanceAddress {

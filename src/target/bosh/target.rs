@@ -1,8 +1,10 @@
 //! A BOSH deployment as a [`Target`]: its VMs from the Director, reached as a temporary SSH
 //! user that the Director creates for this run and removes at its end.
 //!
-//! One key pair and one `bosh_<16 hex>` user serve the whole run (bbr-facts §3.1). The key
-//! lives only in memory. Each instance's host key comes from the Director's `ssh setup`
+//! One key pair and one `bosh_<15 hex>` user serve the whole run (bbr-facts §3.1): 20
+//! characters, Windows' limit on user names, as bosh-cli's `NewSSHOpts` makes them. The key is
+//! RSA, as bbr's, because some stemcells refuse Ed25519 keys (docs/architecture.md, "BOSH
+//! deployments"), and lives only in memory. Each instance's host key comes from the Director's `ssh setup`
 //! answer and is pinned: a host presenting another key is refused. Whatever happens after
 //! `setup` was asked for — a failed connection, a failed script, an interrupt — the
 //! workflows call [`Target::release_access`], which asks the Director to remove the user from
@@ -13,7 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
-use russh::keys::{Algorithm, PrivateKey, PublicKey};
+use russh::keys::ssh_key::private::{KeypairData, RsaKeypair};
+use russh::keys::{PrivateKey, PublicKey};
 use serde_json::json;
 
 use super::client::{DirectorClient, SshHostInfo, VmInfo};
@@ -85,8 +88,14 @@ impl BoshTarget {
         let vms = self.client.vms(&self.deployment).await?;
         let manifest = self.client.manifest(&self.deployment).await?;
         self.state.lock().expect("state").jobs = manifest_jobs(&manifest);
-        let user = format!("bosh_{:016x}", rand::random::<u64>());
-        let (key, public_key) = ssh_key()?;
+        let user = temporary_user();
+        // Generating an RSA key takes a moment of CPU: off the async workers.
+        let (key, public_key) =
+            tokio::task::spawn_blocking(ssh_key)
+                .await
+                .map_err(|e| BoshError::Protocol {
+                    detail: format!("cannot generate an SSH key: {e}"),
+                })??;
         let groups = groups_in_order(&vms);
         // Recorded before asking, so that a setup that half worked is still cleaned up.
         self.state.lock().expect("state").session = Some(Session {
@@ -381,13 +390,25 @@ impl Target for BoshTarget {
     }
 }
 
-/// A fresh Ed25519 key for this run's temporary user (kept in memory only), and its public
-/// half in OpenSSH's format.
+/// The temporary user's name: `bosh_` and 15 random hex digits, 20 characters (bosh-cli
+/// `director/ssh_opts.go`: "username must be <= 20 for Windows").
+fn temporary_user() -> String {
+    format!("bosh_{:015x}", rand::random::<u64>() >> 4)
+}
+
+/// Bits of the temporary RSA key: bbr asks for 2048; 3072 is OpenSSH's default and what
+/// current guidance (NIST SP 800-57) asks of keys used beyond 2030, and FIPS-mode sshd takes it.
+const TEMPORARY_KEY_BITS: usize = 3072;
+
+/// A fresh RSA key for this run's temporary user (kept in memory only), and its public half in
+/// OpenSSH's format.
 fn ssh_key() -> Result<(PrivateKey, String), BoshError> {
-    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| {
-        BoshError::Protocol {
-            detail: format!("cannot generate an SSH key: {e}"),
-        }
+    let generate = || {
+        let pair = RsaKeypair::random(&mut rand::rng(), TEMPORARY_KEY_BITS)?;
+        PrivateKey::try_from(KeypairData::from(pair))
+    };
+    let key = generate().map_err(|e| BoshError::Protocol {
+        detail: format!("cannot generate an SSH key: {e}"),
     })?;
     let public_key = key
         .public_key()
@@ -426,6 +447,31 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("agent unresponsive"));
+    }
+
+    #[test]
+    fn the_temporary_user_has_bosh_cli_s_20_characters() {
+        for _ in 0..200 {
+            let user = temporary_user();
+            assert_eq!(user.len(), 20, "{user}");
+            assert!(user.starts_with("bosh_"), "{user}");
+            assert!(user[5..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        }
+        assert_ne!(temporary_user(), temporary_user());
+    }
+
+    #[test]
+    fn the_temporary_key_is_rsa_3072_in_openssh_format() {
+        let started = std::time::Instant::now();
+        let (key, public_key) = ssh_key().unwrap();
+        eprintln!("RSA key generated in {:?}", started.elapsed());
+        assert!(key.algorithm().is_rsa());
+        assert!(public_key.starts_with("ssh-rsa AAAA"), "{public_key}");
+        let parsed = PublicKey::from_openssh(&public_key).unwrap();
+        let rsa = parsed.key_data().rsa().unwrap();
+        assert_eq!(rsa.key_size(), 3072);
     }
 
     #[test]
