@@ -37,6 +37,9 @@ fn host_keys_are_checked_against_pins_and_known_hosts() {
     let work = workdir();
     let unpinned = inventory_variant(&bed, "unpinned.yml", without_host_keys);
 
+    // An inventory host that is neither pinned nor known is refused, and not recorded: the
+    // inventory is written by hand (trust on first use is for the jumpbox and the director VM,
+    // fidelity_ssh.rs).
     let empty_known_hosts = bed.dir().join("empty_known_hosts");
     fs::write(&empty_known_hosts, "").unwrap();
     let output = check(
@@ -50,6 +53,7 @@ fn host_keys_are_checked_against_pins_and_known_hosts() {
         all.contains("Host key of database/0 at") && all.contains("is unknown (SHA256:"),
         "{all}"
     );
+    assert_eq!(fs::read_to_string(&empty_known_hosts).unwrap(), "");
 
     let output = check(
         work.path(),
@@ -111,6 +115,17 @@ fn host_keys_are_checked_against_pins_and_known_hosts() {
     assert_eq!(output.status.code(), Some(1));
     assert!(
         text(&output).contains("does not match"),
+        "{}",
+        text(&output)
+    );
+    // With OpenSSH's command that forgets the recorded key (port 22: the bare address).
+    let database = bed.host("database", 0);
+    assert!(
+        text(&output).contains(&format!(
+            "`ssh-keygen -f {} -R {}`",
+            wrong.display(),
+            database.address
+        )),
         "{}",
         text(&output)
     );

@@ -3,12 +3,12 @@
 //!
 //! One key pair and one `bosh_<15 hex>` user serve the whole run (bbr-facts §3.1): 20
 //! characters, Windows' limit on user names, as bosh-cli's `NewSSHOpts` makes them. The key is
-//! RSA, as bbr's, because some stemcells refuse Ed25519 keys (docs/architecture.md, "BOSH
-//! deployments"), and lives only in memory. Each instance's host key comes from the Director's `ssh setup`
-//! answer and is pinned: a host presenting another key is refused. Whatever happens after
-//! `setup` was asked for — a failed connection, a failed script, an interrupt — the
-//! workflows call [`Target::release_access`], which asks the Director to remove the user from
-//! every instance group it was set up on.
+//! RSA, as bbr's, because sshd in FIPS mode may refuse Ed25519 (docs/architecture.md, "SSH: host
+//! keys and the temporary BOSH user"), and lives only in memory. Each instance's host key
+//! comes from the Director's `ssh setup` answer and is pinned: a host presenting another key
+//! is refused. Whatever happens after `setup` was asked for — a failed connection, a failed
+//! script, an interrupt — the workflows call [`Target::release_access`], which asks the
+//! Director to remove the user from every instance group it was set up on.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
