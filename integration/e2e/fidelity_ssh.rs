@@ -407,6 +407,34 @@ fn a_director_vm_is_recorded_on_first_use_and_a_rebuilt_one_gets_the_fix_command
         fs::read_to_string(&known_hosts).unwrap(),
         format!("{} {}\n", vm.address, public_key(vm))
     );
+
+    // A file that cannot be written (say, mounted read-only): trusted for this run anyway, as
+    // OpenSSH's accept-new does ("Failed to add the host to the list of known hosts").
+    let unwritable = known_hosts.join("known_hosts");
+    let output = run(
+        work.path(),
+        &[
+            "director",
+            "--host",
+            &vm.address,
+            "--username",
+            "vcap",
+            "--private-key-path",
+            key.to_str().unwrap(),
+            "--known-hosts",
+            unwritable.to_str().unwrap(),
+            "pre-backup-check",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains(&format!(
+            "trusting it on first use and not recording it: Cannot write to known_hosts file `{}`",
+            unwritable.display()
+        )),
+        "{}",
+        text(&output)
+    );
 }
 
 /// Issue 18, "an empty proxy user defaults to `jumpbox`": bosh-utils

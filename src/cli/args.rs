@@ -72,7 +72,8 @@ pub(crate) struct CommonArgs {
     /// Debug logs: every remote command and script output.
     #[arg(long, global = true)]
     pub debug: bool,
-    /// known_hosts file to check host keys against [default: ~/.ssh/known_hosts].
+    /// known_hosts file to check host keys against; a jumpbox or director VM seen for the
+    /// first time is recorded in it [default: ~/.ssh/known_hosts].
     #[arg(long, value_name = "FILE", global = true)]
     pub known_hosts: Option<PathBuf>,
     /// Do not check SSH host keys at all (unsafe: man-in-the-middle possible).

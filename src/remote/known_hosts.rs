@@ -39,10 +39,20 @@ pub enum Lookup {
 
 /// A known_hosts file that cannot be read or written.
 #[derive(Debug, thiserror::Error)]
-#[error("Cannot use known_hosts file `{path}`: {detail}")]
+#[error("Cannot {} known_hosts file `{path}`: {detail}", if *.writing { "write to" } else { "read" })]
 pub struct KnownHostsError {
     path: PathBuf,
     detail: String,
+    writing: bool,
+}
+
+impl KnownHostsError {
+    /// True when the file was read but a new key could not be written to it (OpenSSH then
+    /// warns and connects anyway).
+    #[must_use]
+    pub fn while_writing(&self) -> bool {
+        self.writing
+    }
 }
 
 /// One known_hosts file.
@@ -105,8 +115,8 @@ impl KnownHosts {
         if found != Lookup::Unknown {
             return Ok(found);
         }
-        let line = entry(host, port, key).map_err(|e| self.error(e))?;
-        append_line(&mut file, &line).map_err(|e| self.error(e.to_string()))?;
+        let line = entry(host, port, key).map_err(|e| self.write_error(e))?;
+        append_line(&mut file, &line).map_err(|e| self.write_error(e.to_string()))?;
         Ok(Lookup::Recorded)
     }
 
@@ -119,7 +129,7 @@ impl KnownHosts {
                 .recursive(true)
                 .mode(0o700)
                 .create(parent)
-                .map_err(|e| self.error(format!("cannot create its directory: {e}")))?;
+                .map_err(|e| self.write_error(format!("cannot create its directory: {e}")))?;
         }
         for _ in 0..10 {
             let file = OpenOptions::new()
@@ -128,10 +138,12 @@ impl KnownHosts {
                 .create(true)
                 .mode(0o600)
                 .open(&self.path)
-                .map_err(|e| self.error(e.to_string()))?;
+                .map_err(|e| self.write_error(e.to_string()))?;
             file.lock()
-                .map_err(|e| self.error(format!("cannot lock it: {e}")))?;
-            let held = file.metadata().map_err(|e| self.error(e.to_string()))?;
+                .map_err(|e| self.write_error(format!("cannot lock it: {e}")))?;
+            let held = file
+                .metadata()
+                .map_err(|e| self.write_error(e.to_string()))?;
             match std::fs::metadata(&self.path) {
                 Ok(named) if named.ino() == held.ino() && named.dev() == held.dev() => {
                     return Ok(file)
@@ -139,13 +151,21 @@ impl KnownHosts {
                 _ => {}
             }
         }
-        Err(self.error("it keeps being replaced while Cairn waits for its lock".into()))
+        Err(self.write_error("it keeps being replaced while Cairn waits for its lock".into()))
     }
 
     fn error(&self, detail: String) -> KnownHostsError {
         KnownHostsError {
             path: self.path.clone(),
             detail,
+            writing: false,
+        }
+    }
+
+    fn write_error(&self, detail: String) -> KnownHostsError {
+        KnownHostsError {
+            writing: true,
+            ..self.error(detail)
         }
     }
 
@@ -286,6 +306,27 @@ mod tests {
         assert!(
             text.contains(&format!("{}\n10.0.0.6 ssh-ed25519 ", hashed.trim_end())),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_says_so() {
+        // Root ignores permissions: a directory that cannot exist (its parent is a file).
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, "").unwrap();
+        let file = KnownHosts::new(blocker.join("known_hosts"));
+        assert_eq!(
+            file.lookup("10.0.0.5", 22, &key(1)).unwrap(),
+            Lookup::Unknown
+        );
+        let error = file.lookup_or_record("10.0.0.5", 22, &key(1)).unwrap_err();
+        assert!(error.while_writing());
+        assert!(
+            error
+                .to_string()
+                .starts_with("Cannot write to known_hosts file `"),
+            "{error}"
         );
     }
 

@@ -384,32 +384,38 @@ fn verify_known_host(
     let found = match on_unknown {
         UnknownHost::Refuse => file.lookup(host, port, key),
         UnknownHost::Record => file.lookup_or_record(host, port, key),
-    }
-    .map_err(|error| RemoteError::HostKeyMismatch {
-        host: destination.name.clone(),
-        address: destination.socket_label(),
-        fingerprint: fingerprint.clone(),
-        expected_from: error.to_string(),
-    })?;
+    };
+    let trusted = |outcome: String| {
+        tracing::warn!(
+            "Host key of {} at {} was unknown; trusting it on first use and {outcome}: {} {fingerprint}",
+            destination.name,
+            destination.socket_label(),
+            key.algorithm(),
+        );
+    };
     match found {
-        Lookup::Known => Ok(()),
-        Lookup::Recorded => {
-            tracing::warn!(
-                "Host key of {} at {} was unknown; trusting it on first use and recording it in {} as '{}': {} {fingerprint}",
-                destination.name,
-                destination.socket_label(),
-                file.path().display(),
-                host_pattern(host, port),
-                key.algorithm(),
-            );
+        Ok(Lookup::Known) => Ok(()),
+        Ok(Lookup::Recorded) => {
+            let pattern = host_pattern(host, port);
+            let path = file.path().display();
+            trusted(format!("recording it in {path} as '{pattern}'"));
             Ok(())
         }
-        Lookup::Unknown => Err(RemoteError::UnknownHostKey {
+        // As OpenSSH: a key that cannot be recorded is still trusted for this connection.
+        Err(error) if error.while_writing() => {
+            trusted(format!("not recording it: {error}"));
+            Ok(())
+        }
+        Err(error) => Err(RemoteError::Protocol {
+            host: destination.name.clone(),
+            detail: error.to_string(),
+        }),
+        Ok(Lookup::Unknown) => Err(RemoteError::UnknownHostKey {
             host: destination.name.clone(),
             address: destination.socket_label(),
             fingerprint,
         }),
-        Lookup::Changed => Err(RemoteError::HostKeyChanged {
+        Ok(Lookup::Changed) => Err(RemoteError::HostKeyChanged {
             host: destination.name.clone(),
             address: destination.socket_label(),
             fingerprint,
