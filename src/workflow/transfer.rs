@@ -532,3 +532,30 @@ fn remote_failure(
         detail: output.failure_detail(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::du_human;
+
+    #[test]
+    fn sizes_read_as_du_prints_them() {
+        // Each pair checked against GNU coreutils `du --apparent-size -sh` of a file that size.
+        for (bytes, expected) in [
+            (0, "0"),
+            (512, "512"),
+            (1023, "1023"),
+            (1024, "1.0K"),
+            (1025, "1.1K"),
+            (4096, "4.0K"),
+            (10_239, "10K"),
+            (10_241, "11K"),
+            (102_400, "100K"),
+            (1_048_575, "1.0M"),
+            (1_572_864, "1.5M"),
+            (10_485_760, "10M"),
+            (1_073_741_823, "1.0G"),
+        ] {
+            assert_eq!(du_human(bytes), expected, "{bytes}");
+        }
+    }
+}
