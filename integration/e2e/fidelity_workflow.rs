@@ -6,6 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::common::*;
+use cairn_testbed::director::{
+    DeploymentSpec, Director, DirectorOptions, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET,
+};
 use cairn_testbed::{TestBed, TestHost};
 
 /// The messages of the `INFO` lines (`[bbr] 2006/01/02 15:04:05 INFO - <message>`), in order.
@@ -610,4 +613,69 @@ fn scripts_get_bbr_version_and_cairn_version_and_a_failed_metadata_reads_as_bbr(
         before,
         "no script ran after discovery failed"
     );
+}
+
+/// `cairn deployment` against the Director stand-in, deployment `cf`.
+fn against_director(director: &Director, work: &Path, args: &[&str]) -> Output {
+    let url = director.url();
+    let ca = director.ca_cert_path();
+    let mut all = vec![
+        "deployment",
+        "--target",
+        &url,
+        "--username",
+        DEFAULT_CLIENT_ID,
+        "--password",
+        DEFAULT_CLIENT_SECRET,
+        "--ca-cert",
+        ca.to_str().unwrap(),
+        "-d",
+        "cf",
+    ];
+    all.extend_from_slice(args);
+    run(work, &all)
+}
+
+#[test]
+fn a_failed_temporary_user_removal_is_exit_16_after_backup_and_exit_1_in_backup_cleanup() {
+    cairn_testbed::require_root!();
+    let bed = TestBed::start(&[("db", 0, &["database"])]).expect("test bed");
+    let db = bed.host("db", 0).clone();
+    let mut options = DirectorOptions::new(&bed);
+    options.deployments.push(DeploymentSpec::new("cf", &bed));
+    let director = Director::start(&options).expect("director");
+    // The unlock mounts a file system inside the temporary user's home, so the Director's
+    // `ssh cleanup` task cannot remove it (`rm`: Device or resource busy) and fails.
+    let busy = "#!/bin/sh\nset -eu\nrm -f /var/vcap/sys/run/database/locked\nhome=$(getent passwd \"$SUDO_USER\" | cut -d: -f6)\nmkdir -p \"$home/busy\"\nmount -t tmpfs cairn-busy \"$home/busy\"\n";
+    bed.install_script(&db, "database", "post-backup-unlock", busy)
+        .unwrap();
+    let unmount = || {
+        bed.exec(
+            &db,
+            "for m in $(grep -o '/var/vcap/bosh_ssh/[^ ]*/busy' /proc/mounts); do umount \"$m\"; done",
+        )
+        .unwrap()
+    };
+    let work = workdir();
+
+    // After a backup, bbr's CleanupStep error: exit bit 16 (orchestrator/error.go, CleanupError).
+    let output = against_director(
+        &director,
+        work.path(),
+        &["backup", "-a", work.path().to_str().unwrap()],
+    );
+    unmount();
+    assert_eq!(output.status.code(), Some(16), "{}", text(&output));
+
+    // In backup-cleanup, bbr's CleanupPreviousStep error is a plain error: exit 1
+    // (orchestrator/backup_cleaner.go; bbr-facts §1.4).
+    let output = against_director(&director, work.path(), &["backup-cleanup"]);
+    unmount();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("Deleting Ephemeral Users") || text(&output).contains("busy"),
+        "{}",
+        text(&output)
+    );
+    assert!(!info_lines(&output).iter().any(|l| l.ends_with("cleaned up")));
 }
