@@ -677,5 +677,7 @@ fn a_failed_temporary_user_removal_is_exit_16_after_backup_and_exit_1_in_backup_
         "{}",
         text(&output)
     );
-    assert!(!info_lines(&output).iter().any(|l| l.ends_with("cleaned up")));
+    assert!(!info_lines(&output)
+        .iter()
+        .any(|l| l.ends_with("cleaned up")));
 }

@@ -653,6 +653,35 @@ async fn interrupt_during_transfer_removes_artifact_roots_and_every_tar() {
 }
 
 #[tokio::test]
+async fn a_failing_instance_stops_the_restore_of_the_next_instances() {
+    let parent = tempfile::tempdir().unwrap();
+    let backup = backed_up(parent.path()).await;
+    let target = layered();
+    target.on(
+        "db/0",
+        "postgres",
+        ScriptName::Restore,
+        Outcome::Fail(5, "restore broke".into()),
+    );
+    let errors = within(restore(
+        &target,
+        &BbrDirectorySource::new(backup),
+        &context(),
+    ))
+    .await
+    .errors;
+
+    assert_eq!(errors.errors().len(), 1, "{errors}");
+    let world = target.world();
+    // bbr's orchestrator/instance.go: the first failing instance stops the loop.
+    assert_layers(&world.script_calls(ScriptName::Restore), &[&[PG]]);
+    assert_layers(
+        &world.script_calls(ScriptName::PostRestoreUnlock),
+        &[&[PG], &[API], &[PROXY], &[WORKER]],
+    );
+}
+
+#[tokio::test]
 async fn failing_restore_script_stops_after_its_instance_and_every_job_is_unlocked() {
     let parent = tempfile::tempdir().unwrap();
     let backup = backed_up(parent.path()).await;
