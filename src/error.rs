@@ -39,6 +39,19 @@ pub enum Error {
         /// The end of its standard error, trimmed.
         stderr: String,
     },
+    /// A `metadata` script exited non-zero during discovery (bbr's message,
+    /// `instance/job_finder.go`).
+    #[error("An error occurred while running metadata script for job {job} on {instance}: {stderr} - exit code {status}")]
+    MetadataFailed {
+        /// The instance the script ran on.
+        instance: InstanceName,
+        /// The job the script belongs to.
+        job: String,
+        /// Its exit status.
+        status: u32,
+        /// The end of its standard error, trimmed.
+        stderr: String,
+    },
     /// A job script ran longer than `--script-timeout` and was ended.
     #[error("Error attempting to run {script} for job {job} on {instance}: it did not finish within {seconds} s (--script-timeout) and was sent SIGTERM")]
     ScriptTimedOut {

@@ -56,12 +56,14 @@ where
     )
 }
 
-/// Discovers the deployment unless interrupted first.
+/// Discovers the deployment unless interrupted first, logging bbr's `Looking for scripts`
+/// (its `FindDeploymentStep`) first.
 async fn discover_or_interrupt(
     target: &dyn Target,
     context: &RunContext,
     operation: &'static str,
 ) -> Result<Deployment, RunErrors> {
+    tracing::info!("Looking for scripts");
     tokio::select! {
         found = discover(target, context.options.parallelism, &context.options.version) => {
             if let Ok(deployment) = &found {
@@ -173,7 +175,8 @@ fn cleanup_error(deployment: &Deployment, detail: String) -> Error {
     }
 }
 
-/// Releases the target's access (temporary users), reporting a failure as a clean-up error.
+/// Releases the target's access (temporary users), reporting a failure as a clean-up error
+/// (exit bit 16, bbr's `CleanupStep`).
 async fn release_target(target: &dyn Target, errors: &mut RunErrors) {
     if let Err(error) = target.release_access().await {
         errors.push(Error::Cleanup {

@@ -19,6 +19,7 @@ mod encryption;
 mod failures;
 mod faults;
 mod fidelity_ssh;
+mod fidelity_workflow;
 mod host_keys_and_cli;
 mod modes;
 mod prune;

@@ -76,8 +76,8 @@ pub(crate) async fn run(
         }
         Action::Backup(args) => backup::run(target, &args, manifest, &mut context).await?,
         Action::Restore(args) => restore::run(target, &args, &context, &human).await?.into(),
-        Action::BackupCleanup => cleanup::backup(target, &mut context, &human).await?.into(),
-        Action::RestoreCleanup => cleanup::restore(target, &context, &human).await.into(),
+        Action::BackupCleanup => cleanup::backup(target, &mut context).await?.into(),
+        Action::RestoreCleanup => cleanup::restore(target, &context).await.into(),
     };
     signals.abort();
     Ok(finish(

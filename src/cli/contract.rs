@@ -33,7 +33,7 @@ pub(crate) async fn run(action: ContractAction) -> anyhow::Result<i32> {
             .script_timeout
             .unwrap_or(std::time::Duration::from_secs(30 * 60)),
         allowed_writes: args.allow_write.clone(),
-        bbr_version: cairn::VERSION.to_string(),
+        bbr_version: cairn::BBR_COMPATIBLE_VERSION.to_string(),
     };
     // Ctrl-C and SIGTERM stop the script in flight; the check still unlocks and cleans up.
     let context = RunContext::new(1, cairn::VERSION);

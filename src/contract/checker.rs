@@ -67,8 +67,11 @@ impl Checker<'_> {
         cancellable: bool,
         trace_prefix: Option<&str>,
     ) -> Result<Outcome, ContractError> {
+        // Every script gets Cairn's version, as in a run (`workflow/scripts.rs`).
+        let mut variables = environment.to_vec();
+        variables.push(("CAIRN_VERSION", crate::VERSION.to_string()));
         let mut command = ScriptCommand::new(self.folder.script(script))
-            .envs(environment)
+            .envs(&variables)
             .time_limit(Some(self.options.script_timeout));
         if let Some(prefix) = trace_prefix {
             command = command.traced(prefix, trace::TRACED_SYSCALLS);

@@ -201,4 +201,18 @@ pub trait ArtifactReader: Send {
     /// # Errors
     /// Anything that differs from what was recorded, or cannot be read.
     fn forward(self: Box<Self>, writer: &mut dyn io::Write) -> Result<(), Error>;
+
+    /// How big the tar stream is, for the copy's log lines (bbr's `Copying backup -- <size>
+    /// uncompressed --` and its percentages); zero when unknown.
+    fn size(&self) -> ArtifactSize;
+}
+
+/// How big an artifact's tar stream is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArtifactSize {
+    /// Bytes [`ArtifactReader::forward`] writes (the percentages' total).
+    pub tar_bytes: u64,
+    /// The space it takes, as bbr's `du -sh <tar>` counts it (the log line's size): the
+    /// tar file's blocks in a bbr directory, the files' bytes in a store.
+    pub disk_usage: u64,
 }

@@ -196,19 +196,21 @@ impl Deployment {
     }
 }
 
-/// Connects to every instance of the target and discovers its jobs.
+/// Connects to every instance of the target and discovers its jobs. `metadata` scripts get
+/// `BBR_VERSION` (the bbr release whose behaviour Cairn implements, [`crate::BBR_COMPATIBLE_VERSION`],
+/// so scripts that compare it keep working) and `CAIRN_VERSION` (`cairn_version`).
 ///
 /// # Errors
 /// Every connection, `find` and `metadata` failure.
 pub async fn discover(
     target: &dyn Target,
     parallelism: usize,
-    version: &str,
+    cairn_version: &str,
 ) -> Result<Deployment, RunErrors> {
     let connected = target.connect(parallelism).await?;
     let found: Vec<Result<Instance, RunErrors>> = stream::iter(connected)
         .map(|(address, remote)| async move {
-            let jobs = discover_jobs(target, &address, remote.as_ref(), version).await?;
+            let jobs = discover_jobs(target, &address, remote.as_ref(), cairn_version).await?;
             Ok(Instance {
                 name: address.name,
                 index: address.index,
@@ -239,7 +241,7 @@ async fn discover_jobs(
     target: &dyn Target,
     address: &InstanceAddress,
     remote: &dyn RemoteHost,
-    version: &str,
+    cairn_version: &str,
 ) -> Result<Vec<Job>, RunErrors> {
     let name = &address.name;
     let scripts = find_scripts(name, remote).await?;
@@ -260,7 +262,7 @@ async fn discover_jobs(
             shared_artifact,
         };
         if job.has(ScriptName::Metadata) {
-            job.metadata = run_metadata(name, remote, &job, version).await?;
+            job.metadata = run_metadata(name, remote, &job, cairn_version).await?;
         }
         if job.metadata.skip_bbr_scripts {
             tracing::debug!("Found disabled jobs on instance {name} jobs: {}", job.name);
@@ -322,17 +324,19 @@ async fn run_metadata(
     name: &InstanceName,
     remote: &dyn RemoteHost,
     job: &Job,
-    version: &str,
+    cairn_version: &str,
 ) -> Result<JobMetadata, RunErrors> {
     let command = ScriptCommand::new(job.script_path(ScriptName::Metadata))
-        .envs(&[("BBR_VERSION", version.to_string())])
+        .envs(&[
+            ("BBR_VERSION", crate::BBR_COMPATIBLE_VERSION.to_string()),
+            ("CAIRN_VERSION", cairn_version.to_string()),
+        ])
         .render();
     let output = remote.run(&command).await.map_err(Error::from)?;
     if !output.success() {
-        return Err(Error::ScriptFailed {
+        return Err(Error::MetadataFailed {
             instance: name.clone(),
             job: job.name.clone(),
-            script: ScriptName::Metadata,
             status: output.status,
             stderr: output.stderr.trim().to_string(),
         }

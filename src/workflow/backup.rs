@@ -189,16 +189,6 @@ async fn backup_deployment(
     .await;
     report.complete = complete && !context.cancel.is_cancelled();
     finish_backup(destination, artifacts, options, context, report).await;
-    let outcome = if report.complete {
-        "Backup created"
-    } else {
-        "Failed to create backup"
-    };
-    tracing::info!(
-        "{outcome} of {} on {}",
-        deployment.name,
-        Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
-    );
 }
 
 /// Hands the sink its record: restorable when complete, removed or unlisted otherwise.
@@ -308,12 +298,21 @@ async fn lock_backup_unlock_drain(
         scripts_ok = lock_errors.is_empty() && !context.cancel.is_cancelled();
         errors.extend(lock_errors);
     } else {
-        tracing::info!("Skipping lock for deployment {}", deployment.name);
+        // bbr's skip steps (`orchestrator/skip_step.go`, named in `backuper.go`).
+        tracing::info!("Skipping lock for deployment");
     }
     if scripts_ok {
         let backup_errors = run_backup_scripts(deployment, plan, work.created, context).await;
         scripts_ok = backup_errors.is_empty() && !context.cancel.is_cancelled();
         errors.extend(backup_errors);
+    }
+    if !locking {
+        let which = if scripts_ok {
+            "successful"
+        } else {
+            "unsuccessful"
+        };
+        tracing::info!("Skipping unlock after {which} backup for deployment");
     }
     if locking {
         let success = scripts_ok.to_string();
@@ -336,11 +335,54 @@ async fn lock_backup_unlock_drain(
     }
     let drain_errors = drain(work).await;
     let drained = drain_errors.is_empty();
+    // bbr's drain step (`orchestrator/drain_step.go`), with Go's `%v` of the local time.
+    if drained {
+        tracing::info!("Backup created of {} on {}", deployment.name, go_time_now());
+    } else {
+        tracing::info!(
+            "Failed to create backup of {} on {}, failed during drain step",
+            deployment.name,
+            go_time_now()
+        );
+    }
     errors.extend(drain_errors);
     drained
 }
 
+/// The local time now as Go's `%v` prints a `time.Time`: `2006-01-02 15:04:05.999999999 -0700 MST`
+/// (fraction without trailing zeros, none when zero). Go also appends its monotonic clock
+/// reading (` m=+12.345678901`, seconds since the process started); Cairn leaves it out: it is
+/// a Go runtime detail, no wall-clock time, and a pattern that reads the time stops before it.
+fn go_time_now() -> String {
+    let now = jiff::Zoned::now();
+    let nanos = now.subsec_nanosecond();
+    let fraction = if nanos == 0 {
+        String::new()
+    } else {
+        format!(".{nanos:09}").trim_end_matches('0').to_string()
+    };
+    format!(
+        "{}{fraction} {}",
+        now.strftime("%Y-%m-%d %H:%M:%S"),
+        now.strftime("%z %Z")
+    )
+}
+
+/// The backup scripts, logged between bbr's `Running backup scripts...` and `Finished running
+/// backup scripts.` (`orchestrator/deployment.go`).
 async fn run_backup_scripts(
+    deployment: &Deployment,
+    plan: &BackupPlan,
+    created: &CreatedRoots,
+    context: &RunContext,
+) -> RunErrors {
+    tracing::info!("Running backup scripts...");
+    let errors = make_directories_and_back_up(deployment, plan, created, context).await;
+    tracing::info!("Finished running backup scripts.");
+    errors
+}
+
+async fn make_directories_and_back_up(
     deployment: &Deployment,
     plan: &BackupPlan,
     created: &CreatedRoots,
@@ -389,11 +431,6 @@ async fn drain(work: &Work<'_>) -> RunErrors {
     let (deployment, context) = (work.deployment, work.context);
     let transfers = work.plan.backup_jobs.iter().map(|&job_ref| async move {
         let (instance, job) = deployment.job(job_ref);
-        tracing::info!(
-            "Copying backup for job {} on {}...",
-            job.name,
-            instance.name
-        );
         let artifact = transfer::download(instance, job, work.destination, context).await?;
         context.emit(Event::ArtifactStored {
             instance: instance.name.to_string(),

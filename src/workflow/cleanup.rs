@@ -2,8 +2,13 @@
 //! every unlock script (with `BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false` for backup) in
 //! reverse lock order, and remove `/var/vcap/store/bbr-backup` from every instance.
 //! Unlock scripts must therefore be idempotent: they run even when nothing was locked.
+//! `post-restore-unlock` runs one job at a time, as bbr's serial executor does.
+//!
+//! Every failure here is a plain error (exit 1), as bbr's `CleanupPreviousStep`: removing the
+//! artifact directories and the temporary SSH users too, which after a backup or restore are
+//! clean-up errors (16). Success is logged as bbr's `'<deployment>' cleaned up`.
 
-use super::{discover_or_interrupt, release_target, remove_artifact_roots, unlock, RunContext};
+use super::{discover_or_interrupt, remove_artifact_roots, unlock, RunContext};
 use crate::error::{Error, RunErrors};
 use crate::model::deployment::{Deployment, Target};
 use crate::model::job::{LockDirection, ScriptName};
@@ -24,7 +29,12 @@ pub async fn cleanup(target: &dyn Target, kind: CleanupKind, context: &RunContex
         Ok(deployment) => errors.extend(cleanup_deployment(&deployment, kind, context).await),
         Err(e) => errors.extend(e),
     }
-    release_target(target, &mut errors).await;
+    if let Err(error) = target.release_access().await {
+        errors.push(previous_cleanup_error(target.name(), error.to_string()));
+    }
+    if errors.is_empty() {
+        tracing::info!("'{}' cleaned up", target.name());
+    }
     errors
 }
 
@@ -52,7 +62,12 @@ async fn cleanup_deployment(
     let instances: Vec<usize> = (0..deployment.instances.len())
         .filter(|&i| deployment.instances[i].can_backup() || deployment.instances[i].can_restore())
         .collect();
-    errors.extend(remove_artifact_roots(deployment, &instances, previous_cleanup_error).await);
+    errors.extend(
+        remove_artifact_roots(deployment, &instances, |deployment, detail| {
+            previous_cleanup_error(&deployment.name, detail)
+        })
+        .await,
+    );
     if let (CleanupKind::Backup, Some(file)) = (kind, &context.journal) {
         if let Some(journal) = file.read() {
             if !crate::workflow::journal::process_alive(journal.pid) && errors.is_empty() {
@@ -72,10 +87,11 @@ async fn cleanup_deployment(
     errors
 }
 
-/// bbr reports the clean-up subcommands' own removal failures as plain errors (exit 1).
-fn previous_cleanup_error(deployment: &Deployment, detail: String) -> Error {
+/// bbr reports the clean-up subcommands' own removal failures (artifact directories and
+/// temporary users) as plain errors (exit 1).
+fn previous_cleanup_error(deployment: &str, detail: String) -> Error {
     Error::RemoteCommand {
-        instance: crate::model::job::InstanceName::new(deployment.name.clone(), "*"),
+        instance: crate::model::job::InstanceName::new(deployment.to_string(), "*"),
         action: "Cleaning up previous backup".into(),
         detail,
     }

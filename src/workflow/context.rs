@@ -18,7 +18,8 @@ use crate::report::verification::Verification;
 pub struct RunOptions {
     /// At most this many scripts or transfers at once.
     pub parallelism: usize,
-    /// Passed to `metadata` scripts as `BBR_VERSION`.
+    /// Cairn's version, given to every script as `CAIRN_VERSION` (`metadata` scripts get
+    /// `BBR_VERSION`, the bbr release Cairn implements, [`crate::BBR_COMPATIBLE_VERSION`]).
     pub version: String,
     /// Longest a single job script may run (`--script-timeout`).
     pub script_timeout: Option<std::time::Duration>,

@@ -13,8 +13,10 @@
 //! matching (here and on the instance), do the restore scripts run; otherwise the artifact
 //! directories are removed and no script runs, so a damaged or hostile artifact never reaches
 //! a script. bbr reads every tar twice for the same guarantee (verify, then copy).
-//! Restore scripts run one at a time, instance by instance (as bbr), and the first failing
-//! job stops them; unlock always follows once a lock was attempted.
+//! Restore scripts run one at a time, instance by instance (as bbr): every job of an instance
+//! runs, and the first instance with a failure stops the loop. The restore lock scripts run
+//! one job at a time too (bbr's serial executor); unlock always follows once a lock was
+//! attempted.
 
 use super::scripts::run_job_script;
 use super::{
@@ -175,6 +177,9 @@ async fn restore_from(
     source: &dyn BackupSource,
     context: &RunContext,
 ) -> RunErrors {
+    // bbr's `ValidateArtifactStep` (`orchestrator/validate_artifact_step.go`).
+    tracing::info!("Starting restore of {}...", target.name());
+    tracing::info!("Validating backup artifact for {}...", target.name());
     let backup = match source.check(context.options.parallelism).await {
         Ok(checked) => checked,
         Err(errors) => return errors,
@@ -200,7 +205,6 @@ async fn restore_deployment(
         Ok(plan) => plan,
         Err(e) => return errors.extend(e),
     };
-    tracing::info!("Starting restore of {}...", deployment.name);
     let created = CreatedRoots::new(deployment.instances.len());
     let copy_errors = copy_to_instances(deployment, &plan, backup, &created, context).await;
     let copied = copy_errors.is_empty();
@@ -231,11 +235,10 @@ async fn copy_to_instances(
     let copies = plan.uploads.iter().map(|upload| async move {
         let (instance, job) = deployment.job(upload.job);
         created.mark(upload.job.0);
-        tracing::info!("Copying backup to {} on {}...", job.name, instance.name);
         let artifact = backup
             .open_artifact(&upload.artifact_name, &upload.checksums)
             .await?;
-        transfer::upload(instance, job, artifact, &upload.checksums, &context.cancel).await
+        transfer::upload(instance, job, artifact, &upload.checksums, context).await
     });
     super::gather_errors(copies, context.options.parallelism).await
 }
@@ -268,35 +271,56 @@ async fn lock_restore_unlock(
     errors
 }
 
-/// Restore scripts one at a time, in the order of the uploads (instance by instance, as
-/// bbr); the first failing job stops the loop.
+/// Restore scripts one at a time, in the order of the uploads (instance by instance, as bbr's
+/// `orchestrator/instance.go` and `instance/deployed_instance.go`): every job of an instance
+/// runs, then the first instance with a failure stops the loop. Logged between bbr's `Running
+/// restore scripts...` and `Finished running restore scripts.`, then `Completed restore of D`
+/// on success (`orchestrator/restore_step.go`, before the unlock).
 async fn run_restore_scripts(
     deployment: &Deployment,
     plan: &RestorePlan,
     context: &RunContext,
 ) -> RunErrors {
+    tracing::info!("Running restore scripts...");
     let mut errors = RunErrors::new();
-    for upload in &plan.uploads {
+    for instance_uploads in plan.uploads.chunk_by(|a, b| a.job.0 == b.job.0) {
         if !errors.is_empty() || context.cancel.is_cancelled() {
             break;
         }
-        let (instance, job) = deployment.job(upload.job);
-        let environment = [
-            ("BBR_ARTIFACT_DIRECTORY", instance.restore_directory(job)),
-            ("ARTIFACT_DIRECTORY", instance.restore_directory(job)),
-        ];
-        let result = run_job_script(
-            instance,
-            job,
-            ScriptName::Restore,
-            &environment,
-            context,
-            &context.cancel,
-        )
-        .await;
-        if let Some(error) = result.error {
-            errors.push(error);
+        for upload in instance_uploads {
+            if context.cancel.is_cancelled() {
+                break;
+            }
+            if let Some(error) = restore_job(deployment, upload, context).await {
+                errors.push(error);
+            }
         }
     }
+    tracing::info!("Finished running restore scripts.");
+    if errors.is_empty() && !context.cancel.is_cancelled() {
+        tracing::info!("Completed restore of {}", deployment.name);
+    }
     errors
+}
+
+async fn restore_job(
+    deployment: &Deployment,
+    upload: &Upload,
+    context: &RunContext,
+) -> Option<Error> {
+    let (instance, job) = deployment.job(upload.job);
+    let environment = [
+        ("BBR_ARTIFACT_DIRECTORY", instance.restore_directory(job)),
+        ("ARTIFACT_DIRECTORY", instance.restore_directory(job)),
+    ];
+    run_job_script(
+        instance,
+        job,
+        ScriptName::Restore,
+        &environment,
+        context,
+        &context.cancel,
+    )
+    .await
+    .error
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::RunContext;
 use crate::error::{Error, RunErrors};
 use crate::model::deployment::{Deployment, Instance};
-use crate::model::job::{Job, ScriptName};
+use crate::model::job::{InstanceName, Job, ScriptName};
 use crate::model::lock_order::{JobRef, LockLayers};
 use crate::remote::script::{run_script, ScriptCommand, ScriptOutcome};
 
@@ -40,10 +40,13 @@ pub(crate) async fn run_job_script(
     context: &RunContext,
     cancel: &CancellationToken,
 ) -> ScriptResult {
-    tracing::info!("{} {} on {}...", describe(script), job.name, instance.name);
+    let (starting, finished) = log_lines(script, &job.name, &instance.name);
+    tracing::info!("{starting}");
     let started_at = chrono::Utc::now();
+    let mut variables = environment.to_vec();
+    variables.push(("CAIRN_VERSION", context.options.version.clone()));
     let command = ScriptCommand::new(job.script_path(script))
-        .envs(environment)
+        .envs(&variables)
         .time_limit(context.options.script_timeout);
     let mut outcome = run_script(instance.remote.as_ref(), &command, cancel).await;
     if let (ScriptOutcome::Lost(error), true) = (&outcome, script.is_idempotent()) {
@@ -60,13 +63,8 @@ pub(crate) async fn run_job_script(
             context.record_script(&instance.name, &job.name, script, started_at, output.status);
             if output.success() {
                 tracing::debug!("stdout: {}", output.stdout_text().trim_end());
-                if script != ScriptName::PostRestoreVerify {
-                    tracing::info!(
-                        "Finished {} {} on {}.",
-                        describe(script).to_lowercase(),
-                        job.name,
-                        instance.name
-                    );
+                if let Some(finished) = finished {
+                    tracing::info!("{finished}");
                 }
                 None
             } else {
@@ -96,7 +94,8 @@ pub(crate) async fn run_job_script(
     ScriptResult { outcome, error }
 }
 
-/// Runs `script` on each of `jobs` (those that have it), at most `parallelism` at once.
+/// Runs `script` on each of `jobs` (those that have it), at most `--parallelism` at once (one
+/// at a time for the restore locks, [`parallelism`]).
 /// `environment` gives each job's variables.
 pub(crate) async fn run_scripts(
     deployment: &Deployment,
@@ -115,22 +114,57 @@ pub(crate) async fn run_scripts(
             let result = run_job_script(instance, job, script, &variables, context, cancel).await;
             result.error.map_or(Ok(()), Err)
         });
-    super::gather_errors(runs, context.options.parallelism).await
+    super::gather_errors(runs, parallelism(script, context)).await
 }
 
-fn describe(script: ScriptName) -> &'static str {
+/// bbr's log lines before and after a job's script (`instance/job.go`): `Locking J on G/ID for
+/// backup...` and `Finished locking J on G/ID for backup.`, and so on. `post-restore-verify`
+/// (a Cairn extension) has no closing line: its evidence line follows instead.
+fn log_lines(script: ScriptName, job: &str, instance: &InstanceName) -> (String, Option<String>) {
+    let (verb, suffix) = match script {
+        ScriptName::PreBackupLock => ("locking", " for backup"),
+        ScriptName::PreRestoreLock => ("locking", " for restore"),
+        ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => ("unlocking", ""),
+        ScriptName::Backup => ("backing up", ""),
+        ScriptName::Restore => ("restoring", ""),
+        ScriptName::Metadata => ("reading metadata of", ""),
+        ScriptName::PostRestoreVerify => {
+            return (format!("Verifying restored {job} on {instance}..."), None)
+        }
+    };
+    let mut capitalized = verb.to_string();
+    capitalized[..1].make_ascii_uppercase();
+    (
+        format!("{capitalized} {job} on {instance}{suffix}..."),
+        Some(format!("Finished {verb} {job} on {instance}{suffix}.")),
+    )
+}
+
+/// How many jobs run `script` at once: bbr runs the restore lock scripts one job at a time
+/// (`NewSerialExecutor` for `pre-restore-lock` and `post-restore-unlock`, in `restore` and
+/// `restore-cleanup`), every other script up to `--parallelism` at once.
+fn parallelism(script: ScriptName, context: &RunContext) -> usize {
     match script {
-        ScriptName::PreBackupLock | ScriptName::PreRestoreLock => "Locking",
-        ScriptName::PostBackupUnlock | ScriptName::PostRestoreUnlock => "Unlocking",
-        ScriptName::Backup => "Backing up",
-        ScriptName::Restore => "Restoring",
-        ScriptName::Metadata => "Reading metadata of",
-        ScriptName::PostRestoreVerify => "Verifying restored",
+        ScriptName::PreRestoreLock | ScriptName::PostRestoreUnlock => 1,
+        _ => context.options.parallelism,
     }
 }
 
-/// Runs a lock script layer by layer, stopping at the first layer with a failure.
+/// Runs a lock script layer by layer, stopping at the first layer with a failure; logged
+/// between bbr's `Running <script> scripts...` and `Finished running <script> scripts.`
 pub(crate) async fn lock(
+    deployment: &Deployment,
+    layers: &LockLayers,
+    script: ScriptName,
+    context: &RunContext,
+) -> RunErrors {
+    tracing::info!("Running {script} scripts...");
+    let errors = lock_layers(deployment, layers, script, context).await;
+    tracing::info!("Finished running {script} scripts.");
+    errors
+}
+
+async fn lock_layers(
     deployment: &Deployment,
     layers: &LockLayers,
     script: ScriptName,
@@ -160,6 +194,7 @@ pub(crate) async fn lock(
 }
 
 /// Runs an unlock script on every job, layers in reverse; never cancelled, never stops early.
+/// Logged between bbr's `Running <script> scripts...` and `Finished running <script> scripts.`
 pub(crate) async fn unlock(
     deployment: &Deployment,
     layers: &LockLayers,
@@ -167,10 +202,12 @@ pub(crate) async fn unlock(
     environment: &ScriptEnvironment<'_>,
     context: &RunContext,
 ) -> RunErrors {
+    tracing::info!("Running {script} scripts...");
     let never = CancellationToken::new();
     let mut errors = RunErrors::new();
     for layer in layers.unlock_order() {
         errors.extend(run_scripts(deployment, layer, script, environment, context, &never).await);
     }
+    tracing::info!("Finished running {script} scripts.");
     errors
 }

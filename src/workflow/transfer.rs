@@ -39,6 +39,11 @@ const UPLOAD_CHUNK: usize = 1 << 20;
 /// Chunks queued between the reading thread and the SSH channel during restore.
 const UPLOAD_QUEUE: usize = 8;
 
+/// Percentage points between two progress lines. As bbr (`readwriter/log_percentage.go`), the
+/// first line comes at 5 % and each next one 5 points after the last; 100 % is logged once
+/// (bbr logs it again on every write past its estimate).
+const PROGRESS_STEP: u64 = 5;
+
 /// A blocking [`Read`] over chunks arriving on a channel, logging progress every 5 %.
 struct ChannelReader {
     receiver: mpsc::Receiver<Bytes>,
@@ -46,7 +51,9 @@ struct ChannelReader {
     progress: Progress,
 }
 
+/// bbr's `Copying backup for job J on G/ID -- N% complete` lines for one copy.
 struct Progress {
+    /// `for job J on G/ID`.
     label: String,
     instance: String,
     job: String,
@@ -57,6 +64,24 @@ struct Progress {
 }
 
 impl Progress {
+    fn new(
+        label: String,
+        instance: &Instance,
+        job: &Job,
+        total: u64,
+        context: &RunContext,
+    ) -> Self {
+        Progress {
+            label,
+            instance: instance.name.to_string(),
+            job: job.name.clone(),
+            total,
+            done: 0,
+            next_percent: PROGRESS_STEP,
+            events: context.events.clone(),
+        }
+    }
+
     fn advance(&mut self, bytes: usize) {
         self.done += bytes as u64;
         if self.total == 0 {
@@ -65,7 +90,7 @@ impl Progress {
         let percent = (self.done * 100 / self.total).min(100);
         if percent >= self.next_percent {
             tracing::info!("Copying backup {} -- {percent}% complete", self.label);
-            self.next_percent = (percent / 5 + 1) * 5;
+            self.next_percent = percent + PROGRESS_STEP;
             if let Some(events) = &self.events {
                 events.emit(Event::TransferProgress {
                     instance: self.instance.clone(),
@@ -105,18 +130,21 @@ pub(super) async fn download(
 ) -> Result<StoredArtifact, Error> {
     let remote_directory = instance.backup_directory(job);
     let label = format!("for job {} on {}", job.name, instance.name);
-    let progress = Progress {
-        label: label.clone(),
-        instance: instance.name.to_string(),
-        job: job.name.clone(),
-        total: remote_size(instance, &remote_directory).await,
-        done: 0,
-        next_percent: 0,
-        events: context.events.clone(),
-    };
+    let progress = Progress::new(
+        label.clone(),
+        instance,
+        job,
+        remote_size(instance, &remote_directory).await,
+        context,
+    );
     let (writer, pending) = destination
         .open_artifact(&instance.backup_artifact_name(job))
         .await?;
+    // bbr's drain lines (`orchestrator/backup_download_executable.go`).
+    tracing::info!(
+        "Copying backup -- {} uncompressed -- {label}...",
+        du_human(progress.total)
+    );
     let streamed = stream_and_digest(
         instance,
         &remote_directory,
@@ -130,7 +158,6 @@ pub(super) async fn download(
         Err(error) => return Err(pending.discard().await.unwrap_or(error)),
     };
     let version = pending.commit().await?;
-    tracing::info!("Finished copying backup {label}.");
     let removed = instance
         .remote
         .run(&commands::remove(&remote_directory))
@@ -142,6 +169,7 @@ pub(super) async fn download(
             &removed,
         ));
     }
+    tracing::info!("Finished validity checks -- {label}...");
     Ok(StoredArtifact {
         name: instance.backup_artifact_name(job),
         group: instance.name.group.clone(),
@@ -181,7 +209,7 @@ async fn stream_and_digest(
     let local_error = |source| {
         Error::from(ArtifactError::Io {
             action: "Writing the artifact",
-            path: label.into(),
+            path: label.clone().into(),
             source,
         })
     };
@@ -200,6 +228,10 @@ async fn stream_and_digest(
             &streamed,
         ));
     }
+    // The copy and the checksums ran at once; bbr's lines come in its order: copied, then
+    // checked (`Finished validity checks` once the artifact is kept and the instance's removed).
+    tracing::info!("Finished copying backup -- {label}...");
+    tracing::info!("Starting validity checks -- {label}...");
     let remote_sums = parse_remote_sums(instance, remote_sums)?;
     let local_sums: Checksums = files
         .iter()
@@ -238,6 +270,35 @@ fn write_and_digest(
     Ok((files, stored))
 }
 
+/// A size the way `du -h` prints it (GNU coreutils: powers of 1024, rounded up, one decimal
+/// below 10): `0`, `512`, `4.0K`, `9.9K`, `10K`, `1.5M`. bbr prints `du -sh` of the artifact
+/// directory (backup) or of the tar file (restore).
+fn du_human(bytes: u64) -> String {
+    const UNITS: [&str; 8] = ["K", "M", "G", "T", "P", "E", "Z", "Y"];
+    if bytes < 1024 {
+        return bytes.to_string();
+    }
+    // In tenths of the unit, rounded up at every step as du does with `--block-size=1`.
+    let mut unit = 0;
+    let mut scaled = u128::from(bytes);
+    let mut divisor: u128 = 1024;
+    while scaled >= divisor * 1024 && unit + 1 < UNITS.len() {
+        divisor *= 1024;
+        unit += 1;
+    }
+    scaled = (scaled * 10).div_ceil(divisor);
+    if scaled < 100 {
+        return format!("{}.{}{}", scaled / 10, scaled % 10, UNITS[unit]);
+    }
+    let whole = scaled.div_ceil(10);
+    if whole >= 1024 && unit + 1 < UNITS.len() {
+        return format!("1.0{}", UNITS[unit + 1]);
+    }
+    format!("{whole}{}", UNITS[unit])
+}
+
+/// The artifact directory's disk usage in bytes (`du -sk` × 1024, bbr's `du -s` × 1024), the
+/// total of the percentages and the size in the log line (`du_human`).
 async fn remote_size(instance: &Instance, directory: &str) -> u64 {
     let Ok(output) = instance
         .remote
@@ -264,9 +325,28 @@ pub(super) async fn upload(
     job: &Job,
     artifact: Box<dyn ArtifactReader>,
     expected: &Checksums,
-    cancel: &CancellationToken,
+    context: &RunContext,
 ) -> Result<(), Error> {
+    let cancel = &context.cancel;
     let remote_directory = instance.restore_directory(job);
+    // bbr's lines (`orchestrator/backup_upload_executable.go`): the group and *index* here,
+    // the group and id in the percentages.
+    let at_index = format!(
+        "for job {} on {}/{}",
+        job.name, instance.name.group, instance.index
+    );
+    let size = artifact.size();
+    tracing::info!(
+        "Copying backup -- {} uncompressed -- {at_index}...",
+        du_human(size.disk_usage)
+    );
+    let progress = Progress::new(
+        format!("for job {} on {}", job.name, instance.name),
+        instance,
+        job,
+        size.tar_bytes,
+        context,
+    );
     let made = instance
         .remote
         .run(&commands::make_directory(&remote_directory))
@@ -281,7 +361,7 @@ pub(super) async fn upload(
     let (sender, receiver) = mpsc::channel(UPLOAD_QUEUE);
     // Stops the reading thread when the run is interrupted or the instance side failed.
     let stop = cancel.child_token();
-    let mut chunks = ChunkForwarder::new(sender, stop.clone());
+    let mut chunks = ChunkForwarder::new(sender, stop.clone(), progress);
     let label = format!("{} on {}", job.name, instance.name);
     let reader = tokio::task::spawn_blocking(move || {
         let read = artifact.forward(&mut chunks).and_then(|()| {
@@ -329,7 +409,9 @@ pub(super) async fn upload(
         .run_cancellable(&commands::checksum_files(&remote_directory), cancel)
         .await;
     let remote_sums = parse_remote_sums(instance, remote_sums)?;
-    compare(instance, &job.name, expected, &remote_sums)
+    compare(instance, &job.name, expected, &remote_sums)?;
+    tracing::info!("Finished copying backup {at_index}.");
+    Ok(())
 }
 
 /// The restore side's writer: collects the tar stream into chunks for the SSH channel. Once the
@@ -341,15 +423,17 @@ struct ChunkForwarder {
     stop: CancellationToken,
     /// Whether `stop` ended the reading (rather than the artifact failing its checks).
     stopped: bool,
+    progress: Progress,
 }
 
 impl ChunkForwarder {
-    fn new(sender: mpsc::Sender<Bytes>, stop: CancellationToken) -> Self {
+    fn new(sender: mpsc::Sender<Bytes>, stop: CancellationToken, progress: Progress) -> Self {
         Self {
             buffer: Vec::with_capacity(UPLOAD_CHUNK),
             sender: Some(sender),
             stop,
             stopped: false,
+            progress,
         }
     }
 
@@ -392,6 +476,7 @@ impl Write for ChunkForwarder {
         let room = UPLOAD_CHUNK - self.buffer.len();
         let count = buf.len().min(room);
         self.buffer.extend_from_slice(&buf[..count]);
+        self.progress.advance(count);
         if self.buffer.len() == UPLOAD_CHUNK {
             self.send_buffer();
         }
@@ -445,5 +530,32 @@ fn remote_failure(
         instance: instance.name.clone(),
         action: action.to_string(),
         detail: output.failure_detail(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::du_human;
+
+    #[test]
+    fn sizes_read_as_du_prints_them() {
+        // Each pair checked against GNU coreutils `du --apparent-size -sh` of a file that size.
+        for (bytes, expected) in [
+            (0, "0"),
+            (512, "512"),
+            (1023, "1023"),
+            (1024, "1.0K"),
+            (1025, "1.1K"),
+            (4096, "4.0K"),
+            (10_239, "10K"),
+            (10_241, "11K"),
+            (102_400, "100K"),
+            (1_048_575, "1.0M"),
+            (1_572_864, "1.5M"),
+            (10_485_760, "10M"),
+            (1_073_741_823, "1.0G"),
+        ] {
+            assert_eq!(du_human(bytes), expected, "{bytes}");
+        }
     }
 }

@@ -653,7 +653,36 @@ async fn interrupt_during_transfer_removes_artifact_roots_and_every_tar() {
 }
 
 #[tokio::test]
-async fn failing_restore_script_stops_the_rest_and_every_job_is_unlocked() {
+async fn a_failing_instance_stops_the_restore_of_the_next_instances() {
+    let parent = tempfile::tempdir().unwrap();
+    let backup = backed_up(parent.path()).await;
+    let target = layered();
+    target.on(
+        "db/0",
+        "postgres",
+        ScriptName::Restore,
+        Outcome::Fail(5, "restore broke".into()),
+    );
+    let errors = within(restore(
+        &target,
+        &BbrDirectorySource::new(backup),
+        &context(),
+    ))
+    .await
+    .errors;
+
+    assert_eq!(errors.errors().len(), 1, "{errors}");
+    let world = target.world();
+    // bbr's orchestrator/instance.go: the first failing instance stops the loop.
+    assert_layers(&world.script_calls(ScriptName::Restore), &[&[PG]]);
+    assert_layers(
+        &world.script_calls(ScriptName::PostRestoreUnlock),
+        &[&[PG], &[API], &[PROXY], &[WORKER]],
+    );
+}
+
+#[tokio::test]
+async fn failing_restore_script_stops_after_its_instance_and_every_job_is_unlocked() {
     let parent = tempfile::tempdir().unwrap();
     let backup = backed_up(parent.path()).await;
 
@@ -699,9 +728,11 @@ async fn failing_restore_script_stops_the_rest_and_every_job_is_unlocked() {
     let restores = world.script_calls(ScriptName::Restore);
     let unlocks = world.script_calls(ScriptName::PostRestoreUnlock);
     assert_before(&checks, &locks);
-    assert_layers(&locks, &[&[PG, API, PROXY, WORKER]]);
-    // One at a time, in instance order; the failure on api stops proxy's.
-    assert_layers(&restores, &[&[PG], &[API]]);
+    // The restore locks run one job at a time, as bbr's serial executor.
+    assert_layers(&locks, &[&[PG], &[API], &[PROXY], &[WORKER]]);
+    // One at a time, in instance order; the failure on api lets the rest of app/0 run (bbr
+    // restores every job of an instance), and would stop the next instance.
+    assert_layers(&restores, &[&[PG], &[API], &[PROXY]]);
     for call in &restores {
         let Op::Script { job, .. } = &call.op else {
             unreachable!()
@@ -711,7 +742,7 @@ async fn failing_restore_script_stops_the_rest_and_every_job_is_unlocked() {
     }
     assert_before(&locks, &restores);
     assert_before(&restores, &unlocks);
-    assert_layers(&unlocks, &[&[PG, API, PROXY, WORKER]]);
+    assert_layers(&unlocks, &[&[PG], &[API], &[PROXY], &[WORKER]]);
     assert!(world.script_calls(ScriptName::PostBackupUnlock).is_empty());
     assert_roots_removed_where_created(&target, &["db/0", "app/0"]);
     assert_eq!(target.released(), 1);
@@ -777,9 +808,9 @@ async fn backup_first_undoes_what_the_journal_of_a_killed_run_lists() {
     assert_eq!(
         ids(recovery),
         vec![
-            "db/0 sudo BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false /var/vcap/jobs/postgres/bin/bbr/post-backup-unlock",
-            "app/0 sudo BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false /var/vcap/jobs/proxy/bin/bbr/post-backup-unlock",
-            "db/0 sudo rm -rf /var/vcap/store/bbr-backup",
+            format!("db/0 sudo BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false CAIRN_VERSION={} /var/vcap/jobs/postgres/bin/bbr/post-backup-unlock", cairn::VERSION),
+            format!("app/0 sudo BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false CAIRN_VERSION={} /var/vcap/jobs/proxy/bin/bbr/post-backup-unlock", cairn::VERSION),
+            "db/0 sudo rm -rf /var/vcap/store/bbr-backup".to_string(),
         ]
     );
     assert_before(&recovery[..2], &recovery[2..]);
@@ -831,7 +862,7 @@ async fn interrupt_during_restore_script_unlocks_every_job_and_removes_artifact_
         restores[1].result
     );
     assert_before(&restores, &unlocks);
-    assert_layers(&unlocks, &[&[PG, API, PROXY, WORKER]]);
+    assert_layers(&unlocks, &[&[PG], &[API], &[PROXY], &[WORKER]]);
     assert_roots_removed_where_created(&target, &["db/0", "app/0"]);
     assert_eq!(target.released(), 1);
 }
@@ -868,6 +899,6 @@ async fn lost_connection_during_restore_script_is_script_lost_and_every_job_is_u
     assert_layers(&restores, &[&[PG]]);
     let unlocks = world.script_calls(ScriptName::PostRestoreUnlock);
     assert_before(&restores, &unlocks);
-    assert_layers(&unlocks, &[&[PG, API, PROXY, WORKER]]);
+    assert_layers(&unlocks, &[&[PG], &[API], &[PROXY], &[WORKER]]);
     assert_roots_removed_where_created(&target, &["db/0", "app/0"]);
 }

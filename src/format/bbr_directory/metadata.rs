@@ -67,10 +67,25 @@ pub struct BackupActivity {
     pub finish_time: Option<String>,
 }
 
-/// Formats a time the way bbr writes `backup_activity`.
+/// Formats a time the way bbr writes `backup_activity`: Go's `2006/01/02 15:04:05 MST` in the
+/// jumpbox's local zone (bbr formats `time.Now()`), with the zone's abbreviation (`UTC`, `CET`,
+/// `EST`, or tzdata's numeric one such as `+03`). The local zone is the system's (`TZ`, else
+/// `/etc/localtime`), UTC when it cannot be found. Nothing parses these times back: they are
+/// for people, so a bbr backup's and a Cairn backup's read the same whatever the zone.
 #[must_use]
 pub fn format_activity_time(time: DateTime<Utc>) -> String {
-    time.format("%Y/%m/%d %H:%M:%S UTC").to_string()
+    format_in_zone(time, &jiff::tz::TimeZone::system())
+}
+
+fn format_in_zone(time: DateTime<Utc>, zone: &jiff::tz::TimeZone) -> String {
+    let nanos = i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0);
+    match jiff::Timestamp::new(time.timestamp(), nanos) {
+        Ok(instant) => instant
+            .to_zoned(zone.clone())
+            .strftime("%Y/%m/%d %H:%M:%S %Z")
+            .to_string(),
+        Err(_) => time.format("%Y/%m/%d %H:%M:%S UTC").to_string(),
+    }
 }
 
 /// Parses a backup id (bbr's artifact directory timestamp, `YYYYMMDDTHHMMSSZ`) into a time.
@@ -280,6 +295,25 @@ backup_activity:
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(format_backup_timestamp(time), "20240102T030405Z");
-        assert_eq!(format_activity_time(time), "2024/01/02 03:04:05 UTC");
+        assert_eq!(
+            format_in_zone(time, &jiff::tz::TimeZone::UTC),
+            "2024/01/02 03:04:05 UTC"
+        );
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        assert_eq!(format_in_zone(time, &berlin), "2024/01/02 04:04:05 CET");
+        let posix = jiff::tz::TimeZone::posix("EST5EDT,M3.2.0,M11.1.0").unwrap();
+        assert_eq!(format_in_zone(time, &posix), "2024/01/01 22:04:05 EST");
+    }
+
+    #[test]
+    fn reads_activity_times_in_any_zone() {
+        for zone in ["UTC", "CEST", "+03"] {
+            let text = format!(
+                "backup_activity:\n  start_time: 2024/01/02 03:04:05 {zone}\n  finish_time: 2024/01/02 03:10:00 {zone}\n"
+            );
+            let metadata = BackupMetadata::parse(&text).unwrap();
+            let activity = metadata.backup_activity.unwrap();
+            assert_eq!(activity.start_time, format!("2024/01/02 03:04:05 {zone}"));
+        }
     }
 }

@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use super::{ArtifactError, BackupDirectory, BackupMetadata, Checksums};
 use crate::error::{Error, RunErrors};
 use crate::format::sink::{
-    ArtifactReader, ArtifactWriter, BackupContents, BackupRecord, BackupSink, BackupSource,
-    CheckedBackup, NewBackup, OpenArtifact, OpenBackup, PendingArtifact, StoredBytes,
+    ArtifactReader, ArtifactSize, ArtifactWriter, BackupContents, BackupRecord, BackupSink,
+    BackupSource, CheckedBackup, NewBackup, OpenArtifact, OpenBackup, PendingArtifact, StoredBytes,
 };
 
 /// Backups written as bbr directories under an existing directory (`--artifact-path`).
@@ -416,6 +416,17 @@ impl ArtifactReader for DirectoryArtifact {
             &self.expected,
             Some(writer),
         )?)
+    }
+
+    /// The tar file's length, and its blocks as `du` counts them (an unreadable file is
+    /// reported by `forward`).
+    fn size(&self) -> ArtifactSize {
+        use std::os::unix::fs::MetadataExt;
+        let path = BackupDirectory::open(&self.backup).tar_path(&self.name);
+        std::fs::metadata(path).map_or(ArtifactSize::default(), |file| ArtifactSize {
+            tar_bytes: file.len(),
+            disk_usage: file.blocks() * 512,
+        })
     }
 }
 

@@ -23,7 +23,9 @@ use crate::format::digest::{digest_tar_files, digest_tar_forwarding, EntryPolicy
 use crate::format::encryption::{DecryptFailure, Identities, AGE_HEADER, AGE_X25519};
 use crate::format::hashing::HashingReader;
 use crate::format::manifest::{ArtifactEncryption, Compression, Manifest, ManifestArtifact};
-use crate::format::sink::{ArtifactReader, BackupContents, BackupSource, CheckedBackup};
+use crate::format::sink::{
+    ArtifactReader, ArtifactSize, BackupContents, BackupSource, CheckedBackup,
+};
 
 /// A backup in a store to restore from.
 #[derive(Debug, Clone)]
@@ -151,6 +153,15 @@ impl ArtifactReader for StoreArtifact {
             Some(writer),
         )
         .map(|_| ())
+    }
+
+    /// The files' bytes, from the manifest (the tar's headers are not counted).
+    fn size(&self) -> ArtifactSize {
+        let bytes = self.artifact.files.values().map(|file| file.size).sum();
+        ArtifactSize {
+            tar_bytes: bytes,
+            disk_usage: bytes,
+        }
     }
 }
 
