@@ -336,7 +336,7 @@ async fn lock_backup_unlock_drain(
     }
     let drain_errors = drain(work).await;
     let drained = drain_errors.is_empty();
-    errors.extend(drain_errors);
+    errors.extend(drain_errors.in_drain());
     drained
 }
 
