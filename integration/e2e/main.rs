@@ -18,6 +18,7 @@ mod director;
 mod encryption;
 mod failures;
 mod faults;
+mod fidelity_cli;
 mod host_keys_and_cli;
 mod modes;
 mod prune;

@@ -54,8 +54,10 @@ fn print_check_result(name: &str, mode: &Mode, errors: &RunErrors, human: &Human
             human.say(&format!(
                 "[{time}] Deployment '{name}' {verdict} be backed up."
             ));
-            for line in errors.to_string().lines() {
-                human.say(&format!("  {line}"));
+            if !errors.is_empty() {
+                for line in errors.to_string().lines() {
+                    human.say(&format!("  {line}"));
+                }
             }
         }
     }
