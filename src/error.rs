@@ -468,7 +468,9 @@ mod tests {
             script_error(ScriptName::Backup),
             script_error(ScriptName::PostBackupUnlock),
         ]);
-        assert!(two.to_string().starts_with("2 errors occurred:\nerror 1:\n"));
+        assert!(two
+            .to_string()
+            .starts_with("2 errors occurred:\nerror 1:\n"));
         assert!(two.to_string().contains("exit code 1\nerror 2:\n"));
     }
 
@@ -488,7 +490,10 @@ mod tests {
         assert!(!advise(script_error(ScriptName::PreBackupLock)));
         let drained = script_error(ScriptName::Backup).in_drain().in_drain();
         assert!(matches!(&drained, Error::Drain(inner) if !matches!(**inner, Error::Drain(_))));
-        assert_eq!(drained.to_string(), script_error(ScriptName::Backup).to_string());
+        assert_eq!(
+            drained.to_string(),
+            script_error(ScriptName::Backup).to_string()
+        );
     }
 
     #[test]

@@ -358,7 +358,10 @@ fn an_unknown_command_prints_bbrs_line_and_the_help_on_stdout() {
     assert_eq!(outcome.code, Some(0), "{}", outcome.all());
     assert_eq!(
         outcome.stdout,
-        format!("Error command 'frobnicate' not found\n\n{}", mode_help.stdout)
+        format!(
+            "Error command 'frobnicate' not found\n\n{}",
+            mode_help.stdout
+        )
     );
 }
 

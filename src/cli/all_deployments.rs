@@ -178,16 +178,16 @@ async fn run_checked(args: &DeploymentArgs, deployment: &str) -> DeploymentRun {
     };
     let run = deployment_run(deployment, result.as_ref().map(|r| r.0), stderr);
     let lines: Vec<&str> = stdout.lines().collect();
-    match lines
-        .iter()
-        .position(|l| l.contains(&format!("] Deployment '{deployment}' ")))
-    {
-        Some(at) => lines[at..].iter().for_each(|l| println!("{l}")),
-        None => {
-            let verdict = if run.succeeded { "can" } else { "cannot" };
-            say(&format!("Deployment '{deployment}' {verdict} be backed up."));
-            run.report.iter().for_each(|l| println!("  {l}"));
-        }
+    let verdict_line = format!("] Deployment '{deployment}' ");
+    if let Some(at) = lines.iter().position(|l| l.contains(&verdict_line)) {
+        lines[at..].iter().for_each(|l| println!("{l}"));
+    } else {
+        // It stopped before its verdict (e.g. the Director refused it): bbr's words for it.
+        let verdict = if run.succeeded { "can" } else { "cannot" };
+        say(&format!(
+            "Deployment '{deployment}' {verdict} be backed up."
+        ));
+        run.report.iter().for_each(|l| println!("  {l}"));
     }
     run
 }
@@ -229,7 +229,11 @@ fn summarize(deployments: &[String], results: &[DeploymentRun], words: &Words) -
         .filter(|name| !failed.iter().any(|r| r.name == *name))
         .collect();
     say("-------------------------");
-    say(&format!("Successfully {}: {}", words.done, succeeded.join(", ")));
+    say(&format!(
+        "Successfully {}: {}",
+        words.done,
+        succeeded.join(", ")
+    ));
     if failed.is_empty() {
         return 0;
     }
@@ -293,7 +297,10 @@ async fn run_captured(
 
 /// `cairn deployment --deployment D ...`: this process's own arguments, with
 /// `--all-deployments` replaced and the password moved into the environment.
-fn child_command(args: &DeploymentArgs, deployment: &str) -> anyhow::Result<tokio::process::Command> {
+fn child_command(
+    args: &DeploymentArgs,
+    deployment: &str,
+) -> anyhow::Result<tokio::process::Command> {
     let mut argv: Vec<String> = std::env::args().skip(1).collect();
     argv.retain(|a| a != "--all-deployments");
     let at = argv
@@ -395,7 +402,10 @@ mod tests {
         assert!(!is_report_header("  1 error occurred:"));
         let text = "[bbr] log\n2 errors occurred:\nerror 1:\na\nerror 2:\nb\nIt is recommended that you run `bbr backup-cleanup` to ensure that any temp files are cleaned up and all jobs are unlocked.\n";
         let (report, advised) = error_report(text);
-        assert_eq!(report, ["2 errors occurred:", "error 1:", "a", "error 2:", "b"]);
+        assert_eq!(
+            report,
+            ["2 errors occurred:", "error 1:", "a", "error 2:", "b"]
+        );
         assert!(advised);
         let (_, advised) = error_report("1 error occurred:\nerror 1:\nx\n");
         assert!(!advised);

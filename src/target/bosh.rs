@@ -130,8 +130,14 @@ mod tests {
 
     #[test]
     fn a_leading_tilde_is_the_home_directory() {
-        assert_eq!(expand_home("/etc/ca.pem"), std::path::Path::new("/etc/ca.pem"));
-        assert_eq!(expand_home("~user/ca.pem"), std::path::Path::new("~user/ca.pem"));
+        assert_eq!(
+            expand_home("/etc/ca.pem"),
+            std::path::Path::new("/etc/ca.pem")
+        );
+        assert_eq!(
+            expand_home("~user/ca.pem"),
+            std::path::Path::new("~user/ca.pem")
+        );
         if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
             let home = std::path::PathBuf::from(home);
             assert_eq!(expand_home("~/ca.pem"), home.join("ca.pem"));

@@ -57,7 +57,9 @@ pub fn director_url(target: &str) -> Result<String, BoshError> {
         target: target.to_string(),
         detail: detail.to_string(),
     };
-    let rest = target.split_once("://").map_or(target, |(_scheme, rest)| rest);
+    let rest = target
+        .split_once("://")
+        .map_or(target, |(_scheme, rest)| rest);
     let authority = rest.split('/').next().unwrap_or("");
     if authority.is_empty() {
         return Err(invalid("expected a host, e.g. 10.0.0.6 or 10.0.0.6:25555"));
