@@ -377,7 +377,9 @@ fn bad_director_inputs_give_one_line_errors_and_exit_1() {
         &run_with(
             DEFAULT_CLIENT_ID,
             DEFAULT_CLIENT_SECRET,
-            "http://x",
+            // bosh-cli accepts any scheme (`http://x` is reached over HTTPS) but not a
+            // port that is no number.
+            "https://x:port",
             &ca,
             "cf",
         ),

@@ -163,9 +163,10 @@ fn command_line_follows_bbr() {
         .current_dir(work.path())
         .output()
         .unwrap();
+    // bbr's line with the bbr version Cairn implements, then Cairn's own.
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
-        format!("bbr version {}", env!("CARGO_PKG_VERSION"))
+        format!("bbr version 1.9.81 (cairn {})", env!("CARGO_PKG_VERSION"))
     );
     let output = run(work.path(), &["version"]);
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("cairn version "));
