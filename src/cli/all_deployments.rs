@@ -6,6 +6,12 @@
 //! its own SSH user, journal, signals and error report — and gives each its own log without
 //! untangling interleaved output. Secrets reach the children through the environment, never
 //! their command line.
+//!
+//! The console is bbr's, line for line, since wrappers grep it: `Starting backup...` (or
+//! `Starting cleanup...`), `[HH:MM:SS] Pending: a, b` and a dash line (times in UTC), one
+//! `Starting`/`Finished`/`ERROR` line per deployment (pre-backup-check instead prints each
+//! deployment's verdict and writes no log file), then the dash, `Successfully ...` and
+//! `FAILED: ...`; the summary error and the advice to run `backup-cleanup` go to stderr.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -283,11 +289,11 @@ async fn run_captured(
 ) -> anyhow::Result<(i32, String, String)> {
     let mut command = child_command(args, deployment)?;
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let output = command
-        .spawn()
-        .context("Cannot start cairn")?
-        .wait_with_output()
-        .await?;
+    let child = command.spawn().context("Cannot start cairn")?;
+    let forward = forward_sigterm(child.id());
+    let output = child.wait_with_output().await;
+    forward.abort();
+    let output = output?;
     Ok((
         output.status.code().unwrap_or(1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -324,11 +330,18 @@ fn child_command(
     Ok(command)
 }
 
-/// Waits for the child; SIGINT reaches it from the terminal, and SIGTERM is forwarded so
-/// that it unlocks and cleans up its own deployment. Returns its exit code.
+/// Waits for the child; returns its exit code.
 async fn wait_forwarding_sigterm(mut child: tokio::process::Child) -> anyhow::Result<i32> {
-    let pid = child.id();
-    let forward = tokio::spawn(async move {
+    let forward = forward_sigterm(child.id());
+    let status = child.wait().await;
+    forward.abort();
+    Ok(status?.code().unwrap_or(1))
+}
+
+/// Forwards SIGTERM to the child `pid` until aborted, so that it unlocks and cleans up its
+/// own deployment (SIGINT reaches it from the terminal).
+fn forward_sigterm(pid: Option<u32>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let Ok(mut terminate) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         else {
@@ -341,10 +354,7 @@ async fn wait_forwarding_sigterm(mut child: tokio::process::Child) -> anyhow::Re
                     .status();
             }
         }
-    });
-    let status = child.wait().await?;
-    forward.abort();
-    Ok(status.code().unwrap_or(1))
+    })
 }
 
 /// Removes `--flag VALUE` and `--flag=VALUE` for each of `names`.
