@@ -196,6 +196,10 @@ pub enum Error {
     /// The BOSH Director refused or failed a request.
     #[error(transparent)]
     Director(#[from] crate::target::bosh::BoshError),
+    /// Copying an artifact off an instance (or checking it) failed: bbr's `DrainError`, after
+    /// which it advises `backup-cleanup`. The message is the inner error's.
+    #[error(transparent)]
+    Drain(Box<Error>),
 }
 
 impl Error {
@@ -215,19 +219,33 @@ impl Error {
         }
     }
 
+    /// Marks an error of the drain step (copying artifacts off the instances).
+    #[must_use]
+    pub fn in_drain(self) -> Error {
+        match self {
+            drain @ Error::Drain(_) => drain,
+            other => Error::Drain(Box::new(other)),
+        }
+    }
+
     /// True when an unlock script failed (exit bit 8).
     #[must_use]
     pub fn is_unlock_failure(&self) -> bool {
         self.exit_bit() == exit_bit::UNLOCK
     }
 
-    /// True when this error came from an unlock or clean-up, after which bbr prints its advice to
-    /// run `backup-cleanup`.
+    /// True for the kinds of error after which bbr's `backup` advises `backup-cleanup`
+    /// (`orchestrator/error.go` `ContainsUnlockOrCleanupOrArtifactDirExists`: an unlock, a
+    /// clean-up, a leftover artifact directory or the drain), and for an interrupted backup
+    /// (bbr prints the same advice when a backup is stopped).
     #[must_use]
     pub fn needs_cleanup_advice(&self) -> bool {
         matches!(
             self,
-            Error::Cleanup { .. } | Error::ArtifactDirExists { .. } | Error::Interrupted { .. }
+            Error::Cleanup { .. }
+                | Error::ArtifactDirExists { .. }
+                | Error::Drain(_)
+                | Error::Interrupted { .. }
         ) || self.is_unlock_failure()
     }
 }
@@ -351,6 +369,27 @@ impl RunErrors {
         &self.0
     }
 
+    /// True when a backup with these errors may have left temp files or locked jobs behind,
+    /// so bbr's advice to run `backup-cleanup` follows its report.
+    #[must_use]
+    pub fn advise_backup_cleanup(&self) -> bool {
+        self.0.iter().any(Error::needs_cleanup_advice)
+    }
+
+    /// True when the first error is a leftover artifact directory: the one case in which
+    /// bbr's `pre-backup-check` advises `backup-cleanup` (`ContainsArtifactDirError` looks at
+    /// the first error only).
+    #[must_use]
+    pub fn first_is_artifact_dir(&self) -> bool {
+        matches!(self.0.first(), Some(Error::ArtifactDirExists { .. }))
+    }
+
+    /// Marks every error as one of the drain step ([`Error::Drain`]).
+    #[must_use]
+    pub fn in_drain(self) -> RunErrors {
+        RunErrors(self.0.into_iter().map(Error::in_drain).collect())
+    }
+
     /// bbr's exit code: the OR of every error's bit, 0 when there is none.
     #[must_use]
     pub fn exit_code(&self) -> i32 {
@@ -377,9 +416,14 @@ impl From<Error> for RunErrors {
 }
 
 impl fmt::Display for RunErrors {
-    /// bbr's `PrettyError`: `N error(s) occurred:` then `error K:` and each message.
+    /// bbr's `PrettyError` (`orchestrator/error.go`): `1 error occurred:` or `N errors
+    /// occurred:`, then `error K:` and each message on a line of its own. (bbr writes no
+    /// newline after a message, so its next `error K:` header follows on the same line;
+    /// Cairn ends each message with one, so every header starts a line.)
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} error(s) occurred:", self.0.len())?;
+        let count = self.0.len();
+        let plural = if count == 1 { "" } else { "s" };
+        writeln!(f, "{count} error{plural} occurred:")?;
         for (number, error) in self.0.iter().enumerate() {
             writeln!(f, "error {}:", number + 1)?;
             writeln!(f, "{error}")?;
@@ -431,7 +475,46 @@ mod tests {
         let errors = RunErrors(vec![script_error(ScriptName::Backup)]);
         assert_eq!(
             errors.to_string(),
-            "1 error(s) occurred:\nerror 1:\nError attempting to run backup for job postgres on db/0: boom - exit code 1\n"
+            "1 error occurred:\nerror 1:\nError attempting to run backup for job postgres on db/0: boom - exit code 1\n"
         );
+        let two = RunErrors(vec![
+            script_error(ScriptName::Backup),
+            script_error(ScriptName::PostBackupUnlock),
+        ]);
+        assert!(two
+            .to_string()
+            .starts_with("2 errors occurred:\nerror 1:\n"));
+        assert!(two.to_string().contains("exit code 1\nerror 2:\n"));
+    }
+
+    #[test]
+    fn backup_cleanup_is_advised_for_bbrs_kinds_only() {
+        let advise = |error: Error| RunErrors(vec![error]).advise_backup_cleanup();
+        assert!(advise(script_error(ScriptName::PostBackupUnlock)));
+        assert!(advise(Error::Cleanup {
+            deployment: "d".into(),
+            detail: "x".into(),
+        }));
+        assert!(advise(Error::ArtifactDirExists {
+            instance: InstanceName::new("db", "0"),
+        }));
+        assert!(advise(script_error(ScriptName::Backup).in_drain()));
+        assert!(!advise(script_error(ScriptName::Backup)));
+        assert!(!advise(script_error(ScriptName::PreBackupLock)));
+        let drained = script_error(ScriptName::Backup).in_drain().in_drain();
+        assert!(matches!(&drained, Error::Drain(inner) if !matches!(**inner, Error::Drain(_))));
+        assert_eq!(
+            drained.to_string(),
+            script_error(ScriptName::Backup).to_string()
+        );
+    }
+
+    #[test]
+    fn pre_backup_check_advises_cleanup_only_for_a_first_artifact_dir_error() {
+        let dir = || Error::ArtifactDirExists {
+            instance: InstanceName::new("db", "0"),
+        };
+        assert!(RunErrors(vec![dir(), script_error(ScriptName::Backup)]).first_is_artifact_dir());
+        assert!(!RunErrors(vec![script_error(ScriptName::Backup), dir()]).first_is_artifact_dir());
     }
 }

@@ -307,3 +307,94 @@ fn command_groups_without_a_subcommand_are_usage_errors() {
     }
     insta::assert_snapshot!("command_groups_without_subcommand", summary);
 }
+
+/// `--version`, `-v`, `version` and `v` (issue 18). bbr is a urfave/cli v1 app: its global
+/// flag `version, v` (urfave `flag.go` `VersionFlag`) and its `version, v` command
+/// (`cmd/bbr/main.go`) both print `printVersion`'s `"%v version %v\n"` (urfave `help.go`):
+/// `bbr version 1.9.81`. Invoked as `bbr`, Cairn prints that line with its own version after
+/// it; invoked as `cairn`, its own version first.
+#[test]
+fn version_flags_and_command_print_bbrs_line() {
+    let work = Work::new();
+    let cairn_line = format!("cairn version {} (bbr 1.9.81)", env!("CARGO_PKG_VERSION"));
+    let bbr_line = format!("bbr version 1.9.81 (cairn {})", env!("CARGO_PKG_VERSION"));
+    for args in [["--version"], ["-v"], ["version"], ["v"]] {
+        let outcome = work.cairn(&args);
+        assert_eq!(outcome.code, Some(0), "{args:?}: {}", outcome.all());
+        assert_eq!(outcome.stdout, cairn_line, "{args:?}");
+        assert_eq!(outcome.stderr, "", "{args:?}");
+        let outcome = work.run_program(&work.bbr(), &args);
+        assert_eq!(outcome.code, Some(0), "{args:?}: {}", outcome.all());
+        assert_eq!(outcome.stdout, bbr_line, "{args:?}");
+    }
+    // `-v` is the top-level flag only, as in bbr (whose `deployment` has no version flag).
+    let outcome = work.cairn(&["--version", "deployment", "backup"]);
+    assert_eq!(outcome.stdout, cairn_line);
+}
+
+/// An unknown command (issue 18): bbr's `commandNotFoundFunc` (`cmd/bbr/main.go`) prints
+/// `fmt.Printf("Error command '%s' not found\n\n", msg)` and then the help of the command it
+/// was given to (urfave `ShowAppHelp`), all on stdout; urfave's `ShowCommandHelp` then returns
+/// nil, so bbr exits 0. Inside `deployment` the subcommand app inherits `CommandNotFound` and
+/// prints the `deployment` help.
+#[test]
+fn an_unknown_command_prints_bbrs_line_and_the_help_on_stdout() {
+    let work = Work::new();
+    let help = work.cairn(&["help"]);
+    let outcome = work.cairn(&["frobnicate"]);
+    assert_eq!(outcome.code, Some(0), "{}", outcome.all());
+    assert_eq!(
+        outcome.stdout,
+        format!("Error command 'frobnicate' not found\n\n{}", help.stdout)
+    );
+    assert_eq!(outcome.stderr, "");
+
+    let mode_help = work.cairn(&["deployment", "help"]);
+    assert_eq!(mode_help.code, Some(0));
+    assert!(mode_help
+        .stdout
+        .contains("Usage: cairn deployment [OPTIONS] <COMMAND>"));
+    let outcome = work.cairn(&["deployment", "-t", "10.0.0.6", "-d", "cf", "frobnicate"]);
+    assert_eq!(outcome.code, Some(0), "{}", outcome.all());
+    assert_eq!(
+        outcome.stdout,
+        format!(
+            "Error command 'frobnicate' not found\n\n{}",
+            mode_help.stdout
+        )
+    );
+}
+
+/// `help` inside a mode (issue 18): urfave v1 appends its `help, h` command to every command
+/// with subcommands (`app.go` `RunAsSubcommand`), so `bbr deployment ... help` prints the
+/// mode's help and `help backup` the subcommand's, on stdout, exit code 0.
+#[test]
+fn help_inside_a_mode_prints_its_help() {
+    let work = Work::new();
+    for mode in ["deployment", "director"] {
+        let help = work.cairn(&[mode, "help"]);
+        assert_eq!(help.code, Some(0), "{}", help.all());
+        assert!(
+            help.stdout
+                .contains(&format!("Usage: cairn {mode} [OPTIONS] <COMMAND>")),
+            "{}",
+            help.all()
+        );
+        assert_eq!(work.cairn(&[mode, "h"]).stdout, help.stdout);
+        let backup = work.cairn(&[mode, "help", "backup"]);
+        assert_eq!(backup.code, Some(0));
+        assert!(
+            backup
+                .stdout
+                .contains(&format!("Usage: cairn {mode} backup [OPTIONS]")),
+            "{}",
+            backup.all()
+        );
+        let unknown = work.cairn(&[mode, "help", "nope"]);
+        assert_eq!(unknown.code, Some(0));
+        assert_eq!(
+            unknown.stdout,
+            format!("Error command 'nope' not found\n\n{}", help.stdout)
+        );
+    }
+}

@@ -271,7 +271,10 @@ fn all_deployments_back_up_in_parallel_and_one_failure_exits_1() {
     assert_no_bosh_user_left(&director, &[&good, &bad]);
     // pre-backup-check and backup-cleanup work on every deployment too.
     for (action, summary) in [
-        ("pre-backup-check", "Successfully checked: bad, good"),
+        (
+            "pre-backup-check",
+            "Successfully can be backed up: bad, good",
+        ),
         ("backup-cleanup", "Successfully cleaned up: bad, good"),
     ] {
         let output = bosh(&director, work.path(), &["--all-deployments", action]);
@@ -374,7 +377,9 @@ fn bad_director_inputs_give_one_line_errors_and_exit_1() {
         &run_with(
             DEFAULT_CLIENT_ID,
             DEFAULT_CLIENT_SECRET,
-            "http://x",
+            // bosh-cli accepts any scheme (`http://x` is reached over HTTPS) but not a
+            // port that is no number.
+            "https://x:port",
             &ca,
             "cf",
         ),

@@ -18,6 +18,7 @@ mod director;
 mod encryption;
 mod failures;
 mod faults;
+mod fidelity_cli;
 mod fidelity_ssh;
 mod fidelity_workflow;
 mod host_keys_and_cli;

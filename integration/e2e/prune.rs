@@ -477,7 +477,7 @@ fn a_delete_that_fails_is_reported_prune_goes_on_and_exits_1() {
         .last()
         .unwrap()
         .contains("2 deleted, 1 could not be deleted"));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("1 error(s) occurred"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("1 error occurred:"));
     assert_eq!(
         listed_ids(work.path(), &url),
         vec!["20250202T020000Z".to_string(), real[0].clone()]

@@ -17,7 +17,7 @@ use cairn::workflow::RunContext;
 use cairn::RunErrors;
 
 use super::args::{Action, CommonArgs};
-use super::exit::{cleanup_advice_subcommand, report_errors};
+use super::exit::{report_errors, CleanupAdvice};
 use super::output::Human;
 
 /// Which mode the subcommand runs in, for messages.
@@ -60,6 +60,7 @@ pub(crate) async fn run(
     let signals = super::signals::watch(context.clone());
     let started_at = chrono::Utc::now();
     let operation = action.name();
+    let advice = CleanupAdvice::of(&action);
     context.emit(Event::RunStarted {
         operation: operation.to_string(),
         deployment: target.name().to_string(),
@@ -78,11 +79,16 @@ pub(crate) async fn run(
         Action::Restore(args) => restore::run(target, &args, &context, &human).await?.into(),
         Action::BackupCleanup => cleanup::backup(target, &mut context).await?.into(),
         Action::RestoreCleanup => cleanup::restore(target, &context).await.into(),
+        // Answered before any target is reached (`deployment::run`, `director::run`).
+        Action::Help { .. } => Outcome::default(),
     };
     signals.abort();
-    Ok(finish(
-        target, operation, started_at, outcome, common, &context,
-    ))
+    let finished = Finished {
+        operation,
+        started_at,
+        advice,
+    };
+    Ok(finish(target, &finished, outcome, common, &context))
 }
 
 /// The run's context: parallelism, time limits, the journal (backups) and where events go.
@@ -112,17 +118,31 @@ fn context(target: &dyn Target, action: &Action, common: &CommonArgs) -> RunCont
     context
 }
 
+/// What [`finish`] needs to know of the subcommand.
+struct Finished {
+    /// bbr's name of the subcommand.
+    operation: &'static str,
+    /// When it started.
+    started_at: chrono::DateTime<chrono::Utc>,
+    /// Whether its report may end with the advice to run `backup-cleanup`.
+    advice: CleanupAdvice,
+}
+
 /// bbr's error report, the run's last event and the metrics file; returns the exit code.
 fn finish(
     target: &dyn Target,
-    operation: &str,
-    started_at: chrono::DateTime<chrono::Utc>,
+    finished: &Finished,
     outcome: Outcome,
     common: &CommonArgs,
     context: &RunContext,
 ) -> i32 {
+    let Finished {
+        operation,
+        started_at,
+        advice,
+    } = *finished;
     let errors = &outcome.errors;
-    let exit_code = report_errors(errors, cleanup_advice_subcommand(errors));
+    let exit_code = report_errors(errors, advice.applies(errors));
     context.emit(Event::RunFinished {
         operation: operation.to_string(),
         deployment: target.name().to_string(),

@@ -167,6 +167,13 @@ pub(crate) enum Action {
     /// Unlock every job and remove leftovers of a failed restore.
     #[command(name = "restore-cleanup")]
     RestoreCleanup,
+    /// Shows a list of commands or help for one command.
+    #[command(visible_alias = "h")]
+    Help {
+        /// The subcommand whose help to show.
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
 }
 
 /// `--store`, shared by the subcommands that can use an object store.
@@ -459,6 +466,14 @@ pub(crate) enum BackupsAction {
 }
 
 impl Action {
+    /// For `help [COMMAND]`: `Some` with the subcommand asked about, if any.
+    pub(crate) fn help_topic(&self) -> Option<Option<&str>> {
+        match self {
+            Action::Help { command } => Some(command.as_deref()),
+            _ => None,
+        }
+    }
+
     /// True for `pre-backup-check --plan`, whose stdout is the plan.
     pub(crate) fn prints_plan(&self) -> bool {
         matches!(self, Action::PreBackupCheck(CheckArgs { plan: true, .. }))
@@ -472,6 +487,7 @@ impl Action {
             Action::Restore(_) => "restore",
             Action::BackupCleanup => "backup-cleanup",
             Action::RestoreCleanup => "restore-cleanup",
+            Action::Help { .. } => "help",
         }
     }
 }

@@ -13,6 +13,9 @@ use super::connect::{host_keys, open_proxy, DirectorLogin};
 
 /// Runs `cairn deployment ...`; returns the exit code.
 pub(crate) async fn run(args: DeploymentArgs) -> anyhow::Result<i32> {
+    if let Some(topic) = args.action.help_topic() {
+        return Ok(super::help::mode_help("deployment", topic));
+    }
     args.validate()?;
     let dialer = open_proxy(&args.common).await?;
     if let Some(inventory_path) = &args.inventory {
@@ -26,6 +29,9 @@ pub(crate) async fn run(args: DeploymentArgs) -> anyhow::Result<i32> {
         .with_dialer(dialer.as_ref());
         return super::action::run(&target, args.action, &args.common, Mode::Deployment, None)
             .await;
+    }
+    if args.all_deployments {
+        super::all_deployments::before_connecting(&args.action);
     }
     let client = Arc::new(connect_director(&args, dialer.clone()).await?);
     if args.all_deployments {

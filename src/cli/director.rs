@@ -9,6 +9,9 @@ use super::connect::{host_keys, open_proxy};
 
 /// Runs `cairn director ...`; returns the exit code.
 pub(crate) async fn run(args: DirectorArgs) -> anyhow::Result<i32> {
+    if let Some(topic) = args.action.help_topic() {
+        return Ok(super::help::mode_help("director", topic));
+    }
     args.validate()?;
     let host = args.host.clone().unwrap_or_default();
     let username = args.username.clone().unwrap_or_default();

@@ -5,7 +5,14 @@ use std::io::{IsTerminal, Write};
 
 use cairn::RunErrors;
 
-use super::args::UsageError;
+use super::args::{Action, UsageError};
+
+/// bbr's advice after a backup that may have left temp files or locked jobs
+/// (`cli/command/messages.go` `backupCleanupAdvisedNotice`).
+pub(crate) const BACKUP_CLEANUP_ADVICE: &str = "It is recommended that you run `bbr backup-cleanup` to ensure that any temp files are cleaned up and all jobs are unlocked.";
+
+/// The same advice after `--all-deployments` (`backupCleanupAllDeploymentsAdvisedNotice`).
+pub(crate) const ALL_DEPLOYMENTS_BACKUP_CLEANUP_ADVICE: &str = "It is recommended that you run `bbr deployment --all-deployments backup-cleanup` to ensure that any temp files are cleaned up and all jobs are unlocked.";
 
 /// The exit code of a subcommand's result; a fatal error is printed first (exit code 1).
 pub(crate) fn code(result: anyhow::Result<i32>) -> i32 {
@@ -24,7 +31,7 @@ fn print_fatal(error: &anyhow::Error) {
     let message = if error.downcast_ref::<UsageError>().is_some() {
         error.to_string()
     } else {
-        format!("1 error(s) occurred:\nerror 1:\n{error:#}")
+        format!("1 error occurred:\nerror 1:\n{error:#}")
     };
     if red {
         eprintln!("\x1b[31m{message}\x1b[0m");
@@ -33,12 +40,37 @@ fn print_fatal(error: &anyhow::Error) {
     }
 }
 
-/// True when one of the errors may have left temp files or locked jobs behind.
-pub(crate) fn cleanup_advice_subcommand(errors: &RunErrors) -> bool {
-    errors
-        .errors()
-        .iter()
-        .any(cairn::Error::needs_cleanup_advice)
+/// When a subcommand's error report ends with [`BACKUP_CLEANUP_ADVICE`], as bbr decides it
+/// (`cli/command/deployment_backup.go`, `director_backup.go`, `deployment_pre_backup_check.go`,
+/// `director_pre_backup_check.go`): never after a restore or a clean-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CleanupAdvice {
+    /// `backup`: after an unlock, clean-up, artifact-directory or drain error.
+    Backup,
+    /// `pre-backup-check`: when the first error is a leftover artifact directory.
+    PreBackupCheck,
+    /// `restore`, `backup-cleanup`, `restore-cleanup`.
+    Never,
+}
+
+impl CleanupAdvice {
+    /// The rule of `action`.
+    pub(crate) fn of(action: &Action) -> CleanupAdvice {
+        match action {
+            Action::Backup(_) => CleanupAdvice::Backup,
+            Action::PreBackupCheck(_) => CleanupAdvice::PreBackupCheck,
+            _ => CleanupAdvice::Never,
+        }
+    }
+
+    /// True when the advice follows a report of `errors`.
+    pub(crate) fn applies(self, errors: &RunErrors) -> bool {
+        match self {
+            CleanupAdvice::Backup => errors.advise_backup_cleanup(),
+            CleanupAdvice::PreBackupCheck => errors.first_is_artifact_dir(),
+            CleanupAdvice::Never => false,
+        }
+    }
 }
 
 /// Prints bbr's error report to stderr, writes `bbr-<time>.err.log`, returns the exit code.
@@ -49,7 +81,7 @@ pub(crate) fn report_errors(errors: &RunErrors, advise_cleanup: bool) -> i32 {
     let mut stderr = std::io::stderr().lock();
     let _ = write!(stderr, "{errors}");
     if advise_cleanup {
-        let _ = writeln!(stderr, "It is recommended that you run `bbr backup-cleanup` to ensure that any temp files are cleaned up and all jobs are unlocked.");
+        let _ = writeln!(stderr, "{BACKUP_CLEANUP_ADVICE}");
     }
     write_error_log(errors);
     errors.exit_code()

@@ -42,26 +42,28 @@ pub(crate) fn parse() -> Result<Invocation, i32> {
     })
 }
 
-/// Prints clap's message (bbr's for an unknown subcommand); returns the exit code.
+/// Prints clap's message (bbr's for an unknown subcommand or `--version`); returns the exit
+/// code.
 ///
-/// The rule, the same for every command and command group: asking for help (`--help`) exits
-/// 0; any usage mistake exits 1, as bbr's do. A command group without its subcommand
+/// The rule, the same for every command and command group: asking for help (`--help`) or the
+/// version exits 0, and so does an unknown command, as in bbr ([`super::help::command_not_found`]);
+/// any other usage mistake exits 1, as bbr's do. A command group without its subcommand
 /// (`cairn`, `cairn deployment`, `cairn backups`, `cairn contract`, `cairn config`, ...) is a
 /// usage mistake: clap prints the group's help on stderr and the exit code is 1.
 fn parse_failure(error: &clap::Error) -> i32 {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     match error.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+        ErrorKind::DisplayHelp => {
             let _ = error.print();
             0
         }
+        ErrorKind::DisplayVersion => super::help::version(),
         ErrorKind::InvalidSubcommand => {
             let unknown = error
                 .get(ContextKind::InvalidSubcommand)
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            // bbr's exact line, then clap's suggestion when a command is close enough.
-            eprintln!("Error command '{unknown}' not found");
+            // Cairn's addition, on stderr so that stdout stays bbr's: the command meant.
             if let Some(ContextValue::Strings(suggestions)) =
                 error.get(ContextKind::SuggestedSubcommand)
             {
@@ -69,8 +71,7 @@ fn parse_failure(error: &clap::Error) -> i32 {
                     eprintln!("did you mean `{suggestion}`?");
                 }
             }
-            let _ = super::help::command().print_help();
-            1
+            super::help::command_not_found(&unknown)
         }
         // Every other kind is a usage mistake, a missing subcommand
         // (`DisplayHelpOnMissingArgumentOrSubcommand`) included.

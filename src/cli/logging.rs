@@ -42,8 +42,22 @@ where
 }
 
 /// Installs the logger for `command`: its `--debug`, and stderr when stdout carries its output.
+///
+/// The parent of an `--all-deployments` run logs only warnings (and `--debug` lines), on
+/// stderr: its stdout is bbr's summary, and bbr discards the parent's log
+/// (`cli/command/deployment_backup.go` `BuildBoshLoggerWithCustomBuffer`). Each deployment's
+/// own run logs as usual, into its log file.
 pub(crate) fn init_for(command: &Command) {
-    init(debug(command), logs_to_stderr(command));
+    let level = match (debug(command), all_deployments(command)) {
+        (true, _) => "debug",
+        (false, true) => "warn",
+        (false, false) => "info",
+    };
+    init(level, logs_to_stderr(command) || all_deployments(command));
+}
+
+fn all_deployments(command: &Command) -> bool {
+    matches!(command, Command::Deployment(d) if d.all_deployments)
 }
 
 /// The command's `--debug`.
@@ -72,11 +86,10 @@ fn logs_to_stderr(command: &Command) -> bool {
     }
 }
 
-/// Installs the logger; `debug` lowers the level to DEBUG for Cairn's own messages.
+/// Installs the logger at `level` (`debug`, `info` or `warn`) for Cairn's own messages.
 ///
 /// With `to_stderr` (for `--json`, whose events own stdout) the lines go to stderr.
-fn init(debug: bool, to_stderr: bool) {
-    let level = if debug { "debug" } else { "info" };
+fn init(level: &str, to_stderr: bool) {
     let filter = EnvFilter::new(format!("warn,cairn={level}"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

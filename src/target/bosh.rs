@@ -86,8 +86,8 @@ pub enum BoshError {
     },
 }
 
-/// Reads `--ca-cert`: the PEM itself when it contains `BEGIN`, else a file path (bosh-cli
-/// `CACertArg`).
+/// Reads `--ca-cert`: the PEM itself when it contains `BEGIN`, else a file path, where a
+/// leading `~` is the home directory (bosh-cli `CACertArg` and bosh-utils `ExpandPath`).
 ///
 /// # Errors
 /// [`BoshError::CaCert`] for an empty value, an unreadable file or no PEM block.
@@ -100,7 +100,7 @@ pub fn read_ca_cert(value: &str) -> Result<String, BoshError> {
     let pem = if value.contains("BEGIN") {
         value.to_string()
     } else {
-        std::fs::read_to_string(value).map_err(|e| BoshError::CaCert {
+        std::fs::read_to_string(expand_home(value)).map_err(|e| BoshError::CaCert {
             detail: format!("cannot read `{value}`: {e}"),
         })?
     };
@@ -112,9 +112,38 @@ pub fn read_ca_cert(value: &str) -> Result<String, BoshError> {
     Ok(pem)
 }
 
+/// `~` and `~/...` with `$HOME` in place of the `~` (a shell does it for `--ca-cert ~/ca.pem`,
+/// but not for `--ca-cert=~/ca.pem` or `CA_CERT=~/ca.pem`).
+fn expand_home(path: &str) -> std::path::PathBuf {
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+    match (path.strip_prefix('~'), home) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+            std::path::PathBuf::from(home).join(rest.trim_start_matches('/'))
+        }
+        _ => std::path::PathBuf::from(path),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leading_tilde_is_the_home_directory() {
+        assert_eq!(
+            expand_home("/etc/ca.pem"),
+            std::path::Path::new("/etc/ca.pem")
+        );
+        assert_eq!(
+            expand_home("~user/ca.pem"),
+            std::path::Path::new("~user/ca.pem")
+        );
+        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            let home = std::path::PathBuf::from(home);
+            assert_eq!(expand_home("~/ca.pem"), home.join("ca.pem"));
+            assert_eq!(expand_home("~"), home);
+        }
+    }
 
     #[test]
     fn ca_certs_are_pem_text_or_a_path() {

@@ -345,7 +345,7 @@ async fn lock_backup_unlock_drain(
             go_time_now()
         );
     }
-    errors.extend(drain_errors);
+    errors.extend(drain_errors.in_drain());
     drained
 }
 

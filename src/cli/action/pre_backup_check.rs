@@ -40,19 +40,25 @@ pub(super) async fn run(
     errors
 }
 
-/// `[15:04:05] Deployment 'NAME' can be backed up.` (or cannot, with the errors).
+/// bbr's verdict: `[15:04:05] Deployment 'NAME' can be backed up.` (UTC), or `cannot be
+/// backed up.` followed by the error report indented two spaces
+/// (`cli/command/deployment_pre_backup_check.go`); in director mode `Director can be backed
+/// up.` or `Director cannot be backed up.`, with no time and no report on stdout
+/// (`director_pre_backup_check.go`).
 fn print_check_result(name: &str, mode: &Mode, errors: &RunErrors, human: &Human) {
-    let time = chrono::Local::now().format("%H:%M:%S");
-    let subject = match mode {
-        Mode::Deployment => format!("Deployment '{name}'"),
-        Mode::Director => "Director".to_string(),
-    };
-    if errors.is_empty() {
-        human.say(&format!("[{time}] {subject} can be backed up."));
-    } else {
-        human.say(&format!("[{time}] {subject} cannot be backed up."));
-        for line in errors.to_string().lines() {
-            human.say(&format!("  {line}"));
+    let verdict = if errors.is_empty() { "can" } else { "cannot" };
+    match mode {
+        Mode::Director => human.say(&format!("Director {verdict} be backed up.")),
+        Mode::Deployment => {
+            let time = chrono::Utc::now().format("%H:%M:%S");
+            human.say(&format!(
+                "[{time}] Deployment '{name}' {verdict} be backed up."
+            ));
+            if !errors.is_empty() {
+                for line in errors.to_string().lines() {
+                    human.say(&format!("  {line}"));
+                }
+            }
         }
     }
 }

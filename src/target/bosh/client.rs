@@ -47,7 +47,8 @@ impl std::fmt::Debug for DirectorConfig {
 }
 
 /// bbr's `--target` → `https://host:port` (bosh-cli `NewConfigFromURL`: always HTTPS,
-/// default port 25555).
+/// default port 25555). As in bosh-cli, a scheme is allowed and ignored: `http://host` is
+/// reached over HTTPS too, since bosh-cli keeps only the host and port of the URL.
 ///
 /// # Errors
 /// [`BoshError::InvalidUrl`].
@@ -56,11 +57,9 @@ pub fn director_url(target: &str) -> Result<String, BoshError> {
         target: target.to_string(),
         detail: detail.to_string(),
     };
-    let rest = match target.split_once("://") {
-        Some(("https", rest)) => rest,
-        Some((scheme, _)) => return Err(invalid(&format!("scheme {scheme} is not https"))),
-        None => target,
-    };
+    let rest = target
+        .split_once("://")
+        .map_or(target, |(_scheme, rest)| rest);
     let authority = rest.split('/').next().unwrap_or("");
     if authority.is_empty() {
         return Err(invalid("expected a host, e.g. 10.0.0.6 or 10.0.0.6:25555"));
@@ -620,7 +619,13 @@ mod tests {
             "https://[fd00::6]:25555"
         );
         assert_eq!(director_url("fd00::6").unwrap(), "https://[fd00::6]:25555");
-        assert!(director_url("http://x")
+        // bosh-cli keeps the host and port of any URL and always speaks HTTPS.
+        assert_eq!(director_url("http://x").unwrap(), "https://x:25555");
+        assert_eq!(
+            director_url("http://x:8443/info").unwrap(),
+            "https://x:8443"
+        );
+        assert!(director_url("https://")
             .unwrap_err()
             .to_string()
             .starts_with("invalid bosh URL - "));
