@@ -416,17 +416,17 @@ impl From<Error> for RunErrors {
 }
 
 impl fmt::Display for RunErrors {
-    /// bbr's `PrettyError` (`orchestrator/error.go`): `1 error occurred:` or `N errors
-    /// occurred:`, then `error K:` and each message on a line of its own. (bbr writes no
-    /// newline after a message, so its next `error K:` header follows on the same line;
-    /// Cairn ends each message with one, so every header starts a line.)
+    /// bbr's `PrettyError` (`orchestrator/error.go`), byte for byte: `1 error occurred:` or
+    /// `N errors occurred:`, then for each error `error K:` on a line of its own followed by
+    /// the message with no newline after it — so bbr's `error 2:` follows the end of the
+    /// first message on the same line, and so does Cairn's (wrappers compare the report).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.0.len();
         let plural = if count == 1 { "" } else { "s" };
         writeln!(f, "{count} error{plural} occurred:")?;
         for (number, error) in self.0.iter().enumerate() {
             writeln!(f, "error {}:", number + 1)?;
-            writeln!(f, "{error}")?;
+            write!(f, "{error}")?;
         }
         Ok(())
     }
@@ -475,7 +475,7 @@ mod tests {
         let errors = RunErrors(vec![script_error(ScriptName::Backup)]);
         assert_eq!(
             errors.to_string(),
-            "1 error occurred:\nerror 1:\nError attempting to run backup for job postgres on db/0: boom - exit code 1\n"
+            "1 error occurred:\nerror 1:\nError attempting to run backup for job postgres on db/0: boom - exit code 1"
         );
         let two = RunErrors(vec![
             script_error(ScriptName::Backup),
@@ -484,7 +484,7 @@ mod tests {
         assert!(two
             .to_string()
             .starts_with("2 errors occurred:\nerror 1:\n"));
-        assert!(two.to_string().contains("exit code 1\nerror 2:\n"));
+        assert!(two.to_string().contains("exit code 1error 2:\n"));
     }
 
     #[test]

@@ -138,7 +138,8 @@ fn error_reports_and_the_cleanup_advice_follow_bbr() {
         ),
         "{report}"
     );
-    assert!(report.contains(" - exit code 1\nerror 2:\n"), "{report}");
+    // bbr writes no newline after a message (`PrettyError`): `error 2:` follows it.
+    assert!(report.contains(" - exit code 1error 2:\n"), "{report}");
     assert!(!report.contains("error(s)"), "{report}");
     assert!(!report.contains(ADVICE), "{report}");
     bed.install_script(app1, "files", "backup", WRITE_DATA)

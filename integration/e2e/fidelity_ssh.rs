@@ -551,3 +551,81 @@ fn the_temporary_user_has_bosh_cli_s_20_characters_and_an_rsa_key() {
         "{log}"
     );
 }
+
+/// `cairn director --host-key` pins the VM's key (as an inventory's `host_key` does): given as
+/// the key itself or as a `.pub` file; the right key passes without touching known_hosts, any
+/// other key is refused, a bad value is a one-line usage error (issue 24, item 6).
+#[test]
+fn a_director_vm_key_can_be_pinned_with_host_key() {
+    cairn_testbed::require_root!();
+    let bed = TestBed::start(&[("bosh", 0, &["database"]), ("other", 0, &[])]).expect("test bed");
+    let (vm, other) = (bed.host("bosh", 0), bed.host("other", 0));
+    let work = workdir();
+    let known_hosts = work.root().join("ssh/known_hosts");
+    let key = bed.private_key();
+    let check = |host_key: &str| {
+        run(
+            work.path(),
+            &[
+                "director",
+                "--host",
+                &vm.address,
+                "--username",
+                "vcap",
+                "--private-key-path",
+                key.to_str().unwrap(),
+                "--known-hosts",
+                known_hosts.to_str().unwrap(),
+                "--host-key",
+                host_key,
+                "pre-backup-check",
+            ],
+        )
+    };
+    // The key itself, and the VM's own .pub file (with its comment).
+    for pinned in [
+        public_key(vm),
+        vm.dir
+            .join("ssh_host_ed25519_key.pub")
+            .to_string_lossy()
+            .into_owned(),
+    ] {
+        let output = check(&pinned);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Director can be backed up.\n"),
+            "{}",
+            text(&output)
+        );
+    }
+    assert!(
+        !known_hosts.exists(),
+        "a pinned key records nothing in known_hosts"
+    );
+
+    // Another host's key: refused, naming the VM and the key it presented.
+    let output = check(&public_key(other));
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let all = text(&output);
+    assert!(all.contains(&fingerprint(vm)), "{all}");
+    assert!(!all.contains("Director can be backed up."), "{all}");
+
+    // Neither a key nor a readable file: one line naming the flag, exit 1, nothing reached.
+    let output = check("/nonexistent/key.pub");
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "--host-key /nonexistent/key.pub: not an OpenSSH public key, and not a readable file"
+        ),
+        "{stderr}"
+    );
+    let output = check("ssh-ed25519 not-base64");
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("--host-key ssh-ed25519 not-base64: not an OpenSSH public key"),
+        "{}",
+        text(&output)
+    );
+}

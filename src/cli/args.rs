@@ -141,6 +141,11 @@ pub(crate) struct DirectorArgs {
     /// SSH private key of that user.
     #[arg(long = "private-key-path", visible_alias = "key", value_name = "FILE")]
     pub private_key_path: Option<PathBuf>,
+    /// The director VM's SSH host key, pinned: an OpenSSH public key ("ssh-ed25519 AAAA...")
+    /// or a file holding one (e.g. a copy of /etc/ssh/ssh_host_ed25519_key.pub). Without it
+    /// the key is trusted on first use and recorded in --known-hosts.
+    #[arg(long, value_name = "KEY|FILE")]
+    pub host_key: Option<String>,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -301,8 +306,9 @@ pub(crate) struct ContractCheckArgs {
     /// known_hosts file to check the host key against [default: ~/.ssh/known_hosts].
     #[arg(long, value_name = "FILE")]
     pub known_hosts: Option<PathBuf>,
-    /// The host's public key, e.g. "ssh-ed25519 AAAA..." (instead of known_hosts).
-    #[arg(long, value_name = "KEY")]
+    /// The host's public key, e.g. "ssh-ed25519 AAAA...", or a .pub file holding it
+    /// (instead of known_hosts).
+    #[arg(long, value_name = "KEY|FILE")]
     pub host_key: Option<String>,
     /// Do not check the SSH host key (unsafe).
     #[arg(long)]
@@ -571,6 +577,11 @@ impl DirectorArgs {
         }
         if self.private_key_path.is_none() {
             return Err(required("private-key-path"));
+        }
+        if self.host_key.is_some() && self.common.insecure_skip_host_key_check {
+            return Err(UsageError(
+                "Give either --host-key or --insecure-skip-host-key-check, not both.".into(),
+            ));
         }
         if let Action::Backup(backup) = &self.action {
             if backup.with_manifest || backup.unsafe_lock_free {

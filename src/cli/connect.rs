@@ -8,6 +8,7 @@ use cairn::remote::dial::NoProxy;
 use cairn::remote::ssh::UnknownHost;
 use cairn::target::bosh::{DirectorClient, DirectorConfig};
 use cairn::target::ssh::HostKeyOptions;
+use russh::keys::PublicKey;
 
 use super::args::{CommonArgs, UsageError};
 
@@ -30,6 +31,32 @@ pub(crate) fn host_keys(common: &CommonArgs) -> HostKeyOptions {
         known_hosts: common.known_hosts.clone(),
         skip_check: common.insecure_skip_host_key_check,
     }
+}
+
+/// A `--host-key` value: an OpenSSH public key line, or the path of a file whose first
+/// non-comment line is one (a `.pub` file).
+pub(crate) fn pinned_host_key(value: &str) -> Result<PublicKey, UsageError> {
+    let value = value.trim();
+    let looks_like_a_key = value.contains(char::is_whitespace);
+    let line = if looks_like_a_key {
+        value.to_string()
+    } else {
+        let text = std::fs::read_to_string(value).map_err(|e| {
+            UsageError(format!(
+                "--host-key {value}: not an OpenSSH public key, and not a readable file ({e}); give \"ssh-ed25519 AAAA...\" or the path of a .pub file."
+            ))
+        })?;
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .unwrap_or_default()
+            .to_string()
+    };
+    PublicKey::from_openssh(&line).map_err(|e| {
+        UsageError(format!(
+            "--host-key {value}: not an OpenSSH public key ({e}); give \"ssh-ed25519 AAAA...\" or the path of a .pub file."
+        ))
+    })
 }
 
 /// Where a Director is and how to log in to it.

@@ -10,7 +10,6 @@ use cairn::remote::local::LocalHost;
 use cairn::remote::ssh::{HostKeyPolicy, SshDestination, SshHost, UnknownHost};
 use cairn::remote::RemoteHost;
 use cairn::workflow::RunContext;
-use russh::keys::PublicKey;
 
 use super::args::{ContractAction, ContractCheckArgs, UsageError};
 
@@ -83,11 +82,8 @@ async fn connect(args: &ContractCheckArgs) -> anyhow::Result<Arc<dyn RemoteHost>
     let (address, port) = cairn::target::ssh::split_host_port(host);
     let host_key = if args.insecure_skip_host_key_check {
         HostKeyPolicy::AcceptAny
-    } else if let Some(line) = &args.host_key {
-        HostKeyPolicy::Pinned(
-            PublicKey::from_openssh(line.trim())
-                .map_err(|e| UsageError(format!("--host-key is not an OpenSSH public key: {e}")))?,
-        )
+    } else if let Some(value) = &args.host_key {
+        HostKeyPolicy::Pinned(super::connect::pinned_host_key(value)?)
     } else {
         HostKeyPolicy::KnownHosts {
             path: args.known_hosts.clone().unwrap_or_else(|| {

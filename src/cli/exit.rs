@@ -78,11 +78,14 @@ pub(crate) fn report_errors(errors: &RunErrors, advise_cleanup: bool) -> i32 {
     if errors.is_empty() {
         return 0;
     }
-    let mut stderr = std::io::stderr().lock();
-    let _ = write!(stderr, "{errors}");
-    if advise_cleanup {
-        let _ = writeln!(stderr, "{BACKUP_CLEANUP_ADVICE}");
-    }
+    // bbr (`cli/command/utils.go` processErrorWithFooter, then urfave's `Fprintln`): the
+    // report, a newline, the footer (often empty), a newline.
+    let footer = if advise_cleanup {
+        BACKUP_CLEANUP_ADVICE
+    } else {
+        ""
+    };
+    let _ = write!(std::io::stderr().lock(), "{errors}\n{footer}\n");
     write_error_log(errors);
     errors.exit_code()
 }

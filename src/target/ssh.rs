@@ -105,22 +105,31 @@ impl SshTarget {
     /// A BOSH director VM: one instance `bosh/0`, named after the host, releases unknown. bbr
     /// accepts any key here; Cairn trusts an unknown host on first use and records its key in
     /// known_hosts ([`UnknownHost::Record`]), so a director rebuilt by `create-env` with a
-    /// new key is refused with the `ssh-keygen -R` command that forgets the old one.
+    /// new key is refused with the `ssh-keygen -R` command that forgets the old one. With
+    /// `pinned` (`--host-key`) the VM must present exactly that key.
     #[must_use]
     pub fn director(
         host: &str,
         username: &str,
         private_key: &Path,
         host_keys: &HostKeyOptions,
+        pinned: Option<PublicKey>,
     ) -> SshTarget {
         let (address, port) = split_host_port(host);
+        // A pinned key (`--host-key`) is checked as an inventory's `host_key` is; without one
+        // the VM is trusted on first use (`cairn director` after `create-env`).
+        let host_key = match pinned {
+            Some(_) if host_keys.skip_check => HostKeyPolicy::AcceptAny,
+            Some(key) => HostKeyPolicy::Pinned(key),
+            None => host_keys.policy(UnknownHost::Record),
+        };
         let destination = SshDestination {
             name: "bosh/0".into(),
             address: address.clone(),
             port,
             username: username.to_string(),
             private_key: private_key.to_path_buf().into(),
-            host_key: host_keys.policy(UnknownHost::Record),
+            host_key,
             dialer: None,
         };
         let instance = InstanceAddress {
