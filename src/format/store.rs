@@ -290,15 +290,27 @@ async fn connect_store(url: &str) -> Result<Arc<dyn ArtifactStore>, Error> {
     }
 }
 
-/// The command that enables versioning on an S3 bucket, when the URL is S3 (the only store
-/// whose backups are refused without versioning).
+/// How to turn on versioning for the cloud store a URL names, for the message that refuses
+/// an unversioned store (a `file://` store has no versioning and is never refused).
+///
+/// Every cloud store's backups are refused without versioning (unless `--allow-unversioned`):
+/// without it, an object overwritten after the backup is gone, and restore can only refuse it.
 #[must_use]
 pub fn versioning_command(url: &str) -> Option<String> {
     match cairn_store::StoreLocation::parse(url).ok()? {
         cairn_store::StoreLocation::S3 { bucket, .. } => Some(format!(
-            "aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled"
+            "`aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled`"
         )),
-        _ => None,
+        cairn_store::StoreLocation::Azure { account, .. } => Some(format!(
+            "`az storage account blob-service-properties update --account-name {account} \
+             --enable-versioning true` (Azure portal: the storage account's Data protection → \
+             Enable versioning for blobs; blob versioning is an account setting, so Cairn \
+             checks it by writing and deleting a probe blob)"
+        )),
+        cairn_store::StoreLocation::Gcs { bucket, .. } => Some(format!(
+            "`gcloud storage buckets update gs://{bucket} --versioning`"
+        )),
+        cairn_store::StoreLocation::File { .. } => None,
     }
 }
 
