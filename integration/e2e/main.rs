@@ -22,4 +22,5 @@ mod fidelity_ssh;
 mod host_keys_and_cli;
 mod modes;
 mod prune;
+mod store_versioning;
 mod stores;
