@@ -538,6 +538,47 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_cloud_store_gets_the_setting_that_turns_versioning_on() {
+        let fix = |url: &str| versioning_command(url).unwrap_or_default();
+        assert!(fix("s3://b/p?region=r").contains(
+            "`aws s3api put-bucket-versioning --bucket b --versioning-configuration Status=Enabled`"
+        ));
+        let azure = fix("az://acct/c/p");
+        assert!(azure.contains(
+            "`az storage account blob-service-properties update --account-name acct --enable-versioning true`"
+        ), "{azure}");
+        assert!(azure.contains("Data protection → Enable versioning for blobs"));
+        assert!(fix("gs://b/p").contains("`gcloud storage buckets update gs://b --versioning`"));
+        assert_eq!(versioning_command("file:///tmp/x"), None);
+    }
+
+    #[tokio::test]
+    async fn a_backup_needing_versioning_is_refused_by_a_store_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = StoreSink {
+            store: Arc::new(LocalStore::new(dir.path())),
+            compression: Compression::None,
+            retention: None,
+            require_versioning: versioning_command("gs://b"),
+            encryption: None,
+            identities: Identities::default(),
+        };
+        let new = NewBackup {
+            deployment: "cf",
+            backup_id: "20240102T030405Z",
+            started_at: Utc::now(),
+            concurrent_streams: 1,
+            deployment_manifest: None,
+        };
+        let error = sink.start(&new).await.err().expect("refused").to_string();
+        assert!(
+            error.contains("versioning is not enabled; enable it with `gcloud storage buckets update gs://b --versioning`, or pass --allow-unversioned"),
+            "{error}"
+        );
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    }
+
     #[tokio::test]
     async fn backups_are_listed_complete_only_with_a_manifest() {
         let dir = tempfile::tempdir().unwrap();
