@@ -571,7 +571,10 @@ mod tests {
             concurrent_streams: 1,
             deployment_manifest: None,
         };
-        let error = sink.start(&new).await.err().expect("refused").to_string();
+        let Err(error) = sink.start(&new).await else {
+            panic!("a store without versioning was accepted");
+        };
+        let error = error.to_string();
         assert!(
             error.contains("versioning is not enabled; enable it with `gcloud storage buckets update gs://b --versioning`, or pass --allow-unversioned"),
             "{error}"
