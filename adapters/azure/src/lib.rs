@@ -84,6 +84,8 @@ use crate::errors::{classify, one_line, Failure};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that delivers nothing for this long is dropped (then object_store retries).
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retries of a Delete Blob the adapter sends itself, as object_store retries its requests.
+const DELETE_RETRIES: usize = 4;
 
 /// An Azure Blob Storage container (and blob name prefix) used as a store.
 #[derive(Clone)]
@@ -263,10 +265,31 @@ impl AzureStore {
         }
     }
 
+    /// Delete Blob, retried as object_store retries its own requests (a transient failure up
+    /// to [`DELETE_RETRIES`] more times, with a doubling pause).
+    async fn delete_blob(&self, key: &ObjectKey, version: Option<&str>) -> Result<(), StoreError> {
+        let mut pause = Duration::from_millis(100);
+        for _ in 0..DELETE_RETRIES {
+            match self.delete_blob_once(key, version).await {
+                Err(error) if error.is_retryable() => {
+                    tracing::debug!("Retrying a delete in {:?}: {error}", pause);
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                result => return result,
+            }
+        }
+        self.delete_blob_once(key, version).await
+    }
+
     /// One Delete Blob request: of the current blob, or of one version (`If-Match` for an
     /// ETag, `?versionid=` for a version id). Signed here rather than sent through
     /// object_store, whose delete has no version and goes through a Blob Batch request.
-    async fn delete_blob(&self, key: &ObjectKey, version: Option<&str>) -> Result<(), StoreError> {
+    async fn delete_blob_once(
+        &self,
+        key: &ObjectKey,
+        version: Option<&str>,
+    ) -> Result<(), StoreError> {
         let shared = &self.shared;
         let fail = |e: &object_store::Error| shared.error(Operation::Delete, Some(key.as_str()), e);
         let credential = shared
