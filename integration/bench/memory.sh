@@ -5,13 +5,16 @@
 #   sudo integration/bench/memory.sh [SIZE_MIB] [STORE_URL]
 #
 # SIZE_MIB defaults to 1024. STORE_URL defaults to a file:// store in a temporary directory;
-# give an s3:// URL (with AWS_* variables and endpoint=) to measure an upload to S3.
+# give an s3:// URL (with AWS_* variables and endpoint=) to measure an upload to S3. A cloud
+# store without versioning (Azurite, an unversioned bucket) is refused unless
+# BACKUP_FLAGS=--allow-unversioned is set (extra flags for the backup, split on spaces).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 size_mib=${1:-1024}
 work=$(mktemp -d /tmp/cairn-bench.XXXXXX)
 chmod 755 "$work"   # the test bed's sshd reads authorized_keys below it as the vcap user
 store=${2:-file://$work/store}
+read -ra backup_flags <<< "${BACKUP_FLAGS:-}"
 export AWS_EC2_METADATA_DISABLED=true
 
 cargo build --release --quiet
@@ -40,6 +43,6 @@ measure() {
 command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
 command -v bc >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null
 cd "$work"
-measure backup "$cairn" deployment --inventory "$bed/inventory.yml" backup --store "$store"
+measure backup "$cairn" deployment --inventory "$bed/inventory.yml" backup --store "$store" "${backup_flags[@]}"
 measure restore "$cairn" deployment --inventory "$bed/inventory.yml" restore --store "$store" --latest
 echo "(disk writes include the store's own files when the store is file://; use an s3:// store to see the coordinator alone)"

@@ -24,4 +24,5 @@ mod fidelity_workflow;
 mod host_keys_and_cli;
 mod modes;
 mod prune;
+mod store_versioning;
 mod stores;

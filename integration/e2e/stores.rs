@@ -10,7 +10,7 @@ use crate::common::*;
 use cairn_testbed::TestBed;
 
 /// The data rows of `backups list` (its header row, when there are rows, checked and left out).
-fn list(work: &Path, store: &str) -> Vec<String> {
+pub(crate) fn list(work: &Path, store: &str) -> Vec<String> {
     let output = run(work, &["backups", "--store", store, "list"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
@@ -25,6 +25,11 @@ fn list(work: &Path, store: &str) -> Vec<String> {
 
 /// Backup into `store`, damage the data, restore the latest backup, compare.
 pub(crate) fn round_trip(store: &str) {
+    round_trip_with(store, &[]);
+}
+
+/// [`round_trip`] with more flags for the backup (`--allow-unversioned` for Azurite).
+pub(crate) fn round_trip_with(store: &str, backup_flags: &[&str]) {
     let bed = TestBed::start(&[]).expect("test bed");
     let files = bed.host("app", 0).vcap_dir.join("store/files");
     fs::create_dir_all(files.join("a b/c")).unwrap();
@@ -34,7 +39,9 @@ pub(crate) fn round_trip(store: &str) {
     let before = tree_digest(&files);
     let work = workdir();
 
-    let output = cairn(&bed, work.path(), &["backup", "--store", store]);
+    let mut backup = vec!["backup", "--store", store];
+    backup.extend_from_slice(backup_flags);
+    let output = cairn(&bed, work.path(), &backup);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(
         fs::read_dir(work.path()).unwrap().next().is_none(),
@@ -87,13 +94,24 @@ pub(crate) fn round_trip(store: &str) {
 
 /// A deleted or damaged object makes verify and restore fail before any script runs.
 pub(crate) fn damaged_backup_is_refused(store: &str, damage: impl Fn(&str)) {
+    damaged_backup_is_refused_with(store, &[], damage);
+}
+
+/// [`damaged_backup_is_refused`] with more flags for the backup.
+pub(crate) fn damaged_backup_is_refused_with(
+    store: &str,
+    backup_flags: &[&str],
+    damage: impl Fn(&str),
+) {
     let bed = TestBed::start(&[
         ("database", 0, &["database"]),
         ("app", 0, &["app", "files"]),
     ])
     .expect("test bed");
     let work = workdir();
-    let output = cairn(&bed, work.path(), &["backup", "--store", store]);
+    let mut backup = vec!["backup", "--store", store];
+    backup.extend_from_slice(backup_flags);
+    let output = cairn(&bed, work.path(), &backup);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let id = list(work.path(), store)[0]
         .split('\t')
@@ -417,12 +435,13 @@ fn azure_round_trip_and_damage() {
         "az://devstoreaccount1/cairn-backups/nightly?endpoint={}",
         azurite.endpoint
     );
-    round_trip(&url);
+    // Azurite has no blob versioning (store_versioning.rs tests the refusal and the flag).
+    round_trip_with(&url, &["--allow-unversioned"]);
     let damaged = format!(
         "az://devstoreaccount1/cairn-backups/damaged?endpoint={}",
         azurite.endpoint
     );
-    damaged_backup_is_refused(&damaged, |key| {
+    damaged_backup_is_refused_with(&damaged, &["--allow-unversioned"], |key| {
         azurite.fixture(&["put", "cairn-backups", &format!("damaged/{key}")]);
     });
 }

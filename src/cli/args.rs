@@ -235,7 +235,8 @@ pub(crate) struct BackupArgs {
     /// any one of the identities can restore). Needs --store.
     #[arg(long, value_name = "RECIPIENT")]
     pub encrypt_to: Vec<String>,
-    /// Accept an S3 bucket without versioning (restores could then read overwritten objects).
+    /// Accept a store without versioning (an S3 or GCS bucket, or an Azure account without blob
+    /// versioning): an object overwritten later is then lost, and restore refuses it.
     #[arg(long)]
     pub allow_unversioned: bool,
     /// Lock every object of the backup for this many days (needs Object Lock on the bucket).
@@ -372,7 +373,7 @@ pub(crate) struct DrillArgs {
     /// age identity file to restore an encrypted backup with (repeatable).
     #[arg(long, value_name = "FILE")]
     pub identity: Vec<PathBuf>,
-    /// Accept an S3 bucket without versioning for the drill backup.
+    /// Accept a store without versioning (S3, Azure or GCS) for the drill backup.
     #[arg(long)]
     pub allow_unversioned: bool,
     /// Directory the report files (drill-<target>-<time>.json and .txt) are written to

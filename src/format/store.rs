@@ -290,15 +290,27 @@ async fn connect_store(url: &str) -> Result<Arc<dyn ArtifactStore>, Error> {
     }
 }
 
-/// The command that enables versioning on an S3 bucket, when the URL is S3 (the only store
-/// whose backups are refused without versioning).
+/// How to turn on versioning for the cloud store a URL names, for the message that refuses
+/// an unversioned store (a `file://` store has no versioning and is never refused).
+///
+/// Every cloud store's backups are refused without versioning (unless `--allow-unversioned`):
+/// without it, an object overwritten after the backup is gone, and restore can only refuse it.
 #[must_use]
 pub fn versioning_command(url: &str) -> Option<String> {
     match cairn_store::StoreLocation::parse(url).ok()? {
         cairn_store::StoreLocation::S3 { bucket, .. } => Some(format!(
-            "aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled"
+            "`aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled`"
         )),
-        _ => None,
+        cairn_store::StoreLocation::Azure { account, .. } => Some(format!(
+            "`az storage account blob-service-properties update --account-name {account} \
+             --enable-versioning true` (Azure portal: the storage account's Data protection → \
+             Enable versioning for blobs; blob versioning is an account setting, so Cairn \
+             checks it by writing and deleting a probe blob)"
+        )),
+        cairn_store::StoreLocation::Gcs { bucket, .. } => Some(format!(
+            "`gcloud storage buckets update gs://{bucket} --versioning`"
+        )),
+        cairn_store::StoreLocation::File { .. } => None,
     }
 }
 
@@ -524,6 +536,50 @@ mod tests {
                 .unwrap();
             assert_eq!(verified.contents_unchecked, 0);
         }
+    }
+
+    #[test]
+    fn every_cloud_store_gets_the_setting_that_turns_versioning_on() {
+        let fix = |url: &str| versioning_command(url).unwrap_or_default();
+        assert!(fix("s3://b/p?region=r").contains(
+            "`aws s3api put-bucket-versioning --bucket b --versioning-configuration Status=Enabled`"
+        ));
+        let azure = fix("az://acct/c/p");
+        assert!(azure.contains(
+            "`az storage account blob-service-properties update --account-name acct --enable-versioning true`"
+        ), "{azure}");
+        assert!(azure.contains("Data protection → Enable versioning for blobs"));
+        assert!(fix("gs://b/p").contains("`gcloud storage buckets update gs://b --versioning`"));
+        assert_eq!(versioning_command("file:///tmp/x"), None);
+    }
+
+    #[tokio::test]
+    async fn a_backup_needing_versioning_is_refused_by_a_store_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = StoreSink {
+            store: Arc::new(LocalStore::new(dir.path())),
+            compression: Compression::None,
+            retention: None,
+            require_versioning: versioning_command("gs://b"),
+            encryption: None,
+            identities: Identities::default(),
+        };
+        let new = NewBackup {
+            deployment: "cf",
+            backup_id: "20240102T030405Z",
+            started_at: Utc::now(),
+            concurrent_streams: 1,
+            deployment_manifest: None,
+        };
+        let Err(error) = sink.start(&new).await else {
+            panic!("a store without versioning was accepted");
+        };
+        let error = error.to_string();
+        assert!(
+            error.contains("versioning is not enabled; enable it with `gcloud storage buckets update gs://b --versioning`, or pass --allow-unversioned"),
+            "{error}"
+        );
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
     }
 
     #[tokio::test]

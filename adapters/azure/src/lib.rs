@@ -29,14 +29,19 @@
 //! manifest that records it reads back exactly what was written: a version id is read with
 //! `?versionid=`, an ETag with `If-Match`, so an overwritten blob reads as
 //! [`StoreError::NotFound`] instead of as different bytes. [`Capabilities::versioning`] is only
-//! true when a version id has actually been seen (on the probed prefix or on a write), because
-//! only then does an old version survive an overwrite. A listing carries ETags only, so `list`
+//! true when a version id has actually been seen, because only then does an old version
+//! survive an overwrite. Blob versioning is a setting of the storage account, which a
+//! container's credential cannot read; so `capabilities` (read-only, run by every command)
+//! reports it only once seen, and `capabilities_for_writing` (run once when a backup starts)
+//! writes a 22-byte probe blob under `.cairn-probe/`, looks for its `x-ms-version-id` and
+//! deletes it again ([`AzureStore::probe_versioning`]). A listing carries ETags only, so `list`
 //! reports no version once version ids have been seen.
 //!
 //! # What object_store cannot do, and how it is covered
-//! - Deleting one version (`delete(key, Some(v))`) has no object_store call: the adapter signs
-//!   that single Delete Blob request itself with object_store's [`AzureAuthorizer`] (`If-Match`
-//!   for an ETag, `?versionid=` for a version id). Plain deletes go through object_store.
+//! - Deleting one version (`delete(key, Some(v))`) has no object_store call, and its plain
+//!   delete is a Blob Batch request: the adapter signs each single Delete Blob request itself
+//!   with object_store's [`AzureAuthorizer`] (`If-Match` for an ETag, `?versionid=` for a
+//!   version id).
 //! - Retention (immutability policies) is not offered: [`Capabilities::retention`] is false and
 //!   a put that asks for retention is refused rather than written unprotected. Use a
 //!   container-level time-based retention policy instead.
@@ -79,6 +84,8 @@ use crate::errors::{classify, one_line, Failure};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that delivers nothing for this long is dropped (then object_store retries).
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retries of a Delete Blob the adapter sends itself, as object_store retries its requests.
+const DELETE_RETRIES: usize = 4;
 
 /// An Azure Blob Storage container (and blob name prefix) used as a store.
 #[derive(Clone)]
@@ -258,8 +265,31 @@ impl AzureStore {
         }
     }
 
-    /// Delete Blob for one version: `If-Match` for an ETag, `?versionid=` for a version id.
-    async fn delete_version(&self, key: &ObjectKey, version: &str) -> Result<(), StoreError> {
+    /// Delete Blob, retried as object_store retries its own requests (a transient failure up
+    /// to [`DELETE_RETRIES`] more times, with a doubling pause).
+    async fn delete_blob(&self, key: &ObjectKey, version: Option<&str>) -> Result<(), StoreError> {
+        let mut pause = Duration::from_millis(100);
+        for _ in 0..DELETE_RETRIES {
+            match self.delete_blob_once(key, version).await {
+                Err(error) if error.is_retryable() => {
+                    tracing::debug!("Retrying a delete in {:?}: {error}", pause);
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                result => return result,
+            }
+        }
+        self.delete_blob_once(key, version).await
+    }
+
+    /// One Delete Blob request: of the current blob, or of one version (`If-Match` for an
+    /// ETag, `?versionid=` for a version id). Signed here rather than sent through
+    /// object_store, whose delete has no version and goes through a Blob Batch request.
+    async fn delete_blob_once(
+        &self,
+        key: &ObjectKey,
+        version: Option<&str>,
+    ) -> Result<(), StoreError> {
         let shared = &self.shared;
         let fail = |e: &object_store::Error| shared.error(Operation::Delete, Some(key.as_str()), e);
         let credential = shared
@@ -270,11 +300,12 @@ impl AzureStore {
             .map_err(|e| fail(&e))?;
         let mut url = shared.blob_url(&self.path(key)?);
         let mut request = http::Request::builder().method(http::Method::DELETE);
-        match Version::parse(version) {
-            Version::Id(id) => {
+        match version.map(Version::parse) {
+            None => {}
+            Some(Version::Id(id)) => {
                 url.query_pairs_mut().append_pair("versionid", id);
             }
-            Version::ETag(etag) => request = request.header(http::header::IF_MATCH, etag),
+            Some(Version::ETag(etag)) => request = request.header(http::header::IF_MATCH, etag),
         }
         let mut request = request
             .uri(url.as_str())
@@ -613,23 +644,18 @@ impl ArtifactStore for AzureStore {
     }
 
     async fn delete(&self, key: &ObjectKey, version: Option<&str>) -> Result<(), StoreError> {
-        if let Some(version) = version {
-            return self.delete_version(key, version).await;
-        }
-        let path = self.path(key)?;
-        object_store::ObjectStoreExt::delete(&self.shared.azure, &path)
-            .await
-            .map_err(|e| self.shared.error(Operation::Delete, Some(key.as_str()), &e))
+        self.delete_blob(key, version).await
     }
 
-    /// Lists one blob under the prefix: a missing container is a configuration error, refused
-    /// credentials show here. Versioning is reported only once a version id has been seen,
-    /// on that blob or on an earlier write.
     /// Azure has no call that lists or deletes uncommitted blocks; Azure discards them after 7 days.
     async fn abort_unfinished_uploads(&self, _prefix: &str) -> Result<usize, StoreError> {
         Ok(0)
     }
 
+    /// Lists one blob under the prefix: a missing container is a configuration error, refused
+    /// credentials show here. Reads only, so versioning is reported only once a version id has
+    /// been seen (on that blob, or on an earlier write); an empty container on a versioned
+    /// account reads as unversioned here. [`ArtifactStore::capabilities_for_writing`] finds out.
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
         let prefix = self.shared.blob_name("");
         let options = PaginatedListOptions {
@@ -656,6 +682,60 @@ impl ArtifactStore for AzureStore {
             versioning: self.shared.versions_seen.load(Ordering::Relaxed),
             retention: false,
         })
+    }
+
+    /// [`ArtifactStore::capabilities`], then the versioning probe: blob versioning is a setting
+    /// of the storage account, which the data plane cannot read, so a probe blob is written and
+    /// deleted (see [`AzureStore::probe_versioning`]).
+    async fn capabilities_for_writing(&self) -> Result<Capabilities, StoreError> {
+        let mut capabilities = self.capabilities().await?;
+        capabilities.versioning = self.probe_versioning().await?;
+        Ok(capabilities)
+    }
+}
+
+/// Where probe blobs go, under the store's prefix: a name no backup has (backups are
+/// `<deployment>/<id>/<object>`, and the probe has two segments).
+pub const PROBE_PREFIX: &str = ".cairn-probe";
+
+impl AzureStore {
+    /// Writes a 22-byte probe blob (`.cairn-probe/<pid>-<nanoseconds>` under the prefix) and
+    /// reports whether Azure answered with a version id (`x-ms-version-id`): it does exactly
+    /// when the account has blob versioning. The probe is then deleted — the blob, and on a
+    /// versioned account the version the delete left behind — so nothing stays; a probe that
+    /// cannot be deleted (no delete permission, an immutability policy) is left with a warning.
+    ///
+    /// # Errors
+    /// The put's error (a credential that may not write, a missing container).
+    pub async fn probe_versioning(&self) -> Result<bool, StoreError> {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let name = format!("{PROBE_PREFIX}/{}-{nanos:x}", std::process::id());
+        let key = ObjectKey::parse(&name).map_err(|detail| StoreError::Other {
+            store: self.shared.name.clone(),
+            detail,
+        })?;
+        let put = cairn_store::ArtifactStoreExt::put_bytes(
+            self,
+            &key,
+            bytes::Bytes::from_static(b"cairn versioning probe"),
+            &PutOptions::default(),
+        )
+        .await?;
+        let version_id = match put.version.as_deref().map(Version::parse) {
+            Some(Version::Id(id)) => Some(id.to_string()),
+            _ => None,
+        };
+        let mut removed = self.delete(&key, None).await;
+        if let (Ok(()), Some(id)) = (&removed, &version_id) {
+            removed = self.delete(&key, Some(id)).await;
+        }
+        if let Err(error) = removed {
+            tracing::warn!("Could not remove the versioning probe `{key}` from {self}: {error}");
+        }
+        Ok(version_id.is_some())
     }
 }
 

@@ -4,9 +4,9 @@
 //!
 //! Every test uses the well-known development account with an explicit endpoint and key, so
 //! nothing can reach a real cloud or a metadata address, and its own container, so the tests
-//! may run in parallel. Azurite has no blob versioning: the version-id paths are covered by
-//! unit tests and by reading Azure's API contract (see docs/azure-adapter.md), the ETag paths
-//! here.
+//! may run in parallel. Azurite has no blob versioning: the ETag paths are tested here, the
+//! version-id paths against a scripted server that answers as a versioned account does
+//! (`tests/versioned.rs`).
 
 use std::sync::Arc;
 
@@ -327,4 +327,20 @@ fn no_credentials_is_a_credentials_error() {
     let message = error.to_string();
     assert!(matches!(error, StoreError::Credentials { .. }), "{message}");
     assert!(message.contains("az://acct/c") && message.contains("AZURE_STORAGE_SAS_TOKEN"));
+}
+
+#[tokio::test]
+async fn the_write_probe_finds_no_versioning_and_leaves_nothing() {
+    let azurite = Azurite::shared();
+    let store = azurite.store("probe", "cairn/nightly").await;
+    let capabilities = store.capabilities_for_writing().await.unwrap();
+    assert!(!capabilities.versioning, "Azurite has no blob versioning");
+    assert!(!store.probe_versioning().await.unwrap());
+    let bare =
+        AzureStore::from_location_with_env(&azurite.location("probe", ""), &key_env(KEY)).unwrap();
+    assert_eq!(
+        bare.list("").await.unwrap(),
+        [],
+        "the probe blob is deleted"
+    );
 }

@@ -44,7 +44,8 @@ pub(crate) fn status_error(
                 store,
                 detail: format!(
                     "Bucket `{bucket}` does not exist; create it, with versioning: \
-                     `gcloud storage buckets create gs://{bucket} --enable-versioning`"
+                     `gcloud storage buckets create gs://{bucket}` then \
+                     `gcloud storage buckets update gs://{bucket} --versioning`"
                 ),
             },
         },

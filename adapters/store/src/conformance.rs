@@ -16,7 +16,11 @@ fn key(text: &str) -> ObjectKey {
 /// # Panics
 /// On the first behaviour that breaks the [`ArtifactStore`] contract.
 pub async fn check_store(store: &dyn ArtifactStore, base: &str) {
-    let capabilities = store.capabilities().await.expect("capabilities");
+    store.capabilities().await.expect("capabilities");
+    let capabilities = store
+        .capabilities_for_writing()
+        .await
+        .expect("capabilities for writing");
     streamed_upload_round_trips(store, base).await;
     small_objects_and_listing(store, base).await;
     aborted_uploads_leave_nothing(store, base).await;

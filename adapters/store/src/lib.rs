@@ -194,8 +194,20 @@ pub trait ArtifactStore: Send + Sync + Debug + Display + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
     /// Deletes an object or one version of it.
     async fn delete(&self, key: &ObjectKey, version: Option<&str>) -> Result<(), StoreError>;
-    /// Probes what the store supports (and that it is reachable).
+    /// Probes what the store supports (and that it is reachable, and that its bucket,
+    /// container or directory exists). Never writes: every command, read-only ones included,
+    /// calls it first.
     async fn capabilities(&self) -> Result<Capabilities, StoreError>;
+    /// What the store supports, as a backup about to write needs to know it: as
+    /// [`ArtifactStore::capabilities`], except that a store whose data plane cannot read a
+    /// setting finds it out by writing. Azure's blob versioning is a storage-account setting
+    /// that a container credential cannot read, so the Azure adapter writes a small probe
+    /// object under the prefix (`.cairn-probe/…`), looks for a version id, and deletes it.
+    /// Called once when a backup starts, never by read-only commands. Stores that can read
+    /// their settings keep this default.
+    async fn capabilities_for_writing(&self) -> Result<Capabilities, StoreError> {
+        self.capabilities().await
+    }
     /// Aborts uploads under `prefix` that were started and never completed or aborted (a
     /// coordinator killed mid-upload); returns how many. Stores that cannot list them (their
     /// leftovers expire on their own) return 0.

@@ -1,7 +1,8 @@
 //! Writing a backup into an object store: the [`BackupSink`] half of [`super`].
 //!
-//! [`StoreSink::start`] checks the store once (versioning when required, Object Lock for
-//! `--retain-days`) and removes incomplete backups of the deployment. Each artifact's writer
+//! [`StoreSink::start`] checks the store once (versioning when required — through
+//! `capabilities_for_writing`, which on Azure writes and deletes a probe blob — and Object Lock
+//! for `--retain-days`) and removes incomplete backups of the deployment. Each artifact's writer
 //! compresses with zstd, encrypts with age when the backup has recipients (`--encrypt-to`),
 //! hashes the bytes as stored and hands fixed-size chunks to an upload task through a bounded
 //! channel, so nothing touches the coordinator's disk and memory stays bounded. The upload is
@@ -53,7 +54,8 @@ pub struct StoreSink {
     pub compression: Compression,
     /// Retention for every object, manifest included.
     pub retention: Option<Retention>,
-    /// Refuse a store without versioning, with this command in the message.
+    /// Refuse a store without versioning, with this fix in the message
+    /// ([`super::versioning_command`]).
     pub require_versioning: Option<String>,
     /// Encrypt every artifact to these age recipients (`--encrypt-to`).
     pub encryption: Option<Recipients>,
@@ -65,12 +67,17 @@ pub struct StoreSink {
 impl BackupSink for StoreSink {
     async fn start(&self, backup: &NewBackup<'_>) -> Result<Box<dyn OpenBackup>, Error> {
         let store = &self.store;
-        let capabilities = store.capabilities().await?;
+        // Only a backup that depends on versioning pays for a probe that writes (Azure's).
+        let capabilities = if self.require_versioning.is_some() {
+            store.capabilities_for_writing().await?
+        } else {
+            store.capabilities().await?
+        };
         if let Some(command) = &self.require_versioning {
             if !capabilities.versioning {
                 return Err(StoreError::Configuration {
                     store: store.to_string(),
-                    detail: format!("versioning is not enabled; enable it with `{command}`, or pass --allow-unversioned"),
+                    detail: format!("versioning is not enabled; enable it with {command}, or pass --allow-unversioned"),
                 }
                 .into());
             }
