@@ -61,6 +61,22 @@ fn azure_without_blob_versioning_is_refused_unless_allowed() {
         azurite.endpoint
     );
     assert!(list(work.path(), &bare).is_empty());
+    // pre-backup-check --store says so before the night's backup does, with the same fix.
+    let output = cairn(&bed, work.path(), &["pre-backup-check", "--store", &url]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains(
+            "`az storage account blob-service-properties update --account-name devstoreaccount1 --enable-versioning true`"
+        ),
+        "{}",
+        text(&output)
+    );
+    let output = cairn(
+        &bed,
+        work.path(),
+        &["pre-backup-check", "--store", &url, "--allow-unversioned"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let output = cairn(
         &bed,
         work.path(),

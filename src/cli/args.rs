@@ -207,9 +207,13 @@ impl StoreArgs {
 /// `pre-backup-check` flags.
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
-    /// Also check that this store is reachable and writable.
+    /// Also check that this store is reachable and writable, with versioning as a backup
+    /// needs it.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Accept a store without versioning (as `backup --allow-unversioned`).
+    #[arg(long)]
+    pub allow_unversioned: bool,
     /// Print what a backup would do: instances, jobs, scripts, lock layers, artifacts
     /// (as a `plan` event with --json).
     #[arg(long)]

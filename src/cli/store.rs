@@ -12,9 +12,20 @@ use cairn_store::{ArtifactStore, Retention, RetentionMode};
 
 use super::args::{BackupArgs, RestoreArgs, RetentionModeArg, UsageError};
 
-/// `pre-backup-check --store`: the store opens and takes writes for `deployment`.
-pub(crate) async fn check_store(url: &str, deployment: &str) -> Result<(), cairn::Error> {
+/// `pre-backup-check --store`: the store opens, has versioning as `backup` requires it
+/// (unless `allow_unversioned`), and takes writes for `deployment`.
+pub(crate) async fn check_store(
+    url: &str,
+    deployment: &str,
+    allow_unversioned: bool,
+) -> Result<(), cairn::Error> {
     let store = cairn::format::store::open_store(url).await?;
+    let required = if allow_unversioned {
+        None
+    } else {
+        cairn::format::store::versioning_command(url)
+    };
+    cairn::format::store::check_versioning(store.as_ref(), required.as_deref()).await?;
     cairn::catalog::check_writable(store.as_ref(), deployment).await
 }
 

@@ -27,7 +27,7 @@ use crate::error::{Error, StoredBackupError};
 use crate::format::manifest::{Compression, Manifest, MANIFEST_NAME};
 
 pub use read::StoreSource;
-pub use write::StoreSink;
+pub use write::{check_versioning, StoreSink};
 
 /// A key or URL that is not valid, as a stored-backup error.
 pub(crate) fn invalid_name(detail: String) -> Error {

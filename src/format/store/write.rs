@@ -17,7 +17,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_store::{
-    ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions, Retention, StoreError, Upload,
+    ArtifactStore, ArtifactStoreExt, Capabilities, ObjectKey, PutOptions, Retention, StoreError,
+    Upload,
 };
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -63,25 +64,39 @@ pub struct StoreSink {
     pub identities: Identities,
 }
 
+/// The start-of-backup check of versioning, shared by `backup` and `pre-backup-check --store`:
+/// with `required` (the command that turns it on, [`super::versioning_command`]) a store
+/// without versioning is refused. Only a check that depends on versioning pays for a probe
+/// that writes (Azure's); returns what the store supports.
+///
+/// # Errors
+/// `StoreError::Configuration` naming the fix and `--allow-unversioned`, or the store's error.
+pub async fn check_versioning(
+    store: &dyn ArtifactStore,
+    required: Option<&str>,
+) -> Result<Capabilities, Error> {
+    let Some(command) = required else {
+        return Ok(store.capabilities().await?);
+    };
+    let capabilities = store.capabilities_for_writing().await?;
+    if !capabilities.versioning {
+        return Err(StoreError::Configuration {
+            store: store.to_string(),
+            detail: format!(
+                "versioning is not enabled; enable it with {command}, or pass --allow-unversioned"
+            ),
+        }
+        .into());
+    }
+    Ok(capabilities)
+}
+
 #[async_trait]
 impl BackupSink for StoreSink {
     async fn start(&self, backup: &NewBackup<'_>) -> Result<Box<dyn OpenBackup>, Error> {
         let store = &self.store;
-        // Only a backup that depends on versioning pays for a probe that writes (Azure's).
-        let capabilities = if self.require_versioning.is_some() {
-            store.capabilities_for_writing().await?
-        } else {
-            store.capabilities().await?
-        };
-        if let Some(command) = &self.require_versioning {
-            if !capabilities.versioning {
-                return Err(StoreError::Configuration {
-                    store: store.to_string(),
-                    detail: format!("versioning is not enabled; enable it with {command}, or pass --allow-unversioned"),
-                }
-                .into());
-            }
-        }
+        let capabilities =
+            check_versioning(store.as_ref(), self.require_versioning.as_deref()).await?;
         if self.retention.is_some() && !capabilities.retention {
             return Err(StoreError::Configuration {
                 store: store.to_string(),
