@@ -24,3 +24,4 @@ mod host_keys_and_cli;
 mod modes;
 mod prune;
 mod stores;
+mod verify_and_sample;
