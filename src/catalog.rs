@@ -5,6 +5,8 @@
 //! plans with and executes through [`delete_unless_protected`].
 
 pub mod retention;
+pub mod sampling;
+pub mod verify;
 
 use std::sync::Arc;
 

@@ -255,7 +255,10 @@ mod tests {
         );
         let two = "deployment: d\ninstances:\n- {group: g, index: 0, address: a, username: u, private_key: /k, bootstrap: true}\n- {group: g, index: 1, address: b, username: u, private_key: /k, bootstrap: true}\n";
         let error = load(two).unwrap_err().to_string();
-        assert!(error.contains("more than one instance with `bootstrap: true`"), "{error}");
+        assert!(
+            error.contains("more than one instance with `bootstrap: true`"),
+            "{error}"
+        );
     }
 
     #[test]
