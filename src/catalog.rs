@@ -1,10 +1,13 @@
 //! The catalog: what an operator does with backups that exist in a store — list, show,
 //! verify, delete and prune. Listing and reading follow the store's layout
 //! ([`crate::format::store`]); verification is the one restore uses
-//! ([`crate::format::store::read`]); [`retention`] is the pure prune policy, which the CLI
+//! ([`crate::format::store::read`]), also for a bbr directory and for part of a backup
+//! ([`verify`], chosen by [`sampling`]); [`retention`] is the pure prune policy, which the CLI
 //! plans with and executes through [`delete_unless_protected`].
 
 pub mod retention;
+pub mod sampling;
+pub mod verify;
 
 use std::sync::Arc;
 

@@ -26,3 +26,4 @@ mod modes;
 mod prune;
 mod store_versioning;
 mod stores;
+mod verify_and_sample;

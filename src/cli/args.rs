@@ -435,12 +435,25 @@ pub(crate) enum BackupsAction {
     },
     /// Re-read every object of a backup and check every sha256, without restoring.
     Verify {
-        /// `DEPLOYMENT/ID`.
-        id: String,
+        /// `DEPLOYMENT/ID` of a backup in the store.
+        #[arg(required_unless_present = "artifact_path")]
+        id: Option<String>,
+        /// A bbr backup directory (`<deployment>_<timestamp>`) to verify instead of a stored
+        /// backup: every tar against `metadata` (no --store needed).
+        #[arg(long, short = 'a', value_name = "DIR", conflicts_with = "id")]
+        artifact_path: Option<PathBuf>,
         /// age identity file to decrypt an encrypted backup and check every file inside
         /// (repeatable); without it only the stored bytes of encrypted artifacts are checked.
         #[arg(long, value_name = "FILE")]
         identity: Vec<PathBuf>,
+        /// Verify only PERCENT of the artifacts, least recently verified first, so that
+        /// every artifact is verified within ceil(100/PERCENT) runs; reports coverage.
+        #[arg(long, value_name = "PERCENT", value_parser = cairn::catalog::sampling::Percent::parse)]
+        sample: Option<cairn::catalog::sampling::Percent>,
+        /// Where --sample remembers what was verified when [default: a file per backup
+        /// under $CAIRN_STATE_DIR, $XDG_STATE_HOME/cairn or ~/.local/state/cairn, in verify/].
+        #[arg(long, value_name = "FILE", requires = "sample")]
+        state_file: Option<PathBuf>,
     },
     /// Delete a backup (every object and recorded version).
     Delete {

@@ -14,6 +14,17 @@ use super::args::{BackupsAction, BackupsArgs, UsageError};
 
 /// Runs a `backups` subcommand; returns the exit code.
 pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
+    if let BackupsAction::Verify {
+        artifact_path: Some(path),
+        identity,
+        sample,
+        state_file,
+        ..
+    } = &args.action
+    {
+        let sampling = verify::Sampling::new(*sample, state_file.clone());
+        return verify::run_directory(path, identity, args.parallelism, sampling).await;
+    }
     let url = args
         .store
         .url(true)
@@ -24,8 +35,16 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             list::run(store.as_ref(), deployment.as_deref(), json).await
         }
         BackupsAction::Show { id, json } => show::run(store.as_ref(), &id, json).await,
-        BackupsAction::Verify { id, identity } => {
-            verify::run(&store, &id, &identity, args.parallelism).await
+        BackupsAction::Verify {
+            id,
+            identity,
+            sample,
+            state_file,
+            ..
+        } => {
+            let sampling = verify::Sampling::new(sample, state_file);
+            let id = id.unwrap_or_default();
+            verify::run(&store, &id, &identity, args.parallelism, sampling).await
         }
         BackupsAction::Delete { id } => delete::run(store.as_ref(), &id).await,
         BackupsAction::Prune {

@@ -75,6 +75,17 @@ pub enum ArtifactError {
         /// Number of mismatching names.
         count: usize,
     },
+    /// A tar in the directory that `metadata` does not list (`backups verify`).
+    #[error("Backup artifact `{0}` is not listed in `metadata`: its checksums are unknown, so it can be neither verified nor restored; `metadata` lost an entry or the file does not belong to this backup")]
+    Unlisted(PathBuf),
+    /// `manifest.yml` (`--with-manifest`) is there but is not YAML (`backups verify`).
+    #[error("Deployment manifest `{path}` is not valid YAML: {detail}")]
+    BadManifest {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
     /// A tar cannot be parsed or holds an unsafe entry.
     #[error("Backup artifact `{path}` is unusable: {source}")]
     BadTar {
@@ -268,6 +279,54 @@ impl BackupDirectory {
             .iter()
             .map(|a| (a.name.clone(), a.checksums.clone()));
         per_job.chain(named).collect()
+    }
+
+    /// Tars in the directory that `metadata` does not list, sorted.
+    #[must_use]
+    pub fn unlisted_tars(&self, metadata: &BackupMetadata) -> Vec<PathBuf> {
+        let listed: std::collections::BTreeSet<String> = Self::listed_artifacts(metadata)
+            .into_iter()
+            .map(|(name, _)| format!("{name}.tar"))
+            .collect();
+        let Ok(entries) = fs::read_dir(&self.path) else {
+            return Vec::new();
+        };
+        let mut unlisted: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.ends_with(".tar") && !listed.contains(&name)
+            })
+            .map(|entry| entry.path())
+            .collect();
+        unlisted.sort();
+        unlisted
+    }
+
+    /// Checks `manifest.yml`, when the backup has one (`--with-manifest`), is YAML: bbr's
+    /// format records no digest of it, so that is all that can be checked.
+    ///
+    /// # Errors
+    /// [`ArtifactError::Io`] or [`ArtifactError::BadManifest`].
+    pub fn check_deployment_manifest(&self) -> Result<(), ArtifactError> {
+        let path = self.path.join("manifest.yml");
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(ArtifactError::Io {
+                    action: "Reading",
+                    path,
+                    source,
+                })
+            }
+        };
+        yaml_serde::from_str::<yaml_serde::Value>(&text)
+            .map(|_| ())
+            .map_err(|error| ArtifactError::BadManifest {
+                path,
+                detail: error.to_string(),
+            })
     }
 
     /// Reads a tar once, refusing unsafe entries, and compares every file's sha256 with

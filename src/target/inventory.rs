@@ -55,6 +55,11 @@ pub struct InventoryInstance {
     /// Pinned host key in `authorized_keys` format.
     #[serde(default)]
     pub host_key: Option<String>,
+    /// The group's bootstrap instance (BOSH's `bootstrap: true`): the one that backs up the
+    /// group's `backup_one_restore_all` jobs. At most one per group; when none says so, the
+    /// group's instance with the lowest index is.
+    #[serde(default)]
+    pub bootstrap: bool,
 }
 
 fn default_port() -> u16 {
@@ -78,6 +83,12 @@ pub struct Inventory {
     /// Job name to release name, for lock-order matching.
     #[serde(default)]
     pub releases: BTreeMap<String, String>,
+    /// Jobs backed up once and restored everywhere, as BOSH's job property
+    /// `bbr.backup_one_restore_all: true` (bbr-facts §2.5): in every group that runs the job,
+    /// the bootstrap instance backs it up as `<job>-<release>-backup-one-restore-all`, and
+    /// every instance restores from that artifact. The job's release must be in `releases`.
+    #[serde(default)]
+    pub backup_one_restore_all: BTreeSet<String>,
     /// The instances.
     pub instances: Vec<InventoryInstance>,
 }
@@ -139,7 +150,44 @@ impl Inventory {
                 return Err(format!("{entry}: group and index appear twice"));
             }
         }
+        self.validate_shared_jobs()
+    }
+
+    /// Every `backup_one_restore_all` job has a release (it is part of the artifact's name,
+    /// which bbr reads back), and no group has two bootstrap instances.
+    fn validate_shared_jobs(&self) -> Result<(), String> {
+        for job in &self.backup_one_restore_all {
+            if !self.releases.contains_key(job) {
+                return Err(format!(
+                    "backup_one_restore_all: job `{job}` has no release in `releases`; add `{job}: <release>` (its artifact is named `{job}-<release>-backup-one-restore-all`)"
+                ));
+            }
+        }
+        let mut bootstraps = BTreeSet::new();
+        for instance in self.instances.iter().filter(|i| i.bootstrap) {
+            if !bootstraps.insert(&instance.group) {
+                return Err(format!(
+                    "group `{}` has more than one instance with `bootstrap: true`; keep one",
+                    instance.group
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// True when `instance` is its group's bootstrap instance: the one marked `bootstrap:
+    /// true`, else the group's lowest index.
+    #[must_use]
+    pub fn is_bootstrap(&self, instance: &InventoryInstance) -> bool {
+        let group: Vec<&InventoryInstance> = self
+            .instances
+            .iter()
+            .filter(|i| i.group == instance.group)
+            .collect();
+        match group.iter().find(|i| i.bootstrap) {
+            Some(marked) => marked.index == instance.index,
+            None => group.iter().map(|i| i.index).min() == Some(instance.index),
+        }
     }
 }
 
@@ -181,6 +229,36 @@ mod tests {
         );
         let unknown = "deployment: d\ninstances:\n- {group: g, index: 0, adress: a, username: u, private_key: /k}\n";
         assert!(load(unknown).unwrap_err().to_string().contains("adress"));
+    }
+
+    #[test]
+    fn the_bootstrap_instance_is_the_marked_one_else_the_lowest_index() {
+        let text = "deployment: d\nreleases: {bbr-pg: pg}\nbackup_one_restore_all: [bbr-pg]\ninstances:\n- {group: db, index: 1, address: a, username: u, private_key: /k}\n- {group: db, index: 0, address: b, username: u, private_key: /k}\n- {group: web, index: 0, address: c, username: u, private_key: /k}\n- {group: web, index: 1, address: d, username: u, private_key: /k, bootstrap: true}\n";
+        let inventory = load(text).unwrap();
+        let bootstraps: Vec<(String, u32)> = inventory
+            .instances
+            .iter()
+            .filter(|i| inventory.is_bootstrap(i))
+            .map(|i| (i.group.clone(), i.index))
+            .collect();
+        assert_eq!(bootstraps, [("db".into(), 0), ("web".into(), 1)]);
+        assert!(inventory.backup_one_restore_all.contains("bbr-pg"));
+    }
+
+    #[test]
+    fn shared_jobs_need_a_release_and_groups_one_bootstrap() {
+        let no_release = "deployment: d\nbackup_one_restore_all: [bbr-pg]\ninstances:\n- {group: g, index: 0, address: a, username: u, private_key: /k}\n";
+        let error = load(no_release).unwrap_err().to_string();
+        assert!(
+            error.contains("job `bbr-pg` has no release in `releases`"),
+            "{error}"
+        );
+        let two = "deployment: d\ninstances:\n- {group: g, index: 0, address: a, username: u, private_key: /k, bootstrap: true}\n- {group: g, index: 1, address: b, username: u, private_key: /k, bootstrap: true}\n";
+        let error = load(two).unwrap_err().to_string();
+        assert!(
+            error.contains("more than one instance with `bootstrap: true`"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Targets reached directly over SSH: a static inventory of instances (`cairn deployment
 //! --inventory FILE`) or a single BOSH director VM (`cairn director --host H`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -48,6 +48,8 @@ impl HostKeyOptions {
 pub struct SshTarget {
     name: String,
     releases: BTreeMap<String, String>,
+    /// Jobs backed up once and restored everywhere (the inventory's `backup_one_restore_all`).
+    shared_jobs: BTreeSet<String>,
     hosts: Vec<(InstanceAddress, SshDestination)>,
     connected: Mutex<Vec<Arc<ReconnectingHost>>>,
 }
@@ -90,13 +92,14 @@ impl SshTarget {
             let address = InstanceAddress {
                 name,
                 index: instance.index.to_string(),
-                bootstrap: false,
+                bootstrap: inventory.is_bootstrap(instance),
             };
             hosts.push((address, destination));
         }
         Ok(SshTarget {
             name: name.unwrap_or_else(|| inventory.deployment.clone()),
             releases: inventory.releases.clone(),
+            shared_jobs: inventory.backup_one_restore_all.clone(),
             hosts,
             connected: Mutex::new(Vec::new()),
         })
@@ -143,6 +146,7 @@ impl SshTarget {
                 .trim_end_matches(']')
                 .to_string(),
             releases: BTreeMap::new(),
+            shared_jobs: BTreeSet::new(),
             hosts: vec![(instance, destination)],
             connected: Mutex::new(Vec::new()),
         }
@@ -218,6 +222,10 @@ impl Target for SshTarget {
 
     fn release_of(&self, _group: &str, job: &str) -> String {
         self.releases.get(job).cloned().unwrap_or_default()
+    }
+
+    fn backup_one_restore_all(&self, _group: &str, job: &str) -> bool {
+        self.shared_jobs.contains(job)
     }
 
     async fn release_access(&self) -> Result<(), Error> {

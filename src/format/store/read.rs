@@ -275,19 +275,12 @@ pub async fn verify_backup(
 ) -> Result<Verified, RunErrors> {
     let manifest = read_manifest(store.as_ref(), deployment, id).await?;
     check_identities(store, &manifest, identities, require_identity).await?;
-    let checks = manifest
-        .artifacts
-        .iter()
-        .map(|artifact| verify_artifact(store, artifact, manifest.compression, identities));
-    let results: Vec<Result<Checked, Error>> = futures::stream::iter(checks)
-        .buffer_unordered(parallelism.max(1))
-        .collect()
-        .await;
+    let results = verify_artifacts(store, &manifest, None, parallelism, identities).await;
     let contents_unchecked = results
         .iter()
-        .filter(|r| matches!(r, Ok(Checked::StoredBytes)))
+        .filter(|(_, r)| matches!(r, Ok(Checked::StoredBytes)))
         .count();
-    let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+    let mut errors: Vec<Error> = results.into_iter().filter_map(|(_, r)| r.err()).collect();
     if let Err(error) = verify_metadata(store.as_ref(), &manifest).await {
         errors.push(error);
     }
@@ -298,7 +291,35 @@ pub async fn verify_backup(
     })
 }
 
-async fn verify_metadata(store: &dyn ArtifactStore, manifest: &Manifest) -> Result<(), Error> {
+/// Verifies the artifacts of a backup named in `only` (every one when `None`), at most
+/// `parallelism` at once; returns each one's name and outcome, in no particular order.
+pub async fn verify_artifacts(
+    store: &Arc<dyn ArtifactStore>,
+    manifest: &Manifest,
+    only: Option<&std::collections::BTreeSet<String>>,
+    parallelism: usize,
+    identities: &Identities,
+) -> Vec<(String, Result<Checked, Error>)> {
+    let checks = manifest
+        .artifacts
+        .iter()
+        .filter(|artifact| only.is_none_or(|names| names.contains(&artifact.name)))
+        .map(|artifact| async move {
+            let result = verify_artifact(store, artifact, manifest.compression, identities).await;
+            (artifact.name.clone(), result)
+        });
+    futures::stream::iter(checks)
+        .buffer_unordered(parallelism.max(1))
+        .collect()
+        .await
+}
+
+/// Reads the `metadata` object at its recorded version and compares its sha256 with the
+/// manifest.
+///
+/// # Errors
+/// A missing or damaged object.
+pub async fn verify_metadata(store: &dyn ArtifactStore, manifest: &Manifest) -> Result<(), Error> {
     let key = ObjectKey::parse(&manifest.metadata.key).map_err(invalid_name)?;
     let data = store
         .get_bytes(&key, manifest.metadata.version.as_deref())
