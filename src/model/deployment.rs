@@ -18,6 +18,7 @@ use crate::model::job::{
     parse_script_path, InstanceName, Job, JobMetadata, LockDirection, ScriptName, IGNORED_JOBS,
     REMOTE_ARTIFACT_ROOT,
 };
+use crate::model::layout::DeploymentLayout;
 use crate::model::lock_order::{order_locks, JobRef, LockLayers};
 use crate::remote::commands;
 use crate::remote::script::ScriptCommand;
@@ -59,6 +60,13 @@ pub trait Target: Send + Sync + Debug {
     /// name, and every instance restores from that one artifact.
     fn backup_one_restore_all(&self, _group: &str, _job: &str) -> bool {
         false
+    }
+
+    /// The layout the deployment manifest describes (every instance group, job and release
+    /// version), when the target has one (a Director's); read after `connect`. `None` for an
+    /// inventory, which names releases without versions.
+    fn manifest_layout(&self) -> Option<DeploymentLayout> {
+        None
     }
 
     /// Removes temporary access created by `connect`.
@@ -149,6 +157,8 @@ pub struct Deployment {
     pub name: String,
     /// Instances in target order.
     pub instances: Vec<Instance>,
+    /// The target's manifest layout, when it has one ([`Target::manifest_layout`]).
+    pub manifest_layout: Option<DeploymentLayout>,
 }
 
 impl Deployment {
@@ -234,6 +244,7 @@ pub async fn discover(
     Ok(Deployment {
         name: target.name().to_string(),
         instances,
+        manifest_layout: target.manifest_layout(),
     })
 }
 
