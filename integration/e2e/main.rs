@@ -23,4 +23,5 @@ mod fidelity_workflow;
 mod host_keys_and_cli;
 mod modes;
 mod prune;
+mod restore_plan;
 mod stores;
