@@ -216,7 +216,7 @@ fn size_text(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = None;
-    while value >= 1024.0 && unit.map_or(true, |u| u + 1 < UNITS.len()) {
+    while value >= 1024.0 && unit.is_none_or(|u| u + 1 < UNITS.len()) {
         value /= 1024.0;
         unit = Some(unit.map_or(0, |u| u + 1));
     }

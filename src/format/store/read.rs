@@ -354,7 +354,7 @@ async fn stored_deployment_manifest(
             "its sha256 does not match the manifest",
         ));
     }
-    Ok(data.to_vec())
+    Ok(data)
 }
 
 /// The deployment manifest saved with a backup (`--with-manifest`), checked against the
