@@ -15,8 +15,13 @@ use cairn_testbed::director::{
 };
 use cairn_testbed::TestBed;
 
-/// `cairn deployment -t URL -u admin -p SECRET --ca-cert CA <args>` in `work`.
+/// `cairn deployment -t URL -u admin -p SECRET --ca-cert CA -d cf <args>` in `work`.
 fn bosh(director: &Director, work: &Path, args: &[&str]) -> Output {
+    bosh_deployment(director, work, "cf", args)
+}
+
+/// `cairn deployment -t URL -u admin -p SECRET --ca-cert CA -d DEPLOYMENT <args>` in `work`.
+fn bosh_deployment(director: &Director, work: &Path, deployment: &str, args: &[&str]) -> Output {
     let url = director.url();
     let ca = director.ca_cert_path();
     let mut all = vec![
@@ -30,7 +35,7 @@ fn bosh(director: &Director, work: &Path, args: &[&str]) -> Output {
         "--ca-cert",
         ca.to_str().unwrap(),
         "--deployment",
-        "cf",
+        deployment,
     ];
     all.extend_from_slice(args);
     run(work, &all)
@@ -175,6 +180,62 @@ fn the_deployment_manifest_round_trips_through_s3_and_azurite() {
         text(&verify).contains("manifest.yml` is damaged or missing"),
         "{}",
         text(&verify)
+    );
+}
+
+#[test]
+fn release_version_differences_are_warnings_and_the_restore_goes_on() {
+    cairn_testbed::require_root!();
+    let (prod, drill) = std::thread::scope(|s| {
+        let a = s.spawn(|| TestBed::start(&[("app", 0, &["files"])]).expect("test bed"));
+        let b = s.spawn(|| TestBed::start(&[("app", 0, &["files"])]).expect("test bed"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut options = DirectorOptions::new(&prod);
+    options.deployments.push(DeploymentSpec::new("prod", &prod));
+    options
+        .deployments
+        .push(DeploymentSpec::new("drill", &drill).release_version("files-release", "2.0.0"));
+    let director = Director::start(&options).expect("director");
+    let work = workdir();
+    let output = bosh_deployment(
+        &director,
+        work.path(),
+        "prod",
+        &[
+            "backup",
+            "--artifact-path",
+            work.path().to_str().unwrap(),
+            "--with-manifest",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let backup = backup_dir(work.path());
+    let warning =
+        "Release files-release is version 1.0.0 in the backup's deployment, 2.0.0 in the deployment";
+    let restore = ["restore", "--artifact-path", backup.to_str().unwrap()];
+    let mut plan = restore.to_vec();
+    plan.push("--plan");
+    let output = bosh_deployment(&director, work.path(), "drill", &plan);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(stdout.contains(&format!("Warning: {warning}")), "{stdout}");
+    assert!(
+        stdout.contains("Deployment 'drill' can be restored."),
+        "{stdout}"
+    );
+    assert!(drill.events(drill.host("app", 0), "files").is_empty());
+
+    let output = bosh_deployment(&director, work.path(), "drill", &restore);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains(&format!("WARN - {warning}")),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(
+        tree_digest(&drill.host("app", 0).vcap_dir.join("store/files")),
+        tree_digest(&prod.host("app", 0).vcap_dir.join("store/files"))
     );
 }
 
