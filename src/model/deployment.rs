@@ -197,6 +197,29 @@ impl Deployment {
         order_locks(&jobs, direction)
     }
 
+    /// The deployment's layout: its manifest's, when the target has one (every group, job
+    /// and release version), else the discovered instance groups with their jobs that have
+    /// bbr scripts and their releases.
+    #[must_use]
+    pub fn layout(&self) -> DeploymentLayout {
+        if let Some(layout) = &self.manifest_layout {
+            return layout.clone();
+        }
+        let mut instance_groups: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for instance in &self.instances {
+            let jobs = instance_groups
+                .entry(instance.name.group.clone())
+                .or_default();
+            for job in &instance.jobs {
+                jobs.insert(job.name.clone(), job.release.clone());
+            }
+        }
+        DeploymentLayout {
+            instance_groups,
+            releases: BTreeMap::new(),
+        }
+    }
+
     /// Finds an instance by group and BOSH index.
     #[must_use]
     pub fn instance(&self, group: &str, index: &str) -> Option<&Instance> {

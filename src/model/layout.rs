@@ -4,7 +4,7 @@
 //! A backup records the layout of the deployment it was taken of (a store's `manifest.json`
 //! holds it; the deployment manifest saved with `--with-manifest` gives it too), and a restore
 //! compares it with the layout of its target before anything is locked
-//! (`workflow::restore::compatibility`). Only jobs with bbr scripts are discovered on
+//! (`workflow::restore::compatibility`); `Deployment::layout` gives a connected deployment's. Only jobs with bbr scripts are discovered on
 //! instances, so a layout made from a deployment lists those; one parsed from a BOSH
 //! manifest lists every job. Versions come only from a BOSH manifest (a Director's, or the
 //! saved one): an inventory names releases without versions.
@@ -12,8 +12,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-
-use crate::model::deployment::Deployment;
 
 /// Instance groups, their jobs and releases.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,29 +24,6 @@ pub struct DeploymentLayout {
 }
 
 impl DeploymentLayout {
-    /// The layout of a deployment: its manifest's, when the target has one (every group,
-    /// job and release version), else the discovered instance groups with their jobs that
-    /// have bbr scripts and their releases.
-    #[must_use]
-    pub fn of_deployment(deployment: &Deployment) -> DeploymentLayout {
-        if let Some(layout) = &deployment.manifest_layout {
-            return layout.clone();
-        }
-        let mut instance_groups: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        for instance in &deployment.instances {
-            let jobs = instance_groups
-                .entry(instance.name.group.clone())
-                .or_default();
-            for job in &instance.jobs {
-                jobs.insert(job.name.clone(), job.release.clone());
-            }
-        }
-        DeploymentLayout {
-            instance_groups,
-            releases: BTreeMap::new(),
-        }
-    }
-
     /// The layout a BOSH deployment manifest describes: v2 (`instance_groups[].jobs[]`) or
     /// v1 (`jobs[].templates[]`), and `releases[]` with their versions. `None` when the text
     /// is not a YAML mapping.

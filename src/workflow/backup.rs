@@ -189,7 +189,7 @@ async fn backup_deployment(
     )
     .await;
     report.complete = complete && !context.cancel.is_cancelled();
-    let layout = DeploymentLayout::of_deployment(deployment);
+    let layout = deployment.layout();
     finish_backup(destination, artifacts, layout, options, context, report).await;
 }
 

@@ -13,6 +13,11 @@
 //! matching (here and on the instance), do the restore scripts run; otherwise the artifact
 //! directories are removed and no script runs, so a damaged or hostile artifact never reaches
 //! a script. bbr reads every tar twice for the same guarantee (verify, then copy).
+//! Once connected, and before any lock or copy, [`plan_restore`] runs every check and
+//! collects every reason to refuse, not only the first: bbr's (restore scripts, instances,
+//! leftover artifact directories, lock cycles), the backup's compatibility with the target
+//! ([`compatibility`]: missing groups, instances or jobs refuse, other differences warn) and
+//! the free space for the artifacts ([`space`]). `restore --plan` ([`plan_only`]) stops there.
 //! Restore scripts run one at a time, instance by instance (as bbr): every job of an instance
 //! runs, and the first instance with a failure stops the loop. The restore lock scripts run
 //! one job at a time too (bbr's serial executor); unlock always follows once a lock was

@@ -52,7 +52,7 @@ pub fn check(
     let mut found = Compatibility::default();
     check_artifacts(deployment, metadata, &mut found);
     if let Some(recorded) = recorded {
-        let target = DeploymentLayout::of_deployment(deployment);
+        let target = deployment.layout();
         let with_artifacts = artifact_jobs(metadata);
         compare_layouts(&recorded.layout, &target, &with_artifacts, &mut found);
     }
