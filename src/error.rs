@@ -137,6 +137,19 @@ pub enum Error {
         /// Deployment name.
         deployment: String,
     },
+    /// The artifacts of an instance do not fit in the free space under `/var/vcap/store`
+    /// (a restore extracts them there before any script runs).
+    #[error("Instance {instance} has {} free under /var/vcap/store (file system {mount}), but the artifacts to restore there need {}", size_text(*.available), size_text(*.needed))]
+    InsufficientSpace {
+        /// The instance.
+        instance: InstanceName,
+        /// Bytes the artifacts take once extracted.
+        needed: u64,
+        /// Bytes free.
+        available: u64,
+        /// Mount point of the file system.
+        mount: String,
+    },
     /// The lock-ordering metadata forms a cycle.
     #[error("job locking dependency graph is cyclic")]
     CyclicLockGraph,
@@ -200,6 +213,21 @@ pub enum Error {
     /// which it advises `backup-cleanup`. The message is the inner error's.
     #[error(transparent)]
     Drain(Box<Error>),
+}
+
+/// `1.5 MiB (1572864 bytes)`.
+fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = None;
+    while value >= 1024.0 && unit.is_none_or(|u| u + 1 < UNITS.len()) {
+        value /= 1024.0;
+        unit = Some(unit.map_or(0, |u| u + 1));
+    }
+    match unit {
+        None => format!("{bytes} bytes"),
+        Some(unit) => format!("{value:.1} {} ({bytes} bytes)", UNITS[unit]),
+    }
 }
 
 impl Error {

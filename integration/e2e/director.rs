@@ -934,5 +934,28 @@ fn a_drill_restores_one_director_deployment_into_another() {
         text(&output)
     );
     assert_eq!(blob(&prod), blob(&dr), "dr holds prod's data");
+    // The drill's backup keeps prod's manifest, and the restore compared it with dr's.
+    let backup = fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("prod_")
+        })
+        .expect("the drill's backup directory");
+    assert!(fs::read_to_string(backup.join("manifest.yml"))
+        .unwrap()
+        .contains("name: prod"));
+    assert!(
+        text(&output).contains(
+            "Comparing the deployment with the deployment manifest saved with the backup"
+        ),
+        "{}",
+        text(&output)
+    );
     assert_no_bosh_user_left(&director, &[&prod, &dr]);
 }

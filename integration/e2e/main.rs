@@ -24,6 +24,7 @@ mod fidelity_workflow;
 mod host_keys_and_cli;
 mod modes;
 mod prune;
+mod restore_plan;
 mod store_versioning;
 mod stores;
 mod verify_and_sample;

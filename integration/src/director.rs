@@ -138,6 +138,9 @@ pub struct DeploymentSpec<'a> {
     /// Manifest properties of a job (every instance group that has it), by job name, as a
     /// JSON object, e.g. `{"bbr":{"backup_one_restore_all":true}}`.
     pub properties: Vec<(String, String)>,
+    /// Version of a release in the manifest's `releases`, by release name; others are
+    /// `1.0.0`.
+    pub release_versions: Vec<(String, String)>,
 }
 
 impl<'a> DeploymentSpec<'a> {
@@ -150,7 +153,16 @@ impl<'a> DeploymentSpec<'a> {
             groups: None,
             releases: Vec::new(),
             properties: Vec::new(),
+            release_versions: Vec::new(),
         }
+    }
+
+    /// The manifest lists this release at this version (default `1.0.0`).
+    #[must_use]
+    pub fn release_version(mut self, release: &str, version: &str) -> Self {
+        self.release_versions
+            .push((release.to_owned(), version.to_owned()));
+        self
     }
 
     /// Only these instance groups of the test bed.
@@ -597,6 +609,7 @@ impl Director {
             }
         }
         let mut groups_json = Vec::new();
+        let mut release_names: Vec<String> = Vec::new();
         for group in groups {
             let members: Vec<&DirectorInstance> = self
                 .instances
@@ -615,12 +628,19 @@ impl Director {
                 }
             }
             jobs.sort();
-            let jobs_json = jobs.iter().map(|job| {
-                let release = spec
-                    .releases
+            let release_of = |job: &String| {
+                spec.releases
                     .iter()
                     .find(|(j, _)| j == job)
-                    .map_or_else(|| format!("{job}-release"), |(_, r)| r.clone());
+                    .map_or_else(|| format!("{job}-release"), |(_, r)| r.clone())
+            };
+            for job in &jobs {
+                if !release_names.contains(&release_of(job)) {
+                    release_names.push(release_of(job));
+                }
+            }
+            let jobs_json = jobs.iter().map(|job| {
+                let release = release_of(job);
                 let properties = spec
                     .properties
                     .iter()
@@ -653,9 +673,22 @@ impl Director {
                 json_list(instances_json)
             ));
         }
+        let releases = release_names.iter().map(|release| {
+            let version = spec
+                .release_versions
+                .iter()
+                .find(|(r, _)| r == release)
+                .map_or("1.0.0", |(_, v)| v.as_str());
+            format!(
+                r#"{{"name":{},"version":{}}}"#,
+                json_string(release),
+                json_string(version)
+            )
+        });
         format!(
-            r#"{{"name":{},"instance_groups":{}}}"#,
+            r#"{{"name":{},"releases":{},"instance_groups":{}}}"#,
             json_string(&spec.name),
+            json_list(releases),
             json_list(groups_json)
         )
     }

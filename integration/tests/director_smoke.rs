@@ -259,7 +259,7 @@ fn rsa_key(dir: &Path) -> (std::path::PathBuf, String) {
     (key, public)
 }
 
-/// `bosh_` and 16 hex digits, different for every call.
+/// `bosh_` and 15 hex digits (bosh-cli's 20 characters), different for every call.
 fn bosh_user() -> String {
     let mut bytes = [0u8; 8];
     std::io::Read::read_exact(&mut fs::File::open("/dev/urandom").unwrap(), &mut bytes).unwrap();
@@ -267,7 +267,7 @@ fn bosh_user() -> String {
         let _ = write!(hex, "{b:02x}");
         hex
     });
-    format!("bosh_{hex}")
+    format!("bosh_{}", &hex[..15])
 }
 
 fn setup_body(deployment: &str, group: &str, user: &str, public_key: &str) -> Value {

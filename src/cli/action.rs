@@ -76,7 +76,9 @@ pub(crate) async fn run(
                 .into()
         }
         Action::Backup(args) => backup::run(target, &args, manifest, &mut context).await?,
-        Action::Restore(args) => restore::run(target, &args, &context, &human).await?.into(),
+        Action::Restore(args) => restore::run(target, &args, common.json, &context, &human)
+            .await?
+            .into(),
         Action::BackupCleanup => cleanup::backup(target, &mut context).await?.into(),
         Action::RestoreCleanup => cleanup::restore(target, &context).await.into(),
         // Answered before any target is reached (`deployment::run`, `director::run`).

@@ -288,6 +288,14 @@ pub(crate) struct RestoreArgs {
     /// extension) and fail if any of them reports wrong data.
     #[arg(long)]
     pub verify: bool,
+    /// Print what the restore would do, changing nothing: artifacts and their instances,
+    /// sizes, free space, lock order, every difference from the backup's deployment and
+    /// every reason to refuse (a `restore_plan` event with --json); exit 1 if refused.
+    #[arg(long, conflicts_with = "verify")]
+    pub plan: bool,
+    /// With --plan: print the restore lock order as a Graphviz graph instead.
+    #[arg(long, requires = "plan")]
+    pub dot: bool,
 }
 
 /// `cairn contract` subcommands.
@@ -432,6 +440,13 @@ pub(crate) enum BackupsAction {
         /// JSON (the manifest itself).
         #[arg(long)]
         json: bool,
+        /// Print the deployment manifest saved with the backup (backup --with-manifest).
+        #[arg(long, conflicts_with = "json")]
+        manifest: bool,
+        /// age identity file to decrypt the deployment manifest of an encrypted backup
+        /// (repeatable; with --manifest).
+        #[arg(long, value_name = "FILE", requires = "manifest")]
+        identity: Vec<PathBuf>,
     },
     /// Re-read every object of a backup and check every sha256, without restoring.
     Verify {
@@ -498,9 +513,13 @@ impl Action {
         }
     }
 
-    /// True for `pre-backup-check --plan`, whose stdout is the plan.
+    /// True for `pre-backup-check --plan` and `restore --plan`, whose stdout is the plan.
     pub(crate) fn prints_plan(&self) -> bool {
-        matches!(self, Action::PreBackupCheck(CheckArgs { plan: true, .. }))
+        matches!(
+            self,
+            Action::PreBackupCheck(CheckArgs { plan: true, .. })
+                | Action::Restore(RestoreArgs { plan: true, .. })
+        )
     }
 
     /// bbr's name of the subcommand.

@@ -34,7 +34,16 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         BackupsAction::List { deployment, json } => {
             list::run(store.as_ref(), deployment.as_deref(), json).await
         }
-        BackupsAction::Show { id, json } => show::run(store.as_ref(), &id, json).await,
+        BackupsAction::Show {
+            id,
+            json,
+            manifest: false,
+            ..
+        } => show::run(store.as_ref(), &id, json).await,
+        BackupsAction::Show { id, identity, .. } => {
+            let identities = Identities::load(&identity).map_err(UsageError)?;
+            show::deployment_manifest(store.as_ref(), &id, &identities).await
+        }
         BackupsAction::Verify {
             id,
             identity,

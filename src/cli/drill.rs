@@ -68,8 +68,15 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     let recipients = Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
     let identities = Identities::load(&args.identity).map_err(UsageError)?;
     let source_target = source_target(&args, existing, &host_keys, &dialer, &mut directors).await?;
+    // A new backup of a BOSH deployment keeps its manifest, as `backup --with-manifest`, so
+    // that the restore compares releases and instance groups with the drill deployment.
+    let manifest = match (&args.source_deployment, &directors.client, existing) {
+        (Some(name), Some(client), false) => Some(client.manifest(name).await?),
+        _ => None,
+    };
     let source = drill_source(
         &args,
+        manifest,
         source_target.as_deref(),
         store_url.as_deref(),
         recipients,
@@ -141,6 +148,7 @@ async fn source_target(
 /// directory), or the stored backup of `--backup`/`--latest`.
 async fn drill_source<'a>(
     args: &DrillArgs,
+    manifest: Option<String>,
     source_target: Option<&'a dyn Target>,
     store_url: Option<&str>,
     recipients: Option<Recipients>,
@@ -153,6 +161,7 @@ async fn drill_source<'a>(
             DrillSource::NewBackup {
                 target: source,
                 sink: Arc::new(sink),
+                manifest,
             }
         }
         (Some(source), None) => DrillSource::NewBackup {
@@ -161,6 +170,7 @@ async fn drill_source<'a>(
                 Some(path) => path.clone(),
                 None => std::env::current_dir().context("Cannot read the current directory")?,
             })),
+            manifest,
         },
         (None, Some(url)) => stored_source(args, url, identities).await?,
         (None, None) => unreachable!("checked above"),

@@ -10,11 +10,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::format::digest::FileDigests;
+use crate::model::layout::DeploymentLayout;
 
 /// Name of the manifest object inside a backup.
 pub const MANIFEST_NAME: &str = "manifest.json";
 /// Name of the bbr `metadata` object inside a backup.
 pub const METADATA_NAME: &str = "metadata";
+/// Name of the deployment manifest object (`--with-manifest`), as in a bbr directory;
+/// `manifest.yml.age` when the backup is encrypted.
+pub const DEPLOYMENT_MANIFEST_NAME: &str = "manifest.yml";
 /// Version of the manifest schema.
 pub const MANIFEST_SCHEMA: u32 = 1;
 
@@ -144,6 +148,30 @@ pub struct Manifest {
     pub jobs: Vec<JobTimes>,
     /// Key and version of the bbr `metadata` object.
     pub metadata: ManifestObject,
+    /// The deployment manifest saved with `--with-manifest`; absent without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_manifest: Option<DeploymentManifestObject>,
+    /// Instance groups, jobs and releases of the deployment at backup time, which a restore
+    /// compares with its target; absent in manifests of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<DeploymentLayout>,
+}
+
+/// The deployment manifest object of a backup: it holds the deployment's secrets, so it is
+/// encrypted like the artifacts when the backup is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentManifestObject {
+    /// Object key (`.../manifest.yml`, `.../manifest.yml.age` when encrypted).
+    pub key: String,
+    /// Store version id.
+    pub version: Option<String>,
+    /// Bytes stored.
+    pub size: u64,
+    /// sha256 of the stored bytes.
+    pub sha256: String,
+    /// How the stored bytes are encrypted; absent: not encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<ArtifactEncryption>,
 }
 
 /// A small object referenced by the manifest.
@@ -222,9 +250,13 @@ mod tests {
                 version: None,
                 sha256: "00".into(),
             },
+            deployment_manifest: None,
+            layout: None,
         };
         let json = manifest.to_json();
         assert!(json.contains("\"algorithm\": \"zstd\""), "{json}");
+        // Manifests without a deployment manifest or a layout (earlier versions) say nothing.
+        assert!(!json.contains("deployment_manifest") && !json.contains("layout"));
         assert_eq!(Manifest::parse(json.as_bytes()).unwrap(), manifest);
         assert_eq!(manifest.encryption(), None);
     }

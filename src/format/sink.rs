@@ -26,6 +26,7 @@ use crate::error::{Error, RunErrors};
 use crate::format::bbr_directory::metadata::{BackupMetadata, Checksums};
 use crate::format::digest::FileDigests;
 use crate::model::job::ScriptRecord;
+use crate::model::layout::DeploymentLayout;
 
 /// Where backups are written: a parent directory, a store location.
 #[async_trait]
@@ -144,6 +145,9 @@ pub struct BackupRecord {
     pub artifacts: Vec<StoredArtifact>,
     /// Every script that ran, for lock and unlock times.
     pub scripts: Vec<ScriptRecord>,
+    /// The deployment's instance groups, jobs and releases, for a restore's compatibility
+    /// check (a store's manifest records it; bbr's directory format has no place for it).
+    pub layout: DeploymentLayout,
 }
 
 /// Where one backup is read from.
@@ -169,6 +173,17 @@ pub trait CheckedBackup: Send + Sync {
 
     /// What the backup holds, for reports.
     fn contents(&self) -> BackupContents;
+
+    /// The deployment manifest saved with the backup (`--with-manifest`), decrypted.
+    fn deployment_manifest(&self) -> Option<&str>;
+
+    /// The instance groups, jobs and releases recorded at backup time, when the format
+    /// records them (beyond what `metadata` and the deployment manifest say).
+    fn layout(&self) -> Option<&DeploymentLayout>;
+
+    /// The bytes one artifact takes once extracted, at least (the files' sizes in a store,
+    /// the tar's size in a directory); `None` when unknown.
+    fn artifact_bytes(&self, name: &str) -> Option<u64>;
 
     /// Opens one artifact for reading.
     ///

@@ -397,6 +397,7 @@ mod tests {
                 version,
             }],
             scripts: Vec::new(),
+            layout: crate::model::layout::DeploymentLayout::default(),
         };
         assert!(backup.finish(&record).await.unwrap().is_some());
         tar

@@ -18,6 +18,7 @@ use crate::model::job::{
     parse_script_path, InstanceName, Job, JobMetadata, LockDirection, ScriptName, IGNORED_JOBS,
     REMOTE_ARTIFACT_ROOT,
 };
+use crate::model::layout::DeploymentLayout;
 use crate::model::lock_order::{order_locks, JobRef, LockLayers};
 use crate::remote::commands;
 use crate::remote::script::ScriptCommand;
@@ -59,6 +60,13 @@ pub trait Target: Send + Sync + Debug {
     /// name, and every instance restores from that one artifact.
     fn backup_one_restore_all(&self, _group: &str, _job: &str) -> bool {
         false
+    }
+
+    /// The layout the deployment manifest describes (every instance group, job and release
+    /// version), when the target has one (a Director's); read after `connect`. `None` for an
+    /// inventory, which names releases without versions.
+    fn manifest_layout(&self) -> Option<DeploymentLayout> {
+        None
     }
 
     /// Removes temporary access created by `connect`.
@@ -149,6 +157,8 @@ pub struct Deployment {
     pub name: String,
     /// Instances in target order.
     pub instances: Vec<Instance>,
+    /// The target's manifest layout, when it has one ([`Target::manifest_layout`]).
+    pub manifest_layout: Option<DeploymentLayout>,
 }
 
 impl Deployment {
@@ -185,6 +195,29 @@ impl Deployment {
     pub fn lock_layers(&self, direction: LockDirection) -> Result<LockLayers, Error> {
         let jobs: Vec<&[Job]> = self.instances.iter().map(|i| i.jobs.as_slice()).collect();
         order_locks(&jobs, direction)
+    }
+
+    /// The deployment's layout: its manifest's, when the target has one (every group, job
+    /// and release version), else the discovered instance groups with their jobs that have
+    /// bbr scripts and their releases.
+    #[must_use]
+    pub fn layout(&self) -> DeploymentLayout {
+        if let Some(layout) = &self.manifest_layout {
+            return layout.clone();
+        }
+        let mut instance_groups: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for instance in &self.instances {
+            let jobs = instance_groups
+                .entry(instance.name.group.clone())
+                .or_default();
+            for job in &instance.jobs {
+                jobs.insert(job.name.clone(), job.release.clone());
+            }
+        }
+        DeploymentLayout {
+            instance_groups,
+            releases: BTreeMap::new(),
+        }
     }
 
     /// Finds an instance by group and BOSH index.
@@ -234,6 +267,7 @@ pub async fn discover(
     Ok(Deployment {
         name: target.name().to_string(),
         instances,
+        manifest_layout: target.manifest_layout(),
     })
 }
 

@@ -16,7 +16,7 @@ use crate::model::job::{Job, LockDirection};
 pub type JobRef = (usize, usize);
 
 /// Jobs grouped into layers that may be locked in parallel, first layer first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LockLayers(pub Vec<Vec<JobRef>>);
 
 impl LockLayers {

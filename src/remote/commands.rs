@@ -95,8 +95,57 @@ pub fn parse_checksums(output: &[u8]) -> Result<crate::format::bbr_directory::Ch
     Ok(checksums)
 }
 
+/// The directory whose free space a restore needs: artifacts are extracted under it.
+pub const STORE_DIRECTORY: &str = "/var/vcap/store";
+
+/// Prints `df -Pk` of [`STORE_DIRECTORY`], or of its nearest existing parent on a VM where
+/// it does not exist yet; [`parse_free_space`] reads it.
+#[must_use]
+pub fn free_space() -> String {
+    let inner = format!(
+        "d={STORE_DIRECTORY}; while [ ! -d \"$d\" ]; do d=$(dirname \"$d\"); done; df -Pk \"$d\""
+    );
+    format!("sudo sh -c {}", shell_quote(&inner))
+}
+
+/// Free bytes and mount point from the output of [`free_space`]: POSIX `df -P`, a header
+/// and one line `filesystem blocks used available capacity% mount point` in KiB.
+///
+/// # Errors
+/// Output that is not such a line.
+pub fn parse_free_space(output: &[u8]) -> Result<(u64, String), String> {
+    let text = String::from_utf8_lossy(output);
+    let line = text
+        .lines()
+        .rfind(|line| !line.trim().is_empty())
+        .ok_or("df printed nothing")?;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let capacity = fields
+        .iter()
+        .rposition(|f| f.ends_with('%'))
+        .filter(|&i| i >= 1)
+        .ok_or_else(|| format!("unexpected df output: {line}"))?;
+    let available: u64 = fields[capacity - 1]
+        .parse()
+        .map_err(|_| format!("unexpected df output: {line}"))?;
+    Ok((available * 1024, fields[capacity + 1..].join(" ")))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn free_space_is_read_from_posix_df() {
+        let output = b"Filesystem     1024-blocks  Used Available Capacity Mounted on\n\
+                       tmpfs                 1024     4      1020       1% /var/vcap/store\n";
+        assert_eq!(
+            super::parse_free_space(output).unwrap(),
+            (1020 * 1024, "/var/vcap/store".to_string())
+        );
+        assert!(super::parse_free_space(b"").is_err());
+        assert!(super::parse_free_space(b"df: /x: No such file\n").is_err());
+        assert!(super::free_space().contains("df -Pk"));
+    }
+
     use super::*;
 
     #[test]

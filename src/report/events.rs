@@ -90,6 +90,11 @@ pub enum Event {
         /// The plan.
         plan: Box<crate::report::plan_view::PlanView>,
     },
+    /// What a restore would do, and every reason it would be refused (`restore --plan --json`).
+    RestorePlan {
+        /// The plan.
+        plan: Box<crate::report::restore_plan_view::RestorePlanView>,
+    },
     /// The command finished.
     RunFinished {
         /// As in `run_started`.
@@ -197,6 +202,31 @@ mod tests {
                     lock_layers: vec![vec!["db/0:pg".into()]],
                     lock_edges: vec![],
                     artifacts: vec!["db-0-pg".into()],
+                }),
+            },
+            Event::RestorePlan {
+                plan: Box::new(crate::report::restore_plan_view::RestorePlanView {
+                    deployment: "cf".into(),
+                    backup: "/backups/cf_20240102T030405Z".into(),
+                    restorable: false,
+                    artifacts: vec![crate::report::restore_plan_view::ArtifactView {
+                        artifact: "db-0-pg".into(),
+                        instance: "db/0".into(),
+                        job: "pg".into(),
+                        bytes: Some(10),
+                    }],
+                    lock_layers: vec![vec!["db/0:pg".into()]],
+                    unlock_layers: vec![vec!["db/0:pg".into()]],
+                    lock_edges: vec![],
+                    free_space: vec![crate::report::restore_plan_view::SpaceView {
+                        instance: "db/0".into(),
+                        needed_bytes: 10,
+                        available_bytes: None,
+                        mount: None,
+                        fits: true,
+                    }],
+                    refusals: vec!["no".into()],
+                    warnings: vec![],
                 }),
             },
             Event::RunFinished {

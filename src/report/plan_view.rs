@@ -48,6 +48,48 @@ pub struct JobView {
     pub scripts: Vec<String>,
 }
 
+/// `<group>/<id>:<job>`, how plans name a job.
+#[must_use]
+pub fn job_label(deployment: &Deployment, job: JobRef) -> String {
+    let (instance, job) = deployment.job(job);
+    format!("{}:{}", instance.name, job.name)
+}
+
+/// "`<group>/<id>:<job>` is locked before `<group>/<id>:<job>`" pairs, as the lock order
+/// of `direction` sees them.
+#[must_use]
+pub fn lock_edges(deployment: &Deployment, direction: LockDirection) -> Vec<(String, String)> {
+    let all = deployment.all_jobs();
+    let mut edges = Vec::new();
+    for from in &all {
+        let (_, job) = deployment.job(*from);
+        for specifier in job.locked_before(direction) {
+            for to in &all {
+                let (_, other) = deployment.job(*to);
+                if other.name == specifier.job_name && other.release == specifier.release {
+                    edges.push((job_label(deployment, *from), job_label(deployment, *to)));
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// The lock order as a Graphviz digraph: one rank per layer, an edge to what is locked after.
+#[must_use]
+pub fn lock_order_dot(name: &str, layers: &[Vec<String>], edges: &[(String, String)]) -> String {
+    let mut dot = format!("digraph \"{}\" {{\n  rankdir=LR;\n", name.replace('"', "'"));
+    for layer in layers {
+        let nodes: Vec<String> = layer.iter().map(|n| format!("\"{n}\"")).collect();
+        let _ = writeln!(dot, "  {{ rank=same; {}; }}", nodes.join("; "));
+    }
+    for (from, to) in edges {
+        let _ = writeln!(dot, "  \"{from}\" -> \"{to}\";");
+    }
+    dot.push_str("}\n");
+    dot
+}
+
 impl PlanView {
     /// Describes a computed backup plan: its lock layers and the jobs it backs up.
     #[must_use]
@@ -73,19 +115,7 @@ impl PlanView {
                     .collect(),
             })
             .collect();
-        let all = deployment.all_jobs();
-        let mut lock_edges = Vec::new();
-        for from in &all {
-            let (_, job) = deployment.job(*from);
-            for specifier in job.locked_before(LockDirection::Backup) {
-                for to in &all {
-                    let (_, other) = deployment.job(*to);
-                    if other.name == specifier.job_name && other.release == specifier.release {
-                        lock_edges.push((label(from), label(to)));
-                    }
-                }
-            }
-        }
+        let lock_edges = lock_edges(deployment, LockDirection::Backup);
         PlanView {
             deployment: deployment.name.clone(),
             instances,
@@ -135,18 +165,6 @@ impl PlanView {
     /// The lock order as a Graphviz digraph (an edge points to what is locked after).
     #[must_use]
     pub fn to_dot(&self) -> String {
-        let mut dot = format!(
-            "digraph \"{}\" {{\n  rankdir=LR;\n",
-            self.deployment.replace('"', "'")
-        );
-        for layer in &self.lock_layers {
-            let nodes: Vec<String> = layer.iter().map(|n| format!("\"{n}\"")).collect();
-            let _ = writeln!(dot, "  {{ rank=same; {}; }}", nodes.join("; "));
-        }
-        for (from, to) in &self.lock_edges {
-            let _ = writeln!(dot, "  \"{from}\" -> \"{to}\";");
-        }
-        dot.push_str("}\n");
-        dot
+        lock_order_dot(&self.deployment, &self.lock_layers, &self.lock_edges)
     }
 }

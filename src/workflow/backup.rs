@@ -25,6 +25,7 @@ use crate::format::sink::{
 };
 use crate::model::deployment::{Deployment, Target};
 use crate::model::job::{Job, LockDirection, ScriptName, ScriptRecord};
+use crate::model::layout::DeploymentLayout;
 use crate::model::lock_order::{JobRef, LockLayers};
 use crate::remote::commands;
 use crate::remote::RemoteHostExt;
@@ -188,13 +189,15 @@ async fn backup_deployment(
     )
     .await;
     report.complete = complete && !context.cancel.is_cancelled();
-    finish_backup(destination, artifacts, options, context, report).await;
+    let layout = deployment.layout();
+    finish_backup(destination, artifacts, layout, options, context, report).await;
 }
 
 /// Hands the sink its record: restorable when complete, removed or unlisted otherwise.
 async fn finish_backup(
     destination: Box<dyn OpenBackup>,
     artifacts: Vec<StoredArtifact>,
+    layout: DeploymentLayout,
     options: &BackupOptions,
     context: &RunContext,
     report: &mut BackupReport,
@@ -205,6 +208,7 @@ async fn finish_backup(
         metadata: bbr_metadata(options.started_at, &artifacts, report.complete),
         artifacts,
         scripts: context.scripts(),
+        layout,
     };
     match destination.finish(&record).await {
         Ok(source) => report.source = source,

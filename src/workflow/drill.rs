@@ -35,6 +35,9 @@ pub enum DrillSource<'a> {
         target: &'a dyn Target,
         /// Where the backup goes (a store sink carries the identities to read it back).
         sink: Arc<dyn BackupSink>,
+        /// The deployment manifest to save with it (a Director's), which the restore then
+        /// compares with the drill deployment.
+        manifest: Option<String>,
     },
     /// Restore a backup that already exists.
     Stored {
@@ -253,11 +256,15 @@ async fn obtain_backup(
     report: &mut DrillReport,
 ) -> Result<Arc<dyn BackupSource>, RunErrors> {
     let (source, backup, stored_bytes) = match source {
-        DrillSource::NewBackup { target, sink } => {
+        DrillSource::NewBackup {
+            target,
+            sink,
+            manifest,
+        } => {
             let options = BackupOptions {
                 sink,
                 unsafe_lock_free: false,
-                manifest: None,
+                manifest,
                 started_at: Utc::now(),
             };
             tracing::info!("Drill: backing up {}...", target.name());

@@ -13,10 +13,18 @@
 //! matching (here and on the instance), do the restore scripts run; otherwise the artifact
 //! directories are removed and no script runs, so a damaged or hostile artifact never reaches
 //! a script. bbr reads every tar twice for the same guarantee (verify, then copy).
+//! Once connected, and before any lock or copy, [`plan_restore`] runs every check and
+//! collects every reason to refuse, not only the first: bbr's (restore scripts, instances,
+//! leftover artifact directories, lock cycles), the backup's compatibility with the target
+//! ([`compatibility`]: missing groups, instances or jobs refuse, other differences warn) and
+//! the free space for the artifacts ([`space`]). `restore --plan` ([`plan_only`]) stops there.
 //! Restore scripts run one at a time, instance by instance (as bbr): every job of an instance
 //! runs, and the first instance with a failure stops the loop. The restore lock scripts run
 //! one job at a time too (bbr's serial executor); unlock always follows once a lock was
 //! attempted.
+
+pub mod compatibility;
+pub mod space;
 
 use super::scripts::run_job_script;
 use super::{
@@ -26,10 +34,13 @@ use super::{
 use crate::error::{Error, RunErrors};
 use crate::format::bbr_directory::{BackupMetadata, Checksums};
 use crate::format::sink::{BackupSource, CheckedBackup};
-use crate::model::deployment::{Deployment, Target};
+use crate::model::deployment::{Deployment, Instance, Target};
 use crate::model::job::{LockDirection, ScriptName, ScriptRecord};
 use crate::model::lock_order::{JobRef, LockLayers};
+use crate::report::plan_view::{job_label, lock_edges};
+use crate::report::restore_plan_view::{ArtifactView, RestorePlanView, SpaceView};
 use crate::report::verification::Verification;
+pub use space::InstanceSpace;
 
 /// One artifact to send: a job on an instance, from a tar of the backup.
 #[derive(Debug, Clone)]
@@ -43,80 +54,86 @@ pub struct Upload {
 }
 
 /// What a restore will do, computed before anything is changed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RestorePlan {
-    /// Lock layers (restore order).
+    /// Lock layers (restore order); empty when the lock graph has a cycle.
     pub layers: LockLayers,
-    /// Artifacts to copy.
+    /// Artifacts to copy, instance by instance.
     pub uploads: Vec<Upload>,
+    /// Bytes of each upload once extracted, when the backup records it (as `uploads`).
+    pub sizes: Vec<Option<u64>>,
+    /// Free space of every instance that receives artifacts.
+    pub space: Vec<InstanceSpace>,
+    /// Differences that do not refuse the restore (releases, groups or jobs without
+    /// artifacts, unmeasured free space), each named.
+    pub warnings: Vec<String>,
 }
 
-/// The restorable checks, producing the plan.
-///
-/// # Errors
-/// Every check that failed.
+/// The restorable checks, producing the plan and every reason to refuse it (all of them,
+/// not only the first): discontinued `restore_name`, no restore script, the backup's
+/// compatibility with the target ([`compatibility`]), an artifact for every restore job, no
+/// leftover artifact directory, free space ([`space`]), a lock order without cycle.
 pub async fn plan_restore(
     deployment: &Deployment,
-    metadata: &BackupMetadata,
-) -> Result<RestorePlan, RunErrors> {
-    let restorable: Vec<usize> = (0..deployment.instances.len())
-        .filter(|&i| deployment.instances[i].can_restore())
+    backup: &dyn CheckedBackup,
+) -> (RestorePlan, RunErrors) {
+    let mut refusals = RunErrors::new();
+    let mut plan = RestorePlan::default();
+    check_restore_names(deployment, &mut refusals);
+    if !deployment.instances.iter().any(Instance::can_restore) {
+        refusals.push(Error::NoRestoreScripts {
+            deployment: deployment.name.clone(),
+        });
+    }
+    let recorded = compatibility::recorded_layout(backup.deployment_manifest(), backup.layout());
+    if let Some(recorded) = &recorded {
+        tracing::info!("Comparing the deployment with {}...", recorded.source);
+    }
+    let found = compatibility::check(deployment, backup.metadata(), recorded.as_ref());
+    refusals.extend(RunErrors(found.refusals));
+    plan.warnings = found.warnings;
+    plan.uploads = plan_uploads(deployment, backup.metadata(), &mut refusals);
+    plan.sizes = plan
+        .uploads
+        .iter()
+        .map(|u| backup.artifact_bytes(&u.artifact_name))
         .collect();
-    for &i in &restorable {
-        let instance = &deployment.instances[i];
+    let all: Vec<usize> = (0..deployment.instances.len()).collect();
+    refusals.extend(check_artifact_root_absent(deployment, &all).await);
+    let space = space::check_space(deployment, &plan.uploads, &plan.sizes).await;
+    refusals.extend(RunErrors(space.refusals));
+    plan.warnings.extend(space.warnings);
+    plan.space = space.instances;
+    match deployment.lock_layers(LockDirection::Restore) {
+        Ok(layers) => plan.layers = layers,
+        Err(error) => refusals.push(error),
+    }
+    (plan, refusals)
+}
+
+/// bbr refuses a restorable instance with a discontinued `restore_name`.
+fn check_restore_names(deployment: &Deployment, refusals: &mut RunErrors) {
+    for instance in deployment.instances.iter().filter(|i| i.can_restore()) {
         if instance.jobs.iter().any(|j| {
             j.metadata
                 .restore_name
                 .as_deref()
                 .is_some_and(|n| !n.is_empty())
         }) {
-            return Err(Error::DiscontinuedRestoreName {
+            refusals.push(Error::DiscontinuedRestoreName {
                 group: instance.name.group.clone(),
-            }
-            .into());
+            });
         }
-    }
-    if restorable.is_empty() {
-        return Err(Error::NoRestoreScripts {
-            deployment: deployment.name.clone(),
-        }
-        .into());
-    }
-    for recorded in &metadata.instances {
-        if deployment
-            .instance(&recorded.name, &recorded.index)
-            .is_none()
-        {
-            return Err(mismatch(
-                deployment,
-                format!(
-                    "instance {}/{} is not in the deployment",
-                    recorded.name, recorded.index
-                ),
-            )
-            .into());
-        }
-    }
-    let uploads = plan_uploads(deployment, metadata)?;
-    let all: Vec<usize> = (0..deployment.instances.len()).collect();
-    check_artifact_root_absent(deployment, &all)
-        .await
-        .into_result()?;
-    let layers = deployment.lock_layers(LockDirection::Restore)?;
-    Ok(RestorePlan { layers, uploads })
-}
-
-fn mismatch(deployment: &Deployment, detail: String) -> Error {
-    Error::StructureMismatch {
-        deployment: deployment.name.clone(),
-        detail,
     }
 }
 
+/// One upload per job with a restore script; a job whose artifact the backup lacks is a
+/// refusal (bbr would fail at its upload).
 fn plan_uploads(
     deployment: &Deployment,
     metadata: &BackupMetadata,
-) -> Result<Vec<Upload>, RunErrors> {
+    refusals: &mut RunErrors,
+) -> Vec<Upload> {
     let mut uploads = Vec::new();
     for job_ref in deployment.jobs_with(ScriptName::Restore) {
         let (instance, job) = deployment.job(job_ref);
@@ -129,14 +146,14 @@ fn plan_uploads(
             None => metadata.checksums_for(&instance.name.group, &instance.index, &job.name),
         };
         let Some(checksums) = recorded else {
-            return Err(mismatch(
-                deployment,
-                format!(
+            refusals.push(Error::StructureMismatch {
+                deployment: deployment.name.clone(),
+                detail: format!(
                     "the backup has no artifact for job {} on {}/{}",
                     job.name, instance.name.group, instance.index
                 ),
-            )
-            .into());
+            });
+            continue;
         };
         uploads.push(Upload {
             job: job_ref,
@@ -144,7 +161,32 @@ fn plan_uploads(
             checksums: checksums.clone(),
         });
     }
-    Ok(uploads)
+    uploads
+}
+
+/// `restore --plan`: the checks of a restore and its plan, changing nothing (no lock, no
+/// copy, no directory made); the errors are every reason the restore would be refused.
+pub async fn plan_only(
+    target: &dyn Target,
+    source: &dyn BackupSource,
+    context: &RunContext,
+) -> (Option<RestorePlanView>, RunErrors) {
+    let backup = match source.check(context.options.parallelism).await {
+        Ok(checked) => checked,
+        Err(errors) => return (None, errors),
+    };
+    let mut errors = RunErrors::new();
+    let mut view = None;
+    match discover_or_interrupt(target, context, "Restore plan").await {
+        Ok(deployment) => {
+            let (plan, refusals) = plan_restore(&deployment, backup.as_ref()).await;
+            view = Some(plan_view(&deployment, &source.location(), &plan, &refusals));
+            errors.extend(refusals);
+        }
+        Err(e) => errors.extend(e),
+    }
+    release_target(target, &mut errors).await;
+    (view, errors)
 }
 
 /// What a restore did.
@@ -201,10 +243,13 @@ async fn restore_deployment(
     context: &RunContext,
     errors: &mut RunErrors,
 ) {
-    let plan = match plan_restore(deployment, backup.metadata()).await {
-        Ok(plan) => plan,
-        Err(e) => return errors.extend(e),
-    };
+    let (plan, refusals) = plan_restore(deployment, backup).await;
+    for warning in &plan.warnings {
+        tracing::warn!("{warning}");
+    }
+    if !refusals.is_empty() {
+        return errors.extend(refusals);
+    }
     let created = CreatedRoots::new(deployment.instances.len());
     let copy_errors = copy_to_instances(deployment, &plan, backup, &created, context).await;
     let copied = copy_errors.is_empty();
@@ -323,4 +368,54 @@ async fn restore_job(
     )
     .await
     .error
+}
+
+/// The plan as the outside world sees it ([`RestorePlanView`]).
+fn plan_view(
+    deployment: &Deployment,
+    backup: &str,
+    plan: &RestorePlan,
+    refusals: &RunErrors,
+) -> RestorePlanView {
+    let label = |job: &JobRef| job_label(deployment, *job);
+    let layers = |order: &mut dyn Iterator<Item = &Vec<JobRef>>| -> Vec<Vec<String>> {
+        order
+            .map(|layer| layer.iter().map(label).collect())
+            .collect()
+    };
+    RestorePlanView {
+        deployment: deployment.name.clone(),
+        backup: backup.to_string(),
+        restorable: refusals.is_empty(),
+        artifacts: plan
+            .uploads
+            .iter()
+            .zip(&plan.sizes)
+            .map(|(upload, bytes)| {
+                let (instance, job) = deployment.job(upload.job);
+                ArtifactView {
+                    artifact: upload.artifact_name.clone(),
+                    instance: instance.name.to_string(),
+                    job: job.name.clone(),
+                    bytes: *bytes,
+                }
+            })
+            .collect(),
+        lock_layers: layers(&mut plan.layers.lock_order()),
+        unlock_layers: layers(&mut plan.layers.unlock_order()),
+        lock_edges: lock_edges(deployment, LockDirection::Restore),
+        free_space: plan
+            .space
+            .iter()
+            .map(|space| SpaceView {
+                instance: deployment.instances[space.instance].name.to_string(),
+                needed_bytes: space.needed,
+                available_bytes: space.available,
+                mount: space.mount.clone(),
+                fits: space.fits(),
+            })
+            .collect(),
+        refusals: refusals.errors().iter().map(ToString::to_string).collect(),
+        warnings: plan.warnings.clone(),
+    }
 }

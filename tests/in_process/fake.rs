@@ -58,6 +58,8 @@ pub(crate) enum Op {
     TarExtract(String),
     /// The checksum script over a directory.
     Checksum(String),
+    /// `df -Pk` of `/var/vcap/store` (a restore's free-space check).
+    FreeSpace,
     /// A job script with its environment (and `timeout` seconds, if wrapped).
     Script {
         /// Job name.
@@ -380,6 +382,13 @@ impl FakeHost {
                     &format!("stat: cannot stat '{path}': No such file or directory"),
                 )
             }),
+            Op::FreeSpace => Ok(exit(
+                0,
+                b"Filesystem 1024-blocks Used Available Capacity Mounted on\n\
+                  /dev/sdb 104857600 1024 104856576 1% /var/vcap/store\n"
+                    .to_vec(),
+                "",
+            )),
             Op::Mkdir(path) => {
                 self.state.lock().unwrap().make_dir(path);
                 Ok(exit(0, Vec::new(), ""))
@@ -679,6 +688,7 @@ fn parse_inner(inner: &str, command: &str) -> Op {
     match words.as_slice() {
         ["tar", "-C", dir, "-x"] => Op::TarExtract((*dir).into()),
         ["cd", dir, ..] if inner.contains("sha256sum -z") => Op::Checksum((*dir).into()),
+        _ if inner.contains("df -Pk") => Op::FreeSpace,
         _ => panic!("the fake host does not know `{command}`"),
     }
 }

@@ -1,7 +1,10 @@
-//! `backups show`: a backup's manifest, as text or as the JSON itself.
+//! `backups show`: a backup's manifest, as text or as the JSON itself; with `--manifest`, the
+//! deployment manifest saved with it (decrypted with `--identity` when encrypted).
 
+use anyhow::bail;
+use cairn::format::encryption::Identities;
 use cairn::format::manifest::{Compression, Manifest};
-use cairn::format::store::read::describe_encryption;
+use cairn::format::store::read::{describe_encryption, read_deployment_manifest};
 use cairn::format::store::read_manifest;
 use cairn_store::ArtifactStore;
 use chrono::{DateTime, Utc};
@@ -17,6 +20,25 @@ pub(super) async fn run(store: &dyn ArtifactStore, id: &str, json: bool) -> anyh
         say(&manifest.to_json());
     } else {
         print_text(&deployment, &id, &manifest);
+    }
+    Ok(0)
+}
+
+/// Prints the deployment manifest saved with `DEPLOYMENT/ID` (`backup --with-manifest`)
+/// exactly as it was saved; returns the exit code.
+pub(super) async fn deployment_manifest(
+    store: &dyn ArtifactStore,
+    id: &str,
+    identities: &Identities,
+) -> anyhow::Result<i32> {
+    let (deployment, id) = split_backup_id(id, None)?;
+    let manifest = read_manifest(store, &deployment, &id).await?;
+    match read_deployment_manifest(store, &manifest, identities).await? {
+        Some(text) => print!("{text}"),
+        None => bail!(
+            "Backup `{deployment}/{id}` in {store} has no deployment manifest: it was taken \
+             without --with-manifest (or of an inventory, which has none)"
+        ),
     }
     Ok(0)
 }
@@ -52,6 +74,13 @@ fn print_text(deployment: &str, id: &str, manifest: &Manifest) {
             artifact.size,
             artifact.files.len(),
             artifact.sha256
+        ));
+    }
+    if let Some(object) = &manifest.deployment_manifest {
+        let version = object.version.as_deref().unwrap_or("-");
+        say(&format!(
+            "  {}\t{} bytes\tdeployment manifest (--manifest prints it)\tversion {version}\tsha256 {}",
+            object.key, object.size, object.sha256
         ));
     }
     for job in &manifest.jobs {

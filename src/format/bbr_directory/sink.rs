@@ -312,9 +312,13 @@ impl BackupSource for BbrDirectorySource {
     async fn check(&self, _parallelism: usize) -> Result<Box<dyn CheckedBackup>, RunErrors> {
         tracing::info!("Checking backup {}...", self.path.display());
         let metadata = check_backup_directory(&self.path)?;
+        // bbr writes `manifest.yml` with --with-manifest and never reads it back; Cairn
+        // compares it with the restore's target.
+        let deployment_manifest = std::fs::read_to_string(self.path.join("manifest.yml")).ok();
         Ok(Box::new(CheckedDirectory {
             path: self.path.clone(),
             metadata,
+            deployment_manifest,
         }))
     }
 }
@@ -365,6 +369,7 @@ pub fn check_backup_directory(path: &Path) -> Result<BackupMetadata, RunErrors> 
 struct CheckedDirectory {
     path: PathBuf,
     metadata: BackupMetadata,
+    deployment_manifest: Option<String>,
 }
 
 #[async_trait]
@@ -387,6 +392,21 @@ impl CheckedBackup for CheckedDirectory {
             // bbr's metadata records no file sizes: the tars are the closest measure.
             data_bytes: Some(size),
         }
+    }
+
+    fn deployment_manifest(&self) -> Option<&str> {
+        self.deployment_manifest.as_deref()
+    }
+
+    /// bbr's directory format records no layout beyond `metadata` (and `manifest.yml`).
+    fn layout(&self) -> Option<&crate::model::layout::DeploymentLayout> {
+        None
+    }
+
+    /// The tar's size: its files' bytes and their headers.
+    fn artifact_bytes(&self, name: &str) -> Option<u64> {
+        let tar = BackupDirectory::open(&self.path).tar_path(name);
+        std::fs::metadata(tar).ok().map(|m| m.len())
     }
 
     async fn open_artifact(

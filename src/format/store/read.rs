@@ -22,7 +22,9 @@ use crate::format::bbr_directory::metadata::{BackupMetadata, Checksums};
 use crate::format::digest::{digest_tar_files, digest_tar_forwarding, EntryPolicy, FileDigests};
 use crate::format::encryption::{DecryptFailure, Identities, AGE_HEADER, AGE_X25519};
 use crate::format::hashing::HashingReader;
-use crate::format::manifest::{ArtifactEncryption, Compression, Manifest, ManifestArtifact};
+use crate::format::manifest::{
+    ArtifactEncryption, Compression, DeploymentManifestObject, Manifest, ManifestArtifact,
+};
 use crate::format::sink::{
     ArtifactReader, ArtifactSize, BackupContents, BackupSource, CheckedBackup,
 };
@@ -62,11 +64,14 @@ impl BackupSource for StoreSource {
         )
         .await?;
         let metadata = metadata_of(&manifest);
+        let deployment_manifest =
+            read_deployment_manifest(self.store.as_ref(), &manifest, &self.identities).await?;
         Ok(Box::new(CheckedStoreBackup {
             store: Arc::clone(&self.store),
             manifest,
             identities: self.identities.clone(),
             metadata,
+            deployment_manifest,
         }))
     }
 }
@@ -90,6 +95,7 @@ struct CheckedStoreBackup {
     manifest: Manifest,
     identities: Identities,
     metadata: BackupMetadata,
+    deployment_manifest: Option<String>,
 }
 
 #[async_trait]
@@ -111,6 +117,19 @@ impl CheckedBackup for CheckedStoreBackup {
                     .sum(),
             ),
         }
+    }
+
+    fn deployment_manifest(&self) -> Option<&str> {
+        self.deployment_manifest.as_deref()
+    }
+
+    fn layout(&self) -> Option<&crate::model::layout::DeploymentLayout> {
+        self.manifest.layout.as_ref()
+    }
+
+    fn artifact_bytes(&self, name: &str) -> Option<u64> {
+        let artifact = self.manifest.artifacts.iter().find(|a| a.name == name)?;
+        Some(artifact.files.values().map(|file| file.size).sum())
     }
 
     async fn open_artifact(
@@ -284,6 +303,11 @@ pub async fn verify_backup(
     if let Err(error) = verify_metadata(store.as_ref(), &manifest).await {
         errors.push(error);
     }
+    if let Some(object) = &manifest.deployment_manifest {
+        if let Err(error) = stored_deployment_manifest(store.as_ref(), object).await {
+            errors.push(error);
+        }
+    }
     RunErrors(errors).into_result()?;
     Ok(Verified {
         manifest,
@@ -332,6 +356,86 @@ pub async fn verify_metadata(store: &dyn ArtifactStore, manifest: &Manifest) -> 
         ));
     }
     Ok(())
+}
+
+/// The stored bytes of a backup's deployment manifest object, checked against the manifest
+/// (size and sha256; still encrypted when the backup is).
+async fn stored_deployment_manifest(
+    store: &dyn ArtifactStore,
+    object: &DeploymentManifestObject,
+) -> Result<Vec<u8>, Error> {
+    let key = ObjectKey::parse(&object.key).map_err(invalid_name)?;
+    let data = store
+        .get_bytes(&key, object.version.as_deref())
+        .await
+        .map_err(|e| damaged(&object.key, &e.to_string()))?;
+    if data.len() as u64 != object.size || hex::encode(Sha256::digest(&data)) != object.sha256 {
+        return Err(damaged(
+            &object.key,
+            "its sha256 does not match the manifest",
+        ));
+    }
+    Ok(data)
+}
+
+/// The deployment manifest saved with a backup (`--with-manifest`), checked against the
+/// manifest and decrypted with `identities` when the backup is encrypted; `None` when the
+/// backup has none.
+///
+/// # Errors
+/// A damaged or missing object; an encrypted one without a matching identity.
+pub async fn read_deployment_manifest(
+    store: &dyn ArtifactStore,
+    manifest: &Manifest,
+    identities: &Identities,
+) -> Result<Option<String>, Error> {
+    let Some(object) = &manifest.deployment_manifest else {
+        return Ok(None);
+    };
+    let data = stored_deployment_manifest(store, object).await?;
+    let plain = match &object.encryption {
+        None => data,
+        Some(encryption) => decrypt_small(manifest, store, object, encryption, identities, &data)?,
+    };
+    String::from_utf8(plain)
+        .map(Some)
+        .map_err(|_| damaged(&object.key, "it is not UTF-8 text"))
+}
+
+/// Decrypts a small object held in memory.
+fn decrypt_small(
+    manifest: &Manifest,
+    store: &dyn ArtifactStore,
+    object: &DeploymentManifestObject,
+    encryption: &ArtifactEncryption,
+    identities: &Identities,
+    data: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let backup = format!("{}/{}", manifest.deployment, manifest.backup_id);
+    if identities.is_empty() {
+        return Err(StoredBackupError::IdentityRequired {
+            backup,
+            store: store.to_string(),
+            encryption: describe_encryption(encryption),
+        }
+        .into());
+    }
+    let mut plain = Vec::new();
+    match identities.decrypt(data) {
+        Ok(mut reader) => reader
+            .read_to_end(&mut plain)
+            .map_err(|e| damaged(&object.key, &e.to_string()))?,
+        Err(DecryptFailure::NoMatchingIdentity) => {
+            return Err(StoredBackupError::NoMatchingIdentity {
+                backup,
+                store: store.to_string(),
+                encryption: describe_encryption(encryption),
+            }
+            .into())
+        }
+        Err(DecryptFailure::Damaged(detail)) => return Err(damaged(&object.key, &detail)),
+    };
+    Ok(plain)
 }
 
 fn damaged(key: &str, detail: &str) -> Error {

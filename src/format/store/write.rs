@@ -31,8 +31,8 @@ use crate::format::bbr_directory::ArtifactError;
 use crate::format::encryption::{Identities, Recipients};
 use crate::format::hashing::HashingWriter;
 use crate::format::manifest::{
-    Compression, JobTimes, Manifest, ManifestArtifact, ManifestObject, MANIFEST_NAME,
-    MANIFEST_SCHEMA, METADATA_NAME,
+    Compression, DeploymentManifestObject, JobTimes, Manifest, ManifestArtifact, ManifestObject,
+    DEPLOYMENT_MANIFEST_NAME, MANIFEST_NAME, MANIFEST_SCHEMA, METADATA_NAME,
 };
 use crate::format::sink::{
     ArtifactWriter, BackupRecord, BackupSink, BackupSource, NewBackup, OpenArtifact, OpenBackup,
@@ -118,6 +118,7 @@ impl BackupSink for StoreSink {
             compression_workers: compression_workers(backup.concurrent_streams),
             encryption: self.encryption.clone(),
             identities: self.identities.clone(),
+            deployment_manifest: backup.deployment_manifest.map(str::to_string),
         }))
     }
 }
@@ -145,6 +146,8 @@ pub struct StoreBackup {
     compression_workers: u32,
     encryption: Option<Recipients>,
     identities: Identities,
+    /// The deployment manifest to save (`--with-manifest`).
+    deployment_manifest: Option<String>,
 }
 
 impl StoreBackup {
@@ -230,10 +233,55 @@ async fn remove_incomplete(store: &dyn ArtifactStore, deployment: &str) -> Resul
     Ok(())
 }
 
-/// Writes `metadata`, then `manifest.json` — the last object of a backup.
+/// Writes the deployment manifest (`--with-manifest`) as an object of the backup, encrypted
+/// like the artifacts when the backup is (it holds the deployment's secrets).
+async fn write_deployment_manifest(
+    destination: &StoreBackup,
+    text: &str,
+) -> Result<DeploymentManifestObject, Error> {
+    let mut name = DEPLOYMENT_MANIFEST_NAME.to_string();
+    let bytes = match &destination.encryption {
+        None => text.as_bytes().to_vec(),
+        Some(recipients) => {
+            name.push('.');
+            name.push_str(crate::format::encryption::EXTENSION);
+            let key = destination.key(&name);
+            let seal = || -> io::Result<Vec<u8>> {
+                let mut writer = recipients.encrypt(Vec::new())?;
+                writer.write_all(text.as_bytes())?;
+                writer.finish()
+            };
+            seal().map_err(|e| store_failure(&key, &e.to_string()))?
+        }
+    };
+    let key = destination.key(&name);
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let size = bytes.len() as u64;
+    let put = destination
+        .store
+        .put_bytes(&key, Bytes::from(bytes), &destination.put_options)
+        .await?;
+    Ok(DeploymentManifestObject {
+        key: key.to_string(),
+        version: put.version,
+        size,
+        sha256,
+        encryption: destination
+            .encryption
+            .as_ref()
+            .map(crate::format::encryption::Recipients::record),
+    })
+}
+
+/// Writes the deployment manifest (if saved), `metadata`, then `manifest.json` — the last
+/// object of a backup.
 // Long on purpose: the manifest is one record, written field by field after `metadata`.
 async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Result<(), Error> {
     let store = &destination.store;
+    let deployment_manifest = match &destination.deployment_manifest {
+        Some(text) => Some(write_deployment_manifest(destination, text).await?),
+        None => None,
+    };
     let metadata_bytes = Bytes::from(record.metadata.to_yaml());
     let metadata_key = destination.key(METADATA_NAME);
     let metadata_put = store
@@ -282,6 +330,8 @@ async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Res
             version: metadata_put.version,
             sha256: hex::encode(Sha256::digest(&metadata_bytes)),
         },
+        deployment_manifest,
+        layout: Some(record.layout.clone()),
     };
     let manifest_key = destination.key(MANIFEST_NAME);
     store

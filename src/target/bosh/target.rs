@@ -42,6 +42,8 @@ pub struct BoshTarget {
 struct State {
     /// `(instance group, job)` → release and flags, from the manifest.
     jobs: BTreeMap<(String, String), ManifestJob>,
+    /// Instance groups, jobs and release versions, from the manifest.
+    layout: Option<crate::model::layout::DeploymentLayout>,
     /// The SSH user and the groups (with their instance ids) it was set up on.
     session: Option<Session>,
     connected: Vec<Arc<ReconnectingHost>>,
@@ -87,7 +89,11 @@ impl BoshTarget {
     ) -> Result<Vec<(InstanceAddress, Arc<dyn RemoteHost>)>, BoshError> {
         let vms = self.client.vms(&self.deployment).await?;
         let manifest = self.client.manifest(&self.deployment).await?;
-        self.state.lock().expect("state").jobs = manifest_jobs(&manifest);
+        {
+            let mut state = self.state.lock().expect("state");
+            state.jobs = manifest_jobs(&manifest);
+            state.layout = crate::model::layout::DeploymentLayout::from_bosh_manifest(&manifest);
+        }
         let user = temporary_user();
         // Generating an RSA key takes a moment of CPU: off the async workers.
         let (key, public_key) =
@@ -338,6 +344,10 @@ impl Target for BoshTarget {
             .jobs
             .get(&(group.to_string(), job.to_string()))
             .is_some_and(|j| j.backup_one_restore_all)
+    }
+
+    fn manifest_layout(&self) -> Option<crate::model::layout::DeploymentLayout> {
+        self.state.lock().expect("state").layout.clone()
     }
 
     async fn release_access(&self) -> Result<(), Error> {
