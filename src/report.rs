@@ -8,3 +8,20 @@ pub mod metrics;
 pub mod plan_view;
 pub mod restore_plan_view;
 pub mod verification;
+
+/// `1.5 MiB`, or `512 B`.
+#[must_use]
+pub fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

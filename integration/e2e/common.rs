@@ -64,6 +64,31 @@ pub(crate) fn cairn_command() -> Command {
 }
 
 /// Runs the binary with exactly these arguments.
+/// `deployment --target URL --username admin --password SECRET --ca-cert CA`: the Director
+/// stand-in's login, to which a test adds its flags and subcommand.
+pub(crate) fn director_login(director: &cairn_testbed::director::Director) -> Vec<String> {
+    vec![
+        "deployment".into(),
+        "--target".into(),
+        director.url(),
+        "--username".into(),
+        cairn_testbed::director::DEFAULT_CLIENT_ID.into(),
+        "--password".into(),
+        cairn_testbed::director::DEFAULT_CLIENT_SECRET.into(),
+        "--ca-cert".into(),
+        director.ca_cert_path().to_string_lossy().into_owned(),
+    ]
+}
+
+/// [`director_login`] followed by `args`, as `&str`s for [`run`] and friends.
+pub(crate) fn with_director_login<'a>(login: &'a [String], args: &[&'a str]) -> Vec<&'a str> {
+    login
+        .iter()
+        .map(String::as_str)
+        .chain(args.iter().copied())
+        .collect()
+}
+
 pub(crate) fn run(workdir: &Path, args: &[&str]) -> Output {
     let output = cairn_command_in(workdir)
         .args(args)

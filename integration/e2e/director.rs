@@ -21,20 +21,8 @@ fn bosh(director: &Director, work: &Path, args: &[&str]) -> Output {
 }
 
 fn bosh_with(director: &Director, work: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let url = director.url();
-    let ca = director.ca_cert_path();
-    let mut all = vec![
-        "deployment",
-        "--target",
-        &url,
-        "--username",
-        DEFAULT_CLIENT_ID,
-        "--password",
-        DEFAULT_CLIENT_SECRET,
-        "--ca-cert",
-        ca.to_str().unwrap(),
-    ];
-    all.extend_from_slice(args);
+    let login = director_login(director);
+    let all = with_director_login(&login, args);
     let mut command = cairn_command_in(work);
     command.args(&all).envs(env.iter().copied());
     let output = command.output().expect("cairn runs");

@@ -63,20 +63,8 @@ fn run_in_zone(work: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// `cairn deployment -t <url> -u admin -p SECRET --ca-cert <ca> <args>` in `work`.
 fn bosh(director: &Director, work: &Path, args: &[&str]) -> Output {
-    let url = director.url();
-    let ca = director.ca_cert_path();
-    let mut all = vec![
-        "deployment",
-        "--target",
-        &url,
-        "--username",
-        DEFAULT_CLIENT_ID,
-        "--password",
-        DEFAULT_CLIENT_SECRET,
-        "--ca-cert",
-        ca.to_str().unwrap(),
-    ];
-    all.extend_from_slice(args);
+    let login = director_login(director);
+    let all = with_director_login(&login, args);
     run_in_zone(work, &all, &[])
 }
 

@@ -6,9 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::common::*;
-use cairn_testbed::director::{
-    DeploymentSpec, Director, DirectorOptions, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET,
-};
+use cairn_testbed::director::{DeploymentSpec, Director, DirectorOptions};
 use cairn_testbed::{TestBed, TestHost};
 
 /// The messages of the `INFO` lines (`[bbr] 2006/01/02 15:04:05 INFO - <message>`), in order.
@@ -617,21 +615,8 @@ fn scripts_get_bbr_version_and_cairn_version_and_a_failed_metadata_reads_as_bbr(
 
 /// `cairn deployment` against the Director stand-in, deployment `cf`.
 fn against_director(director: &Director, work: &Path, args: &[&str]) -> Output {
-    let url = director.url();
-    let ca = director.ca_cert_path();
-    let mut all = vec![
-        "deployment",
-        "--target",
-        &url,
-        "--username",
-        DEFAULT_CLIENT_ID,
-        "--password",
-        DEFAULT_CLIENT_SECRET,
-        "--ca-cert",
-        ca.to_str().unwrap(),
-        "-d",
-        "cf",
-    ];
+    let login = director_login(director);
+    let mut all = with_director_login(&login, &["-d", "cf"]);
     all.extend_from_slice(args);
     run(work, &all)
 }

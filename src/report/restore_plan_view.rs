@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::plan_view::lock_order_dot;
+use super::size_text;
 
 /// A serializable description of a restore plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -130,23 +131,6 @@ impl RestorePlanView {
     #[must_use]
     pub fn to_dot(&self) -> String {
         lock_order_dot(&self.deployment, &self.lock_layers, &self.lock_edges)
-    }
-}
-
-/// `1.5 MiB`, or `512 B`.
-#[must_use]
-pub fn size_text(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

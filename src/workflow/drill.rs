@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::error::{Error, RunErrors};
 use crate::format::sink::{BackupSink, BackupSource};
 use crate::model::deployment::Target;
+use crate::report::size_text;
 use crate::workflow::backup::{backup, BackupOptions};
 use crate::workflow::restore::restore;
 use crate::workflow::verify::{Verification, VerifyResult};
@@ -123,11 +124,11 @@ impl DrillReport {
             ));
             text.push_str(&format!(
                 "  size:           {} stored in {} artifacts{}\n",
-                human_bytes(backup.stored_bytes),
+                size_text(backup.stored_bytes),
                 backup.artifacts,
                 backup
                     .data_bytes
-                    .map(|b| format!(", {} of data", human_bytes(b)))
+                    .map(|b| format!(", {} of data", size_text(b)))
                     .unwrap_or_default()
             ));
         }
@@ -321,21 +322,6 @@ async fn obtain_backup(
     Ok(source)
 }
 
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 fn human_duration(seconds: f64) -> String {
     if seconds < 120.0 {
         return format!("{seconds:.1} s");
@@ -357,8 +343,8 @@ mod tests {
 
     #[test]
     fn sizes_and_durations_read_well() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+        assert_eq!(size_text(512), "512 B");
+        assert_eq!(size_text(3 * 1024 * 1024 / 2), "1.5 MiB");
         assert_eq!(human_duration(4.25), "4.2 s");
         assert_eq!(human_duration(3_725.0), "1 h 2 min");
         assert_eq!(human_duration(90_061.0), "1 d 1 h 1 min");
