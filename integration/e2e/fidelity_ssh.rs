@@ -107,6 +107,32 @@ fn public_key(host: &TestHost) -> String {
     format!("{} {}", fields.next().unwrap(), fields.next().unwrap())
 }
 
+/// `cairn director --host VM -u vcap --private-key-path KEY --known-hosts FILE <extra>
+/// pre-backup-check` in `work`.
+fn director_check(
+    work: &Path,
+    bed: &TestBed,
+    vm: &TestHost,
+    known_hosts: &Path,
+    extra: &[&str],
+) -> Output {
+    let key = bed.private_key();
+    let mut args = vec![
+        "director",
+        "--host",
+        &vm.address,
+        "--username",
+        "vcap",
+        "--private-key-path",
+        key.to_str().unwrap(),
+        "--known-hosts",
+        known_hosts.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.push("pre-backup-check");
+    run(work, &args)
+}
+
 /// The `ssh-keygen -f ... -R ...` command quoted in backticks in Cairn's error.
 fn fix_command(all: &str) -> String {
     let start = all.find("`ssh-keygen -f ").expect("a fix command") + 1;
@@ -341,24 +367,7 @@ fn a_director_vm_is_recorded_on_first_use_and_a_rebuilt_one_gets_the_fix_command
     let (vm, other) = (bed.host("bosh", 0), bed.host("other", 0));
     let work = workdir();
     let known_hosts = work.root().join("ssh/known_hosts");
-    let key = bed.private_key();
-    let check = || {
-        run(
-            work.path(),
-            &[
-                "director",
-                "--host",
-                &vm.address,
-                "--username",
-                "vcap",
-                "--private-key-path",
-                key.to_str().unwrap(),
-                "--known-hosts",
-                known_hosts.to_str().unwrap(),
-                "pre-backup-check",
-            ],
-        )
-    };
+    let check = || director_check(work.path(), &bed, vm, &known_hosts, &[]);
     let output = check();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(
@@ -411,21 +420,7 @@ fn a_director_vm_is_recorded_on_first_use_and_a_rebuilt_one_gets_the_fix_command
     // A file that cannot be written (say, mounted read-only): trusted for this run anyway, as
     // OpenSSH's accept-new does ("Failed to add the host to the list of known hosts").
     let unwritable = known_hosts.join("known_hosts");
-    let output = run(
-        work.path(),
-        &[
-            "director",
-            "--host",
-            &vm.address,
-            "--username",
-            "vcap",
-            "--private-key-path",
-            key.to_str().unwrap(),
-            "--known-hosts",
-            unwritable.to_str().unwrap(),
-            "pre-backup-check",
-        ],
-    );
+    let output = director_check(work.path(), &bed, vm, &unwritable, &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(
         text(&output).contains(&format!(
@@ -562,24 +557,13 @@ fn a_director_vm_key_can_be_pinned_with_host_key() {
     let (vm, other) = (bed.host("bosh", 0), bed.host("other", 0));
     let work = workdir();
     let known_hosts = work.root().join("ssh/known_hosts");
-    let key = bed.private_key();
     let check = |host_key: &str| {
-        run(
+        director_check(
             work.path(),
-            &[
-                "director",
-                "--host",
-                &vm.address,
-                "--username",
-                "vcap",
-                "--private-key-path",
-                key.to_str().unwrap(),
-                "--known-hosts",
-                known_hosts.to_str().unwrap(),
-                "--host-key",
-                host_key,
-                "pre-backup-check",
-            ],
+            &bed,
+            vm,
+            &known_hosts,
+            &["--host-key", host_key],
         )
     };
     // The key itself, and the VM's own .pub file (with its comment).
