@@ -121,6 +121,14 @@ pub(crate) struct DeploymentArgs {
     /// With --all-deployments: at most this many deployments at once [default: 10].
     #[arg(long, value_name = "N")]
     pub deployment_parallelism: Option<usize>,
+    /// Attempts per Director read (GETs, task polls) that meets a 5xx, a lost connection or a
+    /// timeout, the first included; 1: no retry [default: 5].
+    #[arg(long, value_name = "N")]
+    pub director_retry_attempts: Option<u32>,
+    /// No Director retry starts later than this after a request's first attempt (e.g. 90s,
+    /// 5m) [default: 2m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub director_retry_total: Option<std::time::Duration>,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -549,6 +557,16 @@ fn required(flag: &str) -> UsageError {
 }
 
 impl DeploymentArgs {
+    /// How Director reads are retried: the flags (filled from `[director]`), else the defaults.
+    pub(crate) fn director_retry(&self) -> cairn::target::bosh::RetryPolicy {
+        let default = cairn::target::bosh::RetryPolicy::default();
+        cairn::target::bosh::RetryPolicy {
+            attempts: self.director_retry_attempts.unwrap_or(default.attempts),
+            total: self.director_retry_total.unwrap_or(default.total),
+            ..default
+        }
+    }
+
     /// bbr's `validateDeploymentFlags`, relaxed for `--inventory`.
     pub(crate) fn validate(&self) -> Result<(), UsageError> {
         if self.inventory.is_none() {
@@ -579,6 +597,11 @@ impl DeploymentArgs {
         if self.deployment_parallelism == Some(0) {
             return Err(UsageError(
                 "--deployment-parallelism must be at least 1.".into(),
+            ));
+        }
+        if self.director_retry_attempts == Some(0) {
+            return Err(UsageError(
+                "--director-retry-attempts must be at least 1 (1: no retry).".into(),
             ));
         }
         if self.all_deployments {
@@ -680,7 +703,7 @@ pub(crate) fn encrypt_needs_store() -> UsageError {
 }
 
 /// Parses `90`, `90s`, `30m` or `2h`.
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let (number, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len()),

@@ -14,6 +14,10 @@
 //! known_hosts = "/etc/cairn/known_hosts"
 //! metrics_file = "/var/lib/node_exporter/textfile/cairn.prom"
 //!
+//! [director]
+//! retry_attempts = 5
+//! retry_total = "2m"
+//!
 //! [retention]
 //! keep_last = 7
 //! keep_daily = 14
@@ -52,6 +56,18 @@ pub(crate) struct ConfigFile {
     pub artifact_path: Option<PathBuf>,
     /// Default retention for `backups prune`.
     pub retention: Option<RetentionConfig>,
+    /// Retries of Director requests (deployment mode).
+    pub director: Option<DirectorSection>,
+}
+
+/// `[director]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DirectorSection {
+    /// `--director-retry-attempts`.
+    pub retry_attempts: Option<u32>,
+    /// `--director-retry-total`, as a duration (`90s`, `2m`).
+    pub retry_total: Option<String>,
 }
 
 /// `[retention]`.
@@ -98,6 +114,17 @@ pub(crate) fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {
     if config.parallelism == Some(0) {
         return Err(error("parallelism must be at least 1".into()));
     }
+    if let Some(director) = &config.director {
+        if director.retry_attempts == Some(0) {
+            return Err(error(
+                "[director] retry_attempts must be at least 1 (1: no retry)".into(),
+            ));
+        }
+        if let Some(total) = &director.retry_total {
+            super::args::parse_duration(total)
+                .map_err(|e| error(format!("[director] retry_total: {e}")))?;
+        }
+    }
     Ok(config)
 }
 
@@ -107,6 +134,16 @@ pub(crate) fn apply(cli: &mut Cli, config: &ConfigFile) {
         Command::Deployment(args) => {
             if args.inventory.is_none() {
                 args.inventory.clone_from(&config.inventory);
+            }
+            if let Some(director) = &config.director {
+                args.director_retry_attempts =
+                    args.director_retry_attempts.or(director.retry_attempts);
+                if args.director_retry_total.is_none() {
+                    args.director_retry_total = director
+                        .retry_total
+                        .as_deref()
+                        .and_then(|total| super::args::parse_duration(total).ok());
+                }
             }
             apply_common(&mut args.common, config);
             apply_action(&mut args.action, config);
@@ -359,6 +396,59 @@ mod tests {
             "{error}"
         );
         assert!(load(Some(Path::new("/nonexistent/cairn.toml"))).is_err());
+    }
+
+    #[test]
+    fn director_retries_come_from_the_file_unless_flags_give_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cairn.toml");
+        std::fs::write(
+            &path,
+            "[director]\nretry_attempts = 3\nretry_total = \"90s\"\n",
+        )
+        .unwrap();
+        let config = load(Some(&path)).unwrap();
+        let deployment = |args: &[&str]| {
+            let mut cli = parse(args);
+            apply(&mut cli, &config);
+            match cli.command {
+                Command::Deployment(args) => args.director_retry(),
+                _ => unreachable!(),
+            }
+        };
+        let from_file = deployment(&["deployment", "-d", "x", "backup"]);
+        assert_eq!(from_file.attempts, 3);
+        assert_eq!(from_file.total, std::time::Duration::from_secs(90));
+        let from_flags = deployment(&[
+            "deployment",
+            "-d",
+            "x",
+            "--director-retry-attempts",
+            "7",
+            "--director-retry-total",
+            "5m",
+            "backup",
+        ]);
+        assert_eq!(from_flags.attempts, 7);
+        assert_eq!(from_flags.total, std::time::Duration::from_secs(300));
+        let mut cli = parse(&["deployment", "-d", "x", "backup"]);
+        apply(&mut cli, &ConfigFile::default());
+        let Command::Deployment(args) = cli.command else {
+            unreachable!()
+        };
+        assert_eq!(
+            args.director_retry(),
+            cairn::target::bosh::RetryPolicy::default()
+        );
+        for bad in [
+            "retry_attempts = 0",
+            "retry_total = \"soon\"",
+            "retries = 3",
+        ] {
+            std::fs::write(&path, format!("[director]\n{bad}\n")).unwrap();
+            let error = load(Some(&path)).unwrap_err().to_string();
+            assert!(error.contains("cairn.toml"), "{bad}: {error}");
+        }
     }
 
     #[test]

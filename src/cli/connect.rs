@@ -69,6 +69,8 @@ pub(crate) struct DirectorLogin {
     pub secret: String,
     /// `--ca-cert` (else `CA_CERT`, else `BOSH_CA_CERT`).
     pub ca_cert: Option<String>,
+    /// `--director-retry-attempts`, `--director-retry-total` (or `[director]`).
+    pub retry: cairn::target::bosh::RetryPolicy,
 }
 
 impl DirectorLogin {
@@ -87,6 +89,7 @@ impl DirectorLogin {
             client: var("BOSH_CLIENT")?,
             secret: var("BOSH_CLIENT_SECRET")?,
             ca_cert: None,
+            retry: cairn::target::bosh::RetryPolicy::default(),
         })
     }
 
@@ -110,6 +113,7 @@ impl DirectorLogin {
             secret: self.secret,
             ca_cert_pem,
             dialer,
+            retry: self.retry,
         };
         Ok(DirectorClient::connect(&config).await?)
     }

@@ -64,6 +64,7 @@ async fn connect_director(
         client: args.username.clone().unwrap_or_default(),
         secret: args.password.clone().unwrap_or_default(),
         ca_cert: args.ca_cert.clone(),
+        retry: args.director_retry(),
     };
     login.connect(dialer).await
 }

@@ -8,9 +8,11 @@
 //! does on an inventory.
 
 pub mod client;
+pub mod retry;
 pub mod target;
 
 pub use client::{director_url, DirectorClient, DirectorConfig};
+pub use retry::RetryPolicy;
 pub use target::BoshTarget;
 
 /// What went wrong talking to the Director.
@@ -37,6 +39,9 @@ pub enum BoshError {
         url: String,
         /// The connection or TLS error.
         detail: String,
+        /// A retry might have cured it (a timeout, a lost connection, a 5xx), as opposed to,
+        /// say, a certificate not signed by `--ca-cert`.
+        transient: bool,
     },
     /// UAA refused the client.
     #[error("UAA at {url} refused client `{client}` ({detail}); check --username and --password (BOSH_CLIENT, BOSH_CLIENT_SECRET)")]
@@ -84,6 +89,20 @@ pub enum BoshError {
         /// What was wrong.
         detail: String,
     },
+}
+
+impl BoshError {
+    /// True for a failure that a later attempt may not meet: a 5xx answer or an unreachable
+    /// Director (timeout, lost connection). The SSH setup is tried again on these, after a
+    /// cleanup of its user.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BoshError::Status { status, .. } => retry::transient_status(*status).is_some(),
+            BoshError::Unreachable { transient, .. } => *transient,
+            _ => false,
+        }
+    }
 }
 
 /// Reads `--ca-cert`: the PEM itself when it contains `BEGIN`, else a file path, where a

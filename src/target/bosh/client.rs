@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::retry::{is_idempotent, transient_error, transient_status, Attempts, RetryPolicy};
 use super::BoshError;
 use crate::remote::dial::{Dialer, LocalSocks};
 
@@ -34,6 +35,8 @@ pub struct DirectorConfig {
     pub ca_cert_pem: Option<String>,
     /// `BOSH_ALL_PROXY`, when set.
     pub dialer: Option<Arc<dyn Dialer>>,
+    /// How idempotent requests are retried.
+    pub retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for DirectorConfig {
@@ -42,6 +45,7 @@ impl std::fmt::Debug for DirectorConfig {
             .field("url", &self.url)
             .field("client", &self.client)
             .field("secret", &"<redacted>")
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +95,7 @@ pub struct DirectorClient {
     base: String,
     http: reqwest::Client,
     auth: Auth,
+    retry: RetryPolicy,
     /// Keeps the loopback SOCKS server behind `http` alive (proxied runs).
     _socks: Option<LocalSocks>,
 }
@@ -204,12 +209,13 @@ impl DirectorClient {
                 BoshError::Unreachable {
                     url: config.url.clone(),
                     detail: format!("cannot start the local proxy: {e}"),
+                    transient: false,
                 }
             })?),
             None => None,
         };
         let http = http_client(config, socks.as_ref())?;
-        let info = read_info(&http, &config.url).await?;
+        let info = read_info(&http, &config.url, config.retry).await?;
         tracing::info!(
             "Director {} ({}, version {})",
             config.url,
@@ -221,6 +227,7 @@ impl DirectorClient {
             base: config.url.clone(),
             http,
             auth,
+            retry: config.retry,
             _socks: socks,
         };
         // Refused credentials are best reported now, before anything else happens.
@@ -283,37 +290,68 @@ impl DirectorClient {
         })
     }
 
-    /// Sends an authenticated request; a 401 with UAA renews the token once and retries.
+    /// How idempotent requests are retried.
+    #[must_use]
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// Sends an authenticated request and reads its whole answer. A 401 with UAA renews the
+    /// token once and sends it again; an idempotent request that met a transient failure is
+    /// sent again within the retry policy ([`super::retry`]).
     async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<reqwest::Response, BoshError> {
+    ) -> Result<Fetched, BoshError> {
         let url = format!("{}{path}", self.base);
+        let mut attempts = Attempts::start(self.retry);
         let mut renew = false;
+        let mut renewed = false;
         loop {
             let mut request = self
                 .http
                 .request(method.clone(), &url)
                 .header("Authorization", self.authorization(renew).await?);
+            renew = false;
             if let Some(body) = body {
                 request = request.json(body);
             }
             tracing::debug!("{method} {url}");
-            let response = request
-                .send()
-                .await
-                .map_err(|e| unreachable(&self.base, &e))?;
-            if response.status() == StatusCode::UNAUTHORIZED
-                && matches!(self.auth, Auth::Uaa(_))
-                && !renew
-            {
-                tracing::debug!("{method} {path}: 401, renewing the UAA token");
-                renew = true;
-                continue;
+            let outcome = Fetched::read(request).await;
+            let transient = match &outcome {
+                Ok(answer)
+                    if answer.status == StatusCode::UNAUTHORIZED
+                        && matches!(self.auth, Auth::Uaa(_))
+                        && !renewed =>
+                {
+                    tracing::debug!("{method} {path}: 401, renewing the UAA token");
+                    renew = true;
+                    renewed = true;
+                    continue;
+                }
+                Ok(answer) => transient_status(answer.status.as_u16()),
+                Err(error) => transient_error(error),
+            };
+            if let (Some(why), true) = (transient, is_idempotent(&method)) {
+                if let Some(pause) = attempts.next_pause() {
+                    tracing::debug!(
+                        "{method} {path}: {why}; attempt {} of {} in {pause:?}",
+                        attempts.made(),
+                        self.retry.attempts
+                    );
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
             }
-            return Ok(response);
+            return match outcome {
+                Ok(mut answer) => {
+                    answer.retries = attempts.summary();
+                    Ok(answer)
+                }
+                Err(error) => Err(unreachable_after(&self.base, &error, &attempts)),
+            };
         }
     }
 
@@ -323,23 +361,26 @@ impl DirectorClient {
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<reqwest::Response, BoshError> {
-        let response = self.send(method.clone(), path, body).await?;
-        let status = response.status();
+    ) -> Result<Fetched, BoshError> {
+        let answer = self.send(method.clone(), path, body).await?;
+        let status = answer.status;
         if status.is_success() || status.is_redirection() {
-            return Ok(response);
+            return Ok(answer);
         }
-        let text = response.text().await.unwrap_or_default();
         Err(BoshError::Status {
             request: format!("{method} {path}"),
             status: status.as_u16(),
-            description: error_description(&text),
+            description: format!(
+                "{}{}",
+                error_description(&String::from_utf8_lossy(&answer.body)),
+                answer.retries
+            ),
         })
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, BoshError> {
-        let response = self.checked(Method::GET, path, None).await?;
-        response.json().await.map_err(|e| BoshError::Protocol {
+        let answer = self.checked(Method::GET, path, None).await?;
+        serde_json::from_slice(&answer.body).map_err(|e| BoshError::Protocol {
             detail: format!("GET {path}: {e}"),
         })
     }
@@ -373,8 +414,8 @@ impl DirectorClient {
     /// [`BoshError`]; 404 for an unknown deployment.
     pub async fn vms(&self, deployment: &str) -> Result<Vec<VmInfo>, BoshError> {
         let path = format!("/deployments/{}/vms?format=full", path_segment(deployment));
-        let response = self.checked(Method::GET, &path, None).await?;
-        let output = self.task_result(response, &path).await?;
+        let answer = self.checked(Method::GET, &path, None).await?;
+        let output = self.task_result(&answer, &path).await?;
         output
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -392,22 +433,17 @@ impl DirectorClient {
     /// [`BoshError`].
     pub async fn ssh(&self, deployment: &str, body: &Value) -> Result<String, BoshError> {
         let path = format!("/deployments/{}/ssh", path_segment(deployment));
-        let response = self.checked(Method::POST, &path, Some(body)).await?;
-        self.task_result(response, &path).await
+        let answer = self.checked(Method::POST, &path, Some(body)).await?;
+        self.task_result(&answer, &path).await
     }
 
     /// Follows a task redirect, polls the task until it ends and returns its result output.
-    async fn task_result(
-        &self,
-        response: reqwest::Response,
-        request: &str,
-    ) -> Result<String, BoshError> {
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
+    async fn task_result(&self, answer: &Fetched, request: &str) -> Result<String, BoshError> {
+        let location = answer
+            .location
+            .as_deref()
             .ok_or_else(|| BoshError::Protocol {
-                detail: format!("{request} answered {} without a task", response.status()),
+                detail: format!("{request} answered {} without a task", answer.status),
             })?;
         let task_path = location
             .find("/tasks/")
@@ -452,7 +488,7 @@ impl DirectorClient {
                 None,
             )
             .await?;
-        output.text().await.map_err(|e| BoshError::Protocol {
+        String::from_utf8(output.body.to_vec()).map_err(|e| BoshError::Protocol {
             detail: format!("task {id} output: {e}"),
         })
     }
@@ -490,6 +526,52 @@ fn http_client(
     })
 }
 
+/// A whole answer: read inside the retry loop, so that a connection lost mid-body is retried
+/// like one lost before the headers.
+struct Fetched {
+    status: StatusCode,
+    /// `Location` (a task redirect).
+    location: Option<String>,
+    body: bytes::Bytes,
+    /// How the retries ended, for messages (empty when the first attempt answered).
+    retries: String,
+}
+
+impl Fetched {
+    async fn read(request: reqwest::RequestBuilder) -> Result<Fetched, reqwest::Error> {
+        let response = request.send().await?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string);
+        let body = response.bytes().await?;
+        Ok(Fetched {
+            status,
+            location,
+            body,
+            retries: String::new(),
+        })
+    }
+}
+
+/// [`unreachable`], saying how many attempts were made.
+fn unreachable_after(url: &str, error: &reqwest::Error, attempts: &Attempts) -> BoshError {
+    match unreachable(url, error) {
+        BoshError::Unreachable {
+            url,
+            detail,
+            transient,
+        } => BoshError::Unreachable {
+            url,
+            detail: format!("{detail}{}", attempts.summary()),
+            transient,
+        },
+        other => other,
+    }
+}
+
 fn unreachable(url: &str, error: &reqwest::Error) -> BoshError {
     let mut detail = error.to_string();
     let mut source = std::error::Error::source(error);
@@ -504,6 +586,7 @@ fn unreachable(url: &str, error: &reqwest::Error) -> BoshError {
     BoshError::Unreachable {
         url: url.to_string(),
         detail,
+        transient: transient_error(error).is_some(),
     }
 }
 
@@ -557,20 +640,40 @@ mod base64_engine {
     }
 }
 
-/// `GET /info`: the Director's name, version and how to log in.
-async fn read_info(http: &reqwest::Client, url: &str) -> Result<Info, BoshError> {
-    let response = http
-        .get(format!("{url}/info"))
-        .send()
-        .await
-        .map_err(|e| unreachable(url, &e))?;
-    if !response.status().is_success() {
+/// `GET /info`: the Director's name, version and how to log in (retried as every GET).
+async fn read_info(
+    http: &reqwest::Client,
+    url: &str,
+    retry: RetryPolicy,
+) -> Result<Info, BoshError> {
+    let mut attempts = Attempts::start(retry);
+    let answer = loop {
+        let outcome = Fetched::read(http.get(format!("{url}/info"))).await;
+        let transient = match &outcome {
+            Ok(answer) => transient_status(answer.status.as_u16()),
+            Err(error) => transient_error(error),
+        };
+        if let Some(why) = transient {
+            if let Some(pause) = attempts.next_pause() {
+                tracing::debug!(
+                    "GET /info: {why}; attempt {} of {} in {pause:?}",
+                    attempts.made(),
+                    retry.attempts
+                );
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        }
+        break outcome.map_err(|e| unreachable_after(url, &e, &attempts))?;
+    };
+    if !answer.status.is_success() {
         return Err(BoshError::Unreachable {
             url: url.to_string(),
-            detail: format!("GET /info answered {}", response.status()),
+            detail: format!("GET /info answered {}{}", answer.status, attempts.summary()),
+            transient: transient_status(answer.status.as_u16()).is_some(),
         });
     }
-    response.json().await.map_err(|e| BoshError::Protocol {
+    serde_json::from_slice(&answer.body).map_err(|e| BoshError::Protocol {
         detail: format!("GET /info: {e}"),
     })
 }
@@ -631,6 +734,130 @@ mod tests {
             .starts_with("invalid bosh URL - "));
         assert!(director_url("10.0.0.6:port").is_err());
         assert!(director_url("").is_err());
+    }
+
+    /// An HTTP server on a local socket answering each request with `answer(method, path,
+    /// count of that request so far)`: a status and a body, or `None` to drop the connection.
+    async fn scripted_director(
+        answer: fn(&str, &str, usize) -> Option<(u16, String)>,
+    ) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 16384];
+                    let n = stream.read(&mut buffer).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buffer[..n]).to_string();
+                    let mut words = head.split_whitespace();
+                    let request = format!(
+                        "{} {}",
+                        words.next().unwrap_or(""),
+                        words.next().unwrap_or("")
+                    );
+                    let count = {
+                        let mut log = log.lock().unwrap();
+                        log.push(request.clone());
+                        log.iter().filter(|r| **r == request).count()
+                    };
+                    let (method, path) = request.split_once(' ').unwrap();
+                    if let Some((status, body)) = answer(method, path, count) {
+                        let reply = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = stream.write_all(reply.as_bytes()).await;
+                    }
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn config(url: &str, attempts: u32) -> DirectorConfig {
+        DirectorConfig {
+            url: url.to_string(),
+            client: "admin".into(),
+            secret: "s".into(),
+            ca_cert_pem: None,
+            dialer: None,
+            retry: RetryPolicy {
+                attempts,
+                total: Duration::from_secs(60),
+                first_pause: Duration::from_millis(10),
+                max_pause: Duration::from_millis(40),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_are_retried_and_posts_are_not() {
+        let (url, seen) = scripted_director(|method, path, count| match (method, path) {
+            // /info: dropped once, then answered.
+            ("GET", "/info") if count == 1 => None,
+            ("GET", "/info") => Some((200, r#"{"name":"d","version":"1"}"#.into())),
+            // Two 502s and a drop, then the list.
+            ("GET", "/deployments") if count <= 2 => Some((502, "Bad Gateway".into())),
+            ("GET", "/deployments") if count == 3 => None,
+            ("GET", "/deployments") => Some((200, r#"[{"name":"cf"}]"#.into())),
+            // Always 503.
+            ("GET", "/deployments/down") => Some((503, "down".into())),
+            // A POST meets a 503 once: not sent again.
+            ("POST", _) => Some((503, "busy".into())),
+            _ => Some((404, "{}".into())),
+        })
+        .await;
+        let client = DirectorClient::connect(&config(&url, 4)).await.unwrap();
+        assert_eq!(client.deployments().await.unwrap(), vec!["cf".to_string()]);
+        let error = client.manifest("down").await.unwrap_err();
+        assert!(error.is_transient());
+        assert!(
+            error.to_string().contains("status code 503")
+                && error.to_string().contains("gave up after 4 attempts"),
+            "{error}"
+        );
+        let error = client
+            .ssh("cf", &serde_json::json!({"command": "setup"}))
+            .await
+            .unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        let seen = seen.lock().unwrap().clone();
+        let count = |request: &str| seen.iter().filter(|r| *r == request).count();
+        assert_eq!(count("GET /info"), 2, "{seen:?}");
+        assert_eq!(count("GET /deployments"), 4, "{seen:?}");
+        assert_eq!(count("GET /deployments/down"), 4, "{seen:?}");
+        assert_eq!(count("POST /deployments/cf/ssh"), 1, "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn one_attempt_means_no_retry_and_4xx_is_never_retried() {
+        let (url, seen) = scripted_director(|method, path, _| match (method, path) {
+            ("GET", "/info") => Some((200, r#"{"name":"d"}"#.into())),
+            ("GET", "/deployments") => Some((502, "Bad Gateway".into())),
+            _ => Some((404, r#"{"description":"no such deployment"}"#.into())),
+        })
+        .await;
+        let client = DirectorClient::connect(&config(&url, 1)).await.unwrap();
+        let error = client.deployments().await.unwrap_err();
+        assert!(!error.to_string().contains("gave up"), "{error}");
+        let retrying = DirectorClient::connect(&config(&url, 5)).await.unwrap();
+        let error = retrying.manifest("x").await.unwrap_err();
+        assert!(!error.is_transient());
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen.iter().filter(|r| *r == "GET /deployments").count(),
+            1,
+            "{seen:?}"
+        );
+        assert_eq!(
+            seen.iter().filter(|r| *r == "GET /deployments/x").count(),
+            1,
+            "{seen:?}"
+        );
     }
 
     #[test]

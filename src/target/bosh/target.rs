@@ -20,6 +20,7 @@ use russh::keys::{PrivateKey, PublicKey};
 use serde_json::json;
 
 use super::client::{DirectorClient, SshHostInfo, VmInfo};
+use super::retry::Attempts;
 use super::BoshError;
 use crate::error::{Error, RunErrors};
 use crate::model::deployment::{InstanceAddress, Target};
@@ -144,20 +145,8 @@ impl BoshTarget {
         public_key: &str,
         parallelism: usize,
     ) -> Result<Vec<SshHostInfo>, BoshError> {
-        // Owned names: a lazy map over borrowed groups is not `Send` for every lifetime.
-        let names: Vec<String> = groups.iter().map(|(group, _)| group.clone()).collect();
-        let setups = names.into_iter().map(|group| {
-            let body = json!({
-                "command": "setup",
-                "deployment_name": self.deployment,
-                "target": {"job": group, "indexes": [], "ids": []},
-                "params": {"user": user, "password": "p", "public_key": format!("{public_key}\n")},
-            });
-            async move {
-                tracing::info!("Setting up SSH access to instance group {group}...");
-                let result = self.client.ssh(&self.deployment, &body).await?;
-                parse_setup(&result)
-            }
+        let setups = groups.iter().cloned().map(|(group, ids)| async move {
+            self.set_up_group(&group, &ids, user, public_key).await
         });
         let answers: Vec<Result<Vec<SshHostInfo>, BoshError>> = stream::iter(setups)
             .buffered(parallelism.clamp(1, 4))
@@ -168,6 +157,75 @@ impl BoshTarget {
             hosts.extend(answer?);
         }
         Ok(hosts)
+    }
+
+    /// The `setup` of one instance group. A setup is a POST, so it is not simply sent again:
+    /// when it fails in a way a retry may cure (a 5xx, a lost connection, a task that could
+    /// not be followed), the Director may have set the user up anyway, so the same user is
+    /// first removed from the group's instances (`cleanup`), and only once that succeeded is
+    /// the setup tried again, within the Director retry policy. A failed cleanup ends the
+    /// retries: the run fails and [`Target::release_access`] removes the user once more.
+    async fn set_up_group(
+        &self,
+        group: &str,
+        ids: &[String],
+        user: &str,
+        public_key: &str,
+    ) -> Result<Vec<SshHostInfo>, BoshError> {
+        let body = json!({
+            "command": "setup",
+            "deployment_name": self.deployment,
+            "target": {"job": group, "indexes": [], "ids": []},
+            "params": {"user": user, "password": "p", "public_key": format!("{public_key}\n")},
+        });
+        let mut attempts = Attempts::start(self.client.retry_policy());
+        loop {
+            tracing::info!("Setting up SSH access to instance group {group}...");
+            let error = match self.client.ssh(&self.deployment, &body).await {
+                Ok(result) => return parse_setup(&result),
+                Err(error) => error,
+            };
+            if !error.is_transient() {
+                return Err(error);
+            }
+            let Some(pause) = attempts.next_pause() else {
+                return Err(error);
+            };
+            tracing::warn!(
+                "Setting up SSH access to instance group {group} failed ({error}); removing user {user} from it, then trying again (attempt {} of {})",
+                attempts.made(),
+                self.client.retry_policy().attempts
+            );
+            tokio::time::sleep(pause).await;
+            let removed = self.remove_user(group, ids, user).await;
+            if !removed.is_empty() {
+                return Err(BoshError::SshSetup {
+                    instance: group.to_string(),
+                    detail: format!(
+                        "{error}; not tried again, because removing the user it may have set up failed: {}",
+                        removed.join("; ")
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Removes `user` from each of the group's instances (one cleanup per instance, as bbr
+    /// sends them); returns the failures.
+    async fn remove_user(&self, group: &str, ids: &[String], user: &str) -> Vec<String> {
+        stream::iter(ids.to_vec())
+            .map(|id| async move {
+                tracing::info!("Removing SSH user {user} from {group}/{id}...");
+                let body = cleanup_body(&self.deployment, group, &id, user);
+                match self.client.ssh(&self.deployment, &body).await {
+                    Ok(_) => None,
+                    Err(error) => Some(format!("{group}/{id}: {error}")),
+                }
+            })
+            .buffer_unordered(8)
+            .filter_map(|failure| async move { failure })
+            .collect()
+            .await
     }
 
     /// Connects to one set-up host; `None` for a Windows VM (skipped, as bbr does).
@@ -361,29 +419,13 @@ impl Target for BoshTarget {
         let Some(session) = session else {
             return Ok(());
         };
-        // One cleanup per instance, as bbr sends them; several at once for big deployments.
-        let mut cleanups: Vec<(String, String)> = Vec::new();
-        for (group, ids) in &session.groups {
-            cleanups.extend(ids.iter().map(|id| (group.clone(), id.clone())));
-        }
+        // One cleanup per instance, as bbr sends them; several groups at once.
         let user = session.user.clone();
         let user = &user;
-        let failures: Vec<String> = stream::iter(cleanups)
-            .map(|(group, id)| async move {
-                let body = json!({
-                    "command": "cleanup",
-                    "deployment_name": self.deployment,
-                    "target": {"job": group, "indexes": [id], "ids": [id]},
-                    "params": {"user_regex": format!("^{user}")},
-                });
-                tracing::info!("Removing SSH user {user} from {group}/{id}...");
-                match self.client.ssh(&self.deployment, &body).await {
-                    Ok(_) => None,
-                    Err(error) => Some(format!("{group}/{id}: {error}")),
-                }
-            })
-            .buffer_unordered(8)
-            .filter_map(|failure| async move { failure })
+        let failures: Vec<String> = stream::iter(session.groups.clone())
+            .map(|(group, ids)| async move { self.remove_user(&group, &ids, user).await })
+            .buffer_unordered(4)
+            .flat_map(stream::iter)
             .collect()
             .await;
         if failures.is_empty() {
@@ -398,6 +440,16 @@ impl Target for BoshTarget {
             }))
         }
     }
+}
+
+/// bbr's `cleanup` body for one instance: removes users matching `^user`.
+fn cleanup_body(deployment: &str, group: &str, id: &str, user: &str) -> serde_json::Value {
+    json!({
+        "command": "cleanup",
+        "deployment_name": deployment,
+        "target": {"job": group, "indexes": [id], "ids": [id]},
+        "params": {"user_regex": format!("^{user}")},
+    })
 }
 
 /// The temporary user's name: `bosh_` and 15 random hex digits, 20 characters (bosh-cli
