@@ -41,6 +41,16 @@ CONFIG.json (all paths absolute; "?" marks optional keys, with their defaults):
                                                   fail (real BOSH would tolerate most differences)
   "default_ssh_options": null,                  ? {"gateway_host": h, "gateway_user": u}: added to
                                                   ssh results, like a Director with that option
+  "faults": [                                   ? failures injected into matching requests, for retry
+    {"request": "GET /tasks/",                    tests: `request` is "METHOD /path?query" or its start;
+     "answer": 503,                                 answer: a status (an nginx-like HTML body), "drop"
+     "times": 2,                                    (connection closed without an answer), "reset"
+     "listener": "director"}                        (closed with a TCP RST) or "drop-after" (the request
+  ],                                                is handled, e.g. its task started, then the connection
+                                                    is closed without the answer); times: how many
+                                                    matching requests get it (default 1, -1: all);
+                                                    listener: "director" (default) or "uaa". The first
+                                                    rule with times left that matches is used.
   "ready_file": "/path/ready",                  written once listening: "port=N\\nuaa_port=M\\n"
   "request_log": "/path/requests.tsv",          one line per request (format below)
   "accounts_log": "/path/accounts.tsv",         "created\\t<user>" before useradd, "deleted\\t<user>"
@@ -72,7 +82,8 @@ Request log (request_log): one line per request or failed TLS handshake, tab-sep
 listener is "director" or "uaa"; a failed TLS handshake is logged with method "TLS", path "-",
 status 0 and the error as note. Notes: "no-credentials", "bad-credentials", "bad-token",
 "token-expired", "forbidden", "no-such-deployment", "ssh setup user=...", "ssh cleanup
-user_regex=...", "bad-json", "not-bbr-shape: ...", "token issued jti=...".
+user_regex=...", "bad-json", "not-bbr-shape: ...", "token issued jti=...", "fault 503",
+"fault drop", "fault reset" (status 0 for these two), "fault drop-after <the request's note>".
 """
 
 import argparse
@@ -86,6 +97,7 @@ import re
 import secrets
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -394,6 +406,19 @@ def director_error(status, code, description, note=None):
 # ---------------------------------------------------------------------------------------------
 
 
+class Fault:
+    """One rule of the "faults" config key."""
+
+    def __init__(self, raw):
+        self.request = raw["request"]
+        self.answer = raw["answer"]
+        if not (isinstance(self.answer, int) and 400 <= self.answer <= 599) and \
+                self.answer not in ("drop", "reset", "drop-after"):
+            raise ConfigError(f"fault answer {self.answer!r}: a 4xx/5xx status, drop, reset or drop-after")
+        self.left = int(raw.get("times", 1))
+        self.listener = raw.get("listener", "director")
+
+
 class Director:
     def __init__(self, config):
         self.config = config
@@ -439,6 +464,17 @@ class Director:
         self.accounts_log = open(config["accounts_log"], "a", buffering=1)
         self.port = None
         self.uaa_port = None
+        self.faults = [Fault(raw) for raw in config.get("faults", [])]
+
+    def take_fault(self, listener, method, path):
+        """The answer of the first fault rule with times left matching this request, or None."""
+        request = f"{method} {path}"
+        with self.lock:
+            for fault in self.faults:
+                if fault.left != 0 and fault.listener == listener and request.startswith(fault.request):
+                    fault.left -= 1
+                    return fault.answer
+        return None
 
     # -- logging ------------------------------------------------------------------------------
 
@@ -962,6 +998,18 @@ class Handler(BaseHTTPRequestHandler):
         self.client_id = None
         self.note = None
         body = self.read_body()
+        fault = self.director.take_fault(self.server.listener, method, self.path)
+        if fault in ("drop", "reset"):
+            self.director.log_request(
+                self.server.listener, self.client_address[0], method, self.path, 0, None, f"fault {fault}")
+            return self.cut(fault)
+        if isinstance(fault, int):
+            page = f"<html><head><title>{fault}</title></head><body><center><h1>{fault}</h1></center>" \
+                   "<hr><center>nginx</center></body></html>\r\n"
+            self.respond(fault, page, "text/html", {})
+            self.director.log_request(
+                self.server.listener, self.client_address[0], method, self.path, fault, None, f"fault {fault}")
+            return None
         try:
             if self.server.listener == "uaa":
                 status, payload, content_type, headers = self.uaa(method, body)
@@ -974,10 +1022,25 @@ class Handler(BaseHTTPRequestHandler):
             traceback.print_exc()
             status, payload, content_type, headers = 500, "", "text/html;charset=utf-8", {}
             self.note = "stand-in failure"
+        if fault == "drop-after":
+            self.director.log_request(self.server.listener, self.client_address[0], method, self.path, 0,
+                                      self.client_id, f"fault drop-after {self.note or ''}".strip())
+            return self.cut("drop")
         self.respond(status, payload, content_type, headers)
         self.director.log_request(
             self.server.listener, self.client_address[0], method, self.path, status, self.client_id, self.note
         )
+
+    def cut(self, how):
+        """Ends the connection without an answer: a FIN ("drop") or a TCP RST ("reset")."""
+        self.close_connection = True
+        try:
+            if how == "reset":
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def respond(self, status, payload, content_type, headers):
         data = payload.encode() if isinstance(payload, str) else payload

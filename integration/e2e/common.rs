@@ -320,3 +320,73 @@ pub(crate) fn contract_check_over_ssh(
     args.extend_from_slice(extra);
     run(bed.dir(), &args)
 }
+
+/// integration/stores/fault_proxy.py in front of an emulator.
+pub(crate) struct FaultProxy {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) endpoint: String,
+}
+
+impl FaultProxy {
+    /// Starts it in front of `upstream` with the faults of `faults` (JSON, see the script).
+    pub(crate) fn start(upstream: &str, faults: &str) -> FaultProxy {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("control.json"), faults).unwrap();
+        let child = Command::new("python3")
+            .arg(stores_dir().join("fault_proxy.py"))
+            .args(["--upstream", upstream])
+            .arg("--control")
+            .arg(dir.path().join("control.json"))
+            .arg("--log")
+            .arg(dir.path().join("requests.log"))
+            .arg("--ready")
+            .arg(dir.path().join("ready"))
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !dir.path().join("ready").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fault proxy never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let ready = std::fs::read_to_string(dir.path().join("ready")).unwrap();
+        let port = ready.trim().strip_prefix("port=").unwrap().to_string();
+        FaultProxy {
+            child,
+            dir,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Changes the faults while it runs.
+    pub(crate) fn set(&self, faults: &str) {
+        let path = self.dir.path().join("control.json");
+        std::fs::write(path.with_extension("tmp"), faults).unwrap();
+        std::fs::rename(path.with_extension("tmp"), path).unwrap();
+    }
+
+    /// Forgets the requests so far.
+    pub(crate) fn clear_log(&self) {
+        std::fs::write(self.dir.path().join("requests.log"), "").unwrap();
+    }
+
+    /// The outcome of every request so far (`forwarded 200`, `injected-503`, `reset`, ...).
+    pub(crate) fn outcomes(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("requests.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.rsplit('\t').next().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

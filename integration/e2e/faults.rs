@@ -253,60 +253,6 @@ fn sigint_and_sigterm_in_lock_backup_and_restore_leave_nothing_locked() {
     assert_next_backup_succeeds(&bed);
 }
 
-/// integration/stores/fault_proxy.py in front of an emulator.
-struct FaultProxy {
-    child: Child,
-    dir: tempfile::TempDir,
-    endpoint: String,
-}
-
-impl FaultProxy {
-    fn start(upstream: &str, faults: &str) -> FaultProxy {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("control.json"), faults).unwrap();
-        let child = Command::new("python3")
-            .arg(stores_dir().join("fault_proxy.py"))
-            .args(["--upstream", upstream])
-            .arg("--control")
-            .arg(dir.path().join("control.json"))
-            .arg("--log")
-            .arg(dir.path().join("requests.log"))
-            .arg("--ready")
-            .arg(dir.path().join("ready"))
-            .spawn()
-            .unwrap();
-        wait_for(&dir.path().join("ready"), "the fault proxy start");
-        let ready = fs::read_to_string(dir.path().join("ready")).unwrap();
-        let port = ready.trim().strip_prefix("port=").unwrap().to_string();
-        FaultProxy {
-            child,
-            dir,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn set(&self, faults: &str) {
-        let path = self.dir.path().join("control.json");
-        fs::write(path.with_extension("tmp"), faults).unwrap();
-        fs::rename(path.with_extension("tmp"), path).unwrap();
-    }
-
-    fn outcomes(&self) -> Vec<String> {
-        fs::read_to_string(self.dir.path().join("requests.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| l.rsplit('\t').next().unwrap().to_string())
-            .collect()
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn s3_url(endpoint: &str) -> String {
     format!("s3://cairn-backups/faults?endpoint={endpoint}&path_style=true&region=us-east-1")
 }

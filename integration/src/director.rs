@@ -218,6 +218,69 @@ pub struct DirectorOptions<'a> {
     /// An ssh setup/cleanup body that differs from bbr's (bbr-facts §5.2) fails its task
     /// (BOSH would accept most differences). Default: `true`.
     pub strict_ssh_bodies: bool,
+    /// Failures injected into matching requests, in order of precedence. Default: none.
+    pub faults: Vec<DirectorFault>,
+}
+
+/// A failure the stand-in injects into matching Director requests (its `faults` key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectorFault {
+    /// `METHOD /path?query` or its start, e.g. `GET /tasks/`.
+    pub request: String,
+    /// What those requests get.
+    pub answer: FaultAnswer,
+    /// How many matching requests get it; `None`: all of them.
+    pub times: Option<u32>,
+}
+
+/// What a [`DirectorFault`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAnswer {
+    /// This status, with an nginx-like HTML body (e.g. 502, 503).
+    Status(u16),
+    /// The connection is closed without an answer.
+    Drop,
+    /// The connection is reset (TCP RST) without an answer.
+    Reset,
+    /// The request is handled (a task started, an SSH user set up), then the connection is
+    /// closed without the answer.
+    DropAfter,
+}
+
+impl DirectorFault {
+    /// The next `times` requests starting with `request` get `answer`.
+    #[must_use]
+    pub fn next(request: &str, answer: FaultAnswer, times: u32) -> DirectorFault {
+        DirectorFault {
+            request: request.to_string(),
+            answer,
+            times: Some(times),
+        }
+    }
+
+    /// Every request starting with `request` gets `answer`.
+    #[must_use]
+    pub fn always(request: &str, answer: FaultAnswer) -> DirectorFault {
+        DirectorFault {
+            request: request.to_string(),
+            answer,
+            times: None,
+        }
+    }
+
+    fn json(&self) -> String {
+        let answer = match self.answer {
+            FaultAnswer::Status(status) => status.to_string(),
+            FaultAnswer::Drop => json_string("drop"),
+            FaultAnswer::Reset => json_string("reset"),
+            FaultAnswer::DropAfter => json_string("drop-after"),
+        };
+        let times = self.times.map_or(-1, i64::from);
+        format!(
+            r#"{{"request":{},"answer":{answer},"times":{times}}}"#,
+            json_string(&self.request)
+        )
+    }
 }
 
 impl<'a> DirectorOptions<'a> {
@@ -238,6 +301,7 @@ impl<'a> DirectorOptions<'a> {
             task_duration: Duration::from_millis(300),
             redirect: RedirectStyle::Bosh,
             strict_ssh_bodies: true,
+            faults: Vec::new(),
         }
     }
 }
@@ -586,6 +650,11 @@ impl Director {
             json,
             r#"  "strict_ssh_bodies": {},"#,
             options.strict_ssh_bodies
+        );
+        let _ = writeln!(
+            json,
+            r#"  "faults": {},"#,
+            json_list(options.faults.iter().map(DirectorFault::json))
         );
         let _ = writeln!(json, r#"  "ready_file": {},"#, path("ready"));
         let _ = writeln!(json, r#"  "request_log": {},"#, path("requests.tsv"));

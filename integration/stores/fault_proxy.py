@@ -10,12 +10,23 @@ file is JSON, re-read for every request so a test can change the faults while a 
 
     {"error_rate": 0.2,   # share of requests answered 500 InternalError / 503 SlowDown
      "reset_rate": 0.1,   # share of requests whose connection is closed without an answer
+     "lost_rate": 0.0,    # share forwarded (the store acts on them), then closed without the answer
+     "cut_rate": 0.0,     # share of answers with a body of 2 bytes or more cut after half of it
+     "stall": 0.0,        # seconds every answer with a body pauses after half of it (slow answers)
      "delay": 0.0,        # seconds added before forwarding
      "down": false,       # true: every request gets 503 (the store is down)
-     "seed": 7}           # random seed (read once, at start)
+     "seed": 7,           # random seed (read once, at start)
+     "rules": [           # deterministic faults, each applied once, to the first request it fits:
+       {"match": "^PUT ",     # regular expression searched in "METHOD /path?query"
+        "outcome": "503",     # before forwarding: "500", "503", "reset"; after: "lost" (the store
+                              # acted, the answer is dropped), "cut" (half the body, then closed),
+                              # "stall" (half the body, a pause of stall_seconds, the rest)
+        "min_body": 0}],      # after-forwarding outcomes: only for answers with a body this large
+     "stall_seconds": 2.0}
+Rules are used in order; a new list of rules in the control file starts them afresh.
 
 Every request is logged as `<method>\\t<path>\\t<outcome>` (outcome: forwarded STATUS,
-injected-500, injected-503, reset, down).
+injected-500, injected-503, reset, lost STATUS, cut STATUS, down).
 """
 
 import argparse
@@ -23,6 +34,7 @@ import http.client
 import http.server
 import json
 import random
+import re
 import socket
 import threading
 import urllib.parse
@@ -52,6 +64,24 @@ def main():
             return {}
 
     rng = random.Random(control().get("seed", 7))
+    used_rules = {"key": None, "used": set()}
+
+    def take_rule(settings, request, after, size=0):
+        """The outcome of the first unused rule fitting this request at this stage, or None."""
+        rules = settings.get("rules", [])
+        key = json.dumps(rules, sort_keys=True)
+        with lock:
+            if used_rules["key"] != key:
+                used_rules["key"], used_rules["used"] = key, set()
+            for index, rule in enumerate(rules):
+                outcome = str(rule.get("outcome"))
+                if index in used_rules["used"] or (outcome in ("lost", "cut", "stall")) != after:
+                    continue
+                if not re.search(rule.get("match", ""), request) or size < rule.get("min_body", 0):
+                    continue
+                used_rules["used"].add(index)
+                return outcome
+        return None
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -87,7 +117,11 @@ def main():
                 return self.error(503)
             reset = settings.get("reset_rate", 0.0)
             failure = settings.get("error_rate", 0.0)
-            if roll < reset:
+            rule = take_rule(settings, f"{self.command} {self.path}", after=False)
+            if rule in ("500", "503"):
+                self.record(f"injected-{rule}")
+                return self.error(int(rule))
+            if rule == "reset" or roll < reset:
                 self.record("reset")
                 self.close_connection = True
                 try:
@@ -99,6 +133,8 @@ def main():
                 status = 503 if rng.random() < 0.5 else 500
                 self.record(f"injected-{status}")
                 return self.error(status)
+            lost = roll < reset + failure + settings.get("lost_rate", 0.0)
+            cut = not lost and roll < reset + failure + settings.get("lost_rate", 0.0) + settings.get("cut_rate", 0.0)
             if settings.get("delay"):
                 threading.Event().wait(float(settings["delay"]))
             connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=120)
@@ -106,7 +142,23 @@ def main():
             connection.request(self.command, self.path, body=data, headers=headers)
             response = connection.getresponse()
             payload = response.read()
-            self.record(f"forwarded {response.status}")
+            size = len(payload) if self.command != "HEAD" else 0
+            rule = take_rule(settings, f"{self.command} {self.path}", after=True, size=size)
+            lost = lost or rule == "lost"
+            cut = cut or rule == "cut"
+            stall = float(settings.get("stall_seconds", 2.0)) if rule == "stall" else settings.get("stall")
+            if lost:
+                self.record(f"lost {response.status}")
+                connection.close()
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return None
+            cut = cut and self.command != "HEAD" and len(payload) >= 2
+            outcome = "cut" if cut else "stalled" if rule == "stall" else "forwarded"
+            self.record(f"{outcome} {response.status}")
             self.send_response(response.status)
             for name, value in response.getheaders():
                 if name.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -115,10 +167,28 @@ def main():
             length = response.getheader("Content-Length") if self.command == "HEAD" else None
             self.send_header("Content-Length", length or str(len(payload)))
             self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
+            try:
+                self.send_body(payload, cut, stall)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up on the answer (e.g. it needed only the status)
             connection.close()
             return None
+
+        def send_body(self, payload, cut, stall):
+            if self.command != "HEAD":
+                half = len(payload) // 2
+                self.wfile.write(payload[:half])
+                self.wfile.flush()
+                if cut:
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return None
+                if stall and payload:
+                    threading.Event().wait(float(stall))
+                self.wfile.write(payload[half:])
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
 

@@ -47,11 +47,16 @@
 //!   container-level time-based retention policy instead.
 //!
 //! # Errors and retries
-//! object_store retries each request a few times itself (4 retries, at most 2 minutes, with
-//! backoff); a [`StoreError::Transient`] means that was not enough. Requests have no overall
-//! timeout (a large artifact may stream for hours) but fail when a connection stalls for a
-//! minute, or cannot be made in 10 seconds. The `errors` module tells how failures are told
-//! apart.
+//! object_store retries each request itself, with the policy set here explicitly rather than
+//! left to its defaults: 5xx, 429, timeouts and lost connections are retried up to
+//! [`MAX_RETRIES`] times, with exponential backoff and decorrelated jitter (0.2 s first, at most
+//! 10 s), and no retry starts [`RETRY_TIMEOUT`] after the first attempt; a download cut
+//! mid-body is resumed from where it stopped, pinned to the blob's ETag. A
+//! [`StoreError::Transient`] means that was not enough. Requests have no overall timeout (a
+//! large artifact may stream for hours) but fail when a connection stalls for a minute, or
+//! cannot be made in 10 seconds. The values are fixed, as the S3 adapter's are: a store URL
+//! has no place for them, and they ride out a store's bad minute. The `errors` module tells
+//! how failures are told apart.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -74,7 +79,7 @@ use object_store::azure::{AzureAuthorizer, AzureConfigKey, MicrosoftAzure, Micro
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
-use object_store::{ClientOptions, GetOptions, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, GetOptions, ObjectStore, RetryConfig};
 use url::Url;
 
 use crate::credentials::{Access, Credential, CREDENTIAL_HINT};
@@ -84,8 +89,18 @@ use crate::errors::{classify, one_line, Failure};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that delivers nothing for this long is dropped (then object_store retries).
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retries of a request after its first attempt (object_store's `max_retries`).
+pub const MAX_RETRIES: usize = 5;
+/// No retry starts this long after a request's first attempt.
+pub const RETRY_TIMEOUT: Duration = Duration::from_mins(2);
+/// The backoff between attempts: from 0.2 s, doubling, at most 10 s, with jitter.
+const BACKOFF: BackoffConfig = BackoffConfig {
+    init_backoff: Duration::from_millis(200),
+    max_backoff: Duration::from_secs(10),
+    base: 2.0,
+};
 /// Retries of a Delete Blob the adapter sends itself, as object_store retries its requests.
-const DELETE_RETRIES: usize = 4;
+const DELETE_RETRIES: usize = MAX_RETRIES;
 
 /// An Azure Blob Storage container (and blob name prefix) used as a store.
 #[derive(Clone)]
@@ -208,9 +223,9 @@ impl AzureStore {
             .with_timeout_disabled()
             .with_read_timeout(STALL_TIMEOUT);
         let retry = RetryConfig {
-            max_retries: 4,
-            retry_timeout: Duration::from_secs(120),
-            ..RetryConfig::default()
+            max_retries: MAX_RETRIES,
+            retry_timeout: RETRY_TIMEOUT,
+            backoff: BACKOFF,
         };
         let builder = MicrosoftAzureBuilder::new()
             .with_account(account)

@@ -12,6 +12,7 @@ use url::Url;
 use cairn_store::StoreError;
 
 use crate::error::{credentials_error, protocol_error, status_error, transport_error, Missing};
+use crate::retry::{Attempts, ATTEMPTS};
 
 /// Google's endpoint, used when the location names none.
 pub(crate) const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
@@ -24,7 +25,10 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Connecting gives up after this long (then the request is retried).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request that receives nothing for this long fails (then it is retried). There is no
+/// overall timeout: an 8 MiB chunk or a large download may take long on a slow link.
 const READ_TIMEOUT: Duration = Duration::from_mins(2);
 /// How much of an error body is read to explain it.
 const MAX_ERROR_BODY: usize = 16 * 1024;
@@ -186,14 +190,52 @@ impl Client {
         }
     }
 
-    /// Sends an authorised request and turns any unsuccessful status into an error.
+    /// Sends an authorised request and turns any unsuccessful status into an error; a
+    /// transient failure is retried ([`crate::retry`]).
     pub(crate) async fn send(
         &self,
         request: RequestBuilder,
         missing: Missing<'_>,
     ) -> Result<Response, StoreError> {
-        let response = self.execute(request, true).await?;
-        self.check(response, missing).await
+        self.retrying(request, |request| async move {
+            let response = self.execute(request, true).await?;
+            self.check(response, missing).await
+        })
+        .await
+    }
+
+    /// Runs `attempt` on copies of `request` until it succeeds, fails in a way that is not
+    /// transient, or the retry policy is used up. A request whose body cannot be copied (a
+    /// stream) is sent once.
+    async fn retrying<T, F, Fut>(
+        &self,
+        request: RequestBuilder,
+        attempt: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(RequestBuilder) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut attempts = Attempts::start();
+        loop {
+            let Some(copy) = request.try_clone() else {
+                return attempt(request).await;
+            };
+            match attempt(copy).await {
+                Err(error) if error.is_retryable() => {
+                    let Some(pause) = attempts.next_pause() else {
+                        return Err(error);
+                    };
+                    tracing::debug!(
+                        "{}: {error}; attempt {} of {ATTEMPTS} in {pause:?}",
+                        self.store,
+                        attempts.made()
+                    );
+                    tokio::time::sleep(pause).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// `response` when its status is a success, else the error it describes.
@@ -227,11 +269,15 @@ impl Client {
         request: RequestBuilder,
         missing: Missing<'_>,
     ) -> Result<T, StoreError> {
-        self.send(request, missing)
-            .await?
-            .json()
-            .await
-            .map_err(|e| transport_error(&self.store, &e))
+        self.retrying(request, |request| async move {
+            let response = self.execute(request, true).await?;
+            self.check(response, missing)
+                .await?
+                .json()
+                .await
+                .map_err(|e| transport_error(&self.store, &e))
+        })
+        .await
     }
 }
 

@@ -63,11 +63,29 @@ pub(crate) fn status_error(
 pub(crate) fn transport_error(store: &str, error: &reqwest::Error) -> StoreError {
     let store = store.to_string();
     let detail = one_line_chain(error);
-    if error.is_decode() || error.is_builder() {
+    // reqwest reports a body cut short as a decode error too: only a body that arrived
+    // whole and does not parse is not worth another try.
+    if error.is_builder() || (error.is_decode() && !cut_short(error)) {
         StoreError::Other { store, detail }
     } else {
         StoreError::Transient { store, detail }
     }
+}
+
+/// True when the error's causes show a lost connection or an unfinished body.
+fn cut_short(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>()
+            || cause
+                .downcast_ref::<reqwest::Error>()
+                .is_some_and(reqwest::Error::is_body)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The error for credentials that could not be found or turned into a token.

@@ -30,15 +30,16 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod client;
+mod download;
 mod error;
 mod resources;
+mod retry;
 mod upload;
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use google_cloud_auth::credentials::{Builder as CredentialsBuilder, Credentials};
 
 use cairn_store::{
@@ -47,7 +48,7 @@ use cairn_store::{
 };
 
 use crate::client::Client;
-use crate::error::{credentials_error, protocol_error, transport_error, Missing};
+use crate::error::{credentials_error, protocol_error, Missing};
 use crate::resources::{BucketResource, ObjectList, ObjectResource, UploadMetadata};
 use crate::upload::GcsUpload;
 
@@ -232,6 +233,12 @@ impl ArtifactStore for GcsStore {
     }
 
     async fn get(&self, key: &ObjectKey, version: Option<&str>) -> Result<ByteStream, StoreError> {
+        // The version goes into the query once, by the resumed request if it was not given.
+        let media = self
+            .client
+            .http()
+            .get(self.client.object_url(&self.name(key.as_str())))
+            .query(&[("alt", "media")]);
         let request = self
             .object_request(reqwest::Method::GET, key, version)?
             .query(&[("alt", "media")]);
@@ -239,11 +246,13 @@ impl ArtifactStore for GcsStore {
             .client
             .send(request, Missing::Object(key.as_str()))
             .await?;
-        let store = self.client.store().to_string();
-        let stream = response
-            .bytes_stream()
-            .map(move |chunk| chunk.map_err(|e| transport_error(&store, &e)));
-        Ok(stream.boxed())
+        Ok(download::resuming(
+            Arc::clone(&self.client),
+            media,
+            version,
+            key.as_str(),
+            response,
+        ))
     }
 
     async fn head(&self, key: &ObjectKey, version: Option<&str>) -> Result<ObjectMeta, StoreError> {

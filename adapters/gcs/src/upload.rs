@@ -13,7 +13,6 @@
 //! and the upload resumes from there, a few times, before the error is returned.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -30,10 +29,9 @@ use crate::resources::{ObjectResource, UploadMetadata};
 
 /// Bytes per chunk: a multiple of 256 KiB, as GCS requires of all chunks but the last.
 pub(crate) const CHUNK_SIZE: usize = 8 * 1024 * 1024;
-/// Temporary failures or rounds without progress tolerated per chunk.
-const MAX_SETBACKS: u32 = 3;
-/// Pause before resuming after a temporary failure, multiplied by the failures so far.
-const RETRY_DELAY: Duration = Duration::from_millis(250);
+/// Temporary failures or rounds without progress tolerated per chunk: as many as the retries
+/// of any other request ([`crate::retry`]).
+const MAX_SETBACKS: u32 = crate::retry::ATTEMPTS - 1;
 /// Status of an unfinished resumable upload (GCS says "Resume Incomplete").
 const RESUME_INCOMPLETE: u16 = 308;
 
@@ -44,6 +42,8 @@ enum Progress {
     Incomplete(u64),
     /// The object exists.
     Finished(ObjectResource),
+    /// The session is gone: cancelled, expired, or (with some servers) finished.
+    Gone,
 }
 
 /// One resumable-upload session.
@@ -52,6 +52,8 @@ struct Session {
     url: Url,
     /// Credentials go only to the endpoint's own origin.
     authorize: bool,
+    /// The object's name in the bucket.
+    name: String,
     key: String,
 }
 
@@ -93,6 +95,7 @@ impl Session {
             authorize: client.same_origin(&url),
             client,
             url,
+            name: name.to_string(),
             key: key.to_string(),
         })
     }
@@ -117,7 +120,27 @@ impl Session {
                     .await
             };
             match attempt {
-                Ok(Progress::Finished(object)) => return Ok(Some(object)),
+                // Only the last chunk may finish the object, and only with all its bytes: a
+                // server that finishes it on a status query (fake-gcs-server does) would
+                // otherwise leave a truncated object behind a successful upload.
+                Ok(Progress::Finished(object)) => {
+                    let size = object.size().ok();
+                    if total.is_none() || size != total {
+                        return Err(self.finished_early(size, total));
+                    }
+                    return Ok(Some(object));
+                }
+                Ok(Progress::Gone) => {
+                    // The answer to the last chunk was lost and the session is gone: the
+                    // object may have been finished by that chunk. GCS answers the status
+                    // query of a finished session with the object; an emulator may forget it.
+                    if ask_status && total.is_some() {
+                        if let Some(object) = self.finished_object(total).await? {
+                            return Ok(Some(object));
+                        }
+                    }
+                    return Err(self.gone());
+                }
                 Ok(Progress::Incomplete(held)) => {
                     if held < offset || held > end {
                         return Err(self.lost(held, offset, end));
@@ -134,7 +157,13 @@ impl Session {
                 Err(error) if error.is_retryable() && setbacks < MAX_SETBACKS => {
                     setbacks += 1;
                     ask_status = true;
-                    tokio::time::sleep(RETRY_DELAY * setbacks).await;
+                    let pause = crate::retry::pause(setbacks, rand::random::<f64>());
+                    tracing::debug!(
+                        "{}: chunk of `{}` at byte {persisted}: {error}; asking the session where it stands in {pause:?}",
+                        self.client.store(),
+                        self.key
+                    );
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
                 Err(error) => return Err(error),
@@ -176,13 +205,7 @@ impl Session {
             return Ok(Progress::Incomplete(held));
         }
         if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
-            return Err(protocol_error(
-                self.client.store(),
-                &format!(
-                    "The upload session of `{}` expired or was cancelled",
-                    self.key
-                ),
-            ));
+            return Ok(Progress::Gone);
         }
         let response = self
             .client
@@ -208,6 +231,46 @@ impl Session {
             .client
             .failure(status, response, Missing::Object(&self.key))
             .await)
+    }
+
+    fn finished_early(&self, size: Option<u64>, total: Option<u64>) -> StoreError {
+        protocol_error(
+            self.client.store(),
+            &format!(
+                "The upload session of `{}` finished the object at {} bytes, before all {} were sent",
+                self.key,
+                size.map_or_else(|| "?".to_string(), |s| s.to_string()),
+                total.map_or_else(|| "of its".to_string(), |t| t.to_string()),
+            ),
+        )
+    }
+
+    fn gone(&self) -> StoreError {
+        protocol_error(
+            self.client.store(),
+            &format!(
+                "The upload session of `{}` expired or was cancelled",
+                self.key
+            ),
+        )
+    }
+
+    /// The object this session was writing, when it exists with the upload's `total` size
+    /// (its name is unique to one backup, so an object of that size is this upload's).
+    async fn finished_object(
+        &self,
+        total: Option<u64>,
+    ) -> Result<Option<ObjectResource>, StoreError> {
+        let request = self.client.http().get(self.client.object_url(&self.name));
+        match self
+            .client
+            .json::<ObjectResource>(request, Missing::Object(&self.key))
+            .await
+        {
+            Ok(object) if object.size().ok() == total => Ok(Some(object)),
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
     }
 
     fn lost(&self, held: u64, offset: u64, end: u64) -> StoreError {

@@ -41,7 +41,8 @@ fn pattern(length: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn statuses_become_store_errors() {
-    let statuses = [401, 403, 408, 429, 500, 503, 400, 409, 404];
+    // The transient ones (408, 429, 5xx) are retried first: see the next test.
+    let statuses = [401, 403, 400, 409, 404];
     let replies = statuses
         .iter()
         .map(|status| Reply::new(*status, &error_body("scripted refusal")))
@@ -58,22 +59,42 @@ async fn statuses_become_store_errors() {
         [
             "credentials",
             "credentials",
-            "transient",
-            "transient",
-            "transient",
-            "transient",
             "other",
             "other",
             "configuration"
         ]
     );
+    assert_eq!(script.requests().len(), statuses.len(), "none is retried");
     assert_eq!(
-        errors[6].to_string(),
+        errors[2].to_string(),
         "gs://bucket/p: HTTP 400: scripted refusal"
     );
     assert!(errors[0]
         .to_string()
         .contains("GOOGLE_APPLICATION_CREDENTIALS"));
+}
+
+#[tokio::test]
+async fn transient_statuses_are_retried_until_the_attempts_are_used_up() {
+    // 503, 429, 500, 408 then the bucket: one request succeeds after four retries.
+    let mut replies: Vec<Reply> = [503, 429, 500, 408]
+        .iter()
+        .map(|status| Reply::new(*status, &error_body("scripted hiccup")))
+        .collect();
+    replies.push(Reply::new(
+        200,
+        r#"{"name":"bucket","versioning":{"enabled":true}}"#,
+    ));
+    // Then six 502s: the attempts (6) are used up and the error is transient.
+    replies.extend((0..6).map(|_| Reply::new(502, &error_body("scripted outage"))));
+    let script = Script::serve(replies).await;
+    let store = store(&script.endpoint, "p").await;
+    assert!(store.capabilities().await.unwrap().versioning);
+    assert_eq!(script.requests().len(), 5);
+    let error = store.capabilities().await.unwrap_err();
+    assert_eq!(kind(&error), "transient", "{error}");
+    assert!(error.to_string().contains("scripted outage"), "{error}");
+    assert_eq!(script.requests().len(), 11);
 }
 
 fn kind(error: &StoreError) -> &'static str {
