@@ -21,6 +21,11 @@
 //! and nothing is visible until the last chunk lands. An aborted upload cancels its session;
 //! sessions left behind by a crash expire after a week and are not billed as objects.
 //!
+//! # Retries
+//! The policy is set here, explicitly (the `retry` module): 6 attempts per request within 2
+//! minutes, backoff with jitter; uploads resume from what their session holds and downloads
+//! from where they were cut, pinned to one generation (`upload`, `download`).
+//!
 //! # Credentials
 //! `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key file) or the other application
 //! default credentials (gcloud's, or the metadata server on Google Cloud). With an explicit
