@@ -237,6 +237,95 @@ fn a_failing_backup_script_unlock_and_cleanup_exit_25() {
     });
 }
 
+/// One restore with `faults` (in the `restore` script and `post-restore-unlock`) of a good
+/// backup: the exit code is the OR of the faults' bits, the job was unlocked, and the data the
+/// restore script copied is there.
+fn restore_exit_code_is_the_or_of(faults: Faults) {
+    let bed = TestBed::start(&[("node", 0, &[JOB])]).expect("test bed");
+    let host = bed.host("node", 0);
+    let _unpin = Unpin { bed: &bed, host };
+    install_backup_scripts(&bed, host, Faults::NONE);
+    let work = workdir();
+    let backup = backup_into(&bed, work.path(), &[]);
+    assert_eq!(backup.status.code(), Some(0), "{}", text(&backup));
+    let mut restore = format!(
+        "mkdir -p /var/vcap/store/{JOB}
+cp \"$BBR_ARTIFACT_DIRECTORY/data\" /var/vcap/store/{JOB}/data\n"
+    );
+    if faults.cleanup {
+        restore.push_str(&pin_line());
+        restore.push('\n');
+    }
+    if faults.script {
+        restore.push_str("echo 'restore broke' >&2\nexit 3\n");
+    }
+    let unlock = if faults.unlock {
+        "echo 'unlock broke' >&2\nexit 5"
+    } else {
+        ""
+    };
+    for (script, work) in [
+        ("pre-restore-lock", ""),
+        ("restore", restore.as_str()),
+        ("post-restore-unlock", unlock),
+    ] {
+        bed.install_script(host, JOB, script, &proof_script(script, work))
+            .expect("install script");
+    }
+    let artifact = backup_dir(work.path());
+    let output = cairn(
+        &bed,
+        work.path(),
+        &["restore", "--artifact-path", artifact.to_str().unwrap()],
+    );
+    let all = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(faults.expected_code()),
+        "{faults:?}: {all}"
+    );
+    assert_eq!(
+        scripts_run(&bed, host)[3..],
+        ["pre-restore-lock", "restore", "post-restore-unlock"],
+        "the job is unlocked whatever failed"
+    );
+    assert_eq!(all.contains("restore broke"), faults.script, "{all}");
+    assert_eq!(
+        all.contains("post-restore-unlock") && all.contains("unlock broke"),
+        faults.unlock,
+        "{all}"
+    );
+    assert_eq!(
+        all.contains("failed while cleaning up"),
+        faults.cleanup,
+        "{all}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.vcap_dir.join("store").join(JOB).join("data")).unwrap(),
+        "proof\n"
+    );
+}
+
+#[test]
+fn a_restore_with_a_failing_unlock_and_cleanup_exits_24() {
+    cairn_testbed::require_root!();
+    restore_exit_code_is_the_or_of(Faults {
+        script: false,
+        unlock: true,
+        cleanup: true,
+    });
+}
+
+#[test]
+fn a_restore_with_a_failing_restore_script_unlock_and_cleanup_exits_25() {
+    cairn_testbed::require_root!();
+    restore_exit_code_is_the_or_of(Faults {
+        script: true,
+        unlock: true,
+        cleanup: true,
+    });
+}
+
 /// The most intervals open at one instant; one that ends when another starts does not
 /// overlap it.
 fn max_overlap(intervals: &[(f64, f64)]) -> usize {
