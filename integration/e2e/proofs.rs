@@ -2,7 +2,7 @@
 //!
 //! - exit bits 8 (a failing unlock) and 16 (a failing clean-up), alone and ORed with each
 //!   other and with bit 1 (8, 16, 17, 24, 25), produced by real scripts and a real `rm -rf`
-//!   that fails on a real host;
+//!   that fails on a real host, in backups and (24, 25) in restores;
 //! - `--parallelism N` is never exceeded, and is reached, by the scripts (their own
 //!   timestamps on 20 hosts) and by the artifact transfers (the coordinator's `--json`
 //!   events, over links slowed with `tc` so that every transfer lasts long enough to be seen);
