@@ -596,30 +596,88 @@ fn sh_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-/// Removes ANSI escape sequences (CSI `ESC [ ... letter` and two-character ones).
-fn strip_ansi(text: &str) -> String {
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\x1b' {
-            plain.push(c);
-            continue;
+/// What a terminal of `columns` × `lines` shows after `output`, the rows scrolled off the top
+/// included, one string per row without trailing blanks: printable text with auto-wrap,
+/// carriage return, line feed (scrolling at the bottom), and the cursor-up, cursor-down
+/// (both stopping at the screen's edges) and erase-line sequences indicatif draws with; other
+/// escape sequences are ignored.
+fn terminal_rows(output: &str, columns: usize, lines: usize) -> Vec<String> {
+    let mut rows: Vec<Vec<char>> = vec![Vec::new()];
+    // `top` is the screen's first row, `row` the cursor's, both indices into `rows`.
+    let (mut top, mut row, mut col) = (0usize, 0usize, 0usize);
+    let line_feed = |rows: &mut Vec<Vec<char>>, top: &mut usize, row: &mut usize| {
+        *row += 1;
+        if *row == rows.len() {
+            rows.push(Vec::new());
         }
-        if chars.next_if_eq(&'[').is_some() {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
+        if *row >= *top + lines {
+            *top += 1;
+        }
+    };
+    let mut chars = output.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => col = 0,
+            '\n' => line_feed(&mut rows, &mut top, &mut row),
+            '\x1b' => {
+                if chars.next_if_eq(&'[').is_none() {
+                    chars.next();
+                    continue;
                 }
+                let mut parameter = String::new();
+                let mut command = ' ';
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        command = c;
+                        break;
+                    }
+                    parameter.push(c);
+                }
+                let count = parameter.parse::<usize>().unwrap_or(1);
+                match (command, parameter.as_str()) {
+                    ('A', _) => row = row.saturating_sub(count).max(top),
+                    ('B', _) => {
+                        row = (row + count).min(top + lines - 1);
+                        if rows.len() <= row {
+                            rows.resize(row + 1, Vec::new());
+                        }
+                    }
+                    ('K', "2") => rows[row].clear(),
+                    ('K', "" | "0") => rows[row].truncate(col),
+                    _ => {}
+                }
+                // A cursor movement cancels a pending wrap.
+                col = col.min(columns - 1);
             }
-        } else {
-            chars.next();
+            c => {
+                if col == columns {
+                    line_feed(&mut rows, &mut top, &mut row);
+                    col = 0;
+                }
+                let line = &mut rows[row];
+                if line.len() <= col {
+                    line.resize(col, ' ');
+                    line.push(c);
+                } else {
+                    line[col] = c;
+                }
+                col += 1;
+            }
         }
     }
-    plain
+    rows.into_iter()
+        .map(|row| row.into_iter().collect::<String>().trim_end().to_owned())
+        .collect()
 }
 
-/// `cairn deployment --inventory <bed> <args>` on a pseudo-terminal (util-linux `script`, 120
-/// columns): stdout and stderr as the terminal showed them.
+/// Columns of the pseudo-terminal: wide enough for a finished bar on one row.
+const COLUMNS: usize = 200;
+/// Lines of the pseudo-terminal.
+const LINES: usize = 40;
+
+/// `cairn deployment --inventory <bed> <args>` on a pseudo-terminal (util-linux `script`,
+/// [`COLUMNS`] × [`LINES`]): everything written to it, stdout and stderr, escape sequences
+/// included.
 fn cairn_on_a_terminal(bed: &TestBed, work: &std::path::Path, args: &[&str]) -> Output {
     let inventory = bed.inventory();
     let mut words = vec![
@@ -637,7 +695,7 @@ fn cairn_on_a_terminal(bed: &TestBed, work: &std::path::Path, args: &[&str]) -> 
     let output = Command::new("script")
         .args([
             "-qfec",
-            &format!("stty cols 120 rows 40; exec {line}"),
+            &format!("stty cols {COLUMNS} rows {LINES}; exec {line}"),
             "/dev/null",
         ])
         .envs(STORE_ENV)
@@ -656,27 +714,17 @@ fn cairn_on_a_terminal(bed: &TestBed, work: &std::path::Path, args: &[&str]) -> 
     output
 }
 
-/// The last drawing of the progress bar whose prefix is `prefix` (`<instance> <job>`, padded
-/// with spaces, then `[`): from the prefix to the padding, carriage return or newline after
-/// its `]`. indicatif redraws every bar in place, so the last drawing is what stays on screen.
-fn last_frame<'a>(screen: &'a str, prefix: &str) -> Option<&'a str> {
-    let at = screen
-        .match_indices(prefix)
-        .map(|(at, _)| at)
-        .filter(|&at| {
-            let rest = &screen[at + prefix.len()..];
-            let bar = rest.trim_start_matches(' ');
-            bar.len() < rest.len() && bar.starts_with('[')
-        })
-        .last()?;
-    let frame = &screen[at..];
-    let close = frame.find(']')?;
-    let end = ["   ", "\r", "\n"]
+/// The rows of `screen` that show the progress bar of `prefix` (`<instance> <job>`, padded
+/// with spaces, then `[`).
+fn bar_rows<'a>(screen: &'a [String], prefix: &str) -> Vec<&'a str> {
+    screen
         .iter()
-        .filter_map(|stop| frame[close..].find(stop))
-        .min()
-        .map_or(frame.len(), |end| close + end);
-    Some(&frame[..end])
+        .filter_map(|row| {
+            let rest = row.strip_prefix(prefix)?;
+            let bar = rest.trim_start_matches(' ');
+            (bar.len() < rest.len() && bar.starts_with('[')).then_some(row.as_str())
+        })
+        .collect()
 }
 
 #[test]
@@ -690,7 +738,9 @@ fn progress_bars_appear_on_a_terminal_and_each_ends_full() {
         &["backup", "--artifact-path", work.path().to_str().unwrap()],
     );
     assert_eq!(output.status.code(), Some(0));
-    let screen = strip_ansi(&String::from_utf8_lossy(&output.stdout));
+    let written = String::from_utf8_lossy(&output.stdout);
+    let screen = terminal_rows(&written, COLUMNS, LINES);
+    let shown = screen.join("\n");
     let full_bar = format!("[{}]", "=".repeat(30));
     let artifacts = [
         "database/0 database",
@@ -700,8 +750,10 @@ fn progress_bars_appear_on_a_terminal_and_each_ends_full() {
         "app/1 files",
     ];
     for prefix in artifacts {
-        let last = last_frame(&screen, prefix)
-            .unwrap_or_else(|| panic!("no progress bar for {prefix}:\n{screen}"));
+        // The bottom-most drawing of the bar is the one indicatif drew last.
+        let last = *bar_rows(&screen, prefix)
+            .last()
+            .unwrap_or_else(|| panic!("no progress bar for {prefix}:\n{shown}"));
         assert!(last.contains(&full_bar), "{prefix} ends full: {last:?}");
         assert!(last.contains("stored ("), "{prefix} ends stored: {last:?}");
         // `{bytes}/{total_bytes}`, e.g. `12.00 KiB/12.00 KiB`.
@@ -717,7 +769,9 @@ fn progress_bars_appear_on_a_terminal_and_each_ends_full() {
         );
     }
     assert!(
-        screen.contains("database/0 database: backup done"),
-        "script outcomes are printed above the bars:\n{screen}"
+        screen
+            .iter()
+            .any(|row| row == "database/0 database: backup done"),
+        "script outcomes are printed above the bars:\n{shown}"
     );
 }
