@@ -23,6 +23,7 @@ mod fidelity_ssh;
 mod fidelity_workflow;
 mod host_keys_and_cli;
 mod modes;
+mod proofs;
 mod prune;
 mod restore_plan;
 mod retries;
