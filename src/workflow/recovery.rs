@@ -411,11 +411,19 @@ async fn undo(
     context: &RunContext,
     beside: Option<LockKind>,
 ) -> RunErrors {
-    tracing::warn!(
-        "Found the journal of an interrupted run: the {}. Undoing what it left: {}",
-        journal.origin(),
-        journal.listing()
-    );
+    if beside.is_some() {
+        tracing::warn!(
+            "Found the journal of an interrupted run: the {}. It left: {}; this clean-up undoes all of it",
+            journal.origin(),
+            journal.listing()
+        );
+    } else {
+        tracing::warn!(
+            "Found the journal of an interrupted run: the {}. Undoing what it left: {}",
+            journal.origin(),
+            journal.listing()
+        );
+    }
     let mut errors = RunErrors::new();
     for kind in [LockKind::Backup, LockKind::Restore] {
         if beside != Some(kind) {
