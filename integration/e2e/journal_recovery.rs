@@ -124,7 +124,7 @@ fn a_restore_killed_with_sigkill_is_undone_by_the_next_restore_and_by_restore_cl
             );
             assert_contains(
                 &output,
-                "Recovered: ran post-restore-unlock of database on database/0",
+                "Recovered: unlocked database on database/0 (post-restore-unlock)",
             );
             assert_contains(
                 &output,
@@ -242,7 +242,7 @@ fn an_unwritable_journal_refuses_the_run_before_any_lock_and_a_reused_pid_is_dea
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_contains(
         &output,
-        "Recovered: ran post-backup-unlock of database on database/0",
+        "Recovered: unlocked database on database/0 (post-backup-unlock)",
     );
     assert!(!journal_path.exists());
     assert_eq!(
@@ -324,10 +324,7 @@ fn a_temporary_user_left_by_a_sigkilled_run_is_removed_through_the_director() {
         &output,
         &format!("Recovered: removed SSH user {user} from "),
     );
-    assert_contains(
-        &output,
-        "Recovered: ran post-backup-unlock of database on db/",
-    );
+    assert_contains(&output, "Recovered: unlocked database on db/");
     for host in bed.hosts() {
         assert!(
             director.bosh_users_on(host).is_empty(),
@@ -338,5 +335,56 @@ fn a_temporary_user_left_by_a_sigkilled_run_is_removed_through_the_director() {
     }
     assert!(!cairn_testbed::director::bosh_accounts().contains(&user));
     assert_nothing_left(&bed);
+    assert!(journal_files(work.path()).is_empty());
+}
+
+#[test]
+fn a_drill_killed_during_its_restore_is_undone_by_restore_cleanup_of_the_drill_deployment() {
+    cairn_testbed::require_root!();
+    let layout: &[(&str, u32, &[&str])] = &[("database", 0, &["database"])];
+    let (source, target) = std::thread::scope(|scope| {
+        let source = scope.spawn(|| TestBed::start(layout).expect("source"));
+        let target = scope.spawn(|| TestBed::start(layout).expect("target"));
+        (source.join().unwrap(), target.join().unwrap())
+    });
+    let db = target.host("database", 0);
+    let work = workdir();
+    let original = make_slow(&target, db, "database", "restore");
+    let (source_inventory, target_inventory) = (source.inventory(), target.inventory());
+    let drill = spawn(
+        work.path(),
+        &[
+            "drill",
+            "--source-inventory",
+            source_inventory.to_str().unwrap(),
+            "--target-inventory",
+            target_inventory.to_str().unwrap(),
+            "--artifact-path",
+            work.path().to_str().unwrap(),
+            "--report-dir",
+            work.path().to_str().unwrap(),
+        ],
+    );
+    kill_when_started(db, drill);
+    target
+        .install_script(db, "database", "restore", &original)
+        .unwrap();
+    assert!(target.is_locked(db, "database"), "SIGKILL cannot unlock");
+    assert_nothing_left(&source);
+    let journals = journal_files(work.path());
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    let journal = fs::read_to_string(&journals[0]).unwrap();
+    assert!(journal.contains("\"kind\": \"drill\""), "{journal}");
+
+    let output = run(
+        work.path(),
+        &inventory_args(&target_inventory, &["restore-cleanup"]),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_contains(
+        &output,
+        "The journal of an interrupted run (drill of testbed",
+    );
+    assert_nothing_left(&target);
     assert!(journal_files(work.path()).is_empty());
 }

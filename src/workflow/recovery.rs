@@ -458,10 +458,10 @@ async fn undo(
         for locked in &journal.locked {
             if beside != Some(locked.lock) {
                 tracing::info!(
-                    "Recovered: ran {} of {} on {}",
-                    locked.lock.unlock_script(),
+                    "Recovered: unlocked {} on {} ({})",
                     locked.job,
-                    locked.instance
+                    locked.instance,
+                    locked.lock.unlock_script()
                 );
             }
         }
