@@ -375,6 +375,8 @@ fn a_drill_killed_during_its_restore_is_undone_by_restore_cleanup_of_the_drill_d
     assert_eq!(journals.len(), 1, "{journals:?}");
     let journal = fs::read_to_string(&journals[0]).unwrap();
     assert!(journal.contains("\"kind\": \"drill\""), "{journal}");
+    assert!(journal.contains("\"lock\": \"restore\""), "{journal}");
+    assert!(journal.contains("\"database/0\""), "{journal}");
 
     let output = run(
         work.path(),
