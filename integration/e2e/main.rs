@@ -25,6 +25,7 @@ mod host_keys_and_cli;
 mod modes;
 mod prune;
 mod restore_plan;
+mod stalls;
 mod store_versioning;
 mod stores;
 mod verify_and_sample;

@@ -212,7 +212,8 @@ fn context(args: &DrillArgs, source_target: Option<&dyn Target>) -> RunContext {
             .unwrap_or(super::config::DEFAULT_PARALLELISM),
         cairn::VERSION,
     );
-    context.options.script_timeout = args.common.script_timeout;
+    context.options.script_timeouts = args.common.script_timeouts();
+    context.options.stall_timeout = args.common.stall_timeout();
     if let Some(source) = source_target {
         let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
         context.journal = Some(cairn::workflow::journal::JournalFile::new(

@@ -4,7 +4,8 @@
 //! the connection died has failed — Cairn never re-runs it on its own, since a backup or
 //! lock script may not be safe to repeat — but the run still has to unlock what it locked and
 //! remove what it created. So every new command first checks the connection and, if it is
-//! gone, connects again (same destination, same host-key check).
+//! gone, connects again (same destination, same host-key check). A connection Cairn dropped
+//! itself (a stalled transfer, [`RemoteHost::sever_connection`]) counts as gone.
 
 use std::fmt;
 use std::sync::Arc;
@@ -73,5 +74,12 @@ impl RemoteHost for ReconnectingHost {
     ) -> Result<CommandOutput, RemoteError> {
         let host = self.live().await?;
         host.exec(command, stdin, stdout, cancel).await
+    }
+
+    async fn sever_connection(&self) {
+        // Held only while a command connects anew: then the old connection is gone already.
+        if let Ok(current) = self.current.try_lock() {
+            current.sever();
+        }
     }
 }
