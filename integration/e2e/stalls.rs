@@ -159,6 +159,59 @@ fn a_silent_cut_during_the_drain_is_caught_by_the_stall_timeout() {
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
 }
 
+#[test]
+fn a_silent_cut_during_a_restore_copy_is_caught_before_any_restore_script() {
+    cairn_testbed::require_root!();
+    let bed = TestBed::start(&[("app", 0, &["app", "files"])]).expect("test bed");
+    let app = bed.host("app", 0);
+    write_pseudo_random(
+        &app.vcap_dir.join("store/files/large.bin"),
+        24 * 1024 * 1024,
+    );
+    let work = workdir();
+    let backed_up = backup_into(&bed, work.path(), &[]);
+    assert_eq!(backed_up.status.code(), Some(0), "{}", text(&backed_up));
+    let backup = backup_dir(work.path());
+    let before = bed.events(app, "app").len();
+    // Once sshd has received 4 MiB, every packet to it is dropped: the copy of the 24 MiB
+    // artifact to the instance goes silent half-way.
+    let cut = bed
+        .exec(
+            app,
+            "nft add table inet cairn_cut && \
+             nft 'add chain inet cairn_cut in { type filter hook input priority 0; }' && \
+             nft add rule inet cairn_cut in tcp dport 22 quota over 4 mbytes drop",
+        )
+        .unwrap();
+    assert!(cut.status.success(), "{}", text(&cut));
+    let child = spawn_cairn(
+        &bed.inventory(),
+        work.path(),
+        &[
+            "--stall-timeout",
+            "5s",
+            "restore",
+            "--artifact-path",
+            backup.to_str().unwrap(),
+        ],
+    );
+    let output = finish_watching(child, "dropping the connection to app/0", || {
+        let restored = bed.exec(app, "nft delete table inet cairn_cut").unwrap();
+        assert!(restored.status.success(), "{}", text(&restored));
+    });
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("No data moved to app/0 for job ")
+            && all.contains("check the network or raise --stall-timeout"),
+        "{all}"
+    );
+    // No restore script ran on data that did not arrive, nothing is locked, and the artifact
+    // directories were removed over a new connection.
+    assert_eq!(bed.events(app, "app").len(), before, "a restore script ran");
+    assert_nothing_left(&bed);
+}
+
 /// Names of the directories in a directory (a backup is one), sorted.
 fn directories(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
