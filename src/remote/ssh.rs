@@ -13,6 +13,10 @@
 //! from known_hosts is refused or, where bbr trusts whatever it meets (a `BOSH_ALL_PROXY`
 //! jumpbox, a director VM), recorded on first use ([`UnknownHost::Record`], OpenSSH's
 //! `accept-new`, see [`super::known_hosts`]); a changed key is always refused.
+//!
+//! A dead peer is noticed by keepalives (`--keepalive-interval`, [`set_keepalive_interval`]).
+//! A caller that gave up on a connection (a stalled transfer) cuts it with [`SshHost::sever`]:
+//! its byte stream fails at once, so the session ends without waiting on a silent network.
 
 use std::borrow::Cow;
 use std::fmt;
