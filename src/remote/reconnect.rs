@@ -22,7 +22,10 @@ use super::{CommandOutput, RemoteError, RemoteHost, StdoutMode};
 #[derive(Debug)]
 pub struct ReconnectingHost {
     destination: SshDestination,
-    current: tokio::sync::Mutex<Arc<SshHost>>,
+    /// The connection in use (read without waiting, also while a reconnect is under way).
+    current: std::sync::Mutex<Arc<SshHost>>,
+    /// Held while connecting anew, so that one reconnect serves every command waiting.
+    reconnecting: tokio::sync::Mutex<()>,
 }
 
 impl ReconnectingHost {
@@ -34,26 +37,39 @@ impl ReconnectingHost {
         let host = SshHost::connect(&destination).await?;
         Ok(ReconnectingHost {
             destination,
-            current: tokio::sync::Mutex::new(Arc::new(host)),
+            current: std::sync::Mutex::new(Arc::new(host)),
+            reconnecting: tokio::sync::Mutex::new(()),
         })
+    }
+
+    fn current(&self) -> Arc<SshHost> {
+        Arc::clone(&self.current.lock().expect("connection lock"))
     }
 
     /// The live connection, reconnecting first if the last one is closed.
     async fn live(&self) -> Result<Arc<SshHost>, RemoteError> {
-        let mut current = self.current.lock().await;
-        if current.is_closed() {
-            tracing::warn!(
-                "The SSH connection to {} was lost; reconnecting",
-                self.destination.name
-            );
-            *current = Arc::new(SshHost::connect(&self.destination).await?);
+        let host = self.current();
+        if !host.is_closed() {
+            return Ok(host);
         }
-        Ok(Arc::clone(&current))
+        let _reconnecting = self.reconnecting.lock().await;
+        // Another command may have reconnected while this one waited.
+        let host = self.current();
+        if !host.is_closed() {
+            return Ok(host);
+        }
+        tracing::warn!(
+            "The SSH connection to {} was lost; reconnecting",
+            self.destination.name
+        );
+        let fresh = Arc::new(SshHost::connect(&self.destination).await?);
+        *self.current.lock().expect("connection lock") = Arc::clone(&fresh);
+        Ok(fresh)
     }
 
     /// Closes the connection politely.
     pub async fn disconnect(&self) {
-        self.current.lock().await.disconnect().await;
+        self.current().disconnect().await;
     }
 }
 
@@ -77,9 +93,6 @@ impl RemoteHost for ReconnectingHost {
     }
 
     async fn sever_connection(&self) {
-        // Held only while a command connects anew: then the old connection is gone already.
-        if let Ok(current) = self.current.try_lock() {
-            current.sever();
-        }
+        self.current().sever();
     }
 }
