@@ -3,7 +3,8 @@
 //! cut (packets dropped inside the host's namespace with nftables, no FIN, no RST) during the
 //! drain, caught by `--stall-timeout`: the copy is stopped, the connection dropped, the
 //! instance cleaned up over a new connection once packets flow again, and the backup is
-//! never complete.
+//! never complete. A silent cut while a script runs is noticed by SSH keepalives
+//! (`--keepalive-interval`), and the unlock runs over a new connection.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -212,6 +213,75 @@ fn a_silent_cut_during_a_restore_copy_is_caught_before_any_restore_script() {
     assert_nothing_left(&bed);
 }
 
+#[test]
+fn a_silent_cut_during_a_script_is_noticed_by_keepalives_and_the_unlock_reconnects() {
+    cairn_testbed::require_root!();
+    let bed = TestBed::start(&[("app", 0, &["app"])]).expect("test bed");
+    let app = bed.host("app", 0);
+    // The backup script marks that it runs, then outlasts the cut.
+    bed.install_script(
+        app,
+        "app",
+        "backup",
+        "#!/bin/sh\ntouch /var/vcap/sys/run/cut-here\nsleep 20\n",
+    )
+    .unwrap();
+    let marker = app.vcap_dir.join("sys/run/cut-here");
+    let work = workdir();
+    let child = spawn_cairn(
+        &bed.inventory(),
+        work.path(),
+        &[
+            "--keepalive-interval",
+            "1s",
+            "backup",
+            "-a",
+            work.path().to_str().unwrap(),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the backup script never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // From now on the host sends nothing: no FIN, no RST, only silence.
+    let cut = bed
+        .exec(
+            app,
+            "nft add table inet cairn_cut && \
+             nft 'add chain inet cairn_cut out { type filter hook output priority 0; }' && \
+             nft add rule inet cairn_cut out tcp sport 22 drop",
+        )
+        .unwrap();
+    assert!(cut.status.success(), "{}", text(&cut));
+    // Only unanswered keepalives end the script's wait (with the default interval that takes
+    // minutes and the bound of `finish_watching` fails the test). Packets flow again once
+    // Cairn reconnects for the unlock.
+    let output = finish_watching(
+        child,
+        "The SSH connection to app/0 was lost; reconnecting",
+        || {
+            let restored = bed.exec(app, "nft delete table inet cairn_cut").unwrap();
+            assert!(restored.status.success(), "{}", text(&restored));
+        },
+    );
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("Error attempting to run backup for job app on app/0:"),
+        "{all}"
+    );
+    let unlocks: Vec<String> = bed
+        .events(app, "app")
+        .into_iter()
+        .filter(|(_, script, _)| script == "post-backup-unlock")
+        .map(|(_, _, extra)| extra)
+        .collect();
+    assert_eq!(unlocks, vec!["success=false".to_string()]);
+    assert_eq!(tars(&backup_dir(work.path())), Vec::<String>::new());
+    assert_nothing_left(&bed);
+}
+
 /// Names of the directories in a directory (a backup is one), sorted.
 fn directories(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -236,8 +306,8 @@ fn spawn_cairn(inventory: &Path, work: &Path, args: &[&str]) -> Child {
 }
 
 /// Waits for `child`, running `on_line` once when a line of its output contains `line`. A
-/// generous bound (180 s) kills a run that hangs, so the test fails instead; it asserts no
-/// timing.
+/// generous bound (90 s; the runs here take 10 to 20 s) kills a run that hangs, so the test
+/// fails instead of hanging.
 fn finish_watching(mut child: Child, line: &str, on_line: impl FnOnce()) -> Output {
     let (sender, lines) = mpsc::channel::<String>();
     let readers: Vec<_> = [
@@ -255,7 +325,7 @@ fn finish_watching(mut child: Child, line: &str, on_line: impl FnOnce()) -> Outp
     })
     .collect();
     drop(sender);
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let mut seen = String::new();
     let mut on_line = Some(on_line);
     loop {
@@ -273,7 +343,7 @@ fn finish_watching(mut child: Child, line: &str, on_line: impl FnOnce()) -> Outp
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
-                panic!("cairn did not finish within 180 s:\n{seen}");
+                panic!("cairn did not finish within 90 s:\n{seen}");
             }
         }
     }
