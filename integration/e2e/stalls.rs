@@ -22,7 +22,10 @@ const HANG: &str = "#!/bin/sh\nexec sleep 600\n";
 fn a_hanging_metadata_script_is_ended_by_the_script_timeout() {
     cairn_testbed::require_root!();
     let bed = TestBed::start(&[]).expect("test bed");
-    bed.install_script(bed.host("database", 0), "database", "metadata", HANG)
+    // A minute, not for ever: were the limit not applied, the run would go on after it
+    // (with empty metadata) and the test fail instead of hanging.
+    let slow = "#!/bin/sh\nexec sleep 60\n";
+    bed.install_script(bed.host("database", 0), "database", "metadata", slow)
         .unwrap();
     let work = workdir();
     let output = backup_into(&bed, work.path(), &["--script-timeout", "3s"]);
