@@ -38,6 +38,8 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # The contract check traces backup scripts; the reference jobs need real database servers.
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
+# stalls.rs cuts a test host's network silently (packets dropped inside its namespace).
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 command -v mysqldump >/dev/null 2>&1 || need+=(mariadb-client)

@@ -34,6 +34,9 @@ pub(crate) async fn run(invocation: Invocation) -> i32 {
         config_path,
         config,
     } = invocation;
+    if let Some(interval) = command.common().and_then(|c| c.keepalive_interval) {
+        cairn::remote::ssh::set_keepalive_interval(interval);
+    }
     let result = match command {
         Command::Deployment(args) => deployment::run(args).await,
         Command::Director(args) => director::run(args).await,

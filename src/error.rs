@@ -52,8 +52,9 @@ pub enum Error {
         /// The end of its standard error, trimmed.
         stderr: String,
     },
-    /// A job script ran longer than `--script-timeout` and was ended.
-    #[error("Error attempting to run {script} for job {job} on {instance}: it did not finish within {seconds} s (--script-timeout) and was sent SIGTERM")]
+    /// A job script ran longer than its time limit (`--script-timeout`, the config file's
+    /// `[timeouts]`, or metadata's built-in limit) and was ended.
+    #[error("Error attempting to run {script} for job {job} on {instance}: it did not finish within {seconds} s ({setting}) and was sent SIGTERM")]
     ScriptTimedOut {
         /// The instance the script ran on.
         instance: InstanceName,
@@ -61,6 +62,21 @@ pub enum Error {
         job: String,
         /// Which script.
         script: ScriptName,
+        /// The limit.
+        seconds: u64,
+        /// The setting that gave the limit ([`crate::model::timeouts::ScriptLimit::setting`]).
+        setting: String,
+    },
+    /// No byte moved on an artifact's stream for `--stall-timeout`: the stream was stopped and
+    /// the instance's connection dropped (the next command reconnects).
+    #[error("No data moved {direction} {instance} for job {job} for {seconds} s: the copy was stopped and the connection dropped; check the network or raise --stall-timeout")]
+    TransferStalled {
+        /// The instance.
+        instance: InstanceName,
+        /// The job whose artifact was being copied.
+        job: String,
+        /// `from` (backup) or `to` (restore).
+        direction: &'static str,
         /// The limit.
         seconds: u64,
     },

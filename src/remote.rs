@@ -192,6 +192,12 @@ pub trait RemoteHost: Send + Sync + Debug + Display {
         stdout: StdoutMode,
         cancel: &CancellationToken,
     ) -> Result<CommandOutput, RemoteError>;
+
+    /// Drops the connection at once, without waiting for the other side (which may be
+    /// unreachable): every command running on it fails, and the next command connects anew.
+    /// Used when a stream stopped moving (`--stall-timeout`). Hosts without a connection do
+    /// nothing.
+    async fn sever_connection(&self) {}
 }
 
 /// Conveniences on top of [`RemoteHost`].

@@ -18,7 +18,7 @@ pub(crate) mod scripts;
 pub(crate) mod transfer;
 pub mod verify;
 
-pub use context::{RunContext, RunOptions};
+pub use context::{RunContext, RunOptions, DEFAULT_STALL_TIMEOUT};
 use scripts::{lock, run_scripts, unlock};
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,7 +66,7 @@ async fn discover_or_interrupt(
     tracing::info!("Looking for scripts");
     recovery::journal_target_access(target, context);
     tokio::select! {
-        found = discover(target, context.options.parallelism, &context.options.version) => {
+        found = discover(target, context.options.parallelism, &context.options.version, &context.options.script_timeouts) => {
             if let Ok(deployment) = &found {
                 announce_jobs(deployment, context);
             }

@@ -28,6 +28,7 @@ mod proofs;
 mod prune;
 mod restore_plan;
 mod retries;
+mod stalls;
 mod store_versioning;
 mod stores;
 mod verify_and_sample;

@@ -100,7 +100,8 @@ fn context(target: &dyn Target, action: &Action, common: &CommonArgs) -> RunCont
         .parallelism
         .unwrap_or(super::config::DEFAULT_PARALLELISM);
     let mut context = RunContext::new(parallelism, cairn::VERSION);
-    context.options.script_timeout = common.script_timeout;
+    context.options.script_timeouts = common.script_timeouts();
+    context.options.stall_timeout = common.stall_timeout();
     if let Action::Restore(restore_args) = action {
         context.options.verify_restore = restore_args.verify;
     }

@@ -86,12 +86,52 @@ pub(crate) struct CommonArgs {
     /// cleanly: unlock scripts still run.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
     pub script_timeout: Option<std::time::Duration>,
+    /// Stop an artifact copy that moved no byte for this long, drop the instance's SSH
+    /// connection and fail the copy [default: 5m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub stall_timeout: Option<std::time::Duration>,
+    /// Send an SSH keepalive after this long without data from a host; after 4 unanswered
+    /// ones its connection counts as lost [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub keepalive_interval: Option<std::time::Duration>,
+    /// The config file's `[timeouts]`: limits per script name and per job (filled from the
+    /// file by `config::apply`; no flag).
+    #[arg(skip)]
+    pub timeouts: cairn::model::timeouts::ScriptTimeouts,
     /// JSON-lines events on stdout (schema: docs/events.md); logs go to stderr.
     #[arg(long, global = true)]
     pub json: bool,
     /// Write a Prometheus textfile about this run here (node_exporter's textfile collector).
     #[arg(long, value_name = "PATH", global = true)]
     pub metrics_file: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// Every script's time limit: `[timeouts]` of the config file, then `--script-timeout`.
+    pub(crate) fn script_timeouts(&self) -> cairn::model::timeouts::ScriptTimeouts {
+        cairn::model::timeouts::ScriptTimeouts {
+            every_script: self.script_timeout,
+            ..self.timeouts.clone()
+        }
+    }
+
+    /// `--stall-timeout`, else its default.
+    pub(crate) fn stall_timeout(&self) -> std::time::Duration {
+        self.stall_timeout
+            .unwrap_or(cairn::workflow::DEFAULT_STALL_TIMEOUT)
+    }
+}
+
+impl Command {
+    /// The shared flags of the commands that reach instances.
+    pub(crate) fn common(&self) -> Option<&CommonArgs> {
+        match self {
+            Command::Deployment(args) => Some(&args.common),
+            Command::Director(args) => Some(&args.common),
+            Command::Drill(args) => Some(&args.common),
+            _ => None,
+        }
+    }
 }
 
 /// `cairn deployment` flags.

@@ -13,6 +13,16 @@
 //! inventory = "/etc/cairn/inventory.yml"
 //! known_hosts = "/etc/cairn/known_hosts"
 //! metrics_file = "/var/lib/node_exporter/textfile/cairn.prom"
+//! script_timeout = "2h"      # --script-timeout
+//! stall_timeout = "5m"       # --stall-timeout
+//! keepalive_interval = "30s" # --keepalive-interval
+//!
+//! [timeouts]                 # a limit per script name (beats --script-timeout)
+//! metadata = "1m"
+//! pre-backup-lock = "5m"
+//!
+//! [timeouts.jobs.postgres]   # a job's own limits (beat everything else)
+//! backup = "8h"
 //!
 //! [director]
 //! retry_attempts = 5
@@ -25,8 +35,12 @@
 //! keep_monthly = 12
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use cairn::model::job::ScriptName;
+use cairn::model::timeouts::ScriptTimeouts;
 use serde::{Deserialize, Serialize};
 
 use super::args::{Action, BackupsAction, Cli, Command, CommonArgs, StoreArgs};
@@ -37,7 +51,7 @@ pub(crate) const DEFAULT_PARALLELISM: usize = 10;
 pub(crate) const DEFAULT_COMPRESSION: &str = "zstd";
 
 /// The config file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfigFile {
     /// Default `--store`.
@@ -58,6 +72,41 @@ pub(crate) struct ConfigFile {
     pub retention: Option<RetentionConfig>,
     /// Retries of Director requests (deployment mode).
     pub director: Option<DirectorSection>,
+    /// Default `--script-timeout`.
+    pub script_timeout: Option<DurationSetting>,
+    /// Default `--stall-timeout`.
+    pub stall_timeout: Option<DurationSetting>,
+    /// Default `--keepalive-interval`.
+    pub keepalive_interval: Option<DurationSetting>,
+    /// `[timeouts]`: a limit per script name, and `[timeouts.jobs.<job>]` per job
+    /// ([`cairn::model::timeouts`] has the precedence).
+    pub timeouts: Option<toml::Table>,
+    /// What `load` made of the settings above.
+    #[serde(skip)]
+    pub limits: Limits,
+}
+
+/// A duration as the file gives it: `"90s"`, `"30m"`, `"2h"`, or a number of seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub(crate) enum DurationSetting {
+    /// `"90s"`, `"30m"`, `"2h"`.
+    Text(String),
+    /// Seconds.
+    Seconds(u64),
+}
+
+/// The file's time limits, checked and parsed by [`load`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// `script_timeout`.
+    pub script_timeout: Option<Duration>,
+    /// `stall_timeout`.
+    pub stall_timeout: Option<Duration>,
+    /// `keepalive_interval`.
+    pub keepalive_interval: Option<Duration>,
+    /// `[timeouts]` (its `every_script` is left to `script_timeout` and the flag).
+    pub timeouts: ScriptTimeouts,
 }
 
 /// `[director]`.
@@ -110,7 +159,8 @@ pub(crate) fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| error(format!("{e}; check --config or CAIRN_CONFIG")))?;
-    let config: ConfigFile = toml::from_str(&text).map_err(|e| error(e.message().to_string()))?;
+    let mut config: ConfigFile =
+        toml::from_str(&text).map_err(|e| error(e.message().to_string()))?;
     if config.parallelism == Some(0) {
         return Err(error("parallelism must be at least 1".into()));
     }
@@ -125,7 +175,91 @@ pub(crate) fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {
                 .map_err(|e| error(format!("[director] retry_total: {e}")))?;
         }
     }
+    config.limits = limits(&config).map_err(error)?;
     Ok(config)
+}
+
+/// Checks and parses the file's durations and `[timeouts]`.
+fn limits(config: &ConfigFile) -> Result<Limits, String> {
+    let setting = |name: &str, value: &Option<DurationSetting>| {
+        value
+            .as_ref()
+            .map(|value| duration(name, value))
+            .transpose()
+    };
+    Ok(Limits {
+        script_timeout: setting("script_timeout", &config.script_timeout)?,
+        stall_timeout: setting("stall_timeout", &config.stall_timeout)?,
+        keepalive_interval: setting("keepalive_interval", &config.keepalive_interval)?,
+        timeouts: config
+            .timeouts
+            .as_ref()
+            .map(script_timeouts)
+            .transpose()?
+            .unwrap_or_default(),
+    })
+}
+
+fn duration(name: &str, value: &DurationSetting) -> Result<Duration, String> {
+    let text = match value {
+        DurationSetting::Text(text) => text.clone(),
+        DurationSetting::Seconds(seconds) => seconds.to_string(),
+    };
+    super::args::parse_duration(&text).map_err(|detail| format!("{name}: {detail}"))
+}
+
+/// `[timeouts]`: script names with durations, and `jobs`, a table of job names, each a table
+/// of script names with durations.
+fn script_timeouts(table: &toml::Table) -> Result<ScriptTimeouts, String> {
+    let mut timeouts = ScriptTimeouts::default();
+    for (key, value) in table {
+        if key == "jobs" {
+            let jobs = value.as_table().ok_or(
+                "[timeouts] jobs must be a table of job names, e.g. [timeouts.jobs.postgres]",
+            )?;
+            for (job, scripts) in jobs {
+                let scripts = scripts.as_table().ok_or_else(|| {
+                    format!("[timeouts.jobs.{job}] must be a table of script names and durations")
+                })?;
+                let limits = script_limits(&format!("[timeouts.jobs.{job}]"), scripts)?;
+                timeouts.per_job.insert(job.clone(), limits);
+            }
+        } else {
+            let (script, limit) = script_limit("[timeouts]", key, value)?;
+            timeouts.per_script.insert(script, limit);
+        }
+    }
+    Ok(timeouts)
+}
+
+/// Script names with durations, in the table named `section`.
+fn script_limits(
+    section: &str,
+    table: &toml::Table,
+) -> Result<BTreeMap<ScriptName, Duration>, String> {
+    table
+        .iter()
+        .map(|(key, value)| script_limit(section, key, value))
+        .collect()
+}
+
+/// One `script = duration` line of the table named `section`.
+fn script_limit(
+    section: &str,
+    key: &str,
+    value: &toml::Value,
+) -> Result<(ScriptName, Duration), String> {
+    let script = ScriptName::from_file_name(key).ok_or_else(|| {
+        let names: Vec<&str> = ScriptName::ALL.iter().map(|s| s.file_name()).collect();
+        format!(
+            "{section} `{key}` is not a script name; use one of {}",
+            names.join(", ")
+        )
+    })?;
+    let setting = value.clone().try_into::<DurationSetting>().map_err(|_| {
+        format!("{section} {key} must be a duration like \"90s\", \"30m\" or \"2h\"")
+    })?;
+    Ok((script, duration(&format!("{section} {key}"), &setting)?))
 }
 
 /// Fills every flag the command line left unset from the config file, then the defaults.
@@ -152,6 +286,7 @@ pub(crate) fn apply(cli: &mut Cli, config: &ConfigFile) {
             apply_common(&mut args.common, config);
             apply_action(&mut args.action, config);
         }
+        Command::Drill(args) => apply_common(&mut args.common, config),
         Command::Backups(args) => {
             apply_store(&mut args.store, config);
             if let BackupsAction::Prune {
@@ -188,6 +323,11 @@ fn apply_common(common: &mut CommonArgs, config: &ConfigFile) {
         .parallelism
         .or(config.parallelism)
         .or(Some(DEFAULT_PARALLELISM));
+    let limits = &config.limits;
+    common.script_timeout = common.script_timeout.or(limits.script_timeout);
+    common.stall_timeout = common.stall_timeout.or(limits.stall_timeout);
+    common.keepalive_interval = common.keepalive_interval.or(limits.keepalive_interval);
+    common.timeouts = limits.timeouts.clone();
 }
 
 /// The store from the file counts only when neither `--store` nor `CAIRN_STORE` is set.
@@ -396,6 +536,89 @@ mod tests {
             "{error}"
         );
         assert!(load(Some(Path::new("/nonexistent/cairn.toml"))).is_err());
+    }
+
+    fn load_text(text: &str) -> Result<ConfigFile, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cairn.toml");
+        std::fs::write(&path, text).unwrap();
+        load(Some(&path))
+    }
+
+    #[test]
+    fn time_limits_come_from_the_file_and_flags_override_them() {
+        let config = load_text(
+            "script_timeout = \"2h\"\nstall_timeout = 30\nkeepalive_interval = \"10s\"\n\
+             [timeouts]\npre-backup-lock = \"5m\"\n\
+             [timeouts.jobs.database]\npre-backup-lock = \"3s\"\nbackup = \"8h\"\n",
+        )
+        .unwrap();
+        let mut cli = parse(&["deployment", "--stall-timeout", "9s", "backup"]);
+        apply(&mut cli, &config);
+        let Command::Deployment(args) = cli.command else {
+            panic!()
+        };
+        let common = &args.common;
+        assert_eq!(
+            common.stall_timeout(),
+            Duration::from_secs(9),
+            "the flag wins"
+        );
+        assert_eq!(common.keepalive_interval, Some(Duration::from_secs(10)));
+        let timeouts = common.script_timeouts();
+        assert_eq!(timeouts.every_script, Some(Duration::from_secs(7200)));
+        let limit = |job, script| timeouts.limit(job, script).unwrap().duration;
+        assert_eq!(
+            limit("database", ScriptName::PreBackupLock),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            limit("database", ScriptName::Backup),
+            Duration::from_secs(8 * 3600)
+        );
+        assert_eq!(
+            limit("app", ScriptName::PreBackupLock),
+            Duration::from_secs(300)
+        );
+        assert_eq!(limit("app", ScriptName::Backup), Duration::from_secs(7200));
+        // Without the file: the defaults.
+        let mut bare = parse(&["drill", "--target-inventory", "/t.yml"]);
+        apply(&mut bare, &ConfigFile::default());
+        let common = bare.command.common().unwrap();
+        assert_eq!(
+            common.stall_timeout(),
+            cairn::workflow::DEFAULT_STALL_TIMEOUT
+        );
+        assert_eq!(common.script_timeouts(), ScriptTimeouts::default());
+    }
+
+    #[test]
+    fn bad_time_limits_are_refused_with_what_to_write() {
+        for (text, expected) in [
+            (
+                "[timeouts]\nbakup = \"1h\"\n",
+                "[timeouts] `bakup` is not a script name; use one of metadata, pre-backup-lock",
+            ),
+            (
+                "[timeouts.jobs.db]\nbackup = \"soon\"\n",
+                "[timeouts.jobs.db] backup: `soon` is not a duration like 90s",
+            ),
+            (
+                "[timeouts.jobs.db]\nbackup = true\n",
+                "[timeouts.jobs.db] backup must be a duration like \"90s\"",
+            ),
+            (
+                "[timeouts]\njobs = 3\n",
+                "[timeouts] jobs must be a table of job names",
+            ),
+            (
+                "stall_timeout = \"0s\"\n",
+                "stall_timeout: the timeout must be at least 1 second",
+            ),
+        ] {
+            let error = load_text(text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -213,7 +213,8 @@ fn context(args: &DrillArgs, source_target: Option<&dyn Target>, target_name: &s
             .unwrap_or(super::config::DEFAULT_PARALLELISM),
         cairn::VERSION,
     );
-    context.options.script_timeout = args.common.script_timeout;
+    context.options.script_timeouts = args.common.script_timeouts();
+    context.options.stall_timeout = args.common.stall_timeout();
     let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
     let journaled = source_target.map_or(target_name, |source| source.name());
     context.journal = Some(cairn::workflow::journal::JournalFile::new(

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, RunErrors};
 use crate::model::job::{
@@ -20,8 +21,9 @@ use crate::model::job::{
 };
 use crate::model::layout::DeploymentLayout;
 use crate::model::lock_order::{order_locks, JobRef, LockLayers};
+use crate::model::timeouts::ScriptTimeouts;
 use crate::remote::commands;
-use crate::remote::script::ScriptCommand;
+use crate::remote::script::{run_script, ScriptCommand, ScriptOutcome};
 use crate::remote::{RemoteHost, RemoteHostExt};
 
 /// An instance as a target describes it, before connecting.
@@ -289,7 +291,8 @@ impl Deployment {
 
 /// Connects to every instance of the target and discovers its jobs. `metadata` scripts get
 /// `BBR_VERSION` (the bbr release whose behaviour Cairn implements, [`crate::BBR_COMPATIBLE_VERSION`],
-/// so scripts that compare it keep working) and `CAIRN_VERSION` (`cairn_version`).
+/// so scripts that compare it keep working) and `CAIRN_VERSION` (`cairn_version`), and run
+/// under their limit in `timeouts` (5 minutes when nothing is set).
 ///
 /// # Errors
 /// Every connection, `find` and `metadata` failure.
@@ -297,11 +300,13 @@ pub async fn discover(
     target: &dyn Target,
     parallelism: usize,
     cairn_version: &str,
+    timeouts: &ScriptTimeouts,
 ) -> Result<Deployment, RunErrors> {
     let connected = target.connect(parallelism).await?;
     let found: Vec<Result<Instance, RunErrors>> = stream::iter(connected)
         .map(|(address, remote)| async move {
-            let jobs = discover_jobs(target, &address, remote.as_ref(), cairn_version).await?;
+            let jobs =
+                discover_jobs(target, &address, remote.as_ref(), cairn_version, timeouts).await?;
             Ok(Instance {
                 name: address.name,
                 index: address.index,
@@ -334,6 +339,7 @@ async fn discover_jobs(
     address: &InstanceAddress,
     remote: &dyn RemoteHost,
     cairn_version: &str,
+    timeouts: &ScriptTimeouts,
 ) -> Result<Vec<Job>, RunErrors> {
     let name = &address.name;
     let scripts = find_scripts(name, remote).await?;
@@ -354,7 +360,7 @@ async fn discover_jobs(
             shared_artifact,
         };
         if job.has(ScriptName::Metadata) {
-            job.metadata = run_metadata(name, remote, &job, cairn_version).await?;
+            job.metadata = run_metadata(name, remote, &job, cairn_version, timeouts).await?;
         }
         if job.metadata.skip_bbr_scripts {
             tracing::debug!("Found disabled jobs on instance {name} jobs: {}", job.name);
@@ -417,14 +423,38 @@ async fn run_metadata(
     remote: &dyn RemoteHost,
     job: &Job,
     cairn_version: &str,
+    timeouts: &ScriptTimeouts,
 ) -> Result<JobMetadata, RunErrors> {
+    let limit = timeouts.limit(&job.name, ScriptName::Metadata);
     let command = ScriptCommand::new(job.script_path(ScriptName::Metadata))
         .envs(&[
             ("BBR_VERSION", crate::BBR_COMPATIBLE_VERSION.to_string()),
             ("CAIRN_VERSION", cairn_version.to_string()),
         ])
-        .render();
-    let output = remote.run(&command).await.map_err(Error::from)?;
+        .time_limit(limit.as_ref().map(|l| l.duration));
+    // Discovery is not cancelled from here: the caller stops waiting on an interrupt.
+    let output = match run_script(remote, &command, &CancellationToken::new()).await {
+        ScriptOutcome::Exited(output) => output,
+        ScriptOutcome::TimedOut(seconds) => {
+            return Err(Error::ScriptTimedOut {
+                instance: name.clone(),
+                job: job.name.clone(),
+                script: ScriptName::Metadata,
+                seconds,
+                setting: limit
+                    .map(|l| l.setting(ScriptName::Metadata))
+                    .unwrap_or_default(),
+            }
+            .into())
+        }
+        ScriptOutcome::Lost(error) => return Err(Error::from(error).into()),
+        ScriptOutcome::Cancelled => {
+            return Err(Error::from(crate::remote::RemoteError::Cancelled {
+                host: name.to_string(),
+            })
+            .into())
+        }
+    };
     if !output.success() {
         return Err(Error::MetadataFailed {
             instance: name.clone(),

@@ -4,7 +4,8 @@
 //! the connection died has failed — Cairn never re-runs it on its own, since a backup or
 //! lock script may not be safe to repeat — but the run still has to unlock what it locked and
 //! remove what it created. So every new command first checks the connection and, if it is
-//! gone, connects again (same destination, same host-key check).
+//! gone, connects again (same destination, same host-key check). A connection Cairn dropped
+//! itself (a stalled transfer, [`RemoteHost::sever_connection`]) counts as gone.
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,7 +22,10 @@ use super::{CommandOutput, RemoteError, RemoteHost, StdoutMode};
 #[derive(Debug)]
 pub struct ReconnectingHost {
     destination: SshDestination,
-    current: tokio::sync::Mutex<Arc<SshHost>>,
+    /// The connection in use (read without waiting, also while a reconnect is under way).
+    current: std::sync::Mutex<Arc<SshHost>>,
+    /// Held while connecting anew, so that one reconnect serves every command waiting.
+    reconnecting: tokio::sync::Mutex<()>,
 }
 
 impl ReconnectingHost {
@@ -33,26 +37,39 @@ impl ReconnectingHost {
         let host = SshHost::connect(&destination).await?;
         Ok(ReconnectingHost {
             destination,
-            current: tokio::sync::Mutex::new(Arc::new(host)),
+            current: std::sync::Mutex::new(Arc::new(host)),
+            reconnecting: tokio::sync::Mutex::new(()),
         })
+    }
+
+    fn current(&self) -> Arc<SshHost> {
+        Arc::clone(&self.current.lock().expect("connection lock"))
     }
 
     /// The live connection, reconnecting first if the last one is closed.
     async fn live(&self) -> Result<Arc<SshHost>, RemoteError> {
-        let mut current = self.current.lock().await;
-        if current.is_closed() {
-            tracing::warn!(
-                "The SSH connection to {} was lost; reconnecting",
-                self.destination.name
-            );
-            *current = Arc::new(SshHost::connect(&self.destination).await?);
+        let host = self.current();
+        if !host.is_closed() {
+            return Ok(host);
         }
-        Ok(Arc::clone(&current))
+        let _reconnecting = self.reconnecting.lock().await;
+        // Another command may have reconnected while this one waited.
+        let host = self.current();
+        if !host.is_closed() {
+            return Ok(host);
+        }
+        tracing::warn!(
+            "The SSH connection to {} was lost; reconnecting",
+            self.destination.name
+        );
+        let fresh = Arc::new(SshHost::connect(&self.destination).await?);
+        *self.current.lock().expect("connection lock") = Arc::clone(&fresh);
+        Ok(fresh)
     }
 
     /// Closes the connection politely.
     pub async fn disconnect(&self) {
-        self.current.lock().await.disconnect().await;
+        self.current().disconnect().await;
     }
 }
 
@@ -73,5 +90,9 @@ impl RemoteHost for ReconnectingHost {
     ) -> Result<CommandOutput, RemoteError> {
         let host = self.live().await?;
         host.exec(command, stdin, stdout, cancel).await
+    }
+
+    async fn sever_connection(&self) {
+        self.current().sever();
     }
 }

@@ -13,11 +13,19 @@
 //! from known_hosts is refused or, where bbr trusts whatever it meets (a `BOSH_ALL_PROXY`
 //! jumpbox, a director VM), recorded on first use ([`UnknownHost::Record`], OpenSSH's
 //! `accept-new`, see [`super::known_hosts`]); a changed key is always refused.
+//!
+//! A dead peer is noticed by keepalives (`--keepalive-interval`, [`set_keepalive_interval`]).
+//! A caller that gave up on a connection (a stalled transfer) cuts it with [`SshHost::sever`]:
+//! its byte stream fails at once, so the session ends without waiting on a silent network.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,10 +33,11 @@ use bytes::Bytes;
 use russh::client::{self, Handle};
 use russh::keys::{self, Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Preferred, Sig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::dial::{BoxStream, Dialer};
+use super::dial::{BoxStream, Dialer, DirectDialer};
 use super::known_hosts::{host_pattern, KnownHosts, Lookup};
 use super::{CommandOutput, RemoteError, RemoteHost, StdoutMode, TailBuffer, STDERR_LIMIT};
 
@@ -130,6 +139,8 @@ impl SshDestination {
 pub struct SshHost {
     name: String,
     handle: Handle<HostKeyChecker>,
+    /// Fired by [`SshHost::sever`]: cuts the connection's byte stream.
+    severed: CancellationToken,
 }
 
 impl fmt::Debug for SshHost {
@@ -160,20 +171,15 @@ impl SshHost {
             verdict: Arc::clone(&verdict),
         };
         let config = Arc::new(client_config_for(destination));
+        let severed = CancellationToken::new();
         let connecting = async {
-            match &destination.dialer {
-                None => {
-                    let target = (destination.bare_address().to_string(), destination.port);
-                    client::connect(config, target, checker).await
-                }
-                Some(dialer) => {
-                    let stream = dialer
-                        .dial(destination.bare_address(), destination.port)
-                        .await
-                        .map_err(russh::Error::from)?;
-                    client::connect_stream(config, stream, checker).await
-                }
+            let stream = match &destination.dialer {
+                None => DirectDialer.dial(destination.bare_address(), destination.port),
+                Some(dialer) => dialer.dial(destination.bare_address(), destination.port),
             }
+            .await
+            .map_err(russh::Error::from)?;
+            client::connect_stream(config, Severable::new(stream, &severed), checker).await
         };
         let result = tokio::time::timeout(Duration::from_secs(30), connecting).await;
         let mut handle = match result {
@@ -194,13 +200,22 @@ impl SshHost {
         Ok(SshHost {
             name: destination.name.clone(),
             handle,
+            severed,
         })
     }
 
-    /// True once the connection is gone (closed by either side or lost).
+    /// True once the connection is gone (closed by either side, lost, or severed).
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.handle.is_closed()
+        self.severed.is_cancelled() || self.handle.is_closed()
+    }
+
+    /// Cuts the connection at once: its byte stream fails, so the session and every channel
+    /// on it end without waiting for the other side (which, after a silent network cut, would
+    /// never answer a polite disconnect).
+    pub fn sever(&self) {
+        tracing::debug!("{}: dropping the connection", self.name);
+        self.severed.cancel();
     }
 
     /// Closes the connection politely.
@@ -297,10 +312,106 @@ fn client_config(policy: &HostKeyPolicy) -> client::Config {
         // hashing and compression cannot take yet (4-5x more sshd CPU and 30 % slower in the
         // A/B of docs/performance.md); 2 MiB per round trip still carries 2 GB/s at 1 ms.
         window_size: CHANNEL_WINDOW,
-        keepalive_interval: Some(Duration::from_secs(30)),
-        keepalive_max: 4,
+        keepalive_interval: Some(keepalive_interval()),
+        keepalive_max: KEEPALIVE_MAX,
         nodelay: true,
         ..client::Config::default()
+    }
+}
+
+/// The default `--keepalive-interval`: OpenSSH's `ServerAliveInterval` as BOSH operators set it.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Unanswered keepalives after which a connection counts as lost (OpenSSH's
+/// `ServerAliveCountMax` is 3; russh closes after this many plus one interval).
+pub const KEEPALIVE_MAX: usize = 4;
+
+/// `--keepalive-interval` in milliseconds; 0 until set ([`DEFAULT_KEEPALIVE_INTERVAL`]).
+static KEEPALIVE_INTERVAL_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets how long a connection may be silent before a keepalive is sent
+/// (`--keepalive-interval`), for every connection opened afterwards. One setting for the
+/// process, like a socket option: the CLI sets it once, before it connects anything, so it
+/// need not be threaded through every target, the Director's SSH users and the jumpbox.
+pub fn set_keepalive_interval(interval: Duration) {
+    let millis = u64::try_from(interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    KEEPALIVE_INTERVAL_MS.store(millis, Ordering::Relaxed);
+}
+
+/// The keepalive interval of new connections.
+#[must_use]
+pub fn keepalive_interval() -> Duration {
+    match KEEPALIVE_INTERVAL_MS.load(Ordering::Relaxed) {
+        0 => DEFAULT_KEEPALIVE_INTERVAL,
+        millis => Duration::from_millis(millis),
+    }
+}
+
+/// A connection's byte stream that can be cut from outside ([`SshHost::sever`]): once its
+/// token fires, every read and write fails at once, which ends russh's session task even
+/// while it waits on a peer that no longer answers.
+struct Severable {
+    inner: BoxStream,
+    reading: Pin<Box<WaitForCancellationFutureOwned>>,
+    writing: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Severable {
+    fn new(inner: BoxStream, token: &CancellationToken) -> Severable {
+        Severable {
+            inner,
+            reading: Box::pin(token.clone().cancelled_owned()),
+            writing: Box::pin(token.clone().cancelled_owned()),
+        }
+    }
+}
+
+fn severed() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the connection was dropped by Cairn",
+    )
+}
+
+impl AsyncRead for Severable {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.reading.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(severed()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Severable {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.writing.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(severed()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        if self.writing.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(severed()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -526,6 +637,10 @@ impl RemoteHost for SshHost {
             let _ = writer.close().await;
         }
         collected
+    }
+
+    async fn sever_connection(&self) {
+        self.sever();
     }
 }
 

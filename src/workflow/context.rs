@@ -10,8 +10,13 @@ use tokio_util::sync::CancellationToken;
 use super::journal::{Journal, JournalFile};
 use crate::error::Error;
 use crate::model::job::{InstanceName, ScriptName, ScriptRecord};
+use crate::model::timeouts::ScriptTimeouts;
 use crate::report::events::{Event, EventSink};
 use crate::report::verification::Verification;
+
+/// The default `--stall-timeout`: an artifact's stream that moved no byte for this long is
+/// stopped.
+pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// What the operator asked for.
 #[derive(Debug, Clone)]
@@ -21,8 +26,11 @@ pub struct RunOptions {
     /// Cairn's version, given to every script as `CAIRN_VERSION` (`metadata` scripts get
     /// `BBR_VERSION`, the bbr release Cairn implements, [`crate::BBR_COMPATIBLE_VERSION`]).
     pub version: String,
-    /// Longest a single job script may run (`--script-timeout`).
-    pub script_timeout: Option<std::time::Duration>,
+    /// How long each job script may run (`--script-timeout`, the config file's `[timeouts]`).
+    pub script_timeouts: ScriptTimeouts,
+    /// How long an artifact's stream may move no byte before it is stopped and its
+    /// connection dropped (`--stall-timeout`).
+    pub stall_timeout: std::time::Duration,
     /// Run each restored job's `post-restore-verify` after the restore (Cairn extension).
     pub verify_restore: bool,
 }
@@ -66,7 +74,8 @@ impl RunContext {
             options: RunOptions {
                 parallelism: parallelism.max(1),
                 version: version.to_string(),
-                script_timeout: None,
+                script_timeouts: ScriptTimeouts::default(),
+                stall_timeout: DEFAULT_STALL_TIMEOUT,
                 verify_restore: false,
             },
             cancel: CancellationToken::new(),

@@ -1,6 +1,7 @@
 //! The one script runner of the workflows: backup, restore, verification and the recovery of a
 //! killed run all run job scripts through [`run_job_script`], so every script is logged,
-//! recorded (manifest lock times, metrics, `--json` events), limited by `--script-timeout`,
+//! recorded (manifest lock times, metrics, `--json` events), limited by its time limit
+//! (`--script-timeout` and the config file's `[timeouts]`, [`crate::model::timeouts`]),
 //! retried once after a lost connection when it is idempotent (the unlock scripts), and
 //! every outcome becomes the same [`Error`]: a non-zero exit is `ScriptFailed`, the limit
 //! `ScriptTimedOut`, a lost connection `ScriptLost`; an interruption is no error (the
@@ -45,9 +46,10 @@ pub(crate) async fn run_job_script(
     let started_at = chrono::Utc::now();
     let mut variables = environment.to_vec();
     variables.push(("CAIRN_VERSION", context.options.version.clone()));
+    let limit = context.options.script_timeouts.limit(&job.name, script);
     let command = ScriptCommand::new(job.script_path(script))
         .envs(&variables)
-        .time_limit(context.options.script_timeout);
+        .time_limit(limit.as_ref().map(|l| l.duration));
     let mut outcome = run_script(instance.remote.as_ref(), &command, cancel).await;
     if let (ScriptOutcome::Lost(error), true) = (&outcome, script.is_idempotent()) {
         // An unlock must not be lost with a connection: the next command reconnects.
@@ -83,6 +85,10 @@ pub(crate) async fn run_job_script(
             job: job.name.clone(),
             script,
             seconds: *seconds,
+            setting: limit
+                .as_ref()
+                .map(|l| l.setting(script))
+                .unwrap_or_default(),
         }),
         ScriptOutcome::Lost(error) => Some(Error::ScriptLost {
             instance: instance.name.clone(),

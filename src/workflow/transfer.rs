@@ -10,8 +10,16 @@
 //! ([`ArtifactReader::forward`]); the instance's own checksums are then
 //! compared with the ones in `metadata`. The upload fails if either check fails, and the
 //! caller runs no script.
+//!
+//! Both directions count the bytes they move; a stream that moves none for `--stall-timeout`
+//! is stopped, its instance's connection dropped (the next command reconnects) and the copy
+//! fails ([`stall`], [`Error::TransferStalled`]).
 
+mod stall;
+
+use std::future::Future;
 use std::io::{self, Read, Write};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -61,6 +69,8 @@ struct Progress {
     done: u64,
     next_percent: u64,
     events: Option<Arc<dyn EventSink>>,
+    /// What the stall watchdog reads.
+    moved: stall::Moved,
 }
 
 impl Progress {
@@ -79,10 +89,12 @@ impl Progress {
             done: 0,
             next_percent: PROGRESS_STEP,
             events: context.events.clone(),
+            moved: stall::Moved::default(),
         }
     }
 
     fn advance(&mut self, bytes: usize) {
+        self.moved.add(bytes);
         self.done += bytes as u64;
         if self.total == 0 {
             return;
@@ -145,14 +157,8 @@ pub(super) async fn download(
         "Copying backup -- {} uncompressed -- {label}...",
         du_human(progress.total)
     );
-    let streamed = stream_and_digest(
-        instance,
-        &remote_directory,
-        writer,
-        progress,
-        &context.cancel,
-    )
-    .await;
+    let streamed =
+        stream_and_digest(instance, job, &remote_directory, writer, progress, context).await;
     let (files, stored) = match streamed {
         Ok(result) => result,
         Err(error) => return Err(pending.discard().await.unwrap_or(error)),
@@ -185,12 +191,22 @@ pub(super) async fn download(
 /// Runs `tar -c` and the remote checksums concurrently, writing and hashing the stream.
 async fn stream_and_digest(
     instance: &Instance,
+    job: &Job,
     remote_directory: &str,
     writer: Box<dyn ArtifactWriter>,
     progress: Progress,
-    cancel: &CancellationToken,
+    context: &RunContext,
 ) -> Result<(FileDigests, StoredBytes), Error> {
     let label = progress.label.clone();
+    let stop = context.cancel.child_token();
+    let watch = StreamWatch {
+        instance,
+        job: &job.name,
+        direction: "from",
+        moved: progress.moved.clone(),
+        stop: &stop,
+        limit: context.options.stall_timeout,
+    };
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let reader = ChannelReader {
         receiver,
@@ -202,10 +218,14 @@ async fn stream_and_digest(
     let checksum_command = commands::checksum_files(remote_directory);
     let stream = instance
         .remote
-        .exec(&tar_command, None, StdoutMode::Stream(sender), cancel);
-    let remote_sums = instance.remote.run_cancellable(&checksum_command, cancel);
+        .exec(&tar_command, None, StdoutMode::Stream(sender), &stop);
+    // Only the stream is watched: the checksums may rightly take a while after its end.
+    let stream = unless_stalled(stream, &watch);
+    let remote_sums = instance.remote.run_cancellable(&checksum_command, &stop);
     let (streamed, remote_sums) = tokio::join!(stream, remote_sums);
     let local = digest.await.expect("digest thread");
+    // A stall is the cause, whatever the other sides saw after it.
+    let streamed = streamed?;
     let local_error = |source| {
         Error::from(ArtifactError::Io {
             action: "Writing the artifact",
@@ -359,8 +379,17 @@ pub(super) async fn upload(
         ));
     }
     let (sender, receiver) = mpsc::channel(UPLOAD_QUEUE);
-    // Stops the reading thread when the run is interrupted or the instance side failed.
+    // Stops the reading thread when the run is interrupted, the instance side failed or the
+    // stream stalled.
     let stop = cancel.child_token();
+    let watch = StreamWatch {
+        instance,
+        job: &job.name,
+        direction: "to",
+        moved: progress.moved.clone(),
+        stop: &stop,
+        limit: context.options.stall_timeout,
+    };
     let mut chunks = ChunkForwarder::new(sender, stop.clone(), progress);
     let label = format!("{} on {}", job.name, instance.name);
     let reader = tokio::task::spawn_blocking(move || {
@@ -375,15 +404,20 @@ pub(super) async fn upload(
         });
         (read, chunks.stopped)
     });
-    let extracted = instance
-        .remote
-        .exec(
-            &commands::tar_extract(&remote_directory),
-            Some(receiver),
-            StdoutMode::Capture(1 << 20),
-            cancel,
-        )
-        .await;
+    let extract_command = commands::tar_extract(&remote_directory);
+    let extracted = instance.remote.exec(
+        &extract_command,
+        Some(receiver),
+        StdoutMode::Capture(1 << 20),
+        &stop,
+    );
+    let extracted = match unless_stalled(extracted, &watch).await {
+        Ok(extracted) => extracted,
+        Err(stalled) => {
+            let _ = reader.await;
+            return Err(stalled);
+        }
+    };
     if !extracted
         .as_ref()
         .is_ok_and(crate::remote::CommandOutput::success)
@@ -412,6 +446,51 @@ pub(super) async fn upload(
     compare(instance, &job.name, expected, &remote_sums)?;
     tracing::info!("Finished copying backup {at_index}.");
     Ok(())
+}
+
+/// One artifact stream under the stall watchdog.
+struct StreamWatch<'a> {
+    instance: &'a Instance,
+    job: &'a str,
+    /// `from` the instance (backup) or `to` it (restore).
+    direction: &'static str,
+    /// Bytes the stream moved so far.
+    moved: stall::Moved,
+    /// Stops the stream's command (and the restore's reading thread).
+    stop: &'a CancellationToken,
+    /// `--stall-timeout`.
+    limit: Duration,
+}
+
+/// Runs a stream's command unless nothing moves on it for `--stall-timeout`; then stops it,
+/// drops the instance's connection (a silent network would hold it for minutes) and fails with
+/// [`Error::TransferStalled`] once the command has ended.
+async fn unless_stalled<T>(
+    command: impl Future<Output = T>,
+    watch: &StreamWatch<'_>,
+) -> Result<T, Error> {
+    tokio::pin!(command);
+    tokio::select! {
+        output = &mut command => Ok(output),
+        () = stall::stalled(&watch.moved, watch.limit) => {
+            let instance = &watch.instance.name;
+            tracing::warn!(
+                "No data moved {} {instance} for job {} for {} s; stopping the copy and dropping the connection to {instance}",
+                watch.direction,
+                watch.job,
+                watch.limit.as_secs()
+            );
+            watch.stop.cancel();
+            watch.instance.remote.sever_connection().await;
+            let _ = command.await;
+            Err(Error::TransferStalled {
+                instance: instance.clone(),
+                job: watch.job.to_string(),
+                direction: watch.direction,
+                seconds: watch.limit.as_secs(),
+            })
+        }
+    }
 }
 
 /// The restore side's writer: collects the tar stream into chunks for the SSH channel. Once the
