@@ -51,6 +51,10 @@ pub struct Upload {
     pub artifact_name: String,
     /// Checksums recorded in `metadata`.
     pub checksums: Checksums,
+    /// A streamed artifact going to a job that restores from stdin (`cairn: {stream:
+    /// [restore]}`): checked in full first, then streamed into the script; no artifact
+    /// directory. Any other pairing is a classic copy (a stream is a one-file tar).
+    pub stream: bool,
 }
 
 /// What a restore will do, computed before anything is changed.
@@ -159,6 +163,7 @@ fn plan_uploads(
             job: job_ref,
             artifact_name: instance.restore_artifact_name(job),
             checksums: checksums.clone(),
+            stream: job.streams_restore() && crate::format::stream::is_stream(checksums),
         });
     }
     uploads
@@ -255,7 +260,7 @@ async fn restore_deployment(
     let copied = copy_errors.is_empty();
     errors.extend(copy_errors);
     if copied && !context.cancel.is_cancelled() {
-        errors.extend(lock_restore_unlock(deployment, &plan, context).await);
+        errors.extend(lock_restore_unlock(deployment, &plan, backup, context).await);
         // Verification reads the artifact directories, so it runs before they are removed,
         // and only on a restore that fully succeeded.
         if context.options.verify_restore && errors.is_empty() && !context.cancel.is_cancelled() {
@@ -279,10 +284,18 @@ async fn copy_to_instances(
 ) -> RunErrors {
     let copies = plan.uploads.iter().map(|upload| async move {
         let (instance, job) = deployment.job(upload.job);
-        created.mark(upload.job.0);
         let artifact = backup
             .open_artifact(&upload.artifact_name, &upload.checksums)
             .await?;
+        if upload.stream {
+            tracing::info!(
+                "Verifying streamed artifact for job {} on {}...",
+                job.name,
+                instance.name
+            );
+            return transfer::verify_stream(artifact).await;
+        }
+        created.mark(upload.job.0);
         transfer::upload(instance, job, artifact, &upload.checksums, context).await
     });
     super::gather_errors(copies, context.options.parallelism).await
@@ -291,6 +304,7 @@ async fn copy_to_instances(
 async fn lock_restore_unlock(
     deployment: &Deployment,
     plan: &RestorePlan,
+    backup: &dyn CheckedBackup,
     context: &RunContext,
 ) -> RunErrors {
     let mut errors = lock(
@@ -301,7 +315,7 @@ async fn lock_restore_unlock(
     )
     .await;
     if errors.is_empty() && !context.cancel.is_cancelled() {
-        errors.extend(run_restore_scripts(deployment, plan, context).await);
+        errors.extend(run_restore_scripts(deployment, plan, backup, context).await);
     }
     errors.extend(
         unlock(
@@ -324,6 +338,7 @@ async fn lock_restore_unlock(
 async fn run_restore_scripts(
     deployment: &Deployment,
     plan: &RestorePlan,
+    backup: &dyn CheckedBackup,
     context: &RunContext,
 ) -> RunErrors {
     tracing::info!("Running restore scripts...");
@@ -336,7 +351,7 @@ async fn run_restore_scripts(
             if context.cancel.is_cancelled() {
                 break;
             }
-            if let Some(error) = restore_job(deployment, upload, context).await {
+            if let Some(error) = restore_job(deployment, upload, backup, context).await {
                 errors.push(error);
             }
         }
@@ -351,13 +366,26 @@ async fn run_restore_scripts(
 async fn restore_job(
     deployment: &Deployment,
     upload: &Upload,
+    backup: &dyn CheckedBackup,
     context: &RunContext,
 ) -> Option<Error> {
     let (instance, job) = deployment.job(upload.job);
-    let environment = [
+    let mut environment = vec![
         ("BBR_ARTIFACT_DIRECTORY", instance.restore_directory(job)),
         ("ARTIFACT_DIRECTORY", instance.restore_directory(job)),
     ];
+    if upload.stream {
+        environment.push(("CAIRN_STREAM", "1".to_string()));
+        // The second read: verified in full before any lock, checked again on the way.
+        let artifact = match backup
+            .open_artifact(&upload.artifact_name, &upload.checksums)
+            .await
+        {
+            Ok(artifact) => artifact,
+            Err(error) => return Some(error),
+        };
+        return transfer::stream_restore(instance, job, artifact, &environment, context).await;
+    }
     run_job_script(
         instance,
         job,

@@ -74,6 +74,16 @@ impl OpenBackup for DirectoryBackup {
         open_file(&self.directory, name)
     }
 
+    async fn open_stream(&self, name: &str) -> Result<OpenArtifact, Error> {
+        let (writer, pending) = open_file_writer(&self.directory, name)?;
+        let writer = StreamTarWriter::start(writer).map_err(|source| ArtifactError::Io {
+            action: "Opening the artifact file",
+            path: self.directory.partial_tar_path(name),
+            source,
+        })?;
+        Ok((Box::new(writer), Box::new(pending)))
+    }
+
     async fn finish(
         self: Box<Self>,
         record: &BackupRecord,
@@ -237,18 +247,65 @@ impl Write for FileWriter {
     }
 }
 
-impl ArtifactWriter for FileWriter {
-    fn finish(mut self: Box<Self>) -> io::Result<StoredBytes> {
+impl FileWriter {
+    /// Writes what is buffered and waits for the file thread; returns the file (not yet
+    /// synced) and its size.
+    fn close(mut self: Box<Self>) -> io::Result<(std::fs::File, u64)> {
         if !self.buffer.is_empty() {
             let rest = std::mem::take(&mut self.buffer);
             self.file.send(rest)?;
         }
-        let file = self.file.join()?;
+        Ok((self.file.join()?, self.size))
+    }
+}
+
+impl ArtifactWriter for FileWriter {
+    fn finish(self: Box<Self>) -> io::Result<StoredBytes> {
+        let (file, size) = self.close()?;
         file.sync_all()?;
-        Ok(StoredBytes {
-            size: self.size,
-            sha256: None,
+        Ok(StoredBytes { size, sha256: None })
+    }
+}
+
+/// A streamed artifact written as bbr's one-file tar ([`crate::format::stream`]): a header
+/// block held open, the stream, then the tail; the header is written in place once the
+/// stream's size is known (the file is local, so it can be).
+struct StreamTarWriter {
+    file: Box<FileWriter>,
+    size: u64,
+}
+
+impl StreamTarWriter {
+    fn start(mut file: FileWriter) -> io::Result<StreamTarWriter> {
+        // A placeholder, rewritten by `finish`.
+        file.write_all(&crate::format::stream::header(0))?;
+        Ok(StreamTarWriter {
+            file: Box::new(file),
+            size: 0,
         })
+    }
+}
+
+impl Write for StreamTarWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let count = self.file.write(buf)?;
+        self.size += count as u64;
+        Ok(count)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ArtifactWriter for StreamTarWriter {
+    fn finish(mut self: Box<Self>) -> io::Result<StoredBytes> {
+        use std::os::unix::fs::FileExt;
+        let tail = crate::format::stream::tail(self.size);
+        self.file.write_all(&tail)?;
+        let (file, size) = self.file.close()?;
+        file.write_all_at(&crate::format::stream::header(self.size), 0)?;
+        file.sync_all()?;
+        Ok(StoredBytes { size, sha256: None })
     }
 }
 
@@ -271,6 +328,14 @@ impl PendingArtifact for PendingFile {
 }
 
 fn open_file(directory: &BackupDirectory, name: &str) -> Result<OpenArtifact, Error> {
+    let (writer, pending) = open_file_writer(directory, name)?;
+    Ok((Box::new(writer), Box::new(pending)))
+}
+
+fn open_file_writer(
+    directory: &BackupDirectory,
+    name: &str,
+) -> Result<(FileWriter, PendingFile), Error> {
     let file = directory.create_partial_tar(name)?;
     let file = FileThread::start(file, WRITEBACK_EVERY).map_err(|source| ArtifactError::Io {
         action: "Opening the artifact file",
@@ -286,7 +351,7 @@ fn open_file(directory: &BackupDirectory, name: &str) -> Result<OpenArtifact, Er
         directory: BackupDirectory::open(directory.path()),
         name: name.to_string(),
     };
-    Ok((Box::new(writer), Box::new(pending)))
+    Ok((writer, pending))
 }
 
 /// A bbr backup directory to restore from.
