@@ -27,4 +27,5 @@ mod prune;
 mod restore_plan;
 mod store_versioning;
 mod stores;
+mod streaming;
 mod verify_and_sample;

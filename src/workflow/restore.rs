@@ -264,7 +264,13 @@ async fn restore_deployment(
         // Verification reads the artifact directories, so it runs before they are removed,
         // and only on a restore that fully succeeded.
         if context.options.verify_restore && errors.is_empty() && !context.cancel.is_cancelled() {
-            let restored: Vec<JobRef> = plan.uploads.iter().map(|u| u.job).collect();
+            let restored: Vec<JobRef> = plan
+                .uploads
+                .iter()
+                .filter(|u| !u.stream)
+                .map(|u| u.job)
+                .collect();
+            record_streamed_unverified(deployment, &plan, context);
             errors.extend(super::verify::verify_restored(deployment, &restored, context).await);
         }
     }
@@ -272,6 +278,27 @@ async fn restore_deployment(
     errors.extend(remove_artifact_roots(deployment, &created.created(), cleanup_error).await);
     if context.cancel.is_cancelled() {
         errors.push(context.interrupted("Restore"));
+    }
+}
+
+/// A streamed restore leaves no artifact directory for `post-restore-verify` to compare the
+/// data with, so it is not run for those jobs; the report says so.
+fn record_streamed_unverified(deployment: &Deployment, plan: &RestorePlan, context: &RunContext) {
+    for upload in plan.uploads.iter().filter(|u| u.stream) {
+        let (instance, job) = deployment.job(upload.job);
+        tracing::warn!(
+            "{} on {} was restored from a stream: post-restore-verify does not run (there is no artifact directory to compare with)",
+            job.name,
+            instance.name
+        );
+        context.record_verification(Verification {
+            instance: instance.name.to_string(),
+            job: job.name.clone(),
+            result: crate::report::verification::VerifyResult::NoScript,
+            evidence: String::new(),
+            detail: "restored from a stream: no artifact directory to verify against".into(),
+            seconds: 0.0,
+        });
     }
 }
 
