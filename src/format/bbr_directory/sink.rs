@@ -250,7 +250,7 @@ impl Write for FileWriter {
 impl FileWriter {
     /// Writes what is buffered and waits for the file thread; returns the file (not yet
     /// synced) and its size.
-    fn close(mut self: Box<Self>) -> io::Result<(std::fs::File, u64)> {
+    fn close(mut self) -> io::Result<(std::fs::File, u64)> {
         if !self.buffer.is_empty() {
             let rest = std::mem::take(&mut self.buffer);
             self.file.send(rest)?;
@@ -261,7 +261,7 @@ impl FileWriter {
 
 impl ArtifactWriter for FileWriter {
     fn finish(self: Box<Self>) -> io::Result<StoredBytes> {
-        let (file, size) = self.close()?;
+        let (file, size) = (*self).close()?;
         file.sync_all()?;
         Ok(StoredBytes { size, sha256: None })
     }
@@ -271,7 +271,7 @@ impl ArtifactWriter for FileWriter {
 /// block held open, the stream, then the tail; the header is written in place once the
 /// stream's size is known (the file is local, so it can be).
 struct StreamTarWriter {
-    file: Box<FileWriter>,
+    file: FileWriter,
     size: u64,
 }
 
@@ -279,10 +279,7 @@ impl StreamTarWriter {
     fn start(mut file: FileWriter) -> io::Result<StreamTarWriter> {
         // A placeholder, rewritten by `finish`.
         file.write_all(&crate::format::stream::header(0))?;
-        Ok(StreamTarWriter {
-            file: Box::new(file),
-            size: 0,
-        })
+        Ok(StreamTarWriter { file, size: 0 })
     }
 }
 
@@ -298,12 +295,15 @@ impl Write for StreamTarWriter {
 }
 
 impl ArtifactWriter for StreamTarWriter {
-    fn finish(mut self: Box<Self>) -> io::Result<StoredBytes> {
+    fn finish(self: Box<Self>) -> io::Result<StoredBytes> {
         use std::os::unix::fs::FileExt;
-        let tail = crate::format::stream::tail(self.size);
-        self.file.write_all(&tail)?;
-        let (file, size) = self.file.close()?;
-        file.write_all_at(&crate::format::stream::header(self.size), 0)?;
+        let StreamTarWriter {
+            file: mut writer,
+            size: stream_size,
+        } = *self;
+        writer.write_all(&crate::format::stream::tail(stream_size))?;
+        let (file, size) = writer.close()?;
+        file.write_all_at(&crate::format::stream::header(stream_size), 0)?;
         file.sync_all()?;
         Ok(StoredBytes { size, sha256: None })
     }
