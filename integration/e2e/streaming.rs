@@ -392,3 +392,128 @@ fn host_id(log: &str) -> String {
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect()
 }
+
+/// Runs `integration/databases/<engine>.sh SUBCOMMAND` inside the host; returns its stdout.
+fn server(bed: &TestBed, host: &TestHost, engine: &str, subcommand: &str) -> String {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("integration/databases/{engine}.sh"));
+    let output = bed
+        .exec(host, &format!("{} {subcommand}", script.display()))
+        .expect("exec");
+    assert!(
+        output.status.success(),
+        "{engine}.sh {subcommand}: {}",
+        text(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Appends `KEY=VALUE` to a reference job's `bbr.conf` (a later line wins).
+fn configure(host: &TestHost, job: &str, line: &str) {
+    let conf = host.vcap_dir.join(format!("jobs/{job}/bin/bbr/bbr.conf"));
+    let mut text = fs::read_to_string(&conf).unwrap_or_default();
+    text.push_str(line);
+    text.push('\n');
+    fs::write(&conf, text).unwrap();
+}
+
+#[test]
+fn postgres_and_mariadb_stream_their_dumps_and_restore_them_exactly() {
+    cairn_testbed::require_root!();
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", "versioned"]);
+    let bed = TestBed::start(&[("pg", 0, &["postgres"]), ("my", 0, &["mysql"])]).expect("test bed");
+    let engines = [("pg", "postgres"), ("my", "mysql")];
+    std::thread::scope(|scope| {
+        for (group, engine) in engines {
+            let bed = &bed;
+            scope.spawn(move || {
+                let host = bed.host(group, 0);
+                server(bed, host, engine, "start");
+                server(bed, host, engine, "configure-job");
+                server(bed, host, engine, "seed");
+            });
+        }
+    });
+    let pg = bed.host("pg", 0);
+    // A streamed PostgreSQL backup is one pg_dump archive: one database.
+    configure(pg, "postgres", "DATABASES=shop");
+    for (group, job) in engines {
+        set_stream(bed.host(group, 0), job, true);
+    }
+    // The restored data: PostgreSQL's `shop` (rows and md5 of every table), all of MariaDB.
+    let digests = |bed: &TestBed| {
+        let shop: Vec<String> = server(bed, pg, "postgres", "digest")
+            .lines()
+            .filter(|l| l.starts_with("shop."))
+            .map(str::to_string)
+            .collect();
+        (shop, server(bed, bed.host("my", 0), "mysql", "digest"))
+    };
+    let before = digests(&bed);
+    assert!(before.0.len() >= 3, "{before:?}");
+    let mutate = |bed: &TestBed| {
+        for (group, engine) in engines {
+            server(bed, bed.host(group, 0), engine, "mutate");
+        }
+        assert_ne!(digests(bed), before, "mutate changes the data");
+    };
+
+    let store_dir = tempfile::tempdir().unwrap();
+    let file_url = format!("file://{}", store_dir.path().display());
+    let work = workdir();
+    let artifact_path = work.path().display().to_string();
+    let s3_url = moto_url(&moto);
+    for (label, backup_args) in [
+        ("bbr directory", ["--artifact-path", artifact_path.as_str()]),
+        ("file store", ["--store", file_url.as_str()]),
+        ("s3", ["--store", s3_url.as_str()]),
+    ] {
+        let mut args = vec!["backup"];
+        args.extend(backup_args);
+        let output = cairn(&bed, work.path(), &args);
+        let log = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{label}: {log}");
+        assert!(
+            !log.contains("Copying backup --"),
+            "{label}: nothing is copied: {log}"
+        );
+        assert_nothing_left(&bed);
+        mutate(&bed);
+        let backup = (label == "bbr directory").then(|| backup_dir(work.path()));
+        let backup_path = backup.as_ref().map(|b| b.display().to_string());
+        let mut args = vec!["restore"];
+        if let (Some(backup), Some(path)) = (&backup, &backup_path) {
+            for tar in tars(backup) {
+                assert_eq!(
+                    tar_entries(&backup.join(&tar)),
+                    vec!["./cairn-stream"],
+                    "{tar}"
+                );
+            }
+            args.extend(["--artifact-path", path.as_str()]);
+        } else {
+            args.extend(backup_args);
+            args.push("--latest");
+        }
+        let output = cairn(&bed, work.path(), &args);
+        let log = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{label}: {log}");
+        assert_eq!(digests(&bed), before, "{label}: restored exactly");
+        assert_nothing_left(&bed);
+    }
+
+    // A dump failing half-way (the server stops answering) fails the backup.
+    wrap_backup(
+        &bed,
+        pg,
+        "postgres",
+        "/var/vcap/jobs/postgres/bin/bbr/backup.orig | head -c 65536\nexit 1",
+    );
+    let failed = workdir();
+    let output = backup_into(&bed, failed.path(), &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_incomplete_directory_backup(failed.path());
+    assert_nothing_left(&bed);
+    unwrap_backup(pg, "postgres");
+}
