@@ -503,6 +503,40 @@ fn postgres_and_mariadb_stream_their_dumps_and_restore_them_exactly() {
         assert_nothing_left(&bed);
     }
 
+    // `contract check` runs both modes: the streaming backup writes nothing to disk (strace)
+    // and its stream restores.
+    for (group, job) in engines {
+        let host = bed.host(group, 0);
+        let output = contract_check_over_ssh(
+            &bed,
+            host,
+            &format!("/var/vcap/jobs/{job}/bin/bbr"),
+            &bed.known_hosts(),
+            &[],
+        );
+        let report = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{job}: {report}");
+        for check in [
+            "stream-backup",
+            "stream-write-scope",
+            "stream-restore",
+            "write-scope",
+        ] {
+            assert!(
+                report.lines().any(|l| {
+                    let mut words = l.split_whitespace();
+                    words.next() == Some("PASS") && words.next() == Some(check)
+                }),
+                "{job}: no PASS {check}: {report}"
+            );
+        }
+    }
+    assert_eq!(
+        digests(&bed),
+        before,
+        "the contract check restored the same data"
+    );
+
     // A dump failing half-way (the server stops answering) fails the backup.
     wrap_backup(
         &bed,
