@@ -382,6 +382,49 @@ fn a_job_that_declares_streaming_but_writes_nothing_or_into_its_directory_is_nam
         assert_incomplete_directory_backup(work.path());
         assert_nothing_left(&bed);
     }
+
+    // `contract check` catches a streaming backup that writes to disk, and passes the
+    // unchanged one.
+    wrap_backup(
+        &bed,
+        host,
+        "directory",
+        "date > /var/vcap/store/directory-stamp
+exec /var/vcap/jobs/directory/bin/bbr/backup.orig",
+    );
+    let check = || {
+        let output = contract_check_over_ssh(
+            &bed,
+            host,
+            "/var/vcap/jobs/directory/bin/bbr",
+            &bed.known_hosts(),
+            &[],
+        );
+        (output.status.code(), text(&output))
+    };
+    let finding = |report: &str, verdict: &str, name: &str| {
+        report
+            .lines()
+            .find(|l| {
+                let mut words = l.split_whitespace();
+                words.next() == Some(verdict) && words.next() == Some(name)
+            })
+            .map(str::to_string)
+    };
+    let (code, report) = check();
+    assert_eq!(code, Some(1), "{report}");
+    let failed = finding(&report, "FAIL", "stream-write-scope").expect(&report);
+    assert!(
+        failed.contains("/var/vcap/store/directory-stamp"),
+        "{failed}"
+    );
+    unwrap_backup(host, "directory");
+    let (code, report) = check();
+    assert_eq!(code, Some(0), "{report}");
+    for name in ["stream-backup", "stream-write-scope", "stream-restore"] {
+        assert!(finding(&report, "PASS", name).is_some(), "{name}: {report}");
+    }
+    assert_nothing_left(&bed);
 }
 
 /// The instance id in `dir/<id>` of a log.

@@ -45,6 +45,12 @@ impl Checker<'_> {
         if !streams.contains(&StreamedScript::Backup) {
             return Ok(());
         }
+        // The classic round trip's artifact directory goes: a streaming job gets none.
+        self.root(
+            "removing the artifact root",
+            &format!("rm -rf {REMOTE_ARTIFACT_ROOT}"),
+        )
+        .await?;
         let file = StreamFile {
             path: std::env::temp_dir().join(format!(
                 "cairn-contract-stream-{}-{}",
