@@ -544,6 +544,44 @@ mod tests {
         );
     }
 
+    /// A stream is written as bbr's one-file tar: GNU tar lists `./cairn-stream`, and the
+    /// digest of that file is the stream's.
+    #[test]
+    fn a_stream_is_written_as_a_one_file_tar_with_its_header_filled_in_at_the_end() {
+        use sha2::Digest;
+        let directory = tempfile::tempdir().unwrap();
+        let backup = BackupDirectory::create(directory.path(), "d_20240102T030405Z").unwrap();
+        let (writer, _pending) = open_file_writer(&backup, "g-0-j").unwrap();
+        let mut writer = Box::new(StreamTarWriter::start(writer).unwrap());
+        let data: Vec<u8> = (0..1_300_001_u32).map(|n| (n % 253) as u8).collect();
+        for chunk in data.chunks(70_001) {
+            writer.write_all(chunk).unwrap();
+        }
+        let stored = writer.finish().unwrap();
+        let tar = std::fs::read(backup.partial_tar_path("g-0-j")).unwrap();
+        assert_eq!(stored.size, tar.len() as u64);
+        let files = crate::format::digest::digest_tar(
+            tar.as_slice(),
+            crate::format::digest::EntryPolicy::RefuseEscapes,
+        )
+        .unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            files[crate::format::stream::STREAM_FILE],
+            hex::encode(sha2::Sha256::digest(&data))
+        );
+        let listed = std::process::Command::new("tar")
+            .arg("-tvf")
+            .arg(backup.partial_tar_path("g-0-j"))
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        assert!(
+            listed.contains("1300001") && listed.contains("./cairn-stream"),
+            "{listed}"
+        );
+    }
+
     /// A failing `write` on the file thread (here: a file opened read-only) is the error of
     /// the next write or of `finish`.
     #[test]
