@@ -352,6 +352,57 @@ fn a_stream_cut_by_a_failing_script_or_a_lost_connection_is_never_recorded() {
     let work = workdir();
     let output = backup_into(&bed, work.path(), &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+
+    // The artifact changes between the full check and the streamed restore (here: in
+    // pre-restore-lock, which runs between them): the second read's check fails the restore,
+    // the script never sees EOF, the data stays as it was and the job is unlocked.
+    let tar = backup_dir(work.path()).join("dir-0-directory.tar");
+    let root = host.vcap_dir.join("store/directory");
+    mutate_directory(&root);
+    let changed = tree_digest(&root);
+    let bin = host.vcap_dir.join("jobs/directory/bin/bbr");
+    fs::copy(
+        bin.join("pre-restore-lock"),
+        bin.join("pre-restore-lock.orig"),
+    )
+    .unwrap();
+    bed.install_script(
+        host,
+        "directory",
+        "pre-restore-lock",
+        &format!(
+            "#!/bin/sh
+set -e
+/var/vcap/jobs/directory/bin/bbr/pre-restore-lock.orig
+printf X | dd of={} bs=1 seek=2000000 conv=notrunc status=none
+",
+            tar.display()
+        ),
+    )
+    .unwrap();
+    let output = cairn(
+        &bed,
+        work.path(),
+        &[
+            "restore",
+            "--artifact-path",
+            tar.parent().unwrap().to_str().unwrap(),
+        ],
+    );
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("dir-0-directory"),
+        "the error names the artifact: {log}"
+    );
+    assert!(log.contains("Unlocking directory on dir/"), "{log}");
+    assert_eq!(tree_digest(&root), changed, "the restore changed nothing");
+    assert_nothing_left(&bed);
+    fs::rename(
+        bin.join("pre-restore-lock.orig"),
+        bin.join("pre-restore-lock"),
+    )
+    .unwrap();
 }
 
 #[test]
