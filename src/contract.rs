@@ -20,6 +20,7 @@
 mod checker;
 mod listing;
 mod round_trip;
+mod stream_trip;
 pub mod trace;
 mod write_scope;
 
@@ -283,7 +284,10 @@ pub async fn check_job(
             "skipped: fix the failures above first (the round trip needs runnable backup, restore and metadata scripts)",
         );
     } else {
-        checker.round_trip(&mut report).await?;
+        let streams = metadata
+            .as_ref()
+            .map_or(Vec::new(), |m| m.cairn.stream.clone());
+        checker.round_trip(&mut report, &streams).await?;
     }
     Ok(report)
 }

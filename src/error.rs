@@ -126,6 +126,17 @@ pub enum Error {
         /// The transport error.
         detail: String,
     },
+    /// A job that declares a streaming backup (`cairn: {stream: [backup]}`) wrote nothing to
+    /// stdout, or wrote into its artifact directory instead (scripts-contract, "Streaming").
+    #[error("Job {job} on {instance} declares a streaming backup (metadata `cairn: {{stream: [backup]}}`) but {what}; with CAIRN_STREAM=1 its backup script must write the artifact to stdout, or drop `backup` from `cairn.stream`")]
+    StreamMisused {
+        /// The instance.
+        instance: InstanceName,
+        /// The job.
+        job: String,
+        /// What it did instead: `wrote nothing to stdout`, `wrote into ...`.
+        what: String,
+    },
     /// A remote command other than a job script failed.
     #[error("{action} on {instance} failed: {detail}")]
     RemoteCommand {

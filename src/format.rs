@@ -1,7 +1,7 @@
 //! Backup formats: how a backup is written and read back. bbr's directory format
 //! ([`bbr_directory`]), backups in an object store ([`store`], with [`manifest`] and
 //! [`encryption`]), and the streaming per-file digests of tar streams both share
-//! ([`digest`]).
+//! ([`digest`]), and streamed artifacts, which both store as a one-file tar ([`stream`]).
 
 pub mod bbr_directory;
 pub mod digest;
@@ -10,3 +10,4 @@ pub mod hashing;
 pub mod manifest;
 pub mod sink;
 pub mod store;
+pub mod stream;

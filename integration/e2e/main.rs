@@ -31,4 +31,5 @@ mod retries;
 mod stalls;
 mod store_versioning;
 mod stores;
+mod streaming;
 mod verify_and_sample;

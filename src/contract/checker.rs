@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::job::{JobMetadata, ScriptName};
-use crate::remote::script::{run_script, ScriptCommand, ScriptOutcome};
+use crate::remote::script::{run_script_io, ScriptCommand, ScriptIo, ScriptOutcome};
 use crate::remote::{shell_quote, CommandOutput, RemoteHost, RemoteHostExt};
 
 use super::listing::Listing;
@@ -67,6 +67,25 @@ impl Checker<'_> {
         cancellable: bool,
         trace_prefix: Option<&str>,
     ) -> Result<Outcome, ContractError> {
+        self.run_script_io(
+            script,
+            environment,
+            cancellable,
+            trace_prefix,
+            ScriptIo::default(),
+        )
+        .await
+    }
+
+    /// [`Checker::run_script`] with the script's stdin and stdout given (a streaming job).
+    pub(super) async fn run_script_io(
+        &self,
+        script: ScriptName,
+        environment: &[(&str, String)],
+        cancellable: bool,
+        trace_prefix: Option<&str>,
+        io: ScriptIo,
+    ) -> Result<Outcome, ContractError> {
         // Every script gets Cairn's version, as in a run (`workflow/scripts.rs`).
         let mut variables = environment.to_vec();
         variables.push(("CAIRN_VERSION", crate::VERSION.to_string()));
@@ -79,7 +98,7 @@ impl Checker<'_> {
         let never = CancellationToken::new();
         let cancel = if cancellable { self.cancel } else { &never };
         let started = Instant::now();
-        match run_script(self.host, &command, cancel).await {
+        match run_script_io(self.host, &command, io, cancel).await {
             ScriptOutcome::Exited(output) => Ok(Outcome::Exited(output, started.elapsed())),
             ScriptOutcome::TimedOut(_) => Ok(Outcome::TimedOut),
             ScriptOutcome::Cancelled => Ok(Outcome::Cancelled),

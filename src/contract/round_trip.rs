@@ -1,9 +1,10 @@
 //! The round trip of `cairn contract check`: unlock scripts without a lock, lock, traced
 //! backup, unlock twice, the artifact moved through a tar, restore-lock, restore, unlock
-//! twice and `post-restore-verify`. It is the part that changes the host, kept apart from
+//! twice and `post-restore-verify`, then for a streaming job the same in streaming mode
+//! (`stream_trip`). It is the part that changes the host, kept apart from
 //! the static rules and from `metadata` so its cleanup guarantees can be read in one place.
 
-use crate::model::job::{ScriptName, REMOTE_ARTIFACT_ROOT};
+use crate::model::job::{ScriptName, StreamedScript, REMOTE_ARTIFACT_ROOT};
 use crate::remote::{commands, shell_quote, RemoteHostExt};
 
 use super::checker::{Checker, Outcome};
@@ -14,6 +15,7 @@ impl Checker<'_> {
     pub(super) async fn round_trip(
         &self,
         report: &mut ContractReport,
+        streams: &[StreamedScript],
     ) -> Result<(), ContractError> {
         let exists = self.host.run(&commands::artifact_root_exists()).await?;
         if exists.success() {
@@ -35,9 +37,14 @@ impl Checker<'_> {
             self.folder.job,
             std::process::id()
         );
-        let result = self
-            .round_trip_steps(report, strace.then_some((&*trace_dir, &*cwd)))
-            .await;
+        let trace = strace.then_some((&*trace_dir, &*cwd));
+        let result = match self.round_trip_steps(report, trace).await {
+            // A job that declares the streaming extension is run in that mode too.
+            Ok(()) if !self.cancel.is_cancelled() => {
+                self.stream_round_trip(report, streams, trace).await
+            }
+            other => other,
+        };
         // Clean up whatever happened above.
         let cleanup = self
             .host
@@ -172,7 +179,9 @@ impl Checker<'_> {
                 outcome.describe(),
             );
             match trace {
-                Some((dir, cwd)) if backed_up => self.check_write_scope(report, dir, cwd).await?,
+                Some((dir, cwd)) if backed_up => {
+                    self.check_write_scope(report, dir, cwd, false).await?;
+                }
                 Some(_) => {}
                 None => report.add(
                     Verdict::Warn,

@@ -18,6 +18,7 @@ impl Checker<'_> {
         report: &mut ContractReport,
         trace_dir: &str,
         cwd: &str,
+        streaming: bool,
     ) -> Result<(), ContractError> {
         let dump = self
             .root(
@@ -30,10 +31,14 @@ impl Checker<'_> {
             .await?;
         let traces = split_trace_dump(&dump.stdout_text());
         let written = trace::written_paths(&traces, cwd);
-        let policy = WritePolicy::new(self.folder, &self.options.allowed_writes);
+        let policy = WritePolicy::new(self.folder, &self.options.allowed_writes, streaming);
         let (mut outside, temporary) = policy.partition(&written);
         outside.extend(self.leftover_temporary(temporary).await?);
-        report_write_scope(report, &self.folder.job, written.len(), &outside);
+        if streaming {
+            report_stream_write_scope(report, &self.folder.job, written.len(), &outside);
+        } else {
+            report_write_scope(report, &self.folder.job, written.len(), &outside);
+        }
         Ok(())
     }
 
@@ -99,6 +104,40 @@ fn report_write_scope(
     }
 }
 
+/// The `stream-write-scope` finding of a streaming backup: nothing may be written on the
+/// host but its logs and run files (no artifact directory, no temporary files).
+fn report_stream_write_scope(
+    report: &mut ContractReport,
+    job: &str,
+    written: usize,
+    outside: &[&WrittenPath],
+) {
+    if outside.is_empty() {
+        report.add(
+            Verdict::Pass,
+            "stream-write-scope",
+            format!(
+                "streaming backup wrote nothing to disk but its logs ({written} paths written, traced with strace)"
+            ),
+        );
+    } else {
+        let shown: Vec<String> = outside
+            .iter()
+            .take(5)
+            .map(|w| format!("{} ({})", w.path, w.syscall))
+            .collect();
+        report.add(
+            Verdict::Fail,
+            "stream-write-scope",
+            format!(
+                "streaming backup (CAIRN_STREAM=1) wrote to disk: {}{}; with CAIRN_STREAM=1 the artifact goes to stdout and only /var/vcap/sys/log/{job}/ and /var/vcap/sys/run/{job}/ may be written",
+                shown.join(", "),
+                if outside.len() > 5 { format!(" and {} more", outside.len() - 5) } else { String::new() },
+            ),
+        );
+    }
+}
+
 /// Splits `\n==> PID\n<trace>` sections.
 fn split_trace_dump(text: &str) -> BTreeMap<u32, String> {
     let mut traces = BTreeMap::new();
@@ -129,25 +168,32 @@ enum WriteClass {
 }
 
 impl WritePolicy {
-    fn new(folder: &ScriptsFolder, extra: &[String]) -> WritePolicy {
+    /// `streaming`: a `backup` with `CAIRN_STREAM=1`, which may write neither its artifact
+    /// directory nor temporary files.
+    fn new(folder: &ScriptsFolder, extra: &[String], streaming: bool) -> WritePolicy {
         let own_folders = vec![
             format!("/var/vcap/sys/log/{}", folder.job),
             format!("/var/vcap/sys/run/{}", folder.job),
         ];
-        let mut allowed = vec![
-            folder
-                .artifact_directory()
-                .trim_end_matches('/')
-                .to_string(),
-            "/dev".to_string(),
-            "/proc".to_string(),
-        ];
+        let mut allowed = vec!["/dev".to_string(), "/proc".to_string()];
+        if !streaming {
+            allowed.push(
+                folder
+                    .artifact_directory()
+                    .trim_end_matches('/')
+                    .to_string(),
+            );
+        }
         allowed.extend(own_folders.iter().cloned());
         allowed.extend(extra.iter().map(|p| p.trim_end_matches('/').to_string()));
         WritePolicy {
             allowed,
             own_folders,
-            temporary: vec!["/tmp", "/var/tmp"],
+            temporary: if streaming {
+                Vec::new()
+            } else {
+                vec!["/tmp", "/var/tmp"]
+            },
         }
     }
 
@@ -194,7 +240,7 @@ mod tests {
     #[test]
     fn write_policy_allows_the_artifact_logs_and_devices_only() {
         let folder = ScriptsFolder::parse("/var/vcap/jobs/pg/bin/bbr").unwrap();
-        let policy = WritePolicy::new(&folder, &["/var/vcap/data/pg-tmp".into()]);
+        let policy = WritePolicy::new(&folder, &["/var/vcap/data/pg-tmp".into()], false);
         let class = |p: &str| match policy.classify(p) {
             WriteClass::Allowed => "allowed",
             WriteClass::Temporary => "temporary",
@@ -211,6 +257,17 @@ mod tests {
         assert_eq!(class("/tmp/tmp.abc"), "temporary");
         assert_eq!(class("/var/vcap/data/pg-tmp/x"), "allowed");
         assert_eq!(class("/var/vcap/store/pg/data"), "forbidden");
+    }
+
+    #[test]
+    fn a_streaming_backup_may_write_only_its_logs_and_run_files() {
+        let folder = ScriptsFolder::parse("/var/vcap/jobs/pg/bin/bbr").unwrap();
+        let policy = WritePolicy::new(&folder, &[], true);
+        let forbidden = |p: &str| matches!(policy.classify(p), WriteClass::Forbidden);
+        assert!(forbidden("/var/vcap/store/bbr-backup/pg/dump"));
+        assert!(forbidden("/tmp/x"));
+        assert!(!forbidden("/var/vcap/sys/log/pg/backup.log"));
+        assert!(!forbidden("/dev/null"));
     }
 
     #[test]

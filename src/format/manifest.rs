@@ -90,6 +90,10 @@ pub struct ManifestArtifact {
     /// How the stored bytes are encrypted (after compression); absent: not encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<ArtifactEncryption>,
+    /// A streamed artifact ([`crate::format::stream`]): the object holds the stream itself
+    /// (compressed, encrypted), not a tar; `files` is its one `./cairn-stream`. Absent: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 /// How one artifact is encrypted. Never a key, never a recipient: only the scheme and how
@@ -274,6 +278,7 @@ mod tests {
             version: None,
             files: FileDigests::new(),
             encryption,
+            stream: false,
         };
         let encrypted = artifact(Some(ArtifactEncryption {
             scheme: "age-x25519".into(),

@@ -66,6 +66,14 @@ pub trait OpenBackup: Send + Sync + Debug {
     /// The artifact cannot be created.
     async fn open_artifact(&self, name: &str) -> Result<OpenArtifact, Error>;
 
+    /// Opens one streamed artifact for writing (a job's `backup` writing to stdout,
+    /// [`crate::format::stream`]): the writer gets the stream's bytes, not a tar. A bbr
+    /// directory stores it as a one-file tar, a store as the stream itself, marked as one.
+    ///
+    /// # Errors
+    /// The artifact cannot be created.
+    async fn open_stream(&self, name: &str) -> Result<OpenArtifact, Error>;
+
     /// Ends the backup. A complete record is made restorable (bbr's `metadata` listing every
     /// artifact, a store's manifest written last); an incomplete one must never look
     /// complete: what it wrote is removed or left unlisted. Returns where the finished
@@ -132,6 +140,8 @@ pub struct StoredArtifact {
     pub stored: StoredBytes,
     /// The store's version id, if any.
     pub version: Option<String>,
+    /// A streamed artifact: `files` is the one [`crate::format::stream::STREAM_FILE`].
+    pub stream: bool,
 }
 
 /// What a finished backup records.

@@ -387,6 +387,7 @@ mod tests {
             complete: true,
             metadata: BackupMetadata::default(),
             artifacts: vec![StoredArtifact {
+                stream: false,
                 name: "app-0-files".into(),
                 group: "app".into(),
                 index: "0".into(),

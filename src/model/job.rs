@@ -149,6 +149,29 @@ pub struct JobMetadata {
     /// Discontinued: restore refuses.
     #[serde(default)]
     pub restore_name: Option<String>,
+    /// Cairn's extensions (`cairn:`), which bbr ignores (its `yaml.Unmarshal` into
+    /// `instance.Metadata` drops unknown keys).
+    #[serde(default)]
+    pub cairn: CairnMetadata,
+}
+
+/// The `cairn:` key of a job's metadata: Cairn's opt-in extensions of the contract.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct CairnMetadata {
+    /// The scripts that stream their artifact (`stream: [backup, restore]`): with
+    /// `CAIRN_STREAM=1`, `backup` writes it to stdout and `restore` reads it from stdin.
+    #[serde(default)]
+    pub stream: Vec<StreamedScript>,
+}
+
+/// A script that may stream its artifact (scripts-contract/CONTRACT.md, "Streaming").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamedScript {
+    /// `backup` writes the artifact to stdout.
+    Backup,
+    /// `restore` reads the artifact from stdin.
+    Restore,
 }
 
 impl JobMetadata {
@@ -222,6 +245,22 @@ impl Job {
     #[must_use]
     pub fn artifact_directory(&self) -> String {
         format!("{REMOTE_ARTIFACT_ROOT}/{}/", self.name)
+    }
+
+    /// True when the job's `backup` streams its artifact to stdout (`cairn: {stream: [backup]}`).
+    #[must_use]
+    pub fn streams_backup(&self) -> bool {
+        self.metadata.cairn.stream.contains(&StreamedScript::Backup)
+    }
+
+    /// True when the job's `restore` reads a streamed artifact from stdin
+    /// (`cairn: {stream: [restore]}`).
+    #[must_use]
+    pub fn streams_restore(&self) -> bool {
+        self.metadata
+            .cairn
+            .stream
+            .contains(&StreamedScript::Restore)
     }
 
     /// The lock specifiers for backup or restore.
@@ -328,6 +367,23 @@ mod tests {
         );
         assert!(metadata.restore_should_be_locked_before.is_empty());
         assert!(!metadata.skip_bbr_scripts);
+    }
+
+    #[test]
+    fn metadata_declares_streaming_scripts_under_the_cairn_key() {
+        let metadata = JobMetadata::parse("cairn:\n  stream: [backup, restore]\n").unwrap();
+        assert_eq!(
+            metadata.cairn.stream,
+            vec![StreamedScript::Backup, StreamedScript::Restore]
+        );
+        let backup_only = JobMetadata::parse("cairn: {stream: [backup]}").unwrap();
+        assert_eq!(backup_only.cairn.stream, vec![StreamedScript::Backup]);
+        assert_eq!(
+            JobMetadata::parse("{}").unwrap().cairn,
+            CairnMetadata::default()
+        );
+        let error = JobMetadata::parse("cairn: {stream: [lock]}").unwrap_err();
+        assert!(error.contains("lock"), "{error}");
     }
 
     #[test]

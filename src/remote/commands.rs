@@ -17,6 +17,12 @@ pub fn artifact_root_exists() -> String {
     format!("sudo stat {REMOTE_ARTIFACT_ROOT}")
 }
 
+/// Exits 0 when a path exists.
+#[must_use]
+pub fn path_exists(path: &str) -> String {
+    format!("sudo test -e {}", shell_quote(path))
+}
+
 /// Creates a directory as root.
 #[must_use]
 pub fn make_directory(path: &str) -> String {

@@ -9,9 +9,31 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{shell_quote, CommandOutput, RemoteError, RemoteHost, RemoteHostExt};
+use super::{shell_quote, CommandOutput, RemoteError, RemoteHost, StdoutMode};
+
+/// Where a script's stdin comes from and its stdout goes: nothing in and stdout captured,
+/// or (a streaming job, scripts-contract "Streaming") the artifact in or out.
+#[derive(Debug)]
+pub struct ScriptIo {
+    /// Chunks for the script's stdin, then EOF; `None`: EOF at once.
+    pub stdin: Option<mpsc::Receiver<Bytes>>,
+    /// Where its stdout goes.
+    pub stdout: StdoutMode,
+}
+
+impl Default for ScriptIo {
+    /// No input; stdout captured (up to 256 MiB).
+    fn default() -> Self {
+        Self {
+            stdin: None,
+            stdout: StdoutMode::Capture(256 * 1024 * 1024),
+        }
+    }
+}
 
 /// Exit status of a script that GNU `timeout` ended (124; 137 after KILL).
 pub const TIMED_OUT_STATUSES: [u32; 2] = [124, 137];
@@ -116,12 +138,22 @@ pub async fn run_script(
     command: &ScriptCommand,
     cancel: &CancellationToken,
 ) -> ScriptOutcome {
+    run_script_io(remote, command, ScriptIo::default(), cancel).await
+}
+
+/// [`run_script`] with the script's stdin and stdout given.
+pub async fn run_script_io(
+    remote: &dyn RemoteHost,
+    command: &ScriptCommand,
+    io: ScriptIo,
+    cancel: &CancellationToken,
+) -> ScriptOutcome {
     let line = command.render();
     let Some(seconds) = command.timeout_seconds() else {
-        return outcome(remote.run_cancellable(&line, cancel).await, None);
+        return outcome(remote.exec(&line, io.stdin, io.stdout, cancel).await, None);
     };
     let own = cancel.child_token();
-    let running = remote.run_cancellable(&line, &own);
+    let running = remote.exec(&line, io.stdin, io.stdout, &own);
     tokio::pin!(running);
     tokio::select! {
         result = &mut running => outcome(result, Some(seconds)),

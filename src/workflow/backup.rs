@@ -25,7 +25,7 @@ use crate::format::bbr_directory::BackupMetadata;
 use crate::format::sink::{
     BackupRecord, BackupSink, BackupSource, NewBackup, OpenBackup, StoredArtifact,
 };
-use crate::model::deployment::{Deployment, Target};
+use crate::model::deployment::{Deployment, Instance, Target};
 use crate::model::job::{Job, LockDirection, ScriptName, ScriptRecord};
 use crate::model::layout::DeploymentLayout;
 use crate::model::lock_order::{JobRef, LockLayers};
@@ -314,7 +314,7 @@ async fn lock_backup_unlock_drain(
         tracing::info!("Skipping lock for deployment");
     }
     if scripts_ok {
-        let backup_errors = run_backup_scripts(deployment, plan, work.created, context).await;
+        let backup_errors = run_backup_scripts(work).await;
         scripts_ok = backup_errors.is_empty() && !context.cancel.is_cancelled();
         errors.extend(backup_errors);
     }
@@ -381,33 +381,47 @@ fn go_time_now() -> String {
 }
 
 /// The backup scripts, logged between bbr's `Running backup scripts...` and `Finished running
-/// backup scripts.` (`orchestrator/deployment.go`).
-async fn run_backup_scripts(
-    deployment: &Deployment,
-    plan: &BackupPlan,
-    created: &CreatedRoots,
-    context: &RunContext,
-) -> RunErrors {
+/// backup scripts.` (`orchestrator/deployment.go`). Streaming jobs' artifacts are stored while
+/// their scripts run.
+async fn run_backup_scripts(work: &Work<'_>) -> RunErrors {
     tracing::info!("Running backup scripts...");
-    let errors = make_directories_and_back_up(deployment, plan, created, context).await;
+    let (streaming, classic): (Vec<JobRef>, Vec<JobRef>) = work
+        .plan
+        .backup_jobs
+        .iter()
+        .partition(|&&job_ref| work.deployment.job(job_ref).1.streams_backup());
+    let (mut errors, streamed) = tokio::join!(
+        make_directories_and_back_up(work, &classic),
+        stream_backups(work, &streaming)
+    );
+    errors.extend(streamed);
     tracing::info!("Finished running backup scripts.");
     errors
 }
 
-async fn make_directories_and_back_up(
-    deployment: &Deployment,
-    plan: &BackupPlan,
-    created: &CreatedRoots,
-    context: &RunContext,
-) -> RunErrors {
+/// The environment of a backup script: bbr's artifact directory (not created for a
+/// streaming job, which writes to stdout instead) and `CAIRN_STREAM=1` for a streaming job.
+fn backup_environment(instance: &Instance, job: &Job) -> Vec<(&'static str, String)> {
+    let mut environment = vec![
+        ("BBR_ARTIFACT_DIRECTORY", instance.backup_directory(job)),
+        ("ARTIFACT_DIRECTORY", instance.backup_directory(job)),
+    ];
+    if job.streams_backup() {
+        environment.push(("CAIRN_STREAM", "1".to_string()));
+    }
+    environment
+}
+
+async fn make_directories_and_back_up(work: &Work<'_>, jobs: &[JobRef]) -> RunErrors {
+    let (deployment, context) = (work.deployment, work.context);
     let mut errors = RunErrors::new();
-    for &job_ref in &plan.backup_jobs {
+    for &job_ref in jobs {
         let (instance, job) = deployment.job(job_ref);
         if let Err(error) = context.journal_artifact_root(deployment, job_ref.0).await {
             errors.push(error);
             return errors;
         }
-        created.mark(job_ref.0);
+        work.created.mark(job_ref.0);
         match instance
             .remote
             .run(&commands::make_directory(&instance.backup_directory(job)))
@@ -425,37 +439,67 @@ async fn make_directories_and_back_up(
     if !errors.is_empty() {
         return errors;
     }
-    let environment = |instance: &crate::model::deployment::Instance, job: &Job| {
-        vec![
-            ("BBR_ARTIFACT_DIRECTORY", instance.backup_directory(job)),
-            ("ARTIFACT_DIRECTORY", instance.backup_directory(job)),
-        ]
-    };
     run_scripts(
         deployment,
-        &plan.backup_jobs,
+        jobs,
         ScriptName::Backup,
-        &environment,
+        &backup_environment,
         context,
         &context.cancel,
     )
     .await
 }
 
+/// Streaming jobs: each `backup` script's stdout goes straight into the sink. The artifact
+/// root is journalled and removed afterwards like any other, in case a script made one.
+async fn stream_backups(work: &Work<'_>, jobs: &[JobRef]) -> RunErrors {
+    let (deployment, context) = (work.deployment, work.context);
+    for &job_ref in jobs {
+        if let Err(error) = context.journal_artifact_root(deployment, job_ref.0).await {
+            let mut errors = RunErrors::new();
+            errors.push(error);
+            return errors;
+        }
+        work.created.mark(job_ref.0);
+    }
+    let streams = jobs.iter().map(|&job_ref| async move {
+        let (instance, job) = deployment.job(job_ref);
+        let environment = backup_environment(instance, job);
+        let stored =
+            transfer::stream_backup(instance, job, work.destination, &environment, context).await?;
+        if let Some(artifact) = stored {
+            stored_event(context, instance, job, &artifact);
+            work.drained.lock().expect("drained lock").push(artifact);
+        }
+        Ok::<(), Error>(())
+    });
+    super::gather_errors(streams, context.options.parallelism).await
+}
+
+fn stored_event(context: &RunContext, instance: &Instance, job: &Job, artifact: &StoredArtifact) {
+    context.emit(Event::ArtifactStored {
+        instance: instance.name.to_string(),
+        job: job.name.clone(),
+        artifact: artifact.name.clone(),
+        size: artifact.stored.size,
+        sha256: artifact.stored.sha256.clone(),
+        version: artifact.version.clone(),
+        files: artifact.files.len(),
+    });
+}
+
+/// Copies the classic jobs' artifacts (streaming ones were stored while their scripts ran).
 async fn drain(work: &Work<'_>) -> RunErrors {
     let (deployment, context) = (work.deployment, work.context);
-    let transfers = work.plan.backup_jobs.iter().map(|&job_ref| async move {
+    let classic = work
+        .plan
+        .backup_jobs
+        .iter()
+        .filter(|&&job_ref| !deployment.job(job_ref).1.streams_backup());
+    let transfers = classic.map(|&job_ref| async move {
         let (instance, job) = deployment.job(job_ref);
         let artifact = transfer::download(instance, job, work.destination, context).await?;
-        context.emit(Event::ArtifactStored {
-            instance: instance.name.to_string(),
-            job: job.name.clone(),
-            artifact: artifact.name.clone(),
-            size: artifact.stored.size,
-            sha256: artifact.stored.sha256.clone(),
-            version: artifact.version.clone(),
-            files: artifact.files.len(),
-        });
+        stored_event(context, instance, job, &artifact);
         work.drained.lock().expect("drained lock").push(artifact);
         Ok::<(), Error>(())
     });

@@ -53,6 +53,10 @@ pub struct Upload {
     pub artifact_name: String,
     /// Checksums recorded in `metadata`.
     pub checksums: Checksums,
+    /// A streamed artifact going to a job that restores from stdin (`cairn: {stream:
+    /// [restore]}`): checked in full first, then streamed into the script; no artifact
+    /// directory. Any other pairing is a classic copy (a stream is a one-file tar).
+    pub stream: bool,
 }
 
 /// What a restore will do, computed before anything is changed.
@@ -161,6 +165,7 @@ fn plan_uploads(
             job: job_ref,
             artifact_name: instance.restore_artifact_name(job),
             checksums: checksums.clone(),
+            stream: job.streams_restore() && crate::format::stream::is_stream(checksums),
         });
     }
     uploads
@@ -271,11 +276,17 @@ async fn restore_deployment(
     let copied = copy_errors.is_empty();
     errors.extend(copy_errors);
     if copied && !context.cancel.is_cancelled() {
-        errors.extend(lock_restore_unlock(deployment, &plan, context).await);
+        errors.extend(lock_restore_unlock(deployment, &plan, backup, context).await);
         // Verification reads the artifact directories, so it runs before they are removed,
         // and only on a restore that fully succeeded.
         if context.options.verify_restore && errors.is_empty() && !context.cancel.is_cancelled() {
-            let restored: Vec<JobRef> = plan.uploads.iter().map(|u| u.job).collect();
+            let restored: Vec<JobRef> = plan
+                .uploads
+                .iter()
+                .filter(|u| !u.stream)
+                .map(|u| u.job)
+                .collect();
+            record_streamed_unverified(deployment, &plan, context);
             errors.extend(super::verify::verify_restored(deployment, &restored, context).await);
         }
     }
@@ -283,6 +294,27 @@ async fn restore_deployment(
     errors.extend(remove_artifact_roots(deployment, &created.created(), cleanup_error).await);
     if context.cancel.is_cancelled() {
         errors.push(context.interrupted("Restore"));
+    }
+}
+
+/// A streamed restore leaves no artifact directory for `post-restore-verify` to compare the
+/// data with, so it is not run for those jobs; the report says so.
+fn record_streamed_unverified(deployment: &Deployment, plan: &RestorePlan, context: &RunContext) {
+    for upload in plan.uploads.iter().filter(|u| u.stream) {
+        let (instance, job) = deployment.job(upload.job);
+        tracing::warn!(
+            "{} on {} was restored from a stream: post-restore-verify does not run (there is no artifact directory to compare with)",
+            job.name,
+            instance.name
+        );
+        context.record_verification(Verification {
+            instance: instance.name.to_string(),
+            job: job.name.clone(),
+            result: crate::report::verification::VerifyResult::NoScript,
+            evidence: String::new(),
+            detail: "restored from a stream: no artifact directory to verify against".into(),
+            seconds: 0.0,
+        });
     }
 }
 
@@ -295,13 +327,21 @@ async fn copy_to_instances(
 ) -> RunErrors {
     let copies = plan.uploads.iter().map(|upload| async move {
         let (instance, job) = deployment.job(upload.job);
+        let artifact = backup
+            .open_artifact(&upload.artifact_name, &upload.checksums)
+            .await?;
+        if upload.stream {
+            tracing::info!(
+                "Verifying streamed artifact for job {} on {}...",
+                job.name,
+                instance.name
+            );
+            return transfer::verify_stream(artifact).await;
+        }
         context
             .journal_artifact_root(deployment, upload.job.0)
             .await?;
         created.mark(upload.job.0);
-        let artifact = backup
-            .open_artifact(&upload.artifact_name, &upload.checksums)
-            .await?;
         transfer::upload(instance, job, artifact, &upload.checksums, context).await
     });
     super::gather_errors(copies, context.options.parallelism).await
@@ -310,6 +350,7 @@ async fn copy_to_instances(
 async fn lock_restore_unlock(
     deployment: &Deployment,
     plan: &RestorePlan,
+    backup: &dyn CheckedBackup,
     context: &RunContext,
 ) -> RunErrors {
     let mut errors = lock(
@@ -320,7 +361,7 @@ async fn lock_restore_unlock(
     )
     .await;
     if errors.is_empty() && !context.cancel.is_cancelled() {
-        errors.extend(run_restore_scripts(deployment, plan, context).await);
+        errors.extend(run_restore_scripts(deployment, plan, backup, context).await);
     }
     errors.extend(
         unlock(
@@ -343,6 +384,7 @@ async fn lock_restore_unlock(
 async fn run_restore_scripts(
     deployment: &Deployment,
     plan: &RestorePlan,
+    backup: &dyn CheckedBackup,
     context: &RunContext,
 ) -> RunErrors {
     tracing::info!("Running restore scripts...");
@@ -355,7 +397,7 @@ async fn run_restore_scripts(
             if context.cancel.is_cancelled() {
                 break;
             }
-            if let Some(error) = restore_job(deployment, upload, context).await {
+            if let Some(error) = restore_job(deployment, upload, backup, context).await {
                 errors.push(error);
             }
         }
@@ -370,13 +412,26 @@ async fn run_restore_scripts(
 async fn restore_job(
     deployment: &Deployment,
     upload: &Upload,
+    backup: &dyn CheckedBackup,
     context: &RunContext,
 ) -> Option<Error> {
     let (instance, job) = deployment.job(upload.job);
-    let environment = [
+    let mut environment = vec![
         ("BBR_ARTIFACT_DIRECTORY", instance.restore_directory(job)),
         ("ARTIFACT_DIRECTORY", instance.restore_directory(job)),
     ];
+    if upload.stream {
+        environment.push(("CAIRN_STREAM", "1".to_string()));
+        // The second read: verified in full before any lock, checked again on the way.
+        let artifact = match backup
+            .open_artifact(&upload.artifact_name, &upload.checksums)
+            .await
+        {
+            Ok(artifact) => artifact,
+            Err(error) => return Some(error),
+        };
+        return transfer::stream_restore(instance, job, artifact, &environment, context).await;
+    }
     run_job_script(
         instance,
         job,

@@ -15,7 +15,8 @@ use crate::error::{Error, RunErrors};
 use crate::model::deployment::{Deployment, Instance};
 use crate::model::job::{InstanceName, Job, ScriptName};
 use crate::model::lock_order::{JobRef, LockLayers};
-use crate::remote::script::{run_script, ScriptCommand, ScriptOutcome};
+use crate::remote::script::{run_script, run_script_io, ScriptCommand, ScriptIo, ScriptOutcome};
+use crate::remote::StdoutMode;
 
 /// The environment of a job's script, given its instance and job.
 pub(crate) type ScriptEnvironment<'a> =
@@ -32,12 +33,35 @@ pub(crate) struct ScriptResult {
 }
 
 /// Runs one job script on its instance: see the module documentation.
-// Long on purpose: the one mapping of every script outcome to an error, in one place.
 pub(crate) async fn run_job_script(
     instance: &Instance,
     job: &Job,
     script: ScriptName,
     environment: &[(&'static str, String)],
+    context: &RunContext,
+    cancel: &CancellationToken,
+) -> ScriptResult {
+    run_job_script_io(
+        instance,
+        job,
+        script,
+        environment,
+        ScriptIo::default(),
+        context,
+        cancel,
+    )
+    .await
+}
+
+/// [`run_job_script`] with the script's stdin and stdout given (a streaming job's artifact).
+/// A script with a stream is never run again after a lost connection: the stream is gone.
+// Long on purpose: the one mapping of every script outcome to an error, in one place.
+pub(crate) async fn run_job_script_io(
+    instance: &Instance,
+    job: &Job,
+    script: ScriptName,
+    environment: &[(&'static str, String)],
+    io: ScriptIo,
     context: &RunContext,
     cancel: &CancellationToken,
 ) -> ScriptResult {
@@ -50,8 +74,10 @@ pub(crate) async fn run_job_script(
     let command = ScriptCommand::new(job.script_path(script))
         .envs(&variables)
         .time_limit(limit.as_ref().map(|l| l.duration));
-    let mut outcome = run_script(instance.remote.as_ref(), &command, cancel).await;
-    if let (ScriptOutcome::Lost(error), true) = (&outcome, script.is_idempotent()) {
+    let streamed = io.stdin.is_some() || matches!(io.stdout, StdoutMode::Stream(_));
+    let mut outcome = run_script_io(instance.remote.as_ref(), &command, io, cancel).await;
+    if let (ScriptOutcome::Lost(error), true, false) = (&outcome, script.is_idempotent(), streamed)
+    {
         // An unlock must not be lost with a connection: the next command reconnects.
         tracing::warn!(
             "{script} of {} on {} failed ({error}); running it again",

@@ -74,6 +74,16 @@ impl OpenBackup for DirectoryBackup {
         open_file(&self.directory, name)
     }
 
+    async fn open_stream(&self, name: &str) -> Result<OpenArtifact, Error> {
+        let (writer, pending) = open_file_writer(&self.directory, name)?;
+        let writer = StreamTarWriter::start(writer).map_err(|source| ArtifactError::Io {
+            action: "Opening the artifact file",
+            path: self.directory.partial_tar_path(name),
+            source,
+        })?;
+        Ok((Box::new(writer), Box::new(pending)))
+    }
+
     async fn finish(
         self: Box<Self>,
         record: &BackupRecord,
@@ -237,18 +247,65 @@ impl Write for FileWriter {
     }
 }
 
-impl ArtifactWriter for FileWriter {
-    fn finish(mut self: Box<Self>) -> io::Result<StoredBytes> {
+impl FileWriter {
+    /// Writes what is buffered and waits for the file thread; returns the file (not yet
+    /// synced) and its size.
+    fn close(mut self) -> io::Result<(std::fs::File, u64)> {
         if !self.buffer.is_empty() {
             let rest = std::mem::take(&mut self.buffer);
             self.file.send(rest)?;
         }
-        let file = self.file.join()?;
+        Ok((self.file.join()?, self.size))
+    }
+}
+
+impl ArtifactWriter for FileWriter {
+    fn finish(self: Box<Self>) -> io::Result<StoredBytes> {
+        let (file, size) = (*self).close()?;
         file.sync_all()?;
-        Ok(StoredBytes {
-            size: self.size,
-            sha256: None,
-        })
+        Ok(StoredBytes { size, sha256: None })
+    }
+}
+
+/// A streamed artifact written as bbr's one-file tar ([`crate::format::stream`]): a header
+/// block held open, the stream, then the tail; the header is written in place once the
+/// stream's size is known (the file is local, so it can be).
+struct StreamTarWriter {
+    file: FileWriter,
+    size: u64,
+}
+
+impl StreamTarWriter {
+    fn start(mut file: FileWriter) -> io::Result<StreamTarWriter> {
+        // A placeholder, rewritten by `finish`.
+        file.write_all(&crate::format::stream::header(0))?;
+        Ok(StreamTarWriter { file, size: 0 })
+    }
+}
+
+impl Write for StreamTarWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let count = self.file.write(buf)?;
+        self.size += count as u64;
+        Ok(count)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ArtifactWriter for StreamTarWriter {
+    fn finish(self: Box<Self>) -> io::Result<StoredBytes> {
+        use std::os::unix::fs::FileExt;
+        let StreamTarWriter {
+            file: mut writer,
+            size: stream_size,
+        } = *self;
+        writer.write_all(&crate::format::stream::tail(stream_size))?;
+        let (file, size) = writer.close()?;
+        file.write_all_at(&crate::format::stream::header(stream_size), 0)?;
+        file.sync_all()?;
+        Ok(StoredBytes { size, sha256: None })
     }
 }
 
@@ -271,6 +328,14 @@ impl PendingArtifact for PendingFile {
 }
 
 fn open_file(directory: &BackupDirectory, name: &str) -> Result<OpenArtifact, Error> {
+    let (writer, pending) = open_file_writer(directory, name)?;
+    Ok((Box::new(writer), Box::new(pending)))
+}
+
+fn open_file_writer(
+    directory: &BackupDirectory,
+    name: &str,
+) -> Result<(FileWriter, PendingFile), Error> {
     let file = directory.create_partial_tar(name)?;
     let file = FileThread::start(file, WRITEBACK_EVERY).map_err(|source| ArtifactError::Io {
         action: "Opening the artifact file",
@@ -286,7 +351,7 @@ fn open_file(directory: &BackupDirectory, name: &str) -> Result<OpenArtifact, Er
         directory: BackupDirectory::open(directory.path()),
         name: name.to_string(),
     };
-    Ok((Box::new(writer), Box::new(pending)))
+    Ok((writer, pending))
 }
 
 /// A bbr backup directory to restore from.
@@ -476,6 +541,44 @@ mod tests {
         assert_eq!(
             std::fs::read(backup.partial_tar_path("g-0-j")).unwrap(),
             data
+        );
+    }
+
+    /// A stream is written as bbr's one-file tar: GNU tar lists `./cairn-stream`, and the
+    /// digest of that file is the stream's.
+    #[test]
+    fn a_stream_is_written_as_a_one_file_tar_with_its_header_filled_in_at_the_end() {
+        use sha2::Digest;
+        let directory = tempfile::tempdir().unwrap();
+        let backup = BackupDirectory::create(directory.path(), "d_20240102T030405Z").unwrap();
+        let (writer, _pending) = open_file_writer(&backup, "g-0-j").unwrap();
+        let mut writer = Box::new(StreamTarWriter::start(writer).unwrap());
+        let data: Vec<u8> = (0..1_300_001_u32).map(|n| (n % 253) as u8).collect();
+        for chunk in data.chunks(70_001) {
+            writer.write_all(chunk).unwrap();
+        }
+        let stored = writer.finish().unwrap();
+        let tar = std::fs::read(backup.partial_tar_path("g-0-j")).unwrap();
+        assert_eq!(stored.size, tar.len() as u64);
+        let files = crate::format::digest::digest_tar(
+            tar.as_slice(),
+            crate::format::digest::EntryPolicy::RefuseEscapes,
+        )
+        .unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            files[crate::format::stream::STREAM_FILE],
+            hex::encode(sha2::Sha256::digest(&data))
+        );
+        let listed = std::process::Command::new("tar")
+            .arg("-tvf")
+            .arg(backup.partial_tar_path("g-0-j"))
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        assert!(
+            listed.contains("1300001") && listed.contains("./cairn-stream"),
+            "{listed}"
         );
     }
 

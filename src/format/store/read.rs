@@ -581,7 +581,16 @@ pub fn check_artifact_stream(
     let files = match checked {
         Checked::StoredBytes => check_age_header(&mut hashing).map(|()| None),
         Checked::Everything => {
-            digest_stored(&mut hashing, compression, encrypted, identities, forward).map(Some)
+            let stream_size = expected.stream.then(|| stream_size(expected));
+            digest_stored(
+                &mut hashing,
+                compression,
+                encrypted,
+                stream_size,
+                identities,
+                forward,
+            )
+            .map(Some)
         }
     }
     .map_err(|detail| damaged(&expected.key, &detail));
@@ -603,12 +612,19 @@ pub fn check_artifact_stream(
     Ok(checked)
 }
 
-/// Decrypts (when encrypted), decompresses and digests every file of a stored artifact,
-/// passing the tar stream on to `forward` when given.
+/// A streamed artifact's stored stream holds its one file ([`crate::format::stream`]).
+fn stream_size(artifact: &ManifestArtifact) -> u64 {
+    artifact.files.values().map(|file| file.size).sum()
+}
+
+/// Decrypts (when encrypted), decompresses and digests every file of a stored artifact
+/// (a streamed one read as its one-file tar, `stream_size` bytes), passing the tar stream on
+/// to `forward` when given.
 fn digest_stored<R: Read + Send>(
     stored: R,
     compression: Compression,
     encrypted: bool,
+    stream_size: Option<u64>,
     identities: &Identities,
     forward: Option<&mut dyn Write>,
 ) -> Result<FileDigests, String> {
@@ -617,7 +633,10 @@ fn digest_stored<R: Read + Send>(
     } else {
         Box::new(stored)
     };
-    let tar = tar_reader(plain, compression).map_err(|e| e.to_string())?;
+    let mut tar = tar_reader(plain, compression).map_err(|e| e.to_string())?;
+    if let Some(size) = stream_size {
+        tar = Box::new(crate::format::stream::OneFileTar::new(tar, size));
+    }
     match forward {
         Some(writer) => digest_tar_forwarding(tar, writer),
         None => digest_tar_files(tar, EntryPolicy::RefuseEscapes),

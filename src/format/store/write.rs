@@ -36,7 +36,7 @@ use crate::format::manifest::{
 };
 use crate::format::sink::{
     ArtifactWriter, BackupRecord, BackupSink, BackupSource, NewBackup, OpenArtifact, OpenBackup,
-    PendingArtifact, StoredBytes,
+    PendingArtifact, StoredArtifact, StoredBytes,
 };
 use crate::model::job::{ScriptName, ScriptRecord};
 
@@ -174,10 +174,34 @@ impl StoreBackup {
         self.key(&file)
     }
 
+    /// Key of a streamed artifact's object ([`crate::format::stream`]): `<name>.stream.zst`,
+    /// `<name>.stream` without compression, `.age` appended when encrypted. It holds the
+    /// stream itself, not a tar.
+    #[must_use]
+    pub fn stream_key(&self, name: &str) -> ObjectKey {
+        let mut file = format!("{name}.stream");
+        if let Compression::Zstd { .. } = self.compression {
+            file.push_str(".zst");
+        }
+        if self.encryption.is_some() {
+            file.push('.');
+            file.push_str(crate::format::encryption::EXTENSION);
+        }
+        self.key(&file)
+    }
+
+    fn stored_key(&self, artifact: &StoredArtifact) -> ObjectKey {
+        if artifact.stream {
+            self.stream_key(&artifact.name)
+        } else {
+            self.artifact_key(&artifact.name)
+        }
+    }
+
     /// Removes what a failed backup stored (best effort: leftovers are removed by the next run).
     async fn discard(&self, record: &BackupRecord) {
         for artifact in &record.artifacts {
-            let key = self.artifact_key(&artifact.name);
+            let key = self.stored_key(artifact);
             if let Err(error) = self.store.delete(&key, artifact.version.as_deref()).await {
                 tracing::warn!("Could not remove {key} of a failed backup: {error}");
             }
@@ -192,7 +216,11 @@ impl OpenBackup for StoreBackup {
     }
 
     async fn open_artifact(&self, name: &str) -> Result<OpenArtifact, Error> {
-        open_upload(self, name).await
+        open_upload(self, self.artifact_key(name)).await
+    }
+
+    async fn open_stream(&self, name: &str) -> Result<OpenArtifact, Error> {
+        open_upload(self, self.stream_key(name)).await
     }
 
     async fn finish(
@@ -299,7 +327,7 @@ async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Res
             group: a.group.clone(),
             index: a.index.clone(),
             job: a.job.clone(),
-            key: destination.artifact_key(&a.name).to_string(),
+            key: destination.stored_key(a).to_string(),
             size: a.stored.size,
             sha256: a
                 .stored
@@ -312,6 +340,7 @@ async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Res
                 .encryption
                 .as_ref()
                 .map(crate::format::encryption::Recipients::record),
+            stream: a.stream,
         })
         .collect();
     manifest_artifacts.sort_by(|a, b| a.name.cmp(&b.name));
@@ -509,8 +538,7 @@ fn store_failure(key: &ObjectKey, detail: &str) -> Error {
     })
 }
 
-async fn open_upload(destination: &StoreBackup, name: &str) -> Result<OpenArtifact, Error> {
-    let key = destination.artifact_key(name);
+async fn open_upload(destination: &StoreBackup, key: ObjectKey) -> Result<OpenArtifact, Error> {
     let mut upload = destination
         .store
         .put(&key, &destination.put_options)

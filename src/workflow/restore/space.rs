@@ -51,7 +51,8 @@ pub async fn check_space(
     sizes: &[Option<u64>],
 ) -> SpaceCheck {
     let mut needed: Vec<(usize, u64)> = Vec::new();
-    for (upload, size) in uploads.iter().zip(sizes) {
+    // A streamed restore puts nothing under /var/vcap/store/bbr-backup.
+    for (upload, size) in uploads.iter().zip(sizes).filter(|(u, _)| !u.stream) {
         let instance = upload.job.0;
         match needed.iter_mut().find(|(i, _)| *i == instance) {
             Some((_, total)) => *total += size.unwrap_or(0),
