@@ -69,7 +69,7 @@ pub enum Error {
     },
     /// No byte moved on an artifact's stream for `--stall-timeout`: the stream was stopped and
     /// the instance's connection dropped (the next command reconnects).
-    #[error("No data moved {direction} {instance} for job {job} for {seconds} s: the copy was stopped and the connection dropped; check the network or raise --stall-timeout")]
+    #[error("No data moved {direction} {instance} for job {job} for {seconds} s: the copy was stopped and the connection dropped; check the network, or raise --stall-timeout (or `stall` under [timeouts.jobs.{job}] in the config file for this job alone)")]
     TransferStalled {
         /// The instance.
         instance: InstanceName,

@@ -135,7 +135,7 @@ fn a_silent_cut_during_the_drain_is_caught_by_the_stall_timeout() {
     assert!(
         all.contains("No data moved from app/0 for job ")
             && all.contains(
-                "for 5 s: the copy was stopped and the connection dropped; check the network or raise --stall-timeout"
+                "for 5 s: the copy was stopped and the connection dropped; check the network, or raise --stall-timeout"
             ),
         "{all}"
     );
@@ -207,7 +207,7 @@ fn a_silent_cut_during_a_restore_copy_is_caught_before_any_restore_script() {
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
         all.contains("No data moved to app/0 for job ")
-            && all.contains("check the network or raise --stall-timeout"),
+            && all.contains("check the network, or raise --stall-timeout"),
         "{all}"
     );
     // No restore script ran on data that did not arrive, nothing is locked, and the artifact

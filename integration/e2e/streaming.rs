@@ -645,3 +645,61 @@ fn postgres_and_mariadb_stream_their_dumps_and_restore_them_exactly() {
     assert_nothing_left(&bed);
     unwrap_backup(pg, "postgres");
 }
+
+/// A streaming dump that goes silent (as `pg_dump` waiting on a lock does) is ended by
+/// `--stall-timeout` like any artifact stream, and nothing is recorded; the job's own `stall`
+/// under `[timeouts.jobs.<job>]` lets that job alone wait longer.
+#[test]
+fn a_silent_stream_is_ended_by_the_stall_timeout_unless_its_job_may_wait_longer() {
+    cairn_testbed::require_root!();
+    let bed = TestBed::start(&[("dir", 0, &["directory"])]).expect("test bed");
+    let host = bed.host("dir", 0);
+    seed_directory(host);
+    set_stream(host, "directory", true);
+    // 1 MiB, then 8 s of silence, then the rest of the stream.
+    wrap_backup(
+        &bed,
+        host,
+        "directory",
+        "copy=/var/vcap/data/stall-copy\nmkdir -p /var/vcap/data\n\
+         /var/vcap/jobs/directory/bin/bbr/backup.orig > $copy\n\
+         head -c 1048576 $copy\nsleep 8\ntail -c +1048577 $copy",
+    );
+
+    let work = workdir();
+    let output = backup_into(&bed, work.path(), &["--stall-timeout", "3s"]);
+    let log = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!(
+            "No data moved from dir/{} for job directory for 3 s: the copy was stopped and the connection dropped",
+            host_id(&log)
+        )) && log.contains("`stall` under [timeouts.jobs.directory]"),
+        "{log}"
+    );
+    assert_incomplete_directory_backup(work.path());
+    assert_nothing_left(&bed);
+
+    let work = workdir();
+    let config = work.root().join("cairn.toml");
+    fs::write(&config, "[timeouts.jobs.directory]\nstall = \"60s\"\n").unwrap();
+    let output = backup_into(
+        &bed,
+        work.path(),
+        &[
+            "--stall-timeout",
+            "3s",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let backup = backup_dir(work.path());
+    assert_eq!(tars(&backup).len(), 1, "{:?}", tars(&backup));
+    assert_eq!(
+        tar_entries(&backup.join("dir-0-directory.tar")),
+        vec!["./cairn-stream".to_string()]
+    );
+    unwrap_backup(host, "directory");
+    assert_nothing_left(&bed);
+}

@@ -23,6 +23,7 @@
 //!
 //! [timeouts.jobs.postgres]   # a job's own limits (beat everything else)
 //! backup = "8h"
+//! stall = "30m"              # its streams' own --stall-timeout
 //!
 //! [director]
 //! retry_attempts = 5
@@ -221,7 +222,18 @@ fn script_timeouts(table: &toml::Table) -> Result<ScriptTimeouts, String> {
                 let scripts = scripts.as_table().ok_or_else(|| {
                     format!("[timeouts.jobs.{job}] must be a table of script names and durations")
                 })?;
-                let limits = script_limits(&format!("[timeouts.jobs.{job}]"), scripts)?;
+                let section = format!("[timeouts.jobs.{job}]");
+                let mut scripts = scripts.clone();
+                if let Some(stall) = scripts.remove("stall") {
+                    let setting = stall.try_into::<DurationSetting>().map_err(|_| {
+                        format!(
+                            "{section} stall must be a duration like \"90s\", \"30m\" or \"2h\""
+                        )
+                    })?;
+                    let stall = duration(&format!("{section} stall"), &setting)?;
+                    timeouts.per_job_stall.insert(job.clone(), stall);
+                }
+                let limits = script_limits(&section, &scripts)?;
                 timeouts.per_job.insert(job.clone(), limits);
             }
         } else {
@@ -550,7 +562,7 @@ mod tests {
         let config = load_text(
             "script_timeout = \"2h\"\nstall_timeout = 30\nkeepalive_interval = \"10s\"\n\
              [timeouts]\npre-backup-lock = \"5m\"\n\
-             [timeouts.jobs.database]\npre-backup-lock = \"3s\"\nbackup = \"8h\"\n",
+             [timeouts.jobs.database]\npre-backup-lock = \"3s\"\nbackup = \"8h\"\nstall = \"30m\"\n",
         )
         .unwrap();
         let mut cli = parse(&["deployment", "--stall-timeout", "9s", "backup"]);
@@ -581,6 +593,15 @@ mod tests {
             Duration::from_secs(300)
         );
         assert_eq!(limit("app", ScriptName::Backup), Duration::from_secs(7200));
+        assert_eq!(
+            timeouts.stall_limit("database", common.stall_timeout()),
+            Duration::from_secs(1800),
+            "the job's own stall limit beats the flag for that job"
+        );
+        assert_eq!(
+            timeouts.stall_limit("app", common.stall_timeout()),
+            Duration::from_secs(9)
+        );
         // Without the file: the defaults.
         let mut bare = parse(&["drill", "--target-inventory", "/t.yml"]);
         apply(&mut bare, &ConfigFile::default());

@@ -12,6 +12,10 @@
 //!    during discovery, before anything is locked, so it must be quick.
 //!
 //! Every other script without a setting runs without a limit, as in bbr.
+//!
+//! A job's artifact streams may also have their own stall limit (`stall` under
+//! `[timeouts.jobs.<job>]`), beating `--stall-timeout`: a streaming `pg_dump` that waits on a
+//! database lock sends nothing for as long as it waits, and only that job should be allowed to.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +34,8 @@ pub struct ScriptTimeouts {
     pub per_script: BTreeMap<ScriptName, Duration>,
     /// `[timeouts.jobs.<job>]`: overrides per job name, by script name.
     pub per_job: BTreeMap<String, BTreeMap<ScriptName, Duration>>,
+    /// `stall` under `[timeouts.jobs.<job>]`: the job's own `--stall-timeout`.
+    pub per_job_stall: BTreeMap<String, Duration>,
 }
 
 /// Where a limit came from, for the message of a script that ran out of time.
@@ -79,6 +85,15 @@ impl ScriptTimeouts {
             return Some(found(duration, LimitSource::Flag));
         }
         (script == ScriptName::Metadata).then(|| found(METADATA_DEFAULT, LimitSource::BuiltIn))
+    }
+}
+
+impl ScriptTimeouts {
+    /// How long the artifact streams of the job named `job` may move no byte: its own `stall`
+    /// setting, else `default` (`--stall-timeout`).
+    #[must_use]
+    pub fn stall_limit(&self, job: &str, default: Duration) -> Duration {
+        self.per_job_stall.get(job).copied().unwrap_or(default)
     }
 }
 
@@ -193,5 +208,18 @@ mod tests {
         assert!(limit(LimitSource::BuiltIn)
             .setting(ScriptName::Metadata)
             .contains("built-in"));
+    }
+
+    #[test]
+    fn a_jobs_own_stall_limit_beats_the_flag_for_that_job_only() {
+        let mut timeouts = ScriptTimeouts::default();
+        timeouts
+            .per_job_stall
+            .insert("postgres".into(), seconds(1800));
+        assert_eq!(
+            timeouts.stall_limit("postgres", seconds(300)),
+            seconds(1800)
+        );
+        assert_eq!(timeouts.stall_limit("files", seconds(300)), seconds(300));
     }
 }

@@ -219,11 +219,21 @@ pub(super) async fn stream_backup(
     let (writer, pending) = destination.open_stream(&name).await?;
     let label = format!("for job {} on {}", job.name, instance.name);
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    // The size is unknown until the end: no percentages.
+    let progress = Progress::new(label.clone(), instance, job, 0, context);
+    let stop = context.cancel.child_token();
+    let watch = StreamWatch {
+        instance,
+        job: &job.name,
+        direction: "from",
+        moved: progress.moved.clone(),
+        stop: &stop,
+        limit: stall_limit(&job.name, context),
+    };
     let reader = ChannelReader {
         receiver,
         current: Bytes::new(),
-        // The size is unknown until the end: no percentages.
-        progress: Progress::new(label.clone(), instance, job, 0, context),
+        progress,
     };
     let storing = tokio::task::spawn_blocking(move || store_stream(reader, writer));
     let io = ScriptIo {
@@ -237,10 +247,14 @@ pub(super) async fn stream_backup(
         environment,
         io,
         context,
-        &context.cancel,
-    )
-    .await;
+        &stop,
+    );
+    let script = unless_stalled(script, &watch).await;
     let stored = storing.await.expect("stream thread");
+    let script = match script {
+        Ok(script) => script,
+        Err(stalled) => return Err(pending.discard().await.unwrap_or(stalled)),
+    };
     let outcome = match (script.error, stored) {
         (_, Err(source)) if reader_gone(&script.outcome) || script_succeeded(&script.outcome) => {
             Err(Error::from(ArtifactError::Io {
@@ -366,6 +380,14 @@ pub(super) async fn stream_restore(
     let (sender, receiver) = mpsc::channel(UPLOAD_QUEUE);
     // Stops the script when the stream differs, and the reading when the run is interrupted.
     let stop = context.cancel.child_token();
+    let watch = StreamWatch {
+        instance,
+        job: &job.name,
+        direction: "to",
+        moved: progress.moved.clone(),
+        stop: &stop,
+        limit: stall_limit(&job.name, context),
+    };
     let mut chunks = ChunkForwarder::new(sender, stop.clone(), progress);
     let reading = tokio::task::spawn_blocking(move || {
         let forwarded = artifact.forward(&mut TarBodyWriter::new(&mut chunks));
@@ -401,11 +423,25 @@ pub(super) async fn stream_restore(
         context,
         &stop,
     );
+    let script = unless_stalled(script, &watch);
     let (script, (read, chunks)) = tokio::join!(script, watching);
+    let script = match script {
+        Ok(script) => script,
+        Err(stalled) => return Some(stalled),
+    };
     match read {
         Err(error) if !chunks.stopped => Some(error),
         _ => script.error,
     }
+}
+
+/// How long a stream of `job` may move no byte: the job's own `stall` setting, else
+/// `--stall-timeout`.
+fn stall_limit(job: &str, context: &RunContext) -> Duration {
+    context
+        .options
+        .script_timeouts
+        .stall_limit(job, context.options.stall_timeout)
 }
 
 /// Runs `tar -c` and the remote checksums concurrently, writing and hashing the stream.
@@ -425,7 +461,7 @@ async fn stream_and_digest(
         direction: "from",
         moved: progress.moved.clone(),
         stop: &stop,
-        limit: context.options.stall_timeout,
+        limit: stall_limit(&job.name, context),
     };
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let reader = ChannelReader {
@@ -608,7 +644,7 @@ pub(super) async fn upload(
         direction: "to",
         moved: progress.moved.clone(),
         stop: &stop,
-        limit: context.options.stall_timeout,
+        limit: stall_limit(&job.name, context),
     };
     let mut chunks = ChunkForwarder::new(sender, stop.clone(), progress);
     let label = format!("{} on {}", job.name, instance.name);
