@@ -12,14 +12,22 @@ file is JSON, re-read for every request so a test can change the faults while a 
      "reset_rate": 0.1,   # share of requests whose connection is closed without an answer
      "delay": 0.0,        # seconds added before forwarding
      "down": false,       # true: every request gets 503 (the store is down)
-     "seed": 7}           # random seed (read once, at start)
+     "seed": 7,           # random seed (read once, at start)
+     "hold": {"match": "^DELETE ", "after": 1, "marker": "/tmp/x"}}
+                          # requests whose "METHOD path" matches the regex: the first
+                          # `after` are forwarded, each next one is held (its path written
+                          # to `marker`) until "hold" leaves the control file, then its
+                          # connection is closed without forwarding it (outcome held)
 
 Every request is logged as `<method>\\t<path>\\t<outcome>` (outcome: forwarded STATUS,
-injected-500, injected-503, reset, down).
+injected-500, injected-503, reset, down, held).
 """
 
 import argparse
 import http.client
+import os
+import re
+import time
 import http.server
 import json
 import random
@@ -52,6 +60,15 @@ def main():
             return {}
 
     rng = random.Random(control().get("seed", 7))
+    matched = [0]
+
+    def should_hold(method, path):
+        rule = control().get("hold")
+        if not rule or not re.search(rule.get("match", ""), f"{method} {path}"):
+            return False
+        with lock:
+            matched[0] += 1
+            return matched[0] > int(rule.get("after", 0))
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -77,8 +94,25 @@ def main():
             self.end_headers()
             self.wfile.write(payload)
 
+        def hold(self):
+            marker = control().get("hold", {}).get("marker")
+            if marker:
+                with open(marker + ".tmp", "w") as handle:
+                    handle.write(f"{self.command} {self.path}\n")
+                os.replace(marker + ".tmp", marker)
+            while control().get("hold"):
+                time.sleep(0.05)
+            self.record("held")
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
         def handle_any(self):
             data = self.body()
+            if should_hold(self.command, self.path):
+                return self.hold()
             settings = control()
             with lock:
                 roll = rng.random()
@@ -126,7 +160,6 @@ def main():
     server.daemon_threads = True
     with open(args.ready + ".tmp", "w") as handle:
         handle.write(f"port={server.server_address[1]}\n")
-    import os
     os.replace(args.ready + ".tmp", args.ready)
     server.serve_forever()
 
