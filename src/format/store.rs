@@ -207,8 +207,9 @@ pub fn tar_reader<'a, R: Read + Send + 'a>(
     })
 }
 
-/// Deletes every object under `<deployment>/<id>/` (the manifest first, so that a partly
-/// deleted backup is never listed as complete) and the given recorded versions.
+/// Deletes every object under `<deployment>/<id>/` (the manifest first, before any recorded
+/// version, so that a partly deleted backup — a prune killed half-way — is never listed as
+/// complete) and the given recorded versions.
 pub(crate) async fn delete_objects(
     store: &dyn ArtifactStore,
     deployment: &str,
@@ -217,6 +218,14 @@ pub(crate) async fn delete_objects(
 ) -> Result<usize, Error> {
     let prefix = format!("{deployment}/{id}/");
     let mut deleted = 0;
+    let objects = store.list(&prefix).await?;
+    let (manifests, others): (Vec<_>, Vec<_>) = objects
+        .into_iter()
+        .partition(|o| o.key.as_str().ends_with(MANIFEST_NAME));
+    for object in &manifests {
+        delete_current(store, &object.key).await?;
+        deleted += 1;
+    }
     for (key, version) in versions {
         if let (Ok(key), Some(version)) = (ObjectKey::parse(key), version) {
             match store.delete(&key, Some(version)).await {
@@ -225,16 +234,19 @@ pub(crate) async fn delete_objects(
             }
         }
     }
-    // The manifest goes first so that a partly deleted backup is never listed as complete.
-    let mut objects = store.list(&prefix).await?;
-    objects.sort_by_key(|o| !o.key.as_str().ends_with(MANIFEST_NAME));
-    for object in objects {
-        match store.delete(&object.key, None).await {
-            Ok(()) | Err(StoreError::NotFound { .. }) => deleted += 1,
-            Err(error) => return Err(error.into()),
-        }
+    for object in &others {
+        delete_current(store, &object.key).await?;
+        deleted += 1;
     }
     Ok(deleted.max(versions.len()))
+}
+
+/// Deletes the current version of an object; one already gone is fine.
+async fn delete_current(store: &dyn ArtifactStore, key: &ObjectKey) -> Result<(), Error> {
+    match store.delete(key, None).await {
+        Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Opens the store a URL names, with credentials from the store's standard chain, and checks
