@@ -78,6 +78,26 @@ pub enum Error {
         /// How many jobs it had locked.
         locked: usize,
     },
+    /// The run journal cannot be written, so the run stops before it locks or creates anything.
+    #[error("Cannot write the run journal `{path}`: {detail}. Nothing was locked or created. Make that directory writable, or set CAIRN_STATE_DIR to a writable directory, and run the command again")]
+    JournalWrite {
+        /// The journal file.
+        path: String,
+        /// The I/O error.
+        detail: String,
+    },
+    /// A temporary SSH user that a killed run left could not be removed.
+    #[error("The SSH user {user} that a killed run asked of Director {director} is still on deployment {deployment}'s instances: {detail}. Run `cairn deployment --target {director} --deployment {deployment} backup-cleanup` (with that Director's credentials) to remove it")]
+    LeftoverUser {
+        /// The user.
+        user: String,
+        /// The Director that created it.
+        director: String,
+        /// The deployment.
+        deployment: String,
+        /// Why it was not removed.
+        detail: String,
+    },
     /// The connection to the instance failed while a job script ran.
     #[error("Error attempting to run {script} for job {job} on {instance}: {detail}")]
     ScriptLost {

@@ -64,6 +64,7 @@ async fn discover_or_interrupt(
     operation: &'static str,
 ) -> Result<Deployment, RunErrors> {
     tracing::info!("Looking for scripts");
+    recovery::journal_target_access(target, context);
     tokio::select! {
         found = discover(target, context.options.parallelism, &context.options.version) => {
             if let Ok(deployment) = &found {
@@ -184,4 +185,27 @@ async fn release_target(target: &dyn Target, errors: &mut RunErrors) {
             detail: error.to_string(),
         });
     }
+}
+
+/// The end of a journaled run: its journal goes unless something it lists may be left (an
+/// unlock or a clean-up failed, or the journal could not be kept up to date), in which case
+/// the next command against the deployment undoes it.
+async fn finish_journal(context: &RunContext, errors: &RunErrors) {
+    let left = errors.errors().iter().any(|e| {
+        e.is_unlock_failure()
+            || e.exit_bit() == crate::error::exit_bit::CLEANUP
+            || matches!(e, Error::JournalWrite { .. } | Error::LeftoverUser { .. })
+    });
+    if !left {
+        context.journal_done().await;
+    }
+}
+
+/// Starts a journaled run: writes its journal before anything is reached, so that a state
+/// directory that cannot be written stops the run at once ([`Error::JournalWrite`]).
+async fn begin_journal(target: &dyn Target, context: &RunContext) -> Result<(), RunErrors> {
+    context
+        .journal_begin(target.name())
+        .await
+        .map_err(RunErrors::from)
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use cairn::model::deployment::Target;
 use cairn::report::events::{Event, JsonLines};
 use cairn::report::metrics::RunSummary;
+use cairn::workflow::journal::{JournalFile, JournalKind};
 use cairn::workflow::RunContext;
 use cairn::RunErrors;
 
@@ -93,7 +94,7 @@ pub(crate) async fn run(
     Ok(finish(target, &finished, outcome, common, &context))
 }
 
-/// The run's context: parallelism, time limits, the journal (backups) and where events go.
+/// The run's context: parallelism, time limits, the journal and where events go.
 fn context(target: &dyn Target, action: &Action, common: &CommonArgs) -> RunContext {
     let parallelism = common
         .parallelism
@@ -103,13 +104,12 @@ fn context(target: &dyn Target, action: &Action, common: &CommonArgs) -> RunCont
     if let Action::Restore(restore_args) = action {
         context.options.verify_restore = restore_args.verify;
     }
-    if matches!(action, Action::Backup(_) | Action::BackupCleanup) {
-        let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
-        context.journal = Some(cairn::workflow::journal::JournalFile::new(
-            &state_dir,
-            target.name(),
-        ));
+    if let Some(kind) = journal_kind(action) {
+        let state_dir = JournalFile::default_state_dir();
+        context.journal = Some(JournalFile::new(&state_dir, target.name()).with_kind(kind));
     }
+    let argv: Vec<String> = std::env::args().collect();
+    context.command_prefix = command_prefix(&argv);
     if common.json {
         context.events = Some(Arc::new(JsonLines(Mutex::new(std::io::stdout()))));
     } else if std::io::IsTerminal::is_terminal(&std::io::stderr())
@@ -118,6 +118,75 @@ fn context(target: &dyn Target, action: &Action, common: &CommonArgs) -> RunCont
         context.events = Some(Arc::new(super::progress::TerminalProgress::new()));
     }
     context
+}
+
+/// The journal of each subcommand: every one keeps one (the read-only ones only for the
+/// temporary user of deployment mode, and they never write one otherwise).
+fn journal_kind(action: &Action) -> Option<JournalKind> {
+    Some(match action {
+        Action::PreBackupCheck(_) => JournalKind::PreBackupCheck,
+        Action::Backup(_) => JournalKind::Backup,
+        Action::Restore(restore) if restore.plan => JournalKind::RestorePlan,
+        Action::Restore(_) => JournalKind::Restore,
+        Action::BackupCleanup => JournalKind::BackupCleanup,
+        Action::RestoreCleanup => JournalKind::RestoreCleanup,
+        Action::Help { .. } => return None,
+    })
+}
+
+/// The subcommands and their aliases, as they appear on a command line.
+const SUBCOMMANDS: [&str; 8] = [
+    "pre-backup-check",
+    "c",
+    "backup",
+    "b",
+    "restore",
+    "r",
+    "backup-cleanup",
+    "restore-cleanup",
+];
+
+/// Flags that take no value.
+const SWITCHES: [&str; 4] = [
+    "--all-deployments",
+    "--debug",
+    "--insecure-skip-host-key-check",
+    "--json",
+];
+
+/// The command line up to the subcommand (`cairn deployment --target T --deployment D`), with
+/// the program's name as `cairn` and a password's value masked, so that a message can name the
+/// exact clean-up command to run. `None` when no subcommand is found.
+fn command_prefix(argv: &[String]) -> Option<String> {
+    let mut words = vec!["cairn".to_string()];
+    let mut takes_value = false;
+    let mut mask_next = false;
+    for word in argv.iter().skip(1) {
+        if !takes_value && SUBCOMMANDS.contains(&word.as_str()) {
+            return Some(words.join(" "));
+        }
+        let shown = if mask_next {
+            "\"$BOSH_CLIENT_SECRET\"".to_string()
+        } else if let Some(flag) = word.strip_prefix("--password=") {
+            let _ = flag;
+            "--password=\"$BOSH_CLIENT_SECRET\"".to_string()
+        } else {
+            word.clone()
+        };
+        mask_next = matches!(word.as_str(), "--password" | "-p") && !takes_value;
+        takes_value = word.starts_with('-')
+            && !word.contains('=')
+            && !SWITCHES.contains(&word.as_str())
+            && !takes_value
+            && word.len() > 1;
+        // `deployment` and `director` are modes, not flags.
+        words.push(if shown.contains(' ') {
+            format!("'{shown}'")
+        } else {
+            shown
+        });
+    }
+    None
 }
 
 /// What [`finish`] needs to know of the subcommand.
@@ -170,4 +239,31 @@ fn finish(
         }
     }
     exit_code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(line: &str) -> Option<String> {
+        let argv: Vec<String> = line.split(' ').map(String::from).collect();
+        command_prefix(&argv)
+    }
+
+    #[test]
+    fn the_prefix_stops_at_the_subcommand_and_masks_the_password() {
+        assert_eq!(
+            prefix("/usr/bin/bbr deployment -t 10.0.0.6 -u admin -p s3cret -d b restore --artifact-path b"),
+            Some("cairn deployment -t 10.0.0.6 -u admin -p \"$BOSH_CLIENT_SECRET\" -d b".into())
+        );
+        assert_eq!(
+            prefix("cairn deployment --debug --inventory inv.yml pre-backup-check"),
+            Some("cairn deployment --debug --inventory inv.yml".into())
+        );
+        assert_eq!(
+            prefix("cairn deployment --password=x --deployment cf c"),
+            Some("cairn deployment --password=\"$BOSH_CLIENT_SECRET\" --deployment cf".into())
+        );
+        assert_eq!(prefix("cairn deployment --deployment cf"), None);
+    }
 }

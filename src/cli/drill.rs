@@ -83,7 +83,7 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<i32> {
         identities,
     )
     .await?;
-    let context = context(&args, source_target.as_deref());
+    let context = context(&args, source_target.as_deref(), target.name());
     let signals = super::signals::watch(context.clone());
     let (report, errors) = drill(source, target.as_ref(), &context).await;
     signals.abort();
@@ -204,8 +204,9 @@ async fn stored_source<'a>(
     })
 }
 
-/// The run's context, with the source's journal when the drill takes a backup.
-fn context(args: &DrillArgs, source_target: Option<&dyn Target>) -> RunContext {
+/// The run's context, with the journal of the drill's backup (of the source deployment) and
+/// of its restore (into the drill deployment, [`cairn::workflow::drill`]).
+fn context(args: &DrillArgs, source_target: Option<&dyn Target>, target_name: &str) -> RunContext {
     let mut context = RunContext::new(
         args.common
             .parallelism
@@ -213,13 +214,11 @@ fn context(args: &DrillArgs, source_target: Option<&dyn Target>) -> RunContext {
         cairn::VERSION,
     );
     context.options.script_timeout = args.common.script_timeout;
-    if let Some(source) = source_target {
-        let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
-        context.journal = Some(cairn::workflow::journal::JournalFile::new(
-            &state_dir,
-            source.name(),
-        ));
-    }
+    let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
+    let journaled = source_target.map_or(target_name, |source| source.name());
+    context.journal = Some(cairn::workflow::journal::JournalFile::new(
+        &state_dir, journaled,
+    ));
     context
 }
 

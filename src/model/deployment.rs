@@ -35,6 +35,47 @@ pub struct InstanceAddress {
     pub bootstrap: bool,
 }
 
+/// A temporary SSH user a Director is asked to create on a deployment's instances (deployment
+/// mode), as the run journal records it before the request, so that the next run can have it
+/// removed if this one is killed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TemporaryUser {
+    /// `bosh_` and 15 hex digits.
+    pub user: String,
+    /// The Director's URL.
+    pub director: String,
+    /// The deployment.
+    pub deployment: String,
+    /// Instance groups, each with the ids of its instances.
+    pub groups: Vec<(String, Vec<String>)>,
+}
+
+impl TemporaryUser {
+    /// `db/<id>, app/<id>`.
+    #[must_use]
+    pub fn instance_list(&self) -> String {
+        let names: Vec<String> = self
+            .groups
+            .iter()
+            .flat_map(|(group, ids)| ids.iter().map(move |id| format!("{group}/{id}")))
+            .collect();
+        names.join(", ")
+    }
+}
+
+/// Where a target records temporary access before creating it: the run journal.
+#[async_trait]
+pub trait AccessJournal: Send + Sync + Debug {
+    /// Records `user` before the Director is asked to create it.
+    ///
+    /// # Errors
+    /// The journal cannot be written: the user must not be created.
+    async fn record_user(&self, user: &TemporaryUser) -> Result<(), Error>;
+
+    /// Notes that `user` was removed.
+    async fn user_removed(&self, user: &str);
+}
+
 /// Where a deployment's instances are and how to reach them.
 ///
 /// # Contract
@@ -71,6 +112,23 @@ pub trait Target: Send + Sync + Debug {
 
     /// Removes temporary access created by `connect`.
     async fn release_access(&self) -> Result<(), Error>;
+
+    /// Has `connect` record the temporary access it creates in `journal` first (deployment
+    /// mode's users); targets that create none ignore it.
+    fn journal_access(&self, _journal: Arc<dyn AccessJournal>) {}
+
+    /// Removes a temporary user that a killed run left, as its journal recorded it.
+    ///
+    /// # Errors
+    /// The removal failed, or this target cannot remove it (not the Director that created it).
+    async fn remove_leftover_user(&self, user: &TemporaryUser) -> Result<(), Error> {
+        Err(Error::LeftoverUser {
+            user: user.user.clone(),
+            director: user.director.clone(),
+            deployment: user.deployment.clone(),
+            detail: "this command does not reach that Director".into(),
+        })
+    }
 }
 
 /// A connected instance and its backup-capable jobs.

@@ -13,9 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+use super::recovery::{recover_interrupted_runs, Recovery};
 use super::{
-    check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
-    remove_artifact_roots, run_scripts, transfer, unlock, CreatedRoots, RunContext,
+    begin_journal, check_artifact_root_absent, cleanup_error, discover_or_interrupt,
+    finish_journal, lock, release_target, remove_artifact_roots, run_scripts, transfer, unlock,
+    CreatedRoots, RunContext,
 };
 use crate::error::{Error, RunErrors};
 use crate::format::bbr_directory::metadata::{format_activity_time, format_backup_timestamp};
@@ -102,8 +104,9 @@ pub async fn plan_backup(deployment: &Deployment) -> Result<BackupPlan, RunError
     })
 }
 
-/// `pre-backup-check`: discovery and the backupable checks, changing nothing.
-/// Also returns the plan's description when the checks passed.
+/// `pre-backup-check`: discovery and the backupable checks, changing nothing; what a killed
+/// run left is reported with the command that clears it. Also returns the plan's description
+/// when the checks passed.
 pub async fn pre_backup_check(
     target: &dyn Target,
     context: &RunContext,
@@ -112,6 +115,7 @@ pub async fn pre_backup_check(
     let mut view = None;
     match discover_or_interrupt(target, context, "Pre-backup check").await {
         Ok(deployment) => {
+            recover_interrupted_runs(target, &deployment, context, Recovery::Report).await;
             tracing::info!("Running pre-checks for backup of {}...", deployment.name);
             match plan_backup(&deployment).await {
                 Ok(plan) => {
@@ -123,6 +127,7 @@ pub async fn pre_backup_check(
         Err(e) => errors.extend(e),
     }
     release_target(target, &mut errors).await;
+    finish_journal(context, &errors).await;
     (errors, view)
 }
 
@@ -140,11 +145,18 @@ pub async fn backup(
         source: None,
         scripts: Vec::new(),
     };
+    if let Err(errors) = begin_journal(target, context).await {
+        report.errors.extend(errors);
+        return report;
+    }
     match discover_or_interrupt(target, context, "Backup").await {
-        Ok(deployment) => backup_deployment(&deployment, options, context, &mut report).await,
+        Ok(deployment) => {
+            backup_deployment(target, &deployment, options, context, &mut report).await;
+        }
         Err(errors) => report.errors.extend(errors),
     }
     release_target(target, &mut report.errors).await;
+    finish_journal(context, &report.errors).await;
     report.scripts = context.scripts();
     report
 }
@@ -152,12 +164,13 @@ pub async fn backup(
 /// Recovery of a killed run, the plan, then the backup proper: start the sink, run the scripts
 /// and drain the artifacts ([`run_backup`]), and finish the sink with what was stored.
 async fn backup_deployment(
+    target: &dyn Target,
     deployment: &Deployment,
     options: &BackupOptions,
     context: &RunContext,
     report: &mut BackupReport,
 ) {
-    let recovered = super::recovery::recover_interrupted_run(deployment, context).await;
+    let recovered = recover_interrupted_runs(target, deployment, context, Recovery::Undo).await;
     if !recovered.is_empty() {
         return report.errors.extend(recovered);
     }
@@ -219,8 +232,7 @@ async fn finish_backup(
     }
 }
 
-/// Lock, back up, unlock, drain, then clean up the instances (and the journal once nothing
-/// is left locked or behind). Returns whether every artifact was drained and verified, and
+/// Lock, back up, unlock, drain, then clean up the instances. Returns whether every artifact was drained and verified, and
 /// the artifacts stored.
 async fn run_backup(
     deployment: &Deployment,
@@ -244,10 +256,6 @@ async fn run_backup(
     let complete = lock_backup_unlock_drain(&work, options, &mut report.errors).await;
     tracing::info!("Cleaning up...");
     let cleanup_errors = remove_artifact_roots(deployment, &created.created(), cleanup_error).await;
-    let unlock_failed = report.errors.errors().iter().any(Error::is_unlock_failure);
-    if cleanup_errors.is_empty() && !unlock_failed {
-        context.journal_done().await;
-    }
     report.errors.extend(cleanup_errors);
     if context.cancel.is_cancelled() {
         report.errors.push(context.interrupted("Backup"));
@@ -395,7 +403,10 @@ async fn make_directories_and_back_up(
     let mut errors = RunErrors::new();
     for &job_ref in &plan.backup_jobs {
         let (instance, job) = deployment.job(job_ref);
-        context.journal_artifact_root(deployment, job_ref.0).await;
+        if let Err(error) = context.journal_artifact_root(deployment, job_ref.0).await {
+            errors.push(error);
+            return errors;
+        }
         created.mark(job_ref.0);
         match instance
             .remote

@@ -7,11 +7,18 @@
 //! Every failure here is a plain error (exit 1), as bbr's `CleanupPreviousStep`: removing the
 //! artifact directories and the temporary SSH users too, which after a backup or restore are
 //! clean-up errors (16). Success is logged as bbr's `'<deployment>' cleaned up`.
+//!
+//! The journals of killed runs ([`super::recovery`]): what a clean-up does not do itself —
+//! the other kind's unlock for jobs a journal lists (`post-restore-unlock` in a
+//! `backup-cleanup` after a killed restore, and the reverse), the temporary users a killed run
+//! left — is undone first; once the clean-up succeeded, the journals are cleared.
 
-use super::{discover_or_interrupt, remove_artifact_roots, unlock, RunContext};
+use super::recovery::{clear_after_cleanup, recover_interrupted_runs, Recovery};
+use super::{begin_journal, discover_or_interrupt, remove_artifact_roots, unlock, RunContext};
 use crate::error::{Error, RunErrors};
 use crate::model::deployment::{Deployment, Target};
 use crate::model::job::{LockDirection, ScriptName};
+use crate::workflow::journal::LockKind;
 
 /// Which clean-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +31,21 @@ pub enum CleanupKind {
 
 /// Unlocks everything and removes leftovers.
 pub async fn cleanup(target: &dyn Target, kind: CleanupKind, context: &RunContext) -> RunErrors {
+    if let Err(errors) = begin_journal(target, context).await {
+        return errors;
+    }
     let mut errors = RunErrors::new();
     match discover_or_interrupt(target, context, "Clean-up").await {
-        Ok(deployment) => errors.extend(cleanup_deployment(&deployment, kind, context).await),
+        Ok(deployment) => {
+            errors.extend(cleanup_deployment(target, &deployment, kind, context).await);
+        }
         Err(e) => errors.extend(e),
     }
-    if let Err(error) = target.release_access().await {
+    let released = target.release_access().await;
+    if let Err(error) = released {
         errors.push(previous_cleanup_error(target.name(), error.to_string()));
+    } else if errors.is_empty() {
+        context.journal_done().await;
     }
     if errors.is_empty() {
         tracing::info!("'{}' cleaned up", target.name());
@@ -39,17 +54,32 @@ pub async fn cleanup(target: &dyn Target, kind: CleanupKind, context: &RunContex
 }
 
 async fn cleanup_deployment(
+    target: &dyn Target,
     deployment: &Deployment,
     kind: CleanupKind,
     context: &RunContext,
 ) -> RunErrors {
+    let own_lock = match kind {
+        CleanupKind::Backup => LockKind::Backup,
+        CleanupKind::Restore => LockKind::Restore,
+    };
+    let mut errors = recover_interrupted_runs(
+        target,
+        deployment,
+        context,
+        Recovery::BesideCleanup(own_lock),
+    )
+    .await;
     let (direction, script) = match kind {
         CleanupKind::Backup => (LockDirection::Backup, ScriptName::PostBackupUnlock),
         CleanupKind::Restore => (LockDirection::Restore, ScriptName::PostRestoreUnlock),
     };
     let layers = match deployment.lock_layers(direction) {
         Ok(layers) => layers,
-        Err(error) => return error.into(),
+        Err(error) => {
+            errors.push(error);
+            return errors;
+        }
     };
     let environment =
         move |_: &crate::model::deployment::Instance, _: &crate::model::job::Job| match kind {
@@ -58,7 +88,7 @@ async fn cleanup_deployment(
             }
             CleanupKind::Restore => Vec::new(),
         };
-    let mut errors = unlock(deployment, &layers, script, &environment, context).await;
+    errors.extend(unlock(deployment, &layers, script, &environment, context).await);
     let instances: Vec<usize> = (0..deployment.instances.len())
         .filter(|&i| deployment.instances[i].can_backup() || deployment.instances[i].can_restore())
         .collect();
@@ -68,21 +98,8 @@ async fn cleanup_deployment(
         })
         .await,
     );
-    if let (CleanupKind::Backup, Some(file)) = (kind, &context.journal) {
-        if let Some(journal) = file.read() {
-            if !crate::workflow::journal::process_alive(journal.pid) && errors.is_empty() {
-                tracing::info!(
-                    "The journal of an interrupted run (pid {}, started {}) listed {} locked job(s); all jobs are now unlocked",
-                    journal.pid,
-                    journal.started_at,
-                    journal.locked.len()
-                );
-                file.remove();
-            }
-        }
-    }
-    if let (CleanupKind::Backup, true) = (kind, errors.is_empty()) {
-        super::recovery::clear_store_journals(deployment, context).await;
+    if errors.is_empty() {
+        clear_after_cleanup(deployment, context).await;
     }
     errors
 }

@@ -39,8 +39,11 @@ pub struct RunContext {
     signal_name: Arc<Mutex<Option<String>>>,
     /// Where `--json` events go.
     pub events: Option<Arc<dyn EventSink>>,
-    /// Where this deployment's run journal is kept (backups and backup-cleanup).
+    /// Where this run's journal is kept (every command of the CLI; `None`: not journaled).
     pub journal: Option<JournalFile>,
+    /// The command line up to the subcommand (`cairn deployment --target ... --deployment D`),
+    /// secrets masked, to name the exact clean-up command in messages.
+    pub command_prefix: Option<String>,
     /// The store that also keeps the journal (backups into a store, and backup-cleanup with
     /// `CAIRN_STORE`), so that another jumpbox finds what a killed run left.
     pub journal_store: Option<Arc<dyn cairn_store::ArtifactStore>>,
@@ -70,6 +73,7 @@ impl RunContext {
             signal_name: Arc::default(),
             events: None,
             journal: None,
+            command_prefix: None,
             journal_store: None,
             journal_state: Arc::default(),
             records: Arc::default(),
@@ -77,12 +81,12 @@ impl RunContext {
     }
 
     /// A context for one step of a larger run (a drill's restore): the same cancellation and
-    /// events, its own options, no journal and records of its own.
+    /// events, its own options, its own `journal` and records of its own.
     #[must_use]
-    pub fn for_step(&self, options: RunOptions) -> RunContext {
+    pub fn for_step(&self, options: RunOptions, journal: Option<JournalFile>) -> RunContext {
         RunContext {
             options,
-            journal: None,
+            journal,
             journal_store: None,
             journal_state: Arc::default(),
             records: Arc::default(),

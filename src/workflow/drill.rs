@@ -20,6 +20,7 @@ use crate::format::sink::{BackupSink, BackupSource};
 use crate::model::deployment::Target;
 use crate::report::size_text;
 use crate::workflow::backup::{backup, BackupOptions};
+use crate::workflow::journal::JournalKind;
 use crate::workflow::restore::restore;
 use crate::workflow::verify::{Verification, VerifyResult};
 use crate::workflow::RunContext;
@@ -215,10 +216,19 @@ pub async fn drill(
             return finish(report, errors);
         }
     };
-    let restore_context = context.for_step(crate::workflow::RunOptions {
-        verify_restore: true,
-        ..context.options.clone()
-    });
+    // The restore into the drill deployment is journaled as its own run: a drill killed
+    // mid-restore is undone by the next command against that deployment.
+    let restore_journal = context
+        .journal
+        .as_ref()
+        .map(|file| file.for_deployment(target.name(), JournalKind::Drill));
+    let restore_context = context.for_step(
+        crate::workflow::RunOptions {
+            verify_restore: true,
+            ..context.options.clone()
+        },
+        restore_journal,
+    );
     let started = std::time::Instant::now();
     let restore_started_at = Utc::now();
     report.restore_started_at = Some(restore_started_at);

@@ -1,53 +1,93 @@
-//! Keeping and replaying the run journal ([`crate::workflow::journal`]) during backups.
+//! Keeping the run journal ([`crate::workflow::journal`]) and replaying the journals of killed
+//! runs.
 //!
-//! A backup notes each lock layer before running it and each remote artifact directory before
-//! creating it; the journal goes away once the run has unlocked and cleaned up. The next backup
-//! or `backup-cleanup` of the deployment that finds a journal left by a dead process unlocks
-//! exactly the jobs it lists and removes exactly the directories it lists.
+//! A run notes each lock layer before running it, each remote artifact directory before
+//! creating it and each temporary SSH user before asking the Director for it; a note that
+//! cannot be written is an error ([`Error::JournalWrite`]) that stops the run before that lock,
+//! directory or user. The journal goes away once the run has unlocked, cleaned up and removed
+//! its user.
+//!
+//! What the next command against the same deployment does with a journal whose run is dead
+//! ([`Recovery`]): `backup`, `restore` and a drill undo exactly what it lists — the unlock
+//! script of each listed lock (`post-backup-unlock` with
+//! `BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false`, or `post-restore-unlock`), removal of the
+//! listed artifact directories, removal of the listed `bosh_` users through the Director —
+//! before their own checks; the clean-ups undo what they would not do themselves (the other
+//! kind's locks, the users) and clear the journal after their own work; the read-only
+//! commands report it with the command that clears it and change nothing.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
 
 use super::{remove_artifact_roots, run_scripts, RunContext};
 use crate::error::{Error, RunErrors};
-use crate::model::deployment::Deployment;
+use crate::model::deployment::{AccessJournal, Deployment, Target, TemporaryUser};
 use crate::model::job::{Job, LockDirection, ScriptName};
 use crate::model::lock_order::JobRef;
-use crate::workflow::journal::{process_alive, store_key, this_host, Journal, LockedJob};
+use crate::workflow::journal::{
+    liveness, store_key, FoundJournal, Journal, Liveness, LockKind, LockedJob,
+};
 use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions};
 
 impl RunContext {
+    /// Writes this run's journal before anything is locked or created, so that a state
+    /// directory that cannot be written stops the run at once.
+    pub(crate) async fn journal_begin(&self, deployment: &str) -> Result<(), Error> {
+        self.update_journal(deployment, |_| {}).await
+    }
+
     /// Records, before they run, the lock scripts of a layer.
-    pub(crate) async fn journal_locks(&self, deployment: &Deployment, layer: &[JobRef]) {
-        self.update_journal(deployment, |journal| {
+    pub(crate) async fn journal_locks(
+        &self,
+        deployment: &Deployment,
+        layer: &[JobRef],
+        script: ScriptName,
+    ) -> Result<(), Error> {
+        let Some(lock) = LockKind::of(script) else {
+            return Ok(());
+        };
+        self.update_journal(&deployment.name, |journal| {
             for &job_ref in layer {
                 let (instance, job) = deployment.job(job_ref);
                 let entry = LockedJob {
                     instance: instance.name.to_string(),
                     job: job.name.clone(),
+                    lock,
                 };
-                if job.has(ScriptName::PreBackupLock) && !journal.locked.contains(&entry) {
+                if job.has(script) && !journal.locked.contains(&entry) {
                     journal.locked.push(entry);
                 }
             }
         })
-        .await;
+        .await
     }
 
     /// Records, before it is created, an instance's remote artifact directory.
-    pub(crate) async fn journal_artifact_root(&self, deployment: &Deployment, instance: usize) {
+    pub(crate) async fn journal_artifact_root(
+        &self,
+        deployment: &Deployment,
+        instance: usize,
+    ) -> Result<(), Error> {
         let name = deployment.instances[instance].name.to_string();
-        self.update_journal(deployment, |journal| {
+        self.update_journal(&deployment.name, |journal| {
             if !journal.artifact_roots.contains(&name) {
                 journal.artifact_roots.push(name);
             }
         })
-        .await;
+        .await
     }
 
-    /// The run unlocked and cleaned up: nothing is left to undo.
+    /// The run unlocked, cleaned up and removed its user: nothing is left to undo.
     pub(crate) async fn journal_done(&self) {
+        let written = self.journal_state.lock().expect("journal lock").clone();
+        if written.is_none() {
+            // Nothing was written: a file at this run's path is another run's.
+            return;
+        }
         if let Some(file) = &self.journal {
             file.remove();
         }
-        let written = self.journal_state.lock().expect("journal lock").clone();
         if let (Some(store), Some(journal)) = (&self.journal_store, written) {
             let key = store_key(&journal.deployment, &journal.host, journal.pid);
             if let Ok(key) = ObjectKey::parse(&key) {
@@ -58,26 +98,29 @@ impl RunContext {
         }
     }
 
-    async fn update_journal(&self, deployment: &Deployment, change: impl FnOnce(&mut Journal)) {
-        let Some(file) = &self.journal else { return };
-        let snapshot = {
-            let mut state = self.journal_state.lock().expect("journal lock");
-            let journal = state.get_or_insert_with(|| Journal {
-                deployment: deployment.name.clone(),
-                pid: std::process::id(),
-                host: this_host(),
-                started_at: chrono::Utc::now(),
-                locked: Vec::new(),
-                artifact_roots: Vec::new(),
-            });
-            change(journal);
-            journal.clone()
+    async fn update_journal(
+        &self,
+        deployment: &str,
+        change: impl FnOnce(&mut Journal),
+    ) -> Result<(), Error> {
+        let Some(file) = &self.journal else {
+            return Ok(());
         };
-        if let Err(error) = file.write(&snapshot) {
-            tracing::warn!(
-                "Cannot write the run journal: {error}; a SIGKILL now would need backup-cleanup"
-            );
+        let write_error = |error: std::io::Error| Error::JournalWrite {
+            path: file.path().display().to_string(),
+            detail: error.to_string(),
+        };
+        let (snapshot, first) = {
+            let mut state = self.journal_state.lock().expect("journal lock");
+            let first = state.is_none();
+            let journal = state.get_or_insert_with(|| Journal::new(file.kind(), deployment));
+            change(journal);
+            (journal.clone(), first)
+        };
+        if first {
+            file.move_aside_existing().map_err(write_error)?;
         }
+        file.write(&snapshot).map_err(write_error)?;
         if let Some(store) = &self.journal_store {
             let key = store_key(&snapshot.deployment, &snapshot.host, snapshot.pid);
             let data = serde_json::to_vec_pretty(&snapshot).expect("journal serializes");
@@ -93,7 +136,227 @@ impl RunContext {
                 tracing::warn!("Cannot write the run journal to {store}: {error}");
             }
         }
+        Ok(())
     }
+}
+
+#[async_trait]
+impl AccessJournal for RunContext {
+    async fn record_user(&self, user: &TemporaryUser) -> Result<(), Error> {
+        self.update_journal(&user.deployment, |journal| {
+            if !journal.ssh_users.contains(user) {
+                journal.ssh_users.push(user.clone());
+            }
+        })
+        .await
+    }
+
+    async fn user_removed(&self, user: &str) {
+        let recorded = self
+            .journal_state
+            .lock()
+            .expect("journal lock")
+            .as_ref()
+            .map(|j| j.deployment.clone());
+        let Some(deployment) = recorded else { return };
+        if let Err(error) = self
+            .update_journal(&deployment, |journal| {
+                journal.ssh_users.retain(|u| u.user != user);
+            })
+            .await
+        {
+            tracing::warn!("{error}");
+        }
+    }
+}
+
+/// Has the target record its temporary access in this run's journal (deployment mode).
+pub(crate) fn journal_target_access(target: &dyn Target, context: &RunContext) {
+    if context.journal.is_some() {
+        target.journal_access(Arc::new(context.clone()));
+    }
+}
+
+/// What a command does with the journals of killed runs of its deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recovery {
+    /// Undo everything they list (backup, restore, drill).
+    Undo,
+    /// A clean-up that unlocks every job with this kind's script and removes every artifact
+    /// directory itself: undo the rest (the other kind's locks, temporary users) now, and
+    /// clear the journals once the clean-up succeeded ([`clear_after_cleanup`]).
+    BesideCleanup(LockKind),
+    /// Read-only commands: report what is left and the command that clears it.
+    Report,
+}
+
+/// Where a journal of a killed run was found.
+#[derive(Debug)]
+enum Origin {
+    Local(FoundJournal),
+    Store(ObjectKey),
+}
+
+/// Finds the journals that killed runs of `deployment` left and undoes or reports them
+/// ([`Recovery`]). Returns the errors of the undoing; a journal is removed only when
+/// everything it lists was undone.
+pub(crate) async fn recover_interrupted_runs(
+    target: &dyn Target,
+    deployment: &Deployment,
+    context: &RunContext,
+    recovery: Recovery,
+) -> RunErrors {
+    let (left, mut errors) = journals_left(deployment, context, recovery).await;
+    for (origin, journal) in left {
+        if journal.is_empty() && journal.resumable_backup.is_none() {
+            if recovery != Recovery::Report {
+                forget(&origin, &journal, context).await;
+            }
+            continue;
+        }
+        match recovery {
+            Recovery::Report => report(&journal, context),
+            Recovery::Undo => {
+                let undone = undo(target, deployment, &journal, context, None).await;
+                if undone.is_empty() {
+                    forget(&origin, &journal, context).await;
+                }
+                errors.extend(undone);
+            }
+            Recovery::BesideCleanup(kind) => {
+                errors.extend(undo(target, deployment, &journal, context, Some(kind)).await);
+            }
+        }
+    }
+    errors
+}
+
+/// The dead runs' journals, local then in the store (those not already found locally).
+async fn journals_left(
+    deployment: &Deployment,
+    context: &RunContext,
+    recovery: Recovery,
+) -> (Vec<(Origin, Journal)>, RunErrors) {
+    let mut errors = RunErrors::new();
+    let mut left = Vec::new();
+    let Some(file) = &context.journal else {
+        return (left, errors);
+    };
+    for found in file.left_behind() {
+        match liveness(&found.journal) {
+            Liveness::Dead => {
+                let journal = found.journal.clone();
+                left.push((Origin::Local(found), journal));
+            }
+            Liveness::ThisRun => {}
+            Liveness::Running | Liveness::OtherHost => tracing::warn!(
+                "The journal {} belongs to a run that may still be going ({}); leaving it alone",
+                found.path.display(),
+                found.journal.origin()
+            ),
+        }
+    }
+    let Some(store) = &context.journal_store else {
+        return (left, errors);
+    };
+    let journals = match store_journals(store.as_ref(), &deployment.name).await {
+        Ok(journals) => journals,
+        Err(error) => {
+            errors.push(error);
+            return (left, errors);
+        }
+    };
+    for (key, journal) in journals {
+        let known = left
+            .iter()
+            .any(|(_, j)| j.pid == journal.pid && j.host == journal.host);
+        match liveness(&journal) {
+            _ if known => {}
+            Liveness::Dead => left.push((Origin::Store(key), journal)),
+            Liveness::OtherHost if recovery == Recovery::Undo => {
+                errors.push(Error::ForeignJournal {
+                    deployment: deployment.name.clone(),
+                    host: journal.host.clone(),
+                    pid: journal.pid,
+                    started_at: journal.started_at.to_rfc3339(),
+                    locked: journal.locked.len(),
+                });
+            }
+            Liveness::OtherHost if recovery == Recovery::Report => report(&journal, context),
+            Liveness::OtherHost | Liveness::Running | Liveness::ThisRun => {}
+        }
+    }
+    (left, errors)
+}
+
+/// Removes a journal whose every entry was undone (and its copy in the store); a journal
+/// with a resumable backup keeps that entry for `backup --resume`.
+async fn forget(origin: &Origin, journal: &Journal, context: &RunContext) {
+    if let (Origin::Local(found), Some(_)) = (origin, &journal.resumable_backup) {
+        let kept = Journal {
+            locked: Vec::new(),
+            artifact_roots: Vec::new(),
+            ssh_users: Vec::new(),
+            ..journal.clone()
+        };
+        if let Ok(text) = serde_json::to_string_pretty(&kept) {
+            if std::fs::write(&found.path, text).is_ok() {
+                return;
+            }
+        }
+    }
+    let Some(store) = &context.journal_store else {
+        if let Origin::Local(found) = origin {
+            found.remove();
+        }
+        return;
+    };
+    let key = match origin {
+        Origin::Local(found) => {
+            found.remove();
+            ObjectKey::parse(&store_key(&journal.deployment, &journal.host, journal.pid)).ok()
+        }
+        Origin::Store(key) => Some(key.clone()),
+    };
+    if let Some(key) = key {
+        let _ = store.delete(&key, None).await;
+    }
+}
+
+/// A read-only command's report of a killed run's journal: what it left and the command
+/// that clears it.
+fn report(journal: &Journal, context: &RunContext) {
+    let prefix = context
+        .command_prefix
+        .clone()
+        .unwrap_or_else(|| format!("cairn deployment --deployment {}", journal.deployment));
+    tracing::warn!(
+        "A killed run left: {}, from the {}. `{prefix} {}` clears it (so does the next backup or restore of {}); this command changes nothing",
+        journal.listing(),
+        journal.origin(),
+        journal.cleanup_command(),
+        journal.deployment
+    );
+}
+
+/// After a clean-up succeeded: every dead run's journal of the deployment is cleared, and
+/// the journals kept in the store (`CAIRN_STORE`) are reported and removed.
+pub(crate) async fn clear_after_cleanup(deployment: &Deployment, context: &RunContext) {
+    if let Some(file) = &context.journal {
+        for found in file.left_behind() {
+            if liveness(&found.journal) == Liveness::Dead {
+                if !found.journal.is_empty() {
+                    tracing::info!(
+                        "The journal of an interrupted run ({}) listed {}; all of it is now undone",
+                        found.journal.origin(),
+                        found.journal.listing()
+                    );
+                }
+                forget(&Origin::Local(found.clone()), &found.journal, context).await;
+            }
+        }
+    }
+    clear_store_journals(deployment, context).await;
 }
 
 /// Journals of `deployment` kept in the store, with their keys.
@@ -113,13 +376,16 @@ async fn store_journals(
 }
 
 /// After `backup-cleanup` unlocked everything: reports and removes the journals in the store.
-pub(crate) async fn clear_store_journals(deployment: &Deployment, context: &RunContext) {
+async fn clear_store_journals(deployment: &Deployment, context: &RunContext) {
     let Some(store) = &context.journal_store else {
         return;
     };
     match store_journals(store.as_ref(), &deployment.name).await {
         Ok(journals) => {
             for (key, journal) in journals {
+                if liveness(&journal) == Liveness::ThisRun {
+                    continue;
+                }
                 tracing::info!(
                     "The run journal {key} in {store} (pid {} on {}, started {}) listed {} locked job(s); all jobs are now unlocked",
                     journal.pid,
@@ -136,114 +402,91 @@ pub(crate) async fn clear_store_journals(deployment: &Deployment, context: &RunC
     }
 }
 
-/// Journals in the store: this machine's dead runs are recovered like local ones; a journal
-/// of another machine cannot be known dead, so the backup stops and names it.
-async fn recover_from_store(deployment: &Deployment, context: &RunContext) -> RunErrors {
-    let Some(store) = &context.journal_store else {
-        return RunErrors::new();
-    };
-    let journals = match store_journals(store.as_ref(), &deployment.name).await {
-        Ok(journals) => journals,
-        Err(error) => return error.into(),
-    };
-    let here = this_host();
-    let mut errors = RunErrors::new();
-    for (key, journal) in journals {
-        if journal.host == here && journal.pid == std::process::id() {
-            continue;
-        }
-        if journal.host != here {
-            errors.push(Error::ForeignJournal {
-                deployment: deployment.name.clone(),
-                host: journal.host.clone(),
-                pid: journal.pid,
-                started_at: journal.started_at.to_rfc3339(),
-                locked: journal.locked.len(),
-            });
-            continue;
-        }
-        if process_alive(journal.pid) {
-            continue;
-        }
-        let undone = undo(deployment, &journal, context).await;
-        if undone.is_empty() {
-            let _ = store.delete(&key, None).await;
-        }
-        errors.extend(undone);
-    }
-    errors
-}
-
-/// Undoes what an interrupted earlier run left, as its journal lists it. Returns the errors of
-/// the unlock scripts and removals; the journal is removed only when everything succeeded.
-pub(crate) async fn recover_interrupted_run(
+/// Unlocks the jobs, removes the directories and the temporary users a journal lists
+/// (all but what the clean-up of kind `beside` does itself), reporting each.
+async fn undo(
+    target: &dyn Target,
     deployment: &Deployment,
+    journal: &Journal,
     context: &RunContext,
+    beside: Option<LockKind>,
 ) -> RunErrors {
-    let Some(file) = &context.journal else {
-        return RunErrors::new();
-    };
-    let Some(journal) = file.read() else {
-        return recover_from_store(deployment, context).await;
-    };
-    if journal.pid != std::process::id() && process_alive(journal.pid) {
-        tracing::warn!(
-            "The journal {} belongs to a run that is still going (pid {}); leaving it alone",
-            file.path().display(),
-            journal.pid
-        );
-        return RunErrors::new();
+    tracing::warn!(
+        "Found the journal of an interrupted run: the {}. Undoing what it left: {}",
+        journal.origin(),
+        journal.listing()
+    );
+    let mut errors = RunErrors::new();
+    for kind in [LockKind::Backup, LockKind::Restore] {
+        if beside != Some(kind) {
+            errors.extend(unlock_listed(deployment, journal, kind, context).await);
+        }
     }
-    let errors = undo(deployment, &journal, context).await;
+    if beside.is_none() {
+        let roots: Vec<usize> = (0..deployment.instances.len())
+            .filter(|&i| {
+                journal
+                    .artifact_roots
+                    .contains(&deployment.instances[i].name.to_string())
+            })
+            .collect();
+        errors.extend(remove_artifact_roots(deployment, &roots, recovery_error).await);
+    }
+    let mut users_removed = Vec::new();
+    for user in &journal.ssh_users {
+        tracing::info!(
+            "Removing the SSH user {} that the interrupted run left on {}...",
+            user.user,
+            user.instance_list()
+        );
+        match target.remove_leftover_user(user).await {
+            Ok(()) => users_removed.push(user),
+            Err(error) => errors.push(error),
+        }
+    }
+    for user in users_removed {
+        tracing::info!(
+            "Recovered: removed SSH user {} from {} through the Director",
+            user.user,
+            user.instance_list()
+        );
+    }
     if errors.is_empty() {
-        file.remove();
-        if let Some(store) = &context.journal_store {
-            let key = store_key(&journal.deployment, &journal.host, journal.pid);
-            if let Ok(key) = ObjectKey::parse(&key) {
-                let _ = store.delete(&key, None).await;
+        for locked in &journal.locked {
+            if beside != Some(locked.lock) {
+                tracing::info!(
+                    "Recovered: ran {} of {} on {}",
+                    locked.lock.unlock_script(),
+                    locked.job,
+                    locked.instance
+                );
+            }
+        }
+        if beside.is_none() {
+            for root in &journal.artifact_roots {
+                tracing::info!("Recovered: removed /var/vcap/store/bbr-backup on {root}");
             }
         }
     }
     errors
 }
 
-/// Unlocks the jobs and removes the directories a journal lists, reporting each.
-async fn undo(deployment: &Deployment, journal: &Journal, context: &RunContext) -> RunErrors {
-    tracing::warn!(
-        "Found the journal of an interrupted run of {} (pid {} on {}, started {}): unlocking {} job(s) and removing {} artifact directory(ies) it left",
-        journal.deployment,
-        journal.pid,
-        if journal.host.is_empty() { "this machine" } else { &journal.host },
-        journal.started_at,
-        journal.locked.len(),
-        journal.artifact_roots.len()
-    );
-    let mut errors = unlock_listed(deployment, journal, context).await;
-    let roots: Vec<usize> = (0..deployment.instances.len())
-        .filter(|&i| {
-            journal
-                .artifact_roots
-                .contains(&deployment.instances[i].name.to_string())
-        })
-        .collect();
-    errors.extend(remove_artifact_roots(deployment, &roots, recovery_error).await);
-    if errors.is_empty() {
-        for locked in &journal.locked {
-            tracing::info!("Recovered: unlocked {} on {}", locked.job, locked.instance);
-        }
-        for root in &journal.artifact_roots {
-            tracing::info!("Recovered: removed /var/vcap/store/bbr-backup on {root}");
-        }
-    }
-    errors
-}
-
+/// Runs the unlock script of every job the journal lists as locked with `kind`, in reverse
+/// lock order.
 async fn unlock_listed(
     deployment: &Deployment,
     journal: &Journal,
+    kind: LockKind,
     context: &RunContext,
 ) -> RunErrors {
-    let layers = match deployment.lock_layers(LockDirection::Backup) {
+    if !journal.locked.iter().any(|l| l.lock == kind) {
+        return RunErrors::new();
+    }
+    let direction = match kind {
+        LockKind::Backup => LockDirection::Backup,
+        LockKind::Restore => LockDirection::Restore,
+    };
+    let layers = match deployment.lock_layers(direction) {
         Ok(layers) => layers,
         Err(error) => return error.into(),
     };
@@ -252,10 +495,11 @@ async fn unlock_listed(
         journal
             .locked
             .iter()
-            .any(|l| l.instance == instance.name.to_string() && l.job == job.name)
+            .any(|l| l.lock == kind && l.instance == instance.name.to_string() && l.job == job.name)
     };
-    let environment = |_: &crate::model::deployment::Instance, _: &Job| {
-        vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", "false".to_string())]
+    let environment = move |_: &crate::model::deployment::Instance, _: &Job| match kind {
+        LockKind::Backup => vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", "false".to_string())],
+        LockKind::Restore => Vec::new(),
     };
     let never = tokio_util::sync::CancellationToken::new();
     let mut errors = RunErrors::new();
@@ -265,7 +509,7 @@ async fn unlock_listed(
             run_scripts(
                 deployment,
                 &subset,
-                ScriptName::PostBackupUnlock,
+                kind.unlock_script(),
                 &environment,
                 context,
                 &never,

@@ -26,10 +26,12 @@
 pub mod compatibility;
 pub mod space;
 
+use super::recovery::{recover_interrupted_runs, Recovery};
 use super::scripts::run_job_script;
 use super::{
-    check_artifact_root_absent, cleanup_error, discover_or_interrupt, lock, release_target,
-    remove_artifact_roots, transfer, unlock, CreatedRoots, RunContext,
+    begin_journal, check_artifact_root_absent, cleanup_error, discover_or_interrupt,
+    finish_journal, lock, release_target, remove_artifact_roots, transfer, unlock, CreatedRoots,
+    RunContext,
 };
 use crate::error::{Error, RunErrors};
 use crate::format::bbr_directory::{BackupMetadata, Checksums};
@@ -165,7 +167,8 @@ fn plan_uploads(
 }
 
 /// `restore --plan`: the checks of a restore and its plan, changing nothing (no lock, no
-/// copy, no directory made); the errors are every reason the restore would be refused.
+/// copy, no directory made; what a killed run left is reported with the command that clears
+/// it); the errors are every reason the restore would be refused.
 pub async fn plan_only(
     target: &dyn Target,
     source: &dyn BackupSource,
@@ -179,6 +182,7 @@ pub async fn plan_only(
     let mut view = None;
     match discover_or_interrupt(target, context, "Restore plan").await {
         Ok(deployment) => {
+            recover_interrupted_runs(target, &deployment, context, Recovery::Report).await;
             let (plan, refusals) = plan_restore(&deployment, backup.as_ref()).await;
             view = Some(plan_view(&deployment, &source.location(), &plan, &refusals));
             errors.extend(refusals);
@@ -186,6 +190,7 @@ pub async fn plan_only(
         Err(e) => errors.extend(e),
     }
     release_target(target, &mut errors).await;
+    finish_journal(context, &errors).await;
     (view, errors)
 }
 
@@ -226,23 +231,34 @@ async fn restore_from(
         Ok(checked) => checked,
         Err(errors) => return errors,
     };
+    if let Err(errors) = begin_journal(target, context).await {
+        return errors;
+    }
     let mut errors = RunErrors::new();
     match discover_or_interrupt(target, context, "Restore").await {
         Ok(deployment) => {
-            restore_deployment(&deployment, backup.as_ref(), context, &mut errors).await;
+            restore_deployment(target, &deployment, backup.as_ref(), context, &mut errors).await;
         }
         Err(e) => errors.extend(e),
     }
     release_target(target, &mut errors).await;
+    finish_journal(context, &errors).await;
     errors
 }
 
+/// Recovery of a killed run (its artifact directories would refuse the plan), the plan, then
+/// copy, lock, restore, unlock and clean up.
 async fn restore_deployment(
+    target: &dyn Target,
     deployment: &Deployment,
     backup: &dyn CheckedBackup,
     context: &RunContext,
     errors: &mut RunErrors,
 ) {
+    let recovered = recover_interrupted_runs(target, deployment, context, Recovery::Undo).await;
+    if !recovered.is_empty() {
+        return errors.extend(recovered);
+    }
     let (plan, refusals) = plan_restore(deployment, backup).await;
     for warning in &plan.warnings {
         tracing::warn!("{warning}");
@@ -279,6 +295,9 @@ async fn copy_to_instances(
 ) -> RunErrors {
     let copies = plan.uploads.iter().map(|upload| async move {
         let (instance, job) = deployment.job(upload.job);
+        context
+            .journal_artifact_root(deployment, upload.job.0)
+            .await?;
         created.mark(upload.job.0);
         let artifact = backup
             .open_artifact(&upload.artifact_name, &upload.checksums)

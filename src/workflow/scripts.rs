@@ -174,8 +174,9 @@ async fn lock_layers(
         if context.cancel.is_cancelled() {
             break;
         }
-        if script == ScriptName::PreBackupLock {
-            context.journal_locks(deployment, layer).await;
+        // Written before the layer runs; a journal that cannot be written stops the locking.
+        if let Err(error) = context.journal_locks(deployment, layer, script).await {
+            return error.into();
         }
         let errors = run_scripts(
             deployment,

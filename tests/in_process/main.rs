@@ -14,6 +14,7 @@
 //! layers the reverse.
 
 mod fake;
+mod journal;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -26,7 +27,7 @@ use cairn::format::bbr_directory::{BackupDirectory, Checksums};
 use cairn::format::sink::BackupSource;
 use cairn::model::job::{ScriptName, REMOTE_ARTIFACT_ROOT};
 use cairn::workflow::backup::{backup, BackupOptions, BackupReport};
-use cairn::workflow::journal::{Journal, JournalFile, LockedJob};
+use cairn::workflow::journal::{Journal, JournalFile, JournalKind, LockKind, LockedJob};
 use cairn::workflow::restore::restore;
 use cairn::workflow::RunContext;
 use sha2::{Digest, Sha256};
@@ -760,21 +761,22 @@ async fn backup_first_undoes_what_the_journal_of_a_killed_run_lists() {
     assert!(!cairn::workflow::journal::process_alive(dead_pid));
     journal
         .write(&Journal {
-            deployment: "cf".into(),
             pid: dead_pid,
-            host: cairn::workflow::journal::this_host(),
-            started_at: chrono::Utc::now(),
+            process_start: None,
             locked: vec![
                 LockedJob {
                     instance: "app/0".into(),
                     job: "proxy".into(),
+                    lock: LockKind::Backup,
                 },
                 LockedJob {
                     instance: "db/0".into(),
                     job: "postgres".into(),
+                    lock: LockKind::Backup,
                 },
             ],
             artifact_roots: vec!["db/0".into()],
+            ..Journal::new(JournalKind::Backup, "cf")
         })
         .unwrap();
     let mut context = context();

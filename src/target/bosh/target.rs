@@ -8,7 +8,11 @@
 //! comes from the Director's `ssh setup` answer and is pinned: a host presenting another key
 //! is refused. Whatever happens after `setup` was asked for — a failed connection, a failed
 //! script, an interrupt — the workflows call [`Target::release_access`], which asks the
-//! Director to remove the user from every instance group it was set up on.
+//! Director to remove the user from every instance group it was set up on. Against SIGKILL,
+//! the user (name, Director, instance groups and ids) is written to the run journal
+//! ([`Target::journal_access`]) before `setup` is asked for, and a journal that cannot be
+//! written stops the run there; the next command removes a killed run's user with
+//! [`Target::remove_leftover_user`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +26,7 @@ use serde_json::json;
 use super::client::{DirectorClient, SshHostInfo, VmInfo};
 use super::BoshError;
 use crate::error::{Error, RunErrors};
-use crate::model::deployment::{InstanceAddress, Target};
+use crate::model::deployment::{AccessJournal, InstanceAddress, Target, TemporaryUser};
 use crate::model::job::InstanceName;
 use crate::remote::dial::Dialer;
 use crate::remote::reconnect::ReconnectingHost;
@@ -36,6 +40,8 @@ pub struct BoshTarget {
     deployment: String,
     dialer: Option<Arc<dyn Dialer>>,
     state: Mutex<State>,
+    /// Where the temporary user is recorded before it is created.
+    journal: Mutex<Option<Arc<dyn AccessJournal>>>,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +75,7 @@ impl BoshTarget {
             deployment: deployment.to_string(),
             dialer,
             state: Mutex::new(State::default()),
+            journal: Mutex::new(None),
         }
     }
 
@@ -86,7 +93,7 @@ impl BoshTarget {
     async fn set_up_and_connect(
         &self,
         parallelism: usize,
-    ) -> Result<Vec<(InstanceAddress, Arc<dyn RemoteHost>)>, BoshError> {
+    ) -> Result<Vec<(InstanceAddress, Arc<dyn RemoteHost>)>, Error> {
         let vms = self.client.vms(&self.deployment).await?;
         let manifest = self.client.manifest(&self.deployment).await?;
         {
@@ -103,6 +110,19 @@ impl BoshTarget {
                     detail: format!("cannot generate an SSH key: {e}"),
                 })??;
         let groups = groups_in_order(&vms);
+        // Journaled before asking (a SIGKILL from here on leaves the user to the next run);
+        // a journal that cannot be written stops the run before any user exists.
+        let journal = self.journal.lock().expect("journal").clone();
+        if let Some(journal) = journal {
+            journal
+                .record_user(&TemporaryUser {
+                    user: user.clone(),
+                    director: self.client.url().to_string(),
+                    deployment: self.deployment.clone(),
+                    groups: groups.clone(),
+                })
+                .await?;
+        }
         // Recorded before asking, so that a setup that half worked is still cleaned up.
         self.state.lock().expect("state").session = Some(Session {
             user: user.clone(),
@@ -322,7 +342,29 @@ impl Target for BoshTarget {
     ) -> Result<Vec<(InstanceAddress, Arc<dyn RemoteHost>)>, RunErrors> {
         self.set_up_and_connect(parallelism)
             .await
-            .map_err(|e| Error::Director(e).into())
+            .map_err(RunErrors::from)
+    }
+
+    fn journal_access(&self, journal: Arc<dyn AccessJournal>) {
+        *self.journal.lock().expect("journal") = Some(journal);
+    }
+
+    async fn remove_leftover_user(&self, user: &TemporaryUser) -> Result<(), Error> {
+        let leftover = |detail: String| Error::LeftoverUser {
+            user: user.user.clone(),
+            director: user.director.clone(),
+            deployment: user.deployment.clone(),
+            detail,
+        };
+        if user.director.trim_end_matches('/') != self.client.url().trim_end_matches('/') {
+            return Err(leftover(format!(
+                "this command reaches Director {}",
+                self.client.url()
+            )));
+        }
+        self.remove_user(&user.deployment, &user.user, &user.groups)
+            .await
+            .map_err(|failures| leftover(failures.join("; ")))
     }
 
     fn release_of(&self, group: &str, job: &str) -> String {
@@ -361,23 +403,51 @@ impl Target for BoshTarget {
         let Some(session) = session else {
             return Ok(());
         };
-        // One cleanup per instance, as bbr sends them; several at once for big deployments.
+        match self
+            .remove_user(&self.deployment, &session.user, &session.groups)
+            .await
+        {
+            Ok(()) => {
+                let journal = self.journal.lock().expect("journal").clone();
+                if let Some(journal) = journal {
+                    journal.user_removed(&session.user).await;
+                }
+                Ok(())
+            }
+            Err(failures) => Err(Error::Director(BoshError::Protocol {
+                detail: format!(
+                    "removing the SSH user {} failed for {}",
+                    session.user,
+                    failures.join("; ")
+                ),
+            })),
+        }
+    }
+}
+
+impl BoshTarget {
+    /// Asks the Director to remove `user` from every instance of `groups`: one cleanup per
+    /// instance, as bbr sends them, several at once for big deployments. Returns the failures.
+    async fn remove_user(
+        &self,
+        deployment: &str,
+        user: &str,
+        groups: &[(String, Vec<String>)],
+    ) -> Result<(), Vec<String>> {
         let mut cleanups: Vec<(String, String)> = Vec::new();
-        for (group, ids) in &session.groups {
+        for (group, ids) in groups {
             cleanups.extend(ids.iter().map(|id| (group.clone(), id.clone())));
         }
-        let user = session.user.clone();
-        let user = &user;
         let failures: Vec<String> = stream::iter(cleanups)
             .map(|(group, id)| async move {
                 let body = json!({
                     "command": "cleanup",
-                    "deployment_name": self.deployment,
+                    "deployment_name": deployment,
                     "target": {"job": group, "indexes": [id], "ids": [id]},
                     "params": {"user_regex": format!("^{user}")},
                 });
                 tracing::info!("Removing SSH user {user} from {group}/{id}...");
-                match self.client.ssh(&self.deployment, &body).await {
+                match self.client.ssh(deployment, &body).await {
                     Ok(_) => None,
                     Err(error) => Some(format!("{group}/{id}: {error}")),
                 }
@@ -389,13 +459,7 @@ impl Target for BoshTarget {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(Error::Director(BoshError::Protocol {
-                detail: format!(
-                    "removing the SSH user {} failed for {}",
-                    session.user,
-                    failures.join("; ")
-                ),
-            }))
+            Err(failures)
         }
     }
 }
