@@ -1,8 +1,9 @@
 //! The kill -9 matrix (issue 19, item 5): the coordinator is SIGKILLed at each phase boundary
 //! of a backup, a restore, a `prune` and a drill, for each store (`file://`, S3 on moto, Azure
 //! on Azurite, GCS on fake-gcs-server), inventory and deployment mode. After each kill the
-//! same command is run again and must recover without operator action, or refuse naming the
-//! exact command that clears the state (which is then run, and the command again); then nothing
+//! same command is run again and must recover without operator action: every kill here is on
+//! the machine that holds the run's journal, so a refusal (even one naming the command that
+//! clears the state, which bbr's checks do) counts as a failure. Then nothing
 //! is locked, no artifact directory and no `bosh_` user is left, every backup listed complete
 //! verifies, the listing has exactly the complete backups it should (the killed run's never),
 //! and the backup taken before the kill still verifies and restores byte-identically.
@@ -928,10 +929,9 @@ impl Case {
                 let _ = child.wait();
                 proxy.set("{}");
                 reached?;
-                Ok(format!(
-                    "held: {}",
-                    fs::read_to_string(&held).unwrap_or_default()
-                ))
+                let held = fs::read_to_string(&held).unwrap_or_default();
+                let object = held.split('?').next().unwrap_or_default().trim();
+                Ok(format!("the 2nd delete held ({object})\n"))
             }
             None => {
                 let store = PathBuf::from(self.url.trim_start_matches("file://")).join("testbed");
@@ -979,8 +979,9 @@ impl Case {
 
     // -- after the kill --------------------------------------------------------------
 
-    /// Runs the command again; if it refuses naming a clean-up command, runs that and then the
-    /// command again. Returns what it took.
+    /// Runs the command again: it must recover on its own. When it refuses instead, the
+    /// refusal must name the clean-up command, which is run (and then the command again) so
+    /// that the failure says whether the state could be cleared at all.
     fn recover(&self) -> Checked<String> {
         let command = self.command();
         let name = command_name(&command);
@@ -1027,8 +1028,11 @@ impl Case {
         ensure(again.status.success(), || {
             format!("`{name}` after `{cleanup}` failed: {}", tail(&text(&again)))
         })?;
-        Ok(format!(
-            "next `{name}` exit {:?}, names `{cleanup}`; ran it, then `{name}` exit 0",
+        // The refusal was right, but every kill of the matrix is on this machine, where the
+        // journal lets the next command undo what the dead run left: a refusal is a failure.
+        Err(format!(
+            "next `{name}` refused (exit {:?}, naming `{cleanup}`; that command did clear it) \
+             although the journal of this machine's dead run should have been enough",
             output.status.code()
         ))
     }
