@@ -17,7 +17,7 @@
 //! - `rm` wrapped the same way, stalling the clean-up of the instances' artifact directories
 //!   (after the last artifact was stored, before the manifest is written);
 //! - for `prune`, the fault proxy holding the second DELETE (S3, Azure, GCS), or `strace`
-//!   delaying every `unlinkat` once the first object is gone (`file://`).
+//!   delaying every delete by 5 s, killed once the first file is gone (`file://`).
 //!
 //! The CI subset (one test per case below, every phase at least once) runs by default; the
 //! full matrix (every phase × every store) runs with `CAIRN_KILL_MATRIX=full`, as
@@ -907,7 +907,7 @@ impl Case {
 
     /// `prune` killed once the first object of the first pruned backup is deleted and the
     /// next delete is held: by the fault proxy in front of the emulator, or (file://) by
-    /// strace delaying every `unlinkat` by 5 s.
+    /// strace delaying every `unlink`, `unlinkat` and `rmdir` by 5 s.
     fn kill_prune(&self, args: &[String]) -> Checked<String> {
         match &self.emulator {
             Some(emulator) => {
@@ -937,8 +937,15 @@ impl Case {
                 let store = PathBuf::from(self.url.trim_start_matches("file://")).join("testbed");
                 let before = files_under(&store);
                 let mut child = Command::new("strace")
-                    .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=unlinkat", "-e"])
-                    .arg("inject=unlinkat:delay_enter=5000000")
+                    .args([
+                        "-f",
+                        "-qq",
+                        "-o",
+                        "/dev/null",
+                        "-e",
+                        "trace=unlink,unlinkat,rmdir",
+                    ])
+                    .args(["-e", "inject=unlink,unlinkat,rmdir:delay_enter=5000000"])
                     .arg(env!("CARGO_BIN_EXE_cairn"))
                     .args(args)
                     .envs(STORE_ENV)
