@@ -198,7 +198,7 @@ impl Phase {
             Phase::AfterLastLockLayer => script("backup", true),
             Phase::BackupScript | Phase::DirectorBackupScript => script("backup", false),
             Phase::UnlockLayers => script("post-backup-unlock", false),
-            Phase::DrainFirst => Trap::Tar {
+            Phase::DrainFirst | Phase::RestoreCopy => Trap::Tar {
                 host: ("database", 0),
                 job: "database",
             },
@@ -212,10 +212,6 @@ impl Phase {
             },
             Phase::BeforeManifest => Trap::Rm {
                 host: ("database", 0),
-            },
-            Phase::RestoreCopy => Trap::Tar {
-                host: ("database", 0),
-                job: "database",
             },
             Phase::RestoreLockLayer1 => script("pre-restore-lock", true),
             Phase::RestoreScript | Phase::DirectorRestoreScript | Phase::DrillRestore => {
@@ -388,7 +384,7 @@ fn full_matrix() {
         failed.len() - unexpected.len(),
         started.elapsed().as_secs_f64()
     );
-    println!("{report}");
+    eprintln!("{report}");
     if let Ok(path) = std::env::var("CAIRN_KILL_MATRIX_REPORT") {
         fs::write(path, &report).unwrap();
     }
