@@ -25,9 +25,7 @@ use crate::error::{Error, RunErrors};
 use crate::model::deployment::{AccessJournal, Deployment, Target, TemporaryUser};
 use crate::model::job::{Job, LockDirection, ScriptName};
 use crate::model::lock_order::JobRef;
-use crate::workflow::journal::{
-    liveness, store_key, FoundJournal, Journal, Liveness, LockKind, LockedJob,
-};
+use crate::workflow::journal::{liveness, store_key, Journal, Liveness, LockKind, LockedJob};
 use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions};
 
 impl RunContext {
@@ -193,7 +191,7 @@ pub(crate) enum Recovery {
 /// Where a journal of a killed run was found.
 #[derive(Debug)]
 enum Origin {
-    Local(FoundJournal),
+    Local(std::path::PathBuf),
     Store(ObjectKey),
 }
 
@@ -244,10 +242,7 @@ async fn journals_left(
     };
     for found in file.left_behind() {
         match liveness(&found.journal) {
-            Liveness::Dead => {
-                let journal = found.journal.clone();
-                left.push((Origin::Local(found), journal));
-            }
+            Liveness::Dead => left.push((Origin::Local(found.path), found.journal)),
             Liveness::ThisRun => {}
             Liveness::Running | Liveness::OtherHost => tracing::warn!(
                 "The journal {} belongs to a run that may still be going ({}); leaving it alone",
@@ -292,7 +287,7 @@ async fn journals_left(
 /// Removes a journal whose every entry was undone (and its copy in the store); a journal
 /// with a resumable backup keeps that entry for `backup --resume`.
 async fn forget(origin: &Origin, journal: &Journal, context: &RunContext) {
-    if let (Origin::Local(found), Some(_)) = (origin, &journal.resumable_backup) {
+    if let (Origin::Local(path), Some(_)) = (origin, &journal.resumable_backup) {
         let kept = Journal {
             locked: Vec::new(),
             artifact_roots: Vec::new(),
@@ -300,20 +295,20 @@ async fn forget(origin: &Origin, journal: &Journal, context: &RunContext) {
             ..journal.clone()
         };
         if let Ok(text) = serde_json::to_string_pretty(&kept) {
-            if std::fs::write(&found.path, text).is_ok() {
+            if std::fs::write(path, text).is_ok() {
                 return;
             }
         }
     }
     let Some(store) = &context.journal_store else {
-        if let Origin::Local(found) = origin {
-            found.remove();
+        if let Origin::Local(path) = origin {
+            let _ = std::fs::remove_file(path);
         }
         return;
     };
     let key = match origin {
-        Origin::Local(found) => {
-            found.remove();
+        Origin::Local(path) => {
+            let _ = std::fs::remove_file(path);
             ObjectKey::parse(&store_key(&journal.deployment, &journal.host, journal.pid)).ok()
         }
         Origin::Store(key) => Some(key.clone()),
@@ -352,7 +347,7 @@ pub(crate) async fn clear_after_cleanup(deployment: &Deployment, context: &RunCo
                         found.journal.listing()
                     );
                 }
-                forget(&Origin::Local(found.clone()), &found.journal, context).await;
+                forget(&Origin::Local(found.path.clone()), &found.journal, context).await;
             }
         }
     }
@@ -411,11 +406,19 @@ async fn undo(
     context: &RunContext,
     beside: Option<LockKind>,
 ) -> RunErrors {
-    tracing::warn!(
-        "Found the journal of an interrupted run: the {}. Undoing what it left: {}",
-        journal.origin(),
-        journal.listing()
-    );
+    if beside.is_some() {
+        tracing::warn!(
+            "Found the journal of an interrupted run: the {}. It left: {}; this clean-up undoes all of it",
+            journal.origin(),
+            journal.listing()
+        );
+    } else {
+        tracing::warn!(
+            "Found the journal of an interrupted run: the {}. Undoing what it left: {}",
+            journal.origin(),
+            journal.listing()
+        );
+    }
     let mut errors = RunErrors::new();
     for kind in [LockKind::Backup, LockKind::Restore] {
         if beside != Some(kind) {
@@ -455,10 +458,10 @@ async fn undo(
         for locked in &journal.locked {
             if beside != Some(locked.lock) {
                 tracing::info!(
-                    "Recovered: ran {} of {} on {}",
-                    locked.lock.unlock_script(),
+                    "Recovered: unlocked {} on {} ({})",
                     locked.job,
-                    locked.instance
+                    locked.instance,
+                    locked.lock.unlock_script()
                 );
             }
         }
