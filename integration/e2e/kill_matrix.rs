@@ -926,8 +926,13 @@ impl Case {
                 proxy.set("{}");
                 reached?;
                 let held = fs::read_to_string(&held).unwrap_or_default();
-                let object = held.split('?').next().unwrap_or_default().trim();
-                Ok(format!("the 2nd delete held ({object})\n"))
+                let path = held
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .replace("%2F", "/");
+                let object = path.trim().rsplit('/').next().unwrap_or_default();
+                Ok(format!("the 2nd delete ({object}) held\n"))
             }
             None => {
                 let store = PathBuf::from(self.url.trim_start_matches("file://")).join("testbed");
