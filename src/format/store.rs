@@ -18,7 +18,7 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, StoreError};
+use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions, StoreError};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -207,9 +207,12 @@ pub fn tar_reader<'a, R: Read + Send + 'a>(
     })
 }
 
-/// Deletes every object under `<deployment>/<id>/` (the manifest first, before any recorded
-/// version, so that a partly deleted backup — a prune killed half-way — is never listed as
-/// complete) and the given recorded versions.
+/// Deletes every object under `<deployment>/<id>/` and the given recorded versions.
+///
+/// The manifest goes first, before any recorded version, so that a partly deleted backup (a
+/// prune killed half-way) is never listed as complete. When the very first version delete is
+/// refused (Object Lock retention, which covers every object of a `--retain-days` backup),
+/// nothing else was deleted and the manifest is put back, so a protected backup stays whole.
 pub(crate) async fn delete_objects(
     store: &dyn ArtifactStore,
     deployment: &str,
@@ -222,16 +225,32 @@ pub(crate) async fn delete_objects(
     let (manifests, others): (Vec<_>, Vec<_>) = objects
         .into_iter()
         .partition(|o| o.key.as_str().ends_with(MANIFEST_NAME));
+    let mut saved = Vec::new();
     for object in &manifests {
+        saved.push((
+            object.key.clone(),
+            store.get_bytes(&object.key, None).await?,
+        ));
         delete_current(store, &object.key).await?;
         deleted += 1;
     }
+    let mut first = true;
     for (key, version) in versions {
         if let (Ok(key), Some(version)) = (ObjectKey::parse(key), version) {
             match store.delete(&key, Some(version)).await {
                 Ok(()) | Err(StoreError::NotFound { .. }) => {}
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    if first {
+                        for (key, data) in saved {
+                            store
+                                .put_bytes(&key, Bytes::from(data), &PutOptions::default())
+                                .await?;
+                        }
+                    }
+                    return Err(error.into());
+                }
             }
+            first = false;
         }
     }
     for object in &others {
