@@ -476,6 +476,9 @@ struct Case {
 
 type Checked<T> = Result<T, String>;
 
+/// `(id, complete)` of each backup listed.
+type Listing = Vec<(String, bool)>;
+
 fn ensure(condition: bool, what: impl FnOnce() -> String) -> Checked<()> {
     if condition {
         Ok(())
@@ -736,18 +739,17 @@ impl Case {
             args.push("--json".into());
         }
         let trap = self.phase.trap();
-        let killed = match trap {
-            Trap::Prune => self.kill_prune(&args)?,
-            _ => {
-                let armed = self.arm(trap);
-                let mut child = self.spawn(&args, &events);
-                let reached = self.wait_for_trap(&mut child, &armed);
-                let _ = child.kill();
-                let _ = child.wait();
-                self.disarm(trap, &armed);
-                reached?;
-                String::new()
-            }
+        let killed = if matches!(trap, Trap::Prune) {
+            self.kill_prune(&args)?
+        } else {
+            let armed = self.arm(trap);
+            let mut child = self.spawn(&args, &events);
+            let reached = self.wait_for_trap(&mut child, &armed);
+            let _ = child.kill();
+            let _ = child.wait();
+            self.disarm(trap, &armed);
+            reached?;
+            String::new()
         };
         let events = fs::read_to_string(&events).unwrap_or_default();
         if let Some(expected) = self.phase.artifacts_stored_at_kill() {
@@ -905,83 +907,78 @@ impl Case {
     /// next delete is held: by the fault proxy in front of the emulator, or (file://) by
     /// strace delaying every `unlink`, `unlinkat` and `rmdir` by 5 s.
     fn kill_prune(&self, args: &[String]) -> Checked<String> {
-        match &self.emulator {
-            Some(emulator) => {
-                let held = self.work.root().join("held");
-                let upstream = emulator
-                    .endpoint
-                    .trim_end_matches("/devstoreaccount1")
-                    .to_string();
-                let hold = format!(
-                    r#"{{"hold": {{"match": "^DELETE ", "after": 1, "marker": "{}"}}}}"#,
-                    held.display()
-                );
-                let proxy = FaultProxy::start(&upstream, &hold);
-                let url = self.url.replace(&upstream, &proxy.endpoint);
-                let mut child =
-                    self.spawn(&self.prune_args(&url), &self.work.root().join("prune.out"));
-                let reached = self.wait_for_trap(&mut child, &held);
-                let _ = child.kill();
-                let _ = child.wait();
-                proxy.set("{}");
-                reached?;
-                let held = fs::read_to_string(&held).unwrap_or_default();
-                let path = held
-                    .split('?')
-                    .next()
-                    .unwrap_or_default()
-                    .replace("%2F", "/");
-                let object = path.trim().rsplit('/').next().unwrap_or_default();
-                Ok(format!("the 2nd delete ({object}) held\n"))
-            }
-            None => {
-                let store = PathBuf::from(self.url.trim_start_matches("file://")).join("testbed");
-                let before = files_under(&store);
-                let mut child = Command::new("strace")
-                    .args([
-                        "-f",
-                        "-qq",
-                        "-o",
-                        "/dev/null",
-                        "-e",
-                        "trace=unlink,unlinkat,rmdir",
-                    ])
-                    .args(["-e", "inject=unlink,unlinkat,rmdir:delay_enter=5000000"])
-                    .arg(env!("CARGO_BIN_EXE_cairn"))
-                    .args(args)
-                    .envs(STORE_ENV)
-                    .env("CAIRN_STATE_DIR", state_dir(self.work.path()))
-                    .current_dir(self.work.path())
-                    .stdout(Stdio::null())
-                    .stderr(fs::File::create(self.work.root().join("killed-run.err")).unwrap())
-                    .spawn()
-                    .expect("strace starts");
-                let deadline = Instant::now() + Duration::from_secs(120);
-                let reached = loop {
-                    let now = files_under(&store);
-                    if before.iter().any(|k| !now.contains(k)) {
-                        break Ok(());
-                    }
-                    if let Ok(Some(status)) = child.try_wait() {
-                        break Err(format!("prune ended ({status}) before deleting anything"));
-                    }
-                    if Instant::now() > deadline {
-                        break Err("prune deleted nothing within 120 s".to_string());
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                };
-                // SIGKILL the traced cairn itself (strace's child), then strace ends.
-                let children =
-                    fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
-                        .unwrap_or_default();
-                for pid in children.split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
+        if let Some(emulator) = &self.emulator {
+            let held = self.work.root().join("held");
+            let upstream = emulator
+                .endpoint
+                .trim_end_matches("/devstoreaccount1")
+                .to_string();
+            let hold = format!(
+                r#"{{"hold": {{"match": "^DELETE ", "after": 1, "marker": "{}"}}}}"#,
+                held.display()
+            );
+            let proxy = FaultProxy::start(&upstream, &hold);
+            let url = self.url.replace(&upstream, &proxy.endpoint);
+            let mut child = self.spawn(&self.prune_args(&url), &self.work.root().join("prune.out"));
+            let reached = self.wait_for_trap(&mut child, &held);
+            let _ = child.kill();
+            let _ = child.wait();
+            proxy.set("{}");
+            reached?;
+            let held = fs::read_to_string(&held).unwrap_or_default();
+            let path = held
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .replace("%2F", "/");
+            let object = path.trim().rsplit('/').next().unwrap_or_default();
+            Ok(format!("the 2nd delete ({object}) held\n"))
+        } else {
+            let store = PathBuf::from(self.url.trim_start_matches("file://")).join("testbed");
+            let before = files_under(&store);
+            let mut child = Command::new("strace")
+                .args([
+                    "-f",
+                    "-qq",
+                    "-o",
+                    "/dev/null",
+                    "-e",
+                    "trace=unlink,unlinkat,rmdir",
+                ])
+                .args(["-e", "inject=unlink,unlinkat,rmdir:delay_enter=5000000"])
+                .arg(env!("CARGO_BIN_EXE_cairn"))
+                .args(args)
+                .envs(STORE_ENV)
+                .env("CAIRN_STATE_DIR", state_dir(self.work.path()))
+                .current_dir(self.work.path())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(self.work.root().join("killed-run.err")).unwrap())
+                .spawn()
+                .expect("strace starts");
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let reached = loop {
+                let now = files_under(&store);
+                if before.iter().any(|k| !now.contains(k)) {
+                    break Ok(());
                 }
-                let _ = child.wait();
-                reached?;
-                let gone = before.len() - files_under(&store).len();
-                Ok(format!("{gone} store file(s) deleted\n"))
+                if let Ok(Some(status)) = child.try_wait() {
+                    break Err(format!("prune ended ({status}) before deleting anything"));
+                }
+                if Instant::now() > deadline {
+                    break Err("prune deleted nothing within 120 s".to_string());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            // SIGKILL the traced cairn itself (strace's child), then strace ends.
+            let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+                .unwrap_or_default();
+            for pid in children.split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
             }
+            let _ = child.wait();
+            reached?;
+            let gone = before.len() - files_under(&store).len();
+            Ok(format!("{gone} store file(s) deleted\n"))
         }
     }
 
@@ -1046,7 +1043,7 @@ impl Case {
     }
 
     /// The listing, and the ids listed complete, each of which must verify.
-    fn complete_backups(&self) -> Checked<(Vec<(String, bool)>, Vec<String>)> {
+    fn complete_backups(&self) -> Checked<(Listing, Vec<String>)> {
         let listed = self.listed()?;
         let complete: Vec<String> = listed
             .iter()
