@@ -23,6 +23,7 @@ mod fidelity_ssh;
 mod fidelity_workflow;
 mod host_keys_and_cli;
 mod journal_recovery;
+mod kill_matrix;
 mod modes;
 mod proofs;
 mod prune;

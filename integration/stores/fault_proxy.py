@@ -22,15 +22,22 @@ file is JSON, re-read for every request so a test can change the faults while a 
                               # acted, the answer is dropped), "cut" (half the body, then closed),
                               # "stall" (half the body, a pause of stall_seconds, the rest)
         "min_body": 0}],      # after-forwarding outcomes: only for answers with a body this large
-     "stall_seconds": 2.0}
+     "stall_seconds": 2.0,
+     "hold": {"match": "^DELETE ", "after": 1, "marker": "/tmp/x"}}
+                          # requests whose "METHOD path" matches the regex: the first
+                          # `after` are forwarded, each next one is held (its path written
+                          # to `marker`) until "hold" leaves the control file, then its
+                          # connection is closed without forwarding it (outcome held)
 Rules are used in order; a new list of rules in the control file starts them afresh.
 
 Every request is logged as `<method>\\t<path>\\t<outcome>` (outcome: forwarded STATUS,
-injected-500, injected-503, reset, lost STATUS, cut STATUS, down).
+injected-500, injected-503, reset, lost STATUS, cut STATUS, down, held).
 """
 
 import argparse
 import http.client
+import os
+import time
 import http.server
 import json
 import random
@@ -83,6 +90,16 @@ def main():
                 return outcome
         return None
 
+    matched = [0]
+
+    def should_hold(method, path):
+        rule = control().get("hold")
+        if not rule or not re.search(rule.get("match", ""), f"{method} {path}"):
+            return False
+        with lock:
+            matched[0] += 1
+            return matched[0] > int(rule.get("after", 0))
+
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -107,8 +124,25 @@ def main():
             self.end_headers()
             self.wfile.write(payload)
 
+        def hold(self):
+            marker = control().get("hold", {}).get("marker")
+            if marker:
+                with open(marker + ".tmp", "w") as handle:
+                    handle.write(f"{self.command} {self.path}\n")
+                os.replace(marker + ".tmp", marker)
+            while control().get("hold"):
+                time.sleep(0.05)
+            self.record("held")
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
         def handle_any(self):
             data = self.body()
+            if should_hold(self.command, self.path):
+                return self.hold()
             settings = control()
             with lock:
                 roll = rng.random()
@@ -196,7 +230,6 @@ def main():
     server.daemon_threads = True
     with open(args.ready + ".tmp", "w") as handle:
         handle.write(f"port={server.server_address[1]}\n")
-    import os
     os.replace(args.ready + ".tmp", args.ready)
     server.serve_forever()
 

@@ -18,7 +18,7 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, StoreError};
+use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions, StoreError};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -207,8 +207,12 @@ pub fn tar_reader<'a, R: Read + Send + 'a>(
     })
 }
 
-/// Deletes every object under `<deployment>/<id>/` (the manifest first, so that a partly
-/// deleted backup is never listed as complete) and the given recorded versions.
+/// Deletes every object under `<deployment>/<id>/` and the given recorded versions.
+///
+/// The manifest goes first, before any recorded version, so that a partly deleted backup (a
+/// prune killed half-way) is never listed as complete. When the very first version delete is
+/// refused (Object Lock retention, which covers every object of a `--retain-days` backup),
+/// nothing else was deleted and the manifest is put back, so a protected backup stays whole.
 pub(crate) async fn delete_objects(
     store: &dyn ArtifactStore,
     deployment: &str,
@@ -217,24 +221,51 @@ pub(crate) async fn delete_objects(
 ) -> Result<usize, Error> {
     let prefix = format!("{deployment}/{id}/");
     let mut deleted = 0;
+    let objects = store.list(&prefix).await?;
+    let (manifests, others): (Vec<_>, Vec<_>) = objects
+        .into_iter()
+        .partition(|o| o.key.as_str().ends_with(MANIFEST_NAME));
+    let mut saved = Vec::new();
+    for object in &manifests {
+        saved.push((
+            object.key.clone(),
+            store.get_bytes(&object.key, None).await?,
+        ));
+        delete_current(store, &object.key).await?;
+        deleted += 1;
+    }
+    let mut first = true;
     for (key, version) in versions {
         if let (Ok(key), Some(version)) = (ObjectKey::parse(key), version) {
             match store.delete(&key, Some(version)).await {
                 Ok(()) | Err(StoreError::NotFound { .. }) => {}
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    if first {
+                        for (key, data) in saved {
+                            store
+                                .put_bytes(&key, Bytes::from(data), &PutOptions::default())
+                                .await?;
+                        }
+                    }
+                    return Err(error.into());
+                }
             }
+            first = false;
         }
     }
-    // The manifest goes first so that a partly deleted backup is never listed as complete.
-    let mut objects = store.list(&prefix).await?;
-    objects.sort_by_key(|o| !o.key.as_str().ends_with(MANIFEST_NAME));
-    for object in objects {
-        match store.delete(&object.key, None).await {
-            Ok(()) | Err(StoreError::NotFound { .. }) => deleted += 1,
-            Err(error) => return Err(error.into()),
-        }
+    for object in &others {
+        delete_current(store, &object.key).await?;
+        deleted += 1;
     }
     Ok(deleted.max(versions.len()))
+}
+
+/// Deletes the current version of an object; one already gone is fine.
+async fn delete_current(store: &dyn ArtifactStore, key: &ObjectKey) -> Result<(), Error> {
+    match store.delete(key, None).await {
+        Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Opens the store a URL names, with credentials from the store's standard chain, and checks
