@@ -135,6 +135,7 @@ mod tests {
                 "database".to_string(),
                 BTreeMap::from([(ScriptName::PreBackupLock, seconds(3))]),
             )]),
+            per_job_stall: BTreeMap::new(),
         };
         let limit = |job, script| timeouts.limit(job, script).unwrap();
         // The job's override beats the script's default and the flag.
