@@ -105,6 +105,34 @@ fn a_restore_killed_with_sigkill_is_undone_by_the_next_restore_and_by_restore_cl
         assert!(journal.contains("\"lock\": \"restore\""), "{journal}");
         bed.install_script(db, "database", "restore", &original)
             .unwrap();
+        if next == "restore" {
+            // The catalog commands have no target to undo it on: they say what is left and
+            // which command clears it, and change nothing.
+            let store = work.root().join("empty-store");
+            fs::create_dir_all(&store).unwrap();
+            let url = format!("file://{}", store.display());
+            let listed = run(
+                work.path(),
+                &[
+                    "backups",
+                    "--store",
+                    &url,
+                    "list",
+                    "--deployment",
+                    "testbed",
+                ],
+            );
+            assert_eq!(listed.status.code(), Some(0), "{}", text(&listed));
+            assert_contains(&listed, "warning: A killed run left: ");
+            assert_contains(&listed, " job(s) locked for restore (app on app/0, ");
+            assert_contains(&listed, "database on database/0)");
+            assert_contains(
+                &listed,
+                "`cairn deployment --deployment testbed ... restore-cleanup` with the same target and store clears it",
+            );
+            assert_eq!(journal_files(work.path()).len(), 1);
+            assert!(bed.is_locked(db, "database"));
+        }
 
         let output = if next == "restore" {
             run(work.path(), &restore_args)

@@ -86,3 +86,12 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         }
     }
 }
+
+/// Warns on stderr about what runs of `deployment` that are over left behind (locks,
+/// directories, temporary users), with the command that clears it: the catalog commands have
+/// no target to undo it on, but the operator looking at backups should know.
+async fn warn_left_behind(store: &dyn cairn_store::ArtifactStore, deployment: &str) {
+    for line in cairn::workflow::left_behind_report(store, deployment).await {
+        eprintln!("warning: {line}");
+    }
+}

@@ -25,7 +25,9 @@ use crate::error::{Error, RunErrors};
 use crate::model::deployment::{AccessJournal, Deployment, Target, TemporaryUser};
 use crate::model::job::{Job, LockDirection, ScriptName};
 use crate::model::lock_order::JobRef;
-use crate::workflow::journal::{liveness, store_key, Journal, Liveness, LockKind, LockedJob};
+use crate::workflow::journal::{
+    liveness, store_key, Journal, JournalFile, Liveness, LockKind, LockedJob,
+};
 use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions};
 
 impl RunContext {
@@ -332,6 +334,63 @@ fn report(journal: &Journal, context: &RunContext) {
         journal.cleanup_command(),
         journal.deployment
     );
+}
+
+/// For the catalog commands, which have no target (`backups list`, `show`, `verify`): what
+/// runs of `deployment` that are over left behind, from this machine's journals and those in
+/// `store`, one line each naming the command that clears it. Changes nothing.
+pub async fn left_behind_report(store: &dyn ArtifactStore, deployment: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut seen = Vec::new();
+    let local = JournalFile::new(&JournalFile::default_state_dir(), deployment);
+    for found in local.left_behind() {
+        let journal = found.journal;
+        seen.push((journal.host.clone(), journal.pid));
+        if liveness(&journal) == Liveness::Dead && !journal.is_empty() {
+            lines.push(left_behind_line(&journal, false));
+        }
+    }
+    match store_journals(store, deployment).await {
+        Ok(journals) => {
+            for (_, journal) in journals {
+                let known = seen.contains(&(journal.host.clone(), journal.pid));
+                let over = match liveness(&journal) {
+                    Liveness::Dead => Some(false),
+                    Liveness::OtherHost => Some(true),
+                    Liveness::Running | Liveness::ThisRun => None,
+                };
+                if let (Some(elsewhere), false, false) = (over, known, journal.is_empty()) {
+                    lines.push(left_behind_line(&journal, elsewhere));
+                }
+            }
+        }
+        Err(error) => lines.push(format!(
+            "Cannot read the run journals of {deployment} in {store}: {error}"
+        )),
+    }
+    lines
+}
+
+fn left_behind_line(journal: &Journal, elsewhere: bool) -> String {
+    let clear = format!(
+        "`cairn deployment --deployment {} ... {}` with the same target and store",
+        journal.deployment,
+        journal.cleanup_command()
+    );
+    if elsewhere {
+        format!(
+            "A run on another machine left: {}, from the {}. If it is not running any more, {clear} clears it; this command changes nothing",
+            journal.listing(),
+            journal.origin()
+        )
+    } else {
+        format!(
+            "A killed run left: {}, from the {}. {clear} clears it (so does the next backup or restore of {}); this command changes nothing",
+            journal.listing(),
+            journal.origin(),
+            journal.deployment
+        )
+    }
 }
 
 /// After a clean-up succeeded: every dead run's journal of the deployment is cleared, and

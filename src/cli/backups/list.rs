@@ -15,6 +15,13 @@ pub(super) async fn run(
     json: bool,
 ) -> anyhow::Result<i32> {
     let backups = list_backups(store, deployment).await?;
+    let mut deployments: Vec<&str> = backups.iter().map(|b| b.deployment.as_str()).collect();
+    deployments.extend(deployment);
+    deployments.sort_unstable();
+    deployments.dedup();
+    for deployment in deployments {
+        super::warn_left_behind(store, deployment).await;
+    }
     if !json && !backups.is_empty() {
         // A header above the data columns, which stay as they were (tab-separated).
         say(HEADER);

@@ -15,6 +15,7 @@ use crate::cli::store::split_backup_id;
 /// Prints the manifest of `DEPLOYMENT/ID`; returns the exit code.
 pub(super) async fn run(store: &dyn ArtifactStore, id: &str, json: bool) -> anyhow::Result<i32> {
     let (deployment, id) = split_backup_id(id, None)?;
+    super::warn_left_behind(store, &deployment).await;
     let manifest = read_manifest(store, &deployment, &id).await?;
     if json {
         say(&manifest.to_json());

@@ -47,6 +47,7 @@ pub(super) async fn run(
 ) -> anyhow::Result<i32> {
     let (deployment, id) = split_backup_id(id, None)?;
     let identities = Identities::load(identity).map_err(UsageError)?;
+    super::warn_left_behind(store.as_ref(), &deployment).await;
     let parallelism = parallelism.max(1);
     if let Some(percent) = sampling.percent {
         let subject = format!("{store}/{deployment}/{id}");
