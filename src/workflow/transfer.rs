@@ -222,14 +222,7 @@ pub(super) async fn stream_backup(
     // The size is unknown until the end: no percentages.
     let progress = Progress::new(label.clone(), instance, job, 0, context);
     let stop = context.cancel.child_token();
-    let watch = StreamWatch {
-        instance,
-        job: &job.name,
-        direction: "from",
-        moved: progress.moved.clone(),
-        stop: &stop,
-        limit: stall_limit(&job.name, context),
-    };
+    let watch = StreamWatch::new(instance, job, "from", &progress, &stop, context);
     let reader = ChannelReader {
         receiver,
         current: Bytes::new(),
@@ -380,14 +373,7 @@ pub(super) async fn stream_restore(
     let (sender, receiver) = mpsc::channel(UPLOAD_QUEUE);
     // Stops the script when the stream differs, and the reading when the run is interrupted.
     let stop = context.cancel.child_token();
-    let watch = StreamWatch {
-        instance,
-        job: &job.name,
-        direction: "to",
-        moved: progress.moved.clone(),
-        stop: &stop,
-        limit: stall_limit(&job.name, context),
-    };
+    let watch = StreamWatch::new(instance, job, "to", &progress, &stop, context);
     let mut chunks = ChunkForwarder::new(sender, stop.clone(), progress);
     let reading = tokio::task::spawn_blocking(move || {
         let forwarded = artifact.forward(&mut TarBodyWriter::new(&mut chunks));
@@ -455,14 +441,7 @@ async fn stream_and_digest(
 ) -> Result<(FileDigests, StoredBytes), Error> {
     let label = progress.label.clone();
     let stop = context.cancel.child_token();
-    let watch = StreamWatch {
-        instance,
-        job: &job.name,
-        direction: "from",
-        moved: progress.moved.clone(),
-        stop: &stop,
-        limit: stall_limit(&job.name, context),
-    };
+    let watch = StreamWatch::new(instance, job, "from", &progress, &stop, context);
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let reader = ChannelReader {
         receiver,
@@ -638,14 +617,7 @@ pub(super) async fn upload(
     // Stops the reading thread when the run is interrupted, the instance side failed or the
     // stream stalled.
     let stop = cancel.child_token();
-    let watch = StreamWatch {
-        instance,
-        job: &job.name,
-        direction: "to",
-        moved: progress.moved.clone(),
-        stop: &stop,
-        limit: stall_limit(&job.name, context),
-    };
+    let watch = StreamWatch::new(instance, job, "to", &progress, &stop, context);
     let mut chunks = ChunkForwarder::new(sender, stop.clone(), progress);
     let label = format!("{} on {}", job.name, instance.name);
     let reader = tokio::task::spawn_blocking(move || {
@@ -716,6 +688,28 @@ struct StreamWatch<'a> {
     stop: &'a CancellationToken,
     /// `--stall-timeout`.
     limit: Duration,
+}
+
+impl<'a> StreamWatch<'a> {
+    /// The watch of `job`'s stream on `instance`, counting what `progress` moves, under the
+    /// job's stall limit.
+    fn new(
+        instance: &'a Instance,
+        job: &'a Job,
+        direction: &'static str,
+        progress: &Progress,
+        stop: &'a CancellationToken,
+        context: &RunContext,
+    ) -> StreamWatch<'a> {
+        StreamWatch {
+            instance,
+            job: &job.name,
+            direction,
+            moved: progress.moved.clone(),
+            stop,
+            limit: stall_limit(&job.name, context),
+        }
+    }
 }
 
 /// Runs a stream's command unless nothing moves on it for `--stall-timeout`; then stops it,
