@@ -4,7 +4,7 @@ PostgreSQL on a test-bed host). Standard library only; run as root.
 
   streaming_helper.py settle SSHD_PID POSTMASTER_PID TIMEOUT_S
       Waits until the only process of the host outside the server is SSHD_PID itself (every
-      session has ended and been reaped into it); exit 1 after TIMEOUT_S.
+      SSH session of the backup has ended); exit 1 after TIMEOUT_S.
   streaming_helper.py du-peak DIR OUT
       Every 0.2 s, the allocated size of the tree DIR (st_blocks, as `du`), until SIGTERM;
       then writes `peak_bytes samples` to OUT.
