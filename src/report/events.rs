@@ -214,6 +214,7 @@ mod tests {
                         instance: "db/0".into(),
                         job: "pg".into(),
                         bytes: Some(10),
+                        streamed: false,
                     }],
                     lock_layers: vec![vec!["db/0:pg".into()]],
                     unlock_layers: vec![vec!["db/0:pg".into()]],

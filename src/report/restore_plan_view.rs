@@ -48,6 +48,9 @@ pub struct ArtifactView {
     pub job: String,
     /// Bytes it takes once extracted, when the backup records them.
     pub bytes: Option<u64>,
+    /// Streamed into the job's `restore` script (scripts-contract §12) after a full check,
+    /// instead of copied into its artifact directory.
+    pub streamed: bool,
 }
 
 /// Free space of one instance.
@@ -78,9 +81,14 @@ impl RestorePlanView {
             let size = artifact
                 .bytes
                 .map_or_else(|| "size unknown".into(), size_text);
+            let how = if artifact.streamed {
+                ", checked in full, then streamed into its restore script"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 text,
-                "  {} -> {} job {} ({size})",
+                "  {} -> {} job {} ({size}{how})",
                 artifact.artifact, artifact.instance, artifact.job
             );
         }
@@ -144,12 +152,22 @@ mod tests {
             deployment: "cf".into(),
             backup: "/b/cf_20240102T030405Z".into(),
             restorable: false,
-            artifacts: vec![ArtifactView {
-                artifact: "db-0-pg".into(),
-                instance: "db/0".into(),
-                job: "pg".into(),
-                bytes: Some(3 << 20),
-            }],
+            artifacts: vec![
+                ArtifactView {
+                    artifact: "db-0-pg".into(),
+                    instance: "db/0".into(),
+                    job: "pg".into(),
+                    bytes: Some(3 << 20),
+                    streamed: false,
+                },
+                ArtifactView {
+                    artifact: "db-1-pg".into(),
+                    instance: "db/1".into(),
+                    job: "pg".into(),
+                    bytes: Some(3 << 20),
+                    streamed: true,
+                },
+            ],
             lock_layers: vec![vec!["db/0:pg".into()]],
             unlock_layers: vec![vec!["db/0:pg".into()]],
             lock_edges: vec![],
@@ -166,7 +184,16 @@ mod tests {
             ],
         };
         let text = view.to_text();
-        assert!(text.contains("db-0-pg -> db/0 job pg (3.0 MiB)"), "{text}");
+        assert!(
+            text.contains("db-0-pg -> db/0 job pg (3.0 MiB)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "db-1-pg -> db/1 job pg (3.0 MiB, checked in full, then streamed into its restore script)\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("db/0: needs 3.0 MiB, 1.0 MiB free on /var/vcap/store — does not fit"),
             "{text}"

@@ -472,6 +472,7 @@ fn plan_view(
                     instance: instance.name.to_string(),
                     job: job.name.clone(),
                     bytes: *bytes,
+                    streamed: upload.stream,
                 }
             })
             .collect(),
