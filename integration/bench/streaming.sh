@@ -16,6 +16,9 @@
 # Options:
 #   --size MIB     size of the database, pg_database_size, indexes included [default 2048]
 #   --rounds R     rounds of (classic, streaming); the medians are of R runs each [default 3]
+#   --pg-compress C  the job's PG_DUMP_COMPRESS (pg_dump --compress) in both modes and in the
+#                  timed dump to /dev/null, e.g. 0 for an uncompressed archive [default: unset,
+#                  pg_dump's own default, gzip]
 #   --work DIR     working directory (default: a new /var/tmp/cairn-streaming.XXXXXX)
 #   --keep         keep the working directory (test bed torn down all the same)
 #   --results FILE also write the raw results (one line per run) to FILE
@@ -47,11 +50,12 @@ rundir=/var/vcap/sys/run/postgres
 die() { echo "streaming.sh: $*" >&2; exit 1; }
 say() { echo "== $*" >&2; }
 
-size=2048 rounds=3 work='' keep=0 results_copy=''
+size=2048 rounds=3 work='' keep=0 results_copy='' pg_compress=''
 while [[ $# -gt 0 ]]; do
     case $1 in
     --size) size=$2; shift ;;
     --rounds) rounds=$2; shift ;;
+    --pg-compress) pg_compress=$2; shift ;;
     --work) work=$2; shift ;;
     --keep) keep=1 ;;
     --results) results_copy=$2; shift ;;
@@ -62,6 +66,12 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $size =~ ^[1-9][0-9]*$ ]] || die "--size takes a whole number of MiB, not '$size'"
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds takes a whole number, not '$rounds'"
+[[ -z $pg_compress || $pg_compress =~ ^[A-Za-z0-9][A-Za-z0-9:=,-]*$ ]] ||
+    die "--pg-compress takes a pg_dump --compress value such as 0 or 6, not '$pg_compress'"
+# As the job passes it to pg_dump (nothing when unset: pg_dump's default).
+compress_args=()
+[[ -z $pg_compress ]] || compress_args=("--compress=$pg_compress")
+compress_label=${pg_compress:-default}
 [[ $(id -u) == 0 ]] || die "run as root (the test bed needs namespaces)"
 for tool in python3 /usr/bin/time ssh losetup mkfs.ext4 bc; do
     command -v "$tool" >/dev/null || die "$tool is missing (apt-get install -y python3 time openssh-client mount e2fsprogs bc)"
@@ -170,6 +180,7 @@ in_host "$pg_script" configure-job
 # One database: a streamed PostgreSQL backup is one pg_dump archive. Classic mode dumps the
 # same one, so both modes back up exactly the same data.
 echo "DATABASES=$db" >>"$conf"
+[[ -z $pg_compress ]] || echo "PG_DUMP_COMPRESS=$pg_compress" >>"$conf"
 set_stream() { sed -i '/^STREAM=/d' "$conf" && echo "STREAM=$1" >>"$conf"; }
 
 # ---- the database: ~SIZE MiB of rows that compress like real data (hex digests, numbers, times) ----
@@ -198,11 +209,11 @@ sql "$db" -c "SELECT count(*) FROM items" >/dev/null
 count_s=$(echo "$(date +%s.%N) - $count_started" | bc)
 say "database $db: $rows rows, $((db_bytes / 1048576)) MiB (pg_database_size), made in $(($(date +%s) - started)) s; count(*) takes $count_s s"
 # The floor of both modes: the job's own work, pg_dump of the database to nowhere, as the
-# adapter runs it (custom format, compressed by default).
+# adapter runs it (custom format, compressed by default; --pg-compress as the job gets it).
 dump_started=$(date +%s.%N)
-in_host runuser -u vcap -- pg_dump --format=custom -h "$rundir" -d "$db" >/dev/null
+in_host runuser -u vcap -- pg_dump --format=custom "${compress_args[@]}" -h "$rundir" -d "$db" >/dev/null
 dump_s=$(echo "$(date +%s.%N) - $dump_started" | bc)
-say "pg_dump --format=custom of $db to /dev/null: $dump_s s"
+say "pg_dump --format=custom ${compress_args[*]} of $db to /dev/null: $dump_s s"
 postmaster=$(head -n 1 "$root/var/vcap/store/postgres/data/postmaster.pid")
 kill -0 "$postmaster" || die "no PostgreSQL server at pid $postmaster"
 
@@ -259,7 +270,7 @@ echo
 echo "Cairn streaming benchmark (issue 22), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, load $(cut -d ' ' -f 1-3 /proc/loadavg)"
 echo "cairn $profile binary built $cairn_built, tree $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)"
 echo "$(in_host runuser -u vcap -- psql -X -A -t -h "$rundir" -d "$db" -c 'SELECT version()' | cut -d ',' -f 1); database $db: $rows rows, $((db_bytes / 1048576)) MiB; count(*) of all rows $count_s s (classic mode's row counts)"
-echo "pg_dump --format=custom to /dev/null inside the host, once before the runs: $dump_s s (the job's own work, the floor of both modes)"
+echo "pg_dump --format=custom (PG_DUMP_COMPRESS=$compress_label) to /dev/null inside the host, once before the runs: $dump_s s (the job's own work, the floor of both modes)"
 echo "the host's disks: /var/vcap on $vm_disk, /var/vcap/store/postgres on $pg_disk (ext4 on loop devices)"
 echo
 python3 "$helper" table "$results"

@@ -511,6 +511,27 @@ fn configure(host: &TestHost, job: &str, line: &str) {
     fs::write(&conf, text).unwrap();
 }
 
+/// The `Compression:` of the `pg_dump` archive streamed into a backup's tar, as `pg_restore -l`
+/// prints it (`0` for none, `-1` for the default gzip level on PostgreSQL 15).
+fn pg_dump_compression(tar: &Path) -> String {
+    let script = format!(
+        "tar -xOf '{}' ./cairn-stream | pg_restore -l",
+        tar.display()
+    );
+    let output = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(output.status.success(), "{script}: {}", text(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| {
+            l.trim_start_matches(';')
+                .trim()
+                .strip_prefix("Compression:")
+        })
+        .unwrap_or_else(|| panic!("no Compression line from {script}"))
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn postgres_and_mariadb_stream_their_dumps_and_restore_them_exactly() {
     cairn_testbed::require_root!();
@@ -558,6 +579,9 @@ fn postgres_and_mariadb_stream_their_dumps_and_restore_them_exactly() {
     let work = workdir();
     let artifact_path = work.path().display().to_string();
     let s3_url = moto_url(&moto);
+    // The directory round dumps uncompressed (PG_DUMP_COMPRESS=0, the store's zstd left to
+    // compress); the store rounds with pg_dump's default (an empty later line wins).
+    configure(pg, "postgres", "PG_DUMP_COMPRESS=0");
     for (label, backup_args) in [
         ("bbr directory", ["--artifact-path", artifact_path.as_str()]),
         ("file store", ["--store", file_url.as_str()]),
@@ -585,6 +609,12 @@ fn postgres_and_mariadb_stream_their_dumps_and_restore_them_exactly() {
                     "{tar}"
                 );
             }
+            assert_eq!(
+                pg_dump_compression(&backup.join("pg-0-postgres.tar")),
+                "0",
+                "PG_DUMP_COMPRESS=0 reaches pg_dump"
+            );
+            configure(pg, "postgres", "PG_DUMP_COMPRESS=");
             args.extend(["--artifact-path", path.as_str()]);
         } else {
             args.extend(backup_args);
