@@ -87,18 +87,12 @@ fn report_write_scope(
             ),
         );
     } else {
-        let shown: Vec<String> = outside
-            .iter()
-            .take(5)
-            .map(|w| format!("{} ({})", w.path, w.syscall))
-            .collect();
         report.add(
             Verdict::Fail,
             "write-scope",
             format!(
-                "backup wrote outside BBR_ARTIFACT_DIRECTORY: {}{}; only the artifact directory, /var/vcap/sys/log/{job}/ and /var/vcap/sys/run/{job}/ may be written, and temporary files must be removed before the script exits",
-                shown.join(", "),
-                if outside.len() > 5 { format!(" and {} more", outside.len() - 5) } else { String::new() },
+                "backup wrote outside BBR_ARTIFACT_DIRECTORY: {}; only the artifact directory, /var/vcap/sys/log/{job}/ and /var/vcap/sys/run/{job}/ may be written, and temporary files must be removed before the script exits",
+                first_paths(outside),
             ),
         );
     }
@@ -121,21 +115,30 @@ fn report_stream_write_scope(
             ),
         );
     } else {
-        let shown: Vec<String> = outside
-            .iter()
-            .take(5)
-            .map(|w| format!("{} ({})", w.path, w.syscall))
-            .collect();
         report.add(
             Verdict::Fail,
             "stream-write-scope",
             format!(
-                "streaming backup (CAIRN_STREAM=1) wrote to disk: {}{}; with CAIRN_STREAM=1 the artifact goes to stdout and only /var/vcap/sys/log/{job}/ and /var/vcap/sys/run/{job}/ may be written",
-                shown.join(", "),
-                if outside.len() > 5 { format!(" and {} more", outside.len() - 5) } else { String::new() },
+                "streaming backup (CAIRN_STREAM=1) wrote to disk: {}; with CAIRN_STREAM=1 the artifact goes to stdout and only /var/vcap/sys/log/{job}/ and /var/vcap/sys/run/{job}/ may be written",
+                first_paths(outside),
             ),
         );
     }
+}
+
+/// The first five paths written outside (`path (syscall)`), then how many more.
+fn first_paths(outside: &[&WrittenPath]) -> String {
+    let shown: Vec<String> = outside
+        .iter()
+        .take(5)
+        .map(|w| format!("{} ({})", w.path, w.syscall))
+        .collect();
+    let more = if outside.len() > 5 {
+        format!(" and {} more", outside.len() - 5)
+    } else {
+        String::new()
+    };
+    format!("{}{more}", shown.join(", "))
 }
 
 /// Splits `\n==> PID\n<trace>` sections.
