@@ -19,6 +19,11 @@
 #   --pg-compress C  the job's PG_DUMP_COMPRESS (pg_dump --compress) in both modes and in the
 #                  timed dump to /dev/null, e.g. 0 for an uncompressed archive [default: unset,
 #                  pg_dump's own default, gzip]
+#   --split-cpus   model a VM and a jumpbox that are different machines: the test-bed host's
+#                  processes (its sshd, the PostgreSQL server, the job's scripts) run on CPU 0
+#                  only, cairn on CPU 1 only (taskset). Without it everything shares every CPU,
+#                  which on a 2-core machine makes the streaming mode's overlap of dump and copy
+#                  compete for the same cores. Needs at least 2 CPUs.
 #   --work DIR     working directory (default: a new /var/tmp/cairn-streaming.XXXXXX)
 #   --keep         keep the working directory (test bed torn down all the same)
 #   --results FILE also write the raw results (one line per run) to FILE
@@ -50,7 +55,7 @@ rundir=/var/vcap/sys/run/postgres
 die() { echo "streaming.sh: $*" >&2; exit 1; }
 say() { echo "== $*" >&2; }
 
-size=2048 rounds=3 work='' keep=0 results_copy='' pg_compress=''
+size=2048 rounds=3 work='' keep=0 results_copy='' pg_compress='' split_cpus=0
 while [[ $# -gt 0 ]]; do
     case $1 in
     --size) size=$2; shift ;;
@@ -58,6 +63,7 @@ while [[ $# -gt 0 ]]; do
     --pg-compress) pg_compress=$2; shift ;;
     --work) work=$2; shift ;;
     --keep) keep=1 ;;
+    --split-cpus) split_cpus=1 ;;
     --results) results_copy=$2; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -73,7 +79,11 @@ compress_args=()
 [[ -z $pg_compress ]] || compress_args=("--compress=$pg_compress")
 compress_label=${pg_compress:-default}
 [[ $(id -u) == 0 ]] || die "run as root (the test bed needs namespaces)"
-for tool in python3 /usr/bin/time ssh losetup mkfs.ext4 bc; do
+((split_cpus == 0 || $(nproc) >= 2)) || die "--split-cpus needs at least 2 CPUs (this machine has $(nproc))"
+# The coordinator's CPU (--split-cpus: CPU 1; else every CPU).
+coordinator_cpus=()
+((split_cpus == 0)) || coordinator_cpus=(taskset -c 1)
+for tool in python3 /usr/bin/time ssh losetup mkfs.ext4 bc taskset; do
     command -v "$tool" >/dev/null || die "$tool is missing (apt-get install -y python3 time openssh-client mount e2fsprogs bc)"
 done
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || die "PostgreSQL is missing (apt-get install -y postgresql)"
@@ -146,6 +156,8 @@ bed_up=1
 "$testbed" up "$bed" --host pg/0:postgres --no-seed >/dev/null 2>"$work/testbed-up.log" ||
     { cat "$work/testbed-up.log" >&2; die "testbed.sh up failed"; }
 read -r _ _ _ hostdir sshd_pid <"$bed/hosts.tsv"
+# --split-cpus: the host's sshd on CPU 0; every session, script and server it starts inherits it.
+((split_cpus == 0)) || taskset -a -p -c 0 "$sshd_pid" >/dev/null
 # The host's view of its files (its mount namespace), from outside.
 root=/proc/$sshd_pid/root
 
@@ -176,6 +188,14 @@ in_host findmnt -n -o SOURCE --target /var/vcap/store/postgres | grep -qx "$pg_d
 store=$root/var/vcap/store/bbr-backup
 conf=$root/var/vcap/jobs/postgres/bin/bbr/bbr.conf
 in_host "$pg_script" start
+# (testbed.sh exec enters the host's namespaces from here, not through its sshd.)
+if ((split_cpus)); then # the server and its workers, started above: every process of the host
+    host_mnt=$(readlink "/proc/$sshd_pid/ns/mnt")
+    for proc in /proc/[0-9]*; do
+        [[ $(readlink "$proc/ns/mnt" 2>/dev/null) == "$host_mnt" ]] || continue
+        taskset -a -p -c 0 "${proc#/proc/}" >/dev/null 2>&1 || true
+    done
+fi
 in_host "$pg_script" configure-job
 # One database: a streamed PostgreSQL backup is one pg_dump archive. Classic mode dumps the
 # same one, so both modes back up exactly the same data.
@@ -211,7 +231,9 @@ say "database $db: $rows rows, $((db_bytes / 1048576)) MiB (pg_database_size), m
 # The floor of both modes: the job's own work, pg_dump of the database to nowhere, as the
 # adapter runs it (custom format, compressed by default; --pg-compress as the job gets it).
 dump_started=$(date +%s.%N)
-in_host runuser -u vcap -- pg_dump --format=custom "${compress_args[@]}" -h "$rundir" -d "$db" >/dev/null
+host_cpus=()
+((split_cpus == 0)) || host_cpus=(taskset -c 0)
+"${host_cpus[@]}" "$testbed" exec "$bed" pg/0 -- runuser -u vcap -- pg_dump --format=custom "${compress_args[@]}" -h "$rundir" -d "$db" >/dev/null
 dump_s=$(echo "$(date +%s.%N) - $dump_started" | bc)
 say "pg_dump --format=custom ${compress_args[*]} of $db to /dev/null: $dump_s s"
 postmaster=$(head -n 1 "$root/var/vcap/store/postgres/data/postmaster.pid")
@@ -234,8 +256,8 @@ measure() {
     vm0=$(written "$vm_disk") pg0=$(written "$pg_disk") vda0=$(vda_written)
     python3 "$helper" du-peak "$store" "$work/du" &
     sampler=$!
-    if ! CAIRN_STATE_DIR=$work/state /usr/bin/time -f '%e %O' -o "$work/time" \
-        "$cairn" deployment --inventory "$bed/inventory.yml" backup --artifact-path "$out" >"$log" 2>&1; then
+    if ! CAIRN_STATE_DIR=$work/state /usr/bin/time -f '%e %O %U %S' -o "$work/time" \
+        "${coordinator_cpus[@]}" "$cairn" deployment --inventory "$bed/inventory.yml" backup --artifact-path "$out" >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         die "$mode backup, run $run, failed; log above"
     fi
@@ -245,14 +267,15 @@ measure() {
     kill -TERM "$sampler"
     wait "$sampler" || true
     sampler=
-    local wall blocks peak samples artifact
-    read -r wall blocks <"$work/time"
+    local wall blocks user system peak samples artifact
+    read -r wall blocks user system <"$work/time"
     read -r peak samples <"$work/du"
     artifact=$(du -sb "$out" | cut -f1)
     grep -q cairn-stream "$out"/*/metadata && [[ $mode == classic ]] && die "classic run $run streamed"
     grep -q cairn-stream "$out"/*/metadata || [[ $mode == classic ]] || die "streaming run $run did not stream"
-    printf '%s %s %s %s %s %s %s %s %s %s\n' "$mode" "$run" "$wall" "$((blocks * 512))" "$artifact" \
-        "$((vm1 - vm0))" "$((pg1 - pg0))" "$peak" "$samples" "$((vda1 - vda0))" >>"$results"
+    printf '%s %s %s %s %s %s %s %s %s %s %s\n' "$mode" "$run" "$wall" "$((blocks * 512))" "$artifact" \
+        "$((vm1 - vm0))" "$((pg1 - pg0))" "$peak" "$samples" "$((vda1 - vda0))" \
+        "$(echo "$user + $system" | bc)" >>"$results"
     printf '   %-9s run %d: %6.1f s, VM disk written %8.2f MiB, peak store %7.1f MiB, artifact %7.1f MiB\n' \
         "$mode" "$run" "$wall" "$(echo "($vm1 - $vm0) / 1048576" | bc -l)" "$(echo "$peak / 1048576" | bc -l)" \
         "$(echo "$artifact / 1048576" | bc -l)" >&2
@@ -272,5 +295,10 @@ echo "cairn $profile binary built $cairn_built, tree $(git -C "$repo" describe -
 echo "$(in_host runuser -u vcap -- psql -X -A -t -h "$rundir" -d "$db" -c 'SELECT version()' | cut -d ',' -f 1); database $db: $rows rows, $((db_bytes / 1048576)) MiB; count(*) of all rows $count_s s (classic mode's row counts)"
 echo "pg_dump --format=custom (PG_DUMP_COMPRESS=$compress_label) to /dev/null inside the host, once before the runs: $dump_s s (the job's own work, the floor of both modes)"
 echo "the host's disks: /var/vcap on $vm_disk, /var/vcap/store/postgres on $pg_disk (ext4 on loop devices)"
+if ((split_cpus)); then
+    echo "CPUs split (--split-cpus): the host (sshd, server, scripts) on CPU 0, cairn on CPU 1"
+else
+    echo "CPUs shared: the host and cairn on all $(nproc) CPUs"
+fi
 echo
 python3 "$helper" table "$results"

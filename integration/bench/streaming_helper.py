@@ -98,7 +98,7 @@ def cmd_du_peak(root, out):
 
 
 FIELDS = ["mode", "run", "wall", "jumpbox_written", "artifact", "vm_written", "server_written",
-          "peak_store", "du_samples", "vda_written"]
+          "peak_store", "du_samples", "vda_written", "coordinator_cpu"]
 
 
 def mib(n):
@@ -123,15 +123,17 @@ def cmd_table(results):
             medians[mode] = {k: statistics.median(r[k] for r in runs) for k in FIELDS[2:]}
             medians[mode]["runs"] = len(runs)
     header = (f"{'mode':10} {'run':>4} {'wall s':>7} {'VM disk':>9} {'PG disk':>9} "
-              f"{'peak store':>10} {'jumpbox':>9} {'artifact':>9}")
+              f"{'peak store':>10} {'jumpbox':>9} {'artifact':>9} {'cairn cpu':>8}")
 
     def line(mode, run, r):
         return (f"{mode:10} {run:>4} {r['wall']:7.1f} {mib(r['vm_written'])} {mib(r['server_written'])} "
-                f"{mib(r['peak_store']):>10} {mib(r['jumpbox_written'])} {mib(r['artifact'])}")
+                f"{mib(r['peak_store']):>10} {mib(r['jumpbox_written'])} {mib(r['artifact'])} "
+                f"{r['coordinator_cpu']:8.1f}")
 
     print("Every run (MiB; VM disk = written to the host's /var/vcap disk, PG disk = the PostgreSQL data")
     print("disk meanwhile, peak store = most in /var/vcap/store/bbr-backup at once, jumpbox = written by")
-    print("cairn on the coordinator, vda = the machine's disk, everyone's writes included):")
+    print("cairn on the coordinator, cairn cpu = its user + system CPU seconds, vda = the machine's")
+    print("disk, everyone's writes included):")
     print(header + f" {'vda':>9}")
     for r in rows:
         print(line(r["mode"], r["run"], r) + f" {mib(r['vda_written'])}")
