@@ -126,3 +126,85 @@ pub fn read_signed_metadata(path: &Path, trusted: &TrustedKeys) -> Result<Backup
     }
     Ok(metadata)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::bbr_directory::metadata::{InstanceArtifacts, NamedChecksums};
+
+    fn signature_error(result: Result<BackupMetadata, Error>) -> SignatureError {
+        match result {
+            Err(Error::Signature(error)) => error,
+            other => panic!("not a signature error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_signed_directory_is_refused_when_moved_changed_or_unsigned() {
+        let parent = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let trusted = TrustedKeys::of(&[key.public()]);
+        let directory = BackupDirectory::create(parent.path(), "cf_20240102T030405Z").unwrap();
+        let metadata = BackupMetadata {
+            instances: vec![InstanceArtifacts {
+                name: "app".into(),
+                index: "0".into(),
+                artifacts: vec![NamedChecksums {
+                    name: "files".into(),
+                    checksums: Default::default(),
+                }],
+            }],
+            ..BackupMetadata::default()
+        };
+        sign_directory(
+            &directory,
+            &key,
+            ("cf", "20240102T030405Z"),
+            &metadata,
+            None,
+        )
+        .unwrap();
+        directory.write_metadata(&metadata).unwrap();
+        let path = directory.path().to_path_buf();
+        assert_eq!(read_signed_metadata(&path, &trusted).unwrap(), metadata);
+        let stranger = TrustedKeys::of(&[SigningKey::generate().public()]);
+        assert!(matches!(
+            signature_error(read_signed_metadata(&path, &stranger)),
+            SignatureError::UntrustedKey { .. }
+        ));
+        // A manifest.yml that was not signed.
+        std::fs::write(path.join(DEPLOYMENT_MANIFEST), "name: cf\n").unwrap();
+        assert!(matches!(
+            signature_error(read_signed_metadata(&path, &trusted)),
+            SignatureError::ContentChanged {
+                object: "manifest.yml",
+                ..
+            }
+        ));
+        std::fs::remove_file(path.join(DEPLOYMENT_MANIFEST)).unwrap();
+        // Moved to a newer name.
+        let moved = parent.path().join("cf_20991231T235959Z");
+        std::fs::rename(&path, &moved).unwrap();
+        assert!(matches!(
+            signature_error(read_signed_metadata(&moved, &trusted)),
+            SignatureError::Misplaced { .. }
+        ));
+        std::fs::rename(&moved, &path).unwrap();
+        // metadata changed after signing.
+        let text = std::fs::read_to_string(path.join("metadata")).unwrap();
+        std::fs::write(path.join("metadata"), text.replace("files", "other")).unwrap();
+        assert!(matches!(
+            signature_error(read_signed_metadata(&path, &trusted)),
+            SignatureError::ContentChanged {
+                object: "metadata",
+                ..
+            }
+        ));
+        // No signature at all.
+        std::fs::remove_file(path.join(DIRECTORY_SIGNATURE_NAME)).unwrap();
+        assert!(matches!(
+            signature_error(read_signed_metadata(&path, &trusted)),
+            SignatureError::Unsigned { .. }
+        ));
+    }
+}

@@ -295,11 +295,11 @@ mod tests {
             ("backup id", |s| s.backup_id = "20991231T235959Z".into()),
             ("manifest digest", |s| s.manifest.sha256 = "ab".into()),
             ("manifest key", |s| {
-                s.manifest.key = "cf/x/manifest.json".into()
+                s.manifest.key = "cf/x/manifest.json".into();
             }),
             ("object key", |s| s.objects[0].key = "cf/other/x".into()),
             ("object version", |s| {
-                s.objects[0].version = Some("v2".into())
+                s.objects[0].version = Some("v2".into());
             }),
             ("object digest", |s| s.objects[0].sha256 = "bc".into()),
             ("object added", |s| s.objects.push(s.objects[0].clone())),

@@ -409,7 +409,7 @@ pub async fn read_deletion_records(
             Err(rejection) => {
                 records
                     .refused
-                    .push(SignatureError::rejected(name, "the record", rejection))
+                    .push(SignatureError::rejected(name, "the record", rejection));
             }
         }
     }
