@@ -71,6 +71,14 @@ impl Store {
         }
     }
 
+    /// How Cairn names the store in messages.
+    fn name(&self) -> String {
+        match self {
+            Store::File(_) => self.url(),
+            Store::Moto(_) => "s3://cairn-backups/nightly".into(),
+        }
+    }
+
     fn file() -> Store {
         Store::File(tempfile::tempdir().unwrap())
     }
@@ -251,7 +259,10 @@ fn forgeries_and_rollback_are_refused(store: &Store) {
     assert_refused_before_any_script(
         &bed,
         &output,
-        &format!("Backup {DEPLOYMENT}/{forged} in {url} is not signed"),
+        &format!(
+            "Backup {DEPLOYMENT}/{forged} in {} is not signed",
+            store.name()
+        ),
     );
     // Without --trusted-key: today's behaviour, and one line saying signatures go unchecked.
     let output = run(
@@ -287,7 +298,10 @@ fn forgeries_and_rollback_are_refused(store: &Store) {
     assert_refused_before_any_script(
         &bed,
         &output,
-        &format!("Rollback refused: the newest backup of {DEPLOYMENT} in {url} is {first}, but this machine already saw {second}"),
+        &format!(
+            "Rollback refused: the newest backup of {DEPLOYMENT} in {} is {first}, but this machine already saw {second}",
+            store.name()
+        ),
     );
     // A backup chosen by id still restores.
     let output = restore(&bed, work.path(), &url, Some(&first), &[key.public()]);
