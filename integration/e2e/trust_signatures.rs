@@ -356,7 +356,10 @@ fn verify_tells_recorded_gaps_from_missing_ones_and_directories_are_signed() {
         "{}",
         text(&output)
     );
-    // A prune that signs what it deletes (the oldest), then a delete that does not.
+    // A prune that signs what it deletes (the oldest), then a delete that does not. A forged
+    // unsigned backup newer than all of them is kept and takes no --keep-last slot.
+    let forged = next_second(&ids[3]);
+    store.copy_backup(&ids[3], &forged, true, false);
     let output = run(
         work.path(),
         &[
@@ -375,6 +378,22 @@ fn verify_tells_recorded_gaps_from_missing_ones_and_directories_are_signed() {
         ],
     );
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let pruned = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        pruned.contains(&format!(
+            "failed-verify {DEPLOYMENT}/{forged} (kept, inspect it: Backup {DEPLOYMENT}/{forged}"
+        )),
+        "{pruned}"
+    );
+    assert!(
+        pruned.contains(&format!("delete {DEPLOYMENT}/{} ", ids[0])),
+        "{pruned}"
+    );
+    assert!(
+        pruned.contains(&format!("keep {DEPLOYMENT}/{} ", ids[1])),
+        "{pruned}"
+    );
+    store.delete_backup(&forged);
     let output = run(
         work.path(),
         &[
