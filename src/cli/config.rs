@@ -737,6 +737,55 @@ mod tests {
     }
 
     #[test]
+    fn keys_of_signed_backups_come_from_the_file_unless_flags_give_them() {
+        let config: ConfigFile = toml::from_str(
+            "signing_key = \"/etc/cairn/backup.key\"\ntrusted_keys = [\"/etc/cairn/backup.pub\"]\n",
+        )
+        .unwrap();
+        let mut cli = parse(&["deployment", "backup"]);
+        apply(&mut cli, &config);
+        let Command::Deployment(args) = cli.command else {
+            panic!()
+        };
+        let Action::Backup(backup) = args.action else {
+            panic!()
+        };
+        assert_eq!(
+            backup.signing.signing_key.as_deref(),
+            Some(Path::new("/etc/cairn/backup.key"))
+        );
+        let mut cli = parse(&["deployment", "restore", "--trusted-key", "cairn-ed25519:00"]);
+        apply(&mut cli, &config);
+        let Command::Deployment(args) = cli.command else {
+            panic!()
+        };
+        let Action::Restore(restore) = args.action else {
+            panic!()
+        };
+        assert_eq!(
+            restore.trust.trusted_key,
+            vec!["cairn-ed25519:00"],
+            "the flag wins"
+        );
+        let mut cli = parse(&["backups", "prune", "-d", "cf"]);
+        apply(&mut cli, &config);
+        let Command::Backups(args) = cli.command else {
+            panic!()
+        };
+        let BackupsAction::Prune { trust, signing, .. } = args.action else {
+            panic!()
+        };
+        assert_eq!(trust.trusted_key, vec!["/etc/cairn/backup.pub"]);
+        assert!(signing.signing_key.is_some());
+        let mut cli = parse(&["drill", "--target-inventory", "/t.yml"]);
+        apply(&mut cli, &config);
+        let Command::Drill(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.trust.trusted_key, vec!["/etc/cairn/backup.pub"]);
+    }
+
+    #[test]
     fn show_masks_credentials() {
         let text = show(None, &file());
         assert!(text.contains("parallelism = 4"));
