@@ -130,7 +130,8 @@ pub async fn walk_chain(
         .map(|s| (s.statement.backup_id.clone(), s.statement.previous.clone()))
         .collect();
     for (id, (_, entry, _)) in &deleted {
-        if !present.contains(id.as_str()) {
+        // An unsigned backup that was deleted has no link to follow.
+        if !present.contains(id.as_str()) && entry.statement_sha256.is_some() {
             nodes.push((id.clone(), entry.previous.clone()));
         }
     }
