@@ -3,10 +3,12 @@
 //! ([`crate::format::store`]); verification is the one restore uses
 //! ([`crate::format::store::read`]), also for a bbr directory and for part of a backup
 //! ([`verify`], chosen by [`sampling`]); [`retention`] is the pure prune policy, which the CLI
-//! plans with and executes through [`delete_unless_protected`].
+//! plans with and executes through [`delete_unless_protected`]; [`trust`] is what
+//! `--trusted-key` adds (the chain walk, the rollback check of `--latest`, deletion records).
 
 pub mod retention;
 pub mod sampling;
+pub mod trust;
 pub mod verify;
 
 use std::sync::Arc;
@@ -16,7 +18,9 @@ use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions, StoreE
 
 use crate::error::Error;
 use crate::format::encryption::Identities;
-use crate::format::store::{delete_objects, invalid_name, read_manifest};
+use crate::format::signature::TrustedKeys;
+use crate::format::store::signed::read_manifest_trusted;
+use crate::format::store::{delete_objects, invalid_name};
 use retention::{verification_order, Verification};
 
 pub use crate::format::store::read::{verify_backup, Verified};
@@ -33,8 +37,29 @@ pub async fn delete_backup(
     deployment: &str,
     id: &str,
 ) -> Result<usize, Error> {
-    let versions: Vec<(String, Option<String>)> = match read_manifest(store, deployment, id).await {
-        Ok(manifest) => manifest
+    delete_backup_trusted(store, deployment, id, &TrustedKeys::default()).await
+}
+
+/// [`delete_backup`], acting on the manifest's list of versions only when `trusted` (if it
+/// holds keys) vouches for it: a backup with a manifest that is unsigned, badly signed or
+/// misplaced is refused and nothing is deleted. A backup without a manifest (incomplete) has
+/// no list to trust; its objects under `<deployment>/<id>/` are deleted as without keys.
+///
+/// # Errors
+/// The signature's error, or as [`delete_backup`].
+pub async fn delete_backup_trusted(
+    store: &dyn ArtifactStore,
+    deployment: &str,
+    id: &str,
+    trusted: &TrustedKeys,
+) -> Result<usize, Error> {
+    let manifest = match read_manifest_trusted(store, deployment, id, trusted).await {
+        Err(Error::StoredBackup(crate::error::StoredBackupError::NotFound { .. })) => None,
+        Err(error) if !trusted.is_empty() => return Err(error),
+        other => other.ok(),
+    };
+    let versions: Vec<(String, Option<String>)> = match manifest {
+        Some(manifest) => manifest
             .artifacts
             .iter()
             .map(|a| (a.key.clone(), a.version.clone()))
@@ -43,7 +68,7 @@ pub async fn delete_backup(
                 manifest.metadata.version.clone(),
             )))
             .collect(),
-        Err(_) => Vec::new(),
+        None => Vec::new(),
     };
     delete_objects(store, deployment, id, &versions).await
 }
@@ -106,8 +131,9 @@ pub async fn delete_unless_protected(
     store: &dyn ArtifactStore,
     deployment: &str,
     id: &str,
+    trusted: &TrustedKeys,
 ) -> DeleteOutcome {
-    match delete_backup(store, deployment, id).await {
+    match delete_backup_trusted(store, deployment, id, trusted).await {
         Ok(count) => DeleteOutcome::Deleted(count),
         Err(error) => match refusal(&error) {
             Some(detail) => DeleteOutcome::Protected(detail.to_string()),

@@ -23,6 +23,7 @@ pub(crate) mod output;
 pub(crate) mod progress;
 pub(crate) mod signals;
 pub(crate) mod store;
+pub(crate) mod trust;
 
 use args::{Command, ConfigAction};
 use flags::Invocation;
@@ -43,6 +44,7 @@ pub(crate) async fn run(invocation: Invocation) -> i32 {
         Command::Backups(args) => backups::run(args).await,
         Command::Contract { action } => contract::run(action).await,
         Command::Drill(args) => drill::run(args).await,
+        Command::Keys { action } => trust::run(&action),
         Command::Completions { shell } => Ok(completions::completions(shell)),
         Command::Config {
             action: ConfigAction::Show,

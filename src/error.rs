@@ -250,6 +250,10 @@ pub enum Error {
     /// A backup in a store is missing, incomplete, damaged or cannot be read.
     #[error(transparent)]
     StoredBackup(#[from] StoredBackupError),
+    /// A backup's signature is missing, untrusted, wrong or misplaced, or the store was
+    /// rolled back (with `--trusted-key`); a key or the trust state cannot be used.
+    #[error(transparent)]
+    Signature(#[from] crate::format::signature::SignatureError),
     /// The inventory or another input is invalid.
     #[error(transparent)]
     Inventory(#[from] crate::target::inventory::InventoryError),

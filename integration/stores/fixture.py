@@ -7,6 +7,8 @@ only, plus boto3 from the moto venv for S3).
   fixture.py s3 ENDPOINT head-lock BUCKET KEY           (prints the Object Lock mode and date)
   fixture.py s3 ENDPOINT put|delete BUCKET KEY          (put writes b"tampered")
   fixture.py s3 ENDPOINT open-uploads BUCKET            (prints one key per line)
+  fixture.py s3 ENDPOINT copy BUCKET FROM TO [OLD NEW]  (every object under prefix FROM to TO;
+                                                        OLD replaced by NEW in manifest.json)
   fixture.py gcs ENDPOINT create-bucket BUCKET [versioned|unversioned]
   fixture.py gcs ENDPOINT put|delete BUCKET KEY
   fixture.py azure ENDPOINT create-container CONTAINER  (Azurite's well-known dev account)
@@ -25,7 +27,7 @@ AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 TAMPERED = b"tampered"
 
 
-def s3(endpoint, action, bucket, key=None):
+def s3(endpoint, action, bucket, key=None, *more):
     mode = key or "versioned"
     import boto3
 
@@ -45,6 +47,13 @@ def s3(endpoint, action, bucket, key=None):
     elif action == "head-lock":
         head = client.head_object(Bucket=bucket, Key=key)
         print(head.get("ObjectLockMode", ""), head.get("ObjectLockRetainUntilDate", ""))
+    elif action == "copy":
+        target, replace = more[0], more[1:]
+        for item in client.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", []):
+            body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            if replace and item["Key"].endswith("manifest.json"):
+                body = body.replace(replace[0].encode(), replace[1].encode())
+            client.put_object(Bucket=bucket, Key=target + item["Key"][len(key):], Body=body)
     elif action == "open-uploads":
         for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
             print(upload["Key"])

@@ -52,6 +52,12 @@ pub(crate) enum Command {
     },
     /// Print the man page (roff), generated from this command line.
     Man,
+    /// Key pairs for signed backups (`keys generate`; docs/stores.md, "Signed backups").
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        action: super::trust::KeysAction,
+    },
     /// Show the effective configuration (config file and environment), secrets masked.
     Config {
         /// What to do.
@@ -303,6 +309,9 @@ pub(crate) struct BackupArgs {
     /// Do not run lock and unlock scripts (the backup may be inconsistent).
     #[arg(long)]
     pub unsafe_lock_free: bool,
+    /// `--signing-key`.
+    #[command(flatten)]
+    pub signing: super::trust::SigningArgs,
 }
 
 /// Object-lock retention mode.
@@ -344,6 +353,9 @@ pub(crate) struct RestoreArgs {
     /// With --plan: print the restore lock order as a Graphviz graph instead.
     #[arg(long, requires = "plan")]
     pub dot: bool,
+    /// `--trusted-key`.
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
 }
 
 /// `cairn contract` subcommands.
@@ -440,6 +452,9 @@ pub(crate) struct DrillArgs {
     /// [default: the current directory].
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
+    /// `--trusted-key`, for a stored backup (--backup, --latest).
+    #[command(flatten)]
+    pub trust: super::trust::TrustArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -517,11 +532,20 @@ pub(crate) enum BackupsAction {
         /// under $CAIRN_STATE_DIR, $XDG_STATE_HOME/cairn or ~/.local/state/cairn, in verify/].
         #[arg(long, value_name = "FILE", requires = "sample")]
         state_file: Option<PathBuf>,
+        /// `--trusted-key`: also check the signature and walk the deployment's chain.
+        #[command(flatten)]
+        trust: super::trust::TrustArgs,
     },
     /// Delete a backup (every object and recorded version).
     Delete {
         /// `DEPLOYMENT/ID`.
         id: String,
+        /// `--trusted-key`: refuse a backup whose manifest is not signed by one of them.
+        #[command(flatten)]
+        trust: super::trust::TrustArgs,
+        /// `--signing-key`: write a signed record of the deletion first.
+        #[command(flatten)]
+        signing: super::trust::SigningArgs,
     },
     /// Delete the backups of a deployment that no retention rule keeps (see docs/stores.md).
     Prune {
@@ -549,6 +573,12 @@ pub(crate) enum BackupsAction {
         /// JSON lines instead of text.
         #[arg(long)]
         json: bool,
+        /// `--trusted-key`: keep (never count as verified) backups not signed by one of them.
+        #[command(flatten)]
+        trust: super::trust::TrustArgs,
+        /// `--signing-key`: write a signed record of what is deleted first.
+        #[command(flatten)]
+        signing: super::trust::SigningArgs,
     },
 }
 

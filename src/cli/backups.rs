@@ -19,11 +19,13 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         identity,
         sample,
         state_file,
+        trust,
         ..
     } = &args.action
     {
         let sampling = verify::Sampling::new(*sample, state_file.clone());
-        return verify::run_directory(path, identity, args.parallelism, sampling).await;
+        let trusted = trust.load()?;
+        return verify::run_directory(path, identity, args.parallelism, sampling, &trusted).await;
     }
     let url = args
         .store
@@ -49,13 +51,25 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             identity,
             sample,
             state_file,
+            trust,
             ..
         } => {
             let sampling = verify::Sampling::new(sample, state_file);
             let id = id.unwrap_or_default();
-            verify::run(&store, &id, &identity, args.parallelism, sampling).await
+            let trusted = trust.load()?;
+            let keys = verify::Keys {
+                identity: &identity,
+                trusted: &trusted,
+            };
+            verify::run(&store, &id, keys, args.parallelism, sampling).await
         }
-        BackupsAction::Delete { id } => delete::run(store.as_ref(), &id).await,
+        BackupsAction::Delete { id, trust, signing } => {
+            let keys = delete::Keys {
+                trusted: trust.load()?,
+                signing: signing.load()?,
+            };
+            delete::run(store.as_ref(), &id, &keys).await
+        }
         BackupsAction::Prune {
             deployment,
             keep_last,
@@ -65,8 +79,15 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             dry_run,
             json,
             identity,
+            trust,
+            signing,
         } => {
             let identities = Identities::load(&identity).map_err(UsageError)?;
+            let keys = prune::Keys {
+                identities,
+                trusted: trust.load()?,
+                signing: signing.load()?,
+            };
             let policy = RetentionPolicy {
                 keep_last,
                 keep_daily,
@@ -74,15 +95,7 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
                 keep_monthly,
             };
             let output = prune::PruneOutput { dry_run, json };
-            prune::run(
-                &store,
-                &deployment,
-                policy,
-                output,
-                args.parallelism,
-                &identities,
-            )
-            .await
+            prune::run(&store, &deployment, policy, output, args.parallelism, &keys).await
         }
     }
 }

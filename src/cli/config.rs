@@ -16,6 +16,8 @@
 //! script_timeout = "2h"      # --script-timeout
 //! stall_timeout = "5m"       # --stall-timeout
 //! keepalive_interval = "30s" # --keepalive-interval
+//! signing_key = "/etc/cairn/backup.key"          # --signing-key (backup, prune, delete)
+//! trusted_keys = ["/etc/cairn/backup.pub"]       # --trusted-key (restore, drill, verify, prune, delete)
 //!
 //! [timeouts]                 # a limit per script name (beats --script-timeout)
 //! metadata = "1m"
@@ -79,6 +81,10 @@ pub(crate) struct ConfigFile {
     pub stall_timeout: Option<DurationSetting>,
     /// Default `--keepalive-interval`.
     pub keepalive_interval: Option<DurationSetting>,
+    /// Default `--signing-key` (backup, `backups prune` and `delete`).
+    pub signing_key: Option<PathBuf>,
+    /// Default `--trusted-key` values (restore, drill, `backups verify`, `prune`, `delete`).
+    pub trusted_keys: Option<Vec<String>>,
     /// `[timeouts]`: a limit per script name, and `[timeouts.jobs.<job>]` per job
     /// ([`cairn::model::timeouts`] has the precedence).
     pub timeouts: Option<toml::Table>,
@@ -298,9 +304,13 @@ pub(crate) fn apply(cli: &mut Cli, config: &ConfigFile) {
             apply_common(&mut args.common, config);
             apply_action(&mut args.action, config);
         }
-        Command::Drill(args) => apply_common(&mut args.common, config),
+        Command::Drill(args) => {
+            apply_common(&mut args.common, config);
+            apply_trust(&mut args.trust, config);
+        }
         Command::Backups(args) => {
             apply_store(&mut args.store, config);
+            apply_backups_keys(&mut args.action, config);
             if let BackupsAction::Prune {
                 keep_last,
                 keep_daily,
@@ -342,6 +352,33 @@ fn apply_common(common: &mut CommonArgs, config: &ConfigFile) {
     common.timeouts = limits.timeouts.clone();
 }
 
+/// `trusted_keys` from the file, when no `--trusted-key` was given.
+fn apply_trust(trust: &mut super::trust::TrustArgs, config: &ConfigFile) {
+    if trust.trusted_key.is_empty() {
+        trust.trusted_key = config.trusted_keys.clone().unwrap_or_default();
+    }
+}
+
+/// `signing_key` from the file, when no `--signing-key` was given.
+fn apply_signing(signing: &mut super::trust::SigningArgs, config: &ConfigFile) {
+    if signing.signing_key.is_none() {
+        signing.signing_key.clone_from(&config.signing_key);
+    }
+}
+
+/// The keys of `backups verify`, `delete` and `prune`.
+fn apply_backups_keys(action: &mut BackupsAction, config: &ConfigFile) {
+    match action {
+        BackupsAction::Verify { trust, .. } => apply_trust(trust, config),
+        BackupsAction::Delete { trust, signing, .. }
+        | BackupsAction::Prune { trust, signing, .. } => {
+            apply_trust(trust, config);
+            apply_signing(signing, config);
+        }
+        BackupsAction::List { .. } | BackupsAction::Show { .. } => {}
+    }
+}
+
 /// The store from the file counts only when neither `--store` nor `CAIRN_STORE` is set.
 fn apply_store(store: &mut StoreArgs, config: &ConfigFile) {
     let env_set = std::env::var("CAIRN_STORE").is_ok_and(|v| !v.is_empty());
@@ -359,6 +396,7 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
                     backup.artifact_path.clone_from(&config.artifact_path);
                 }
             }
+            apply_signing(&mut backup.signing, config);
             if backup.compression.is_none() {
                 backup.compression = Some(
                     config
@@ -368,8 +406,11 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
                 );
             }
         }
-        Action::Restore(restore) if restore.artifact_path.is_none() => {
-            apply_store(&mut restore.store, config);
+        Action::Restore(restore) => {
+            if restore.artifact_path.is_none() {
+                apply_store(&mut restore.store, config);
+            }
+            apply_trust(&mut restore.trust, config);
         }
         Action::PreBackupCheck(check) => apply_store(&mut check.store, config),
         _ => {}
@@ -693,6 +734,55 @@ mod tests {
             let error = load(Some(&path)).unwrap_err().to_string();
             assert!(error.contains("cairn.toml"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn keys_of_signed_backups_come_from_the_file_unless_flags_give_them() {
+        let config: ConfigFile = toml::from_str(
+            "signing_key = \"/etc/cairn/backup.key\"\ntrusted_keys = [\"/etc/cairn/backup.pub\"]\n",
+        )
+        .unwrap();
+        let mut cli = parse(&["deployment", "backup"]);
+        apply(&mut cli, &config);
+        let Command::Deployment(args) = cli.command else {
+            panic!()
+        };
+        let Action::Backup(backup) = args.action else {
+            panic!()
+        };
+        assert_eq!(
+            backup.signing.signing_key.as_deref(),
+            Some(Path::new("/etc/cairn/backup.key"))
+        );
+        let mut cli = parse(&["deployment", "restore", "--trusted-key", "cairn-ed25519:00"]);
+        apply(&mut cli, &config);
+        let Command::Deployment(args) = cli.command else {
+            panic!()
+        };
+        let Action::Restore(restore) = args.action else {
+            panic!()
+        };
+        assert_eq!(
+            restore.trust.trusted_key,
+            vec!["cairn-ed25519:00"],
+            "the flag wins"
+        );
+        let mut cli = parse(&["backups", "prune", "-d", "cf"]);
+        apply(&mut cli, &config);
+        let Command::Backups(args) = cli.command else {
+            panic!()
+        };
+        let BackupsAction::Prune { trust, signing, .. } = args.action else {
+            panic!()
+        };
+        assert_eq!(trust.trusted_key, vec!["/etc/cairn/backup.pub"]);
+        assert!(signing.signing_key.is_some());
+        let mut cli = parse(&["drill", "--target-inventory", "/t.yml"]);
+        apply(&mut cli, &config);
+        let Command::Drill(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.trust.trusted_key, vec!["/etc/cairn/backup.pub"]);
     }
 
     #[test]

@@ -184,20 +184,21 @@ async fn stored_source<'a>(
     identities: Identities,
 ) -> anyhow::Result<DrillSource<'a>> {
     let store = cairn::format::store::open_store(url).await?;
-    let (deployment, backup_id) = match (&args.backup, &args.latest) {
-        (Some(id), _) => super::store::split_backup_id(id, None)?,
-        (None, Some(deployment)) => (
-            deployment.clone(),
-            cairn::format::store::latest_backup(store.as_ref(), deployment).await?,
-        ),
-        (None, None) => unreachable!("existing is true"),
-    };
+    let trusted = args.trust.load()?;
+    let (deployment, backup_id) = super::store::stored_backup_id(
+        store.as_ref(),
+        args.backup.as_deref(),
+        args.latest.as_deref(),
+        &trusted,
+    )
+    .await?;
     Ok(DrillSource::Stored {
         source: Arc::new(StoreSource {
             store,
             deployment: deployment.clone(),
             backup_id: backup_id.clone(),
             identities,
+            trusted,
         }),
         deployment,
         backup_id,

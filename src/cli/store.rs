@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use cairn::format::bbr_directory::signed::DIRECTORY_SIGNATURE_NAME;
 use cairn::format::bbr_directory::sink::{BbrDirectorySink, BbrDirectorySource};
 use cairn::format::manifest::Compression;
+use cairn::format::signature::TrustedKeys;
 use cairn::format::sink::{BackupSink, BackupSource};
+use cairn::format::store::write::Signing;
 use cairn::format::store::{StoreSink, StoreSource};
 use cairn_store::{ArtifactStore, Retention, RetentionMode};
 
@@ -33,12 +36,14 @@ pub(crate) async fn check_store(
 pub(crate) async fn backup_sink(
     args: &BackupArgs,
 ) -> anyhow::Result<(Arc<dyn BackupSink>, Option<Arc<dyn ArtifactStore>>)> {
+    let signing_key = args.signing.load()?;
     let Some(url) = args.store.url(args.artifact_path.is_none()) else {
         let parent = match &args.artifact_path {
             Some(path) => path.clone(),
             None => std::env::current_dir().context("Cannot read the current directory")?,
         };
-        return Ok((Arc::new(BbrDirectorySink::new(parent)), None));
+        let sink = BbrDirectorySink::new(parent).with_signing(signing_key);
+        return Ok((Arc::new(sink), None));
     };
     let retention = args.retain_days.map(|days| Retention {
         mode: match args.retention_mode {
@@ -50,7 +55,7 @@ pub(crate) async fn backup_sink(
     });
     let encryption =
         cairn::format::encryption::Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
-    let sink = store_sink(
+    let mut sink = store_sink(
         &url,
         args.compression.as_deref(),
         args.allow_unversioned,
@@ -58,6 +63,10 @@ pub(crate) async fn backup_sink(
         encryption,
     )
     .await?;
+    sink.signing = signing_key.map(|key| Signing {
+        key,
+        seen: Some(super::trust::seen_backups()),
+    });
     let store = Arc::clone(&sink.store);
     Ok((Arc::new(sink), Some(store)))
 }
@@ -83,6 +92,7 @@ pub(crate) async fn store_sink(
         },
         encryption,
         identities: cairn::format::encryption::Identities::default(),
+        signing: None,
     })
 }
 
@@ -91,29 +101,66 @@ pub(crate) async fn restore_source(
     args: &RestoreArgs,
     target_name: &str,
 ) -> anyhow::Result<Arc<dyn BackupSource>> {
+    let trusted = args.trust.load()?;
     let Some(url) = args.store.url(args.artifact_path.is_none()) else {
         if !args.identity.is_empty() {
             tracing::warn!("--identity is ignored: a bbr directory backup is never encrypted");
         }
-        return Ok(Arc::new(BbrDirectorySource::new(
-            args.artifact_path.clone().unwrap_or_default(),
-        )));
+        let path = args.artifact_path.clone().unwrap_or_default();
+        if trusted.is_empty() && path.join(DIRECTORY_SIGNATURE_NAME).exists() {
+            tracing::warn!("{} is signed ({DIRECTORY_SIGNATURE_NAME}), but no --trusted-key was given: its signature is not checked", path.display());
+        }
+        return Ok(Arc::new(
+            BbrDirectorySource::new(path).with_trusted(trusted),
+        ));
     };
     let identities =
         cairn::format::encryption::Identities::load(&args.identity).map_err(UsageError)?;
     let store = cairn::format::store::open_store(&url).await?;
-    let (deployment, backup_id) = if let Some(id) = &args.backup {
-        split_backup_id(id, Some(target_name))?
-    } else {
-        let latest = cairn::format::store::latest_backup(store.as_ref(), target_name).await?;
-        (target_name.to_string(), latest)
-    };
+    let (deployment, backup_id) = stored_backup_id(
+        store.as_ref(),
+        args.backup.as_deref(),
+        Some(target_name),
+        &trusted,
+    )
+    .await?;
     Ok(Arc::new(StoreSource {
         store,
         deployment,
         backup_id,
         identities,
+        trusted,
     }))
+}
+
+/// `DEPLOYMENT/ID` of `--backup` (`ID` alone: of `default_deployment`), else the newest
+/// backup of `default_deployment` (`--latest`): with `trusted` keys, the newest one checked
+/// for its signature and for a rollback ([`cairn::catalog::trust::latest_trusted`]). Without
+/// keys, a store holding signed backups gets a warning.
+pub(crate) async fn stored_backup_id(
+    store: &dyn ArtifactStore,
+    backup: Option<&str>,
+    default_deployment: Option<&str>,
+    trusted: &TrustedKeys,
+) -> anyhow::Result<(String, String)> {
+    let (deployment, id) = match (backup, default_deployment) {
+        (Some(id), default) => split_backup_id(id, default)?,
+        (None, Some(deployment)) if trusted.is_empty() => (
+            deployment.to_string(),
+            cairn::format::store::latest_backup(store, deployment).await?,
+        ),
+        (None, Some(deployment)) => {
+            let seen = super::trust::seen_backups();
+            let id = cairn::catalog::trust::latest_trusted(store, deployment, trusted, Some(&seen))
+                .await?;
+            (deployment.to_string(), id)
+        }
+        (None, None) => unreachable!("--backup or --latest"),
+    };
+    if let Some(line) = super::trust::unchecked_warning(store, trusted, Some(&deployment)).await {
+        tracing::warn!("{line}");
+    }
+    Ok((deployment, id))
 }
 
 /// Splits `DEPLOYMENT/ID` (or `ID` with a default deployment).

@@ -8,6 +8,7 @@
 //! instances and no tars — which restore refuses.
 
 pub mod metadata;
+pub mod signed;
 pub mod sink;
 
 use std::fs;

@@ -81,6 +81,12 @@ impl Recipients {
         self.0.is_empty()
     }
 
+    /// The recipients as `age1...` text (a signed statement lists them; the manifest does not).
+    #[must_use]
+    pub fn public_keys(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+
     /// What the manifest records for an artifact encrypted to these recipients.
     #[must_use]
     pub fn record(&self) -> ArtifactEncryption {

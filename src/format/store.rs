@@ -5,12 +5,15 @@
 //! Layout under the store's prefix: `<deployment>/<backup id>/` holding one object per job
 //! artifact (`<group>-<index>-<job>.tar.zst`, `.tar.zst.age` when encrypted with
 //! `--encrypt-to`), `metadata` (bbr's YAML, unchanged schema) and
-//! `manifest.json`, written last and only when every artifact was stored and verified. A
+//! `manifest.json`, written last and only when every artifact was stored and verified; with
+//! `--signing-key`, `signature.json` ([`signed`]) is written just before the manifest, so a
+//! complete signed backup always has its signature. A
 //! backup without a manifest is incomplete: never listed as restorable, and removed by the
 //! next backup of the same deployment (once its pre-checks show no other run is active) or by
 //! `backups delete`.
 
 pub mod read;
+pub mod signed;
 pub mod write;
 
 use std::collections::BTreeMap;
@@ -120,21 +123,44 @@ pub async fn read_manifest(
     deployment: &str,
     id: &str,
 ) -> Result<Manifest, Error> {
+    let data = read_manifest_bytes(store, deployment, id).await?;
+    parse_manifest(store, deployment, id, &data)
+}
+
+/// The bytes of a backup's `manifest.json`, as stored (a signature covers their digest).
+///
+/// # Errors
+/// A missing manifest (incomplete or unknown backup) or a store failure.
+pub async fn read_manifest_bytes(
+    store: &dyn ArtifactStore,
+    deployment: &str,
+    id: &str,
+) -> Result<Vec<u8>, Error> {
     let key = backup_key(deployment, id)?
         .join(MANIFEST_NAME)
         .map_err(invalid_name)?;
-    let data = match store.get_bytes(&key, None).await {
-        Ok(data) => data,
-        Err(StoreError::NotFound { .. }) => {
-            return Err(StoredBackupError::NotFound {
-                backup: format!("{deployment}/{id}"),
-                store: store.to_string(),
-            }
-            .into())
+    match store.get_bytes(&key, None).await {
+        Ok(data) => Ok(data),
+        Err(StoreError::NotFound { .. }) => Err(StoredBackupError::NotFound {
+            backup: format!("{deployment}/{id}"),
+            store: store.to_string(),
         }
-        Err(error) => return Err(error.into()),
-    };
-    Manifest::parse(&data).map_err(|e| {
+        .into()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Parses the manifest bytes of `<deployment>/<id>`.
+///
+/// # Errors
+/// [`StoredBackupError::ManifestInvalid`].
+pub fn parse_manifest(
+    store: &dyn ArtifactStore,
+    deployment: &str,
+    id: &str,
+    data: &[u8],
+) -> Result<Manifest, Error> {
+    Manifest::parse(data).map_err(|e| {
         StoredBackupError::ManifestInvalid {
             backup: format!("{deployment}/{id}"),
             store: store.to_string(),
@@ -390,6 +416,7 @@ mod tests {
             require_versioning: None,
             encryption,
             identities: Identities::default(),
+            signing: None,
         };
         let backup = sink
             .start(&NewBackup {
@@ -596,6 +623,7 @@ mod tests {
             require_versioning: versioning_command("gs://b"),
             encryption: None,
             identities: Identities::default(),
+            signing: None,
         };
         let new = NewBackup {
             deployment: "cf",

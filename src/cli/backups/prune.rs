@@ -1,13 +1,16 @@
 //! `backups prune`: verify until a backup passes, plan with the retention rules, delete what
 //! no rule keeps (or only say so with `--dry-run`), one line per backup and a summary.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cairn::catalog::retention::{self, Decision, RetentionPolicy, Verdict};
+use cairn::catalog::trust::{record_deletions, untrusted_backups};
 use cairn::catalog::{
     delete_unless_protected, find_newest_verified, list_backups, BackupSummary, DeleteOutcome,
 };
 use cairn::format::encryption::Identities;
+use cairn::format::signature::{SigningKey, TrustedKeys};
 use cairn::RunErrors;
 use cairn_store::ArtifactStore;
 
@@ -24,20 +27,54 @@ pub(super) struct PruneOutput {
     pub(super) json: bool,
 }
 
+/// `--identity`, `--trusted-key` and `--signing-key`.
+pub(super) struct Keys {
+    pub(super) identities: Identities,
+    pub(super) trusted: TrustedKeys,
+    pub(super) signing: Option<SigningKey>,
+}
+
 /// `backups prune`: verify until a backup passes, plan, delete, one line per backup and a
 /// summary. Exit code 1 when a delete failed for another reason than the store refusing it.
+///
+/// With `--trusted-key`, a complete backup whose signature is refused is never counted as
+/// verified and never deleted (`failed-verify`: it takes no retention slot, so forged backups
+/// cannot push genuine ones out); with `--signing-key`, the backups about to be deleted are
+/// listed in a signed deletion record first.
 pub(super) async fn run(
     store: &Arc<dyn ArtifactStore>,
     deployment: &str,
     policy: RetentionPolicy,
     output: PruneOutput,
     parallelism: usize,
-    identities: &Identities,
+    keys: &Keys,
 ) -> anyhow::Result<i32> {
     let policy = policy.check().map_err(|e| UsageError(e.to_string()))?;
     let backups = list_backups(store.as_ref(), Some(deployment)).await?;
-    let verification =
-        find_newest_verified(store, deployment, &backups, parallelism.max(1), identities).await;
+    if let Some(line) =
+        crate::cli::trust::unchecked_warning(store.as_ref(), &keys.trusted, Some(deployment)).await
+    {
+        eprintln!("warning: {line}");
+    }
+    let untrusted = if keys.trusted.is_empty() {
+        BTreeMap::new()
+    } else {
+        untrusted_backups(store.as_ref(), deployment, &backups, &keys.trusted).await
+    };
+    let candidates: Vec<BackupSummary> = backups
+        .iter()
+        .filter(|b| !untrusted.contains_key(&b.id))
+        .cloned()
+        .collect();
+    let mut verification = find_newest_verified(
+        store,
+        deployment,
+        &candidates,
+        parallelism.max(1),
+        &keys.identities,
+    )
+    .await;
+    verification.failed.extend(untrusted);
     let plan = retention::plan(
         deployment,
         &backups,
@@ -45,10 +82,40 @@ pub(super) async fn run(
         &verification,
         chrono::Utc::now(),
     )?;
+    if let (Some(key), false) = (&keys.signing, output.dry_run) {
+        let doomed: Vec<String> = plan
+            .decisions
+            .iter()
+            .filter(|d| matches!(d.verdict, Verdict::Delete(_)) && d.backup.complete)
+            .map(|d| d.backup.id.clone())
+            .collect();
+        if !doomed.is_empty() {
+            let record = record_deletions(
+                store.as_ref(),
+                deployment,
+                &doomed,
+                "prune",
+                key,
+                &keys.trusted,
+            )
+            .await?;
+            eprintln!(
+                "Recorded the deletion of {} backups in {record}",
+                doomed.len()
+            );
+        }
+    }
     let mut tally = Tally::default();
     let mut errors = RunErrors::new();
     for decision in &plan.decisions {
-        let line = execute(store.as_ref(), decision, output.dry_run, &mut errors).await;
+        let line = execute(
+            store.as_ref(),
+            decision,
+            output.dry_run,
+            &keys.trusted,
+            &mut errors,
+        )
+        .await;
         tally.count(line.action);
         say(&line.render(output.json));
     }
@@ -131,6 +198,7 @@ async fn execute<'a>(
     store: &dyn ArtifactStore,
     decision: &'a Decision,
     dry_run: bool,
+    trusted: &TrustedKeys,
     errors: &mut RunErrors,
 ) -> PruneLine<'a> {
     let backup = &decision.backup;
@@ -151,7 +219,8 @@ async fn execute<'a>(
             line.reasons = vec![reason.to_string()];
             line.action = PruneAction::WouldDelete;
             if !dry_run {
-                match delete_unless_protected(store, &backup.deployment, &backup.id).await {
+                match delete_unless_protected(store, &backup.deployment, &backup.id, trusted).await
+                {
                     DeleteOutcome::Deleted(count) => {
                         line.action = PruneAction::Delete;
                         line.objects = Some(count);

@@ -9,9 +9,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use cairn::catalog::sampling::{Coverage, Percent, SampleState, StateFile};
 use cairn::catalog::verify::{verify_directory, verify_store_backup, Choose, PartialVerification};
-use cairn::catalog::{verify_backup, Verified};
+use cairn::catalog::Verified;
+use cairn::format::bbr_directory::signed::{read_signed_metadata, DIRECTORY_SIGNATURE_NAME};
 use cairn::format::encryption::Identities;
+use cairn::format::signature::TrustedKeys;
 use cairn::format::store::read::describe_encryption;
+use cairn::format::store::read::verify_backup_trusted;
+use cairn::format::store::signed::read_signed_manifest;
 use cairn::workflow::journal::JournalFile;
 use cairn::RunErrors;
 use cairn_store::ArtifactStore;
@@ -20,6 +24,8 @@ use crate::cli::args::UsageError;
 use crate::cli::exit::report_errors;
 use crate::cli::output::say;
 use crate::cli::store::split_backup_id;
+
+mod chain;
 
 /// `--sample` and `--state-file`.
 #[derive(Debug, Clone)]
@@ -37,32 +43,69 @@ impl Sampling {
     }
 }
 
-/// Verifies `DEPLOYMENT/ID` in a store; returns the exit code.
+/// `--identity` and `--trusted-key`.
+pub(super) struct Keys<'a> {
+    pub(super) identity: &'a [PathBuf],
+    pub(super) trusted: &'a TrustedKeys,
+}
+
+/// Verifies `DEPLOYMENT/ID` in a store; returns the exit code. With `--trusted-key`, the
+/// backup's signature is checked first and the deployment's chain is walked and reported
+/// (exit 1 for a missing or replaced link, a refused signature or a rollback).
 pub(super) async fn run(
     store: &Arc<dyn ArtifactStore>,
     id: &str,
-    identity: &[PathBuf],
+    keys: Keys<'_>,
     parallelism: usize,
     sampling: Sampling,
 ) -> anyhow::Result<i32> {
     let (deployment, id) = split_backup_id(id, None)?;
-    let identities = Identities::load(identity).map_err(UsageError)?;
+    let identities = Identities::load(keys.identity).map_err(UsageError)?;
+    let trusted = keys.trusted;
     super::warn_left_behind(store.as_ref(), &deployment).await;
+    if let Some(line) =
+        crate::cli::trust::unchecked_warning(store.as_ref(), trusted, Some(&deployment)).await
+    {
+        eprintln!("warning: {line}");
+    }
     let parallelism = parallelism.max(1);
+    let chain_code = if trusted.is_empty() {
+        0
+    } else {
+        chain::report(store.as_ref(), &deployment, trusted).await?
+    };
     if let Some(percent) = sampling.percent {
+        if !trusted.is_empty() {
+            if let Err(error) =
+                read_signed_manifest(store.as_ref(), &deployment, &id, trusted).await
+            {
+                return Ok(report_errors(&RunErrors::from(error), false) | chain_code);
+            }
+        }
         let subject = format!("{store}/{deployment}/{id}");
         let label = format!("{deployment}/{id}");
-        return run_sampled(&subject, &label, percent, sampling.state_file, |choose| {
+        let code = run_sampled(&subject, &label, percent, sampling.state_file, |choose| {
             verify_store_backup(store, &deployment, &id, parallelism, &identities, choose)
         })
-        .await;
+        .await?;
+        return Ok(code | chain_code);
     }
-    match verify_backup(store, &deployment, &id, parallelism, &identities, false).await {
+    let verified = verify_backup_trusted(
+        store,
+        &deployment,
+        &id,
+        parallelism,
+        &identities,
+        false,
+        trusted,
+    )
+    .await;
+    match verified {
         Ok(verified) => {
             say(&verified_line(&deployment, &id, &verified));
-            Ok(0)
+            Ok(chain_code)
         }
-        Err(errors) => Ok(report_errors(&errors, false)),
+        Err(errors) => Ok(report_errors(&errors, false) | chain_code),
     }
 }
 
@@ -72,9 +115,24 @@ pub(super) async fn run_directory(
     identity: &[PathBuf],
     parallelism: usize,
     sampling: Sampling,
+    trusted: &TrustedKeys,
 ) -> anyhow::Result<i32> {
     if !identity.is_empty() {
         eprintln!("warning: --identity is ignored: a bbr directory backup is never encrypted");
+    }
+    if !trusted.is_empty() {
+        match read_signed_metadata(path, trusted) {
+            Ok(_) => say(&format!(
+                "Signature of {}: good ({DIRECTORY_SIGNATURE_NAME})",
+                path.display()
+            )),
+            Err(error) => return Ok(report_errors(&RunErrors::from(error), false)),
+        }
+    } else if path.join(DIRECTORY_SIGNATURE_NAME).exists() {
+        eprintln!(
+            "warning: {} is signed ({DIRECTORY_SIGNATURE_NAME}), but no --trusted-key was given: its signature is not checked",
+            path.display()
+        );
     }
     let parallelism = parallelism.max(1);
     let label = path.display().to_string();

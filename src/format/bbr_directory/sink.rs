@@ -18,6 +18,7 @@ use async_trait::async_trait;
 
 use super::{ArtifactError, BackupDirectory, BackupMetadata, Checksums};
 use crate::error::{Error, RunErrors};
+use crate::format::signature::{SigningKey, TrustedKeys};
 use crate::format::sink::{
     ArtifactReader, ArtifactSize, ArtifactWriter, BackupContents, BackupRecord, BackupSink,
     BackupSource, CheckedBackup, NewBackup, OpenArtifact, OpenBackup, PendingArtifact, StoredBytes,
@@ -27,6 +28,7 @@ use crate::format::sink::{
 #[derive(Debug, Clone)]
 pub struct BbrDirectorySink {
     parent: PathBuf,
+    signing: Option<SigningKey>,
 }
 
 impl BbrDirectorySink {
@@ -35,7 +37,15 @@ impl BbrDirectorySink {
     pub fn new(parent: impl Into<PathBuf>) -> Self {
         Self {
             parent: parent.into(),
+            signing: None,
         }
+    }
+
+    /// Signs each complete backup's `metadata` with `key` (`metadata.sig`, [`super::signed`]).
+    #[must_use]
+    pub fn with_signing(mut self, key: Option<SigningKey>) -> Self {
+        self.signing = key;
+        self
     }
 
     /// The directory a backup of `deployment` with `backup_id` is written to.
@@ -54,7 +64,15 @@ impl BackupSink for BbrDirectorySink {
         if let Some(manifest) = backup.deployment_manifest {
             directory.write_file("manifest.yml", manifest.as_bytes())?;
         }
-        Ok(Box::new(DirectoryBackup { directory }))
+        Ok(Box::new(DirectoryBackup {
+            directory,
+            signing: self.signing.clone().map(|key| DirectorySigning {
+                key,
+                deployment: backup.deployment.to_string(),
+                backup_id: backup.backup_id.to_string(),
+                deployment_manifest: backup.deployment_manifest.map(str::to_string),
+            }),
+        }))
     }
 }
 
@@ -62,6 +80,16 @@ impl BackupSink for BbrDirectorySink {
 #[derive(Debug)]
 struct DirectoryBackup {
     directory: BackupDirectory,
+    signing: Option<DirectorySigning>,
+}
+
+/// What signing a directory's `metadata` needs.
+#[derive(Debug)]
+struct DirectorySigning {
+    key: SigningKey,
+    deployment: String,
+    backup_id: String,
+    deployment_manifest: Option<String>,
 }
 
 #[async_trait]
@@ -90,6 +118,16 @@ impl OpenBackup for DirectoryBackup {
     ) -> Result<Option<Arc<dyn BackupSource>>, Error> {
         if !record.complete {
             self.directory.remove_tars();
+        }
+        if let (true, Some(signing)) = (record.complete, &self.signing) {
+            // Before the final metadata, which makes the directory complete.
+            super::signed::sign_directory(
+                &self.directory,
+                &signing.key,
+                (&signing.deployment, &signing.backup_id),
+                &record.metadata,
+                signing.deployment_manifest.as_deref(),
+            )?;
         }
         self.directory.write_metadata(&record.metadata)?;
         Ok(record.complete.then(|| {
@@ -358,13 +396,25 @@ fn open_file_writer(
 #[derive(Debug, Clone)]
 pub struct BbrDirectorySource {
     path: PathBuf,
+    trusted: TrustedKeys,
 }
 
 impl BbrDirectorySource {
     /// The backup directory at `path`.
     #[must_use]
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            trusted: TrustedKeys::default(),
+        }
+    }
+
+    /// Refuses the directory unless its `metadata.sig` is signed by one of `trusted`
+    /// (`--trusted-key`; empty: not checked).
+    #[must_use]
+    pub fn with_trusted(mut self, trusted: TrustedKeys) -> Self {
+        self.trusted = trusted;
+        self
     }
 }
 
@@ -376,7 +426,25 @@ impl BackupSource for BbrDirectorySource {
 
     async fn check(&self, _parallelism: usize) -> Result<Box<dyn CheckedBackup>, RunErrors> {
         tracing::info!("Checking backup {}...", self.path.display());
+        let signed = if self.trusted.is_empty() {
+            None
+        } else {
+            Some(super::signed::read_signed_metadata(
+                &self.path,
+                &self.trusted,
+            )?)
+        };
         let metadata = check_backup_directory(&self.path)?;
+        if signed.as_ref().is_some_and(|signed| *signed != metadata) {
+            return Err(
+                Error::from(crate::format::signature::SignatureError::ContentChanged {
+                    backup: format!("directory {}", self.path.display()),
+                    object: "metadata",
+                    detail: "it changed while it was being checked".into(),
+                })
+                .into(),
+            );
+        }
         // bbr writes `manifest.yml` with --with-manifest and never reads it back; Cairn
         // compares it with the restore's target.
         let deployment_manifest = std::fs::read_to_string(self.path.join("manifest.yml")).ok();

@@ -1,7 +1,8 @@
 //! Reading a backup back from an object store: the [`BackupSource`] half of [`super`], and
 //! the verification `cairn backups verify` and `prune` share with restore.
 //!
-//! Before a restore connects to anything, [`StoreSource::check`] reads the manifest, checks
+//! Before a restore connects to anything, [`StoreSource::check`] reads the manifest (and, with
+//! `--trusted-key`, checks its signature and place, [`super::signed`]), checks
 //! that an encrypted backup can be decrypted with `--identity`, the `metadata` object, and
 //! every artifact's object at its recorded version and size (a `HEAD` each). Each artifact is
 //! then read once ([`check_artifact_stream`]): size and sha256 of the stored bytes, and after
@@ -16,7 +17,8 @@ use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{invalid_name, read_manifest, tar_reader, StoreReader};
+use super::signed::read_manifest_trusted;
+use super::{invalid_name, tar_reader, StoreReader};
 use crate::error::{Error, RunErrors, StoredBackupError};
 use crate::format::bbr_directory::metadata::{BackupMetadata, Checksums};
 use crate::format::digest::{digest_tar_files, digest_tar_forwarding, EntryPolicy, FileDigests};
@@ -25,6 +27,7 @@ use crate::format::hashing::HashingReader;
 use crate::format::manifest::{
     ArtifactEncryption, Compression, DeploymentManifestObject, Manifest, ManifestArtifact,
 };
+use crate::format::signature::TrustedKeys;
 use crate::format::sink::{
     ArtifactReader, ArtifactSize, BackupContents, BackupSource, CheckedBackup,
 };
@@ -40,6 +43,8 @@ pub struct StoreSource {
     pub backup_id: String,
     /// Age identities for an encrypted backup (`--identity`); may be empty.
     pub identities: Identities,
+    /// Keys the backup must be signed by (`--trusted-key`); empty: signatures not checked.
+    pub trusted: TrustedKeys,
 }
 
 #[async_trait]
@@ -61,6 +66,7 @@ impl BackupSource for StoreSource {
             &self.backup_id,
             parallelism,
             &self.identities,
+            &self.trusted,
         )
         .await?;
         let metadata = metadata_of(&manifest);
@@ -292,7 +298,34 @@ pub async fn verify_backup(
     identities: &Identities,
     require_identity: bool,
 ) -> Result<Verified, RunErrors> {
-    let manifest = read_manifest(store.as_ref(), deployment, id).await?;
+    let trusted = TrustedKeys::default();
+    verify_backup_trusted(
+        store,
+        deployment,
+        id,
+        parallelism,
+        identities,
+        require_identity,
+        &trusted,
+    )
+    .await
+}
+
+/// [`verify_backup`] of a manifest that must first pass the signature check of `trusted`
+/// (none when empty), so every object is checked against the manifest that was signed.
+///
+/// # Errors
+/// As [`verify_backup`], and the signature's error.
+pub async fn verify_backup_trusted(
+    store: &Arc<dyn ArtifactStore>,
+    deployment: &str,
+    id: &str,
+    parallelism: usize,
+    identities: &Identities,
+    require_identity: bool,
+    trusted: &TrustedKeys,
+) -> Result<Verified, RunErrors> {
+    let manifest = read_manifest_trusted(store.as_ref(), deployment, id, trusted).await?;
     check_identities(store, &manifest, identities, require_identity).await?;
     let results = verify_artifacts(store, &manifest, None, parallelism, identities).await;
     let contents_unchecked = results
@@ -527,8 +560,9 @@ pub async fn check_backup_objects(
     id: &str,
     parallelism: usize,
     identities: &Identities,
+    trusted: &TrustedKeys,
 ) -> Result<Manifest, RunErrors> {
-    let manifest = read_manifest(store.as_ref(), deployment, id).await?;
+    let manifest = read_manifest_trusted(store.as_ref(), deployment, id, trusted).await?;
     check_identities(store, &manifest, identities, true).await?;
     // Collected first: a lazy `map` over borrowed artifacts is not `Send` for every lifetime,
     // which the boxed futures of the `BackupSource` trait need.

@@ -7,8 +7,9 @@
 //! hashes the bytes as stored and hands fixed-size chunks to an upload task through a bounded
 //! channel, so nothing touches the coordinator's disk and memory stays bounded. The upload is
 //! completed only after the instance's checksums matched, otherwise aborted. `metadata` and
-//! then `manifest.json` are written last, only for a complete backup; an incomplete one has
-//! its artifacts removed (and anything left is removed by the next backup).
+//! then `manifest.json` are written last, only for a complete backup (with `--signing-key`,
+//! `signature.json` just before the manifest, [`super::signed`]); an incomplete one has its
+//! artifacts removed (and anything left is removed by the next backup).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -25,6 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::signed::{backup_statement, newest_signed, write_signature};
 use super::{backup_key, delete_objects, list_backups, StoreSource};
 use crate::error::Error;
 use crate::format::bbr_directory::ArtifactError;
@@ -34,6 +36,7 @@ use crate::format::manifest::{
     Compression, DeploymentManifestObject, JobTimes, Manifest, ManifestArtifact, ManifestObject,
     DEPLOYMENT_MANIFEST_NAME, MANIFEST_NAME, MANIFEST_SCHEMA, METADATA_NAME,
 };
+use crate::format::signature::{SeenBackup, SeenBackups, SigningKey, Statement, TrustedKeys};
 use crate::format::sink::{
     ArtifactWriter, BackupRecord, BackupSink, BackupSource, NewBackup, OpenArtifact, OpenBackup,
     PendingArtifact, StoredArtifact, StoredBytes,
@@ -62,6 +65,18 @@ pub struct StoreSink {
     pub encryption: Option<Recipients>,
     /// Identities to read the backup back with (drills), when encrypted.
     pub identities: Identities,
+    /// Sign the backup (`--signing-key`); `None`: unsigned.
+    pub signing: Option<Signing>,
+}
+
+/// How a backup is signed: the key, and where this machine records the newest backup it
+/// signed (the rollback check of `restore --latest`, [`crate::format::signature::seen`]).
+#[derive(Debug, Clone)]
+pub struct Signing {
+    /// `--signing-key`.
+    pub key: SigningKey,
+    /// The local state of seen backups; `None`: not recorded.
+    pub seen: Option<SeenBackups>,
 }
 
 /// The start-of-backup check of versioning, shared by `backup` and `pre-backup-check --store`:
@@ -119,6 +134,7 @@ impl BackupSink for StoreSink {
             encryption: self.encryption.clone(),
             identities: self.identities.clone(),
             deployment_manifest: backup.deployment_manifest.map(str::to_string),
+            signing: self.signing.clone(),
         }))
     }
 }
@@ -148,6 +164,7 @@ pub struct StoreBackup {
     identities: Identities,
     /// The deployment manifest to save (`--with-manifest`).
     deployment_manifest: Option<String>,
+    signing: Option<Signing>,
 }
 
 impl StoreBackup {
@@ -237,6 +254,7 @@ impl OpenBackup for StoreBackup {
             deployment: self.deployment.clone(),
             backup_id: self.backup_id.clone(),
             identities: self.identities.clone(),
+            trusted: TrustedKeys::default(),
         })))
     }
 }
@@ -363,14 +381,91 @@ async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Res
         layout: Some(record.layout.clone()),
     };
     let manifest_key = destination.key(MANIFEST_NAME);
+    let manifest_json = manifest.to_json();
+    let signed = match &destination.signing {
+        Some(signing) => Some(
+            sign_backup(
+                destination,
+                &signing.key,
+                &manifest,
+                &manifest_key,
+                manifest_json.as_bytes(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     store
         .put_bytes(
             &manifest_key,
-            Bytes::from(manifest.to_json()),
+            Bytes::from(manifest_json),
             &destination.put_options,
         )
         .await?;
+    if let (Some(seen), Some(statement)) = (
+        destination.signing.as_ref().and_then(|s| s.seen.as_ref()),
+        &signed,
+    ) {
+        remember_signed(seen, store.as_ref(), statement);
+    }
     Ok(())
+}
+
+/// Writes the signature object of a backup whose manifest is `manifest_bytes`, chained to the
+/// newest backup of the deployment this key signed; returns its statement. Runs before the
+/// manifest is written, so a complete signed backup always has its signature.
+async fn sign_backup(
+    destination: &StoreBackup,
+    key: &SigningKey,
+    manifest: &Manifest,
+    manifest_key: &ObjectKey,
+    manifest_bytes: &[u8],
+) -> Result<Statement, Error> {
+    let store = destination.store.as_ref();
+    let own = TrustedKeys::of(&[key.public()]);
+    let previous = newest_signed(store, &destination.deployment, &own)
+        .await?
+        .map(|signed| signed.link());
+    let recipients = destination
+        .encryption
+        .as_ref()
+        .map(Recipients::public_keys)
+        .unwrap_or_default();
+    let statement = Statement::StoreBackup(backup_statement(
+        manifest,
+        manifest_key.as_str(),
+        manifest_bytes,
+        recipients,
+        previous,
+    ));
+    let envelope = statement.clone().sign(key);
+    write_signature(
+        store,
+        &envelope,
+        &destination.deployment,
+        &destination.backup_id,
+        &destination.put_options,
+    )
+    .await?;
+    Ok(statement)
+}
+
+/// Records a backup this machine just signed as seen (a failure only costs the record).
+fn remember_signed(seen: &SeenBackups, store: &dyn ArtifactStore, statement: &Statement) {
+    let Statement::StoreBackup(backup) = statement else {
+        return;
+    };
+    let record = SeenBackup {
+        store: store.to_string(),
+        deployment: backup.deployment.clone(),
+        backup_id: backup.backup_id.clone(),
+        statement_sha256: statement.digest(),
+        previous: backup.previous.clone(),
+        seen_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    if let Err(error) = seen.record(&record) {
+        tracing::warn!("{error}; restore --latest on this machine cannot tell a rollback to before this backup");
+    }
 }
 
 fn job_times(scripts: &[ScriptRecord]) -> Vec<JobTimes> {
