@@ -21,6 +21,7 @@ mod faults;
 mod fidelity_cli;
 mod fidelity_ssh;
 mod fidelity_workflow;
+mod host_key_pinning;
 mod host_keys_and_cli;
 mod journal_recovery;
 mod kill_matrix;
