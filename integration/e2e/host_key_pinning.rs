@@ -231,7 +231,6 @@ fn a_host_key_that_changes_at_a_reconnect_is_refused_and_the_jobs_are_unlocked()
     // A director VM trusted on first use whose key could not be recorded (a known_hosts that
     // cannot be written): before this issue, the reconnect trusted the impostor on first use
     // all over again.
-    let work = workdir();
     let unwritable = bed.known_hosts().join("known_hosts");
     let director = [
         "director",
@@ -254,5 +253,4 @@ fn a_host_key_that_changes_at_a_reconnect_is_refused_and_the_jobs_are_unlocked()
     assert_refused(&output, "bosh/0", database, &fingerprint(database));
     let cleanup: Vec<&str> = director.iter().copied().chain(["backup-cleanup"]).collect();
     assert_cleanup_unlocks_everything(&bed, &cleanup, &[]);
-    drop(work);
 }
