@@ -38,6 +38,11 @@ pub(crate) async fn run(invocation: Invocation) -> i32 {
     if let Some(interval) = command.common().and_then(|c| c.keepalive_interval) {
         cairn::remote::ssh::set_keepalive_interval(interval);
     }
+    if let Some(path) = passphrase_file(&command) {
+        if let Err(error) = cairn::remote::login_key::set_passphrase_file(path) {
+            return exit::code(Err(error.into()));
+        }
+    }
     let result = match command {
         Command::Deployment(args) => deployment::run(args).await,
         Command::Director(args) => director::run(args).await,
@@ -54,4 +59,16 @@ pub(crate) async fn run(invocation: Invocation) -> i32 {
         Command::Version => Ok(help::version()),
     };
     exit::code(result)
+}
+
+/// `--private-key-passphrase-file` of the commands that log in over SSH.
+fn passphrase_file(command: &Command) -> Option<&std::path::Path> {
+    match command {
+        Command::Contract {
+            action: args::ContractAction::Check(check),
+        } => check.private_key_passphrase_file.as_deref(),
+        other => other
+            .common()
+            .and_then(|common| common.private_key_passphrase_file.as_deref()),
+    }
 }

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod dial;
 pub mod known_hosts;
 pub mod local;
+pub mod login_key;
 pub mod reconnect;
 pub mod script;
 pub mod ssh;
@@ -115,6 +116,19 @@ pub enum RemoteError {
         path: String,
         /// The `ssh-keygen -f FILE -R HOST` command that removes the recorded key.
         fix: String,
+    },
+    /// On a reconnect, the host presented a key other than the one it presented earlier in
+    /// the same run.
+    #[error("Host key of {host} at {address} changed during this run: it presented {fingerprint} when Cairn reconnected, {first} before; refused whatever known_hosts or --insecure-skip-host-key-check would allow, as this may be a man-in-the-middle attack. Verify the host; jobs this run locked there may still be locked (`backup-cleanup` or `restore-cleanup` unlocks them)")]
+    HostKeyChangedDuringRun {
+        /// Instance name.
+        host: String,
+        /// `address:port`.
+        address: String,
+        /// `SHA256:...` fingerprint of the key presented on reconnecting.
+        fingerprint: String,
+        /// `SHA256:...` fingerprint of the key seen first in this run.
+        first: String,
     },
     /// The private key file cannot be used.
     #[error("Cannot use private key `{path}`: {detail}")]

@@ -272,10 +272,7 @@ fn summarize(deployments: &[String], results: &[DeploymentRun], words: &Words) -
 
 /// Runs the deployment's own run with its output in `log`; returns its exit code.
 async fn run_into_log(args: &DeploymentArgs, deployment: &str, log: &Path) -> anyhow::Result<i32> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
+    let file = super::logging::private_log_file(log, true)
         .with_context(|| format!("Cannot create the log file {}", log.display()))?;
     let mut command = child_command(args, deployment)?;
     command.stdout(file.try_clone()?).stderr(file);

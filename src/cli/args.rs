@@ -82,9 +82,14 @@ pub(crate) struct CommonArgs {
     /// first time is recorded in it [default: ~/.ssh/known_hosts].
     #[arg(long, value_name = "FILE", global = true)]
     pub known_hosts: Option<PathBuf>,
-    /// Do not check SSH host keys at all (unsafe: man-in-the-middle possible).
+    /// Do not check SSH host keys at all (unsafe: man-in-the-middle possible; a key seen once
+    /// is still required again on every reconnect of the run).
     #[arg(long, global = true)]
     pub insecure_skip_host_key_check: bool,
+    /// File whose first line is the passphrase of passphrase-protected SSH private keys
+    /// (mode 0600; one passphrase for every key of the run).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub private_key_passphrase_file: Option<PathBuf>,
     /// At most this many scripts or transfers at once [default: 10].
     #[arg(long, value_name = "N", global = true)]
     pub parallelism: Option<usize>,
@@ -149,9 +154,18 @@ pub(crate) struct DeploymentArgs {
     /// BOSH Director username (UAA client).
     #[arg(short = 'u', long, env = "BOSH_CLIENT", hide_env_values = true)]
     pub username: Option<String>,
-    /// BOSH Director password (UAA client secret).
+    /// BOSH Director password (UAA client secret). On the command line it is visible in `ps`
+    /// to every local user: prefer --password-file or the environment variable.
     #[arg(short = 'p', long, env = "BOSH_CLIENT_SECRET", hide_env_values = true)]
     pub password: Option<String>,
+    /// File whose first line is the BOSH Director password (mode 0600); wins over
+    /// BOSH_CLIENT_SECRET.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// True when `--password` was given on the command line (not from the environment): it
+    /// is then warned about (filled by `flags::parse`).
+    #[arg(skip)]
+    pub password_on_command_line: bool,
     /// Name of the BOSH deployment.
     #[arg(short = 'd', long, env = "BOSH_DEPLOYMENT", hide_env_values = true)]
     pub deployment: Option<String>,
@@ -376,6 +390,9 @@ pub(crate) struct ContractCheckArgs {
     /// SSH private key for --ssh.
     #[arg(long = "private-key-path", visible_alias = "key", value_name = "FILE")]
     pub private_key_path: Option<PathBuf>,
+    /// File whose first line is the passphrase of that key, if it has one (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    pub private_key_passphrase_file: Option<PathBuf>,
     /// known_hosts file to check the host key against [default: ~/.ssh/known_hosts].
     #[arg(long, value_name = "FILE")]
     pub known_hosts: Option<PathBuf>,

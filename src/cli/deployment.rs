@@ -8,14 +8,15 @@ use cairn::target::inventory::Inventory;
 use cairn::target::ssh::SshTarget;
 
 use super::action::Mode;
-use super::args::{Action, DeploymentArgs};
+use super::args::{Action, DeploymentArgs, UsageError};
 use super::connect::{host_keys, open_proxy, DirectorLogin};
 
 /// Runs `cairn deployment ...`; returns the exit code.
-pub(crate) async fn run(args: DeploymentArgs) -> anyhow::Result<i32> {
+pub(crate) async fn run(mut args: DeploymentArgs) -> anyhow::Result<i32> {
     if let Some(topic) = args.action.help_topic() {
         return Ok(super::help::mode_help("deployment", topic));
     }
+    director_password(&mut args)?;
     args.validate()?;
     let dialer = open_proxy(&args.common).await?;
     if let Some(inventory_path) = &args.inventory {
@@ -51,6 +52,29 @@ pub(crate) async fn run(args: DeploymentArgs) -> anyhow::Result<i32> {
         manifest,
     )
     .await
+}
+
+/// `--password-file` read into `--password` (it wins over `BOSH_CLIENT_SECRET`); a password
+/// given on the command line is warned about, since `ps` shows it to every local user.
+fn director_password(args: &mut DeploymentArgs) -> anyhow::Result<()> {
+    match &args.password_file {
+        Some(_) if args.password_on_command_line => {
+            Err(UsageError("Give either --password or --password-file, not both.".into()).into())
+        }
+        Some(path) => {
+            let secret = cairn::remote::login_key::read_secret_file(path, "--password-file")?;
+            args.password = Some(secret.as_str().to_string());
+            Ok(())
+        }
+        None => {
+            if args.password_on_command_line {
+                tracing::warn!(
+                    "--password on the command line is visible to every local user (ps, /proc); give it with --password-file FILE or BOSH_CLIENT_SECRET instead"
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The Director of `--target`, logged in with `--username`/`--password` and `--ca-cert`

@@ -97,7 +97,9 @@ fn write_error_log(errors: &RunErrors) {
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
     let detail = format!("{errors}\n{errors:#?}\n");
-    if std::fs::write(&name, &detail).is_err() {
+    let written = super::logging::private_log_file(std::path::Path::new(&name), false)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, detail.as_bytes()));
+    if written.is_err() {
         eprintln!("{detail}");
     }
 }

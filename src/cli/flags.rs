@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::parser::ValueSource;
 use clap::FromArgMatches;
 
 use super::args::{Cli, Command};
@@ -22,11 +23,17 @@ pub(crate) struct Invocation {
 pub(crate) fn parse() -> Result<Invocation, i32> {
     let parsed = super::help::command()
         .try_get_matches()
-        .and_then(|matches| Cli::from_arg_matches(&matches));
-    let mut cli = match parsed {
-        Ok(cli) => cli,
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (mut cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(error) => return Err(parse_failure(&error)),
     };
+    if let Command::Deployment(args) = &mut cli.command {
+        args.password_on_command_line = matches
+            .subcommand_matches("deployment")
+            .and_then(|deployment| deployment.value_source("password"))
+            == Some(ValueSource::CommandLine);
+    }
     let config = match super::config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {

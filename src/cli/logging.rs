@@ -2,8 +2,15 @@
 //!
 //! Wrappers and pipelines grep these lines, so the prefix stays `[bbr]` whatever the binary
 //! is called. `--debug` adds DEBUG lines (every remote command and script stdout).
+//!
+//! Log files (`bbr-<time>.err.log`, `--all-deployments`' per-deployment logs) name hosts,
+//! users and paths and may hold scripts' output: [`private_log_file`] creates them 0600
+//! whatever the umask, and does not follow a link planted at their name.
 
 use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -39,6 +46,25 @@ where
             .format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
+}
+
+/// Opens the log file `path` for writing, only its owner may read it (mode 0600, also for a
+/// file an earlier run left), and a symbolic link at `path` is refused, not followed. With
+/// `append` new lines go at its end, else it is emptied first.
+///
+/// # Errors
+/// When it cannot be opened (a link at `path` included) or its mode set.
+pub(crate) fn private_log_file(path: &Path, append: bool) -> std::io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let mut flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    flags |= if append {
+        OFlags::APPEND
+    } else {
+        OFlags::TRUNC
+    };
+    let file = File::from(rustix::fs::open(path, flags, Mode::from_raw_mode(0o600))?);
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// Installs the logger for `command`: its `--debug`, and stderr when stdout carries its output.

@@ -6,7 +6,8 @@
 //! `--insecure-skip-host-key-check`): a jumpbox is exactly where a man in the middle would sit.
 //! bbr trusts whatever key the jumpbox shows, so a fresh CI container works; Cairn keeps that
 //! first run working by recording an unknown jumpbox's key on first use, and refuses only a
-//! key that changed (`remote::known_hosts`).
+//! key that changed (`remote::known_hosts`). A lost tunnel is connected again for the next
+//! connection, and must then show the key it showed first (`remote::reconnect`).
 //!
 //! With no user (`ssh+socks5://HOST:PORT?private-key=PATH`, or an empty one before `@`), the
 //! jumpbox user is `jumpbox`, as in bbr: bosh-utils `httpclient/socksify.go` passes the URL's
@@ -17,7 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::dial::{Dialer, NoProxy, ProxiedDialer, Socks5Dialer};
-use super::ssh::{HostKeyPolicy, SshDestination, SshHost};
+use super::reconnect::ReconnectingHost;
+use super::ssh::{HostKeyPolicy, SshDestination};
 use super::RemoteError;
 
 /// A parsed `BOSH_ALL_PROXY`.
@@ -142,7 +144,7 @@ impl AllProxy {
                     dialer: None,
                 };
                 tracing::info!("Connecting to the jumpbox {user}@{host}:{port} (BOSH_ALL_PROXY)");
-                Arc::new(SshHost::connect(&destination).await?)
+                Arc::new(ReconnectingHost::connect(destination).await?)
             }
         };
         Ok(Arc::new(ProxiedDialer { proxy, no_proxy }))

@@ -139,6 +139,8 @@ impl SshDestination {
 pub struct SshHost {
     name: String,
     handle: Handle<HostKeyChecker>,
+    /// The host key this connection accepted (what a reconnect must see again).
+    host_key: PublicKey,
     /// Fired by [`SshHost::sever`]: cuts the connection's byte stream.
     severed: CancellationToken,
 }
@@ -161,16 +163,45 @@ impl SshHost {
     /// # Errors
     /// [`RemoteError`] saying which of those steps failed and what to do.
     pub async fn connect(destination: &SshDestination) -> Result<SshHost, RemoteError> {
+        SshHost::open(destination, None).await
+    }
+
+    /// Connects again to a host this run already reached, which must present `seen`, the
+    /// key it presented then — whatever the destination's policy would allow (a key trusted
+    /// on first use but not recorded, `--insecure-skip-host-key-check`): a key that changes in
+    /// the middle of a run is a man in the middle, not a rebuilt host.
+    ///
+    /// # Errors
+    /// [`RemoteError::HostKeyChangedDuringRun`] for another key; otherwise as
+    /// [`SshHost::connect`].
+    pub async fn reconnect(
+        destination: &SshDestination,
+        seen: &PublicKey,
+    ) -> Result<SshHost, RemoteError> {
+        SshHost::open(destination, Some(seen.clone())).await
+    }
+
+    async fn open(
+        destination: &SshDestination,
+        seen: Option<PublicKey>,
+    ) -> Result<SshHost, RemoteError> {
         let key = match &destination.private_key {
-            KeySource::File(path) => load_private_key(path)?,
+            KeySource::File(path) => super::login_key::load(path)?,
             KeySource::Generated(key) => keys::PrivateKey::clone(key),
         };
         let verdict = Arc::new(Mutex::new(None));
+        let accepted = Arc::new(Mutex::new(None));
+        let config = Arc::new(match &seen {
+            // Offer only the algorithm of the key seen before, so the host shows that key.
+            Some(key) => client_config(&HostKeyPolicy::Pinned(key.clone())),
+            None => client_config_for(destination),
+        });
         let checker = HostKeyChecker {
             destination: destination.clone(),
+            seen_this_run: seen,
             verdict: Arc::clone(&verdict),
+            accepted: Arc::clone(&accepted),
         };
-        let config = Arc::new(client_config_for(destination));
         let severed = CancellationToken::new();
         let connecting = async {
             let stream = match &destination.dialer {
@@ -197,11 +228,26 @@ impl SshHost {
             }
         };
         authenticate(&mut handle, destination, key).await?;
+        let host_key = accepted
+            .lock()
+            .expect("accepted key lock")
+            .take()
+            .ok_or_else(|| RemoteError::Protocol {
+                host: destination.name.clone(),
+                detail: "the connection was set up without a host-key check".into(),
+            })?;
         Ok(SshHost {
             name: destination.name.clone(),
             handle,
+            host_key,
             severed,
         })
+    }
+
+    /// The host key this connection accepted.
+    #[must_use]
+    pub fn host_key(&self) -> &PublicKey {
+        &self.host_key
     }
 
     /// True once the connection is gone (closed by either side, lost, or severed).
@@ -240,21 +286,6 @@ fn connect_error(destination: &SshDestination, error: &russh::Error) -> RemoteEr
         address: destination.socket_label(),
         detail: error.to_string(),
     }
-}
-
-fn load_private_key(path: &Path) -> Result<keys::PrivateKey, RemoteError> {
-    keys::load_secret_key(path, None).map_err(|error| RemoteError::PrivateKey {
-        path: path.display().to_string(),
-        detail: match error {
-            keys::Error::KeyIsEncrypted => {
-                "it is encrypted; give an unencrypted key (ssh-keygen -p)".into()
-            }
-            keys::Error::IO(io) if io.kind() == std::io::ErrorKind::NotFound => {
-                "no such file; fix the key's path (`private_key` in the inventory, or --private-key-path)".into()
-            }
-            other => other.to_string(),
-        },
-    })
 }
 
 async fn authenticate(
@@ -451,10 +482,14 @@ fn client_config_for(destination: &SshDestination) -> client::Config {
     config
 }
 
-/// The russh handler: checks the server key and records why it refused one.
+/// The russh handler: checks the server key, records why it refused one and which one it
+/// accepted.
 struct HostKeyChecker {
     destination: SshDestination,
+    /// On a reconnect: the key the host presented earlier in this run, the only one accepted.
+    seen_this_run: Option<PublicKey>,
     verdict: Arc<Mutex<Option<RemoteError>>>,
+    accepted: Arc<Mutex<Option<PublicKey>>>,
 }
 
 impl HostKeyChecker {
@@ -464,10 +499,27 @@ impl HostKeyChecker {
     }
 }
 
-/// Checks `key` against the destination's policy; for known_hosts this reads and may write a
-/// file, so it runs on a blocking thread.
-fn verify_host_key(destination: &SshDestination, key: &PublicKey) -> Result<(), RemoteError> {
+/// Checks `key`: on a reconnect against the key seen earlier in the run, else against the
+/// destination's policy; for known_hosts this reads and may write a file, so it runs on a
+/// blocking thread.
+fn verify_host_key(
+    destination: &SshDestination,
+    seen_this_run: Option<&PublicKey>,
+    key: &PublicKey,
+) -> Result<(), RemoteError> {
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    if let Some(seen) = seen_this_run {
+        return if seen.key_data() == key.key_data() {
+            Ok(())
+        } else {
+            Err(RemoteError::HostKeyChangedDuringRun {
+                host: destination.name.clone(),
+                address: destination.socket_label(),
+                fingerprint,
+                first: seen.fingerprint(HashAlg::Sha256).to_string(),
+            })
+        };
+    }
     match &destination.host_key {
         HostKeyPolicy::AcceptAny => Ok(()),
         HostKeyPolicy::Pinned(pinned) if pinned.key_data() == key.key_data() => Ok(()),
@@ -546,18 +598,23 @@ impl client::Handler for HostKeyChecker {
         match server_public_key {
             keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
                 let destination = self.destination.clone();
-                let key = key.clone();
-                let verdict =
-                    tokio::task::spawn_blocking(move || verify_host_key(&destination, &key))
-                        .await
-                        .unwrap_or_else(|error| {
-                            Err(RemoteError::Protocol {
-                                host: self.destination.name.clone(),
-                                detail: format!("the host-key check failed: {error}"),
-                            })
-                        });
+                let seen = self.seen_this_run.clone();
+                let presented = key.clone();
+                let verdict = tokio::task::spawn_blocking(move || {
+                    verify_host_key(&destination, seen.as_ref(), &presented)
+                })
+                .await
+                .unwrap_or_else(|error| {
+                    Err(RemoteError::Protocol {
+                        host: self.destination.name.clone(),
+                        detail: format!("the host-key check failed: {error}"),
+                    })
+                });
                 match verdict {
-                    Ok(()) => Ok(true),
+                    Ok(()) => {
+                        *self.accepted.lock().expect("accepted key lock") = Some(key.clone());
+                        Ok(true)
+                    }
                     Err(error) => Ok(self.refuse(error)),
                 }
             }

@@ -53,6 +53,12 @@ pub enum BoshError {
         /// Status and UAA's message.
         detail: String,
     },
+    /// The Director names a UAA that would be reached without TLS.
+    #[error("The Director's /info names its UAA at {url}, which is not https://: the client secret would travel in clear, so Cairn refuses it; fix the Director's UAA URL (plain http is accepted only to a loopback address, for a local stand-in)")]
+    InsecureUaa {
+        /// The UAA URL from `/info`.
+        url: String,
+    },
     /// The Director answered with an error status.
     #[error(
         "Director responded with non-successful status code {status} to {request}: {description}"

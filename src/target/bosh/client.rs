@@ -205,13 +205,17 @@ impl DirectorClient {
     /// [`BoshError::Uaa`] when UAA refuses the client.
     pub async fn connect(config: &DirectorConfig) -> Result<DirectorClient, BoshError> {
         let socks = match &config.dialer {
-            Some(dialer) => Some(LocalSocks::start(Arc::clone(dialer)).await.map_err(|e| {
-                BoshError::Unreachable {
-                    url: config.url.clone(),
-                    detail: format!("cannot start the local proxy: {e}"),
-                    transient: false,
-                }
-            })?),
+            Some(dialer) => {
+                let director = host_and_port(&config.url)?;
+                let relay = LocalSocks::start(Arc::clone(dialer), &[(&director.0, director.1)])
+                    .await
+                    .map_err(|e| BoshError::Unreachable {
+                        url: config.url.clone(),
+                        detail: format!("cannot start the local proxy: {e}"),
+                        transient: false,
+                    })?;
+                Some(relay)
+            }
             None => None,
         };
         let http = http_client(config, socks.as_ref())?;
@@ -223,6 +227,11 @@ impl DirectorClient {
             info.version
         );
         let auth = authentication(info, config)?;
+        if let (Some(relay), Auth::Uaa(session)) = (&socks, &auth) {
+            // The UAA is the one other place the Director client goes through the relay.
+            let (host, port) = host_and_port(&session.token_url)?;
+            relay.allow(&host, port);
+        }
         let client = DirectorClient {
             base: config.url.clone(),
             http,
@@ -688,6 +697,11 @@ fn authentication(info: Info, config: &DirectorConfig) -> Result<Auth, BoshError
                     detail: "/info says uaa but gives no UAA url".into(),
                 });
             }
+            if !carries_secrets_safely(url) {
+                return Err(BoshError::InsecureUaa {
+                    url: url.to_string(),
+                });
+            }
             Auth::Uaa(UaaSession {
                 token_url: format!("{}/oauth/token", url.trim_end_matches('/')),
                 client: config.client.clone(),
@@ -702,9 +716,68 @@ fn authentication(info: Info, config: &DirectorConfig) -> Result<Auth, BoshError
     })
 }
 
+/// The host and port of a URL (the scheme's port when it names none).
+fn host_and_port(url: &str) -> Result<(String, u16), BoshError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| BoshError::Protocol {
+        detail: format!("{url}: {e}"),
+    })?;
+    match (parsed.host_str(), parsed.port_or_known_default()) {
+        (Some(host), Some(port)) => Ok((host.to_string(), port)),
+        _ => Err(BoshError::Protocol {
+            detail: format!("{url}: no host and port"),
+        }),
+    }
+}
+
+/// True for an `https://` URL, or an `http://` one to a loopback address (a stand-in on this
+/// machine, where nothing travels on a network): where the UAA client secret may be sent.
+fn carries_secrets_safely(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let host = parsed
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    match parsed.scheme() {
+        "https" => !host.is_empty(),
+        "http" => host
+            .parse::<std::net::IpAddr>()
+            .map_or(host.eq_ignore_ascii_case("localhost"), |ip| {
+                ip.is_loopback()
+            }),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uaa_secrets_go_only_over_https_or_to_loopback() {
+        for safe in [
+            "https://10.0.0.6:8443",
+            "https://uaa.example.com/",
+            "http://127.0.0.1:8080",
+            "http://127.7.0.1",
+            "http://[::1]:8080",
+            "http://localhost:8080",
+        ] {
+            assert!(carries_secrets_safely(safe), "{safe}");
+        }
+        for unsafe_url in [
+            "http://10.0.0.6:8443",
+            "http://uaa.example.com",
+            "http://localhost.example.com",
+            "10.0.0.6:8443",
+            "ftp://10.0.0.6",
+            "",
+        ] {
+            assert!(!carries_secrets_safely(unsafe_url), "{unsafe_url}");
+        }
+    }
 
     #[test]
     fn targets_become_https_urls_with_the_default_port() {
