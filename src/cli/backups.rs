@@ -47,13 +47,17 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         BackupsAction::Verify {
             id,
             identity,
+            allow_unencrypted,
             sample,
             state_file,
             ..
         } => {
             let sampling = verify::Sampling::new(sample, state_file);
             let id = id.unwrap_or_default();
-            verify::run(&store, &id, &identity, args.parallelism, sampling).await
+            let identities = Identities::load(&identity)
+                .map_err(UsageError)?
+                .allowing_unencrypted(allow_unencrypted);
+            verify::run(&store, &id, &identities, args.parallelism, sampling).await
         }
         BackupsAction::Delete { id } => delete::run(store.as_ref(), &id).await,
         BackupsAction::Prune {
@@ -65,8 +69,11 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             dry_run,
             json,
             identity,
+            allow_unencrypted,
         } => {
-            let identities = Identities::load(&identity).map_err(UsageError)?;
+            let identities = Identities::load(&identity)
+                .map_err(UsageError)?
+                .allowing_unencrypted(allow_unencrypted);
             let policy = RetentionPolicy {
                 keep_last,
                 keep_daily,

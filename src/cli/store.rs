@@ -99,8 +99,9 @@ pub(crate) async fn restore_source(
             args.artifact_path.clone().unwrap_or_default(),
         )));
     };
-    let identities =
-        cairn::format::encryption::Identities::load(&args.identity).map_err(UsageError)?;
+    let identities = cairn::format::encryption::Identities::load(&args.identity)
+        .map_err(UsageError)?
+        .allowing_unencrypted(args.allow_unencrypted);
     let store = cairn::format::store::open_store(&url).await?;
     let (deployment, backup_id) = if let Some(id) = &args.backup {
         split_backup_id(id, Some(target_name))?

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use cairn::catalog::retention::{self, Decision, RetentionPolicy, Verdict};
 use cairn::catalog::{
-    delete_unless_protected, find_newest_verified, list_backups, BackupSummary, DeleteOutcome,
+    delete_unless_protected, find_newest_verified, list_backups, placement, placement_of,
+    BackupSummary, DeleteOutcome, Placement,
 };
 use cairn::format::encryption::Identities;
 use cairn::RunErrors;
@@ -25,7 +26,8 @@ pub(super) struct PruneOutput {
 }
 
 /// `backups prune`: verify until a backup passes, plan, delete, one line per backup and a
-/// summary. Exit code 1 when a delete failed for another reason than the store refusing it.
+/// summary. Exit code 1 when a delete failed for another reason than the store refusing it,
+/// or a backup to delete is misplaced (kept: its manifest does not belong where it is stored).
 pub(super) async fn run(
     store: &Arc<dyn ArtifactStore>,
     deployment: &str,
@@ -36,15 +38,23 @@ pub(super) async fn run(
 ) -> anyhow::Result<i32> {
     let policy = policy.check().map_err(|e| UsageError(e.to_string()))?;
     let backups = list_backups(store.as_ref(), Some(deployment)).await?;
-    let verification =
-        find_newest_verified(store, deployment, &backups, parallelism.max(1), identities).await;
-    let plan = retention::plan(
+    let now = chrono::Utc::now();
+    for backup in backups.iter().filter(|b| b.is_future(now)) {
+        eprintln!(
+            "warning: {}",
+            placement::future_warning(&backup.deployment, &backup.id)
+        );
+    }
+    let verification = find_newest_verified(
+        store,
         deployment,
         &backups,
-        &policy,
-        &verification,
-        chrono::Utc::now(),
-    )?;
+        parallelism.max(1),
+        identities,
+        now,
+    )
+    .await;
+    let plan = retention::plan(deployment, &backups, &policy, &verification, now)?;
     let mut tally = Tally::default();
     let mut errors = RunErrors::new();
     for decision in &plan.decisions {
@@ -65,6 +75,7 @@ enum PruneAction {
     WouldDelete,
     Protected,
     FailedVerify,
+    Misplaced,
     DeleteFailed,
 }
 
@@ -76,6 +87,7 @@ impl PruneAction {
             PruneAction::WouldDelete => "would delete",
             PruneAction::Protected => "protected",
             PruneAction::FailedVerify => "failed-verify",
+            PruneAction::Misplaced => "misplaced",
             PruneAction::DeleteFailed => "delete-failed",
         }
     }
@@ -110,7 +122,9 @@ impl PruneLine<'_> {
                 PruneAction::Protected => {
                     format!("kept: the store refused to delete it: {detail}")
                 }
-                PruneAction::FailedVerify => format!("kept, inspect it: {detail}"),
+                PruneAction::FailedVerify | PruneAction::Misplaced => {
+                    format!("kept, inspect it: {detail}")
+                }
                 _ => format!("{why}: {detail}"),
             };
         }
@@ -150,7 +164,15 @@ async fn execute<'a>(
         Verdict::Delete(reason) => {
             line.reasons = vec![reason.to_string()];
             line.action = PruneAction::WouldDelete;
-            if !dry_run {
+            if dry_run {
+                // What the real run would refuse, said now.
+                if let Placement::Misplaced(detail) =
+                    placement_of(store, &backup.deployment, &backup.id).await
+                {
+                    line.action = PruneAction::Misplaced;
+                    line.detail = Some(format!("{detail}; prune will not delete it"));
+                }
+            } else {
                 match delete_unless_protected(store, &backup.deployment, &backup.id).await {
                     DeleteOutcome::Deleted(count) => {
                         line.action = PruneAction::Delete;
@@ -159,6 +181,11 @@ async fn execute<'a>(
                     DeleteOutcome::Protected(detail) => {
                         line.action = PruneAction::Protected;
                         line.detail = Some(detail);
+                    }
+                    DeleteOutcome::Misplaced(error) => {
+                        line.action = PruneAction::Misplaced;
+                        line.detail = Some(error.to_string());
+                        errors.push(error);
                     }
                     DeleteOutcome::Failed(error) => {
                         line.action = PruneAction::DeleteFailed;
@@ -181,6 +208,7 @@ struct Tally {
     would_delete: usize,
     protected: usize,
     failed_verify: usize,
+    misplaced: usize,
     delete_failed: usize,
     verified: Option<String>,
 }
@@ -194,6 +222,7 @@ impl Tally {
             PruneAction::WouldDelete => &mut self.would_delete,
             PruneAction::Protected => &mut self.protected,
             PruneAction::FailedVerify => &mut self.failed_verify,
+            PruneAction::Misplaced => &mut self.misplaced,
             PruneAction::DeleteFailed => &mut self.delete_failed,
         } += 1;
     }
@@ -204,7 +233,8 @@ impl Tally {
                 "type": "summary", "deployment": deployment, "dry_run": output.dry_run,
                 "backups": self.total, "kept": self.keep, "deleted": self.delete,
                 "would_delete": self.would_delete, "protected": self.protected,
-                "failed_verify": self.failed_verify, "delete_failed": self.delete_failed,
+                "failed_verify": self.failed_verify, "misplaced": self.misplaced,
+                "delete_failed": self.delete_failed,
                 "verified": self.verified,
             })
             .to_string();
@@ -230,6 +260,12 @@ impl Tally {
             text.push_str(&format!(
                 ", {} failed verify and kept (look at them with `cairn backups verify`)",
                 self.failed_verify
+            ));
+        }
+        if self.misplaced > 0 {
+            text.push_str(&format!(
+                ", {} misplaced and kept (a manifest that does not belong where it is stored: look at them with `cairn backups show`)",
+                self.misplaced
             ));
         }
         if self.delete_failed > 0 {

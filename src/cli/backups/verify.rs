@@ -16,7 +16,6 @@ use cairn::workflow::journal::JournalFile;
 use cairn::RunErrors;
 use cairn_store::ArtifactStore;
 
-use crate::cli::args::UsageError;
 use crate::cli::exit::report_errors;
 use crate::cli::output::say;
 use crate::cli::store::split_backup_id;
@@ -41,23 +40,22 @@ impl Sampling {
 pub(super) async fn run(
     store: &Arc<dyn ArtifactStore>,
     id: &str,
-    identity: &[PathBuf],
+    identities: &Identities,
     parallelism: usize,
     sampling: Sampling,
 ) -> anyhow::Result<i32> {
     let (deployment, id) = split_backup_id(id, None)?;
-    let identities = Identities::load(identity).map_err(UsageError)?;
     super::warn_left_behind(store.as_ref(), &deployment).await;
     let parallelism = parallelism.max(1);
     if let Some(percent) = sampling.percent {
         let subject = format!("{store}/{deployment}/{id}");
         let label = format!("{deployment}/{id}");
         return run_sampled(&subject, &label, percent, sampling.state_file, |choose| {
-            verify_store_backup(store, &deployment, &id, parallelism, &identities, choose)
+            verify_store_backup(store, &deployment, &id, parallelism, identities, choose)
         })
         .await;
     }
-    match verify_backup(store, &deployment, &id, parallelism, &identities, false).await {
+    match verify_backup(store, &deployment, &id, parallelism, identities, false).await {
         Ok(verified) => {
             say(&verified_line(&deployment, &id, &verified));
             Ok(0)

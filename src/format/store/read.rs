@@ -16,7 +16,7 @@ use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{invalid_name, read_manifest, tar_reader, StoreReader};
+use super::{invalid_name, read_placed_manifest, tar_reader, StoreReader};
 use crate::error::{Error, RunErrors, StoredBackupError};
 use crate::format::bbr_directory::metadata::{BackupMetadata, Checksums};
 use crate::format::digest::{digest_tar_files, digest_tar_forwarding, EntryPolicy, FileDigests};
@@ -195,10 +195,11 @@ pub struct Verified {
 }
 
 /// Checks that an encrypted backup can be decrypted with `identities`, before anything else
-/// is read: one error naming the backup when it is encrypted with a scheme Cairn cannot read,
-/// when no identity was given (and `require_identity`), or when none of them matches (the
-/// header of the first encrypted artifact is read to find out). A damaged header is left for
-/// the full verification to report.
+/// is read: one error naming the backup when identities were given and it is not encrypted
+/// ([`check_encrypted`]), when it is encrypted with a scheme Cairn cannot read, when no
+/// identity was given (and `require_identity`), or when none of them matches (the header of
+/// the first encrypted artifact is read to find out). A damaged header is left for the full
+/// verification to report.
 ///
 /// # Errors
 /// The one error.
@@ -210,6 +211,7 @@ pub async fn check_identities(
     identities: &Identities,
     require_identity: bool,
 ) -> Result<(), Error> {
+    check_encrypted(store.as_ref(), manifest, identities)?;
     let Some(encryption) = manifest.encryption() else {
         return Ok(());
     };
@@ -266,6 +268,48 @@ pub async fn check_identities(
     }
 }
 
+/// Refuses an encryption downgrade: when `identities` expect encryption (identities given,
+/// no `--allow-unencrypted`), every artifact and the deployment manifest must be encrypted.
+/// Cairn encrypts all of them or none, so a plaintext one where identities are given is a
+/// backup someone replaced (or one taken without `--encrypt-to`, which the operator then
+/// accepts explicitly).
+///
+/// # Errors
+/// [`StoredBackupError::NotEncrypted`] naming the backup and what is not encrypted.
+pub fn check_encrypted(
+    store: &dyn ArtifactStore,
+    manifest: &Manifest,
+    identities: &Identities,
+) -> Result<(), Error> {
+    if !identities.expect_encryption() {
+        return Ok(());
+    }
+    let plaintext = manifest
+        .artifacts
+        .iter()
+        .filter(|a| a.encryption.is_none())
+        .map(|a| a.key.as_str())
+        .chain(
+            manifest
+                .deployment_manifest
+                .iter()
+                .filter(|object| object.encryption.is_none())
+                .map(|object| object.key.as_str()),
+        )
+        .next();
+    let detail = match (manifest.encryption(), plaintext) {
+        (None, _) => "no artifact is encrypted".to_string(),
+        (Some(_), Some(key)) => format!("`{key}` is stored in plaintext"),
+        (Some(_), None) => return Ok(()),
+    };
+    Err(StoredBackupError::NotEncrypted {
+        backup: format!("{}/{}", manifest.deployment, manifest.backup_id),
+        store: store.to_string(),
+        detail,
+    }
+    .into())
+}
+
 /// `age-x25519, 2 recipients`.
 #[must_use]
 pub fn describe_encryption(encryption: &ArtifactEncryption) -> String {
@@ -292,7 +336,7 @@ pub async fn verify_backup(
     identities: &Identities,
     require_identity: bool,
 ) -> Result<Verified, RunErrors> {
-    let manifest = read_manifest(store.as_ref(), deployment, id).await?;
+    let manifest = read_placed_manifest(store.as_ref(), deployment, id).await?;
     check_identities(store, &manifest, identities, require_identity).await?;
     let results = verify_artifacts(store, &manifest, None, parallelism, identities).await;
     let contents_unchecked = results
@@ -528,7 +572,7 @@ pub async fn check_backup_objects(
     parallelism: usize,
     identities: &Identities,
 ) -> Result<Manifest, RunErrors> {
-    let manifest = read_manifest(store.as_ref(), deployment, id).await?;
+    let manifest = read_placed_manifest(store.as_ref(), deployment, id).await?;
     check_identities(store, &manifest, identities, true).await?;
     // Collected first: a lazy `map` over borrowed artifacts is not `Send` for every lifetime,
     // which the boxed futures of the `BackupSource` trait need.
