@@ -33,4 +33,5 @@ mod stalls;
 mod store_versioning;
 mod stores;
 mod streaming;
+mod trust_placement;
 mod verify_and_sample;
