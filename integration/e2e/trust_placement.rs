@@ -459,7 +459,7 @@ fn s3_a_forged_manifest_makes_neither_prune_nor_delete_destroy_another_backup() 
         "{output}"
     );
     assert_eq!(versions(&moto, &newest), newest_versions);
-    assert_eq!(ids(work.path(), &url), [newest.clone()]);
+    assert_eq!(ids(work.path(), &url), std::slice::from_ref(&newest));
     let (code, output) = backups(work.path(), &url, &["verify", &format!("testbed/{newest}")]);
     assert_eq!(code, Some(0), "{output}");
 
