@@ -410,6 +410,27 @@ pub enum StoredBackupError {
         /// The object's key.
         key: String,
     },
+    /// The manifest does not belong where it is stored
+    /// ([`crate::format::store::placement`]): copied or forged into another place.
+    #[error("Backup `{backup}` in {store} is misplaced: {detail}. A manifest copied or forged into another backup's place is refused; look at it with `cairn backups show {backup}`, and `cairn backups delete {backup}` removes it without touching anything outside `{backup}/`")]
+    Misplaced {
+        /// `<deployment>/<id>`: where it is stored.
+        backup: String,
+        /// The store.
+        store: String,
+        /// How it does not match.
+        detail: crate::format::store::placement::PlacementError,
+    },
+    /// `--identity` was given, and the backup is not encrypted (or not all of it).
+    #[error("Backup {backup} in {store} is not encrypted ({detail}), but --identity was given, so an encrypted one was expected: refused, since anyone who can write to the store can put a plaintext backup in place of an encrypted one. If this backup is known to be unencrypted, pass --allow-unencrypted (or `allow_unencrypted = true` in the config file)")]
+    NotEncrypted {
+        /// `<deployment>/<id>`.
+        backup: String,
+        /// The store.
+        store: String,
+        /// `no artifact is encrypted`, or which object is not.
+        detail: String,
+    },
     /// A key or store URL that is not valid.
     #[error("{0}")]
     InvalidName(String),

@@ -265,6 +265,25 @@ fn backups_show_and_list_print_human_text() {
     insta::assert_snapshot!("backups_list_json", json.all());
 }
 
+/// A genuine manifest copied to another id (a rollback) is listed as `misplaced`, and `show`
+/// marks it; its original is still `complete`.
+#[test]
+fn a_misplaced_backup_is_marked_by_list_and_show() {
+    let work = Work::new();
+    let url = store_with_a_backup(&work);
+    let copy = work.path().join("store/cf/20261207T000000Z");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(
+        work.path().join("store/cf/20261206T211111Z/manifest.json"),
+        copy.join("manifest.json"),
+    )
+    .unwrap();
+    let list = work.cairn(&["backups", "--store", &url, "list"]);
+    insta::assert_snapshot!("backups_list_misplaced", list.all());
+    let show = work.cairn(&["backups", "--store", &url, "show", "cf/20261207T000000Z"]);
+    insta::assert_snapshot!("backups_show_misplaced", show.all());
+}
+
 #[test]
 fn an_empty_store_lists_nothing() {
     let work = Work::new();

@@ -130,6 +130,19 @@ pub(crate) fn assert_no_script_ran(bed: &TestBed) {
     }
 }
 
+/// Clears the job scripts' event logs, so [`assert_no_script_ran`] speaks of what follows.
+pub(crate) fn forget_script_events(bed: &TestBed) {
+    for (host, job) in locking_jobs(bed) {
+        let _ = std::fs::remove_file(
+            host.vcap_dir
+                .join("sys/log")
+                .join(job)
+                .join("bbr-events.log"),
+        );
+    }
+    assert_no_script_ran(bed);
+}
+
 /// Stdout and stderr as one text.
 pub(crate) fn text(output: &Output) -> String {
     format!(

@@ -130,19 +130,6 @@ fn stored_artifacts(store_dir: &Path, id: &str) -> Vec<(String, Vec<u8>)> {
     objects
 }
 
-/// Clears the job scripts' event logs, so [`assert_no_script_ran`] speaks of what follows.
-fn forget_script_events(bed: &TestBed) {
-    for (host, job) in locking_jobs(bed) {
-        let _ = fs::remove_file(
-            host.vcap_dir
-                .join("sys/log")
-                .join(job)
-                .join("bbr-events.log"),
-        );
-    }
-    assert_no_script_ran(bed);
-}
-
 /// Seeds `app/0`'s files with random and text data; returns the directory and its digest.
 fn seed(bed: &TestBed) -> (PathBuf, std::collections::BTreeMap<String, String>) {
     let files = bed.host("app", 0).vcap_dir.join("store/files");

@@ -35,5 +35,6 @@ mod stalls;
 mod store_versioning;
 mod stores;
 mod streaming;
+mod trust_placement;
 mod trust_signatures;
 mod verify_and_sample;

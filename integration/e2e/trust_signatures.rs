@@ -193,18 +193,6 @@ fn next_second(id: &str) -> String {
         .to_string()
 }
 
-/// Removes the job scripts' event logs, so [`assert_no_script_ran`] speaks of what follows.
-fn forget_script_events(bed: &TestBed) {
-    for (host, job) in locking_jobs(bed) {
-        let _ = fs::remove_file(
-            host.vcap_dir
-                .join("sys/log")
-                .join(job)
-                .join("bbr-events.log"),
-        );
-    }
-}
-
 /// `restore --latest` (or `--backup ID`) with `--trusted-key`s.
 fn restore(bed: &TestBed, work: &Path, store: &str, backup: Option<&str>, keys: &[&str]) -> Output {
     let mut args = vec!["restore", "--store", store];

@@ -6,6 +6,8 @@ only, plus boto3 from the moto venv for S3).
   fixture.py s3 ENDPOINT create-bucket BUCKET [versioned|unversioned|locked]
   fixture.py s3 ENDPOINT head-lock BUCKET KEY           (prints the Object Lock mode and date)
   fixture.py s3 ENDPOINT put|delete BUCKET KEY          (put writes b"tampered")
+  fixture.py s3 ENDPOINT put-file BUCKET KEY FILE       (writes FILE's bytes: a forged object)
+  fixture.py s3 ENDPOINT versions BUCKET PREFIX         (prints KEY<TAB>VERSION per line)
   fixture.py s3 ENDPOINT open-uploads BUCKET            (prints one key per line)
   fixture.py s3 ENDPOINT copy BUCKET FROM TO [OLD NEW]  (every object under prefix FROM to TO;
                                                         OLD replaced by NEW in manifest.json)
@@ -41,6 +43,14 @@ def s3(endpoint, action, bucket, key=None, *more):
             client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     elif action == "put":
         client.put_object(Bucket=bucket, Key=key, Body=TAMPERED)
+    elif action == "put-file":
+        with open(more[0], "rb") as body:
+            client.put_object(Bucket=bucket, Key=key, Body=body.read())
+    elif action == "versions":
+        pages = client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key)
+        for page in pages:
+            for version in page.get("Versions", []):
+                print(f"{version['Key']}\t{version['VersionId']}")
     elif action == "delete":
         for version in client.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", []):
             client.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])

@@ -24,6 +24,12 @@
 //!   objects would let it finish as a "complete" backup that cannot be restored. Once a newer
 //!   backup completed, or the window passed, it is removed like any incomplete backup.
 //!
+//! - A backup whose id is more than 10 minutes in the future
+//!   ([`crate::format::store::placement::is_future`]) is kept and fills no slot, is never
+//!   "newest verified" and does not make an incomplete backup look older than it: no clock is
+//!   that wrong, so it is a copy put there to take the newest slots (and make prune delete
+//!   the real backups) or the mark of a broken clock, for an operator to look at.
+//!
 //! Object Lock is not a rule here: the plan does not know what the store protects. A delete the
 //! store refuses is the executor's business ([`crate::catalog::delete_unless_protected`]).
 //!
@@ -98,6 +104,9 @@ pub enum KeepReason {
     MayBeRunning,
     /// Its id is not a time: prune does not delete what it cannot place.
     UnknownTime,
+    /// Its id is more than 10 minutes in the future: it fills no slot, and prune does not
+    /// delete it either.
+    FutureId,
 }
 
 impl fmt::Display for KeepReason {
@@ -110,6 +119,7 @@ impl fmt::Display for KeepReason {
             KeepReason::NewestVerified => write!(f, "newest verified"),
             KeepReason::MayBeRunning => write!(f, "incomplete, may still be running"),
             KeepReason::UnknownTime => write!(f, "time unknown"),
+            KeepReason::FutureId => write!(f, "id in the future, ignored by every rule"),
         }
     }
 }
@@ -173,15 +183,16 @@ impl PrunePlan {
 }
 
 /// The complete backups of `deployment`, newest first: the order in which to verify them
-/// until one passes.
+/// until one passes. Backups whose ids are in the future at `now` are left out.
 #[must_use]
 pub fn verification_order<'a>(
     deployment: &str,
     backups: &'a [BackupSummary],
+    now: DateTime<Utc>,
 ) -> Vec<&'a BackupSummary> {
     let mut complete: Vec<&BackupSummary> = backups
         .iter()
-        .filter(|b| b.deployment == deployment && b.complete)
+        .filter(|b| b.deployment == deployment && b.complete && !b.is_future(now))
         .collect();
     complete.sort_by(|a, b| newest_first(a, b));
     complete
@@ -274,13 +285,17 @@ pub fn plan(
         .filter(|b| b.deployment == deployment)
         .collect();
     ours.sort_by(|a, b| newest_first(a, b));
-    let newest_complete = ours.iter().find(|b| b.complete).and_then(|b| b.time);
+    let newest_complete = ours
+        .iter()
+        .find(|b| b.complete && !b.is_future(now))
+        .and_then(|b| b.time);
     let mut rules = Rules::new(policy);
     let mut decisions: Vec<Decision> = ours
         .into_iter()
         .map(|backup| {
             let verdict = match backup.time {
                 None => Verdict::Keep(vec![KeepReason::UnknownTime]),
+                Some(_) if backup.is_future(now) => Verdict::Keep(vec![KeepReason::FutureId]),
                 Some(time) if !backup.complete => {
                     let newest = newest_complete.is_none_or(|complete| time > complete);
                     if newest && now - time < IN_PROGRESS_WINDOW {
@@ -382,7 +397,7 @@ mod tests {
     /// The newest complete backup passed verify.
     fn newest_passed(backups: &[BackupSummary]) -> Verification {
         Verification {
-            passed: Some(verification_order("cf", backups)[0].id.clone()),
+            passed: Some(verification_order("cf", backups, now())[0].id.clone()),
             failed: BTreeMap::new(),
         }
     }
@@ -699,7 +714,7 @@ mod tests {
     #[test]
     fn the_newest_verified_backup_is_kept_when_newer_ones_failed_verify() {
         let backups = history();
-        let order = verification_order("cf", &backups);
+        let order = verification_order("cf", &backups, now());
         assert_eq!(order[0].id, "20260403T110000Z");
         assert_eq!(order[1].id, "20260403T100000Z");
         assert!(order.iter().all(|b| b.complete && b.deployment == "cf"));
@@ -786,6 +801,91 @@ mod tests {
             decision.verdict,
             Verdict::Keep(vec![KeepReason::NewestVerified])
         );
+    }
+
+    #[test]
+    fn backups_with_ids_in_the_future_fill_no_slot_and_are_never_deleted() {
+        // An old genuine backup copied to 2099 (a rollback that would take every "newest"
+        // slot), and one 11 minutes ahead; one 9 minutes ahead is a clock a little fast.
+        let mut backups = history();
+        let far = backup(at(2099, 12, 31, 23, 59), true);
+        let ahead = backup(now() + Duration::minutes(11), true);
+        let slightly = backup(now() + Duration::minutes(9), true);
+        let future_incomplete = backup(at(2099, 1, 1, 0, 0), false);
+        backups.extend([
+            far.clone(),
+            ahead.clone(),
+            slightly.clone(),
+            future_incomplete.clone(),
+        ]);
+        let order = verification_order("cf", &backups, now());
+        assert_eq!(
+            order[0].id, slightly.id,
+            "the newest candidate is not in the future"
+        );
+        assert!(order.iter().all(|b| b.id != far.id && b.id != ahead.id));
+
+        let verification = Verification {
+            passed: Some(slightly.id.clone()),
+            failed: BTreeMap::new(),
+        };
+        let plan = plan("cf", &backups, &policy(2, 0, 0, 0), &verification, now()).unwrap();
+        let verdict = |id: &str| {
+            plan.decisions
+                .iter()
+                .find(|d| d.backup.id == id)
+                .map(|d| d.verdict.clone())
+                .unwrap()
+        };
+        for future in [&far, &ahead, &future_incomplete] {
+            assert_eq!(
+                verdict(&future.id),
+                Verdict::Keep(vec![KeepReason::FutureId]),
+                "{}",
+                future.id
+            );
+        }
+        assert_eq!(
+            KeepReason::FutureId.to_string(),
+            "id in the future, ignored by every rule"
+        );
+        // keep_last 2 keeps the two newest that are not in the future.
+        assert_eq!(
+            verdict(&slightly.id),
+            Verdict::Keep(vec![KeepReason::Last, KeepReason::NewestVerified])
+        );
+        assert_eq!(
+            verdict("20260403T110000Z"),
+            Verdict::Keep(vec![KeepReason::Last])
+        );
+        assert_eq!(
+            verdict("20260403T100000Z"),
+            Verdict::Delete(DeleteReason::Expired)
+        );
+        // 12:09 completed after the incomplete backup of 11:30 started: that one is not running.
+        assert_eq!(
+            verdict("20260403T113000Z"),
+            Verdict::Delete(DeleteReason::Incomplete)
+        );
+        // Without it, the future ones do not make 11:30 look older than a completed backup.
+        let without_slightly: Vec<BackupSummary> = backups
+            .iter()
+            .filter(|b| b.id != slightly.id)
+            .cloned()
+            .collect();
+        let plan = super::plan(
+            "cf",
+            &without_slightly,
+            &policy(1, 0, 0, 0),
+            &newest_passed(&without_slightly),
+            now(),
+        )
+        .unwrap();
+        assert!(plan
+            .decisions
+            .iter()
+            .any(|d| d.backup.id == "20260403T113000Z"
+                && d.verdict == Verdict::Keep(vec![KeepReason::MayBeRunning])));
     }
 
     #[test]

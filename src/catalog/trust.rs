@@ -339,6 +339,7 @@ pub async fn unchecked_signatures_warning(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::IfMisplaced;
     use crate::format::manifest::{Compression, Manifest, ManifestObject, MANIFEST_SCHEMA};
     use crate::format::signature::{BackupStatement, SignedObject};
 
@@ -479,10 +480,10 @@ mod tests {
         )
         .await
         .unwrap();
-        crate::catalog::delete_backup(store.as_ref(), "cf", ids[1])
+        crate::catalog::delete_backup(store.as_ref(), "cf", ids[1], IfMisplaced::Refuse)
             .await
             .unwrap();
-        crate::catalog::delete_backup(store.as_ref(), "cf", ids[3])
+        crate::catalog::delete_backup(store.as_ref(), "cf", ids[3], IfMisplaced::Refuse)
             .await
             .unwrap();
         let chain = walk_chain(store.as_ref(), "cf", &trusted).await.unwrap();
@@ -509,7 +510,7 @@ mod tests {
                 .unwrap(),
             ids[4]
         );
-        crate::catalog::delete_backup(store.as_ref(), "cf", ids[4])
+        crate::catalog::delete_backup(store.as_ref(), "cf", ids[4], IfMisplaced::Refuse)
             .await
             .unwrap();
         let refused = latest_trusted(store.as_ref(), "cf", &trusted, Some(&seen))
@@ -550,7 +551,7 @@ mod tests {
             .await
             .unwrap();
         for id in &newest {
-            crate::catalog::delete_backup(store.as_ref(), "cf", id)
+            crate::catalog::delete_backup(store.as_ref(), "cf", id, IfMisplaced::Refuse)
                 .await
                 .unwrap();
         }

@@ -26,7 +26,7 @@ use crate::format::encryption::Identities;
 use crate::format::manifest::Manifest;
 use crate::format::sink::{BackupSource, CheckedBackup};
 use crate::format::store::read::{check_identities, verify_artifacts, verify_metadata, Checked};
-use crate::format::store::read_manifest;
+use crate::format::store::read_placed_manifest;
 
 /// Which artifacts to verify, given all of them: `None` for every one.
 pub type Choose<'a> = Box<dyn FnOnce(&[Candidate]) -> Option<BTreeSet<String>> + Send + 'a>;
@@ -131,7 +131,7 @@ pub async fn verify_store_backup(
     identities: &Identities,
     choose: Choose<'_>,
 ) -> Result<PartialVerification, RunErrors> {
-    let manifest = read_manifest(store.as_ref(), deployment, id).await?;
+    let manifest = read_placed_manifest(store.as_ref(), deployment, id).await?;
     check_identities(store, &manifest, identities, false).await?;
     let candidates: Vec<Candidate> = manifest
         .artifacts

@@ -307,6 +307,11 @@ pub(crate) struct BackupArgs {
     /// any one of the identities can restore). Needs --store.
     #[arg(long, value_name = "RECIPIENT")]
     pub encrypt_to: Vec<String>,
+    /// Refuse to start unless the backup is encrypted (--encrypt-to, or `encrypt_to` in the
+    /// config file): a nightly job whose recipients went missing fails instead of writing
+    /// plaintext.
+    #[arg(long)]
+    pub require_encryption: bool,
     /// Accept a store without versioning (an S3 or GCS bucket, or an Azure account without blob
     /// versioning): an object overwritten later is then lost, and restore refuses it.
     #[arg(long)]
@@ -353,8 +358,13 @@ pub(crate) struct RestoreArgs {
     #[arg(long)]
     pub latest: bool,
     /// age identity file (AGE-SECRET-KEY-1... lines) for an encrypted backup (repeatable).
+    /// With it, a backup that is not encrypted is refused (it may have been put in place of
+    /// the encrypted one) unless --allow-unencrypted.
     #[arg(long, value_name = "FILE")]
     pub identity: Vec<PathBuf>,
+    /// With --identity: accept a backup that is not encrypted.
+    #[arg(long)]
+    pub allow_unencrypted: bool,
     /// After the restore, run each restored job's `post-restore-verify` script (a Cairn
     /// extension) and fail if any of them reports wrong data.
     #[arg(long)]
@@ -459,9 +469,13 @@ pub(crate) struct DrillArgs {
     /// Encrypt the drill backup in the store to this age X25519 recipient (repeatable).
     #[arg(long, value_name = "RECIPIENT")]
     pub encrypt_to: Vec<String>,
-    /// age identity file to restore an encrypted backup with (repeatable).
+    /// age identity file to restore an encrypted backup with (repeatable); with it, a backup
+    /// that is not encrypted is refused unless --allow-unencrypted.
     #[arg(long, value_name = "FILE")]
     pub identity: Vec<PathBuf>,
+    /// With --identity: accept a backup that is not encrypted.
+    #[arg(long)]
+    pub allow_unencrypted: bool,
     /// Accept a store without versioning (S3, Azure or GCS) for the drill backup.
     #[arg(long)]
     pub allow_unversioned: bool,
@@ -539,8 +553,12 @@ pub(crate) enum BackupsAction {
         artifact_path: Option<PathBuf>,
         /// age identity file to decrypt an encrypted backup and check every file inside
         /// (repeatable); without it only the stored bytes of encrypted artifacts are checked.
+        /// With it, a backup that is not encrypted fails unless --allow-unencrypted.
         #[arg(long, value_name = "FILE")]
         identity: Vec<PathBuf>,
+        /// With --identity: accept a backup that is not encrypted.
+        #[arg(long)]
+        allow_unencrypted: bool,
         /// Verify only PERCENT of the artifacts, least recently verified first, so that
         /// every artifact is verified within ceil(100/PERCENT) runs; reports coverage.
         #[arg(long, value_name = "PERCENT", value_parser = cairn::catalog::sampling::Percent::parse)]
@@ -584,9 +602,13 @@ pub(crate) enum BackupsAction {
         /// Print what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
-        /// age identity file to verify encrypted backups completely (repeatable).
+        /// age identity file to verify encrypted backups completely (repeatable); with it, a
+        /// backup that is not encrypted fails verify unless --allow-unencrypted.
         #[arg(long, value_name = "FILE")]
         identity: Vec<PathBuf>,
+        /// With --identity: accept backups that are not encrypted.
+        #[arg(long)]
+        allow_unencrypted: bool,
         /// JSON lines instead of text.
         #[arg(long)]
         json: bool,
@@ -775,6 +797,9 @@ fn validate_action(action: &Action) -> Result<(), UsageError> {
                 return Err(encrypt_needs_store());
             }
             cairn::format::encryption::Recipients::parse(&backup.encrypt_to).map_err(UsageError)?;
+            if backup.require_encryption && backup.encrypt_to.is_empty() {
+                return Err(encryption_required());
+            }
             if backup.retain_days == Some(0) {
                 return Err(UsageError("--retain-days must be at least 1.".into()));
             }
@@ -787,6 +812,11 @@ fn validate_action(action: &Action) -> Result<(), UsageError> {
 /// `--encrypt-to` without a store: bbr's directory format stays readable by bbr.
 pub(crate) fn encrypt_needs_store() -> UsageError {
     UsageError("--encrypt-to needs --store: a bbr directory backup (--artifact-path) is never encrypted, since bbr could not read it.".into())
+}
+
+/// `--require-encryption` (or `require_encryption` in the config file) without a recipient.
+pub(crate) fn encryption_required() -> UsageError {
+    UsageError("--require-encryption: no recipient to encrypt to; give --encrypt-to age1... (or `encrypt_to` in the config file), or leave out --require-encryption (`require_encryption` in the config file). Nothing was locked.".into())
 }
 
 /// Parses `90`, `90s`, `30m` or `2h`.
@@ -938,6 +968,57 @@ mod tests {
             panic!()
         };
         assert_eq!(restore.identity.len(), 2);
+    }
+
+    #[test]
+    fn require_encryption_needs_a_recipient() {
+        let recipient = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+        let backup = |extra: &[&str]| {
+            let mut args = vec![
+                "--inventory",
+                "i.yml",
+                "backup",
+                "--store",
+                "file:///tmp/s",
+                "--require-encryption",
+            ];
+            args.extend_from_slice(extra);
+            deployment(&args).validate()
+        };
+        let error = backup(&[]).unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "--require-encryption: no recipient to encrypt to; give --encrypt-to age1..."
+            ),
+            "{error}"
+        );
+        assert!(!error.contains('\n'));
+        backup(&["--encrypt-to", recipient]).unwrap();
+        let director = match Cli::try_parse_from([
+            "cairn",
+            "director",
+            "--host",
+            "h",
+            "--username",
+            "u",
+            "--private-key-path",
+            "k",
+            "backup",
+            "--store",
+            "file:///tmp/s",
+            "--require-encryption",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Director(d) => d,
+            other => panic!("{other:?}"),
+        };
+        assert!(director
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--require-encryption"));
     }
 
     #[test]

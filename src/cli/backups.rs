@@ -49,6 +49,7 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         BackupsAction::Verify {
             id,
             identity,
+            allow_unencrypted,
             sample,
             state_file,
             trust,
@@ -56,9 +57,12 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         } => {
             let sampling = verify::Sampling::new(sample, state_file);
             let id = id.unwrap_or_default();
+            let identities = Identities::load(&identity)
+                .map_err(UsageError)?
+                .allowing_unencrypted(allow_unencrypted);
             let trusted = trust.load()?;
             let keys = verify::Keys {
-                identity: &identity,
+                identities: &identities,
                 trusted: &trusted,
             };
             verify::run(&store, &id, keys, args.parallelism, sampling).await
@@ -79,10 +83,13 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             dry_run,
             json,
             identity,
+            allow_unencrypted,
             trust,
             signing,
         } => {
-            let identities = Identities::load(&identity).map_err(UsageError)?;
+            let identities = Identities::load(&identity)
+                .map_err(UsageError)?
+                .allowing_unencrypted(allow_unencrypted);
             let keys = prune::Keys {
                 identities,
                 trusted: trust.load()?,

@@ -18,6 +18,9 @@
 //! keepalive_interval = "30s" # --keepalive-interval
 //! signing_key = "/etc/cairn/backup.key"          # --signing-key (backup, prune, delete)
 //! trusted_keys = ["/etc/cairn/backup.pub"]       # --trusted-key (restore, drill, verify, prune, delete)
+//! encrypt_to = ["age1..."]                       # --encrypt-to, for backups into a store
+//! require_encryption = true                      # --require-encryption
+//! allow_unencrypted = false                      # --allow-unencrypted
 //!
 //! [timeouts]                 # a limit per script name (beats --script-timeout)
 //! metadata = "1m"
@@ -71,6 +74,12 @@ pub(crate) struct ConfigFile {
     pub metrics_file: Option<PathBuf>,
     /// Default `--artifact-path` when no store is set.
     pub artifact_path: Option<PathBuf>,
+    /// Default `--encrypt-to` recipients (public keys) of `backup` into a store.
+    pub encrypt_to: Option<Vec<String>>,
+    /// `backup --require-encryption`.
+    pub require_encryption: Option<bool>,
+    /// `--allow-unencrypted` of restore, drill, `backups verify` and `backups prune`.
+    pub allow_unencrypted: Option<bool>,
     /// Default retention for `backups prune`.
     pub retention: Option<RetentionConfig>,
     /// Retries of Director requests (deployment mode).
@@ -305,6 +314,7 @@ pub(crate) fn apply(cli: &mut Cli, config: &ConfigFile) {
             apply_action(&mut args.action, config);
         }
         Command::Drill(args) => {
+            args.allow_unencrypted |= config.allow_unencrypted.unwrap_or(false);
             apply_common(&mut args.common, config);
             apply_trust(&mut args.trust, config);
         }
@@ -366,12 +376,30 @@ fn apply_signing(signing: &mut super::trust::SigningArgs, config: &ConfigFile) {
     }
 }
 
-/// The keys of `backups verify`, `delete` and `prune`.
+/// The keys of `backups verify`, `delete` and `prune`, and `allow_unencrypted` of `verify`
+/// and `prune`.
 fn apply_backups_keys(action: &mut BackupsAction, config: &ConfigFile) {
+    let allow_unencrypted = config.allow_unencrypted.unwrap_or(false);
     match action {
-        BackupsAction::Verify { trust, .. } => apply_trust(trust, config),
-        BackupsAction::Delete { trust, signing, .. }
-        | BackupsAction::Prune { trust, signing, .. } => {
+        BackupsAction::Verify {
+            trust,
+            allow_unencrypted: allow,
+            ..
+        } => {
+            apply_trust(trust, config);
+            *allow |= allow_unencrypted;
+        }
+        BackupsAction::Prune {
+            trust,
+            signing,
+            allow_unencrypted: allow,
+            ..
+        } => {
+            apply_trust(trust, config);
+            apply_signing(signing, config);
+            *allow |= allow_unencrypted;
+        }
+        BackupsAction::Delete { trust, signing, .. } => {
             apply_trust(trust, config);
             apply_signing(signing, config);
         }
@@ -397,6 +425,11 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
                 }
             }
             apply_signing(&mut backup.signing, config);
+            backup.require_encryption |= config.require_encryption.unwrap_or(false);
+            let into_store = backup.store.url(backup.artifact_path.is_none()).is_some();
+            if backup.encrypt_to.is_empty() && into_store {
+                backup.encrypt_to = config.encrypt_to.clone().unwrap_or_default();
+            }
             if backup.compression.is_none() {
                 backup.compression = Some(
                     config
@@ -407,6 +440,7 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
             }
         }
         Action::Restore(restore) => {
+            restore.allow_unencrypted |= config.allow_unencrypted.unwrap_or(false);
             if restore.artifact_path.is_none() {
                 apply_store(&mut restore.store, config);
             }
@@ -468,6 +502,7 @@ pub(crate) fn show(path: Option<&Path>, config: &ConfigFile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::args::{DeploymentArgs, RestoreArgs};
     use clap::Parser;
 
     fn parse(args: &[&str]) -> Cli {
@@ -576,6 +611,86 @@ mod tests {
             panic!()
         };
         assert_eq!((keep_last, keep_daily), (0, 2));
+    }
+
+    #[test]
+    fn encryption_settings_come_from_the_file() {
+        let config: ConfigFile = toml::from_str(
+            "store = \"file:///s\"\nencrypt_to = [\"age1from-config\"]\nrequire_encryption = true\nallow_unencrypted = true\n",
+        )
+        .unwrap();
+        let backup = |args: &[&str]| {
+            let mut cli = parse(args);
+            apply(&mut cli, &config);
+            match cli.command {
+                Command::Deployment(DeploymentArgs {
+                    action: Action::Backup(backup),
+                    ..
+                }) => backup,
+                other => panic!("{other:?}"),
+            }
+        };
+        let from_file = backup(&["deployment", "backup"]);
+        assert!(from_file.require_encryption);
+        assert_eq!(from_file.encrypt_to, ["age1from-config"]);
+        let flag = backup(&["deployment", "backup", "--encrypt-to", "age1flag"]);
+        assert_eq!(flag.encrypt_to, ["age1flag"], "the flag wins");
+        // A directory backup is never encrypted: the file's recipients are not used for it.
+        let directory = backup(&["deployment", "backup", "--artifact-path", "/tmp"]);
+        assert!(directory.encrypt_to.is_empty() && directory.require_encryption);
+
+        let mut cli = parse(&["deployment", "restore", "--latest"]);
+        apply(&mut cli, &config);
+        let Command::Deployment(DeploymentArgs {
+            action: Action::Restore(restore),
+            ..
+        }) = cli.command
+        else {
+            panic!()
+        };
+        assert!(restore.allow_unencrypted);
+        for args in [
+            &["backups", "verify", "cf/20240102T030405Z"][..],
+            &["backups", "prune", "-d", "cf", "--keep-last", "1"][..],
+        ] {
+            let mut cli = parse(args);
+            apply(&mut cli, &config);
+            let Command::Backups(backups) = cli.command else {
+                panic!()
+            };
+            assert!(
+                matches!(
+                    backups.action,
+                    BackupsAction::Verify {
+                        allow_unencrypted: true,
+                        ..
+                    } | BackupsAction::Prune {
+                        allow_unencrypted: true,
+                        ..
+                    }
+                ),
+                "{args:?}"
+            );
+        }
+        let mut cli = parse(&["drill", "--target-inventory", "t.yml", "--latest", "cf"]);
+        apply(&mut cli, &config);
+        let Command::Drill(drill) = cli.command else {
+            panic!()
+        };
+        assert!(drill.allow_unencrypted);
+        // Unset in the file: nothing is required or allowed.
+        let mut cli = parse(&["deployment", "restore", "--latest"]);
+        apply(&mut cli, &file());
+        assert!(matches!(
+            cli.command,
+            Command::Deployment(DeploymentArgs {
+                action: Action::Restore(RestoreArgs {
+                    allow_unencrypted: false,
+                    ..
+                }),
+                ..
+            })
+        ));
     }
 
     #[test]

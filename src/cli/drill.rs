@@ -66,7 +66,9 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     let existing = args.backup.is_some() || args.latest.is_some();
     check_flags(&args, store_url.is_some(), existing)?;
     let recipients = Recipients::parse(&args.encrypt_to).map_err(UsageError)?;
-    let identities = Identities::load(&args.identity).map_err(UsageError)?;
+    let identities = Identities::load(&args.identity)
+        .map_err(UsageError)?
+        .allowing_unencrypted(args.allow_unencrypted);
     let source_target = source_target(&args, existing, &host_keys, &dialer, &mut directors).await?;
     // A new backup of a BOSH deployment keeps its manifest, as `backup --with-manifest`, so
     // that the restore compares releases and instance groups with the drill deployment.

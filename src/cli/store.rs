@@ -114,8 +114,9 @@ pub(crate) async fn restore_source(
             BbrDirectorySource::new(path).with_trusted(trusted),
         ));
     };
-    let identities =
-        cairn::format::encryption::Identities::load(&args.identity).map_err(UsageError)?;
+    let identities = cairn::format::encryption::Identities::load(&args.identity)
+        .map_err(UsageError)?
+        .allowing_unencrypted(args.allow_unencrypted);
     let store = cairn::format::store::open_store(&url).await?;
     let (deployment, backup_id) = stored_backup_id(
         store.as_ref(),

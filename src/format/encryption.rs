@@ -109,13 +109,20 @@ impl Recipients {
     }
 }
 
-/// Age identities (secret keys), loaded from `--identity` files.
+/// Age identities (secret keys), loaded from `--identity` files, and whether a backup that
+/// is not encrypted is accepted although identities were given (`--allow-unencrypted`).
+///
+/// Giving identities says the backups are expected to be encrypted: age authenticates data
+/// against its file key, not against who wrote it, so anyone holding a public recipient — or
+/// anyone who can write to the store, by leaving encryption out — can produce a backup that
+/// passes every check; only the expectation tells a replaced backup from the real one.
 ///
 /// Cheap to clone (shared). Debug output shows only counts.
 #[derive(Clone, Default)]
 pub struct Identities {
     keys: Arc<Vec<age::x25519::Identity>>,
     files: usize,
+    allow_unencrypted: bool,
 }
 
 impl fmt::Debug for Identities {
@@ -191,7 +198,23 @@ impl Identities {
         Ok(Identities {
             keys: Arc::new(keys),
             files: paths.len(),
+            allow_unencrypted: false,
         })
+    }
+
+    /// The same identities, accepting (`--allow-unencrypted`) or refusing a backup that is not
+    /// encrypted.
+    #[must_use]
+    pub fn allowing_unencrypted(mut self, allow: bool) -> Identities {
+        self.allow_unencrypted = allow;
+        self
+    }
+
+    /// True when a backup must be encrypted to be trusted: identities were given, and
+    /// `--allow-unencrypted` was not.
+    #[must_use]
+    pub fn expect_encryption(&self) -> bool {
+        !self.keys.is_empty() && !self.allow_unencrypted
     }
 
     /// True when no identity was given.
@@ -211,6 +234,7 @@ impl Identities {
         Identities {
             keys: Arc::new(keys),
             files: 1,
+            allow_unencrypted: false,
         }
     }
 

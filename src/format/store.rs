@@ -11,7 +11,12 @@
 //! backup without a manifest is incomplete: never listed as restorable, and removed by the
 //! next backup of the same deployment (once its pre-checks show no other run is active) or by
 //! `backups delete`.
+//!
+//! A backup is bound to its place ([`placement`]): its manifest names the deployment and id it
+//! is stored under, lists no object outside `<deployment>/<id>/`, and deleting it never
+//! touches anything outside that prefix.
 
+pub mod placement;
 pub mod read;
 pub mod signed;
 pub mod write;
@@ -94,24 +99,57 @@ pub async fn list_backups(
     Ok(list)
 }
 
-/// The newest complete backup of a deployment.
+impl BackupSummary {
+    /// True when its id lies more than [`placement::FUTURE_TOLERANCE`] after `now`
+    /// ([`placement::is_future`]): it then fills no slot of `--latest`, prune's rules or
+    /// "newest verified".
+    #[must_use]
+    pub fn is_future(&self, now: DateTime<Utc>) -> bool {
+        self.time
+            .is_some_and(|time| placement::is_future(time, now))
+    }
+}
+
+/// The newest complete backup of a deployment as [`latest_backup`] chooses it among
+/// `backups` (oldest first, as [`list_backups`] returns them), and the newer complete ones it
+/// passed over because their ids are in the future.
+#[must_use]
+pub fn newest_complete(
+    backups: &[BackupSummary],
+    now: DateTime<Utc>,
+) -> (Option<&BackupSummary>, Vec<&BackupSummary>) {
+    let mut future = Vec::new();
+    for backup in backups.iter().rev().filter(|b| b.complete) {
+        if backup.is_future(now) {
+            future.push(backup);
+        } else {
+            return (Some(backup), future);
+        }
+    }
+    (None, future)
+}
+
+/// The newest complete backup of a deployment (`--latest`); backups whose ids are in the
+/// future are passed over with a warning naming each.
 ///
 /// # Errors
 /// Store failures, or none found.
 pub async fn latest_backup(store: &dyn ArtifactStore, deployment: &str) -> Result<String, Error> {
-    list_backups(store, Some(deployment))
-        .await?
-        .into_iter()
-        .rev()
-        .find(|b| b.complete)
-        .map(|b| b.id)
-        .ok_or_else(|| {
-            StoredBackupError::NoCompleteBackup {
-                deployment: deployment.to_string(),
-                store: store.to_string(),
-            }
-            .into()
-        })
+    let backups = list_backups(store, Some(deployment)).await?;
+    let (newest, future) = newest_complete(&backups, Utc::now());
+    for backup in future {
+        tracing::warn!(
+            "{}",
+            placement::future_warning(&backup.deployment, &backup.id)
+        );
+    }
+    newest.map(|b| b.id.clone()).ok_or_else(|| {
+        StoredBackupError::NoCompleteBackup {
+            deployment: deployment.to_string(),
+            store: store.to_string(),
+        }
+        .into()
+    })
 }
 
 /// Reads a backup's manifest.
@@ -168,6 +206,37 @@ pub fn parse_manifest(
         }
         .into()
     })
+}
+
+/// Reads a backup's manifest and checks that it belongs where it is stored
+/// ([`placement::check_placement`]): what restore, drills and `backups verify` trust.
+///
+/// # Errors
+/// As [`read_manifest`], and [`StoredBackupError::Misplaced`].
+pub async fn read_placed_manifest(
+    store: &dyn ArtifactStore,
+    deployment: &str,
+    id: &str,
+) -> Result<Manifest, Error> {
+    let manifest = read_manifest(store, deployment, id).await?;
+    placement::check_placement(&manifest, deployment, id)
+        .map_err(|detail| misplaced(store, deployment, id, detail))?;
+    Ok(manifest)
+}
+
+/// The error of a backup whose manifest does not belong where it is stored.
+pub(crate) fn misplaced(
+    store: &dyn ArtifactStore,
+    deployment: &str,
+    id: &str,
+    detail: placement::PlacementError,
+) -> Error {
+    StoredBackupError::Misplaced {
+        backup: format!("{deployment}/{id}"),
+        store: store.to_string(),
+        detail,
+    }
+    .into()
 }
 
 /// A blocking reader of a stored object (for the digest and upload threads).
@@ -233,7 +302,9 @@ pub fn tar_reader<'a, R: Read + Send + 'a>(
     })
 }
 
-/// Deletes every object under `<deployment>/<id>/` and the given recorded versions.
+/// Deletes every object under `<deployment>/<id>/` and the given recorded versions of keys
+/// under it. A version of a key outside `<deployment>/<id>/` is never deleted, whatever the
+/// caller passes ([`placement`]: a manifest may have been written by someone else).
 ///
 /// The manifest goes first, before any recorded version, so that a partly deleted backup (a
 /// prune killed half-way) is never listed as complete. When the very first version delete is
@@ -245,7 +316,11 @@ pub(crate) async fn delete_objects(
     id: &str,
     versions: &[(String, Option<String>)],
 ) -> Result<usize, Error> {
-    let prefix = format!("{deployment}/{id}/");
+    let prefix = placement::backup_prefix(deployment, id);
+    let versions: Vec<&(String, Option<String>)> = versions
+        .iter()
+        .filter(|(key, _)| placement::lies_under(key, &prefix))
+        .collect();
     let mut deleted = 0;
     let objects = store.list(&prefix).await?;
     let (manifests, others): (Vec<_>, Vec<_>) = objects
@@ -261,7 +336,7 @@ pub(crate) async fn delete_objects(
         deleted += 1;
     }
     let mut first = true;
-    for (key, version) in versions {
+    for (key, version) in &versions {
         if let (Ok(key), Some(version)) = (ObjectKey::parse(key), version) {
             match store.delete(&key, Some(version)).await {
                 Ok(()) | Err(StoreError::NotFound { .. }) => {}
@@ -373,7 +448,9 @@ pub fn versioning_command(url: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::read::{check_artifact_stream, open_artifact, verify_backup, Checked};
+    use super::read::{
+        check_artifact_stream, check_encrypted, open_artifact, verify_backup, Checked,
+    };
     use super::*;
     use crate::catalog::delete_backup;
     use crate::error::RunErrors;
@@ -381,7 +458,8 @@ mod tests {
     use crate::format::digest::{digest_tar_files, EntryPolicy};
     use crate::format::encryption::{Identities, Recipients, AGE_HEADER};
     use crate::format::manifest::ArtifactEncryption;
-    use crate::format::sink::{BackupRecord, BackupSink, NewBackup, StoredArtifact};
+    use crate::format::signature::TrustedKeys;
+    use crate::format::sink::{BackupRecord, BackupSink, BackupSource, NewBackup, StoredArtifact};
     use cairn_store::local::LocalStore;
     use cairn_store::PutOptions;
     use sha2::{Digest, Sha256};
@@ -579,7 +657,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn unencrypted_backups_need_no_identity_and_ignore_one() {
+    async fn unencrypted_backups_need_no_identity_and_are_refused_with_one_unless_allowed() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
         write_backup(Arc::clone(&store), Compression::Zstd { level: 1 }, None).await;
@@ -590,12 +668,217 @@ mod tests {
         assert_eq!(manifest.artifacts[0].encryption, None);
         assert!(!manifest.to_json().contains("encryption"));
         let (identities, _) = key_pair();
-        for identities in [Identities::default(), identities] {
+        for identities in [
+            Identities::default(),
+            identities.clone().allowing_unencrypted(true),
+        ] {
             let verified = verify_backup(&store, "cf", "20240102T030405Z", 1, &identities, true)
                 .await
                 .unwrap();
             assert_eq!(verified.contents_unchecked, 0);
         }
+        // --identity says an encrypted backup is expected: a plaintext one may have been put
+        // in its place (the downgrade), so restore (and verify) refuse it.
+        for require_identity in [true, false] {
+            let refused = verify_backup(
+                &store,
+                "cf",
+                "20240102T030405Z",
+                1,
+                &identities,
+                require_identity,
+            )
+            .await
+            .unwrap_err();
+            let refused = messages(&refused);
+            assert_eq!(refused.len(), 1, "{refused:?}");
+            assert!(
+                refused[0].starts_with("Backup cf/20240102T030405Z in ")
+                    && refused[0].contains(
+                        "is not encrypted (no artifact is encrypted), but --identity was given"
+                    )
+                    && refused[0].contains("pass --allow-unencrypted"),
+                "{refused:?}"
+            );
+        }
+        let source = StoreSource {
+            store: Arc::clone(&store),
+            deployment: "cf".into(),
+            backup_id: "20240102T030405Z".into(),
+            identities: identities.clone(),
+            trusted: TrustedKeys::default(),
+        };
+        let Err(refused) = source.check(1).await else {
+            panic!("restore accepted a plaintext backup with --identity");
+        };
+        assert!(messages(&refused)[0].contains("is not encrypted"));
+        let allowed = StoreSource {
+            identities: identities.allowing_unencrypted(true),
+            ..source
+        };
+        assert!(allowed.check(1).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_plaintext_artifact_in_an_encrypted_backup_is_refused_with_an_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
+        let (identities, public) = key_pair();
+        let recipients = Recipients::parse(&[public]).unwrap().unwrap();
+        write_backup(Arc::clone(&store), Compression::None, Some(recipients)).await;
+        let mut manifest = read_manifest(store.as_ref(), "cf", "20240102T030405Z")
+            .await
+            .unwrap();
+        let mut plain = manifest.artifacts[0].clone();
+        plain.name = "app-1-files".into();
+        plain.index = "1".into();
+        plain.key = "cf/20240102T030405Z/app-1-files.tar".into();
+        plain.encryption = None;
+        manifest.artifacts.push(plain);
+        let error = check_encrypted(store.as_ref(), &manifest, &identities)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "is not encrypted (`cf/20240102T030405Z/app-1-files.tar` is stored in plaintext)"
+            ),
+            "{error}"
+        );
+        assert!(check_encrypted(
+            store.as_ref(),
+            &manifest,
+            &identities.clone().allowing_unencrypted(true)
+        )
+        .is_ok());
+        assert!(check_encrypted(store.as_ref(), &manifest, &Identities::default()).is_ok());
+        manifest.artifacts.pop();
+        assert!(check_encrypted(store.as_ref(), &manifest, &identities).is_ok());
+    }
+
+    /// Rewrites the manifest of `cf/20240102T030405Z` in a `file://` store.
+    fn forge_manifest(dir: &std::path::Path, edit: impl FnOnce(&mut Manifest)) {
+        let path = dir.join("cf/20240102T030405Z/manifest.json");
+        let mut manifest = Manifest::parse(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut manifest);
+        std::fs::write(&path, manifest.to_json()).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_manifest_copied_elsewhere_is_refused_by_restore_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
+        write_backup(Arc::clone(&store), Compression::Zstd { level: 1 }, None).await;
+        // The genuine manifest, copied to a newer id: its objects are all intact.
+        let copy = dir.path().join("cf/20991231T235959Z");
+        std::fs::create_dir_all(&copy).unwrap();
+        std::fs::copy(
+            dir.path().join("cf/20240102T030405Z/manifest.json"),
+            copy.join("manifest.json"),
+        )
+        .unwrap();
+        let none = Identities::default();
+        let refused = verify_backup(&store, "cf", "20991231T235959Z", 1, &none, false)
+            .await
+            .unwrap_err();
+        let refused = messages(&refused);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].starts_with("Backup `cf/20991231T235959Z` in ")
+                && refused[0].contains("is misplaced: its manifest names backup id `20240102T030405Z`, but it is stored as `20991231T235959Z`"),
+            "{refused:?}"
+        );
+        let source = StoreSource {
+            store: Arc::clone(&store),
+            deployment: "cf".into(),
+            backup_id: "20991231T235959Z".into(),
+            identities: none.clone(),
+            trusted: TrustedKeys::default(),
+        };
+        let Err(refused) = source.check(1).await else {
+            panic!("restore accepted a misplaced backup");
+        };
+        assert!(messages(&refused)[0].contains("is misplaced"));
+        // Its id is in the future: --latest passes over it to the genuine backup.
+        assert_eq!(
+            latest_backup(store.as_ref(), "cf").await.unwrap(),
+            "20240102T030405Z"
+        );
+        // The original is untouched by all of it.
+        verify_backup(&store, "cf", "20240102T030405Z", 1, &none, true)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deleting_a_backup_never_deletes_a_key_outside_its_own_prefix() {
+        use crate::catalog::IfMisplaced;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
+        write_backup(Arc::clone(&store), Compression::Zstd { level: 1 }, None).await;
+        // The newest backup's artifact, which a forged manifest in the old backup lists (with
+        // a version, which a file:// store's delete ignores: it deletes the file).
+        let victim = "cf/20240103T000000Z/app-0-files.tar.zst";
+        store
+            .put_bytes(
+                &ObjectKey::parse(victim).unwrap(),
+                Bytes::from_static(b"newest"),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        forge_manifest(dir.path(), |manifest| {
+            manifest.artifacts[0].key = victim.into();
+            manifest.artifacts[0].version = Some("1".into());
+        });
+        // prune's delete: refused, nothing deleted.
+        let refused = delete_backup(
+            store.as_ref(),
+            "cf",
+            "20240102T030405Z",
+            IfMisplaced::Refuse,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(refused.contains("is misplaced: its manifest lists artifact app-0-files `cf/20240103T000000Z/app-0-files.tar.zst`, outside the backup's own `cf/20240102T030405Z/`"), "{refused}");
+        assert_eq!(
+            list_backups(store.as_ref(), Some("cf"))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(dir
+            .path()
+            .join("cf/20240102T030405Z/manifest.json")
+            .exists());
+        // backups delete: its own objects go, the other backup's stays.
+        let deletion = delete_backup(
+            store.as_ref(),
+            "cf",
+            "20240102T030405Z",
+            IfMisplaced::DeleteOwnObjects,
+        )
+        .await
+        .unwrap();
+        assert_eq!(deletion.left_outside, [victim]);
+        assert!(deletion.misplaced.is_some());
+        assert!(!dir
+            .path()
+            .join("cf/20240102T030405Z/manifest.json")
+            .exists());
+        assert!(!dir.path().join("cf/20240102T030405Z/metadata").exists());
+        assert_eq!(std::fs::read(dir.path().join(victim)).unwrap(), b"newest");
+        // The lowest level holds too, whatever a caller passes.
+        delete_objects(
+            store.as_ref(),
+            "cf",
+            "20240102T030405Z",
+            &[(victim.to_string(), Some("1".into()))],
+        )
+        .await
+        .unwrap();
+        assert!(dir.path().join(victim).exists());
     }
 
     #[test]
@@ -679,9 +962,15 @@ mod tests {
             "20240102T030405Z"
         );
         assert_eq!(
-            delete_backup(&store, "cf", "20240103T030405Z")
-                .await
-                .unwrap(),
+            delete_backup(
+                &store,
+                "cf",
+                "20240103T030405Z",
+                crate::catalog::IfMisplaced::Refuse
+            )
+            .await
+            .unwrap()
+            .objects,
             1
         );
         assert_eq!(list_backups(&store, Some("cf")).await.unwrap().len(), 1);

@@ -1,9 +1,11 @@
-//! `backups delete`: every object and recorded version of one backup. With `--trusted-key`, a
-//! backup whose manifest is not signed by one of the keys is refused (its version list is not
-//! acted on); with `--signing-key`, a signed record of the deletion is written first, so the
-//! gap it leaves in the chain reads "pruned, recorded".
+//! `backups delete`: every object and recorded version of one backup — and nothing outside
+//! its own `<deployment>/<id>/`, whatever its manifest lists ([`cairn::catalog::placement`]).
+//! Without `--trusted-key`, a misplaced backup's own objects are deleted, with a warning; with
+//! `--trusted-key`, a backup whose manifest is not signed by one of the keys (or misplaced) is
+//! refused (its version list is not acted on); with `--signing-key`, a signed record of the
+//! deletion is written first, so the gap it leaves in the chain reads "pruned, recorded".
 
-use cairn::catalog::delete_backup_trusted;
+use cairn::catalog::{delete_backup_trusted, IfMisplaced};
 use cairn::format::signature::{SigningKey, TrustedKeys};
 use cairn::RunErrors;
 use cairn_store::ArtifactStore;
@@ -60,10 +62,27 @@ pub(super) async fn run(store: &dyn ArtifactStore, id: &str, keys: &Keys) -> any
             Err(error) => return Ok(report_errors(&RunErrors::from(error), false)),
         }
     }
-    match delete_backup_trusted(store, &deployment, &id, &keys.trusted).await {
-        Ok(count) => {
+    let deleted = delete_backup_trusted(
+        store,
+        &deployment,
+        &id,
+        &keys.trusted,
+        IfMisplaced::DeleteOwnObjects,
+    )
+    .await;
+    match deleted {
+        Ok(deletion) => {
+            if let Some(detail) = &deletion.misplaced {
+                eprintln!("warning: backup {deployment}/{id} was misplaced: {detail}");
+            }
+            for key in &deletion.left_outside {
+                eprintln!(
+                    "warning: not deleted: `{key}`, which its manifest lists outside {deployment}/{id}/ (it belongs to another backup, or to none)"
+                );
+            }
             say(&format!(
-                "Deleted backup {deployment}/{id} ({count} objects)"
+                "Deleted backup {deployment}/{id} ({} objects)",
+                deletion.objects
             ));
             Ok(0)
         }

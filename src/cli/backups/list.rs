@@ -1,12 +1,19 @@
-//! `backups list`: one line per backup (tab-separated, or JSON lines with `--json`).
+//! `backups list`: one line per backup (tab-separated, or JSON lines with `--json`). A
+//! complete backup's manifest is read to check that it belongs where it is stored
+//! ([`cairn::catalog::placement`]): one that does not is listed as `misplaced`, never as
+//! `complete`, with a warning saying how.
 
-use cairn::catalog::list_backups;
+use cairn::catalog::{list_backups, placement, placement_of, BackupSummary, Placement};
 use cairn_store::ArtifactStore;
+use futures::StreamExt;
 
 use crate::cli::output::say;
 
 /// The header row of the text output, one name per tab-separated column.
 const HEADER: &str = "BACKUP\tTIME\tSIZE\tSTATE";
+
+/// Manifests read at once.
+const MANIFEST_READS: usize = 8;
 
 /// Lists the backups (of `deployment`, or all); returns the exit code.
 pub(super) async fn run(
@@ -22,21 +29,17 @@ pub(super) async fn run(
     for deployment in deployments {
         super::warn_left_behind(store, deployment).await;
     }
+    let states = states(store, &backups).await;
     if !json && !backups.is_empty() {
         // A header above the data columns, which stay as they were (tab-separated).
         say(HEADER);
     }
-    for backup in backups {
+    for (backup, state) in backups.iter().zip(states) {
         let time = backup.time.map(|t| t.to_rfc3339()).unwrap_or_default();
-        let state = if backup.complete {
-            "complete"
-        } else {
-            "incomplete"
-        };
         if json {
             let line = serde_json::json!({
                 "deployment": backup.deployment, "id": backup.id, "time": time,
-                "size": backup.size, "complete": backup.complete,
+                "size": backup.size, "complete": backup.complete, "state": state,
             });
             say(&line.to_string());
         } else {
@@ -47,4 +50,47 @@ pub(super) async fn run(
         }
     }
     Ok(0)
+}
+
+/// Each backup's state, in order: `incomplete` (no manifest), `complete`, `misplaced` or
+/// `unreadable` (its manifest); a warning on stderr for each of the last two and for each id
+/// in the future.
+async fn states(store: &dyn ArtifactStore, backups: &[BackupSummary]) -> Vec<&'static str> {
+    let now = chrono::Utc::now();
+    let reads = backups.iter().map(|backup| async move {
+        if backup.complete {
+            placement_of(store, &backup.deployment, &backup.id).await
+        } else {
+            Placement::NoManifest
+        }
+    });
+    let placements: Vec<Placement> = futures::stream::iter(reads)
+        .buffered(MANIFEST_READS)
+        .collect()
+        .await;
+    backups
+        .iter()
+        .zip(placements)
+        .map(|(backup, placement)| {
+            let name = format!("{}/{}", backup.deployment, backup.id);
+            if backup.is_future(now) {
+                eprintln!(
+                    "warning: {}",
+                    placement::future_warning(&backup.deployment, &backup.id)
+                );
+            }
+            match placement {
+                Placement::Placed => "complete",
+                Placement::NoManifest => "incomplete",
+                Placement::Misplaced(detail) => {
+                    eprintln!("warning: backup {name} is misplaced: {detail}; restore, verify and prune refuse it");
+                    "misplaced"
+                }
+                Placement::Unreadable(detail) => {
+                    eprintln!("warning: {detail}");
+                    "unreadable"
+                }
+            }
+        })
+        .collect()
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use cairn::catalog::retention::{self, Decision, RetentionPolicy, Verdict};
 use cairn::catalog::trust::{record_deletions, untrusted_backups};
 use cairn::catalog::{
-    delete_unless_protected, find_newest_verified, list_backups, BackupSummary, DeleteOutcome,
+    delete_unless_protected, find_newest_verified, list_backups, placement, placement_of,
+    BackupSummary, DeleteOutcome, Placement,
 };
 use cairn::format::encryption::Identities;
 use cairn::format::signature::{SigningKey, TrustedKeys};
@@ -35,12 +36,14 @@ pub(super) struct Keys {
 }
 
 /// `backups prune`: verify until a backup passes, plan, delete, one line per backup and a
-/// summary. Exit code 1 when a delete failed for another reason than the store refusing it.
+/// summary. Exit code 1 when a delete failed for another reason than the store refusing it,
+/// or a backup to delete is misplaced (kept: its manifest does not belong where it is stored).
+/// Backups whose ids are more than 10 minutes in the future are kept and fill no slot.
 ///
-/// With `--trusted-key`, a complete backup whose signature is refused is never counted as
-/// verified and never deleted (`failed-verify`: it takes no retention slot, so forged backups
-/// cannot push genuine ones out); with `--signing-key`, the backups about to be deleted are
-/// listed in a signed deletion record first.
+/// With `--trusted-key`, a complete backup whose signature (or place) is refused is never
+/// counted as verified and never deleted (`failed-verify`: it takes no retention slot, so
+/// forged backups cannot push genuine ones out); with `--signing-key`, the backups about to be
+/// deleted are listed in a signed deletion record first.
 pub(super) async fn run(
     store: &Arc<dyn ArtifactStore>,
     deployment: &str,
@@ -55,6 +58,13 @@ pub(super) async fn run(
         crate::cli::trust::unchecked_warning(store.as_ref(), &keys.trusted, Some(deployment)).await
     {
         eprintln!("warning: {line}");
+    }
+    let now = chrono::Utc::now();
+    for backup in backups.iter().filter(|b| b.is_future(now)) {
+        eprintln!(
+            "warning: {}",
+            placement::future_warning(&backup.deployment, &backup.id)
+        );
     }
     let untrusted = if keys.trusted.is_empty() {
         BTreeMap::new()
@@ -72,16 +82,11 @@ pub(super) async fn run(
         &candidates,
         parallelism.max(1),
         &keys.identities,
+        now,
     )
     .await;
     verification.failed.extend(untrusted);
-    let plan = retention::plan(
-        deployment,
-        &backups,
-        &policy,
-        &verification,
-        chrono::Utc::now(),
-    )?;
+    let plan = retention::plan(deployment, &backups, &policy, &verification, now)?;
     if let (Some(key), false) = (&keys.signing, output.dry_run) {
         let doomed: Vec<String> = plan
             .decisions
@@ -132,6 +137,7 @@ enum PruneAction {
     WouldDelete,
     Protected,
     FailedVerify,
+    Misplaced,
     DeleteFailed,
 }
 
@@ -143,6 +149,7 @@ impl PruneAction {
             PruneAction::WouldDelete => "would delete",
             PruneAction::Protected => "protected",
             PruneAction::FailedVerify => "failed-verify",
+            PruneAction::Misplaced => "misplaced",
             PruneAction::DeleteFailed => "delete-failed",
         }
     }
@@ -177,7 +184,9 @@ impl PruneLine<'_> {
                 PruneAction::Protected => {
                     format!("kept: the store refused to delete it: {detail}")
                 }
-                PruneAction::FailedVerify => format!("kept, inspect it: {detail}"),
+                PruneAction::FailedVerify | PruneAction::Misplaced => {
+                    format!("kept, inspect it: {detail}")
+                }
                 _ => format!("{why}: {detail}"),
             };
         }
@@ -218,7 +227,15 @@ async fn execute<'a>(
         Verdict::Delete(reason) => {
             line.reasons = vec![reason.to_string()];
             line.action = PruneAction::WouldDelete;
-            if !dry_run {
+            if dry_run {
+                // What the real run would refuse, said now.
+                if let Placement::Misplaced(detail) =
+                    placement_of(store, &backup.deployment, &backup.id).await
+                {
+                    line.action = PruneAction::Misplaced;
+                    line.detail = Some(format!("{detail}; prune will not delete it"));
+                }
+            } else {
                 match delete_unless_protected(store, &backup.deployment, &backup.id, trusted).await
                 {
                     DeleteOutcome::Deleted(count) => {
@@ -228,6 +245,11 @@ async fn execute<'a>(
                     DeleteOutcome::Protected(detail) => {
                         line.action = PruneAction::Protected;
                         line.detail = Some(detail);
+                    }
+                    DeleteOutcome::Misplaced(error) => {
+                        line.action = PruneAction::Misplaced;
+                        line.detail = Some(error.to_string());
+                        errors.push(error);
                     }
                     DeleteOutcome::Failed(error) => {
                         line.action = PruneAction::DeleteFailed;
@@ -250,6 +272,7 @@ struct Tally {
     would_delete: usize,
     protected: usize,
     failed_verify: usize,
+    misplaced: usize,
     delete_failed: usize,
     verified: Option<String>,
 }
@@ -263,6 +286,7 @@ impl Tally {
             PruneAction::WouldDelete => &mut self.would_delete,
             PruneAction::Protected => &mut self.protected,
             PruneAction::FailedVerify => &mut self.failed_verify,
+            PruneAction::Misplaced => &mut self.misplaced,
             PruneAction::DeleteFailed => &mut self.delete_failed,
         } += 1;
     }
@@ -273,7 +297,8 @@ impl Tally {
                 "type": "summary", "deployment": deployment, "dry_run": output.dry_run,
                 "backups": self.total, "kept": self.keep, "deleted": self.delete,
                 "would_delete": self.would_delete, "protected": self.protected,
-                "failed_verify": self.failed_verify, "delete_failed": self.delete_failed,
+                "failed_verify": self.failed_verify, "misplaced": self.misplaced,
+                "delete_failed": self.delete_failed,
                 "verified": self.verified,
             })
             .to_string();
@@ -299,6 +324,12 @@ impl Tally {
             text.push_str(&format!(
                 ", {} failed verify and kept (look at them with `cairn backups verify`)",
                 self.failed_verify
+            ));
+        }
+        if self.misplaced > 0 {
+            text.push_str(&format!(
+                ", {} misplaced and kept (a manifest that does not belong where it is stored: look at them with `cairn backups show`)",
+                self.misplaced
             ));
         }
         if self.delete_failed > 0 {

@@ -1,11 +1,14 @@
 //! `backups show`: a backup's manifest, as text or as the JSON itself; with `--manifest`, the
-//! deployment manifest saved with it (decrypted with `--identity` when encrypted).
+//! deployment manifest saved with it (decrypted with `--identity` when encrypted). A manifest
+//! that does not belong where it is stored ([`cairn::catalog::placement`]) is shown — it is
+//! the evidence — but marked `misplaced`; `--manifest` refuses it.
 
 use anyhow::bail;
+use cairn::catalog::placement::check_placement;
 use cairn::format::encryption::Identities;
 use cairn::format::manifest::{Compression, Manifest};
 use cairn::format::store::read::{describe_encryption, read_deployment_manifest};
-use cairn::format::store::read_manifest;
+use cairn::format::store::{read_manifest, read_placed_manifest};
 use cairn_store::ArtifactStore;
 use chrono::{DateTime, Utc};
 
@@ -17,10 +20,20 @@ pub(super) async fn run(store: &dyn ArtifactStore, id: &str, json: bool) -> anyh
     let (deployment, id) = split_backup_id(id, None)?;
     super::warn_left_behind(store, &deployment).await;
     let manifest = read_manifest(store, &deployment, &id).await?;
+    let misplaced = check_placement(&manifest, &deployment, &id)
+        .err()
+        .map(|detail| {
+            format!(
+                "misplaced: {detail}; restore, verify and prune refuse it (docs/stores.md, \"Bound to its place\")"
+            )
+        });
     if json {
+        if let Some(misplaced) = &misplaced {
+            eprintln!("warning: backup {deployment}/{id} is {misplaced}");
+        }
         say(&manifest.to_json());
     } else {
-        print_text(&deployment, &id, &manifest);
+        print_text(&deployment, &id, &manifest, misplaced.as_deref());
     }
     Ok(0)
 }
@@ -33,7 +46,7 @@ pub(super) async fn deployment_manifest(
     identities: &Identities,
 ) -> anyhow::Result<i32> {
     let (deployment, id) = split_backup_id(id, None)?;
-    let manifest = read_manifest(store, &deployment, &id).await?;
+    let manifest = read_placed_manifest(store, &deployment, &id).await?;
     match read_deployment_manifest(store, &manifest, identities).await? {
         Some(text) => print!("{text}"),
         None => bail!(
@@ -44,8 +57,8 @@ pub(super) async fn deployment_manifest(
     Ok(0)
 }
 
-/// The summary, then one line per artifact and per job.
-fn print_text(deployment: &str, id: &str, manifest: &Manifest) {
+/// The summary (and whether it is misplaced), then one line per artifact and per job.
+fn print_text(deployment: &str, id: &str, manifest: &Manifest, misplaced: Option<&str>) {
     let encryption = manifest
         .encryption()
         .map(|e| format!(", encrypted: {}", describe_encryption(e)))
@@ -56,6 +69,9 @@ fn print_text(deployment: &str, id: &str, manifest: &Manifest) {
         manifest.stored_bytes(),
         compression_text(manifest.compression)
     ));
+    if let Some(misplaced) = misplaced {
+        say(misplaced);
+    }
     say(&format!(
         "started {}  finished {}  by cairn {}",
         time_text(Some(manifest.started_at)),

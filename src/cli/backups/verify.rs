@@ -20,7 +20,6 @@ use cairn::workflow::journal::JournalFile;
 use cairn::RunErrors;
 use cairn_store::ArtifactStore;
 
-use crate::cli::args::UsageError;
 use crate::cli::exit::report_errors;
 use crate::cli::output::say;
 use crate::cli::store::split_backup_id;
@@ -43,9 +42,9 @@ impl Sampling {
     }
 }
 
-/// `--identity` and `--trusted-key`.
+/// `--identity` (with `--allow-unencrypted`) and `--trusted-key`.
 pub(super) struct Keys<'a> {
-    pub(super) identity: &'a [PathBuf],
+    pub(super) identities: &'a Identities,
     pub(super) trusted: &'a TrustedKeys,
 }
 
@@ -60,8 +59,10 @@ pub(super) async fn run(
     sampling: Sampling,
 ) -> anyhow::Result<i32> {
     let (deployment, id) = split_backup_id(id, None)?;
-    let identities = Identities::load(keys.identity).map_err(UsageError)?;
-    let trusted = keys.trusted;
+    let Keys {
+        identities,
+        trusted,
+    } = keys;
     super::warn_left_behind(store.as_ref(), &deployment).await;
     if let Some(line) =
         crate::cli::trust::unchecked_warning(store.as_ref(), trusted, Some(&deployment)).await
@@ -85,7 +86,7 @@ pub(super) async fn run(
         let subject = format!("{store}/{deployment}/{id}");
         let label = format!("{deployment}/{id}");
         let code = run_sampled(&subject, &label, percent, sampling.state_file, |choose| {
-            verify_store_backup(store, &deployment, &id, parallelism, &identities, choose)
+            verify_store_backup(store, &deployment, &id, parallelism, identities, choose)
         })
         .await?;
         return Ok(code | chain_code);
@@ -95,7 +96,7 @@ pub(super) async fn run(
         &deployment,
         &id,
         parallelism,
-        &identities,
+        identities,
         false,
         trusted,
     )

@@ -1,9 +1,10 @@
 //! Reading a backup back from an object store: the [`BackupSource`] half of [`super`], and
 //! the verification `cairn backups verify` and `prune` share with restore.
 //!
-//! Before a restore connects to anything, [`StoreSource::check`] reads the manifest (and, with
-//! `--trusted-key`, checks its signature and place, [`super::signed`]), checks
-//! that an encrypted backup can be decrypted with `--identity`, the `metadata` object, and
+//! Before a restore connects to anything, [`StoreSource::check`] reads the manifest, checks
+//! that it belongs where it is stored ([`super::placement`]) and, with `--trusted-key`, its
+//! signature ([`super::signed`]), checks that an encrypted backup is expected and can be
+//! decrypted with `--identity`, the `metadata` object, and
 //! every artifact's object at its recorded version and size (a `HEAD` each). Each artifact is
 //! then read once ([`check_artifact_stream`]): size and sha256 of the stored bytes, and after
 //! decryption and decompression every tar entry and every file, while the tar stream goes on
@@ -201,10 +202,11 @@ pub struct Verified {
 }
 
 /// Checks that an encrypted backup can be decrypted with `identities`, before anything else
-/// is read: one error naming the backup when it is encrypted with a scheme Cairn cannot read,
-/// when no identity was given (and `require_identity`), or when none of them matches (the
-/// header of the first encrypted artifact is read to find out). A damaged header is left for
-/// the full verification to report.
+/// is read: one error naming the backup when identities were given and it is not encrypted
+/// ([`check_encrypted`]), when it is encrypted with a scheme Cairn cannot read, when no
+/// identity was given (and `require_identity`), or when none of them matches (the header of
+/// the first encrypted artifact is read to find out). A damaged header is left for the full
+/// verification to report.
 ///
 /// # Errors
 /// The one error.
@@ -216,6 +218,7 @@ pub async fn check_identities(
     identities: &Identities,
     require_identity: bool,
 ) -> Result<(), Error> {
+    check_encrypted(store.as_ref(), manifest, identities)?;
     let Some(encryption) = manifest.encryption() else {
         return Ok(());
     };
@@ -272,6 +275,48 @@ pub async fn check_identities(
     }
 }
 
+/// Refuses an encryption downgrade: when `identities` expect encryption (identities given,
+/// no `--allow-unencrypted`), every artifact and the deployment manifest must be encrypted.
+/// Cairn encrypts all of them or none, so a plaintext one where identities are given is a
+/// backup someone replaced (or one taken without `--encrypt-to`, which the operator then
+/// accepts explicitly).
+///
+/// # Errors
+/// [`StoredBackupError::NotEncrypted`] naming the backup and what is not encrypted.
+pub fn check_encrypted(
+    store: &dyn ArtifactStore,
+    manifest: &Manifest,
+    identities: &Identities,
+) -> Result<(), Error> {
+    if !identities.expect_encryption() {
+        return Ok(());
+    }
+    let plaintext = manifest
+        .artifacts
+        .iter()
+        .filter(|a| a.encryption.is_none())
+        .map(|a| a.key.as_str())
+        .chain(
+            manifest
+                .deployment_manifest
+                .iter()
+                .filter(|object| object.encryption.is_none())
+                .map(|object| object.key.as_str()),
+        )
+        .next();
+    let detail = match (manifest.encryption(), plaintext) {
+        (None, _) => "no artifact is encrypted".to_string(),
+        (Some(_), Some(key)) => format!("`{key}` is stored in plaintext"),
+        (Some(_), None) => return Ok(()),
+    };
+    Err(StoredBackupError::NotEncrypted {
+        backup: format!("{}/{}", manifest.deployment, manifest.backup_id),
+        store: store.to_string(),
+        detail,
+    }
+    .into())
+}
+
 /// `age-x25519, 2 recipients`.
 #[must_use]
 pub fn describe_encryption(encryption: &ArtifactEncryption) -> String {
@@ -312,10 +357,11 @@ pub async fn verify_backup(
 }
 
 /// [`verify_backup`] of a manifest that must first pass the signature check of `trusted`
-/// (none when empty), so every object is checked against the manifest that was signed.
+/// (none when empty) and, in any case, the check of its place ([`read_manifest_trusted`]), so
+/// every object is checked against the manifest that was signed and belongs there.
 ///
 /// # Errors
-/// As [`verify_backup`], and the signature's error.
+/// As [`verify_backup`], the signature's error and [`StoredBackupError::Misplaced`].
 pub async fn verify_backup_trusted(
     store: &Arc<dyn ArtifactStore>,
     deployment: &str,

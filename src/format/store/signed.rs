@@ -18,8 +18,10 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions, StoreError};
 
+use super::placement::{backup_prefix, check_placement, lies_under};
 use super::{
-    backup_key, invalid_name, list_backups, parse_manifest, read_manifest, read_manifest_bytes,
+    backup_key, invalid_name, list_backups, misplaced, parse_manifest, read_manifest_bytes,
+    read_placed_manifest,
 };
 use crate::error::Error;
 use crate::format::manifest::{Manifest, MANIFEST_NAME};
@@ -118,8 +120,10 @@ pub fn backup_statement(
 }
 
 /// Checks a signed statement against where it was found and the manifest read from there:
-/// the deployment and id it names, every key under `<deployment>/<id>/`, the manifest's
-/// digest, and the manifest's own deployment, id, objects and encryption.
+/// the deployment and id it names, every key under `<deployment>/<id>/` (the rule of
+/// [`super::placement::lies_under`]), the manifest's digest, objects and encryption. That the
+/// manifest itself names its place is [`check_placement`]'s part ([`read_signed_manifest`]
+/// runs both).
 ///
 /// # Errors
 /// [`SignatureError::Misplaced`], [`SignatureError::KeyOutsideBackup`] or
@@ -139,9 +143,9 @@ pub fn check_statement(
             signed_as: format!("{}/{}", statement.deployment, statement.backup_id),
         });
     }
-    let prefix = format!("{deployment}/{id}/");
+    let prefix = backup_prefix(deployment, id);
     let keys = std::iter::once(&statement.manifest).chain(&statement.objects);
-    if let Some(outside) = keys.map(|o| &o.key).find(|key| !key.starts_with(&prefix)) {
+    if let Some(outside) = keys.map(|o| &o.key).find(|key| !lies_under(key, &prefix)) {
         return Err(SignatureError::KeyOutsideBackup {
             backup: backup.to_string(),
             key: outside.clone(),
@@ -160,12 +164,6 @@ pub fn check_statement(
     }
     if hex::encode(Sha256::digest(manifest_bytes)) != statement.manifest.sha256 {
         return Err(changed("its sha256 differs from the signed one".into()));
-    }
-    if manifest.deployment != deployment || manifest.backup_id != id {
-        return Err(changed(format!(
-            "it names {}/{}",
-            manifest.deployment, manifest.backup_id
-        )));
     }
     if manifest_objects(manifest) != statement.objects {
         return Err(changed("its objects differ from the signed list".into()));
@@ -188,10 +186,13 @@ fn signature_key(deployment: &str, id: &str) -> Result<ObjectKey, Error> {
 }
 
 /// Reads `<deployment>/<id>`'s manifest and signature and checks both ([`check_statement`])
-/// against `trusted`; the manifest returned is parsed from the very bytes that were checked.
+/// against `trusted`, then that the manifest belongs where it is stored
+/// ([`check_placement`]); the manifest returned is parsed from the very bytes that were
+/// checked.
 ///
 /// # Errors
-/// A missing or unreadable manifest, a store failure, or [`SignatureError`].
+/// A missing or unreadable manifest, a store failure, [`SignatureError`], or
+/// [`crate::error::StoredBackupError::Misplaced`].
 pub async fn read_signed_manifest(
     store: &dyn ArtifactStore,
     deployment: &str,
@@ -230,6 +231,8 @@ pub async fn read_signed_manifest(
         &manifest_bytes,
         &manifest,
     )?;
+    check_placement(&manifest, deployment, id)
+        .map_err(|detail| misplaced(store, deployment, id, detail))?;
     Ok(SignedManifest {
         manifest,
         statement,
@@ -239,10 +242,11 @@ pub async fn read_signed_manifest(
 }
 
 /// The manifest of `<deployment>/<id>`: checked by [`read_signed_manifest`] when `trusted`
-/// holds keys, read as it is otherwise.
+/// holds keys, otherwise only for its place ([`read_placed_manifest`]): signed or not, a
+/// manifest that does not belong where it is stored is never trusted.
 ///
 /// # Errors
-/// As [`read_signed_manifest`] or [`read_manifest`].
+/// As [`read_signed_manifest`] or [`read_placed_manifest`].
 pub async fn read_manifest_trusted(
     store: &dyn ArtifactStore,
     deployment: &str,
@@ -250,7 +254,7 @@ pub async fn read_manifest_trusted(
     trusted: &TrustedKeys,
 ) -> Result<Manifest, Error> {
     if trusted.is_empty() {
-        return read_manifest(store, deployment, id).await;
+        return read_placed_manifest(store, deployment, id).await;
     }
     Ok(read_signed_manifest(store, deployment, id, trusted)
         .await?
@@ -641,6 +645,12 @@ mod tests {
             check_statement("b", "cf", B1, &outside, &bytes, &manifest),
             Err(SignatureError::KeyOutsideBackup { .. })
         ));
+        // A key that only starts like the prefix, and leads out of it (placement's rule).
+        outside.objects[0].key = format!("cf/{B1}/../20990101T000000Z/app-0-files.tar");
+        assert!(matches!(
+            check_statement("b", "cf", B1, &outside, &bytes, &manifest),
+            Err(SignatureError::KeyOutsideBackup { .. })
+        ));
         let mut recipients = good.clone();
         recipients.recipients.push("age1x".into());
         assert!(matches!(
@@ -651,5 +661,82 @@ mod tests {
             check_statement("b", "other", B1, &good, &bytes, &manifest),
             Err(SignatureError::Misplaced { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_signed_manifest_that_does_not_name_its_place_is_refused_on_every_trusted_path() {
+        use crate::catalog::{delete_backup_trusted, delete_unless_protected, DeleteOutcome};
+        use crate::catalog::{trust::untrusted_backups, IfMisplaced};
+        use crate::error::StoredBackupError;
+        use crate::format::store::read::verify_backup_trusted;
+
+        let (dir, store) = local();
+        let key = SigningKey::generate();
+        let trusted = TrustedKeys::of(&[key.public()]);
+        write_backup(&store, B1, Some(&key), None).await;
+        // A statement that names the place it lies in, over a manifest that names another id
+        // (a holder of the key signing what it was handed): the signature holds, the place
+        // does not.
+        let mut manifest = crate::format::store::read_manifest(store.as_ref(), "cf", B1)
+            .await
+            .unwrap();
+        manifest.backup_id = B2.into();
+        let bytes = manifest.to_json();
+        let manifest_key = format!("cf/{B1}/{MANIFEST_NAME}");
+        let mut statement =
+            backup_statement(&manifest, &manifest_key, bytes.as_bytes(), vec![], None);
+        statement.backup_id = B1.into();
+        let envelope = Statement::StoreBackup(statement).sign(&key);
+        write_signature(store.as_ref(), &envelope, "cf", B1, &PutOptions::default())
+            .await
+            .unwrap();
+        let manifest_path = dir.path().join("cf").join(B1).join(MANIFEST_NAME);
+        std::fs::write(&manifest_path, &bytes).unwrap();
+        let is_misplaced = |error: &Error| {
+            matches!(
+                error,
+                Error::StoredBackup(StoredBackupError::Misplaced { .. })
+            )
+        };
+
+        // restore, drill and verify read it through read_manifest_trusted.
+        let error = read_manifest_trusted(store.as_ref(), "cf", B1, &trusted)
+            .await
+            .unwrap_err();
+        assert!(is_misplaced(&error), "{error}");
+        let source = StoreSource {
+            store: Arc::clone(&store),
+            deployment: "cf".into(),
+            backup_id: B1.into(),
+            identities: Identities::default(),
+            trusted: trusted.clone(),
+        };
+        let errors = source.check(1).await.err().expect("refused");
+        assert!(is_misplaced(&errors.errors()[0]), "{errors:?}");
+        let errors =
+            verify_backup_trusted(&store, "cf", B1, 1, &Identities::default(), false, &trusted)
+                .await
+                .unwrap_err();
+        assert!(is_misplaced(&errors.errors()[0]), "{errors:?}");
+        // prune keeps it out of every slot, and its delete refuses it.
+        let backups = list_backups(store.as_ref(), Some("cf")).await.unwrap();
+        let untrusted = untrusted_backups(store.as_ref(), "cf", &backups, &trusted).await;
+        assert!(untrusted[B1].contains("is misplaced"), "{untrusted:?}");
+        assert!(matches!(
+            delete_unless_protected(store.as_ref(), "cf", B1, &trusted).await,
+            DeleteOutcome::Misplaced(_)
+        ));
+        // backups delete with --trusted-key: refused too, nothing deleted.
+        let error = delete_backup_trusted(
+            store.as_ref(),
+            "cf",
+            B1,
+            &trusted,
+            IfMisplaced::DeleteOwnObjects,
+        )
+        .await
+        .unwrap_err();
+        assert!(is_misplaced(&error), "{error}");
+        assert!(manifest_path.exists());
     }
 }
