@@ -134,7 +134,10 @@ pub fn parse_free_space(output: &[u8]) -> Result<(u64, String), String> {
     let available: u64 = fields[capacity - 1]
         .parse()
         .map_err(|_| format!("unexpected df output: {line}"))?;
-    Ok((available * 1024, fields[capacity + 1..].join(" ")))
+    Ok((
+        available.saturating_mul(1024),
+        fields[capacity + 1..].join(" "),
+    ))
 }
 
 #[cfg(test)]
