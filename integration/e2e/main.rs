@@ -24,6 +24,7 @@ mod fidelity_workflow;
 mod host_keys_and_cli;
 mod journal_recovery;
 mod kill_matrix;
+mod limits;
 mod modes;
 mod proofs;
 mod prune;

@@ -22,8 +22,9 @@ pub(crate) enum Lines {
     Many,
 }
 
-/// `text` with its control characters escaped as Rust writes them (`\n`, `\r`, `\u{1b}`, C1
-/// controls and DEL included); a tab is kept, and with [`Lines::Many`] a newline. Borrowed
+/// `text` with its control characters escaped: `\n`, `\r`, `\x1b` for the other C0 controls and
+/// DEL, `\u{9b}` for C1 controls (the forms `tracing-subscriber` already gives the escape
+/// sequences it escapes itself); a tab is kept, and with [`Lines::Many`] a newline. Borrowed
 /// when there is nothing to escape.
 pub(crate) fn printable(text: &str, lines: Lines) -> Cow<'_, str> {
     let kept = |c: char| c == '\t' || (c == '\n' && lines == Lines::Many);
@@ -32,10 +33,12 @@ pub(crate) fn printable(text: &str, lines: Lines) -> Cow<'_, str> {
     }
     let mut escaped = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() && !kept(c) {
-            escaped.extend(c.escape_default());
-        } else {
-            escaped.push(c);
+        match c {
+            c if !c.is_control() || kept(c) => escaped.push(c),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            c if u32::from(c) < 0x80 => escaped.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => escaped.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
         }
     }
     Cow::Owned(escaped)
@@ -84,11 +87,12 @@ mod tests {
         let one = printable(hostile, Lines::One);
         assert_eq!(
             one,
-            r"job\n[bbr] 2024/01/01 00:00:00 INFO - Backup created\u{1b}[31mred\r\u{9b}2J\u{7f}"
+            r"job\n[bbr] 2024/01/01 00:00:00 INFO - Backup created\x1b[31mred\r\u{9b}2J\x7f"
         );
         assert!(!one.chars().any(char::is_control), "{one}");
         let many = printable("stderr line 1\nline\t2\u{1b}[0m", Lines::Many);
-        assert_eq!(many, "stderr line 1\nline\t2\\u{1b}[0m");
+        assert_eq!(many, "stderr line 1\nline\t2\\x1b[0m");
+        assert_eq!(printable("a\u{1}b", Lines::One), r"a\x01b");
         assert!(matches!(
             printable("db/0 \t postgres", Lines::One),
             Cow::Borrowed(_)

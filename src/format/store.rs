@@ -736,7 +736,7 @@ mod tests {
                 message.contains("cannot hold a control character"),
                 "{message}"
             );
-            assert!(!message.chars().any(char::is_control), "{message:?}");
+            assert!(message.contains(name), "{message:?}");
             assert!(backup.open_stream(name).await.is_err());
         }
     }

@@ -159,8 +159,7 @@ impl StoreBackup {
     pub fn key(&self, name: &str) -> Result<ObjectKey, Error> {
         self.backup_key.join(name).map_err(|_| {
             invalid_name(format!(
-                "Cannot store `{}` in backup {}: an object key segment cannot hold a control character, `/`, or be `.` or `..`; rename the job or instance group, or back up into a bbr directory (--artifact-path)",
-                name.escape_debug(),
+                "Cannot store `{name}` in backup {}: an object key segment cannot hold a control character, `/`, or be `.` or `..`; rename the job or instance group, or back up into a bbr directory (--artifact-path)",
                 self.backup_key
             ))
         })
