@@ -706,6 +706,82 @@ mod tests {
             .unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backup_whose_records_a_restore_would_refuse_is_not_completed() {
+        use crate::format::digest::FileDigest;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
+        let sink = StoreSink {
+            store: Arc::clone(&store),
+            compression: Compression::Zstd { level: 1 },
+            retention: None,
+            require_versioning: None,
+            encryption: None,
+            identities: Identities::default(),
+        };
+        let backup = sink
+            .start(&NewBackup {
+                deployment: "cf",
+                backup_id: "20240102T030405Z",
+                started_at: Utc::now(),
+                concurrent_streams: 1,
+                deployment_manifest: None,
+            })
+            .await
+            .unwrap();
+        // 65 files with 1 MiB names: records of more than 64 MiB, cheaply.
+        let files: crate::format::digest::FileDigests = (0..65)
+            .map(|i| {
+                let name = format!("./{i}{}", "n".repeat(1 << 20));
+                let digest = FileDigest {
+                    size: 1,
+                    sha256: "00".repeat(32),
+                };
+                (name, digest)
+            })
+            .collect();
+        let mut metadata = BackupMetadata::default();
+        metadata.add_files(None, ("app", "0", "files"), &files);
+        let record = BackupRecord {
+            complete: true,
+            metadata,
+            artifacts: vec![StoredArtifact {
+                stream: false,
+                name: "app-0-files".into(),
+                group: "app".into(),
+                index: "0".into(),
+                job: "files".into(),
+                shared: false,
+                files,
+                stored: crate::format::sink::StoredBytes {
+                    size: 1,
+                    sha256: Some("00".repeat(32)),
+                    plain_size: 1,
+                },
+                version: None,
+            }],
+            scripts: Vec::new(),
+            layout: crate::model::layout::DeploymentLayout::default(),
+        };
+        let Err(error) = backup.finish(&record).await else {
+            panic!("a backup with a 65 MiB metadata object was completed");
+        };
+        let message = error.to_string();
+        assert!(
+            message.starts_with("Backup cf/20240102T030405Z: its metadata would be ")
+                && message
+                    .contains("(it lists 65 files), more than the 67108864 bytes a restore reads"),
+            "{}",
+            &message[..message.len().min(300)]
+        );
+        assert!(!dir
+            .path()
+            .join("cf/20240102T030405Z/manifest.json")
+            .exists());
+        let listed = list_backups(store.as_ref(), Some("cf")).await.unwrap();
+        assert!(listed.iter().all(|b| !b.complete), "{listed:?}");
+    }
+
     #[tokio::test]
     async fn an_artifact_name_with_a_control_character_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
