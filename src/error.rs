@@ -52,6 +52,17 @@ pub enum Error {
         /// The end of its standard error, trimmed.
         stderr: String,
     },
+    /// A `metadata` script printed more than it may ([`crate::remote::script::METADATA_STDOUT_LIMIT`]):
+    /// its stdout is parsed, so it is refused rather than kept.
+    #[error("The metadata script of job {job} on {instance} printed more than {limit} bytes to stdout; bbr job metadata is a short YAML document: fix the job's bin/bbr/metadata script")]
+    MetadataTooLarge {
+        /// The instance the script ran on.
+        instance: InstanceName,
+        /// The job the script belongs to.
+        job: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// A job script ran longer than its time limit (`--script-timeout`, the config file's
     /// `[timeouts]`, or metadata's built-in limit) and was ended.
     #[error("Error attempting to run {script} for job {job} on {instance}: it did not finish within {seconds} s ({setting}) and was sent SIGTERM")]
@@ -365,6 +376,29 @@ pub enum StoredBackupError {
         key: String,
         /// What differs.
         detail: String,
+    },
+    /// A manifest, `metadata` object or journal is larger than Cairn reads
+    /// ([`crate::format::manifest::RECORD_LIMIT`]).
+    #[error("Stored object `{key}` is larger than {limit} bytes, the most Cairn reads of a manifest, `metadata` or run journal: Cairn never writes one this large, so it was replaced or is not Cairn's; nothing was read past the limit")]
+    RecordTooLarge {
+        /// The object's key.
+        key: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A backup's manifest or `metadata` would be larger than a restore reads.
+    #[error("Backup {backup}: its {record} would be {bytes} bytes (it lists {files} files), more than the {limit} bytes a restore reads, so the backup was not completed; back up into a bbr directory (--artifact-path) instead, or split the job's data")]
+    RecordWouldBeTooLarge {
+        /// `<deployment>/<id>`.
+        backup: String,
+        /// `manifest.json` or `metadata`.
+        record: &'static str,
+        /// Its size in bytes.
+        bytes: u64,
+        /// Files listed.
+        files: usize,
+        /// The limit in bytes.
+        limit: u64,
     },
     /// The manifest lists no artifact of this name.
     #[error("The manifest has no artifact `{artifact}`")]

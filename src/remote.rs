@@ -33,6 +33,10 @@ pub const STDERR_LIMIT: usize = 64 * 1024;
 pub enum StdoutMode {
     /// Kept in memory up to this many bytes; more is an error.
     Capture(usize),
+    /// The first this many bytes kept in memory; the rest is counted
+    /// ([`CommandOutput::stdout_dropped`]) and dropped, so a chatty script cannot fill the
+    /// jumpbox's memory and still runs to its end.
+    KeepHead(usize),
     /// Sent chunk by chunk; a full channel slows the remote side down (SSH flow control).
     Stream(mpsc::Sender<Bytes>),
 }
@@ -44,6 +48,8 @@ pub struct CommandOutput {
     pub status: u32,
     /// Captured standard output (empty when streamed).
     pub stdout: Vec<u8>,
+    /// Bytes of standard output dropped beyond a [`StdoutMode::KeepHead`] limit.
+    pub stdout_dropped: u64,
     /// The end of standard error.
     pub stderr: String,
 }
@@ -259,6 +265,46 @@ pub fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
+/// Standard output being collected as a [`StdoutMode`] that keeps it in memory says: the one
+/// place the capture limits are applied, for every [`RemoteHost`] implementation.
+#[derive(Debug, Default)]
+pub struct StdoutCapture {
+    kept: Vec<u8>,
+    dropped: u64,
+}
+
+impl StdoutCapture {
+    /// Adds `data` under `mode`'s limit: [`StdoutMode::Capture`] fails once the limit is
+    /// passed, [`StdoutMode::KeepHead`] counts what does not fit. [`StdoutMode::Stream`] is not
+    /// for this (nothing is kept).
+    ///
+    /// # Errors
+    /// The `Capture` limit was passed: `Err(limit)`.
+    pub fn push(&mut self, mode: &StdoutMode, data: &[u8]) -> Result<(), usize> {
+        match mode {
+            StdoutMode::Capture(limit) => {
+                if self.kept.len().saturating_add(data.len()) > *limit {
+                    return Err(*limit);
+                }
+                self.kept.extend_from_slice(data);
+            }
+            StdoutMode::KeepHead(limit) => {
+                let room = limit.saturating_sub(self.kept.len()).min(data.len());
+                self.kept.extend_from_slice(&data[..room]);
+                self.dropped = self.dropped.saturating_add((data.len() - room) as u64);
+            }
+            StdoutMode::Stream(_) => {}
+        }
+        Ok(())
+    }
+
+    /// What was kept and how many bytes were dropped.
+    #[must_use]
+    pub fn finish(self) -> (Vec<u8>, u64) {
+        (self.kept, self.dropped)
+    }
+}
+
 /// Keeps the last `limit` bytes written to it.
 #[derive(Debug)]
 pub struct TailBuffer {
@@ -314,6 +360,21 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+
+    #[test]
+    fn capture_fails_past_its_limit_and_keep_head_counts_what_it_drops() {
+        let mut capture = StdoutCapture::default();
+        let mode = StdoutMode::Capture(4);
+        assert_eq!(capture.push(&mode, b"abc"), Ok(()));
+        assert_eq!(capture.push(&mode, b"d"), Ok(()));
+        assert_eq!(capture.push(&mode, b"e"), Err(4));
+        let mut head = StdoutCapture::default();
+        let mode = StdoutMode::KeepHead(4);
+        for chunk in [&b"abc"[..], b"defg", b"", b"hi"] {
+            head.push(&mode, chunk).unwrap();
+        }
+        assert_eq!(head.finish(), (b"abcd".to_vec(), 5));
     }
 
     #[test]

@@ -25,6 +25,8 @@ CONFIG.json (all paths absolute; "?" marks optional keys, with their defaults):
   "auth": "uaa",                                "uaa" or "basic"
   "uaa_port": 8443,                             ? UAA port (uaa only); same fallback rule
   "token_lifetime_seconds": 600,                ? lifetime of UAA access tokens (> 0, may be fractional)
+  "reported_expires_in": null,                  ? an integer UAA reports as `expires_in` instead of the
+                                                  lifetime (any size: 18446744073709551615 is u64::MAX)
   "clients": [                                  UAA clients, or basic-auth users
     {"id": "admin", "secret": "s", "deployments": "all"},
     {"id": "team", "secret": "t", "deployments": ["redis"]}
@@ -45,9 +47,12 @@ CONFIG.json (all paths absolute; "?" marks optional keys, with their defaults):
     {"request": "GET /tasks/",                    tests: `request` is "METHOD /path?query" or its start;
      "answer": 503,                                 answer: a status (an nginx-like HTML body), "drop"
      "times": 2,                                    (connection closed without an answer), "reset"
-     "listener": "director"}                        (closed with a TCP RST) or "drop-after" (the request
+     "listener": "director"}                        (closed with a TCP RST), "drop-after" (the request
   ],                                                is handled, e.g. its task started, then the connection
-                                                    is closed without the answer); times: how many
+                                                    is closed without the answer) or "oversized" (a 200
+                                                    whose JSON body of "bytes" bytes, default 70 MiB, has
+                                                    no Content-Length and ends when the connection
+                                                    closes; stops early if the client hangs up); times: how many
                                                     matching requests get it (default 1, -1: all);
                                                     listener: "director" (default) or "uaa". The first
                                                     rule with times left that matches is used.
@@ -413,8 +418,10 @@ class Fault:
         self.request = raw["request"]
         self.answer = raw["answer"]
         if not (isinstance(self.answer, int) and 400 <= self.answer <= 599) and \
-                self.answer not in ("drop", "reset", "drop-after"):
-            raise ConfigError(f"fault answer {self.answer!r}: a 4xx/5xx status, drop, reset or drop-after")
+                self.answer not in ("drop", "reset", "drop-after", "oversized"):
+            raise ConfigError(
+                f"fault answer {self.answer!r}: a 4xx/5xx status, drop, reset, drop-after or oversized")
+        self.bytes = int(raw.get("bytes", 70 << 20))
         self.left = int(raw.get("times", 1))
         self.listener = raw.get("listener", "director")
 
@@ -433,6 +440,7 @@ class Director:
         if self.auth not in ("uaa", "basic"):
             raise ConfigError("auth must be \"uaa\" or \"basic\"")
         self.token_lifetime = float(config.get("token_lifetime_seconds", 600))
+        self.reported_expires_in = config.get("reported_expires_in")
         if self.token_lifetime <= 0:
             raise ConfigError("token_lifetime_seconds must be positive")
         self.task_duration = float(config.get("task_duration_seconds", 0.3))
@@ -473,7 +481,7 @@ class Director:
             for fault in self.faults:
                 if fault.left != 0 and fault.listener == listener and request.startswith(fault.request):
                     fault.left -= 1
-                    return fault.answer
+                    return (fault.answer, fault.bytes) if fault.answer == "oversized" else fault.answer
         return None
 
     # -- logging ------------------------------------------------------------------------------
@@ -1003,6 +1011,11 @@ class Handler(BaseHTTPRequestHandler):
             self.director.log_request(
                 self.server.listener, self.client_address[0], method, self.path, 0, None, f"fault {fault}")
             return self.cut(fault)
+        if isinstance(fault, tuple):
+            sent = self.oversized(fault[1])
+            self.director.log_request(self.server.listener, self.client_address[0], method, self.path, 200,
+                                      None, f"fault oversized sent={sent}")
+            return None
         if isinstance(fault, int):
             page = f"<html><head><title>{fault}</title></head><body><center><h1>{fault}</h1></center>" \
                    "<hr><center>nginx</center></body></html>\r\n"
@@ -1030,6 +1043,29 @@ class Handler(BaseHTTPRequestHandler):
         self.director.log_request(
             self.server.listener, self.client_address[0], method, self.path, status, self.client_id, self.note
         )
+
+    def oversized(self, size):
+        """A 200 whose body of `size` bytes (a JSON string) is delimited by the connection's close,
+        not a Content-Length; returns the bytes sent before the client hung up (or all of them)."""
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        chunk = b"x" * (1 << 20)
+        sent = 0
+        try:
+            self.wfile.write(b'"')
+            sent = 1
+            while sent < size - 1:
+                part = chunk[: min(len(chunk), size - 1 - sent)]
+                self.wfile.write(part)
+                sent += len(part)
+            self.wfile.write(b'"')
+            sent += 1
+        except OSError:
+            pass
+        return sent
 
     def cut(self, how):
         """Ends the connection without an answer: a FIN ("drop") or a TCP RST ("reset")."""
@@ -1111,7 +1147,8 @@ class Handler(BaseHTTPRequestHandler):
         response = {
             "access_token": token,
             "token_type": "bearer",
-            "expires_in": int(lifetime),
+            "expires_in": int(lifetime) if self.director.reported_expires_in is None
+            else int(self.director.reported_expires_in),
             "scope": " ".join(client.scopes),
             "jti": jti,
         }

@@ -25,6 +25,7 @@ mod host_key_pinning;
 mod host_keys_and_cli;
 mod journal_recovery;
 mod kill_matrix;
+mod limits;
 mod local_secrets;
 mod modes;
 mod proofs;

@@ -220,6 +220,9 @@ pub struct DirectorOptions<'a> {
     pub strict_ssh_bodies: bool,
     /// Failures injected into matching requests, in order of precedence. Default: none.
     pub faults: Vec<DirectorFault>,
+    /// What UAA says as a token's `expires_in`, instead of [`DirectorOptions::token_lifetime`]
+    /// (tokens still expire after the lifetime). Default: `None`.
+    pub reported_expires_in: Option<u64>,
 }
 
 /// A failure the stand-in injects into matching Director requests (its `faults` key).
@@ -245,6 +248,9 @@ pub enum FaultAnswer {
     /// The request is handled (a task started, an SSH user set up), then the connection is
     /// closed without the answer.
     DropAfter,
+    /// A 200 whose JSON body has this many bytes, with no `Content-Length` (it ends when the
+    /// connection closes); the stand-in stops early when the client hangs up.
+    Oversized(u64),
 }
 
 impl DirectorFault {
@@ -274,6 +280,7 @@ impl DirectorFault {
             FaultAnswer::Drop => json_string("drop"),
             FaultAnswer::Reset => json_string("reset"),
             FaultAnswer::DropAfter => json_string("drop-after"),
+            FaultAnswer::Oversized(bytes) => format!(r#""oversized","bytes":{bytes}"#),
         };
         let times = self.times.map_or(-1, i64::from);
         format!(
@@ -302,6 +309,7 @@ impl<'a> DirectorOptions<'a> {
             redirect: RedirectStyle::Bosh,
             strict_ssh_bodies: true,
             faults: Vec::new(),
+            reported_expires_in: None,
         }
     }
 }
@@ -646,6 +654,9 @@ impl Director {
             options.task_duration.as_secs_f64()
         );
         let _ = writeln!(json, r#"  "redirect_location": "{redirect}","#);
+        if let Some(expires_in) = options.reported_expires_in {
+            let _ = writeln!(json, r#"  "reported_expires_in": {expires_in},"#);
+        }
         let _ = writeln!(
             json,
             r#"  "strict_ssh_bodies": {},"#,

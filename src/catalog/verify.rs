@@ -56,8 +56,7 @@ impl PartialVerification {
         self.candidates
             .iter()
             .filter(|c| checked.contains(c.name.as_str()))
-            .map(|c| c.bytes)
-            .sum()
+            .fold(0_u64, |total, c| total.saturating_add(c.bytes))
     }
 }
 

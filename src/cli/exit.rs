@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use cairn::RunErrors;
 
 use super::args::{Action, UsageError};
+use super::output::{printable, Lines};
 
 /// bbr's advice after a backup that may have left temp files or locked jobs
 /// (`cli/command/messages.go` `backupCleanupAdvisedNotice`).
@@ -33,6 +34,7 @@ fn print_fatal(error: &anyhow::Error) {
     } else {
         format!("1 error occurred:\nerror 1:\n{error:#}")
     };
+    let message = printable(&message, Lines::Many);
     if red {
         eprintln!("\x1b[31m{message}\x1b[0m");
     } else {
@@ -85,7 +87,12 @@ pub(crate) fn report_errors(errors: &RunErrors, advise_cleanup: bool) -> i32 {
     } else {
         ""
     };
-    let _ = write!(std::io::stderr().lock(), "{errors}\n{footer}\n");
+    let report = errors.to_string();
+    let _ = write!(
+        std::io::stderr().lock(),
+        "{}\n{footer}\n",
+        printable(&report, Lines::Many)
+    );
     write_error_log(errors);
     errors.exit_code()
 }
@@ -96,7 +103,8 @@ fn write_error_log(errors: &RunErrors) {
         "bbr-{}.err.log",
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
-    let detail = format!("{errors}\n{errors:#?}\n");
+    let report = errors.to_string();
+    let detail = format!("{}\n{errors:#?}\n", printable(&report, Lines::Many));
     let written = super::logging::private_log_file(std::path::Path::new(&name), false)
         .and_then(|mut file| std::io::Write::write_all(&mut file, detail.as_bytes()));
     if written.is_err() {

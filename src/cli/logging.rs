@@ -19,6 +19,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use super::args::{Command, ContractAction};
+use super::output::{printable, Lines};
 
 struct BbrFormat;
 
@@ -40,11 +41,16 @@ where
             Level::DEBUG | Level::TRACE => "DEBUG",
         };
         let now = chrono::Local::now().format("%Y/%m/%d %H:%M:%S");
-        write!(writer, "[bbr] {now} {level} - ")?;
+        let mut message = String::new();
         context
             .field_format()
-            .format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
+            .format_fields(Writer::new(&mut message), event)?;
+        // One line per event, whatever the names in it hold (`output::printable`).
+        writeln!(
+            writer,
+            "[bbr] {now} {level} - {}",
+            printable(&message, Lines::One)
+        )
     }
 }
 

@@ -84,6 +84,7 @@ impl<W> HashingWriter<W> {
         StoredBytes {
             size: self.size,
             sha256: Some(hex::encode(self.hasher.clone().finalize())),
+            plain_size: self.size,
         }
     }
 }

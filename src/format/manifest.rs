@@ -21,6 +21,13 @@ pub const METADATA_NAME: &str = "metadata";
 pub const DEPLOYMENT_MANIFEST_NAME: &str = "manifest.yml";
 /// Version of the manifest schema.
 pub const MANIFEST_SCHEMA: u32 = 1;
+/// The most of one record Cairn reads whole into memory (64 MiB): a `manifest.json`, a
+/// backup's `metadata` object, a run journal (in a store or the state directory). Anything
+/// larger is refused as it arrives, so a store or file written by someone else cannot exhaust
+/// the jumpbox's memory; a backup whose manifest or `metadata` would pass it is not completed
+/// (so no backup looks restorable that restore would refuse). A manifest takes ~180 bytes per
+/// file listed: 64 MiB is about 350,000 files in one backup.
+pub const RECORD_LIMIT: u64 = 64 << 20;
 
 /// How artifacts are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +94,12 @@ pub struct ManifestArtifact {
     pub version: Option<String>,
     /// Every regular file in the tar: size and sha256.
     pub files: FileDigests,
+    /// Bytes of the tar (of the stream, for a streamed artifact) before compression and
+    /// encryption: a restore or verify stops as soon as the decompressed bytes pass it (a
+    /// decompression bomb cannot fill an instance's disk). Absent in manifests of earlier
+    /// versions: [`ManifestArtifact::plain_limit`] then bounds it from `files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_size: Option<u64>,
     /// How the stored bytes are encrypted (after compression); absent: not encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<ArtifactEncryption>,
@@ -107,6 +120,42 @@ pub struct ArtifactEncryption {
 }
 
 impl ManifestArtifact {
+    /// The most the stored bytes may decompress to: [`ManifestArtifact::plain_size`], else
+    /// (an earlier manifest) the stream's size for a streamed artifact, or for a tar every
+    /// file's header and blocks, a name header for long names, and a margin for what `files`
+    /// does not list (directories, links: 64 MiB, or an eighth of the rest when that is more).
+    #[must_use]
+    pub fn plain_limit(&self) -> u64 {
+        const BLOCK: u64 = 512;
+        if let Some(size) = self.plain_size {
+            return size;
+        }
+        if self.stream {
+            return self.files_bytes();
+        }
+        let blocks = |bytes: u64| bytes.div_ceil(BLOCK).saturating_mul(BLOCK);
+        let listed = self.files.iter().fold(0_u64, |total, (name, file)| {
+            let long_name = if name.len() >= 100 {
+                BLOCK.saturating_add(blocks(name.len() as u64 + 1))
+            } else {
+                0
+            };
+            total
+                .saturating_add(BLOCK)
+                .saturating_add(long_name)
+                .saturating_add(blocks(file.size))
+        });
+        listed.saturating_add((listed / 8).max(64 << 20))
+    }
+
+    /// The bytes of every file listed (what the artifact takes once extracted), saturating.
+    #[must_use]
+    pub fn files_bytes(&self) -> u64 {
+        self.files
+            .values()
+            .fold(0_u64, |total, file| total.saturating_add(file.size))
+    }
+
     /// True for a backup-one-restore-all artifact (named `<job>-<release>-backup-one-restore-all`
     /// instead of `<group>-<index>-<job>`).
     #[must_use]
@@ -207,7 +256,9 @@ impl Manifest {
     /// Total stored bytes.
     #[must_use]
     pub fn stored_bytes(&self) -> u64 {
-        self.artifacts.iter().map(|a| a.size).sum()
+        self.artifacts
+            .iter()
+            .fold(0_u64, |total, a| total.saturating_add(a.size))
     }
 
     /// The encryption of the first encrypted artifact, if any is encrypted.
@@ -266,6 +317,45 @@ mod tests {
     }
 
     #[test]
+    fn the_plain_limit_is_the_recorded_size_or_a_bound_from_the_files() {
+        use crate::format::digest::FileDigest;
+        let file = |size| FileDigest {
+            size,
+            sha256: "00".into(),
+        };
+        let mut artifact = ManifestArtifact {
+            name: "app-0-files".into(),
+            group: "app".into(),
+            index: "0".into(),
+            job: "files".into(),
+            key: "cf/20240102T030405Z/app-0-files.tar.zst".into(),
+            size: 1,
+            sha256: "00".into(),
+            version: None,
+            files: FileDigests::from([
+                ("./a".to_string(), file(1)),
+                (format!("./{}", "n".repeat(200)), file(513)),
+            ]),
+            plain_size: Some(10_240),
+            encryption: None,
+            stream: false,
+        };
+        assert_eq!(artifact.plain_limit(), 10_240);
+        artifact.plain_size = None;
+        // Header and one block; header, a long-name header and its block, and two blocks;
+        // then the margin for what `files` does not list.
+        let listed = (512 + 512) + (512 + 512 + 512 + 1024);
+        assert_eq!(artifact.plain_limit(), listed + (64 << 20));
+        artifact.stream = true;
+        assert_eq!(artifact.plain_limit(), 514);
+        // Sizes no sum can hold saturate instead of wrapping past the check.
+        artifact.stream = false;
+        artifact.files.insert("./huge".into(), file(u64::MAX));
+        assert_eq!(artifact.plain_limit(), u64::MAX);
+        assert_eq!(artifact.files_bytes(), u64::MAX);
+    }
+
+    #[test]
     fn encryption_is_recorded_per_artifact_and_absent_when_not_encrypted() {
         let artifact = |encryption| ManifestArtifact {
             name: "app-0-files".into(),
@@ -277,6 +367,7 @@ mod tests {
             sha256: "00".into(),
             version: None,
             files: FileDigests::new(),
+            plain_size: None,
             encryption,
             stream: false,
         };

@@ -119,6 +119,9 @@ pub struct StoredBytes {
     /// sha256 of those bytes: for a store (the manifest records it); `None` for a bbr
     /// directory, whose format has only per-file digests, so the tar is not hashed twice.
     pub sha256: Option<String>,
+    /// Bytes handed to the writer (the tar, or a streamed artifact's stream), before
+    /// compression and encryption: a store's manifest records it, and a restore reads no more.
+    pub plain_size: u64,
 }
 
 /// One artifact stored and verified against its instance's checksums.

@@ -32,7 +32,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, StoredBackupError};
-use crate::format::manifest::{Compression, Manifest, MANIFEST_NAME};
+use crate::format::manifest::{Compression, Manifest, MANIFEST_NAME, RECORD_LIMIT};
 
 pub use read::StoreSource;
 pub use write::{check_versioning, StoreSink};
@@ -177,14 +177,14 @@ pub async fn read_manifest_bytes(
     let key = backup_key(deployment, id)?
         .join(MANIFEST_NAME)
         .map_err(invalid_name)?;
-    match store.get_bytes(&key, None).await {
+    match get_record(store, &key, None).await {
         Ok(data) => Ok(data),
-        Err(StoreError::NotFound { .. }) => Err(StoredBackupError::NotFound {
+        Err(Error::Store(StoreError::NotFound { .. })) => Err(StoredBackupError::NotFound {
             backup: format!("{deployment}/{id}"),
             store: store.to_string(),
         }
         .into()),
-        Err(error) => Err(error.into()),
+        Err(error) => Err(error),
     }
 }
 
@@ -237,6 +237,32 @@ pub(crate) fn misplaced(
         detail,
     }
     .into()
+}
+
+/// Reads a record (a manifest, a `metadata` object, a journal) whole: at most
+/// [`RECORD_LIMIT`] bytes, refused as soon as more arrive.
+///
+/// # Errors
+/// The store's error, or [`StoredBackupError::RecordTooLarge`].
+pub(crate) async fn get_record(
+    store: &dyn ArtifactStore,
+    key: &ObjectKey,
+    version: Option<&str>,
+) -> Result<Vec<u8>, Error> {
+    let mut stream = store.get(key, version).await?;
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if (data.len() as u64).saturating_add(chunk.len() as u64) > RECORD_LIMIT {
+            return Err(StoredBackupError::RecordTooLarge {
+                key: key.to_string(),
+                limit: RECORD_LIMIT,
+            }
+            .into());
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(data)
 }
 
 /// A blocking reader of a stored object (for the digest and upload threads).
@@ -330,7 +356,7 @@ pub(crate) async fn delete_objects(
     for object in &manifests {
         saved.push((
             object.key.clone(),
-            store.get_bytes(&object.key, None).await?,
+            get_record(store, &object.key, None).await?,
         ));
         delete_current(store, &object.key).await?;
         deleted += 1;
@@ -653,6 +679,248 @@ mod tests {
                     "{errors:?}"
                 );
             }
+        }
+    }
+
+    /// A tar whose one file `./a.txt` is `size` zero bytes, zstd-compressed as it is made:
+    /// a few KiB stored, `size` bytes once decompressed.
+    fn zstd_bomb(size: u64) -> Vec<u8> {
+        let mut encoder = zstd::Encoder::new(Vec::new(), 3).unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_path("./a.txt").unwrap();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        encoder.write_all(header.as_bytes()).unwrap();
+        let zeros = vec![0_u8; 1 << 20];
+        let mut left = size + 1024;
+        while left > 0 {
+            let part = left.min(zeros.len() as u64);
+            encoder.write_all(&zeros[..part as usize]).unwrap();
+            left -= part;
+        }
+        encoder.finish().unwrap()
+    }
+
+    /// Replaces the artifact object with `stored` and makes the manifest's size and sha256
+    /// match it (so only the decompressed size can give it away); `plain_size` as given.
+    fn replace_artifact(dir: &std::path::Path, stored: &[u8], plain_size: Option<u64>) -> Manifest {
+        let manifest_path = dir.join("cf/20240102T030405Z/manifest.json");
+        let mut manifest = Manifest::parse(&std::fs::read(&manifest_path).unwrap()).unwrap();
+        let artifact = &mut manifest.artifacts[0];
+        std::fs::write(dir.join(&artifact.key), stored).unwrap();
+        artifact.size = stored.len() as u64;
+        artifact.sha256 = hex::encode(Sha256::digest(stored));
+        artifact.plain_size = plain_size;
+        std::fs::write(&manifest_path, manifest.to_json()).unwrap();
+        manifest
+    }
+
+    /// Counts what a restore would send to the instance.
+    #[derive(Default)]
+    struct Counted(u64);
+
+    impl Write for Counted {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_zstd_bomb_stops_at_the_size_the_manifest_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
+        let tar = write_backup(Arc::clone(&store), Compression::Zstd { level: 3 }, None).await;
+        let manifest = read_manifest(store.as_ref(), "cf", "20240102T030405Z")
+            .await
+            .unwrap();
+        assert_eq!(manifest.artifacts[0].plain_size, Some(tar.len() as u64));
+        let bomb = zstd_bomb(256 << 20);
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        // The recorded size, and (an earlier manifest) the bound from the files listed.
+        for plain_size in [Some(tar.len() as u64), None] {
+            let manifest = replace_artifact(dir.path(), &bomb, plain_size);
+            let artifact = manifest.artifacts[0].clone();
+            let limit = artifact.plain_limit();
+            assert!(limit < 256 << 20, "{limit}");
+            let reader = open_artifact(&store, &artifact).await.unwrap();
+            let (result, sent) = tokio::task::spawn_blocking(move || {
+                let mut sent = Counted::default();
+                let result = check_artifact_stream(
+                    reader,
+                    &artifact,
+                    Compression::Zstd { level: 3 },
+                    &Identities::default(),
+                    Some(&mut sent),
+                );
+                (result, sent.0)
+            })
+            .await
+            .unwrap();
+            let error = result.unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("decompresses to more than the {limit} bytes")),
+                "{error}"
+            );
+            assert!(sent <= limit, "{sent} bytes sent, limit {limit}");
+            let errors = verify_backup(
+                &store,
+                "cf",
+                "20240102T030405Z",
+                1,
+                &Identities::default(),
+                true,
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                messages(&errors)
+                    .iter()
+                    .any(|m| m.contains("decompresses to more than")),
+                "{errors}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_past_the_limit_are_refused_as_they_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
+        write_backup(Arc::clone(&store), Compression::Zstd { level: 1 }, None).await;
+        let manifest_path = dir.path().join("cf/20240102T030405Z/manifest.json");
+        let mut text = std::fs::read(&manifest_path).unwrap();
+        // Valid JSON still, one byte past the limit.
+        text.resize(usize::try_from(RECORD_LIMIT).unwrap() + 1, b' ');
+        std::fs::write(&manifest_path, &text).unwrap();
+        let error = read_manifest(store.as_ref(), "cf", "20240102T030405Z")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::StoredBackup(StoredBackupError::RecordTooLarge { key, .. }) if key.ends_with("manifest.json")),
+            "{error}"
+        );
+        text.truncate(usize::try_from(RECORD_LIMIT).unwrap());
+        std::fs::write(&manifest_path, &text).unwrap();
+        read_manifest(store.as_ref(), "cf", "20240102T030405Z")
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backup_whose_records_a_restore_would_refuse_is_not_completed() {
+        use crate::format::digest::FileDigest;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
+        let sink = StoreSink {
+            store: Arc::clone(&store),
+            compression: Compression::Zstd { level: 1 },
+            retention: None,
+            require_versioning: None,
+            encryption: None,
+            identities: Identities::default(),
+            signing: None,
+        };
+        let backup = sink
+            .start(&NewBackup {
+                deployment: "cf",
+                backup_id: "20240102T030405Z",
+                started_at: Utc::now(),
+                concurrent_streams: 1,
+                deployment_manifest: None,
+            })
+            .await
+            .unwrap();
+        // 65 files with 1 MiB names: records of more than 64 MiB, cheaply.
+        let files: crate::format::digest::FileDigests = (0..65)
+            .map(|i| {
+                let name = format!("./{i}{}", "n".repeat(1 << 20));
+                let digest = FileDigest {
+                    size: 1,
+                    sha256: "00".repeat(32),
+                };
+                (name, digest)
+            })
+            .collect();
+        let mut metadata = BackupMetadata::default();
+        metadata.add_files(None, ("app", "0", "files"), &files);
+        let record = BackupRecord {
+            complete: true,
+            metadata,
+            artifacts: vec![StoredArtifact {
+                stream: false,
+                name: "app-0-files".into(),
+                group: "app".into(),
+                index: "0".into(),
+                job: "files".into(),
+                shared: false,
+                files,
+                stored: crate::format::sink::StoredBytes {
+                    size: 1,
+                    sha256: Some("00".repeat(32)),
+                    plain_size: 1,
+                },
+                version: None,
+            }],
+            scripts: Vec::new(),
+            layout: crate::model::layout::DeploymentLayout::default(),
+        };
+        let Err(error) = backup.finish(&record).await else {
+            panic!("a backup with a 65 MiB metadata object was completed");
+        };
+        let message = error.to_string();
+        assert!(
+            message.starts_with("Backup cf/20240102T030405Z: its metadata would be ")
+                && message
+                    .contains("(it lists 65 files), more than the 67108864 bytes a restore reads"),
+            "{}",
+            &message[..message.len().min(300)]
+        );
+        assert!(!dir
+            .path()
+            .join("cf/20240102T030405Z/manifest.json")
+            .exists());
+        let listed = list_backups(store.as_ref(), Some("cf")).await.unwrap();
+        assert!(listed.iter().all(|b| !b.complete), "{listed:?}");
+    }
+
+    #[tokio::test]
+    async fn an_artifact_name_with_a_control_character_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = StoreSink {
+            store: Arc::new(LocalStore::new(dir.path())),
+            compression: Compression::Zstd { level: 1 },
+            retention: None,
+            require_versioning: None,
+            encryption: None,
+            identities: Identities::default(),
+            signing: None,
+        };
+        let backup = sink
+            .start(&NewBackup {
+                deployment: "cf",
+                backup_id: "20240102T030405Z",
+                started_at: Utc::now(),
+                concurrent_streams: 1,
+                deployment_manifest: None,
+            })
+            .await
+            .unwrap();
+        for name in ["app-0-ev\u{1b}[31mil", "app-0-a\nb"] {
+            let Err(error) = backup.open_artifact(name).await else {
+                panic!("{name:?} was accepted");
+            };
+            let message = error.to_string();
+            assert!(
+                message.contains("cannot hold a control character"),
+                "{message}"
+            );
+            assert!(message.contains(name), "{message:?}");
+            assert!(backup.open_stream(name).await.is_err());
         }
     }
 

@@ -23,8 +23,10 @@ use crate::model::layout::DeploymentLayout;
 use crate::model::lock_order::{order_locks, JobRef, LockLayers};
 use crate::model::timeouts::ScriptTimeouts;
 use crate::remote::commands;
-use crate::remote::script::{run_script, ScriptCommand, ScriptOutcome};
-use crate::remote::{RemoteHost, RemoteHostExt};
+use crate::remote::script::{
+    run_script_io, ScriptCommand, ScriptIo, ScriptOutcome, METADATA_STDOUT_LIMIT,
+};
+use crate::remote::{RemoteError, RemoteHost, RemoteHostExt, StdoutMode};
 
 /// An instance as a target describes it, before connecting.
 #[derive(Debug, Clone)]
@@ -433,7 +435,11 @@ async fn run_metadata(
         ])
         .time_limit(limit.as_ref().map(|l| l.duration));
     // Discovery is not cancelled from here: the caller stops waiting on an interrupt.
-    let output = match run_script(remote, &command, &CancellationToken::new()).await {
+    let io = ScriptIo {
+        stdin: None,
+        stdout: StdoutMode::Capture(METADATA_STDOUT_LIMIT),
+    };
+    let output = match run_script_io(remote, &command, io, &CancellationToken::new()).await {
         ScriptOutcome::Exited(output) => output,
         ScriptOutcome::TimedOut(seconds) => {
             return Err(Error::ScriptTimedOut {
@@ -447,9 +453,17 @@ async fn run_metadata(
             }
             .into())
         }
+        ScriptOutcome::Lost(RemoteError::OutputTooLarge { limit, .. }) => {
+            return Err(Error::MetadataTooLarge {
+                instance: name.clone(),
+                job: job.name.clone(),
+                limit,
+            }
+            .into())
+        }
         ScriptOutcome::Lost(error) => return Err(Error::from(error).into()),
         ScriptOutcome::Cancelled => {
-            return Err(Error::from(crate::remote::RemoteError::Cancelled {
+            return Err(Error::from(RemoteError::Cancelled {
                 host: name.to_string(),
             })
             .into())

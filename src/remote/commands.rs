@@ -134,7 +134,10 @@ pub fn parse_free_space(output: &[u8]) -> Result<(u64, String), String> {
     let available: u64 = fields[capacity - 1]
         .parse()
         .map_err(|_| format!("unexpected df output: {line}"))?;
-    Ok((available * 1024, fields[capacity + 1..].join(" ")))
+    Ok((
+        available.saturating_mul(1024),
+        fields[capacity + 1..].join(" "),
+    ))
 }
 
 #[cfg(test)]
@@ -150,6 +153,13 @@ mod tests {
         assert!(super::parse_free_space(b"").is_err());
         assert!(super::parse_free_space(b"df: /x: No such file\n").is_err());
         assert!(super::free_space().contains("df -Pk"));
+        // An instance claiming more KiB than bytes can count gets the most, not a panic (or,
+        // in a release build, a small number that wrapped around).
+        let huge = format!("F 1 1 {} 1% /var/vcap/store\n", u64::MAX);
+        assert_eq!(
+            super::parse_free_space(huge.as_bytes()).unwrap().0,
+            u64::MAX
+        );
     }
 
     use super::*;

@@ -14,7 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandOutput, RemoteError, RemoteHost, StdoutMode, TailBuffer, STDERR_LIMIT};
+use super::{
+    CommandOutput, RemoteError, RemoteHost, StdoutCapture, StdoutMode, TailBuffer, STDERR_LIMIT,
+};
 
 /// This machine, named `localhost` in messages.
 #[derive(Debug, Default)]
@@ -63,9 +65,11 @@ impl RemoteHost for LocalHost {
                 tokio::join!(feeding, reading_out, reading_err, child.wait());
             let status = status.map_err(|e| spawn_error(&e))?;
             let status = status.code().map_or(128 + signal_of(status), |c| c as u32);
+            let (stdout, stdout_dropped) = out?;
             Ok(CommandOutput {
                 status,
-                stdout: out?,
+                stdout,
+                stdout_dropped,
                 stderr: err,
             })
         };
@@ -100,28 +104,18 @@ async fn read_stdout(
     pipe: Option<tokio::process::ChildStdout>,
     mode: StdoutMode,
     command: &str,
-) -> Result<Vec<u8>, RemoteError> {
+) -> Result<(Vec<u8>, u64), RemoteError> {
+    let mut captured = StdoutCapture::default();
     let Some(mut pipe) = pipe else {
-        return Ok(Vec::new());
+        return Ok(captured.finish());
     };
-    let mut captured = Vec::new();
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         let read = pipe.read(&mut buffer).await.unwrap_or(0);
         if read == 0 {
-            return Ok(captured);
+            return Ok(captured.finish());
         }
         match &mode {
-            StdoutMode::Capture(limit) => {
-                if captured.len() + read > *limit {
-                    return Err(RemoteError::OutputTooLarge {
-                        host: "localhost".into(),
-                        command: command.to_string(),
-                        limit: *limit,
-                    });
-                }
-                captured.extend_from_slice(&buffer[..read]);
-            }
             StdoutMode::Stream(sender) => {
                 if sender
                     .send(Bytes::copy_from_slice(&buffer[..read]))
@@ -132,6 +126,15 @@ async fn read_stdout(
                         host: "localhost".into(),
                     });
                 }
+            }
+            kept => {
+                captured.push(kept, &buffer[..read]).map_err(|limit| {
+                    RemoteError::OutputTooLarge {
+                        host: "localhost".into(),
+                        command: command.to_string(),
+                        limit,
+                    }
+                })?;
             }
         }
     }
@@ -166,6 +169,39 @@ mod tests {
         assert_eq!(output.status, 3);
         assert_eq!(output.stdout, b"out");
         assert_eq!(output.stderr, "err");
+    }
+
+    #[tokio::test]
+    async fn a_chatty_command_keeps_its_head_and_counts_the_rest_and_a_capture_stops() {
+        let never = CancellationToken::new();
+        // 40 MiB printed, 16 MiB kept: the command still runs to its end (status 3).
+        let output = LocalHost
+            .exec(
+                "head -c 41943040 /dev/zero | tr '\\0' x; exit 3",
+                None,
+                StdoutMode::KeepHead(16 << 20),
+                &never,
+            )
+            .await
+            .unwrap();
+        assert_eq!(output.status, 3);
+        assert_eq!(output.stdout.len(), 16 << 20);
+        assert!(output.stdout.iter().all(|b| *b == b'x'));
+        assert_eq!(output.stdout_dropped, 24 << 20);
+        // A capture refuses past its limit.
+        let error = LocalHost
+            .exec(
+                "head -c 2097152 /dev/zero",
+                None,
+                StdoutMode::Capture(1 << 20),
+                &never,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, RemoteError::OutputTooLarge { limit, .. } if limit == 1 << 20),
+            "{error}"
+        );
     }
 
     #[tokio::test]

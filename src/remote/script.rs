@@ -26,14 +26,24 @@ pub struct ScriptIo {
 }
 
 impl Default for ScriptIo {
-    /// No input; stdout captured (up to 256 MiB).
+    /// No input; the first [`STDOUT_KEPT`] bytes of stdout kept, the rest counted and dropped.
     fn default() -> Self {
         Self {
             stdin: None,
-            stdout: StdoutMode::Capture(256 * 1024 * 1024),
+            stdout: StdoutMode::KeepHead(STDOUT_KEPT),
         }
     }
 }
+
+/// How much of a job script's stdout is kept in memory (16 MiB): bbr only logs it at
+/// `--debug` (the evidence line of `post-restore-verify` aside), so the rest is counted, said
+/// in the log and dropped, and a script that prints gigabytes cannot exhaust the jumpbox's
+/// memory at `--parallelism` 10.
+pub const STDOUT_KEPT: usize = 16 << 20;
+
+/// The most a `metadata` script may print (1 MiB): its stdout is a short YAML document that
+/// is parsed, so more is refused (`Error::MetadataTooLarge`) rather than kept.
+pub const METADATA_STDOUT_LIMIT: usize = 1 << 20;
 
 /// Exit status of a script that GNU `timeout` ended (124; 137 after KILL).
 pub const TIMED_OUT_STATUSES: [u32; 2] = [124, 137];
@@ -157,7 +167,7 @@ pub async fn run_script_io(
     tokio::pin!(running);
     tokio::select! {
         result = &mut running => outcome(result, Some(seconds)),
-        () = tokio::time::sleep(Duration::from_secs(seconds) + LOCAL_GRACE) => {
+        () = tokio::time::sleep(Duration::from_secs(seconds).saturating_add(LOCAL_GRACE)) => {
             own.cancel();
             let _ = running.await;
             ScriptOutcome::TimedOut(seconds)

@@ -39,7 +39,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::dial::{BoxStream, Dialer, DirectDialer};
 use super::known_hosts::{host_pattern, KnownHosts, Lookup};
-use super::{CommandOutput, RemoteError, RemoteHost, StdoutMode, TailBuffer, STDERR_LIMIT};
+use super::{
+    CommandOutput, RemoteError, RemoteHost, StdoutCapture, StdoutMode, TailBuffer, STDERR_LIMIT,
+};
 
 /// The SSH channel window Cairn grants (see [`client_config`]).
 pub const CHANNEL_WINDOW: u32 = 2 * 1024 * 1024;
@@ -719,27 +721,26 @@ async fn collect_output(
     command: &str,
 ) -> Result<CommandOutput, RemoteError> {
     let mut stderr = TailBuffer::new(STDERR_LIMIT);
-    let mut captured = Vec::new();
+    let mut captured = StdoutCapture::default();
     let mut status = None;
     while let Some(message) = reader.wait().await {
         match message {
             ChannelMsg::Data { data } => match &stdout {
-                StdoutMode::Capture(limit) => {
-                    if captured.len() + data.len() > *limit {
-                        return Err(RemoteError::OutputTooLarge {
-                            host: host.to_string(),
-                            command: command.to_string(),
-                            limit: *limit,
-                        });
-                    }
-                    captured.extend_from_slice(&data);
-                }
                 StdoutMode::Stream(sender) => {
                     if sender.send(data).await.is_err() {
                         return Err(RemoteError::ReaderGone {
                             host: host.to_string(),
                         });
                     }
+                }
+                kept => {
+                    captured
+                        .push(kept, &data)
+                        .map_err(|limit| RemoteError::OutputTooLarge {
+                            host: host.to_string(),
+                            command: command.to_string(),
+                            limit,
+                        })?;
                 }
             },
             ChannelMsg::ExtendedData { data, ext: 1 } => stderr.push(&data),
@@ -755,9 +756,11 @@ async fn collect_output(
     let status = status.ok_or_else(|| RemoteError::SessionEnded {
         host: host.to_string(),
     })?;
+    let (stdout, stdout_dropped) = captured.finish();
     Ok(CommandOutput {
         status,
-        stdout: captured,
+        stdout,
+        stdout_dropped,
         stderr: stderr.into_string(),
     })
 }

@@ -89,6 +89,15 @@ pub enum BoshError {
         /// Why.
         detail: String,
     },
+    /// The Director or its UAA answered with a body larger than Cairn reads
+    /// ([`client::RESPONSE_LIMIT`]); it was not read further.
+    #[error("The answer to {request} is larger than {limit} bytes, the most Cairn reads of a Director or UAA answer (no real one comes close); check that --target is a BOSH Director and its UAA is the one it names")]
+    ResponseTooLarge {
+        /// `METHOD URL`.
+        request: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The Director's answer was not what its API promises.
     #[error("Unexpected answer from the Director: {detail}")]
     Protocol {

@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::format::manifest::RECORD_LIMIT;
 pub use crate::model::deployment::TemporaryUser;
 use crate::model::job::ScriptName;
 
@@ -499,7 +500,7 @@ impl JournalFile {
             .filter_map(|path| {
                 let Some(journal) = read_journal(&path) else {
                     tracing::warn!(
-                        "Cannot read the run journal {}; leaving it alone",
+                        "Cannot read the run journal {} (unreadable, not a journal, or larger than 64 MiB); leaving it alone",
                         path.display()
                     );
                     return None;
@@ -563,9 +564,20 @@ impl JournalFile {
     }
 }
 
+/// A journal file, when it is one: JSON of at most [`RECORD_LIMIT`] bytes (Cairn's are a few
+/// KiB; a larger file is not read past the limit).
 fn read_journal(path: &Path) -> Option<Journal> {
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
+    use std::io::Read;
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(RECORD_LIMIT + 1)
+        .read_to_end(&mut data)
+        .ok()?;
+    if data.len() as u64 > RECORD_LIMIT {
+        return None;
+    }
+    serde_json::from_slice(&data).ok()
 }
 
 /// A deployment name as part of a file name.
@@ -616,6 +628,28 @@ mod tests {
             pid,
             ..Journal::new(JournalKind::Restore, "cf/prod")
         }
+    }
+
+    #[test]
+    fn a_journal_file_larger_than_the_record_limit_is_not_read() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let file = JournalFile::new(dir.path(), "cf/prod");
+        let written = journal(std::process::id());
+        file.write(&written).unwrap();
+        assert_eq!(file.read(), Some(written.clone()));
+        // Still valid JSON with trailing blanks, but past the limit: not read.
+        let mut padded = std::fs::OpenOptions::new()
+            .append(true)
+            .open(file.path())
+            .unwrap();
+        let blanks = vec![b' '; 1 << 20];
+        let length = std::fs::metadata(file.path()).unwrap().len();
+        for _ in 0..=(RECORD_LIMIT - length) >> 20 {
+            padded.write_all(&blanks).unwrap();
+        }
+        assert!(std::fs::metadata(file.path()).unwrap().len() > RECORD_LIMIT);
+        assert!(file.read().is_none());
     }
 
     #[test]

@@ -421,7 +421,7 @@ async fn store_journals(
     let mut found = Vec::new();
     for object in store.list(&format!("{deployment}/journal/")).await? {
         let key = object.key.clone();
-        let data = store.get_bytes(&key, None).await?;
+        let data = crate::format::store::get_record(store, &key, None).await?;
         if let Ok(journal) = serde_json::from_slice::<Journal>(&data) {
             found.push((key, journal));
         }

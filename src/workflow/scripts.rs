@@ -15,7 +15,9 @@ use crate::error::{Error, RunErrors};
 use crate::model::deployment::{Deployment, Instance};
 use crate::model::job::{InstanceName, Job, ScriptName};
 use crate::model::lock_order::{JobRef, LockLayers};
-use crate::remote::script::{run_script, run_script_io, ScriptCommand, ScriptIo, ScriptOutcome};
+use crate::remote::script::{
+    run_script, run_script_io, ScriptCommand, ScriptIo, ScriptOutcome, STDOUT_KEPT,
+};
 use crate::remote::StdoutMode;
 
 /// The environment of a job's script, given its instance and job.
@@ -89,6 +91,16 @@ pub(crate) async fn run_job_script_io(
     let error = match &outcome {
         ScriptOutcome::Exited(output) => {
             context.record_script(&instance.name, &job.name, script, started_at, output.status);
+            if output.stdout_dropped > 0 {
+                tracing::warn!(
+                    "{script} of {} on {} printed more than {} to stdout: the first {} were kept and the remaining {} bytes dropped",
+                    job.name,
+                    instance.name,
+                    mib(STDOUT_KEPT),
+                    mib(STDOUT_KEPT),
+                    output.stdout_dropped
+                );
+            }
             if output.success() {
                 tracing::debug!("stdout: {}", output.stdout_text().trim_end());
                 if let Some(finished) = finished {
@@ -170,6 +182,11 @@ fn log_lines(script: ScriptName, job: &str, instance: &InstanceName) -> (String,
         format!("{capitalized} {job} on {instance}{suffix}..."),
         Some(format!("Finished {verb} {job} on {instance}{suffix}.")),
     )
+}
+
+/// `16 MiB`.
+fn mib(bytes: usize) -> String {
+    format!("{} MiB", bytes >> 20)
 }
 
 /// How many jobs run `script` at once: bbr runs the restore lock scripts one job at a time

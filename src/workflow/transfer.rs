@@ -109,11 +109,11 @@ impl Progress {
 
     fn advance(&mut self, bytes: usize) {
         self.moved.add(bytes);
-        self.done += bytes as u64;
+        self.done = self.done.saturating_add(bytes as u64);
         if self.total == 0 {
             return;
         }
-        let percent = (self.done * 100 / self.total).min(100);
+        let percent = (u128::from(self.done) * 100 / u128::from(self.total)).min(100) as u64;
         if percent >= self.next_percent {
             tracing::info!("Copying backup {} -- {percent}% complete", self.label);
             self.next_percent = percent + PROGRESS_STEP;
@@ -349,7 +349,7 @@ async fn remote_size(instance: &Instance, directory: &str) -> u64 {
         .split_whitespace()
         .next()
         .and_then(|kib| kib.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+        .map_or(0, |kib| kib.saturating_mul(1024))
 }
 
 /// Streams one artifact into a job's artifact directory on an instance, checking it on the way

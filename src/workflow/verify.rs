@@ -83,7 +83,15 @@ async fn verify_one(
     };
     match &result.outcome {
         ScriptOutcome::Exited(output) => {
-            record.evidence = last_line(&output.stdout_text());
+            record.evidence = if output.stdout_dropped > 0 {
+                format!(
+                    "(its stdout passed {} MiB: the last {} bytes were dropped, and its last line with them)",
+                    crate::remote::script::STDOUT_KEPT >> 20,
+                    output.stdout_dropped
+                )
+            } else {
+                last_line(&output.stdout_text())
+            };
             if output.success() {
                 record.result = VerifyResult::Passed;
                 tracing::info!(

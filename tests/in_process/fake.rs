@@ -314,6 +314,7 @@ fn exit(status: u32, stdout: Vec<u8>, stderr: &str) -> CommandOutput {
     CommandOutput {
         status,
         stdout,
+        stdout_dropped: 0,
         stderr: stderr.to_string(),
     }
 }
@@ -525,7 +526,7 @@ impl FakeHost {
                 }
                 Ok(exit(0, Vec::new(), ""))
             }
-            StdoutMode::Capture(_) => Ok(exit(0, bytes, "")),
+            StdoutMode::Capture(_) | StdoutMode::KeepHead(_) => Ok(exit(0, bytes, "")),
         }
     }
 

@@ -301,7 +301,11 @@ impl ArtifactWriter for FileWriter {
     fn finish(self: Box<Self>) -> io::Result<StoredBytes> {
         let (file, size) = (*self).close()?;
         file.sync_all()?;
-        Ok(StoredBytes { size, sha256: None })
+        Ok(StoredBytes {
+            size,
+            sha256: None,
+            plain_size: size,
+        })
     }
 }
 
@@ -343,7 +347,11 @@ impl ArtifactWriter for StreamTarWriter {
         let (file, size) = writer.close()?;
         file.write_all_at(&crate::format::stream::header(stream_size), 0)?;
         file.sync_all()?;
-        Ok(StoredBytes { size, sha256: None })
+        Ok(StoredBytes {
+            size,
+            sha256: None,
+            plain_size: size,
+        })
     }
 }
 

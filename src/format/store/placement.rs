@@ -183,6 +183,7 @@ mod tests {
             files: FileDigests::new(),
             encryption: None,
             stream: false,
+            plain_size: None,
         }
     }
 

@@ -14,12 +14,12 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey};
+use cairn_store::{ArtifactStore, ObjectKey};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::signed::read_manifest_trusted;
-use super::{invalid_name, tar_reader, StoreReader};
+use super::{get_record, invalid_name, tar_reader, StoreReader};
 use crate::error::{Error, RunErrors, StoredBackupError};
 use crate::format::bbr_directory::metadata::{BackupMetadata, Checksums};
 use crate::format::digest::{digest_tar_files, digest_tar_forwarding, EntryPolicy, FileDigests};
@@ -115,13 +115,15 @@ impl CheckedBackup for CheckedStoreBackup {
         let artifacts = &self.manifest.artifacts;
         BackupContents {
             artifacts: artifacts.len(),
-            stored_bytes: Some(artifacts.iter().map(|a| a.size).sum()),
+            stored_bytes: Some(
+                artifacts
+                    .iter()
+                    .fold(0_u64, |total, a| total.saturating_add(a.size)),
+            ),
             data_bytes: Some(
                 artifacts
                     .iter()
-                    .flat_map(|a| a.files.values())
-                    .map(|f| f.size)
-                    .sum(),
+                    .fold(0_u64, |total, a| total.saturating_add(a.files_bytes())),
             ),
         }
     }
@@ -134,9 +136,15 @@ impl CheckedBackup for CheckedStoreBackup {
         self.manifest.layout.as_ref()
     }
 
+    /// The files' bytes, or what the artifact may decompress to when the manifest says more
+    /// (restore stops there, [`ManifestArtifact::plain_limit`]): a manifest cannot promise a
+    /// small artifact to the free-space check and deliver a large one.
     fn artifact_bytes(&self, name: &str) -> Option<u64> {
         let artifact = self.manifest.artifacts.iter().find(|a| a.name == name)?;
-        Some(artifact.files.values().map(|file| file.size).sum())
+        Some(match artifact.plain_size {
+            Some(plain) => artifact.files_bytes().max(plain),
+            None => artifact.files_bytes(),
+        })
     }
 
     async fn open_artifact(
@@ -183,7 +191,7 @@ impl ArtifactReader for StoreArtifact {
 
     /// The files' bytes, from the manifest (the tar's headers are not counted).
     fn size(&self) -> ArtifactSize {
-        let bytes = self.artifact.files.values().map(|file| file.size).sum();
+        let bytes = self.artifact.files_bytes();
         ArtifactSize {
             tar_bytes: bytes,
             disk_usage: bytes,
@@ -424,10 +432,12 @@ pub async fn verify_artifacts(
 /// A missing or damaged object.
 pub async fn verify_metadata(store: &dyn ArtifactStore, manifest: &Manifest) -> Result<(), Error> {
     let key = ObjectKey::parse(&manifest.metadata.key).map_err(invalid_name)?;
-    let data = store
-        .get_bytes(&key, manifest.metadata.version.as_deref())
+    let data = get_record(store, &key, manifest.metadata.version.as_deref())
         .await
-        .map_err(|e| damaged(&manifest.metadata.key, &e.to_string()))?;
+        .map_err(|e| match e {
+            Error::Store(e) => damaged(&manifest.metadata.key, &e.to_string()),
+            other => other,
+        })?;
     if hex::encode(Sha256::digest(&data)) != manifest.metadata.sha256 {
         return Err(damaged(
             &manifest.metadata.key,
@@ -444,8 +454,7 @@ async fn stored_deployment_manifest(
     object: &DeploymentManifestObject,
 ) -> Result<Vec<u8>, Error> {
     let key = ObjectKey::parse(&object.key).map_err(invalid_name)?;
-    let data = store
-        .get_bytes(&key, object.version.as_deref())
+    let data = get_record(store, &key, object.version.as_deref())
         .await
         .map_err(|e| damaged(&object.key, &e.to_string()))?;
     if data.len() as u64 != object.size || hex::encode(Sha256::digest(&data)) != object.sha256 {
@@ -662,15 +671,13 @@ pub fn check_artifact_stream(
         Checked::StoredBytes => check_age_header(&mut hashing).map(|()| None),
         Checked::Everything => {
             let stream_size = expected.stream.then(|| stream_size(expected));
-            digest_stored(
-                &mut hashing,
+            let layers = StoredLayers {
                 compression,
                 encrypted,
+                plain_limit: expected.plain_limit(),
                 stream_size,
-                identities,
-                forward,
-            )
-            .map(Some)
+            };
+            digest_stored(&mut hashing, &layers, identities, forward).map(Some)
         }
     }
     .map_err(|detail| damaged(&expected.key, &detail));
@@ -694,27 +701,37 @@ pub fn check_artifact_stream(
 
 /// A streamed artifact's stored stream holds its one file ([`crate::format::stream`]).
 fn stream_size(artifact: &ManifestArtifact) -> u64 {
-    artifact.files.values().map(|file| file.size).sum()
+    artifact.files_bytes()
+}
+
+/// What lies between a stored artifact's bytes and its tar.
+struct StoredLayers {
+    compression: Compression,
+    encrypted: bool,
+    /// The most the plain bytes may be ([`ManifestArtifact::plain_limit`]).
+    plain_limit: u64,
+    /// A streamed artifact's size: it is read as its one-file tar.
+    stream_size: Option<u64>,
 }
 
 /// Decrypts (when encrypted), decompresses and digests every file of a stored artifact
-/// (a streamed one read as its one-file tar, `stream_size` bytes), passing the tar stream on
-/// to `forward` when given.
+/// (a streamed one read as its one-file tar), passing the tar stream on to `forward` when
+/// given; the decompressed bytes stop at the manifest's limit ([`PlainLimit`]).
 fn digest_stored<R: Read + Send>(
     stored: R,
-    compression: Compression,
-    encrypted: bool,
-    stream_size: Option<u64>,
+    layers: &StoredLayers,
     identities: &Identities,
     forward: Option<&mut dyn Write>,
 ) -> Result<FileDigests, String> {
-    let plain: Box<dyn Read + Send + '_> = if encrypted {
+    let plain: Box<dyn Read + Send + '_> = if layers.encrypted {
         Box::new(identities.decrypt(stored).map_err(|e| e.to_string())?)
     } else {
         Box::new(stored)
     };
-    let mut tar = tar_reader(plain, compression).map_err(|e| e.to_string())?;
-    if let Some(size) = stream_size {
+    let decompressed = tar_reader(plain, layers.compression).map_err(|e| e.to_string())?;
+    let mut tar: Box<dyn Read + Send + '_> =
+        Box::new(PlainLimit::new(decompressed, layers.plain_limit));
+    if let Some(size) = layers.stream_size {
         tar = Box::new(crate::format::stream::OneFileTar::new(tar, size));
     }
     match forward {
@@ -722,6 +739,40 @@ fn digest_stored<R: Read + Send>(
         None => digest_tar_files(tar, EntryPolicy::RefuseEscapes),
     }
     .map_err(|e| e.to_string())
+}
+
+/// The decompressed bytes of a stored artifact, refused as soon as they pass the manifest's
+/// limit: the bytes that would pass it are never handed on, so a zstd bomb (a small object
+/// that decompresses to terabytes) cannot fill an instance's disk or run forever.
+struct PlainLimit<R> {
+    inner: R,
+    limit: u64,
+    read: u64,
+}
+
+impl<R> PlainLimit<R> {
+    fn new(inner: R, limit: u64) -> Self {
+        Self {
+            inner,
+            limit,
+            read: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for PlainLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let count = self.inner.read(buf)?;
+        let read = self.read.saturating_add(count as u64);
+        if read > self.limit {
+            return Err(io::Error::other(format!(
+                "it decompresses to more than the {} bytes its manifest records; reading stopped there and nothing past it was used (the object was replaced: a decompression bomb?)",
+                self.limit
+            )));
+        }
+        self.read = read;
+        Ok(count)
+    }
 }
 
 /// The stored bytes of an encrypted artifact start with the age header.

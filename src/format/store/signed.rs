@@ -20,8 +20,8 @@ use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions, StoreE
 
 use super::placement::{backup_prefix, check_placement, lies_under};
 use super::{
-    backup_key, invalid_name, list_backups, misplaced, parse_manifest, read_manifest_bytes,
-    read_placed_manifest,
+    backup_key, get_record, invalid_name, list_backups, misplaced, parse_manifest,
+    read_manifest_bytes, read_placed_manifest,
 };
 use crate::error::Error;
 use crate::format::manifest::{Manifest, MANIFEST_NAME};
@@ -201,16 +201,16 @@ pub async fn read_signed_manifest(
 ) -> Result<SignedManifest, Error> {
     let manifest_bytes = read_manifest_bytes(store, deployment, id).await?;
     let backup = describe(store, deployment, id);
-    let signature = match store.get_bytes(&signature_key(deployment, id)?, None).await {
+    let signature = match get_record(store, &signature_key(deployment, id)?, None).await {
         Ok(bytes) => bytes,
-        Err(StoreError::NotFound { .. }) => {
+        Err(Error::Store(StoreError::NotFound { .. })) => {
             return Err(SignatureError::Unsigned {
                 backup,
                 object: SIGNATURE_NAME,
             }
             .into())
         }
-        Err(error) => return Err(error.into()),
+        Err(error) => return Err(error),
     };
     let opened = Envelope::open(&signature, trusted)
         .map_err(|rejection| SignatureError::rejected(backup.clone(), SIGNATURE_NAME, rejection))?;
@@ -394,7 +394,7 @@ pub async fn read_deletion_records(
         .await?
     {
         let name = format!("deletion record {} in {store}", object.key);
-        let bytes = store.get_bytes(&object.key, None).await?;
+        let bytes = get_record(store, &object.key, None).await?;
         match Envelope::open(&bytes, trusted) {
             Ok(opened) => match opened.statement {
                 Statement::Deletion(record) if record.deployment == deployment => {

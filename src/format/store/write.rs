@@ -27,14 +27,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::signed::{backup_statement, newest_signed, write_signature};
-use super::{backup_key, delete_objects, list_backups, StoreSource};
-use crate::error::Error;
+use super::{backup_key, delete_objects, invalid_name, list_backups, StoreSource};
+use crate::error::{Error, StoredBackupError};
 use crate::format::bbr_directory::ArtifactError;
 use crate::format::encryption::{Identities, Recipients};
 use crate::format::hashing::HashingWriter;
 use crate::format::manifest::{
     Compression, DeploymentManifestObject, JobTimes, Manifest, ManifestArtifact, ManifestObject,
-    DEPLOYMENT_MANIFEST_NAME, MANIFEST_NAME, MANIFEST_SCHEMA, METADATA_NAME,
+    DEPLOYMENT_MANIFEST_NAME, MANIFEST_NAME, MANIFEST_SCHEMA, METADATA_NAME, RECORD_LIMIT,
 };
 use crate::format::signature::{SeenBackup, SeenBackups, SigningKey, Statement, TrustedKeys};
 use crate::format::sink::{
@@ -170,19 +170,24 @@ pub struct StoreBackup {
 impl StoreBackup {
     /// Key of an object of this backup.
     ///
-    /// # Panics
-    /// Never for names Cairn makes (group, index and job names are single segments).
-    #[must_use]
-    pub fn key(&self, name: &str) -> ObjectKey {
-        self.backup_key
-            .join(name)
-            .expect("artifact names are valid key segments")
+    /// # Errors
+    /// A name that cannot be one segment of a key: a job or instance group name with a control
+    /// character (names come from instances and the Director, unchecked by BOSH).
+    pub fn key(&self, name: &str) -> Result<ObjectKey, Error> {
+        self.backup_key.join(name).map_err(|_| {
+            invalid_name(format!(
+                "Cannot store `{name}` in backup {}: an object key segment cannot hold a control character, `/`, or be `.` or `..`; rename the job or instance group, or back up into a bbr directory (--artifact-path)",
+                self.backup_key
+            ))
+        })
     }
 
     /// Key of an artifact's object: `<name>.tar.zst`, `<name>.tar` without compression, and
     /// `.age` appended when encrypted.
-    #[must_use]
-    pub fn artifact_key(&self, name: &str) -> ObjectKey {
+    ///
+    /// # Errors
+    /// As [`StoreBackup::key`].
+    pub fn artifact_key(&self, name: &str) -> Result<ObjectKey, Error> {
         let mut file = format!("{name}.{}", self.compression.extension());
         if self.encryption.is_some() {
             file.push('.');
@@ -194,8 +199,10 @@ impl StoreBackup {
     /// Key of a streamed artifact's object ([`crate::format::stream`]): `<name>.stream.zst`,
     /// `<name>.stream` without compression, `.age` appended when encrypted. It holds the
     /// stream itself, not a tar.
-    #[must_use]
-    pub fn stream_key(&self, name: &str) -> ObjectKey {
+    ///
+    /// # Errors
+    /// As [`StoreBackup::key`].
+    pub fn stream_key(&self, name: &str) -> Result<ObjectKey, Error> {
         let mut file = format!("{name}.stream");
         if let Compression::Zstd { .. } = self.compression {
             file.push_str(".zst");
@@ -207,7 +214,7 @@ impl StoreBackup {
         self.key(&file)
     }
 
-    fn stored_key(&self, artifact: &StoredArtifact) -> ObjectKey {
+    fn stored_key(&self, artifact: &StoredArtifact) -> Result<ObjectKey, Error> {
         if artifact.stream {
             self.stream_key(&artifact.name)
         } else {
@@ -217,8 +224,11 @@ impl StoreBackup {
 
     /// Removes what a failed backup stored (best effort: leftovers are removed by the next run).
     async fn discard(&self, record: &BackupRecord) {
-        for artifact in &record.artifacts {
-            let key = self.stored_key(artifact);
+        // Only artifacts that were stored are listed, so their keys are valid.
+        for key_and_artifact in record.artifacts.iter().map(|a| (self.stored_key(a), a)) {
+            let (Ok(key), artifact) = key_and_artifact else {
+                continue;
+            };
             if let Err(error) = self.store.delete(&key, artifact.version.as_deref()).await {
                 tracing::warn!("Could not remove {key} of a failed backup: {error}");
             }
@@ -233,11 +243,11 @@ impl OpenBackup for StoreBackup {
     }
 
     async fn open_artifact(&self, name: &str) -> Result<OpenArtifact, Error> {
-        open_upload(self, self.artifact_key(name)).await
+        open_upload(self, self.artifact_key(name)?).await
     }
 
     async fn open_stream(&self, name: &str) -> Result<OpenArtifact, Error> {
-        open_upload(self, self.stream_key(name)).await
+        open_upload(self, self.stream_key(name)?).await
     }
 
     async fn finish(
@@ -291,7 +301,7 @@ async fn write_deployment_manifest(
         Some(recipients) => {
             name.push('.');
             name.push_str(crate::format::encryption::EXTENSION);
-            let key = destination.key(&name);
+            let key = destination.key(&name)?;
             let seal = || -> io::Result<Vec<u8>> {
                 let mut writer = recipients.encrypt(Vec::new())?;
                 writer.write_all(text.as_bytes())?;
@@ -300,7 +310,7 @@ async fn write_deployment_manifest(
             seal().map_err(|e| store_failure(&key, &e.to_string()))?
         }
     };
-    let key = destination.key(&name);
+    let key = destination.key(&name)?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let size = bytes.len() as u64;
     let put = destination
@@ -329,7 +339,8 @@ async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Res
         None => None,
     };
     let metadata_bytes = Bytes::from(record.metadata.to_yaml());
-    let metadata_key = destination.key(METADATA_NAME);
+    within_record_limit(destination, record, METADATA_NAME, metadata_bytes.len())?;
+    let metadata_key = destination.key(METADATA_NAME)?;
     let metadata_put = store
         .put_bytes(
             &metadata_key,
@@ -340,27 +351,30 @@ async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Res
     let mut manifest_artifacts: Vec<ManifestArtifact> = record
         .artifacts
         .iter()
-        .map(|a| ManifestArtifact {
-            name: a.name.clone(),
-            group: a.group.clone(),
-            index: a.index.clone(),
-            job: a.job.clone(),
-            key: destination.stored_key(a).to_string(),
-            size: a.stored.size,
-            sha256: a
-                .stored
-                .sha256
-                .clone()
-                .expect("a store writer hashes what it stores"),
-            version: a.version.clone(),
-            files: a.files.clone(),
-            encryption: destination
-                .encryption
-                .as_ref()
-                .map(crate::format::encryption::Recipients::record),
-            stream: a.stream,
+        .map(|a| -> Result<ManifestArtifact, Error> {
+            Ok(ManifestArtifact {
+                name: a.name.clone(),
+                group: a.group.clone(),
+                index: a.index.clone(),
+                job: a.job.clone(),
+                key: destination.stored_key(a)?.to_string(),
+                size: a.stored.size,
+                sha256: a
+                    .stored
+                    .sha256
+                    .clone()
+                    .expect("a store writer hashes what it stores"),
+                version: a.version.clone(),
+                files: a.files.clone(),
+                plain_size: Some(a.stored.plain_size),
+                encryption: destination
+                    .encryption
+                    .as_ref()
+                    .map(crate::format::encryption::Recipients::record),
+                stream: a.stream,
+            })
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     manifest_artifacts.sort_by(|a, b| a.name.cmp(&b.name));
     let manifest = Manifest {
         schema: MANIFEST_SCHEMA,
@@ -380,8 +394,9 @@ async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Res
         deployment_manifest,
         layout: Some(record.layout.clone()),
     };
-    let manifest_key = destination.key(MANIFEST_NAME);
     let manifest_json = manifest.to_json();
+    within_record_limit(destination, record, MANIFEST_NAME, manifest_json.len())?;
+    let manifest_key = destination.key(MANIFEST_NAME)?;
     let signed = match &destination.signing {
         Some(signing) => Some(
             sign_backup(
@@ -466,6 +481,27 @@ fn remember_signed(seen: &SeenBackups, store: &dyn ArtifactStore, statement: &St
     if let Err(error) = seen.record(&record) {
         tracing::warn!("{error}; restore --latest on this machine cannot tell a rollback to before this backup");
     }
+}
+
+/// A manifest or `metadata` a restore would refuse ([`RECORD_LIMIT`]) fails the backup
+/// before it is written: no backup may look complete that cannot be restored.
+fn within_record_limit(
+    destination: &StoreBackup,
+    record: &BackupRecord,
+    name: &'static str,
+    bytes: usize,
+) -> Result<(), Error> {
+    if bytes as u64 <= RECORD_LIMIT {
+        return Ok(());
+    }
+    Err(StoredBackupError::RecordWouldBeTooLarge {
+        backup: format!("{}/{}", destination.deployment, destination.backup_id),
+        record: name,
+        bytes: bytes as u64,
+        files: record.artifacts.iter().map(|a| a.files.len()).sum(),
+        limit: RECORD_LIMIT,
+    }
+    .into())
 }
 
 fn job_times(scripts: &[ScriptRecord]) -> Vec<JobTimes> {
@@ -570,17 +606,26 @@ impl Sealed {
     }
 }
 
-enum StoreWriter {
+/// An artifact's writer: counts the plain bytes, compresses them (or not), then seals them.
+struct StoreWriter {
+    encoding: Encoding,
+    /// Bytes written before compression (the manifest's `plain_size`).
+    plain_size: u64,
+}
+
+enum Encoding {
     Plain(Sealed),
     Zstd(zstd::Encoder<'static, Sealed>),
 }
 
 impl Write for StoreWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            StoreWriter::Plain(w) => w.write(buf),
-            StoreWriter::Zstd(w) => w.write(buf),
-        }
+        let count = match &mut self.encoding {
+            Encoding::Plain(w) => w.write(buf)?,
+            Encoding::Zstd(w) => w.write(buf)?,
+        };
+        self.plain_size += count as u64;
+        Ok(count)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -590,14 +635,17 @@ impl Write for StoreWriter {
 
 impl ArtifactWriter for StoreWriter {
     fn finish(self: Box<Self>) -> io::Result<StoredBytes> {
-        let sealed = match *self {
-            StoreWriter::Plain(w) => w,
-            StoreWriter::Zstd(encoder) => encoder.finish()?,
+        let sealed = match self.encoding {
+            Encoding::Plain(w) => w,
+            Encoding::Zstd(encoder) => encoder.finish()?,
         };
         let mut hashing = sealed.finish()?;
         hashing.inner.send_buffer()?;
         hashing.inner.sender = None;
-        Ok(hashing.summary())
+        Ok(StoredBytes {
+            plain_size: self.plain_size,
+            ..hashing.summary()
+        })
     }
 }
 
@@ -655,16 +703,20 @@ async fn open_upload(destination: &StoreBackup, key: ObjectKey) -> Result<OpenAr
     // The age header goes into the first chunk here; nothing is sent before it is full.
     let sealed = Sealed::new(chunks, destination.encryption.as_ref())
         .map_err(|e| store_failure(&key, &e.to_string()))?;
-    let writer = match destination.compression {
-        Compression::None => StoreWriter::Plain(sealed),
+    let encoding = match destination.compression {
+        Compression::None => Encoding::Plain(sealed),
         Compression::Zstd { level } => {
             let mut encoder = zstd::Encoder::new(sealed, level)
                 .map_err(|e| store_failure(&key, &e.to_string()))?;
             if destination.compression_workers > 1 {
                 let _ = encoder.multithread(destination.compression_workers);
             }
-            StoreWriter::Zstd(encoder)
+            Encoding::Zstd(encoder)
         }
+    };
+    let writer = StoreWriter {
+        encoding,
+        plain_size: 0,
     };
     Ok((Box::new(writer), Box::new(PendingUpload { task, key })))
 }

@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::retry::{is_idempotent, transient_error, transient_status, Attempts, RetryPolicy};
+use super::retry::{
+    is_idempotent, transient_error, transient_status, Attempts, RetryPolicy, Transient,
+};
 use super::BoshError;
 use crate::remote::dial::{Dialer, LocalSocks};
 
@@ -21,6 +23,17 @@ const TASK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Renew a token at most this long before it expires, so a request never carries a stale one.
 const TOKEN_MARGIN: Duration = Duration::from_secs(30);
+
+/// The longest a UAA token is trusted to live, whatever its `expires_in` says (a day): a
+/// larger value (up to `u64::MAX` seconds, which no clock can add) is read as this, and a
+/// token refused earlier is renewed on its 401 anyway.
+const TOKEN_LIFETIME_CAP: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The most of one Director or UAA answer Cairn reads (64 MiB): the largest real answers, a
+/// big deployment's manifest or VM list, are a few MiB. A larger body is refused as it
+/// arrives ([`BoshError::ResponseTooLarge`]), so a hostile or broken endpoint cannot exhaust
+/// the jumpbox's memory.
+pub const RESPONSE_LIMIT: u64 = 64 << 20;
 
 /// What is needed to reach a Director.
 #[derive(Clone)]
@@ -260,26 +273,29 @@ impl DirectorClient {
             Auth::Uaa(session) => {
                 let mut token = session.token.lock().await;
                 let fresh = token.as_ref().is_some_and(|t| t.renew_at > Instant::now());
-                if renew || !fresh {
-                    *token = Some(self.fetch_token(session).await?);
-                }
-                Ok(token.as_ref().expect("token").header.clone())
+                let current = match token.take() {
+                    Some(current) if fresh && !renew => current,
+                    _ => self.fetch_token(session).await?,
+                };
+                let header = current.header.clone();
+                *token = Some(current);
+                Ok(header)
             }
         }
     }
 
     async fn fetch_token(&self, session: &UaaSession) -> Result<Token, BoshError> {
         tracing::debug!("Requesting a UAA token for client {}", session.client);
-        let response = self
+        let request = self
             .http
             .post(&session.token_url)
             .basic_auth(&session.client, Some(&session.secret))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .map_err(|e| unreachable(&session.token_url, &e))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
+            .form(&[("grant_type", "client_credentials")]);
+        let answer = Fetched::read(request).await.map_err(|failure| {
+            failure.into_error(&format!("POST {}", session.token_url), &session.token_url)
+        })?;
+        let status = answer.status;
+        let text = String::from_utf8_lossy(&answer.body);
         if !status.is_success() {
             return Err(BoshError::Uaa {
                 url: session.token_url.clone(),
@@ -291,11 +307,9 @@ impl DirectorClient {
             serde_json::from_str(&text).map_err(|e| BoshError::Protocol {
                 detail: format!("UAA token response: {e}"),
             })?;
-        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(300));
-        let margin = (lifetime / 10).min(TOKEN_MARGIN);
         Ok(Token {
             header: format!("{} {}", parsed.token_type, parsed.access_token),
-            renew_at: (Instant::now() + lifetime).checked_sub(margin).unwrap(),
+            renew_at: renewal_time(Instant::now(), parsed.expires_in),
         })
     }
 
@@ -341,7 +355,7 @@ impl DirectorClient {
                     continue;
                 }
                 Ok(answer) => transient_status(answer.status.as_u16()),
-                Err(error) => transient_error(error),
+                Err(failure) => failure.transient(),
             };
             if let (Some(why), true) = (transient, is_idempotent(&method)) {
                 if let Some(pause) = attempts.next_pause() {
@@ -359,7 +373,10 @@ impl DirectorClient {
                     answer.retries = attempts.summary();
                     Ok(answer)
                 }
-                Err(error) => Err(unreachable_after(&self.base, &error, &attempts)),
+                Err(ReadFailure::Http(error)) => {
+                    Err(unreachable_after(&self.base, &error, &attempts))
+                }
+                Err(too_large) => Err(too_large.into_error(&format!("{method} {url}"), &url)),
             };
         }
     }
@@ -547,15 +564,16 @@ struct Fetched {
 }
 
 impl Fetched {
-    async fn read(request: reqwest::RequestBuilder) -> Result<Fetched, reqwest::Error> {
-        let response = request.send().await?;
+    /// Sends the request and reads the answer, at most [`RESPONSE_LIMIT`] bytes of body.
+    async fn read(request: reqwest::RequestBuilder) -> Result<Fetched, ReadFailure> {
+        let response = request.send().await.map_err(ReadFailure::Http)?;
         let status = response.status();
         let location = response
             .headers()
             .get("location")
             .and_then(|l| l.to_str().ok())
             .map(str::to_string);
-        let body = response.bytes().await?;
+        let body = read_body(response, RESPONSE_LIMIT).await?;
         Ok(Fetched {
             status,
             location,
@@ -563,6 +581,68 @@ impl Fetched {
             retries: String::new(),
         })
     }
+}
+
+/// Why an answer could not be read.
+#[derive(Debug)]
+enum ReadFailure {
+    /// The connection, TLS or HTTP failed.
+    Http(reqwest::Error),
+    /// The body is larger than the limit (in bytes); the rest was not read.
+    TooLarge(u64),
+}
+
+impl ReadFailure {
+    /// Why a retry might help, when it might.
+    fn transient(&self) -> Option<Transient> {
+        match self {
+            ReadFailure::Http(error) => transient_error(error),
+            ReadFailure::TooLarge(_) => None,
+        }
+    }
+
+    /// The error of `request` (`METHOD URL`) to `url`.
+    fn into_error(self, request: &str, url: &str) -> BoshError {
+        match self {
+            ReadFailure::Http(error) => unreachable(url, &error),
+            ReadFailure::TooLarge(limit) => BoshError::ResponseTooLarge {
+                request: request.to_string(),
+                limit,
+            },
+        }
+    }
+}
+
+/// Reads a body of at most `limit` bytes: a larger announced length is refused before any of
+/// it is read, a longer body as soon as it passes the limit.
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: u64,
+) -> Result<bytes::Bytes, ReadFailure> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit)
+    {
+        return Err(ReadFailure::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadFailure::Http)? {
+        if (body.len() as u64).saturating_add(chunk.len() as u64) > limit {
+            return Err(ReadFailure::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(bytes::Bytes::from(body))
+}
+
+/// When to renew a token fetched at `now` that UAA says expires in `expires_in` seconds (300
+/// when it does not say): a tenth of its lifetime early, at most [`TOKEN_MARGIN`]; a lifetime
+/// beyond [`TOKEN_LIFETIME_CAP`] counts as that.
+fn renewal_time(now: Instant, expires_in: Option<u64>) -> Instant {
+    let lifetime = Duration::from_secs(expires_in.unwrap_or(300)).min(TOKEN_LIFETIME_CAP);
+    let margin = (lifetime / 10).min(TOKEN_MARGIN);
+    now.checked_add(lifetime.saturating_sub(margin))
+        .unwrap_or(now)
 }
 
 /// [`unreachable`], saying how many attempts were made.
@@ -660,7 +740,7 @@ async fn read_info(
         let outcome = Fetched::read(http.get(format!("{url}/info"))).await;
         let transient = match &outcome {
             Ok(answer) => transient_status(answer.status.as_u16()),
-            Err(error) => transient_error(error),
+            Err(failure) => failure.transient(),
         };
         if let Some(why) = transient {
             if let Some(pause) = attempts.next_pause() {
@@ -673,7 +753,12 @@ async fn read_info(
                 continue;
             }
         }
-        break outcome.map_err(|e| unreachable_after(url, &e, &attempts))?;
+        break outcome.map_err(|failure| match failure {
+            ReadFailure::Http(error) => unreachable_after(url, &error, &attempts),
+            too_large @ ReadFailure::TooLarge(_) => {
+                too_large.into_error(&format!("GET {url}/info"), url)
+            }
+        })?;
     };
     if !answer.status.is_success() {
         return Err(BoshError::Unreachable {
@@ -931,6 +1016,46 @@ mod tests {
             1,
             "{seen:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn answers_larger_than_the_limit_are_refused_and_not_retried() {
+        let (url, seen) = scripted_director(|method, path, _| match (method, path) {
+            ("GET", "/info") => Some((200, r#"{"name":"d"}"#.into())),
+            ("GET", "/deployments") => Some((200, "x".repeat(70 << 20))),
+            _ => Some((404, "{}".into())),
+        })
+        .await;
+        let client = DirectorClient::connect(&config(&url, 4)).await.unwrap();
+        let error = client.deployments().await.unwrap_err();
+        assert!(
+            matches!(error, BoshError::ResponseTooLarge { limit, .. } if limit == RESPONSE_LIMIT),
+            "{error}"
+        );
+        assert!(
+            error.to_string().starts_with(&format!(
+                "The answer to GET {url}/deployments is larger than 67108864 bytes"
+            )),
+            "{error}"
+        );
+        assert!(!error.is_transient());
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen.iter().filter(|r| *r == "GET /deployments").count(),
+            1,
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_token_lifetime_no_clock_can_add_is_read_as_a_day() {
+        let now = Instant::now();
+        let at = |expires_in| renewal_time(now, expires_in).duration_since(now);
+        assert_eq!(at(Some(u64::MAX)), Duration::from_secs(24 * 60 * 60 - 30));
+        assert_eq!(at(Some(600)), Duration::from_secs(570));
+        assert_eq!(at(None), Duration::from_secs(270));
+        assert_eq!(at(Some(100)), Duration::from_secs(90));
+        assert_eq!(at(Some(0)), Duration::ZERO);
     }
 
     #[test]

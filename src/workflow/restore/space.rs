@@ -55,7 +55,7 @@ pub async fn check_space(
     for (upload, size) in uploads.iter().zip(sizes).filter(|(u, _)| !u.stream) {
         let instance = upload.job.0;
         match needed.iter_mut().find(|(i, _)| *i == instance) {
-            Some((_, total)) => *total += size.unwrap_or(0),
+            Some((_, total)) => *total = total.saturating_add(size.unwrap_or(0)),
             None => needed.push((instance, size.unwrap_or(0))),
         }
     }

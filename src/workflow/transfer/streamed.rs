@@ -206,7 +206,7 @@ pub(in crate::workflow) async fn stream_restore(
     };
     let io = ScriptIo {
         stdin: Some(receiver),
-        stdout: StdoutMode::Capture(1 << 20),
+        stdout: StdoutMode::KeepHead(crate::remote::script::STDOUT_KEPT),
     };
     let script = run_job_script_io(
         instance,
