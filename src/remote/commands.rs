@@ -35,16 +35,36 @@ pub fn remove(path: &str) -> String {
     format!("sudo rm -rf {}", shell_quote(path))
 }
 
+/// Creates a job's artifact directory for a restore. The artifact root
+/// ([`REMOTE_ARTIFACT_ROOT`]) is made root-owned and 0700 first, so that between `tar -x` and
+/// the restore script no other user of the instance can reach what was checked and extracted
+/// (`tar -x` keeps the artifact's owners and modes); directories made on the way under it are
+/// 0700 too. `/var/vcap/store` itself, when missing, is made as before (mode 0755).
+#[must_use]
+pub fn make_restore_directory(path: &str) -> String {
+    let root = shell_quote(REMOTE_ARTIFACT_ROOT);
+    let inner = format!(
+        "mkdir -p {store} && umask 077 && mkdir -p {root} && chown root:root {root} && \
+         chmod 0700 {root} && mkdir -p {path}",
+        store = shell_quote(STORE_DIRECTORY),
+        path = shell_quote(path),
+    );
+    format!("sudo sh -c {}", shell_quote(&inner))
+}
+
 /// Streams a directory as an uncompressed tar with `./`-prefixed names on stdout.
 #[must_use]
 pub fn tar_create(directory: &str) -> String {
     format!("sudo tar -C {} -c .", shell_quote(directory))
 }
 
-/// Extracts a tar from stdin into a directory.
+/// Extracts a tar from stdin into a directory, as root, so owners and modes are kept (GNU tar's
+/// `--same-owner` and `--same-permissions` are root's defaults), as bbr does. The umask only
+/// decides the mode of directories the archive does not list (`./a/b` without `./a/`): 0700.
+/// The restore check (`format::digest`) has refused whatever must not be extracted so.
 #[must_use]
 pub fn tar_extract(directory: &str) -> String {
-    let inner = format!("tar -C {} -x", shell_quote(directory));
+    let inner = format!("umask 077 && tar -C {} -x", shell_quote(directory));
     format!("sudo sh -c {}", shell_quote(&inner))
 }
 
@@ -158,7 +178,7 @@ mod tests {
     fn extraction_is_quoted_twice() {
         assert_eq!(
             tar_extract("/var/vcap/store/bbr-backup/my job"),
-            r#"sudo sh -c 'tar -C '\''/var/vcap/store/bbr-backup/my job'\'' -x'"#
+            r#"sudo sh -c 'umask 077 && tar -C '\''/var/vcap/store/bbr-backup/my job'\'' -x'"#
         );
     }
 
