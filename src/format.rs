@@ -1,11 +1,13 @@
 //! Backup formats: how a backup is written and read back. bbr's directory format
 //! ([`bbr_directory`]), backups in an object store ([`store`], with [`manifest`] and
 //! [`encryption`]), and the streaming per-file digests of tar streams both share
-//! ([`digest`]), and streamed artifacts, which both store as a one-file tar ([`stream`]).
+//! ([`digest`]) with file names kept as bytes ([`file_name`]), and streamed artifacts, which
+//! both store as a one-file tar ([`stream`]).
 
 pub mod bbr_directory;
 pub mod digest;
 pub mod encryption;
+pub mod file_name;
 pub mod hashing;
 pub mod manifest;
 pub mod sink;

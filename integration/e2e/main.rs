@@ -22,6 +22,7 @@ mod fidelity_cli;
 mod fidelity_ssh;
 mod fidelity_workflow;
 mod host_keys_and_cli;
+mod hostile_inputs;
 mod journal_recovery;
 mod kill_matrix;
 mod modes;

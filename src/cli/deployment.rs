@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use cairn::model::name::check_name;
 use cairn::target::bosh::{BoshTarget, DirectorClient};
 use cairn::target::inventory::Inventory;
 use cairn::target::ssh::SshTarget;
@@ -17,6 +18,9 @@ pub(crate) async fn run(args: DeploymentArgs) -> anyhow::Result<i32> {
         return Ok(super::help::mode_help("deployment", topic));
     }
     args.validate()?;
+    if let Some(deployment) = &args.deployment {
+        check_name("deployment", deployment, "given with --deployment")?;
+    }
     let dialer = open_proxy(&args.common).await?;
     if let Some(inventory_path) = &args.inventory {
         let inventory = Inventory::load(inventory_path)?;

@@ -32,8 +32,10 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
-/// File name (`./relative/path`) to lowercase hex sha256.
-pub type Checksums = std::collections::BTreeMap<String, String>;
+pub use crate::format::file_name::FileName;
+
+/// File name (`./relative/path`, as bytes) to lowercase hex sha256.
+pub type Checksums = std::collections::BTreeMap<FileName, String>;
 
 /// Whether to check that entries stay inside the directory they are extracted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +86,8 @@ pub struct FileDigest {
     pub sha256: String,
 }
 
-/// File name to size and digest.
-pub type FileDigests = std::collections::BTreeMap<String, FileDigest>;
+/// File name (as bytes) to size and digest.
+pub type FileDigests = std::collections::BTreeMap<FileName, FileDigest>;
 
 /// Like [`digest_tar`], keeping each file's size too.
 ///
@@ -189,7 +191,7 @@ fn digest_entries_viewed<R: Read>(
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw_name = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw_name).into_owned();
+        let name = FileName::new(raw_name.clone()).to_string();
         let kind = entry.header().entry_type();
         if policy == EntryPolicy::RefuseEscapes {
             checker.check(&mut entry, &name)?;
@@ -204,7 +206,7 @@ fn digest_entries_viewed<R: Read>(
                 let sha256 = hex::encode(hasher.finalize());
                 let digest = FileDigest { size, sha256 };
                 files_by_path.insert(normalized(&raw_name), digest.clone());
-                checksums.insert(name, digest.clone());
+                checksums.insert(FileName::new(raw_name.clone()), digest.clone());
                 Some(CheckedKind::File(digest))
             }
             EntryType::Link => {
@@ -216,7 +218,7 @@ fn digest_entries_viewed<R: Read>(
                         size: 0,
                         sha256: hex::encode(Sha256::digest(b"")),
                     });
-                checksums.insert(name, digest);
+                checksums.insert(FileName::new(raw_name.clone()), digest);
                 Some(CheckedKind::HardLink(target))
             }
             EntryType::Directory => Some(CheckedKind::Directory),
@@ -327,6 +329,10 @@ struct Checker {
     names: BTreeSet<Vec<u8>>,
     /// The regular files among them.
     files: BTreeSet<Vec<u8>>,
+    /// The entries that are not directories (files, hard links, symlinks).
+    not_directories: BTreeSet<Vec<u8>>,
+    /// Every parent directory of an entry so far, listed or not.
+    parents: BTreeSet<Vec<u8>>,
 }
 
 impl Checker {
@@ -354,6 +360,25 @@ impl Checker {
         }
         if !self.names.insert(path.clone()) {
             return Err(unsafe_entry("listed twice in the archive".into()));
+        }
+        // `tar -x` cannot put a file where a directory is, nor anything under a file.
+        if kind != EntryType::Directory && self.parents.contains(&path) {
+            return Err(unsafe_entry(
+                "not a directory, but earlier entries are under it".into(),
+            ));
+        }
+        let mut parent = path.clone();
+        while let Some(slash) = parent.iter().rposition(|&b| b == b'/') {
+            parent.truncate(slash);
+            if self.not_directories.contains(&parent) {
+                return Err(unsafe_entry(
+                    "under an entry that is not a directory".into(),
+                ));
+            }
+            self.parents.insert(parent.clone());
+        }
+        if kind != EntryType::Directory {
+            self.not_directories.insert(path.clone());
         }
         if kind == EntryType::Link {
             let target = normalized(link.as_deref().unwrap_or_default());
@@ -697,9 +722,9 @@ mod tests {
         let sums = digest_tar(TeeReader::new(&bytes[..], &mut copy), EntryPolicy::Trust).unwrap();
         assert_eq!(copy, bytes, "the tee passes every byte, trailer included");
         assert_eq!(sums.len(), 3);
-        assert_eq!(sums["./a file"], sha(b"hello"));
-        assert_eq!(sums["./sub/hard"], sha(b"hello"));
-        assert_eq!(sums["./sub/empty"], sha(b""));
+        assert_eq!(sums[&FileName::from("./a file")], sha(b"hello"));
+        assert_eq!(sums[&FileName::from("./sub/hard")], sha(b"hello"));
+        assert_eq!(sums[&FileName::from("./sub/empty")], sha(b""));
     }
 
     #[test]
@@ -868,8 +893,11 @@ mod tests {
             let files = digest_tar_forwarding(reader, &mut forwarded).unwrap();
             assert_eq!(forwarded, bytes);
             assert_eq!(files.len(), 3);
-            assert_eq!(files["./hard"].sha256, sha(b"hello"));
-            assert_eq!(files[&format!("{}file", "./long/".repeat(40))].size, 70_000);
+            assert_eq!(files[&FileName::from("./hard")].sha256, sha(b"hello"));
+            assert_eq!(
+                files[&FileName::from(format!("{}file", "./long/".repeat(40)))].size,
+                70_000
+            );
         }
     }
 
@@ -997,49 +1025,61 @@ mod tests {
 
     #[test]
     fn restore_policy_refuses_what_gnu_tar_could_read_otherwise() {
-        let cases: [(Vec<u8>, &str); 6] = [
+        let archive = |entries: &[(&str, EntryType, &str, &[u8])]| {
+            let mut builder = tar::Builder::new(Vec::new());
+            for (name, kind, link, data) in entries {
+                append_mode(&mut builder, name.as_bytes(), *kind, link, 0o644, data);
+            }
+            builder.into_inner().unwrap()
+        };
+        let file = EntryType::Regular;
+        let cases: [(Vec<u8>, &str); 8] = [
             (
-                one_entry(b"./f/", EntryType::Regular, "", 0o644, b"x"),
-                "ends with `/`",
+                archive(&[("./f/", file, "", b"x")]),
+                "./f/: name ends with `/`",
             ),
             (
-                one_entry(b"./d", EntryType::Directory, "", 0o755, b"x"),
-                "contents on an entry",
+                archive(&[("./d", EntryType::Directory, "", b"x")]),
+                "./d: contents on an entry",
             ),
             (
-                one_entry(b"./s", EntryType::Symlink, "x", 0o777, b"x"),
-                "contents on an entry",
+                archive(&[("./s", EntryType::Symlink, "x", b"x")]),
+                "./s: contents on an entry",
             ),
             (
-                one_entry(b"./h", EntryType::Link, "./missing", 0o644, b""),
-                "hard link to something",
+                archive(&[("./h", EntryType::Link, "./missing", b"")]),
+                "./h: hard link to something that is not a file earlier",
             ),
             (
-                one_entry(b".", EntryType::Regular, "", 0o644, b""),
-                "the top directory as something",
+                archive(&[(".", file, "", b"")]),
+                ".: the top directory as something else",
             ),
             (
-                {
-                    let mut builder = tar::Builder::new(Vec::new());
-                    append_file(&mut builder, "./twice", b"one");
-                    append_file(&mut builder, "./sub/../twice", b"two");
-                    builder.into_inner().unwrap()
-                },
-                "",
+                archive(&[
+                    ("./twice", file, "", b"1"),
+                    ("dir/.//../twice", file, "", b"2"),
+                ]),
+                "dir/.//../twice: contains `..`",
+            ),
+            (
+                archive(&[("./a/b", file, "", b"1"), ("./a", file, "", b"2")]),
+                "./a: not a directory, but earlier entries are under it",
+            ),
+            (
+                archive(&[("./a", file, "", b"1"), ("./a/b", file, "", b"2")]),
+                "./a/b: under an entry that is not a directory",
             ),
         ];
-        for (bytes, reason) in &cases[..5] {
-            assert!(refusal(bytes).contains(reason), "{}", refusal(bytes));
+        for (bytes, expected) in &cases {
+            assert!(refusal(bytes).starts_with(expected), "{}", refusal(bytes));
         }
-        let mut builder = tar::Builder::new(Vec::new());
-        append_file(&mut builder, "./twice", b"one");
-        append_file(&mut builder, "./dir/.//twice", b"two");
-        append_file(&mut builder, "dir/twice", b"three");
-        assert_eq!(
-            refusal(&builder.into_inner().unwrap()),
-            "dir/twice: listed twice in the archive"
-        );
-        let _ = &cases[5];
+        let twice = archive(&[
+            ("./twice", file, "", b"1"),
+            ("./dir/", EntryType::Directory, "", b""),
+            ("dir/.//twice", file, "", b"2"),
+            ("dir/twice", file, "", b"3"),
+        ]);
+        assert_eq!(refusal(&twice), "dir/twice: listed twice in the archive");
     }
 
     /// A pax extended header (`x`) with these records before a file `./f`.
@@ -1080,7 +1120,10 @@ mod tests {
     fn restore_policy_reads_pax_records_only_where_both_parsers_agree() {
         let accepted = pax_then_file(&[("path", b"./pax-name"), ("mtime", b"1.5")], None);
         let files = digest_tar(&accepted[..], EntryPolicy::RefuseEscapes).unwrap();
-        assert!(files.contains_key("./pax-name"), "{files:?}");
+        assert!(
+            files.contains_key(&FileName::from("./pax-name")),
+            "{files:?}"
+        );
         let cases = [
             (
                 pax_then_file(&[("SCHILY.xattr.security.capability", b"x")], None),

@@ -411,6 +411,8 @@ async fn find_scripts(
     }
     for line in output.stdout_text().lines() {
         if let Some((job, script)) = parse_script_path(line) {
+            crate::model::name::check_name("job", &job, &format!("on instance {name}"))
+                .map_err(Error::from)?;
             tracing::info!("{name}/{job}/{script}");
             jobs.entry(job).or_default().insert(script);
         }

@@ -114,7 +114,7 @@ pub fn parse_checksums(output: &[u8]) -> Result<crate::format::bbr_directory::Ch
                 String::from_utf8_lossy(&record[..record.len().min(80)])
             ));
         }
-        let name = String::from_utf8_lossy(&record[66..]).into_owned();
+        let name = crate::format::digest::FileName::new(&record[66..]);
         let digest = String::from_utf8_lossy(&record[..64]).to_ascii_lowercase();
         checksums.insert(name, digest);
     }
@@ -188,9 +188,9 @@ mod tests {
         let output = format!("{digest}  ./with space\0{digest}  ./new\nline\0{digest} *./bin\0");
         let sums = parse_checksums(output.as_bytes()).unwrap();
         assert_eq!(sums.len(), 3);
-        assert!(sums.contains_key("./with space"));
-        assert!(sums.contains_key("./new\nline"));
-        assert!(sums.contains_key("./bin"));
+        assert!(sums.contains_key("./with space".as_bytes()));
+        assert!(sums.contains_key("./new\nline".as_bytes()));
+        assert!(sums.contains_key("./bin".as_bytes()));
         assert!(parse_checksums(b"garbage\0").is_err());
     }
 
@@ -200,8 +200,8 @@ mod tests {
         let output = format!("{digest} *./a file\n{digest} *./dir/c\rr\n");
         let sums = parse_checksums(output.as_bytes()).unwrap();
         assert_eq!(sums.len(), 2);
-        assert!(sums.contains_key("./a file"));
-        assert!(sums.contains_key("./dir/c\rr"));
+        assert!(sums.contains_key("./a file".as_bytes()));
+        assert!(sums.contains_key("./dir/c\rr".as_bytes()));
         assert!(parse_checksums(b"garbage\n").is_err());
     }
 
@@ -232,9 +232,9 @@ mod tests {
         let sha = |data: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
         let (nul_records, sums) = run(root);
         assert_eq!(sums.len(), 3, "{sums:?}");
-        assert_eq!(sums["./sub dir/a b"], sha(b"one"));
-        assert_eq!(sums["./back\\slash"], sha(b"two"));
-        assert_eq!(sums["./empty"], sha(b""));
+        assert_eq!(sums["./sub dir/a b".as_bytes()], sha(b"one"));
+        assert_eq!(sums["./back\\slash".as_bytes()], sha(b"two"));
+        assert_eq!(sums["./empty".as_bytes()], sha(b""));
         // A backslash rules openssl out as much as a newline does.
         assert!(nul_records);
         std::fs::remove_file(root.join("back\\slash")).unwrap();
@@ -250,6 +250,6 @@ mod tests {
         std::fs::write(root.join("new\nline"), b"three").unwrap();
         let (nul_records, sums) = run(root);
         assert!(nul_records);
-        assert_eq!(sums["./new\nline"], sha(b"three"));
+        assert_eq!(sums["./new\nline".as_bytes()], sha(b"three"));
     }
 }
