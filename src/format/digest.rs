@@ -21,6 +21,15 @@
 //! a ustar name prefix. Owners are not checked: any is allowed, and with no setuid bit an
 //! owner gives a file no power. `fuzz/fuzz_targets/tar_extract.rs` extracts what this accepts
 //! with GNU tar and compares the tree with [`check_tar_entries`]' view of it.
+//!
+//! Only regular files' contents have digests (they are what `metadata` records and the
+//! instance's `find -type f` lists); directories, modes and symlink targets are covered by the
+//! check alone. They cannot change between check and extraction: [`digest_tar_forwarding`]
+//! passes on exactly the bytes it parsed, read once, so `tar -x` extracts what was checked. A
+//! store's artifact is also covered whole by the manifest's sha256 of its stored bytes; a bbr
+//! directory's tar has no such digest (bbr's format has no place for it), so whoever can write
+//! the backup can change a symlink target or a mode there — only to something the check
+//! accepts.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -1163,6 +1172,34 @@ mod tests {
             "{}",
             refusal(&bytes)
         );
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_two_files_with_two_digests() {
+        let mut builder = tar::Builder::new(Vec::new());
+        append_mode(
+            &mut builder,
+            b"./a\xff",
+            EntryType::Regular,
+            "",
+            0o644,
+            b"one",
+        );
+        append_mode(
+            &mut builder,
+            b"./a\xfe",
+            EntryType::Regular,
+            "",
+            0o644,
+            b"two",
+        );
+        let bytes = builder.into_inner().unwrap();
+        for policy in [EntryPolicy::Trust, EntryPolicy::RefuseEscapes] {
+            let sums = digest_tar(&bytes[..], policy).unwrap();
+            assert_eq!(sums.len(), 2, "{sums:?}");
+            assert_eq!(sums[b"./a\xff".as_slice()], sha(b"one"));
+            assert_eq!(sums[b"./a\xfe".as_slice()], sha(b"two"));
+        }
     }
 
     #[test]
