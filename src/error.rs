@@ -271,6 +271,10 @@ pub enum Error {
     /// The BOSH Director refused or failed a request.
     #[error(transparent)]
     Director(#[from] crate::target::bosh::BoshError),
+    /// A name from the Director, an instance or a backup cannot become part of a file name
+    /// (exit code 1, before anything is locked).
+    #[error(transparent)]
+    UnsafeName(#[from] crate::model::name::UnsafeName),
     /// Copying an artifact off an instance (or checking it) failed: bbr's `DrainError`, after
     /// which it advises `backup-cleanup`. The message is the inner error's.
     #[error(transparent)]

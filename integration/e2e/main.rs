@@ -23,6 +23,7 @@ mod fidelity_ssh;
 mod fidelity_workflow;
 mod host_key_pinning;
 mod host_keys_and_cli;
+mod hostile_inputs;
 mod journal_recovery;
 mod kill_matrix;
 mod limits;

@@ -136,7 +136,7 @@ fn a_missing_tar_a_lost_metadata_entry_and_a_missing_directory_fail_verify() {
     let mut metadata = BackupMetadata::parse(&original).unwrap();
     metadata.instances[0].artifacts[0]
         .checksums
-        .remove("./marker");
+        .remove(b"./marker".as_slice());
     fs::write(&path, metadata.to_yaml()).unwrap();
     let lost = verify_directory(work.path(), &backup, &[]);
     assert_eq!(lost.status.code(), Some(1), "{}", text(&lost));
@@ -182,7 +182,7 @@ fn many_artifacts(parent: &Path, count: usize) -> PathBuf {
             "g",
             &n.to_string(),
             "job",
-            [("./data".to_string(), digest)].into(),
+            [("./data".into(), digest)].into(),
         );
     }
     fs::write(backup.join("metadata"), metadata.to_yaml()).unwrap();

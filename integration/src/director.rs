@@ -141,6 +141,9 @@ pub struct DeploymentSpec<'a> {
     /// Version of a release in the manifest's `releases`, by release name; others are
     /// `1.0.0`.
     pub release_versions: Vec<(String, String)>,
+    /// The name the Director gives a host group of the test bed, by host group (default: the
+    /// host group's own name): a hostile or broken Director's names, such as `../x`.
+    pub group_names: Vec<(String, String)>,
 }
 
 impl<'a> DeploymentSpec<'a> {
@@ -154,7 +157,15 @@ impl<'a> DeploymentSpec<'a> {
             releases: Vec::new(),
             properties: Vec::new(),
             release_versions: Vec::new(),
+            group_names: Vec::new(),
         }
+    }
+
+    /// The Director calls the test bed's host group `group` by `name`.
+    #[must_use]
+    pub fn served_as(mut self, group: &str, name: &str) -> Self {
+        self.group_names.push((group.to_owned(), name.to_owned()));
+        self
     }
 
     /// The manifest lists this release at this version (default `1.0.0`).
@@ -746,9 +757,14 @@ impl Director {
                     json_string(&host_dir.to_string_lossy()),
                 )
             });
+            let served_as = spec
+                .group_names
+                .iter()
+                .find(|(g, _)| g == group)
+                .map_or(group, |(_, name)| name.as_str());
             groups_json.push(format!(
                 r#"{{"name":{},"jobs":{},"instances":{}}}"#,
-                json_string(group),
+                json_string(served_as),
                 json_list(jobs_json),
                 json_list(instances_json)
             ));

@@ -137,6 +137,17 @@ async fn run_reported(
     log_dir: &Path,
     words: &Words,
 ) -> DeploymentRun {
+    // The name becomes the log file's name (and the backup's directory): refused, as a failed
+    // deployment, before its run starts.
+    let origin = "from the Director's list of deployments";
+    if let Err(unsafe_name) = cairn::model::name::check_name("deployment", deployment, origin) {
+        say(&format!(
+            "ERROR: failed to {} {}",
+            words.verb,
+            deployment.escape_debug()
+        ));
+        return deployment_run(deployment, Err(&anyhow::Error::new(unsafe_name)), "");
+    }
     if words.log_files {
         run_logged(args, deployment, log_dir, words).await
     } else {

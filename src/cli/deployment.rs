@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use cairn::model::name::check_name;
 use cairn::target::bosh::{BoshTarget, DirectorClient};
 use cairn::target::inventory::Inventory;
 use cairn::target::ssh::SshTarget;
@@ -18,6 +19,9 @@ pub(crate) async fn run(mut args: DeploymentArgs) -> anyhow::Result<i32> {
     }
     director_password(&mut args)?;
     args.validate()?;
+    if let Some(deployment) = &args.deployment {
+        check_name("deployment", deployment, "given with --deployment")?;
+    }
     let dialer = open_proxy(&args.common).await?;
     if let Some(inventory_path) = &args.inventory {
         let inventory = Inventory::load(inventory_path)?;

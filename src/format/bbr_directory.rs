@@ -423,7 +423,7 @@ mod tests {
         builder.append(&header, &b"abc"[..]).unwrap();
         let mut bytes = builder.into_inner().unwrap();
         let checksums: Checksums = [(
-            "./f".to_string(),
+            "./f".into(),
             hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abc")),
         )]
         .into();

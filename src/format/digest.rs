@@ -8,20 +8,43 @@
 //! `find . -type f` lists on the instance. A hard-link entry carries no content in the tar; it
 //! gets the digest of the file it links to, as `find` would see it.
 //!
-//! The same parser checks restore safety ([`EntryPolicy::RefuseEscapes`]): entries with absolute
-//! names or `..`, links that point outside the artifact directory, and device nodes are refused
-//! before anything is sent to an instance.
+//! The same parser checks restore safety ([`EntryPolicy::RefuseEscapes`]) before anything is
+//! sent to an instance, whose `tar -x` runs as root and keeps owners and modes (as bbr's does:
+//! restore scripts of real releases rely on vcap-owned files). Refused: entries with absolute
+//! names or `..`, links that point outside the artifact directory or through a symlink of the
+//! archive; anything but regular files, directories, symlinks and hard links to an earlier file
+//! (device nodes, FIFOs, sparse files, unknown types); setuid, setgid and sticky bits and
+//! world-writable modes (the `./` entry, which becomes the artifact directory, included); and
+//! whatever GNU tar and this parser could read differently — the same name twice, a name that
+//! ends in `/` on a non-directory, contents on an entry that has none, pax records other than
+//! names, sizes, owners and times (or malformed), a GNU long name and a pax name that disagree,
+//! a ustar name prefix. Owners are not checked: any is allowed, and with no setuid bit an
+//! owner gives a file no power. `fuzz/fuzz_targets/tar_extract.rs` extracts what this accepts
+//! with GNU tar and compares the tree with [`check_tar_entries`]' view of it.
+//!
+//! Only regular files' contents have digests (they are what `metadata` records and the
+//! instance's `find -type f` lists); directories, modes and symlink targets are covered by the
+//! check alone. They cannot change between check and extraction: [`digest_tar_forwarding`]
+//! passes on exactly the bytes it parsed, read once, so `tar -x` extracts what was checked. A
+//! store's artifact is also covered whole by the manifest's sha256 of its stored bytes; a bbr
+//! directory's tar has no such digest (bbr's format has no place for it), so whoever can write
+//! the backup can change a symlink target or a mode there — only to something the check
+//! accepts.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
-/// File name (`./relative/path`) to lowercase hex sha256.
-pub type Checksums = std::collections::BTreeMap<String, String>;
+pub use crate::format::file_name::FileName;
+
+/// File name (`./relative/path`, as bytes) to lowercase hex sha256.
+pub type Checksums = std::collections::BTreeMap<FileName, String>;
 
 /// Whether to check that entries stay inside the directory they are extracted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +61,13 @@ pub enum TarDigestError {
     /// Reading or parsing failed.
     #[error("{0}")]
     Io(#[from] io::Error),
-    /// An entry would land outside the extraction directory.
+    /// An entry would land outside the extraction directory, or is not safe to extract as root.
     #[error("unsafe tar entry `{name}`: {reason}")]
     UnsafeEntry {
         /// The entry name.
         name: String,
         /// Why it is unsafe.
-        reason: &'static str,
+        reason: String,
     },
 }
 
@@ -72,8 +95,8 @@ pub struct FileDigest {
     pub sha256: String,
 }
 
-/// File name to size and digest.
-pub type FileDigests = std::collections::BTreeMap<String, FileDigest>;
+/// File name (as bytes) to size and digest.
+pub type FileDigests = std::collections::BTreeMap<FileName, FileDigest>;
 
 /// Like [`digest_tar`], keeping each file's size too.
 ///
@@ -117,55 +140,113 @@ pub fn digest_tar_forwarding<R: Read>(
     digest_entries(gated, EntryPolicy::RefuseEscapes, Some(&gate))
 }
 
+/// One entry as the restore check accepted it, which is what `tar -x` makes of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedEntry {
+    /// The name as written in the archive (`./dir/file`).
+    pub name: Vec<u8>,
+    /// Permission bits from the header (`mode & 0o7777`); a symlink's are meaningless.
+    pub mode: u32,
+    /// What the entry is.
+    pub kind: CheckedKind,
+}
+
+/// The kinds of entry the restore check accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckedKind {
+    /// A regular file with these contents.
+    File(FileDigest),
+    /// A directory.
+    Directory,
+    /// A symlink to this target.
+    Symlink(Vec<u8>),
+    /// A hard link to this earlier file of the archive.
+    HardLink(Vec<u8>),
+}
+
+/// Checks a tar stream like [`digest_tar_files`] with [`EntryPolicy::RefuseEscapes`] and
+/// returns every entry as the check saw it, in order (the differential fuzz target compares
+/// this with what GNU tar extracts).
+///
+/// # Errors
+/// As [`digest_tar`].
+pub fn check_tar_entries<R: Read>(reader: R) -> Result<Vec<CheckedEntry>, TarDigestError> {
+    let mut view = Vec::new();
+    digest_entries_viewed(reader, EntryPolicy::RefuseEscapes, None, Some(&mut view))?;
+    Ok(view)
+}
+
 fn digest_entries<R: Read>(
     reader: R,
     policy: EntryPolicy,
     gate: Option<&RefCell<Gate<'_>>>,
 ) -> Result<FileDigests, TarDigestError> {
+    digest_entries_viewed(reader, policy, gate, None)
+}
+
+fn digest_entries_viewed<R: Read>(
+    reader: R,
+    policy: EntryPolicy,
+    gate: Option<&RefCell<Gate<'_>>>,
+    mut view: Option<&mut Vec<CheckedEntry>>,
+) -> Result<FileDigests, TarDigestError> {
     let open_gate = || gate.map_or(Ok(()), |g| g.borrow_mut().open());
     let mut archive = tar::Archive::new(reader);
     let mut checksums = FileDigests::new();
+    // Regular files by their name without `.` components: what a hard link names.
+    let mut files_by_path = std::collections::BTreeMap::<Vec<u8>, FileDigest>::new();
     let mut buffer = vec![0_u8; HASH_BUFFER];
-    let mut symlinks = Symlinks::default();
+    let mut checker = Checker::default();
     for entry in archive.entries()? {
         let mut entry = entry?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let raw_name = entry.path_bytes().into_owned();
+        let name = FileName::new(raw_name.clone()).to_string();
         let kind = entry.header().entry_type();
         if policy == EntryPolicy::RefuseEscapes {
-            let link = entry.link_name_bytes();
-            check_entry(&name, kind, link.as_deref())?;
-            symlinks.check(&name, kind, link.as_deref())?;
+            checker.check(&mut entry, &name)?;
         }
         open_gate()?;
-        match kind {
+        let link = entry.link_name_bytes().map(Cow::into_owned);
+        let mode = entry.header().mode().unwrap_or(0) & 0o7777;
+        let checked_kind = match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let mut hasher = Sha256::new();
                 let size = hash_entry(&mut entry, &mut hasher, &mut buffer)?;
                 let sha256 = hex::encode(hasher.finalize());
-                checksums.insert(name, FileDigest { size, sha256 });
+                let digest = FileDigest { size, sha256 };
+                files_by_path.insert(normalized(&raw_name), digest.clone());
+                checksums.insert(FileName::new(raw_name.clone()), digest.clone());
+                Some(CheckedKind::File(digest))
             }
             EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| String::from_utf8_lossy(&t).into_owned())
-                    .unwrap_or_default();
-                let digest = checksums
-                    .get(&target)
+                let target = link.unwrap_or_default();
+                let digest = files_by_path
+                    .get(&normalized(&target))
                     .cloned()
                     .unwrap_or_else(|| FileDigest {
                         size: 0,
                         sha256: hex::encode(Sha256::digest(b"")),
                     });
-                checksums.insert(name, digest);
+                checksums.insert(FileName::new(raw_name.clone()), digest);
+                Some(CheckedKind::HardLink(target))
             }
-            _ => {}
+            EntryType::Directory => Some(CheckedKind::Directory),
+            EntryType::Symlink => Some(CheckedKind::Symlink(link.unwrap_or_default())),
+            _ => None,
+        };
+        if let (Some(view), Some(kind)) = (view.as_deref_mut(), checked_kind) {
+            view.push(CheckedEntry {
+                name: raw_name,
+                mode,
+                kind,
+            });
         }
         // The next entry's header (read by the iterator) is held until it is checked.
         if let Some(gate) = gate {
             gate.borrow_mut().holding = true;
         }
     }
-    symlinks.finish()?;
+    checker.symlinks.finish()?;
     open_gate()?;
     io::copy(&mut archive.into_inner(), &mut io::sink())?;
     Ok(checksums)
@@ -230,40 +311,224 @@ fn hash_entry(entry: &mut impl Read, hasher: &mut Sha256, buffer: &mut [u8]) -> 
     }
 }
 
-fn check_entry(name: &str, kind: EntryType, link: Option<&[u8]>) -> Result<(), TarDigestError> {
-    let unsafe_entry = |reason| TarDigestError::UnsafeEntry {
-        name: name.to_string(),
-        reason,
-    };
+/// Mode bits that give an extracted file more than its owner's rights: setuid, setgid, sticky.
+const SPECIAL_BITS: u32 = 0o7000;
+/// Write permission for everyone.
+const WORLD_WRITABLE: u32 = 0o002;
+/// Pax records both parsers read the same way; anything else (GNU sparse maps, xattrs, charset
+/// records, vendor keys) is refused rather than left to GNU tar alone to interpret.
+const PAX_KEYS: [&[u8]; 10] = [
+    b"path",
+    b"linkpath",
+    b"size",
+    b"uid",
+    b"gid",
+    b"uname",
+    b"gname",
+    b"mtime",
+    b"atime",
+    b"ctime",
+];
+
+/// The restore check's memory of the archive so far.
+#[derive(Default)]
+struct Checker {
+    symlinks: Symlinks,
+    /// Every name so far, without `.` components ([`normalized`]).
+    names: BTreeSet<Vec<u8>>,
+    /// The regular files among them.
+    files: BTreeSet<Vec<u8>>,
+    /// The entries that are not directories (files, hard links, symlinks).
+    not_directories: BTreeSet<Vec<u8>>,
+    /// Every parent directory of an entry so far, listed or not.
+    parents: BTreeSet<Vec<u8>>,
+}
+
+impl Checker {
+    /// Refuses an entry `tar -x` must not extract as root, or might read otherwise than this
+    /// parser does; remembers it.
+    fn check<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        name: &str,
+    ) -> Result<(), TarDigestError> {
+        let unsafe_entry = |reason: String| TarDigestError::UnsafeEntry {
+            name: name.to_string(),
+            reason,
+        };
+        let raw_name = entry.path_bytes().into_owned();
+        let kind = entry.header().entry_type();
+        let link = entry.link_name_bytes().map(Cow::into_owned);
+        check_entry(&raw_name, kind, link.as_deref()).map_err(unsafe_entry)?;
+        check_header(entry).map_err(unsafe_entry)?;
+        let path = normalized(&raw_name);
+        if path.is_empty() && kind != EntryType::Directory {
+            return Err(unsafe_entry(
+                "the top directory as something else than a directory".into(),
+            ));
+        }
+        if !self.names.insert(path.clone()) {
+            return Err(unsafe_entry("listed twice in the archive".into()));
+        }
+        // `tar -x` cannot put a file where a directory is, nor anything under a file.
+        if kind != EntryType::Directory && self.parents.contains(&path) {
+            return Err(unsafe_entry(
+                "not a directory, but earlier entries are under it".into(),
+            ));
+        }
+        let mut parent = path.clone();
+        while let Some(slash) = parent.iter().rposition(|&b| b == b'/') {
+            parent.truncate(slash);
+            if self.not_directories.contains(&parent) {
+                return Err(unsafe_entry(
+                    "under an entry that is not a directory".into(),
+                ));
+            }
+            self.parents.insert(parent.clone());
+        }
+        if kind != EntryType::Directory {
+            self.not_directories.insert(path.clone());
+        }
+        if kind == EntryType::Link {
+            let target = normalized(link.as_deref().unwrap_or_default());
+            if !self.files.contains(&target) {
+                return Err(unsafe_entry(
+                    "hard link to something that is not a file earlier in the archive".into(),
+                ));
+            }
+        }
+        if kind == EntryType::Regular {
+            self.files.insert(path);
+        }
+        self.symlinks.check(&raw_name, name, kind, link.as_deref())
+    }
+}
+
+/// A name as the file system resolves it: without empty and `.` components.
+fn normalized(name: &[u8]) -> Vec<u8> {
+    name.split(|&b| b == b'/')
+        .filter(|part| !part.is_empty() && *part != b".")
+        .collect::<Vec<_>>()
+        .join(&b'/')
+}
+
+/// The checks of one entry by itself: its name, kind, mode and link target.
+fn check_entry(name: &[u8], kind: EntryType, link: Option<&[u8]>) -> Result<(), String> {
     // `tar -x` reads names as C strings: with a NUL byte the entry checked here is not the one
     // extracted (`./a\0/b/link -> ../x` lands as `./a/link`, pointing outside).
-    if name.contains('\0') || link.is_some_and(|link| link.contains(&0)) {
-        return Err(unsafe_entry("NUL byte in the name"));
+    if name.contains(&0) || link.is_some_and(|link| link.contains(&0)) {
+        return Err("NUL byte in the name".into());
     }
-    let path = Path::new(name);
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    let path = Path::new(std::ffi::OsStr::from_bytes(name));
     if path.is_absolute() {
-        return Err(unsafe_entry("absolute path"));
+        return Err("absolute path".into());
     }
     if path.components().any(|c| c == Component::ParentDir) {
-        return Err(unsafe_entry("contains `..`"));
+        return Err("contains `..`".into());
     }
     match kind {
-        EntryType::Char | EntryType::Block => Err(unsafe_entry("device node")),
+        EntryType::Regular | EntryType::Directory => Ok(()),
         EntryType::Symlink | EntryType::Link => {
-            let target = PathBuf::from(String::from_utf8_lossy(link.unwrap_or_default()).as_ref());
+            let target = Path::new(std::ffi::OsStr::from_bytes(link.unwrap_or_default()));
             let base = if kind == EntryType::Symlink {
                 path.parent().unwrap_or(Path::new("")).to_path_buf()
             } else {
                 PathBuf::new()
             };
-            if target.is_absolute() || escapes(&base.join(&target)) {
-                Err(unsafe_entry("link pointing outside the artifact directory"))
+            if target.is_absolute() || escapes(&base.join(target)) {
+                Err("link pointing outside the artifact directory".into())
             } else {
                 Ok(())
             }
         }
-        _ => Ok(()),
+        EntryType::Char | EntryType::Block => Err("device node".into()),
+        EntryType::Fifo => Err("FIFO (named pipe)".into()),
+        EntryType::GNUSparse => Err("sparse file (GNU tar only writes them with --sparse)".into()),
+        other => Err(format!(
+            "entry type `{}` (only files, directories, symlinks and hard links are restored)",
+            char::from(other.as_byte()).escape_default()
+        )),
     }
+}
+
+/// The checks of an entry's header fields: mode, size, and what GNU tar could read otherwise.
+fn check_header<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
+    let header = entry.header();
+    let kind = header.entry_type();
+    let name = entry.path_bytes();
+    if name.ends_with(b"/") && kind != EntryType::Directory {
+        // GNU tar extracts a "file" whose name ends in `/` as a directory.
+        return Err("name ends with `/` but the entry is not a directory".into());
+    }
+    drop(name);
+    if kind != EntryType::Symlink {
+        let mode = header
+            .mode()
+            .map_err(|_| "unreadable mode field".to_string())?;
+        if mode & SPECIAL_BITS != 0 {
+            return Err(format!(
+                "mode {:04o} has a setuid, setgid or sticky bit",
+                mode & 0o7777
+            ));
+        }
+        if mode & WORLD_WRITABLE != 0 {
+            return Err(format!("mode {:04o} is world-writable", mode & 0o7777));
+        }
+    }
+    if kind != EntryType::Regular && entry.size() != 0 {
+        return Err("contents on an entry that has none".into());
+    }
+    // In a POSIX (ustar) header GNU tar prepends the prefix field to the name whatever the
+    // version field says; tar-rs only when it is `00`. GNU tar itself writes long names as
+    // separate entries, never with a prefix.
+    let bytes = header.as_bytes();
+    if &bytes[257..263] == b"ustar\0" && bytes[345..500].iter().any(|&b| b != 0) {
+        return Err("name prefix field in a ustar header".into());
+    }
+    let name = entry.path_bytes().into_owned();
+    let link = entry.link_name_bytes().map(Cow::into_owned);
+    let Some(records) = entry.pax_extensions().map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let mut keys = BTreeSet::new();
+    let (mut pax_path, mut pax_link) = (None, None);
+    for record in records {
+        let record = record.map_err(|_| "malformed pax record".to_string())?;
+        let key = record.key_bytes();
+        if !PAX_KEYS.contains(&key) {
+            return Err(format!(
+                "pax record `{}`",
+                String::from_utf8_lossy(key).escape_default()
+            ));
+        }
+        if !keys.insert(key.to_vec()) {
+            return Err(format!(
+                "pax record `{}` twice",
+                String::from_utf8_lossy(key)
+            ));
+        }
+        match key {
+            b"path" => pax_path = Some(record.value_bytes().to_vec()),
+            b"linkpath" => pax_link = Some(record.value_bytes().to_vec()),
+            b"size" | b"uid" | b"gid"
+                if !record.value_bytes().iter().all(u8::is_ascii_digit)
+                    || record.value_bytes().is_empty() =>
+            {
+                return Err("pax number that is not one".into());
+            }
+            _ => {}
+        }
+    }
+    // tar-rs takes a GNU long name (or link) over a pax one, GNU tar the pax one.
+    let disagree =
+        |pax: Option<Vec<u8>>, read: Option<&[u8]>| pax.is_some_and(|pax| read != Some(&pax[..]));
+    if disagree(pax_path, Some(&name)) || disagree(pax_link, link.as_deref()) {
+        return Err("a GNU long name and a pax name that disagree".into());
+    }
+    Ok(())
 }
 
 /// The archive's own symlinks. [`check_entry`] judges each path as written, which is where it
@@ -282,10 +547,12 @@ impl Symlinks {
     /// records symlinks.
     fn check(
         &mut self,
+        raw_name: &[u8],
         name: &str,
         kind: EntryType,
         link: Option<&[u8]>,
     ) -> Result<(), TarDigestError> {
+        let path_of = |bytes: &[u8]| Path::new(std::ffi::OsStr::from_bytes(bytes)).to_path_buf();
         let under_a_symlink = |path: &Path| {
             let path: PathBuf = path
                 .components()
@@ -293,15 +560,17 @@ impl Symlinks {
                 .collect();
             path.ancestors().skip(1).any(|a| self.names.contains(a))
         };
-        let link = PathBuf::from(String::from_utf8_lossy(link.unwrap_or_default()).as_ref());
-        if under_a_symlink(Path::new(name)) || (kind == EntryType::Link && under_a_symlink(&link)) {
+        let link = PathBuf::from(std::ffi::OsStr::from_bytes(link.unwrap_or_default()));
+        if under_a_symlink(&path_of(raw_name))
+            || (kind == EntryType::Link && under_a_symlink(&link))
+        {
             return Err(TarDigestError::UnsafeEntry {
                 name: name.to_string(),
-                reason: "path through a symlink of the archive",
+                reason: "path through a symlink of the archive".into(),
             });
         }
         if kind == EntryType::Symlink {
-            let path: PathBuf = Path::new(name)
+            let path: PathBuf = path_of(raw_name)
                 .components()
                 .filter(|c| *c != Component::CurDir)
                 .collect();
@@ -326,7 +595,7 @@ impl Symlinks {
                     Component::ParentDir if through_a_symlink => {
                         return Err(TarDigestError::UnsafeEntry {
                             name: name.clone(),
-                            reason: "link pointing outside the artifact directory",
+                            reason: "link pointing outside the artifact directory".into(),
                         });
                     }
                     Component::ParentDir => {
@@ -420,16 +689,34 @@ mod tests {
     }
 
     fn append_raw(builder: &mut tar::Builder<Vec<u8>>, name: &str, kind: EntryType, link: &str) {
+        let mode = if kind == EntryType::Symlink {
+            0o777
+        } else {
+            0o755
+        };
+        append_mode(builder, name.as_bytes(), kind, link, mode, b"");
+    }
+
+    /// An entry with any name bytes, mode and contents (as GNU tar writes it: symlinks 0777).
+    fn append_mode(
+        builder: &mut tar::Builder<Vec<u8>>,
+        name: &[u8],
+        kind: EntryType,
+        link: &str,
+        mode: u32,
+        data: &[u8],
+    ) {
         // Builder refuses `..` in names, so write the name bytes directly.
         let mut header = tar::Header::new_gnu();
-        header.set_size(0);
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
         header.set_entry_type(kind);
-        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
         if !link.is_empty() {
             header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
         }
         header.set_cksum();
-        builder.append(&header, io::empty()).unwrap();
+        builder.append(&header, data).unwrap();
     }
 
     #[test]
@@ -444,9 +731,9 @@ mod tests {
         let sums = digest_tar(TeeReader::new(&bytes[..], &mut copy), EntryPolicy::Trust).unwrap();
         assert_eq!(copy, bytes, "the tee passes every byte, trailer included");
         assert_eq!(sums.len(), 3);
-        assert_eq!(sums["./a file"], sha(b"hello"));
-        assert_eq!(sums["./sub/hard"], sha(b"hello"));
-        assert_eq!(sums["./sub/empty"], sha(b""));
+        assert_eq!(sums[&FileName::from("./a file")], sha(b"hello"));
+        assert_eq!(sums[&FileName::from("./sub/hard")], sha(b"hello"));
+        assert_eq!(sums[&FileName::from("./sub/empty")], sha(b""));
     }
 
     #[test]
@@ -505,11 +792,8 @@ mod tests {
             let result = digest_tar(&bytes[..], EntryPolicy::RefuseEscapes);
             assert!(
                 matches!(
-                    result,
-                    Err(TarDigestError::UnsafeEntry {
-                        reason: "NUL byte in the name",
-                        ..
-                    })
+                    &result,
+                    Err(TarDigestError::UnsafeEntry { reason, .. }) if reason == "NUL byte in the name"
                 ),
                 "{result:?}"
             );
@@ -603,7 +887,7 @@ mod tests {
         append_long(
             &mut builder,
             EntryType::GNULongName,
-            "./long/".repeat(40).as_bytes(),
+            format!("{}file", "./long/".repeat(40)).as_bytes(),
         );
         append_file(&mut builder, "./placeholder", &vec![3_u8; 70_000]);
         append_raw(&mut builder, "./sub/soft", EntryType::Symlink, "../a");
@@ -618,8 +902,11 @@ mod tests {
             let files = digest_tar_forwarding(reader, &mut forwarded).unwrap();
             assert_eq!(forwarded, bytes);
             assert_eq!(files.len(), 3);
-            assert_eq!(files["./hard"].sha256, sha(b"hello"));
-            assert_eq!(files[&"./long/".repeat(40)].size, 70_000);
+            assert_eq!(files[&FileName::from("./hard")].sha256, sha(b"hello"));
+            assert_eq!(
+                files[&FileName::from(format!("{}file", "./long/".repeat(40)))].size,
+                70_000
+            );
         }
     }
 
@@ -669,6 +956,283 @@ mod tests {
         let result = digest_tar_forwarding(&bytes[..], &mut Broken);
         assert!(
             matches!(result, Err(TarDigestError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe)
+        );
+    }
+
+    fn refusal(bytes: &[u8]) -> String {
+        match digest_tar(bytes, EntryPolicy::RefuseEscapes) {
+            Err(TarDigestError::UnsafeEntry { name, reason }) => format!("{name}: {reason}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn one_entry(name: &[u8], kind: EntryType, link: &str, mode: u32, data: &[u8]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        append_mode(&mut builder, b"./", EntryType::Directory, "", 0o755, b"");
+        append_mode(&mut builder, name, kind, link, mode, data);
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn restore_policy_refuses_what_root_must_not_extract() {
+        let cases: [(&[u8], EntryType, u32, &str); 9] = [
+            (
+                b"./suid",
+                EntryType::Regular,
+                0o4755,
+                "mode 4755 has a setuid",
+            ),
+            (
+                b"./sgid",
+                EntryType::Regular,
+                0o2755,
+                "mode 2755 has a setuid, setgid",
+            ),
+            (
+                b"./tmp",
+                EntryType::Directory,
+                0o1777,
+                "mode 1777 has a setuid, setgid or sticky",
+            ),
+            (
+                b"./open",
+                EntryType::Regular,
+                0o666,
+                "mode 0666 is world-writable",
+            ),
+            (
+                b"./dir/",
+                EntryType::Directory,
+                0o777,
+                "mode 0777 is world-writable",
+            ),
+            (b"./fifo", EntryType::Fifo, 0o644, "FIFO"),
+            (b"./tty", EntryType::Char, 0o600, "device node"),
+            (b"./disk", EntryType::Block, 0o600, "device node"),
+            (b"./label", EntryType::new(b'V'), 0o644, "entry type `V`"),
+        ];
+        for (name, kind, mode, reason) in cases {
+            let refused = refusal(&one_entry(name, kind, "", mode, b""));
+            assert!(
+                refused.starts_with(std::str::from_utf8(name).unwrap()) && refused.contains(reason),
+                "{refused}"
+            );
+        }
+        // A sparse entry (here without its sparse map, which the parser refuses first).
+        let sparse = one_entry(b"./holes", EntryType::GNUSparse, "", 0o644, b"");
+        assert!(digest_tar(&sparse[..], EntryPolicy::RefuseEscapes).is_err());
+        // The top directory itself: `tar -x` gives the artifact directory its mode.
+        let mut builder = tar::Builder::new(Vec::new());
+        append_mode(&mut builder, b"./", EntryType::Directory, "", 0o777, b"");
+        append_file(&mut builder, "./a", b"x");
+        let refused = refusal(&builder.into_inner().unwrap());
+        assert_eq!(refused, "./: mode 0777 is world-writable");
+        // The backup side hashes whatever the instance's own tar wrote.
+        let suid = one_entry(b"./suid", EntryType::Regular, "", 0o4755, b"x");
+        assert_eq!(digest_tar(&suid[..], EntryPolicy::Trust).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn restore_policy_refuses_what_gnu_tar_could_read_otherwise() {
+        let archive = |entries: &[(&str, EntryType, &str, &[u8])]| {
+            let mut builder = tar::Builder::new(Vec::new());
+            for (name, kind, link, data) in entries {
+                append_mode(&mut builder, name.as_bytes(), *kind, link, 0o644, data);
+            }
+            builder.into_inner().unwrap()
+        };
+        let file = EntryType::Regular;
+        let cases: [(Vec<u8>, &str); 8] = [
+            (
+                archive(&[("./f/", file, "", b"x")]),
+                "./f/: name ends with `/`",
+            ),
+            (
+                archive(&[("./d", EntryType::Directory, "", b"x")]),
+                "./d: contents on an entry",
+            ),
+            (
+                archive(&[("./s", EntryType::Symlink, "x", b"x")]),
+                "./s: contents on an entry",
+            ),
+            (
+                archive(&[("./h", EntryType::Link, "./missing", b"")]),
+                "./h: hard link to something that is not a file earlier",
+            ),
+            (
+                archive(&[(".", file, "", b"")]),
+                ".: the top directory as something else",
+            ),
+            (
+                archive(&[
+                    ("./twice", file, "", b"1"),
+                    ("dir/.//../twice", file, "", b"2"),
+                ]),
+                "dir/.//../twice: contains `..`",
+            ),
+            (
+                archive(&[("./a/b", file, "", b"1"), ("./a", file, "", b"2")]),
+                "./a: not a directory, but earlier entries are under it",
+            ),
+            (
+                archive(&[("./a", file, "", b"1"), ("./a/b", file, "", b"2")]),
+                "./a/b: under an entry that is not a directory",
+            ),
+        ];
+        for (bytes, expected) in &cases {
+            assert!(refusal(bytes).starts_with(expected), "{}", refusal(bytes));
+        }
+        let twice = archive(&[
+            ("./twice", file, "", b"1"),
+            ("./dir/", EntryType::Directory, "", b""),
+            ("dir/.//twice", file, "", b"2"),
+            ("dir/twice", file, "", b"3"),
+        ]);
+        assert_eq!(refusal(&twice), "dir/twice: listed twice in the archive");
+    }
+
+    /// A pax extended header (`x`) with these records before a file `./f`.
+    fn pax_then_file(records: &[(&str, &[u8])], long_name: Option<&[u8]>) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        if let Some(long) = long_name {
+            append_long(&mut builder, EntryType::GNULongName, long);
+        }
+        let mut data = Vec::new();
+        for (key, value) in records {
+            let body = [b" ", key.as_bytes(), b"=", value, b"\n"].concat();
+            // The length counts its own digits.
+            let mut length = body.len() + 1;
+            while length != body.len() + length.to_string().len() {
+                length = body.len() + length.to_string().len();
+            }
+            data.extend_from_slice(length.to_string().as_bytes());
+            data.extend_from_slice(&body);
+        }
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(EntryType::XHeader);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_path("PaxHeaders/f").unwrap();
+        header.set_cksum();
+        builder.append(&header, &data[..]).unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(EntryType::Regular);
+        header.set_size(1);
+        header.set_mode(0o644);
+        header.set_path("f").unwrap();
+        header.set_cksum();
+        builder.append(&header, &b"x"[..]).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn restore_policy_reads_pax_records_only_where_both_parsers_agree() {
+        let accepted = pax_then_file(&[("path", b"./pax-name"), ("mtime", b"1.5")], None);
+        let files = digest_tar(&accepted[..], EntryPolicy::RefuseEscapes).unwrap();
+        assert!(
+            files.contains_key(&FileName::from("./pax-name")),
+            "{files:?}"
+        );
+        let cases = [
+            (
+                pax_then_file(&[("SCHILY.xattr.security.capability", b"x")], None),
+                "pax record `SCHILY.xattr",
+            ),
+            (
+                pax_then_file(&[("GNU.sparse.map", b"0,1")], None),
+                "pax record `GNU.sparse.map`",
+            ),
+            (
+                pax_then_file(&[("mtime", b"1"), ("mtime", b"2")], None),
+                "pax record `mtime` twice",
+            ),
+            (pax_then_file(&[("uid", b"-1")], None), "pax number"),
+            (
+                pax_then_file(&[("path", b"./pax")], Some(b"./long")),
+                "disagree",
+            ),
+        ];
+        for (bytes, reason) in &cases {
+            assert!(
+                refusal(bytes).contains(reason),
+                "{reason}: {}",
+                refusal(bytes)
+            );
+        }
+        // A ustar name prefix: GNU tar reads it whatever the version field says.
+        let mut bytes = one_entry(b"./f", EntryType::Regular, "", 0o644, b"");
+        let header = &mut bytes[512..1024];
+        header[257..265].copy_from_slice(b"ustar\0xx");
+        header[345..348].copy_from_slice(b"pre");
+        header[148..156].fill(b' ');
+        let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+        header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        assert!(
+            refusal(&bytes).contains("name prefix"),
+            "{}",
+            refusal(&bytes)
+        );
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_two_files_with_two_digests() {
+        let mut builder = tar::Builder::new(Vec::new());
+        append_mode(
+            &mut builder,
+            b"./a\xff",
+            EntryType::Regular,
+            "",
+            0o644,
+            b"one",
+        );
+        append_mode(
+            &mut builder,
+            b"./a\xfe",
+            EntryType::Regular,
+            "",
+            0o644,
+            b"two",
+        );
+        let bytes = builder.into_inner().unwrap();
+        for policy in [EntryPolicy::Trust, EntryPolicy::RefuseEscapes] {
+            let sums = digest_tar(&bytes[..], policy).unwrap();
+            assert_eq!(sums.len(), 2, "{sums:?}");
+            assert_eq!(sums[b"./a\xff".as_slice()], sha(b"one"));
+            assert_eq!(sums[b"./a\xfe".as_slice()], sha(b"two"));
+        }
+    }
+
+    #[test]
+    fn the_checked_view_lists_every_entry_as_extracted() {
+        let mut builder = tar::Builder::new(Vec::new());
+        append_mode(&mut builder, b"./", EntryType::Directory, "", 0o750, b"");
+        append_mode(&mut builder, b"./f", EntryType::Regular, "", 0o640, b"data");
+        append_mode(&mut builder, b"./h", EntryType::Link, "./f", 0o640, b"");
+        append_mode(&mut builder, b"./s", EntryType::Symlink, "f", 0o777, b"");
+        let view = check_tar_entries(&builder.into_inner().unwrap()[..]).unwrap();
+        let kinds: Vec<_> = view
+            .iter()
+            .map(|e| (e.name.clone(), e.mode, e.kind.clone()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (b"./".to_vec(), 0o750, CheckedKind::Directory),
+                (
+                    b"./f".to_vec(),
+                    0o640,
+                    CheckedKind::File(FileDigest {
+                        size: 4,
+                        sha256: sha(b"data")
+                    })
+                ),
+                (
+                    b"./h".to_vec(),
+                    0o640,
+                    CheckedKind::HardLink(b"./f".to_vec())
+                ),
+                (b"./s".to_vec(), 0o777, CheckedKind::Symlink(b"f".to_vec())),
+            ]
         );
     }
 }

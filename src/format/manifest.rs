@@ -135,8 +135,8 @@ impl ManifestArtifact {
         }
         let blocks = |bytes: u64| bytes.div_ceil(BLOCK).saturating_mul(BLOCK);
         let listed = self.files.iter().fold(0_u64, |total, (name, file)| {
-            let long_name = if name.len() >= 100 {
-                BLOCK.saturating_add(blocks(name.len() as u64 + 1))
+            let long_name = if name.as_bytes().len() >= 100 {
+                BLOCK.saturating_add(blocks(name.as_bytes().len() as u64 + 1))
             } else {
                 0
             };
@@ -271,6 +271,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::file_name::FileName;
 
     #[test]
     fn compression_flags_parse() {
@@ -333,8 +334,11 @@ mod tests {
             sha256: "00".into(),
             version: None,
             files: FileDigests::from([
-                ("./a".to_string(), file(1)),
-                (format!("./{}", "n".repeat(200)), file(513)),
+                (FileName::from_text("./a"), file(1)),
+                (
+                    FileName::from_text(&format!("./{}", "n".repeat(200))),
+                    file(513),
+                ),
             ]),
             plain_size: Some(10_240),
             encryption: None,

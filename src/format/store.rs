@@ -483,6 +483,7 @@ mod tests {
     use crate::format::bbr_directory::metadata::BackupMetadata;
     use crate::format::digest::{digest_tar_files, EntryPolicy};
     use crate::format::encryption::{Identities, Recipients, AGE_HEADER};
+    use crate::format::file_name::FileName;
     use crate::format::manifest::ArtifactEncryption;
     use crate::format::signature::TrustedKeys;
     use crate::format::sink::{BackupRecord, BackupSink, BackupSource, NewBackup, StoredArtifact};
@@ -838,7 +839,7 @@ mod tests {
         // 65 files with 1 MiB names: records of more than 64 MiB, cheaply.
         let files: crate::format::digest::FileDigests = (0..65)
             .map(|i| {
-                let name = format!("./{i}{}", "n".repeat(1 << 20));
+                let name = FileName::from_text(&format!("./{i}{}", "n".repeat(1 << 20)));
                 let digest = FileDigest {
                     size: 1,
                     sha256: "00".repeat(32),

@@ -21,7 +21,7 @@ const TRAILER: [u8; 2 * BLOCK] = [0; 2 * BLOCK];
 /// True when an artifact's files are exactly one streamed file.
 #[must_use]
 pub fn is_stream(files: &Checksums) -> bool {
-    files.len() == 1 && files.contains_key(STREAM_FILE)
+    files.len() == 1 && files.contains_key(STREAM_FILE.as_bytes())
 }
 
 /// The tar header of a stream of `size` bytes (GNU format: sizes beyond 8 GiB are written in
@@ -194,7 +194,7 @@ mod tests {
             assert_eq!(tar.len() % BLOCK, 0);
             let sums = digest_tar(&tar[..], EntryPolicy::RefuseEscapes).unwrap();
             assert!(is_stream(&sums), "{sums:?}");
-            assert_eq!(sums[STREAM_FILE], sha256(&stream));
+            assert_eq!(sums[STREAM_FILE.as_bytes()], sha256(&stream));
             let mut body = TarBodyWriter::new(Vec::new());
             body.write_all(&tar).unwrap();
             assert_eq!(body.into_inner(), stream, "size {size}");

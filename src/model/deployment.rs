@@ -354,6 +354,11 @@ async fn discover_jobs(
         let shared_artifact = target
             .backup_one_restore_all(&name.group, &job_name)
             .then(|| format!("{job_name}-{release}-backup-one-restore-all"));
+        if let Some(shared) = &shared_artifact {
+            // The release comes from the Director's manifest; the name becomes a file name.
+            let origin = format!("(job {job_name}'s release) from the manifest of instance {name}");
+            crate::model::name::check_name("artifact", shared, &origin).map_err(Error::from)?;
+        }
         let mut job = Job {
             release,
             name: job_name,
@@ -413,6 +418,8 @@ async fn find_scripts(
     }
     for line in output.stdout_text().lines() {
         if let Some((job, script)) = parse_script_path(line) {
+            crate::model::name::check_name("job", &job, &format!("on instance {name}"))
+                .map_err(Error::from)?;
             tracing::info!("{name}/{job}/{script}");
             jobs.entry(job).or_default().insert(script);
         }

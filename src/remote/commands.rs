@@ -35,16 +35,36 @@ pub fn remove(path: &str) -> String {
     format!("sudo rm -rf {}", shell_quote(path))
 }
 
+/// Creates a job's artifact directory for a restore. The artifact root
+/// ([`REMOTE_ARTIFACT_ROOT`]) is made root-owned and 0700 first, so that between `tar -x` and
+/// the restore script no other user of the instance can reach what was checked and extracted
+/// (`tar -x` keeps the artifact's owners and modes); directories made on the way under it are
+/// 0700 too. `/var/vcap/store` itself, when missing, is made as before (mode 0755).
+#[must_use]
+pub fn make_restore_directory(path: &str) -> String {
+    let root = shell_quote(REMOTE_ARTIFACT_ROOT);
+    let inner = format!(
+        "mkdir -p {store} && umask 077 && mkdir -p {root} && chown root:root {root} && \
+         chmod 0700 {root} && mkdir -p {path}",
+        store = shell_quote(STORE_DIRECTORY),
+        path = shell_quote(path),
+    );
+    format!("sudo sh -c {}", shell_quote(&inner))
+}
+
 /// Streams a directory as an uncompressed tar with `./`-prefixed names on stdout.
 #[must_use]
 pub fn tar_create(directory: &str) -> String {
     format!("sudo tar -C {} -c .", shell_quote(directory))
 }
 
-/// Extracts a tar from stdin into a directory.
+/// Extracts a tar from stdin into a directory, as root, so owners and modes are kept (GNU tar's
+/// `--same-owner` and `--same-permissions` are root's defaults), as bbr does. The umask only
+/// decides the mode of directories the archive does not list (`./a/b` without `./a/`): 0700.
+/// The restore check (`format::digest`) has refused whatever must not be extracted so.
 #[must_use]
 pub fn tar_extract(directory: &str) -> String {
-    let inner = format!("tar -C {} -x", shell_quote(directory));
+    let inner = format!("umask 077 && tar -C {} -x", shell_quote(directory));
     format!("sudo sh -c {}", shell_quote(&inner))
 }
 
@@ -94,7 +114,7 @@ pub fn parse_checksums(output: &[u8]) -> Result<crate::format::bbr_directory::Ch
                 String::from_utf8_lossy(&record[..record.len().min(80)])
             ));
         }
-        let name = String::from_utf8_lossy(&record[66..]).into_owned();
+        let name = crate::format::digest::FileName::new(&record[66..]);
         let digest = String::from_utf8_lossy(&record[..64]).to_ascii_lowercase();
         checksums.insert(name, digest);
     }
@@ -168,7 +188,7 @@ mod tests {
     fn extraction_is_quoted_twice() {
         assert_eq!(
             tar_extract("/var/vcap/store/bbr-backup/my job"),
-            r#"sudo sh -c 'tar -C '\''/var/vcap/store/bbr-backup/my job'\'' -x'"#
+            r#"sudo sh -c 'umask 077 && tar -C '\''/var/vcap/store/bbr-backup/my job'\'' -x'"#
         );
     }
 
@@ -178,9 +198,9 @@ mod tests {
         let output = format!("{digest}  ./with space\0{digest}  ./new\nline\0{digest} *./bin\0");
         let sums = parse_checksums(output.as_bytes()).unwrap();
         assert_eq!(sums.len(), 3);
-        assert!(sums.contains_key("./with space"));
-        assert!(sums.contains_key("./new\nline"));
-        assert!(sums.contains_key("./bin"));
+        assert!(sums.contains_key("./with space".as_bytes()));
+        assert!(sums.contains_key("./new\nline".as_bytes()));
+        assert!(sums.contains_key("./bin".as_bytes()));
         assert!(parse_checksums(b"garbage\0").is_err());
     }
 
@@ -190,8 +210,8 @@ mod tests {
         let output = format!("{digest} *./a file\n{digest} *./dir/c\rr\n");
         let sums = parse_checksums(output.as_bytes()).unwrap();
         assert_eq!(sums.len(), 2);
-        assert!(sums.contains_key("./a file"));
-        assert!(sums.contains_key("./dir/c\rr"));
+        assert!(sums.contains_key("./a file".as_bytes()));
+        assert!(sums.contains_key("./dir/c\rr".as_bytes()));
         assert!(parse_checksums(b"garbage\n").is_err());
     }
 
@@ -222,9 +242,9 @@ mod tests {
         let sha = |data: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
         let (nul_records, sums) = run(root);
         assert_eq!(sums.len(), 3, "{sums:?}");
-        assert_eq!(sums["./sub dir/a b"], sha(b"one"));
-        assert_eq!(sums["./back\\slash"], sha(b"two"));
-        assert_eq!(sums["./empty"], sha(b""));
+        assert_eq!(sums["./sub dir/a b".as_bytes()], sha(b"one"));
+        assert_eq!(sums["./back\\slash".as_bytes()], sha(b"two"));
+        assert_eq!(sums["./empty".as_bytes()], sha(b""));
         // A backslash rules openssl out as much as a newline does.
         assert!(nul_records);
         std::fs::remove_file(root.join("back\\slash")).unwrap();
@@ -240,6 +260,6 @@ mod tests {
         std::fs::write(root.join("new\nline"), b"three").unwrap();
         let (nul_records, sums) = run(root);
         assert!(nul_records);
-        assert_eq!(sums["./new\nline"], sha(b"three"));
+        assert_eq!(sums["./new\nline".as_bytes()], sha(b"three"));
     }
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::model::name::path_component_problem;
+
 /// A mistake in the inventory file.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
@@ -123,8 +125,11 @@ impl Inventory {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.deployment.trim().is_empty() || self.deployment.contains('/') {
-            return Err("`deployment` must be a non-empty name without `/`".into());
+        // The same rule as for names from the Director: they all become parts of file names.
+        if let Some(problem) = path_component_problem(&self.deployment) {
+            return Err(format!(
+                "`deployment` {problem}: it becomes part of file names, so it must be non-empty, not `.` or `..`, without `/` and control characters"
+            ));
         }
         if self.instances.is_empty() {
             return Err("`instances` lists no instance; add at least one".into());
@@ -133,11 +138,12 @@ impl Inventory {
         for (number, instance) in self.instances.iter().enumerate() {
             let entry = format!(
                 "instances[{number}] ({}/{})",
-                instance.group, instance.index
+                instance.group.escape_debug(),
+                instance.index
             );
-            if instance.group.is_empty() || instance.group.contains('/') {
+            if let Some(problem) = path_component_problem(&instance.group) {
                 return Err(format!(
-                    "{entry}: `group` must be a non-empty name without `/`"
+                    "{entry}: `group` {problem}: it becomes part of file names, so it must be non-empty, not `.` or `..`, without `/` and control characters"
                 ));
             }
             if instance.address.is_empty() {

@@ -386,7 +386,7 @@ pub(super) async fn upload(
     );
     let made = instance
         .remote
-        .run(&commands::make_directory(&remote_directory))
+        .run(&commands::make_restore_directory(&remote_directory))
         .await?;
     if !made.success() {
         return Err(remote_failure(

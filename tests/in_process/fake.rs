@@ -687,7 +687,9 @@ fn parse_inner(inner: &str, command: &str) -> Op {
     let words = shell_words(inner);
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
-        ["tar", "-C", dir, "-x"] => Op::TarExtract((*dir).into()),
+        ["umask", "077", "&&", "tar", "-C", dir, "-x"] => Op::TarExtract((*dir).into()),
+        // The restore's artifact directory: the 0700 root first, then the job's directory.
+        [.., "chmod", "0700", _, "&&", "mkdir", "-p", dir] => Op::Mkdir((*dir).into()),
         ["cd", dir, ..] if inner.contains("sha256sum -z") => Op::Checksum((*dir).into()),
         _ if inner.contains("df -Pk") => Op::FreeSpace,
         _ => panic!("the fake host does not know `{command}`"),
@@ -904,6 +906,10 @@ mod tests {
         );
         assert_eq!(
             parse_command(&c::make_directory(dir)),
+            Op::Mkdir(dir.into())
+        );
+        assert_eq!(
+            parse_command(&c::make_restore_directory(dir)),
             Op::Mkdir(dir.into())
         );
         assert_eq!(parse_command(&c::remove(dir)), Op::Remove(dir.into()));

@@ -243,7 +243,7 @@ fn interrupted(report_errors: &[Error], operation: &str) -> usize {
 fn checksums(files: &BTreeMap<String, Vec<u8>>) -> Checksums {
     files
         .iter()
-        .map(|(name, data)| (name.clone(), hex::encode(Sha256::digest(data))))
+        .map(|(name, data)| (name.as_str().into(), hex::encode(Sha256::digest(data))))
         .collect()
 }
 

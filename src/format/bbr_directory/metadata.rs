@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use crate::format::digest::Checksums;
+pub use crate::format::digest::{Checksums, FileName};
 
 /// The whole `metadata` document.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,10 +111,19 @@ impl BackupMetadata {
         yaml_serde::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// Serializes to bbr's YAML.
+    /// Serializes to bbr's YAML. A file name that is not UTF-8 is written as Go's yaml.v2
+    /// writes it, `!!binary <base64>` ([`crate::format::file_name`]), so bbr reads the bytes.
     #[must_use]
     pub fn to_yaml(&self) -> String {
-        yaml_serde::to_string(self).expect("metadata serializes")
+        let plain = || yaml_serde::to_string(self).expect("metadata serializes");
+        let tagged = crate::format::file_name::with_yaml_binary_tags(plain);
+        // The tag is for bbr; Cairn reads a name the same with or without it. Should the tagged
+        // document ever not read back the same, the plain one is written.
+        if !tagged.contains("!!binary") || Self::parse(&tagged).as_ref() == Ok(self) {
+            tagged
+        } else {
+            plain()
+        }
     }
 
     /// The checksums recorded for a job of an instance.
@@ -198,10 +207,10 @@ pub fn first_names(names: &[String]) -> String {
 }
 
 /// Compares two checksum maps the way bbr does; returns the names that differ (missing on
-/// either side or with another digest), sorted.
+/// either side or with another digest), sorted, as shown to people ([`FileName`]'s display).
 #[must_use]
 pub fn mismatched_files(expected: &Checksums, actual: &Checksums) -> Vec<String> {
-    let mut names: Vec<String> = expected
+    let mut names: Vec<FileName> = expected
         .iter()
         .filter(|(name, digest)| actual.get(*name) != Some(digest))
         .map(|(name, _)| name.clone())
@@ -213,7 +222,7 @@ pub fn mismatched_files(expected: &Checksums, actual: &Checksums) -> Vec<String>
         )
         .collect();
     names.sort();
-    names
+    names.iter().map(ToString::to_string).collect()
 }
 
 #[cfg(test)]
@@ -256,7 +265,7 @@ backup_activity:
             "web",
             "2",
             "nginx",
-            [("./a b".to_string(), "00".to_string())].into(),
+            [(FileName::from("./a b"), "00".to_string())].into(),
         );
         metadata.add_artifact("db", "0", "pg", Checksums::new());
         let yaml = metadata.to_yaml();
@@ -275,12 +284,36 @@ backup_activity:
     }
 
     #[test]
+    fn names_that_are_not_utf8_are_written_as_bbr_writes_them_and_read_back() {
+        let mut metadata = BackupMetadata::default();
+        let checksums: Checksums = [
+            (FileName::new(b"./a\xff".to_vec()), "1".repeat(64)),
+            (FileName::new(b"./a\xfe".to_vec()), "2".repeat(64)),
+            (FileName::from("./a"), "3".repeat(64)),
+        ]
+        .into();
+        metadata.add_artifact("web", "0", "nginx", checksums.clone());
+        let yaml = metadata.to_yaml();
+        // What Go's yaml.v2 writes for these names (bbr-facts §4.3: checksums is a map of
+        // Go strings): a `!!binary` base64 key.
+        assert!(yaml.contains("      ./a: "), "{yaml}");
+        assert!(yaml.contains("      !!binary Li9h/g==: "), "{yaml}");
+        assert!(yaml.contains("      !!binary Li9h/w==: "), "{yaml}");
+        let back = BackupMetadata::parse(&yaml).unwrap();
+        assert_eq!(back.checksums_for("web", "0", "nginx"), Some(&checksums));
+        // Tampering with one of the two is seen, and the name is shown with its bytes.
+        let mut actual = checksums.clone();
+        actual.insert(FileName::new(b"./a\xff".to_vec()), "9".repeat(64));
+        assert_eq!(mismatched_files(&checksums, &actual), vec!["./a\\xff"]);
+    }
+
+    #[test]
     fn mismatches_name_missing_extra_and_changed_files() {
         let expected: Checksums = [("./a", "1"), ("./b", "2"), ("./c", "3")]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (FileName::from(k), v.to_string()))
             .into();
         let actual: Checksums = [("./a", "1"), ("./b", "X"), ("./d", "4")]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (FileName::from(k), v.to_string()))
             .into();
         assert_eq!(
             mismatched_files(&expected, &actual),

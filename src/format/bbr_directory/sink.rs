@@ -643,7 +643,7 @@ mod tests {
         .unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(
-            files[crate::format::stream::STREAM_FILE],
+            files[crate::format::stream::STREAM_FILE.as_bytes()],
             hex::encode(sha2::Sha256::digest(&data))
         );
         let listed = std::process::Command::new("tar")

@@ -29,6 +29,7 @@ use super::BoshError;
 use crate::error::{Error, RunErrors};
 use crate::model::deployment::{AccessJournal, InstanceAddress, Target, TemporaryUser};
 use crate::model::job::InstanceName;
+use crate::model::name::check_name;
 use crate::remote::dial::Dialer;
 use crate::remote::reconnect::ReconnectingHost;
 use crate::remote::ssh::{HostKeyPolicy, KeySource, SshDestination};
@@ -96,6 +97,7 @@ impl BoshTarget {
         parallelism: usize,
     ) -> Result<Vec<(InstanceAddress, Arc<dyn RemoteHost>)>, Error> {
         let vms = self.client.vms(&self.deployment).await?;
+        check_vm_names(&self.deployment, &vms)?;
         let manifest = self.client.manifest(&self.deployment).await?;
         {
             let mut state = self.state.lock().expect("state");
@@ -132,6 +134,14 @@ impl BoshTarget {
         let hosts = self
             .set_up_users(&groups, &user, &public_key, parallelism)
             .await?;
+        let origin = format!(
+            "from the Director's SSH setup of deployment {}",
+            self.deployment
+        );
+        for host in &hosts {
+            check_name("instance group", &host.job, &origin)?;
+            check_name("instance id", &host.id, &origin)?;
+        }
         let key = Arc::new(key);
         let connections = hosts.into_iter().map(|host| {
             let key = Arc::clone(&key);
@@ -308,6 +318,17 @@ impl BoshTarget {
             Arc::new(connected),
         )))
     }
+}
+
+/// Refuses instance group names and instance ids from the Director that cannot become parts
+/// of file names (`crate::model::name`), before any user is set up or anything locked.
+fn check_vm_names(deployment: &str, vms: &[VmInfo]) -> Result<(), Error> {
+    let origin = format!("from the Director's VMs of deployment {deployment}");
+    for vm in vms {
+        check_name("instance group", &vm.job_name, &origin)?;
+        check_name("instance id", &vm.id, &origin)?;
+    }
+    Ok(())
 }
 
 /// bbr's Windows probe: `echo %OS%` prints `Windows_NT` only in cmd.exe.

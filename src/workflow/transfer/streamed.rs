@@ -86,7 +86,7 @@ pub(in crate::workflow) async fn stream_backup(
         index: instance.index.clone(),
         job: job.name.clone(),
         shared: instance.backs_up_shared(job),
-        files: [(STREAM_FILE.to_string(), file)].into_iter().collect(),
+        files: [(STREAM_FILE.into(), file)].into_iter().collect(),
         stored,
         version,
         stream: true,
