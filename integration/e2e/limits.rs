@@ -420,7 +420,7 @@ fn names_with_control_characters_are_escaped_in_logs_and_cannot_panic_a_store_ba
         let output = cairn(
             &bed,
             work.path(),
-            &["backup", &destination[0], &destination[1]],
+            &["backup", destination[0], destination[1]],
         );
         let message = text(&output);
         assert_eq!(output.status.code(), Some(1), "{message}");
