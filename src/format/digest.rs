@@ -191,6 +191,13 @@ fn digest_entries_viewed<R: Read>(
     mut view: Option<&mut Vec<CheckedEntry>>,
 ) -> Result<FileDigests, TarDigestError> {
     let open_gate = || gate.map_or(Ok(()), |g| g.borrow_mut().open());
+    // The blocks between two entries (padding, long names, pax headers, the header), for
+    // the long-name check ([`long_names_end_with_nul`]).
+    let between = RefCell::new((Vec::new(), true));
+    let reader = RecordingReader {
+        reader,
+        between: &between,
+    };
     let mut archive = tar::Archive::new(reader);
     let mut checksums = FileDigests::new();
     // Regular files by their name without `.` components: what a hard link names.
@@ -203,8 +210,16 @@ fn digest_entries_viewed<R: Read>(
         let name = FileName::new(raw_name.clone()).to_string();
         let kind = entry.header().entry_type();
         if policy == EntryPolicy::RefuseEscapes {
+            let (blocks, _) = &mut *between.borrow_mut();
+            if !long_names_end_with_nul(blocks) {
+                return Err(TarDigestError::UnsafeEntry {
+                    name,
+                    reason: "a GNU long name or link without its terminating NUL".into(),
+                });
+            }
             checker.check(&mut entry, &name)?;
         }
+        between.borrow_mut().1 = false;
         open_gate()?;
         let link = entry.link_name_bytes().map(Cow::into_owned);
         let mode = entry.header().mode().unwrap_or(0) & 0o7777;
@@ -245,10 +260,42 @@ fn digest_entries_viewed<R: Read>(
         if let Some(gate) = gate {
             gate.borrow_mut().holding = true;
         }
+        let mut recording = between.borrow_mut();
+        recording.0.clear();
+        recording.1 = true;
     }
     checker.symlinks.finish()?;
+    // GNU tar refuses an empty stream ("does not look like a tar archive"); `tar -c .` always
+    // writes at least `./`. Found by fuzz/fuzz_targets/tar_extract.rs.
+    if policy == EntryPolicy::RefuseEscapes && checker.names.is_empty() {
+        return Err(TarDigestError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the archive holds no entry, not even `./`",
+        )));
+    }
     open_gate()?;
-    io::copy(&mut archive.into_inner(), &mut io::sink())?;
+    let mut rest = archive.into_inner();
+    if policy == EntryPolicy::RefuseEscapes {
+        // After the first zero block GNU tar reads one more block as a header and fails on
+        // one that is not zeros and not a valid header; `tar -c` writes only zeros there.
+        // Found by fuzz/fuzz_targets/tar_extract.rs.
+        loop {
+            let count = match rest.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error.into()),
+            };
+            if buffer[..count].iter().any(|&b| b != 0) {
+                return Err(TarDigestError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "bytes other than zeros after the end of the archive",
+                )));
+            }
+        }
+    } else {
+        io::copy(&mut rest, &mut io::sink())?;
+    }
     Ok(checksums)
 }
 
@@ -277,6 +324,49 @@ impl Gate<'_> {
         self.held.clear();
         Ok(())
     }
+}
+
+/// Records what the parser reads between two entries' contents (while `.1` is set).
+struct RecordingReader<'b, R> {
+    reader: R,
+    between: &'b RefCell<(Vec<u8>, bool)>,
+}
+
+impl<R: Read> Read for RecordingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let count = self.reader.read(buf)?;
+        let (blocks, recording) = &mut *self.between.borrow_mut();
+        if *recording {
+            blocks.extend_from_slice(&buf[..count]);
+        }
+        Ok(count)
+    }
+}
+
+/// `blocks`: what was read from the end of an entry's contents to the end of the next
+/// header. GNU tar reads a long name (`L`) or link (`K`) as a C string from its blocks, so past
+/// its size when the data has no NUL at its end; the `tar` crate takes exactly its size. GNU
+/// tar always writes the NUL. Found by fuzz/fuzz_targets/tar_extract.rs.
+fn long_names_end_with_nul(blocks: &[u8]) -> bool {
+    // The previous entry's padding comes first: headers are where the length leaves a
+    // multiple of 512 to the end.
+    let mut offset = blocks.len() % 512;
+    while offset + 512 < blocks.len() {
+        let header = &blocks[offset..offset + 512];
+        let size = tar::Header::from_byte_slice(header)
+            .entry_size()
+            .ok()
+            .and_then(|size| usize::try_from(size).ok());
+        let Some(size) = size else { return true };
+        if matches!(header[156], b'L' | b'K') {
+            let data = blocks.get(offset + 512..offset + 512 + size);
+            if data.is_some_and(|data| data.last() != Some(&0)) {
+                return false;
+            }
+        }
+        offset += 512 + size.div_ceil(512) * 512;
+    }
+    true
 }
 
 /// The stream as the tar parser reads it, every byte also given to the [`Gate`].
@@ -477,6 +567,16 @@ fn check_header<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
         if mode & WORLD_WRITABLE != 0 {
             return Err(format!("mode {:04o} is world-writable", mode & 0o7777));
         }
+    }
+    // GNU tar fails on a time or owner it cannot read (found by tar_extract; it reads an
+    // all-NUL field as 0); this parser never looks at them unless asked.
+    let old = header.as_old();
+    let unreadable = |field: &[u8], read: bool| !read && field.iter().any(|&b| b != 0);
+    if unreadable(&old.mtime, header.mtime().is_ok())
+        || unreadable(&old.uid, header.uid().is_ok())
+        || unreadable(&old.gid, header.gid().is_ok())
+    {
+        return Err("unreadable time or owner field".into());
     }
     if kind != EntryType::Regular && entry.size() != 0 {
         return Err("contents on an entry that has none".into());
@@ -858,6 +958,65 @@ mod tests {
         append_raw(&mut builder, "./sub/link", EntryType::Symlink, "../data");
         let bytes = builder.into_inner().unwrap();
         assert!(digest_tar(&bytes[..], EntryPolicy::RefuseEscapes).is_ok());
+    }
+
+    #[test]
+    fn restore_policy_refuses_an_archive_without_entries() {
+        // Found by fuzz/fuzz_targets/tar_extract.rs: GNU tar fails on an empty stream.
+        for bytes in [&[][..], &[0_u8; 1024][..]] {
+            assert!(digest_tar(bytes, EntryPolicy::RefuseEscapes).is_err());
+            assert!(digest_tar(bytes, EntryPolicy::Trust).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn restore_policy_refuses_bytes_after_the_end_of_the_archive() {
+        // Found by fuzz/fuzz_targets/tar_extract.rs: GNU tar reads the block after the first
+        // zero block, and fails on a bad one.
+        let mut builder = tar::Builder::new(Vec::new());
+        append_file(&mut builder, "./a", b"x");
+        let mut bytes = builder.into_inner().unwrap();
+        bytes.extend_from_slice(&[0_u8; 8192]);
+        assert!(digest_tar(&bytes[..], EntryPolicy::RefuseEscapes).is_ok());
+        let at = bytes.len() - 512;
+        bytes[at] = 0xff;
+        assert!(digest_tar(&bytes[..], EntryPolicy::RefuseEscapes).is_err());
+        assert!(digest_tar(&bytes[..], EntryPolicy::Trust).is_ok());
+    }
+
+    #[test]
+    fn restore_policy_refuses_a_long_name_without_its_nul() {
+        // Found by fuzz/fuzz_targets/tar_extract.rs: GNU tar read the name on into the
+        // padding (`./a/bc`), the tar crate stopped at the size (`./a/b`).
+        let directory = |name: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            header.as_old_mut().name[..name.len()].copy_from_slice(name);
+            header.set_cksum();
+            header.as_bytes().to_vec()
+        };
+        let with_padding = |long: &[u8], padding: &[u8]| {
+            let mut bytes = [directory(b"./"), directory(b"./a")].concat();
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(EntryType::GNULongName);
+            header.set_size(long.len() as u64);
+            header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+            header.set_cksum();
+            bytes.extend_from_slice(header.as_bytes());
+            let mut data = [long, padding].concat();
+            data.resize(512, 0);
+            bytes.extend_from_slice(&data);
+            bytes.extend_from_slice(&directory(b"./placeholder"));
+            bytes.extend_from_slice(&[0_u8; 1024]);
+            bytes
+        };
+        let refused = with_padding(b"./a/b", b"c");
+        assert!(refusal(&refused).contains("without its terminating NUL"));
+        let accepted = with_padding(b"./a/b\0", b"");
+        let files = check_tar_entries(&accepted[..]).unwrap();
+        assert_eq!(files.last().unwrap().name, b"./a/b");
     }
 
     #[test]
