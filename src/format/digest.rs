@@ -544,6 +544,27 @@ fn check_entry(name: &[u8], kind: EntryType, link: Option<&[u8]>) -> Result<(), 
     }
 }
 
+/// Whether GNU tar reads a numeric field that is in base-256 (binary) form, and within
+/// `min..=max` (its `time_t` or `uid_t` range); octal fields are not judged here.
+///
+/// The tar crate decodes any field with the high bit set as binary and drops the bits that do
+/// not fit 64; GNU tar takes only `0x80` (positive) and `0xff` (negative, two's complement) as
+/// markers and refuses values out of range (found by tar_extract: "Archive value … is out of
+/// time_t range").
+fn gnu_reads_binary(field: &[u8], min: i128, max: i128) -> bool {
+    let value = match field.first() {
+        Some(0x80) => field[1..]
+            .iter()
+            .fold(0_i128, |value, &b| (value << 8) | i128::from(b)),
+        Some(0xff) => field
+            .iter()
+            .fold(-1_i128, |value, &b| (value << 8) | i128::from(b)),
+        Some(b) if b & 0x80 != 0 => return false,
+        _ => return true,
+    };
+    (min..=max).contains(&value)
+}
+
 /// The checks of an entry's header fields: mode, size, and what GNU tar could read otherwise.
 fn check_header<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
     let header = entry.header();
@@ -554,7 +575,14 @@ fn check_header<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
         return Err("name ends with `/` but the entry is not a directory".into());
     }
     drop(name);
-    if kind != EntryType::Symlink {
+    if kind == EntryType::Symlink {
+        // A symlink's mode is never applied, but GNU tar still reads the field and fails on
+        // one it cannot read (found by tar_extract).
+        let field = &header.as_old().mode;
+        if header.mode().is_err() && field.iter().any(|&b| b != 0) {
+            return Err("unreadable mode field".into());
+        }
+    } else {
         let mode = header
             .mode()
             .map_err(|_| "unreadable mode field".to_string())?;
@@ -577,6 +605,12 @@ fn check_header<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
         || unreadable(&old.gid, header.gid().is_ok())
     {
         return Err("unreadable time or owner field".into());
+    }
+    if !gnu_reads_binary(&old.mtime, i128::from(i64::MIN), i128::from(i64::MAX))
+        || !gnu_reads_binary(&old.uid, 0, i128::from(u32::MAX))
+        || !gnu_reads_binary(&old.gid, 0, i128::from(u32::MAX))
+    {
+        return Err("time or owner field out of range".into());
     }
     if kind != EntryType::Regular && entry.size() != 0 {
         return Err("contents on an entry that has none".into());
@@ -985,6 +1019,45 @@ mod tests {
     }
 
     #[test]
+    fn restore_policy_refuses_binary_times_and_owners_gnu_tar_cannot_read() {
+        // Found by fuzz/fuzz_targets/tar_extract.rs: GNU tar failed on these at `tar -x`.
+        let with = |edit: &dyn Fn(&mut tar::Header)| {
+            let bytes = edit_header(one_entry(b"./a", EntryType::Regular, "", 0o644, b"x"), edit);
+            digest_tar(&bytes[..], EntryPolicy::RefuseEscapes)
+        };
+        let mtime = |raw: [u8; 12]| move |h: &mut tar::Header| h.as_old_mut().mtime = raw;
+        let mut far = [0_u8; 12];
+        far[0] = 0x80;
+        far[4] = 0x01; // 2^56 seconds: fits time_t
+        assert!(with(&mtime(far)).is_ok());
+        far[3] = 0x80; // 2^63 + 2^56: beyond time_t
+        assert!(with(&mtime(far)).is_err());
+        let mut before_1970 = [0xff_u8; 12];
+        before_1970[11] = 0x00; // -256 s
+        assert!(with(&mtime(before_1970)).is_ok());
+        let mut bad_marker = [0_u8; 12];
+        bad_marker[0] = 0x81;
+        assert!(with(&mtime(bad_marker)).is_err());
+        let mut uid = [0_u8; 8];
+        uid[0] = 0x80;
+        uid[3] = 0x01; // 2^32: beyond uid_t
+        assert!(with(&move |h: &mut tar::Header| h.as_old_mut().uid = uid).is_err());
+        uid[3] = 0x00;
+        uid[7] = 0x07;
+        assert!(with(&move |h: &mut tar::Header| h.as_old_mut().uid = uid).is_ok());
+    }
+
+    #[test]
+    fn restore_policy_refuses_a_symlink_with_an_unreadable_mode() {
+        let bytes = edit_header(
+            one_entry(b"./l", EntryType::Symlink, "a", 0o777, b""),
+            &|h: &mut tar::Header| h.as_old_mut().mode = *b"0x7777\0\0",
+        );
+        assert!(digest_tar(&bytes[..], EntryPolicy::RefuseEscapes).is_err());
+        assert!(digest_tar(&bytes[..], EntryPolicy::Trust).is_ok());
+    }
+
+    #[test]
     fn restore_policy_refuses_a_long_name_without_its_nul() {
         // Found by fuzz/fuzz_targets/tar_extract.rs: GNU tar read the name on into the
         // padding (`./a/bc`), the tar crate stopped at the size (`./a/b`).
@@ -1123,6 +1196,15 @@ mod tests {
             Err(TarDigestError::UnsafeEntry { name, reason }) => format!("{name}: {reason}"),
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    /// `archive` with the header of its second entry (after `./`) edited, checksum renewed.
+    fn edit_header(mut archive: Vec<u8>, edit: &dyn Fn(&mut tar::Header)) -> Vec<u8> {
+        let mut header = tar::Header::from_byte_slice(&archive[512..1024]).clone();
+        edit(&mut header);
+        header.set_cksum();
+        archive[512..1024].copy_from_slice(header.as_bytes());
+        archive
     }
 
     fn one_entry(name: &[u8], kind: EntryType, link: &str, mode: u32, data: &[u8]) -> Vec<u8> {
