@@ -3,7 +3,8 @@
 //!
 //! Precedence, highest first: command-line flags, environment variables (`CAIRN_STORE`), the
 //! config file, built-in defaults. The file holds no secrets — credentials stay in each cloud's
-//! own environment variables — and `cairn config show` prints the effective settings with every
+//! own environment variables, and a secret's *file* may be named (`password_file`, mode 0600) —
+//! and `cairn config show` prints the effective settings with every
 //! credential variable masked.
 //!
 //! ```toml
@@ -18,6 +19,8 @@
 //! keepalive_interval = "30s" # --keepalive-interval
 //! signing_key = "/etc/cairn/backup.key"          # --signing-key (backup, prune, delete)
 //! trusted_keys = ["/etc/cairn/backup.pub"]       # --trusted-key (restore, drill, verify, prune, delete)
+//! password_file = "/etc/cairn/director.secret"   # --password-file (deployment mode; below BOSH_CLIENT_SECRET)
+//! private_key_passphrase_file = "/etc/cairn/ssh.passphrase"  # --private-key-passphrase-file
 //! encrypt_to = ["age1..."]                       # --encrypt-to, for backups into a store
 //! require_encryption = true                      # --require-encryption
 //! allow_unencrypted = false                      # --allow-unencrypted
@@ -94,6 +97,11 @@ pub(crate) struct ConfigFile {
     pub signing_key: Option<PathBuf>,
     /// Default `--trusted-key` values (restore, drill, `backups verify`, `prune`, `delete`).
     pub trusted_keys: Option<Vec<String>>,
+    /// Default `--password-file` (deployment mode), used when neither `--password`,
+    /// `--password-file` nor `BOSH_CLIENT_SECRET` gives the Director password.
+    pub password_file: Option<PathBuf>,
+    /// Default `--private-key-passphrase-file`.
+    pub private_key_passphrase_file: Option<PathBuf>,
     /// `[timeouts]`: a limit per script name, and `[timeouts.jobs.<job>]` per job
     /// ([`cairn::model::timeouts`] has the precedence).
     pub timeouts: Option<toml::Table>,
@@ -296,6 +304,9 @@ pub(crate) fn apply(cli: &mut Cli, config: &ConfigFile) {
             if args.inventory.is_none() {
                 args.inventory.clone_from(&config.inventory);
             }
+            if args.password_file.is_none() && args.password.is_none() {
+                args.password_file.clone_from(&config.password_file);
+            }
             if let Some(director) = &config.director {
                 args.director_retry_attempts =
                     args.director_retry_attempts.or(director.retry_attempts);
@@ -350,6 +361,11 @@ fn apply_common(common: &mut CommonArgs, config: &ConfigFile) {
     }
     if common.metrics_file.is_none() {
         common.metrics_file.clone_from(&config.metrics_file);
+    }
+    if common.private_key_passphrase_file.is_none() {
+        common
+            .private_key_passphrase_file
+            .clone_from(&config.private_key_passphrase_file);
     }
     common.parallelism = common
         .parallelism
@@ -849,6 +865,51 @@ mod tests {
             let error = load(Some(&path)).unwrap_err().to_string();
             assert!(error.contains("cairn.toml"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn secret_files_come_from_the_file_below_flags_and_the_environment() {
+        let config: ConfigFile = toml::from_str(
+            "password_file = \"/etc/cairn/director.secret\"\nprivate_key_passphrase_file = \"/etc/cairn/ssh.passphrase\"\n",
+        )
+        .unwrap();
+        let deployment = |args: &[&str]| {
+            let mut cli = parse(args);
+            apply(&mut cli, &config);
+            match cli.command {
+                Command::Deployment(args) => args,
+                _ => unreachable!(),
+            }
+        };
+        if std::env::var("BOSH_CLIENT_SECRET").is_err() {
+            let from_file = deployment(&["deployment", "-d", "x", "backup"]);
+            assert_eq!(
+                from_file.password_file.as_deref(),
+                Some(Path::new("/etc/cairn/director.secret"))
+            );
+            assert_eq!(
+                from_file.common.private_key_passphrase_file.as_deref(),
+                Some(Path::new("/etc/cairn/ssh.passphrase"))
+            );
+        }
+        let given = deployment(&["deployment", "-d", "x", "-p", "secret", "backup"]);
+        assert_eq!(
+            given.password_file, None,
+            "a password given wins over the file's"
+        );
+        let flag = deployment(&[
+            "deployment",
+            "--password-file",
+            "/mine",
+            "--private-key-passphrase-file",
+            "/my.passphrase",
+            "backup",
+        ]);
+        assert_eq!(flag.password_file.as_deref(), Some(Path::new("/mine")));
+        assert_eq!(
+            flag.common.private_key_passphrase_file.as_deref(),
+            Some(Path::new("/my.passphrase"))
+        );
     }
 
     #[test]
