@@ -3,7 +3,7 @@
 //! store and real S3 (moto): a signed backup restores with its key; a forged backup, a genuine
 //! one copied under a newer id, a stranger's key and a store rolled back to before a backup
 //! this machine saw are refused before any script runs; `backups verify` tells a gap that a
-//! signed prune recorded from one nobody recorded.
+//! signed prune recorded from one nobody recorded; a drill signs its own backup.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -481,4 +481,63 @@ fn verify_tells_recorded_gaps_from_missing_ones_and_directories_are_signed() {
         ],
     );
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}
+
+/// `cairn drill --signing-key` signs the drill's own backup, so a drill in a store of signed
+/// backups does not leave an unsigned one that `--trusted-key` commands refuse; with
+/// `--latest` (no backup taken) the flag is refused before anything runs.
+#[test]
+fn a_drill_signs_its_own_backup() {
+    cairn_testbed::require_root!();
+    let bed = TestBed::start(&[("database", 0, &["database"])]).expect("test bed");
+    let work = workdir();
+    let store = Store::file();
+    let url = store.url();
+    let key = KeyPair::generate(work.path(), "backup");
+    let first = signed_backup(&bed, work.path(), &url, &key);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let inventory = bed.inventory();
+    let inventory = inventory.to_str().unwrap();
+    let drill = |extra: &[&str]| {
+        let mut args = vec![
+            "drill",
+            "--target-inventory",
+            inventory,
+            "--store",
+            &url,
+            "--signing-key",
+            key.secret(),
+            "--report-dir",
+            work.path().to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(work.path(), &args)
+    };
+    let output = drill(&["--source-inventory", inventory]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let ids = listed(work.path(), &url);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], first);
+    let output = run(
+        work.path(),
+        &[
+            "backups",
+            "--store",
+            &url,
+            "verify",
+            &format!("{DEPLOYMENT}/{}", ids[1]),
+            "--trusted-key",
+            key.public(),
+        ],
+    );
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("2 signed backups"), "{all}");
+    let output = drill(&["--latest", DEPLOYMENT]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("--signing-key signs the drill's new backup"),
+        "{all}"
+    );
 }

@@ -486,6 +486,9 @@ pub(crate) struct DrillArgs {
     /// `--trusted-key`, for a stored backup (--backup, --latest).
     #[command(flatten)]
     pub trust: super::trust::TrustArgs,
+    /// `--signing-key`, for the drill's new backup (not with --backup or --latest).
+    #[command(flatten)]
+    pub signing: super::trust::SigningArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,

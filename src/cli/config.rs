@@ -17,7 +17,7 @@
 //! script_timeout = "2h"      # --script-timeout
 //! stall_timeout = "5m"       # --stall-timeout
 //! keepalive_interval = "30s" # --keepalive-interval
-//! signing_key = "/etc/cairn/backup.key"          # --signing-key (backup, prune, delete)
+//! signing_key = "/etc/cairn/backup.key"          # --signing-key (backup, drill, prune, delete)
 //! trusted_keys = ["/etc/cairn/backup.pub"]       # --trusted-key (restore, drill, verify, prune, delete)
 //! password_file = "/etc/cairn/director.secret"   # --password-file (deployment mode; below BOSH_CLIENT_SECRET)
 //! private_key_passphrase_file = "/etc/cairn/ssh.passphrase"  # --private-key-passphrase-file
@@ -328,6 +328,9 @@ pub(crate) fn apply(cli: &mut Cli, config: &ConfigFile) {
             args.allow_unencrypted |= config.allow_unencrypted.unwrap_or(false);
             apply_common(&mut args.common, config);
             apply_trust(&mut args.trust, config);
+            if args.backup.is_none() && args.latest.is_none() {
+                apply_signing(&mut args.signing, config);
+            }
         }
         Command::Backups(args) => {
             apply_store(&mut args.store, config);
@@ -959,6 +962,19 @@ mod tests {
             panic!()
         };
         assert_eq!(args.trust.trusted_key, vec!["/etc/cairn/backup.pub"]);
+        assert!(
+            args.signing.signing_key.is_some(),
+            "a drill signs its new backup"
+        );
+        let mut cli = parse(&["drill", "--target-inventory", "/t.yml", "--latest", "cf"]);
+        apply(&mut cli, &config);
+        let Command::Drill(args) = cli.command else {
+            panic!()
+        };
+        assert!(
+            args.signing.signing_key.is_none(),
+            "a drill of a stored backup takes none"
+        );
     }
 
     #[test]

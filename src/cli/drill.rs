@@ -4,6 +4,7 @@
 use anyhow::Context;
 use cairn::format::bbr_directory::sink::BbrDirectorySink;
 use cairn::format::encryption::{Identities, Recipients};
+use cairn::format::store::write::Signing;
 use cairn::format::store::{StoreSink, StoreSource};
 use cairn::model::deployment::Target;
 use cairn::remote::dial::Dialer;
@@ -115,6 +116,11 @@ fn check_flags(args: &DrillArgs, has_store: bool, existing: bool) -> anyhow::Res
             ));
         }
     }
+    if existing && args.signing.signing_key.is_some() {
+        anyhow::bail!(UsageError(
+            "--signing-key signs the drill's new backup; with --backup or --latest no backup is taken.".into()
+        ));
+    }
     Ok(())
 }
 
@@ -156,10 +162,18 @@ async fn drill_source<'a>(
     recipients: Option<Recipients>,
     identities: Identities,
 ) -> anyhow::Result<DrillSource<'a>> {
+    let signing_key = match source_target {
+        Some(_) => args.signing.load()?,
+        None => None,
+    };
     Ok(match (source_target, store_url) {
         (Some(source), Some(url)) => {
             let mut sink = store_sink(url, args, recipients).await?;
             sink.identities = identities;
+            sink.signing = signing_key.map(|key| Signing {
+                key,
+                seen: Some(super::trust::seen_backups()),
+            });
             DrillSource::NewBackup {
                 target: source,
                 sink: Arc::new(sink),
@@ -168,10 +182,13 @@ async fn drill_source<'a>(
         }
         (Some(source), None) => DrillSource::NewBackup {
             target: source,
-            sink: Arc::new(BbrDirectorySink::new(match &args.artifact_path {
-                Some(path) => path.clone(),
-                None => std::env::current_dir().context("Cannot read the current directory")?,
-            })),
+            sink: Arc::new(
+                BbrDirectorySink::new(match &args.artifact_path {
+                    Some(path) => path.clone(),
+                    None => std::env::current_dir().context("Cannot read the current directory")?,
+                })
+                .with_signing(signing_key),
+            ),
             manifest,
         },
         (None, Some(url)) => stored_source(args, url, identities).await?,
