@@ -80,10 +80,9 @@ pub(crate) async fn store_sink(
     encryption: Option<cairn::format::encryption::Recipients>,
 ) -> anyhow::Result<StoreSink> {
     let store = cairn::format::store::open_store(url).await?;
+    let compression = Compression::parse(compression.unwrap_or(super::config::DEFAULT_COMPRESSION))
+        .map_err(UsageError)?;
     Ok(StoreSink {
-        store,
-        compression: Compression::parse(compression.unwrap_or(super::config::DEFAULT_COMPRESSION))
-            .map_err(UsageError)?,
         retention,
         require_versioning: if allow_unversioned {
             None
@@ -91,8 +90,7 @@ pub(crate) async fn store_sink(
             cairn::format::store::versioning_command(url)
         },
         encryption,
-        identities: cairn::format::encryption::Identities::default(),
-        signing: None,
+        ..StoreSink::new(store, compression)
     })
 }
 

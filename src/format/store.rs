@@ -515,13 +515,8 @@ mod tests {
         encryption: Option<Recipients>,
     ) -> Vec<u8> {
         let sink = StoreSink {
-            store,
-            compression,
-            retention: None,
-            require_versioning: None,
             encryption,
-            identities: Identities::default(),
-            signing: None,
+            ..StoreSink::new(store, compression)
         };
         let backup = sink
             .start(&NewBackup {
@@ -817,15 +812,7 @@ mod tests {
         use crate::format::digest::FileDigest;
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
-        let sink = StoreSink {
-            store: Arc::clone(&store),
-            compression: Compression::Zstd { level: 1 },
-            retention: None,
-            require_versioning: None,
-            encryption: None,
-            identities: Identities::default(),
-            signing: None,
-        };
+        let sink = StoreSink::new(Arc::clone(&store), Compression::Zstd { level: 1 });
         let backup = sink
             .start(&NewBackup {
                 deployment: "cf",
@@ -892,15 +879,10 @@ mod tests {
     #[tokio::test]
     async fn an_artifact_name_with_a_control_character_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = StoreSink {
-            store: Arc::new(LocalStore::new(dir.path())),
-            compression: Compression::Zstd { level: 1 },
-            retention: None,
-            require_versioning: None,
-            encryption: None,
-            identities: Identities::default(),
-            signing: None,
-        };
+        let sink = StoreSink::new(
+            Arc::new(LocalStore::new(dir.path())),
+            Compression::Zstd { level: 1 },
+        );
         let backup = sink
             .start(&NewBackup {
                 deployment: "cf",
@@ -1169,13 +1151,8 @@ mod tests {
     async fn a_backup_needing_versioning_is_refused_by_a_store_without_it() {
         let dir = tempfile::tempdir().unwrap();
         let sink = StoreSink {
-            store: Arc::new(LocalStore::new(dir.path())),
-            compression: Compression::None,
-            retention: None,
             require_versioning: versioning_command("gs://b"),
-            encryption: None,
-            identities: Identities::default(),
-            signing: None,
+            ..StoreSink::new(Arc::new(LocalStore::new(dir.path())), Compression::None)
         };
         let new = NewBackup {
             deployment: "cf",

@@ -431,7 +431,6 @@ pub(crate) mod test_support {
 
     use crate::format::bbr_directory::metadata::BackupMetadata;
     use crate::format::digest::{digest_tar_files, EntryPolicy};
-    use crate::format::encryption::Identities;
     use crate::format::manifest::Compression;
     use crate::format::signature::{SeenBackups, SigningKey};
     use crate::format::sink::{BackupRecord, BackupSink, NewBackup, StoredArtifact};
@@ -446,16 +445,11 @@ pub(crate) mod test_support {
         seen: Option<&SeenBackups>,
     ) {
         let sink = StoreSink {
-            store: Arc::clone(store),
-            compression: Compression::None,
-            retention: None,
-            require_versioning: None,
-            encryption: None,
-            identities: Identities::default(),
             signing: key.map(|key| Signing {
                 key: key.clone(),
                 seen: seen.cloned(),
             }),
+            ..StoreSink::new(Arc::clone(store), Compression::None)
         };
         let backup = sink
             .start(&NewBackup {

@@ -69,6 +69,23 @@ pub struct StoreSink {
     pub signing: Option<Signing>,
 }
 
+impl StoreSink {
+    /// Backups into `store` with `compression`: no retention, no versioning required, not
+    /// encrypted, not signed (the fields are public to turn each on).
+    #[must_use]
+    pub fn new(store: Arc<dyn ArtifactStore>, compression: Compression) -> StoreSink {
+        StoreSink {
+            store,
+            compression,
+            retention: None,
+            require_versioning: None,
+            encryption: None,
+            identities: Identities::default(),
+            signing: None,
+        }
+    }
+}
+
 /// How a backup is signed: the key, and where this machine records the newest backup it
 /// signed (the rollback check of `restore --latest`, [`crate::format::signature::seen`]).
 #[derive(Debug, Clone)]
