@@ -647,11 +647,14 @@ fn check_header<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
         match key {
             b"path" => pax_path = Some(record.value_bytes().to_vec()),
             b"linkpath" => pax_link = Some(record.value_bytes().to_vec()),
-            b"size" | b"uid" | b"gid"
-                if !record.value_bytes().iter().all(u8::is_ascii_digit)
-                    || record.value_bytes().is_empty() =>
-            {
+            b"size" if !pax_number_within(record.value_bytes(), i64::MAX.unsigned_abs()) => {
                 return Err("pax number that is not one".into());
+            }
+            b"uid" | b"gid" if !pax_number_within(record.value_bytes(), u32::MAX.into()) => {
+                return Err("pax number that is not one".into());
+            }
+            b"mtime" | b"atime" | b"ctime" if !is_pax_time(record.value_bytes()) => {
+                return Err("pax time that is not one".into());
             }
             _ => {}
         }
@@ -663,6 +666,28 @@ fn check_header<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
         return Err("a GNU long name and a pax name that disagree".into());
     }
     Ok(())
+}
+
+/// Whether a pax number is decimal digits, at most `max` (GNU tar refuses more).
+fn pax_number_within(value: &[u8], max: u64) -> bool {
+    !value.is_empty()
+        && value.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(value)
+            .ok()
+            .and_then(|digits| digits.parse::<u64>().ok())
+            .is_some_and(|number| number <= max)
+}
+
+/// Whether a pax time reads as GNU tar reads one: an optional `-`, seconds that fit `time_t`,
+/// and optionally `.` and digits (found by tar_extract: GNU tar fails on `mtime=empt…`).
+fn is_pax_time(value: &[u8]) -> bool {
+    let unsigned = value.strip_prefix(b"-").unwrap_or(value);
+    let (seconds, fraction) = match unsigned.iter().position(|&b| b == b'.') {
+        Some(dot) => (&unsigned[..dot], Some(&unsigned[dot + 1..])),
+        None => (unsigned, None),
+    };
+    pax_number_within(seconds, i64::MAX.unsigned_abs())
+        && fraction.is_none_or(|digits| !digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
 }
 
 /// The archive's own symlinks. [`check_entry`] judges each path as written, which is where it
@@ -1374,6 +1399,11 @@ mod tests {
             files.contains_key(&FileName::from("./pax-name")),
             "{files:?}"
         );
+        let before_1970 = pax_then_file(&[("mtime", b"-86400"), ("uid", b"4294967295")], None);
+        assert!(digest_tar(&before_1970[..], EntryPolicy::RefuseEscapes).is_ok());
+        // tar-rs applies a pax uid to the header, whose own check refuses it first.
+        let too_big = pax_then_file(&[("uid", b"4294967296")], None);
+        assert!(digest_tar(&too_big[..], EntryPolicy::RefuseEscapes).is_err());
         let cases = [
             (
                 pax_then_file(&[("SCHILY.xattr.security.capability", b"x")], None),
@@ -1388,6 +1418,15 @@ mod tests {
                 "pax record `mtime` twice",
             ),
             (pax_then_file(&[("uid", b"-1")], None), "pax number"),
+            (
+                pax_then_file(&[("mtime", b"empt286361.841720828")], None),
+                "pax time",
+            ),
+            (pax_then_file(&[("mtime", b"1.")], None), "pax time"),
+            (
+                pax_then_file(&[("mtime", b"99999999999999999999")], None),
+                "pax time",
+            ),
             (
                 pax_then_file(&[("path", b"./pax")], Some(b"./long")),
                 "disagree",
