@@ -19,6 +19,7 @@ pub(crate) mod exit;
 pub(crate) mod flags;
 pub(crate) mod help;
 pub(crate) mod logging;
+pub(crate) mod notify;
 pub(crate) mod output;
 pub(crate) mod progress;
 pub(crate) mod signals;
@@ -40,6 +41,11 @@ pub(crate) async fn run(invocation: Invocation) -> i32 {
     }
     if let Some(path) = passphrase_file(&command) {
         if let Err(error) = cairn::remote::login_key::set_passphrase_file(path) {
+            return exit::code(Err(error.into()));
+        }
+    }
+    if let Some(common) = command.common() {
+        if let Err(error) = notify::setup(common) {
             return exit::code(Err(error.into()));
         }
     }
