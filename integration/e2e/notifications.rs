@@ -517,6 +517,41 @@ fn the_overdue_check_and_metric_follow_the_newest_verified_backup() {
     let textfile = fs::read_to_string(&metrics).unwrap();
     assert_eq!(sample(&textfile, good), Some(taken.timestamp() as f64));
 
+    // A drill of that backup (restored into the same test bed) notifies too, as `drill`.
+    let slack = Receiver::start(work.root(), "drill", None, &[]);
+    let slack_url = slack.url();
+    let inventory = bed.inventory();
+    let output = run(
+        work.path(),
+        &[
+            "drill",
+            "--target-inventory",
+            inventory.to_str().unwrap(),
+            "--store",
+            &store,
+            "--latest",
+            "testbed",
+            "--report-dir",
+            work.root().to_str().unwrap(),
+            "--notify-url",
+            &slack_url,
+            "--notify-format",
+            "slack",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let requests = slack.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let message: serde_json::Value =
+        serde_json::from_str(requests[0]["body"].as_str().unwrap()).unwrap();
+    let line = message["text"].as_str().unwrap();
+    assert!(
+        line.starts_with(&format!(
+            "Cairn: deployment testbed: drill succeeded, backup {id}, "
+        )),
+        "{line}"
+    );
+
     // An artifact gone from the store: the backup no longer counts.
     let artifact = fs::read_dir(store_dir.path().join("testbed").join(id))
         .unwrap()
