@@ -422,6 +422,98 @@ mod tests {
         assert_eq!(one.bound(), Duration::from_secs(10));
     }
 
+    /// A loopback HTTP server answering each request with the next of `statuses` (the last one
+    /// from then on); returns the webhook URL and the count of requests.
+    async fn server(statuses: Vec<u16>) -> (reqwest::Url, std::sync::Arc<std::sync::Mutex<u32>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook/T0K3N", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::Mutex::new(0_u32));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buffer = [0_u8; 4096];
+                // Headers and the small body arrive together; read until the body's end.
+                while let Ok(n) = stream.read(&mut buffer).await {
+                    request.extend_from_slice(&buffer[..n]);
+                    if n == 0 || request.ends_with(b"}") {
+                        break;
+                    }
+                }
+                let n = {
+                    let mut count = seen.lock().unwrap();
+                    *count += 1;
+                    *count as usize
+                };
+                let status = statuses[(n - 1).min(statuses.len() - 1)];
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        (reqwest::Url::parse(&url).unwrap(), count)
+    }
+
+    fn notifier(url: reqwest::Url) -> Notifier {
+        let policy = Policy {
+            attempts: 3,
+            timeout: Duration::from_secs(5),
+            backoff: Duration::from_millis(10),
+        };
+        let webhook = Webhook {
+            url,
+            format: Format::Json,
+        };
+        Notifier::new(vec![webhook], Some(Zeroizing::new(b"k".to_vec())), policy).unwrap()
+    }
+
+    fn notification() -> Notification {
+        Notification {
+            event_line: "{\"event\":\"run_finished\"}".into(),
+            summary: summary(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_tried_again_and_other_refusals_are_not() {
+        let (url, count) = server(vec![500, 503, 204]).await;
+        assert_eq!(notifier(url).send(&notification()).await, vec![]);
+        assert_eq!(*count.lock().unwrap(), 3);
+
+        let (url, count) = server(vec![500]).await;
+        let failures = notifier(url).send(&notification()).await;
+        assert_eq!(*count.lock().unwrap(), 3, "three tries, no more");
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].tries, 3);
+        assert!(
+            failures[0].detail.starts_with("HTTP 500"),
+            "{:?}",
+            failures[0]
+        );
+
+        let (url, count) = server(vec![404, 204]).await;
+        let failures = notifier(url).send(&notification()).await;
+        assert_eq!(*count.lock().unwrap(), 1, "a 404 is not tried again");
+        let line = failures[0].to_string();
+        assert!(line.contains("failed after 1 tries: HTTP 404"), "{line}");
+        assert!(!line.contains("T0K3N"), "{line}");
+
+        let (url, count) = server(vec![429, 302, 204]).await;
+        let failures = notifier(url).send(&notification()).await;
+        assert_eq!(
+            *count.lock().unwrap(),
+            2,
+            "429 again, a redirect not followed"
+        );
+        assert!(
+            failures[0].detail.starts_with("HTTP 302"),
+            "{:?}",
+            failures[0]
+        );
+    }
+
     #[test]
     fn formats_are_json_or_slack() {
         assert_eq!(Format::parse("slack"), Ok(Format::Slack));
