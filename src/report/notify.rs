@@ -17,7 +17,8 @@
 //! 33 s), whatever the webhooks do. What failed comes back as [`NotifyError`]s, one warning
 //! line each for the CLI; the exit code is never changed. Only a lost connection, a timeout,
 //! 408, 429 and 5xx are tried again: any other answer would be the same the next time.
-//! Redirects are not followed (a signed body goes only where it was sent).
+//! Redirects are not followed (a signed body goes only where it was sent). `HTTPS_PROXY`,
+//! `HTTP_PROXY` and `NO_PROXY` are honoured (a jumpbox may reach Slack only through a proxy).
 //!
 //! Webhook URLs are secrets too (a Slack webhook's path is its credential): errors name the
 //! URL's scheme, host and port only ([`redacted`]).
@@ -191,7 +192,8 @@ pub fn redacted(url: &reqwest::Url) -> String {
 /// A webhook that did not take the notification.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "notification to {url} failed after {tries} tries: {detail}; the run's result is unchanged"
+    "notification to {url} failed after {}: {detail}; the run's result is unchanged",
+    tries_text(*.tries)
 )]
 pub struct NotifyError {
     /// [`redacted`] URL.
@@ -200,6 +202,15 @@ pub struct NotifyError {
     pub tries: u32,
     /// The last answer or error.
     pub detail: String,
+}
+
+/// `1 try`, `3 tries`.
+fn tries_text(tries: u32) -> String {
+    if tries == 1 {
+        "1 try".into()
+    } else {
+        format!("{tries} tries")
+    }
 }
 
 /// Cannot build the HTTP client.
@@ -497,7 +508,7 @@ mod tests {
         let failures = notifier(url).send(&notification()).await;
         assert_eq!(*count.lock().unwrap(), 1, "a 404 is not tried again");
         let line = failures[0].to_string();
-        assert!(line.contains("failed after 1 tries: HTTP 404"), "{line}");
+        assert!(line.contains("failed after 1 try: HTTP 404"), "{line}");
         assert!(!line.contains("T0K3N"), "{line}");
 
         let (url, count) = server(vec![429, 302, 204]).await;
