@@ -49,6 +49,7 @@ pub(crate) async fn run(invocation: Invocation) -> i32 {
             return exit::code(Err(error.into()));
         }
     }
+    let subject = notify::Subject::of(&command);
     let result = match command {
         Command::Deployment(args) => deployment::run(args).await,
         Command::Director(args) => director::run(args).await,
@@ -64,6 +65,9 @@ pub(crate) async fn run(invocation: Invocation) -> i32 {
         Command::Help => Ok(help::help()),
         Command::Version => Ok(help::version()),
     };
+    if let (Err(error), Some(subject)) = (&result, subject) {
+        notify::send_fatal(subject, error).await;
+    }
     exit::code(result)
 }
 

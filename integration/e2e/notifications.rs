@@ -355,6 +355,43 @@ fn a_failed_backup_is_notified_with_its_exit_code_and_keeps_it() {
         line.starts_with("Cairn: deployment testbed: backup FAILED (exit code 1), "),
         "{line}"
     );
+
+    // A run that never started (its inventory cannot be read) is notified too: exit code 1.
+    let early = Receiver::start(work.root(), "early", Some(&secret), &[]);
+    let early_url = early.url();
+    let missing = work.root().join("missing.yml");
+    let output = run(
+        work.path(),
+        &[
+            "deployment",
+            "--inventory",
+            missing.to_str().unwrap(),
+            "--notify-url",
+            &early_url,
+            "--notify-secret-file",
+            secret.to_str().unwrap(),
+            "backup",
+            "--artifact-path",
+            work.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let requests = early.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_signed(&requests[0], SECRET);
+    let body: serde_json::Value =
+        serde_json::from_str(requests[0]["body"].as_str().unwrap()).unwrap();
+    cairn_testbed::schema::validate(&events_schema(), &body).unwrap();
+    assert_eq!(body["exit_code"], 1);
+    assert_eq!(body["operation"], "backup");
+    assert_eq!(body["deployment"], missing.to_str().unwrap());
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("Cannot read inventory"),
+        "{body}"
+    );
 }
 
 #[test]

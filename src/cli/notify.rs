@@ -2,8 +2,12 @@
 //! config-file keys): checked and the secret read before anything is connected or locked, kept
 //! for the process (one run per process), and used once the run is over
 //! ([`cairn::report::notify`]). A webhook that fails costs one warning line, never the exit
-//! code.
+//! code. A run that stops on a fatal error before it has a final event of its own (an
+//! inventory that cannot be read, a Director that cannot be reached) is notified too, with a
+//! `run_finished` of exit code 1 ([`send_fatal`]): a nightly backup that never started is the
+//! one a webhook must hear of.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use cairn::report::events::{to_json_line, Event};
@@ -14,6 +18,9 @@ use super::args::{CommonArgs, UsageError};
 
 /// The run's notifier, once [`setup`] found webhooks.
 static NOTIFIER: OnceLock<Notifier> = OnceLock::new();
+
+/// True once the run's notification was sent.
+static SENT: AtomicBool = AtomicBool::new(false);
 
 /// Checks the notification flags and reads the secret; keeps the notifier for [`send`].
 /// Nothing to do without `--notify-url`.
@@ -140,9 +147,69 @@ pub(crate) async fn send(notification: Option<Notification>) {
     let (Some(notifier), Some(notification)) = (NOTIFIER.get(), notification) else {
         return;
     };
+    SENT.store(true, Ordering::SeqCst);
     for failure in notifier.send(&notification).await {
         tracing::warn!("{failure}");
     }
+}
+
+/// What a run is, known from its flags before it starts: for the notification of a run that
+/// stopped on a fatal error.
+pub(crate) struct Subject {
+    /// `backup`, `restore`, …, `drill`.
+    operation: String,
+    /// `--deployment`, the director's `--host`, the drill's target, else the inventory file.
+    deployment: String,
+    /// When the command started.
+    started_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Subject {
+    /// The subject of `command`; `None` for commands that never notify.
+    pub(crate) fn of(command: &super::args::Command) -> Option<Subject> {
+        use super::args::Command;
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let (operation, deployment) = match command {
+            Command::Deployment(args) => (
+                args.action.name(),
+                args.deployment
+                    .clone()
+                    .or_else(|| args.all_deployments.then(|| "--all-deployments".into()))
+                    .or_else(|| path(&args.inventory)),
+            ),
+            Command::Director(args) => (args.action.name(), args.host.clone()),
+            Command::Drill(args) => (
+                "drill",
+                args.target_deployment
+                    .clone()
+                    .or_else(|| path(&args.target_inventory)),
+            ),
+            _ => return None,
+        };
+        Some(Subject {
+            operation: operation.to_string(),
+            deployment: deployment.unwrap_or_default(),
+            started_at: chrono::Utc::now(),
+        })
+    }
+}
+
+/// Notifies a run that ended on a fatal `error` (exit code 1) before sending its own
+/// notification; nothing when it sent one or has no webhooks.
+pub(crate) async fn send_fatal(subject: Subject, error: &anyhow::Error) {
+    if SENT.load(Ordering::SeqCst) || NOTIFIER.get().is_none() {
+        return;
+    }
+    let event = Event::RunFinished {
+        operation: subject.operation,
+        deployment: subject.deployment,
+        exit_code: 1,
+        duration_seconds: (chrono::Utc::now() - subject.started_at).num_milliseconds() as f64
+            / 1000.0,
+        artifact: None,
+        errors: vec![format!("{error:#}")],
+    };
+    send(notification(&event, None)).await;
 }
 
 #[cfg(test)]
