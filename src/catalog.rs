@@ -4,8 +4,10 @@
 //! ([`crate::format::store::read`]), also for a bbr directory and for part of a backup
 //! ([`verify`], chosen by [`sampling`]); [`retention`] is the pure prune policy, which the CLI
 //! plans with and executes through [`delete_unless_protected`]; [`trust`] is what
-//! `--trusted-key` adds (the chain walk, the rollback check of `--latest`, deletion records).
+//! `--trusted-key` adds (the chain walk, the rollback check of `--latest`, deletion records);
+//! [`freshness`] is `backups list --max-age`, the "backup overdue" check.
 
+pub mod freshness;
 pub mod retention;
 pub mod sampling;
 pub mod trust;

@@ -19,6 +19,7 @@ pub(crate) mod exit;
 pub(crate) mod flags;
 pub(crate) mod help;
 pub(crate) mod logging;
+pub(crate) mod notify;
 pub(crate) mod output;
 pub(crate) mod progress;
 pub(crate) mod signals;
@@ -43,6 +44,12 @@ pub(crate) async fn run(invocation: Invocation) -> i32 {
             return exit::code(Err(error.into()));
         }
     }
+    if let Some(common) = command.common() {
+        if let Err(error) = notify::setup(common) {
+            return exit::code(Err(error.into()));
+        }
+    }
+    let subject = notify::Subject::of(&command);
     let result = match command {
         Command::Deployment(args) => deployment::run(args).await,
         Command::Director(args) => director::run(args).await,
@@ -58,6 +65,9 @@ pub(crate) async fn run(invocation: Invocation) -> i32 {
         Command::Help => Ok(help::help()),
         Command::Version => Ok(help::version()),
     };
+    if let (Err(error), Some(subject)) = (&result, subject) {
+        notify::send_fatal(subject, error).await;
+    }
     exit::code(result)
 }
 

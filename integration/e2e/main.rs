@@ -29,6 +29,7 @@ mod kill_matrix;
 mod limits;
 mod local_secrets;
 mod modes;
+mod notifications;
 mod proofs;
 mod prune;
 mod restore_plan;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use cairn::model::deployment::Target;
 use cairn::report::events::{Event, JsonLines};
 use cairn::report::metrics::RunSummary;
+use cairn::report::notify::Notification;
 use cairn::workflow::journal::{JournalFile, JournalKind};
 use cairn::workflow::RunContext;
 use cairn::RunErrors;
@@ -91,7 +92,9 @@ pub(crate) async fn run(
         started_at,
         advice,
     };
-    Ok(finish(target, &finished, outcome, common, &context))
+    let (exit_code, notification) = finish(target, &finished, outcome, common, &context);
+    super::notify::send(notification).await;
+    Ok(exit_code)
 }
 
 /// The run's context: parallelism, time limits, the journal and where events go.
@@ -156,13 +159,26 @@ const SWITCHES: [&str; 4] = [
 ];
 
 /// The command line up to the subcommand (`cairn deployment --target T --deployment D`), with
-/// the program's name as `cairn` and a password's value masked, so that a message can name the
+/// the program's name as `cairn`, a password's value masked and `--notify-url`s left out, so that a message can name the
 /// exact clean-up command to run. `None` when no subcommand is found.
 fn command_prefix(argv: &[String]) -> Option<String> {
     let mut words = vec!["cairn".to_string()];
     let mut takes_value = false;
     let mut mask_next = false;
+    let mut drop_next = false;
     for word in argv.iter().skip(1) {
+        if drop_next {
+            drop_next = false;
+            continue;
+        }
+        // A webhook URL may hold its credential, and a clean-up need not notify: left out.
+        if !takes_value && word == "--notify-url" {
+            drop_next = true;
+            continue;
+        }
+        if !takes_value && word.starts_with("--notify-url=") {
+            continue;
+        }
         if !takes_value && SUBCOMMANDS.contains(&word.as_str()) {
             return Some(words.join(" "));
         }
@@ -200,14 +216,15 @@ struct Finished {
     advice: CleanupAdvice,
 }
 
-/// bbr's error report, the run's last event and the metrics file; returns the exit code.
+/// bbr's error report, the run's last event and the metrics file; returns the exit code and
+/// what the webhooks of `--notify-url` are told.
 fn finish(
     target: &dyn Target,
     finished: &Finished,
     outcome: Outcome,
     common: &CommonArgs,
     context: &RunContext,
-) -> i32 {
+) -> (i32, Option<Notification>) {
     let Finished {
         operation,
         started_at,
@@ -215,14 +232,18 @@ fn finish(
     } = *finished;
     let errors = &outcome.errors;
     let exit_code = report_errors(errors, advice.applies(errors));
-    context.emit(Event::RunFinished {
+    let mut event = Event::RunFinished {
         operation: operation.to_string(),
         deployment: target.name().to_string(),
         exit_code,
         duration_seconds: (chrono::Utc::now() - started_at).num_milliseconds() as f64 / 1000.0,
         artifact: outcome.artifact,
         errors: errors.errors().iter().map(ToString::to_string).collect(),
-    });
+    };
+    context.emit(event.clone());
+    // A failed backup stored nothing worth graphing; leave the size out.
+    let stored_bytes = outcome.stored_bytes.filter(|_| exit_code == 0);
+    let mut exit_code = exit_code;
     if let Some(path) = &common.metrics_file {
         let summary = RunSummary {
             deployment: target.name().to_string(),
@@ -230,16 +251,49 @@ fn finish(
             started_at,
             finished_at: chrono::Utc::now(),
             exit_code,
-            // A failed backup stored nothing worth graphing; leave the size out.
-            stored_bytes: outcome.stored_bytes.filter(|_| exit_code == 0),
+            stored_bytes,
             scripts: context.scripts(),
+            good_backup_at: good_backup_at(operation, exit_code, event_artifact(&event))
+                .map(|at| at.unwrap_or(started_at)),
         };
         if let Err(error) = cairn::report::metrics::write(path, &summary) {
             eprintln!("{error}");
-            return exit_code | 1;
+            exit_code |= 1;
+            // The webhooks hear the exit code the run ends with.
+            if let Event::RunFinished {
+                exit_code: told,
+                errors,
+                ..
+            } = &mut event
+            {
+                *told = exit_code;
+                errors.push(error.to_string());
+            }
         }
     }
-    exit_code
+    (exit_code, super::notify::notification(&event, stored_bytes))
+}
+
+/// The location of the backup a `run_finished` event names.
+fn event_artifact(event: &Event) -> Option<&str> {
+    match event {
+        Event::RunFinished { artifact, .. } => artifact.as_deref(),
+        _ => None,
+    }
+}
+
+/// For a backup run that exited 0 with a complete backup at `artifact`: `Some` with the time
+/// of its id (`…/<deployment>/<id>` in a store, `…/<deployment>_<id>` as a directory), `None`
+/// inside when the id is not a time. `None` for every other run.
+fn good_backup_at(
+    operation: &str,
+    exit_code: i32,
+    artifact: Option<&str>,
+) -> Option<Option<chrono::DateTime<chrono::Utc>>> {
+    let artifact = artifact.filter(|_| operation == "backup" && exit_code == 0)?;
+    let name = artifact.trim_end_matches('/').rsplit('/').next()?;
+    let id = name.rsplit('_').next()?;
+    Some(cairn::catalog::backup_time(id))
 }
 
 #[cfg(test)]
@@ -249,6 +303,33 @@ mod tests {
     fn prefix(line: &str) -> Option<String> {
         let argv: Vec<String> = line.split(' ').map(String::from).collect();
         command_prefix(&argv)
+    }
+
+    #[test]
+    fn a_good_backup_is_timed_by_its_id() {
+        let time = |text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        assert_eq!(
+            good_backup_at("backup", 0, Some("file:///s/cf/20240102T030405Z")),
+            Some(Some(time("2024-01-02T03:04:05Z")))
+        );
+        assert_eq!(
+            good_backup_at("backup", 0, Some("/backups/my_dep_20240102T030405Z")),
+            Some(Some(time("2024-01-02T03:04:05Z")))
+        );
+        assert_eq!(good_backup_at("backup", 0, Some("/x/odd")), Some(None));
+        assert_eq!(
+            good_backup_at("backup", 1, Some("/x/cf_20240102T030405Z")),
+            None
+        );
+        assert_eq!(
+            good_backup_at("restore", 0, Some("/x/cf_20240102T030405Z")),
+            None
+        );
+        assert_eq!(good_backup_at("backup", 0, None), None);
     }
 
     #[test]
@@ -266,5 +347,9 @@ mod tests {
             Some("cairn deployment --password=\"$BOSH_CLIENT_SECRET\" --deployment cf".into())
         );
         assert_eq!(prefix("cairn deployment --deployment cf"), None);
+        assert_eq!(
+            prefix("cairn deployment --notify-url https://h/SECRET -d cf --notify-url=https://h/S2 --json backup"),
+            Some("cairn deployment -d cf --json".into())
+        );
     }
 }

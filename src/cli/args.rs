@@ -115,6 +115,22 @@ pub(crate) struct CommonArgs {
     /// Write a Prometheus textfile about this run here (node_exporter's textfile collector).
     #[arg(long, value_name = "PATH", global = true)]
     pub metrics_file: Option<PathBuf>,
+    /// POST the run's final event to this webhook when the run ends (repeatable; never
+    /// changes the run's result). Signed: see --notify-secret-file.
+    #[arg(long, value_name = "URL", global = true)]
+    pub notify_url: Vec<String>,
+    /// What --notify-url receives: json (the run's final event) or slack (a Slack-compatible
+    /// {"text": ...} summary). Once for every URL, or once per URL in the same order
+    /// [default: json].
+    #[arg(long, value_name = "FORMAT", global = true)]
+    pub notify_format: Vec<String>,
+    /// File whose first line is the secret notifications are signed with (HMAC-SHA256 of the
+    /// body in the X-Cairn-Signature header; mode 0600). Needed for json notifications.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub notify_secret_file: Option<PathBuf>,
+    /// Time limit of one try of a notification (3 tries, 1 s then 2 s apart) [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub notify_timeout: Option<std::time::Duration>,
 }
 
 impl CommonArgs {
@@ -529,6 +545,10 @@ pub(crate) enum BackupsAction {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Backup overdue check: exit 1 (with a line on stderr) when the newest complete,
+        /// verified backup of --deployment is older than this (e.g. 26h), or there is none.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "deployment")]
+        max_age: Option<std::time::Duration>,
     },
     /// Print a backup's manifest.
     Show {

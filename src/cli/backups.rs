@@ -33,8 +33,18 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         .ok_or_else(|| UsageError("--store flag is required (or set CAIRN_STORE).".into()))?;
     let store = cairn::format::store::open_store(&url).await?;
     match args.action {
-        BackupsAction::List { deployment, json } => {
-            list::run(store.as_ref(), deployment.as_deref(), json).await
+        BackupsAction::List {
+            deployment,
+            json,
+            max_age,
+        } => {
+            let code = list::run(store.as_ref(), deployment.as_deref(), json).await?;
+            match (max_age, deployment) {
+                (Some(max_age), Some(deployment)) => {
+                    Ok(code | list::overdue_check(store.as_ref(), &deployment, max_age).await?)
+                }
+                _ => Ok(code),
+            }
         }
         BackupsAction::Show {
             id,

@@ -24,6 +24,10 @@
 //! encrypt_to = ["age1..."]                       # --encrypt-to, for backups into a store
 //! require_encryption = true                      # --require-encryption
 //! allow_unencrypted = false                      # --allow-unencrypted
+//! notify_url = ["https://hooks.example.com/cairn"] # --notify-url (a string or a list)
+//! notify_format = "json"                         # --notify-format (a string or a list)
+//! notify_secret_file = "/etc/cairn/notify.secret"  # --notify-secret-file
+//! notify_timeout = "10s"                         # --notify-timeout
 //!
 //! [timeouts]                 # a limit per script name (beats --script-timeout)
 //! metadata = "1m"
@@ -102,6 +106,14 @@ pub(crate) struct ConfigFile {
     pub password_file: Option<PathBuf>,
     /// Default `--private-key-passphrase-file`.
     pub private_key_passphrase_file: Option<PathBuf>,
+    /// Default `--notify-url` values.
+    pub notify_url: Option<OneOrMany>,
+    /// Default `--notify-format` values.
+    pub notify_format: Option<OneOrMany>,
+    /// Default `--notify-secret-file`.
+    pub notify_secret_file: Option<PathBuf>,
+    /// Default `--notify-timeout`.
+    pub notify_timeout: Option<DurationSetting>,
     /// `[timeouts]`: a limit per script name, and `[timeouts.jobs.<job>]` per job
     /// ([`cairn::model::timeouts`] has the precedence).
     pub timeouts: Option<toml::Table>,
@@ -120,6 +132,26 @@ pub(crate) enum DurationSetting {
     Seconds(u64),
 }
 
+/// A setting that takes one word or a list: `"slack"` or `["json", "slack"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    /// One value.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values, in order.
+    pub(crate) fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(value) => vec![value.clone()],
+            OneOrMany::Many(values) => values.clone(),
+        }
+    }
+}
+
 /// The file's time limits, checked and parsed by [`load`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Limits {
@@ -129,6 +161,8 @@ pub(crate) struct Limits {
     pub stall_timeout: Option<Duration>,
     /// `keepalive_interval`.
     pub keepalive_interval: Option<Duration>,
+    /// `notify_timeout`.
+    pub notify_timeout: Option<Duration>,
     /// `[timeouts]` (its `every_script` is left to `script_timeout` and the flag).
     pub timeouts: ScriptTimeouts,
 }
@@ -215,6 +249,7 @@ fn limits(config: &ConfigFile) -> Result<Limits, String> {
         script_timeout: setting("script_timeout", &config.script_timeout)?,
         stall_timeout: setting("stall_timeout", &config.stall_timeout)?,
         keepalive_interval: setting("keepalive_interval", &config.keepalive_interval)?,
+        notify_timeout: setting("notify_timeout", &config.notify_timeout)?,
         timeouts: config
             .timeouts
             .as_ref()
@@ -378,6 +413,27 @@ fn apply_common(common: &mut CommonArgs, config: &ConfigFile) {
     common.script_timeout = common.script_timeout.or(limits.script_timeout);
     common.stall_timeout = common.stall_timeout.or(limits.stall_timeout);
     common.keepalive_interval = common.keepalive_interval.or(limits.keepalive_interval);
+    common.notify_timeout = common.notify_timeout.or(limits.notify_timeout);
+    // The file's webhooks count only when no --notify-url was given; so do its formats.
+    if common.notify_url.is_empty() {
+        common.notify_url = config
+            .notify_url
+            .as_ref()
+            .map(OneOrMany::to_vec)
+            .unwrap_or_default();
+    }
+    if common.notify_format.is_empty() {
+        common.notify_format = config
+            .notify_format
+            .as_ref()
+            .map(OneOrMany::to_vec)
+            .unwrap_or_default();
+    }
+    if common.notify_secret_file.is_none() {
+        common
+            .notify_secret_file
+            .clone_from(&config.notify_secret_file);
+    }
     common.timeouts = limits.timeouts.clone();
 }
 
@@ -498,6 +554,20 @@ pub(crate) fn show(path: Option<&Path>, config: &ConfigFile) -> String {
         effective.store = Some(store);
     }
     effective.parallelism = effective.parallelism.or(Some(DEFAULT_PARALLELISM));
+    // A webhook's path or query may be its credential (Slack's is): scheme and host only.
+    effective.notify_url = effective.notify_url.map(|urls| {
+        OneOrMany::Many(
+            urls.to_vec()
+                .iter()
+                .map(|url| {
+                    reqwest::Url::parse(url).map_or_else(
+                        |_| "(not a URL)".to_string(),
+                        |url| cairn::report::notify::redacted(&url),
+                    )
+                })
+                .collect(),
+        )
+    });
     effective.compression = effective
         .compression
         .or_else(|| Some(DEFAULT_COMPRESSION.into()));
@@ -975,6 +1045,49 @@ mod tests {
             args.signing.signing_key.is_none(),
             "a drill of a stored backup takes none"
         );
+    }
+
+    #[test]
+    fn webhooks_come_from_the_file_unless_flags_give_them() {
+        let config = load_text(
+            "notify_url = [\"https://a.example/x\", \"https://hooks.slack.com/services/T/B/T0K3N\"]\n\
+             notify_format = \"slack\"\nnotify_secret_file = \"/etc/cairn/notify.secret\"\n\
+             notify_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        let common = |args: &[&str]| {
+            let mut cli = parse(args);
+            apply(&mut cli, &config);
+            match cli.command {
+                Command::Deployment(args) => args.common,
+                other => panic!("{other:?}"),
+            }
+        };
+        let from_file = common(&["deployment", "backup"]);
+        assert_eq!(from_file.notify_url.len(), 2);
+        assert_eq!(from_file.notify_format, ["slack"]);
+        assert_eq!(
+            from_file.notify_secret_file.as_deref(),
+            Some(Path::new("/etc/cairn/notify.secret"))
+        );
+        assert_eq!(from_file.notify_timeout, Some(Duration::from_secs(3)));
+        let flags = common(&[
+            "deployment",
+            "--notify-url",
+            "https://mine.example/",
+            "--notify-timeout",
+            "9s",
+            "backup",
+        ]);
+        assert_eq!(flags.notify_url, ["https://mine.example/"], "the flag wins");
+        assert_eq!(flags.notify_timeout, Some(Duration::from_secs(9)));
+        let shown = show(None, &config);
+        assert!(!shown.contains("T0K3N"), "{shown}");
+        assert!(shown.contains("https://hooks.slack.com/…"), "{shown}");
+        let error = load_text("notify_timeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("notify_timeout"), "{error}");
     }
 
     #[test]

@@ -90,7 +90,28 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     let signals = super::signals::watch(context.clone());
     let (report, errors) = drill(source, target.as_ref(), &context).await;
     signals.abort();
-    write_report(&args, &report, &errors)
+    let exit_code = write_report(&args, &report, &errors)?;
+    super::notify::send(notification(&report, exit_code)).await;
+    Ok(exit_code)
+}
+
+/// What the webhooks of `--notify-url` hear of a drill: a `run_finished` event of operation
+/// `drill` on the deployment restored into, naming the backup restored.
+fn notification(
+    report: &DrillReport,
+    exit_code: i32,
+) -> Option<cairn::report::notify::Notification> {
+    let event = cairn::report::events::Event::RunFinished {
+        operation: "drill".into(),
+        deployment: report.target_deployment.clone(),
+        exit_code,
+        duration_seconds: (chrono::Utc::now() - report.started_at).num_milliseconds() as f64
+            / 1000.0,
+        artifact: report.backup.as_ref().map(|b| b.location.clone()),
+        errors: report.errors.clone(),
+    };
+    let stored_bytes = report.backup.as_ref().map(|b| b.stored_bytes);
+    super::notify::notification(&event, stored_bytes)
 }
 
 /// The flag combinations clap cannot refuse by itself.

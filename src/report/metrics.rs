@@ -6,6 +6,13 @@
 //! renamed: a scrape never sees half a file. Job labels are `bosh_instance` and `bosh_job`,
 //! because Prometheus itself puts `instance` and `job` on every scraped series. Earlier values of `last_success` are kept by
 //! reading the previous file, so a failed run does not erase when the last good one was.
+//!
+//! `cairn_last_good_backup_timestamp_seconds{deployment}` is the time (its id's, when it
+//! started) of the newest good backup a run wrote into this file: complete, every artifact
+//! verified against the instance's checksums, and the run exited 0. It is kept from the
+//! previous file through failed backups and other runs (a restore, a clean-up), so
+//! `time() - cairn_last_good_backup_timestamp_seconds > 26 * 3600` is the "backup overdue"
+//! alert (docs/operations.md, "Notifications and overdue backups").
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -33,6 +40,18 @@ pub struct RunSummary {
     pub stored_bytes: Option<u64>,
     /// Scripts that ran.
     pub scripts: Vec<ScriptRecord>,
+    /// When the good backup this run made was taken (a complete backup of a run that exited
+    /// 0); `None` for every other run.
+    pub good_backup_at: Option<DateTime<Utc>>,
+}
+
+/// What is kept from the previous file of the same path.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Previous {
+    /// `cairn_last_success_timestamp_seconds` of the same deployment and operation.
+    pub success: Option<f64>,
+    /// `cairn_last_good_backup_timestamp_seconds` of the same deployment.
+    pub good_backup: Option<f64>,
 }
 
 /// Seconds each job stayed locked: from the end of its lock script to the end of its unlock.
@@ -65,11 +84,11 @@ fn escape(value: &str) -> String {
         .replace('\n', r"\n")
 }
 
-/// Renders the textfile. `previous_success` is the last success time from an earlier file.
+/// Renders the textfile, with what an earlier file said ([`previous`]).
 #[must_use]
 // Long on purpose: one flat list of metric families, in the order they appear in the file;
 // split up, the textfile's layout would be spread over several functions.
-pub fn render(summary: &RunSummary, previous_success: Option<f64>) -> String {
+pub fn render(summary: &RunSummary, previous: Previous) -> String {
     let labels = format!(
         "deployment=\"{}\",operation=\"{}\"",
         escape(&summary.deployment),
@@ -80,8 +99,12 @@ pub fn render(summary: &RunSummary, previous_success: Option<f64>) -> String {
     let last_success = if summary.exit_code == 0 {
         Some(finished)
     } else {
-        previous_success
+        previous.success
     };
+    let good_backup = summary
+        .good_backup_at
+        .map(|at| at.timestamp_millis() as f64 / 1000.0)
+        .or(previous.good_backup);
     let mut text = String::new();
     let mut metric = |name: &str, help: &str, kind: &str, lines: Vec<String>| {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -126,6 +149,17 @@ pub fn render(summary: &RunSummary, previous_success: Option<f64>) -> String {
             )],
         );
     }
+    if let Some(at) = good_backup {
+        metric(
+            "cairn_last_good_backup_timestamp_seconds",
+            "When the newest good backup (complete, verified, its run exited 0) was taken.",
+            "gauge",
+            vec![format!(
+                "{{deployment=\"{}\"}} {at}",
+                escape(&summary.deployment)
+            )],
+        );
+    }
     let locks: Vec<String> = lock_seconds(&summary.scripts)
         .into_iter()
         .map(|((instance, job), seconds)| {
@@ -148,17 +182,24 @@ pub fn render(summary: &RunSummary, previous_success: Option<f64>) -> String {
     text
 }
 
-/// Reads `cairn_last_success_timestamp_seconds` for these labels from an earlier file.
+/// Reads what is kept for `summary`'s deployment (and operation) from an earlier file.
 #[must_use]
-pub fn previous_success(existing: &str, summary: &RunSummary) -> Option<f64> {
-    let prefix = format!(
-        "cairn_last_success_timestamp_seconds{{deployment=\"{}\",operation=\"{}\"}} ",
-        escape(&summary.deployment),
-        escape(&summary.operation)
-    );
-    existing
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+pub fn previous(existing: &str, summary: &RunSummary) -> Previous {
+    let deployment = escape(&summary.deployment);
+    let value = |prefix: String| {
+        existing
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+    };
+    Previous {
+        success: value(format!(
+            "cairn_last_success_timestamp_seconds{{deployment=\"{deployment}\",operation=\"{}\"}} ",
+            escape(&summary.operation)
+        )),
+        good_backup: value(format!(
+            "cairn_last_good_backup_timestamp_seconds{{deployment=\"{deployment}\"}} "
+        )),
+    }
 }
 
 /// Writes the textfile atomically, keeping the last success time of an earlier file.
@@ -168,7 +209,8 @@ pub fn previous_success(existing: &str, summary: &RunSummary) -> Option<f64> {
 pub fn write(path: &Path, summary: &RunSummary) -> std::io::Result<()> {
     let previous = std::fs::read_to_string(path)
         .ok()
-        .and_then(|text| previous_success(&text, summary));
+        .map(|text| previous(&text, summary))
+        .unwrap_or_default();
     let temporary = path.with_extension("prom.tmp");
     std::fs::write(&temporary, render(summary, previous))
         .and_then(|()| std::fs::rename(&temporary, path))
@@ -207,6 +249,8 @@ mod tests {
                 record("pg", ScriptName::Backup, 30),
                 record("pg", ScriptName::PostBackupUnlock, 47),
             ],
+            good_backup_at: (exit_code == 0)
+                .then(|| DateTime::from_timestamp(1_700_000_000, 0).unwrap()),
         }
     }
 
@@ -236,7 +280,7 @@ mod tests {
 
     #[test]
     fn a_successful_backup_reports_everything() {
-        let samples = parse(&render(&summary(0), None));
+        let samples = parse(&render(&summary(0), Previous::default()));
         let labels = "{deployment=\"cf\",operation=\"backup\"}";
         assert_eq!(
             samples[&format!("cairn_run_duration_seconds{labels}")],
@@ -256,11 +300,11 @@ mod tests {
 
     #[test]
     fn a_failed_run_keeps_the_previous_success_time() {
-        let first = render(&summary(0), None);
+        let first = render(&summary(0), Previous::default());
         let failed = summary(4);
-        let previous = previous_success(&first, &failed);
-        assert_eq!(previous, Some(1_700_000_090.0));
-        let samples = parse(&render(&failed, previous));
+        let kept = previous(&first, &failed);
+        assert_eq!(kept.success, Some(1_700_000_090.0));
+        let samples = parse(&render(&failed, kept));
         assert_eq!(
             samples["cairn_run_exit_code{deployment=\"cf\",operation=\"backup\"}"],
             4.0
@@ -269,7 +313,32 @@ mod tests {
             samples["cairn_last_success_timestamp_seconds{deployment=\"cf\",operation=\"backup\"}"],
             1_700_000_090.0
         );
-        let never = parse(&render(&summary(1), None));
+        let never = parse(&render(&summary(1), Previous::default()));
         assert!(!never.keys().any(|k| k.starts_with("cairn_last_success")));
+        assert!(!never
+            .keys()
+            .any(|k| k.starts_with("cairn_last_good_backup")));
+    }
+
+    #[test]
+    fn the_newest_good_backup_is_kept_through_failures_and_other_runs() {
+        let good = "cairn_last_good_backup_timestamp_seconds{deployment=\"cf\"}";
+        let first = render(&summary(0), Previous::default());
+        assert_eq!(parse(&first)[good], 1_700_000_000.0);
+        let failed = summary(1);
+        let second = render(&failed, previous(&first, &failed));
+        assert_eq!(parse(&second)[good], 1_700_000_000.0);
+        let restore = RunSummary {
+            operation: "restore".into(),
+            good_backup_at: None,
+            ..summary(0)
+        };
+        let third = render(&restore, previous(&second, &restore));
+        assert_eq!(parse(&third)[good], 1_700_000_000.0);
+        let other = RunSummary {
+            deployment: "other".into(),
+            ..failed
+        };
+        assert_eq!(previous(&third, &other).good_backup, None);
     }
 }

@@ -1,13 +1,16 @@
 //! `backups list`: one line per backup (tab-separated, or JSON lines with `--json`). A
 //! complete backup's manifest is read to check that it belongs where it is stored
 //! ([`cairn::catalog::placement`]): one that does not is listed as `misplaced`, never as
-//! `complete`, with a warning saying how.
+//! `complete`, with a warning saying how. With `--deployment D --max-age DURATION` the list is
+//! followed by the "backup overdue" verdict ([`cairn::catalog::freshness`]): exit 1 when the
+//! newest complete, verified backup is older, or there is none.
 
+use cairn::catalog::freshness::check_freshness;
 use cairn::catalog::{list_backups, placement, placement_of, BackupSummary, Placement};
 use cairn_store::ArtifactStore;
 use futures::StreamExt;
 
-use crate::cli::output::say;
+use crate::cli::output::{printable, say, Lines};
 
 /// The header row of the text output, one name per tab-separated column.
 const HEADER: &str = "BACKUP\tTIME\tSIZE\tSTATE";
@@ -50,6 +53,28 @@ pub(super) async fn run(
         }
     }
     Ok(0)
+}
+
+/// `--max-age`: one line on stderr saying how old the newest complete, verified backup of
+/// `deployment` is ([`check_freshness`]), and each newer one passed over; returns 1 when it is
+/// overdue (older than `max_age`, or none), else 0.
+pub(super) async fn overdue_check(
+    store: &dyn ArtifactStore,
+    deployment: &str,
+    max_age: std::time::Duration,
+) -> anyhow::Result<i32> {
+    let freshness = check_freshness(store, deployment, max_age, chrono::Utc::now()).await?;
+    for (id, why) in &freshness.passed_over {
+        eprintln!(
+            "{}",
+            printable(
+                &format!("warning: backup {deployment}/{id} does not count: {why}"),
+                Lines::One
+            )
+        );
+    }
+    eprintln!("{}", printable(&freshness.line(), Lines::One));
+    Ok(i32::from(freshness.overdue()))
 }
 
 /// Each backup's state, in order: `incomplete` (no manifest), `complete`, `misplaced` or

@@ -619,23 +619,37 @@ pub async fn check_backup_objects(
 ) -> Result<Manifest, RunErrors> {
     let manifest = read_manifest_trusted(store.as_ref(), deployment, id, trusted).await?;
     check_identities(store, &manifest, identities, true).await?;
+    check_stored_objects(store.as_ref(), &manifest, parallelism).await?;
+    Ok(manifest)
+}
+
+/// The objects of [`check_backup_objects`] without reading any artifact: every artifact's
+/// object at its recorded version and size (a `HEAD` each) and the `metadata` object against
+/// its sha256; also what `backups list --max-age` counts as a verified backup.
+///
+/// # Errors
+/// One error per missing or damaged object.
+pub async fn check_stored_objects(
+    store: &dyn ArtifactStore,
+    manifest: &Manifest,
+    parallelism: usize,
+) -> Result<(), RunErrors> {
     // Collected first: a lazy `map` over borrowed artifacts is not `Send` for every lifetime,
     // which the boxed futures of the `BackupSource` trait need.
     let heads: Vec<_> = manifest
         .artifacts
         .iter()
-        .map(|artifact| head_artifact(store.as_ref(), artifact))
+        .map(|artifact| head_artifact(store, artifact))
         .collect();
     let results: Vec<Result<ObjectKey, Error>> = futures::stream::iter(heads)
         .buffer_unordered(parallelism.max(1))
         .collect()
         .await;
     let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
-    if let Err(error) = verify_metadata(store.as_ref(), &manifest).await {
+    if let Err(error) = verify_metadata(store, manifest).await {
         errors.push(error);
     }
-    RunErrors(errors).into_result()?;
-    Ok(manifest)
+    RunErrors(errors).into_result()
 }
 
 /// Checks one stored artifact as it is read (blocking; on a reading thread): size and sha256
