@@ -526,6 +526,9 @@ pub(crate) enum BackupsAction {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// `--trusted-key`: say whether each signature checks out (`SIGNED` column).
+        #[command(flatten)]
+        trust: super::trust::TrustArgs,
     },
     /// Print a backup's manifest.
     Show {
@@ -541,6 +544,9 @@ pub(crate) enum BackupsAction {
         /// (repeatable; with --manifest).
         #[arg(long, value_name = "FILE", requires = "manifest")]
         identity: Vec<PathBuf>,
+        /// `--trusted-key`: say whether the signature checks out.
+        #[command(flatten)]
+        trust: super::trust::TrustArgs,
     },
     /// Re-read every object of a backup and check every sha256, without restoring.
     Verify {
@@ -618,6 +624,26 @@ pub(crate) enum BackupsAction {
         /// `--signing-key`: write a signed record of what is deleted first.
         #[command(flatten)]
         signing: super::trust::SigningArgs,
+    },
+    /// A report of the backups' history: a self-contained HTML page with a table and plots
+    /// (size, duration, lock windows, throughput, failed runs marked), and/or JSON.
+    #[command(group(clap::ArgGroup::new("output").required(true).multiple(true).args(["html", "json"])))]
+    Report {
+        /// Only this deployment (default: every deployment in the store).
+        #[arg(long, short = 'd')]
+        deployment: Option<String>,
+        /// Write the HTML page to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Print the report as JSON on stdout (the model the page is made from).
+        #[arg(long)]
+        json: bool,
+        /// Read every complete backup back, as `backups verify` does (the `verified` column).
+        #[arg(long)]
+        verify: bool,
+        /// `--trusted-key`: say whether each signature checks out.
+        #[command(flatten)]
+        trust: super::trust::TrustArgs,
     },
 }
 
