@@ -353,7 +353,7 @@ fn draw_svg(plot: &Plot) -> Result<String, String> {
             .x_labels(5)
             .y_labels(5)
             .x_label_formatter(&x_label)
-            .y_label_formatter(&|y: &f64| format!("{y:.3}"))
+            .y_label_formatter(&|y: &f64| value_label(*y, y_max))
             .y_desc(plot.unit.as_str())
             .light_line_style(WHITE.mix(0.0))
             .draw()
@@ -392,22 +392,36 @@ fn padded((low, high): (f64, f64)) -> (f64, f64) {
     if low > high {
         return (0.0, 1.0);
     }
-    let pad = ((high - low) * 0.05).max(60.0);
+    let pad = ((high - low) * 0.08).max(1.0);
     (low - pad, high + pad)
 }
 
-/// An axis label for `seconds` since the epoch: the time of day on a short axis, else the date.
+/// An axis label for `seconds` since the epoch: the time of day (with seconds on an axis of
+/// minutes), or the date on an axis of days.
 fn axis_time(seconds: f64, span: f64) -> String {
     #[allow(clippy::cast_possible_truncation)]
     let Some(time) = DateTime::from_timestamp(seconds.round() as i64, 0) else {
         return String::new();
     };
-    let format = if span < 2.0 * 86_400.0 {
+    let format = if span < 600.0 {
+        "%H:%M:%S"
+    } else if span < 2.0 * 86_400.0 {
         "%H:%M"
     } else {
-        "%m-%d"
+        "%Y-%m-%d"
     };
     time.format(format).to_string()
+}
+
+/// A value axis label with as many decimals as the axis' scale needs.
+fn value_label(value: f64, axis_max: f64) -> String {
+    if axis_max >= 20.0 {
+        format!("{value:.0}")
+    } else if axis_max >= 2.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.3}")
+    }
 }
 
 /// Seconds since the epoch.
@@ -580,5 +594,11 @@ mod tests {
         );
         assert_eq!(duration_text(3.25), "3.2 s");
         assert_eq!(duration_text(245.0), "4 min 5 s");
+        assert_eq!(value_label(40.0, 66.0), "40");
+        assert_eq!(value_label(0.25, 1.1), "0.250");
+        let noon = 1.7e9;
+        assert_eq!(axis_time(noon, 60.0), "22:13:20");
+        assert_eq!(axis_time(noon, 3600.0), "22:13");
+        assert_eq!(axis_time(noon, 7.0 * 86_400.0), "2023-11-14");
     }
 }
