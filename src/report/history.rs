@@ -395,7 +395,7 @@ async fn read_deployment(
                 complete.insert(backup.id.clone(), run);
             }
             Err(detail) => {
-                unreadable.push(Run::unfinished(backup, Outcome::Unreadable, vec![detail]))
+                unreadable.push(Run::unfinished(backup, Outcome::Unreadable, vec![detail]));
             }
         }
     }

@@ -137,7 +137,7 @@ pub async fn read_failed_runs(
             ),
         }
     }
-    runs.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    runs.sort_by_key(|a| a.started_at);
     Ok(runs)
 }
 
