@@ -18,7 +18,7 @@ pub(crate) fn list(work: &Path, store: &str) -> Vec<String> {
         .map(str::to_string)
         .collect();
     if !lines.is_empty() {
-        assert_eq!(lines.remove(0), "BACKUP\tTIME\tSIZE\tSTATE");
+        assert_eq!(lines.remove(0), "BACKUP\tTIME\tSIZE\tSTATE\tSIGNED");
     }
     lines
 }
@@ -224,7 +224,7 @@ pub(crate) fn interrupted_backup_is_never_complete(
         1,
         "the incomplete backup was removed: {backups:?}"
     );
-    assert!(backups[0].ends_with("\tcomplete"));
+    assert!(backups[0].ends_with("\tcomplete\tunsigned"));
 }
 
 fn file_store() -> (tempfile::TempDir, String) {
