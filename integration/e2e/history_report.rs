@@ -336,11 +336,17 @@ fn a_file_store_report_shows_complete_failed_and_signed_runs() {
             .unwrap_or_default();
         record_ids(names.iter().map(String::as_str))
     };
-    let taken = vec![
-        good_backup(&bed, work.path(), &store, None),
-        failed_backup(&bed, work.path(), &store, &records),
-        good_backup(&bed, work.path(), &store, Some(&secret)),
-    ];
+    // The files job's data grows between runs (incompressible), so the sizes differ.
+    let data = bed.host("app", 0).vcap_dir.join("store/files");
+    let grow = |n: usize| write_pseudo_random(&data.join(format!("grow-{n}.bin")), n << 18);
+    grow(1);
+    let first = good_backup(&bed, work.path(), &store, None);
+    grow(2);
+    let second = good_backup(&bed, work.path(), &store, None);
+    let failed = failed_backup(&bed, work.path(), &store, &records);
+    grow(3);
+    let signed = good_backup(&bed, work.path(), &store, Some(&secret));
+    let taken = vec![first, second, failed, signed];
 
     // Without keys: signed or not; with the key: verified.
     check_report(work.path(), &store, &taken, None);
@@ -368,7 +374,7 @@ fn a_file_store_report_shows_complete_failed_and_signed_runs() {
             .to_string()
     };
     assert_eq!(column(&listed, &taken[0].id), "unsigned");
-    assert_eq!(column(&listed, &taken[2].id), "signed");
+    assert_eq!(column(&listed, &taken[3].id), "signed");
     let list = run(
         work.path(),
         &[
@@ -383,7 +389,7 @@ fn a_file_store_report_shows_complete_failed_and_signed_runs() {
         ],
     );
     let listed = String::from_utf8_lossy(&list.stdout).to_string();
-    assert_eq!(column(&listed, &taken[2].id), "verified");
+    assert_eq!(column(&listed, &taken[3].id), "verified");
     assert_eq!(column(&listed, &taken[0].id), "unsigned");
     let show = run(
         work.path(),
@@ -392,7 +398,7 @@ fn a_file_store_report_shows_complete_failed_and_signed_runs() {
             "--store",
             &store,
             "show",
-            &format!("{DEPLOYMENT}/{}", taken[2].id),
+            &format!("{DEPLOYMENT}/{}", taken[3].id),
         ],
     );
     assert!(
