@@ -507,6 +507,6 @@ fn bad_input_fails_with_one_line_and_exit_code_1() {
 
     // Neither --html nor --json: a usage error.
     let output = report(work.path(), &store, &[]);
-    assert_ne!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(text(&output).contains("--html"), "{}", text(&output));
 }
