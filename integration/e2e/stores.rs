@@ -51,7 +51,7 @@ pub(crate) fn round_trip_with(store: &str, backup_flags: &[&str]) {
     let backups = list(work.path(), store);
     assert_eq!(backups.len(), 1, "{backups:?}");
     assert!(
-        backups[0].starts_with("testbed/") && backups[0].ends_with("complete"),
+        backups[0].starts_with("testbed/") && backups[0].contains("\tcomplete\t"),
         "{backups:?}"
     );
     let id = backups[0].split('\t').next().unwrap().to_string();
@@ -211,7 +211,7 @@ pub(crate) fn interrupted_backup_is_never_complete(
     assert_nothing_left(&bed);
     let backups = list(work.path(), store);
     assert!(
-        backups.iter().all(|b| b.ends_with("incomplete")),
+        backups.iter().all(|b| b.contains("\tincomplete\t")),
         "{backups:?}"
     );
     bed.exec(app, "tc qdisc del dev eth0 root").unwrap();
