@@ -624,6 +624,49 @@ pub(crate) mod tests {
         assert!(runs[1].outcome.is_failure() && !runs[0].outcome.is_failure());
     }
 
+    #[tokio::test]
+    async fn a_store_is_read_into_runs_and_nothing_to_report_is_an_error() {
+        use crate::format::store::failed_run::write_failed_run;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ArtifactStore> =
+            Arc::new(cairn_store::local::LocalStore::new(dir.path()));
+        let options = HistoryOptions::default();
+        let empty = read_history(&store, None, &options).await.unwrap_err();
+        assert!(matches!(empty, HistoryError::EmptyStore { .. }), "{empty}");
+        // A deployment whose only run failed is reported; another name is not known.
+        write_failed_run(store.as_ref(), &failed(100))
+            .await
+            .unwrap();
+        let history = read_history(&store, None, &options).await.unwrap();
+        assert_eq!(history.deployments.len(), 1);
+        assert_eq!(history.deployments[0].name, "cf");
+        assert_eq!(history.deployments[0].runs[0].outcome, Outcome::Failed);
+        let unknown = read_history(&store, Some("nope"), &options)
+            .await
+            .unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .starts_with("deployment `nope` has no backups and no failed runs in file://"),
+            "{unknown}"
+        );
+        // Leftovers of a killed run: incomplete, with their bytes.
+        let leftover = dir
+            .path()
+            .join(format!("cf/{}/db-0-pg.tar.zst", id_at(200)));
+        std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+        std::fs::write(&leftover, b"12345").unwrap();
+        let runs = read_history(&store, Some("cf"), &options)
+            .await
+            .unwrap()
+            .deployments
+            .remove(0)
+            .runs;
+        let outcomes: Vec<Outcome> = runs.iter().map(|r| r.outcome).collect();
+        assert_eq!(outcomes, [Outcome::Failed, Outcome::Incomplete]);
+        assert_eq!(runs[1].stored_bytes, 5);
+    }
+
     #[test]
     fn the_json_names_states_plainly() {
         let mut run = Run::complete(
