@@ -518,7 +518,8 @@ pub(crate) struct BackupsArgs {
 /// `cairn backups` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum BackupsAction {
-    /// List backups: id, deployment, time, size, complete or not.
+    /// List backups: id, deployment, time, size, complete or not, signed or not.
+    #[command(mut_arg("trusted_key", |arg| arg.help("Check each signature against this public key: a `cairn-ed25519:...` key or a file holding one (repeatable); SIGNED then says verified or rejected")))]
     List {
         /// Only this deployment.
         #[arg(long, short = 'd')]
@@ -531,6 +532,7 @@ pub(crate) enum BackupsAction {
         trust: super::trust::TrustArgs,
     },
     /// Print a backup's manifest.
+    #[command(mut_arg("trusted_key", |arg| arg.help("Check the signature against this public key: a `cairn-ed25519:...` key or a file holding one (repeatable)")))]
     Show {
         /// `DEPLOYMENT/ID`.
         id: String,
@@ -628,6 +630,7 @@ pub(crate) enum BackupsAction {
     /// A report of the backups' history: a self-contained HTML page with a table and plots
     /// (size, duration, lock windows, throughput, failed runs marked), and/or JSON.
     #[command(group(clap::ArgGroup::new("output").required(true).multiple(true).args(["html", "json"])))]
+    #[command(mut_arg("trusted_key", |arg| arg.help("Check each signature against this public key: a `cairn-ed25519:...` key or a file holding one (repeatable); the signed column then says verified or REJECTED")))]
     Report {
         /// Only this deployment (default: every deployment in the store).
         #[arg(long, short = 'd')]
