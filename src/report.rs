@@ -1,9 +1,13 @@
 //! Reporting: what a run tells the outside world besides its log — `--json` events
 //! ([`events`]), the Prometheus textfile ([`metrics`]), the webhooks of `--notify-url`
 //! ([`notify`]), the plan of `pre-backup-check --plan` ([`plan_view`]) and `restore --plan`
-//! ([`restore_plan_view`]) and what `post-restore-verify` scripts said ([`verification`]).
+//! ([`restore_plan_view`]) and what `post-restore-verify` scripts said ([`verification`]); the
+//! history of the backups in a store (`backups report`: the model [`history`], its page
+//! [`html`]).
 
 pub mod events;
+pub mod history;
+pub mod html;
 pub mod metrics;
 pub mod notify;
 pub mod plan_view;

@@ -70,8 +70,8 @@ fn only_backup(work: &Path, store: &str) -> String {
         .map(str::to_string)
         .collect();
     assert_eq!(lines.len(), 2, "a header and one backup: {lines:?}");
-    assert_eq!(lines[0], "BACKUP\tTIME\tSIZE\tSTATE");
-    assert!(lines[1].ends_with("\tcomplete"), "{lines:?}");
+    assert_eq!(lines[0], "BACKUP\tTIME\tSIZE\tSTATE\tSIGNED");
+    assert!(lines[1].ends_with("\tcomplete\tunsigned"), "{lines:?}");
     lines[1].split('\t').next().unwrap().to_string()
 }
 

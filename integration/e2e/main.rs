@@ -21,6 +21,7 @@ mod faults;
 mod fidelity_cli;
 mod fidelity_ssh;
 mod fidelity_workflow;
+mod history_report;
 mod host_key_pinning;
 mod host_keys_and_cli;
 mod hostile_inputs;

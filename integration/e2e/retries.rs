@@ -245,7 +245,7 @@ fn flaky_store_round_trip(proxy: &FaultProxy, url: &str, upload_faults: &str, me
     assert_fired(proxy, met);
     let backups = crate::stores::list(work.path(), url);
     assert!(
-        backups.len() == 1 && backups[0].ends_with("complete"),
+        backups.len() == 1 && backups[0].contains("\tcomplete\t"),
         "{backups:?}"
     );
 

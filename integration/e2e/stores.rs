@@ -18,7 +18,7 @@ pub(crate) fn list(work: &Path, store: &str) -> Vec<String> {
         .map(str::to_string)
         .collect();
     if !lines.is_empty() {
-        assert_eq!(lines.remove(0), "BACKUP\tTIME\tSIZE\tSTATE");
+        assert_eq!(lines.remove(0), "BACKUP\tTIME\tSIZE\tSTATE\tSIGNED");
     }
     lines
 }
@@ -51,7 +51,7 @@ pub(crate) fn round_trip_with(store: &str, backup_flags: &[&str]) {
     let backups = list(work.path(), store);
     assert_eq!(backups.len(), 1, "{backups:?}");
     assert!(
-        backups[0].starts_with("testbed/") && backups[0].ends_with("complete"),
+        backups[0].starts_with("testbed/") && backups[0].contains("\tcomplete\t"),
         "{backups:?}"
     );
     let id = backups[0].split('\t').next().unwrap().to_string();
@@ -211,7 +211,7 @@ pub(crate) fn interrupted_backup_is_never_complete(
     assert_nothing_left(&bed);
     let backups = list(work.path(), store);
     assert!(
-        backups.iter().all(|b| b.ends_with("incomplete")),
+        backups.iter().all(|b| b.contains("\tincomplete\t")),
         "{backups:?}"
     );
     bed.exec(app, "tc qdisc del dev eth0 root").unwrap();
@@ -224,7 +224,7 @@ pub(crate) fn interrupted_backup_is_never_complete(
         1,
         "the incomplete backup was removed: {backups:?}"
     );
-    assert!(backups[0].ends_with("\tcomplete"));
+    assert!(backups[0].ends_with("\tcomplete\tunsigned"));
 }
 
 fn file_store() -> (tempfile::TempDir, String) {

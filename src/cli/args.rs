@@ -537,7 +537,8 @@ pub(crate) struct BackupsArgs {
 /// `cairn backups` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum BackupsAction {
-    /// List backups: id, deployment, time, size, complete or not.
+    /// List backups: id, deployment, time, size, complete or not, signed or not.
+    #[command(mut_arg("trusted_key", |arg| arg.help("Check each signature against this public key: a `cairn-ed25519:...` key or a file holding one (repeatable); SIGNED then says verified or rejected")))]
     List {
         /// Only this deployment.
         #[arg(long, short = 'd')]
@@ -549,8 +550,12 @@ pub(crate) enum BackupsAction {
         /// verified backup of --deployment is older than this (e.g. 26h), or there is none.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "deployment")]
         max_age: Option<std::time::Duration>,
+        /// `--trusted-key`: say whether each signature checks out (`SIGNED` column).
+        #[command(flatten)]
+        trust: super::trust::TrustArgs,
     },
     /// Print a backup's manifest.
+    #[command(mut_arg("trusted_key", |arg| arg.help("Check the signature against this public key: a `cairn-ed25519:...` key or a file holding one (repeatable)")))]
     Show {
         /// `DEPLOYMENT/ID`.
         id: String,
@@ -564,6 +569,9 @@ pub(crate) enum BackupsAction {
         /// (repeatable; with --manifest).
         #[arg(long, value_name = "FILE", requires = "manifest")]
         identity: Vec<PathBuf>,
+        /// `--trusted-key`: say whether the signature checks out.
+        #[command(flatten)]
+        trust: super::trust::TrustArgs,
     },
     /// Re-read every object of a backup and check every sha256, without restoring.
     Verify {
@@ -641,6 +649,27 @@ pub(crate) enum BackupsAction {
         /// `--signing-key`: write a signed record of what is deleted first.
         #[command(flatten)]
         signing: super::trust::SigningArgs,
+    },
+    /// A report of the backups' history: a self-contained HTML page with a table and plots
+    /// (size, duration, lock windows, throughput, failed runs marked), and/or JSON.
+    #[command(group(clap::ArgGroup::new("output").required(true).multiple(true).args(["html", "json"])))]
+    #[command(mut_arg("trusted_key", |arg| arg.help("Check each signature against this public key: a `cairn-ed25519:...` key or a file holding one (repeatable); the signed column then says verified or REJECTED")))]
+    Report {
+        /// Only this deployment (default: every deployment in the store).
+        #[arg(long, short = 'd')]
+        deployment: Option<String>,
+        /// Write the HTML page to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Print the report as JSON on stdout (the model the page is made from).
+        #[arg(long)]
+        json: bool,
+        /// Read every complete backup back, as `backups verify` does (the `verified` column).
+        #[arg(long)]
+        verify: bool,
+        /// `--trusted-key`: say whether each signature checks out.
+        #[command(flatten)]
+        trust: super::trust::TrustArgs,
     },
 }
 

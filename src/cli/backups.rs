@@ -1,9 +1,10 @@
-//! `cairn backups list|show|verify|delete|prune`: the catalog of backups in an object store.
+//! `cairn backups list|show|verify|delete|prune|report`: the catalog of backups in an object store.
 //! Each subcommand is in a module below; this one opens the store and picks it.
 
 mod delete;
 mod list;
 mod prune;
+mod report;
 mod show;
 mod verify;
 
@@ -37,8 +38,10 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             deployment,
             json,
             max_age,
+            trust,
         } => {
-            let code = list::run(store.as_ref(), deployment.as_deref(), json).await?;
+            let code =
+                list::run(store.as_ref(), deployment.as_deref(), json, &trust.load()?).await?;
             match (max_age, deployment) {
                 (Some(max_age), Some(deployment)) => {
                     Ok(code | list::overdue_check(store.as_ref(), &deployment, max_age).await?)
@@ -50,8 +53,9 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             id,
             json,
             manifest: false,
+            trust,
             ..
-        } => show::run(store.as_ref(), &id, json).await,
+        } => show::run(store.as_ref(), &id, json, &trust.load()?).await,
         BackupsAction::Show { id, identity, .. } => {
             let identities = Identities::load(&identity).map_err(UsageError)?;
             show::deployment_manifest(store.as_ref(), &id, &identities).await
@@ -113,6 +117,20 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             };
             let output = prune::PruneOutput { dry_run, json };
             prune::run(&store, &deployment, policy, output, args.parallelism, &keys).await
+        }
+        BackupsAction::Report {
+            deployment,
+            html,
+            json,
+            verify,
+            trust,
+        } => {
+            let options = cairn::report::history::HistoryOptions {
+                trusted: trust.load()?,
+                verify: verify.then_some(args.parallelism),
+            };
+            let output = report::Output { html, json };
+            report::run(&store, deployment.as_deref(), &options, &output).await
         }
     }
 }

@@ -451,8 +451,8 @@ fn apply_signing(signing: &mut super::trust::SigningArgs, config: &ConfigFile) {
     }
 }
 
-/// The keys of `backups verify`, `delete` and `prune`, and `allow_unencrypted` of `verify`
-/// and `prune`.
+/// The keys of `backups verify`, `delete`, `prune`, `list`, `show` and `report`, and
+/// `allow_unencrypted` of `verify` and `prune`.
 fn apply_backups_keys(action: &mut BackupsAction, config: &ConfigFile) {
     let allow_unencrypted = config.allow_unencrypted.unwrap_or(false);
     match action {
@@ -478,7 +478,9 @@ fn apply_backups_keys(action: &mut BackupsAction, config: &ConfigFile) {
             apply_trust(trust, config);
             apply_signing(signing, config);
         }
-        BackupsAction::List { .. } | BackupsAction::Show { .. } => {}
+        BackupsAction::List { trust, .. }
+        | BackupsAction::Show { trust, .. }
+        | BackupsAction::Report { trust, .. } => apply_trust(trust, config),
     }
 }
 

@@ -161,6 +161,10 @@ pub struct BackupRecord {
     /// The deployment's instance groups, jobs and releases, for a restore's compatibility
     /// check (a store's manifest records it; bbr's directory format has no place for it).
     pub layout: DeploymentLayout,
+    /// Why an incomplete backup is incomplete: the run's errors so far, one line each (empty
+    /// when complete, or when interrupted with no error). A store keeps the first lines in its
+    /// failed-run record (`format::store::failed_run`).
+    pub failure: Vec<String>,
 }
 
 /// Where one backup is read from.

@@ -16,6 +16,7 @@
 //! is stored under, lists no object outside `<deployment>/<id>/`, and deleting it never
 //! touches anything outside that prefix.
 
+pub mod failed_run;
 pub mod placement;
 pub mod read;
 pub mod signed;
@@ -557,6 +558,7 @@ mod tests {
             }],
             scripts: Vec::new(),
             layout: crate::model::layout::DeploymentLayout::default(),
+            failure: Vec::new(),
         };
         assert!(backup.finish(&record).await.unwrap().is_some());
         tar
@@ -856,6 +858,7 @@ mod tests {
             }],
             scripts: Vec::new(),
             layout: crate::model::layout::DeploymentLayout::default(),
+            failure: Vec::new(),
         };
         let Err(error) = backup.finish(&record).await else {
             panic!("a backup with a 65 MiB metadata object was completed");

@@ -222,6 +222,12 @@ async fn finish_backup(
         artifacts,
         scripts: context.scripts(),
         layout,
+        failure: report
+            .errors
+            .errors()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     };
     match destination.finish(&record).await {
         Ok(source) => report.source = source,

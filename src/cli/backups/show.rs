@@ -1,14 +1,20 @@
 //! `backups show`: a backup's manifest, as text or as the JSON itself; with `--manifest`, the
 //! deployment manifest saved with it (decrypted with `--identity` when encrypted). A manifest
 //! that does not belong where it is stored ([`cairn::catalog::placement`]) is shown — it is
-//! the evidence — but marked `misplaced`; `--manifest` refuses it.
+//! the evidence — but marked `misplaced`; `--manifest` refuses it. The text says whether the
+//! backup is signed (with `--trusted-key`, whether the signature checks out); with `--json`
+//! that goes to stderr, as stdout is the manifest itself.
 
 use anyhow::bail;
 use cairn::catalog::placement::check_placement;
 use cairn::format::encryption::Identities;
 use cairn::format::manifest::{Compression, Manifest};
+use cairn::format::signature::TrustedKeys;
 use cairn::format::store::read::{describe_encryption, read_deployment_manifest};
+use cairn::format::store::signed::signed_backup_ids;
 use cairn::format::store::{read_manifest, read_placed_manifest};
+use cairn::report::history::signature_state;
+use cairn::report::html::signature_text;
 use cairn_store::ArtifactStore;
 use chrono::{DateTime, Utc};
 
@@ -16,10 +22,18 @@ use crate::cli::output::say;
 use crate::cli::store::split_backup_id;
 
 /// Prints the manifest of `DEPLOYMENT/ID`; returns the exit code.
-pub(super) async fn run(store: &dyn ArtifactStore, id: &str, json: bool) -> anyhow::Result<i32> {
+pub(super) async fn run(
+    store: &dyn ArtifactStore,
+    id: &str,
+    json: bool,
+    trusted: &TrustedKeys,
+) -> anyhow::Result<i32> {
     let (deployment, id) = split_backup_id(id, None)?;
     super::warn_left_behind(store, &deployment).await;
     let manifest = read_manifest(store, &deployment, &id).await?;
+    let signed = signed_backup_ids(store, &deployment).await?.contains(&id);
+    let signature =
+        signature_text(&signature_state(store, &deployment, &id, signed, trusted).await);
     let misplaced = check_placement(&manifest, &deployment, &id)
         .err()
         .map(|detail| {
@@ -31,9 +45,16 @@ pub(super) async fn run(store: &dyn ArtifactStore, id: &str, json: bool) -> anyh
         if let Some(misplaced) = &misplaced {
             eprintln!("warning: backup {deployment}/{id} is {misplaced}");
         }
+        eprintln!("backup {deployment}/{id} is {signature}");
         say(&manifest.to_json());
     } else {
-        print_text(&deployment, &id, &manifest, misplaced.as_deref());
+        print_text(
+            &deployment,
+            &id,
+            &manifest,
+            misplaced.as_deref(),
+            &signature,
+        );
     }
     Ok(0)
 }
@@ -57,8 +78,15 @@ pub(super) async fn deployment_manifest(
     Ok(0)
 }
 
-/// The summary (and whether it is misplaced), then one line per artifact and per job.
-fn print_text(deployment: &str, id: &str, manifest: &Manifest, misplaced: Option<&str>) {
+/// The summary (and whether it is misplaced), its times, its signature, then one line per
+/// artifact and per job.
+fn print_text(
+    deployment: &str,
+    id: &str,
+    manifest: &Manifest,
+    misplaced: Option<&str>,
+    signature: &str,
+) {
     let encryption = manifest
         .encryption()
         .map(|e| format!(", encrypted: {}", describe_encryption(e)))
@@ -78,6 +106,7 @@ fn print_text(deployment: &str, id: &str, manifest: &Manifest, misplaced: Option
         time_text(Some(manifest.finished_at)),
         manifest.cairn_version
     ));
+    say(&format!("signature: {signature}"));
     for artifact in &manifest.artifacts {
         let version = artifact.version.as_deref().unwrap_or("-");
         let encrypted = artifact

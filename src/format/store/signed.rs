@@ -495,6 +495,7 @@ pub(crate) mod test_support {
             }],
             scripts: Vec::new(),
             layout: crate::model::layout::DeploymentLayout::default(),
+            failure: Vec::new(),
         };
         assert!(backup.finish(&record).await.unwrap().is_some());
     }

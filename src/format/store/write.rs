@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::failed_run::{write_failed_run, FailedArtifact, FailedRun};
 use super::signed::{backup_statement, newest_signed, write_signature};
 use super::{backup_key, delete_objects, invalid_name, list_backups, StoreSource};
 use crate::error::{Error, StoredBackupError};
@@ -253,6 +254,40 @@ impl StoreBackup {
     }
 }
 
+impl StoreBackup {
+    /// Leaves the record of this failed run ([`super::failed_run`]); a store that refuses it
+    /// costs only the record (a warning).
+    async fn record_failure(&self, record: &BackupRecord) {
+        let run = FailedRun {
+            cairn_version: crate::VERSION.to_string(),
+            deployment: self.deployment.clone(),
+            backup_id: self.backup_id.clone(),
+            started_at: self.started_at,
+            finished_at: Utc::now(),
+            errors: Vec::new(),
+            artifacts: record
+                .artifacts
+                .iter()
+                .map(|a| FailedArtifact {
+                    name: a.name.clone(),
+                    job: a.job.clone(),
+                    size: a.stored.size,
+                })
+                .collect(),
+            jobs: job_times(&record.scripts),
+        }
+        .with_errors(&record.failure);
+        if let Err(error) = write_failed_run(self.store.as_ref(), &run).await {
+            tracing::warn!(
+                "Could not record the failed backup {}/{} in {}: {error}",
+                self.deployment,
+                self.backup_id,
+                self.store
+            );
+        }
+    }
+}
+
 #[async_trait]
 impl OpenBackup for StoreBackup {
     fn location(&self) -> String {
@@ -273,6 +308,7 @@ impl OpenBackup for StoreBackup {
     ) -> Result<Option<Arc<dyn BackupSource>>, Error> {
         if !record.complete {
             self.discard(record).await;
+            self.record_failure(record).await;
             return Ok(None);
         }
         write_manifest(&self, record).await?;
