@@ -1,6 +1,11 @@
 //! The command line, shaped exactly like bbr's: `cairn deployment|director [global flags]
 //! <subcommand> [subcommand flags]` (bbr-facts §1), plus Cairn's own flags.
 //!
+//! Flags people type on either side of the subcommand are clap globals: `--config` anywhere, a
+//! mode's shared flags (`--debug`, `--json`, `--metrics-file`, ...: [`CommonArgs`]) before or
+//! after `backup`, and `--store`, `--debug`, `--parallelism` before or after `backups list`.
+//! bbr's own forms (its flags between the mode and the subcommand) parse as before.
+//!
 //! Required flags are checked by hand, not by clap, so the messages and the exit code (1) are
 //! bbr's: `--target flag is required.`
 
@@ -58,7 +63,15 @@ pub(crate) enum Command {
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff), generated from this command line.
-    Man,
+    ///
+    /// With --dir, write one page per command into DIR instead (cairn.1,
+    /// cairn-deployment-backup.1, ...).
+    Man {
+        /// Write every command's page into this directory (created if missing) instead of
+        /// printing the top-level page.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Key pairs for signed backups (`keys generate`; docs/stores.md, "Signed backups").
     Keys {
         /// What to do.
@@ -257,11 +270,15 @@ pub(crate) enum Action {
 }
 
 /// `--store`, shared by the subcommands that can use an object store.
+///
+/// Global: `cairn backups --store URL list` and `cairn backups list --store URL` are the same
+/// (the subcommands of `backups` see it wherever it is typed); on a subcommand without
+/// subcommands of its own (`backup`, `restore`, `drill`) it changes nothing.
 #[derive(Debug, Args, Clone, Default)]
 pub(crate) struct StoreArgs {
     /// Object store: s3://bucket/prefix?region=R&endpoint=URL&path_style=true,
     /// az://account/container/prefix, gs://bucket/prefix or file:///dir [env: CAIRN_STORE]
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     pub store: Option<String>,
 }
 
@@ -903,6 +920,107 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("--require-encryption"));
+    }
+
+    /// The parse of `argv` (after `cairn`), as text: two command lines that parse to the same
+    /// text set the same flags to the same values.
+    fn parsed(argv: &[&str]) -> String {
+        let mut full = vec!["cairn"];
+        full.extend_from_slice(argv);
+        format!("{:?}", Cli::try_parse_from(full).unwrap())
+    }
+
+    /// Every position of a group's flags parses to one result: all before the subcommand
+    /// (bbr's place for a mode's flags), all after it, and every other one after it.
+    fn same_everywhere(group: &[&str], flags: &[&[&str]], subcommand: &[&str]) {
+        let (mut before, mut after) = (group.to_vec(), group.to_vec());
+        before.extend(flags.concat());
+        before.extend_from_slice(subcommand);
+        after.extend_from_slice(subcommand);
+        after.extend(flags.concat());
+        let mut mixed = group.to_vec();
+        mixed.extend(flags.iter().step_by(2).flat_map(|flag| flag.iter()));
+        mixed.extend_from_slice(subcommand);
+        mixed.extend(flags.iter().skip(1).step_by(2).flat_map(|flag| flag.iter()));
+        let expected = parsed(&before);
+        assert_eq!(parsed(&after), expected, "{after:?}");
+        assert_eq!(parsed(&mixed), expected, "{mixed:?}");
+    }
+
+    #[test]
+    fn store_debug_and_parallelism_of_backups_go_before_or_after_the_subcommand() {
+        let flags: [&[&str]; 3] = [
+            &["--store", "file:///srv/store"],
+            &["--debug"],
+            &["--parallelism", "7"],
+        ];
+        for subcommand in [
+            &["list", "--json"][..],
+            &["show", "cf/20261206T211111Z"],
+            &["verify", "cf/20261206T211111Z"],
+            &["delete", "cf/20261206T211111Z"],
+            &["prune", "-d", "cf", "--keep-last", "3"],
+        ] {
+            same_everywhere(&["backups"], &flags, subcommand);
+        }
+        let list = parsed(&["backups", "list", "--store", "file:///srv/store"]);
+        assert!(
+            list.contains("store: Some(\"file:///srv/store\")"),
+            "{list}"
+        );
+    }
+
+    #[test]
+    fn debug_and_output_flags_of_a_mode_go_before_or_after_the_subcommand() {
+        let flags: [&[&str]; 6] = [
+            &["--debug"],
+            &["--json"],
+            &["--metrics-file", "/var/lib/m.prom"],
+            &["--known-hosts", "/etc/kh"],
+            &["--parallelism", "3"],
+            &["--script-timeout", "2h"],
+        ];
+        for subcommand in [
+            "pre-backup-check",
+            "backup",
+            "backup-cleanup",
+            "restore-cleanup",
+        ] {
+            same_everywhere(
+                &["deployment", "--inventory", "i.yml"],
+                &flags,
+                &[subcommand],
+            );
+            same_everywhere(
+                &["director", "--host", "h", "-u", "u", "--key", "k"],
+                &flags,
+                &[subcommand],
+            );
+        }
+        let after = parsed(&["deployment", "-d", "cf", "backup", "--json", "--debug"]);
+        assert!(
+            after.contains("debug: true") && after.contains("json: true"),
+            "{after}"
+        );
+    }
+
+    #[test]
+    fn config_goes_anywhere() {
+        let at_the_start = parsed(&["--config", "c.toml", "backups", "--store", "s", "list"]);
+        for argv in [
+            &["backups", "--config", "c.toml", "--store", "s", "list"][..],
+            &["backups", "--store", "s", "list", "--config", "c.toml"],
+        ] {
+            assert_eq!(parsed(argv), at_the_start, "{argv:?}");
+        }
+        let at_the_start = parsed(&["--config", "c.toml", "deployment", "-d", "cf", "backup"]);
+        for argv in [
+            &["deployment", "--config", "c.toml", "-d", "cf", "backup"][..],
+            &["deployment", "-d", "cf", "backup", "--config", "c.toml"],
+        ] {
+            assert_eq!(parsed(argv), at_the_start, "{argv:?}");
+        }
+        assert!(at_the_start.contains("config: Some(\"c.toml\")"));
     }
 
     #[test]
