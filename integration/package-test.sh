@@ -30,6 +30,11 @@ cleanup() {
   if dpkg-query -W cairn >/dev/null 2>&1; then
     dpkg --purge cairn >/dev/null 2>&1 || true
   fi
+  # A package that failed to remove its alternative (the failure said above) must not leave a
+  # dangling bbr behind for the next run.
+  if [ "$(readlink /etc/alternatives/bbr 2>/dev/null)" = /usr/bin/cairn ]; then
+    update-alternatives --remove bbr /usr/bin/cairn >/dev/null 2>&1 || true
+  fi
   if [ "$had_etc" = no ]; then rm -rf /etc/cairn; fi
   if [ "$had_user" = no ] && getent passwd cairn >/dev/null; then
     userdel cairn >/dev/null 2>&1 || true
