@@ -5,13 +5,15 @@
 # unit tests and the end-to-end tests against real sshd hosts in network and mount namespaces
 # and real object-store servers, then builds the release binary and runs the throughput
 # benchmark's quick mode (integration/bench/throughput.sh --quick), which fails when Cairn falls
-# below a generous floor (docs/performance.md, "CI: quick mode"). Needs root.
+# below a generous floor (docs/performance.md, "CI: quick mode"), and packs that binary into the
+# .deb, installs, checks and removes it (integration/package-test.sh). Needs root.
 #
 # Finds a rustup-installed cargo also through sudo (integration/lib/cargo-path.sh) and proves it
 # (integration/lib/check-cargo-path.sh); fails when the tests leave files in the temp folder or
 # bbr-*.err.log files in the repository (integration/lib/leftovers.sh, before and after).
 #
-# CAIRN_SKIP_BENCH=1 skips the release build and the benchmark (the tests only); CI never sets it.
+# CAIRN_SKIP_BENCH=1 skips the release build, the .deb and the benchmark (the tests only); CI
+# never sets it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +56,13 @@ if [ "${CAIRN_SKIP_BENCH:-0}" != 1 ]; then
   [ -x /usr/bin/time ] || need+=(time)
   command -v bc >/dev/null 2>&1 || need+=(bc)
   command -v shasum >/dev/null 2>&1 || need+=(perl)
+  # The package test (integration/package-test.sh): cargo-deb's dependency scan, the .deb's
+  # own dependencies, the unit check and man -l.
+  command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)
+  command -v adduser >/dev/null 2>&1 || need+=(adduser)
+  command -v flock >/dev/null 2>&1 || need+=(util-linux)
+  command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  command -v man >/dev/null 2>&1 || need+=(man-db)
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "== installing ${need[*]}"
@@ -117,6 +126,12 @@ if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]
   echo "== installing cargo-deny $CARGO_DENY_VERSION (once: kept in ~/.cargo/bin)"
   cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION"
 fi
+# The .deb is built with a pinned cargo-deb, installed the same way (once; a few minutes).
+CARGO_DEB_VERSION=3.8.0
+if [ "${CAIRN_SKIP_BENCH:-0}" != 1 ] && [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+  echo "== installing cargo-deb $CARGO_DEB_VERSION (once: kept in ~/.cargo/bin)"
+  cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION"
+fi
 echo "== cargo deny check licenses sources bans"
 cargo deny --locked check licenses sources bans
 echo "== cargo test (unit and end-to-end)"
@@ -135,6 +150,7 @@ echo "== the tests left nothing in ${TMPDIR:-/tmp} or the repository"
 
 if [ "${CAIRN_SKIP_BENCH:-0}" = 1 ]; then
   echo "== benchmark skipped (CAIRN_SKIP_BENCH=1)"
+  echo "== .deb package test skipped too (CAIRN_SKIP_BENCH=1: it packs the release binary)"
   exit 0
 fi
 
@@ -150,6 +166,12 @@ bench_started=$(date +%s)
 cargo build --release --locked --bin cairn
 bench_built=$(date +%s)
 echo "== release build: $((bench_built - bench_started)) s"
+# The .deb of that release binary: dpkg -i, cairn and bbr from /usr/bin, systemd-analyze verify,
+# man pages and completions in place, dpkg -r (integration/package-test.sh).
+package_started=$(date +%s)
+integration/package-test.sh
+bench_run_started=$(date +%s)
+echo "== package test: $((bench_run_started - package_started)) s"
 bench_marker=CAIRN_BENCH_RUN=$$-$(date +%s%N)
 bench_status=0
 env "$bench_marker" CAIRN_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/cairn" \
@@ -159,7 +181,7 @@ bench_done=$(date +%s)
 # started that still runs is a bug in it.
 leaked=$(marked "$bench_marker")
 end_marked "$bench_marker" "the benchmark"
-echo "== benchmark: $((bench_done - bench_built)) s (release build $((bench_built - bench_started)) s, total $((bench_done - bench_started)) s)"
+echo "== benchmark: $((bench_done - bench_run_started)) s (release build $((bench_built - bench_started)) s, total $((bench_done - bench_started)) s)"
 if [ "$bench_status" -ne 0 ]; then
   echo "== the benchmark's quick mode FAILED (exit $bench_status): a floor was missed or a case failed; see above" >&2
   exit "$bench_status"

@@ -61,7 +61,8 @@ pub(crate) async fn run(invocation: Invocation) -> i32 {
         Command::Config {
             action: ConfigAction::Show,
         } => Ok(config::show_command(config_path.as_deref(), &config)),
-        Command::Man => completions::man(),
+        Command::Man { dir: None } => completions::man(),
+        Command::Man { dir: Some(dir) } => completions::man_pages(&dir),
         Command::Help => Ok(help::help()),
         Command::Version => Ok(help::version()),
     };

@@ -265,6 +265,30 @@ fn backups_show_and_list_print_human_text() {
     insta::assert_snapshot!("backups_list_json", json.all());
 }
 
+/// `--store` (and the other flags of `backups`) where people type them: before the subcommand
+/// or after it, the same listing, and the same refusal of a missing store.
+#[test]
+fn backups_flags_work_before_and_after_the_subcommand() {
+    let work = Work::new();
+    let url = store_with_a_backup(&work);
+    let before = work.cairn(&["backups", "--store", &url, "--debug", "list", "--json"]);
+    let after = work.cairn(&["backups", "list", "--json", "--store", &url, "--debug"]);
+    assert_eq!(before.code, Some(0), "{}", before.all());
+    assert!(
+        before.stdout.contains("20261206T211111Z"),
+        "{}",
+        before.all()
+    );
+    assert_eq!(after.all(), before.all());
+    let mixed = work.cairn(&["backups", "--debug", "list", "--store", &url, "--json"]);
+    assert_eq!(mixed.all(), before.all());
+    let missing = format!("file://{}/does-not-exist", work.path().display());
+    let before = work.cairn(&["backups", "--store", &missing, "list"]);
+    let after = work.cairn(&["backups", "list", "--store", &missing]);
+    assert_eq!(before.code, Some(1));
+    assert_eq!(after.all(), before.all());
+}
+
 /// A genuine manifest copied to another id (a rollback) is listed as `misplaced`, and `show`
 /// marks it; its original is still `complete`.
 #[test]

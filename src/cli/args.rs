@@ -1,12 +1,24 @@
 //! The command line, shaped exactly like bbr's: `cairn deployment|director [global flags]
 //! <subcommand> [subcommand flags]` (bbr-facts §1), plus Cairn's own flags.
 //!
+//! Flags people type on either side of the subcommand are clap globals: `--config` anywhere, a
+//! mode's shared flags (`--debug`, `--json`, `--metrics-file`, ...: [`CommonArgs`]) before or
+//! after `backup`, and `--store`, `--debug`, `--parallelism` before or after `backups list`.
+//! bbr's own forms (its flags between the mode and the subcommand) parse as before.
+//!
 //! Required flags are checked by hand, not by clap, so the messages and the exit code (1) are
 //! bbr's: `--target flag is required.`
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+// `super::trust` in `backups` (moved from here) names the same module as in this file.
+use super::trust;
+
+mod backups;
+
+pub(crate) use backups::{BackupsAction, BackupsArgs};
 
 /// Backup and restore for BOSH deployments (bbr-compatible).
 // The first line of the help says what Cairn is; invoked as `bbr` it keeps bbr's
@@ -51,7 +63,15 @@ pub(crate) enum Command {
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff), generated from this command line.
-    Man,
+    ///
+    /// With --dir, write one page per command into DIR instead (cairn.1,
+    /// cairn-deployment-backup.1, ...).
+    Man {
+        /// Write every command's page into this directory (created if missing) instead of
+        /// printing the top-level page.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Key pairs for signed backups (`keys generate`; docs/stores.md, "Signed backups").
     Keys {
         /// What to do.
@@ -266,11 +286,15 @@ pub(crate) enum Action {
 }
 
 /// `--store`, shared by the subcommands that can use an object store.
+///
+/// Global: `cairn backups --store URL list` and `cairn backups list --store URL` are the same
+/// (the subcommands of `backups` see it wherever it is typed); on a subcommand without
+/// subcommands of its own (`backup`, `restore`, `drill`) it changes nothing.
 #[derive(Debug, Args, Clone, Default)]
 pub(crate) struct StoreArgs {
     /// Object store: s3://bucket/prefix?region=R&endpoint=URL&path_style=true,
     /// az://account/container/prefix, gs://bucket/prefix or file:///dir [env: CAIRN_STORE]
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     pub store: Option<String>,
 }
 
@@ -515,162 +539,6 @@ pub(crate) struct DrillArgs {
 pub(crate) enum ConfigAction {
     /// Print the effective settings.
     Show,
-}
-
-/// `cairn backups` flags.
-#[derive(Debug, Args)]
-pub(crate) struct BackupsArgs {
-    /// The store.
-    #[command(flatten)]
-    pub store: StoreArgs,
-    /// Debug logs.
-    #[arg(long, global = true)]
-    pub debug: bool,
-    /// At most this many objects verified at once.
-    #[arg(long, value_name = "N", default_value_t = 4, global = true)]
-    pub parallelism: usize,
-    /// What to do.
-    #[command(subcommand)]
-    pub action: BackupsAction,
-}
-
-/// `cairn backups` subcommands.
-#[derive(Debug, Subcommand)]
-pub(crate) enum BackupsAction {
-    /// List backups: id, deployment, time, size, complete or not, signed or not.
-    #[command(mut_arg("trusted_key", |arg| arg.help("Check each signature against this public key: a `cairn-ed25519:...` key or a file holding one (repeatable); SIGNED then says verified or rejected")))]
-    List {
-        /// Only this deployment.
-        #[arg(long, short = 'd')]
-        deployment: Option<String>,
-        /// JSON lines instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Backup overdue check: exit 1 (with a line on stderr) when the newest complete,
-        /// verified backup of --deployment is older than this (e.g. 26h), or there is none.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "deployment")]
-        max_age: Option<std::time::Duration>,
-        /// `--trusted-key`: say whether each signature checks out (`SIGNED` column).
-        #[command(flatten)]
-        trust: super::trust::TrustArgs,
-    },
-    /// Print a backup's manifest.
-    #[command(mut_arg("trusted_key", |arg| arg.help("Check the signature against this public key: a `cairn-ed25519:...` key or a file holding one (repeatable)")))]
-    Show {
-        /// `DEPLOYMENT/ID`.
-        id: String,
-        /// JSON (the manifest itself).
-        #[arg(long)]
-        json: bool,
-        /// Print the deployment manifest saved with the backup (backup --with-manifest).
-        #[arg(long, conflicts_with = "json")]
-        manifest: bool,
-        /// age identity file to decrypt the deployment manifest of an encrypted backup
-        /// (repeatable; with --manifest).
-        #[arg(long, value_name = "FILE", requires = "manifest")]
-        identity: Vec<PathBuf>,
-        /// `--trusted-key`: say whether the signature checks out.
-        #[command(flatten)]
-        trust: super::trust::TrustArgs,
-    },
-    /// Re-read every object of a backup and check every sha256, without restoring.
-    Verify {
-        /// `DEPLOYMENT/ID` of a backup in the store.
-        #[arg(required_unless_present = "artifact_path")]
-        id: Option<String>,
-        /// A bbr backup directory (`<deployment>_<timestamp>`) to verify instead of a stored
-        /// backup: every tar against `metadata` (no --store needed).
-        #[arg(long, short = 'a', value_name = "DIR", conflicts_with = "id")]
-        artifact_path: Option<PathBuf>,
-        /// age identity file to decrypt an encrypted backup and check every file inside
-        /// (repeatable); without it only the stored bytes of encrypted artifacts are checked.
-        /// With it, a backup that is not encrypted fails unless --allow-unencrypted.
-        #[arg(long, value_name = "FILE")]
-        identity: Vec<PathBuf>,
-        /// With --identity: accept a backup that is not encrypted.
-        #[arg(long)]
-        allow_unencrypted: bool,
-        /// Verify only PERCENT of the artifacts, least recently verified first, so that
-        /// every artifact is verified within ceil(100/PERCENT) runs; reports coverage.
-        #[arg(long, value_name = "PERCENT", value_parser = cairn::catalog::sampling::Percent::parse)]
-        sample: Option<cairn::catalog::sampling::Percent>,
-        /// Where --sample remembers what was verified when [default: a file per backup
-        /// under $CAIRN_STATE_DIR, $XDG_STATE_HOME/cairn or ~/.local/state/cairn, in verify/].
-        #[arg(long, value_name = "FILE", requires = "sample")]
-        state_file: Option<PathBuf>,
-        /// `--trusted-key`: also check the signature and walk the deployment's chain.
-        #[command(flatten)]
-        trust: super::trust::TrustArgs,
-    },
-    /// Delete a backup (every object and recorded version).
-    Delete {
-        /// `DEPLOYMENT/ID`.
-        id: String,
-        /// `--trusted-key`: refuse a backup whose manifest is not signed by one of them.
-        #[command(flatten)]
-        trust: super::trust::TrustArgs,
-        /// `--signing-key`: write a signed record of the deletion first.
-        #[command(flatten)]
-        signing: super::trust::SigningArgs,
-    },
-    /// Delete the backups of a deployment that no retention rule keeps (see docs/stores.md).
-    Prune {
-        /// The deployment whose backups are pruned.
-        #[arg(long, short = 'd')]
-        deployment: String,
-        /// Keep the N newest complete backups.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep_last: u32,
-        /// Keep the newest backup of each of the last N days that have backups (UTC).
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep_daily: u32,
-        /// Keep the newest backup of each of the last N ISO weeks that have backups.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep_weekly: u32,
-        /// Keep the newest backup of each of the last N months that have backups.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep_monthly: u32,
-        /// Print what would be deleted; delete nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// age identity file to verify encrypted backups completely (repeatable); with it, a
-        /// backup that is not encrypted fails verify unless --allow-unencrypted.
-        #[arg(long, value_name = "FILE")]
-        identity: Vec<PathBuf>,
-        /// With --identity: accept backups that are not encrypted.
-        #[arg(long)]
-        allow_unencrypted: bool,
-        /// JSON lines instead of text.
-        #[arg(long)]
-        json: bool,
-        /// `--trusted-key`: keep (never count as verified) backups not signed by one of them.
-        #[command(flatten)]
-        trust: super::trust::TrustArgs,
-        /// `--signing-key`: write a signed record of what is deleted first.
-        #[command(flatten)]
-        signing: super::trust::SigningArgs,
-    },
-    /// A report of the backups' history: a self-contained HTML page with a table and plots
-    /// (size, duration, lock windows, throughput, failed runs marked), and/or JSON.
-    #[command(group(clap::ArgGroup::new("output").required(true).multiple(true).args(["html", "json"])))]
-    #[command(mut_arg("trusted_key", |arg| arg.help("Check each signature against this public key: a `cairn-ed25519:...` key or a file holding one (repeatable); the signed column then says verified or REJECTED")))]
-    Report {
-        /// Only this deployment (default: every deployment in the store).
-        #[arg(long, short = 'd')]
-        deployment: Option<String>,
-        /// Write the HTML page to FILE.
-        #[arg(long, value_name = "FILE")]
-        html: Option<PathBuf>,
-        /// Print the report as JSON on stdout (the model the page is made from).
-        #[arg(long)]
-        json: bool,
-        /// Read every complete backup back, as `backups verify` does (the `verified` column).
-        #[arg(long)]
-        verify: bool,
-        /// `--trusted-key`: say whether each signature checks out.
-        #[command(flatten)]
-        trust: super::trust::TrustArgs,
-    },
 }
 
 impl Action {
@@ -1071,6 +939,107 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("--require-encryption"));
+    }
+
+    /// The parse of `argv` (after `cairn`), as text: two command lines that parse to the same
+    /// text set the same flags to the same values.
+    fn parsed(argv: &[&str]) -> String {
+        let mut full = vec!["cairn"];
+        full.extend_from_slice(argv);
+        format!("{:?}", Cli::try_parse_from(full).unwrap())
+    }
+
+    /// Every position of a group's flags parses to one result: all before the subcommand
+    /// (bbr's place for a mode's flags), all after it, and every other one after it.
+    fn same_everywhere(group: &[&str], flags: &[&[&str]], subcommand: &[&str]) {
+        let (mut before, mut after) = (group.to_vec(), group.to_vec());
+        before.extend(flags.concat());
+        before.extend_from_slice(subcommand);
+        after.extend_from_slice(subcommand);
+        after.extend(flags.concat());
+        let mut mixed = group.to_vec();
+        mixed.extend(flags.iter().step_by(2).flat_map(|flag| flag.iter()));
+        mixed.extend_from_slice(subcommand);
+        mixed.extend(flags.iter().skip(1).step_by(2).flat_map(|flag| flag.iter()));
+        let expected = parsed(&before);
+        assert_eq!(parsed(&after), expected, "{after:?}");
+        assert_eq!(parsed(&mixed), expected, "{mixed:?}");
+    }
+
+    #[test]
+    fn store_debug_and_parallelism_of_backups_go_before_or_after_the_subcommand() {
+        let flags: [&[&str]; 3] = [
+            &["--store", "file:///srv/store"],
+            &["--debug"],
+            &["--parallelism", "7"],
+        ];
+        for subcommand in [
+            &["list", "--json"][..],
+            &["show", "cf/20261206T211111Z"],
+            &["verify", "cf/20261206T211111Z"],
+            &["delete", "cf/20261206T211111Z"],
+            &["prune", "-d", "cf", "--keep-last", "3"],
+        ] {
+            same_everywhere(&["backups"], &flags, subcommand);
+        }
+        let list = parsed(&["backups", "list", "--store", "file:///srv/store"]);
+        assert!(
+            list.contains("store: Some(\"file:///srv/store\")"),
+            "{list}"
+        );
+    }
+
+    #[test]
+    fn debug_and_output_flags_of_a_mode_go_before_or_after_the_subcommand() {
+        let flags: [&[&str]; 6] = [
+            &["--debug"],
+            &["--json"],
+            &["--metrics-file", "/var/lib/m.prom"],
+            &["--known-hosts", "/etc/kh"],
+            &["--parallelism", "3"],
+            &["--script-timeout", "2h"],
+        ];
+        for subcommand in [
+            "pre-backup-check",
+            "backup",
+            "backup-cleanup",
+            "restore-cleanup",
+        ] {
+            same_everywhere(
+                &["deployment", "--inventory", "i.yml"],
+                &flags,
+                &[subcommand],
+            );
+            same_everywhere(
+                &["director", "--host", "h", "-u", "u", "--key", "k"],
+                &flags,
+                &[subcommand],
+            );
+        }
+        let after = parsed(&["deployment", "-d", "cf", "backup", "--json", "--debug"]);
+        assert!(
+            after.contains("debug: true") && after.contains("json: true"),
+            "{after}"
+        );
+    }
+
+    #[test]
+    fn config_goes_anywhere() {
+        let at_the_start = parsed(&["--config", "c.toml", "backups", "--store", "s", "list"]);
+        for argv in [
+            &["backups", "--config", "c.toml", "--store", "s", "list"][..],
+            &["backups", "--store", "s", "list", "--config", "c.toml"],
+        ] {
+            assert_eq!(parsed(argv), at_the_start, "{argv:?}");
+        }
+        let at_the_start = parsed(&["--config", "c.toml", "deployment", "-d", "cf", "backup"]);
+        for argv in [
+            &["deployment", "--config", "c.toml", "-d", "cf", "backup"][..],
+            &["deployment", "-d", "cf", "backup", "--config", "c.toml"],
+        ] {
+            assert_eq!(parsed(argv), at_the_start, "{argv:?}");
+        }
+        assert!(at_the_start.contains("config: Some(\"c.toml\")"));
     }
 
     #[test]
