@@ -663,6 +663,7 @@ impl ArtifactStore for AzureStore {
                 ),
             });
         }
+        self.check_identity().await?;
         let path = self.path(key)?;
         Ok(Box::new(upload::AzureUpload::new(
             Arc::clone(&self.shared),
@@ -672,6 +673,7 @@ impl ArtifactStore for AzureStore {
     }
 
     async fn get(&self, key: &ObjectKey, version: Option<&str>) -> Result<ByteStream, StoreError> {
+        self.check_identity().await?;
         let path = self.path(key)?;
         let result = self
             .shared
@@ -690,6 +692,7 @@ impl ArtifactStore for AzureStore {
     }
 
     async fn head(&self, key: &ObjectKey, version: Option<&str>) -> Result<ObjectMeta, StoreError> {
+        self.check_identity().await?;
         let path = self.path(key)?;
         let result = self
             .shared
@@ -701,6 +704,7 @@ impl ArtifactStore for AzureStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.check_identity().await?;
         let full_prefix = self.shared.blob_name(prefix);
         let strip = if self.shared.prefix.is_empty() {
             String::new()
@@ -743,6 +747,7 @@ impl ArtifactStore for AzureStore {
     }
 
     async fn delete(&self, key: &ObjectKey, version: Option<&str>) -> Result<(), StoreError> {
+        self.check_identity().await?;
         self.delete_blob(key, version).await
     }
 
@@ -796,8 +801,9 @@ impl ArtifactStore for AzureStore {
 
 impl AzureStore {
     /// With a managed identity (no secret in the environment), probes its token endpoint once
-    /// per store ([`IDENTITY_PROBE_TIMEOUT`]); [`ArtifactStore::capabilities`], which every
-    /// command runs first, starts with this. Any other credential: nothing to do.
+    /// per store ([`IDENTITY_PROBE_TIMEOUT`]); every request of the [`ArtifactStore`] calls
+    /// start with this (a run journal may be written before anything else). Any other
+    /// credential: nothing to do. A failed probe is tried again by the next call.
     ///
     /// # Errors
     /// [`StoreError::Credentials`] naming every source tried when the endpoint gives no token.
@@ -926,10 +932,7 @@ mod tests {
         let store = AzureStore::from_location_with_env(&location("az://acct/c"), &env).unwrap();
         let error = store.capabilities().await.unwrap_err();
         let message = error.to_string();
-        assert!(
-            matches!(error, StoreError::Credentials { .. }),
-            "{message}"
-        );
+        assert!(matches!(error, StoreError::Credentials { .. }), "{message}");
         for fragment in [
             "IDENTITY_ENDPOINT",
             endpoint.as_str(),
