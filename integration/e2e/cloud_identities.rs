@@ -23,11 +23,13 @@ use crate::common::*;
 
 /// Every variable through which a credential (or another identity endpoint) could reach
 /// cairn: removed from every child, which then gets only the stand-in's.
-const CREDENTIAL_VARIABLES: [&str; 24] = [
+const CREDENTIAL_VARIABLES: [&str; 26] = [
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_ROLE_ARN",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
@@ -231,6 +233,8 @@ fn aws_instance_profile_through_imdsv2() {
         &[
             "AWS_ACCESS_KEY_ID",
             "AWS_PROFILE",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
             "instance metadata service",
         ],
     );
