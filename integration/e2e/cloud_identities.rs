@@ -75,11 +75,6 @@ fn run_as_machine(work: &Path, standin: &MetadataStandin, cloud: Cloud, args: &[
     }
     command
         .env("HOME", &home)
-        .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            home.join("no-aws-credentials"),
-        )
         .env("AWS_EC2_METADATA_DISABLED", "true");
     let identity = match cloud {
         Cloud::Aws => {
@@ -233,8 +228,6 @@ fn aws_instance_profile_through_imdsv2() {
         &[
             "AWS_ACCESS_KEY_ID",
             "AWS_PROFILE",
-            "AWS_CONFIG_FILE",
-            "AWS_SHARED_CREDENTIALS_FILE",
             "instance metadata service",
         ],
     );

@@ -172,8 +172,9 @@ impl MetadataStandin {
         format!("http://{}", self.address)
     }
 
-    /// The environment that makes the AWS SDK's chain use the stand-in as IMDS (and nothing
-    /// else of the chain: remove `AWS_ACCESS_KEY_ID` etc. yourself).
+    /// The environment that makes the AWS SDK's chain use the stand-in as IMDS. Remove
+    /// `AWS_EC2_METADATA_DISABLED` (and `AWS_ACCESS_KEY_ID` etc., the rest of the chain) from
+    /// that child yourself, and from that child only.
     #[must_use]
     pub fn aws_env(&self) -> Vec<(String, String)> {
         vec![
@@ -182,7 +183,6 @@ impl MetadataStandin {
                 "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE".into(),
                 "IPv4".into(),
             ),
-            ("AWS_EC2_METADATA_DISABLED".into(), "false".into()),
         ]
     }
 

@@ -537,7 +537,13 @@ fn identity_failure(error: &object_store::Error) -> String {
         }
         source = cause.source();
     }
-    one_line(text.trim_start_matches("Generic MicrosoftAzure error: "))
+    // object_store says "Error performing token request: Error performing GET <url> in 12ms -
+    // Server returned non-2xx status code: 500 ...": what the endpoint answered is the end.
+    let answer = ["Server returned ", "HTTP error"]
+        .iter()
+        .find_map(|marker| text.find(marker))
+        .map_or(text.as_str(), |at| &text[at..]);
+    one_line(answer.trim_start_matches("Generic MicrosoftAzure error: "))
 }
 
 impl Shared {
