@@ -345,10 +345,36 @@ pub(crate) struct FaultProxy {
 impl FaultProxy {
     /// Starts it in front of `upstream` with the faults of `faults` (JSON, see the script).
     pub(crate) fn start(upstream: &str, faults: &str) -> FaultProxy {
+        FaultProxy::start_with(upstream, faults, false)
+    }
+
+    /// [`FaultProxy::start`] that also logs every request's `Authorization` header
+    /// ([`FaultProxy::authorizations`]).
+    pub(crate) fn start_logging_authorization(upstream: &str, faults: &str) -> FaultProxy {
+        FaultProxy::start_with(upstream, faults, true)
+    }
+
+    /// Every request's `Authorization` header so far (empty when it had none), in order; only
+    /// for a proxy started with [`FaultProxy::start_logging_authorization`].
+    pub(crate) fn authorizations(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("authorization.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.splitn(3, '\t').nth(2).unwrap_or("").to_string())
+            .collect()
+    }
+
+    fn start_with(upstream: &str, faults: &str, log_authorization: bool) -> FaultProxy {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("control.json"), faults).unwrap();
-        let child = Command::new("python3")
-            .arg(stores_dir().join("fault_proxy.py"))
+        let mut command = Command::new("python3");
+        command.arg(stores_dir().join("fault_proxy.py"));
+        if log_authorization {
+            command
+                .arg("--auth-log")
+                .arg(dir.path().join("authorization.log"));
+        }
+        let child = command
             .args(["--upstream", upstream])
             .arg("--control")
             .arg(dir.path().join("control.json"))

@@ -12,6 +12,7 @@
 mod common;
 
 mod backup_restore;
+mod cloud_identities;
 mod contract;
 mod databases;
 mod director;

@@ -46,6 +46,7 @@ use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod director;
+pub mod metadata;
 pub mod schema;
 pub mod stores;
 

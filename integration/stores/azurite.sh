@@ -10,6 +10,11 @@
 # prints the endpoint of an Azurite already running for DIR, `stop` of a stopped one succeeds.
 # Azurite always runs with --disableTelemetry (it would otherwise phone home) and only on
 # 127.0.0.1. The account is the well-known `devstoreaccount1` with its published key.
+#
+# With AZURITE_OAUTH=basic in the environment of `start`, it serves https with a self-signed
+# certificate made for DIR (DIR/cert.pem) and accepts OAuth bearer tokens (`--oauth basic`:
+# well-formed JWTs with an Azure issuer, the storage audience and a valid lifetime; signatures
+# are not checked), as well as the account key; the endpoint printed is then https://...
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -72,8 +77,16 @@ start() {
     local port
     port=$(free_port)
     local endpoint=http://127.0.0.1:$port/devstoreaccount1
+    local tls=()
+    if [[ ${AZURITE_OAUTH:-} == basic ]]; then
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+            -addext subjectAltName=IP:127.0.0.1 -keyout "$dir/key.pem" -out "$dir/cert.pem" \
+            >/dev/null 2>&1 || die "openssl could not make a certificate for $dir"
+        tls=(--cert "$dir/cert.pem" --key "$dir/key.pem" --oauth basic)
+        endpoint=https://127.0.0.1:$port/devstoreaccount1
+    fi
     setsid "$BINARY" --blobHost 127.0.0.1 --blobPort "$port" --location "$dir/data" \
-        --skipApiVersionCheck --loose --disableTelemetry \
+        --skipApiVersionCheck --loose --disableTelemetry "${tls[@]}" \
         >"$dir/azurite.log" 2>&1 </dev/null &
     echo $! >"$dir/pid"
     wait_until_answering "$dir" azurite "$endpoint" "$port" "$dir/azurite.log"

@@ -4,6 +4,10 @@
 delays the answer. Python 3 stdlib only.
 
     fault_proxy.py --upstream http://127.0.0.1:PORT --control FILE --log FILE --ready FILE
+                   [--auth-log FILE]
+
+The upstream may be https (e.g. Azurite with --oauth, which takes bearer tokens only over
+TLS); its certificate is not checked (a loopback emulator's self-signed one).
 
 Listens on 127.0.0.1 (ephemeral port, written as `port=N` to the ready file). The control
 file is JSON, re-read for every request so a test can change the faults while a backup runs:
@@ -31,7 +35,9 @@ file is JSON, re-read for every request so a test can change the faults while a 
 Rules are used in order; a new list of rules in the control file starts them afresh.
 
 Every request is logged as `<method>\\t<path>\\t<outcome>` (outcome: forwarded STATUS,
-injected-500, injected-503, reset, lost STATUS, cut STATUS, down, held).
+injected-500, injected-503, reset, lost STATUS, cut STATUS, down, held). With --auth-log, every
+request's Authorization header is also logged there as `<method>\\t<path>\\t<value>` (empty
+when absent), so a test can see which credential a client really sent.
 """
 
 import argparse
@@ -43,6 +49,7 @@ import json
 import random
 import re
 import socket
+import ssl
 import threading
 import urllib.parse
 
@@ -58,10 +65,12 @@ def main():
     parser.add_argument("--control", required=True)
     parser.add_argument("--log", required=True)
     parser.add_argument("--ready", required=True)
+    parser.add_argument("--auth-log")
     args = parser.parse_args()
     upstream = urllib.parse.urlsplit(args.upstream)
     lock = threading.Lock()
     log = open(args.log, "a", buffering=1)
+    auth_log = open(args.auth_log, "a", buffering=1) if args.auth_log else None
 
     def control():
         try:
@@ -141,6 +150,9 @@ def main():
 
         def handle_any(self):
             data = self.body()
+            if auth_log:
+                with lock:
+                    auth_log.write(f"{self.command}\t{self.path}\t{self.headers.get('Authorization', '')}\n")
             if should_hold(self.command, self.path):
                 return self.hold()
             settings = control()
@@ -171,7 +183,12 @@ def main():
             cut = not lost and roll < reset + failure + settings.get("lost_rate", 0.0) + settings.get("cut_rate", 0.0)
             if settings.get("delay"):
                 threading.Event().wait(float(settings["delay"]))
-            connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=120)
+            if upstream.scheme == "https":
+                connection = http.client.HTTPSConnection(
+                    upstream.hostname, upstream.port, timeout=120,
+                    context=ssl._create_unverified_context())
+            else:
+                connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=120)
             headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
             connection.request(self.command, self.path, body=data, headers=headers)
             response = connection.getresponse()

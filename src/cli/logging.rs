@@ -122,7 +122,11 @@ fn logs_to_stderr(command: &Command) -> bool {
 ///
 /// With `to_stderr` (for `--json`, whose events own stdout) the lines go to stderr.
 fn init(level: &str, to_stderr: bool) {
-    let filter = EnvFilter::new(format!("warn,cairn={level}"));
+    // The AWS credential chain warns once per source that failed; the store error that follows
+    // names them all in one line, so those warnings are only noise.
+    let filter = EnvFilter::new(format!(
+        "warn,cairn={level},aws_config::meta::credentials::chain=error"
+    ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .event_format(BbrFormat);

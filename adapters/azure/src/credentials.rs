@@ -11,11 +11,16 @@
 //! 4. Microsoft Entra ID: `AZURE_CLIENT_ID` and `AZURE_TENANT_ID` with `AZURE_CLIENT_SECRET`
 //!    (a service principal) or `AZURE_FEDERATED_TOKEN_FILE` (workload identity), plus
 //!    `AZURE_AUTHORITY_HOST` for sovereign clouds.
+//! 5. Only when none of these is set: the machine's managed identity, as the Azure CLI uses it
+//!    on a VM. Its token endpoint is `IDENTITY_ENDPOINT` (App Service, Container Apps, Arc;
+//!    object_store then sends `IDENTITY_HEADER` with it), else `AZURE_MSI_ENDPOINT`, else the
+//!    instance metadata service at 169.254.169.254. `AZURE_CLIENT_ID` alone picks a
+//!    user-assigned identity. Off Azure that address does not answer, so the adapter probes it
+//!    once, with a short timeout, before the first request (`AzureStore`'s `check_identity`)
+//!    and fails with one line naming every source tried instead of hanging in retries.
 //!
-//! Nothing else is tried: no managed identity (its metadata address does not exist off Azure,
-//! and a client probing it hangs tests and hides a missing secret), no Azure CLI. Every
-//! credential is handed to object_store with an explicit credential type, so object_store never
-//! falls back to its own chain either.
+//! No Azure CLI. Every credential is handed to object_store with an explicit credential type,
+//! so object_store never falls back to a chain of its own either.
 
 use std::fmt;
 
@@ -26,6 +31,18 @@ pub(crate) const CREDENTIAL_HINT: &str =
     "set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY or \
      AZURE_STORAGE_SAS_TOKEN, or AZURE_CLIENT_ID and AZURE_TENANT_ID with AZURE_CLIENT_SECRET or \
      AZURE_FEDERATED_TOKEN_FILE";
+
+/// Every source tried when the last one, the managed identity, failed: the hint of that error.
+pub(crate) const TRIED_HINT: &str =
+    "tried AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN, \
+     AZURE_CLIENT_ID+AZURE_TENANT_ID with AZURE_CLIENT_SECRET or AZURE_FEDERATED_TOKEN_FILE (none \
+     set), then the managed identity; set one of these, or give this machine a managed identity \
+     with access to the container (IDENTITY_ENDPOINT or AZURE_MSI_ENDPOINT name its token \
+     endpoint when it is not the instance metadata service)";
+
+/// The token endpoint of the instance metadata service (object_store's default too).
+pub(crate) const IMDS_TOKEN_ENDPOINT: &str =
+    "http://169.254.169.254/metadata/identity/oauth2/token";
 
 /// The account key of Azurite's well-known development account (published by Microsoft), used
 /// only for `UseDevelopmentStorage=true`.
@@ -55,6 +72,12 @@ pub(crate) enum Credential {
         token_file: String,
         authority_host: Option<String>,
     },
+    /// The machine's managed identity, from this token endpoint (no secret here at all).
+    ManagedIdentity {
+        endpoint: String,
+        /// A user-assigned identity's client id (`AZURE_CLIENT_ID`); none: the system one.
+        client_id: Option<String>,
+    },
 }
 
 impl fmt::Debug for Credential {
@@ -64,6 +87,7 @@ impl fmt::Debug for Credential {
             Credential::Sas(_) => "Sas(..)",
             Credential::ClientSecret { .. } => "ClientSecret(..)",
             Credential::FederatedToken { .. } => "FederatedToken(..)",
+            Credential::ManagedIdentity { .. } => "ManagedIdentity(..)",
         })
     }
 }
@@ -123,11 +147,30 @@ pub(crate) fn from_env(
             return Ok(simple(credential, "AZURE_FEDERATED_TOKEN_FILE"));
         }
     }
-    Err(StoreError::Credentials {
-        store: store.to_string(),
-        detail: "no credentials found in the environment".into(),
-        hint: CREDENTIAL_HINT.into(),
-    })
+    Ok(managed_identity(&var))
+}
+
+/// The managed identity, the last source: its token endpoint and which variable named it.
+fn managed_identity(var: &dyn Fn(&str) -> Option<String>) -> Access {
+    let (endpoint, source) = if let Some(endpoint) = var("IDENTITY_ENDPOINT") {
+        (endpoint, "the managed identity at IDENTITY_ENDPOINT")
+    } else if let Some(endpoint) = var("AZURE_MSI_ENDPOINT") {
+        (endpoint, "the managed identity at AZURE_MSI_ENDPOINT")
+    } else {
+        (
+            IMDS_TOKEN_ENDPOINT.to_string(),
+            "the managed identity of the instance metadata service",
+        )
+    };
+    Access {
+        credential: Credential::ManagedIdentity {
+            endpoint,
+            client_id: var("AZURE_CLIENT_ID"),
+        },
+        source,
+        endpoint: None,
+        endpoint_suffix: None,
+    }
 }
 
 /// Parses `Key=Value;Key=Value` (keys case-insensitive, values may contain `=`). Messages never
@@ -243,24 +286,61 @@ mod tests {
     }
 
     #[test]
-    fn no_credentials_lists_every_variable() {
-        let partial = [("AZURE_CLIENT_ID", "id"), ("AZURE_STORAGE_KEY", " ")];
-        match access(&partial) {
-            Err(StoreError::Credentials { store, hint, .. }) => {
-                assert_eq!(store, "az://acct/c");
-                for name in [
-                    "AZURE_STORAGE_CONNECTION_STRING",
-                    "AZURE_STORAGE_KEY",
-                    "AZURE_STORAGE_SAS_TOKEN",
-                    "AZURE_CLIENT_ID",
-                    "AZURE_TENANT_ID",
-                    "AZURE_CLIENT_SECRET",
-                    "AZURE_FEDERATED_TOKEN_FILE",
-                ] {
-                    assert!(hint.contains(name), "hint names {name}");
-                }
+    fn without_a_secret_the_managed_identity_is_last() {
+        let none = access(&[("AZURE_STORAGE_KEY", " ")]).unwrap();
+        assert_eq!(
+            none.credential,
+            Credential::ManagedIdentity {
+                endpoint: IMDS_TOKEN_ENDPOINT.into(),
+                client_id: None
             }
-            other => panic!("expected Credentials, got {other:?}"),
+        );
+        // AZURE_CLIENT_ID without a tenant and secret picks a user-assigned identity.
+        let user_assigned = access(&[
+            ("AZURE_CLIENT_ID", "id"),
+            ("AZURE_MSI_ENDPOINT", "http://127.0.0.1:1/msi"),
+        ])
+        .unwrap();
+        assert_eq!(
+            user_assigned.credential,
+            Credential::ManagedIdentity {
+                endpoint: "http://127.0.0.1:1/msi".into(),
+                client_id: Some("id".into())
+            }
+        );
+        let app_service = access(&[
+            ("AZURE_MSI_ENDPOINT", "http://127.0.0.1:1/msi"),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:2/token"),
+        ])
+        .unwrap();
+        assert_eq!(
+            app_service.source,
+            "the managed identity at IDENTITY_ENDPOINT"
+        );
+        // An explicit secret always wins over an identity endpoint in the environment.
+        let key = access(&[
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:2/token"),
+            ("AZURE_STORAGE_KEY", "a2V5"),
+        ])
+        .unwrap();
+        assert_eq!(key.source, "AZURE_STORAGE_KEY");
+    }
+
+    #[test]
+    fn the_tried_hint_lists_every_variable() {
+        for name in [
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "AZURE_STORAGE_KEY",
+            "AZURE_STORAGE_SAS_TOKEN",
+            "AZURE_CLIENT_ID",
+            "AZURE_TENANT_ID",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "managed identity",
+            "IDENTITY_ENDPOINT",
+        ] {
+            assert!(TRIED_HINT.contains(name), "hint names {name}");
+            assert!(!TRIED_HINT.contains('\n'));
         }
     }
 

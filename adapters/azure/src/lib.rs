@@ -122,6 +122,8 @@ pub(crate) struct Shared {
     credential_source: &'static str,
     /// A blob version id has been seen: the account keeps versions.
     versions_seen: AtomicBool,
+    /// For a managed identity: what `check_identity` needs, and whether it has passed.
+    identity: Option<(Access, tokio::sync::OnceCell<()>)>,
 }
 
 /// What a request was doing, for messages.
@@ -171,10 +173,12 @@ impl AzureStore {
     /// A store for an `az://` location, with credentials from the environment (see
     /// `AZURE_STORAGE_CONNECTION_STRING`, `AZURE_STORAGE_KEY`, `AZURE_STORAGE_SAS_TOKEN`, then
     /// Entra ID's `AZURE_CLIENT_ID`/`AZURE_TENANT_ID`/`AZURE_CLIENT_SECRET` or
-    /// `AZURE_FEDERATED_TOKEN_FILE`, in that order). Nothing is sent until the first request.
+    /// `AZURE_FEDERATED_TOKEN_FILE`, in that order, and only when none is set the machine's
+    /// managed identity). Nothing is sent until the first request.
     ///
     /// # Errors
-    /// [`StoreError::Credentials`] when the environment holds no usable credential;
+    /// [`StoreError::Credentials`] when a credential in the environment is malformed (a missing
+    /// one is found out by [`AzureStore::check_identity`]);
     /// [`StoreError::Configuration`] for a location that is not `az://`, a bad prefix or
     /// endpoint, or plain HTTP without an explicit endpoint.
     pub fn from_location(location: &StoreLocation) -> Result<AzureStore, StoreError> {
@@ -248,6 +252,8 @@ impl AzureStore {
                 container: container.clone(),
                 prefix: prefix.clone(),
                 endpoint,
+                identity: matches!(access.credential, Credential::ManagedIdentity { .. })
+                    .then(|| (access.clone(), tokio::sync::OnceCell::new())),
                 credential: access.credential,
                 credential_source: access.source,
                 versions_seen: AtomicBool::new(false),
@@ -399,7 +405,8 @@ fn resolve_endpoint(
 }
 
 /// Hands the credential to object_store with an explicit credential type, so that it never
-/// tries a chain of its own (managed identity would probe a metadata address).
+/// tries a chain of its own: the managed identity is used only when the environment holds no
+/// secret at all (see the `credentials` module), and then probed first ([`probe_identity`]).
 fn with_credential(
     builder: MicrosoftAzureBuilder,
     access: &Access,
@@ -456,7 +463,87 @@ fn with_credential(
                 None => builder,
             }
         }
+        Credential::ManagedIdentity {
+            endpoint,
+            client_id,
+        } => {
+            let builder = builder
+                .with_msi_endpoint(endpoint)
+                .with_credential_type("managed_identity");
+            match client_id {
+                Some(id) => builder.with_client_id(id),
+                None => builder,
+            }
+        }
     })
+}
+
+/// How long the managed identity's token endpoint has to answer the probe before the first
+/// request. IMDS answers in milliseconds on Azure; off Azure its address does not answer at all.
+pub const IDENTITY_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the managed identity's token endpoint for a token once, without retries and within
+/// [`IDENTITY_PROBE_TIMEOUT`], through object_store's own managed-identity client (a store
+/// built only for this, so the real store's retry policy stays as it is). The real store then
+/// fetches (and refreshes) its own token.
+async fn probe_identity(account: &str, access: &Access, store: &str) -> Result<(), StoreError> {
+    let Credential::ManagedIdentity { endpoint, .. } = &access.credential else {
+        return Ok(());
+    };
+    let fail = |why: String| StoreError::Credentials {
+        store: store.to_string(),
+        detail: format!(
+            "no secret in the environment, and {} ({endpoint}) {why}",
+            access.source
+        ),
+        hint: credentials::TRIED_HINT.into(),
+    };
+    let options = ClientOptions::new()
+        .with_connect_timeout(IDENTITY_PROBE_TIMEOUT)
+        .with_timeout(IDENTITY_PROBE_TIMEOUT);
+    let retry = RetryConfig {
+        max_retries: 0,
+        retry_timeout: IDENTITY_PROBE_TIMEOUT,
+        backoff: BACKOFF,
+    };
+    let builder = MicrosoftAzureBuilder::new()
+        .with_account(account)
+        .with_container_name("probe")
+        .with_client_options(options)
+        .with_retry(retry);
+    let probe = with_credential(builder, access, store)?
+        .build()
+        .map_err(|e| fail(format!("cannot be used: {}", one_line(&e.to_string()))))?;
+    match tokio::time::timeout(IDENTITY_PROBE_TIMEOUT, probe.credentials().get_credential()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(fail(format!("gave no token: {}", identity_failure(&error)))),
+        Err(_) => Err(fail(format!(
+            "did not answer within {} s",
+            IDENTITY_PROBE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// The useful end of a token request's error chain, on one line ("connection refused", "HTTP
+/// status 400 ...").
+fn identity_failure(error: &object_store::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    // object_store says "Error performing token request: Error performing GET <url> in 12ms -
+    // Server returned non-2xx status code: 500 ...": what the endpoint answered is the end.
+    let answer = ["Server returned ", "HTTP error"]
+        .iter()
+        .find_map(|marker| text.find(marker))
+        .map_or(text.as_str(), |at| &text[at..]);
+    one_line(answer.trim_start_matches("Generic MicrosoftAzure error: "))
 }
 
 impl Shared {
@@ -494,6 +581,9 @@ impl Shared {
             Credential::Sas(_) => "the SAS token",
             Credential::ClientSecret { .. } => "the service principal secret",
             Credential::FederatedToken { .. } => "the federated token",
+            Credential::ManagedIdentity { .. } => {
+                return format!("a token from {}", self.credential_source)
+            }
         };
         format!("{what} from {}", self.credential_source)
     }
@@ -579,6 +669,7 @@ impl ArtifactStore for AzureStore {
                 ),
             });
         }
+        self.check_identity().await?;
         let path = self.path(key)?;
         Ok(Box::new(upload::AzureUpload::new(
             Arc::clone(&self.shared),
@@ -588,6 +679,7 @@ impl ArtifactStore for AzureStore {
     }
 
     async fn get(&self, key: &ObjectKey, version: Option<&str>) -> Result<ByteStream, StoreError> {
+        self.check_identity().await?;
         let path = self.path(key)?;
         let result = self
             .shared
@@ -606,6 +698,7 @@ impl ArtifactStore for AzureStore {
     }
 
     async fn head(&self, key: &ObjectKey, version: Option<&str>) -> Result<ObjectMeta, StoreError> {
+        self.check_identity().await?;
         let path = self.path(key)?;
         let result = self
             .shared
@@ -617,6 +710,7 @@ impl ArtifactStore for AzureStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.check_identity().await?;
         let full_prefix = self.shared.blob_name(prefix);
         let strip = if self.shared.prefix.is_empty() {
             String::new()
@@ -659,6 +753,7 @@ impl ArtifactStore for AzureStore {
     }
 
     async fn delete(&self, key: &ObjectKey, version: Option<&str>) -> Result<(), StoreError> {
+        self.check_identity().await?;
         self.delete_blob(key, version).await
     }
 
@@ -672,6 +767,7 @@ impl ArtifactStore for AzureStore {
     /// been seen (on that blob, or on an earlier write); an empty container on a versioned
     /// account reads as unversioned here. [`ArtifactStore::capabilities_for_writing`] finds out.
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
+        self.check_identity().await?;
         let prefix = self.shared.blob_name("");
         let options = PaginatedListOptions {
             max_keys: Some(1),
@@ -706,6 +802,25 @@ impl ArtifactStore for AzureStore {
         let mut capabilities = self.capabilities().await?;
         capabilities.versioning = self.probe_versioning().await?;
         Ok(capabilities)
+    }
+}
+
+impl AzureStore {
+    /// With a managed identity (no secret in the environment), probes its token endpoint once
+    /// per store ([`IDENTITY_PROBE_TIMEOUT`]); every request of the [`ArtifactStore`] calls
+    /// start with this (a run journal may be written before anything else). Any other
+    /// credential: nothing to do. A failed probe is tried again by the next call.
+    ///
+    /// # Errors
+    /// [`StoreError::Credentials`] naming every source tried when the endpoint gives no token.
+    pub async fn check_identity(&self) -> Result<(), StoreError> {
+        let Some((access, passed)) = &self.shared.identity else {
+            return Ok(());
+        };
+        passed
+            .get_or_try_init(|| probe_identity(&self.shared.account, access, &self.shared.name))
+            .await?;
+        Ok(())
     }
 }
 
@@ -811,10 +926,33 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn without_a_secret_probes_the_managed_identity_and_names_every_source() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!(
+            "http://{}/metadata/identity/oauth2/token",
+            closed.local_addr().unwrap()
+        );
+        drop(closed);
+        let env = |name: &str| (name == "IDENTITY_ENDPOINT").then(|| endpoint.clone());
+        let store = AzureStore::from_location_with_env(&location("az://acct/c"), &env).unwrap();
+        let error = store.capabilities().await.unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, StoreError::Credentials { .. }), "{message}");
+        for fragment in [
+            "IDENTITY_ENDPOINT",
+            endpoint.as_str(),
+            "AZURE_STORAGE_KEY",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "managed identity",
+        ] {
+            assert!(message.contains(fragment), "`{fragment}` in {message}");
+        }
+        assert!(!message.contains('\n'), "{message}");
+    }
+
     #[test]
-    fn refuses_missing_or_malformed_credentials() {
-        let none = AzureStore::from_location_with_env(&location("az://acct/c"), &|_| None);
-        assert!(matches!(none, Err(StoreError::Credentials { .. })));
+    fn refuses_malformed_credentials() {
         let bad_key = |name: &str| (name == "AZURE_STORAGE_KEY").then(|| "not base64!".to_string());
         let error =
             AzureStore::from_location_with_env(&location("az://acct/c"), &bad_key).unwrap_err();

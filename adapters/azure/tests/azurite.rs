@@ -320,13 +320,21 @@ async fn an_unreachable_endpoint_is_transient() {
     assert!(error.is_retryable(), "expected Transient, got {error}");
 }
 
-#[test]
-fn no_credentials_is_a_credentials_error() {
+/// No secret, and a managed identity endpoint that does not answer (a closed loopback port,
+/// never the real 169.254.169.254): a credentials error at the first request.
+#[tokio::test]
+async fn no_credentials_is_a_credentials_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}/token", closed.local_addr().unwrap());
+    drop(closed);
     let location = StoreLocation::parse("az://acct/c").unwrap();
-    let error = AzureStore::from_location_with_env(&location, &|_| None).unwrap_err();
+    let env = |name: &str| (name == "AZURE_MSI_ENDPOINT").then(|| endpoint.clone());
+    let store = AzureStore::from_location_with_env(&location, &env).unwrap();
+    let error = store.head(&key("x"), None).await.unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, StoreError::Credentials { .. }), "{message}");
     assert!(message.contains("az://acct/c") && message.contains("AZURE_STORAGE_SAS_TOKEN"));
+    assert!(message.contains("AZURE_MSI_ENDPOINT"), "{message}");
 }
 
 #[tokio::test]

@@ -27,14 +27,17 @@
 //! from where they were cut, pinned to one generation (`upload`, `download`).
 //!
 //! # Credentials
-//! `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key file) or the other application
-//! default credentials (gcloud's, or the metadata server on Google Cloud). With an explicit
-//! endpoint and no `GOOGLE_APPLICATION_CREDENTIALS`, requests go unauthenticated: that is an
-//! emulator, and a test must never reach for a metadata server or a Google host.
+//! `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key file), else gcloud's
+//! application-default credentials, else the machine's metadata server (GCE, GKE, Cloud Run;
+//! `GCE_METADATA_HOST` overrides its address), probed once with a short timeout when the store
+//! is opened. With an explicit endpoint and neither a key file nor `GCE_METADATA_HOST`,
+//! requests go unauthenticated: that is an emulator, and a test must never reach for a
+//! metadata server or a Google host. The `credentials` module states the rule.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod client;
+mod credentials;
 mod download;
 mod error;
 mod resources;
@@ -45,20 +48,17 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use google_cloud_auth::credentials::{Builder as CredentialsBuilder, Credentials};
-
 use cairn_store::{
     ArtifactStore, ByteStream, Capabilities, ObjectKey, ObjectMeta, PutOptions, StoreError,
     StoreLocation, Upload,
 };
 
 use crate::client::Client;
-use crate::error::{credentials_error, protocol_error, Missing};
+use crate::error::{protocol_error, Missing};
 use crate::resources::{BucketResource, ObjectList, ObjectResource, UploadMetadata};
 use crate::upload::GcsUpload;
 
-/// The variable naming a service-account key file.
-const CREDENTIALS_VARIABLE: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+pub use crate::credentials::METADATA_PROBE_TIMEOUT;
 
 /// A GCS bucket, or a prefix of one, used as an [`ArtifactStore`].
 #[derive(Debug, Clone)]
@@ -73,11 +73,9 @@ impl GcsStore {
     ///
     /// # Errors
     /// [`StoreError::Configuration`] for a location that is not `gs://` or a malformed
-    /// endpoint, [`StoreError::Credentials`] when credentials are needed and cannot be loaded.
-    #[allow(
-        clippy::unused_async,
-        reason = "the same signature as the other adapters' constructors, which await"
-    )]
+    /// endpoint, [`StoreError::Credentials`] when credentials are needed and cannot be loaded
+    /// (a key file that does not load, a metadata server that gives no token within
+    /// [`METADATA_PROBE_TIMEOUT`]).
     pub async fn from_location(location: &StoreLocation) -> Result<GcsStore, StoreError> {
         let StoreLocation::Gcs {
             bucket,
@@ -92,7 +90,12 @@ impl GcsStore {
         };
         let prefix = prefix.trim_matches('/').to_string();
         let store = display_name(bucket, &prefix);
-        let credentials = load_credentials(&store, endpoint.is_some())?;
+        let source = credentials::source(
+            endpoint.is_some(),
+            &|name| std::env::var(name).ok(),
+            &std::path::Path::is_file,
+        );
+        let credentials = credentials::load(&store, &source).await?;
         let client = Client::new(bucket, endpoint.as_deref(), credentials, store)?;
         Ok(GcsStore {
             client: Arc::new(client),
@@ -310,22 +313,6 @@ fn display_name(bucket: &str, prefix: &str) -> String {
     } else {
         format!("gs://{bucket}/{prefix}")
     }
-}
-
-/// Application default credentials, or none for an emulator (an explicit endpoint without
-/// `GOOGLE_APPLICATION_CREDENTIALS`).
-fn load_credentials(
-    store: &str,
-    explicit_endpoint: bool,
-) -> Result<Option<Credentials>, StoreError> {
-    let key_file = std::env::var_os(CREDENTIALS_VARIABLE).filter(|value| !value.is_empty());
-    if explicit_endpoint && key_file.is_none() {
-        return Ok(None);
-    }
-    CredentialsBuilder::default()
-        .build()
-        .map(Some)
-        .map_err(|e| credentials_error(store, &format!("cannot load credentials: {e}")))
 }
 
 /// True for a GCS generation: a decimal number.

@@ -15,12 +15,22 @@ use cairn_store::StoreError;
 pub(crate) const CREDENTIALS_HINT: &str =
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / AWS_WEB_IDENTITY_TOKEN_FILE)";
 
+/// What to do when the credential chain found nothing (or its last source failed): the
+/// sources the SDK's default chain tries, in its order.
+pub(crate) const NO_CREDENTIALS_HINT: &str = "the AWS chain tried AWS_ACCESS_KEY_ID/\
+    AWS_SECRET_ACCESS_KEY, AWS_PROFILE and the shared config files, AWS_WEB_IDENTITY_TOKEN_FILE, \
+    the ECS container endpoint and the EC2 instance metadata service \
+    (AWS_EC2_METADATA_SERVICE_ENDPOINT overrides its address); set one of them, or give the \
+    instance a role (instance profile) allowed to use the bucket";
+
 /// The kind of failure, before it is dressed with the store's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     NotFound,
     NoSuchBucket,
     Credentials,
+    /// The credential chain produced no credentials.
+    NoCredentials,
     Transient,
     Other,
 }
@@ -34,7 +44,7 @@ where
         return kind_of_response(service.raw().status().as_u16(), service.err().code());
     }
     if caused_by_credentials(error) {
-        return Kind::Credentials;
+        return Kind::NoCredentials;
     }
     match error {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => Kind::Transient,
@@ -153,6 +163,11 @@ pub(crate) fn store_error(
             store,
             detail,
             hint: CREDENTIALS_HINT.to_string(),
+        },
+        Kind::NoCredentials => StoreError::Credentials {
+            store,
+            detail,
+            hint: NO_CREDENTIALS_HINT.to_string(),
         },
         Kind::Transient => StoreError::Transient { store, detail },
         Kind::Other => StoreError::Other { store, detail },
