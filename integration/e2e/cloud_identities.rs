@@ -179,7 +179,7 @@ fn backup_list_verify(
         .map(str::to_string)
         .collect();
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(rows[0].ends_with("complete"), "{rows:?}");
+    assert_eq!(rows[0].split('\t').nth(3), Some("complete"), "{rows:?}");
     let id = rows[0].split('\t').next().unwrap();
     let verify = run_as_machine(
         work.path(),
