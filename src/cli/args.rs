@@ -968,13 +968,15 @@ mod tests {
 
     #[test]
     fn store_debug_and_parallelism_of_backups_go_before_or_after_the_subcommand() {
-        let flags: [&[&str]; 3] = [
+        let flags: [&[&str]; 4] = [
             &["--store", "file:///srv/store"],
             &["--debug"],
             &["--parallelism", "7"],
+            &["--json"],
         ];
         for subcommand in [
-            &["list", "--json"][..],
+            &["list"][..],
+            &["report", "--html", "r.html"],
             &["show", "cf/20261206T211111Z"],
             &["verify", "cf/20261206T211111Z"],
             &["delete", "cf/20261206T211111Z"],

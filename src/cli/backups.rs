@@ -33,10 +33,10 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         .url(true)
         .ok_or_else(|| UsageError("--store flag is required (or set CAIRN_STORE).".into()))?;
     let store = cairn::format::store::open_store(&url).await?;
+    let json = args.json;
     match args.action {
         BackupsAction::List {
             deployment,
-            json,
             max_age,
             trust,
         } => {
@@ -51,7 +51,6 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         }
         BackupsAction::Show {
             id,
-            json,
             manifest: false,
             trust,
             ..
@@ -95,7 +94,6 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             keep_weekly,
             keep_monthly,
             dry_run,
-            json,
             identity,
             allow_unencrypted,
             trust,
@@ -121,7 +119,6 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         BackupsAction::Report {
             deployment,
             html,
-            json,
             verify,
             trust,
         } => {
@@ -129,6 +126,11 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
                 trusted: trust.load()?,
                 verify: verify.then_some(args.parallelism),
             };
+            if html.is_none() && !json {
+                return Err(
+                    UsageError("backups report needs --html FILE, --json or both.".into()).into(),
+                );
+            }
             let output = report::Output { html, json };
             report::run(&store, deployment.as_deref(), &options, &output).await
         }

@@ -19,6 +19,10 @@ pub(crate) struct BackupsArgs {
     /// At most this many objects verified at once.
     #[arg(long, value_name = "N", default_value_t = 4, global = true)]
     pub parallelism: usize,
+    /// JSON output, before or after the subcommand: list (JSON lines), show (the manifest),
+    /// prune (JSON lines), report (the model the page is made from, on stdout).
+    #[arg(long, global = true)]
+    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub action: BackupsAction,
@@ -33,9 +37,6 @@ pub(crate) enum BackupsAction {
         /// Only this deployment.
         #[arg(long, short = 'd')]
         deployment: Option<String>,
-        /// JSON lines instead of a table.
-        #[arg(long)]
-        json: bool,
         /// Backup overdue check: exit 1 (with a line on stderr) when the newest complete,
         /// verified backup of --deployment is older than this (e.g. 26h), or there is none.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "deployment")]
@@ -49,9 +50,6 @@ pub(crate) enum BackupsAction {
     Show {
         /// `DEPLOYMENT/ID`.
         id: String,
-        /// JSON (the manifest itself).
-        #[arg(long)]
-        json: bool,
         /// Print the deployment manifest saved with the backup (backup --with-manifest).
         #[arg(long, conflicts_with = "json")]
         manifest: bool,
@@ -130,9 +128,6 @@ pub(crate) enum BackupsAction {
         /// With --identity: accept backups that are not encrypted.
         #[arg(long)]
         allow_unencrypted: bool,
-        /// JSON lines instead of text.
-        #[arg(long)]
-        json: bool,
         /// `--trusted-key`: keep (never count as verified) backups not signed by one of them.
         #[command(flatten)]
         trust: super::trust::TrustArgs,
@@ -142,18 +137,14 @@ pub(crate) enum BackupsAction {
     },
     /// A report of the backups' history: a self-contained HTML page with a table and plots
     /// (size, duration, lock windows, throughput, failed runs marked), and/or JSON.
-    #[command(group(clap::ArgGroup::new("output").required(true).multiple(true).args(["html", "json"])))]
     #[command(mut_arg("trusted_key", |arg| arg.help("Check each signature against this public key: a `cairn-ed25519:...` key or a file holding one (repeatable); the signed column then says verified or REJECTED")))]
     Report {
         /// Only this deployment (default: every deployment in the store).
         #[arg(long, short = 'd')]
         deployment: Option<String>,
-        /// Write the HTML page to FILE.
+        /// Write the HTML page to FILE (this, --json, or both).
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
-        /// Print the report as JSON on stdout (the model the page is made from).
-        #[arg(long)]
-        json: bool,
         /// Read every complete backup back, as `backups verify` does (the `verified` column).
         #[arg(long)]
         verify: bool,
