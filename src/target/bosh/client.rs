@@ -253,7 +253,9 @@ impl DirectorClient {
             _socks: socks,
         };
         // Refused credentials are best reported now, before anything else happens.
-        client.authorization(false).await?;
+        if let Auth::Uaa(session) = &client.auth {
+            client.uaa_authorization(session, false).await?;
+        }
         Ok(client)
     }
 
@@ -263,25 +265,37 @@ impl DirectorClient {
         &self.base
     }
 
-    /// The `Authorization` header value, fetching a new token when needed.
-    async fn authorization(&self, renew: bool) -> Result<String, BoshError> {
+    /// Adds the `Authorization` header to `request` (basic auth, or the UAA token, fetching a
+    /// new one when needed).
+    async fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        renew: bool,
+    ) -> Result<reqwest::RequestBuilder, BoshError> {
         match &self.auth {
-            Auth::Basic { user, password } => {
-                use base64_engine::encode;
-                Ok(format!("Basic {}", encode(&format!("{user}:{password}"))))
-            }
-            Auth::Uaa(session) => {
-                let mut token = session.token.lock().await;
-                let fresh = token.as_ref().is_some_and(|t| t.renew_at > Instant::now());
-                let current = match token.take() {
-                    Some(current) if fresh && !renew => current,
-                    _ => self.fetch_token(session).await?,
-                };
-                let header = current.header.clone();
-                *token = Some(current);
-                Ok(header)
-            }
+            Auth::Basic { user, password } => Ok(request.basic_auth(user, Some(password))),
+            Auth::Uaa(session) => Ok(request.header(
+                reqwest::header::AUTHORIZATION,
+                self.uaa_authorization(session, renew).await?,
+            )),
         }
+    }
+
+    /// The UAA token's `Authorization` header value, fetching a new token when needed.
+    async fn uaa_authorization(
+        &self,
+        session: &UaaSession,
+        renew: bool,
+    ) -> Result<String, BoshError> {
+        let mut token = session.token.lock().await;
+        let fresh = token.as_ref().is_some_and(|t| t.renew_at > Instant::now());
+        let current = match token.take() {
+            Some(current) if fresh && !renew => current,
+            _ => self.fetch_token(session).await?,
+        };
+        let header = current.header.clone();
+        *token = Some(current);
+        Ok(header)
     }
 
     async fn fetch_token(&self, session: &UaaSession) -> Result<Token, BoshError> {
@@ -334,9 +348,8 @@ impl DirectorClient {
         let mut renewed = false;
         loop {
             let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .header("Authorization", self.authorization(renew).await?);
+                .authorize(self.http.request(method.clone(), &url), renew)
+                .await?;
             renew = false;
             if let Some(body) = body {
                 request = request.json(body);
@@ -706,29 +719,6 @@ fn path_segment(name: &str) -> String {
         .collect()
 }
 
-/// Base64 for the basic-auth header (standard alphabet, padded).
-mod base64_engine {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub(super) fn encode(text: &str) -> String {
-        let bytes = text.as_bytes();
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let n = (u32::from(chunk[0]) << 16)
-                | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-                | u32::from(*chunk.get(2).unwrap_or(&0));
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-}
-
 /// `GET /info`: the Director's name, version and how to log in (retried as every GET).
 async fn read_info(
     http: &reqwest::Client,
@@ -894,19 +884,27 @@ mod tests {
         assert!(director_url("").is_err());
     }
 
+    /// Requests a [`scripted_director`] saw (`METHOD PATH`), one per request.
+    type Seen = Arc<std::sync::Mutex<Vec<String>>>;
+
     /// An HTTP server on a local socket answering each request with `answer(method, path,
     /// count of that request so far)`: a status and a body, or `None` to drop the connection.
+    /// Returns its URL, the requests and, per request, its `Authorization` header (empty
+    /// when it had none).
     async fn scripted_director(
         answer: fn(&str, &str, usize) -> Option<(u16, String)>,
-    ) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    ) -> (String, Seen, Seen) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let authorizations = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let log = Arc::clone(&seen);
+        let headers = Arc::clone(&authorizations);
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let log = Arc::clone(&log);
+                let headers = Arc::clone(&headers);
                 tokio::spawn(async move {
                     let mut buffer = vec![0u8; 16384];
                     let n = stream.read(&mut buffer).await.unwrap_or(0);
@@ -917,6 +915,15 @@ mod tests {
                         words.next().unwrap_or(""),
                         words.next().unwrap_or("")
                     );
+                    let authorization = head
+                        .lines()
+                        .find_map(|line| {
+                            let (name, value) = line.split_once(':')?;
+                            name.eq_ignore_ascii_case("authorization")
+                                .then(|| value.trim().to_string())
+                        })
+                        .unwrap_or_default();
+                    headers.lock().unwrap().push(authorization);
                     let count = {
                         let mut log = log.lock().unwrap();
                         log.push(request.clone());
@@ -933,7 +940,7 @@ mod tests {
                 });
             }
         });
-        (url, seen)
+        (url, seen, authorizations)
     }
 
     fn config(url: &str, attempts: u32) -> DirectorConfig {
@@ -954,7 +961,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_are_retried_and_posts_are_not() {
-        let (url, seen) = scripted_director(|method, path, count| match (method, path) {
+        let (url, seen, _) = scripted_director(|method, path, count| match (method, path) {
             // /info: dropped once, then answered.
             ("GET", "/info") if count == 1 => None,
             ("GET", "/info") => Some((200, r#"{"name":"d","version":"1"}"#.into())),
@@ -993,7 +1000,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_attempt_means_no_retry_and_4xx_is_never_retried() {
-        let (url, seen) = scripted_director(|method, path, _| match (method, path) {
+        let (url, seen, _) = scripted_director(|method, path, _| match (method, path) {
             ("GET", "/info") => Some((200, r#"{"name":"d"}"#.into())),
             ("GET", "/deployments") => Some((502, "Bad Gateway".into())),
             _ => Some((404, r#"{"description":"no such deployment"}"#.into())),
@@ -1020,7 +1027,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_larger_than_the_limit_are_refused_and_not_retried() {
-        let (url, seen) = scripted_director(|method, path, _| match (method, path) {
+        let (url, seen, _) = scripted_director(|method, path, _| match (method, path) {
             ("GET", "/info") => Some((200, r#"{"name":"d"}"#.into())),
             ("GET", "/deployments") => Some((200, "x".repeat(70 << 20))),
             _ => Some((404, "{}".into())),
@@ -1058,11 +1065,27 @@ mod tests {
         assert_eq!(at(Some(0)), Duration::ZERO);
     }
 
-    #[test]
-    fn basic_auth_is_base64() {
-        assert_eq!(base64_engine::encode("admin:secret"), "YWRtaW46c2VjcmV0");
-        assert_eq!(base64_engine::encode("a"), "YQ==");
-        assert_eq!(base64_engine::encode("ab"), "YWI=");
+    #[tokio::test]
+    async fn a_director_without_uaa_gets_basic_auth_on_every_request_but_info() {
+        let (url, seen, authorizations) =
+            scripted_director(|method, path, _| match (method, path) {
+                ("GET", "/info") => Some((200, r#"{"name":"d"}"#.into())),
+                ("GET", "/deployments") => Some((200, r#"[{"name":"cf"}]"#.into())),
+                _ => Some((404, "{}".into())),
+            })
+            .await;
+        let mut config = config(&url, 1);
+        config.client = "admin".into();
+        config.secret = "p\u{e4}ss:w\u{f6}rd".into();
+        let client = DirectorClient::connect(&config).await.unwrap();
+        assert_eq!(client.deployments().await.unwrap(), vec!["cf".to_string()]);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, ["GET /info", "GET /deployments"]);
+        // RFC 7617: base64 of `user:password`, the password's UTF-8 bytes as they are.
+        assert_eq!(
+            *authorizations.lock().unwrap(),
+            ["", "Basic YWRtaW46cMOkc3M6d8O2cmQ="]
+        );
     }
 
     #[test]
