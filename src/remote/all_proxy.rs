@@ -107,7 +107,11 @@ impl AllProxy {
                     user: user.to_string(),
                     host,
                     port,
-                    private_key: PathBuf::from(percent_decode(private_key)),
+                    private_key: PathBuf::from(
+                        percent_encoding::percent_decode_str(private_key)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    ),
                 })
             }
             _ => Err(error("has an unsupported scheme")),
@@ -157,26 +161,6 @@ fn split_port(text: &str) -> Option<(String, u16)> {
     let port = port.parse().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then(|| (host.to_string(), port))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = (bytes[i] == b'%')
-            .then(|| text.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        if let Some(byte) = hex {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -706,17 +706,17 @@ fn error_description(text: &str) -> String {
         .map_or_else(|| text.trim().chars().take(300).collect(), str::to_string)
 }
 
+/// What stays as it is in a path segment: RFC 3986's unreserved characters (letters, digits,
+/// `-`, `.`, `_`, `~`); every other byte is percent-encoded.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes a deployment name for a URL path.
 fn path_segment(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(name, PATH_SEGMENT).to_string()
 }
 
 /// `GET /info`: the Director's name, version and how to log in (retried as every GET).
@@ -1100,5 +1100,7 @@ mod tests {
         );
         assert_eq!(error_description("plain text"), "plain text");
         assert_eq!(path_segment("cf prod/x"), "cf%20prod%2Fx");
+        assert_eq!(path_segment("a-b.c_d~e"), "a-b.c_d~e");
+        assert_eq!(path_segment("?#%:\u{e9}"), "%3F%23%25%3A%C3%A9");
     }
 }
