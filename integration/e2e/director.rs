@@ -697,7 +697,7 @@ mkdir -p \"$BBR_ARTIFACT_DIRECTORY\"\n",
     .unwrap();
     let url = director.url();
     let ca = director.ca_cert_path();
-    let mut parent = cairn_command_in(work.path())
+    let parent = cairn_command_in(work.path())
         .args([
             "deployment",
             "-t",
