@@ -79,6 +79,8 @@ echo "== installing the store emulators (once)"
 for emulator in moto azurite fake-gcs; do
   bash "integration/stores/$emulator.sh" install
 done
+# A SOCKS5 server that asks for a login, for BOSH_ALL_PROXY=socks5://USER:PASSWORD@HOST:PORT.
+bash integration/socks/pproxy.sh install
 
 # Never let a cloud client reach for a metadata service.
 export AWS_EC2_METADATA_DISABLED=true

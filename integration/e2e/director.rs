@@ -676,6 +676,86 @@ fn temporary_users_are_removed_after_a_failed_script_and_after_sigterm() {
 }
 
 #[test]
+fn sigterm_to_an_all_deployments_run_reaches_each_deployments_process() {
+    cairn_testbed::require_root!();
+    let bed = TestBed::start(&[("db", 0, &["database"])]).expect("test bed");
+    let db = bed.host("db", 0);
+    let mut options = DirectorOptions::new(&bed);
+    options.deployments.push(DeploymentSpec::new("cf", &bed));
+    let director = Director::start(&options).expect("director");
+    let work = workdir();
+    // A backup script that would finish (and the backup succeed) unless it is stopped.
+    bed.install_script(
+        db,
+        "database",
+        "backup",
+        "#!/bin/sh
+touch /var/vcap/sys/run/database/backing-up
+sleep 20
+mkdir -p \"$BBR_ARTIFACT_DIRECTORY\"\n",
+    )
+    .unwrap();
+    let url = director.url();
+    let ca = director.ca_cert_path();
+    let parent = cairn_command_in(work.path())
+        .args([
+            "deployment",
+            "-t",
+            &url,
+            "-u",
+            DEFAULT_CLIENT_ID,
+            "-p",
+            DEFAULT_CLIENT_SECRET,
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "--all-deployments",
+            "backup",
+            "-a",
+            work.path().to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let marker = db.vcap_dir.join("sys/run/database/backing-up");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup script never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Only the parent is signalled, as a service manager or CI runner would.
+    Command::new("kill")
+        .args(["-TERM", &parent.id().to_string()])
+        .status()
+        .unwrap();
+    let output = parent.wait_with_output().unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("FAILED: cf"), "{all}");
+    let log = fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy().starts_with("cf_") && n.to_string_lossy().ends_with(".log")
+            })
+        })
+        .expect("cf's log file");
+    let log = fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains("Received SIGTERM: stopping"),
+        "the deployment's own process got the signal: {log}"
+    );
+    assert!(!bed.is_locked(db, "database"));
+    assert_nothing_left(&bed);
+    assert_no_bosh_user_left(&director, &[&bed]);
+}
+
+#[test]
 fn backup_one_restore_all_backs_up_the_bootstrap_instance_and_restores_it_everywhere() {
     cairn_testbed::require_root!();
     let bed = TestBed::start(&[("app", 0, &["files"]), ("app", 1, &["files"])]).expect("test bed");

@@ -356,10 +356,16 @@ fn forward_sigterm(pid: Option<u32>) -> tokio::task::JoinHandle<()> {
             return;
         };
         if terminate.recv().await.is_some() {
-            if let Some(pid) = pid {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
+            let child = pid
+                .and_then(|pid| i32::try_from(pid).ok())
+                .and_then(rustix::process::Pid::from_raw);
+            if let Some(child) = child {
+                // ESRCH: the child has just exited, so there is nothing left to stop.
+                if let Err(error) =
+                    rustix::process::kill_process(child, rustix::process::Signal::TERM)
+                {
+                    tracing::debug!("SIGTERM to the deployment's process {child:?}: {error}");
+                }
             }
         }
     })

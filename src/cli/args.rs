@@ -739,25 +739,79 @@ pub(crate) fn encryption_required() -> UsageError {
     UsageError("--require-encryption: no recipient to encrypt to; give --encrypt-to age1... (or `encrypt_to` in the config file), or leave out --require-encryption (`require_encryption` in the config file). Nothing was locked.".into())
 }
 
-/// Parses `90`, `90s`, `30m` or `2h`.
+/// Parses a duration of whole seconds, at least one: a number of seconds (`90`), or
+/// humantime's form (`90s`, `30m`, `2h`, `26h`, `7d`, `1h 30m`, `2weeks`; see
+/// [`humantime::parse_duration`]).
 pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 90s, 30m or 2h"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "m" => value * 60,
-        "h" => value * 3600,
-        _ => return Err(format!("`{text}` is not a duration like 90s, 30m or 2h")),
+    let not_a_duration = || format!("`{text}` is not a duration like 90s, 30m or 2h");
+    let duration = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        std::time::Duration::from_secs(text.parse().map_err(|_| not_a_duration())?)
+    } else {
+        humantime::parse_duration(text).map_err(|_| not_a_duration())?
     };
-    if seconds == 0 {
+    if duration.as_secs() == 0 {
         return Err("the timeout must be at least 1 second".into());
     }
-    Ok(std::time::Duration::from_secs(seconds))
+    if duration.subsec_nanos() != 0 {
+        return Err(format!(
+            "`{text}` is not a whole number of seconds; durations are counted in seconds"
+        ));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_seconds_and_humantime_forms() {
+        let seconds = |text| parse_duration(text).map(|d: Duration| d.as_secs());
+        // The forms documented before humantime (docs/config.md, --help): still the same.
+        assert_eq!(seconds("90"), Ok(90));
+        assert_eq!(seconds("90s"), Ok(90));
+        assert_eq!(seconds("30m"), Ok(1800));
+        assert_eq!(seconds("2h"), Ok(7200));
+        assert_eq!(seconds("26h"), Ok(93_600));
+        // What humantime adds: days, weeks, combinations, long unit names.
+        assert_eq!(seconds("7d"), Ok(604_800));
+        assert_eq!(seconds("1w"), Ok(604_800));
+        assert_eq!(seconds("1h 30m"), Ok(5400));
+        assert_eq!(seconds("1h30m"), Ok(5400));
+        assert_eq!(seconds("2hours"), Ok(7200));
+        assert_eq!(
+            seconds("1500ms").unwrap_err(),
+            "`1500ms` is not a whole number of seconds; durations are counted in seconds"
+        );
+        assert_eq!(seconds("2000ms"), Ok(2));
+    }
+
+    #[test]
+    fn bad_durations_say_what_is_expected() {
+        for bad in [
+            "",
+            "soon",
+            "90x",
+            "-5s",
+            "1.5.2h",
+            "99999999999999999999",
+            "s",
+        ] {
+            assert_eq!(
+                parse_duration(bad).unwrap_err(),
+                format!("`{bad}` is not a duration like 90s, 30m or 2h"),
+                "{bad}"
+            );
+        }
+        for zero in ["0", "0s", "500ms"] {
+            assert_eq!(
+                parse_duration(zero).unwrap_err(),
+                "the timeout must be at least 1 second",
+                "{zero}"
+            );
+        }
+    }
 }
 
 fn validate_common(common: &CommonArgs) -> Result<(), UsageError> {

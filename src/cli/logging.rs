@@ -130,9 +130,43 @@ fn init(level: &str, to_stderr: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .event_format(BbrFormat);
-    let _ = if to_stderr {
-        builder.with_writer(std::io::stderr).try_init()
-    } else {
-        builder.with_writer(std::io::stdout).try_init()
-    };
+    let _ = builder.with_writer(Console { to_stderr }).try_init();
+}
+
+/// Where log lines go (stdout, or stderr with `to_stderr`), each written whole with the
+/// progress bars hidden ([`super::progress::without_bars`]): the formatter hands over one
+/// event's line in one write.
+struct Console {
+    to_stderr: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Console {
+    type Writer = Console;
+
+    fn make_writer(&'a self) -> Console {
+        Console {
+            to_stderr: self.to_stderr,
+        }
+    }
+}
+
+impl std::io::Write for Console {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        super::progress::without_bars(|| {
+            if self.to_stderr {
+                std::io::stderr().lock().write_all(line)
+            } else {
+                std::io::stdout().lock().write_all(line)
+            }
+        })?;
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.to_stderr {
+            std::io::stderr().flush()
+        } else {
+            std::io::stdout().flush()
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Writing results on stdout (or stderr when stdout carries `--json` events or a plan).
 //!
 //! `print_bytes` and `say` treat a closed stdout (`| head`) as no error; [`Human`] prints the
-//! human-readable lines of `deployment` and `director`.
+//! human-readable lines of `deployment` and `director`. All of them print with the progress
+//! bars hidden (`progress::without_bars`), so a bar never cuts a line.
 //!
 //! Names in Cairn's text come from instances (job names, script output), the Director
 //! (deployments, instance groups) and stores, none of which BOSH checks: a newline in one
@@ -46,7 +47,7 @@ pub(crate) fn printable(text: &str, lines: Lines) -> Cow<'_, str> {
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
 pub(crate) fn print_bytes(bytes: &[u8]) -> i32 {
-    match std::io::stdout().lock().write_all(bytes) {
+    match super::progress::without_bars(|| std::io::stdout().lock().write_all(bytes)) {
         Ok(()) => 0,
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(_) => 1,
@@ -55,7 +56,8 @@ pub(crate) fn print_bytes(bytes: &[u8]) -> i32 {
 
 /// Prints a line; a closed stdout (`| head`) is not an error.
 pub(crate) fn say(line: &str) {
-    let _ = writeln!(std::io::stdout().lock(), "{}", printable(line, Lines::Many));
+    let line = printable(line, Lines::Many);
+    let _ = super::progress::without_bars(|| writeln!(std::io::stdout().lock(), "{line}"));
 }
 
 /// Human-readable output: stdout, or stderr when stdout carries `--json` events.
@@ -68,11 +70,13 @@ impl Human {
     /// Prints one line.
     pub(crate) fn say(&self, line: &str) {
         let line = printable(line, Lines::Many);
-        if self.to_stderr {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
+        super::progress::without_bars(|| {
+            if self.to_stderr {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        });
     }
 }
 

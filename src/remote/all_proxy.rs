@@ -1,6 +1,7 @@
 //! `BOSH_ALL_PROXY`: bbr's single setting for reaching the Director and the VMs through a
 //! jumpbox, `ssh+socks5://USER@HOST:PORT?private-key=PATH`, or through an existing SOCKS5
-//! proxy, `socks5://HOST:PORT` (bbr-facts §5.3). Hosts in `no_proxy` are reached directly.
+//! proxy, `socks5://[USER:PASSWORD@]HOST:PORT` (bbr-facts §5.3; the login, RFC 1929, percent-encoded
+//! as in any URL). Hosts in `no_proxy` are reached directly.
 //!
 //! Unlike bbr, the jumpbox's host key is checked (known_hosts, or
 //! `--insecure-skip-host-key-check`): a jumpbox is exactly where a man in the middle would sit.
@@ -17,7 +18,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::dial::{Dialer, NoProxy, ProxiedDialer, Socks5Dialer};
+use super::dial::{Dialer, NoProxy, ProxiedDialer, Socks5Dialer, SocksLogin};
 use super::reconnect::ReconnectingHost;
 use super::ssh::{HostKeyPolicy, SshDestination};
 use super::RemoteError;
@@ -25,10 +26,12 @@ use super::RemoteError;
 /// A parsed `BOSH_ALL_PROXY`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllProxy {
-    /// `socks5://HOST:PORT`.
+    /// `socks5://[USER:PASSWORD@]HOST:PORT`.
     Socks5 {
         /// `HOST:PORT`.
         address: String,
+        /// The proxy's login, when the URL gives one.
+        login: Option<SocksLogin>,
     },
     /// `ssh+socks5://USER@HOST:PORT?private-key=PATH`.
     SshTunnel {
@@ -48,7 +51,7 @@ pub const DEFAULT_JUMPBOX_USER: &str = "jumpbox";
 
 /// A `BOSH_ALL_PROXY` that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("BOSH_ALL_PROXY `{value}` {problem}: use ssh+socks5://[USER@]HOST:PORT?private-key=PATH or socks5://HOST:PORT")]
+#[error("BOSH_ALL_PROXY `{value}` {problem}: use ssh+socks5://[USER@]HOST:PORT?private-key=PATH or socks5://[USER:PASSWORD@]HOST:PORT")]
 pub struct ProxyError {
     value: String,
     problem: String,
@@ -72,7 +75,7 @@ impl AllProxy {
     /// [`ProxyError`] naming what is wrong.
     pub fn parse(value: &str) -> Result<AllProxy, ProxyError> {
         let error = |problem: &str| ProxyError {
-            value: value.to_string(),
+            value: without_password(value),
             problem: problem.to_string(),
         };
         let (scheme, rest) = value
@@ -82,9 +85,24 @@ impl AllProxy {
         let authority = authority.trim_end_matches('/');
         match scheme {
             "socks5" | "socks5h" => {
-                let (host, port) = split_port(authority).ok_or_else(|| error("needs HOST:PORT"))?;
+                let (login, host_port) = match authority.rsplit_once('@') {
+                    Some((user_info, host_port)) => {
+                        let (user, password) = user_info
+                            .split_once(':')
+                            .map(|(user, password)| (decoded(user), decoded(password)))
+                            .filter(|(user, password)| !user.is_empty() && !password.is_empty())
+                            .ok_or_else(|| error("needs both USER and PASSWORD before @"))?;
+                        if user.len() > 255 || password.len() > 255 {
+                            return Err(error("has a USER or PASSWORD longer than 255 bytes"));
+                        }
+                        (Some(SocksLogin { user, password }), host_port)
+                    }
+                    None => (None, authority),
+                };
+                let (host, port) = split_port(host_port).ok_or_else(|| error("needs HOST:PORT"))?;
                 Ok(AllProxy::Socks5 {
                     address: format!("{host}:{port}"),
+                    login,
                 })
             }
             "ssh+socks5" => {
@@ -107,7 +125,7 @@ impl AllProxy {
                     user: user.to_string(),
                     host,
                     port,
-                    private_key: PathBuf::from(percent_decode(private_key)),
+                    private_key: PathBuf::from(decoded(private_key)),
                 })
             }
             _ => Err(error("has an unsupported scheme")),
@@ -125,8 +143,9 @@ impl AllProxy {
         no_proxy: NoProxy,
     ) -> Result<Arc<dyn Dialer>, RemoteError> {
         let proxy: Arc<dyn Dialer> = match self {
-            AllProxy::Socks5 { address } => Arc::new(Socks5Dialer {
+            AllProxy::Socks5 { address, login } => Arc::new(Socks5Dialer {
                 proxy: address.clone(),
+                login: login.clone(),
             }),
             AllProxy::SshTunnel {
                 user,
@@ -159,24 +178,28 @@ fn split_port(text: &str) -> Option<(String, u16)> {
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = (bytes[i] == b'%')
-            .then(|| text.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        if let Some(byte) = hex {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+/// A URL part with its `%XX` escapes decoded.
+fn decoded(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `value` with the password of its `USER:PASSWORD@` (if any) replaced by `***`, for messages.
+fn without_password(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
         }
+        _ => value.to_string(),
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -207,8 +230,43 @@ mod tests {
         assert_eq!(
             AllProxy::parse("socks5://localhost:5000").unwrap(),
             AllProxy::Socks5 {
-                address: "localhost:5000".into()
+                address: "localhost:5000".into(),
+                login: None,
             }
+        );
+    }
+
+    #[test]
+    fn a_socks5_proxy_may_carry_a_percent_encoded_login() {
+        assert_eq!(
+            AllProxy::parse("socks5://ops%40corp:p%3Ass@proxy.internal:1080").unwrap(),
+            AllProxy::Socks5 {
+                address: "proxy.internal:1080".into(),
+                login: Some(SocksLogin {
+                    user: "ops@corp".into(),
+                    password: "p:ss".into(),
+                }),
+            }
+        );
+        // The password never reaches a message or a debug print.
+        let proxy = AllProxy::parse("socks5h://ops:hunter2@[fd00::1]:1080").unwrap();
+        assert!(!format!("{proxy:?}").contains("hunter2"), "{proxy:?}");
+        for bad in [
+            "socks5://ops:hunter2@proxy",
+            "socks5://ops@proxy:1080",
+            "socks5://:hunter2@proxy:1080",
+        ] {
+            let message = AllProxy::parse(bad).unwrap_err().to_string();
+            assert!(!message.contains("hunter2"), "{message}");
+            assert!(message.contains("BOSH_ALL_PROXY `socks5://"), "{message}");
+        }
+        assert!(AllProxy::parse("socks5://ops@proxy:1080")
+            .unwrap_err()
+            .to_string()
+            .contains("needs both USER and PASSWORD"));
+        assert_eq!(
+            without_password("socks5://ops:hunter2@proxy:1080/?x=1"),
+            "socks5://ops:***@proxy:1080/?x=1"
         );
     }
 

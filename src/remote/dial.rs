@@ -43,77 +43,96 @@ impl Dialer for DirectDialer {
     }
 }
 
-/// Through a SOCKS5 proxy (no authentication), the host name resolved by the proxy.
+/// A user name and password for a SOCKS5 proxy (RFC 1929), from `BOSH_ALL_PROXY`'s
+/// `socks5://USER:PASSWORD@HOST:PORT`. Its `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SocksLogin {
+    /// The user name (1 to 255 bytes).
+    pub user: String,
+    /// The password (1 to 255 bytes).
+    pub password: String,
+}
+
+impl Debug for SocksLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocksLogin")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Through a SOCKS5 proxy (`tokio-socks`), with its login when it asks for one; the host
+/// name is resolved by the proxy.
 #[derive(Debug, Clone)]
 pub struct Socks5Dialer {
     /// `host:port` of the proxy.
     pub proxy: String,
+    /// The user name and password it asks for, if any.
+    pub login: Option<SocksLogin>,
 }
 
 #[async_trait]
 impl Dialer for Socks5Dialer {
     async fn dial(&self, host: &str, port: u16) -> io::Result<BoxStream> {
-        let mut stream = TcpStream::connect(self.proxy.as_str()).await?;
+        use tokio_socks::tcp::Socks5Stream;
+        let stream = TcpStream::connect(self.proxy.as_str()).await?;
         stream.set_nodelay(true)?;
-        socks5_connect(&mut stream, host, port).await?;
-        Ok(Box::new(stream))
+        let target = (host.trim_start_matches('[').trim_end_matches(']'), port);
+        let connected = match &self.login {
+            None => Socks5Stream::connect_with_socket(stream, target).await,
+            Some(login) => {
+                Socks5Stream::connect_with_password_and_socket(
+                    stream,
+                    target,
+                    &login.user,
+                    &login.password,
+                )
+                .await
+            }
+        };
+        connected
+            .map(|stream| Box::new(stream) as BoxStream)
+            .map_err(|error| socks_error(&error, &self.proxy, self.login.is_some(), host, port))
     }
 }
 
-/// The SOCKS5 client handshake: no authentication, CONNECT to a domain name.
-async fn socks5_connect<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
+/// What went wrong with the SOCKS5 proxy at `proxy` (`with_login`: given one), for a
+/// connection to `host:port`.
+fn socks_error(
+    error: &tokio_socks::Error,
+    proxy: &str,
+    with_login: bool,
     host: &str,
     port: u16,
-) -> io::Result<()> {
+) -> io::Error {
+    use tokio_socks::Error as Socks;
     let refused = |what: String| io::Error::new(io::ErrorKind::ConnectionRefused, what);
-    stream.write_all(&[5, 1, 0]).await?;
-    let mut choice = [0u8; 2];
-    stream.read_exact(&mut choice).await?;
-    if choice != [5, 0] {
-        return Err(refused(
-            "the SOCKS5 proxy requires an authentication Cairn does not speak".into(),
-        ));
-    }
-    let name = host.trim_start_matches('[').trim_end_matches(']');
-    let length = u8::try_from(name.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "host name too long"))?;
-    let mut request = vec![5, 1, 0, 3, length];
-    request.extend_from_slice(name.as_bytes());
-    request.extend_from_slice(&port.to_be_bytes());
-    stream.write_all(&request).await?;
-    let mut reply = [0u8; 4];
-    stream.read_exact(&mut reply).await?;
-    if reply[1] != 0 {
-        return Err(refused(format!(
-            "the SOCKS5 proxy could not connect to {host}:{port} ({})",
-            socks5_reply(reply[1])
-        )));
-    }
-    let skip = match reply[3] {
-        1 => 4,
-        4 => 16,
-        3 => {
-            let mut len = [0u8; 1];
-            stream.read_exact(&mut len).await?;
-            usize::from(len[0])
-        }
-        _ => return Err(refused("malformed SOCKS5 reply".into())),
-    };
-    let mut rest = vec![0u8; skip + 2];
-    stream.read_exact(&mut rest).await?;
-    Ok(())
-}
-
-fn socks5_reply(code: u8) -> &'static str {
-    match code {
-        1 => "general failure",
-        2 => "not allowed by the proxy's rules",
-        3 => "network unreachable",
-        4 => "host unreachable",
-        5 => "connection refused",
-        6 => "TTL expired",
-        _ => "error",
+    match error {
+        // Some proxies (pproxy) hang up instead of answering a login they refuse.
+        Socks::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => refused(format!(
+            "the SOCKS5 proxy {proxy} hung up during its handshake ({})",
+            if with_login {
+                "does it accept the user name and password of BOSH_ALL_PROXY?"
+            } else {
+                "does it ask for a login? give it in BOSH_ALL_PROXY as socks5://USER:PASSWORD@HOST:PORT"
+            }
+        )),
+        Socks::Io(io) => io::Error::new(io.kind(), format!("SOCKS5 proxy {proxy}: {io}")),
+        Socks::NoAcceptableAuthMethods | Socks::AuthorizationRequired => refused(format!(
+            "the SOCKS5 proxy {proxy} asks for a login: give it in BOSH_ALL_PROXY as socks5://USER:PASSWORD@HOST:PORT"
+        )),
+        Socks::PasswordAuthFailure(_) => refused(format!(
+            "the SOCKS5 proxy {proxy} refused the user name and password of BOSH_ALL_PROXY"
+        )),
+        Socks::InvalidAuthValues(detail) => io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("BOSH_ALL_PROXY's SOCKS5 login: {detail}"),
+        ),
+        other => refused(format!(
+            "the SOCKS5 proxy {proxy} could not connect to {host}:{port} ({})",
+            other.to_string().to_lowercase()
+        )),
     }
 }
 

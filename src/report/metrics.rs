@@ -254,26 +254,41 @@ mod tests {
         }
     }
 
-    /// Parses the exposition format strictly enough to catch malformed lines.
+    /// Reads the textfile with `prometheus-parse`: every sample line must parse (the crate
+    /// skips lines it cannot read, so the count of samples is compared with the count of
+    /// lines), every family has its HELP, and each series is keyed by its name and labels
+    /// in the order written.
     fn parse(text: &str) -> BTreeMap<String, f64> {
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_string())))
+            .expect("a Prometheus textfile");
+        let sample_lines = text.lines().filter(|line| !line.starts_with('#')).count();
+        assert_eq!(
+            scrape.samples.len(),
+            sample_lines,
+            "unparsed lines in:\n{text}"
+        );
         let mut samples = BTreeMap::new();
-        for line in text.lines() {
-            if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
-                continue;
-            }
-            let (series, value) = line.rsplit_once(' ').expect("sample line");
-            let name_end = series.find('{').unwrap_or(series.len());
+        for sample in scrape.samples {
             assert!(
-                series[..name_end]
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                "{line}"
+                scrape.docs.contains_key(&sample.metric),
+                "{} has no HELP",
+                sample.metric
             );
-            assert!(series.ends_with('}') || !series.contains('{'), "{line}");
-            samples.insert(
-                series.to_string(),
-                value.parse::<f64>().expect("numeric value"),
-            );
+            let prometheus_parse::Value::Gauge(value) = sample.value else {
+                panic!("{} is not a gauge: {:?}", sample.metric, sample.value);
+            };
+            let written = text
+                .lines()
+                .find(|line| {
+                    line.starts_with(&format!("{}{{", sample.metric))
+                        && sample
+                            .labels
+                            .iter()
+                            .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+                })
+                .expect("the sample's line");
+            let series = written.rsplit_once(' ').expect("a value").0;
+            samples.insert(series.to_string(), value);
         }
         samples
     }

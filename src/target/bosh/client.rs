@@ -9,11 +9,12 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::retry::{
-    is_idempotent, transient_error, transient_status, Attempts, RetryPolicy, Transient,
-};
+use super::retry::{is_idempotent, transient_error, transient_status, Attempts, RetryPolicy};
 use super::BoshError;
 use crate::remote::dial::{Dialer, LocalSocks};
+
+mod body;
+use body::{Fetched, ReadFailure};
 
 /// The Director's default port.
 pub const DEFAULT_PORT: u16 = 25555;
@@ -253,7 +254,9 @@ impl DirectorClient {
             _socks: socks,
         };
         // Refused credentials are best reported now, before anything else happens.
-        client.authorization(false).await?;
+        if let Auth::Uaa(session) = &client.auth {
+            client.uaa_authorization(session, false).await?;
+        }
         Ok(client)
     }
 
@@ -263,25 +266,37 @@ impl DirectorClient {
         &self.base
     }
 
-    /// The `Authorization` header value, fetching a new token when needed.
-    async fn authorization(&self, renew: bool) -> Result<String, BoshError> {
+    /// Adds the `Authorization` header to `request` (basic auth, or the UAA token, fetching a
+    /// new one when needed).
+    async fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        renew: bool,
+    ) -> Result<reqwest::RequestBuilder, BoshError> {
         match &self.auth {
-            Auth::Basic { user, password } => {
-                use base64_engine::encode;
-                Ok(format!("Basic {}", encode(&format!("{user}:{password}"))))
-            }
-            Auth::Uaa(session) => {
-                let mut token = session.token.lock().await;
-                let fresh = token.as_ref().is_some_and(|t| t.renew_at > Instant::now());
-                let current = match token.take() {
-                    Some(current) if fresh && !renew => current,
-                    _ => self.fetch_token(session).await?,
-                };
-                let header = current.header.clone();
-                *token = Some(current);
-                Ok(header)
-            }
+            Auth::Basic { user, password } => Ok(request.basic_auth(user, Some(password))),
+            Auth::Uaa(session) => Ok(request.header(
+                reqwest::header::AUTHORIZATION,
+                self.uaa_authorization(session, renew).await?,
+            )),
         }
+    }
+
+    /// The UAA token's `Authorization` header value, fetching a new token when needed.
+    async fn uaa_authorization(
+        &self,
+        session: &UaaSession,
+        renew: bool,
+    ) -> Result<String, BoshError> {
+        let mut token = session.token.lock().await;
+        let fresh = token.as_ref().is_some_and(|t| t.renew_at > Instant::now());
+        let current = match token.take() {
+            Some(current) if fresh && !renew => current,
+            _ => self.fetch_token(session).await?,
+        };
+        let header = current.header.clone();
+        *token = Some(current);
+        Ok(header)
     }
 
     async fn fetch_token(&self, session: &UaaSession) -> Result<Token, BoshError> {
@@ -334,9 +349,8 @@ impl DirectorClient {
         let mut renewed = false;
         loop {
             let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .header("Authorization", self.authorization(renew).await?);
+                .authorize(self.http.request(method.clone(), &url), renew)
+                .await?;
             renew = false;
             if let Some(body) = body {
                 request = request.json(body);
@@ -552,89 +566,6 @@ fn http_client(
     })
 }
 
-/// A whole answer: read inside the retry loop, so that a connection lost mid-body is retried
-/// like one lost before the headers.
-struct Fetched {
-    status: StatusCode,
-    /// `Location` (a task redirect).
-    location: Option<String>,
-    body: bytes::Bytes,
-    /// How the retries ended, for messages (empty when the first attempt answered).
-    retries: String,
-}
-
-impl Fetched {
-    /// Sends the request and reads the answer, at most [`RESPONSE_LIMIT`] bytes of body.
-    async fn read(request: reqwest::RequestBuilder) -> Result<Fetched, ReadFailure> {
-        let response = request.send().await.map_err(ReadFailure::Http)?;
-        let status = response.status();
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
-            .map(str::to_string);
-        let body = read_body(response, RESPONSE_LIMIT).await?;
-        Ok(Fetched {
-            status,
-            location,
-            body,
-            retries: String::new(),
-        })
-    }
-}
-
-/// Why an answer could not be read.
-#[derive(Debug)]
-enum ReadFailure {
-    /// The connection, TLS or HTTP failed.
-    Http(reqwest::Error),
-    /// The body is larger than the limit (in bytes); the rest was not read.
-    TooLarge(u64),
-}
-
-impl ReadFailure {
-    /// Why a retry might help, when it might.
-    fn transient(&self) -> Option<Transient> {
-        match self {
-            ReadFailure::Http(error) => transient_error(error),
-            ReadFailure::TooLarge(_) => None,
-        }
-    }
-
-    /// The error of `request` (`METHOD URL`) to `url`.
-    fn into_error(self, request: &str, url: &str) -> BoshError {
-        match self {
-            ReadFailure::Http(error) => unreachable(url, &error),
-            ReadFailure::TooLarge(limit) => BoshError::ResponseTooLarge {
-                request: request.to_string(),
-                limit,
-            },
-        }
-    }
-}
-
-/// Reads a body of at most `limit` bytes: a larger announced length is refused before any of
-/// it is read, a longer body as soon as it passes the limit.
-async fn read_body(
-    mut response: reqwest::Response,
-    limit: u64,
-) -> Result<bytes::Bytes, ReadFailure> {
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit)
-    {
-        return Err(ReadFailure::TooLarge(limit));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(ReadFailure::Http)? {
-        if (body.len() as u64).saturating_add(chunk.len() as u64) > limit {
-            return Err(ReadFailure::TooLarge(limit));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(bytes::Bytes::from(body))
-}
-
 /// When to renew a token fetched at `now` that UAA says expires in `expires_in` seconds (300
 /// when it does not say): a tenth of its lifetime early, at most [`TOKEN_MARGIN`]; a lifetime
 /// beyond [`TOKEN_LIFETIME_CAP`] counts as that.
@@ -693,40 +624,17 @@ fn error_description(text: &str) -> String {
         .map_or_else(|| text.trim().chars().take(300).collect(), str::to_string)
 }
 
+/// What stays as it is in a path segment: RFC 3986's unreserved characters (letters, digits,
+/// `-`, `.`, `_`, `~`); every other byte is percent-encoded.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes a deployment name for a URL path.
 fn path_segment(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Base64 for the basic-auth header (standard alphabet, padded).
-mod base64_engine {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub(super) fn encode(text: &str) -> String {
-        let bytes = text.as_bytes();
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let n = (u32::from(chunk[0]) << 16)
-                | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-                | u32::from(*chunk.get(2).unwrap_or(&0));
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
+    percent_encoding::utf8_percent_encode(name, PATH_SEGMENT).to_string()
 }
 
 /// `GET /info`: the Director's name, version and how to log in (retried as every GET).
@@ -894,19 +802,27 @@ mod tests {
         assert!(director_url("").is_err());
     }
 
+    /// Requests a [`scripted_director`] saw (`METHOD PATH`), one per request.
+    type Seen = Arc<std::sync::Mutex<Vec<String>>>;
+
     /// An HTTP server on a local socket answering each request with `answer(method, path,
     /// count of that request so far)`: a status and a body, or `None` to drop the connection.
+    /// Returns its URL, the requests and, per request, its `Authorization` header (empty
+    /// when it had none).
     async fn scripted_director(
         answer: fn(&str, &str, usize) -> Option<(u16, String)>,
-    ) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    ) -> (String, Seen, Seen) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let authorizations = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let log = Arc::clone(&seen);
+        let headers = Arc::clone(&authorizations);
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let log = Arc::clone(&log);
+                let headers = Arc::clone(&headers);
                 tokio::spawn(async move {
                     let mut buffer = vec![0u8; 16384];
                     let n = stream.read(&mut buffer).await.unwrap_or(0);
@@ -917,6 +833,15 @@ mod tests {
                         words.next().unwrap_or(""),
                         words.next().unwrap_or("")
                     );
+                    let authorization = head
+                        .lines()
+                        .find_map(|line| {
+                            let (name, value) = line.split_once(':')?;
+                            name.eq_ignore_ascii_case("authorization")
+                                .then(|| value.trim().to_string())
+                        })
+                        .unwrap_or_default();
+                    headers.lock().unwrap().push(authorization);
                     let count = {
                         let mut log = log.lock().unwrap();
                         log.push(request.clone());
@@ -933,7 +858,7 @@ mod tests {
                 });
             }
         });
-        (url, seen)
+        (url, seen, authorizations)
     }
 
     fn config(url: &str, attempts: u32) -> DirectorConfig {
@@ -954,7 +879,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_are_retried_and_posts_are_not() {
-        let (url, seen) = scripted_director(|method, path, count| match (method, path) {
+        let (url, seen, _) = scripted_director(|method, path, count| match (method, path) {
             // /info: dropped once, then answered.
             ("GET", "/info") if count == 1 => None,
             ("GET", "/info") => Some((200, r#"{"name":"d","version":"1"}"#.into())),
@@ -993,7 +918,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_attempt_means_no_retry_and_4xx_is_never_retried() {
-        let (url, seen) = scripted_director(|method, path, _| match (method, path) {
+        let (url, seen, _) = scripted_director(|method, path, _| match (method, path) {
             ("GET", "/info") => Some((200, r#"{"name":"d"}"#.into())),
             ("GET", "/deployments") => Some((502, "Bad Gateway".into())),
             _ => Some((404, r#"{"description":"no such deployment"}"#.into())),
@@ -1020,7 +945,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_larger_than_the_limit_are_refused_and_not_retried() {
-        let (url, seen) = scripted_director(|method, path, _| match (method, path) {
+        let (url, seen, _) = scripted_director(|method, path, _| match (method, path) {
             ("GET", "/info") => Some((200, r#"{"name":"d"}"#.into())),
             ("GET", "/deployments") => Some((200, "x".repeat(70 << 20))),
             _ => Some((404, "{}".into())),
@@ -1058,11 +983,27 @@ mod tests {
         assert_eq!(at(Some(0)), Duration::ZERO);
     }
 
-    #[test]
-    fn basic_auth_is_base64() {
-        assert_eq!(base64_engine::encode("admin:secret"), "YWRtaW46c2VjcmV0");
-        assert_eq!(base64_engine::encode("a"), "YQ==");
-        assert_eq!(base64_engine::encode("ab"), "YWI=");
+    #[tokio::test]
+    async fn a_director_without_uaa_gets_basic_auth_on_every_request_but_info() {
+        let (url, seen, authorizations) =
+            scripted_director(|method, path, _| match (method, path) {
+                ("GET", "/info") => Some((200, r#"{"name":"d"}"#.into())),
+                ("GET", "/deployments") => Some((200, r#"[{"name":"cf"}]"#.into())),
+                _ => Some((404, "{}".into())),
+            })
+            .await;
+        let mut config = config(&url, 1);
+        config.client = "admin".into();
+        config.secret = "p\u{e4}ss:w\u{f6}rd".into();
+        let client = DirectorClient::connect(&config).await.unwrap();
+        assert_eq!(client.deployments().await.unwrap(), vec!["cf".to_string()]);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, ["GET /info", "GET /deployments"]);
+        // RFC 7617: base64 of `user:password`, the password's UTF-8 bytes as they are.
+        assert_eq!(
+            *authorizations.lock().unwrap(),
+            ["", "Basic YWRtaW46cMOkc3M6d8O2cmQ="]
+        );
     }
 
     #[test]
@@ -1077,5 +1018,7 @@ mod tests {
         );
         assert_eq!(error_description("plain text"), "plain text");
         assert_eq!(path_segment("cf prod/x"), "cf%20prod%2Fx");
+        assert_eq!(path_segment("a-b.c_d~e"), "a-b.c_d~e");
+        assert_eq!(path_segment("?#%:\u{e9}"), "%3F%23%25%3A%C3%A9");
     }
 }
