@@ -55,7 +55,10 @@ const CREDENTIAL_VARIABLES: [&str; 26] = [
 /// Which cloud's identity a child gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cloud {
+    /// The EC2 instance profile (IMDSv2).
     Aws,
+    /// The container-credentials endpoint (ECS task role, EKS Pod Identity).
+    AwsContainer,
     Azure,
     Gce,
 }
@@ -63,10 +66,39 @@ enum Cloud {
 /// The App Service identity header the Azure tests demand (not a secret: a test value).
 const IDENTITY_HEADER: &str = "cairn-test-identity-header";
 
+/// The container-credentials authorization token the AWS container tests demand (a test value).
+const CONTAINER_TOKEN: &str = "cairn-test-container-token";
+
 /// Runs cairn in `work` with no secret at all, only `cloud`'s identity endpoint: the stand-in.
 /// HOME is an empty directory (no `~/.aws`, no gcloud file); IMDS stays disabled except for
 /// the AWS child.
 fn run_as_machine(work: &Path, standin: &MetadataStandin, cloud: Cloud, args: &[&str]) -> Output {
+    let started = Instant::now();
+    let output = machine_command(work, standin, cloud, args)
+        .output()
+        .expect("cairn runs");
+    report(args, cloud, started, &output);
+    output
+}
+
+/// Prints what a run as a machine of `cloud` did, for the test's log.
+fn report(args: &[&str], cloud: Cloud, started: Instant, output: &Output) {
+    eprintln!(
+        "cairn {args:?} as a {cloud:?} machine -> {:?} in {:.1} s\n--- stdout\n{}--- stderr\n{}",
+        output.status.code(),
+        started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The command of [`run_as_machine`], not started.
+fn machine_command(
+    work: &Path,
+    standin: &MetadataStandin,
+    cloud: Cloud,
+    args: &[&str],
+) -> std::process::Command {
     let home = work.join("home");
     std::fs::create_dir_all(&home).unwrap();
     let mut command = cairn_command_in(work);
@@ -81,20 +113,12 @@ fn run_as_machine(work: &Path, standin: &MetadataStandin, cloud: Cloud, args: &[
             command.env_remove("AWS_EC2_METADATA_DISABLED");
             standin.aws_env()
         }
+        Cloud::AwsContainer => standin.aws_container_env(Some(CONTAINER_TOKEN)),
         Cloud::Azure => standin.azure_env(Some(IDENTITY_HEADER)),
         Cloud::Gce => standin.gce_env(),
     };
     command.envs(identity).args(args);
-    let started = Instant::now();
-    let output = command.output().expect("cairn runs");
-    eprintln!(
-        "cairn {args:?} as a {cloud:?} machine -> {:?} in {:.1} s\n--- stdout\n{}--- stderr\n{}",
-        output.status.code(),
-        started.elapsed().as_secs_f64(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    command
 }
 
 /// `deployment --inventory BED backup --store STORE FLAGS` as a machine of `cloud`.
@@ -106,17 +130,27 @@ fn backup(
     store: &str,
     flags: &[&str],
 ) -> Output {
+    let args = backup_args(bed, store, flags);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_as_machine(work, standin, cloud, &args)
+}
+
+/// The arguments of [`backup`].
+fn backup_args(bed: &TestBed, store: &str, flags: &[&str]) -> Vec<String> {
     let inventory = bed.inventory();
-    let mut args = vec![
+    let mut args: Vec<String> = [
         "deployment",
         "--inventory",
         inventory.to_str().unwrap(),
         "backup",
         "--store",
         store,
-    ];
-    args.extend_from_slice(flags);
-    run_as_machine(work, standin, cloud, &args)
+    ]
+    .iter()
+    .map(|a| (*a).to_string())
+    .collect();
+    args.extend(flags.iter().map(|f| (*f).to_string()));
+    args
 }
 
 /// The bad case: the identity endpoint answers 500. The backup fails with exit code 1 and one
@@ -349,4 +383,288 @@ fn gce_service_account_through_the_metadata_server() {
         .map(|token| format!("Bearer {token}"))
         .collect();
     every_request_used(&proxy, skip, &bearers, "bearer token");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Long runs: credentials that expire while a backup runs are renewed, not captured once.
+//
+// The stand-in issues credentials that live SHORT_LIFETIME seconds, and the fault proxy answers
+// the first upload of a part of the artifact's data LATE_SECONDS late (the store stores it at
+// once; the answer waits, as the end of a long upload would). Every request after that answer
+// therefore needs a credential issued after the first one expired, whatever the SDK's refresh
+// margin (aws-sdk: 10 s before expiry plus up to 5 s of jitter; object_store: 5 minutes before;
+// google-cloud-auth: every 10 s when less than 4 minutes are left; docs/stores.md, "Credentials
+// that expire"). The emulators do not all check credentials, so the proof is the proxy's log: the
+// requests carried more than one credential, each one issued by the stand-in, and the last
+// request not the first's. Then the same with the identity endpoint failing from the moment
+// the late answer starts: the backup fails with exit code 1 and a line naming the credential
+// source, and leaves no job locked and nothing staged.
+// ---------------------------------------------------------------------------------------------
+
+/// Lifetime of every credential in the renewal tests (seconds).
+const SHORT_LIFETIME: u64 = 12;
+/// How late the store's answer to one upload comes (seconds): longer than [`SHORT_LIFETIME`].
+const LATE_SECONDS: u64 = 13;
+/// The size of the one large file backed up (three 8 MiB parts of random data).
+const LARGE_FILE: usize = 20 * 1024 * 1024;
+
+/// One host with the `files` job holding [`LARGE_FILE`] bytes of incompressible data, so its
+/// artifact is uploaded in parts.
+fn bed_with_a_large_artifact() -> TestBed {
+    let bed = TestBed::start(&[("app", 0, &["app", "files"])]).expect("test bed");
+    let files = bed.host("app", 0).vcap_dir.join("store/files");
+    std::fs::create_dir_all(&files).unwrap();
+    write_pseudo_random(&files.join("large.bin"), LARGE_FILE);
+    bed
+}
+
+/// The stand-in with short-lived credentials.
+fn short_lived_standin() -> MetadataStandin {
+    MetadataStandin::start(&StandinOptions {
+        expires_in: SHORT_LIFETIME,
+        identity_header: Some(IDENTITY_HEADER.into()),
+        container_token: Some(CONTAINER_TOKEN.into()),
+        ..StandinOptions::default()
+    })
+}
+
+/// Makes the proxy answer the first request matching `upload` (`METHOD path?query` regex)
+/// [`LATE_SECONDS`] late, writing its marker when the wait starts.
+fn answer_late(proxy: &FaultProxy, upload: &str) {
+    let faults = serde_json::json!({
+        "rules": [{"match": upload, "outcome": "late"}],
+        "late_seconds": LATE_SECONDS,
+        "late_marker": proxy.marker("late").to_str().unwrap(),
+    });
+    let _ = std::fs::remove_file(proxy.marker("late"));
+    proxy.set(&faults.to_string());
+}
+
+/// The credential an `Authorization` header names: a SigV4 access key id, or a bearer token.
+fn credential_of(authorization: &str) -> String {
+    if let Some(rest) = authorization.split("Credential=").nth(1) {
+        return rest.split('/').next().unwrap_or("").to_string();
+    }
+    authorization
+        .strip_prefix("Bearer ")
+        .unwrap_or(authorization)
+        .to_string()
+}
+
+/// The good case: a backup through the late answer completes, and its requests (from `skip`
+/// on) carried several credentials, each one the stand-in issued for `source`, the last one
+/// not the first's.
+fn renewed_during_a_long_backup(
+    bed: &TestBed,
+    standin: &MetadataStandin,
+    cloud: Cloud,
+    source: &str,
+    (proxy, upload): (&FaultProxy, &str),
+    store: &str,
+    flags: &[&str],
+) {
+    let skip = proxy.authorized_requests().len();
+    let issued_before = standin.counts().issued(source);
+    answer_late(proxy, upload);
+    let work = workdir();
+    let output = backup(bed, work.path(), standin, cloud, store, flags);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_nothing_left(bed);
+    let requests = proxy.authorized_requests();
+    let requests = &requests[skip..];
+    assert!(
+        proxy.outcomes().iter().any(|o| o.starts_with("late ")),
+        "no request matched `{upload}`: {requests:#?}"
+    );
+    let issued = standin.counts().tokens();
+    let used: Vec<String> = requests
+        .iter()
+        .map(|(_, authorization)| credential_of(authorization))
+        .collect();
+    for (request, credential) in requests.iter().map(|(r, _)| r).zip(&used) {
+        assert!(
+            issued.contains(credential),
+            "{request} carried no credential of the stand-in: {credential:.60}"
+        );
+    }
+    let distinct: std::collections::BTreeSet<&String> = used.iter().collect();
+    assert!(
+        distinct.len() > 1,
+        "every request of a backup longer than the credentials' lifetime carried the same one"
+    );
+    assert_ne!(
+        used.first(),
+        used.last(),
+        "the last request carried the first credential, {LATE_SECONDS} s after it expired"
+    );
+    let counts = standin.counts();
+    assert!(counts.issued(source) > issued_before + 1, "{counts:?}");
+}
+
+/// The bad case: the identity endpoint fails from the moment the late answer starts to wait.
+/// The backup fails with exit code 1 and one line saying the credentials from `source_named`
+/// could not be had, the endpoint was asked again (and refused), nothing is left locked or
+/// staged, and the backup is not listed as complete.
+fn renewal_refused_during_a_long_backup(
+    bed: &TestBed,
+    standin: &MetadataStandin,
+    cloud: Cloud,
+    (proxy, upload): (&FaultProxy, &str),
+    store: &str,
+    flags: &[&str],
+    source_named: &[&str],
+) {
+    answer_late(proxy, upload);
+    let refused_before = standin.counts().refused();
+    let work = workdir();
+    let args = backup_args(bed, store, flags);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let child = machine_command(work.path(), standin, cloud, &args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cairn runs");
+    let deadline = Instant::now() + std::time::Duration::from_secs(90);
+    while !proxy.marker("late").exists() {
+        assert!(Instant::now() < deadline, "no upload reached the proxy");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    standin.set_failure(Some(500));
+    let output = child.wait_with_output().expect("cairn ends");
+    report(&args, cloud, started, &output);
+    standin.set_failure(None);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|line| source_named.iter().all(|fragment| line.contains(fragment)))
+        .unwrap_or_else(|| panic!("no line naming {source_named:?} in: {stderr}"));
+    assert!(line.len() < 1000, "{line}");
+    assert!(
+        standin.counts().refused() > refused_before,
+        "the endpoint was never asked again: {:?}",
+        standin.counts()
+    );
+    assert_nothing_left(bed);
+    let list = run_as_machine(
+        work.path(),
+        standin,
+        cloud,
+        &["backups", "--store", store, "list"],
+    );
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains("\tcomplete"),
+        "{}",
+        text(&list)
+    );
+}
+
+#[test]
+fn aws_instance_profile_credentials_are_renewed_during_a_long_backup() {
+    cairn_testbed::require_root!();
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", "versioned"]);
+    let proxy = FaultProxy::start_logging_authorization(&moto.endpoint, "{}");
+    let store = format!(
+        "s3://cairn-backups/imds-long?region=us-east-1&endpoint={}",
+        proxy.endpoint
+    );
+    let standin = short_lived_standin();
+    let bed = bed_with_a_large_artifact();
+    let first_part = (&proxy, r"^PUT .*[?&]partNumber=1(&|$)");
+    renewed_during_a_long_backup(&bed, &standin, Cloud::Aws, "aws", first_part, &store, &[]);
+}
+
+#[test]
+fn aws_container_credentials_are_renewed_during_a_long_backup() {
+    cairn_testbed::require_root!();
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-backups", "versioned"]);
+    let proxy = FaultProxy::start_logging_authorization(&moto.endpoint, "{}");
+    let store = format!(
+        "s3://cairn-backups/container-long?region=us-east-1&endpoint={}",
+        proxy.endpoint
+    );
+    let standin = short_lived_standin();
+    let bed = bed_with_a_large_artifact();
+    let first_part = (&proxy, r"^PUT .*[?&]partNumber=1(&|$)");
+    renewed_during_a_long_backup(
+        &bed,
+        &standin,
+        Cloud::AwsContainer,
+        "ecs",
+        first_part,
+        &store,
+        &[],
+    );
+    renewal_refused_during_a_long_backup(
+        &bed,
+        &standin,
+        Cloud::AwsContainer,
+        first_part,
+        &store,
+        &[],
+        &["container", "500"],
+    );
+}
+
+#[test]
+fn azure_managed_identity_tokens_are_renewed_during_a_long_backup() {
+    cairn_testbed::require_root!();
+    let azurite = azurite_with_oauth();
+    let origin = azurite.endpoint.trim_end_matches("/devstoreaccount1");
+    let proxy = FaultProxy::start_logging_authorization(origin, "{}");
+    let account = format!("{}/devstoreaccount1", proxy.endpoint);
+    let fixture = std::process::Command::new("python3")
+        .arg(stores_dir().join("fixture.py"))
+        .args(["azure", &account, "create-container", "cairn-backups"])
+        .output()
+        .unwrap();
+    assert!(fixture.status.success(), "{}", text(&fixture));
+    let store = format!("az://devstoreaccount1/cairn-backups/mi-long?endpoint={account}");
+    let standin = short_lived_standin();
+    let bed = bed_with_a_large_artifact();
+    let first_block = (&proxy, r"^PUT .*[?&]comp=block(&|$)");
+    let flags = ["--allow-unversioned"];
+    renewed_during_a_long_backup(
+        &bed,
+        &standin,
+        Cloud::Azure,
+        "azure",
+        first_block,
+        &store,
+        &flags,
+    );
+    renewal_refused_during_a_long_backup(
+        &bed,
+        &standin,
+        Cloud::Azure,
+        first_block,
+        &store,
+        &flags,
+        &["managed identity", "500"],
+    );
+}
+
+#[test]
+fn gce_service_account_tokens_are_renewed_during_a_long_backup() {
+    cairn_testbed::require_root!();
+    let gcs = Emulator::start(Server::FakeGcs);
+    gcs.fixture(&["create-bucket", "cairn-backups", "versioned"]);
+    let proxy = FaultProxy::start_logging_authorization(&gcs.endpoint, "{}");
+    let store = format!("gs://cairn-backups/mds-long?endpoint={}", proxy.endpoint);
+    let standin = short_lived_standin();
+    let bed = bed_with_a_large_artifact();
+    let first_chunk = (&proxy, r"^PUT .*[?&]upload_id=");
+    renewed_during_a_long_backup(&bed, &standin, Cloud::Gce, "gce", first_chunk, &store, &[]);
+    renewal_refused_during_a_long_backup(
+        &bed,
+        &standin,
+        Cloud::Gce,
+        first_chunk,
+        &store,
+        &[],
+        &["metadata server", "500"],
+    );
 }

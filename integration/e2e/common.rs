@@ -364,6 +364,28 @@ impl FaultProxy {
             .collect()
     }
 
+    /// The request (`METHOD path?query`) and `Authorization` header of every request so far,
+    /// in the order the proxy received them; only for a proxy started with
+    /// [`FaultProxy::start_logging_authorization`].
+    pub(crate) fn authorized_requests(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.dir.path().join("authorization.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut fields = l.splitn(3, '\t');
+                let method = fields.next().unwrap_or("");
+                let path = fields.next().unwrap_or("");
+                let value = fields.next().unwrap_or("");
+                (format!("{method} {path}"), value.to_string())
+            })
+            .collect()
+    }
+
+    /// A path inside the proxy's own directory (for a `late_marker` or `hold` marker).
+    pub(crate) fn marker(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     fn start_with(upstream: &str, faults: &str, log_authorization: bool) -> FaultProxy {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("control.json"), faults).unwrap();

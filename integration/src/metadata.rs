@@ -1,10 +1,12 @@
 //! The cloud metadata / identity endpoint stand-in (`integration/stores/metadata_standin.py`):
-//! AWS IMDSv2, the Azure managed-identity token endpoint and the GCE metadata server, on one
-//! free loopback port, counting every request and every credential it issues.
+//! AWS IMDSv2, the AWS container-credentials endpoint (ECS, EKS Pod Identity), the Azure
+//! managed-identity token endpoint and the GCE metadata server, on one free loopback port,
+//! counting every request and every credential it issues.
 //!
 //! A client is pointed at it only through the overrides the cloud libraries read
-//! ([`MetadataStandin::aws_env`], [`MetadataStandin::azure_env`],
-//! [`MetadataStandin::gce_env`]), never at the real link-local address. Credentials expire
+//! ([`MetadataStandin::aws_env`], [`MetadataStandin::aws_container_env`],
+//! [`MetadataStandin::azure_env`], [`MetadataStandin::gce_env`]), never at the real link-local
+//! address. Credentials expire
 //! after [`StandinOptions::expires_in`] and can be made to fail while a client runs
 //! ([`MetadataStandin::set_failure`]), so a test can watch refreshes and failures in
 //! [`MetadataStandin::counts`].
@@ -31,6 +33,9 @@ pub struct StandinOptions {
     pub identity_header: Option<String>,
     /// When set, every credential request is answered with this HTTP status.
     pub fail: Option<u16>,
+    /// When set, the container endpoint demands this `Authorization` header
+    /// (`AWS_CONTAINER_AUTHORIZATION_TOKEN`).
+    pub container_token: Option<String>,
 }
 
 impl Default for StandinOptions {
@@ -39,6 +44,7 @@ impl Default for StandinOptions {
             expires_in: 3600,
             identity_header: None,
             fail: None,
+            container_token: None,
         }
     }
 }
@@ -71,7 +77,8 @@ impl Counts {
         })
     }
 
-    /// Credentials issued for `cloud` (`aws`, `azure`, `gce`).
+    /// Credentials issued by `source`: `aws` (IMDS), `ecs` (the container endpoint), `azure`,
+    /// `gce`.
     #[must_use]
     pub fn issued(&self, cloud: &str) -> u64 {
         self.0["issued"][cloud].as_u64().unwrap_or(0)
@@ -122,6 +129,9 @@ impl MetadataStandin {
             .arg(options.expires_in.to_string());
         if let Some(header) = &options.identity_header {
             command.args(["--identity-header", header]);
+        }
+        if let Some(token) = &options.container_token {
+            command.args(["--container-token", token]);
         }
         let child = command.spawn().expect("python3 runs metadata_standin.py");
         let mut standin = MetadataStandin {
@@ -184,6 +194,22 @@ impl MetadataStandin {
                 "IPv4".into(),
             ),
         ]
+    }
+
+    /// The environment that makes the AWS SDK's chain take the stand-in's container endpoint
+    /// (`AWS_CONTAINER_CREDENTIALS_FULL_URI` on loopback, as the EKS Pod Identity agent is;
+    /// plus `AWS_CONTAINER_AUTHORIZATION_TOKEN` when it demands one). The chain asks it before
+    /// IMDS, so `AWS_EC2_METADATA_DISABLED` may stay set.
+    #[must_use]
+    pub fn aws_container_env(&self, token: Option<&str>) -> Vec<(String, String)> {
+        let mut env = vec![(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_string(),
+            format!("{}/v2/credentials/cairn", self.url()),
+        )];
+        if let Some(token) = token {
+            env.push(("AWS_CONTAINER_AUTHORIZATION_TOKEN".into(), token.into()));
+        }
+        env
     }
 
     /// The environment that points Azure managed identity at the stand-in (the App Service

@@ -24,9 +24,13 @@ file is JSON, re-read for every request so a test can change the faults while a 
        {"match": "^PUT ",     # regular expression searched in "METHOD /path?query"
         "outcome": "503",     # before forwarding: "500", "503", "reset"; after: "lost" (the store
                               # acted, the answer is dropped), "cut" (half the body, then closed),
-                              # "stall" (half the body, a pause of stall_seconds, the rest)
+                              # "stall" (half the body, a pause of stall_seconds, the rest),
+                              # "late" (the store acted at once, the whole answer waits
+                              # late_seconds: a long upload, seen from the client)
         "min_body": 0}],      # after-forwarding outcomes: only for answers with a body this large
      "stall_seconds": 2.0,
+     "late_seconds": 2.0,
+     "late_marker": "/tmp/y",  # written ("METHOD path") when a late answer starts to wait
      "hold": {"match": "^DELETE ", "after": 1, "marker": "/tmp/x"}}
                           # requests whose "METHOD path" matches the regex: the first
                           # `after` are forwarded, each next one is held (its path written
@@ -35,7 +39,8 @@ file is JSON, re-read for every request so a test can change the faults while a 
 Rules are used in order; a new list of rules in the control file starts them afresh.
 
 Every request is logged as `<method>\\t<path>\\t<outcome>` (outcome: forwarded STATUS,
-injected-500, injected-503, reset, lost STATUS, cut STATUS, down, held). With --auth-log, every
+injected-500, injected-503, reset, lost STATUS, cut STATUS, stalled STATUS, late STATUS, down,
+held). With --auth-log, every
 request's Authorization header is also logged there as `<method>\\t<path>\\t<value>` (empty
 when absent), so a test can see which credential a client really sent.
 """
@@ -52,6 +57,9 @@ import socket
 import ssl
 import threading
 import urllib.parse
+
+# Rule outcomes applied once the store has answered (the others replace forwarding).
+AFTER_OUTCOMES = ("lost", "cut", "stall", "late")
 
 ERRORS = {
     500: ("InternalError", "We encountered an internal error. Please try again."),
@@ -91,7 +99,7 @@ def main():
                 used_rules["key"], used_rules["used"] = key, set()
             for index, rule in enumerate(rules):
                 outcome = str(rule.get("outcome"))
-                if index in used_rules["used"] or (outcome in ("lost", "cut", "stall")) != after:
+                if index in used_rules["used"] or (outcome in AFTER_OUTCOMES) != after:
                     continue
                 if not re.search(rule.get("match", ""), request) or size < rule.get("min_body", 0):
                     continue
@@ -208,7 +216,15 @@ def main():
                     pass
                 return None
             cut = cut and self.command != "HEAD" and len(payload) >= 2
-            outcome = "cut" if cut else "stalled" if rule == "stall" else "forwarded"
+            if rule == "late":
+                marker = settings.get("late_marker")
+                if marker:
+                    with open(marker + ".tmp", "w") as handle:
+                        handle.write(f"{self.command} {self.path}\n")
+                    os.replace(marker + ".tmp", marker)
+                threading.Event().wait(float(settings.get("late_seconds", 2.0)))
+            outcome = "cut" if cut else "stalled" if rule == "stall" else \
+                "late" if rule == "late" else "forwarded"
             self.record(f"{outcome} {response.status}")
             self.send_response(response.status)
             for name, value in response.getheaders():

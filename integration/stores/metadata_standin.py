@@ -14,12 +14,19 @@ tests (Python 3 standard library only). One program serves all three on one loop
   GCE              GET /computeMetadata/v1/instance/service-accounts/default/token
                                                                  -> {"access_token", "expires_in"}
                    (needs `Metadata-Flavor: Google`, and every answer carries that header)
+  AWS container    GET /v2/credentials/cairn                    -> temporary keys (JSON), as the
+  credentials                                                       ECS/EKS Pod Identity agent
+                   (with --container-token, the Authorization header must equal it, as the
+                   SDKs send AWS_CONTAINER_AUTHORIZATION_TOKEN)
 
 Clients select it with AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:PORT,
 IDENTITY_ENDPOINT=http://127.0.0.1:PORT/metadata/identity/oauth2/token (+ IDENTITY_HEADER),
-GCE_METADATA_HOST=127.0.0.1:PORT.
+GCE_METADATA_HOST=127.0.0.1:PORT,
+AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:PORT/v2/credentials/cairn (+
+AWS_CONTAINER_AUTHORIZATION_TOKEN).
 
     metadata_standin.py --ready FILE [--control FILE] [--expires-in SECONDS] [--identity-header V]
+                        [--container-token V]
 
 Listens on 127.0.0.1 (ephemeral port, written as `port=N` to the ready file once it listens).
 The control file (JSON, optional, re-read for every request so a test can change it while a
@@ -29,12 +36,15 @@ client runs) overrides the options:
      "fail": 500,         # answer every credential request with this status (0 or absent: serve)
      "role": "cairn-backup"}
 
-Every credential is new: AWS access key ids are ASIASTANDIN<serial>, tokens carry the serial,
-so a refresh shows as a new serial. GET /_counts answers (and every request also writes, to
-`<ready>.counts`) a JSON object:
+Every credential is new: AWS access key ids are ASIASTANDIN<serial> (ASIACONTAINER<serial> from
+the container endpoint), tokens carry the serial, so a refresh shows as a new serial. Keep
+`expires_in` a few seconds to watch clients renew them during one run (the SDKs renew a
+credential some time before it expires; docs/stores.md, "Credentials that expire", says when).
+GET /_counts answers (and every request also writes, to `<ready>.counts`) a JSON object:
 
     {"requests": {"GET /latest/api/token": 1, ...},   # by method and path (without query)
-     "issued": {"aws": 1, "azure": 0, "gce": 0},      # credentials handed out per cloud
+     "issued": {"aws": 1, "ecs": 0, "azure": 0, "gce": 0},  # credentials handed out per
+                                                       # source (ecs: the container endpoint)
      "refused": 0,                                     # requests answered with an error
      "tokens": ["ASIASTANDIN00001", "<jwt>", ...]}     # what was issued, in order
 """
@@ -51,6 +61,7 @@ import urllib.parse
 
 AWS_ROLE = "cairn-backup"
 AZURE_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+CONTAINER_PATH = "/v2/credentials/cairn"
 
 
 def main():
@@ -59,9 +70,10 @@ def main():
     parser.add_argument("--control")
     parser.add_argument("--expires-in", type=float, default=3600)
     parser.add_argument("--identity-header")
+    parser.add_argument("--container-token")
     args = parser.parse_args()
     lock = threading.Lock()
-    state = {"requests": {}, "issued": {"aws": 0, "azure": 0, "gce": 0}, "refused": 0,
+    state = {"requests": {}, "issued": {"aws": 0, "ecs": 0, "azure": 0, "gce": 0}, "refused": 0,
              "tokens": [], "session_tokens": set(), "serial": 0}
     counts_file = args.ready + ".counts"
 
@@ -131,6 +143,8 @@ def main():
                 return self.azure(query, current)
             if path.startswith("/computeMetadata/"):
                 return self.gce(path, current)
+            if path == CONTAINER_PATH:
+                return self.container(current)
             return self.refuse(404, "no such metadata path")
 
         def failing(self, current, extra=()):
@@ -180,6 +194,28 @@ def main():
                 "SecretAccessKey": f"standin-secret-{serial}",
                 "Token": f"standin-session-{serial}",
                 "Expiration": iso(expiry),
+            }
+            return self.answer(200, json.dumps(body), "application/json")
+
+        def container(self, current):
+            if args.container_token is not None and \
+                    self.headers.get("Authorization") != args.container_token:
+                return self.refuse(401, "Authorization missing or not the container token")
+            if self.failing(current):
+                return None
+            expiry = now() + datetime.timedelta(seconds=float(current["expires_in"]))
+            with lock:
+                serial = next_serial()
+                key_id = f"ASIACONTAINER{serial:05d}"
+                state["issued"]["ecs"] += 1
+                state["tokens"].append(key_id)
+                write_counts()
+            body = {
+                "AccessKeyId": key_id,
+                "SecretAccessKey": f"standin-secret-{serial}",
+                "Token": f"standin-container-session-{serial}",
+                "Expiration": iso(expiry),
+                "RoleArn": f"arn:aws:iam::123456789012:role/{current['role']}",
             }
             return self.answer(200, json.dumps(body), "application/json")
 

@@ -40,6 +40,13 @@ pub(crate) const TRIED_HINT: &str =
      with access to the container (IDENTITY_ENDPOINT or AZURE_MSI_ENDPOINT name its token \
      endpoint when it is not the instance metadata service)";
 
+/// What to do when a token source stopped giving tokens during a run (tokens live an hour or a
+/// day and are fetched again in their last 5 minutes).
+pub(crate) const RENEWAL_HINT: &str =
+    "tokens expire and are fetched again during a run, so the token endpoint (or Entra ID, for \
+     a service principal or workload identity) must keep answering for as long as the run \
+     lasts: check that it is reachable and the identity still assigned, then run again";
+
 /// The token endpoint of the instance metadata service (object_store's default too).
 pub(crate) const IMDS_TOKEN_ENDPOINT: &str =
     "http://169.254.169.254/metadata/identity/oauth2/token";

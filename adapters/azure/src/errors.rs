@@ -78,6 +78,19 @@ pub(crate) fn classify(error: &object_store::Error) -> Failure {
     }
 }
 
+/// True when a request failed because its token could not be fetched: object_store's Azure
+/// credential errors (private to it) say so in their text, whatever the endpoint answered.
+pub(crate) fn is_token_failure(error: &object_store::Error) -> bool {
+    let text = error.to_string();
+    [
+        "Error performing token request",
+        "Error getting token response body",
+        "Error reading federated token file",
+    ]
+    .iter()
+    .any(|marker| text.contains(marker))
+}
+
 /// The [`HttpErrorKind`] of the first [`HttpError`] among the error's sources.
 fn http_error_kind(error: &object_store::Error) -> Option<HttpErrorKind> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
@@ -210,6 +223,20 @@ mod tests {
                     .into()
             )
         );
+    }
+
+    #[test]
+    fn failed_token_fetches_are_told_from_failed_requests() {
+        let token = "Error performing token request: Error performing GET \
+            http://127.0.0.1:1/metadata/identity/oauth2/token in 1s, after 5 retries - Server \
+            returned non-2xx status code: 500 Internal Server Error: ";
+        assert!(is_token_failure(&generic(token)));
+        assert!(is_token_failure(&generic(
+            "Error reading federated token file "
+        )));
+        let busy = "Error performing PUT http://h/c/b in 3s - Server returned non-2xx status \
+            code: 500 Internal Server Error: ";
+        assert!(!is_token_failure(&generic(busy)));
     }
 
     #[test]

@@ -596,6 +596,20 @@ impl Shared {
     ) -> StoreError {
         let store = self.name.clone();
         let subject = key.map(|k| format!(" `{k}`")).unwrap_or_default();
+        if errors::is_token_failure(error) {
+            // A token (managed identity, workload identity, service principal) is fetched
+            // again near its expiry, during the run: the endpoint that gave it stopped.
+            return StoreError::Credentials {
+                store,
+                detail: format!(
+                    "no token from {} ({}{subject}: {})",
+                    self.credential_source,
+                    operation.verb(),
+                    identity_failure(error)
+                ),
+                hint: credentials::RENEWAL_HINT.into(),
+            };
+        }
         match classify(error) {
             Failure::NotFound | Failure::VersionGone => StoreError::NotFound {
                 store,

@@ -11,6 +11,8 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use cairn_store::StoreError;
 
+use crate::credentials::RenewalFailed;
+
 /// What to set when credentials are missing or refused.
 pub(crate) const CREDENTIALS_HINT: &str =
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / AWS_WEB_IDENTITY_TOKEN_FILE)";
@@ -23,6 +25,11 @@ pub(crate) const NO_CREDENTIALS_HINT: &str = "the AWS chain tried AWS_ACCESS_KEY
     (AWS_EC2_METADATA_SERVICE_ENDPOINT overrides its address); set one of them, or give the \
     instance a role (instance profile) allowed to use the bucket";
 
+/// What to do when credentials that worked earlier in the run could not be renewed.
+pub(crate) const RENEWAL_HINT: &str = "the credentials this run started with came from that \
+    source and expire; it must keep answering for as long as the run lasts: check that it is \
+    reachable from this machine and that the role is still attached, then run again";
+
 /// The kind of failure, before it is dressed with the store's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -31,6 +38,8 @@ pub(crate) enum Kind {
     Credentials,
     /// The credential chain produced no credentials.
     NoCredentials,
+    /// The source of the credentials in use gave no new ones when they were due for renewal.
+    RenewalFailed,
     Transient,
     Other,
 }
@@ -43,7 +52,10 @@ where
     if let SdkError::ServiceError(service) = error {
         return kind_of_response(service.raw().status().as_u16(), service.err().code());
     }
-    if caused_by_credentials(error) {
+    if caused_by::<RenewalFailed>(error) {
+        return Kind::RenewalFailed;
+    }
+    if caused_by::<CredentialsError>(error) {
         return Kind::NoCredentials;
     }
     match error {
@@ -87,11 +99,13 @@ pub(crate) fn kind_of_response(status: u16, code: Option<&str>) -> Kind {
     }
 }
 
-/// True when the credential chain failed (nothing found, a provider errored or timed out).
-fn caused_by_credentials(error: &(dyn Error + 'static)) -> bool {
+/// True when `error` or one of its causes is an `E`: a [`CredentialsError`] when the credential
+/// chain failed (nothing found, a provider errored or timed out), a [`RenewalFailed`] when it
+/// failed after it had given credentials.
+fn caused_by<E: Error + 'static>(error: &(dyn Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(current) = cause {
-        if current.downcast_ref::<CredentialsError>().is_some() {
+        if current.downcast_ref::<E>().is_some() {
             return true;
         }
         cause = current.source();
@@ -168,6 +182,11 @@ pub(crate) fn store_error(
             store,
             detail,
             hint: NO_CREDENTIALS_HINT.to_string(),
+        },
+        Kind::RenewalFailed => StoreError::Credentials {
+            store,
+            detail,
+            hint: RENEWAL_HINT.to_string(),
         },
         Kind::Transient => StoreError::Transient { store, detail },
         Kind::Other => StoreError::Other { store, detail },

@@ -31,6 +31,13 @@
 //! URL's `region`, else the chain's (`AWS_REGION`, profile, IMDS), else `us-east-1` when the URL
 //! names an `endpoint` (S3-compatible stores rarely care).
 //!
+//! Credentials that expire (instance profile, container role, web identity, SSO, assumed roles)
+//! are renewed during a long run: the client holds the chain as a provider, and its identity
+//! cache asks it again 10 s (less up to 5 s of jitter) before they expire. A renewal that fails
+//! is a [`StoreError::Credentials`] naming the source that gave the credentials before (the
+//! `credentials` module). Only IMDS is different: when it does not answer, the SDK goes on with
+//! the last credentials it got, and S3 answers `ExpiredToken` once they really expired.
+//!
 //! Cairn needs these permissions on the bucket: `s3:GetBucketVersioning`,
 //! `s3:GetBucketObjectLockConfiguration` (probed once before a backup), `s3:ListBucket`,
 //! `s3:ListBucketVersions`, `s3:ListBucketMultipartUploads`, and on its objects
@@ -99,6 +106,7 @@
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod credentials;
 mod error;
 mod listing;
 mod upload;
@@ -272,8 +280,10 @@ async fn sdk_config(
         loader = loader.region(Region::new(region.to_string()));
         chain = chain.region(Region::new(region.to_string()));
     }
+    // A provider, not credentials: the client's identity cache asks it again before they
+    // expire (the `credentials` module).
     let shared = loader
-        .credentials_provider(chain.build().await)
+        .credentials_provider(credentials::RenewingChain::new(chain.build().await))
         .load()
         .await;
     // A nightly backup rides out a store's bad minute: transient errors (500, 503 SlowDown,
