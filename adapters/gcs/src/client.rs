@@ -11,7 +11,7 @@ use url::Url;
 
 use cairn_store::StoreError;
 
-use crate::error::{credentials_error, protocol_error, status_error, transport_error, Missing};
+use crate::error::{protocol_error, status_error, transport_error, Missing};
 use crate::retry::{Attempts, ATTEMPTS};
 
 /// Google's endpoint, used when the location names none.
@@ -40,6 +40,8 @@ pub(crate) struct Client {
     /// True when the location named the endpoint (an emulator or a private endpoint).
     explicit_endpoint: bool,
     credentials: Option<Credentials>,
+    /// Where the credentials come from, for the error when no token can be had.
+    credential_source: String,
     bucket: String,
     /// How errors name the store: `gs://bucket/prefix`.
     store: String,
@@ -85,9 +87,18 @@ impl Client {
             endpoint,
             explicit_endpoint,
             credentials,
+            credential_source: "the credentials".to_string(),
             bucket: bucket.to_string(),
             store,
         })
+    }
+
+    /// Names the credentials' source (`the metadata server at HOST`, `the key file PATH`) in
+    /// the error when no token can be had.
+    #[must_use]
+    pub(crate) fn with_credential_source(mut self, source: String) -> Client {
+        self.credential_source = source;
+        self
     }
 
     pub(crate) fn store(&self) -> &str {
@@ -182,10 +193,12 @@ impl Client {
                 "the credentials returned no headers",
             )),
             // google-cloud-auth has already retried what was worth retrying; what is left,
-            // even "metadata server unreachable", means no usable credentials here.
-            Err(error) => Err(credentials_error(
+            // even "metadata server unreachable", means no usable credentials here. It renews
+            // tokens during the run, so this may come hours after the first token worked.
+            Err(error) => Err(crate::credentials::token_error(
                 &self.store,
-                &format!("cannot get an access token: {error}"),
+                &self.credential_source,
+                &error,
             )),
         }
     }

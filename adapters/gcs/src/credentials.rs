@@ -14,8 +14,11 @@
 //! The metadata server is probed once, when the store is opened, with a short timeout
 //! ([`METADATA_PROBE_TIMEOUT`]): off Google Cloud it does not answer, and the operator gets one
 //! line naming every source tried instead of a failure at the first upload. The token the probe
-//! fetched is cached by google-cloud-auth and used by the requests that follow (and refreshed
-//! by it before it expires).
+//! fetched is cached by google-cloud-auth and used by the requests that follow; its background
+//! task renews it 4 minutes before it expires (every 10 s once less is left), and a request
+//! never gets an expired token. When no token can be had (at the start, or when a renewal
+//! failed and the old token expired), the request fails with [`token_error`], which names the
+//! source.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,6 +46,47 @@ pub(crate) enum Source {
     MetadataServer(String),
     /// None: an emulator.
     Anonymous,
+}
+
+impl Source {
+    /// The source in an operator's words, for errors.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Source::KeyFile(path) => format!("the key file {}", path.display()),
+            Source::MetadataServer(host) => format!("the metadata server at {host}"),
+            Source::Anonymous => "no credentials".to_string(),
+        }
+    }
+}
+
+/// What to do when a token could not be had during a run: tokens live about an hour and are
+/// renewed while the run lasts.
+pub(crate) const RENEWAL_HINT: &str = "access tokens expire and are fetched again while a run \
+    lasts (4 minutes before they expire), so their source must keep answering: check that the \
+    metadata server is reachable and the service account still attached (or that the key file \
+    is still valid), then run again";
+
+/// The error for a request that got no access token from `source` (`describe`d), at the
+/// start or on a renewal during the run. Of google-cloud-auth's chain of errors ("Fetching the
+/// token resulted in transient errors ...: ... : the HTTP transport reports a [500] error: ...")
+/// only the last, what the source answered, on one line.
+pub(crate) fn token_error(
+    store: &str,
+    source: &str,
+    error: &(dyn std::error::Error + 'static),
+) -> StoreError {
+    let mut deepest = error;
+    while let Some(cause) = deepest.source() {
+        deepest = cause;
+    }
+    StoreError::Credentials {
+        store: store.to_string(),
+        detail: format!(
+            "no access token from {source}: {}",
+            one_line(&deepest.to_string())
+        ),
+        hint: RENEWAL_HINT.to_string(),
+    }
 }
 
 /// Applies the rule to an environment (`env`) and the gcloud file's existence (`exists`).
@@ -127,6 +171,15 @@ pub(crate) const TRIED_HINT: &str = "set GOOGLE_APPLICATION_CREDENTIALS to a ser
     service account attached (GCE_METADATA_HOST names the metadata server)";
 
 /// The first line of `text`, at most 200 characters (google-cloud-auth's messages run long).
+/// `text` on one line, at most 300 characters.
+fn one_line(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match joined.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}...", &joined[..cut]),
+        None => joined,
+    }
+}
+
 fn short(text: &str) -> String {
     let line = text.lines().next().unwrap_or("").trim();
     match line.char_indices().nth(200) {
@@ -147,6 +200,43 @@ mod tests {
                 .map(|(_, v)| (*v).to_string())
         };
         source(explicit, &env, &|_| gcloud_file)
+    }
+
+    #[derive(Debug)]
+    struct Failed(&'static str, Option<Box<Failed>>);
+
+    impl std::fmt::Display for Failed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Failed {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn a_token_error_names_the_source_and_what_it_answered() {
+        let chain = Failed(
+            "Fetching the token resulted in transient errors.",
+            Some(Box::new(Failed(
+                "the HTTP transport reports a [500] error:\nthe stand-in was told to fail",
+                None,
+            ))),
+        );
+        let source = Source::MetadataServer("127.0.0.1:9".into()).describe();
+        let error = token_error("gs://b", &source, &chain);
+        let StoreError::Credentials { detail, hint, .. } = error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(
+            detail,
+            "no access token from the metadata server at 127.0.0.1:9: the HTTP transport reports \
+             a [500] error: the stand-in was told to fail"
+        );
+        assert!(hint.contains("fetched again while a run lasts"), "{hint}");
     }
 
     #[test]

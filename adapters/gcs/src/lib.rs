@@ -96,7 +96,8 @@ impl GcsStore {
             &std::path::Path::is_file,
         );
         let credentials = credentials::load(&store, &source).await?;
-        let client = Client::new(bucket, endpoint.as_deref(), credentials, store)?;
+        let client = Client::new(bucket, endpoint.as_deref(), credentials, store)?
+            .with_credential_source(source.describe());
         Ok(GcsStore {
             client: Arc::new(client),
             prefix,

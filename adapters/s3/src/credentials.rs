@@ -135,9 +135,7 @@ fn source_of(credentials: &Credentials) -> &'static str {
             }
             AwsCredentialFeature::CredentialsStsAssumeRole => "the profile's role (role_arn)",
             AwsCredentialFeature::CredentialsProcess
-            | AwsCredentialFeature::CredentialsProfileProcess => {
-                "the profile's credential_process"
-            }
+            | AwsCredentialFeature::CredentialsProfileProcess => "the profile's credential_process",
             AwsCredentialFeature::CredentialsProfile => "the profile (AWS_PROFILE, ~/.aws)",
             _ => continue,
         };
