@@ -39,12 +39,18 @@ impl RenewingChain {
     async fn credentials(&self) -> Result<Credentials, CredentialsError> {
         match self.chain.provide_credentials().await {
             Ok(credentials) => {
-                *self.source.lock().unwrap_or_else(|e| e.into_inner()) =
+                *self
+                    .source
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(source_of(&credentials));
                 Ok(credentials)
             }
             Err(error) => {
-                let source = *self.source.lock().unwrap_or_else(|e| e.into_inner());
+                let source = *self
+                    .source
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match source {
                     Some(source) => Err(CredentialsError::provider_error(RenewalFailed {
                         source,
