@@ -11,6 +11,12 @@
 //! lists and verifies the backup with the same identity. Before that, the bad case: the
 //! identity endpoint answers 500, and the backup fails with one line naming the sources tried,
 //! exit code 1, before any lock script runs.
+//!
+//! The `*_renewed_during_a_long_backup` tests (second half of the file) give credentials a
+//! lifetime of seconds and make one upload outlast it: the credentials are renewed mid-run
+//! (S3 from IMDSv2 and from the container-credentials endpoint, Azure's managed identity,
+//! GCE's metadata server), and a renewal the endpoint refuses fails the run with one line
+//! naming the source.
 
 use std::path::Path;
 use std::process::Output;
