@@ -260,9 +260,11 @@ fn azure_segments_round_trip_and_a_deleted_segment_is_refused() {
 fn gcs_segments_round_trip_and_a_deleted_segment_is_refused() {
     cairn_testbed::require_root!();
     let gcs = Emulator::start(Server::FakeGcs);
-    gcs.fixture(&["create-bucket", "cairn-backups", "versioned"]);
+    // Without versioning, so that deleting a segment removes its only generation (the
+    // fixture deletes the live one; a versioned bucket keeps the generation Cairn reads).
+    gcs.fixture(&["create-bucket", "cairn-backups", "unversioned"]);
     let url = format!("gs://cairn-backups/nightly?endpoint={}", gcs.endpoint);
-    segmented_round_trip(&url, &[], &|key| {
+    segmented_round_trip(&url, &["--allow-unversioned"], &|key| {
         gcs.fixture(&["delete", "cairn-backups", &format!("nightly/{key}")]);
     });
 }
