@@ -1153,6 +1153,68 @@ mod tests {
         sizes
     }
 
+    /// The objects under a `file://` store's backup folder (the upload folder left out).
+    fn stored(dir: &std::path::Path) -> Vec<String> {
+        let folder = dir.join("cf/20240102T030405Z");
+        let mut names: Vec<String> = std::fs::read_dir(folder)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_segments_are_stored_as_they_fill_and_all_removed_when_discarded() {
+        use crate::format::sink::NewBackup;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ArtifactStore> =
+            Arc::new(cairn_store::local::LocalStore::new(dir.path()));
+        let sink = StoreSink {
+            segment_size: SegmentSize::parse("1MiB").unwrap(),
+            ..StoreSink::new(store, Compression::None)
+        };
+        let backup = sink
+            .start(&NewBackup {
+                deployment: "cf",
+                backup_id: "20240102T030405Z",
+                started_at: Utc::now(),
+                concurrent_streams: 1,
+                deployment_manifest: None,
+            })
+            .await
+            .unwrap();
+        for (name, keep_writer) in [("app-0-files", true), ("app-1-files", false)] {
+            let (mut writer, pending) = backup.open_artifact(name).await.unwrap();
+            let finished = tokio::task::spawn_blocking(move || {
+                writer.write_all(&vec![7_u8; (5 << 20) / 2]).unwrap();
+                // The second artifact's writer fails part-way (dropped unfinished).
+                keep_writer.then(|| writer.finish().unwrap())
+            })
+            .await
+            .unwrap();
+            if let Some(bytes) = finished {
+                assert_eq!(bytes.plain_size, (5 << 20) / 2);
+                // Two full segments are stored already; the last waits for the commit.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while stored(dir.path()).len() < 2 && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                assert_eq!(
+                    stored(dir.path()),
+                    ["app-0-files.tar.000000", "app-0-files.tar.000001"]
+                );
+            }
+            // The instance's checksums did not match (or the writer failed): nothing stays.
+            let _ = pending.discard().await;
+            assert_eq!(stored(dir.path()), Vec::<String>::new(), "{name}");
+        }
+    }
+
     #[test]
     fn segments_fill_to_their_size_and_the_last_holds_the_rest() {
         assert_eq!(segments_of(10, &[25]), vec![10, 10, 5]);
