@@ -127,6 +127,9 @@ fn segmented_round_trip(
     (bed, work, id, manifest)
 }
 
+/// An edit of a manifest's segment list.
+type SegmentEdit = dyn Fn(&mut Vec<serde_json::Value>);
+
 /// Rewrites the manifest of `id` in a `file://` store (behind Cairn's back, unsigned).
 fn forge(store_dir: &Path, id: &str, manifest: &serde_json::Value) {
     fs::write(
@@ -166,7 +169,7 @@ fn local_store_segments_round_trip_and_a_moved_segment_is_refused() {
         .len();
     assert!(count >= 12, "{count} segments");
     // Reordered, repeated, dropped: each refused before any script runs.
-    let edits: [(&str, &dyn Fn(&mut Vec<serde_json::Value>)); 3] = [
+    let edits: [(&str, &SegmentEdit); 3] = [
         ("reordered", &|s| s.swap(3, 4)),
         ("repeated", &|s| s[4] = s[3].clone()),
         ("dropped", &|s| drop(s.remove(5))),

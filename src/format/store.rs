@@ -874,8 +874,11 @@ mod tests {
         ] {
             let dir = tempfile::tempdir().unwrap();
             let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
-            let recipients =
-                encrypted.then(|| Recipients::parse(&[public.clone()]).unwrap().unwrap());
+            let recipients = encrypted.then(|| {
+                Recipients::parse(std::slice::from_ref(&public))
+                    .unwrap()
+                    .unwrap()
+            });
             let tar = tar_of(&[("./a.bin", 1_500_000), ("./b.bin", 900_000), ("./c.txt", 5)]);
             write_backup_of(
                 Arc::clone(&store),
