@@ -5,10 +5,11 @@
 //! that it belongs where it is stored ([`super::placement`]) and, with `--trusted-key`, its
 //! signature ([`super::signed`]), checks that an encrypted backup is expected and can be
 //! decrypted with `--identity`, the `metadata` object, and
-//! every artifact's object at its recorded version and size (a `HEAD` each). Each artifact is
-//! then read once ([`check_artifact_stream`]): size and sha256 of the stored bytes, and after
-//! decryption and decompression every tar entry and every file, while the tar stream goes on
-//! to the instance.
+//! every artifact's object at its recorded version and size (a `HEAD` each; for a segmented
+//! artifact, its segment list — [`super::segment::check_segment_list`] — and every segment).
+//! Each artifact is then read once ([`check_artifact_stream`]): size and sha256 of the stored
+//! bytes (per segment, and each segment's plain bytes too), and after decryption and
+//! decompression every tar entry and every file, while the tar stream goes on to the instance.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
