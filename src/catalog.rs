@@ -125,7 +125,13 @@ pub async fn delete_backup_trusted(
         versions = manifest
             .artifacts
             .iter()
-            .map(|a| (a.key.clone(), a.version.clone()))
+            .flat_map(|a| {
+                std::iter::once((a.key.clone(), a.version.clone())).chain(
+                    a.segments
+                        .iter()
+                        .map(|s| (s.key.clone(), s.version.clone())),
+                )
+            })
             .chain(std::iter::once((
                 manifest.metadata.key.clone(),
                 manifest.metadata.version.clone(),

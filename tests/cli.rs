@@ -200,6 +200,41 @@ fn restore_from_a_missing_directory_keeps_bbrs_words_once() {
 }
 
 #[test]
+fn a_bad_segment_size_is_one_line_before_anything_is_connected() {
+    let work = Work::new();
+    work.inventory();
+    let url = format!("file://{}", work.path().display());
+    let mut summary = String::new();
+    for (size, target) in [
+        ("0", "--store"),
+        ("lots", "--store"),
+        ("512KiB", "--store"),
+        ("8MiB", "--artifact-path"),
+    ] {
+        let place = if target == "--store" {
+            url.as_str()
+        } else {
+            "."
+        };
+        let outcome = work.cairn(&[
+            "deployment",
+            "--inventory",
+            "inv.yml",
+            "backup",
+            target,
+            place,
+            "--segment-size",
+            size,
+        ]);
+        summary.push_str(&format!(
+            "--segment-size {size} with {target}:\n{}\n",
+            outcome.all()
+        ));
+    }
+    insta::assert_snapshot!("bad_segment_size", summary);
+}
+
+#[test]
 fn a_missing_store_is_refused_not_listed_as_empty() {
     let work = Work::new();
     let url = format!("file://{}/does-not-exist", work.path().display());

@@ -192,7 +192,7 @@ fn local_store_encrypted_backup_restores_only_with_a_matching_identity() {
         objects.iter().map(|o| &o.0).collect::<Vec<_>>()
     );
     for (name, bytes) in &objects {
-        assert!(name.ends_with(".tar.zst.age"), "{name}");
+        assert!(name.ends_with(".tar.zst.age.000000"), "{name}");
         assert_not_plaintext(name, bytes);
     }
     assert_manifest_encrypted(work.path(), &url, &id, 2, &[&first, &second]);
@@ -303,7 +303,10 @@ fn backups_verify_checks_stored_bytes_without_identity_and_everything_with_one()
     );
 
     // One flipped byte in the middle of an object: found with and without the identity.
-    let object = store_dir.path().join(&id).join("app-0-files.tar.zst.age");
+    let object = store_dir
+        .path()
+        .join(&id)
+        .join("app-0-files.tar.zst.age.000000");
     let mut bytes = fs::read(&object).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
@@ -312,7 +315,7 @@ fn backups_verify_checks_stored_bytes_without_identity_and_everything_with_one()
         let output = verify(identity);
         assert_eq!(output.status.code(), Some(1), "{}", text(&output));
         assert!(
-            text(&output).contains("app-0-files.tar.zst.age` is damaged or missing"),
+            text(&output).contains("app-0-files.tar.zst.age.000000` is damaged or missing"),
             "{}",
             text(&output)
         );
@@ -352,7 +355,12 @@ fn s3_encrypted_backup_with_two_recipients_restores_with_either_identity() {
     assert_manifest_encrypted(work.path(), &url, &id, 2, &[&first, &second]);
     let (manifest, _) = manifest(work.path(), &url, &id);
     let tools = std::env::var("CAIRN_TOOLS").unwrap_or_else(|_| "/opt/cairn-test-tools".into());
-    for artifact in manifest["artifacts"].as_array().unwrap() {
+    let segments = manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["segments"].as_array().unwrap().clone());
+    for artifact in segments {
         let key = format!("nightly/{}", artifact["key"].as_str().unwrap());
         let out = work.path().join("object");
         let status = std::process::Command::new(format!("{tools}/moto-venv/bin/python"))

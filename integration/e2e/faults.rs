@@ -474,7 +474,7 @@ fn truncated_objects_and_a_wrong_manifest_digest_are_refused_before_any_script()
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst.000000"))
         .unwrap();
     let original = fs::read(&object).unwrap();
     let manifest_path = backup.join("manifest.json");

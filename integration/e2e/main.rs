@@ -36,6 +36,7 @@ mod proofs;
 mod prune;
 mod restore_plan;
 mod retries;
+mod segments;
 mod socks_login;
 mod stalls;
 mod store_versioning;

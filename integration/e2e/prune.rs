@@ -371,7 +371,7 @@ fn damaged_newest_backups_are_kept_and_reported_and_an_older_verified_one_is_kep
         copy_backup(root, &real[0], &format!("2025020{day}T020000Z"), true);
     }
     // The newest has a flipped byte, the one before lost its `metadata` object.
-    flip_byte(&backup_dir(root, &real[1]).join("database-0-database.tar.zst"));
+    flip_byte(&backup_dir(root, &real[1]).join("database-0-database.tar.zst.000000"));
     fs::remove_file(backup_dir(root, &real[0]).join("metadata")).unwrap();
 
     let output = prune(work.path(), &url, &["--keep-last", "1"]);

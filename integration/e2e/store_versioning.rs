@@ -221,7 +221,9 @@ fn azure_with_blob_versioning_records_version_ids_and_restores_them() {
     assert_eq!(show.status.code(), Some(0), "{}", text(&show));
     let manifest: serde_json::Value = serde_json::from_slice(&show.stdout).expect("manifest JSON");
     for artifact in manifest["artifacts"].as_array().unwrap() {
-        assert_version_id(&artifact["version"]);
+        for segment in artifact["segments"].as_array().unwrap() {
+            assert_version_id(&segment["version"]);
+        }
     }
     assert_version_id(&manifest["metadata"]["version"]);
 

@@ -118,7 +118,7 @@ pub(crate) fn damaged_backup_is_refused_with(
         .next()
         .unwrap()
         .to_string();
-    damage(&format!("{id}/app-0-files.tar.zst"));
+    damage(&format!("{id}/app-0-files.tar.zst.000000"));
     let verify = run(work.path(), &["backups", "--store", store, "verify", &id]);
     assert_ne!(verify.status.code(), Some(0));
     assert!(
@@ -387,7 +387,11 @@ fn s3_retention_locks_every_object_of_the_backup() {
         .next()
         .unwrap()
         .to_string();
-    for object in ["manifest.json", "metadata", "database-0-database.tar.zst"] {
+    for object in [
+        "manifest.json",
+        "metadata",
+        "database-0-database.tar.zst.000000",
+    ] {
         let lock = moto.fixture(&[
             "head-lock",
             "cairn-backups",
@@ -459,7 +463,7 @@ pub(crate) fn overwritten_object_does_not_change_restore(store: &str, overwrite:
         .next()
         .unwrap()
         .to_string();
-    overwrite(&format!("{id}/app-0-files.tar.zst"));
+    overwrite(&format!("{id}/app-0-files.tar.zst.000000"));
     let verify = run(work.path(), &["backups", "--store", store, "verify", &id]);
     assert_eq!(
         verify.status.code(),

@@ -409,6 +409,7 @@ fn s3_a_forged_manifest_makes_neither_prune_nor_delete_destroy_another_backup() 
             .unwrap();
         artifact["key"] = target["key"].clone();
         artifact["version"] = target["version"].clone();
+        artifact["segments"] = target["segments"].clone();
     }
     forged["metadata"] = genuine_newest["metadata"].clone();
     put_manifest(&moto, work.path(), &old, &forged);

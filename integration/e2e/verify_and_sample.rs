@@ -90,7 +90,7 @@ fn a_flipped_byte_in_a_bbr_directory_is_found_with_the_exit_code_of_a_store() {
         .find(|p| p.join("manifest.json").exists())
         .expect("a complete backup");
     let id = format!("testbed/{}", stored.file_name().unwrap().to_string_lossy());
-    flip_marker(&stored.join("app-1-files.tar"));
+    flip_marker(&stored.join("app-1-files.tar.000000"));
     let store_damaged = run(work.path(), &["backups", "--store", &store, "verify", &id]);
     assert_eq!(
         store_damaged.status.code(),
@@ -326,7 +326,7 @@ fn a_sampled_store_verification_finds_damage_and_reads_the_damaged_artifact_agai
         .into_iter()
         .find(|name| !first_two.iter().any(|n| n == name))
         .unwrap();
-    let object = stored.join(format!("{target}.tar.zst"));
+    let object = stored.join(format!("{target}.tar.zst.000000"));
     let mut bytes = fs::read(&object).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;

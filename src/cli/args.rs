@@ -343,6 +343,10 @@ pub(crate) struct BackupArgs {
     /// Compression of artifacts in a store: none, zstd or zstd:LEVEL [default: zstd].
     #[arg(long, value_name = "ALGORITHM")]
     pub compression: Option<String>,
+    /// Plain bytes per segment object of an artifact in a store, such as 512MiB or 4GiB
+    /// (at least 1MiB) [default: 1GiB].
+    #[arg(long, value_name = "SIZE")]
+    pub segment_size: Option<String>,
     /// Encrypt every artifact in the store to this age X25519 recipient (age1...; repeatable:
     /// any one of the identities can restore). Needs --store.
     #[arg(long, value_name = "RECIPIENT")]
@@ -506,6 +510,10 @@ pub(crate) struct DrillArgs {
     /// Compression of a drill backup into a store: none, zstd or zstd:LEVEL [default: zstd].
     #[arg(long, value_name = "ALGORITHM")]
     pub compression: Option<String>,
+    /// Plain bytes per segment object of a drill backup's artifacts in a store, such as
+    /// 512MiB or 4GiB (at least 1MiB) [default: 1GiB].
+    #[arg(long, value_name = "SIZE")]
+    pub segment_size: Option<String>,
     /// Encrypt the drill backup in the store to this age X25519 recipient (repeatable).
     #[arg(long, value_name = "RECIPIENT")]
     pub encrypt_to: Vec<String>,
@@ -710,6 +718,14 @@ fn validate_action(action: &Action) -> Result<(), UsageError> {
             }
             if let Some(compression) = &backup.compression {
                 cairn::format::manifest::Compression::parse(compression).map_err(UsageError)?;
+            }
+            if let Some(size) = &backup.segment_size {
+                cairn::format::store::segment::SegmentSize::parse(size).map_err(UsageError)?;
+                if backup.store.url(backup.artifact_path.is_none()).is_none() {
+                    return Err(UsageError(
+                        "--segment-size applies to backups into a store (--store); a bbr directory keeps one .tar per artifact".into(),
+                    ));
+                }
             }
             if !backup.encrypt_to.is_empty()
                 && backup.store.url(backup.artifact_path.is_none()).is_none()

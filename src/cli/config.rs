@@ -10,6 +10,7 @@
 //! ```toml
 //! store = "s3://backups/cf?region=eu-west-1"
 //! compression = "zstd:3"
+//! segment_size = "1GiB"      # --segment-size, for backups into a store
 //! parallelism = 10
 //! inventory = "/etc/cairn/inventory.yml"
 //! known_hosts = "/etc/cairn/known_hosts"
@@ -71,6 +72,9 @@ pub(crate) struct ConfigFile {
     pub store: Option<String>,
     /// Default `--compression`.
     pub compression: Option<String>,
+    /// Default `--segment-size` of backups into a store (`512MiB`, `4GiB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_size: Option<String>,
     /// Default `--parallelism`.
     pub parallelism: Option<usize>,
     /// Default `--inventory` (deployment mode).
@@ -506,6 +510,9 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
             let into_store = backup.store.url(backup.artifact_path.is_none()).is_some();
             if backup.encrypt_to.is_empty() && into_store {
                 backup.encrypt_to = config.encrypt_to.clone().unwrap_or_default();
+            }
+            if backup.segment_size.is_none() && into_store {
+                backup.segment_size.clone_from(&config.segment_size);
             }
             if backup.compression.is_none() {
                 backup.compression = Some(

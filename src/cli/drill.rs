@@ -305,6 +305,7 @@ async fn store_sink(
     super::store::store_sink(
         url,
         args.compression.as_deref(),
+        args.segment_size.as_deref(),
         args.allow_unversioned,
         None,
         encryption,

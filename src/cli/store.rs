@@ -9,6 +9,7 @@ use cairn::format::bbr_directory::sink::{BbrDirectorySink, BbrDirectorySource};
 use cairn::format::manifest::Compression;
 use cairn::format::signature::TrustedKeys;
 use cairn::format::sink::{BackupSink, BackupSource};
+use cairn::format::store::segment::SegmentSize;
 use cairn::format::store::write::Signing;
 use cairn::format::store::{StoreSink, StoreSource};
 use cairn_store::{ArtifactStore, Retention, RetentionMode};
@@ -58,6 +59,7 @@ pub(crate) async fn backup_sink(
     let mut sink = store_sink(
         &url,
         args.compression.as_deref(),
+        args.segment_size.as_deref(),
         args.allow_unversioned,
         retention,
         encryption,
@@ -75,14 +77,21 @@ pub(crate) async fn backup_sink(
 pub(crate) async fn store_sink(
     url: &str,
     compression: Option<&str>,
+    segment_size: Option<&str>,
     allow_unversioned: bool,
     retention: Option<Retention>,
     encryption: Option<cairn::format::encryption::Recipients>,
 ) -> anyhow::Result<StoreSink> {
-    let store = cairn::format::store::open_store(url).await?;
     let compression = Compression::parse(compression.unwrap_or(super::config::DEFAULT_COMPRESSION))
         .map_err(UsageError)?;
+    let segment_size = segment_size
+        .map(SegmentSize::parse)
+        .transpose()
+        .map_err(UsageError)?
+        .unwrap_or_default();
+    let store = cairn::format::store::open_store(url).await?;
     Ok(StoreSink {
+        segment_size,
         retention,
         require_versioning: if allow_unversioned {
             None

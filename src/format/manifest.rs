@@ -19,8 +19,9 @@ pub const METADATA_NAME: &str = "metadata";
 /// Name of the deployment manifest object (`--with-manifest`), as in a bbr directory;
 /// `manifest.yml.age` when the backup is encrypted.
 pub const DEPLOYMENT_MANIFEST_NAME: &str = "manifest.yml";
-/// Version of the manifest schema.
-pub const MANIFEST_SCHEMA: u32 = 1;
+/// Version of the manifest schema: 2 since artifacts are stored as segments
+/// ([`ManifestArtifact::segments`]); schema 1 manifests (one object per artifact) still read.
+pub const MANIFEST_SCHEMA: u32 = 2;
 /// The most of one record Cairn reads whole into memory (64 MiB): a `manifest.json`, a
 /// backup's `metadata` object, a run journal (in a store or the state directory). Anything
 /// larger is refused as it arrives, so a store or file written by someone else cannot exhaust
@@ -107,6 +108,32 @@ pub struct ManifestArtifact {
     /// (compressed, encrypted), not a tar; `files` is its one `./cairn-stream`. Absent: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+    /// The objects the stored bytes are split into, in order (schema 2,
+    /// [`crate::format::store::segment`]): segment `i` is `<key>.<i as 6 digits>`, its own
+    /// zstd frame and age file. `key` then names no object, `size` is the sum of the segments'
+    /// sizes, `sha256` the digest of the segment list ([`crate::format::store::segment::list_digest`])
+    /// and `version` is absent. Empty (absent) in schema 1: the artifact is the one object `key`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<ManifestSegment>,
+}
+
+/// One segment of a segmented artifact: an object holding a stretch of the artifact's plain
+/// bytes (tar or stream), compressed and encrypted on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSegment {
+    /// Object key, relative to the store's prefix (`<artifact key>.<NNNNNN>`).
+    pub key: String,
+    /// Store version id.
+    pub version: Option<String>,
+    /// Bytes stored.
+    pub size: u64,
+    /// sha256 of the stored bytes.
+    pub sha256: String,
+    /// Plain bytes (of the artifact's tar or stream) this segment holds, before compression
+    /// and encryption.
+    pub plain_size: u64,
+    /// sha256 of those plain bytes.
+    pub plain_sha256: String,
 }
 
 /// How one artifact is encrypted. Never a key, never a recipient: only the scheme and how
@@ -343,6 +370,7 @@ mod tests {
             plain_size: Some(10_240),
             encryption: None,
             stream: false,
+            segments: Vec::new(),
         };
         assert_eq!(artifact.plain_limit(), 10_240);
         artifact.plain_size = None;
@@ -374,6 +402,7 @@ mod tests {
             plain_size: None,
             encryption,
             stream: false,
+            segments: Vec::new(),
         };
         let encrypted = artifact(Some(ArtifactEncryption {
             scheme: "age-x25519".into(),

@@ -2,9 +2,9 @@
 //! written) and [`BackupSource`] (where one is read back from).
 //!
 //! The workflows only ever see these traits. A bbr directory and an object store implement
-//! both today ([`crate::format::bbr_directory::sink`], [`crate::format::store`]); a new kind
-//! of backup (a deduplicating repository, segmented objects) is a new implementation, not a
-//! change to `workflow/`.
+//! both today ([`crate::format::bbr_directory::sink`], [`crate::format::store`], which stores
+//! each artifact as segments, [`crate::format::store::segment`]); a new kind of backup (a
+//! deduplicating repository) is a new implementation, not a change to `workflow/`.
 //!
 //! Both seams are two-level, so that the type says what has been checked: a sink
 //! [`starts`](BackupSink::start) one [`OpenBackup`] (room made, the location checked), which
@@ -141,7 +141,8 @@ pub struct StoredArtifact {
     pub files: FileDigests,
     /// What was stored.
     pub stored: StoredBytes,
-    /// The store's version id, if any.
+    /// The store's version id, if any (none for a store's segmented artifacts: the store sink
+    /// records each segment's version itself).
     pub version: Option<String>,
     /// A streamed artifact: `files` is the one [`crate::format::stream::STREAM_FILE`].
     pub stream: bool,

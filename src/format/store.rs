@@ -2,9 +2,10 @@
 //! the [`crate::format::sink`] seam — writing a backup ([`write`]) and reading one
 //! ([`read`]). The catalog operations on these backups are in [`crate::catalog`].
 //!
-//! Layout under the store's prefix: `<deployment>/<backup id>/` holding one object per job
-//! artifact (`<group>-<index>-<job>.tar.zst`, `.tar.zst.age` when encrypted with
-//! `--encrypt-to`), `metadata` (bbr's YAML, unchanged schema) and
+//! Layout under the store's prefix: `<deployment>/<backup id>/` holding each job artifact as
+//! a sequence of segments ([`segment`]: `<group>-<index>-<job>.tar.zst.000000`, ...;
+//! `.tar.zst.age.000000` when encrypted with `--encrypt-to`; backups of schema 1 have one
+//! object per artifact, `<group>-<index>-<job>.tar.zst`, and still read), `metadata` (bbr's YAML, unchanged schema) and
 //! `manifest.json`, written last and only when every artifact was stored and verified; with
 //! `--signing-key`, `signature.json` ([`signed`]) is written just before the manifest, so a
 //! complete signed backup always has its signature. A
@@ -19,6 +20,7 @@
 pub mod failed_run;
 pub mod placement;
 pub mod read;
+pub mod segment;
 pub mod signed;
 pub mod write;
 
@@ -33,7 +35,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, StoredBackupError};
-use crate::format::manifest::{Compression, Manifest, MANIFEST_NAME, RECORD_LIMIT};
+use crate::format::manifest::{
+    Compression, Manifest, MANIFEST_NAME, MANIFEST_SCHEMA, RECORD_LIMIT,
+};
 
 pub use read::StoreSource;
 pub use write::{check_versioning, StoreSink};
@@ -199,14 +203,22 @@ pub fn parse_manifest(
     id: &str,
     data: &[u8],
 ) -> Result<Manifest, Error> {
-    Manifest::parse(data).map_err(|e| {
+    let invalid = |detail: String| -> Error {
         StoredBackupError::ManifestInvalid {
             backup: format!("{deployment}/{id}"),
             store: store.to_string(),
-            detail: e.clone(),
+            detail,
         }
         .into()
-    })
+    };
+    let manifest = Manifest::parse(data).map_err(invalid)?;
+    if manifest.schema > MANIFEST_SCHEMA {
+        return Err(invalid(format!(
+            "it has schema {}, written by a newer Cairn (this one reads up to {MANIFEST_SCHEMA}); upgrade Cairn to read it",
+            manifest.schema
+        )));
+    }
+    Ok(manifest)
 }
 
 /// Reads a backup's manifest and checks that it belongs where it is stored
@@ -478,6 +490,7 @@ mod tests {
     use super::read::{
         check_artifact_stream, check_encrypted, open_artifact, verify_backup, Checked,
     };
+    use super::segment::SegmentSize;
     use super::*;
     use crate::catalog::delete_backup;
     use crate::error::RunErrors;
@@ -485,7 +498,7 @@ mod tests {
     use crate::format::digest::{digest_tar_files, EntryPolicy};
     use crate::format::encryption::{Identities, Recipients, AGE_HEADER};
     use crate::format::file_name::FileName;
-    use crate::format::manifest::ArtifactEncryption;
+    use crate::format::manifest::{ArtifactEncryption, ManifestArtifact};
     use crate::format::signature::TrustedKeys;
     use crate::format::sink::{BackupRecord, BackupSink, BackupSource, NewBackup, StoredArtifact};
     use cairn_store::local::LocalStore;
@@ -495,8 +508,13 @@ mod tests {
 
     /// A tar with a few files, in memory.
     fn sample_tar() -> Vec<u8> {
+        tar_of(&[("./a.txt", 10_usize), ("./dir/b.bin", 300_000)])
+    }
+
+    /// A tar of files of these sizes, in memory (barely compressible contents).
+    fn tar_of(files: &[(&str, usize)]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
-        for (name, size) in [("./a.txt", 10_usize), ("./dir/b.bin", 300_000)] {
+        for &(name, size) in files {
             let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
             let mut header = tar::Header::new_gnu();
             header.set_size(data.len() as u64);
@@ -515,8 +533,27 @@ mod tests {
         compression: Compression,
         encryption: Option<Recipients>,
     ) -> Vec<u8> {
+        write_backup_of(
+            store,
+            compression,
+            encryption,
+            SegmentSize::default(),
+            sample_tar(),
+        )
+        .await
+    }
+
+    /// [`write_backup`] of `tar` in segments of `segment_size`.
+    async fn write_backup_of(
+        store: Arc<dyn ArtifactStore>,
+        compression: Compression,
+        encryption: Option<Recipients>,
+        segment_size: SegmentSize,
+        tar: Vec<u8>,
+    ) -> Vec<u8> {
         let sink = StoreSink {
             encryption,
+            segment_size,
             ..StoreSink::new(store, compression)
         };
         let backup = sink
@@ -529,7 +566,6 @@ mod tests {
             })
             .await
             .unwrap();
-        let tar = sample_tar();
         let (mut writer, pending) = backup.open_artifact("app-0-files").await.unwrap();
         let data = tar.clone();
         let stored = tokio::task::spawn_blocking(move || {
@@ -586,6 +622,7 @@ mod tests {
                 .unwrap()
                 .unwrap();
             let tar = write_backup(Arc::clone(&store), compression, Some(recipients)).await;
+            as_one_object(dir.path());
 
             let manifest = read_manifest(store.as_ref(), "cf", "20240102T030405Z")
                 .await
@@ -701,6 +738,29 @@ mod tests {
         encoder.finish().unwrap()
     }
 
+    /// Rewrites backup `cf/20240102T030405Z` of a `file://` store into the layout of manifest
+    /// schema 1, which earlier Cairn versions wrote: each artifact one object at its key (its
+    /// one segment renamed), no segment list. Such backups must keep reading.
+    fn as_one_object(dir: &std::path::Path) -> Manifest {
+        let manifest_path = dir.join("cf/20240102T030405Z/manifest.json");
+        let mut manifest = Manifest::parse(&std::fs::read(&manifest_path).unwrap()).unwrap();
+        manifest.schema = 1;
+        for artifact in &mut manifest.artifacts {
+            assert_eq!(
+                artifact.segments.len(),
+                1,
+                "a small artifact is one segment"
+            );
+            let segment = artifact.segments.remove(0);
+            std::fs::rename(dir.join(&segment.key), dir.join(&artifact.key)).unwrap();
+            artifact.size = segment.size;
+            artifact.sha256 = segment.sha256;
+            artifact.version = segment.version;
+        }
+        std::fs::write(&manifest_path, manifest.to_json()).unwrap();
+        manifest
+    }
+
     /// Replaces the artifact object with `stored` and makes the manifest's size and sha256
     /// match it (so only the decompressed size can give it away); `plain_size` as given.
     fn replace_artifact(dir: &std::path::Path, stored: &[u8], plain_size: Option<u64>) -> Manifest {
@@ -734,6 +794,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
         let tar = write_backup(Arc::clone(&store), Compression::Zstd { level: 3 }, None).await;
+        as_one_object(dir.path());
         let manifest = read_manifest(store.as_ref(), "cf", "20240102T030405Z")
             .await
             .unwrap();
@@ -782,6 +843,151 @@ mod tests {
                     .any(|m| m.contains("decompresses to more than")),
                 "{errors}"
             );
+        }
+    }
+
+    /// Reads artifact 0 of `manifest` as a restore does; returns what it forwarded.
+    async fn restore_artifact(
+        store: &Arc<dyn ArtifactStore>,
+        manifest: &Manifest,
+        identities: &Identities,
+    ) -> Result<Vec<u8>, Error> {
+        let artifact = manifest.artifacts[0].clone();
+        let reader = open_artifact(store, &artifact).await?;
+        let (compression, identities) = (manifest.compression, identities.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            check_artifact_stream(reader, &artifact, compression, &identities, Some(&mut out))
+                .map(|_| out)
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn segmented_artifacts_restore_whole_and_refuse_any_damaged_missing_or_moved_segment() {
+        let one_mib = SegmentSize::parse("1MiB").unwrap();
+        let (identities, public) = key_pair();
+        for (compression, encrypted) in [
+            (Compression::Zstd { level: 1 }, false),
+            (Compression::None, true),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn ArtifactStore> = Arc::new(LocalStore::new(dir.path()));
+            let recipients = encrypted.then(|| {
+                Recipients::parse(std::slice::from_ref(&public))
+                    .unwrap()
+                    .unwrap()
+            });
+            let tar = tar_of(&[("./a.bin", 1_500_000), ("./b.bin", 900_000), ("./c.txt", 5)]);
+            write_backup_of(
+                Arc::clone(&store),
+                compression,
+                recipients,
+                one_mib,
+                tar.clone(),
+            )
+            .await;
+            let manifest = read_manifest(store.as_ref(), "cf", "20240102T030405Z")
+                .await
+                .unwrap();
+            assert_eq!(manifest.schema, 2);
+            let artifact = &manifest.artifacts[0];
+            // 2.4 MB of tar in 1 MiB segments: two full ones and the rest.
+            let plain: Vec<u64> = artifact.segments.iter().map(|s| s.plain_size).collect();
+            assert_eq!(plain, [1 << 20, 1 << 20, tar.len() as u64 - (2 << 20)]);
+            for (index, segment) in artifact.segments.iter().enumerate() {
+                assert_eq!(segment.key, format!("{}.{index:06}", artifact.key));
+                let stored = std::fs::read(dir.path().join(&segment.key)).unwrap();
+                assert_eq!(hex::encode(Sha256::digest(&stored)), segment.sha256);
+                assert_eq!(stored.len() as u64, segment.size);
+                // Each its own age file, or zstd frame.
+                assert_eq!(stored.starts_with(AGE_HEADER), encrypted);
+                let start = index * (1 << 20);
+                let covered = &tar[start..start + segment.plain_size as usize];
+                assert_eq!(hex::encode(Sha256::digest(covered)), segment.plain_sha256);
+            }
+            assert!(!dir.path().join(&artifact.key).exists());
+            let identities = if encrypted {
+                identities.clone()
+            } else {
+                Identities::default()
+            };
+            assert_eq!(
+                restore_artifact(&store, &manifest, &identities)
+                    .await
+                    .unwrap(),
+                tar
+            );
+            let verified = verify_backup(&store, "cf", "20240102T030405Z", 2, &identities, true)
+                .await
+                .unwrap();
+            assert_eq!(verified.contents_unchecked, 0);
+            if encrypted {
+                let none = Identities::default();
+                let verified = verify_backup(&store, "cf", "20240102T030405Z", 2, &none, false)
+                    .await
+                    .unwrap();
+                assert_eq!(verified.contents_unchecked, 1);
+            }
+
+            // A flipped byte in the middle segment: named in the error.
+            let middle = dir.path().join(&artifact.segments[1].key);
+            let genuine = std::fs::read(&middle).unwrap();
+            let mut damaged_bytes = genuine.clone();
+            let at = damaged_bytes.len() / 2;
+            damaged_bytes[at] ^= 0x01;
+            std::fs::write(&middle, &damaged_bytes).unwrap();
+            let error = restore_artifact(&store, &manifest, &identities)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&artifact.segments[1].key) && error.contains("damaged or missing"),
+                "{error}"
+            );
+            std::fs::write(&middle, &genuine).unwrap();
+
+            // The middle segment deleted: refused before anything is connected.
+            std::fs::remove_file(&middle).unwrap();
+            let source = StoreSource {
+                store: Arc::clone(&store),
+                deployment: "cf".into(),
+                backup_id: "20240102T030405Z".into(),
+                identities: identities.clone(),
+                trusted: TrustedKeys::default(),
+            };
+            let Err(refused) = source.check(1).await else {
+                panic!("a backup missing a segment passed the check");
+            };
+            let refused = messages(&refused);
+            assert!(
+                refused.len() == 1 && refused[0].contains(&artifact.segments[1].key),
+                "{refused:?}"
+            );
+            std::fs::write(&middle, &genuine).unwrap();
+            assert!(source.check(1).await.is_ok());
+
+            // Segments reordered or repeated in the manifest: refused before anything is read.
+            for edit in [
+                (|a: &mut ManifestArtifact| a.segments.swap(1, 2)) as fn(&mut ManifestArtifact),
+                |a| {
+                    let copy = a.segments[0].clone();
+                    a.segments[1] = copy;
+                },
+            ] {
+                forge_manifest(dir.path(), |m| edit(&mut m.artifacts[0]));
+                let Err(refused) = source.check(1).await else {
+                    panic!("a reordered or repeated segment passed the check");
+                };
+                let refused = messages(&refused);
+                assert!(
+                    refused[0].contains("reordered, repeated or cut"),
+                    "{refused:?}"
+                );
+                forge_manifest(dir.path(), |m| m.artifacts[0] = artifact.clone());
+            }
+            assert!(source.check(1).await.is_ok());
         }
     }
 

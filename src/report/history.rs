@@ -505,6 +505,7 @@ pub(crate) mod tests {
                 recipients: 1,
             }),
             stream: false,
+            segments: Vec::new(),
         };
         Manifest {
             schema: MANIFEST_SCHEMA,

@@ -35,7 +35,7 @@ pub(crate) const MAX_PARTS_IN_FLIGHT: usize = 4;
 /// Azure's limit of committed blocks per blob.
 const MAX_BLOCKS: u64 = 50_000;
 /// The largest object these blocks can make.
-const MAX_OBJECT_SIZE: u64 = MAX_BLOCKS * PART_SIZE as u64;
+pub(crate) const MAX_OBJECT_SIZE: u64 = MAX_BLOCKS * PART_SIZE as u64;
 
 /// An upload to one blob.
 pub(crate) struct AzureUpload {

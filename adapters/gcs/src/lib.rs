@@ -297,6 +297,11 @@ impl ArtifactStore for GcsStore {
         Ok(0)
     }
 
+    /// Cloud Storage's limit of one object: 5 TiB.
+    fn max_object_size(&self) -> Option<u64> {
+        Some(5 << 40)
+    }
+
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
         let request = self.client.http().get(self.client.bucket_url());
         let bucket: BucketResource = self

@@ -413,6 +413,11 @@ impl ArtifactStore for S3Store {
         Ok(uploads.len())
     }
 
+    /// 10,000 parts of [`PART_SIZE`] (about 78 GiB).
+    fn max_object_size(&self) -> Option<u64> {
+        Some(upload::MAX_OBJECT_SIZE)
+    }
+
     async fn capabilities(&self) -> Result<Capabilities, StoreError> {
         let versioning = self
             .client

@@ -62,6 +62,9 @@ pub fn parts_held_by_process() -> usize {
 
 /// S3's limit on the parts of one upload.
 const MAX_PARTS: i32 = 10_000;
+/// The largest object one upload of [`MAX_PARTS`] parts of [`PART_SIZE`] can make.
+#[allow(clippy::cast_sign_loss)]
+pub(crate) const MAX_OBJECT_SIZE: u64 = MAX_PARTS as u64 * PART_SIZE as u64;
 
 /// What an upload has held and sent so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -212,6 +212,12 @@ pub trait ArtifactStore: Send + Sync + Debug + Display + 'static {
     /// coordinator killed mid-upload); returns how many. Stores that cannot list them (their
     /// leftovers expire on their own) return 0.
     async fn abort_unfinished_uploads(&self, prefix: &str) -> Result<usize, StoreError>;
+    /// The most bytes one object written through [`ArtifactStore::put`] can hold (S3: its
+    /// 10,000 parts; Azure: its 50,000 blocks); `None`: no limit that a backup could reach.
+    /// A segmented artifact's `--segment-size` is checked against it before a backup starts.
+    fn max_object_size(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Conveniences over [`ArtifactStore`].

@@ -91,8 +91,14 @@ fn print_text(
         .encryption()
         .map(|e| format!(", encrypted: {}", describe_encryption(e)))
         .unwrap_or_default();
+    let segments: usize = manifest.artifacts.iter().map(|a| a.segments.len()).sum();
+    let segments = if segments > 0 {
+        format!(" in {segments} segments")
+    } else {
+        String::new()
+    };
     say(&format!(
-        "backup {deployment}/{id} ({} artifacts, {} bytes, {}{encryption})",
+        "backup {deployment}/{id} ({} artifacts{segments}, {} bytes, {}{encryption})",
         manifest.artifacts.len(),
         manifest.stored_bytes(),
         compression_text(manifest.compression)
@@ -114,8 +120,12 @@ fn print_text(
             .as_ref()
             .map(|e| format!("\tencrypted {}", describe_encryption(e)))
             .unwrap_or_default();
+        let segments = match artifact.segments.len() {
+            0 => String::new(),
+            count => format!("\t{count} segments"),
+        };
         say(&format!(
-            "  {}\t{} bytes\t{} files\tversion {version}\tsha256 {}{encrypted}",
+            "  {}\t{} bytes\t{} files{segments}\tversion {version}\tsha256 {}{encrypted}",
             artifact.key,
             artifact.size,
             artifact.files.len(),

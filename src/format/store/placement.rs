@@ -94,10 +94,22 @@ pub fn listed_keys(manifest: &Manifest) -> Vec<(String, &str)> {
         deployment_manifest,
         layout: _,
     } = manifest;
-    let mut keys: Vec<(String, &str)> = artifacts
-        .iter()
-        .map(|artifact| (format!("artifact {}", artifact.name), artifact.key.as_str()))
-        .collect();
+    let mut keys: Vec<(String, &str)> = Vec::new();
+    for artifact in artifacts {
+        keys.push((format!("artifact {}", artifact.name), artifact.key.as_str()));
+        keys.extend(
+            artifact
+                .segments
+                .iter()
+                .enumerate()
+                .map(|(index, segment)| {
+                    (
+                        format!("segment {index} of artifact {}", artifact.name),
+                        segment.key.as_str(),
+                    )
+                }),
+        );
+    }
     keys.push(("metadata".into(), metadata.as_str()));
     if let Some(DeploymentManifestObject { key, .. }) = deployment_manifest {
         keys.push(("the deployment manifest".into(), key.as_str()));
@@ -183,6 +195,7 @@ mod tests {
             files: FileDigests::new(),
             encryption: None,
             stream: false,
+            segments: Vec::new(),
             plain_size: None,
         }
     }

@@ -5,10 +5,11 @@
 //! that it belongs where it is stored ([`super::placement`]) and, with `--trusted-key`, its
 //! signature ([`super::signed`]), checks that an encrypted backup is expected and can be
 //! decrypted with `--identity`, the `metadata` object, and
-//! every artifact's object at its recorded version and size (a `HEAD` each). Each artifact is
-//! then read once ([`check_artifact_stream`]): size and sha256 of the stored bytes, and after
-//! decryption and decompression every tar entry and every file, while the tar stream goes on
-//! to the instance.
+//! every artifact's object at its recorded version and size (a `HEAD` each; for a segmented
+//! artifact, its segment list — [`super::segment::check_segment_list`] — and every segment).
+//! Each artifact is then read once ([`check_artifact_stream`]): size and sha256 of the stored
+//! bytes (per segment, and each segment's plain bytes too), and after decryption and
+//! decompression every tar entry and every file, while the tar stream goes on to the instance.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -17,7 +18,9 @@ use async_trait::async_trait;
 use cairn_store::{ArtifactStore, ObjectKey};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
+use super::segment::check_segment_list;
 use super::signed::read_manifest_trusted;
 use super::{get_record, invalid_name, tar_reader, StoreReader};
 use crate::error::{Error, RunErrors, StoredBackupError};
@@ -27,6 +30,7 @@ use crate::format::encryption::{DecryptFailure, Identities, AGE_HEADER, AGE_X255
 use crate::format::hashing::HashingReader;
 use crate::format::manifest::{
     ArtifactEncryption, Compression, DeploymentManifestObject, Manifest, ManifestArtifact,
+    ManifestSegment,
 };
 use crate::format::signature::TrustedKeys;
 use crate::format::sink::{
@@ -171,7 +175,7 @@ impl CheckedBackup for CheckedStoreBackup {
 
 /// One stored artifact, checked as it is read.
 struct StoreArtifact {
-    reader: StoreReader,
+    reader: ArtifactObjects,
     artifact: ManifestArtifact,
     compression: Compression,
     identities: Identities,
@@ -261,11 +265,14 @@ pub async fn check_identities(
     let Some(artifact) = manifest.artifacts.iter().find(|a| a.encryption.is_some()) else {
         return Ok(());
     };
-    let Ok(key) = ObjectKey::parse(&artifact.key) else {
+    let (first_key, first_version) = match artifact.segments.first() {
+        Some(segment) => (&segment.key, segment.version.as_deref()),
+        None => (&artifact.key, artifact.version.as_deref()),
+    };
+    let Ok(key) = ObjectKey::parse(first_key) else {
         return Ok(());
     };
-    let Ok(reader) = StoreReader::open(store.as_ref(), &key, artifact.version.as_deref()).await
-    else {
+    let Ok(reader) = StoreReader::open(store.as_ref(), &key, first_version).await else {
         return Ok(());
     };
     let identities = identities.clone();
@@ -565,41 +572,129 @@ pub async fn verify_artifact(
     .expect("verify thread")
 }
 
-/// Opens a stored artifact for reading after checking that it exists at the recorded version
-/// with the recorded size (a `HEAD`, nothing downloaded yet).
+/// A stored artifact's objects, opened for reading: the one object of a schema 1 artifact, or
+/// its segments, opened one after the other in the background ([`SegmentObjects`]).
+#[derive(Debug)]
+pub enum ArtifactObjects {
+    /// The artifact's one object.
+    One(StoreReader),
+    /// The segments, in order.
+    Segments(SegmentObjects),
+}
+
+/// The segments of an artifact, opened in order by a background task: the next one is
+/// requested while the current one is read, and at most one waits (memory stays bounded).
+#[derive(Debug)]
+pub struct SegmentObjects {
+    receiver: mpsc::Receiver<Result<StoreReader, Error>>,
+}
+
+impl SegmentObjects {
+    /// Starts opening `segments` in order.
+    fn open(store: &Arc<dyn ArtifactStore>, segments: &[ManifestSegment]) -> SegmentObjects {
+        let (sender, receiver) = mpsc::channel(1);
+        let store = Arc::clone(store);
+        let segments = segments.to_vec();
+        tokio::spawn(async move {
+            for segment in segments {
+                let opened = match ObjectKey::parse(&segment.key) {
+                    Ok(key) => StoreReader::open(store.as_ref(), &key, segment.version.as_deref())
+                        .await
+                        .map_err(|e| damaged(&segment.key, &e.to_string())),
+                    Err(detail) => Err(invalid_name(detail)),
+                };
+                let failed = opened.is_err();
+                if sender.send(opened).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        SegmentObjects { receiver }
+    }
+
+    /// The next segment's reader (blocking; on a reading thread).
+    fn next(&mut self, key: &str) -> Result<StoreReader, Error> {
+        match self.receiver.blocking_recv() {
+            Some(result) => result,
+            None => Err(damaged(key, "it could not be opened")),
+        }
+    }
+}
+
+/// Opens a stored artifact for reading after checking that its objects exist at the recorded
+/// versions with the recorded sizes (a `HEAD` each, nothing downloaded yet), and, when it is
+/// segmented, its segment list ([`check_segment_list`]).
 ///
 /// # Errors
 /// Missing object or wrong size, as "damaged or missing".
 pub async fn open_artifact(
     store: &Arc<dyn ArtifactStore>,
     artifact: &ManifestArtifact,
-) -> Result<StoreReader, Error> {
-    let key = head_artifact(store.as_ref(), artifact).await?;
+) -> Result<ArtifactObjects, Error> {
+    head_artifact(store.as_ref(), artifact).await?;
+    if !artifact.segments.is_empty() {
+        return Ok(ArtifactObjects::Segments(SegmentObjects::open(
+            store,
+            &artifact.segments,
+        )));
+    }
+    let key = ObjectKey::parse(&artifact.key).map_err(invalid_name)?;
     StoreReader::open(store.as_ref(), &key, artifact.version.as_deref())
         .await
+        .map(ArtifactObjects::One)
         .map_err(|e| damaged(&artifact.key, &e.to_string()))
 }
 
-/// Checks that an artifact's object exists at its recorded version with its recorded size.
+/// Checks that an artifact's objects exist at their recorded versions with their recorded
+/// sizes: its one object, or (segmented) its segment list and every segment.
 async fn head_artifact(
     store: &dyn ArtifactStore,
     artifact: &ManifestArtifact,
-) -> Result<ObjectKey, Error> {
-    let key = ObjectKey::parse(&artifact.key).map_err(invalid_name)?;
-    let head = store
-        .head(&key, artifact.version.as_deref())
-        .await
-        .map_err(|e| damaged(&artifact.key, &e.to_string()))?;
-    if head.size != artifact.size {
-        return Err(damaged(
+) -> Result<(), Error> {
+    if artifact.segments.is_empty() {
+        return head_object(
+            store,
             &artifact.key,
-            &format!(
-                "it has {} bytes, the manifest says {}",
-                head.size, artifact.size
-            ),
+            artifact.version.as_deref(),
+            artifact.size,
+        )
+        .await;
+    }
+    check_segment_list(artifact).map_err(|detail| damaged(&artifact.key, &detail))?;
+    let heads: Vec<_> = artifact
+        .segments
+        .iter()
+        .map(|s| head_object(store, &s.key, s.version.as_deref(), s.size))
+        .collect();
+    let results: Vec<Result<(), Error>> = futures::stream::iter(heads)
+        .buffer_unordered(SEGMENT_HEADS)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// `HEAD`s of one segmented artifact's objects sent at once.
+const SEGMENT_HEADS: usize = 8;
+
+/// Checks that one object exists at `version` with `size` bytes.
+async fn head_object(
+    store: &dyn ArtifactStore,
+    key: &str,
+    version: Option<&str>,
+    size: u64,
+) -> Result<(), Error> {
+    let object = ObjectKey::parse(key).map_err(invalid_name)?;
+    let head = store
+        .head(&object, version)
+        .await
+        .map_err(|e| damaged(key, &e.to_string()))?;
+    if head.size != size {
+        return Err(damaged(
+            key,
+            &format!("it has {} bytes, the manifest says {size}", head.size),
         ));
     }
-    Ok(key)
+    Ok(())
 }
 
 /// What a restore checks before it connects to anything, without downloading the artifacts:
@@ -641,7 +736,7 @@ pub async fn check_stored_objects(
         .iter()
         .map(|artifact| head_artifact(store, artifact))
         .collect();
-    let results: Vec<Result<ObjectKey, Error>> = futures::stream::iter(heads)
+    let results: Vec<Result<(), Error>> = futures::stream::iter(heads)
         .buffer_unordered(parallelism.max(1))
         .collect()
         .await;
@@ -662,6 +757,24 @@ pub async fn check_stored_objects(
 /// # Errors
 /// As [`verify_artifact`]; with `forward`, also an encrypted artifact without `identities`.
 pub fn check_artifact_stream(
+    reader: ArtifactObjects,
+    expected: &ManifestArtifact,
+    compression: Compression,
+    identities: &Identities,
+    forward: Option<&mut dyn Write>,
+) -> Result<Checked, Error> {
+    match reader {
+        ArtifactObjects::One(reader) => {
+            check_object_stream(reader, expected, compression, identities, forward)
+        }
+        ArtifactObjects::Segments(segments) => {
+            check_segments_stream(segments, expected, compression, identities, forward)
+        }
+    }
+}
+
+/// [`check_artifact_stream`] of an artifact stored as one object (schema 1).
+fn check_object_stream(
     reader: StoreReader,
     expected: &ManifestArtifact,
     compression: Compression,
@@ -711,6 +824,233 @@ pub fn check_artifact_stream(
         ));
     }
     Ok(checked)
+}
+
+/// [`check_artifact_stream`] of a segmented artifact: every segment's stored bytes (size,
+/// sha256) and, decrypted and decompressed, its plain bytes (size, sha256), while their
+/// concatenation — the artifact's tar, or its stream read as the one-file tar — is checked
+/// entry by entry and file by file as one. The segment list itself was checked before
+/// ([`check_segment_list`], by [`open_artifact`]).
+fn check_segments_stream(
+    mut objects: SegmentObjects,
+    expected: &ManifestArtifact,
+    compression: Compression,
+    identities: &Identities,
+    forward: Option<&mut dyn Write>,
+) -> Result<Checked, Error> {
+    let encrypted = expected.encryption.is_some();
+    if encrypted && identities.is_empty() {
+        if forward.is_some() {
+            return Err(StoredBackupError::ArtifactEncrypted {
+                key: expected.key.clone(),
+            }
+            .into());
+        }
+        for segment in &expected.segments {
+            check_sealed_segment(&mut objects, segment)?;
+        }
+        return Ok(Checked::StoredBytes);
+    }
+    let failure = Arc::new(std::sync::Mutex::new(None));
+    let mut plain = SegmentsReader {
+        objects,
+        segments: expected.segments.iter().cloned().collect(),
+        compression,
+        encrypted,
+        identities: identities.clone(),
+        current: None,
+        failure: Arc::clone(&failure),
+    };
+    let files = {
+        let tar: Box<dyn Read + Send + '_> = if expected.stream {
+            Box::new(crate::format::stream::OneFileTar::new(
+                &mut plain,
+                stream_size(expected),
+            ))
+        } else {
+            Box::new(&mut plain)
+        };
+        match forward {
+            Some(writer) => digest_tar_forwarding(tar, writer),
+            None => digest_tar_files(tar, EntryPolicy::RefuseEscapes),
+        }
+        .map_err(|e| e.to_string())
+    };
+    // The rest (the tar's end blocks) is read too, so every segment is checked to its end.
+    let files = files.and_then(|files| {
+        io::copy(&mut plain, &mut io::sink())
+            .map(|_| files)
+            .map_err(|e| e.to_string())
+    });
+    let taken = failure
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(error) = taken {
+        return Err(error);
+    }
+    let files = files.map_err(|detail| damaged(&expected.key, &detail))?;
+    if files != expected.files {
+        return Err(damaged(
+            &expected.key,
+            "the files inside do not match the manifest",
+        ));
+    }
+    Ok(Checked::Everything)
+}
+
+/// Checks an encrypted segment read without an identity: its age header, size and sha256.
+fn check_sealed_segment(
+    objects: &mut SegmentObjects,
+    segment: &ManifestSegment,
+) -> Result<(), Error> {
+    let reader = objects.next(&segment.key)?;
+    let mut hashing = HashingReader::new(reader);
+    let header = check_age_header(&mut hashing);
+    io::copy(&mut hashing, &mut io::sink()).map_err(|e| damaged(&segment.key, &e.to_string()))?;
+    header.map_err(|detail| damaged(&segment.key, &detail))?;
+    check_stored_segment(segment, hashing.summary())
+}
+
+fn check_stored_segment(
+    segment: &ManifestSegment,
+    (size, sha256): (u64, String),
+) -> Result<(), Error> {
+    if size != segment.size || sha256 != segment.sha256 {
+        return Err(damaged(
+            &segment.key,
+            "its sha256 does not match the manifest",
+        ));
+    }
+    Ok(())
+}
+
+/// The plain bytes of a segmented artifact, segment after segment, each checked at its end
+/// (stored and plain size and sha256). The first failure is kept in `failure`, naming its
+/// segment, since the tar parser above only passes on its text.
+struct SegmentsReader {
+    objects: SegmentObjects,
+    segments: std::collections::VecDeque<ManifestSegment>,
+    compression: Compression,
+    encrypted: bool,
+    identities: Identities,
+    current: Option<OpenSegment>,
+    failure: Arc<std::sync::Mutex<Option<Error>>>,
+}
+
+/// One segment being read: its stored bytes (hashed; shared so the rest can be read once the
+/// decoders are done) and its plain bytes (hashed, at most its recorded plain size).
+struct OpenSegment {
+    stored: Arc<std::sync::Mutex<HashingReader<StoreReader>>>,
+    plain: HashingReader<PlainLimit<Box<dyn Read + Send>>>,
+    segment: ManifestSegment,
+}
+
+/// A reader shared between a segment's decoders and its end check.
+struct SharedReader(Arc<std::sync::Mutex<HashingReader<StoreReader>>>);
+
+impl Read for SharedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read(buf)
+    }
+}
+
+impl SegmentsReader {
+    fn fail(&self, error: Error) -> io::Error {
+        let text = error.to_string();
+        let mut failure = self
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        failure.get_or_insert(error);
+        io::Error::other(text)
+    }
+
+    fn open(&mut self, segment: ManifestSegment) -> Result<OpenSegment, Error> {
+        let key = segment.key.clone();
+        let reader = self.objects.next(&key)?;
+        let stored = Arc::new(std::sync::Mutex::new(HashingReader::new(reader)));
+        let shared = SharedReader(Arc::clone(&stored));
+        let decrypted: Box<dyn Read + Send> = if self.encrypted {
+            Box::new(
+                self.identities
+                    .decrypt(shared)
+                    .map_err(|e| damaged(&key, &e.to_string()))?,
+            )
+        } else {
+            Box::new(shared)
+        };
+        let decompressed =
+            tar_reader(decrypted, self.compression).map_err(|e| damaged(&key, &e.to_string()))?;
+        Ok(OpenSegment {
+            stored,
+            plain: HashingReader::new(PlainLimit::new(decompressed, segment.plain_size)),
+            segment,
+        })
+    }
+
+    /// Reads what is left of a finished segment's stored bytes and checks both digests.
+    fn finish(done: OpenSegment) -> Result<(), Error> {
+        let OpenSegment {
+            stored,
+            plain,
+            segment,
+        } = done;
+        let (plain_size, plain_sha256) = plain.summary();
+        drop(plain);
+        let mut stored = stored
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        io::copy(&mut *stored, &mut io::sink())
+            .map_err(|e| damaged(&segment.key, &e.to_string()))?;
+        check_stored_segment(&segment, stored.summary())?;
+        if plain_size != segment.plain_size || plain_sha256 != segment.plain_sha256 {
+            return Err(damaged(
+                &segment.key,
+                "its plain bytes do not match the manifest's size and sha256",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Read for SegmentsReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.current.is_none() {
+                let Some(segment) = self.segments.pop_front() else {
+                    return Ok(0);
+                };
+                match self.open(segment) {
+                    Ok(open) => self.current = Some(open),
+                    Err(error) => return Err(self.fail(error)),
+                }
+            }
+            let Some(current) = self.current.as_mut() else {
+                continue;
+            };
+            match current.plain.read(buf) {
+                Ok(0) => {
+                    if let Some(done) = self.current.take() {
+                        if let Err(error) = SegmentsReader::finish(done) {
+                            return Err(self.fail(error));
+                        }
+                    }
+                }
+                Ok(count) => return Ok(count),
+                Err(error) => {
+                    let key = current.segment.key.clone();
+                    return Err(self.fail(damaged(&key, &error.to_string())));
+                }
+            }
+        }
+    }
 }
 
 /// A streamed artifact's stored stream holds its one file ([`crate::format::stream`]).

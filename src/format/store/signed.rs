@@ -72,11 +72,7 @@ pub fn manifest_objects(manifest: &Manifest) -> Vec<SignedObject> {
     let mut objects: Vec<SignedObject> = manifest
         .artifacts
         .iter()
-        .map(|a| SignedObject {
-            key: a.key.clone(),
-            version: a.version.clone(),
-            sha256: a.sha256.clone(),
-        })
+        .flat_map(artifact_objects)
         .chain(std::iter::once(SignedObject {
             key: manifest.metadata.key.clone(),
             version: manifest.metadata.version.clone(),
@@ -90,6 +86,27 @@ pub fn manifest_objects(manifest: &Manifest) -> Vec<SignedObject> {
         .collect();
     objects.sort();
     objects
+}
+
+/// The objects of one artifact: its one object, or every segment (a segmented artifact's own
+/// `key` names no object; its segment list is in the signed manifest bytes as well).
+fn artifact_objects(artifact: &crate::format::manifest::ManifestArtifact) -> Vec<SignedObject> {
+    if artifact.segments.is_empty() {
+        return vec![SignedObject {
+            key: artifact.key.clone(),
+            version: artifact.version.clone(),
+            sha256: artifact.sha256.clone(),
+        }];
+    }
+    artifact
+        .segments
+        .iter()
+        .map(|s| SignedObject {
+            key: s.key.clone(),
+            version: s.version.clone(),
+            sha256: s.sha256.clone(),
+        })
+        .collect()
 }
 
 /// The statement of a backup whose manifest is `manifest_bytes` (about to be written at
@@ -542,6 +559,20 @@ mod tests {
         let second = read_signed_manifest(store.as_ref(), "cf", B2, &trusted)
             .await
             .unwrap();
+        // The statement signs every segment of the artifact (its own key names no object).
+        let keys: Vec<&str> = second
+            .statement
+            .objects
+            .iter()
+            .map(|o| o.key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                format!("cf/{B2}/app-0-files.tar.000000").as_str(),
+                format!("cf/{B2}/metadata").as_str()
+            ]
+        );
         assert_eq!(first.statement.previous, None);
         assert_eq!(second.statement.previous, Some(first.link()));
         assert_eq!(second.manifest.backup_id, B2);
@@ -607,11 +638,7 @@ mod tests {
         // The manifest changed after signing (one byte).
         let manifest = root.join(B2).join(MANIFEST_NAME);
         let text = std::fs::read_to_string(&manifest).unwrap();
-        std::fs::write(
-            &manifest,
-            text.replacen("\"schema\": 1", "\"schema\":  1", 1),
-        )
-        .unwrap();
+        std::fs::write(&manifest, text.replacen("\"schema\": ", "\"schema\":  ", 1)).unwrap();
         assert!(matches!(
             signature_error(read_signed_manifest(store.as_ref(), "cf", B2, &trusted).await),
             SignatureError::ContentChanged { .. }

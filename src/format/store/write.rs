@@ -2,11 +2,15 @@
 //!
 //! [`StoreSink::start`] checks the store once (versioning when required — through
 //! `capabilities_for_writing`, which on Azure writes and deletes a probe blob — and Object Lock
-//! for `--retain-days`) and removes incomplete backups of the deployment. Each artifact's writer
-//! compresses with zstd, encrypts with age when the backup has recipients (`--encrypt-to`),
-//! hashes the bytes as stored and hands fixed-size chunks to an upload task through a bounded
-//! channel, so nothing touches the coordinator's disk and memory stays bounded. The upload is
-//! completed only after the instance's checksums matched, otherwise aborted. `metadata` and
+//! for `--retain-days`, and that one object can hold a segment of `--segment-size`) and removes
+//! incomplete backups of the deployment. Each artifact's writer splits the plain stream into
+//! segments ([`super::segment`]); each segment is compressed with zstd, encrypted with age when
+//! the backup has recipients (`--encrypt-to`), hashed as stored (and its plain bytes too), and
+//! handed in fixed-size chunks to the artifact's upload task through a bounded channel, so
+//! nothing touches the coordinator's disk and memory stays bounded. Each full segment is
+//! completed at once and recorded in the backup's [`SegmentLog`]; the last one only after the
+//! instance's checksums matched. A discarded artifact (or failed backup) has every segment it
+//! completed deleted at its version and its open upload aborted. `metadata` and
 //! then `manifest.json` are written last, only for a complete backup (with `--signing-key`,
 //! `signature.json` just before the manifest, [`super::signed`]); an incomplete one has its
 //! artifacts removed (and anything left is removed by the next backup).
@@ -27,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::failed_run::{write_failed_run, FailedArtifact, FailedRun};
+use super::segment::{list_digest, segment_key, SegmentDigest, SegmentSize, MAX_SEGMENTS};
 use super::signed::{backup_statement, newest_signed, write_signature};
 use super::{backup_key, delete_objects, invalid_name, list_backups, StoreSource};
 use crate::error::{Error, StoredBackupError};
@@ -35,7 +40,8 @@ use crate::format::encryption::{Identities, Recipients};
 use crate::format::hashing::HashingWriter;
 use crate::format::manifest::{
     Compression, DeploymentManifestObject, JobTimes, Manifest, ManifestArtifact, ManifestObject,
-    DEPLOYMENT_MANIFEST_NAME, MANIFEST_NAME, MANIFEST_SCHEMA, METADATA_NAME, RECORD_LIMIT,
+    ManifestSegment, DEPLOYMENT_MANIFEST_NAME, MANIFEST_NAME, MANIFEST_SCHEMA, METADATA_NAME,
+    RECORD_LIMIT,
 };
 use crate::format::signature::{SeenBackup, SeenBackups, SigningKey, Statement, TrustedKeys};
 use crate::format::sink::{
@@ -68,6 +74,8 @@ pub struct StoreSink {
     pub identities: Identities,
     /// Sign the backup (`--signing-key`); `None`: unsigned.
     pub signing: Option<Signing>,
+    /// Plain bytes per segment of an artifact (`--segment-size`, [`super::segment`]).
+    pub segment_size: SegmentSize,
 }
 
 impl StoreSink {
@@ -83,6 +91,7 @@ impl StoreSink {
             encryption: None,
             identities: Identities::default(),
             signing: None,
+            segment_size: SegmentSize::default(),
         }
     }
 }
@@ -137,6 +146,7 @@ impl BackupSink for StoreSink {
             }
             .into());
         }
+        self.segment_size.check_store(store.as_ref())?;
         remove_incomplete(store.as_ref(), backup.deployment).await?;
         Ok(Box::new(StoreBackup {
             store: Arc::clone(store),
@@ -153,6 +163,8 @@ impl BackupSink for StoreSink {
             identities: self.identities.clone(),
             deployment_manifest: backup.deployment_manifest.map(str::to_string),
             signing: self.signing.clone(),
+            segment_size: self.segment_size,
+            segments: SegmentLog::default(),
         }))
     }
 }
@@ -183,6 +195,67 @@ pub struct StoreBackup {
     /// The deployment manifest to save (`--with-manifest`).
     deployment_manifest: Option<String>,
     signing: Option<Signing>,
+    segment_size: SegmentSize,
+    /// Every segment completed so far, per artifact key.
+    segments: SegmentLog,
+}
+
+/// The segments completed so far of each artifact of a backup, by artifact key, in order: what
+/// the manifest lists, and what a failed backup removes. A segment is recorded as soon as it
+/// is completed in the store (with its version and the sha256 of the plain bytes it covers),
+/// so a run that stops part-way knows exactly what it stored.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentLog(Arc<std::sync::Mutex<BTreeMap<String, Vec<ManifestSegment>>>>);
+
+impl SegmentLog {
+    fn record(&self, artifact_key: &str, segment: ManifestSegment) {
+        tracing::debug!(
+            "Stored segment {} ({} bytes, {} plain bytes, plain sha256 {})",
+            segment.key,
+            segment.size,
+            segment.plain_size,
+            segment.plain_sha256
+        );
+        self.lock()
+            .entry(artifact_key.to_string())
+            .or_default()
+            .push(segment);
+    }
+
+    /// The segments of one artifact, in order.
+    #[must_use]
+    pub fn of(&self, artifact_key: &str) -> Vec<ManifestSegment> {
+        self.lock().get(artifact_key).cloned().unwrap_or_default()
+    }
+
+    /// Forgets the segments of one artifact (or of all), returning them.
+    fn take(&self, artifact_key: Option<&str>) -> Vec<ManifestSegment> {
+        let mut log = self.lock();
+        match artifact_key {
+            Some(key) => log.remove(key).unwrap_or_default(),
+            None => std::mem::take(&mut *log).into_values().flatten().collect(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<ManifestSegment>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Deletes stored segments at their versions (best effort: what is left is removed by the
+/// next backup of the deployment, or expires under Object Lock).
+async fn delete_segments(store: &dyn ArtifactStore, segments: &[ManifestSegment]) {
+    for segment in segments {
+        let Ok(key) = ObjectKey::parse(&segment.key) else {
+            continue;
+        };
+        match store.delete(&key, segment.version.as_deref()).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+            Err(error) => tracing::warn!("Could not remove segment {key}: {error}"),
+        }
+    }
 }
 
 impl StoreBackup {
@@ -240,17 +313,10 @@ impl StoreBackup {
         }
     }
 
-    /// Removes what a failed backup stored (best effort: leftovers are removed by the next run).
-    async fn discard(&self, record: &BackupRecord) {
-        // Only artifacts that were stored are listed, so their keys are valid.
-        for key_and_artifact in record.artifacts.iter().map(|a| (self.stored_key(a), a)) {
-            let (Ok(key), artifact) = key_and_artifact else {
-                continue;
-            };
-            if let Err(error) = self.store.delete(&key, artifact.version.as_deref()).await {
-                tracing::warn!("Could not remove {key} of a failed backup: {error}");
-            }
-        }
+    /// Removes what a failed backup stored: every segment of every artifact opened, committed
+    /// or not (best effort: leftovers are removed by the next run).
+    async fn discard(&self, _record: &BackupRecord) {
+        delete_segments(self.store.as_ref(), &self.segments.take(None)).await;
     }
 }
 
@@ -295,11 +361,11 @@ impl OpenBackup for StoreBackup {
     }
 
     async fn open_artifact(&self, name: &str) -> Result<OpenArtifact, Error> {
-        open_upload(self, self.artifact_key(name)?).await
+        open_upload(self, self.artifact_key(name)?)
     }
 
     async fn open_stream(&self, name: &str) -> Result<OpenArtifact, Error> {
-        open_upload(self, self.stream_key(name)?).await
+        open_upload(self, self.stream_key(name)?)
     }
 
     async fn finish(
@@ -405,21 +471,21 @@ async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Res
         .artifacts
         .iter()
         .map(|a| -> Result<ManifestArtifact, Error> {
+            let key = destination.stored_key(a)?.to_string();
+            let segments = destination.segments.of(&key);
+            let digests: Vec<SegmentDigest> = segments.iter().map(SegmentDigest::of).collect();
             Ok(ManifestArtifact {
                 name: a.name.clone(),
                 group: a.group.clone(),
                 index: a.index.clone(),
                 job: a.job.clone(),
-                key: destination.stored_key(a)?.to_string(),
-                size: a.stored.size,
-                sha256: a
-                    .stored
-                    .sha256
-                    .clone()
-                    .expect("a store writer hashes what it stores"),
-                version: a.version.clone(),
+                key,
+                size: digests.iter().map(|d| d.size).sum(),
+                sha256: list_digest(&digests),
+                version: None,
+                segments,
                 files: a.files.clone(),
-                plain_size: Some(a.stored.plain_size),
+                plain_size: Some(digests.iter().map(|d| d.plain_size).sum()),
                 encryption: destination
                     .encryption
                     .as_ref()
@@ -581,13 +647,30 @@ fn job_times(scripts: &[ScriptRecord]) -> Vec<JobTimes> {
         .collect()
 }
 
+/// What the writer sends to the upload task: the stored bytes of the current segment in
+/// chunks, then the segment's end.
+enum Piece {
+    Chunk(Bytes),
+    /// The segment is complete; `last`: the artifact's last one, completed only on commit.
+    End {
+        digest: SegmentDigest,
+        last: bool,
+    },
+}
+
 /// Collects bytes into fixed-size chunks and sends them to the upload task.
 struct ChunkSender {
     buffer: Vec<u8>,
-    sender: Option<mpsc::Sender<Bytes>>,
+    sender: mpsc::Sender<Piece>,
 }
 
 impl ChunkSender {
+    fn send(&self, piece: Piece) -> io::Result<()> {
+        self.sender
+            .blocking_send(piece)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the store upload stopped"))
+    }
+
     fn send_buffer(&mut self) -> io::Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
@@ -596,13 +679,7 @@ impl ChunkSender {
             &mut self.buffer,
             Vec::with_capacity(UPLOAD_CHUNK),
         ));
-        let sender = self
-            .sender
-            .as_ref()
-            .ok_or_else(|| io::Error::other("upload already finished"))?;
-        sender
-            .blocking_send(chunk)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the store upload stopped"))
+        self.send(Piece::Chunk(chunk))
     }
 }
 
@@ -659,26 +736,192 @@ impl Sealed {
     }
 }
 
-/// An artifact's writer: counts the plain bytes, compresses them (or not), then seals them.
-struct StoreWriter {
-    encoding: Encoding,
-    /// Bytes written before compression (the manifest's `plain_size`).
-    plain_size: u64,
-}
-
 enum Encoding {
     Plain(Sealed),
     Zstd(zstd::Encoder<'static, Sealed>),
 }
 
-impl Write for StoreWriter {
+/// How each segment's bytes are encoded: the same for every segment of a backup.
+struct SegmentEncoding {
+    compression: Compression,
+    workers: u32,
+    encryption: Option<Recipients>,
+    sender: mpsc::Sender<Piece>,
+}
+
+/// One segment being written: its own zstd frame and age file, and the digest of the plain
+/// bytes it covers.
+struct SegmentWriter {
+    encoding: Encoding,
+    plain: Sha256,
+    plain_size: u64,
+}
+
+impl SegmentEncoding {
+    fn open(&self) -> io::Result<SegmentWriter> {
+        let chunks = ChunkSender {
+            buffer: Vec::with_capacity(UPLOAD_CHUNK),
+            sender: self.sender.clone(),
+        };
+        // The age header goes into the first chunk here; nothing is sent before it is full.
+        let sealed = Sealed::new(chunks, self.encryption.as_ref())?;
+        let encoding = match self.compression {
+            Compression::None => Encoding::Plain(sealed),
+            Compression::Zstd { level } => {
+                let mut encoder = zstd::Encoder::new(sealed, level)?;
+                if self.workers > 1 {
+                    let _ = encoder.multithread(self.workers);
+                }
+                Encoding::Zstd(encoder)
+            }
+        };
+        Ok(SegmentWriter {
+            encoding,
+            plain: Sha256::new(),
+            plain_size: 0,
+        })
+    }
+}
+
+impl SegmentWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let count = match &mut self.encoding {
             Encoding::Plain(w) => w.write(buf)?,
             Encoding::Zstd(w) => w.write(buf)?,
         };
+        self.plain.update(&buf[..count]);
         self.plain_size += count as u64;
         Ok(count)
+    }
+
+    /// Ends the zstd frame and the age file, sends the last bytes and the segment's end.
+    fn finish(self, last: bool) -> io::Result<SegmentDigest> {
+        let sealed = match self.encoding {
+            Encoding::Plain(w) => w,
+            Encoding::Zstd(encoder) => encoder.finish()?,
+        };
+        let mut hashing = sealed.finish()?;
+        hashing.inner.send_buffer()?;
+        let stored = hashing.summary();
+        let digest = SegmentDigest {
+            size: stored.size,
+            sha256: stored.sha256.unwrap_or_default(),
+            plain_size: self.plain_size,
+            plain_sha256: hex::encode(self.plain.finalize()),
+        };
+        hashing.inner.send(Piece::End {
+            digest: digest.clone(),
+            last,
+        })?;
+        Ok(digest)
+    }
+}
+
+/// Where the writer is in the segment sequence ([`Rollover`]): splits a stream of plain bytes
+/// into segments of `segment_size` bytes. A segment is ended only when more bytes arrive for
+/// the next one, so the last segment is never empty (unless the whole artifact is) and is the
+/// one left open for the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rollover {
+    segment_size: u64,
+    /// Plain bytes in the current segment.
+    filled: u64,
+    /// Segments started so far (the current one included).
+    started: usize,
+}
+
+/// What the writer must do before writing more bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Open the first segment.
+    Open,
+    /// End the current (full) segment and open the next.
+    Roll,
+    /// Write at most this many bytes into the current segment.
+    Write(usize),
+}
+
+impl Rollover {
+    fn new(segment_size: u64) -> Rollover {
+        Rollover {
+            segment_size,
+            filled: 0,
+            started: 0,
+        }
+    }
+
+    /// The next step for `wanted` more bytes (`wanted` > 0).
+    fn next(&self, wanted: usize) -> Step {
+        if self.started == 0 {
+            Step::Open
+        } else if self.filled == self.segment_size {
+            Step::Roll
+        } else {
+            let room = self.segment_size - self.filled;
+            Step::Write(usize::try_from(room).unwrap_or(usize::MAX).min(wanted))
+        }
+    }
+
+    fn opened(&mut self) {
+        self.started += 1;
+        self.filled = 0;
+    }
+
+    fn wrote(&mut self, count: usize) {
+        self.filled += count as u64;
+    }
+}
+
+/// An artifact's writer: splits the plain bytes into segments ([`Rollover`]), each compressed
+/// (or not) and sealed on its own, and sends them to the upload task.
+struct StoreWriter {
+    encoding: SegmentEncoding,
+    rollover: Rollover,
+    current: Option<SegmentWriter>,
+    /// Every segment ended so far.
+    done: Vec<SegmentDigest>,
+}
+
+impl StoreWriter {
+    fn open_segment(&mut self) -> io::Result<()> {
+        if self.rollover.started >= MAX_SEGMENTS {
+            return Err(io::Error::other(format!(
+                "the artifact needs more than {MAX_SEGMENTS} segments of {}; give a larger --segment-size",
+                SegmentSize::from_bytes(self.rollover.segment_size)
+                    .map_or_else(|_| "?".into(), |s| s.to_string())
+            )));
+        }
+        self.current = Some(self.encoding.open()?);
+        self.rollover.opened();
+        Ok(())
+    }
+}
+
+impl Write for StoreWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match self.rollover.next(buf.len()) {
+                Step::Open => self.open_segment()?,
+                Step::Roll => {
+                    if let Some(full) = self.current.take() {
+                        self.done.push(full.finish(false)?);
+                    }
+                    self.open_segment()?;
+                }
+                Step::Write(room) => {
+                    let segment = self
+                        .current
+                        .as_mut()
+                        .ok_or_else(|| io::Error::other("no segment open"))?;
+                    let count = segment.write(&buf[..room])?;
+                    self.rollover.wrote(count);
+                    return Ok(count);
+                }
+            }
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -687,42 +930,155 @@ impl Write for StoreWriter {
 }
 
 impl ArtifactWriter for StoreWriter {
-    fn finish(self: Box<Self>) -> io::Result<StoredBytes> {
-        let sealed = match self.encoding {
-            Encoding::Plain(w) => w,
-            Encoding::Zstd(encoder) => encoder.finish()?,
-        };
-        let mut hashing = sealed.finish()?;
-        hashing.inner.send_buffer()?;
-        hashing.inner.sender = None;
+    /// Ends the last segment (an empty artifact is one empty segment) and reports the totals;
+    /// `sha256` is the digest of the segment list ([`list_digest`]).
+    fn finish(mut self: Box<Self>) -> io::Result<StoredBytes> {
+        if self.current.is_none() {
+            self.open_segment()?;
+        }
+        if let Some(last) = self.current.take() {
+            self.done.push(last.finish(true)?);
+        }
         Ok(StoredBytes {
-            plain_size: self.plain_size,
-            ..hashing.summary()
+            size: self.done.iter().map(|d| d.size).sum(),
+            sha256: Some(list_digest(&self.done)),
+            plain_size: self.done.iter().map(|d| d.plain_size).sum(),
         })
     }
 }
 
+/// The artifact's last segment, uploaded and waiting for the commit.
+struct LastSegment {
+    upload: Box<dyn Upload>,
+    segment: ManifestSegment,
+}
+
+/// The upload task of one artifact: uploads each segment as its chunks arrive and completes it
+/// at its end (recording it in the log), except the last, which waits for the commit.
+/// Returns `None` when the writer stopped before the last segment (it failed).
+async fn upload_segments(
+    store: Arc<dyn ArtifactStore>,
+    artifact_key: String,
+    options: PutOptions,
+    log: SegmentLog,
+    mut pieces: mpsc::Receiver<Piece>,
+) -> Result<Option<LastSegment>, StoreError> {
+    let mut index = 0;
+    let mut upload: Option<Box<dyn Upload>> = None;
+    let key_of = |index: usize| {
+        ObjectKey::parse(&segment_key(&artifact_key, index)).map_err(|detail| StoreError::Other {
+            store: store.to_string(),
+            detail,
+        })
+    };
+    while let Some(piece) = pieces.recv().await {
+        let current = match upload.take() {
+            Some(current) => current,
+            None => store.put(&key_of(index)?, &options).await?,
+        };
+        match piece {
+            Piece::Chunk(chunk) => {
+                let mut current = current;
+                if let Err(error) = current.write(chunk).await {
+                    let _ = current.abort().await;
+                    return Err(error);
+                }
+                upload = Some(current);
+            }
+            Piece::End { digest, last } => {
+                let segment = ManifestSegment {
+                    key: segment_key(&artifact_key, index),
+                    version: None,
+                    size: digest.size,
+                    sha256: digest.sha256,
+                    plain_size: digest.plain_size,
+                    plain_sha256: digest.plain_sha256,
+                };
+                if last {
+                    return Ok(Some(LastSegment {
+                        upload: current,
+                        segment,
+                    }));
+                }
+                let put = current.complete().await?;
+                log.record(
+                    &artifact_key,
+                    ManifestSegment {
+                        version: put.version,
+                        ..segment
+                    },
+                );
+                index += 1;
+            }
+        }
+    }
+    if let Some(current) = upload {
+        let _ = current.abort().await;
+    }
+    Ok(None)
+}
+
 struct PendingUpload {
-    task: JoinHandle<Result<Box<dyn Upload>, StoreError>>,
+    task: JoinHandle<Result<Option<LastSegment>, StoreError>>,
+    store: Arc<dyn ArtifactStore>,
     key: ObjectKey,
+    log: SegmentLog,
+}
+
+/// Removes the segments an artifact completed (it is discarded, or its commit failed).
+async fn remove_completed(store: &dyn ArtifactStore, key: &ObjectKey, log: &SegmentLog) {
+    let completed = log.take(Some(key.as_str()));
+    delete_segments(store, &completed).await;
 }
 
 #[async_trait]
 impl PendingArtifact for PendingUpload {
+    /// Completes the last segment; the artifact's segments are in the backup's log (the
+    /// manifest lists them), so there is no one version to return.
     async fn commit(self: Box<Self>) -> Result<Option<String>, Error> {
-        let upload = self
-            .task
-            .await
-            .map_err(|e| store_failure(&self.key, &e.to_string()))??;
-        Ok(upload.complete().await?.version)
+        let PendingUpload {
+            task,
+            store,
+            key,
+            log,
+        } = *self;
+        let failure = match task.await {
+            Ok(Ok(Some(last))) => match last.upload.complete().await {
+                Ok(put) => {
+                    log.record(
+                        key.as_str(),
+                        ManifestSegment {
+                            version: put.version,
+                            ..last.segment
+                        },
+                    );
+                    return Ok(None);
+                }
+                Err(error) => error.into(),
+            },
+            Ok(Ok(None)) => store_failure(&key, "the artifact's writer did not finish"),
+            Ok(Err(error)) => error.into(),
+            Err(error) => store_failure(&key, &error.to_string()),
+        };
+        remove_completed(store.as_ref(), &key, &log).await;
+        Err(failure)
     }
 
     async fn discard(self: Box<Self>) -> Option<Error> {
-        match self.task.await {
-            Ok(Ok(upload)) => upload.abort().await.err().map(Error::from),
+        let PendingUpload {
+            task,
+            store,
+            key,
+            log,
+        } = *self;
+        let failure = match task.await {
+            Ok(Ok(Some(last))) => last.upload.abort().await.err().map(Error::from),
+            Ok(Ok(None)) => None,
             Ok(Err(error)) => Some(error.into()),
-            Err(error) => Some(store_failure(&self.key, &error.to_string())),
-        }
+            Err(error) => Some(store_failure(&key, &error.to_string())),
+        };
+        remove_completed(store.as_ref(), &key, &log).await;
+        failure
     }
 }
 
@@ -734,42 +1090,146 @@ fn store_failure(key: &ObjectKey, detail: &str) -> Error {
     })
 }
 
-async fn open_upload(destination: &StoreBackup, key: ObjectKey) -> Result<OpenArtifact, Error> {
-    let mut upload = destination
-        .store
-        .put(&key, &destination.put_options)
-        .await?;
-    let (sender, mut receiver) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
-    let task = tokio::spawn(async move {
-        while let Some(chunk) = receiver.recv().await {
-            if let Err(error) = upload.write(chunk).await {
-                let _ = upload.abort().await;
-                return Err(error);
-            }
-        }
-        Ok(upload)
-    });
-    let chunks = ChunkSender {
-        buffer: Vec::with_capacity(UPLOAD_CHUNK),
-        sender: Some(sender),
-    };
-    // The age header goes into the first chunk here; nothing is sent before it is full.
-    let sealed = Sealed::new(chunks, destination.encryption.as_ref())
-        .map_err(|e| store_failure(&key, &e.to_string()))?;
-    let encoding = match destination.compression {
-        Compression::None => Encoding::Plain(sealed),
-        Compression::Zstd { level } => {
-            let mut encoder = zstd::Encoder::new(sealed, level)
-                .map_err(|e| store_failure(&key, &e.to_string()))?;
-            if destination.compression_workers > 1 {
-                let _ = encoder.multithread(destination.compression_workers);
-            }
-            Encoding::Zstd(encoder)
-        }
-    };
+/// Opens an artifact whose segments are `<key>.000000`, `<key>.000001`, ...: the writer on the
+/// digest thread and the upload task.
+fn open_upload(destination: &StoreBackup, key: ObjectKey) -> Result<OpenArtifact, Error> {
+    let (sender, receiver) = mpsc::channel::<Piece>(UPLOAD_QUEUE);
+    // A key that cannot take the suffix is refused now, not in the middle of the stream.
+    ObjectKey::parse(&segment_key(key.as_str(), 0)).map_err(|e| store_failure(&key, &e))?;
+    let task = tokio::spawn(upload_segments(
+        Arc::clone(&destination.store),
+        key.to_string(),
+        destination.put_options.clone(),
+        destination.segments.clone(),
+        receiver,
+    ));
     let writer = StoreWriter {
-        encoding,
-        plain_size: 0,
+        encoding: SegmentEncoding {
+            compression: destination.compression,
+            workers: destination.compression_workers,
+            encryption: destination.encryption.clone(),
+            sender,
+        },
+        rollover: Rollover::new(destination.segment_size.bytes()),
+        current: None,
+        done: Vec::new(),
     };
-    Ok((Box::new(writer), Box::new(PendingUpload { task, key })))
+    Ok((
+        Box::new(writer),
+        Box::new(PendingUpload {
+            task,
+            store: Arc::clone(&destination.store),
+            key,
+            log: destination.segments.clone(),
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `writes` (sizes) through the rollover and returns each segment's plain size.
+    fn segments_of(segment_size: u64, writes: &[usize]) -> Vec<u64> {
+        let mut rollover = Rollover::new(segment_size);
+        let mut sizes: Vec<u64> = Vec::new();
+        for &wanted in writes {
+            let mut left = wanted;
+            while left > 0 {
+                match rollover.next(left) {
+                    Step::Open | Step::Roll => {
+                        rollover.opened();
+                        sizes.push(0);
+                    }
+                    Step::Write(count) => {
+                        assert!(count > 0 && count <= left);
+                        rollover.wrote(count);
+                        *sizes.last_mut().unwrap() += count as u64;
+                        left -= count;
+                    }
+                }
+            }
+        }
+        sizes
+    }
+
+    /// The objects under a `file://` store's backup folder (the upload folder left out).
+    fn stored(dir: &std::path::Path) -> Vec<String> {
+        let folder = dir.join("cf/20240102T030405Z");
+        let mut names: Vec<String> = std::fs::read_dir(folder)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_segments_are_stored_as_they_fill_and_all_removed_when_discarded() {
+        use crate::format::sink::NewBackup;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ArtifactStore> =
+            Arc::new(cairn_store::local::LocalStore::new(dir.path()));
+        let sink = StoreSink {
+            segment_size: SegmentSize::parse("1MiB").unwrap(),
+            ..StoreSink::new(store, Compression::None)
+        };
+        let backup = sink
+            .start(&NewBackup {
+                deployment: "cf",
+                backup_id: "20240102T030405Z",
+                started_at: Utc::now(),
+                concurrent_streams: 1,
+                deployment_manifest: None,
+            })
+            .await
+            .unwrap();
+        for (name, keep_writer) in [("app-0-files", true), ("app-1-files", false)] {
+            let (mut writer, pending) = backup.open_artifact(name).await.unwrap();
+            let finished = tokio::task::spawn_blocking(move || {
+                writer.write_all(&vec![7_u8; (5 << 20) / 2]).unwrap();
+                // The second artifact's writer fails part-way (dropped unfinished).
+                keep_writer.then(|| writer.finish().unwrap())
+            })
+            .await
+            .unwrap();
+            if let Some(bytes) = finished {
+                assert_eq!(bytes.plain_size, (5 << 20) / 2);
+                // Two full segments are stored already; the last waits for the commit.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while stored(dir.path()).len() < 2 && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                assert_eq!(
+                    stored(dir.path()),
+                    ["app-0-files.tar.000000", "app-0-files.tar.000001"]
+                );
+            }
+            // The instance's checksums did not match (or the writer failed): nothing stays.
+            let _ = pending.discard().await;
+            assert_eq!(stored(dir.path()), Vec::<String>::new(), "{name}");
+        }
+    }
+
+    #[test]
+    fn segments_fill_to_their_size_and_the_last_holds_the_rest() {
+        assert_eq!(segments_of(10, &[25]), vec![10, 10, 5]);
+        assert_eq!(segments_of(10, &[3, 3, 3, 3, 3, 3, 3]), vec![10, 10, 1]);
+        // Exactly full: no empty segment after it (the last one stays open for the commit).
+        assert_eq!(segments_of(10, &[10]), vec![10]);
+        assert_eq!(segments_of(10, &[10, 10]), vec![10, 10]);
+        assert_eq!(segments_of(10, &[9, 1, 1]), vec![10, 1]);
+        assert_eq!(segments_of(10, &[]), Vec::<u64>::new());
+        // A write never crosses a boundary: it is cut at the room left.
+        let rollover = Rollover {
+            segment_size: 10,
+            filled: 7,
+            started: 1,
+        };
+        assert_eq!(rollover.next(100), Step::Write(3));
+    }
 }
