@@ -116,7 +116,11 @@ fn a_repository_that_does_not_exist_names_cairn_repo_init() {
         "{}",
         text(&output)
     );
-    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "check wrote nothing");
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "check wrote nothing"
+    );
 }
 
 #[test]
@@ -172,7 +176,9 @@ fn bad_urls_and_password_files_are_refused_before_anything_is_written() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(
-        text(&output).contains("--repository-password-file flag is required (or set CAIRN_REPOSITORY_PASSWORD_FILE)"),
+        text(&output).contains(
+            "--repository-password-file flag is required (or set CAIRN_REPOSITORY_PASSWORD_FILE)"
+        ),
         "{}",
         text(&output)
     );

@@ -45,7 +45,12 @@ fn succeeded(output: &Output) -> String {
 fn restic_reads_cairns_repository(work: &Path, url: &str, restic_repository: &str) {
     let password = password_file(work, "password", "correct horse battery", 0o600);
     let id = created_id(&repo(work, &["init"], url, &password));
-    let config = succeeded(&restic(work, restic_repository, &password, &["cat", "config"]));
+    let config = succeeded(&restic(
+        work,
+        restic_repository,
+        &password,
+        &["cat", "config"],
+    ));
     let config: serde_json::Value = serde_json::from_str(&config).expect("config is JSON");
     assert_eq!(config["version"], 2, "{config}");
     assert_eq!(config["id"], id.as_str(), "{config}");

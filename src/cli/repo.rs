@@ -43,7 +43,11 @@ pub(crate) async fn run(args: RepoArgs) -> anyhow::Result<i32> {
                 say(&format!("{level}: {}", finding.text));
             }
             let errors = findings.iter().filter(|f| f.error).count();
-            let what = if read_data { "structure and data" } else { "structure" };
+            let what = if read_data {
+                "structure and data"
+            } else {
+                "structure"
+            };
             if errors == 0 {
                 say(&format!(
                     "Repository {} at {url}: {what} checked, no errors ({snapshots} snapshots)",

@@ -727,7 +727,12 @@ impl ArtifactStore for AzureStore {
             .await
             .map_err(|e| self.shared.error(Operation::Get, Some(key.as_str()), &e))?;
         if data.len() as u64 != range.end - range.start {
-            return Err(cairn_store::range_error(&self.shared.name, key, &range, size));
+            return Err(cairn_store::range_error(
+                &self.shared.name,
+                key,
+                &range,
+                size,
+            ));
         }
         Ok(data)
     }

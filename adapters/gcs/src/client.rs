@@ -271,7 +271,9 @@ impl Client {
         missing: Missing<'_>,
     ) -> Result<(StatusCode, bytes::Bytes), StoreError> {
         self.retrying(request, |request| async move {
-            let response = self.check(self.execute(request, true).await?, missing).await?;
+            let response = self
+                .check(self.execute(request, true).await?, missing)
+                .await?;
             let status = response.status();
             let body = response
                 .bytes()

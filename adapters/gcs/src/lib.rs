@@ -288,7 +288,9 @@ impl ArtifactStore for GcsStore {
             .client
             .bytes(request, Missing::Object(key.as_str()))
             .await?;
-        if status != reqwest::StatusCode::PARTIAL_CONTENT && !(status.is_success() && range.start == 0) {
+        if status != reqwest::StatusCode::PARTIAL_CONTENT
+            && !(status.is_success() && range.start == 0)
+        {
             return Err(protocol_error(
                 self.client.store(),
                 &format!("a ranged read of `{key}` answered {status}, not 206"),
@@ -296,7 +298,12 @@ impl ArtifactStore for GcsStore {
         }
         if data.len() as u64 != range.end - range.start {
             let size = range.start + data.len() as u64;
-            return Err(cairn_store::range_error(self.client.store(), key, &range, size));
+            return Err(cairn_store::range_error(
+                self.client.store(),
+                key,
+                &range,
+                size,
+            ));
         }
         Ok(data)
     }

@@ -75,14 +75,32 @@ mod tests {
     fn files_are_where_restic_puts_them() {
         let id: Id = HEX.parse().unwrap();
         let at_root = Layout::new("");
-        assert_eq!(at_root.key(FileType::Config, &Id::default()).as_str(), "config");
-        assert_eq!(at_root.key(FileType::Pack, &id).as_str(), format!("data/01/{HEX}"));
-        assert_eq!(at_root.key(FileType::Key, &id).as_str(), format!("keys/{HEX}"));
-        assert_eq!(at_root.key(FileType::Snapshot, &id).as_str(), format!("snapshots/{HEX}"));
-        assert_eq!(at_root.key(FileType::Index, &id).as_str(), format!("index/{HEX}"));
+        assert_eq!(
+            at_root.key(FileType::Config, &Id::default()).as_str(),
+            "config"
+        );
+        assert_eq!(
+            at_root.key(FileType::Pack, &id).as_str(),
+            format!("data/01/{HEX}")
+        );
+        assert_eq!(
+            at_root.key(FileType::Key, &id).as_str(),
+            format!("keys/{HEX}")
+        );
+        assert_eq!(
+            at_root.key(FileType::Snapshot, &id).as_str(),
+            format!("snapshots/{HEX}")
+        );
+        assert_eq!(
+            at_root.key(FileType::Index, &id).as_str(),
+            format!("index/{HEX}")
+        );
         assert_eq!(at_root.directory(FileType::Pack), "data/");
         let nested = Layout::new("/repos/cf/");
-        assert_eq!(nested.key(FileType::Index, &id).as_str(), format!("repos/cf/index/{HEX}"));
+        assert_eq!(
+            nested.key(FileType::Index, &id).as_str(),
+            format!("repos/cf/index/{HEX}")
+        );
         assert_eq!(nested.directory(FileType::Key), "repos/cf/keys/");
     }
 
@@ -91,8 +109,16 @@ mod tests {
         let id: Id = HEX.parse().unwrap();
         let layout = Layout::new("r");
         assert_eq!(Layout::id_of(&layout.key(FileType::Pack, &id)), Some(id));
-        for other in ["r/data/01/README", "r/keys/0123", "r/data/01/zz23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"] {
-            assert_eq!(Layout::id_of(&ObjectKey::parse(other).unwrap()), None, "{other}");
+        for other in [
+            "r/data/01/README",
+            "r/keys/0123",
+            "r/data/01/zz23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(
+                Layout::id_of(&ObjectKey::parse(other).unwrap()),
+                None,
+                "{other}"
+            );
         }
     }
 }

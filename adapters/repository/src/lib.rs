@@ -156,7 +156,11 @@ pub async fn init(
             });
         }
         let opened = repository
-            .init(&credentials, &KeyOptions::default(), &ConfigOptions::default())
+            .init(
+                &credentials,
+                &KeyOptions::default(),
+                &ConfigOptions::default(),
+            )
             .map_err(|e| RepositoryError::rustic(store.as_ref(), &e))?;
         Ok(info(&opened))
     })

@@ -50,7 +50,8 @@ impl RepositoryPassword {
         };
         let mut file = std::fs::File::open(path).map_err(|e| {
             refuse(if e.kind() == std::io::ErrorKind::NotFound {
-                "it does not exist; write the repository's password into it (one line, mode 0600)".to_string()
+                "it does not exist; write the repository's password into it (one line, mode 0600)"
+                    .to_string()
             } else {
                 format!("{e}")
             })
@@ -67,7 +68,9 @@ impl RepositoryPassword {
             )));
         }
         if metadata.len() > MAX_BYTES {
-            return Err(refuse(format!("it is longer than {MAX_BYTES} bytes; a password file holds one line")));
+            return Err(refuse(format!(
+                "it is longer than {MAX_BYTES} bytes; a password file holds one line"
+            )));
         }
         let mut raw = Zeroizing::new(Vec::new());
         file.by_ref()
@@ -167,10 +170,16 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(problem), "{content:?}: {error}");
-            assert!(!error.contains("s3cret") && !error.contains("cret"), "{error}");
+            assert!(
+                !error.contains("s3cret") && !error.contains("cret"),
+                "{error}"
+            );
         }
         let long = vec![b'x'; 5000];
         let error = RepositoryPassword::read(&file(dir.path(), &long, 0o600)).unwrap_err();
-        assert!(error.to_string().contains("longer than 4096 bytes"), "{error}");
+        assert!(
+            error.to_string().contains("longer than 4096 bytes"),
+            "{error}"
+        );
     }
 }

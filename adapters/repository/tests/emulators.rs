@@ -17,7 +17,10 @@ async fn repository_works_on(store: Arc<dyn ArtifactStore>) {
     let missing = cairn_repository::open(Arc::clone(&store), &password)
         .await
         .unwrap_err();
-    assert!(matches!(missing, RepositoryError::Missing { .. }), "{missing:?}");
+    assert!(
+        matches!(missing, RepositoryError::Missing { .. }),
+        "{missing:?}"
+    );
     let created = cairn_repository::init(Arc::clone(&store), &password)
         .await
         .unwrap();
@@ -29,7 +32,10 @@ async fn repository_works_on(store: Arc<dyn ArtifactStore>) {
     let refused = cairn_repository::open(Arc::clone(&store), &wrong)
         .await
         .unwrap_err();
-    assert!(matches!(refused, RepositoryError::WrongPassword { .. }), "{refused:?}");
+    assert!(
+        matches!(refused, RepositoryError::WrongPassword { .. }),
+        "{refused:?}"
+    );
 
     let seen = common::round_trip(Arc::clone(&store), "pw").await;
     assert!(seen.identical, "the dumped file differs");
@@ -44,7 +50,10 @@ async fn a_repository_in_s3_works_through_the_bridge() {
         std::env::set_var(name, value);
     }
     std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/cairn-tests/aws-config");
-    std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/cairn-tests/aws-credentials");
+    std::env::set_var(
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/cairn-tests/aws-credentials",
+    );
     let moto = Emulator::start(Server::Moto);
     moto.fixture(&["create-bucket", "repository", "versioned"]);
     let location = StoreLocation::parse(&format!(
@@ -52,7 +61,9 @@ async fn a_repository_in_s3_works_through_the_bridge() {
         moto.endpoint
     ))
     .unwrap();
-    let store = cairn_store_s3::S3Store::from_location(&location).await.unwrap();
+    let store = cairn_store_s3::S3Store::from_location(&location)
+        .await
+        .unwrap();
     repository_works_on(Arc::new(store)).await;
 }
 
@@ -74,11 +85,10 @@ async fn a_repository_in_azure_works_through_the_bridge() {
 async fn a_repository_in_gcs_works_through_the_bridge() {
     let gcs = Emulator::start(Server::FakeGcs);
     gcs.fixture(&["create-bucket", "repository", "versioned"]);
-    let location = StoreLocation::parse(&format!(
-        "gs://repository/repo?endpoint={}",
-        gcs.endpoint
-    ))
-    .unwrap();
-    let store = cairn_store_gcs::GcsStore::from_location(&location).await.unwrap();
+    let location =
+        StoreLocation::parse(&format!("gs://repository/repo?endpoint={}", gcs.endpoint)).unwrap();
+    let store = cairn_store_gcs::GcsStore::from_location(&location)
+        .await
+        .unwrap();
     repository_works_on(Arc::new(store)).await;
 }

@@ -27,7 +27,12 @@ async fn init_makes_a_repository_that_opens_only_with_its_password() {
     for file in ["config"] {
         assert!(dir.path().join("repo").join(file).is_file(), "{file}");
     }
-    assert_eq!(std::fs::read_dir(dir.path().join("repo/keys")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("repo/keys"))
+            .unwrap()
+            .count(),
+        1
+    );
 
     let opened = cairn_repository::open(Arc::clone(&store), &password)
         .await
@@ -40,7 +45,10 @@ async fn init_makes_a_repository_that_opens_only_with_its_password() {
     let error = cairn_repository::open(Arc::clone(&store), &wrong)
         .await
         .unwrap_err();
-    assert!(matches!(error, RepositoryError::WrongPassword { .. }), "{error:?}");
+    assert!(
+        matches!(error, RepositoryError::WrongPassword { .. }),
+        "{error:?}"
+    );
     let root = dir.path().join("repo");
     assert_eq!(
         error.to_string(),

@@ -108,13 +108,13 @@ use std::ops::Range;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::DateTime;
 use aws_sdk_s3::types::{BucketVersioningStatus, ObjectLockEnabled};
 use aws_sdk_s3::Client;
+use bytes::Bytes;
 use cairn_store::{
     ArtifactStore, ByteStream, Capabilities, ObjectKey, ObjectMeta, PutOptions, StoreError,
     StoreLocation, Upload,
@@ -385,7 +385,12 @@ impl ArtifactStore for S3Store {
         }
         if data.len() as u64 != range.end - range.start {
             let size = range.start + data.len() as u64;
-            return Err(cairn_store::range_error(&self.to_string(), key, &range, size));
+            return Err(cairn_store::range_error(
+                &self.to_string(),
+                key,
+                &range,
+                size,
+            ));
         }
         Ok(Bytes::from(data))
     }

@@ -80,12 +80,19 @@ async fn ranged_reads(store: &dyn ArtifactStore, base: &str, big: &ObjectKey) {
     let data = big_object();
     let size = data.len() as u64;
     let eight = 8 * 1024 * 1024;
-    for range in [0..1, eight - 5..eight + 5, size - 1..size, 0..size, 12_345..12_345] {
+    for range in [
+        0..1,
+        eight - 5..eight + 5,
+        size - 1..size,
+        0..size,
+        12_345..12_345,
+    ] {
         let read = store
             .get_range(big, None, range.clone())
             .await
             .unwrap_or_else(|e| panic!("get_range {range:?}: {e}"));
-        let expected = &data[usize::try_from(range.start).unwrap()..usize::try_from(range.end).unwrap()];
+        let expected =
+            &data[usize::try_from(range.start).unwrap()..usize::try_from(range.end).unwrap()];
         assert!(
             read.as_ref() == expected,
             "get_range {range:?} returned {} bytes that differ from the object's",

@@ -296,9 +296,8 @@ impl ArtifactStore for LocalStore {
             if range.end > size {
                 return Err(crate::range_error(&store.to_string(), &key, &range, size));
             }
-            let length = usize::try_from(range.end - range.start).map_err(|_| {
-                crate::range_error(&store.to_string(), &key, &range, size)
-            })?;
+            let length = usize::try_from(range.end - range.start)
+                .map_err(|_| crate::range_error(&store.to_string(), &key, &range, size))?;
             let mut buffer = vec![0_u8; length];
             file.read_exact_at(&mut buffer, range.start)
                 .map_err(|e| store.error(&path, &e))?;

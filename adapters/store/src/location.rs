@@ -213,7 +213,10 @@ mod tests {
     #[test]
     fn repository_urls_are_a_store_url_behind_repo_plus() {
         assert_eq!(
-            StoreUrl::parse("repo+s3://backups/repo?endpoint=http://127.0.0.1:5000&path_style=true").unwrap(),
+            StoreUrl::parse(
+                "repo+s3://backups/repo?endpoint=http://127.0.0.1:5000&path_style=true"
+            )
+            .unwrap(),
             StoreUrl::Repository(StoreLocation::S3 {
                 bucket: "backups".into(),
                 prefix: "repo".into(),
@@ -255,7 +258,9 @@ mod tests {
         for text in ["repo+repo+s3://b/p", "repo+ftp://x/y", "repo+/srv/repo"] {
             let error = StoreUrl::parse(text).unwrap_err();
             assert!(
-                error.starts_with(&format!("store URL `{text}` does not name a store after `repo+`; use repo+s3://")),
+                error.starts_with(&format!(
+                    "store URL `{text}` does not name a store after `repo+`; use repo+s3://"
+                )),
                 "{error}"
             );
         }

@@ -29,12 +29,17 @@ pub fn password(dir: &Path, password: &str) -> RepositoryPassword {
 /// Bytes that do not repeat (so they do not deduplicate within a file).
 pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
     (0..len)
-        .map(|i| ((u32::try_from(i).unwrap().wrapping_add(seed)).wrapping_mul(2_654_435_761) >> 24) as u8)
+        .map(|i| {
+            ((u32::try_from(i).unwrap().wrapping_add(seed)).wrapping_mul(2_654_435_761) >> 24) as u8
+        })
         .collect()
 }
 
 /// rustic_core's repository over `store`, unopened (for what the crate's API does not offer yet).
-fn rustic(store: &Arc<dyn ArtifactStore>, handle: tokio::runtime::Handle) -> rustic_core::Repository<()> {
+fn rustic(
+    store: &Arc<dyn ArtifactStore>,
+    handle: tokio::runtime::Handle,
+) -> rustic_core::Repository<()> {
     let backend = StoreBackend::new(Arc::clone(store), "", handle);
     let backends = RepositoryBackends::new(Arc::new(backend), None);
     rustic_core::Repository::new(&RepositoryOptions::default().no_cache(true), &backends).unwrap()
@@ -68,8 +73,12 @@ pub async fn round_trip(store: Arc<dyn ArtifactStore>, secret: &str) -> RoundTri
         let secret = secret.clone();
         let root = root.clone();
         move || {
-            let (store, handle, secret, root) =
-                (Arc::clone(&store), handle.clone(), secret.clone(), root.clone());
+            let (store, handle, secret, root) = (
+                Arc::clone(&store),
+                handle.clone(),
+                secret.clone(),
+                root.clone(),
+            );
             tokio::task::spawn_blocking(move || {
                 let repository = rustic(&store, handle)
                     .open(&Credentials::password(&secret))
@@ -118,5 +127,11 @@ pub async fn round_trip(store: Arc<dyn ArtifactStore>, secret: &str) -> RoundTri
 
 /// Bytes of the repository's data packs.
 pub async fn pack_bytes(store: &dyn ArtifactStore) -> u64 {
-    store.list("data/").await.unwrap().iter().map(|m| m.size).sum()
+    store
+        .list("data/")
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.size)
+        .sum()
 }
