@@ -48,6 +48,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 command -v mysqldump >/dev/null 2>&1 || need+=(mariadb-client)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# The restic CLI judges Cairn's repositories (integration/e2e/repository_restic.rs).
+command -v restic >/dev/null 2>&1 || need+=(restic)
 # history_report.rs renders the `backups report` page in headless Chromium to a PNG.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # The benchmark: zstd (its compression limit), /usr/bin/time, bc, shasum (bbr's remote checksum).

@@ -22,6 +22,7 @@ pub(crate) mod logging;
 pub(crate) mod notify;
 pub(crate) mod output;
 pub(crate) mod progress;
+pub(crate) mod repo;
 pub(crate) mod signals;
 pub(crate) mod store;
 pub(crate) mod trust;
@@ -54,6 +55,7 @@ pub(crate) async fn run(invocation: Invocation) -> i32 {
         Command::Deployment(args) => deployment::run(args).await,
         Command::Director(args) => director::run(args).await,
         Command::Backups(args) => backups::run(args).await,
+        Command::Repo(args) => repo::run(args).await,
         Command::Contract { action } => contract::run(action).await,
         Command::Drill(args) => drill::run(args).await,
         Command::Keys { action } => trust::run(&action),

@@ -261,6 +261,9 @@ pub enum Error {
     /// A backup in a store is missing, incomplete, damaged or cannot be read.
     #[error(transparent)]
     StoredBackup(#[from] StoredBackupError),
+    /// A deduplicating repository (`repo+` store URL) cannot be created, opened or read.
+    #[error(transparent)]
+    Repository(#[from] cairn_repository::RepositoryError),
     /// A backup's signature is missing, untrusted, wrong or misplaced, or the store was
     /// rolled back (with `--trusted-key`); a key or the trust state cannot be used.
     #[error(transparent)]

@@ -476,3 +476,44 @@ fn help_inside_a_mode_prints_its_help() {
         );
     }
 }
+
+#[test]
+fn repository_urls_and_password_files_are_named_in_their_errors() {
+    let work = Work::new();
+    let no_password = work.cairn(&["repo", "init", "--store", "repo+file:///srv/repo"]);
+    insta::assert_snapshot!("repo_init_without_password_file", no_password.all());
+    let password = work.path().join("password");
+    std::fs::write(&password, "pw\n").unwrap();
+    std::fs::set_permissions(
+        &password,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let password = password.to_str().unwrap();
+    let bare = work.cairn(&[
+        "repo",
+        "init",
+        "--store",
+        "repo+",
+        "--repository-password-file",
+        password,
+    ]);
+    insta::assert_snapshot!("repo_init_bare_repo_plus", bare.all());
+    let missing = work.path().join("missing");
+    let missing_repo = work.cairn(&[
+        "repo",
+        "check",
+        "--store",
+        &format!("repo+file://{}", work.path().display()),
+        "--repository-password-file",
+        password,
+    ]);
+    insta::assert_snapshot!("repo_check_no_repository", missing_repo.all());
+    let plain = work.cairn(&[
+        "backups",
+        "--store",
+        &format!("repo+file://{}", missing.display()),
+        "list",
+    ]);
+    insta::assert_snapshot!("backups_list_given_a_repository", plain.all());
+}

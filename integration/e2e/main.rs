@@ -34,6 +34,8 @@ mod modes;
 mod notifications;
 mod proofs;
 mod prune;
+mod repository;
+mod repository_restic;
 mod restore_plan;
 mod retries;
 mod segments;

@@ -15,10 +15,11 @@ What it does, as Azure does with versioning on (REST API version 2023-11-03):
 - Put Blob, and Put Block + Put Block List: each commit creates a new version and answers
   `x-ms-version-id` (a timestamp such as `2026-12-07T01:02:03.0000001Z`) and an ETag;
 - Get Blob / Get Blob Properties (GET, HEAD): the current version, or `?versionid=`; `If-Match`;
+  `Range`/`x-ms-range: bytes=S-E` (206 with `Content-Range`, 416 `InvalidRange` from past the end);
 - List Blobs (`restype=container&comp=list`, `prefix`, `maxresults`, `marker`): current blobs;
 - Delete Blob: without `versionid` the current version becomes a previous version (still
   readable by its id); with it, that version is removed.
-Not implemented (the adapter does not use them here): ranges, leases, tags, snapshots, batches.
+Not implemented (the adapter does not use them here): open-ended or multiple ranges, leases, tags, snapshots, batches.
 Every request is logged as `<method>\\t<path>\\t<status>` when --log is given.
 """
 
@@ -169,7 +170,17 @@ def main():
                        ("x-ms-is-current-version", "true" if is_current else "false"),
                        ("x-ms-blob-type", "BlockBlob"),
                        ("Content-Type", "application/octet-stream")]
-            self.answer(200, headers, version["data"], len(version["data"]))
+            data = version["data"]
+            wanted = self.headers.get("x-ms-range") or self.headers.get("Range")
+            if wanted and wanted.startswith("bytes="):
+                first, _, last = wanted[len("bytes="):].partition("-")
+                start, end = int(first), min(int(last), len(data) - 1)
+                if start >= len(data):
+                    return self.error(416, "InvalidRange")
+                headers.append(("Content-Range", f"bytes {start}-{end}/{len(data)}"))
+                part = data[start:end + 1]
+                return self.answer(206, headers, part, len(part))
+            self.answer(200, headers, data, len(data))
 
         def delete(self, name, query, _data):
             version_id = query.get("versionid")

@@ -17,8 +17,10 @@ use clap::{Args, Parser, Subcommand};
 use super::trust;
 
 mod backups;
+mod repo;
 
 pub(crate) use backups::{BackupsAction, BackupsArgs};
+pub(crate) use repo::{RepoAction, RepoArgs};
 
 /// Backup and restore for BOSH deployments (bbr-compatible).
 // The first line of the help says what Cairn is; invoked as `bbr` it keeps bbr's
@@ -48,6 +50,8 @@ pub(crate) enum Command {
     Director(DirectorArgs),
     /// List, show, verify and delete backups in an object store.
     Backups(BackupsArgs),
+    /// Deduplicating repositories in restic's format (--store repo+…): init, check.
+    Repo(RepoArgs),
     /// Check that a job's bin/bbr scripts keep the job-script contract (scripts-contract/CONTRACT.md).
     Contract {
         /// What to do.

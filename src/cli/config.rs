@@ -371,6 +371,7 @@ pub(crate) fn apply(cli: &mut Cli, config: &ConfigFile) {
                 apply_signing(&mut args.signing, config);
             }
         }
+        Command::Repo(args) => apply_store(&mut args.store, config),
         Command::Backups(args) => {
             apply_store(&mut args.store, config);
             apply_backups_keys(&mut args.action, config);

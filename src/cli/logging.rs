@@ -98,6 +98,7 @@ fn debug(command: &Command) -> bool {
         Command::Deployment(d) => d.common.debug,
         Command::Director(d) => d.common.debug,
         Command::Backups(b) => b.debug,
+        Command::Repo(r) => r.debug,
         Command::Contract {
             action: ContractAction::Check(c),
         } => c.debug,
@@ -113,7 +114,9 @@ fn logs_to_stderr(command: &Command) -> bool {
         Command::Director(d) => d.common.json || d.action.prints_plan(),
         // `backups` prints its results (tables, JSON lines) on stdout; contract checks and
         // drills print their reports there.
-        Command::Backups(_) | Command::Contract { .. } | Command::Drill(_) => true,
+        Command::Backups(_) | Command::Repo(_) | Command::Contract { .. } | Command::Drill(_) => {
+            true
+        }
         _ => false,
     }
 }
@@ -123,9 +126,10 @@ fn logs_to_stderr(command: &Command) -> bool {
 /// With `to_stderr` (for `--json`, whose events own stdout) the lines go to stderr.
 fn init(level: &str, to_stderr: bool) {
     // The AWS credential chain warns once per source that failed; the store error that follows
-    // names them all in one line, so those warnings are only noise.
+    // names them all in one line, so those warnings are only noise. rustic_core's warnings
+    // become Cairn's own errors (docs/design/repository.md §9).
     let filter = EnvFilter::new(format!(
-        "warn,cairn={level},aws_config::meta::credentials::chain=error"
+        "warn,cairn={level},aws_config::meta::credentials::chain=error,rustic_core=error"
     ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

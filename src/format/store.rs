@@ -444,7 +444,21 @@ pub async fn check_store(
 
 /// The adapter for a URL, not yet checked.
 async fn connect_store(url: &str) -> Result<Arc<dyn ArtifactStore>, Error> {
-    let location = cairn_store::StoreLocation::parse(url).map_err(invalid_name)?;
+    let location = match cairn_store::StoreUrl::parse(url).map_err(invalid_name)? {
+        cairn_store::StoreUrl::Objects(location) => location,
+        cairn_store::StoreUrl::Repository(_) => {
+            return Err(invalid_name(format!(
+                "store URL `{url}` names a repository (`repo+`): this command does not yet support repositories; only `cairn repo init` and `cairn repo check` do (docs/stores.md, \"Repositories\"). Use a plain store URL (without `repo+`)"
+            )))
+        }
+    };
+    connect_location(location).await
+}
+
+/// The adapter for a parsed store location, not yet checked.
+pub async fn connect_location(
+    location: cairn_store::StoreLocation,
+) -> Result<Arc<dyn ArtifactStore>, Error> {
     match location {
         cairn_store::StoreLocation::File { root } => {
             Ok(Arc::new(cairn_store::local::LocalStore::new(root)))

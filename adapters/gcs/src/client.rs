@@ -276,6 +276,27 @@ impl Client {
         status_error(&self.store, status, &body, missing)
     }
 
+    /// Sends an authorised request and reads the whole body it answers, with the status; a
+    /// body cut mid-way is retried like a failed request (small bodies only: ranged reads).
+    pub(crate) async fn bytes(
+        &self,
+        request: RequestBuilder,
+        missing: Missing<'_>,
+    ) -> Result<(StatusCode, bytes::Bytes), StoreError> {
+        self.retrying(request, |request| async move {
+            let response = self
+                .check(self.execute(request, true).await?, missing)
+                .await?;
+            let status = response.status();
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| transport_error(&self.store, &e))?;
+            Ok((status, body))
+        })
+        .await
+    }
+
     /// Sends an authorised request and parses the JSON it answers.
     pub(crate) async fn json<T: DeserializeOwned>(
         &self,

@@ -45,9 +45,11 @@ mod retry;
 mod upload;
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use cairn_store::{
     ArtifactStore, ByteStream, Capabilities, ObjectKey, ObjectMeta, PutOptions, StoreError,
     StoreLocation, Upload,
@@ -262,6 +264,49 @@ impl ArtifactStore for GcsStore {
             key.as_str(),
             response,
         ))
+    }
+
+    /// A media download with `Range: bytes=s-(e-1)`, expecting 206 and exactly the bytes
+    /// asked for (GCS answers a range ending past the object with fewer, one starting past it
+    /// with 416).
+    async fn get_range(
+        &self,
+        key: &ObjectKey,
+        version: Option<&str>,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let request = self
+            .object_request(reqwest::Method::GET, key, version)?
+            .query(&[("alt", "media")])
+            .header(
+                reqwest::header::RANGE,
+                format!("bytes={}-{}", range.start, range.end - 1),
+            );
+        let (status, data) = self
+            .client
+            .bytes(request, Missing::Object(key.as_str()))
+            .await?;
+        if status != reqwest::StatusCode::PARTIAL_CONTENT
+            && !(status.is_success() && range.start == 0)
+        {
+            return Err(protocol_error(
+                self.client.store(),
+                &format!("a ranged read of `{key}` answered {status}, not 206"),
+            ));
+        }
+        if data.len() as u64 != range.end - range.start {
+            let size = range.start + data.len() as u64;
+            return Err(cairn_store::range_error(
+                self.client.store(),
+                key,
+                &range,
+                size,
+            ));
+        }
+        Ok(data)
     }
 
     async fn head(&self, key: &ObjectKey, version: Option<&str>) -> Result<ObjectMeta, StoreError> {

@@ -21,7 +21,8 @@ pub async fn check_store(store: &dyn ArtifactStore, base: &str) {
         .capabilities_for_writing()
         .await
         .expect("capabilities for writing");
-    streamed_upload_round_trips(store, base).await;
+    let big = streamed_upload_round_trips(store, base).await;
+    ranged_reads(store, base, &big).await;
     small_objects_and_listing(store, base).await;
     aborted_uploads_leave_nothing(store, base).await;
     missing_objects_are_not_found(store, base).await;
@@ -31,12 +32,18 @@ pub async fn check_store(store: &dyn ArtifactStore, base: &str) {
     deletes_remove_objects(store, base).await;
 }
 
-/// 13 MiB + 5 bytes written in uneven chunks (so multipart stores use several parts).
-async fn streamed_upload_round_trips(store: &dyn ArtifactStore, base: &str) {
-    let big = key(&format!("{base}/big/object.bin"));
-    let data: Vec<u8> = (0..13 * 1024 * 1024 + 5)
+/// The big object's bytes: 13 MiB + 5 of a pattern that repeats nowhere nearby.
+fn big_object() -> Vec<u8> {
+    (0..13 * 1024 * 1024 + 5)
         .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+        .collect()
+}
+
+/// 13 MiB + 5 bytes written in uneven chunks (so multipart stores use several parts); returns
+/// the key.
+async fn streamed_upload_round_trips(store: &dyn ArtifactStore, base: &str) -> ObjectKey {
+    let big = key(&format!("{base}/big/object.bin"));
+    let data = big_object();
     let mut upload = store.put(&big, &PutOptions::default()).await.expect("put");
     for chunk in data.chunks(700_001) {
         upload
@@ -64,6 +71,45 @@ async fn streamed_upload_round_trips(store: &dyn ArtifactStore, base: &str) {
         meta.version, result.version,
         "head reports the version put returned"
     );
+    big
+}
+
+/// Ranges of the big object (the first byte, across the 8 MiB part boundary, the last byte,
+/// all of it), an empty range, a range past the end, and a missing key.
+async fn ranged_reads(store: &dyn ArtifactStore, base: &str, big: &ObjectKey) {
+    let data = big_object();
+    let size = data.len() as u64;
+    let eight = 8 * 1024 * 1024;
+    for range in [
+        0..1,
+        eight - 5..eight + 5,
+        size - 1..size,
+        0..size,
+        12_345..12_345,
+    ] {
+        let read = store
+            .get_range(big, None, range.clone())
+            .await
+            .unwrap_or_else(|e| panic!("get_range {range:?}: {e}"));
+        let expected =
+            &data[usize::try_from(range.start).unwrap()..usize::try_from(range.end).unwrap()];
+        assert!(
+            read.as_ref() == expected,
+            "get_range {range:?} returned {} bytes that differ from the object's",
+            read.len()
+        );
+    }
+    for range in [size - 1..size + 1, size + 10..size + 20] {
+        match store.get_range(big, None, range.clone()).await {
+            Err(StoreError::Other { .. }) => {}
+            other => panic!("get_range {range:?} past the end: expected Other, got {other:?}"),
+        }
+    }
+    let missing = key(&format!("{base}/does/not/exist/range"));
+    match store.get_range(&missing, None, 0..1).await {
+        Err(StoreError::NotFound { .. }) => {}
+        other => panic!("get_range of a missing object: expected NotFound, got {other:?}"),
+    }
 }
 
 async fn small_objects_and_listing(store: &dyn ArtifactStore, base: &str) {
@@ -199,6 +245,23 @@ async fn old_versions_stay_readable(store: &dyn ArtifactStore, base: &str) {
             .expect("head v1")
             .size,
         5
+    );
+    assert_eq!(
+        store
+            .get_range(&versioned, first.version.as_deref(), 1..4)
+            .await
+            .expect("get_range of v1")
+            .as_ref(),
+        b"irs",
+        "get_range reads the version asked for"
+    );
+    assert_eq!(
+        store
+            .get_range(&versioned, second.version.as_deref(), 3..6)
+            .await
+            .expect("get_range of v2")
+            .as_ref(),
+        b"ond"
     );
 }
 

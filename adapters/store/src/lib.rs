@@ -1,7 +1,8 @@
 //! The artifact-store seam of Cairn: where backups are kept when they are not a bbr directory.
 //!
 //! [`ArtifactStore`] is deliberately small — a streaming put that ends in `complete` or
-//! `abort`, get (optionally of one version), head, list, delete, and a capability probe — so
+//! `abort`, get (optionally of one version, or a byte range of it, which a deduplicating
+//! repository reads its blobs with), head, list, delete, and a capability probe — so
 //! that S3, Azure Blob, GCS and a local directory can each implement it as a thin layer over
 //! their SDK, and one conformance suite ([`conformance`]) proves they all behave the same.
 //!
@@ -19,6 +20,7 @@ pub mod local;
 pub mod location;
 
 use std::fmt::{Debug, Display};
+use std::ops::Range;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -26,7 +28,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use key::ObjectKey;
-pub use location::StoreLocation;
+pub use location::{StoreLocation, StoreUrl};
 
 /// What went wrong talking to a store.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +177,7 @@ pub trait Upload: Send {
 /// - `put` returns an [`Upload`]; nothing is visible until it completes.
 /// - `get` and `head` of a missing key or version fail with [`StoreError::NotFound`].
 /// - `get(key, Some(version))` returns exactly that version even after the key was
-///   overwritten, when [`Capabilities::versioning`] is true.
+///   overwritten, when [`Capabilities::versioning`] is true; so does `get_range`.
 /// - `list` returns the current objects under a key prefix, in key order.
 /// - `delete(key, None)` removes the current object; `delete(key, Some(v))` removes that version.
 #[async_trait]
@@ -188,6 +190,17 @@ pub trait ArtifactStore: Send + Sync + Debug + Display + 'static {
     ) -> Result<Box<dyn Upload>, StoreError>;
     /// Reads an object, or one version of it.
     async fn get(&self, key: &ObjectKey, version: Option<&str>) -> Result<ByteStream, StoreError>;
+    /// Reads bytes `range` (end exclusive) of an object, or of one version of it: exactly
+    /// `range.end - range.start` bytes, or an error. A range reaching past the end of the
+    /// object is [`StoreError::Other`]; a missing key or version is [`StoreError::NotFound`];
+    /// an empty range returns empty bytes without a request. No default: streaming the whole
+    /// object to cut a range out of it would silently multiply what a repository reads.
+    async fn get_range(
+        &self,
+        key: &ObjectKey,
+        version: Option<&str>,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError>;
     /// Describes an object, or one version of it.
     async fn head(&self, key: &ObjectKey, version: Option<&str>) -> Result<ObjectMeta, StoreError>;
     /// Lists current objects whose key starts with `prefix`.
@@ -255,3 +268,15 @@ pub trait ArtifactStoreExt: ArtifactStore {
 }
 
 impl<T: ArtifactStore + ?Sized> ArtifactStoreExt for T {}
+
+/// The error of a range whose end is before its start or past `size`, naming the object.
+#[must_use]
+pub fn range_error(store: &str, key: &ObjectKey, range: &Range<u64>, size: u64) -> StoreError {
+    StoreError::Other {
+        store: store.to_string(),
+        detail: format!(
+            "cannot read bytes {}..{} of `{key}`: the object has {size} bytes",
+            range.start, range.end
+        ),
+    }
+}

@@ -13,6 +13,7 @@
 //! be a link (an operator's `/backups -> /mnt/disk`).
 
 use std::fmt;
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -273,6 +274,36 @@ impl ArtifactStore for LocalStore {
             }
         });
         Ok(stream.boxed())
+    }
+
+    /// One positioned read (`pread`) of exactly the range, after checking the file's size.
+    async fn get_range(
+        &self,
+        key: &ObjectKey,
+        _version: Option<&str>,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let store = self.clone();
+        let key = key.clone();
+        blocking(self, move || {
+            use std::os::unix::fs::FileExt;
+            let path = store.path(&key);
+            let file = std::fs::File::open(&path).map_err(|e| store.error(&path, &e))?;
+            let size = file.metadata().map_err(|e| store.error(&path, &e))?.len();
+            if range.end > size {
+                return Err(crate::range_error(&store.to_string(), &key, &range, size));
+            }
+            let length = usize::try_from(range.end - range.start)
+                .map_err(|_| crate::range_error(&store.to_string(), &key, &range, size))?;
+            let mut buffer = vec![0_u8; length];
+            file.read_exact_at(&mut buffer, range.start)
+                .map_err(|e| store.error(&path, &e))?;
+            Ok(Bytes::from(buffer))
+        })
+        .await
     }
 
     async fn head(

@@ -1,5 +1,6 @@
 //! Store URLs: `file:///dir`, `s3://bucket/prefix?region=R&endpoint=URL&path_style=true`,
-//! `az://account/container/prefix?endpoint=URL`, `gs://bucket/prefix?endpoint=URL`.
+//! `az://account/container/prefix?endpoint=URL`, `gs://bucket/prefix?endpoint=URL`, and the
+//! same with `repo+` in front for a deduplicating repository kept there ([`StoreUrl`]).
 //! Credentials never appear in a URL; they come from each cloud's standard chain.
 
 use std::path::PathBuf;
@@ -107,6 +108,53 @@ impl StoreLocation {
     }
 }
 
+/// What a `--store` URL names: a store of plain objects (Cairn's own format), or a
+/// deduplicating repository (restic's format) kept in a store, written `repo+` and the store's
+/// URL (same query parameters, same credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// `s3://…`, `az://…`, `gs://…`, `file:///…`.
+    Objects(StoreLocation),
+    /// `repo+s3://…`, `repo+az://…`, `repo+gs://…`, `repo+file:///…`: the repository's root is
+    /// the store's prefix.
+    Repository(StoreLocation),
+}
+
+/// The repository forms, for messages.
+const REPOSITORY_FORMS: &str = "use repo+s3://BUCKET/PREFIX, repo+az://ACCOUNT/CONTAINER/PREFIX, repo+gs://BUCKET/PREFIX or repo+file:///DIR";
+
+impl StoreUrl {
+    /// Parses a store URL, plain or `repo+`.
+    ///
+    /// # Errors
+    /// A one-line description naming the URL and what to write instead.
+    pub fn parse(text: &str) -> Result<StoreUrl, String> {
+        let Some(rest) = text.strip_prefix("repo+") else {
+            return StoreLocation::parse(text).map(StoreUrl::Objects);
+        };
+        if rest.is_empty() {
+            return Err(format!(
+                "store URL `{text}` names no store after `repo+`; {REPOSITORY_FORMS}"
+            ));
+        }
+        let scheme = rest.split_once("://").map_or("", |(scheme, _)| scheme);
+        if !["s3", "az", "gs", "file"].contains(&scheme) {
+            return Err(format!(
+                "store URL `{text}` does not name a store after `repo+`; {REPOSITORY_FORMS}"
+            ));
+        }
+        StoreLocation::parse(rest).map(StoreUrl::Repository)
+    }
+
+    /// The store the objects are kept in.
+    #[must_use]
+    pub fn location(&self) -> &StoreLocation {
+        match self {
+            StoreUrl::Objects(location) | StoreUrl::Repository(location) => location,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +208,64 @@ mod tests {
             .unwrap_err()
             .contains("unknown parameter"));
         assert!(StoreLocation::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn repository_urls_are_a_store_url_behind_repo_plus() {
+        assert_eq!(
+            StoreUrl::parse(
+                "repo+s3://backups/repo?endpoint=http://127.0.0.1:5000&path_style=true"
+            )
+            .unwrap(),
+            StoreUrl::Repository(StoreLocation::S3 {
+                bucket: "backups".into(),
+                prefix: "repo".into(),
+                region: None,
+                endpoint: Some("http://127.0.0.1:5000".into()),
+                path_style: true,
+            })
+        );
+        assert_eq!(
+            StoreUrl::parse("repo+file:///srv/repo").unwrap(),
+            StoreUrl::Repository(StoreLocation::File {
+                root: "/srv/repo".into()
+            })
+        );
+        assert!(matches!(
+            StoreUrl::parse("repo+az://acct/c/p").unwrap(),
+            StoreUrl::Repository(StoreLocation::Azure { .. })
+        ));
+        assert!(matches!(
+            StoreUrl::parse("repo+gs://b/p").unwrap(),
+            StoreUrl::Repository(StoreLocation::Gcs { .. })
+        ));
+        assert_eq!(
+            StoreUrl::parse("gs://b").unwrap(),
+            StoreUrl::Objects(StoreLocation::Gcs {
+                bucket: "b".into(),
+                prefix: String::new(),
+                endpoint: None
+            })
+        );
+    }
+
+    #[test]
+    fn repository_urls_without_a_store_are_refused_naming_the_forms() {
+        assert_eq!(
+            StoreUrl::parse("repo+").unwrap_err(),
+            "store URL `repo+` names no store after `repo+`; use repo+s3://BUCKET/PREFIX, repo+az://ACCOUNT/CONTAINER/PREFIX, repo+gs://BUCKET/PREFIX or repo+file:///DIR"
+        );
+        for text in ["repo+repo+s3://b/p", "repo+ftp://x/y", "repo+/srv/repo"] {
+            let error = StoreUrl::parse(text).unwrap_err();
+            assert!(
+                error.starts_with(&format!(
+                    "store URL `{text}` does not name a store after `repo+`; use repo+s3://"
+                )),
+                "{error}"
+            );
+        }
+        assert!(StoreUrl::parse("repo+s3://b/p?secret=1")
+            .unwrap_err()
+            .contains("unknown parameter"));
     }
 }

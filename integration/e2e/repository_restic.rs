@@ -1,0 +1,129 @@
+//! End-to-end: the real `restic` CLI (Debian's package, 0.14) judges Cairn's repositories, and
+//! Cairn opens restic's. `cairn repo init` into `repo+file://` and `repo+s3://` (moto), then
+//! `restic cat config`, `restic snapshots` and `restic check` with the same password; the
+//! reverse: a repository made and backed up by `restic`, checked by `cairn repo check
+//! --read-data` (every pack read through Cairn's ranged reads).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use cairn_testbed::stores::{Emulator, Server, AWS_ENV};
+
+use crate::common::*;
+use crate::repository::{created_id, password_file, repo};
+
+/// `restic -r REPOSITORY --no-cache ARGS` with the password file, the emulators' keys and a
+/// home of its own.
+fn restic(work: &Path, repository: &str, password: &Path, args: &[&str]) -> Output {
+    let output = Command::new("restic")
+        .args(["-r", repository, "--no-cache"])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", work)
+        .env("RESTIC_PASSWORD_FILE", password)
+        .envs(AWS_ENV)
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .expect("restic runs (install Debian's restic package)");
+    eprintln!(
+        "restic {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn succeeded(output: &Output) -> String {
+    assert_eq!(output.status.code(), Some(0), "{}", text(output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// restic opens the repository Cairn made at `url` (`restic_repository` in restic's words):
+/// the config is the one Cairn created, there are no snapshots, and `restic check` passes.
+fn restic_reads_cairns_repository(work: &Path, url: &str, restic_repository: &str) {
+    let password = password_file(work, "password", "correct horse battery", 0o600);
+    let id = created_id(&repo(work, &["init"], url, &password));
+    let config = succeeded(&restic(
+        work,
+        restic_repository,
+        &password,
+        &["cat", "config"],
+    ));
+    let config: serde_json::Value = serde_json::from_str(&config).expect("config is JSON");
+    assert_eq!(config["version"], 2, "{config}");
+    assert_eq!(config["id"], id.as_str(), "{config}");
+    let snapshots = succeeded(&restic(
+        work,
+        restic_repository,
+        &password,
+        &["--no-lock", "snapshots", "--json"],
+    ));
+    assert_eq!(snapshots.trim(), "[]");
+    succeeded(&restic(work, restic_repository, &password, &["check"]));
+    // A wrong password is refused by restic too: the key really is sealed with the password.
+    let wrong = password_file(work, "wrong", "not it", 0o600);
+    let refused = restic(work, restic_repository, &wrong, &["--no-lock", "snapshots"]);
+    assert_ne!(refused.status.code(), Some(0), "{}", text(&refused));
+}
+
+/// Cairn checks, reading every pack, a repository restic made and backed up into.
+fn cairn_reads_restics_repository(work: &Path, url: &str, restic_repository: &str) {
+    let password = password_file(work, "restic-password", "made by restic", 0o600);
+    succeeded(&restic(work, restic_repository, &password, &["init"]));
+    let data = work.join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    let big: Vec<u8> = (0..2_000_000_u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(data.join("big.bin"), &big).unwrap();
+    std::fs::write(data.join("sub/small.txt"), b"small\n").unwrap();
+    succeeded(&restic(
+        work,
+        restic_repository,
+        &password,
+        &["backup", data.to_str().unwrap()],
+    ));
+    let check = repo(work, &["check", "--read-data"], url, &password);
+    let stdout = succeeded(&check);
+    assert!(
+        stdout.contains("structure and data checked, no errors (1 snapshots)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn restic_reads_a_repository_cairn_made_in_a_folder_and_cairn_reads_restics() {
+    let work = workdir();
+    let root = work.root().join("repo");
+    std::fs::create_dir(&root).unwrap();
+    restic_reads_cairns_repository(
+        work.path(),
+        &format!("repo+file://{}", root.display()),
+        root.to_str().unwrap(),
+    );
+    let theirs = work.root().join("restic-repo");
+    std::fs::create_dir(&theirs).unwrap();
+    cairn_reads_restics_repository(
+        work.path(),
+        &format!("repo+file://{}", theirs.display()),
+        theirs.to_str().unwrap(),
+    );
+}
+
+#[test]
+fn restic_reads_a_repository_cairn_made_in_s3_and_cairn_reads_restics() {
+    let moto = Emulator::start(Server::Moto);
+    moto.fixture(&["create-bucket", "cairn-repos", "versioned"]);
+    let work = workdir();
+    let store = |prefix: &str| {
+        format!(
+            "repo+s3://cairn-repos/{prefix}?region=us-east-1&endpoint={}&path_style=true",
+            moto.endpoint
+        )
+    };
+    let restic_repository = |prefix: &str| format!("s3:{}/cairn-repos/{prefix}", moto.endpoint);
+    restic_reads_cairns_repository(work.path(), &store("ours"), &restic_repository("ours"));
+    cairn_reads_restics_repository(work.path(), &store("theirs"), &restic_repository("theirs"));
+}
