@@ -441,3 +441,25 @@ fn help_inside_a_mode_prints_its_help() {
         );
     }
 }
+
+#[test]
+fn a_restore_parallelism_of_zero_or_not_a_number_is_one_line() {
+    let work = Work::new();
+    work.inventory();
+    for (name, value) in [
+        ("restore_parallelism_zero", "0"),
+        ("restore_parallelism_not_a_number", "two"),
+    ] {
+        let outcome = work.cairn(&[
+            "deployment",
+            "--inventory",
+            "inv.yml",
+            "restore",
+            "--artifact-path",
+            "/nonexistent",
+            "--restore-parallelism",
+            value,
+        ]);
+        insta::assert_snapshot!(name, outcome.all());
+    }
+}

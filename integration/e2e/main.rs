@@ -34,6 +34,7 @@ mod modes;
 mod notifications;
 mod proofs;
 mod prune;
+mod restore_parallelism;
 mod restore_plan;
 mod retries;
 mod socks_login;

@@ -11,6 +11,7 @@
 //! store = "s3://backups/cf?region=eu-west-1"
 //! compression = "zstd:3"
 //! parallelism = 10
+//! restore_parallelism = 1    # --restore-parallelism (restore, drill)
 //! inventory = "/etc/cairn/inventory.yml"
 //! known_hosts = "/etc/cairn/known_hosts"
 //! metrics_file = "/var/lib/node_exporter/textfile/cairn.prom"
@@ -73,6 +74,8 @@ pub(crate) struct ConfigFile {
     pub compression: Option<String>,
     /// Default `--parallelism`.
     pub parallelism: Option<usize>,
+    /// Default `--restore-parallelism` (restore, drill).
+    pub restore_parallelism: Option<usize>,
     /// Default `--inventory` (deployment mode).
     pub inventory: Option<PathBuf>,
     /// Default `--known-hosts`.
@@ -222,6 +225,12 @@ pub(crate) fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {
     if config.parallelism == Some(0) {
         return Err(error("parallelism must be at least 1".into()));
     }
+    if config.restore_parallelism == Some(0) {
+        return Err(error(
+            "restore_parallelism must be at least 1 (1: bbr's order, one instance after another)"
+                .into(),
+        ));
+    }
     if let Some(director) = &config.director {
         if director.retry_attempts == Some(0) {
             return Err(error(
@@ -361,6 +370,7 @@ pub(crate) fn apply(cli: &mut Cli, config: &ConfigFile) {
         }
         Command::Drill(args) => {
             args.allow_unencrypted |= config.allow_unencrypted.unwrap_or(false);
+            args.restore_parallelism = args.restore_parallelism.or(config.restore_parallelism);
             apply_common(&mut args.common, config);
             apply_trust(&mut args.trust, config);
             if args.backup.is_none() && args.latest.is_none() {
@@ -518,6 +528,9 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
         }
         Action::Restore(restore) => {
             restore.allow_unencrypted |= config.allow_unencrypted.unwrap_or(false);
+            restore.restore_parallelism = restore
+                .restore_parallelism
+                .or(config.restore_parallelism);
             if restore.artifact_path.is_none() {
                 apply_store(&mut restore.store, config);
             }
