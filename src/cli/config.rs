@@ -682,6 +682,37 @@ mod tests {
     }
 
     #[test]
+    fn restore_parallelism_comes_from_the_flag_then_the_file_and_zero_is_refused() {
+        let config: ConfigFile = toml::from_str("restore_parallelism = 3\n").unwrap();
+        let restore_parallelism = |args: &[&str]| {
+            let mut cli = parse(args);
+            apply(&mut cli, &config);
+            match cli.command {
+                Command::Deployment(DeploymentArgs {
+                    action: Action::Restore(restore),
+                    ..
+                }) => restore.restore_parallelism,
+                Command::Drill(drill) => drill.restore_parallelism,
+                _ => panic!(),
+            }
+        };
+        assert_eq!(restore_parallelism(&["deployment", "restore", "-a", "/b"]), Some(3));
+        assert_eq!(
+            restore_parallelism(&["deployment", "restore", "-a", "/b", "--restore-parallelism", "2"]),
+            Some(2)
+        );
+        assert_eq!(
+            restore_parallelism(&["drill", "--target-inventory", "t.yml", "-a", "/b"]),
+            Some(3)
+        );
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("cairn.toml");
+        std::fs::write(&path, "restore_parallelism = 0\n").unwrap();
+        let error = load(Some(&path)).unwrap_err().to_string();
+        assert!(error.contains("restore_parallelism must be at least 1"), "{error}");
+    }
+
+    #[test]
     fn retention_comes_from_the_file_only_when_no_keep_flag_is_given() {
         let mut cli = parse(&["backups", "--store", "file:///s", "prune", "-d", "cf"]);
         apply(&mut cli, &file());

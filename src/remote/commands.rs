@@ -105,6 +105,7 @@ pub fn tar_extract_with_checksums(directory: &str, batch: usize) -> String {
 
 /// Whether [`tar_extract_with_checksums`] can list every one of `names` (none has a newline
 /// or a backslash).
+#[must_use]
 pub fn lists_while_extracting<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> bool {
     names
         .into_iter()
