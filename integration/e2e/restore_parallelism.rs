@@ -46,13 +46,17 @@ fn seen(rendezvous: &Path) -> Vec<String> {
 #[test]
 fn restore_scripts_of_several_instances_overlap_with_n_above_1_and_not_by_default() {
     cairn_testbed::require_root!();
-    let specs: Vec<(&str, u32, &[&str])> = (0..HOSTS).map(|i| ("node", i, &["files"][..])).collect();
+    let specs: Vec<(&str, u32, &[&str])> =
+        (0..HOSTS).map(|i| ("node", i, &["files"][..])).collect();
     let bed = TestBed::start(&specs).expect("test bed");
     let mut before = Vec::new();
     for host in bed.hosts() {
         let files = host.vcap_dir.join("store/files");
         fs::create_dir_all(&files).unwrap();
-        write_pseudo_random(&files.join("data.bin"), 3 * 1024 * 1024 + host.index as usize);
+        write_pseudo_random(
+            &files.join("data.bin"),
+            3 * 1024 * 1024 + host.index as usize,
+        );
         before.push(tree_digest(&files));
     }
     let work = workdir();
@@ -75,7 +79,11 @@ fn restore_scripts_of_several_instances_overlap_with_n_above_1_and_not_by_defaul
         }
         let output = cairn(&bed, work.path(), &args);
         assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-        assert_eq!(seen(&rendezvous), vec![expected; HOSTS as usize], "{flag:?}");
+        assert_eq!(
+            seen(&rendezvous),
+            vec![expected; HOSTS as usize],
+            "{flag:?}"
+        );
         for (host, digest) in bed.hosts().iter().zip(&before) {
             assert_eq!(&tree_digest(&host.vcap_dir.join("store/files")), digest);
         }

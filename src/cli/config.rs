@@ -528,9 +528,8 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
         }
         Action::Restore(restore) => {
             restore.allow_unencrypted |= config.allow_unencrypted.unwrap_or(false);
-            restore.restore_parallelism = restore
-                .restore_parallelism
-                .or(config.restore_parallelism);
+            restore.restore_parallelism =
+                restore.restore_parallelism.or(config.restore_parallelism);
             if restore.artifact_path.is_none() {
                 apply_store(&mut restore.store, config);
             }
@@ -696,9 +695,19 @@ mod tests {
                 _ => panic!(),
             }
         };
-        assert_eq!(restore_parallelism(&["deployment", "restore", "-a", "/b"]), Some(3));
         assert_eq!(
-            restore_parallelism(&["deployment", "restore", "-a", "/b", "--restore-parallelism", "2"]),
+            restore_parallelism(&["deployment", "restore", "-a", "/b"]),
+            Some(3)
+        );
+        assert_eq!(
+            restore_parallelism(&[
+                "deployment",
+                "restore",
+                "-a",
+                "/b",
+                "--restore-parallelism",
+                "2"
+            ]),
             Some(2)
         );
         assert_eq!(
@@ -709,7 +718,10 @@ mod tests {
         let path = directory.path().join("cairn.toml");
         std::fs::write(&path, "restore_parallelism = 0\n").unwrap();
         let error = load(Some(&path)).unwrap_err().to_string();
-        assert!(error.contains("restore_parallelism must be at least 1"), "{error}");
+        assert!(
+            error.contains("restore_parallelism must be at least 1"),
+            "{error}"
+        );
     }
 
     #[test]

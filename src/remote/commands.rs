@@ -306,7 +306,10 @@ mod tests {
             );
             assert!(output.status.success(), "{output:?}");
             assert!(!output.stdout.contains(&0));
-            assert!(!output.stdout.starts_with(b"\n") && !output.stdout.windows(2).any(|w| w == b"\n\n"));
+            assert!(
+                !output.stdout.starts_with(b"\n")
+                    && !output.stdout.windows(2).any(|w| w == b"\n\n")
+            );
             let during = parse_checksums(&output.stdout).unwrap();
             let after = run_in_shell(&checksum_files(&directory), b"");
             let after = parse_checksums(&after.stdout).unwrap();

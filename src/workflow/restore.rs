@@ -398,26 +398,26 @@ async fn run_restore_scripts(
     tracing::info!("Running restore scripts...");
     let failed = AtomicBool::new(false);
     let failed = &failed;
-    let instances = plan
-        .uploads
-        .chunk_by(|a, b| a.job.0 == b.job.0)
-        .map(|instance_uploads| async move {
-            // Checked when a slot frees, not when the loop was planned.
-            if failed.load(Ordering::SeqCst) || context.cancel.is_cancelled() {
-                return Vec::new();
-            }
-            let mut errors = Vec::new();
-            for upload in instance_uploads {
-                if context.cancel.is_cancelled() {
-                    break;
+    let instances =
+        plan.uploads
+            .chunk_by(|a, b| a.job.0 == b.job.0)
+            .map(|instance_uploads| async move {
+                // Checked when a slot frees, not when the loop was planned.
+                if failed.load(Ordering::SeqCst) || context.cancel.is_cancelled() {
+                    return Vec::new();
                 }
-                if let Some(error) = restore_job(deployment, upload, backup, context).await {
-                    failed.store(true, Ordering::SeqCst);
-                    errors.push(error);
+                let mut errors = Vec::new();
+                for upload in instance_uploads {
+                    if context.cancel.is_cancelled() {
+                        break;
+                    }
+                    if let Some(error) = restore_job(deployment, upload, backup, context).await {
+                        failed.store(true, Ordering::SeqCst);
+                        errors.push(error);
+                    }
                 }
-            }
-            errors
-        });
+                errors
+            });
     let errors: Vec<Vec<Error>> = futures::stream::iter(instances)
         .buffer_unordered(context.options.restore_parallelism.max(1))
         .collect()

@@ -431,8 +431,11 @@ pub(super) async fn upload(
     });
     // The instance hashes the files as tar completes them, unless a name needs the second
     // pass's NUL-separated records (commands::checksum_files).
-    let overlapped =
-        commands::lists_while_extracting(expected.keys().map(crate::format::digest::FileName::as_bytes));
+    let overlapped = commands::lists_while_extracting(
+        expected
+            .keys()
+            .map(crate::format::digest::FileName::as_bytes),
+    );
     let extract_command = if overlapped {
         commands::tar_extract_with_checksums(&remote_directory, checksum_batch(expected.len()))
     } else {

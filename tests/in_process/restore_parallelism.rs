@@ -51,8 +51,7 @@ fn most_at_once(calls: &[Call]) -> usize {
             calls
                 .iter()
                 .filter(|other| {
-                    other.started <= call.started
-                        && other.ended.expect("returned") > call.started
+                    other.started <= call.started && other.ended.expect("returned") > call.started
                 })
                 .count()
         })
@@ -146,7 +145,11 @@ async fn after_a_failing_instance_no_new_one_starts_those_running_finish_and_all
     assert_eq!(errors.errors().len(), 1, "{errors}");
     assert!(matches!(
         &errors.errors()[0],
-        cairn::error::Error::ScriptFailed { script: ScriptName::Restore, status: 5, .. }
+        cairn::error::Error::ScriptFailed {
+            script: ScriptName::Restore,
+            status: 5,
+            ..
+        }
     ));
     assert_eq!(errors.exit_code(), 1);
     let world = target.world();
@@ -181,7 +184,11 @@ async fn an_interrupt_stops_every_running_restore_starts_no_other_and_all_unlock
     )
     .await;
 
-    assert_eq!(super::interrupted(errors.errors(), "Restore"), 1, "{errors}");
+    assert_eq!(
+        super::interrupted(errors.errors(), "Restore"),
+        1,
+        "{errors}"
+    );
     let world = target.world();
     let restores = world.script_calls(ScriptName::Restore);
     assert_eq!(hosts(&restores), vec![node(0), node(1)]);
