@@ -517,3 +517,25 @@ fn repository_urls_and_password_files_are_named_in_their_errors() {
     ]);
     insta::assert_snapshot!("backups_list_given_a_repository", plain.all());
 }
+
+#[test]
+fn a_restore_parallelism_of_zero_or_not_a_number_is_one_line() {
+    let work = Work::new();
+    work.inventory();
+    for (name, value) in [
+        ("restore_parallelism_zero", "0"),
+        ("restore_parallelism_not_a_number", "two"),
+    ] {
+        let outcome = work.cairn(&[
+            "deployment",
+            "--inventory",
+            "inv.yml",
+            "restore",
+            "--artifact-path",
+            "/nonexistent",
+            "--restore-parallelism",
+            value,
+        ]);
+        insta::assert_snapshot!(name, outcome.all());
+    }
+}

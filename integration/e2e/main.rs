@@ -36,6 +36,7 @@ mod proofs;
 mod prune;
 mod repository;
 mod repository_restic;
+mod restore_parallelism;
 mod restore_plan;
 mod retries;
 mod segments;

@@ -107,6 +107,7 @@ fn context(target: &dyn Target, action: &Action, common: &CommonArgs) -> RunCont
     context.options.stall_timeout = common.stall_timeout();
     if let Action::Restore(restore_args) = action {
         context.options.verify_restore = restore_args.verify;
+        context.options.restore_parallelism = restore_args.restore_parallelism.unwrap_or(1);
     }
     if let Some(kind) = journal_kind(action) {
         let state_dir = JournalFile::default_state_dir();

@@ -425,6 +425,11 @@ pub(crate) struct RestoreArgs {
     /// With --plan: print the restore lock order as a Graphviz graph instead.
     #[arg(long, requires = "plan")]
     pub dot: bool,
+    /// Run the `restore` scripts of up to N instances at once (the lock and unlock scripts
+    /// stay one at a time); after a failing instance no further one starts [default: 1,
+    /// bbr's order: one instance after another].
+    #[arg(long, value_name = "N", value_parser = parse_restore_parallelism)]
+    pub restore_parallelism: Option<usize>,
     /// `--trusted-key`.
     #[command(flatten)]
     pub trust: super::trust::TrustArgs,
@@ -535,6 +540,10 @@ pub(crate) struct DrillArgs {
     /// [default: the current directory].
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
+    /// Run the `restore` scripts of up to N instances of the drill deployment at once
+    /// [default: 1, bbr's order].
+    #[arg(long, value_name = "N", value_parser = parse_restore_parallelism)]
+    pub restore_parallelism: Option<usize>,
     /// `--trusted-key`, for a stored backup (--backup, --latest).
     #[command(flatten)]
     pub trust: super::trust::TrustArgs,
@@ -778,6 +787,17 @@ pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> 
         ));
     }
     Ok(duration)
+}
+
+/// `--restore-parallelism`: a whole number of instances, at least 1.
+pub(crate) fn parse_restore_parallelism(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("restore scripts need at least 1 instance at a time; give 1 (bbr's order, one instance after another) or more".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "`{text}` is not a whole number of instances; give 1 (bbr's order) or more"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! compression = "zstd:3"
 //! segment_size = "1GiB"      # --segment-size, for backups into a store
 //! parallelism = 10
+//! restore_parallelism = 1    # --restore-parallelism (restore, drill)
 //! inventory = "/etc/cairn/inventory.yml"
 //! known_hosts = "/etc/cairn/known_hosts"
 //! metrics_file = "/var/lib/node_exporter/textfile/cairn.prom"
@@ -77,6 +78,8 @@ pub(crate) struct ConfigFile {
     pub segment_size: Option<String>,
     /// Default `--parallelism`.
     pub parallelism: Option<usize>,
+    /// Default `--restore-parallelism` (restore, drill).
+    pub restore_parallelism: Option<usize>,
     /// Default `--inventory` (deployment mode).
     pub inventory: Option<PathBuf>,
     /// Default `--known-hosts`.
@@ -226,6 +229,12 @@ pub(crate) fn load(path: Option<&Path>) -> Result<ConfigFile, ConfigError> {
     if config.parallelism == Some(0) {
         return Err(error("parallelism must be at least 1".into()));
     }
+    if config.restore_parallelism == Some(0) {
+        return Err(error(
+            "restore_parallelism must be at least 1 (1: bbr's order, one instance after another)"
+                .into(),
+        ));
+    }
     if let Some(director) = &config.director {
         if director.retry_attempts == Some(0) {
             return Err(error(
@@ -365,6 +374,7 @@ pub(crate) fn apply(cli: &mut Cli, config: &ConfigFile) {
         }
         Command::Drill(args) => {
             args.allow_unencrypted |= config.allow_unencrypted.unwrap_or(false);
+            args.restore_parallelism = args.restore_parallelism.or(config.restore_parallelism);
             apply_common(&mut args.common, config);
             apply_trust(&mut args.trust, config);
             if args.backup.is_none() && args.latest.is_none() {
@@ -526,6 +536,8 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
         }
         Action::Restore(restore) => {
             restore.allow_unencrypted |= config.allow_unencrypted.unwrap_or(false);
+            restore.restore_parallelism =
+                restore.restore_parallelism.or(config.restore_parallelism);
             if restore.artifact_path.is_none() {
                 apply_store(&mut restore.store, config);
             }
@@ -674,6 +686,50 @@ mod tests {
             panic!()
         };
         assert_eq!(backup.compression.as_deref(), Some(DEFAULT_COMPRESSION));
+    }
+
+    #[test]
+    fn restore_parallelism_comes_from_the_flag_then_the_file_and_zero_is_refused() {
+        let config: ConfigFile = toml::from_str("restore_parallelism = 3\n").unwrap();
+        let restore_parallelism = |args: &[&str]| {
+            let mut cli = parse(args);
+            apply(&mut cli, &config);
+            match cli.command {
+                Command::Deployment(DeploymentArgs {
+                    action: Action::Restore(restore),
+                    ..
+                }) => restore.restore_parallelism,
+                Command::Drill(drill) => drill.restore_parallelism,
+                _ => panic!(),
+            }
+        };
+        assert_eq!(
+            restore_parallelism(&["deployment", "restore", "-a", "/b"]),
+            Some(3)
+        );
+        assert_eq!(
+            restore_parallelism(&[
+                "deployment",
+                "restore",
+                "-a",
+                "/b",
+                "--restore-parallelism",
+                "2"
+            ]),
+            Some(2)
+        );
+        assert_eq!(
+            restore_parallelism(&["drill", "--target-inventory", "t.yml", "-a", "/b"]),
+            Some(3)
+        );
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("cairn.toml");
+        std::fs::write(&path, "restore_parallelism = 0\n").unwrap();
+        let error = load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            error.contains("restore_parallelism must be at least 1"),
+            "{error}"
+        );
     }
 
     #[test]

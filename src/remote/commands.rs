@@ -68,6 +68,50 @@ pub fn tar_extract(directory: &str) -> String {
     format!("sudo sh -c {}", shell_quote(&inner))
 }
 
+/// Extracts a tar from stdin into a directory as [`tar_extract`] does and, while it extracts,
+/// prints the `<sha256> *./name` record of every regular file it extracted, one per line (the
+/// records of [`checksum_files`], which [`parse_checksums`] reads): the instance's check of a
+/// restore overlapped with the extraction instead of a second pass after it.
+///
+/// GNU tar's `-v` prints a member's name when it starts extracting it, so once the next name
+/// (or the end) is printed the file is complete; `sed` holds each name back by one and
+/// `xargs` hashes the completed ones in batches of `batch` names (`find -maxdepth 0 -type f`
+/// keeps regular files only, as [`checksum_files`] does; directories, symlinks and the rest are
+/// dropped). Every record is of a file read from the disk after tar closed it, as before; only
+/// the last batch waits for the end of the stream. The exit status is tar's when it failed,
+/// else 1 when hashing failed (with a line on stderr).
+///
+/// Only for names without a newline or a backslash (GNU tar, OpenSSL and coreutils quote
+/// those): [`lists_while_extracting`] says when; otherwise extract, then [`checksum_files`].
+#[must_use]
+pub fn tar_extract_with_checksums(directory: &str, batch: usize) -> String {
+    let inner = format!(
+        "cd {directory} || exit 1\n\
+         umask 077\n\
+         if command -v openssl >/dev/null 2>&1; then H='openssl dgst -sha256 -r'; else H=sha256sum; fi\n\
+         export H\n\
+         exec 3>&1\n\
+         t=$( {{ {{ tar -x -v --quoting-style=literal -f - 4>&-; echo $? >&4; }} | \
+         sed -u -n -e '/^\\.\\//!s|^|./|' -e '/\\/$/!{{x;/./p;}}' -e '${{x;/./p;}}' | \
+         xargs -r -d '\\n' -n {batch} sh -c 'find \"$@\" -maxdepth 0 -type f -print0 | xargs -0 -r $H' sh >&3 4>&-; }} 4>&1 )\n\
+         h=$?\n\
+         [ \"$t\" = 0 ] || exit \"${{t:-2}}\"\n\
+         [ \"$h\" = 0 ] || {{ echo \"computing checksums during the extraction failed (exit $h)\" >&2; exit 1; }}",
+        directory = shell_quote(directory),
+        batch = batch.max(1),
+    );
+    format!("sudo sh -c {}", shell_quote(&inner))
+}
+
+/// Whether [`tar_extract_with_checksums`] can list every one of `names` (none has a newline
+/// or a backslash).
+#[must_use]
+pub fn lists_while_extracting<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    names
+        .into_iter()
+        .all(|name| !name.contains(&b'\n') && !name.contains(&b'\\'))
+}
+
 /// Prints the size of a directory in KiB as the first field.
 #[must_use]
 pub fn disk_usage_kib(directory: &str) -> String {
@@ -213,6 +257,83 @@ mod tests {
         assert!(sums.contains_key("./a file".as_bytes()));
         assert!(sums.contains_key("./dir/c\rr".as_bytes()));
         assert!(parse_checksums(b"garbage\n").is_err());
+    }
+
+    /// Runs `command` (without its `sudo`) in a real `sh` with `stdin` on its standard input.
+    fn run_in_shell(command: &str, stdin: &[u8]) -> std::process::Output {
+        use std::io::Write as _;
+        let inner = command.strip_prefix("sudo ").unwrap();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(inner)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A failing tar may stop reading early: a broken pipe is part of the test.
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    /// The overlapped extraction, run by a real `sh` and GNU tar on a real archive: the
+    /// records it prints are exactly those of the second pass over the extracted directory
+    /// (regular files, hard links included; no directory, symlink or empty line), with any
+    /// batch size; a tar that fails gives tar's status.
+    #[test]
+    fn extraction_with_checksums_lists_what_the_second_pass_lists() {
+        let source = tempfile::tempdir().unwrap();
+        let root = source.path();
+        std::fs::create_dir_all(root.join("sub dir/deeper")).unwrap();
+        std::fs::create_dir(root.join("empty dir")).unwrap();
+        std::fs::write(root.join("sub dir/a b"), b"one").unwrap();
+        std::fs::write(root.join("sub dir/deeper/c"), vec![7u8; 300_000]).unwrap();
+        std::fs::write(root.join("empty"), b"").unwrap();
+        std::fs::write(root.join("-dash"), b"dash").unwrap();
+        std::fs::hard_link(root.join("empty"), root.join("hard")).unwrap();
+        std::os::unix::fs::symlink("sub dir/a b", root.join("link")).unwrap();
+        let archive = std::process::Command::new("tar")
+            .args(["-C", &root.display().to_string(), "-c", "."])
+            .output()
+            .unwrap();
+        assert!(archive.status.success());
+        for batch in [1, 2, 100] {
+            let target = tempfile::tempdir().unwrap();
+            let directory = target.path().display().to_string();
+            let output = run_in_shell(
+                &tar_extract_with_checksums(&directory, batch),
+                &archive.stdout,
+            );
+            assert!(output.status.success(), "{output:?}");
+            assert!(!output.stdout.contains(&0));
+            assert!(
+                !output.stdout.starts_with(b"\n")
+                    && !output.stdout.windows(2).any(|w| w == b"\n\n")
+            );
+            let during = parse_checksums(&output.stdout).unwrap();
+            let after = run_in_shell(&checksum_files(&directory), b"");
+            let after = parse_checksums(&after.stdout).unwrap();
+            assert_eq!(during, after, "batch {batch}");
+            assert_eq!(during.len(), 5, "{during:?}");
+            assert!(during.contains_key("./hard".as_bytes()));
+            assert!(!during.contains_key("./link".as_bytes()));
+        }
+        // A damaged archive: tar's own status (2), not the checksums' success.
+        let target = tempfile::tempdir().unwrap();
+        let mut damaged = archive.stdout.clone();
+        damaged.truncate(damaged.len() / 2 + 7);
+        let output = run_in_shell(
+            &tar_extract_with_checksums(&target.path().display().to_string(), 1),
+            &damaged,
+        );
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+    }
+
+    #[test]
+    fn only_names_without_newline_or_backslash_are_listed_while_extracting() {
+        assert!(lists_while_extracting([&b"./a b"[..], b"./\xc3\xa9"]));
+        assert!(!lists_while_extracting([&b"./a"[..], b"./new\nline"]));
+        assert!(!lists_while_extracting([&b"./back\\slash"[..]]));
     }
 
     /// The command itself, run by a real `sh` over a directory with awkward names, both ways:

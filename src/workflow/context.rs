@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub stall_timeout: std::time::Duration,
     /// Run each restored job's `post-restore-verify` after the restore (Cairn extension).
     pub verify_restore: bool,
+    /// At most this many instances run their `restore` scripts at once
+    /// (`--restore-parallelism`; 1, the default, is bbr's serial order).
+    pub restore_parallelism: usize,
 }
 
 /// Options, services and records of one run; cloned contexts share their services and
@@ -77,6 +80,7 @@ impl RunContext {
                 script_timeouts: ScriptTimeouts::default(),
                 stall_timeout: DEFAULT_STALL_TIMEOUT,
                 verify_restore: false,
+                restore_parallelism: 1,
             },
             cancel: CancellationToken::new(),
             signal_name: Arc::default(),

@@ -18,13 +18,19 @@
 //! leftover artifact directories, lock cycles), the backup's compatibility with the target
 //! ([`compatibility`]: missing groups, instances or jobs refuse, other differences warn) and
 //! the free space for the artifacts ([`space`]). `restore --plan` ([`plan_only`]) stops there.
-//! Restore scripts run one at a time, instance by instance (as bbr): every job of an instance
-//! runs, and the first instance with a failure stops the loop. The restore lock scripts run
-//! one job at a time too (bbr's serial executor); unlock always follows once a lock was
-//! attempted.
+//! Restore scripts run instance by instance (as bbr): every job of an instance runs, one
+//! after another, and the first instance with a failure stops the loop. By default one
+//! instance at a time, bbr's order; `--restore-parallelism N` lets up to N instances run
+//! theirs at once (a failure then starts no further instance, and those running finish). The
+//! restore lock scripts run one job at a time whatever N is (bbr's serial executor); unlock
+//! always follows once a lock was attempted.
 
 pub mod compatibility;
 pub mod space;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
 
 use super::recovery::{recover_interrupted_runs, Recovery};
 use super::scripts::run_job_script;
@@ -376,9 +382,11 @@ async fn lock_restore_unlock(
     errors
 }
 
-/// Restore scripts one at a time, in the order of the uploads (instance by instance, as bbr's
-/// `orchestrator/instance.go` and `instance/deployed_instance.go`): every job of an instance
-/// runs, then the first instance with a failure stops the loop. Logged between bbr's `Running
+/// Restore scripts instance by instance, in the order of the uploads (as bbr's
+/// `orchestrator/instance.go` and `instance/deployed_instance.go`): the jobs of an instance one
+/// after another, every one of them even after a failure; up to `--restore-parallelism`
+/// instances at once (1, the default: bbr's serial loop). Once an instance had a failure no
+/// further instance starts; those already running finish. Logged between bbr's `Running
 /// restore scripts...` and `Finished running restore scripts.`, then `Completed restore of D`
 /// on success (`orchestrator/restore_step.go`, before the unlock).
 async fn run_restore_scripts(
@@ -388,20 +396,33 @@ async fn run_restore_scripts(
     context: &RunContext,
 ) -> RunErrors {
     tracing::info!("Running restore scripts...");
-    let mut errors = RunErrors::new();
-    for instance_uploads in plan.uploads.chunk_by(|a, b| a.job.0 == b.job.0) {
-        if !errors.is_empty() || context.cancel.is_cancelled() {
-            break;
-        }
-        for upload in instance_uploads {
-            if context.cancel.is_cancelled() {
-                break;
-            }
-            if let Some(error) = restore_job(deployment, upload, backup, context).await {
-                errors.push(error);
-            }
-        }
-    }
+    let failed = AtomicBool::new(false);
+    let failed = &failed;
+    let instances =
+        plan.uploads
+            .chunk_by(|a, b| a.job.0 == b.job.0)
+            .map(|instance_uploads| async move {
+                // Checked when a slot frees, not when the loop was planned.
+                if failed.load(Ordering::SeqCst) || context.cancel.is_cancelled() {
+                    return Vec::new();
+                }
+                let mut errors = Vec::new();
+                for upload in instance_uploads {
+                    if context.cancel.is_cancelled() {
+                        break;
+                    }
+                    if let Some(error) = restore_job(deployment, upload, backup, context).await {
+                        failed.store(true, Ordering::SeqCst);
+                        errors.push(error);
+                    }
+                }
+                errors
+            });
+    let errors: Vec<Vec<Error>> = futures::stream::iter(instances)
+        .buffer_unordered(context.options.restore_parallelism.max(1))
+        .collect()
+        .await;
+    let errors = RunErrors(errors.into_iter().flatten().collect());
     tracing::info!("Finished running restore scripts.");
     if errors.is_empty() && !context.cancel.is_cancelled() {
         tracing::info!("Completed restore of {}", deployment.name);

@@ -13,9 +13,12 @@
 //!
 //! Restore: the artifact is read once on a blocking thread, which checks every entry and file
 //! while handing the tar stream, in 1 MiB chunks, to `tar -x` on the instance
-//! ([`ArtifactReader::forward`]); the instance's own checksums are then
-//! compared with the ones in `metadata`. The upload fails if either check fails, and the
-//! caller runs no script.
+//! ([`ArtifactReader::forward`]). The instance hashes each file as soon as `tar -x` has
+//! written it, while the rest of the stream is still extracting
+//! ([`commands::tar_extract_with_checksums`]; a name with a newline or a backslash falls back
+//! to a second pass after the extraction), and its checksums are compared with the ones in
+//! `metadata` once the command ended. The upload fails if either check fails, and the caller
+//! runs no script.
 //!
 //! Both directions count the bytes they move; a stream that moves none for `--stall-timeout`
 //! is stopped, its instance's connection dropped (the next command reconnects) and the copy
@@ -52,6 +55,7 @@ use crate::remote::script::{ScriptIo, ScriptOutcome};
 use crate::remote::{RemoteHostExt, StdoutMode};
 use crate::report::events::{Event, EventSink};
 use crate::workflow::scripts::run_job_script_io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Chunks in flight between the SSH channel and the disk thread (bounded memory).
@@ -60,6 +64,16 @@ const CHUNKS_IN_FLIGHT: usize = 32;
 const UPLOAD_CHUNK: usize = 1 << 20;
 /// Chunks queued between the reading thread and the SSH channel during restore.
 const UPLOAD_QUEUE: usize = 8;
+/// The most stdout kept from a restore's `tar -x` with its checksum records (about 80 bytes
+/// a file: some three million files).
+const CHECKSUMS_CAPTURED: usize = 256 << 20;
+
+/// Names per batch of the instance's checksums during extraction: about 32 batches per
+/// artifact, so that only a small last part is hashed after the end of the stream while a
+/// million files still take few processes (`xargs` also splits at its command-line limit).
+fn checksum_batch(files: usize) -> usize {
+    (files / 32).max(1)
+}
 
 /// Percentage points between two progress lines. As bbr (`readwriter/log_percentage.go`), the
 /// first line comes at 5 % and each next one 5 points after the last; 100 % is logged once
@@ -401,6 +415,7 @@ pub(super) async fn upload(
     let stop = cancel.child_token();
     let watch = StreamWatch::new(instance, job, "to", &progress, &stop, context);
     let mut chunks = ChunkForwarder::new(sender, stop.clone(), progress);
+    let sent = Arc::clone(&chunks.sent);
     let label = format!("{} on {}", job.name, instance.name);
     let reader = tokio::task::spawn_blocking(move || {
         let read = artifact.forward(&mut chunks).and_then(|()| {
@@ -414,14 +429,27 @@ pub(super) async fn upload(
         });
         (read, chunks.stopped)
     });
-    let extract_command = commands::tar_extract(&remote_directory);
+    // The instance hashes the files as tar completes them, unless a name needs the second
+    // pass's NUL-separated records (commands::checksum_files).
+    let overlapped = commands::lists_while_extracting(
+        expected
+            .keys()
+            .map(crate::format::digest::FileName::as_bytes),
+    );
+    let extract_command = if overlapped {
+        commands::tar_extract_with_checksums(&remote_directory, checksum_batch(expected.len()))
+    } else {
+        commands::tar_extract(&remote_directory)
+    };
     let extracted = instance.remote.exec(
         &extract_command,
         Some(receiver),
-        StdoutMode::Capture(1 << 20),
+        StdoutMode::Capture(CHECKSUMS_CAPTURED),
         &stop,
     );
-    let extracted = match unless_stalled(extracted, &watch).await {
+    // Watched while bytes are to be sent; after the end of the stream the instance may rightly
+    // take a while for the last files' checksums.
+    let extracted = match unless_stalled(extracted, &watch.until(&sent)).await {
         Ok(extracted) => extracted,
         Err(stalled) => {
             let _ = reader.await;
@@ -448,10 +476,14 @@ pub(super) async fn upload(
             &extracted,
         ));
     }
-    let remote_sums = instance
-        .remote
-        .run_cancellable(&commands::checksum_files(&remote_directory), cancel)
-        .await;
+    let remote_sums = if overlapped {
+        Ok(extracted)
+    } else {
+        instance
+            .remote
+            .run_cancellable(&commands::checksum_files(&remote_directory), cancel)
+            .await
+    };
     let remote_sums = parse_remote_sums(instance, remote_sums)?;
     compare(instance, &job.name, expected, &remote_sums)?;
     tracing::info!("Finished copying backup {at_index}.");
@@ -470,6 +502,8 @@ struct StreamWatch<'a> {
     stop: &'a CancellationToken,
     /// `--stall-timeout`.
     limit: Duration,
+    /// Once set, the stream is complete and no longer watched.
+    sent: Option<Arc<AtomicBool>>,
 }
 
 impl<'a> StreamWatch<'a> {
@@ -490,6 +524,27 @@ impl<'a> StreamWatch<'a> {
             moved: progress.moved.clone(),
             stop,
             limit: stall_limit(&job.name, context),
+            sent: None,
+        }
+    }
+
+    /// The same watch, ending once `sent` is set (the whole stream handed over).
+    fn until(&self, sent: &Arc<AtomicBool>) -> StreamWatch<'a> {
+        StreamWatch {
+            moved: self.moved.clone(),
+            sent: Some(Arc::clone(sent)),
+            ..*self
+        }
+    }
+
+    /// Resolves once the stream moved nothing for the limit before it was complete.
+    async fn stalled(&self) {
+        loop {
+            stall::stalled(&self.moved, self.limit).await;
+            match &self.sent {
+                Some(sent) if sent.load(Ordering::SeqCst) => std::future::pending::<()>().await,
+                _ => return,
+            }
         }
     }
 }
@@ -504,7 +559,7 @@ async fn unless_stalled<T>(
     tokio::pin!(command);
     tokio::select! {
         output = &mut command => Ok(output),
-        () = stall::stalled(&watch.moved, watch.limit) => {
+        () = watch.stalled() => {
             let instance = &watch.instance.name;
             tracing::warn!(
                 "No data moved {} {instance} for job {} for {} s; stopping the copy and dropping the connection to {instance}",
@@ -534,6 +589,8 @@ struct ChunkForwarder {
     stop: CancellationToken,
     /// Whether `stop` ended the reading (rather than the artifact failing its checks).
     stopped: bool,
+    /// Set once the whole stream was handed to the channel.
+    sent: Arc<AtomicBool>,
     progress: Progress,
 }
 
@@ -544,6 +601,7 @@ impl ChunkForwarder {
             sender: Some(sender),
             stop,
             stopped: false,
+            sent: Arc::default(),
             progress,
         }
     }
@@ -568,6 +626,7 @@ impl ChunkForwarder {
         self.check_stop()?;
         self.send_buffer();
         self.sender = None;
+        self.sent.store(true, Ordering::SeqCst);
         Ok(())
     }
 

@@ -37,6 +37,9 @@ pub(crate) enum Outcome {
     /// Runs until the command's cancellation token fires (then `RemoteError::Cancelled`).
     /// Reaching it wakes [`World::hang_reached`].
     Hang,
+    /// Succeeds after yielding to the scheduler this many times: a script that takes longer
+    /// than the others (in polls, not in time).
+    Slow(usize),
 }
 
 /// What a command was, parsed back from the string `src/commands.rs` built.
@@ -56,6 +59,8 @@ pub(crate) enum Op {
     TarCreate(String),
     /// `tar -x` from stdin into a directory.
     TarExtract(String),
+    /// `tar -x` from stdin into a directory, printing the checksums of the files it extracted.
+    TarExtractChecksum(String),
     /// The checksum script over a directory.
     Checksum(String),
     /// `df -Pk` of `/var/vcap/store` (a restore's free-space check).
@@ -352,6 +357,12 @@ impl FakeHost {
     ) -> Option<Result<CommandOutput, RemoteError>> {
         match outcome {
             Outcome::Succeed => None,
+            Outcome::Slow(yields) => {
+                for _ in 0..yields {
+                    tokio::task::yield_now().await;
+                }
+                None
+            }
             Outcome::Fail(status, stderr) => Some(Ok(exit(status, Vec::new(), &stderr))),
             Outcome::Lost => Some(Err(self.lost())),
             Outcome::Hang => {
@@ -408,25 +419,35 @@ impl FakeHost {
                 let text = format!("{}\t{dir}\n", bytes.div_ceil(1024));
                 Ok(exit(0, text.into_bytes(), ""))
             }
-            Op::Checksum(dir) => {
-                let Some(files) = self.files(dir) else {
-                    return Ok(exit(1, Vec::new(), "sh: cd: can't cd"));
-                };
-                let mut records = Vec::new();
-                for (name, contents) in files {
-                    records.extend(hex::encode(Sha256::digest(&contents)).into_bytes());
-                    records.extend(b"  ");
-                    records.extend(name.into_bytes());
-                    records.push(0);
-                }
-                Ok(exit(0, records, ""))
-            }
+            Op::Checksum(dir) => Ok(self.checksums(dir, b"  ", 0)),
             Op::TarCreate(dir) => self.tar_create(dir, stdout, cancel).await,
             Op::TarExtract(dir) => self.tar_extract(dir, stdin).await,
+            Op::TarExtractChecksum(dir) => {
+                let extracted = self.tar_extract(dir, stdin).await?;
+                if extracted.status != 0 {
+                    return Ok(extracted);
+                }
+                Ok(self.checksums(dir, b" *", b'\n'))
+            }
             Op::Script {
                 job, script, env, ..
             } => self.script(job, *script, env, cancel).await,
         }
+    }
+
+    /// `<sha256><separator><name><end>` for every file of `dir` (exit 1 without `dir`).
+    fn checksums(&self, dir: &str, separator: &[u8], end: u8) -> CommandOutput {
+        let Some(files) = self.files(dir) else {
+            return exit(1, Vec::new(), "sh: cd: can't cd");
+        };
+        let mut records = Vec::new();
+        for (name, contents) in files {
+            records.extend(hex::encode(Sha256::digest(&contents)).into_bytes());
+            records.extend(separator);
+            records.extend(name.into_bytes());
+            records.push(end);
+        }
+        exit(0, records, "")
     }
 
     fn find_output(&self) -> String {
@@ -690,6 +711,7 @@ fn parse_inner(inner: &str, command: &str) -> Op {
         ["umask", "077", "&&", "tar", "-C", dir, "-x"] => Op::TarExtract((*dir).into()),
         // The restore's artifact directory: the 0700 root first, then the job's directory.
         [.., "chmod", "0700", _, "&&", "mkdir", "-p", dir] => Op::Mkdir((*dir).into()),
+        ["cd", dir, ..] if inner.contains("tar -x -v") => Op::TarExtractChecksum((*dir).into()),
         ["cd", dir, ..] if inner.contains("sha256sum -z") => Op::Checksum((*dir).into()),
         _ if inner.contains("df -Pk") => Op::FreeSpace,
         _ => panic!("the fake host does not know `{command}`"),
@@ -928,6 +950,10 @@ mod tests {
         assert_eq!(
             parse_command(&c::checksum_files(dir)),
             Op::Checksum(dir.into())
+        );
+        assert_eq!(
+            parse_command(&c::tar_extract_with_checksums(dir, 3)),
+            Op::TarExtractChecksum(dir.into())
         );
     }
 }

@@ -15,6 +15,7 @@
 
 mod fake;
 mod journal;
+mod restore_parallelism;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -711,19 +712,23 @@ async fn failing_restore_script_stops_after_its_instance_and_every_job_is_unlock
     let world = target.world();
     // Every artifact arrived (a checksum mismatch would be an error) before any lock.
     let extracted: BTreeSet<String> = world
-        .ops_matching(|op| matches!(op, Op::TarExtract(_)))
+        .ops_matching(|op| matches!(op, Op::TarExtractChecksum(_)))
         .iter()
         .map(|c| format!("{} {:?}", c.host, c.op))
         .collect();
     assert_eq!(
         extracted,
         set(&[
-            "db/0 TarExtract(\"/var/vcap/store/bbr-backup/postgres/\")",
-            "app/0 TarExtract(\"/var/vcap/store/bbr-backup/api/\")",
-            "app/0 TarExtract(\"/var/vcap/store/bbr-backup/proxy/\")",
+            "db/0 TarExtractChecksum(\"/var/vcap/store/bbr-backup/postgres/\")",
+            "app/0 TarExtractChecksum(\"/var/vcap/store/bbr-backup/api/\")",
+            "app/0 TarExtractChecksum(\"/var/vcap/store/bbr-backup/proxy/\")",
         ])
     );
-    let checks = world.ops_matching(|op| matches!(op, Op::Checksum(_)));
+    // The instance's checksums come with the extraction (no second pass).
+    assert!(world
+        .ops_matching(|op| matches!(op, Op::TarExtract(_) | Op::Checksum(_)))
+        .is_empty());
+    let checks = world.ops_matching(|op| matches!(op, Op::TarExtractChecksum(_)));
     assert!(checks.iter().all(|c| c.result == "exit 0"));
     let locks = world.script_calls(ScriptName::PreRestoreLock);
     let restores = world.script_calls(ScriptName::Restore);
