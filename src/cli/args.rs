@@ -50,7 +50,7 @@ pub(crate) enum Command {
     Director(DirectorArgs),
     /// List, show, verify and delete backups in an object store.
     Backups(BackupsArgs),
-    /// Deduplicating repositories in restic's format (--store repo+…): init, check.
+    /// Deduplicating repositories in restic's format (--store repo+URL): init, check.
     Repo(RepoArgs),
     /// Check that a job's bin/bbr scripts keep the job-script contract (scripts-contract/CONTRACT.md).
     Contract {

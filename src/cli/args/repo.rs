@@ -1,4 +1,4 @@
-//! `cairn repo` flags and subcommands: deduplicating repositories (`--store repo+…`).
+//! `cairn repo` flags and subcommands: deduplicating repositories (`--store repo+URL`).
 
 use std::path::PathBuf;
 
@@ -28,7 +28,7 @@ pub(crate) struct RepoArgs {
 /// `cairn repo` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum RepoAction {
-    /// Create a repository (restic's format, version 2) at --store repo+…, its key sealed with
+    /// Create a repository (restic's format, version 2) at --store repo+URL, its key sealed with
     /// the password of --repository-password-file.
     Init {
         /// Accept a cloud store without versioning (as `backup --allow-unversioned`).
