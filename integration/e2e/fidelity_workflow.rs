@@ -361,7 +361,7 @@ fn unsafe_lock_free_logs_bbrs_skip_lines_and_a_failed_drain_says_so() {
     // A drain that fails (the instance's `tar -c` is killed as it streams):
     // orchestrator/drain_step.go's failure line.
     let app0 = bed.host("app", 0);
-    let killer = "#!/bin/sh\nset -eu\nhead -c 50000000 /dev/zero > \"${BBR_ARTIFACT_DIRECTORY}zeros\"\nsetsid sh -c 'p=\"tar -C /var/vcap/store/bbr-\"; i=0; while [ $i -lt 2000 ]; do pkill -f \"${p}backup/grow\" && exit 0; i=$((i+1)); sleep 0.01; done' </dev/null >/dev/null 2>&1 &\n";
+    let killer = "#!/bin/sh\nset -eu\nhead -c 50000000 /dev/zero > \"${BBR_ARTIFACT_DIRECTORY}zeros\"\nsetsid sh -c 'p=\"tar -C /var/vcap/store/bbr-\"; i=0; while [ $i -lt 6000 ]; do pkill -f \"${p}backup/grow\" && exit 0; i=$((i+1)); sleep 0.01; done' </dev/null >/dev/null 2>&1 &\n";
     bed.install_script(app0, "grow", "backup", killer).unwrap();
     let drain_work = workdir();
     let output = cairn_with(

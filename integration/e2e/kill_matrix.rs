@@ -807,6 +807,7 @@ impl Case {
                      case \"$*\" in\n\
                      \"-C /var/vcap/store/bbr-backup/{job}\"*\" -c .\") \"$real\" \"$@\" | {{ head -c 4096; started; wait_release; exit 1; }} ;;\n\
                      \"-C /var/vcap/store/bbr-backup/{job}\"*\" -x\") {{ head -c 4096; started; wait_release; exit 1; }} | \"$real\" \"$@\" ;;\n\
+                     \"-x -v \"*) case \"$PWD\" in /var/vcap/store/bbr-backup/{job}) {{ head -c 4096; started; wait_release; exit 1; }} | \"$real\" \"$@\" ;; *) exec \"$real\" \"$@\" ;; esac ;;\n\
                      *) exec \"$real\" \"$@\" ;;\n\
                      esac\n"
                 );
