@@ -58,7 +58,7 @@ use cairn::model::job::ScriptName;
 use cairn::model::timeouts::ScriptTimeouts;
 use serde::{Deserialize, Serialize};
 
-use super::args::{Action, BackupsAction, Cli, Command, CommonArgs, StoreArgs};
+use super::args::{Action, BackupsAction, Cli, Command, CommonArgs, DrillArgs, StoreArgs};
 
 /// Default `--parallelism`.
 pub(crate) const DEFAULT_PARALLELISM: usize = 10;
@@ -379,6 +379,7 @@ pub(crate) fn apply(cli: &mut Cli, config: &ConfigFile) {
             apply_trust(&mut args.trust, config);
             if args.backup.is_none() && args.latest.is_none() {
                 apply_signing(&mut args.signing, config);
+                apply_drill_backup(args, config);
             }
         }
         Command::Repo(args) => apply_store(&mut args.store, config),
@@ -496,6 +497,21 @@ fn apply_backups_keys(action: &mut BackupsAction, config: &ConfigFile) {
         BackupsAction::List { trust, .. }
         | BackupsAction::Show { trust, .. }
         | BackupsAction::Report { trust, .. } => apply_trust(trust, config),
+    }
+}
+
+/// A drill that takes a new backup into a store writes it as a nightly backup would: the
+/// file's `compression` and `segment_size` apply (the drill's store itself comes only from
+/// its flags: a config `store` must not turn a directory drill into a store drill).
+fn apply_drill_backup(args: &mut DrillArgs, config: &ConfigFile) {
+    if args.store.url(args.artifact_path.is_none()).is_none() {
+        return;
+    }
+    if args.compression.is_none() {
+        args.compression.clone_from(&config.compression);
+    }
+    if args.segment_size.is_none() {
+        args.segment_size.clone_from(&config.segment_size);
     }
 }
 
@@ -1110,6 +1126,52 @@ mod tests {
         assert!(
             args.signing.signing_key.is_none(),
             "a drill of a stored backup takes none"
+        );
+    }
+
+    #[test]
+    fn a_drill_into_a_store_writes_its_backup_with_the_files_segment_size_and_compression() {
+        let config = load_text("segment_size = \"4GiB\"\ncompression = \"zstd:9\"\n").unwrap();
+        let drill = |argv: &[&str]| {
+            let mut cli = parse(argv);
+            apply(&mut cli, &config);
+            let Command::Drill(args) = cli.command else {
+                panic!()
+            };
+            (args.segment_size, args.compression)
+        };
+        let into_store = [
+            "drill",
+            "--target-inventory",
+            "/t.yml",
+            "--store",
+            "file:///s",
+        ];
+        assert_eq!(
+            drill(&into_store),
+            (Some("4GiB".into()), Some("zstd:9".into()))
+        );
+        let mut flags = into_store.to_vec();
+        flags.extend(["--segment-size", "8MiB"]);
+        assert_eq!(drill(&flags).0.as_deref(), Some("8MiB"), "the flag wins");
+        assert_eq!(
+            drill(&["drill", "--target-inventory", "/t.yml", "-a", "/b"]),
+            (None, None),
+            "a directory drill keeps one .tar per artifact"
+        );
+        let stored = [
+            "drill",
+            "--target-inventory",
+            "/t.yml",
+            "--store",
+            "file:///s",
+            "--latest",
+            "cf",
+        ];
+        assert_eq!(
+            drill(&stored),
+            (None, None),
+            "a drill of a stored backup writes none"
         );
     }
 
