@@ -50,7 +50,7 @@ for flags in "$@"; do
   /usr/bin/time -f "%M %e" -o "$work/t" "$cairn" deployment --inventory "$bed/inventory.yml" backup --store "$store" "${f[@]}" > "$work/out.log" 2>&1 || { cat "$work/out.log"; exit 1; }
   read -r rss wall < "$work/t"
   id=$("$cairn" backups --store "$store" list --json | python3 -c 'import json, sys; b = [json.loads(l) for l in sys.stdin if l.strip()]; print(b[-1]["deployment"] + "/" + b[-1]["id"])')
-  segs=$("$cairn" backups --store "$store" show --json "$id" | python3 -c 'import json, sys; m = json.load(sys.stdin); print(sum(len(a.get("segments") or [0]) for a in m["artifacts"]))')
+  segs=$("$cairn" backups --store "$store" show --json "$id" 2>/dev/null | python3 -c 'import json, sys; m = json.load(sys.stdin); print(sum(len(a.get("segments") or [0]) for a in m["artifacts"]))')
   /usr/bin/time -f "%M %e" -o "$work/t" "$cairn" deployment --inventory "$bed/inventory.yml" restore --store "$store" --latest > "$work/out.log" 2>&1 || { cat "$work/out.log"; exit 1; }
   read -r rss2 wall2 < "$work/t"
   printf '%-4s %-22s segments %5s  backup peak RSS %6.1f MiB wall %6.1f s  restore peak RSS %6.1f MiB wall %6.1f s\n' "$kind" "${flags:-default(1GiB)}" "$segs" "$(echo "$rss/1024" | bc -l)" "$wall" "$(echo "$rss2/1024" | bc -l)" "$wall2"
