@@ -154,6 +154,15 @@ async fn warn_left_behind(store: &dyn cairn_store::ArtifactStore, deployment: &s
 /// one line per artifact of one backup with its snapshot (for `restic restore`).
 async fn repository_catalog(action: BackupsAction, url: &str) -> anyhow::Result<i32> {
     use cairn::format::repository::read;
+    if !matches!(
+        action,
+        BackupsAction::List { .. } | BackupsAction::Show { .. }
+    ) {
+        return Err(UsageError(format!(
+            "This `cairn backups` command does not support repositories yet (--store {url}); `list` and `show` do, and `cairn repo check` checks the repository."
+        ))
+        .into());
+    }
     let password = super::store::repository_password()?;
     match action {
         BackupsAction::List { deployment, .. } => {
@@ -188,9 +197,6 @@ async fn repository_catalog(action: BackupsAction, url: &str) -> anyhow::Result<
             }
             Ok(0)
         }
-        _ => Err(UsageError(format!(
-            "This `cairn backups` command does not support repositories yet (--store {url}); `list` and `show` do, and `cairn repo check` checks the repository."
-        ))
-        .into()),
+        _ => unreachable!("refused above"),
     }
 }

@@ -213,13 +213,17 @@ pub(crate) fn split_backup_id(
 
 /// The repository password for `backup`/`restore --store repo+…`, from the file
 /// `CAIRN_REPOSITORY_PASSWORD_FILE` names (`cairn repo` also takes a flag).
-pub(crate) fn repository_password() -> anyhow::Result<cairn::format::repository::RepositoryPassword> {
-    let Some(file) = std::env::var_os(super::repo::PASSWORD_FILE_ENV).filter(|f| !f.is_empty()) else {
+pub(crate) fn repository_password() -> anyhow::Result<cairn::format::repository::RepositoryPassword>
+{
+    let Some(file) = std::env::var_os(super::repo::PASSWORD_FILE_ENV).filter(|f| !f.is_empty())
+    else {
         return Err(UsageError(format!(
             "A repository store needs its password: set {} to the password file (one line, mode 0600).",
             super::repo::PASSWORD_FILE_ENV
         ))
         .into());
     };
-    Ok(cairn::format::repository::read_password(std::path::Path::new(&file))?)
+    Ok(cairn::format::repository::read_password(
+        std::path::Path::new(&file),
+    )?)
 }

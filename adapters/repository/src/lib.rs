@@ -26,9 +26,9 @@ use rustic_core::{
 };
 
 pub use backend::StoreBackend;
+pub use password::{PasswordError, RepositoryPassword};
 /// rustic_core itself, for the backup format built on top (the main crate's `format::repository`).
 pub use rustic_core;
-pub use password::{PasswordError, RepositoryPassword};
 
 /// What went wrong with a repository.
 #[derive(Debug, thiserror::Error)]

@@ -21,11 +21,11 @@ use cairn_repository::rustic_core::{IndexedFullStatus, LsOptions, OpenStatus};
 use cairn_repository::{RepositoryError, RepositoryPassword};
 
 use super::mode;
-use super::record::{KIND_RECORD, METADATA_FILE, RECORD_FILE, Record, RecordArtifact, tag};
+use super::record::{tag, Record, RecordArtifact, KIND_RECORD, METADATA_FILE, RECORD_FILE};
 use super::source::pipe;
 use crate::error::{Error, RunErrors};
-use crate::format::bbr_directory::ArtifactError;
 use crate::format::bbr_directory::metadata::{self, BackupMetadata, Checksums};
+use crate::format::bbr_directory::ArtifactError;
 use crate::format::sink::{
     ArtifactReader, ArtifactSize, BackupContents, BackupSource, CheckedBackup,
 };
@@ -188,12 +188,19 @@ fn find(
             .node_from_snapshot_and_path(&record_snapshot, name)
             .map_err(rustic_error(store))?;
         let mut data = Vec::new();
-        indexed.dump(&node, &mut data).map_err(rustic_error(store))?;
-        String::from_utf8(data).map_err(|_| problem(store, format!("the backup's {name} is not UTF-8")))
+        indexed
+            .dump(&node, &mut data)
+            .map_err(rustic_error(store))?;
+        String::from_utf8(data)
+            .map_err(|_| problem(store, format!("the backup's {name} is not UTF-8")))
     };
     let metadata = read(METADATA_FILE)?;
-    let record: Record = serde_json::from_str(&read(RECORD_FILE)?)
-        .map_err(|e| problem(store, format!("the backup's {RECORD_FILE} cannot be read: {e}")))?;
+    let record: Record = serde_json::from_str(&read(RECORD_FILE)?).map_err(|e| {
+        problem(
+            store,
+            format!("the backup's {RECORD_FILE} cannot be read: {e}"),
+        )
+    })?;
     if record.deployment != deployment
         || tag_value(&record_snapshot, "cairn-backup").as_deref() != Some(&record.backup_id)
     {
@@ -205,7 +212,11 @@ fn find(
             ),
         ));
     }
-    let ids: Vec<&str> = record.artifacts.iter().map(|a| a.snapshot.as_str()).collect();
+    let ids: Vec<&str> = record
+        .artifacts
+        .iter()
+        .map(|a| a.snapshot.as_str())
+        .collect();
     let snapshots = indexed.get_snapshots(&ids).map_err(rustic_error(store))?;
     let mut trees = Vec::new();
     for (artifact, snapshot) in record.artifacts.iter().zip(snapshots) {
@@ -262,10 +273,7 @@ impl BackupSource for RepositorySource {
         let store = repository.store();
         let deployment = self.deployment.clone();
         let backup_id = self.backup_id.clone();
-        let found = repository
-            .indexed(Ok)
-            .await
-            .map_err(Error::from)?;
+        let found = repository.indexed(Ok).await.map_err(Error::from)?;
         let owner = Arc::clone(&store);
         let found = cairn_repository::blocking(&owner, move || {
             find(found, store.as_ref(), &deployment, backup_id.as_deref())
@@ -346,7 +354,10 @@ impl CheckedBackup for CheckedRepository {
         ) else {
             return Err(ArtifactError::Missing {
                 action: "Reading artifact",
-                path: PathBuf::from(format!("{}/{}/{}/{name}", self.url, self.record.deployment, self.record.backup_id)),
+                path: PathBuf::from(format!(
+                    "{}/{}/{}/{name}",
+                    self.url, self.record.deployment, self.record.backup_id
+                )),
                 reason: "it is not in the backup's record",
                 what_to_do: "restore a backup that has it (`cairn backups show`)",
             }
@@ -433,32 +444,33 @@ impl ArtifactReader for RepositoryArtifact {
     }
 }
 
-/// Writes the tree under `root` as a tar (`./`-prefixed names, as `tar -c .` sends them).
+/// Writes the tree under `root` as a tar (`./`-prefixed names, as `tar -c .` sends them, so
+/// the names match `metadata`'s; the tar crate's builder would drop the `./`).
 fn write_tar(indexed: &Indexed, root: &Node, out: &mut impl Write) -> io::Result<()> {
     let rustic = |e: Box<cairn_repository::rustic_core::RusticError>| {
         io::Error::other(e.display_log().replace('\n', " "))
     };
-    let mut builder = tar::Builder::new(out);
     let nodes = indexed
         .ls(root, &LsOptions::default().recursive(true))
         .map_err(rustic)?;
     for item in nodes {
         let (path, node) = item.map_err(rustic)?;
-        let name = Path::new(".").join(&path);
+        let mut name = b"./".to_vec();
+        name.extend_from_slice(path.as_os_str().as_encoded_bytes());
         let mut header = header_for(&node);
         match &node.node_type {
             NodeType::Dir => {
+                name.push(b'/');
                 header.set_entry_type(tar::EntryType::Directory);
                 header.set_size(0);
-                builder.append_data(&mut header, &name, io::empty())?;
+                append_header(out, &mut header, &name, None)?;
             }
             NodeType::File => {
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(node.meta.size);
-                // The header (and a long name's) now, the body straight from the repository.
-                builder.append_data(&mut header, &name, io::empty())?;
+                append_header(out, &mut header, &name, None)?;
                 let mut counted = Counted {
-                    inner: builder.get_mut(),
+                    inner: &mut *out,
                     count: 0,
                 };
                 indexed.dump(&node, &mut counted).map_err(rustic)?;
@@ -470,16 +482,18 @@ fn write_tar(indexed: &Indexed, root: &Node, out: &mut impl Write) -> io::Result
                         node.meta.size
                     )));
                 }
-                let padding = (512 - count % 512) % 512;
-                builder
-                    .get_mut()
-                    .write_all(&vec![0; usize::try_from(padding).unwrap_or(0)])?;
+                pad(out, count)?;
             }
             NodeType::Symlink { .. } => {
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_size(0);
-                let target = node.node_type.to_link().to_path_buf();
-                builder.append_link(&mut header, &name, &target)?;
+                let target = node
+                    .node_type
+                    .to_link()
+                    .as_os_str()
+                    .as_encoded_bytes()
+                    .to_vec();
+                append_header(out, &mut header, &name, Some(&target))?;
             }
             other => {
                 return Err(io::Error::other(format!(
@@ -489,8 +503,57 @@ fn write_tar(indexed: &Indexed, root: &Node, out: &mut impl Write) -> io::Result
             }
         }
     }
-    builder.into_inner()?;
-    Ok(())
+    // The end of the archive: two zero blocks.
+    out.write_all(&[0; 1024])
+}
+
+/// Zeros up to the next 512-byte block after `len` bytes.
+fn pad(out: &mut impl Write, len: u64) -> io::Result<()> {
+    let padding = usize::try_from((512 - len % 512) % 512).unwrap_or(0);
+    out.write_all(&[0; 512][..padding])
+}
+
+/// Writes `header` with `name` (and a symlink's `link`) as given, byte for byte: a GNU long
+/// name (`L`) or long link (`K`) entry first when one does not fit in 100 bytes.
+fn append_header(
+    out: &mut impl Write,
+    header: &mut tar::Header,
+    name: &[u8],
+    link: Option<&[u8]>,
+) -> io::Result<()> {
+    for (bytes, kind, field) in [
+        (Some(name), tar::EntryType::GNULongName, 0),
+        (link, tar::EntryType::GNULongLink, 1),
+    ] {
+        let Some(bytes) = bytes else { continue };
+        let old = header.as_old_mut();
+        let slot: &mut [u8; 100] = if field == 0 {
+            &mut old.name
+        } else {
+            &mut old.linkname
+        };
+        *slot = [0; 100];
+        if bytes.len() <= 100 {
+            slot[..bytes.len()].copy_from_slice(bytes);
+            continue;
+        }
+        slot.copy_from_slice(&bytes[..100]);
+        let mut long = tar::Header::new_gnu();
+        long.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        long.set_mode(0o644);
+        long.set_uid(0);
+        long.set_gid(0);
+        long.set_mtime(0);
+        long.set_entry_type(kind);
+        long.set_size(bytes.len() as u64 + 1);
+        long.set_cksum();
+        out.write_all(long.as_bytes())?;
+        out.write_all(bytes)?;
+        out.write_all(&[0])?;
+        pad(out, bytes.len() as u64 + 1)?;
+    }
+    header.set_cksum();
+    out.write_all(header.as_bytes())
 }
 
 /// A tar header with a node's mode, owners and mtime.
@@ -528,5 +591,53 @@ impl<W: Write> Write for Counted<'_, W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::digest::{digest_tar_files, EntryPolicy};
+
+    #[test]
+    fn rebuilt_names_keep_dot_slash_and_long_names_and_links_survive() {
+        let long = format!("./{}", "d/".repeat(60) + "file");
+        let mut out = Vec::new();
+        let mut file = tar::Header::new_gnu();
+        file.set_mode(0o640);
+        file.set_uid(0);
+        file.set_gid(0);
+        file.set_mtime(1);
+        file.set_entry_type(tar::EntryType::Regular);
+        file.set_size(3);
+        append_header(&mut out, &mut file, long.as_bytes(), None).unwrap();
+        out.extend_from_slice(b"abc");
+        pad(&mut out, 3).unwrap();
+        let mut link = tar::Header::new_gnu();
+        link.set_mode(0o777);
+        link.set_uid(0);
+        link.set_gid(0);
+        link.set_mtime(1);
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        let target = "t/".repeat(70);
+        append_header(&mut out, &mut link, b"./short", Some(target.as_bytes())).unwrap();
+        out.extend_from_slice(&[0; 1024]);
+
+        let files = digest_tar_files(out.as_slice(), EntryPolicy::Trust).unwrap();
+        let names: Vec<String> = files.keys().map(ToString::to_string).collect();
+        assert_eq!(names, [long.clone()]);
+        let mut archive = tar::Archive::new(out.as_slice());
+        let links: Vec<Vec<u8>> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                e.unwrap()
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(links[1], target.as_bytes());
     }
 }

@@ -22,7 +22,7 @@ use std::io::{self, Cursor, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -66,9 +66,12 @@ impl Write for PipeWriter {
             .sender
             .as_ref()
             .ok_or_else(|| io::Error::other("the repository stream was already closed"))?;
-        sender
-            .send(Bytes::copy_from_slice(buf))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the repository archiver stopped reading"))?;
+        sender.send(Bytes::copy_from_slice(buf)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the repository archiver stopped reading",
+            )
+        })?;
         Ok(buf.len())
     }
 
@@ -321,10 +324,14 @@ fn metadata<R: Read>(member: &mut tar::Entry<'_, R>) -> io::Result<Metadata> {
         tar::EntryType::Symlink => mode::S_IFLNK,
         _ => mode::S_IFREG,
     };
-    let mut seconds = i64::try_from(header.mtime()?).unwrap_or(0);
+    let mut seconds = header
+        .mtime()
+        .ok()
+        .and_then(|t| i64::try_from(t).ok())
+        .unwrap_or(0);
     let mut nanos = 0;
-    let uid = u32::try_from(header.uid()?).ok();
-    let gid = u32::try_from(header.gid()?).ok();
+    let uid = header.uid().ok().and_then(|id| u32::try_from(id).ok());
+    let gid = header.gid().ok().and_then(|id| u32::try_from(id).ok());
     let user = header.username().ok().flatten().map(str::to_string);
     let group = header.groupname().ok().flatten().map(str::to_string);
     let size = member.size();
@@ -424,7 +431,10 @@ mod tests {
 
     #[test]
     fn pax_times_keep_nanoseconds() {
-        assert_eq!(pax_time(b"1700000000.5"), Some((1_700_000_000, 500_000_000)));
+        assert_eq!(
+            pax_time(b"1700000000.5"),
+            Some((1_700_000_000, 500_000_000))
+        );
         assert_eq!(pax_time(b"1700000000"), Some((1_700_000_000, 0)));
         assert_eq!(
             pax_time(b"1700000000.123456789123"),
@@ -457,12 +467,16 @@ mod tests {
         dir.set_entry_type(tar::EntryType::Directory);
         dir.set_mode(0o750);
         dir.set_size(0);
-        builder.append_data(&mut dir, "./sub/", io::empty()).unwrap();
+        builder
+            .append_data(&mut dir, "./sub/", io::empty())
+            .unwrap();
         let mut file = tar::Header::new_gnu();
         file.set_mode(0o640);
         file.set_size(5);
         file.set_mtime(1_700_000_000);
-        builder.append_data(&mut file, "./sub/f", &b"hello"[..]).unwrap();
+        builder
+            .append_data(&mut file, "./sub/f", &b"hello"[..])
+            .unwrap();
         let tar = builder.into_inner().unwrap();
         let (source, demux) = TarSource::start(Cursor::new(tar)).unwrap();
         let entries: Vec<_> = source.entries().map(Result::unwrap).collect();
@@ -489,12 +503,16 @@ mod tests {
         let mut builder = tar::Builder::new(Vec::new());
         let mut fifo = tar::Header::new_gnu();
         fifo.set_entry_type(tar::EntryType::Fifo);
+        fifo.set_mode(0o600);
         fifo.set_size(0);
-        builder.append_data(&mut fifo, "./pipe", io::empty()).unwrap();
+        builder
+            .append_data(&mut fifo, "./pipe", io::empty())
+            .unwrap();
         let tar = builder.into_inner().unwrap();
         let (source, demux) = TarSource::start(Cursor::new(tar)).unwrap();
         let entries: Vec<_> = source.entries().collect();
         assert!(entries[0].is_err());
-        assert!(demux.outcome().unwrap_err().contains("member `./pipe` is a Fifo entry"));
+        let error = demux.outcome().unwrap_err();
+        assert!(error.contains("member `pipe` is a Fifo entry"), "{error}");
     }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use cairn_repository::rustic_core::jiff::{Timestamp, tz::TimeZone};
+use cairn_repository::rustic_core::jiff::{tz::TimeZone, Timestamp};
 use cairn_repository::rustic_core::repofile::SnapshotFile;
 use cairn_repository::rustic_core::{BackupOptions, IndexedIdsStatus, ParentOptions, StringList};
 use cairn_repository::{RepositoryError, RepositoryPassword};
@@ -24,10 +24,10 @@ use cairn_store::ArtifactStore;
 use chrono::{DateTime, Utc};
 
 use super::record::{
-    KIND_ARTIFACT, KIND_RECORD, METADATA_FILE, RECORD_FILE, RECORD_FORMAT, Record,
-    RecordArtifact, tag, tags,
+    tag, tags, Record, RecordArtifact, KIND_ARTIFACT, KIND_RECORD, METADATA_FILE, RECORD_FILE,
+    RECORD_FORMAT,
 };
-use super::source::{PipeWriter, TarSource, pipe};
+use super::source::{pipe, PipeWriter, TarSource};
 use crate::error::Error;
 use crate::format::sink::{
     ArtifactWriter, BackupRecord, BackupSink, BackupSource, NewBackup, OpenArtifact, OpenBackup,
@@ -304,6 +304,9 @@ fn record_tar(metadata: &str, record: &Record) -> io::Result<Vec<u8>> {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o600);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
         header.set_entry_type(tar::EntryType::Regular);
         builder.append_data(&mut header, name, data)?;
     }
@@ -398,5 +401,31 @@ impl PendingArtifact for RepositoryPending {
         delete_snapshots(&self.indexed, &self.store, snapshots)
             .await
             .err()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_is_a_tar_the_demux_reads() {
+        let record = Record {
+            format: RECORD_FORMAT,
+            deployment: "d".into(),
+            backup_id: "20240102T030405Z".into(),
+            artifacts: Vec::new(),
+            layout: crate::model::layout::DeploymentLayout::default(),
+            deployment_manifest: None,
+        };
+        let tar = record_tar("backup_name: x\n", &record).unwrap();
+        let (source, demux) = TarSource::start(io::Cursor::new(tar)).unwrap();
+        use cairn_repository::rustic_core::ReadSource;
+        let names: Vec<_> = source.entries().map(|e| e.unwrap().path).collect();
+        assert_eq!(
+            names,
+            [PathBuf::from(METADATA_FILE), PathBuf::from(RECORD_FILE)]
+        );
+        assert_eq!(demux.outcome().unwrap().files, 2);
     }
 }
