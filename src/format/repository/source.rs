@@ -296,6 +296,10 @@ fn demux(tar: impl Read, sender: &SyncSender<Entry>, shared: &Shared) -> io::Res
             return Err(io::Error::other("the archiver stopped taking entries"));
         }
     }
+    // GNU tar pads the archive after its end marker (to its 10 KiB records): read it all, so
+    // the writer never meets a closed pipe.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink())?;
     Ok(())
 }
 
@@ -477,9 +481,21 @@ mod tests {
         builder
             .append_data(&mut file, "./sub/f", &b"hello"[..])
             .unwrap();
-        let tar = builder.into_inner().unwrap();
-        let (source, demux) = TarSource::start(Cursor::new(tar)).unwrap();
+        let mut tar = builder.into_inner().unwrap();
+        // Padding after the end marker, as GNU tar writes it, is read (the writer never
+        // meets a closed pipe), more than the pipe holds.
+        tar.extend_from_slice(&[0; 20 * 1024]);
+        let (mut pipe_writer, pipe_reader) = pipe();
+        let (source, demux) = TarSource::start(pipe_reader).unwrap();
+        let writer = std::thread::spawn(move || {
+            for chunk in tar.chunks(512) {
+                pipe_writer.write_all(chunk)?;
+            }
+            pipe_writer.close();
+            Ok::<_, io::Error>(())
+        });
         let entries: Vec<_> = source.entries().map(Result::unwrap).collect();
+        writer.join().unwrap().unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].path, PathBuf::from("sub"));
         assert!(entries[0].node.is_dir());

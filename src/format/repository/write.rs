@@ -140,7 +140,7 @@ impl RepositoryBackup {
         Ok(RepositoryWriter {
             pipe: writer,
             plain: 0,
-            archive,
+            archive: Some(archive),
             demux,
             name: name.to_string(),
             written: Arc::clone(&self.written),
@@ -317,7 +317,7 @@ fn record_tar(metadata: &str, record: &Record) -> io::Result<Vec<u8>> {
 struct RepositoryWriter {
     pipe: PipeWriter,
     plain: u64,
-    archive: JoinHandle<Result<SnapshotFile, String>>,
+    archive: Option<JoinHandle<Result<SnapshotFile, String>>>,
     demux: super::source::Demux,
     name: String,
     written: Arc<Mutex<Vec<Written>>>,
@@ -325,9 +325,22 @@ struct RepositoryWriter {
 
 impl Write for RepositoryWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let count = self.pipe.write(buf)?;
-        self.plain += count as u64;
-        Ok(count)
+        match self.pipe.write(buf) {
+            Ok(count) => {
+                self.plain += count as u64;
+                Ok(count)
+            }
+            // The archive stopped: its own error (or the demux's) is the cause.
+            Err(error) => Err(match self.archive.take().map(JoinHandle::join) {
+                Some(Ok(Err(cause))) => {
+                    io::Error::other(format!("the repository archive failed: {cause}"))
+                }
+                _ => match self.demux.outcome() {
+                    Err(cause) => io::Error::other(cause),
+                    Ok(_) => error,
+                },
+            }),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -342,6 +355,8 @@ impl ArtifactWriter for RepositoryWriter {
         self.pipe.close();
         let snapshot = self
             .archive
+            .take()
+            .ok_or_else(|| io::Error::other("the repository archive already failed"))?
             .join()
             .map_err(|_| io::Error::other("the repository archiver panicked"))?
             .map_err(io::Error::other)?;
