@@ -12,7 +12,7 @@
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -626,7 +626,7 @@ mod tests {
 
         let files = digest_tar_files(out.as_slice(), EntryPolicy::Trust).unwrap();
         let names: Vec<String> = files.keys().map(ToString::to_string).collect();
-        assert_eq!(names, [long.clone()]);
+        assert_eq!(names, std::slice::from_ref(&long));
         let mut archive = tar::Archive::new(out.as_slice());
         let links: Vec<Vec<u8>> = archive
             .entries()
@@ -634,7 +634,7 @@ mod tests {
             .map(|e| {
                 e.unwrap()
                     .link_name_bytes()
-                    .map(|l| l.into_owned())
+                    .map(std::borrow::Cow::into_owned)
                     .unwrap_or_default()
             })
             .collect();

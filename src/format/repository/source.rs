@@ -484,7 +484,7 @@ mod tests {
         let mut tar = builder.into_inner().unwrap();
         // Padding after the end marker, as GNU tar writes it, is read (the writer never
         // meets a closed pipe), more than the pipe holds.
-        tar.extend_from_slice(&[0; 20 * 1024]);
+        tar.extend_from_slice(&vec![0; 20 * 1024]);
         let (mut pipe_writer, pipe_reader) = pipe();
         let (source, demux) = TarSource::start(pipe_reader).unwrap();
         let writer = std::thread::spawn(move || {

@@ -60,7 +60,11 @@ impl BackupSink for RepositorySink {
     async fn start(&self, backup: &NewBackup<'_>) -> Result<Box<dyn OpenBackup>, Error> {
         let repository = super::open(&self.url, &self.password).await?;
         let store = repository.store();
-        let indexed = Arc::new(repository.indexed(|r| r.to_indexed_ids()).await?);
+        let indexed = Arc::new(
+            repository
+                .indexed(cairn_repository::rustic_core::Repository::to_indexed_ids)
+                .await?,
+        );
         Ok(Box::new(RepositoryBackup {
             indexed,
             store,
@@ -422,6 +426,7 @@ impl PendingArtifact for RepositoryPending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_repository::rustic_core::ReadSource;
 
     #[test]
     fn the_record_is_a_tar_the_demux_reads() {
@@ -435,7 +440,6 @@ mod tests {
         };
         let tar = record_tar("backup_name: x\n", &record).unwrap();
         let (source, demux) = TarSource::start(io::Cursor::new(tar)).unwrap();
-        use cairn_repository::rustic_core::ReadSource;
         let names: Vec<_> = source.entries().map(|e| e.unwrap().path).collect();
         assert_eq!(
             names,
