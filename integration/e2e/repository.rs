@@ -262,7 +262,10 @@ pub(crate) fn bed_with_files() -> (TestBed, PathBuf) {
 /// Backup, change a file, backup again into the repository at `url` (created here); both
 /// restores byte-identical; `pack_bytes` (when the store can be counted) shows the second
 /// backup added far less than the first.
-fn two_nights_and_both_restores(url: &str, pack_bytes: Option<&dyn Fn() -> u64>) {
+fn two_nights_and_both_restores(
+    url: &str,
+    pack_bytes: Option<&dyn Fn() -> u64>,
+) -> (Workdir, PathBuf, String) {
     let (bed, files) = bed_with_files();
     let work = workdir();
     let password = password_file(work.root(), "password", "correct horse", 0o600);
@@ -351,6 +354,21 @@ fn two_nights_and_both_restores(url: &str, pack_bytes: Option<&dyn Fn() -> u64>)
         );
         assert_no_script_ran(&bed);
     }
+    // `backups verify`: the backup's snapshots, every pack they use read.
+    let backup = format!("testbed/{}", ids[1]);
+    let verify = with_password(
+        work.path(),
+        &password,
+        &["backups", "--store", url, "verify", &backup],
+    );
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
+    assert!(
+        String::from_utf8_lossy(&verify.stdout)
+            .contains(": verified (1 artifacts, every pack they use read)"),
+        "{}",
+        text(&verify)
+    );
+    (work, password, backup)
 }
 
 /// Bytes of the files under `dir`.
@@ -376,9 +394,30 @@ fn backups_into_a_folder_repository_deduplicate_and_restore_byte_identical() {
     let root = work.root().join("repo");
     std::fs::create_dir(&root).unwrap();
     let data = root.join("data");
-    two_nights_and_both_restores(
-        &format!("repo+file://{}", root.display()),
-        Some(&|| bytes_under(&data)),
+    let url = format!("repo+file://{}", root.display());
+    let (work, password, backup) = two_nights_and_both_restores(&url, Some(&|| bytes_under(&data)));
+    // The biggest data pack (random.bin's chunks) deleted behind Cairn's back: `backups
+    // verify` finds it (the trees, in their own packs, still read).
+    let mut packs: Vec<(u64, PathBuf)> = std::fs::read_dir(&data)
+        .unwrap()
+        .flat_map(|folder| std::fs::read_dir(folder.unwrap().path()).unwrap())
+        .map(|pack| {
+            let pack = pack.unwrap();
+            (pack.metadata().unwrap().len(), pack.path())
+        })
+        .collect();
+    packs.sort();
+    std::fs::remove_file(&packs.last().unwrap().1).unwrap();
+    let verify = with_password(
+        work.path(),
+        &password,
+        &["backups", "--store", &url, "verify", &backup],
+    );
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains("error: "),
+        "{}",
+        text(&verify)
     );
 }
 

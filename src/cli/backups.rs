@@ -156,10 +156,15 @@ async fn repository_catalog(action: BackupsAction, url: &str) -> anyhow::Result<
     use cairn::format::repository::read;
     if !matches!(
         action,
-        BackupsAction::List { .. } | BackupsAction::Show { .. }
+        BackupsAction::List { .. }
+            | BackupsAction::Show { .. }
+            | BackupsAction::Verify {
+                artifact_path: None,
+                ..
+            }
     ) {
         return Err(UsageError(format!(
-            "This `cairn backups` command does not support repositories yet (--store {url}); `list` and `show` do, and `cairn repo check` checks the repository."
+            "This `cairn backups` command does not support repositories yet (--store {url}); `list`, `show` and `verify` do, and `cairn repo check` checks the whole repository."
         ))
         .into());
     }
@@ -196,6 +201,27 @@ async fn repository_catalog(action: BackupsAction, url: &str) -> anyhow::Result<
                 ));
             }
             Ok(0)
+        }
+        BackupsAction::Verify { id, .. } => {
+            let (deployment, id) = super::store::split_backup_id(&id.unwrap_or_default(), None)?;
+            let (record, findings) = read::verify_backup(url, &password, &deployment, &id).await?;
+            for finding in &findings {
+                let level = if finding.error { "error" } else { "warning" };
+                say(&format!("{level}: {}", finding.text));
+            }
+            let errors = findings.iter().filter(|f| f.error).count();
+            if errors == 0 {
+                say(&format!(
+                    "Backup {deployment}/{id} in {url}: verified ({} artifacts, every pack they use read)",
+                    record.artifacts.len()
+                ));
+                Ok(0)
+            } else {
+                say(&format!(
+                    "Backup {deployment}/{id} in {url}: {errors} errors"
+                ));
+                Ok(1)
+            }
         }
         _ => unreachable!("refused above"),
     }

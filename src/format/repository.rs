@@ -8,7 +8,8 @@
 //! repository, so the CLI never touches rustic_core. What exists now: creating a repository
 //! and opening (and checking) it; backups into it ([`write::RepositorySink`], each artifact a
 //! snapshot fed by the demux of [`source`], the record snapshot last, [`record`]) and restores
-//! from it ([`read::RepositorySource`], each artifact's tar rebuilt from its snapshot).
+//! from it ([`read::RepositorySource`], each artifact's tar rebuilt from its snapshot), and the
+//! catalog's list, show and verify of backups in a repository ([`read`]).
 
 mod mode;
 pub mod read;

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cairn_repository::rustic_core::repofile::{Metadata, Node, NodeType, SnapshotFile};
-use cairn_repository::rustic_core::{IndexedFullStatus, LsOptions, OpenStatus};
-use cairn_repository::{RepositoryError, RepositoryPassword};
+use cairn_repository::rustic_core::{CheckOptions, IndexedFullStatus, LsOptions, OpenStatus};
+use cairn_repository::{Finding, RepositoryError, RepositoryPassword};
 
 use super::mode;
 use super::record::{tag, Record, RecordArtifact, KIND_RECORD, METADATA_FILE, RECORD_FILE};
@@ -114,6 +114,49 @@ pub async fn read_record(
     Ok(found.record)
 }
 
+/// `backups verify` of a backup in a repository: its record and snapshots found as for a
+/// restore, then rustic's check of the trees of its snapshots with every pack they use read
+/// (`check --read-data` limited to this backup). Returns the record and the findings.
+///
+/// # Errors
+/// No such backup, a damaged record, or a failure that kept the check from running.
+pub async fn verify_backup(
+    url: &str,
+    password: &RepositoryPassword,
+    deployment: &str,
+    backup_id: &str,
+) -> Result<(Record, Vec<Finding>), Error> {
+    let repository = super::open(url, password).await?;
+    let store = repository.store();
+    let opened = repository.indexed(Ok).await?;
+    let (deployment, backup_id) = (deployment.to_string(), backup_id.to_string());
+    let owner = Arc::clone(&store);
+    Ok(cairn_repository::blocking(&owner, move || {
+        let found = find(opened, store.as_ref(), &deployment, Some(&backup_id))?;
+        let mut trees: Vec<_> = found
+            .trees
+            .iter()
+            .filter_map(|(_, root)| root.subtree)
+            .collect();
+        trees.push(found.record_tree);
+        let results = found
+            .indexed
+            .check_with_trees(CheckOptions::default().read_data(true), trees)
+            .map_err(rustic_error(store.as_ref()))?;
+        let findings = results
+            .0
+            .into_iter()
+            .map(|(level, finding)| Finding {
+                // rustic_core 0.13 does not export `CheckErrorLevel`: told by its name.
+                error: format!("{level:?}") == "Error",
+                text: finding.to_string().replace('\n', " "),
+            })
+            .collect();
+        Ok((found.record, findings))
+    })
+    .await?)
+}
+
 /// The record snapshots (of `deployment`, or all).
 fn records(
     rustic: &Opened,
@@ -145,6 +188,7 @@ struct Found {
     metadata: String,
     record: Record,
     trees: Vec<(String, cairn_repository::rustic_core::repofile::Node)>,
+    record_tree: cairn_repository::rustic_core::TreeId,
 }
 
 fn rustic_error(
@@ -230,6 +274,7 @@ fn find(
         metadata,
         record,
         trees,
+        record_tree: record_snapshot.tree,
     })
 }
 
