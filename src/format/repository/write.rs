@@ -137,9 +137,10 @@ impl RepositoryBackup {
         let (source, demux) = TarSource::start(reader)
             .map_err(|e| self.failed(&format!("cannot start reading artifact {name}: {e}")))?;
         let indexed = Arc::clone(&self.indexed);
+        let checked = demux.clone();
         let archive = std::thread::Builder::new()
             .name("cairn-repo-archive".into())
-            .spawn(move || archive(&indexed, &source, snapshot, path))
+            .spawn(move || archive(&indexed, &source, &checked, snapshot, path))
             .map_err(|e| self.failed(&format!("cannot start archiving artifact {name}: {e}")))?;
         Ok(RepositoryWriter {
             pipe: writer,
@@ -156,19 +157,42 @@ impl RepositoryBackup {
     }
 }
 
-/// Archives `source` as a snapshot (run on a plain thread: the backend blocks on the runtime).
+/// Archives `source` as a snapshot (run on a plain thread: the backend blocks on the runtime)
+/// and checks it holds every file the demux fed: rustic ends a snapshot where the stream
+/// ended and leaves out a file it could not read, and still succeeds, so a stream cut short
+/// (the writer dropped without `finish`) or a demux error deletes the snapshot here.
 fn archive(
     indexed: &Indexed,
     source: &TarSource,
+    demux: &super::source::Demux,
     snapshot: SnapshotFile,
     path: PathBuf,
 ) -> Result<SnapshotFile, String> {
     let options = BackupOptions::default()
         .no_scan(true)
         .parent_opts(ParentOptions::default().force(true));
-    indexed
+    let saved = indexed
         .archive(&options, source, snapshot, &[path])
-        .map_err(|e| e.display_log().replace('\n', " "))
+        .map_err(|e| e.display_log().replace('\n', " "))?;
+    let summary = saved.summary.clone().unwrap_or_default();
+    let archived = summary.files_new + summary.files_changed + summary.files_unmodified;
+    let problem = match demux.outcome() {
+        Err(error) => error,
+        Ok(fed) if fed.files != archived => format!(
+            "the snapshot holds {archived} of the {} files sent (rustic could not read the others)",
+            fed.files
+        ),
+        Ok(_) => return Ok(saved),
+    };
+    let deleted = match indexed.delete_snapshots(&[saved.id]) {
+        Ok(()) => "deleted".to_string(),
+        Err(e) => format!(
+            "not deleted ({}): remove snapshot {} by hand",
+            e.display_log().replace('\n', " "),
+            saved.id
+        ),
+    };
+    Err(format!("{problem}; its partial snapshot was {deleted}"))
 }
 
 /// A repository failure on one line.
@@ -364,23 +388,15 @@ impl ArtifactWriter for RepositoryWriter {
             .join()
             .map_err(|_| io::Error::other("the repository archiver panicked"))?
             .map_err(io::Error::other)?;
-        let fed = self.demux.outcome();
+        // `archive` checked the snapshot against what the demux fed.
+        let fed = self.demux.outcome().map_err(io::Error::other)?;
         let summary = snapshot.summary.clone().unwrap_or_default();
-        let mut written = self.written.lock().expect("written");
-        written.push(Written {
+        self.written.lock().expect("written").push(Written {
             name: self.name.clone(),
             snapshot,
             plain_bytes: self.plain,
-            file_bytes: fed.as_ref().map_or(0, |f| f.file_bytes),
+            file_bytes: fed.file_bytes,
         });
-        let fed = fed.map_err(io::Error::other)?;
-        let archived = summary.files_new + summary.files_changed + summary.files_unmodified;
-        if archived != fed.files {
-            return Err(io::Error::other(format!(
-                "the repository snapshot of {} holds {archived} of the {} files sent (see the log for what rustic could not read)",
-                self.name, fed.files
-            )));
-        }
         Ok(StoredBytes {
             size: summary.data_added_packed,
             sha256: None,
@@ -427,6 +443,65 @@ impl PendingArtifact for RepositoryPending {
 mod tests {
     use super::*;
     use cairn_repository::rustic_core::ReadSource;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stream cut short in the middle of a file: the archive fails and leaves no snapshot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_cut_short_leaves_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        std::fs::create_dir(&root).unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "pw\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let password = RepositoryPassword::read(&file).unwrap();
+        let store: Arc<dyn ArtifactStore> = Arc::new(cairn_store::local::LocalStore::new(&root));
+        cairn_repository::init(Arc::clone(&store), &password)
+            .await
+            .unwrap();
+        let indexed = cairn_repository::open(Arc::clone(&store), &password)
+            .await
+            .unwrap()
+            .indexed(cairn_repository::rustic_core::Repository::to_indexed_ids)
+            .await
+            .unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        for name in ["a", "b"] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(100_000);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            builder
+                .append_data(&mut header, name, &vec![7; 100_000][..])
+                .unwrap();
+        }
+        let tar = builder.into_inner().unwrap();
+        let (mut writer, reader) = super::super::source::pipe();
+        let (source, demux) = TarSource::start(reader).unwrap();
+        let archived = tokio::task::spawn_blocking(move || {
+            // The second file is cut in the middle; the writer goes without `close`.
+            writer.write_all(&tar[..150_000]).unwrap();
+            drop(writer);
+            archive(
+                &indexed,
+                &source,
+                &demux,
+                SnapshotFile::default(),
+                PathBuf::from("/x"),
+            )
+        })
+        .await
+        .unwrap();
+        let error = archived.unwrap_err();
+        assert!(
+            error.contains("its partial snapshot was deleted"),
+            "{error}"
+        );
+        let opened = cairn_repository::open(store, &password).await.unwrap();
+        assert_eq!(opened.snapshot_count().await.unwrap(), 0);
+    }
 
     #[test]
     fn the_record_is_a_tar_the_demux_reads() {
