@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use cairn_testbed::stores::{Emulator, Server, AWS_ENV};
 
 use crate::common::*;
-use crate::repository::{created_id, password_file, repo};
+use crate::repository::{bed_with_files, created_id, on_bed, password_file, repo};
 
 /// `restic -r REPOSITORY --no-cache ARGS` with the password file, the emulators' keys and a
 /// home of its own.
@@ -126,4 +126,80 @@ fn restic_reads_a_repository_cairn_made_in_s3_and_cairn_reads_restics() {
     let restic_repository = |prefix: &str| format!("s3:{}/cairn-repos/{prefix}", moto.endpoint);
     restic_reads_cairns_repository(work.path(), &store("ours"), &restic_repository("ours"));
     cairn_reads_restics_repository(work.path(), &store("theirs"), &restic_repository("theirs"));
+}
+
+/// restic lists the snapshots of a Cairn backup and restores one job's files byte-identically
+/// (docs/design/repository.md §10).
+#[test]
+fn restic_lists_and_restores_a_cairn_backup() {
+    let (bed, files) = bed_with_files();
+    let work = workdir();
+    let root = work.root().join("repo");
+    std::fs::create_dir(&root).unwrap();
+    let url = format!("repo+file://{}", root.display());
+    let password = password_file(work.root(), "password", "correct horse", 0o600);
+    created_id(&repo(work.path(), &["init"], &url, &password));
+    let backup = on_bed(&bed, work.path(), &password, &["backup", "--store", &url]);
+    assert_eq!(backup.status.code(), Some(0), "{}", text(&backup));
+    let repository = root.to_str().unwrap();
+    let listed = succeeded(&restic(
+        work.path(),
+        repository,
+        &password,
+        &[
+            "--no-lock",
+            "snapshots",
+            "--json",
+            "--tag",
+            "cairn-kind=artifact,deployment=testbed",
+        ],
+    ));
+    let snapshots: serde_json::Value = serde_json::from_str(&listed).expect("snapshots JSON");
+    let snapshots = snapshots.as_array().unwrap();
+    assert_eq!(snapshots.len(), 1, "{listed}");
+    assert_eq!(
+        snapshots[0]["paths"][0],
+        "/var/vcap/store/bbr-backup/app-0-files"
+    );
+    let records = succeeded(&restic(
+        work.path(),
+        repository,
+        &password,
+        &[
+            "--no-lock",
+            "snapshots",
+            "--json",
+            "--tag",
+            "cairn-kind=record",
+        ],
+    ));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&records)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let id = snapshots[0]["id"].as_str().unwrap();
+    let out = work.root().join("restored");
+    succeeded(&restic(
+        work.path(),
+        repository,
+        &password,
+        &[
+            "--no-lock",
+            "restore",
+            id,
+            "--target",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(tree_digest(&out), tree_digest(&files));
+    succeeded(&restic(
+        work.path(),
+        repository,
+        &password,
+        &["check", "--read-data"],
+    ));
 }

@@ -10,7 +10,7 @@ use super::args::{RepoAction, RepoArgs, UsageError};
 use super::output::say;
 
 /// The variable naming the password file when the flag is not given.
-const PASSWORD_FILE_ENV: &str = "CAIRN_REPOSITORY_PASSWORD_FILE";
+pub(crate) const PASSWORD_FILE_ENV: &str = "CAIRN_REPOSITORY_PASSWORD_FILE";
 
 /// Runs a `repo` subcommand; returns the exit code.
 pub(crate) async fn run(args: RepoArgs) -> anyhow::Result<i32> {

@@ -46,6 +46,13 @@ pub(crate) async fn backup_sink(
         let sink = BbrDirectorySink::new(parent).with_signing(signing_key);
         return Ok((Arc::new(sink), None));
     };
+    if url.starts_with("repo+") {
+        let sink = cairn::format::repository::write::RepositorySink {
+            url,
+            password: Arc::new(repository_password()?),
+        };
+        return Ok((Arc::new(sink), None));
+    }
     let retention = args.retain_days.map(|days| Retention {
         mode: match args.retention_mode {
             RetentionModeArg::Governance => RetentionMode::Governance,
@@ -121,6 +128,23 @@ pub(crate) async fn restore_source(
             BbrDirectorySource::new(path).with_trusted(trusted),
         ));
     };
+    if url.starts_with("repo+") {
+        let (deployment, backup_id) = match args.backup.as_deref() {
+            Some(id) => {
+                let (deployment, id) = split_backup_id(id, Some(target_name))?;
+                (deployment, Some(id))
+            }
+            None => (target_name.to_string(), None),
+        };
+        return Ok(Arc::new(
+            cairn::format::repository::read::RepositorySource {
+                url,
+                password: Arc::new(repository_password()?),
+                deployment,
+                backup_id,
+            },
+        ));
+    }
     let identities = cairn::format::encryption::Identities::load(&args.identity)
         .map_err(UsageError)?
         .allowing_unencrypted(args.allow_unencrypted);
@@ -185,4 +209,21 @@ pub(crate) fn split_backup_id(
             "Backup `{text}`: write it as DEPLOYMENT/ID (see `cairn backups list`)."
         ))),
     }
+}
+
+/// The repository password for `backup`/`restore --store repo+…`, from the file
+/// `CAIRN_REPOSITORY_PASSWORD_FILE` names (`cairn repo` also takes a flag).
+pub(crate) fn repository_password() -> anyhow::Result<cairn::format::repository::RepositoryPassword>
+{
+    let Some(file) = std::env::var_os(super::repo::PASSWORD_FILE_ENV).filter(|f| !f.is_empty())
+    else {
+        return Err(UsageError(format!(
+            "A repository store needs its password: set {} to the password file (one line, mode 0600).",
+            super::repo::PASSWORD_FILE_ENV
+        ))
+        .into());
+    };
+    Ok(cairn::format::repository::read_password(
+        std::path::Path::new(&file),
+    )?)
 }

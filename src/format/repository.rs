@@ -6,7 +6,16 @@
 //! rustic_core and the password rules are the `cairn-repository` crate's (tested alone against
 //! every emulator); this module turns a `repo+` URL into a checked store and an open
 //! repository, so the CLI never touches rustic_core. What exists now: creating a repository
-//! and opening (and checking) it; backups into it come later.
+//! and opening (and checking) it; backups into it ([`write::RepositorySink`], each artifact a
+//! snapshot fed by the demux of [`source`], the record snapshot last, [`record`]) and restores
+//! from it ([`read::RepositorySource`], each artifact's tar rebuilt from its snapshot), and the
+//! catalog's list, show and verify of backups in a repository ([`read`]).
+
+mod mode;
+pub mod read;
+pub mod record;
+pub mod source;
+pub mod write;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -60,6 +60,13 @@ pub trait OpenBackup: Send + Sync + Debug {
     /// Where the backup is (a directory path, a store key), for messages and reports.
     fn location(&self) -> String;
 
+    /// Extra GNU tar flags for the instance's `tar -c` of each artifact: none for a directory
+    /// or a store; a repository wants members sorted by name, hard links as copies and pax
+    /// times (`format::repository::write::TAR_FLAGS`).
+    fn tar_flags(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Opens one artifact (`<group>-<index>-<job>`, or a shared artifact's name) for writing.
     ///
     /// # Errors

@@ -55,7 +55,19 @@ pub fn make_restore_directory(path: &str) -> String {
 /// Streams a directory as an uncompressed tar with `./`-prefixed names on stdout.
 #[must_use]
 pub fn tar_create(directory: &str) -> String {
-    format!("sudo tar -C {} -c .", shell_quote(directory))
+    tar_create_with(directory, &[])
+}
+
+/// [`tar_create`] with extra GNU tar flags (`--sort=name`…, plain words, not quoted).
+#[must_use]
+pub fn tar_create_with(directory: &str, flags: &[&str]) -> String {
+    let mut command = format!("sudo tar -C {} -c", shell_quote(directory));
+    for flag in flags {
+        command.push(' ');
+        command.push_str(flag);
+    }
+    command.push_str(" .");
+    command
 }
 
 /// Extracts a tar from stdin into a directory, as root, so owners and modes are kept (GNU tar's

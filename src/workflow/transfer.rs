@@ -185,8 +185,17 @@ pub(super) async fn download(
         "Copying backup -- {} uncompressed -- {label}...",
         du_human(progress.total)
     );
-    let streamed =
-        stream_and_digest(instance, job, &remote_directory, writer, progress, context).await;
+    let tar_flags = destination.tar_flags();
+    let streamed = stream_and_digest(
+        instance,
+        job,
+        &remote_directory,
+        tar_flags,
+        writer,
+        progress,
+        context,
+    )
+    .await;
     let (files, stored) = match streamed {
         Ok(result) => result,
         Err(error) => return Err(pending.discard().await.unwrap_or(error)),
@@ -231,6 +240,7 @@ async fn stream_and_digest(
     instance: &Instance,
     job: &Job,
     remote_directory: &str,
+    tar_flags: &[&str],
     writer: Box<dyn ArtifactWriter>,
     progress: Progress,
     context: &RunContext,
@@ -245,7 +255,7 @@ async fn stream_and_digest(
         progress,
     };
     let digest = tokio::task::spawn_blocking(move || write_and_digest(reader, writer));
-    let tar_command = commands::tar_create(remote_directory);
+    let tar_command = commands::tar_create_with(remote_directory, tar_flags);
     let checksum_command = commands::checksum_files(remote_directory);
     let stream = instance
         .remote

@@ -27,6 +27,8 @@ use rustic_core::{
 
 pub use backend::StoreBackend;
 pub use password::{PasswordError, RepositoryPassword};
+/// rustic_core itself, for the backup format built on top (the main crate's `format::repository`).
+pub use rustic_core;
 
 /// What went wrong with a repository.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +68,10 @@ pub enum RepositoryError {
 }
 
 impl RepositoryError {
-    fn rustic(store: &dyn ArtifactStore, error: &RusticError) -> RepositoryError {
+    /// rustic_core's error about the repository in `store`, on one line (a wrong password is
+    /// [`RepositoryError::WrongPassword`]).
+    #[must_use]
+    pub fn rustic(store: &dyn ArtifactStore, error: &RusticError) -> RepositoryError {
         if error.is_incorrect_password() {
             return RepositoryError::WrongPassword {
                 store: store.to_string(),
@@ -107,7 +112,10 @@ impl std::fmt::Debug for Repository {
 }
 
 /// Runs rustic_core work on tokio's blocking pool, where [`StoreBackend`] may block.
-async fn blocking<T: Send + 'static>(
+///
+/// # Errors
+/// The work's error, or a task that panicked.
+pub async fn blocking<T: Send + 'static>(
     store: &Arc<dyn ArtifactStore>,
     work: impl FnOnce() -> Result<T, RepositoryError> + Send + 'static,
 ) -> Result<T, RepositoryError> {
@@ -219,6 +227,43 @@ pub struct Finding {
 }
 
 impl Repository {
+    /// rustic_core's open repository, for work this crate does not wrap (run it through
+    /// [`blocking`]).
+    #[must_use]
+    pub fn rustic(&self) -> Arc<rustic_core::Repository<OpenStatus>> {
+        Arc::clone(&self.inner)
+    }
+
+    /// The repository with its index of blob ids read, for backups (rustic_core's
+    /// `to_indexed_ids`), or with its full index for reading files back (`to_indexed`:
+    /// the whole index in memory).
+    ///
+    /// # Errors
+    /// The index cannot be read; the repository is shared (opened for one use only).
+    pub async fn indexed<T: Send + 'static>(
+        self,
+        full: impl FnOnce(rustic_core::Repository<OpenStatus>) -> rustic_core::RusticResult<T>
+            + Send
+            + 'static,
+    ) -> Result<T, RepositoryError> {
+        let store = Arc::clone(&self.store);
+        let inner = Arc::try_unwrap(self.inner).map_err(|_| RepositoryError::Rustic {
+            store: store.to_string(),
+            detail: "the repository is in use elsewhere and cannot be indexed".into(),
+        })?;
+        let owner = Arc::clone(&store);
+        blocking(&owner, move || {
+            full(inner).map_err(|e| RepositoryError::rustic(store.as_ref(), &e))
+        })
+        .await
+    }
+
+    /// The store the repository is kept in.
+    #[must_use]
+    pub fn store(&self) -> Arc<dyn ArtifactStore> {
+        Arc::clone(&self.store)
+    }
+
     /// Its id and format version.
     #[must_use]
     pub fn info(&self) -> RepositoryInfo {
