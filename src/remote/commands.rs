@@ -52,10 +52,12 @@ pub fn make_restore_directory(path: &str) -> String {
     format!("sudo sh -c {}", shell_quote(&inner))
 }
 
-/// Streams a directory as an uncompressed tar with `./`-prefixed names on stdout.
+/// Streams a directory as an uncompressed tar with `./`-prefixed names on stdout, in name
+/// order (`--sort=name`, GNU tar 1.28+), so that the same staged files give the same bytes:
+/// a resumed drain (`backup --resume`) compares the segments it stored with them.
 #[must_use]
 pub fn tar_create(directory: &str) -> String {
-    format!("sudo tar -C {} -c .", shell_quote(directory))
+    format!("sudo tar -C {} --sort=name -c .", shell_quote(directory))
 }
 
 /// Extracts a tar from stdin into a directory, as root, so owners and modes are kept (GNU tar's
