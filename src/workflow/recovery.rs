@@ -512,6 +512,13 @@ async fn undo(
             journal.origin(),
             journal.listing()
         );
+    } else if let Some(entry) = &journal.resumable_backup {
+        tracing::warn!(
+            "Found the journal of an interrupted resumable backup: the {}. Its backup {} stays pending (staged artifacts kept); left to undo: {}",
+            journal.origin(),
+            entry.backup_id,
+            journal.listing()
+        );
     } else {
         tracing::warn!(
             "Found the journal of an interrupted run: the {}. Undoing what it left: {}",
