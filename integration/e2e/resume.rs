@@ -458,6 +458,7 @@ fn s3_resume_after_sigkill_and_after_a_store_outage_sends_only_the_rest() {
     );
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_nothing_left(&bed);
+    let second = format!("testbed/{second}");
     let verify = run(work.path(), &["backups", "--store", &url, "verify", &second]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
 }
