@@ -162,7 +162,9 @@ impl Throttle {
 impl Drop for Throttle {
     fn drop(&mut self) {
         let _ = Command::new("nsenter")
-            .args(["-t", &self.pid, "-n", "tc", "qdisc", "del", "dev", &self.link])
+            .args([
+                "-t", &self.pid, "-n", "tc", "qdisc", "del", "dev", &self.link,
+            ])
             .arg("root")
             .status();
     }
@@ -254,10 +256,7 @@ fn local_store_refuses_a_plain_backup_and_a_changed_staged_artifact_then_cleanup
         text(&output)
     );
     assert!(!backup_dir.join("manifest.json").exists());
-    let listed = run(
-        work.path(),
-        &["backups", "--store", &url, "list", "--json"],
-    );
+    let listed = run(work.path(), &["backups", "--store", &url, "list", "--json"]);
     assert!(
         !String::from_utf8_lossy(&listed.stdout).contains("\"complete\":true"),
         "{}",
@@ -418,8 +417,7 @@ fn s3_resume_after_sigkill_and_after_a_store_outage_sends_only_the_rest() {
 
     // The store goes down during the drain: the run fails, jobs unlocked, staged data kept.
     let run_dir = app.vcap_dir.join("sys/run");
-    let example =
-        fs::read_to_string("scripts-contract/examples/files/bin/bbr/backup").unwrap();
+    let example = fs::read_to_string("scripts-contract/examples/files/bin/bbr/backup").unwrap();
     let paused = format!(
         "{example}\ntouch /var/vcap/sys/run/resume-staged\nwhile [ ! -e /var/vcap/sys/run/resume-go ]; do sleep 0.05; done\n"
     );
@@ -459,6 +457,9 @@ fn s3_resume_after_sigkill_and_after_a_store_outage_sends_only_the_rest() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_nothing_left(&bed);
     let second = format!("testbed/{second}");
-    let verify = run(work.path(), &["backups", "--store", &url, "verify", &second]);
+    let verify = run(
+        work.path(),
+        &["backups", "--store", &url, "verify", &second],
+    );
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
 }

@@ -133,7 +133,11 @@ impl Debug for ResumeSetup {
 #[async_trait]
 pub trait SegmentObserver: Send + Sync {
     /// `segments` are all those of `artifact_key` stored so far, the new one last.
-    async fn stored(&self, artifact_key: &str, segments: Vec<crate::format::manifest::ManifestSegment>);
+    async fn stored(
+        &self,
+        artifact_key: &str,
+        segments: Vec<crate::format::manifest::ManifestSegment>,
+    );
 }
 
 /// The blocking side of an artifact being written (the tar stream, on the digest thread).

@@ -324,7 +324,9 @@ async fn resume_backup(
     }
     report.artifact = Some(destination.location());
     let stored: usize = entry.segments.values().map(Vec::len).sum();
-    if let Err(error) = begin_resumable(deployment, destination.as_ref(), entry.clone(), context).await {
+    if let Err(error) =
+        begin_resumable(deployment, destination.as_ref(), entry.clone(), context).await
+    {
         return report.errors.push(error);
     }
     drop_pending(pending, context).await;
@@ -352,7 +354,15 @@ async fn resume_backup(
     finish_drain(&work, complete, true, &mut report.errors).await;
     report.complete = complete;
     let artifacts = drained.into_inner().expect("drained lock");
-    finish_backup(destination, artifacts, deployment.layout(), &options, context, report).await;
+    finish_backup(
+        destination,
+        artifacts,
+        deployment.layout(),
+        &options,
+        context,
+        report,
+    )
+    .await;
 }
 
 /// The plan of a resume: the backup jobs, without the check for staged directories (they are

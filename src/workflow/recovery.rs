@@ -22,11 +22,11 @@ use async_trait::async_trait;
 
 use super::{remove_artifact_roots, run_scripts, RunContext};
 use crate::error::{Error, RunErrors};
+use crate::format::manifest::ManifestSegment;
+use crate::format::sink::SegmentObserver;
 use crate::model::deployment::{AccessJournal, Deployment, Target, TemporaryUser};
 use crate::model::job::{Job, LockDirection, ScriptName};
 use crate::model::lock_order::JobRef;
-use crate::format::manifest::ManifestSegment;
-use crate::format::sink::SegmentObserver;
 use crate::workflow::journal::{
     liveness, store_key, Journal, JournalFile, Liveness, LockKind, LockedJob, ResumableBackup,
 };
@@ -113,7 +113,10 @@ impl RunContext {
             // Nothing was written: a file at this run's path is another run's.
             return;
         }
-        if written.as_ref().is_some_and(|j| j.resumable_backup.is_some()) {
+        if written
+            .as_ref()
+            .is_some_and(|j| j.resumable_backup.is_some())
+        {
             let deployment = written.map(|j| j.deployment).unwrap_or_default();
             let _ = self
                 .update_journal(&deployment, |journal| {
@@ -694,8 +697,7 @@ pub(crate) async fn pending_resumables(
         return Ok(pending);
     };
     for found in file.left_behind() {
-        if found.journal.resumable_backup.is_some() && liveness(&found.journal) == Liveness::Dead
-        {
+        if found.journal.resumable_backup.is_some() && liveness(&found.journal) == Liveness::Dead {
             pending.push(PendingResume {
                 origin: Origin::Local(found.path),
                 journal: found.journal,

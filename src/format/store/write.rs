@@ -428,6 +428,7 @@ impl OpenBackup for StoreBackup {
     }
 
     fn make_resumable(&self, resume: ResumeSetup) -> Result<(), Error> {
+        check_resumed_segment_size(self.segment_size.bytes(), &resume, &self.location())?;
         self.segments.resume(resume);
         Ok(())
     }
@@ -479,6 +480,38 @@ async fn remove_incomplete(store: &dyn ArtifactStore, deployment: &str) -> Resul
                 backup.id
             );
             delete_objects(store, &backup.deployment, &backup.id, &[]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A resume must cut the stream where the interrupted run did: every stored segment but an
+/// artifact's last holds exactly `--segment-size` plain bytes, and none holds more.
+fn check_resumed_segment_size(
+    segment_size: u64,
+    resume: &ResumeSetup,
+    location: &str,
+) -> Result<(), Error> {
+    for segments in resume.stored.values() {
+        let Some((last, full)) = segments.split_last() else {
+            continue;
+        };
+        let wrong = full
+            .iter()
+            .find(|s| s.plain_size != segment_size)
+            .or_else(|| (last.plain_size > segment_size).then_some(last));
+        if let Some(segment) = wrong {
+            let size = full.first().unwrap_or(segment).plain_size;
+            return Err(StoreError::Configuration {
+                store: location.to_string(),
+                detail: format!(
+                    "the interrupted run stored segments of {}, not of --segment-size {}; resume with --segment-size {}",
+                    SegmentSize::from_bytes(size).map_or_else(|_| format!("{size} bytes"), |s| s.to_string()),
+                    SegmentSize::from_bytes(segment_size).map_or_else(|_| format!("{segment_size} bytes"), |s| s.to_string()),
+                    SegmentSize::from_bytes(size).map_or_else(|_| size.to_string(), |s| s.to_string()),
+                ),
+            }
+            .into());
         }
     }
     Ok(())
@@ -1288,8 +1321,7 @@ impl PendingArtifact for PendingUpload {
                 upload: Some(upload),
                 ..
             }))) => upload.abort().await.err().map(Error::from),
-            Ok(Ok(Some(LastSegment { upload: None, .. }))) => None,
-            Ok(Ok(None)) => None,
+            Ok(Ok(Some(LastSegment { upload: None, .. }) | None)) => None,
             Ok(Err(error)) => Some(error.into()),
             Err(error) => Some(store_failure(&key, &error.to_string())),
         };
