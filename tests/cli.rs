@@ -249,7 +249,10 @@ fn resumable_and_resume_are_refused_for_a_bbr_directory() {
             ".",
             flag,
         ]);
-        summary.push_str(&format!("{flag} with --artifact-path:\n{}\n", outcome.all()));
+        summary.push_str(&format!(
+            "{flag} with --artifact-path:\n{}\n",
+            outcome.all()
+        ));
     }
     insta::assert_snapshot!("resumable_needs_a_store", summary);
 }

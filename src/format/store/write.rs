@@ -1465,6 +1465,158 @@ mod tests {
         }
     }
 
+    /// Records what a resumable backup reports (the run journal's part).
+    #[derive(Default)]
+    struct Journal(std::sync::Mutex<Vec<(String, Vec<ManifestSegment>)>>);
+
+    #[async_trait]
+    impl SegmentObserver for Journal {
+        async fn stored(&self, artifact_key: &str, segments: Vec<ManifestSegment>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((artifact_key.to_string(), segments));
+        }
+    }
+
+    /// Starts backup `cf/20240102T030405Z` in 1 MiB segments, made resumable from `stored`.
+    async fn resumable(
+        dir: &std::path::Path,
+        stored: crate::format::sink::StoredSegments,
+        journal: Arc<Journal>,
+    ) -> Box<dyn OpenBackup> {
+        use crate::format::sink::NewBackup;
+        let store: Arc<dyn ArtifactStore> = Arc::new(cairn_store::local::LocalStore::new(dir));
+        let sink = StoreSink {
+            segment_size: SegmentSize::parse("1MiB").unwrap(),
+            resuming: !stored.is_empty(),
+            ..StoreSink::new(store, Compression::None)
+        };
+        let backup = sink
+            .start(&NewBackup {
+                deployment: "cf",
+                backup_id: "20240102T030405Z",
+                started_at: Utc::now(),
+                concurrent_streams: 1,
+                deployment_manifest: None,
+            })
+            .await
+            .unwrap();
+        backup
+            .make_resumable(ResumeSetup {
+                observer: journal,
+                stored,
+            })
+            .unwrap();
+        backup
+    }
+
+    /// Writes `data` into artifact `app-0-files`; returns the writer's result.
+    async fn write_artifact(
+        backup: &dyn OpenBackup,
+        data: Vec<u8>,
+        finish: bool,
+    ) -> io::Result<()> {
+        let (mut writer, pending) = backup.open_artifact("app-0-files").await.unwrap();
+        let written = tokio::task::spawn_blocking(move || {
+            writer.write_all(&data)?;
+            if finish {
+                writer.finish().map(|_| ())
+            } else {
+                Err(io::Error::other("the drain failed"))
+            }
+        })
+        .await
+        .unwrap();
+        match written {
+            Ok(()) => pending
+                .commit()
+                .await
+                .map(|_| ())
+                .map_err(|e| io::Error::other(e.to_string())),
+            Err(error) => {
+                let _ = pending.discard().await;
+                Err(error)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resumable_backup_keeps_its_segments_and_a_resume_sends_only_the_rest() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(5 << 20) / 2).map(|i: u32| (i % 251) as u8).collect();
+        let key = "cf/20240102T030405Z/app-0-files.tar";
+        // The first run fails after two full segments: they stay, each one reported.
+        let journal = Arc::new(Journal::default());
+        let backup = resumable(dir.path(), BTreeMap::new(), Arc::clone(&journal)).await;
+        assert!(write_artifact(backup.as_ref(), data.clone(), false)
+            .await
+            .is_err());
+        assert_eq!(
+            stored(dir.path()),
+            ["app-0-files.tar.000000", "app-0-files.tar.000001"]
+        );
+        let reported = journal.0.lock().unwrap().clone();
+        assert_eq!(reported.len(), 2);
+        let (reported_key, segments) = reported.last().unwrap().clone();
+        assert_eq!(reported_key, key);
+        let inode = |name: &str| {
+            std::fs::metadata(dir.path().join("cf/20240102T030405Z").join(name))
+                .unwrap()
+                .ino()
+        };
+        let before = [
+            inode("app-0-files.tar.000000"),
+            inode("app-0-files.tar.000001"),
+        ];
+        let stored_before: crate::format::sink::StoredSegments =
+            [(key.to_string(), segments.clone())].into();
+
+        // A resume over other bytes stops at the first segment and stores nothing.
+        let mut changed = data.clone();
+        changed[0] ^= 1;
+        let journal = Arc::new(Journal::default());
+        let backup = resumable(dir.path(), stored_before.clone(), Arc::clone(&journal)).await;
+        let error = write_artifact(backup.as_ref(), changed, true)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("segment 0 of cf/20240102T030405Z/app-0-files.tar differs from the one the interrupted run stored"),
+            "{error}"
+        );
+        assert_eq!(
+            stored(dir.path()),
+            ["app-0-files.tar.000000", "app-0-files.tar.000001"]
+        );
+        assert!(journal.0.lock().unwrap().is_empty());
+
+        // A resume over the same bytes sends only the last segment.
+        let journal = Arc::new(Journal::default());
+        let backup = resumable(dir.path(), stored_before, Arc::clone(&journal)).await;
+        write_artifact(backup.as_ref(), data, true).await.unwrap();
+        assert_eq!(
+            stored(dir.path()),
+            [
+                "app-0-files.tar.000000",
+                "app-0-files.tar.000001",
+                "app-0-files.tar.000002"
+            ]
+        );
+        assert_eq!(
+            [
+                inode("app-0-files.tar.000000"),
+                inode("app-0-files.tar.000001")
+            ],
+            before,
+            "not written again"
+        );
+        let reported = journal.0.lock().unwrap().clone();
+        assert_eq!(reported.len(), 1);
+        assert_eq!(reported[0].1.len(), 3);
+        assert_eq!(reported[0].1[..2], segments[..]);
+    }
+
     #[test]
     fn segments_fill_to_their_size_and_the_last_holds_the_rest() {
         assert_eq!(segments_of(10, &[25]), vec![10, 10, 5]);
