@@ -420,7 +420,13 @@ impl OpenBackup for StoreBackup {
     }
 
     async fn open_artifact(&self, name: &str) -> Result<OpenArtifact, Error> {
-        open_upload(self, self.artifact_key(name)?)
+        let key = self.artifact_key(name)?;
+        check_stored_before(
+            self.store.as_ref(),
+            &self.segments.stored_before(key.as_str()),
+        )
+        .await?;
+        open_upload(self, key)
     }
 
     async fn open_stream(&self, name: &str) -> Result<OpenArtifact, Error> {
@@ -483,6 +489,45 @@ async fn remove_incomplete(store: &dyn ArtifactStore, deployment: &str) -> Resul
         }
     }
     Ok(())
+}
+
+/// A resume trusts the segments the interrupted run stored only when each is still there at
+/// its recorded version and size (a `prune` or a hand may have removed the incomplete backup):
+/// otherwise the manifest would list what is gone.
+async fn check_stored_before(
+    store: &dyn ArtifactStore,
+    segments: &[ManifestSegment],
+) -> Result<(), Error> {
+    for segment in segments {
+        let key =
+            ObjectKey::parse(&segment.key).map_err(|e| store_failure_key(&segment.key, &e))?;
+        let found = store.head(&key, segment.version.as_deref()).await;
+        let problem = match found {
+            Ok(meta) if meta.size == segment.size => continue,
+            Ok(meta) => format!(
+                "it has {} bytes, the journal says {}",
+                meta.size, segment.size
+            ),
+            Err(error) => error.to_string(),
+        };
+        return Err(StoreError::Configuration {
+            store: store.to_string(),
+            detail: format!(
+                "segment {} that the interrupted run stored is not in the store as recorded ({problem}), so the backup cannot be resumed; discard it with `backup-cleanup` and take a new backup",
+                segment.key
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn store_failure_key(key: &str, detail: &str) -> Error {
+    Error::Artifact(ArtifactError::Io {
+        action: "Uploading",
+        path: key.into(),
+        source: io::Error::other(detail.to_string()),
+    })
 }
 
 /// A resume must cut the stream where the interrupted run did: every stored segment but an
@@ -1615,6 +1660,21 @@ mod tests {
         assert_eq!(reported.len(), 1);
         assert_eq!(reported[0].1.len(), 3);
         assert_eq!(reported[0].1[..2], segments[..]);
+
+        // A recorded segment gone from the store: the resume refuses before reading anything.
+        std::fs::remove_file(
+            dir.path()
+                .join("cf/20240102T030405Z/app-0-files.tar.000001"),
+        )
+        .unwrap();
+        let stored_before: crate::format::sink::StoredSegments =
+            [(key.to_string(), segments)].into();
+        let backup = resumable(dir.path(), stored_before, Arc::new(Journal::default())).await;
+        let error = backup.open_artifact("app-0-files").await.err().unwrap();
+        assert!(
+            error.to_string().contains("segment cf/20240102T030405Z/app-0-files.tar.000001 that the interrupted run stored is not in the store as recorded"),
+            "{error}"
+        );
     }
 
     #[test]
