@@ -297,6 +297,12 @@ pub enum Error {
         /// `SIGINT` or `SIGTERM`.
         signal: String,
     },
+    /// The operator interrupted a resumable backup's drain: what it staged and stored is kept.
+    #[error("Backup was interrupted by {signal}; the jobs were unlocked, and the staged artifacts and stored segments were kept: finish the backup with `backup --resume`, or discard it with `backup-cleanup`")]
+    InterruptedResumable {
+        /// `SIGINT` or `SIGTERM`.
+        signal: String,
+    },
     /// The object store failed.
     #[error(transparent)]
     Store(#[from] cairn_store::StoreError),

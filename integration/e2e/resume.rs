@@ -11,7 +11,9 @@
 //! - a plain backup is refused while one is pending, naming `--resume` and `backup-cleanup`;
 //! - a staged artifact changed between the runs: `--resume` fails with a clear error and
 //!   writes no manifest; `backup-cleanup` then discards the backup (staged artifact, segments,
-//!   journal).
+//!   journal);
+//! - SIGTERM during a resumable drain keeps what it staged and stored, says so, and `--resume`
+//!   finishes it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -290,6 +292,62 @@ fn local_store_refuses_a_plain_backup_and_a_changed_staged_artifact_then_cleanup
     let output = cairn(&bed, work.path(), &["backup", "--store", &url]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_nothing_left(&bed);
+
+    // SIGTERM during a resumable drain keeps it too, and says so; the resume finishes it.
+    let throttle = Throttle::start(app, "16mbit");
+    let mut child = spawn(&bed, work.path(), &[], &resumable);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !journals(work.path())
+        .iter()
+        .any(|j| !journal_segments(j).is_empty())
+    {
+        assert!(Instant::now() < deadline, "no segment was ever stored");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended early"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = finish(child);
+    drop(throttle);
+    assert_ne!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("staged artifacts and stored segments were kept"),
+        "{}",
+        text(&output)
+    );
+    assert!(!bed.is_locked(app, "app"));
+    assert!(staged(&bed).exists());
+    let id = pending_journal(work.path())["resumable_backup"]["backup_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let output = cairn(
+        &bed,
+        work.path(),
+        &[
+            "backup",
+            "--store",
+            &url,
+            "--resume",
+            "--segment-size",
+            "1MiB",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(store_dir
+        .path()
+        .join("testbed")
+        .join(&id)
+        .join("manifest.json")
+        .exists());
+    assert_nothing_left(&bed);
+    assert!(journals(work.path()).is_empty());
 }
 
 fn s3_url(endpoint: &str) -> String {

@@ -394,7 +394,12 @@ async fn finish_drain(work: &Work<'_>, complete: bool, resumable: bool, errors: 
         }
     }
     if context.cancel.is_cancelled() {
-        errors.push(context.interrupted("Backup"));
+        errors.push(match context.interrupted("Backup") {
+            Error::Interrupted { signal, .. } if resumable && !complete => {
+                Error::InterruptedResumable { signal }
+            }
+            other => other,
+        });
     }
 }
 
@@ -451,7 +456,10 @@ async fn run_backup(
         destination,
         drained: &drained,
     };
-    let (complete, resumable) = lock_backup_unlock_drain(&work, options, &mut report.errors).await;
+    let (all_drained, resumable) =
+        lock_backup_unlock_drain(&work, options, &mut report.errors).await;
+    // A drain stopped by a signal may report no error: it is not complete all the same.
+    let complete = all_drained && !context.cancel.is_cancelled();
     finish_drain(&work, complete, resumable, &mut report.errors).await;
     (complete, drained.into_inner().expect("drained lock"))
 }
