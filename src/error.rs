@@ -244,6 +244,48 @@ pub enum Error {
         /// What failed.
         detail: String,
     },
+    /// `--resumable` asked of a backup that cannot keep what it stored (a bbr directory).
+    #[error("The backup at {location} cannot be resumable: --resumable applies to backups into a store (--store), not to a bbr directory (--artifact-path)")]
+    NotResumable {
+        /// Where the backup is.
+        location: String,
+    },
+    /// A plain backup while a resumable one of the deployment is pending.
+    #[error("A resumable backup of {deployment} is pending ({backup_id} in {location}, staged on the instances): finish it with `backup --resume` (same target and store), or discard it with `backup-cleanup`")]
+    ResumablePending {
+        /// Deployment name.
+        deployment: String,
+        /// The pending backup's id.
+        backup_id: String,
+        /// Where it is being stored.
+        location: String,
+    },
+    /// `backup --resume` with no resumable backup pending.
+    #[error("No resumable backup of {deployment} is pending (no run journal with one, on this machine or in the store); run `backup` (with --resumable to make it resumable)")]
+    NothingToResume {
+        /// Deployment name.
+        deployment: String,
+    },
+    /// `backup --resume` into another store than the pending backup's.
+    #[error("The pending resumable backup of {deployment} is stored at {recorded}, not at {given}; resume it with the same --store, or discard it with `backup-cleanup`")]
+    ResumeElsewhere {
+        /// Deployment name.
+        deployment: String,
+        /// Where the pending backup is.
+        recorded: String,
+        /// Where this run would store it.
+        given: String,
+    },
+    /// `--resumable` with a job that streams its backup (nothing is staged to resume from).
+    #[error("--resumable needs artifacts staged on the instances, but job {job} on {instance} streams its backup (CAIRN_STREAM); back up {deployment} without --resumable")]
+    ResumableStreaming {
+        /// Deployment name.
+        deployment: String,
+        /// Instance of the streaming job.
+        instance: String,
+        /// The streaming job.
+        job: String,
+    },
     /// The backup a drill took did not complete, though no step reported an error.
     #[error("The drill's backup did not complete; nothing was restored")]
     DrillBackupIncomplete,
@@ -252,6 +294,12 @@ pub enum Error {
     Interrupted {
         /// `Backup` or `Restore`.
         operation: &'static str,
+        /// `SIGINT` or `SIGTERM`.
+        signal: String,
+    },
+    /// The operator interrupted a resumable backup's drain: what it staged and stored is kept.
+    #[error("Backup was interrupted by {signal}; the jobs were unlocked, and the staged artifacts and stored segments were kept: finish the backup with `backup --resume`, or discard it with `backup-cleanup`")]
+    InterruptedResumable {
         /// `SIGINT` or `SIGTERM`.
         signal: String,
     },

@@ -235,6 +235,29 @@ fn a_bad_segment_size_is_one_line_before_anything_is_connected() {
 }
 
 #[test]
+fn resumable_and_resume_are_refused_for_a_bbr_directory() {
+    let work = Work::new();
+    work.inventory();
+    let mut summary = String::new();
+    for flag in ["--resumable", "--resume"] {
+        let outcome = work.cairn(&[
+            "deployment",
+            "--inventory",
+            "inv.yml",
+            "backup",
+            "--artifact-path",
+            ".",
+            flag,
+        ]);
+        summary.push_str(&format!(
+            "{flag} with --artifact-path:\n{}\n",
+            outcome.all()
+        ));
+    }
+    insta::assert_snapshot!("resumable_needs_a_store", summary);
+}
+
+#[test]
 fn a_missing_store_is_refused_not_listed_as_empty() {
     let work = Work::new();
     let url = format!("file://{}/does-not-exist", work.path().display());

@@ -38,6 +38,7 @@ mod repository;
 mod repository_restic;
 mod restore_parallelism;
 mod restore_plan;
+mod resume;
 mod retries;
 mod segments;
 mod socks_login;

@@ -351,6 +351,14 @@ pub(crate) struct BackupArgs {
     /// (at least 1MiB) [default: 1GiB].
     #[arg(long, value_name = "SIZE")]
     pub segment_size: Option<String>,
+    /// Keep what a failed or killed drain staged and stored (artifacts on the instances,
+    /// segments in the store) so that `backup --resume` can finish it. Needs --store.
+    #[arg(long)]
+    pub resumable: bool,
+    /// Finish the pending resumable backup of the deployment under its original id, sending
+    /// only the segments not stored yet. Same target and store as the interrupted run.
+    #[arg(long)]
+    pub resume: bool,
     /// Encrypt every artifact in the store to this age X25519 recipient (age1...; repeatable:
     /// any one of the identities can restore). Needs --store.
     #[arg(long, value_name = "RECIPIENT")]
@@ -739,6 +747,14 @@ fn validate_action(action: &Action) -> Result<(), UsageError> {
                         "--segment-size applies to backups into a store (--store); a bbr directory keeps one .tar per artifact".into(),
                     ));
                 }
+            }
+            if (backup.resumable || backup.resume)
+                && backup.store.url(backup.artifact_path.is_none()).is_none()
+            {
+                return Err(UsageError(format!(
+                    "--{} applies to backups into a store (--store); a bbr directory (--artifact-path) is cleaned up on failure as bbr does",
+                    if backup.resume { "resume" } else { "resumable" }
+                )));
             }
             if !backup.encrypt_to.is_empty()
                 && backup.store.url(backup.artifact_path.is_none()).is_none()

@@ -11,6 +11,7 @@
 //! store = "s3://backups/cf?region=eu-west-1"
 //! compression = "zstd:3"
 //! segment_size = "1GiB"      # --segment-size, for backups into a store
+//! resumable = false          # --resumable, for backups into a store
 //! parallelism = 10
 //! restore_parallelism = 1    # --restore-parallelism (restore, drill)
 //! inventory = "/etc/cairn/inventory.yml"
@@ -76,6 +77,9 @@ pub(crate) struct ConfigFile {
     /// Default `--segment-size` of backups into a store (`512MiB`, `4GiB`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_size: Option<String>,
+    /// `--resumable` for every backup into a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumable: Option<bool>,
     /// Default `--parallelism`.
     pub parallelism: Option<usize>,
     /// Default `--restore-parallelism` (restore, drill).
@@ -541,6 +545,7 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
             if backup.segment_size.is_none() && into_store {
                 backup.segment_size.clone_from(&config.segment_size);
             }
+            backup.resumable |= into_store && config.resumable.unwrap_or(false);
             if backup.compression.is_none() {
                 backup.compression = Some(
                     config

@@ -72,6 +72,7 @@ pub(crate) async fn backup_sink(
         encryption,
     )
     .await?;
+    sink.resuming = args.resume;
     sink.signing = signing_key.map(|key| Signing {
         key,
         seen: Some(super::trust::seen_backups()),

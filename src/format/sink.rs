@@ -92,6 +92,59 @@ pub trait OpenBackup: Send + Sync + Debug {
         self: Box<Self>,
         record: &BackupRecord,
     ) -> Result<Option<Arc<dyn BackupSource>>, Error>;
+
+    /// Makes this backup resumable (`--resumable`, store backups only): from now on, what it
+    /// stored is kept when it fails, each completed segment is reported to
+    /// `resume.observer`, and the segments in `resume.stored` (of the run being resumed)
+    /// are not sent again when the re-read stream matches them. The default refuses: only a
+    /// store keeps segments.
+    ///
+    /// # Errors
+    /// This kind of backup cannot be resumed.
+    fn make_resumable(&self, resume: ResumeSetup) -> Result<(), Error> {
+        let _ = resume;
+        Err(Error::NotResumable {
+            location: self.location(),
+        })
+    }
+
+    /// True once [`OpenBackup::make_resumable`] succeeded: the staged artifacts stay on the
+    /// instances until the whole backup is complete.
+    fn is_resumable(&self) -> bool {
+        false
+    }
+}
+
+/// Segments of a backup, by artifact key, in order.
+pub type StoredSegments =
+    std::collections::BTreeMap<String, Vec<crate::format::manifest::ManifestSegment>>;
+
+/// What [`OpenBackup::make_resumable`] needs.
+#[derive(Clone)]
+pub struct ResumeSetup {
+    /// Told of every segment as soon as it is completed in the store.
+    pub observer: Arc<dyn SegmentObserver>,
+    /// The segments an earlier run of this backup stored (empty for a new backup).
+    pub stored: StoredSegments,
+}
+
+impl Debug for ResumeSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResumeSetup")
+            .field("stored", &self.stored)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Records the segments of a resumable backup as they are stored (the run journal).
+#[async_trait]
+pub trait SegmentObserver: Send + Sync {
+    /// `segments` are all those of `artifact_key` stored so far, the new one last.
+    async fn stored(
+        &self,
+        artifact_key: &str,
+        segments: Vec<crate::format::manifest::ManifestSegment>,
+    );
 }
 
 /// The blocking side of an artifact being written (the tar stream, on the digest thread).

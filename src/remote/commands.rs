@@ -52,17 +52,20 @@ pub fn make_restore_directory(path: &str) -> String {
     format!("sudo sh -c {}", shell_quote(&inner))
 }
 
-/// Streams a directory as an uncompressed tar with `./`-prefixed names on stdout.
+/// Streams a directory as an uncompressed tar with `./`-prefixed names on stdout, in name
+/// order (`--sort=name`, GNU tar 1.28+), so that the same staged files give the same bytes:
+/// a resumed drain (`backup --resume`) compares the segments it stored with them.
 #[must_use]
 pub fn tar_create(directory: &str) -> String {
     tar_create_with(directory, &[])
 }
 
-/// [`tar_create`] with extra GNU tar flags (`--sort=name`…, plain words, not quoted).
+/// [`tar_create`] with extra GNU tar flags (`--hard-dereference`…, plain words, not quoted);
+/// the name order is always there.
 #[must_use]
 pub fn tar_create_with(directory: &str, flags: &[&str]) -> String {
-    let mut command = format!("sudo tar -C {} -c", shell_quote(directory));
-    for flag in flags {
+    let mut command = format!("sudo tar -C {} --sort=name -c", shell_quote(directory));
+    for flag in flags.iter().filter(|flag| **flag != "--sort=name") {
         command.push(' ');
         command.push_str(flag);
     }

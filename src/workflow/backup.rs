@@ -8,12 +8,23 @@
 //! `BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL=false`. The artifact is complete only when every job's
 //! tar was drained and verified; otherwise its tars are removed and `metadata` lists no
 //! instances, which restore refuses.
+//!
+//! A resumable backup (`--resumable`, store backups) differs only once the drain has begun:
+//! the run journal gets a `resumable_backup` entry, each stored segment is written into it,
+//! and a drain that fails (or a run that is killed) leaves the staged artifacts on the
+//! instances and the stored segments in the store. `backup --resume` ([`resume_backup`])
+//! runs no script: it drains the staged artifacts again under the original id, reading the
+//! stored segments' bytes again from the instances and sending only what was not stored.
 
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use super::recovery::{recover_interrupted_runs, Recovery};
+use super::journal::ResumableBackup;
+use super::recovery::{
+    drop_pending, pending_resumables, recover_interrupted_runs, JournalSegments, PendingResume,
+    Recovery,
+};
 use super::{
     begin_journal, check_artifact_root_absent, cleanup_error, discover_or_interrupt,
     finish_journal, lock, release_target, remove_artifact_roots, run_scripts, transfer, unlock,
@@ -23,7 +34,8 @@ use crate::error::{Error, RunErrors};
 use crate::format::bbr_directory::metadata::{format_activity_time, format_backup_timestamp};
 use crate::format::bbr_directory::BackupMetadata;
 use crate::format::sink::{
-    BackupRecord, BackupSink, BackupSource, NewBackup, OpenBackup, StoredArtifact,
+    BackupRecord, BackupSink, BackupSource, NewBackup, OpenBackup, ResumeSetup, StoredArtifact,
+    StoredSegments,
 };
 use crate::model::deployment::{Deployment, Instance, Target};
 use crate::model::job::{Job, LockDirection, ScriptName, ScriptRecord};
@@ -45,6 +57,10 @@ pub struct BackupOptions {
     pub manifest: Option<String>,
     /// Time the command started; names the backup (`YYYYMMDDTHHMMSSZ`).
     pub started_at: DateTime<Utc>,
+    /// `--resumable`: a drain that fails keeps what it staged and stored, for `--resume`.
+    pub resumable: bool,
+    /// `--resume`: finish the pending resumable backup instead of starting one.
+    pub resume: bool,
 }
 
 /// What a backup produced.
@@ -174,6 +190,31 @@ async fn backup_deployment(
     if !recovered.is_empty() {
         return report.errors.extend(recovered);
     }
+    let mut pending = match pending_resumables(deployment, context).await {
+        Ok(pending) => pending,
+        Err(error) => return report.errors.push(error),
+    };
+    if options.resume {
+        let Some(resume) = pending.pop() else {
+            return report.errors.push(Error::NothingToResume {
+                deployment: deployment.name.clone(),
+            });
+        };
+        return resume_backup(deployment, &resume, options, context, report).await;
+    }
+    if let Some(resume) = pending.first() {
+        let entry = resume.entry();
+        return report.errors.push(Error::ResumablePending {
+            deployment: deployment.name.clone(),
+            backup_id: entry.backup_id.clone(),
+            location: entry.location.clone(),
+        });
+    }
+    if options.resumable {
+        if let Err(error) = refuse_streaming(deployment) {
+            return report.errors.push(error);
+        }
+    }
     tracing::info!("Running pre-checks for backup of {}...", deployment.name);
     let plan = match plan_backup(deployment).await {
         Ok(plan) => plan,
@@ -204,6 +245,162 @@ async fn backup_deployment(
     report.complete = complete && !context.cancel.is_cancelled();
     let layout = deployment.layout();
     finish_backup(destination, artifacts, layout, options, context, report).await;
+}
+
+/// `--resumable` needs every artifact staged: a job that streams its backup is refused.
+fn refuse_streaming(deployment: &Deployment) -> Result<(), Error> {
+    for job_ref in deployment.jobs_with(ScriptName::Backup) {
+        let (instance, job) = deployment.job(job_ref);
+        if job.streams_backup() {
+            return Err(Error::ResumableStreaming {
+                deployment: deployment.name.clone(),
+                instance: instance.name.to_string(),
+                job: job.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Makes the backup resumable once its drain begins: the journal entry first (with the
+/// segments `stored` by the run being resumed), then the sink, which from now on reports
+/// each segment to the journal and keeps what it stored when it fails.
+async fn begin_resumable(
+    deployment: &Deployment,
+    destination: &dyn OpenBackup,
+    entry: ResumableBackup,
+    context: &RunContext,
+) -> Result<(), Error> {
+    let stored: StoredSegments = entry.segments.clone();
+    context.journal_resumable(&deployment.name, entry).await?;
+    destination.make_resumable(ResumeSetup {
+        observer: Arc::new(JournalSegments {
+            context: context.clone(),
+            deployment: deployment.name.clone(),
+        }),
+        stored,
+    })
+}
+
+/// `backup --resume`: finishes the pending resumable backup under its original id. No script
+/// runs (the artifacts are staged already); every staged artifact is drained again, the
+/// segments stored before are compared and not sent, and the rest is stored.
+async fn resume_backup(
+    deployment: &Deployment,
+    pending: &PendingResume,
+    options: &BackupOptions,
+    context: &RunContext,
+    report: &mut BackupReport,
+) {
+    let entry = pending.entry().clone();
+    if let Err(error) = refuse_streaming(deployment) {
+        return report.errors.push(error);
+    }
+    let plan = match resume_plan(deployment) {
+        Ok(plan) => plan,
+        Err(error) => return report.errors.push(error),
+    };
+    let options = BackupOptions {
+        started_at: entry.started_at,
+        ..options.clone()
+    };
+    let new_backup = NewBackup {
+        deployment: &deployment.name,
+        backup_id: &entry.backup_id,
+        started_at: entry.started_at,
+        concurrent_streams: plan.backup_jobs.len().min(context.options.parallelism),
+        deployment_manifest: options.manifest.as_deref(),
+    };
+    let destination = match options.sink.start(&new_backup).await {
+        Ok(destination) => destination,
+        Err(error) => return report.errors.push(error),
+    };
+    if destination.location() != entry.location {
+        return report.errors.push(Error::ResumeElsewhere {
+            deployment: deployment.name.clone(),
+            recorded: entry.location.clone(),
+            given: destination.location(),
+        });
+    }
+    report.artifact = Some(destination.location());
+    let stored: usize = entry.segments.values().map(Vec::len).sum();
+    if let Err(error) =
+        begin_resumable(deployment, destination.as_ref(), entry.clone(), context).await
+    {
+        return report.errors.push(error);
+    }
+    drop_pending(pending, context).await;
+    tracing::info!(
+        "Resuming backup {} of {}: the {stored} segment(s) the interrupted run stored are read again from the instances and compared, not sent again",
+        entry.backup_id,
+        deployment.name
+    );
+    let created = CreatedRoots::new(deployment.instances.len());
+    for &instance in &plan.backupable_instances {
+        created.mark(instance);
+    }
+    let drained = Mutex::new(Vec::new());
+    let work = Work {
+        deployment,
+        plan: &plan,
+        context,
+        created: &created,
+        destination: destination.as_ref(),
+        drained: &drained,
+    };
+    let drain_errors = drain(&work).await;
+    let complete = drain_errors.is_empty() && !context.cancel.is_cancelled();
+    report.errors.extend(drain_errors.in_drain());
+    finish_drain(&work, complete, true, &mut report.errors).await;
+    report.complete = complete;
+    let artifacts = drained.into_inner().expect("drained lock");
+    finish_backup(
+        destination,
+        artifacts,
+        deployment.layout(),
+        &options,
+        context,
+        report,
+    )
+    .await;
+}
+
+/// The plan of a resume: the backup jobs, without the check for staged directories (they are
+/// what is resumed).
+fn resume_plan(deployment: &Deployment) -> Result<BackupPlan, Error> {
+    Ok(BackupPlan {
+        layers: deployment.lock_layers(LockDirection::Backup)?,
+        backup_jobs: deployment.jobs_with(ScriptName::Backup),
+        backupable_instances: (0..deployment.instances.len())
+            .filter(|&i| deployment.instances[i].can_backup())
+            .collect(),
+    })
+}
+
+/// After the drain: the staged artifacts are removed, unless a resumable drain did not
+/// complete — then they stay for `backup --resume`, and so does the journal entry.
+async fn finish_drain(work: &Work<'_>, complete: bool, resumable: bool, errors: &mut RunErrors) {
+    let (deployment, context) = (work.deployment, work.context);
+    if resumable && !complete {
+        tracing::info!(
+            "Kept the staged artifacts in /var/vcap/store/bbr-backup for `backup --resume` (or `backup-cleanup` to discard the backup)"
+        );
+    } else {
+        tracing::info!("Cleaning up...");
+        let created = work.created.created();
+        errors.extend(remove_artifact_roots(deployment, &created, cleanup_error).await);
+        if resumable {
+            context.journal_resumable_done(&deployment.name).await;
+        }
+    }
+    if context.cancel.is_cancelled() {
+        errors.push(match context.interrupted("Backup") {
+            Error::Interrupted { signal, .. } if resumable && !complete => {
+                Error::InterruptedResumable { signal }
+            }
+            other => other,
+        });
+    }
 }
 
 /// Hands the sink its record: restorable when complete, removed or unlisted otherwise.
@@ -259,13 +456,11 @@ async fn run_backup(
         destination,
         drained: &drained,
     };
-    let complete = lock_backup_unlock_drain(&work, options, &mut report.errors).await;
-    tracing::info!("Cleaning up...");
-    let cleanup_errors = remove_artifact_roots(deployment, &created.created(), cleanup_error).await;
-    report.errors.extend(cleanup_errors);
-    if context.cancel.is_cancelled() {
-        report.errors.push(context.interrupted("Backup"));
-    }
+    let (all_drained, resumable) =
+        lock_backup_unlock_drain(&work, options, &mut report.errors).await;
+    // A drain stopped by a signal may report no error: it is not complete all the same.
+    let complete = all_drained && !context.cancel.is_cancelled();
+    finish_drain(&work, complete, resumable, &mut report.errors).await;
     (complete, drained.into_inner().expect("drained lock"))
 }
 
@@ -302,12 +497,13 @@ fn bbr_metadata(
     metadata
 }
 
-/// Lock, back up, unlock, drain. Returns true when every artifact was drained and verified.
+/// Lock, back up, unlock, drain. Returns true when every artifact was drained and verified,
+/// and whether the drain began as a resumable one.
 async fn lock_backup_unlock_drain(
     work: &Work<'_>,
     options: &BackupOptions,
     errors: &mut RunErrors,
-) -> bool {
+) -> (bool, bool) {
     let (deployment, plan, context) = (work.deployment, work.plan, work.context);
     let locking = !options.unsafe_lock_free;
     let mut scripts_ok = true;
@@ -332,25 +528,39 @@ async fn lock_backup_unlock_drain(
         };
         tracing::info!("Skipping unlock after {which} backup for deployment");
     }
+    let mut unlocked = true;
     if locking {
         let success = scripts_ok.to_string();
         let environment = move |_: &crate::model::deployment::Instance, _: &Job| {
             vec![("BBR_AFTER_BACKUP_SCRIPTS_SUCCESSFUL", success.clone())]
         };
-        errors.extend(
-            unlock(
-                deployment,
-                &plan.layers,
-                ScriptName::PostBackupUnlock,
-                &environment,
-                context,
-            )
-            .await,
-        );
+        let unlock_errors = unlock(
+            deployment,
+            &plan.layers,
+            ScriptName::PostBackupUnlock,
+            &environment,
+            context,
+        )
+        .await;
+        unlocked = unlock_errors.is_empty();
+        errors.extend(unlock_errors);
     }
     if !scripts_ok || context.cancel.is_cancelled() {
-        return false;
+        return (false, false);
     }
+    if options.resumable && unlocked {
+        let entry = ResumableBackup {
+            backup_id: format_backup_timestamp(options.started_at),
+            started_at: options.started_at,
+            location: work.destination.location(),
+            segments: StoredSegments::new(),
+        };
+        if let Err(error) = begin_resumable(deployment, work.destination, entry, context).await {
+            errors.push(error);
+            return (false, false);
+        }
+    }
+    let resumable = options.resumable && unlocked;
     let drain_errors = drain(work).await;
     let drained = drain_errors.is_empty();
     // bbr's drain step (`orchestrator/drain_step.go`), with Go's `%v` of the local time.
@@ -364,7 +574,7 @@ async fn lock_backup_unlock_drain(
         );
     }
     errors.extend(drain_errors.in_drain());
-    drained
+    (drained, resumable)
 }
 
 /// The local time now as Go's `%v` prints a `time.Time`: `2006-01-02 15:04:05.999999999 -0700 MST`

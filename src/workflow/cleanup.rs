@@ -8,12 +8,18 @@
 //! artifact directories and the temporary SSH users too, which after a backup or restore are
 //! clean-up errors (16). Success is logged as bbr's `'<deployment>' cleaned up`.
 //!
+//! `backup-cleanup` also discards a pending resumable backup (`backup --resumable`): its
+//! staged artifacts go with the artifact directories, its stored segments are deleted (those
+//! under Object Lock are reported and left to expire) and its journal entry is removed.
+//!
 //! The journals of killed runs ([`super::recovery`]): what a clean-up does not do itself —
 //! the other kind's unlock for jobs a journal lists (`post-restore-unlock` in a
 //! `backup-cleanup` after a killed restore, and the reverse), the temporary users a killed run
 //! left — is undone first; once the clean-up succeeded, the journals are cleared.
 
-use super::recovery::{clear_after_cleanup, recover_interrupted_runs, Recovery};
+use super::recovery::{
+    clear_after_cleanup, discard_resumables, recover_interrupted_runs, Recovery,
+};
 use super::{begin_journal, discover_or_interrupt, remove_artifact_roots, unlock, RunContext};
 use crate::error::{Error, RunErrors};
 use crate::model::deployment::{Deployment, Target};
@@ -98,6 +104,9 @@ async fn cleanup_deployment(
         })
         .await,
     );
+    if errors.is_empty() && kind == CleanupKind::Backup {
+        errors.extend(discard_resumables(deployment, context).await);
+    }
     if errors.is_empty() {
         clear_after_cleanup(deployment, context).await;
     }

@@ -277,6 +277,8 @@ async fn obtain_backup(
                 unsafe_lock_free: false,
                 manifest,
                 started_at: Utc::now(),
+                resumable: false,
+                resume: false,
             };
             tracing::info!("Drill: backing up {}...", target.name());
             let result = backup(target, &options, context).await;

@@ -24,9 +24,12 @@
 //! - `artifact_roots`: instances where `/var/vcap/store/bbr-backup` was (about to be) created;
 //! - `ssh_users`: each temporary user asked of a Director ([`TemporaryUser`]: user name, Director
 //!   URL, deployment, instance groups and ids), written before the Director is asked;
-//! - `resumable_backup`: **reserved** for the scale issue's resumable backup. This version never
-//!   writes it. A journal that has one is not deleted by recovery: its locks, directories and
-//!   users are undone and the entry is kept for `backup --resume`.
+//! - `resumable_backup`: a resumable backup (`backup --resumable`, [`ResumableBackup`]): its id,
+//!   start time, where it is stored and every segment stored so far, per artifact, written as
+//!   each segment is completed. It is the one entry the next run does not undo by itself: its
+//!   locks and users are undone, but the staged artifact directories stay and the entry is kept
+//!   for `backup --resume` (which adopts it into its own journal) until `backup-cleanup`
+//!   discards the backup or a resume completes it.
 //!
 //! # Liveness
 //! A journal's run is alive when its host is this host, `/proc/<pid>` exists and is not a
@@ -182,10 +185,24 @@ pub struct Journal {
     /// Temporary SSH users asked of a Director, recorded before the request.
     #[serde(default)]
     pub ssh_users: Vec<TemporaryUser>,
-    /// Reserved for the scale issue's resumable backup (never written by this version); see
-    /// the module documentation.
+    /// A resumable backup that was started and not finished; see the module documentation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resumable_backup: Option<serde_json::Value>,
+    pub resumable_backup: Option<ResumableBackup>,
+}
+
+/// A resumable backup's entry in the run journal: what `backup --resume` needs to finish it
+/// under its original id, and what `backup-cleanup` removes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumableBackup {
+    /// The backup's id (`YYYYMMDDTHHMMSSZ`).
+    pub backup_id: String,
+    /// When the backup started (its id and its manifest's start time).
+    pub started_at: DateTime<Utc>,
+    /// Where it is stored (`<store>/<deployment>/<id>`): a resume must give the same store.
+    pub location: String,
+    /// Every segment stored so far, by artifact key, in order.
+    #[serde(default)]
+    pub segments: crate::format::sink::StoredSegments,
 }
 
 fn format_one() -> u32 {

@@ -22,11 +22,13 @@ use async_trait::async_trait;
 
 use super::{remove_artifact_roots, run_scripts, RunContext};
 use crate::error::{Error, RunErrors};
+use crate::format::manifest::ManifestSegment;
+use crate::format::sink::SegmentObserver;
 use crate::model::deployment::{AccessJournal, Deployment, Target, TemporaryUser};
 use crate::model::job::{Job, LockDirection, ScriptName};
 use crate::model::lock_order::JobRef;
 use crate::workflow::journal::{
-    liveness, store_key, Journal, JournalFile, Liveness, LockKind, LockedJob,
+    liveness, store_key, Journal, JournalFile, Liveness, LockKind, LockedJob, ResumableBackup,
 };
 use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions};
 
@@ -78,11 +80,50 @@ impl RunContext {
         .await
     }
 
-    /// The run unlocked, cleaned up and removed its user: nothing is left to undo.
+    /// Starts this run's resumable backup entry (a new one, or the one it resumes), and
+    /// notes that the jobs are unlocked (a resumable backup's journal outlives the run).
+    pub(crate) async fn journal_resumable(
+        &self,
+        deployment: &str,
+        entry: ResumableBackup,
+    ) -> Result<(), Error> {
+        self.update_journal(deployment, |journal| {
+            journal.locked.clear();
+            journal.resumable_backup = Some(entry);
+        })
+        .await
+    }
+
+    /// The resumable backup was drained completely: the entry goes (and the journal with it
+    /// at the end of the run).
+    pub(crate) async fn journal_resumable_done(&self, deployment: &str) {
+        if let Err(error) = self
+            .update_journal(deployment, |journal| journal.resumable_backup = None)
+            .await
+        {
+            tracing::warn!("{error}");
+        }
+    }
+
+    /// The run unlocked, cleaned up and removed its user: nothing is left to undo. A journal
+    /// with a resumable backup stays for `backup --resume` (its locks and users are gone).
     pub(crate) async fn journal_done(&self) {
         let written = self.journal_state.lock().expect("journal lock").clone();
         if written.is_none() {
             // Nothing was written: a file at this run's path is another run's.
+            return;
+        }
+        if written
+            .as_ref()
+            .is_some_and(|j| j.resumable_backup.is_some())
+        {
+            let deployment = written.map(|j| j.deployment).unwrap_or_default();
+            let _ = self
+                .update_journal(&deployment, |journal| {
+                    journal.locked.clear();
+                    journal.artifact_roots.clear();
+                })
+                .await;
             return;
         }
         if let Some(file) = &self.journal {
@@ -289,6 +330,9 @@ async fn journals_left(
 /// Removes a journal whose every entry was undone (and its copy in the store); a journal
 /// with a resumable backup keeps that entry for `backup --resume`.
 async fn forget(origin: &Origin, journal: &Journal, context: &RunContext) {
+    if let (Origin::Store(_), Some(_)) = (origin, &journal.resumable_backup) {
+        return;
+    }
     if let (Origin::Local(path), Some(_)) = (origin, &journal.resumable_backup) {
         let kept = Journal {
             locked: Vec::new(),
@@ -471,6 +515,13 @@ async fn undo(
             journal.origin(),
             journal.listing()
         );
+    } else if let Some(entry) = &journal.resumable_backup {
+        tracing::warn!(
+            "Found the journal of an interrupted resumable backup: the {}. Its backup {} stays pending (staged artifacts kept); left to undo: {}",
+            journal.origin(),
+            entry.backup_id,
+            journal.listing()
+        );
     } else {
         tracing::warn!(
             "Found the journal of an interrupted run: the {}. Undoing what it left: {}",
@@ -484,7 +535,10 @@ async fn undo(
             errors.extend(unlock_listed(deployment, journal, kind, context).await);
         }
     }
-    if beside.is_none() {
+    // A resumable backup's staged artifacts stay for `backup --resume` (`backup-cleanup`
+    // removes them with everything else).
+    let keep_roots = journal.resumable_backup.is_some();
+    if beside.is_none() && !keep_roots {
         let roots: Vec<usize> = (0..deployment.instances.len())
             .filter(|&i| {
                 journal
@@ -524,7 +578,7 @@ async fn undo(
                 );
             }
         }
-        if beside.is_none() {
+        if beside.is_none() && !keep_roots {
             for root in &journal.artifact_roots {
                 tracing::info!("Recovered: removed /var/vcap/store/bbr-backup on {root}");
             }
@@ -588,4 +642,153 @@ fn recovery_error(deployment: &Deployment, detail: String) -> Error {
         action: "Recovering an interrupted run".into(),
         detail,
     }
+}
+
+/// Writes each segment of a resumable backup into the run journal (local and in the store)
+/// as soon as it is stored, before the next one starts.
+pub(crate) struct JournalSegments {
+    pub(crate) context: RunContext,
+    pub(crate) deployment: String,
+}
+
+#[async_trait]
+impl SegmentObserver for JournalSegments {
+    async fn stored(&self, artifact_key: &str, segments: Vec<ManifestSegment>) {
+        let written = self
+            .context
+            .update_journal(&self.deployment, |journal| {
+                if let Some(entry) = journal.resumable_backup.as_mut() {
+                    entry.segments.insert(artifact_key.to_string(), segments);
+                }
+            })
+            .await;
+        if let Err(error) = written {
+            tracing::warn!("{error}");
+        }
+    }
+}
+
+/// A resumable backup a dead run of the deployment left, with its journal.
+#[derive(Debug)]
+pub(crate) struct PendingResume {
+    origin: Origin,
+    /// The journal (its `resumable_backup` is set).
+    pub(crate) journal: Journal,
+}
+
+impl PendingResume {
+    /// The entry.
+    pub(crate) fn entry(&self) -> &ResumableBackup {
+        self.journal
+            .resumable_backup
+            .as_ref()
+            .expect("a pending resume has an entry")
+    }
+}
+
+/// The resumable backups of `deployment` that dead runs (or runs on other machines, from the
+/// store's journals) left, oldest first.
+pub(crate) async fn pending_resumables(
+    deployment: &Deployment,
+    context: &RunContext,
+) -> Result<Vec<PendingResume>, Error> {
+    let mut pending = Vec::new();
+    let Some(file) = &context.journal else {
+        return Ok(pending);
+    };
+    for found in file.left_behind() {
+        if found.journal.resumable_backup.is_some() && liveness(&found.journal) == Liveness::Dead {
+            pending.push(PendingResume {
+                origin: Origin::Local(found.path),
+                journal: found.journal,
+            });
+        }
+    }
+    let Some(store) = &context.journal_store else {
+        return Ok(pending);
+    };
+    for (key, journal) in store_journals(store.as_ref(), &deployment.name).await? {
+        let known = pending
+            .iter()
+            .any(|p| p.journal.pid == journal.pid && p.journal.host == journal.host);
+        let over = matches!(liveness(&journal), Liveness::Dead | Liveness::OtherHost);
+        if journal.resumable_backup.is_some() && over && !known {
+            pending.push(PendingResume {
+                origin: Origin::Store(key),
+                journal,
+            });
+        }
+    }
+    Ok(pending)
+}
+
+/// Removes a pending resume's journal (local file and copy in the store): this run adopted
+/// its entry, or it was discarded.
+pub(crate) async fn drop_pending(pending: &PendingResume, context: &RunContext) {
+    let journal = &pending.journal;
+    let key = match &pending.origin {
+        Origin::Local(path) => {
+            let _ = std::fs::remove_file(path);
+            ObjectKey::parse(&store_key(&journal.deployment, &journal.host, journal.pid)).ok()
+        }
+        Origin::Store(key) => Some(key.clone()),
+    };
+    if let (Some(store), Some(key)) = (&context.journal_store, key) {
+        match store.delete(&key, None).await {
+            Ok(()) | Err(cairn_store::StoreError::NotFound { .. }) => {}
+            Err(error) => tracing::warn!("Cannot remove the run journal {key}: {error}"),
+        }
+    }
+}
+
+/// `backup-cleanup`: discards every pending resumable backup of the deployment — its stored
+/// segments (those under Object Lock are reported and left to expire) and its journal. The
+/// staged artifacts were removed by the clean-up itself.
+pub(crate) async fn discard_resumables(deployment: &Deployment, context: &RunContext) -> RunErrors {
+    let mut errors = RunErrors::new();
+    let pending = match pending_resumables(deployment, context).await {
+        Ok(pending) => pending,
+        Err(error) => return error.into(),
+    };
+    for resume in pending {
+        let entry = resume.entry();
+        let segments: Vec<ManifestSegment> = entry.segments.values().flatten().cloned().collect();
+        let Some(store) = &context.journal_store else {
+            tracing::warn!(
+                "Discarded the resumable backup {} of {}; its {} stored segment(s) at {} were not removed (no store given: set CAIRN_STORE); the next backup into that store removes them",
+                entry.backup_id,
+                deployment.name,
+                segments.len(),
+                entry.location
+            );
+            drop_pending(&resume, context).await;
+            continue;
+        };
+        match crate::format::store::write::discard_resumable(
+            store.as_ref(),
+            &deployment.name,
+            &entry.backup_id,
+            &segments,
+        )
+        .await
+        {
+            Ok(protected) => {
+                for key in &protected {
+                    tracing::warn!(
+                        "Segment {key} is under Object Lock and stays until its retention ends; no complete backup references it"
+                    );
+                }
+                tracing::info!(
+                    "Discarded the resumable backup {} of {} ({} stored segment(s) removed, {} left under Object Lock)",
+                    entry.backup_id,
+                    deployment.name,
+                    segments.len().saturating_sub(protected.len()),
+                    protected.len()
+                );
+                drop_pending(&resume, context).await;
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    errors
 }

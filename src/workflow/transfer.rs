@@ -201,11 +201,18 @@ pub(super) async fn download(
         Err(error) => return Err(pending.discard().await.unwrap_or(error)),
     };
     let version = pending.commit().await?;
-    let removed = instance
-        .remote
-        .run(&commands::remove(&remote_directory))
-        .await?;
-    if !removed.success() {
+    // A resumable backup keeps every staged artifact until the whole backup is complete.
+    let removed = if destination.is_resumable() {
+        None
+    } else {
+        Some(
+            instance
+                .remote
+                .run(&commands::remove(&remote_directory))
+                .await?,
+        )
+    };
+    if let Some(removed) = removed.filter(|r| !r.success()) {
         return Err(remote_failure(
             instance,
             "removing the remote artifact",

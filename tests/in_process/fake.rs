@@ -696,7 +696,7 @@ pub(crate) fn parse_command(command: &str) -> Op {
         ["mkdir", "-p", path] => Op::Mkdir((*path).into()),
         ["rm", "-rf", path] => Op::Remove((*path).into()),
         ["du", "-sk", path] => Op::DiskUsage((*path).into()),
-        ["tar", "-C", dir, "-c", "."] => Op::TarCreate((*dir).into()),
+        ["tar", "-C", dir, "--sort=name", "-c", "."] => Op::TarCreate((*dir).into()),
         _ => parse_script(&rest, command),
     }
 }

@@ -73,6 +73,8 @@ fn options(parent: &Path) -> BackupOptions {
         unsafe_lock_free: false,
         manifest: None,
         started_at: chrono::Utc::now(),
+        resumable: false,
+        resume: false,
     }
 }
 

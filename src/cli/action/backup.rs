@@ -25,6 +25,8 @@ pub(super) async fn run(
         unsafe_lock_free: args.unsafe_lock_free,
         manifest,
         started_at: chrono::Utc::now(),
+        resumable: args.resumable || args.resume,
+        resume: args.resume,
     };
     context.journal_store = journal_store;
     let report = backup(target, &options, context).await;

@@ -46,7 +46,7 @@ use crate::format::manifest::{
 use crate::format::signature::{SeenBackup, SeenBackups, SigningKey, Statement, TrustedKeys};
 use crate::format::sink::{
     ArtifactWriter, BackupRecord, BackupSink, BackupSource, NewBackup, OpenArtifact, OpenBackup,
-    PendingArtifact, StoredArtifact, StoredBytes,
+    PendingArtifact, ResumeSetup, SegmentObserver, StoredArtifact, StoredBytes,
 };
 use crate::model::job::{ScriptName, ScriptRecord};
 
@@ -76,6 +76,9 @@ pub struct StoreSink {
     pub signing: Option<Signing>,
     /// Plain bytes per segment of an artifact (`--segment-size`, [`super::segment`]).
     pub segment_size: SegmentSize,
+    /// `backup --resume`: the backup being finished is incomplete on purpose, so `start`
+    /// leaves the deployment's incomplete backups in place.
+    pub resuming: bool,
 }
 
 impl StoreSink {
@@ -92,6 +95,7 @@ impl StoreSink {
             identities: Identities::default(),
             signing: None,
             segment_size: SegmentSize::default(),
+            resuming: false,
         }
     }
 }
@@ -147,7 +151,9 @@ impl BackupSink for StoreSink {
             .into());
         }
         self.segment_size.check_store(store.as_ref())?;
-        remove_incomplete(store.as_ref(), backup.deployment).await?;
+        if !self.resuming {
+            remove_incomplete(store.as_ref(), backup.deployment).await?;
+        }
         Ok(Box::new(StoreBackup {
             store: Arc::clone(store),
             deployment: backup.deployment.to_string(),
@@ -203,12 +209,21 @@ pub struct StoreBackup {
 /// The segments completed so far of each artifact of a backup, by artifact key, in order: what
 /// the manifest lists, and what a failed backup removes. A segment is recorded as soon as it
 /// is completed in the store (with its version and the sha256 of the plain bytes it covers),
-/// so a run that stops part-way knows exactly what it stored.
+/// so a run that stops part-way knows exactly what it stored. A resumable backup
+/// ([`OpenBackup::make_resumable`]) also tells its observer (the run journal) of each, keeps
+/// them when it fails, and starts from the segments of the run it resumes.
 #[derive(Debug, Clone, Default)]
-pub struct SegmentLog(Arc<std::sync::Mutex<BTreeMap<String, Vec<ManifestSegment>>>>);
+pub struct SegmentLog(Arc<std::sync::Mutex<LogState>>);
+
+#[derive(Debug, Default)]
+struct LogState {
+    segments: BTreeMap<String, Vec<ManifestSegment>>,
+    resume: Option<ResumeSetup>,
+}
 
 impl SegmentLog {
-    fn record(&self, artifact_key: &str, segment: ManifestSegment) {
+    /// Records a completed segment; returns the artifact's segments so far.
+    fn record(&self, artifact_key: &str, segment: ManifestSegment) -> Vec<ManifestSegment> {
         tracing::debug!(
             "Stored segment {} ({} bytes, {} plain bytes, plain sha256 {})",
             segment.key,
@@ -216,28 +231,72 @@ impl SegmentLog {
             segment.plain_size,
             segment.plain_sha256
         );
+        let mut log = self.lock();
+        let list = log.segments.entry(artifact_key.to_string()).or_default();
+        list.push(segment);
+        list.clone()
+    }
+
+    /// Records a completed segment and, for a resumable backup, tells the observer before
+    /// the next segment is started.
+    async fn record_and_tell(&self, artifact_key: &str, segment: ManifestSegment) {
+        let all = self.record(artifact_key, segment);
+        let observer = self.observer();
+        if let Some(observer) = observer {
+            observer.stored(artifact_key, all).await;
+        }
+    }
+
+    fn observer(&self) -> Option<Arc<dyn SegmentObserver>> {
+        self.lock().resume.as_ref().map(|r| Arc::clone(&r.observer))
+    }
+
+    /// True for a resumable backup: what it stored is kept when it fails.
+    fn kept(&self) -> bool {
+        self.lock().resume.is_some()
+    }
+
+    /// The segments of `artifact_key` that the resumed run stored.
+    fn stored_before(&self, artifact_key: &str) -> Vec<ManifestSegment> {
         self.lock()
-            .entry(artifact_key.to_string())
-            .or_default()
-            .push(segment);
+            .resume
+            .as_ref()
+            .and_then(|r| r.stored.get(artifact_key).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Makes the backup resumable, starting from what the resumed run stored.
+    fn resume(&self, setup: ResumeSetup) {
+        let mut log = self.lock();
+        for (key, segments) in &setup.stored {
+            log.segments.insert(key.clone(), segments.clone());
+        }
+        log.resume = Some(setup);
     }
 
     /// The segments of one artifact, in order.
     #[must_use]
     pub fn of(&self, artifact_key: &str) -> Vec<ManifestSegment> {
-        self.lock().get(artifact_key).cloned().unwrap_or_default()
+        self.lock()
+            .segments
+            .get(artifact_key)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Forgets the segments of one artifact (or of all), returning them.
     fn take(&self, artifact_key: Option<&str>) -> Vec<ManifestSegment> {
         let mut log = self.lock();
         match artifact_key {
-            Some(key) => log.remove(key).unwrap_or_default(),
-            None => std::mem::take(&mut *log).into_values().flatten().collect(),
+            Some(key) => log.segments.remove(key).unwrap_or_default(),
+            None => std::mem::take(&mut log.segments)
+                .into_values()
+                .flatten()
+                .collect(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<ManifestSegment>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -361,17 +420,41 @@ impl OpenBackup for StoreBackup {
     }
 
     async fn open_artifact(&self, name: &str) -> Result<OpenArtifact, Error> {
-        open_upload(self, self.artifact_key(name)?)
+        let key = self.artifact_key(name)?;
+        check_stored_before(
+            self.store.as_ref(),
+            &self.segments.stored_before(key.as_str()),
+        )
+        .await?;
+        open_upload(self, key)
     }
 
     async fn open_stream(&self, name: &str) -> Result<OpenArtifact, Error> {
         open_upload(self, self.stream_key(name)?)
     }
 
+    fn make_resumable(&self, resume: ResumeSetup) -> Result<(), Error> {
+        check_resumed_segment_size(self.segment_size.bytes(), &resume, &self.location())?;
+        self.segments.resume(resume);
+        Ok(())
+    }
+
+    fn is_resumable(&self) -> bool {
+        self.segments.kept()
+    }
+
     async fn finish(
         self: Box<Self>,
         record: &BackupRecord,
     ) -> Result<Option<Arc<dyn BackupSource>>, Error> {
+        if !record.complete && self.segments.kept() {
+            let kept: usize = self.segments.lock().segments.values().map(Vec::len).sum();
+            tracing::info!(
+                "Kept the {kept} stored segment(s) of the resumable backup {}: finish it with `backup --resume`, or discard it with `backup-cleanup`",
+                self.location()
+            );
+            return Ok(None);
+        }
         if !record.complete {
             self.discard(record).await;
             self.record_failure(record).await;
@@ -406,6 +489,119 @@ async fn remove_incomplete(store: &dyn ArtifactStore, deployment: &str) -> Resul
         }
     }
     Ok(())
+}
+
+/// A resume trusts the segments the interrupted run stored only when each is still there at
+/// its recorded version and size (a `prune` or a hand may have removed the incomplete backup):
+/// otherwise the manifest would list what is gone.
+async fn check_stored_before(
+    store: &dyn ArtifactStore,
+    segments: &[ManifestSegment],
+) -> Result<(), Error> {
+    for segment in segments {
+        let key =
+            ObjectKey::parse(&segment.key).map_err(|e| store_failure_key(&segment.key, &e))?;
+        let found = store.head(&key, segment.version.as_deref()).await;
+        let problem = match found {
+            Ok(meta) if meta.size == segment.size => continue,
+            Ok(meta) => format!(
+                "it has {} bytes, the journal says {}",
+                meta.size, segment.size
+            ),
+            Err(error) => error.to_string(),
+        };
+        return Err(StoreError::Configuration {
+            store: store.to_string(),
+            detail: format!(
+                "segment {} that the interrupted run stored is not in the store as recorded ({problem}), so the backup cannot be resumed; discard it with `backup-cleanup` and take a new backup",
+                segment.key
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn store_failure_key(key: &str, detail: &str) -> Error {
+    Error::Artifact(ArtifactError::Io {
+        action: "Uploading",
+        path: key.into(),
+        source: io::Error::other(detail.to_string()),
+    })
+}
+
+/// A resume must cut the stream where the interrupted run did: every stored segment but an
+/// artifact's last holds exactly `--segment-size` plain bytes, and none holds more.
+fn check_resumed_segment_size(
+    segment_size: u64,
+    resume: &ResumeSetup,
+    location: &str,
+) -> Result<(), Error> {
+    for segments in resume.stored.values() {
+        let Some((last, full)) = segments.split_last() else {
+            continue;
+        };
+        let wrong = full
+            .iter()
+            .find(|s| s.plain_size != segment_size)
+            .or_else(|| (last.plain_size > segment_size).then_some(last));
+        if let Some(segment) = wrong {
+            let size = full.first().unwrap_or(segment).plain_size;
+            return Err(StoreError::Configuration {
+                store: location.to_string(),
+                detail: format!(
+                    "the interrupted run stored segments of {}, not of --segment-size {}; resume with --segment-size {}",
+                    SegmentSize::from_bytes(size).map_or_else(|_| format!("{size} bytes"), |s| s.to_string()),
+                    SegmentSize::from_bytes(segment_size).map_or_else(|_| format!("{segment_size} bytes"), |s| s.to_string()),
+                    SegmentSize::from_bytes(size).map_or_else(|_| size.to_string(), |s| s.to_string()),
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Discards a resumable backup that will not be finished (`backup-cleanup`): aborts its
+/// unfinished uploads, deletes every segment the journal lists at its version, then whatever
+/// else is under `<deployment>/<id>/`. Returns the segments left because Object Lock keeps
+/// them (they expire with their retention; no manifest references them).
+///
+/// # Errors
+/// The store failed otherwise.
+pub async fn discard_resumable(
+    store: &dyn ArtifactStore,
+    deployment: &str,
+    backup_id: &str,
+    segments: &[ManifestSegment],
+) -> Result<Vec<String>, Error> {
+    let prefix = format!("{}/", backup_key(deployment, backup_id)?);
+    store.abort_unfinished_uploads(&prefix).await?;
+    let mut protected = Vec::new();
+    for segment in segments {
+        let Ok(key) = ObjectKey::parse(&segment.key) else {
+            continue;
+        };
+        if !segment.key.starts_with(&prefix) {
+            continue;
+        }
+        match store.delete(&key, segment.version.as_deref()).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+            Err(StoreError::Protected { .. }) => protected.push(segment.key.clone()),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    for object in store.list(&prefix).await? {
+        if protected.iter().any(|p| p == object.key.as_str()) {
+            continue;
+        }
+        match store.delete(&object.key, None).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+            Err(StoreError::Protected { .. }) => protected.push(object.key.to_string()),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(protected)
 }
 
 /// Writes the deployment manifest (`--with-manifest`) as an object of the backup, encrypted
@@ -656,6 +852,12 @@ enum Piece {
         digest: SegmentDigest,
         last: bool,
     },
+    /// A resumed segment: stored by the run being resumed, and its plain bytes read again
+    /// were the same; nothing is sent.
+    Skipped {
+        segment: ManifestSegment,
+        last: bool,
+    },
 }
 
 /// Collects bytes into fixed-size chunks and sends them to the upload task.
@@ -752,12 +954,22 @@ struct SegmentEncoding {
 /// One segment being written: its own zstd frame and age file, and the digest of the plain
 /// bytes it covers.
 struct SegmentWriter {
-    encoding: Encoding,
+    /// `None`: a segment stored before (resume), whose plain bytes are only hashed.
+    encoding: Option<Encoding>,
     plain: Sha256,
     plain_size: u64,
 }
 
 impl SegmentEncoding {
+    /// A segment whose plain bytes are only hashed (stored before: resume).
+    fn open_check() -> SegmentWriter {
+        SegmentWriter {
+            encoding: None,
+            plain: Sha256::new(),
+            plain_size: 0,
+        }
+    }
+
     fn open(&self) -> io::Result<SegmentWriter> {
         let chunks = ChunkSender {
             buffer: Vec::with_capacity(UPLOAD_CHUNK),
@@ -776,7 +988,7 @@ impl SegmentEncoding {
             }
         };
         Ok(SegmentWriter {
-            encoding,
+            encoding: Some(encoding),
             plain: Sha256::new(),
             plain_size: 0,
         })
@@ -786,8 +998,9 @@ impl SegmentEncoding {
 impl SegmentWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let count = match &mut self.encoding {
-            Encoding::Plain(w) => w.write(buf)?,
-            Encoding::Zstd(w) => w.write(buf)?,
+            Some(Encoding::Plain(w)) => w.write(buf)?,
+            Some(Encoding::Zstd(w)) => w.write(buf)?,
+            None => buf.len(),
         };
         self.plain.update(&buf[..count]);
         self.plain_size += count as u64;
@@ -797,8 +1010,16 @@ impl SegmentWriter {
     /// Ends the zstd frame and the age file, sends the last bytes and the segment's end.
     fn finish(self, last: bool) -> io::Result<SegmentDigest> {
         let sealed = match self.encoding {
-            Encoding::Plain(w) => w,
-            Encoding::Zstd(encoder) => encoder.finish()?,
+            Some(Encoding::Plain(w)) => w,
+            Some(Encoding::Zstd(encoder)) => encoder.finish()?,
+            None => {
+                return Ok(SegmentDigest {
+                    size: 0,
+                    sha256: String::new(),
+                    plain_size: self.plain_size,
+                    plain_sha256: hex::encode(self.plain.finalize()),
+                })
+            }
         };
         let mut hashing = sealed.finish()?;
         hashing.inner.send_buffer()?;
@@ -880,6 +1101,10 @@ struct StoreWriter {
     current: Option<SegmentWriter>,
     /// Every segment ended so far.
     done: Vec<SegmentDigest>,
+    /// The artifact's key, for messages.
+    key: String,
+    /// Segments the resumed run stored: read again, compared, not sent.
+    stored_before: Vec<ManifestSegment>,
 }
 
 impl StoreWriter {
@@ -891,8 +1116,47 @@ impl StoreWriter {
                     .map_or_else(|_| "?".into(), |s| s.to_string())
             )));
         }
-        self.current = Some(self.encoding.open()?);
+        self.current = Some(if self.rollover.started < self.stored_before.len() {
+            SegmentEncoding::open_check()
+        } else {
+            self.encoding.open()?
+        });
         self.rollover.opened();
+        Ok(())
+    }
+
+    /// Ends the current segment. One stored before is compared with the record of the run
+    /// being resumed: the same plain bytes are not sent again, other bytes stop the artifact.
+    fn end_segment(&mut self, last: bool) -> io::Result<()> {
+        let Some(segment) = self.current.take() else {
+            return Ok(());
+        };
+        let index = self.done.len();
+        let digest = segment.finish(last)?;
+        let Some(stored) = self.stored_before.get(index) else {
+            self.done.push(digest);
+            return Ok(());
+        };
+        if digest.plain_sha256 != stored.plain_sha256 || digest.plain_size != stored.plain_size {
+            return Err(io::Error::other(format!(
+                "segment {index} of {} differs from the one the interrupted run stored ({} plain bytes with sha256 {} now, {} with {} then): the staged artifact changed on the instance, so the backup cannot be resumed and nothing of it is marked complete; discard it with `backup-cleanup` and take a new backup",
+                self.key, digest.plain_size, digest.plain_sha256, stored.plain_size, stored.plain_sha256
+            )));
+        }
+        let chunks = ChunkSender {
+            buffer: Vec::new(),
+            sender: self.encoding.sender.clone(),
+        };
+        chunks.send(Piece::Skipped {
+            segment: stored.clone(),
+            last,
+        })?;
+        self.done.push(SegmentDigest {
+            size: stored.size,
+            sha256: stored.sha256.clone(),
+            plain_size: stored.plain_size,
+            plain_sha256: stored.plain_sha256.clone(),
+        });
         Ok(())
     }
 }
@@ -906,9 +1170,7 @@ impl Write for StoreWriter {
             match self.rollover.next(buf.len()) {
                 Step::Open => self.open_segment()?,
                 Step::Roll => {
-                    if let Some(full) = self.current.take() {
-                        self.done.push(full.finish(false)?);
-                    }
+                    self.end_segment(false)?;
                     self.open_segment()?;
                 }
                 Step::Write(room) => {
@@ -936,8 +1198,14 @@ impl ArtifactWriter for StoreWriter {
         if self.current.is_none() {
             self.open_segment()?;
         }
-        if let Some(last) = self.current.take() {
-            self.done.push(last.finish(true)?);
+        self.end_segment(true)?;
+        if self.done.len() < self.stored_before.len() {
+            return Err(io::Error::other(format!(
+                "{} now ends after {} segment(s), but the interrupted run stored {}: the staged artifact changed on the instance, so the backup cannot be resumed and nothing of it is marked complete; discard it with `backup-cleanup` and take a new backup",
+                self.key,
+                self.done.len(),
+                self.stored_before.len()
+            )));
         }
         Ok(StoredBytes {
             size: self.done.iter().map(|d| d.size).sum(),
@@ -949,7 +1217,8 @@ impl ArtifactWriter for StoreWriter {
 
 /// The artifact's last segment, uploaded and waiting for the commit.
 struct LastSegment {
-    upload: Box<dyn Upload>,
+    /// `None`: stored by the resumed run (already in the log).
+    upload: Option<Box<dyn Upload>>,
     segment: ManifestSegment,
 }
 
@@ -972,6 +1241,16 @@ async fn upload_segments(
         })
     };
     while let Some(piece) = pieces.recv().await {
+        if let Piece::Skipped { segment, last } = piece {
+            if last {
+                return Ok(Some(LastSegment {
+                    upload: None,
+                    segment,
+                }));
+            }
+            index += 1;
+            continue;
+        }
         let current = match upload.take() {
             Some(current) => current,
             None => store.put(&key_of(index)?, &options).await?,
@@ -996,20 +1275,22 @@ async fn upload_segments(
                 };
                 if last {
                     return Ok(Some(LastSegment {
-                        upload: current,
+                        upload: Some(current),
                         segment,
                     }));
                 }
                 let put = current.complete().await?;
-                log.record(
+                log.record_and_tell(
                     &artifact_key,
                     ManifestSegment {
                         version: put.version,
                         ..segment
                     },
-                );
+                )
+                .await;
                 index += 1;
             }
+            Piece::Skipped { .. } => unreachable!("handled above"),
         }
     }
     if let Some(current) = upload {
@@ -1025,8 +1306,12 @@ struct PendingUpload {
     log: SegmentLog,
 }
 
-/// Removes the segments an artifact completed (it is discarded, or its commit failed).
+/// Removes the segments an artifact completed (it is discarded, or its commit failed); a
+/// resumable backup keeps them for `backup --resume`.
 async fn remove_completed(store: &dyn ArtifactStore, key: &ObjectKey, log: &SegmentLog) {
+    if log.kept() {
+        return;
+    }
     let completed = log.take(Some(key.as_str()));
     delete_segments(store, &completed).await;
 }
@@ -1043,15 +1328,20 @@ impl PendingArtifact for PendingUpload {
             log,
         } = *self;
         let failure = match task.await {
-            Ok(Ok(Some(last))) => match last.upload.complete().await {
+            Ok(Ok(Some(LastSegment { upload: None, .. }))) => return Ok(None),
+            Ok(Ok(Some(LastSegment {
+                upload: Some(upload),
+                segment,
+            }))) => match upload.complete().await {
                 Ok(put) => {
-                    log.record(
+                    log.record_and_tell(
                         key.as_str(),
                         ManifestSegment {
                             version: put.version,
-                            ..last.segment
+                            ..segment
                         },
-                    );
+                    )
+                    .await;
                     return Ok(None);
                 }
                 Err(error) => error.into(),
@@ -1072,8 +1362,11 @@ impl PendingArtifact for PendingUpload {
             log,
         } = *self;
         let failure = match task.await {
-            Ok(Ok(Some(last))) => last.upload.abort().await.err().map(Error::from),
-            Ok(Ok(None)) => None,
+            Ok(Ok(Some(LastSegment {
+                upload: Some(upload),
+                ..
+            }))) => upload.abort().await.err().map(Error::from),
+            Ok(Ok(Some(LastSegment { upload: None, .. }) | None)) => None,
             Ok(Err(error)) => Some(error.into()),
             Err(error) => Some(store_failure(&key, &error.to_string())),
         };
@@ -1113,6 +1406,8 @@ fn open_upload(destination: &StoreBackup, key: ObjectKey) -> Result<OpenArtifact
         rollover: Rollover::new(destination.segment_size.bytes()),
         current: None,
         done: Vec::new(),
+        stored_before: destination.segments.stored_before(key.as_str()),
+        key: key.to_string(),
     };
     Ok((
         Box::new(writer),
@@ -1213,6 +1508,173 @@ mod tests {
             let _ = pending.discard().await;
             assert_eq!(stored(dir.path()), Vec::<String>::new(), "{name}");
         }
+    }
+
+    /// Records what a resumable backup reports (the run journal's part).
+    #[derive(Default)]
+    struct Journal(std::sync::Mutex<Vec<(String, Vec<ManifestSegment>)>>);
+
+    #[async_trait]
+    impl SegmentObserver for Journal {
+        async fn stored(&self, artifact_key: &str, segments: Vec<ManifestSegment>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((artifact_key.to_string(), segments));
+        }
+    }
+
+    /// Starts backup `cf/20240102T030405Z` in 1 MiB segments, made resumable from `stored`.
+    async fn resumable(
+        dir: &std::path::Path,
+        stored: crate::format::sink::StoredSegments,
+        journal: Arc<Journal>,
+    ) -> Box<dyn OpenBackup> {
+        use crate::format::sink::NewBackup;
+        let store: Arc<dyn ArtifactStore> = Arc::new(cairn_store::local::LocalStore::new(dir));
+        let sink = StoreSink {
+            segment_size: SegmentSize::parse("1MiB").unwrap(),
+            resuming: !stored.is_empty(),
+            ..StoreSink::new(store, Compression::None)
+        };
+        let backup = sink
+            .start(&NewBackup {
+                deployment: "cf",
+                backup_id: "20240102T030405Z",
+                started_at: Utc::now(),
+                concurrent_streams: 1,
+                deployment_manifest: None,
+            })
+            .await
+            .unwrap();
+        backup
+            .make_resumable(ResumeSetup {
+                observer: journal,
+                stored,
+            })
+            .unwrap();
+        backup
+    }
+
+    /// Writes `data` into artifact `app-0-files`; returns the writer's result.
+    async fn write_artifact(
+        backup: &dyn OpenBackup,
+        data: Vec<u8>,
+        finish: bool,
+    ) -> io::Result<()> {
+        let (mut writer, pending) = backup.open_artifact("app-0-files").await.unwrap();
+        let written = tokio::task::spawn_blocking(move || {
+            writer.write_all(&data)?;
+            if finish {
+                writer.finish().map(|_| ())
+            } else {
+                Err(io::Error::other("the drain failed"))
+            }
+        })
+        .await
+        .unwrap();
+        match written {
+            Ok(()) => pending
+                .commit()
+                .await
+                .map(|_| ())
+                .map_err(|e| io::Error::other(e.to_string())),
+            Err(error) => {
+                let _ = pending.discard().await;
+                Err(error)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resumable_backup_keeps_its_segments_and_a_resume_sends_only_the_rest() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(5 << 20) / 2).map(|i: u32| (i % 251) as u8).collect();
+        let key = "cf/20240102T030405Z/app-0-files.tar";
+        // The first run fails after two full segments: they stay, each one reported.
+        let journal = Arc::new(Journal::default());
+        let backup = resumable(dir.path(), BTreeMap::new(), Arc::clone(&journal)).await;
+        assert!(write_artifact(backup.as_ref(), data.clone(), false)
+            .await
+            .is_err());
+        assert_eq!(
+            stored(dir.path()),
+            ["app-0-files.tar.000000", "app-0-files.tar.000001"]
+        );
+        let reported = journal.0.lock().unwrap().clone();
+        assert_eq!(reported.len(), 2);
+        let (reported_key, segments) = reported.last().unwrap().clone();
+        assert_eq!(reported_key, key);
+        let inode = |name: &str| {
+            std::fs::metadata(dir.path().join("cf/20240102T030405Z").join(name))
+                .unwrap()
+                .ino()
+        };
+        let before = [
+            inode("app-0-files.tar.000000"),
+            inode("app-0-files.tar.000001"),
+        ];
+        let stored_before: crate::format::sink::StoredSegments =
+            [(key.to_string(), segments.clone())].into();
+
+        // A resume over other bytes stops at the first segment and stores nothing.
+        let mut changed = data.clone();
+        changed[0] ^= 1;
+        let journal = Arc::new(Journal::default());
+        let backup = resumable(dir.path(), stored_before.clone(), Arc::clone(&journal)).await;
+        let error = write_artifact(backup.as_ref(), changed, true)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("segment 0 of cf/20240102T030405Z/app-0-files.tar differs from the one the interrupted run stored"),
+            "{error}"
+        );
+        assert_eq!(
+            stored(dir.path()),
+            ["app-0-files.tar.000000", "app-0-files.tar.000001"]
+        );
+        assert!(journal.0.lock().unwrap().is_empty());
+
+        // A resume over the same bytes sends only the last segment.
+        let journal = Arc::new(Journal::default());
+        let backup = resumable(dir.path(), stored_before, Arc::clone(&journal)).await;
+        write_artifact(backup.as_ref(), data, true).await.unwrap();
+        assert_eq!(
+            stored(dir.path()),
+            [
+                "app-0-files.tar.000000",
+                "app-0-files.tar.000001",
+                "app-0-files.tar.000002"
+            ]
+        );
+        assert_eq!(
+            [
+                inode("app-0-files.tar.000000"),
+                inode("app-0-files.tar.000001")
+            ],
+            before,
+            "not written again"
+        );
+        let reported = journal.0.lock().unwrap().clone();
+        assert_eq!(reported.len(), 1);
+        assert_eq!(reported[0].1.len(), 3);
+        assert_eq!(reported[0].1[..2], segments[..]);
+
+        // A recorded segment gone from the store: the resume refuses before reading anything.
+        std::fs::remove_file(
+            dir.path()
+                .join("cf/20240102T030405Z/app-0-files.tar.000001"),
+        )
+        .unwrap();
+        let stored_before: crate::format::sink::StoredSegments =
+            [(key.to_string(), segments)].into();
+        let backup = resumable(dir.path(), stored_before, Arc::new(Journal::default())).await;
+        let error = backup.open_artifact("app-0-files").await.err().unwrap();
+        assert!(
+            error.to_string().contains("segment cf/20240102T030405Z/app-0-files.tar.000001 that the interrupted run stored is not in the store as recorded"),
+            "{error}"
+        );
     }
 
     #[test]
