@@ -70,7 +70,7 @@ pub fn tar_extract(directory: &str) -> String {
 
 /// Extracts a tar from stdin into a directory as [`tar_extract`] does and, while it extracts,
 /// prints the `<sha256> *./name` record of every regular file it extracted, one per line (the
-/// records of [`checksum_files`], which [`parse_checksums`] reads): the instance's check of a
+/// records of [`checksum_files`], which [`ChecksumRecords`] reads as they arrive): the instance's check of a
 /// restore overlapped with the extraction instead of a second pass after it.
 ///
 /// GNU tar's `-v` prints a member's name when it starts extracting it, so once the next name
@@ -124,7 +124,7 @@ pub fn disk_usage_kib(directory: &str) -> String {
 /// CPU's SHA extensions: a quarter of coreutils' CPU time on this project's machines, and this
 /// CPU is the instance's, shared with its jobs), one record per line; names that contain a
 /// newline or a backslash (which OpenSSL would escape) make it fall back to `sha256sum -z`,
-/// NUL-terminated records that survive any name. [`parse_checksums`] reads both.
+/// NUL-terminated records that survive any name. [`ChecksumRecords`] reads both as they arrive ([`parse_checksums`] when held whole).
 #[must_use]
 pub fn checksum_files(directory: &str) -> String {
     let inner = format!(

@@ -41,8 +41,8 @@ use super::RunContext;
 use crate::error::Error;
 use crate::format::bbr_directory::metadata::{first_names, mismatched_files, ListingCheck};
 use crate::format::bbr_directory::{ArtifactError, Checksums};
-use crate::format::digest::{FileDigest, Sha256Sum};
 use crate::format::digest::{digest_tar_files, EntryPolicy, FileDigests, TeeReader};
+use crate::format::digest::{FileDigest, Sha256Sum};
 use crate::format::hashing::HashingReader;
 use crate::format::sink::{
     ArtifactReader, ArtifactWriter, OpenBackup, StoredArtifact, StoredBytes,
