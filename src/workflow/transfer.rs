@@ -456,6 +456,11 @@ pub(super) async fn upload(
             return Err(stalled);
         }
     };
+    if let Some(error) = listing_cut_short(&extracted, &listed, instance) {
+        stop.cancel();
+        let _ = reader.await;
+        return Err(error);
+    }
     if !extracted
         .as_ref()
         .is_ok_and(crate::remote::CommandOutput::success)
@@ -670,6 +675,9 @@ async fn remote_checksums(
         .exec(&command, None, StdoutMode::Stream(sender), cancel);
     let parse = read_records(receiver, ChecksumRecords::default(), record);
     let (output, parsed) = tokio::join!(run, parse);
+    if let Some(error) = listing_cut_short(&output, &parsed, instance) {
+        return Err(error);
+    }
     let output = output?;
     if !output.success() {
         return Err(remote_failure(instance, "computing checksums", &output));
@@ -677,20 +685,49 @@ async fn remote_checksums(
     parsed.map_err(|detail| checksum_output_error(instance, detail))
 }
 
+/// The most of an instance's checksum listing read (256 MiB, some 2.4 million files of
+/// 40-byte names, as much as a restore captured before the listing was read as it arrives):
+/// a backup keeps a map of what is listed, and an instance printing without end must not fill
+/// the jumpbox's memory.
+const LISTING_LIMIT: u64 = 256 << 20;
+
 /// Hands every checksum record arriving on `receiver` to `record`. Reads to the end even after
-/// a malformed record, so that the command writing them is not cut short.
+/// a malformed record, so that the command writing them is not cut short; stops at once past
+/// [`LISTING_LIMIT`] (the command then fails with [`crate::remote::RemoteError::ReaderGone`],
+/// and this error is the cause).
 async fn read_records(
     mut receiver: mpsc::Receiver<Bytes>,
     mut records: ChecksumRecords,
     record: &mut ChecksumRecord<'_>,
 ) -> Result<(), String> {
     let mut failure = None;
+    let mut read: u64 = 0;
     while let Some(chunk) = receiver.recv().await {
+        read = read.saturating_add(chunk.len() as u64);
+        if read > LISTING_LIMIT {
+            return Err(format!(
+                "the checksum listing is larger than {LISTING_LIMIT} bytes, the most Cairn reads"
+            ));
+        }
         if failure.is_none() {
             failure = records.push(&chunk, record).err();
         }
     }
     failure.map_or_else(|| records.finish(record), Err)
+}
+
+/// The listing's error when reading it stopped the command (it then only saw its reader gone).
+fn listing_cut_short(
+    output: &Result<crate::remote::CommandOutput, crate::remote::RemoteError>,
+    listed: &Result<(), String>,
+    instance: &Instance,
+) -> Option<Error> {
+    match (output, listed) {
+        (Err(crate::remote::RemoteError::ReaderGone { .. }), Err(detail)) => {
+            Some(checksum_output_error(instance, detail.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// A malformed record in the instance's checksum listing.
