@@ -23,8 +23,8 @@ pub const DEPLOYMENT_MANIFEST_NAME: &str = "manifest.yml";
 /// ([`ManifestArtifact::segments`]); schema 1 manifests (one object per artifact) still read.
 pub const MANIFEST_SCHEMA: u32 = 2;
 /// The most of one record Cairn reads whole into memory (256 MiB): a `manifest.json`, a
-/// backup's `metadata` object, a run journal (in a store or the state directory). Anything
-/// larger is refused as it arrives, so a store or file written by someone else cannot exhaust
+/// backup's `metadata` object, a run journal in a store (a journal file has its own limit).
+/// Anything larger is refused as it arrives, so a store written by someone else cannot exhaust
 /// the jumpbox's memory; a backup whose manifest or `metadata` would pass it is not completed
 /// (so no backup looks restorable that restore would refuse). A manifest takes ~190 bytes per
 /// file listed (`metadata` ~110): 256 MiB is about 1.4 million files in one backup (more
