@@ -470,3 +470,45 @@ fn names_with_control_characters_are_escaped_in_logs_and_cannot_panic_a_store_ba
         ["pre-backup-lock", "post-backup-unlock"]
     );
 }
+
+/// An instance whose checksum listing does not end (its `openssl` prints records of new names
+/// past 256 MiB) fails the backup with one line: the listing is read as it arrives and a
+/// backup keeps a map of it, so without the limit the jumpbox's memory would grow with it.
+#[test]
+fn an_instance_listing_checksums_without_end_is_stopped_at_256_mib() {
+    cairn_testbed::require_root!();
+    let bed = TestBed::start(&[("app", 0, &["files"])]).expect("test bed");
+    let host = bed.host("app", 0);
+    // 300 MiB of records, each with a name of its own (finite, so that a missing limit fails
+    // the test instead of hanging it).
+    let fake = host.vcap_dir.join("fake-openssl");
+    fs::write(
+        &fake,
+        "#!/bin/sh\nawk 'BEGIN { for (n = 0; n < 3700000; n++) printf \"%064d *./f%d\\n\", 0, n }'\n",
+    )
+    .unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mounted = bed
+        .exec(
+            host,
+            "mount --bind /var/vcap/fake-openssl \"$(command -v openssl)\"",
+        )
+        .unwrap();
+    assert!(mounted.status.success(), "{mounted:?}");
+    let work = workdir();
+    let (output, peak_kib) = cairn_measuring_memory(
+        &bed,
+        work.path(),
+        &["backup", "--artifact-path", work.path().to_str().unwrap()],
+    );
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message
+            .contains("the checksum listing is larger than 268435456 bytes, the most Cairn reads"),
+        "{message}"
+    );
+    assert!(!message.contains("panicked"), "{message}");
+    eprintln!("peak RSS {peak_kib} KiB");
+    assert_nothing_left(&bed);
+}

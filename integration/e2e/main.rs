@@ -30,6 +30,7 @@ mod journal_recovery;
 mod kill_matrix;
 mod limits;
 mod local_secrets;
+mod many_files;
 mod modes;
 mod notifications;
 mod proofs;

@@ -182,7 +182,7 @@ fn many_artifacts(parent: &Path, count: usize) -> PathBuf {
             "g",
             &n.to_string(),
             "job",
-            [("./data".into(), digest)].into(),
+            [("./data".into(), digest.into())].into(),
         );
     }
     fs::write(backup.join("metadata"), metadata.to_yaml()).unwrap();

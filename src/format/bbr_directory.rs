@@ -16,7 +16,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::format::digest::{digest_tar, EntryPolicy, TarDigestError};
+use crate::format::digest::{digest_tar_files, EntryPolicy, TarDigestError};
 pub use metadata::{BackupMetadata, Checksums};
 
 /// A problem with a local artifact directory or one of its files.
@@ -212,7 +212,8 @@ impl BackupDirectory {
             .mode(0o600)
             .open(&temporary)
             .map_err(io_error)?;
-        file.write_all(metadata.to_yaml().as_bytes())
+        metadata
+            .write_yaml(std::io::BufWriter::with_capacity(1 << 20, &mut file))
             .and_then(|()| file.sync_all())
             .map_err(io_error)?;
         fs::rename(&temporary, &path).map_err(io_error)
@@ -264,21 +265,22 @@ impl BackupDirectory {
         BackupMetadata::parse(&text).map_err(|detail| ArtifactError::BadMetadata { path, detail })
     }
 
-    /// Every `(tar file name without .tar, recorded checksums)` the metadata lists.
+    /// Every `(tar file name without .tar, recorded checksums)` the metadata lists (borrowed:
+    /// an artifact may list a million files).
     #[must_use]
-    pub fn listed_artifacts(metadata: &BackupMetadata) -> Vec<(String, Checksums)> {
+    pub fn listed_artifacts(metadata: &BackupMetadata) -> Vec<(String, &Checksums)> {
         let per_job = metadata.instances.iter().flat_map(|instance| {
             instance.artifacts.iter().map(move |artifact| {
                 (
                     format!("{}-{}-{}", instance.name, instance.index, artifact.name),
-                    artifact.checksums.clone(),
+                    &artifact.checksums,
                 )
             })
         });
         let named = metadata
             .custom_artifacts
             .iter()
-            .map(|a| (a.name.clone(), a.checksums.clone()));
+            .map(|a| (a.name.clone(), &a.checksums));
         per_job.chain(named).collect()
     }
 
@@ -364,15 +366,8 @@ impl BackupDirectory {
         })?;
         let reader = std::io::BufReader::with_capacity(1 << 20, file);
         let actual = match forward {
-            Some(writer) => {
-                crate::format::digest::digest_tar_forwarding(reader, writer).map(|files| {
-                    files
-                        .into_iter()
-                        .map(|(name, file)| (name, file.sha256))
-                        .collect()
-                })
-            }
-            None => digest_tar(reader, EntryPolicy::RefuseEscapes),
+            Some(writer) => crate::format::digest::digest_tar_forwarding(reader, writer),
+            None => digest_tar_files(reader, EntryPolicy::RefuseEscapes),
         }
         .map_err(|source| ArtifactError::BadTar { path, source })?;
         let mismatched = metadata::mismatched_files(expected, &actual);
@@ -424,7 +419,7 @@ mod tests {
         let mut bytes = builder.into_inner().unwrap();
         let checksums: Checksums = [(
             "./f".into(),
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abc")),
+            crate::format::digest::Sha256Sum::digest(b"abc"),
         )]
         .into();
         fs::write(backup.tar_path("g-0-j"), &bytes).unwrap();

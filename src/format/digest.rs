@@ -43,8 +43,132 @@ use tar::EntryType;
 
 pub use crate::format::file_name::FileName;
 
-/// File name (`./relative/path`, as bytes) to lowercase hex sha256.
-pub type Checksums = std::collections::BTreeMap<FileName, String>;
+/// File name (`./relative/path`, as bytes) to its sha256 (what `metadata` records).
+pub type Checksums = SharedMap<Sha256Sum>;
+
+/// A sha256 as the per-file maps hold it: the 32 bytes themselves, written and read as
+/// lowercase hex. A backup of a million files holds several maps of a million digests (the
+/// tar's, the instance's, `metadata`'s); as hex `String`s each took 24 bytes and a 64-byte
+/// heap block (80 with the allocator's rounding), as bytes they take 40 in place. A value that
+/// is not 64 hex digits (a `metadata` written by hand, a test's `"00"`) is kept as its text,
+/// and equal only to the same text, as before.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Sha256Sum {
+    /// A digest.
+    Bytes([u8; 32]),
+    /// Any other text found where a digest was expected.
+    Text(Box<str>),
+}
+
+impl Sha256Sum {
+    /// The digest a hasher finished with.
+    #[must_use]
+    pub fn of(hasher: Sha256) -> Sha256Sum {
+        Sha256Sum::Bytes(hasher.finalize().into())
+    }
+
+    /// The sha256 of `data`.
+    #[must_use]
+    pub fn digest(data: &[u8]) -> Sha256Sum {
+        Sha256Sum::Bytes(Sha256::digest(data).into())
+    }
+
+    /// Reads 64 hex digits (either case) as a digest, anything else as text.
+    #[must_use]
+    pub fn parse(text: &[u8]) -> Sha256Sum {
+        let mut bytes = [0_u8; 32];
+        if text.len() == 64 && hex::decode_to_slice(text, &mut bytes).is_ok() {
+            Sha256Sum::Bytes(bytes)
+        } else {
+            Sha256Sum::Text(String::from_utf8_lossy(text).into())
+        }
+    }
+
+    /// Its lowercase hex (or its text).
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        match self {
+            Sha256Sum::Bytes(bytes) => hex::encode(bytes),
+            Sha256Sum::Text(text) => text.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Sha256Sum {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sha256Sum::Bytes(bytes) => bytes
+                .iter()
+                .try_for_each(|byte| write!(formatter, "{byte:02x}")),
+            Sha256Sum::Text(text) => formatter.write_str(text),
+        }
+    }
+}
+
+impl std::fmt::Debug for Sha256Sum {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "\"{self}\"")
+    }
+}
+
+impl From<&str> for Sha256Sum {
+    fn from(text: &str) -> Sha256Sum {
+        Sha256Sum::parse(text.as_bytes())
+    }
+}
+
+impl From<String> for Sha256Sum {
+    fn from(text: String) -> Sha256Sum {
+        Sha256Sum::parse(text.as_bytes())
+    }
+}
+
+impl PartialEq<str> for Sha256Sum {
+    fn eq(&self, other: &str) -> bool {
+        match self {
+            Sha256Sum::Bytes(bytes) => {
+                let mut theirs = [0_u8; 32];
+                other.len() == 64
+                    && hex::decode_to_slice(other, &mut theirs).is_ok()
+                    && theirs == *bytes
+            }
+            Sha256Sum::Text(text) => **text == *other,
+        }
+    }
+}
+
+impl PartialEq<&str> for Sha256Sum {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+impl PartialEq<String> for Sha256Sum {
+    fn eq(&self, other: &String) -> bool {
+        *self == **other
+    }
+}
+
+impl serde::Serialize for Sha256Sum {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Sha256Sum::Bytes(bytes) => {
+                let mut text = [0_u8; 64];
+                hex::encode_to_slice(bytes, &mut text).map_err(serde::ser::Error::custom)?;
+                let text = std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?;
+                serializer.serialize_str(text)
+            }
+            Sha256Sum::Text(text) => serializer.serialize_str(text),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sha256Sum {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Sha256Sum, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Sha256Sum::parse(text.as_bytes()))
+    }
+}
 
 /// Whether to check that entries stay inside the directory they are extracted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,12 +215,109 @@ pub fn digest_tar<R: Read>(reader: R, policy: EntryPolicy) -> Result<Checksums, 
 pub struct FileDigest {
     /// Size in bytes.
     pub size: u64,
-    /// Lowercase hex sha256.
-    pub sha256: String,
+    /// Its sha256.
+    pub sha256: Sha256Sum,
 }
 
-/// File name (as bytes) to size and digest.
-pub type FileDigests = std::collections::BTreeMap<FileName, FileDigest>;
+impl AsRef<Sha256Sum> for Sha256Sum {
+    fn as_ref(&self) -> &Sha256Sum {
+        self
+    }
+}
+
+impl AsRef<Sha256Sum> for FileDigest {
+    fn as_ref(&self) -> &Sha256Sum {
+        &self.sha256
+    }
+}
+
+/// File name (as bytes) to size and digest: every regular file of a tar.
+pub type FileDigests = SharedMap<FileDigest>;
+
+/// A map of file names (as bytes) to their digests, shared, not copied, when cloned: a backup's
+/// record and the manifest made from it, a stored backup's manifest and the `metadata` view
+/// of it, a restore's plan and its uploads hold the same maps, and a million files' map is
+/// ~100 MB. Read it as the `BTreeMap` it derefs to; a change copies it first if it is shared.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedMap<V>(std::sync::Arc<std::collections::BTreeMap<FileName, V>>);
+
+impl<V> SharedMap<V> {
+    /// No files.
+    #[must_use]
+    pub fn new() -> SharedMap<V> {
+        SharedMap(std::sync::Arc::new(std::collections::BTreeMap::new()))
+    }
+}
+
+impl<V> Default for SharedMap<V> {
+    fn default() -> Self {
+        SharedMap::new()
+    }
+}
+
+impl<V> std::ops::Deref for SharedMap<V> {
+    type Target = std::collections::BTreeMap<FileName, V>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<V: Clone> std::ops::DerefMut for SharedMap<V> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
+}
+
+impl<V: std::fmt::Debug> std::fmt::Debug for SharedMap<V> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
+impl<V> FromIterator<(FileName, V)> for SharedMap<V> {
+    fn from_iter<I: IntoIterator<Item = (FileName, V)>>(files: I) -> SharedMap<V> {
+        SharedMap(std::sync::Arc::new(files.into_iter().collect()))
+    }
+}
+
+impl<V, const N: usize> From<[(FileName, V); N]> for SharedMap<V> {
+    fn from(files: [(FileName, V); N]) -> SharedMap<V> {
+        files.into_iter().collect()
+    }
+}
+
+impl<V: Clone> IntoIterator for SharedMap<V> {
+    type Item = (FileName, V);
+    type IntoIter = std::collections::btree_map::IntoIter<FileName, V>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        std::sync::Arc::unwrap_or_clone(self.0).into_iter()
+    }
+}
+
+impl<'a, V> IntoIterator for &'a SharedMap<V> {
+    type Item = (&'a FileName, &'a V);
+    type IntoIter = std::collections::btree_map::Iter<'a, FileName, V>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<V: serde::Serialize> serde::Serialize for SharedMap<V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for SharedMap<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SharedMap<V>, D::Error> {
+        Ok(SharedMap(std::sync::Arc::new(
+            std::collections::BTreeMap::deserialize(deserializer)?,
+        )))
+    }
+}
 
 /// Like [`digest_tar`], keeping each file's size too.
 ///
@@ -200,8 +421,10 @@ fn digest_entries_viewed<R: Read>(
     };
     let mut archive = tar::Archive::new(reader);
     let mut checksums = FileDigests::new();
-    // Regular files by their name without `.` components: what a hard link names.
-    let mut files_by_path = std::collections::BTreeMap::<Vec<u8>, FileDigest>::new();
+    // Regular files by their name without `.` components (what a hard link names), for the
+    // names that are not `./` and that (GNU tar writes every name so): the others are found
+    // in `checksums` itself, not held twice.
+    let mut odd_names = std::collections::BTreeMap::<Vec<u8>, FileDigest>::new();
     let mut buffer = vec![0_u8; HASH_BUFFER];
     let mut checker = Checker::default();
     for entry in archive.entries()? {
@@ -227,20 +450,26 @@ fn digest_entries_viewed<R: Read>(
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let mut hasher = Sha256::new();
                 let size = hash_entry(&mut entry, &mut hasher, &mut buffer)?;
-                let sha256 = hex::encode(hasher.finalize());
+                let sha256 = Sha256Sum::of(hasher);
                 let digest = FileDigest { size, sha256 };
-                files_by_path.insert(normalized(&raw_name), digest.clone());
+                let path = normalized(&raw_name);
+                if raw_name.strip_prefix(b"./") != Some(&path[..]) {
+                    odd_names.insert(path, digest.clone());
+                }
                 checksums.insert(FileName::new(raw_name.clone()), digest.clone());
                 Some(CheckedKind::File(digest))
             }
             EntryType::Link => {
                 let target = link.unwrap_or_default();
-                let digest = files_by_path
-                    .get(&normalized(&target))
+                let path = normalized(&target);
+                let dotted = [&b"./"[..], &path].concat();
+                let digest = odd_names
+                    .get(&path)
+                    .or_else(|| checksums.get(&dotted[..]))
                     .cloned()
                     .unwrap_or_else(|| FileDigest {
                         size: 0,
-                        sha256: hex::encode(Sha256::digest(b"")),
+                        sha256: Sha256Sum::digest(b""),
                     });
                 checksums.insert(FileName::new(raw_name.clone()), digest);
                 Some(CheckedKind::HardLink(target))
@@ -424,14 +653,21 @@ const PAX_KEYS: [&[u8]; 10] = [
 #[derive(Default)]
 struct Checker {
     symlinks: Symlinks,
-    /// Every name so far, without `.` components ([`normalized`]).
-    names: BTreeSet<Vec<u8>>,
-    /// The regular files among them.
-    files: BTreeSet<Vec<u8>>,
-    /// The entries that are not directories (files, hard links, symlinks).
-    not_directories: BTreeSet<Vec<u8>>,
+    /// Every name so far, without `.` components ([`normalized`]), and what it is: one map,
+    /// not a set per kind (a million names are held once).
+    names: std::collections::BTreeMap<Vec<u8>, Seen>,
     /// Every parent directory of an entry so far, listed or not.
     parents: BTreeSet<Vec<u8>>,
+}
+
+/// What a name of the archive is, as far as the check needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Directory,
+    /// A regular file: what a hard link may name.
+    File,
+    /// A hard link or a symlink.
+    OtherNotDirectory,
 }
 
 impl Checker {
@@ -457,7 +693,7 @@ impl Checker {
                 "the top directory as something else than a directory".into(),
             ));
         }
-        if !self.names.insert(path.clone()) {
+        if self.names.contains_key(&path) {
             return Err(unsafe_entry("listed twice in the archive".into()));
         }
         // `tar -x` cannot put a file where a directory is, nor anything under a file.
@@ -469,27 +705,36 @@ impl Checker {
         let mut parent = path.clone();
         while let Some(slash) = parent.iter().rposition(|&b| b == b'/') {
             parent.truncate(slash);
-            if self.not_directories.contains(&parent) {
+            // A known parent's own parents were checked and recorded with it, and none of
+            // them can have become a file since (refused just above).
+            if self.parents.contains(&parent) {
+                break;
+            }
+            if self
+                .names
+                .get(&parent)
+                .is_some_and(|seen| *seen != Seen::Directory)
+            {
                 return Err(unsafe_entry(
                     "under an entry that is not a directory".into(),
                 ));
             }
             self.parents.insert(parent.clone());
         }
-        if kind != EntryType::Directory {
-            self.not_directories.insert(path.clone());
-        }
         if kind == EntryType::Link {
             let target = normalized(link.as_deref().unwrap_or_default());
-            if !self.files.contains(&target) {
+            if self.names.get(&target) != Some(&Seen::File) {
                 return Err(unsafe_entry(
                     "hard link to something that is not a file earlier in the archive".into(),
                 ));
             }
         }
-        if kind == EntryType::Regular {
-            self.files.insert(path);
-        }
+        let seen = match kind {
+            EntryType::Directory => Seen::Directory,
+            EntryType::Regular => Seen::File,
+            _ => Seen::OtherNotDirectory,
+        };
+        self.names.insert(path, seen);
         self.symlinks.check(&raw_name, name, kind, link.as_deref())
     }
 }
@@ -713,6 +958,9 @@ impl Symlinks {
     ) -> Result<(), TarDigestError> {
         let path_of = |bytes: &[u8]| Path::new(std::ffi::OsStr::from_bytes(bytes)).to_path_buf();
         let under_a_symlink = |path: &Path| {
+            if self.names.is_empty() {
+                return false;
+            }
             let path: PathBuf = path
                 .components()
                 .filter(|c| *c != Component::CurDir)
@@ -1503,7 +1751,7 @@ mod tests {
                     0o640,
                     CheckedKind::File(FileDigest {
                         size: 4,
-                        sha256: sha(b"data")
+                        sha256: sha(b"data").into()
                     })
                 ),
                 (

@@ -1051,7 +1051,7 @@ mod tests {
                 let name = FileName::from_text(&format!("./{i}{}", "n".repeat(1 << 20)));
                 let digest = FileDigest {
                     size: 1,
-                    sha256: "00".repeat(32),
+                    sha256: "00".repeat(32).into(),
                 };
                 (name, digest)
             })

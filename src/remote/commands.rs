@@ -85,7 +85,7 @@ pub fn tar_extract(directory: &str) -> String {
 
 /// Extracts a tar from stdin into a directory as [`tar_extract`] does and, while it extracts,
 /// prints the `<sha256> *./name` record of every regular file it extracted, one per line (the
-/// records of [`checksum_files`], which [`parse_checksums`] reads): the instance's check of a
+/// records of [`checksum_files`], which [`ChecksumRecords`] reads as they arrive): the instance's check of a
 /// restore overlapped with the extraction instead of a second pass after it.
 ///
 /// GNU tar's `-v` prints a member's name when it starts extracting it, so once the next name
@@ -139,7 +139,7 @@ pub fn disk_usage_kib(directory: &str) -> String {
 /// CPU's SHA extensions: a quarter of coreutils' CPU time on this project's machines, and this
 /// CPU is the instance's, shared with its jobs), one record per line; names that contain a
 /// newline or a backslash (which OpenSSL would escape) make it fall back to `sha256sum -z`,
-/// NUL-terminated records that survive any name. [`parse_checksums`] reads both.
+/// NUL-terminated records that survive any name. [`ChecksumRecords`] reads both as they arrive ([`parse_checksums`] when held whole).
 #[must_use]
 pub fn checksum_files(directory: &str) -> String {
     let inner = format!(
@@ -166,18 +166,103 @@ pub fn checksum_files(directory: &str) -> String {
 pub fn parse_checksums(output: &[u8]) -> Result<crate::format::bbr_directory::Checksums, String> {
     let separator = if output.contains(&0) { 0 } else { b'\n' };
     let mut checksums = crate::format::bbr_directory::Checksums::new();
-    for record in output.split(|b| *b == separator).filter(|r| !r.is_empty()) {
-        if record.len() < 67 || !record[..64].iter().all(u8::is_ascii_hexdigit) {
-            return Err(format!(
-                "unexpected checksum output `{}`",
-                String::from_utf8_lossy(&record[..record.len().min(80)])
-            ));
-        }
-        let name = crate::format::digest::FileName::new(&record[66..]);
-        let digest = String::from_utf8_lossy(&record[..64]).to_ascii_lowercase();
+    let mut records = ChecksumRecords::with_separator(separator);
+    records.push(output, &mut |name, digest| {
         checksums.insert(name, digest);
-    }
+    })?;
+    records.finish(&mut |name, digest| {
+        checksums.insert(name, digest);
+    })?;
     Ok(checksums)
+}
+
+/// The output of [`checksum_files`] read as it arrives, record by record, so that the listing
+/// of a million files (~110 MB) is never held whole. Which terminator the records have is told
+/// by the first record's separator: `openssl dgst -r` writes ` *` and newline-terminated
+/// records, `sha256sum -z` (text mode) `  ` and NUL-terminated ones.
+#[derive(Debug, Default)]
+pub struct ChecksumRecords {
+    /// The terminator, once known.
+    separator: Option<u8>,
+    /// The bytes of the record not yet terminated.
+    partial: Vec<u8>,
+}
+
+/// What [`ChecksumRecords`] hands on: each file's name and digest.
+pub type ChecksumRecord<'a> =
+    dyn FnMut(crate::format::digest::FileName, crate::format::digest::Sha256Sum) + Send + 'a;
+
+impl ChecksumRecords {
+    /// Records ended by `separator` (`b'\n'` or `0`), known beforehand: the listing of
+    /// [`tar_extract_with_checksums`] is lines whichever tool hashed (`sha256sum` without `-z`
+    /// writes the same two-space separator as `sha256sum -z`, so the first record cannot tell).
+    #[must_use]
+    pub fn with_separator(separator: u8) -> ChecksumRecords {
+        ChecksumRecords {
+            separator: Some(separator),
+            partial: Vec::new(),
+        }
+    }
+
+    /// Reads the next bytes of the output, handing every complete record to `record`.
+    ///
+    /// # Errors
+    /// A description of the first malformed record.
+    pub fn push(&mut self, mut data: &[u8], record: &mut ChecksumRecord<'_>) -> Result<(), String> {
+        while !data.is_empty() {
+            let Some(separator) = self.separator else {
+                let needed = 66_usize.saturating_sub(self.partial.len()).min(data.len());
+                self.partial.extend_from_slice(&data[..needed]);
+                data = &data[needed..];
+                match self.partial.get(64..66) {
+                    Some(b" *") => self.separator = Some(b'\n'),
+                    Some(_) => self.separator = Some(0),
+                    None => return Ok(()),
+                }
+                continue;
+            };
+            if let Some(end) = data.iter().position(|&b| b == separator) {
+                if self.partial.is_empty() {
+                    parse_record(&data[..end], record)?;
+                } else {
+                    self.partial.extend_from_slice(&data[..end]);
+                    let partial = std::mem::take(&mut self.partial);
+                    parse_record(&partial, record)?;
+                }
+                data = &data[end + 1..];
+            } else {
+                self.partial.extend_from_slice(data);
+                data = &[];
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what is left once the output ended (a last record without its terminator).
+    ///
+    /// # Errors
+    /// A malformed last record.
+    pub fn finish(self, record: &mut ChecksumRecord<'_>) -> Result<(), String> {
+        parse_record(&self.partial, record)
+    }
+}
+
+/// One record, `<64 hex digits><2 separator characters><name>`; an empty one is skipped.
+fn parse_record(bytes: &[u8], record: &mut ChecksumRecord<'_>) -> Result<(), String> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    if bytes.len() < 67 || !bytes[..64].iter().all(u8::is_ascii_hexdigit) {
+        return Err(format!(
+            "unexpected checksum output `{}`",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
+        ));
+    }
+    record(
+        crate::format::digest::FileName::new(&bytes[66..]),
+        crate::format::digest::Sha256Sum::parse(&bytes[..64]),
+    );
+    Ok(())
 }
 
 /// The directory whose free space a restore needs: artifacts are extracted under it.
@@ -242,6 +327,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::format::digest::{FileName, Sha256Sum};
 
     #[test]
     fn extraction_is_quoted_twice() {
@@ -261,6 +347,34 @@ mod tests {
         assert!(sums.contains_key("./new\nline".as_bytes()));
         assert!(sums.contains_key("./bin".as_bytes()));
         assert!(parse_checksums(b"garbage\0").is_err());
+    }
+
+    /// The records as they arrive, cut anywhere, in both forms.
+    #[test]
+    fn checksum_records_are_read_in_pieces() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let nul = format!("{a}  ./new\nline\0{b}  ./x\0");
+        let lines = format!("{a} *./one\n{b} *./two");
+        for (output, names) in [(nul, ["./new\nline", "./x"]), (lines, ["./one", "./two"])] {
+            for piece in [1, 7, 65, 66, 67, 1000] {
+                let mut found = Vec::new();
+                let mut records = ChecksumRecords::default();
+                let mut record = |name: FileName, digest: Sha256Sum| found.push((name, digest));
+                for chunk in output.as_bytes().chunks(piece) {
+                    records.push(chunk, &mut record).unwrap();
+                }
+                records.finish(&mut record).unwrap();
+                let expected: Vec<(FileName, Sha256Sum)> = names
+                    .iter()
+                    .zip([&a, &b])
+                    .map(|(name, digest)| (FileName::from(*name), Sha256Sum::from(digest.as_str())))
+                    .collect();
+                assert_eq!(found, expected, "pieces of {piece}");
+            }
+        }
+        let mut records = ChecksumRecords::default();
+        assert!(records.push(&[b'x'; 200], &mut |_, _| {}).is_ok());
+        assert!(records.finish(&mut |_, _| {}).is_err());
     }
 
     #[test]

@@ -42,7 +42,6 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::format::manifest::RECORD_LIMIT;
 pub use crate::model::deployment::TemporaryUser;
 use crate::model::job::ScriptName;
 
@@ -581,17 +580,20 @@ impl JournalFile {
     }
 }
 
-/// A journal file, when it is one: JSON of at most [`RECORD_LIMIT`] bytes (Cairn's are a few
-/// KiB; a larger file is not read past the limit).
+/// The most of a journal file read (64 MiB): Cairn's are a few KiB.
+const JOURNAL_LIMIT: u64 = 64 << 20;
+
+/// A journal file, when it is one: JSON of at most [`JOURNAL_LIMIT`] bytes (a larger file is
+/// not read past the limit).
 fn read_journal(path: &Path) -> Option<Journal> {
     use std::io::Read;
     let mut data = Vec::new();
     std::fs::File::open(path)
         .ok()?
-        .take(RECORD_LIMIT + 1)
+        .take(JOURNAL_LIMIT + 1)
         .read_to_end(&mut data)
         .ok()?;
-    if data.len() as u64 > RECORD_LIMIT {
+    if data.len() as u64 > JOURNAL_LIMIT {
         return None;
     }
     serde_json::from_slice(&data).ok()
@@ -662,10 +664,10 @@ mod tests {
             .unwrap();
         let blanks = vec![b' '; 1 << 20];
         let length = std::fs::metadata(file.path()).unwrap().len();
-        for _ in 0..=(RECORD_LIMIT - length) >> 20 {
+        for _ in 0..=(JOURNAL_LIMIT - length) >> 20 {
             padded.write_all(&blanks).unwrap();
         }
-        assert!(std::fs::metadata(file.path()).unwrap().len() > RECORD_LIMIT);
+        assert!(std::fs::metadata(file.path()).unwrap().len() > JOURNAL_LIMIT);
         assert!(file.read().is_none());
     }
 

@@ -39,10 +39,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::RunContext;
 use crate::error::Error;
-use crate::format::bbr_directory::metadata::{first_names, mismatched_files};
+use crate::format::bbr_directory::metadata::{first_names, mismatched_files, ListingCheck};
 use crate::format::bbr_directory::{ArtifactError, Checksums};
-use crate::format::digest::FileDigest;
 use crate::format::digest::{digest_tar_files, EntryPolicy, FileDigests, TeeReader};
+use crate::format::digest::{FileDigest, Sha256Sum};
 use crate::format::hashing::HashingReader;
 use crate::format::sink::{
     ArtifactReader, ArtifactWriter, OpenBackup, StoredArtifact, StoredBytes,
@@ -50,7 +50,7 @@ use crate::format::sink::{
 use crate::format::stream::{TarBodyWriter, STREAM_FILE};
 use crate::model::deployment::Instance;
 use crate::model::job::{Job, ScriptName};
-use crate::remote::commands;
+use crate::remote::commands::{self, ChecksumRecord, ChecksumRecords};
 use crate::remote::script::{ScriptIo, ScriptOutcome};
 use crate::remote::{RemoteHostExt, StdoutMode};
 use crate::report::events::{Event, EventSink};
@@ -64,9 +64,6 @@ const CHUNKS_IN_FLIGHT: usize = 32;
 const UPLOAD_CHUNK: usize = 1 << 20;
 /// Chunks queued between the reading thread and the SSH channel during restore.
 const UPLOAD_QUEUE: usize = 8;
-/// The most stdout kept from a restore's `tar -x` with its checksum records (about 80 bytes
-/// a file: some three million files).
-const CHECKSUMS_CAPTURED: usize = 256 << 20;
 
 /// Names per batch of the instance's checksums during extraction: about 32 batches per
 /// artifact, so that only a small last part is hashed after the end of the stream while a
@@ -263,14 +260,17 @@ async fn stream_and_digest(
     };
     let digest = tokio::task::spawn_blocking(move || write_and_digest(reader, writer));
     let tar_command = commands::tar_create_with(remote_directory, tar_flags);
-    let checksum_command = commands::checksum_files(remote_directory);
     let stream = instance
         .remote
         .exec(&tar_command, None, StdoutMode::Stream(sender), &stop);
     // Only the stream is watched: the checksums may rightly take a while after its end.
     let stream = unless_stalled(stream, &watch);
-    let remote_sums = instance.remote.run_cancellable(&checksum_command, &stop);
-    let (streamed, remote_sums) = tokio::join!(stream, remote_sums);
+    let mut remote_sums = Checksums::new();
+    let mut record = |name, digest| {
+        remote_sums.insert(name, digest);
+    };
+    let listing = remote_checksums(instance, remote_directory, &stop, &mut record);
+    let (streamed, listing) = tokio::join!(stream, listing);
     let local = digest.await.expect("digest thread");
     // A stall is the cause, whatever the other sides saw after it.
     let streamed = streamed?;
@@ -300,17 +300,10 @@ async fn stream_and_digest(
     // checked (`Finished validity checks` once the artifact is kept and the instance's removed).
     tracing::info!("Finished copying backup -- {label}...");
     tracing::info!("Starting validity checks -- {label}...");
-    let remote_sums = parse_remote_sums(instance, remote_sums)?;
-    let local_sums: Checksums = files
-        .iter()
-        .map(|(k, v)| (k.clone(), v.sha256.clone()))
-        .collect();
-    compare(
-        instance,
-        &job_name(remote_directory),
-        &remote_sums,
-        &local_sums,
-    )?;
+    listing?;
+    let mismatched = mismatched_files(&remote_sums, &files);
+    drop(remote_sums);
+    mismatch_error(instance, &job_name(remote_directory), &mismatched)?;
     Ok((files, stored))
 }
 
@@ -458,21 +451,33 @@ pub(super) async fn upload(
     } else {
         commands::tar_extract(&remote_directory)
     };
+    // The records are compared as they arrive (a million files' are ~80 MB), never held.
+    let (listing_sender, listing) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let extracted = instance.remote.exec(
         &extract_command,
         Some(receiver),
-        StdoutMode::Capture(CHECKSUMS_CAPTURED),
+        StdoutMode::Stream(listing_sender),
         &stop,
     );
+    let mut check = ListingCheck::new(expected);
+    let mut record = |name, digest: Sha256Sum| check.record(name, &digest);
+    // `-v`'s records are lines: `openssl dgst -r`'s or `sha256sum`'s without `-z`.
+    let listed = read_records(listing, ChecksumRecords::with_separator(b'\n'), &mut record);
     // Watched while bytes are to be sent; after the end of the stream the instance may rightly
     // take a while for the last files' checksums.
-    let extracted = match unless_stalled(extracted, &watch.until(&sent)).await {
-        Ok(extracted) => extracted,
+    let both = async { tokio::join!(extracted, listed) };
+    let (extracted, listed) = match unless_stalled(both, &watch.until(&sent)).await {
+        Ok(both) => both,
         Err(stalled) => {
             let _ = reader.await;
             return Err(stalled);
         }
     };
+    if let Some(error) = listing_cut_short(&extracted, &listed, instance) {
+        stop.cancel();
+        let _ = reader.await;
+        return Err(error);
+    }
     if !extracted
         .as_ref()
         .is_ok_and(crate::remote::CommandOutput::success)
@@ -493,16 +498,12 @@ pub(super) async fn upload(
             &extracted,
         ));
     }
-    let remote_sums = if overlapped {
-        Ok(extracted)
+    if overlapped {
+        listed.map_err(|detail| checksum_output_error(instance, detail))?;
     } else {
-        instance
-            .remote
-            .run_cancellable(&commands::checksum_files(&remote_directory), cancel)
-            .await
-    };
-    let remote_sums = parse_remote_sums(instance, remote_sums)?;
-    compare(instance, &job.name, expected, &remote_sums)?;
+        remote_checksums(instance, &remote_directory, cancel, &mut record).await?;
+    }
+    mismatch_error(instance, &job.name, &check.finish())?;
     tracing::info!("Finished copying backup {at_index}.");
     Ok(())
 }
@@ -675,35 +676,95 @@ impl Write for ChunkForwarder {
     }
 }
 
-fn parse_remote_sums(
+/// Runs [`commands::checksum_files`] over `directory` on the instance, handing each record to
+/// `record` as it arrives: the listing of a million files (~110 MB) is never held whole, and
+/// has no size limit.
+async fn remote_checksums(
     instance: &Instance,
-    output: Result<crate::remote::CommandOutput, crate::remote::RemoteError>,
-) -> Result<Checksums, Error> {
+    directory: &str,
+    cancel: &CancellationToken,
+    record: &mut ChecksumRecord<'_>,
+) -> Result<(), Error> {
+    let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let command = commands::checksum_files(directory);
+    let run = instance
+        .remote
+        .exec(&command, None, StdoutMode::Stream(sender), cancel);
+    let parse = read_records(receiver, ChecksumRecords::default(), record);
+    let (output, parsed) = tokio::join!(run, parse);
+    if let Some(error) = listing_cut_short(&output, &parsed, instance) {
+        return Err(error);
+    }
     let output = output?;
     if !output.success() {
         return Err(remote_failure(instance, "computing checksums", &output));
     }
-    commands::parse_checksums(&output.stdout).map_err(|detail| Error::RemoteCommand {
+    parsed.map_err(|detail| checksum_output_error(instance, detail))
+}
+
+/// The most of an instance's checksum listing read (256 MiB, some 2.4 million files of
+/// 40-byte names, as much as a restore captured before the listing was read as it arrives):
+/// a backup keeps a map of what is listed, and an instance printing without end must not fill
+/// the jumpbox's memory.
+const LISTING_LIMIT: u64 = 256 << 20;
+
+/// Hands every checksum record arriving on `receiver` to `record`. Reads to the end even after
+/// a malformed record, so that the command writing them is not cut short; stops at once past
+/// [`LISTING_LIMIT`] (the command then fails with [`crate::remote::RemoteError::ReaderGone`],
+/// and this error is the cause).
+async fn read_records(
+    mut receiver: mpsc::Receiver<Bytes>,
+    mut records: ChecksumRecords,
+    record: &mut ChecksumRecord<'_>,
+) -> Result<(), String> {
+    let mut failure = None;
+    let mut read: u64 = 0;
+    while let Some(chunk) = receiver.recv().await {
+        read = read.saturating_add(chunk.len() as u64);
+        if read > LISTING_LIMIT {
+            return Err(format!(
+                "the checksum listing is larger than {LISTING_LIMIT} bytes, the most Cairn reads"
+            ));
+        }
+        if failure.is_none() {
+            failure = records.push(&chunk, record).err();
+        }
+    }
+    failure.map_or_else(|| records.finish(record), Err)
+}
+
+/// The listing's error when reading it stopped the command (it then only saw its reader gone).
+fn listing_cut_short(
+    output: &Result<crate::remote::CommandOutput, crate::remote::RemoteError>,
+    listed: &Result<(), String>,
+    instance: &Instance,
+) -> Option<Error> {
+    match (output, listed) {
+        (Err(crate::remote::RemoteError::ReaderGone { .. }), Err(detail)) => {
+            Some(checksum_output_error(instance, detail.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// A malformed record in the instance's checksum listing.
+fn checksum_output_error(instance: &Instance, detail: String) -> Error {
+    Error::RemoteCommand {
         instance: instance.name.clone(),
         action: "computing checksums".into(),
         detail,
-    })
+    }
 }
 
-fn compare(
-    instance: &Instance,
-    job: &str,
-    expected: &Checksums,
-    actual: &Checksums,
-) -> Result<(), Error> {
-    let mismatched = mismatched_files(expected, actual);
+/// bbr's checksum error for the names [`mismatched_files`] found, if any.
+fn mismatch_error(instance: &Instance, job: &str, mismatched: &[String]) -> Result<(), Error> {
     if mismatched.is_empty() {
         return Ok(());
     }
     Err(Error::ChecksumMismatch {
         instance: instance.name.clone(),
         job: job.to_string(),
-        files: first_names(&mismatched),
+        files: first_names(mismatched),
         count: mismatched.len(),
     })
 }

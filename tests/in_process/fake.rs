@@ -419,7 +419,7 @@ impl FakeHost {
                 let text = format!("{}\t{dir}\n", bytes.div_ceil(1024));
                 Ok(exit(0, text.into_bytes(), ""))
             }
-            Op::Checksum(dir) => Ok(self.checksums(dir, b"  ", 0)),
+            Op::Checksum(dir) => self.checksums(dir, b"  ", 0, stdout).await,
             Op::TarCreate(dir) => self.tar_create(dir, stdout, cancel).await,
             Op::TarExtract(dir) => self.tar_extract(dir, stdin).await,
             Op::TarExtractChecksum(dir) => {
@@ -427,7 +427,7 @@ impl FakeHost {
                 if extracted.status != 0 {
                     return Ok(extracted);
                 }
-                Ok(self.checksums(dir, b" *", b'\n'))
+                self.checksums(dir, b" *", b'\n', stdout).await
             }
             Op::Script {
                 job, script, env, ..
@@ -436,9 +436,17 @@ impl FakeHost {
     }
 
     /// `<sha256><separator><name><end>` for every file of `dir` (exit 1 without `dir`).
-    fn checksums(&self, dir: &str, separator: &[u8], end: u8) -> CommandOutput {
+    /// The checksum records of `dir`'s files, sent in pieces when Cairn reads them as they
+    /// arrive (a million files' listing would be ~110 MB).
+    async fn checksums(
+        &self,
+        dir: &str,
+        separator: &[u8],
+        end: u8,
+        stdout: StdoutMode,
+    ) -> Result<CommandOutput, RemoteError> {
         let Some(files) = self.files(dir) else {
-            return exit(1, Vec::new(), "sh: cd: can't cd");
+            return Ok(exit(1, Vec::new(), "sh: cd: can't cd"));
         };
         let mut records = Vec::new();
         for (name, contents) in files {
@@ -447,7 +455,17 @@ impl FakeHost {
             records.extend(name.into_bytes());
             records.push(end);
         }
-        exit(0, records, "")
+        if let StdoutMode::Stream(sender) = stdout {
+            for chunk in records.chunks(1000) {
+                if sender.send(Bytes::copy_from_slice(chunk)).await.is_err() {
+                    return Err(RemoteError::ReaderGone {
+                        host: self.name.clone(),
+                    });
+                }
+            }
+            return Ok(exit(0, Vec::new(), ""));
+        }
+        Ok(exit(0, records, ""))
     }
 
     fn find_output(&self) -> String {

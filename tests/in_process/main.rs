@@ -246,7 +246,12 @@ fn interrupted(report_errors: &[Error], operation: &str) -> usize {
 fn checksums(files: &BTreeMap<String, Vec<u8>>) -> Checksums {
     files
         .iter()
-        .map(|(name, data)| (name.as_str().into(), hex::encode(Sha256::digest(data))))
+        .map(|(name, data)| {
+            (
+                name.as_str().into(),
+                hex::encode(Sha256::digest(data)).into(),
+            )
+        })
         .collect()
 }
 
@@ -330,6 +335,7 @@ async fn backup_locks_in_layers_unlocks_in_reverse_and_lists_every_artifact() {
     let metadata = BackupDirectory::open(&dir).read_metadata().unwrap();
     let listed: BTreeMap<String, Checksums> = BackupDirectory::listed_artifacts(&metadata)
         .into_iter()
+        .map(|(name, checksums)| (name, checksums.clone()))
         .collect();
     let expected: BTreeMap<String, Checksums> = [
         ("db-0-postgres", "db/0", "postgres"),

@@ -5,7 +5,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use crate::format::digest::{Checksums, FileName};
+use std::collections::{BTreeSet, HashSet};
+
+use crate::format::digest::SharedMap;
+pub use crate::format::digest::{Checksums, FileName, Sha256Sum};
 
 /// The whole `metadata` document.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +129,32 @@ impl BackupMetadata {
         }
     }
 
+    /// Writes [`BackupMetadata::to_yaml`]'s bytes to `writer`: as the YAML writer makes them
+    /// when every name is UTF-8 (no tag to replace), so a million files' document is never
+    /// held whole; through [`BackupMetadata::to_yaml`] otherwise.
+    ///
+    /// # Errors
+    /// Errors of `writer`.
+    pub fn write_yaml(&self, mut writer: impl std::io::Write) -> std::io::Result<()> {
+        let all_utf8 = self
+            .instances
+            .iter()
+            .flat_map(|instance| &instance.artifacts)
+            .chain(&self.custom_artifacts)
+            .all(|artifact| {
+                artifact
+                    .checksums
+                    .keys()
+                    .all(|name| name.as_str().is_some())
+            });
+        if !all_utf8 {
+            return writer.write_all(self.to_yaml().as_bytes());
+        }
+        yaml_serde::to_writer(&mut writer, self)
+            .map_err(|error| std::io::Error::other(error.to_string()))?;
+        writer.flush()
+    }
+
     /// The checksums recorded for a job of an instance.
     #[must_use]
     pub fn checksums_for(&self, group: &str, index: &str, job: &str) -> Option<&Checksums> {
@@ -208,21 +237,67 @@ pub fn first_names(names: &[String]) -> String {
 
 /// Compares two checksum maps the way bbr does; returns the names that differ (missing on
 /// either side or with another digest), sorted, as shown to people ([`FileName`]'s display).
+/// Either map may be a tar's [`crate::format::digest::FileDigests`] (sizes are not compared).
 #[must_use]
-pub fn mismatched_files(expected: &Checksums, actual: &Checksums) -> Vec<String> {
-    let mut names: Vec<FileName> = expected
+pub fn mismatched_files<A, B>(expected: &SharedMap<A>, actual: &SharedMap<B>) -> Vec<String>
+where
+    A: AsRef<Sha256Sum>,
+    B: AsRef<Sha256Sum>,
+{
+    let mut names: Vec<&FileName> = expected
         .iter()
-        .filter(|(name, digest)| actual.get(*name) != Some(digest))
-        .map(|(name, _)| name.clone())
-        .chain(
-            actual
-                .keys()
-                .filter(|name| !expected.contains_key(*name))
-                .cloned(),
-        )
+        .filter(|(name, digest)| actual.get(*name).map(AsRef::as_ref) != Some((*digest).as_ref()))
+        .map(|(name, _)| name)
+        .chain(actual.keys().filter(|name| !expected.contains_key(*name)))
         .collect();
     names.sort();
     names.iter().map(ToString::to_string).collect()
+}
+
+/// [`mismatched_files`] of `expected` and a listing read record by record (the instance's
+/// checksums after a restore), holding one reference per name seen instead of a second map
+/// of a million names.
+#[derive(Debug)]
+pub struct ListingCheck<'a> {
+    expected: &'a Checksums,
+    seen: HashSet<&'a FileName>,
+    /// Names listed with another digest, twice, or not expected.
+    mismatched: BTreeSet<FileName>,
+}
+
+impl<'a> ListingCheck<'a> {
+    /// A check against `expected`, nothing listed yet.
+    #[must_use]
+    pub fn new(expected: &'a Checksums) -> ListingCheck<'a> {
+        ListingCheck {
+            expected,
+            seen: HashSet::with_capacity(expected.len()),
+            mismatched: BTreeSet::new(),
+        }
+    }
+
+    /// One listed file.
+    pub fn record(&mut self, name: FileName, digest: &Sha256Sum) {
+        match self.expected.get_key_value(&name) {
+            Some((key, wanted)) if wanted == digest && self.seen.insert(key) => {}
+            _ => {
+                self.mismatched.insert(name);
+            }
+        }
+    }
+
+    /// The names that differ, as [`mismatched_files`] gives them.
+    #[must_use]
+    pub fn finish(mut self) -> Vec<String> {
+        if self.seen.len() < self.expected.len() {
+            let missing = self
+                .expected
+                .keys()
+                .filter(|name| !self.seen.contains(name));
+            self.mismatched.extend(missing.cloned());
+        }
+        self.mismatched.iter().map(ToString::to_string).collect()
+    }
 }
 
 #[cfg(test)]
@@ -265,11 +340,14 @@ backup_activity:
             "web",
             "2",
             "nginx",
-            [(FileName::from("./a b"), "00".to_string())].into(),
+            [(FileName::from("./a b"), Sha256Sum::from("00"))].into(),
         );
         metadata.add_artifact("db", "0", "pg", Checksums::new());
         let yaml = metadata.to_yaml();
         assert!(!yaml.contains("custom_artifacts"), "{yaml}");
+        let mut written = Vec::new();
+        metadata.write_yaml(&mut written).unwrap();
+        assert_eq!(String::from_utf8(written).unwrap(), yaml);
         let back = BackupMetadata::parse(&yaml).unwrap();
         assert_eq!(back, metadata);
         let order: Vec<_> = back
@@ -287,13 +365,22 @@ backup_activity:
     fn names_that_are_not_utf8_are_written_as_bbr_writes_them_and_read_back() {
         let mut metadata = BackupMetadata::default();
         let checksums: Checksums = [
-            (FileName::new(b"./a\xff".to_vec()), "1".repeat(64)),
-            (FileName::new(b"./a\xfe".to_vec()), "2".repeat(64)),
-            (FileName::from("./a"), "3".repeat(64)),
+            (
+                FileName::new(b"./a\xff".to_vec()),
+                Sha256Sum::from("1".repeat(64)),
+            ),
+            (
+                FileName::new(b"./a\xfe".to_vec()),
+                Sha256Sum::from("2".repeat(64)),
+            ),
+            (FileName::from("./a"), Sha256Sum::from("3".repeat(64))),
         ]
         .into();
         metadata.add_artifact("web", "0", "nginx", checksums.clone());
         let yaml = metadata.to_yaml();
+        let mut written = Vec::new();
+        metadata.write_yaml(&mut written).unwrap();
+        assert_eq!(String::from_utf8(written).unwrap(), yaml);
         // What Go's yaml.v2 writes for these names (bbr-facts §4.3: checksums is a map of
         // Go strings): a `!!binary` base64 key.
         assert!(yaml.contains("      ./a: "), "{yaml}");
@@ -303,23 +390,42 @@ backup_activity:
         assert_eq!(back.checksums_for("web", "0", "nginx"), Some(&checksums));
         // Tampering with one of the two is seen, and the name is shown with its bytes.
         let mut actual = checksums.clone();
-        actual.insert(FileName::new(b"./a\xff".to_vec()), "9".repeat(64));
+        actual.insert(
+            FileName::new(b"./a\xff".to_vec()),
+            Sha256Sum::from("9".repeat(64)),
+        );
         assert_eq!(mismatched_files(&checksums, &actual), vec!["./a\\xff"]);
     }
 
     #[test]
     fn mismatches_name_missing_extra_and_changed_files() {
         let expected: Checksums = [("./a", "1"), ("./b", "2"), ("./c", "3")]
-            .map(|(k, v)| (FileName::from(k), v.to_string()))
+            .map(|(k, v)| (FileName::from(k), Sha256Sum::from(v)))
             .into();
         let actual: Checksums = [("./a", "1"), ("./b", "X"), ("./d", "4")]
-            .map(|(k, v)| (FileName::from(k), v.to_string()))
+            .map(|(k, v)| (FileName::from(k), Sha256Sum::from(v)))
             .into();
         assert_eq!(
             mismatched_files(&expected, &actual),
             vec!["./b", "./c", "./d"]
         );
         assert!(mismatched_files(&expected, &expected).is_empty());
+        // The same, read as a listing; a name listed twice counts as differing too.
+        let mut check = ListingCheck::new(&expected);
+        for (name, digest) in actual.clone() {
+            check.record(name, &digest);
+        }
+        assert_eq!(check.finish(), vec!["./b", "./c", "./d"]);
+        let mut check = ListingCheck::new(&expected);
+        for (name, digest) in [("./a", "1"), ("./a", "1"), ("./b", "2"), ("./c", "3")] {
+            check.record(FileName::from(name), &Sha256Sum::from(digest));
+        }
+        assert_eq!(check.finish(), vec!["./a"]);
+        let mut check = ListingCheck::new(&expected);
+        for (name, digest) in expected.clone() {
+            check.record(name, &digest);
+        }
+        assert!(check.finish().is_empty());
     }
 
     #[test]

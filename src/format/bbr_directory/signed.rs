@@ -47,7 +47,7 @@ pub fn sign_directory(
     let statement = Statement::Directory(DirectoryStatement {
         deployment: deployment.to_string(),
         backup_id: backup_id.to_string(),
-        metadata_sha256: hex::encode(Sha256::digest(metadata.to_yaml().as_bytes())),
+        metadata_sha256: metadata_sha256(metadata)?,
         artifacts: artifact_names(metadata),
         deployment_manifest_sha256: deployment_manifest
             .map(|text| hex::encode(Sha256::digest(text.as_bytes()))),
@@ -56,6 +56,30 @@ pub fn sign_directory(
     let envelope = statement.sign(key);
     directory.write_file(DIRECTORY_SIGNATURE_NAME, envelope.to_json().as_bytes())?;
     Ok(())
+}
+
+/// The sha256 of the `metadata` file that `metadata` is written as, hashed as it is written.
+fn metadata_sha256(metadata: &BackupMetadata) -> Result<String, Error> {
+    /// The bytes written, hashed.
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(Sha256::new());
+    metadata
+        .write_yaml(&mut hashing)
+        .map_err(|source| ArtifactError::Io {
+            action: "Hashing",
+            path: "metadata".into(),
+            source,
+        })?;
+    Ok(hex::encode(hashing.0.finalize()))
 }
 
 /// Reads a directory's `metadata` and `metadata.sig` and checks the signature against

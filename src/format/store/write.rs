@@ -656,12 +656,10 @@ async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Res
     let metadata_bytes = Bytes::from(record.metadata.to_yaml());
     within_record_limit(destination, record, METADATA_NAME, metadata_bytes.len())?;
     let metadata_key = destination.key(METADATA_NAME)?;
+    let metadata_sha256 = hex::encode(Sha256::digest(&metadata_bytes));
+    // Not kept while the manifest is written: a million files' `metadata` is ~110 MB.
     let metadata_put = store
-        .put_bytes(
-            &metadata_key,
-            metadata_bytes.clone(),
-            &destination.put_options,
-        )
+        .put_bytes(&metadata_key, metadata_bytes, &destination.put_options)
         .await?;
     let mut manifest_artifacts: Vec<ManifestArtifact> = record
         .artifacts
@@ -704,7 +702,7 @@ async fn write_manifest(destination: &StoreBackup, record: &BackupRecord) -> Res
         metadata: ManifestObject {
             key: metadata_key.to_string(),
             version: metadata_put.version,
-            sha256: hex::encode(Sha256::digest(&metadata_bytes)),
+            sha256: metadata_sha256,
         },
         deployment_manifest,
         layout: Some(record.layout.clone()),

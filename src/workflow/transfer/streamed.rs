@@ -143,6 +143,7 @@ fn store_stream(
     io::copy(&mut hashing, &mut writer)?;
     let (size, sha256) = hashing.summary();
     let stored = writer.finish()?;
+    let sha256 = sha256.into();
     Ok((FileDigest { size, sha256 }, stored))
 }
 
