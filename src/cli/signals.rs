@@ -27,7 +27,7 @@ pub(crate) fn watch(context: RunContext) -> JoinHandle<()> {
                     "Received {name} again: still unlocking and cleaning up, please wait"
                 );
             } else {
-                tracing::warn!("Received {name}: stopping; locked jobs will be unlocked and remote artifact directories removed");
+                tracing::warn!("Received {name}: stopping; locked jobs will be unlocked and remote artifact directories removed (a --resumable drain keeps them for `backup --resume`)");
                 context.interrupt(name);
             }
         }

@@ -69,6 +69,15 @@ impl Recipients {
         Ok((!recipients.is_empty()).then(|| Recipients(Arc::new(recipients))))
     }
 
+    /// The recipients as `--encrypt-to` takes them (`age1…`), sorted, comma-separated: the
+    /// same set always reads the same.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let mut all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        all.sort();
+        all.join(",")
+    }
+
     /// How many recipients.
     #[must_use]
     pub fn len(&self) -> usize {

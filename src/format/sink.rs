@@ -113,6 +113,13 @@ pub trait OpenBackup: Send + Sync + Debug {
     fn is_resumable(&self) -> bool {
         false
     }
+
+    /// How this backup writes its stored bytes (compression, encryption recipients), as far as
+    /// a resume must write the rest the same way: recorded in the journal by the first run and
+    /// given back to [`OpenBackup::make_resumable`] as [`ResumeSetup::written_as`].
+    fn written_as(&self) -> String {
+        String::new()
+    }
 }
 
 /// Segments of a backup, by artifact key, in order.
@@ -126,12 +133,16 @@ pub struct ResumeSetup {
     pub observer: Arc<dyn SegmentObserver>,
     /// The segments an earlier run of this backup stored (empty for a new backup).
     pub stored: StoredSegments,
+    /// [`OpenBackup::written_as`] of the run being resumed (`None`: a new backup, or a journal
+    /// written before it was recorded).
+    pub written_as: Option<String>,
 }
 
 impl Debug for ResumeSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResumeSetup")
             .field("stored", &self.stored)
+            .field("written_as", &self.written_as)
             .finish_non_exhaustive()
     }
 }

@@ -272,6 +272,7 @@ async fn begin_resumable(
     context: &RunContext,
 ) -> Result<(), Error> {
     let stored: StoredSegments = entry.segments.clone();
+    let written_as = entry.written_as.clone();
     context.journal_resumable(&deployment.name, entry).await?;
     destination.make_resumable(ResumeSetup {
         observer: Arc::new(JournalSegments {
@@ -279,6 +280,7 @@ async fn begin_resumable(
             deployment: deployment.name.clone(),
         }),
         stored,
+        written_as,
     })
 }
 
@@ -554,6 +556,7 @@ async fn lock_backup_unlock_drain(
             started_at: options.started_at,
             location: work.destination.location(),
             segments: StoredSegments::new(),
+            written_as: Some(work.destination.written_as()),
         };
         if let Err(error) = begin_resumable(deployment, work.destination, entry, context).await {
             errors.push(error);

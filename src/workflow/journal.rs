@@ -202,6 +202,9 @@ pub struct ResumableBackup {
     /// Every segment stored so far, by artifact key, in order.
     #[serde(default)]
     pub segments: crate::format::sink::StoredSegments,
+    /// How the segments were written (compression, recipients): a resume must match it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_as: Option<String>,
 }
 
 fn format_one() -> u32 {

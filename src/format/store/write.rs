@@ -435,12 +435,24 @@ impl OpenBackup for StoreBackup {
 
     fn make_resumable(&self, resume: ResumeSetup) -> Result<(), Error> {
         check_resumed_segment_size(self.segment_size.bytes(), &resume, &self.location())?;
+        check_resumed_writing(&self.written_as(), &resume, &self.location())?;
         self.segments.resume(resume);
         Ok(())
     }
 
     fn is_resumable(&self) -> bool {
         self.segments.kept()
+    }
+
+    fn written_as(&self) -> String {
+        let compression = match self.compression {
+            Compression::None => "no compression".to_string(),
+            Compression::Zstd { .. } => "zstd".to_string(),
+        };
+        match &self.encryption {
+            None => format!("{compression}, not encrypted"),
+            Some(recipients) => format!("{compression}, encrypted to {}", recipients.describe()),
+        }
     }
 
     async fn finish(
@@ -528,6 +540,22 @@ fn store_failure_key(key: &str, detail: &str) -> Error {
         path: key.into(),
         source: io::Error::other(detail.to_string()),
     })
+}
+
+/// A resume must write the rest as the interrupted run wrote its segments: with other
+/// compression the stored segments would not be found again (other keys) and stay in the
+/// store unreferenced; with other recipients one artifact would need two identities.
+fn check_resumed_writing(mine: &str, resume: &ResumeSetup, location: &str) -> Result<(), Error> {
+    match &resume.written_as {
+        Some(recorded) if recorded != mine => Err(StoreError::Configuration {
+            store: location.to_string(),
+            detail: format!(
+                "the interrupted run wrote its segments with {recorded}, this run would write them with {mine}; resume with the same --compression and --encrypt-to (or discard it with backup-cleanup)"
+            ),
+        }
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// A resume must cut the stream where the interrupted run did: every stored segment but an
@@ -1549,9 +1577,73 @@ mod tests {
             .make_resumable(ResumeSetup {
                 observer: journal,
                 stored,
+                written_as: None,
             })
             .unwrap();
         backup
+    }
+
+    #[tokio::test]
+    async fn a_resume_that_would_write_with_other_compression_or_recipients_is_refused() {
+        use crate::format::sink::NewBackup;
+        let dir = tempfile::tempdir().unwrap();
+        let start = |compression, recipients: &[&str]| {
+            let store: Arc<dyn ArtifactStore> =
+                Arc::new(cairn_store::local::LocalStore::new(dir.path()));
+            let sink = StoreSink {
+                encryption: Recipients::parse(recipients).unwrap(),
+                ..StoreSink::new(store, compression)
+            };
+            async move {
+                sink.start(&NewBackup {
+                    deployment: "cf",
+                    backup_id: "20240102T030405Z",
+                    started_at: Utc::now(),
+                    concurrent_streams: 1,
+                    deployment_manifest: None,
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let setup = |written_as: Option<String>| ResumeSetup {
+            observer: Arc::new(Journal::default()),
+            stored: BTreeMap::new(),
+            written_as,
+        };
+        let one = age::x25519::Identity::generate().to_public().to_string();
+        let two = age::x25519::Identity::generate().to_public().to_string();
+        let zstd = Compression::Zstd { level: 3 };
+        let first = start(zstd, &[&one, &two]).await.written_as();
+        assert_eq!(
+            first,
+            start(Compression::Zstd { level: 9 }, &[&two, &one])
+                .await
+                .written_as(),
+            "the level and the order of recipients change nothing a resume reads"
+        );
+        // The same settings resume; a journal from before the record resumes too.
+        let same = start(zstd, &[&one, &two]).await;
+        same.make_resumable(setup(Some(first.clone()))).unwrap();
+        start(zstd, &[&one])
+            .await
+            .make_resumable(setup(None))
+            .unwrap();
+        for (compression, recipients) in [
+            (zstd, vec![one.as_str()]),
+            (zstd, vec![]),
+            (Compression::None, vec![one.as_str(), two.as_str()]),
+        ] {
+            let error = start(compression, &recipients)
+                .await
+                .make_resumable(setup(Some(first.clone())))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("resume with the same --compression and --encrypt-to"),
+                "{error}"
+            );
+        }
     }
 
     /// Writes `data` into artifact `app-0-files`; returns the writer's result.
