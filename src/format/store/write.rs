@@ -1491,7 +1491,6 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn full_segments_are_stored_as_they_fill_and_all_removed_when_discarded() {
-        use crate::format::sink::NewBackup;
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn ArtifactStore> =
             Arc::new(cairn_store::local::LocalStore::new(dir.path()));
@@ -1499,16 +1498,7 @@ mod tests {
             segment_size: SegmentSize::parse("1MiB").unwrap(),
             ..StoreSink::new(store, Compression::None)
         };
-        let backup = sink
-            .start(&NewBackup {
-                deployment: "cf",
-                backup_id: "20240102T030405Z",
-                started_at: Utc::now(),
-                concurrent_streams: 1,
-                deployment_manifest: None,
-            })
-            .await
-            .unwrap();
+        let backup = sink.start(&cf_backup()).await.unwrap();
         for (name, keep_writer) in [("app-0-files", true), ("app-1-files", false)] {
             let (mut writer, pending) = backup.open_artifact(name).await.unwrap();
             let finished = tokio::task::spawn_blocking(move || {
@@ -1536,6 +1526,17 @@ mod tests {
         }
     }
 
+    /// Backup `cf/20240102T030405Z`, one stream at a time.
+    fn cf_backup() -> crate::format::sink::NewBackup<'static> {
+        crate::format::sink::NewBackup {
+            deployment: "cf",
+            backup_id: "20240102T030405Z",
+            started_at: Utc::now(),
+            concurrent_streams: 1,
+            deployment_manifest: None,
+        }
+    }
+
     /// Records what a resumable backup reports (the run journal's part).
     #[derive(Default)]
     struct Journal(std::sync::Mutex<Vec<(String, Vec<ManifestSegment>)>>);
@@ -1556,23 +1557,13 @@ mod tests {
         stored: crate::format::sink::StoredSegments,
         journal: Arc<Journal>,
     ) -> Box<dyn OpenBackup> {
-        use crate::format::sink::NewBackup;
         let store: Arc<dyn ArtifactStore> = Arc::new(cairn_store::local::LocalStore::new(dir));
         let sink = StoreSink {
             segment_size: SegmentSize::parse("1MiB").unwrap(),
             resuming: !stored.is_empty(),
             ..StoreSink::new(store, Compression::None)
         };
-        let backup = sink
-            .start(&NewBackup {
-                deployment: "cf",
-                backup_id: "20240102T030405Z",
-                started_at: Utc::now(),
-                concurrent_streams: 1,
-                deployment_manifest: None,
-            })
-            .await
-            .unwrap();
+        let backup = sink.start(&cf_backup()).await.unwrap();
         backup
             .make_resumable(ResumeSetup {
                 observer: journal,
@@ -1585,7 +1576,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_resume_that_would_write_with_other_compression_or_recipients_is_refused() {
-        use crate::format::sink::NewBackup;
         let dir = tempfile::tempdir().unwrap();
         let start = |compression, recipients: &[&str]| {
             let store: Arc<dyn ArtifactStore> =
@@ -1594,17 +1584,7 @@ mod tests {
                 encryption: Recipients::parse(recipients).unwrap(),
                 ..StoreSink::new(store, compression)
             };
-            async move {
-                sink.start(&NewBackup {
-                    deployment: "cf",
-                    backup_id: "20240102T030405Z",
-                    started_at: Utc::now(),
-                    concurrent_streams: 1,
-                    deployment_manifest: None,
-                })
-                .await
-                .unwrap()
-            }
+            async move { sink.start(&cf_backup()).await.unwrap() }
         };
         let setup = |written_as: Option<String>| ResumeSetup {
             observer: Arc::new(Journal::default()),
