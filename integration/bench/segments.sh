@@ -18,9 +18,9 @@ kind=${SEGBENCH_STORE:-file}
 work=$(mktemp -d /tmp/cairn-segbench.XXXXXX); chmod 755 "$work"
 bed="$work/bed"
 moto_dir="$work/moto"
-teardown() {
-  integration/testbed.sh down "$bed" >/dev/null 2>&1 || true
-  [[ $kind != s3 ]] || integration/stores/moto.sh stop "$moto_dir" >/dev/null 2>&1 || true
+teardown() {  # absolute paths: the runs below change into $work
+  "$repo/integration/testbed.sh" down "$bed" >/dev/null 2>&1 || true
+  [[ $kind != s3 ]] || "$repo/integration/stores/moto.sh" stop "$moto_dir" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap teardown EXIT
