@@ -94,6 +94,11 @@ pub(crate) fn run(workdir: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("cairn runs");
+    logged(args, output)
+}
+
+/// Prints what `cairn ARGS` answered (shown when a test fails) and hands the output back.
+pub(crate) fn logged(args: &[&str], output: Output) -> Output {
     eprintln!(
         "cairn {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
         output.status.code(),

@@ -33,13 +33,7 @@ fn cairn_umask_022(work: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
         .envs(env.iter().copied())
         .output()
         .expect("cairn runs");
-    eprintln!(
-        "cairn {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    logged(args, output)
 }
 
 fn mode(path: &Path) -> u32 {

@@ -219,13 +219,7 @@ pub(crate) fn with_password(work: &Path, password: &Path, args: &[&str]) -> Outp
         .env("CAIRN_REPOSITORY_PASSWORD_FILE", password)
         .output()
         .expect("cairn runs");
-    eprintln!(
-        "cairn {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    logged(args, output)
 }
 
 /// `cairn deployment --inventory BED ARGS` with the repository password.
