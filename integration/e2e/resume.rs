@@ -23,6 +23,22 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use cairn_testbed::{TestBed, TestHost};
 
+/// `backup --store URL --resume --segment-size 1MiB`, as every resume in these tests.
+fn resume(bed: &TestBed, work: &Path, url: &str) -> Output {
+    cairn(
+        bed,
+        work,
+        &[
+            "backup",
+            "--store",
+            url,
+            "--resume",
+            "--segment-size",
+            "1MiB",
+        ],
+    )
+}
+
 /// The one file the `files` job backs up: six 1 MiB segments with its tar.
 const ARTIFACT: usize = 5 * 1024 * 1024 + 300_000;
 
@@ -239,18 +255,7 @@ fn local_store_refuses_a_plain_backup_and_a_changed_staged_artifact_then_cleanup
     let mut changed = fs::read(staged(&bed)).unwrap();
     changed[0] ^= 0xff;
     fs::write(staged(&bed), changed).unwrap();
-    let output = cairn(
-        &bed,
-        work.path(),
-        &[
-            "backup",
-            "--store",
-            &url,
-            "--resume",
-            "--segment-size",
-            "1MiB",
-        ],
-    );
+    let output = resume(&bed, work.path(), &url);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(
         text(&output).contains("differs from the one the interrupted run stored"),
@@ -327,18 +332,7 @@ fn local_store_refuses_a_plain_backup_and_a_changed_staged_artifact_then_cleanup
         .as_str()
         .unwrap()
         .to_string();
-    let output = cairn(
-        &bed,
-        work.path(),
-        &[
-            "backup",
-            "--store",
-            &url,
-            "--resume",
-            "--segment-size",
-            "1MiB",
-        ],
-    );
+    let output = resume(&bed, work.path(), &url);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(store_dir
         .path()
@@ -418,18 +412,7 @@ fn s3_resume_after_sigkill_and_after_a_store_outage_sends_only_the_rest() {
     // The resume sends only the segments after the first two (the `app` job's one-segment
     // artifact was stored whole: three segments are compared, not sent).
     proxy.set("{}");
-    let output = cairn(
-        &bed,
-        work.path(),
-        &[
-            "backup",
-            "--store",
-            &url,
-            "--resume",
-            "--segment-size",
-            "1MiB",
-        ],
-    );
+    let output = resume(&bed, work.path(), &url);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(
         text(&output).contains(&format!(
@@ -500,18 +483,7 @@ fn s3_resume_after_sigkill_and_after_a_store_outage_sends_only_the_rest() {
         .to_string();
     // The store is back: the resume finishes it.
     proxy.set("{}");
-    let output = cairn(
-        &bed,
-        work.path(),
-        &[
-            "backup",
-            "--store",
-            &url,
-            "--resume",
-            "--segment-size",
-            "1MiB",
-        ],
-    );
+    let output = resume(&bed, work.path(), &url);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_nothing_left(&bed);
     let second = format!("testbed/{second}");
