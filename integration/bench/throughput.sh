@@ -31,7 +31,7 @@
 #                           command runs on the first half of the CPUs (CPU 0 of 2), the hosts' sshd (with
 #                           everything it starts) and moto on the other half [BENCH_PIN=1]
 #
-# Cases (backup: raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none cairn-file-zstd;
+# Cases (backup: raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-dir-ic cairn-s3-zstd cairn-s3-none cairn-file-zstd;
 #        restore: raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3):
 #   raw-ssh        the limit: `ssh -c aes128-gcm@openssh.com host 'sudo tar -C /var/vcap/store/files -c .' > /dev/null`, all hosts at once
 #   zstd           the compression limit: `zstd -T<W> -3 -c <the same files> > /dev/null`, one per instance at once,
@@ -43,6 +43,7 @@
 #   bbr-upload     then the tars to the S3 bucket as the aws CLI would (s3transfer, 8 MiB parts, 10 at once);
 #                  the table shows bbr-equiv. -> S3 = bbr-dir + bbr-upload
 #   cairn-dir      cairn backup --artifact-path (bbr format, uncompressed)
+#   cairn-dir-ic   the same with --instance-checksums (the instance hashes every file in a second read, as bbr)
 #   cairn-s3-zstd  cairn backup --store s3://... (default zstd:3)
 #   cairn-s3-none  cairn backup --store s3://... --compression none
 #   cairn-file-zstd cairn backup --store file://WORK/store (zstd:3): the compressed stream without moto
@@ -158,7 +159,7 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
-all_cases="raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-s3-zstd cairn-s3-none cairn-file-zstd raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3"
+all_cases="raw-ssh zstd disk bbr-dir bbr-upload cairn-dir cairn-dir-ic cairn-s3-zstd cairn-s3-none cairn-file-zstd raw-ssh-up bbr-r-dir bbr-download cairn-r-dir cairn-r-s3"
 if ((quick)); then
     sizes=${sizes:-256} instances=${instances:-1 2} repeat=${repeat:-3}
     cases=${cases:-raw-ssh zstd bbr-dir bbr-upload cairn-dir cairn-s3-zstd}
@@ -348,6 +349,7 @@ disk_needed_mib() {
     wants bbr-dir && need=$((need + data))
     wants bbr-upload && need=$((need + data * rounds))
     wants cairn-dir && need=$((need + data * rounds))
+    wants cairn-dir-ic && need=$((need + data * rounds))
     wants cairn-s3-none && need=$((need + data * rounds))
     wants cairn-s3-zstd && need=$((need + data * 6 / 10 * rounds))
     wants cairn-file-zstd && need=$((need + data * 6 / 10 * rounds))
@@ -372,6 +374,9 @@ run_round() {
         cairn-dir)
             mkdir -p "$work/cairn-dir/run$run"
             measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --artifact-path "$work/cairn-dir/run$run" ;;
+        cairn-dir-ic)
+            mkdir -p "$work/cairn-dir-ic/run$run"
+            measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --instance-checksums --artifact-path "$work/cairn-dir-ic/run$run" ;;
         cairn-s3-zstd)
             measure "$size" "$n" "$case" "$run" "$cairn" deployment --inventory "$inventory" backup --store "$(s3_url "zstd$run")" ;;
         cairn-s3-none)
@@ -455,7 +460,7 @@ run_config() {
     bed=
     "$repo/integration/stores/moto.sh" stop "$moto_dir"
     moto_dir=
-    rm -rf "$work/bbr" "$work/cairn-dir" "$work/bbr-download" "$work/store"
+    rm -rf "$work/bbr" "$work/cairn-dir" "$work/cairn-dir-ic" "$work/bbr-download" "$work/store"
 }
 
 started=$(date +%s)

@@ -219,6 +219,7 @@ CASES = [
     ("bbr-upload", "  (its upload step alone)", "backup", None, None),
     ("bbr-s3", "bbr-equiv. -> dir, then S3", "backup", "raw-ssh", None),
     ("cairn-dir", "cairn -> --artifact-path", "backup", "raw-ssh", "bbr-dir"),
+    ("cairn-dir-ic", "  the same, --instance-checksums", "backup", "raw-ssh", "bbr-dir"),
     ("cairn-s3-zstd", "cairn -> S3 (zstd:3)", "backup", "zstd", "bbr-s3"),
     ("cairn-s3-none", "cairn -> S3 (none)", "backup", "raw-ssh", "bbr-s3"),
     ("cairn-file-zstd", "cairn -> file:// store (zstd:3)", "backup", "zstd", None),

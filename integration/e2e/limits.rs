@@ -471,8 +471,8 @@ fn names_with_control_characters_are_escaped_in_logs_and_cannot_panic_a_store_ba
     );
 }
 
-/// An instance whose checksum listing does not end (its `openssl` prints records of new names
-/// past 256 MiB) fails the backup with one line: the listing is read as it arrives and a
+/// An instance whose checksum listing (`--instance-checksums`) does not end (its `openssl`
+/// prints records of new names past 256 MiB) fails the backup with one line: the listing is read as it arrives and a
 /// backup keeps a map of it, so without the limit the jumpbox's memory would grow with it.
 #[test]
 fn an_instance_listing_checksums_without_end_is_stopped_at_256_mib() {
@@ -499,7 +499,12 @@ fn an_instance_listing_checksums_without_end_is_stopped_at_256_mib() {
     let (output, peak_kib) = cairn_measuring_memory(
         &bed,
         work.path(),
-        &["backup", "--artifact-path", work.path().to_str().unwrap()],
+        &[
+            "backup",
+            "--instance-checksums",
+            "--artifact-path",
+            work.path().to_str().unwrap(),
+        ],
     );
     let message = text(&output);
     assert_eq!(output.status.code(), Some(1), "{message}");

@@ -26,6 +26,7 @@ mod history_report;
 mod host_key_pinning;
 mod host_keys_and_cli;
 mod hostile_inputs;
+mod instance_checksums;
 mod journal_recovery;
 mod kill_matrix;
 mod limits;

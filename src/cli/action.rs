@@ -105,6 +105,9 @@ fn context(target: &dyn Target, action: &Action, common: &CommonArgs) -> RunCont
     let mut context = RunContext::new(parallelism, cairn::VERSION);
     context.options.script_timeouts = common.script_timeouts();
     context.options.stall_timeout = common.stall_timeout();
+    if let Action::Backup(backup_args) = action {
+        context.options.instance_checksums = backup_args.instance_checksums;
+    }
     if let Action::Restore(restore_args) = action {
         context.options.verify_restore = restore_args.verify;
         context.options.restore_parallelism = restore_args.restore_parallelism.unwrap_or(1);

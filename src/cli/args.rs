@@ -359,6 +359,11 @@ pub(crate) struct BackupArgs {
     /// only the segments not stored yet. Same target and store as the interrupted run.
     #[arg(long)]
     pub resume: bool,
+    /// Also hash every staged file on the instance in a second read, as bbr does, and compare
+    /// with the digests Cairn takes from the stream (costs the instances a second read and
+    /// hash of every byte; see docs/reliability.md).
+    #[arg(long)]
+    pub instance_checksums: bool,
     /// Encrypt every artifact in the store to this age X25519 recipient (age1...; repeatable:
     /// any one of the identities can restore). Needs --store.
     #[arg(long, value_name = "RECIPIENT")]
@@ -531,6 +536,10 @@ pub(crate) struct DrillArgs {
     /// 512MiB or 4GiB (at least 1MiB) [default: 1GiB].
     #[arg(long, value_name = "SIZE")]
     pub segment_size: Option<String>,
+    /// Also hash every staged file on the instances in a second read, as bbr does, and
+    /// compare with the digests taken from the stream (a new drill backup only).
+    #[arg(long)]
+    pub instance_checksums: bool,
     /// Encrypt the drill backup in the store to this age X25519 recipient (repeatable).
     #[arg(long, value_name = "RECIPIENT")]
     pub encrypt_to: Vec<String>,

@@ -12,6 +12,7 @@
 //! compression = "zstd:3"
 //! segment_size = "1GiB"      # --segment-size, for backups into a store
 //! resumable = false          # --resumable, for backups into a store
+//! instance_checksums = false # --instance-checksums (backup, drill)
 //! parallelism = 10
 //! restore_parallelism = 1    # --restore-parallelism (restore, drill)
 //! inventory = "/etc/cairn/inventory.yml"
@@ -80,6 +81,9 @@ pub(crate) struct ConfigFile {
     /// `--resumable` for every backup into a store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumable: Option<bool>,
+    /// `--instance-checksums` for every backup (and a drill's backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_checksums: Option<bool>,
     /// Default `--parallelism`.
     pub parallelism: Option<usize>,
     /// Default `--restore-parallelism` (restore, drill).
@@ -508,6 +512,7 @@ fn apply_backups_keys(action: &mut BackupsAction, config: &ConfigFile) {
 /// file's `compression` and `segment_size` apply (the drill's store itself comes only from
 /// its flags: a config `store` must not turn a directory drill into a store drill).
 fn apply_drill_backup(args: &mut DrillArgs, config: &ConfigFile) {
+    args.instance_checksums |= config.instance_checksums.unwrap_or(false);
     if args.store.url(args.artifact_path.is_none()).is_none() {
         return;
     }
@@ -546,6 +551,7 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
                 backup.segment_size.clone_from(&config.segment_size);
             }
             backup.resumable |= into_store && config.resumable.unwrap_or(false);
+            backup.instance_checksums |= config.instance_checksums.unwrap_or(false);
             if backup.compression.is_none() {
                 backup.compression = Some(
                     config
@@ -1132,6 +1138,39 @@ mod tests {
             args.signing.signing_key.is_none(),
             "a drill of a stored backup takes none"
         );
+    }
+
+    #[test]
+    fn instance_checksums_in_the_file_applies_to_backups_and_drills() {
+        let backup_asks = |config: &ConfigFile, argv: &[&str]| {
+            let mut cli = parse(argv);
+            apply(&mut cli, config);
+            let Command::Deployment(args) = cli.command else {
+                panic!()
+            };
+            let Action::Backup(backup) = args.action else {
+                panic!()
+            };
+            backup.instance_checksums
+        };
+        let on = load_text("instance_checksums = true\n").unwrap();
+        let off = load_text("instance_checksums = false\n").unwrap();
+        let backup = ["deployment", "backup", "-a", "/b"];
+        assert!(backup_asks(&on, &backup));
+        assert!(!backup_asks(&off, &backup));
+        assert!(
+            !backup_asks(&ConfigFile::default(), &backup),
+            "off by default"
+        );
+        let mut flagged = backup.to_vec();
+        flagged.push("--instance-checksums");
+        assert!(backup_asks(&off, &flagged), "the flag asks for it");
+        let mut cli = parse(&["drill", "--target-inventory", "/t.yml", "-a", "/b"]);
+        apply(&mut cli, &on);
+        let Command::Drill(drill) = cli.command else {
+            panic!()
+        };
+        assert!(drill.instance_checksums, "a drill's backup too");
     }
 
     #[test]

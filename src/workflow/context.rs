@@ -36,6 +36,10 @@ pub struct RunOptions {
     /// At most this many instances run their `restore` scripts at once
     /// (`--restore-parallelism`; 1, the default, is bbr's serial order).
     pub restore_parallelism: usize,
+    /// Backups also hash every staged file on the instance in a second read and compare
+    /// those digests with the ones taken from the stream (`--instance-checksums`, bbr's
+    /// check; off by default: the instance then reads each byte once).
+    pub instance_checksums: bool,
 }
 
 /// Options, services and records of one run; cloned contexts share their services and
@@ -81,6 +85,7 @@ impl RunContext {
                 stall_timeout: DEFAULT_STALL_TIMEOUT,
                 verify_restore: false,
                 restore_parallelism: 1,
+                instance_checksums: false,
             },
             cancel: CancellationToken::new(),
             signal_name: Arc::default(),

@@ -2,8 +2,15 @@
 //!
 //! Backup: the instance's `tar -c` output arrives on an SSH channel, goes through a bounded
 //! channel to a blocking thread that writes it to the tar file and hashes every entry on the
-//! way ([`TeeReader`] + [`digest_tar`]). At the same time a second channel on the same
-//! connection runs `sha256sum` over the files on the instance. The artifact is read once.
+//! way ([`TeeReader`] + [`digest_tar`]); those digests are the per-file sha256 of `metadata`.
+//! The instance reads each byte once, the coordinator too. What guards the bytes between
+//! tar's read and the digest is SSH's authenticated encryption, and tar's own exit status (a
+//! file written while tar read it, "file changed as we read it", fails the artifact).
+//! With `--instance-checksums` (bbr's check, [`crate::workflow::RunOptions::instance_checksums`])
+//! a second channel on the same connection also hashes every file on the instance in a second
+//! read, at the same time, and the two lists must match: it catches a fault in Cairn's own
+//! stream parsing at backup time rather than at the first restore, for a second read and hash
+//! of every byte on the instance (docs/reliability.md, "Checksums at backup").
 //!
 //! A streaming job (scripts-contract "Streaming", [`crate::format::stream`]) has no artifact
 //! directory: its `backup` script's stdout goes the same way as a `tar -c` (channel,
@@ -239,7 +246,8 @@ fn stall_limit(job: &str, context: &RunContext) -> Duration {
         .stall_limit(job, context.options.stall_timeout)
 }
 
-/// Runs `tar -c` and the remote checksums concurrently, writing and hashing the stream.
+/// Runs `tar -c` (with `--instance-checksums` the remote checksums too, at the same time),
+/// writing and hashing the stream.
 async fn stream_and_digest(
     instance: &Instance,
     job: &Job,
@@ -269,7 +277,13 @@ async fn stream_and_digest(
     let mut record = |name, digest| {
         remote_sums.insert(name, digest);
     };
-    let listing = remote_checksums(instance, remote_directory, &stop, &mut record);
+    let listing = async {
+        if context.options.instance_checksums {
+            remote_checksums(instance, remote_directory, &stop, &mut record).await
+        } else {
+            Ok(())
+        }
+    };
     let (streamed, listing) = tokio::join!(stream, listing);
     let local = digest.await.expect("digest thread");
     // A stall is the cause, whatever the other sides saw after it.
@@ -301,9 +315,11 @@ async fn stream_and_digest(
     tracing::info!("Finished copying backup -- {label}...");
     tracing::info!("Starting validity checks -- {label}...");
     listing?;
-    let mismatched = mismatched_files(&remote_sums, &files);
-    drop(remote_sums);
-    mismatch_error(instance, &job_name(remote_directory), &mismatched)?;
+    if context.options.instance_checksums {
+        let mismatched = mismatched_files(&remote_sums, &files);
+        drop(remote_sums);
+        mismatch_error(instance, &job_name(remote_directory), &mismatched)?;
+    }
     Ok((files, stored))
 }
 
