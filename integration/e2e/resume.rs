@@ -474,6 +474,18 @@ fn s3_resume_after_sigkill_and_after_a_store_outage_sends_only_the_rest() {
     fs::write(run_dir.join("resume-go"), "").unwrap();
     let output = finish(child);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    // The report ends with the two commands that end the pending backup, not with bbr's
+    // advice to clean up (which would discard it).
+    let said = text(&output);
+    assert!(
+        said.contains(
+            "stored segments were kept: finish the backup with `cairn deployment --inventory"
+        ) && said.contains(
+            " backup --resume` (the same store), or discard it with `cairn deployment --inventory"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("It is recommended that you run"), "{said}");
     assert!(!bed.is_locked(app, "app"));
     assert!(staged(&bed).exists());
     let pending = pending_journal(work.path());

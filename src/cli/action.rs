@@ -19,7 +19,7 @@ use cairn::workflow::RunContext;
 use cairn::RunErrors;
 
 use super::args::{Action, CommonArgs};
-use super::exit::{report_errors, CleanupAdvice};
+use super::exit::{report_errors_with_footer, CleanupAdvice, BACKUP_CLEANUP_ADVICE};
 use super::output::Human;
 
 /// Which mode the subcommand runs in, for messages.
@@ -39,6 +39,9 @@ struct Outcome {
     stored_bytes: Option<u64>,
     /// Where a complete backup is.
     artifact: Option<String>,
+    /// A resumable backup kept what it staged and stored (its report ends with how to resume
+    /// it, not with bbr's advice to clean up).
+    kept_for_resume: bool,
 }
 
 impl From<RunErrors> for Outcome {
@@ -210,6 +213,18 @@ fn command_prefix(argv: &[String]) -> Option<String> {
     None
 }
 
+/// The footer of a resumable backup that kept what it staged and stored: the two commands
+/// that end it, spelled as this run was invoked.
+fn resume_advice(context: &RunContext) -> String {
+    let prefix = context
+        .command_prefix
+        .as_deref()
+        .unwrap_or("cairn deployment");
+    format!(
+        "The staged artifacts and the stored segments were kept: finish the backup with `{prefix} backup --resume` (the same store), or discard it with `{prefix} backup-cleanup`."
+    )
+}
+
 /// What [`finish`] needs to know of the subcommand.
 struct Finished {
     /// bbr's name of the subcommand.
@@ -235,7 +250,14 @@ fn finish(
         advice,
     } = *finished;
     let errors = &outcome.errors;
-    let exit_code = report_errors(errors, advice.applies(errors));
+    let footer = if outcome.kept_for_resume {
+        resume_advice(context)
+    } else if advice.applies(errors) {
+        BACKUP_CLEANUP_ADVICE.to_string()
+    } else {
+        String::new()
+    };
+    let exit_code = report_errors_with_footer(errors, &footer);
     let mut event = Event::RunFinished {
         operation: operation.to_string(),
         deployment: target.name().to_string(),

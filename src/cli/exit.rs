@@ -77,16 +77,21 @@ impl CleanupAdvice {
 
 /// Prints bbr's error report to stderr, writes `bbr-<time>.err.log`, returns the exit code.
 pub(crate) fn report_errors(errors: &RunErrors, advise_cleanup: bool) -> i32 {
-    if errors.is_empty() {
-        return 0;
-    }
-    // bbr (`cli/command/utils.go` processErrorWithFooter, then urfave's `Fprintln`): the
-    // report, a newline, the footer (often empty), a newline.
     let footer = if advise_cleanup {
         BACKUP_CLEANUP_ADVICE
     } else {
         ""
     };
+    report_errors_with_footer(errors, footer)
+}
+
+/// [`report_errors`] with the line that ends the report (bbr's footer, often empty).
+pub(crate) fn report_errors_with_footer(errors: &RunErrors, footer: &str) -> i32 {
+    if errors.is_empty() {
+        return 0;
+    }
+    // bbr (`cli/command/utils.go` processErrorWithFooter, then urfave's `Fprintln`): the
+    // report, a newline, the footer (often empty), a newline.
     let report = errors.to_string();
     let _ = write!(
         std::io::stderr().lock(),

@@ -78,6 +78,9 @@ pub struct BackupReport {
     pub source: Option<Arc<dyn BackupSource>>,
     /// Every script that finished.
     pub scripts: Vec<ScriptRecord>,
+    /// A resumable drain that did not complete kept what it staged and stored, for
+    /// `backup --resume` (or `backup-cleanup` to discard it).
+    pub kept_for_resume: bool,
 }
 
 /// What a backup will do, computed before anything is changed.
@@ -160,6 +163,7 @@ pub async fn backup(
         errors: RunErrors::new(),
         source: None,
         scripts: Vec::new(),
+        kept_for_resume: false,
     };
     if let Err(errors) = begin_journal(target, context).await {
         report.errors.extend(errors);
@@ -463,6 +467,7 @@ async fn run_backup(
     // A drain stopped by a signal may report no error: it is not complete all the same.
     let complete = all_drained && !context.cancel.is_cancelled();
     finish_drain(&work, complete, resumable, &mut report.errors).await;
+    report.kept_for_resume = resumable && !complete;
     (complete, drained.into_inner().expect("drained lock"))
 }
 

@@ -37,5 +37,6 @@ pub(super) async fn run(
         stored_bytes: Some(report.stored_bytes),
         artifact: report.artifact.clone().filter(|_| report.complete),
         errors: report.errors,
+        kept_for_resume: report.kept_for_resume,
     })
 }
