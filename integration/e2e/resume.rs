@@ -332,8 +332,35 @@ fn local_store_refuses_a_plain_backup_and_a_changed_staged_artifact_then_cleanup
         .as_str()
         .unwrap()
         .to_string();
+    // Another jumpbox finishes it: only the store's copy of the journal is left, written by
+    // another host. A plain backup is refused naming both commands; `--resume` adopts it.
+    fs::remove_dir_all(state_dir(work.path())).unwrap();
+    let journal_dir = store_dir.path().join("testbed/journal");
+    let stored = files_under(&journal_dir);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let mut journal: serde_json::Value =
+        serde_json::from_slice(&fs::read(&stored[0]).unwrap()).unwrap();
+    journal["host"] = "another-jumpbox".into();
+    fs::remove_file(&stored[0]).unwrap();
+    fs::write(
+        journal_dir.join("another-jumpbox-4242.json"),
+        serde_json::to_vec(&journal).unwrap(),
+    )
+    .unwrap();
+    let output = cairn(&bed, work.path(), &["backup", "--store", &url]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains(&format!("A resumable backup of testbed is pending ({id}")),
+        "{}",
+        text(&output)
+    );
     let output = resume(&bed, work.path(), &url);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("left by a run on another-jumpbox"),
+        "{}",
+        text(&output)
+    );
     assert!(store_dir
         .path()
         .join("testbed")

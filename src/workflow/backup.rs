@@ -336,6 +336,15 @@ async fn resume_backup(
         return report.errors.push(error);
     }
     drop_pending(pending, context).await;
+    if pending.journal.host != crate::workflow::journal::this_host() {
+        tracing::warn!(
+            "Resuming backup {} left by a run on {} (pid {}, started {}); that run must be over",
+            entry.backup_id,
+            pending.journal.host,
+            pending.journal.pid,
+            pending.journal.started_at.to_rfc3339()
+        );
+    }
     tracing::info!(
         "Resuming backup {} of {}: the {stored} segment(s) the interrupted run stored are read again from the instances and compared, not sent again",
         entry.backup_id,

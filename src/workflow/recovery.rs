@@ -311,6 +311,11 @@ async fn journals_left(
         match liveness(&journal) {
             _ if known => {}
             Liveness::Dead => left.push((Origin::Store(key), journal)),
+            // A resumable backup's entry is written once its jobs were unlocked: nothing of it
+            // waits to be undone. `backup --resume` adopts it from any jumpbox
+            // ([`pending_resumables`]); a plain backup is refused naming both commands.
+            Liveness::OtherHost
+                if recovery == Recovery::Undo && journal.resumable_backup.is_some() => {}
             Liveness::OtherHost if recovery == Recovery::Undo => {
                 errors.push(Error::ForeignJournal {
                     deployment: deployment.name.clone(),
