@@ -19,7 +19,7 @@ pub(crate) mod transfer;
 pub mod verify;
 
 pub use context::{RunContext, RunOptions, DEFAULT_STALL_TIMEOUT};
-pub use recovery::left_behind_report;
+pub use recovery::{left_behind_report, pending_resumable_ids};
 use scripts::{lock, run_scripts, unlock};
 
 use std::sync::atomic::{AtomicBool, Ordering};

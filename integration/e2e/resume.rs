@@ -347,13 +347,38 @@ fn local_store_refuses_a_plain_backup_and_a_changed_staged_artifact_then_cleanup
         serde_json::to_vec(&journal).unwrap(),
     )
     .unwrap();
-    let output = cairn(&bed, work.path(), &["backup", "--store", &url]);
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    // `backups list` shows it as resumable (not merely incomplete), with both commands.
+    let listed = run(work.path(), &["backups", "--store", &url, "list"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed));
+    let rows = String::from_utf8_lossy(&listed.stdout).to_string();
     assert!(
-        text(&output).contains(&format!("A resumable backup of testbed is pending ({id}")),
-        "{}",
-        text(&output)
+        rows.lines()
+            .any(|row| row.starts_with(&format!("testbed/{id}\t")) && row.contains("\tresumable\t")),
+        "{rows}"
     );
+    assert!(
+        text(&listed).contains(&format!("The resumable backup {id} of testbed is pending"))
+            && text(&listed).contains("backup --resume`"),
+        "{}",
+        text(&listed)
+    );
+    for command in [
+        vec!["backup", "--store", &url],
+        vec!["pre-backup-check", "--store", &url],
+    ] {
+        let output = cairn(&bed, work.path(), &command);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{command:?}: {}",
+            text(&output)
+        );
+        assert!(
+            text(&output).contains(&format!("A resumable backup of testbed is pending ({id}")),
+            "{command:?}: {}",
+            text(&output)
+        );
+    }
     let output = resume(&bed, work.path(), &url);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(

@@ -76,6 +76,7 @@ pub(crate) async fn run(
     };
     let outcome = match action {
         Action::PreBackupCheck(check) => {
+            context.journal_store = pre_backup_check::journal_store(&check).await;
             pre_backup_check::run(target, &check, common.json, &mode, &context, &human)
                 .await
                 .into()

@@ -135,6 +135,9 @@ pub async fn pre_backup_check(
     match discover_or_interrupt(target, context, "Pre-backup check").await {
         Ok(deployment) => {
             recover_interrupted_runs(target, &deployment, context, Recovery::Report).await;
+            if let Err(error) = refuse_while_pending(&deployment, context).await {
+                errors.push(error);
+            }
             tracing::info!("Running pre-checks for backup of {}...", deployment.name);
             match plan_backup(&deployment).await {
                 Ok(plan) => {
@@ -148,6 +151,23 @@ pub async fn pre_backup_check(
     release_target(target, &mut errors).await;
     finish_journal(context, &errors).await;
     (errors, view)
+}
+
+/// A backup is refused while a resumable one of the deployment is pending (only `--resume`
+/// goes on): `pre-backup-check` says so before the nightly run does.
+async fn refuse_while_pending(deployment: &Deployment, context: &RunContext) -> Result<(), Error> {
+    let pending = pending_resumables(deployment, context).await?;
+    match pending.first() {
+        Some(resume) => {
+            let entry = resume.entry();
+            Err(Error::ResumablePending {
+                deployment: deployment.name.clone(),
+                backup_id: entry.backup_id.clone(),
+                location: entry.location.clone(),
+            })
+        }
+        None => Ok(()),
+    }
 }
 
 /// Runs a backup of `target` into a new bbr-format directory.

@@ -395,7 +395,7 @@ pub async fn left_behind_report(store: &dyn ArtifactStore, deployment: &str) -> 
     for found in local.left_behind() {
         let journal = found.journal;
         seen.push((journal.host.clone(), journal.pid));
-        if liveness(&journal) == Liveness::Dead && !journal.is_empty() {
+        if liveness(&journal) == Liveness::Dead && !nothing_left(&journal) {
             lines.push(left_behind_line(&journal, false));
         }
     }
@@ -408,7 +408,7 @@ pub async fn left_behind_report(store: &dyn ArtifactStore, deployment: &str) -> 
                     Liveness::OtherHost => Some(true),
                     Liveness::Running | Liveness::ThisRun => None,
                 };
-                if let (Some(elsewhere), false, false) = (over, known, journal.is_empty()) {
+                if let (Some(elsewhere), false, false) = (over, known, nothing_left(&journal)) {
                     lines.push(left_behind_line(&journal, elsewhere));
                 }
             }
@@ -420,7 +420,36 @@ pub async fn left_behind_report(store: &dyn ArtifactStore, deployment: &str) -> 
     lines
 }
 
+/// The ids of `deployment`'s resumable backups pending in `store` (journals of runs that are
+/// over, or of another machine, kept in the store beside the segments): `backups list` shows
+/// them as `resumable`, not `incomplete`.
+pub async fn pending_resumable_ids(store: &dyn ArtifactStore, deployment: &str) -> Vec<String> {
+    let Ok(journals) = store_journals(store, deployment).await else {
+        return Vec::new();
+    };
+    journals
+        .into_iter()
+        .filter(|(_, journal)| matches!(liveness(journal), Liveness::Dead | Liveness::OtherHost))
+        .filter_map(|(_, journal)| journal.resumable_backup.map(|entry| entry.backup_id))
+        .collect()
+}
+
+/// A journal that lists nothing to undo and no pending resumable backup.
+fn nothing_left(journal: &Journal) -> bool {
+    journal.is_empty() && journal.resumable_backup.is_none()
+}
+
 fn left_behind_line(journal: &Journal, elsewhere: bool) -> String {
+    if let Some(entry) = &journal.resumable_backup {
+        let stored: usize = entry.segments.values().map(Vec::len).sum();
+        let command = format!("`cairn deployment --deployment {} ...", journal.deployment);
+        return format!(
+            "The resumable backup {} of {} is pending ({stored} segment(s) stored, the rest staged on the instances, from the {}): finish it with {command} backup --resume` or discard it with {command} backup-cleanup` (same target and store); this command changes nothing",
+            entry.backup_id,
+            journal.deployment,
+            journal.origin()
+        );
+    }
     let clear = format!(
         "`cairn deployment --deployment {} ... {}` with the same target and store",
         journal.deployment,

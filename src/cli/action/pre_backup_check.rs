@@ -13,6 +13,18 @@ use crate::cli::store::check_store;
 
 use super::Mode;
 
+/// The store of `--store` (not a repository), whose journals may hold a pending resumable
+/// backup of another jumpbox; `None` when it does not open ([`check_store`] reports why).
+pub(super) async fn journal_store(
+    check: &CheckArgs,
+) -> Option<std::sync::Arc<dyn cairn_store::ArtifactStore>> {
+    let url = check
+        .store
+        .url(true)
+        .filter(|url| !url.starts_with("repo+"))?;
+    cairn::format::store::open_store(&url).await.ok()
+}
+
 /// Checks `target` (and the store); prints the plan and the verdict; returns the errors.
 pub(super) async fn run(
     target: &dyn Target,

@@ -38,7 +38,30 @@ pub(super) async fn run(
     for deployment in deployments {
         super::warn_left_behind(store, deployment).await;
     }
+    let mut resumable = Vec::new();
+    for deployment in backups.iter().map(|b| b.deployment.as_str()) {
+        if !resumable.iter().any(|(d, _)| *d == deployment) {
+            let ids = cairn::workflow::pending_resumable_ids(store, deployment).await;
+            resumable.push((deployment, ids));
+        }
+    }
+    let is_resumable = |backup: &BackupSummary| {
+        resumable
+            .iter()
+            .any(|(d, ids)| *d == backup.deployment && ids.contains(&backup.id))
+    };
     let states = states(store, &backups).await;
+    let states: Vec<&str> = backups
+        .iter()
+        .zip(states)
+        .map(|(backup, state)| {
+            if state == "incomplete" && is_resumable(backup) {
+                "resumable"
+            } else {
+                state
+            }
+        })
+        .collect();
     let signatures = signatures(store, &backups, trusted).await?;
     if !json && !backups.is_empty() {
         // A header above the data columns, which stay as they were (tab-separated).
@@ -132,7 +155,8 @@ async fn signatures(
         .await)
 }
 
-/// Each backup's state, in order: `incomplete` (no manifest), `complete`, `misplaced` or
+/// Each backup's state, in order: `incomplete` (no manifest; `run` makes it `resumable` when a
+/// resumable backup's journal in the store names it), `complete`, `misplaced` or
 /// `unreadable` (its manifest); a warning on stderr for each of the last two and for each id
 /// in the future.
 async fn states(store: &dyn ArtifactStore, backups: &[BackupSummary]) -> Vec<&'static str> {
