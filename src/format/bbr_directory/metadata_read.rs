@@ -55,9 +55,17 @@ pub fn read_metadata(path: &Path) -> Result<BackupMetadata, ReadError> {
 ///
 /// # Errors
 /// [`ReadError::Io`] only: a YAML error is left to the whole read.
-pub fn read_in_pieces(mut reader: impl BufRead) -> Result<Option<BackupMetadata>, ReadError> {
+pub fn read_in_pieces(reader: impl BufRead) -> Result<Option<BackupMetadata>, ReadError> {
+    read_in_pieces_of(reader, PIECE_LINES)
+}
+
+/// [`read_in_pieces`] with pieces of `piece_lines` entries (tests cut small documents often).
+fn read_in_pieces_of(
+    mut reader: impl BufRead,
+    piece_lines: usize,
+) -> Result<Option<BackupMetadata>, ReadError> {
     let marker = format!("cairn-checksums-{:032x}", rand::random::<u128>());
-    let mut cut = Cut::new(marker);
+    let mut cut = Cut::new(marker, piece_lines.max(1));
     let mut line = String::new();
     loop {
         line.clear();
@@ -78,6 +86,7 @@ struct Cut {
     rest: String,
     blocks: Vec<Checksums>,
     block: Option<Block>,
+    piece_lines: usize,
 }
 
 /// A `checksums:` block being read.
@@ -90,15 +99,17 @@ struct Block {
     entries_read: Vec<(FileName, Sha256Sum)>,
     piece: String,
     entries: usize,
+    piece_lines: usize,
 }
 
 impl Cut {
-    fn new(marker: String) -> Cut {
+    fn new(marker: String, piece_lines: usize) -> Cut {
         Cut {
             marker,
             rest: String::new(),
             blocks: Vec::new(),
             block: None,
+            piece_lines,
         }
     }
 
@@ -122,6 +133,7 @@ impl Cut {
                 entries_read: Vec::new(),
                 piece: String::new(),
                 entries: 0,
+                piece_lines: self.piece_lines,
             });
         }
         self.rest.push_str(line);
@@ -217,7 +229,7 @@ impl Block {
             if matches!(first, "-" | "?" | ":") {
                 return None;
             }
-            if self.entries >= PIECE_LINES && !self.read_piece() {
+            if self.entries >= self.piece_lines && !self.read_piece() {
                 return None;
             }
             self.entries += 1;
@@ -338,6 +350,73 @@ mod tests {
         let whole = BackupMetadata::parse(documents[2]).unwrap();
         let activity = whole.backup_activity.unwrap();
         assert_eq!(activity.start_time, "checksums:\n  ./a: b\n");
+    }
+
+    /// Documents edited at random, cut into pieces of 1 to 3 entries: whatever the cut reads
+    /// is what the whole read gives (the cut may give up; it never reads otherwise).
+    #[test]
+    fn edited_documents_read_in_pieces_as_they_read_whole_or_are_read_whole() {
+        use rand::{RngExt, SeedableRng};
+        let base = concat!(
+            "instances:\n- name: a\n  index: '0'\n  artifacts:\n  - name: j\n    checksums:\n",
+            "      ./a: 1111\n      \"./b c\": '2'\n      ./d: |\n        x\n      ./e: f\n",
+            "        g\n      !!binary Li9h/g==: h\n  - checksums:\n      ./x: y\n      ./z: w\n",
+            "    name: k\ncustom_artifacts:\n- name: s\n  checksums:\n    ./q: r\n",
+        );
+        let inserts = [
+            "\"",
+            "'",
+            ":",
+            ": ",
+            " ",
+            "  ",
+            "\n",
+            "# c",
+            "- ",
+            "? ",
+            "&a ",
+            "*a",
+            "!!str ",
+            "|",
+            ">",
+            "{",
+            "}",
+            "[",
+            "]",
+            "\t",
+            ",",
+            "checksums:\n",
+            "\n      ./n: m",
+        ];
+        let mut random = rand::rngs::StdRng::seed_from_u64(15);
+        let (mut cut, mut whole) = (0, 0);
+        for _ in 0..3000 {
+            let mut text = base.to_string();
+            for _ in 0..random.random_range(1..4) {
+                let mut at = random.random_range(0..=text.len());
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                if random.random_bool(0.3) {
+                    let end = (at + random.random_range(1..4)).min(text.len());
+                    if text.is_char_boundary(end) {
+                        text.replace_range(at..end, "");
+                    }
+                } else {
+                    text.insert_str(at, inserts[random.random_range(0..inserts.len())]);
+                }
+            }
+            let pieces = random.random_range(1..4);
+            match read_in_pieces_of(text.as_bytes(), pieces).unwrap() {
+                Some(read) => {
+                    cut += 1;
+                    assert_eq!(BackupMetadata::parse(&text).as_ref(), Ok(&read), "{text}");
+                }
+                None => whole += 1,
+            }
+        }
+        // Both ways were taken often.
+        assert!(cut > 300 && whole > 300, "cut {cut}, whole {whole}");
     }
 
     #[test]
