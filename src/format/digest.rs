@@ -503,7 +503,8 @@ impl<'e, V: ExpectedFile> FileComparison<'e, V> {
         }
     }
 
-    /// The names that differ, sorted as people read them (as `mismatched_files`).
+    /// The names that differ, in the order of their bytes, shown as people read them (as
+    /// `mismatched_files` gives them).
     fn finish(mut self) -> Vec<String> {
         if self.seen.len() < self.expected.len() {
             for name in self.expected.keys() {
@@ -513,9 +514,7 @@ impl<'e, V: ExpectedFile> FileComparison<'e, V> {
                 }
             }
         }
-        let mut names: Vec<String> = self.differing.keys().map(ToString::to_string).collect();
-        names.sort();
-        names
+        self.differing.keys().map(ToString::to_string).collect()
     }
 }
 
@@ -1658,19 +1657,14 @@ mod tests {
             let by_file: Vec<String> = if expected == actual {
                 Vec::new()
             } else {
-                let mut names: Vec<String> = expected
+                let mut names: Vec<&FileName> = expected
                     .iter()
                     .filter(|(name, file)| actual.get(*name) != Some(*file))
-                    .map(|(name, _)| name.to_string())
-                    .chain(
-                        actual
-                            .keys()
-                            .filter(|name| !expected.contains_key(*name))
-                            .map(ToString::to_string),
-                    )
+                    .map(|(name, _)| name)
+                    .chain(actual.keys().filter(|name| !expected.contains_key(*name)))
                     .collect();
                 names.sort();
-                names
+                names.iter().map(ToString::to_string).collect()
             };
             assert_eq!(compare_tar(&bytes[..], None, &digests).unwrap(), by_digest);
             assert_eq!(compare_tar(&bytes[..], None, &expected).unwrap(), by_file);
@@ -1684,6 +1678,22 @@ mod tests {
                 "edit {number}: {by_file:?}"
             );
         }
+        // Names that are not UTF-8 come in the order of their bytes, as `mismatched_files`
+        // lists them (`./a~` before `./a\xff`, which reads `./a\\xff`).
+        let mut odd = tar::Builder::new(Vec::new());
+        append_mode(&mut odd, b"./a\xff", EntryType::Regular, "", 0o644, b"1");
+        append_mode(&mut odd, b"./a~", EntryType::Regular, "", 0o644, b"2");
+        let odd_bytes = odd.into_inner().unwrap();
+        let nothing = Checksums::new();
+        let odd_actual = digest_tar(&odd_bytes[..], EntryPolicy::RefuseEscapes).unwrap();
+        assert_eq!(
+            compare_tar(&odd_bytes[..], None, &nothing).unwrap(),
+            mismatched_files(&nothing, &odd_actual)
+        );
+        assert_eq!(
+            compare_tar(&odd_bytes[..], None, &nothing).unwrap(),
+            vec!["./a~", "./a\\xff"]
+        );
         // A size only a manifest records is not compared with `metadata`'s digests.
         let mut sized = actual.clone();
         sized.get_mut(&b"./a"[..]).unwrap().size = 4;
