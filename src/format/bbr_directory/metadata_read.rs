@@ -51,6 +51,18 @@ pub fn read_metadata(path: &Path) -> Result<BackupMetadata, ReadError> {
     BackupMetadata::parse(&text).map_err(ReadError::Yaml)
 }
 
+/// [`read_metadata`] of a document already in memory (a signed directory's `metadata`, whose
+/// bytes are hashed first): without the YAML reader's events of the whole document.
+///
+/// # Errors
+/// The YAML reader's message.
+pub fn parse_metadata(text: &str) -> Result<BackupMetadata, String> {
+    match read_in_pieces(text.as_bytes()) {
+        Ok(Some(metadata)) => Ok(metadata),
+        _ => BackupMetadata::parse(text),
+    }
+}
+
 /// [`read_metadata`] of a reader: `None` when the document must be read whole (module docs).
 ///
 /// # Errors
@@ -325,6 +337,7 @@ mod tests {
         ];
         for document in documents {
             let whole = BackupMetadata::parse(document).unwrap();
+            assert_eq!(parse_metadata(document).as_ref(), Ok(&whole));
             assert_eq!(pieces(document), Some(whole), "{document}");
         }
     }
@@ -345,6 +358,7 @@ mod tests {
         ];
         for document in documents {
             assert_eq!(pieces(document), None, "{document}");
+            assert_eq!(parse_metadata(document), BackupMetadata::parse(document));
         }
         // The block scalar, read whole, is the text it is.
         let whole = BackupMetadata::parse(documents[2]).unwrap();
