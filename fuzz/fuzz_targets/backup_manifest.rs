@@ -1,12 +1,14 @@
 //! What a restore reads back from a backup: `manifest.json` (`Manifest::parse`, serde_json) and
 //! bbr's `metadata` YAML (`BackupMetadata::parse`, yaml_serde). The same bytes go to both
-//! parsers (JSON is nearly a subset of YAML, so each parser's seeds help the other).
+//! parsers (JSON is nearly a subset of YAML, so each parser's seeds help the other), and the
+//! `metadata` bytes also to the reader of a directory's `metadata` in pieces, which must agree.
 //!
 //! Whatever parses must survive a round trip through Cairn's own writer: a backup whose
 //! `manifest.json` or `metadata` Cairn cannot read back could not be restored.
 #![no_main]
 
 use cairn::format::bbr_directory::metadata::BackupMetadata;
+use cairn::format::bbr_directory::metadata_read::read_in_pieces;
 use cairn::format::bbr_directory::BackupDirectory;
 use cairn::format::manifest::Manifest;
 use libfuzzer_sys::fuzz_target;
@@ -30,6 +32,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    // A directory's `metadata` is read a `checksums` block at a time: whatever that read
+    // gives, the whole read gives too.
+    if let Ok(Some(read)) = read_in_pieces(text.as_bytes()) {
+        assert_eq!(
+            BackupMetadata::parse(text).as_ref(),
+            Ok(&read),
+            "metadata read in pieces differs from the whole read"
+        );
+    }
     if let Ok(metadata) = BackupMetadata::parse(text) {
         let yaml = metadata.to_yaml();
         let again = BackupMetadata::parse(&yaml)

@@ -8,6 +8,7 @@
 //! instances and no tars — which restore refuses.
 
 pub mod metadata;
+pub mod metadata_read;
 pub mod signed;
 pub mod sink;
 
@@ -16,7 +17,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::format::digest::{digest_tar_files, EntryPolicy, TarDigestError};
+use crate::format::digest::{compare_tar, TarDigestError};
 pub use metadata::{BackupMetadata, Checksums};
 
 /// A problem with a local artifact directory or one of its files.
@@ -257,12 +258,14 @@ impl BackupDirectory {
     /// [`ArtifactError::Io`] or [`ArtifactError::BadMetadata`].
     pub fn read_metadata(&self) -> Result<BackupMetadata, ArtifactError> {
         let path = self.path.join("metadata");
-        let text = fs::read_to_string(&path).map_err(|source| ArtifactError::Io {
-            action: "Reading",
-            path: path.clone(),
-            source,
-        })?;
-        BackupMetadata::parse(&text).map_err(|detail| ArtifactError::BadMetadata { path, detail })
+        metadata_read::read_metadata(&path).map_err(|error| match error {
+            metadata_read::ReadError::Io(source) => ArtifactError::Io {
+                action: "Reading",
+                path,
+                source,
+            },
+            metadata_read::ReadError::Yaml(detail) => ArtifactError::BadMetadata { path, detail },
+        })
     }
 
     /// Every `(tar file name without .tar, recorded checksums)` the metadata lists (borrowed:
@@ -365,12 +368,8 @@ impl BackupDirectory {
             source,
         })?;
         let reader = std::io::BufReader::with_capacity(1 << 20, file);
-        let actual = match forward {
-            Some(writer) => crate::format::digest::digest_tar_forwarding(reader, writer),
-            None => digest_tar_files(reader, EntryPolicy::RefuseEscapes),
-        }
-        .map_err(|source| ArtifactError::BadTar { path, source })?;
-        let mismatched = metadata::mismatched_files(expected, &actual);
+        let mismatched = compare_tar(reader, forward, expected)
+            .map_err(|source| ArtifactError::BadTar { path, source })?;
         if mismatched.is_empty() {
             Ok(())
         } else {

@@ -311,11 +311,42 @@ impl<V: serde::Serialize> serde::Serialize for SharedMap<V> {
     }
 }
 
+/// Read as a list, then built at once: a `BTreeMap` filled one insert at a time in order (as a
+/// manifest lists its files) leaves its nodes half full, ~120 bytes a file of a manifest; built
+/// from the sorted list its nodes are full, ~65. A name listed twice keeps its last value, as
+/// inserting would.
 impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for SharedMap<V> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SharedMap<V>, D::Error> {
-        Ok(SharedMap(std::sync::Arc::new(
-            std::collections::BTreeMap::deserialize(deserializer)?,
-        )))
+        struct Entries<V>(std::marker::PhantomData<V>);
+        impl<'de, V: serde::Deserialize<'de>> serde::de::Visitor<'de> for Entries<V> {
+            type Value = Vec<(FileName, V)>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a map of file names")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(entries)
+            }
+        }
+        let entries = deserializer.deserialize_map(Entries(std::marker::PhantomData))?;
+        Ok(SharedMap::from_entries(entries))
+    }
+}
+
+impl<V> SharedMap<V> {
+    /// The map of `entries` (in any order; a name listed twice keeps its last value), built at
+    /// once with full nodes (see the `Deserialize` impl).
+    #[must_use]
+    pub fn from_entries(entries: Vec<(FileName, V)>) -> SharedMap<V> {
+        entries.into_iter().collect()
     }
 }
 
@@ -359,6 +390,153 @@ pub fn digest_tar_forwarding<R: Read>(
         gate: &gate,
     };
     digest_entries(gated, EntryPolicy::RefuseEscapes, Some(&gate))
+}
+
+/// What a file of a restored tar is compared with: a `metadata` digest ([`Sha256Sum`]: the
+/// digest alone) or a manifest's ([`FileDigest`]: size and digest).
+pub trait ExpectedFile {
+    /// True when `actual` is this file.
+    fn matches(&self, actual: &FileDigest) -> bool;
+    /// The file as [`digest_tar_files`] would have recorded it, for a hard link to it; a
+    /// `metadata` digest has no size, and [`ExpectedFile::matches`] of a [`Sha256Sum`] does
+    /// not compare one.
+    fn as_file(&self) -> FileDigest;
+}
+
+impl ExpectedFile for Sha256Sum {
+    fn matches(&self, actual: &FileDigest) -> bool {
+        *self == actual.sha256
+    }
+
+    fn as_file(&self) -> FileDigest {
+        FileDigest {
+            size: 0,
+            sha256: self.clone(),
+        }
+    }
+}
+
+impl ExpectedFile for FileDigest {
+    fn matches(&self, actual: &FileDigest) -> bool {
+        self == actual
+    }
+
+    fn as_file(&self) -> FileDigest {
+        self.clone()
+    }
+}
+
+/// Checks a tar stream like [`digest_tar_files`] with [`EntryPolicy::RefuseEscapes`] (and with
+/// `forward`, passes it on as [`digest_tar_forwarding`] does) and compares every file with
+/// `expected` as it is read, instead of collecting a second map of every file: what a restore
+/// and a verify need. Returns the names that differ (changed, missing or not expected), sorted
+/// and shown as [`crate::format::bbr_directory::metadata::mismatched_files`] gives them;
+/// empty when every file is the expected one.
+///
+/// # Errors
+/// As [`digest_tar_forwarding`].
+pub fn compare_tar<R: Read, V: ExpectedFile>(
+    reader: R,
+    forward: Option<&mut dyn Write>,
+    expected: &SharedMap<V>,
+) -> Result<Vec<String>, TarDigestError> {
+    let comparison = FileComparison::new(expected);
+    let compared = match forward {
+        Some(writer) => {
+            let gate = RefCell::new(Gate {
+                writer,
+                held: Vec::new(),
+                holding: true,
+            });
+            let gated = GatedReader {
+                reader,
+                gate: &gate,
+            };
+            digest_entries_into(
+                gated,
+                EntryPolicy::RefuseEscapes,
+                Some(&gate),
+                None,
+                comparison,
+            )
+        }
+        None => digest_entries_into(reader, EntryPolicy::RefuseEscapes, None, None, comparison),
+    }?;
+    Ok(compared.finish())
+}
+
+/// Where [`digest_entries_into`] puts every file's digest, and where a hard link finds the
+/// digest of the file it names.
+trait FileSink {
+    /// One regular file (or hard link) of the archive.
+    fn add(&mut self, name: FileName, digest: FileDigest);
+    /// The digest recorded for `name`, if any.
+    fn digest(&self, name: &[u8]) -> Option<FileDigest>;
+}
+
+impl FileSink for FileDigests {
+    fn add(&mut self, name: FileName, digest: FileDigest) {
+        self.insert(name, digest);
+    }
+
+    fn digest(&self, name: &[u8]) -> Option<FileDigest> {
+        self.get(name).cloned()
+    }
+}
+
+/// The files of an archive compared with the expected ones as they come ([`compare_tar`]):
+/// one reference per expected name seen, and the digest of every file that differs, instead
+/// of a map of every file (a million files' map is ~130 MB).
+struct FileComparison<'e, V> {
+    expected: &'e SharedMap<V>,
+    seen: std::collections::HashSet<&'e FileName>,
+    /// Files with another digest than expected, listed twice, or not expected.
+    differing: std::collections::BTreeMap<FileName, FileDigest>,
+}
+
+impl<'e, V: ExpectedFile> FileComparison<'e, V> {
+    fn new(expected: &'e SharedMap<V>) -> Self {
+        FileComparison {
+            expected,
+            seen: std::collections::HashSet::with_capacity(expected.len()),
+            differing: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The names that differ, in the order of their bytes, shown as people read them (as
+    /// `mismatched_files` gives them).
+    fn finish(mut self) -> Vec<String> {
+        if self.seen.len() < self.expected.len() {
+            for name in self.expected.keys() {
+                if !self.seen.contains(name) && !self.differing.contains_key(name) {
+                    self.differing
+                        .insert(name.clone(), self.expected[name].as_file());
+                }
+            }
+        }
+        self.differing.keys().map(ToString::to_string).collect()
+    }
+}
+
+impl<V: ExpectedFile> FileSink for FileComparison<'_, V> {
+    fn add(&mut self, name: FileName, digest: FileDigest) {
+        match self.expected.get_key_value(&name) {
+            Some((key, wanted)) if wanted.matches(&digest) && !self.seen.contains(key) => {
+                self.seen.insert(key);
+            }
+            _ => {
+                self.differing.insert(name, digest);
+            }
+        }
+    }
+
+    fn digest(&self, name: &[u8]) -> Option<FileDigest> {
+        if let Some(digest) = self.differing.get(name) {
+            return Some(digest.clone());
+        }
+        let (key, wanted) = self.expected.get_key_value(name)?;
+        self.seen.contains(key).then(|| wanted.as_file())
+    }
 }
 
 /// One entry as the restore check accepted it, which is what `tar -x` makes of it.
@@ -409,8 +587,18 @@ fn digest_entries_viewed<R: Read>(
     reader: R,
     policy: EntryPolicy,
     gate: Option<&RefCell<Gate<'_>>>,
-    mut view: Option<&mut Vec<CheckedEntry>>,
+    view: Option<&mut Vec<CheckedEntry>>,
 ) -> Result<FileDigests, TarDigestError> {
+    digest_entries_into(reader, policy, gate, view, FileDigests::new())
+}
+
+fn digest_entries_into<R: Read, F: FileSink>(
+    reader: R,
+    policy: EntryPolicy,
+    gate: Option<&RefCell<Gate<'_>>>,
+    mut view: Option<&mut Vec<CheckedEntry>>,
+    mut checksums: F,
+) -> Result<F, TarDigestError> {
     let open_gate = || gate.map_or(Ok(()), |g| g.borrow_mut().open());
     // The blocks between two entries (padding, long names, pax headers, the header), for
     // the long-name check ([`long_names_end_with_nul`]).
@@ -420,7 +608,6 @@ fn digest_entries_viewed<R: Read>(
         between: &between,
     };
     let mut archive = tar::Archive::new(reader);
-    let mut checksums = FileDigests::new();
     // Regular files by their name without `.` components (what a hard link names), for the
     // names that are not `./` and that (GNU tar writes every name so): the others are found
     // in `checksums` itself, not held twice.
@@ -456,7 +643,7 @@ fn digest_entries_viewed<R: Read>(
                 if raw_name.strip_prefix(b"./") != Some(&path[..]) {
                     odd_names.insert(path, digest.clone());
                 }
-                checksums.insert(FileName::new(raw_name.clone()), digest.clone());
+                checksums.add(FileName::new(raw_name.clone()), digest.clone());
                 Some(CheckedKind::File(digest))
             }
             EntryType::Link => {
@@ -465,13 +652,13 @@ fn digest_entries_viewed<R: Read>(
                 let dotted = [&b"./"[..], &path].concat();
                 let digest = odd_names
                     .get(&path)
-                    .or_else(|| checksums.get(&dotted[..]))
                     .cloned()
+                    .or_else(|| checksums.digest(&dotted[..]))
                     .unwrap_or_else(|| FileDigest {
                         size: 0,
                         sha256: Sha256Sum::digest(b""),
                     });
-                checksums.insert(FileName::new(raw_name.clone()), digest);
+                checksums.add(FileName::new(raw_name.clone()), digest);
                 Some(CheckedKind::HardLink(target))
             }
             EntryType::Directory => Some(CheckedKind::Directory),
@@ -1413,6 +1600,112 @@ mod tests {
                 70_000
             );
         }
+    }
+
+    /// A map read from JSON or YAML is the one inserting its entries in order makes (the
+    /// last of a name listed twice wins), built at once.
+    #[test]
+    fn maps_read_in_one_build_keep_the_last_entry_of_a_name() {
+        let json = r#"{"./b": "2", "./a": "1", "./b": "3"}"#;
+        let read: Checksums = serde_json::from_str(json).unwrap();
+        let inserted: std::collections::BTreeMap<FileName, Sha256Sum> =
+            serde_json::from_str(json).unwrap();
+        assert_eq!(*read, inserted);
+        assert_eq!(read[&b"./b"[..]], "3");
+        let yaml: Checksums = yaml_serde::from_str("./b: '2'\n./a: '1'\n./b: '3'\n").unwrap();
+        assert_eq!(yaml, read);
+        let empty: Checksums = yaml_serde::from_str("{}").unwrap();
+        assert!(empty.is_empty());
+        assert!(serde_json::from_str::<Checksums>("[1]").is_err());
+    }
+
+    /// `compare_tar` gives what `mismatched_files` of the collected map gives, forwarding or
+    /// not, against `metadata`'s digests and a manifest's sizes and digests; hard links get
+    /// the digest of the file they name.
+    #[test]
+    fn comparing_as_the_files_come_finds_what_comparing_the_maps_finds() {
+        use crate::format::bbr_directory::metadata::mismatched_files;
+        let mut builder = tar::Builder::new(Vec::new());
+        append_raw(&mut builder, "./", EntryType::Directory, "");
+        append_file(&mut builder, "./a", b"hello");
+        append_file(&mut builder, "./b", b"world");
+        append_raw(&mut builder, "./hard", EntryType::Link, "./a");
+        append_raw(&mut builder, "./hard-b", EntryType::Link, "./b");
+        let bytes = builder.into_inner().unwrap();
+        let actual = digest_tar_files(&bytes[..], EntryPolicy::RefuseEscapes).unwrap();
+        let edits: [&dyn Fn(&mut FileDigests); 6] = [
+            &|_| {},
+            &|files| files.get_mut(&b"./b"[..]).unwrap().sha256 = Sha256Sum::digest(b"other"),
+            &|files| files.get_mut(&b"./a"[..]).unwrap().size = 4,
+            &|files| {
+                files.remove(&b"./hard"[..]);
+            },
+            &|files| {
+                let a = files[&b"./a"[..]].clone();
+                files.insert(FileName::from("./missing"), a);
+            },
+            &|files| files.get_mut(&b"./hard-b"[..]).unwrap().sha256 = Sha256Sum::digest(b""),
+        ];
+        for (number, edit) in edits.iter().enumerate() {
+            let mut expected = actual.clone();
+            edit(&mut expected);
+            let digests: Checksums = expected
+                .iter()
+                .map(|(name, file)| (name.clone(), file.sha256.clone()))
+                .collect();
+            let by_digest = mismatched_files(&digests, &actual);
+            let by_file: Vec<String> = if expected == actual {
+                Vec::new()
+            } else {
+                let mut names: Vec<&FileName> = expected
+                    .iter()
+                    .filter(|(name, file)| actual.get(*name) != Some(*file))
+                    .map(|(name, _)| name)
+                    .chain(actual.keys().filter(|name| !expected.contains_key(*name)))
+                    .collect();
+                names.sort();
+                names.iter().map(ToString::to_string).collect()
+            };
+            assert_eq!(compare_tar(&bytes[..], None, &digests).unwrap(), by_digest);
+            assert_eq!(compare_tar(&bytes[..], None, &expected).unwrap(), by_file);
+            let mut forwarded = Vec::new();
+            let compared = compare_tar(Trickle(&bytes), Some(&mut forwarded), &expected).unwrap();
+            assert_eq!(compared, by_file, "edit {number}");
+            assert_eq!(forwarded, bytes);
+            assert_eq!(
+                number == 0,
+                by_file.is_empty(),
+                "edit {number}: {by_file:?}"
+            );
+        }
+        // Names that are not UTF-8 come in the order of their bytes, as `mismatched_files`
+        // lists them (`./a~` before `./a\xff`, which reads `./a\\xff`).
+        let mut odd = tar::Builder::new(Vec::new());
+        append_mode(&mut odd, b"./a\xff", EntryType::Regular, "", 0o644, b"1");
+        append_mode(&mut odd, b"./a~", EntryType::Regular, "", 0o644, b"2");
+        let odd_bytes = odd.into_inner().unwrap();
+        let nothing = Checksums::new();
+        let odd_actual = digest_tar(&odd_bytes[..], EntryPolicy::RefuseEscapes).unwrap();
+        assert_eq!(
+            compare_tar(&odd_bytes[..], None, &nothing).unwrap(),
+            mismatched_files(&nothing, &odd_actual)
+        );
+        assert_eq!(
+            compare_tar(&odd_bytes[..], None, &nothing).unwrap(),
+            vec!["./a~", "./a\\xff"]
+        );
+        // A size only a manifest records is not compared with `metadata`'s digests.
+        let mut sized = actual.clone();
+        sized.get_mut(&b"./a"[..]).unwrap().size = 4;
+        assert_eq!(compare_tar(&bytes[..], None, &sized).unwrap(), vec!["./a"]);
+        // Unsafe entries are refused as by the collecting reader.
+        let mut unsafe_tar = tar::Builder::new(Vec::new());
+        append_raw(&mut unsafe_tar, "./escape", EntryType::Symlink, "../../etc");
+        let unsafe_bytes = unsafe_tar.into_inner().unwrap();
+        assert!(matches!(
+            compare_tar(&unsafe_bytes[..], None, &actual),
+            Err(TarDigestError::UnsafeEntry { .. })
+        ));
     }
 
     #[test]

@@ -278,6 +278,36 @@ pub(crate) async fn get_record(
     Ok(data)
 }
 
+/// The sha256 (hex) of a record as [`get_record`] would read it, hashed as it arrives instead
+/// of held whole (a million files' `metadata` is ~100 MB); refused past [`RECORD_LIMIT`] as
+/// [`get_record`] refuses it.
+///
+/// # Errors
+/// As [`get_record`].
+pub(crate) async fn hash_record(
+    store: &dyn ArtifactStore,
+    key: &ObjectKey,
+    version: Option<&str>,
+) -> Result<String, Error> {
+    use sha2::Digest;
+    let mut stream = store.get(key, version).await?;
+    let mut hasher = sha2::Sha256::new();
+    let mut length = 0_u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        length = length.saturating_add(chunk.len() as u64);
+        if length > RECORD_LIMIT {
+            return Err(StoredBackupError::RecordTooLarge {
+                key: key.to_string(),
+                limit: RECORD_LIMIT,
+            }
+            .into());
+        }
+        hasher.update(&chunk);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// A blocking reader of a stored object (for the digest and upload threads).
 #[derive(Debug)]
 pub struct StoreReader {
@@ -1024,9 +1054,30 @@ mod tests {
         );
         text.truncate(usize::try_from(RECORD_LIMIT).unwrap());
         std::fs::write(&manifest_path, &text).unwrap();
-        read_manifest(store.as_ref(), "cf", "20240102T030405Z")
+        let manifest = read_manifest(store.as_ref(), "cf", "20240102T030405Z")
             .await
             .unwrap();
+        // The `metadata` object is hashed as it arrives, and refused past the same limit.
+        read::verify_metadata(store.as_ref(), &manifest)
+            .await
+            .unwrap();
+        let metadata_path = dir.path().join("cf/20240102T030405Z/metadata");
+        let mut metadata = std::fs::read(&metadata_path).unwrap();
+        metadata.resize(usize::try_from(RECORD_LIMIT).unwrap() + 1, b' ');
+        std::fs::write(&metadata_path, &metadata).unwrap();
+        let error = read::verify_metadata(store.as_ref(), &manifest)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::StoredBackup(StoredBackupError::RecordTooLarge { key, .. }) if key.ends_with("/metadata")),
+            "{error}"
+        );
+        metadata.truncate(usize::try_from(RECORD_LIMIT).unwrap());
+        std::fs::write(&metadata_path, &metadata).unwrap();
+        let error = read::verify_metadata(store.as_ref(), &manifest)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("sha256"), "{error}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

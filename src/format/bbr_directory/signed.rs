@@ -12,6 +12,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::metadata_read::parse_metadata;
 use super::{ArtifactError, BackupDirectory, BackupMetadata};
 use crate::error::Error;
 use crate::format::signature::{
@@ -131,7 +132,7 @@ pub fn read_signed_metadata(path: &Path, trusted: &TrustedKeys) -> Result<Backup
     }
     let text = String::from_utf8(metadata_bytes)
         .map_err(|_| changed("metadata", "it is not UTF-8 text"))?;
-    let metadata = BackupMetadata::parse(&text).map_err(|detail| ArtifactError::BadMetadata {
+    let metadata = parse_metadata(&text).map_err(|detail| ArtifactError::BadMetadata {
         path: metadata_path,
         detail,
     })?;

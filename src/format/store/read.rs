@@ -22,10 +22,10 @@ use tokio::sync::mpsc;
 
 use super::segment::check_segment_list;
 use super::signed::read_manifest_trusted;
-use super::{get_record, invalid_name, tar_reader, StoreReader};
+use super::{get_record, hash_record, invalid_name, tar_reader, StoreReader};
 use crate::error::{Error, RunErrors, StoredBackupError};
 use crate::format::bbr_directory::metadata::{BackupMetadata, Checksums};
-use crate::format::digest::{digest_tar_files, digest_tar_forwarding, EntryPolicy, FileDigests};
+use crate::format::digest::{compare_tar, FileDigests};
 use crate::format::encryption::{DecryptFailure, Identities, AGE_HEADER, AGE_X25519};
 use crate::format::hashing::HashingReader;
 use crate::format::manifest::{
@@ -439,13 +439,13 @@ pub async fn verify_artifacts(
 /// A missing or damaged object.
 pub async fn verify_metadata(store: &dyn ArtifactStore, manifest: &Manifest) -> Result<(), Error> {
     let key = ObjectKey::parse(&manifest.metadata.key).map_err(invalid_name)?;
-    let data = get_record(store, &key, manifest.metadata.version.as_deref())
+    let sha256 = hash_record(store, &key, manifest.metadata.version.as_deref())
         .await
         .map_err(|e| match e {
             Error::Store(e) => damaged(&manifest.metadata.key, &e.to_string()),
             other => other,
         })?;
-    if hex::encode(Sha256::digest(&data)) != manifest.metadata.sha256 {
+    if sha256 != manifest.metadata.sha256 {
         return Err(damaged(
             &manifest.metadata.key,
             "its sha256 does not match the manifest",
@@ -804,7 +804,7 @@ fn check_object_stream(
                 plain_limit: expected.plain_limit(),
                 stream_size,
             };
-            digest_stored(&mut hashing, &layers, identities, forward).map(Some)
+            digest_stored(&mut hashing, &layers, identities, forward, &expected.files).map(Some)
         }
     }
     .map_err(|detail| damaged(&expected.key, &detail));
@@ -817,7 +817,7 @@ fn check_object_stream(
             "its sha256 does not match the manifest",
         ));
     }
-    if files.is_some_and(|files| files != expected.files) {
+    if files.is_some_and(|mismatched| !mismatched.is_empty()) {
         return Err(damaged(
             &expected.key,
             "the files inside do not match the manifest",
@@ -870,16 +870,12 @@ fn check_segments_stream(
         } else {
             Box::new(&mut plain)
         };
-        match forward {
-            Some(writer) => digest_tar_forwarding(tar, writer),
-            None => digest_tar_files(tar, EntryPolicy::RefuseEscapes),
-        }
-        .map_err(|e| e.to_string())
+        compare_tar(tar, forward, &expected.files).map_err(|e| e.to_string())
     };
     // The rest (the tar's end blocks) is read too, so every segment is checked to its end.
-    let files = files.and_then(|files| {
+    let mismatched = files.and_then(|mismatched| {
         io::copy(&mut plain, &mut io::sink())
-            .map(|_| files)
+            .map(|_| mismatched)
             .map_err(|e| e.to_string())
     });
     let taken = failure
@@ -889,8 +885,8 @@ fn check_segments_stream(
     if let Some(error) = taken {
         return Err(error);
     }
-    let files = files.map_err(|detail| damaged(&expected.key, &detail))?;
-    if files != expected.files {
+    let mismatched = mismatched.map_err(|detail| damaged(&expected.key, &detail))?;
+    if !mismatched.is_empty() {
         return Err(damaged(
             &expected.key,
             "the files inside do not match the manifest",
@@ -1069,14 +1065,16 @@ struct StoredLayers {
 }
 
 /// Decrypts (when encrypted), decompresses and digests every file of a stored artifact
-/// (a streamed one read as its one-file tar), passing the tar stream on to `forward` when
+/// (a streamed one read as its one-file tar) and compares it with `expected`
+/// ([`compare_tar`]: the names that differ), passing the tar stream on to `forward` when
 /// given; the decompressed bytes stop at the manifest's limit ([`PlainLimit`]).
 fn digest_stored<R: Read + Send>(
     stored: R,
     layers: &StoredLayers,
     identities: &Identities,
     forward: Option<&mut dyn Write>,
-) -> Result<FileDigests, String> {
+    expected: &FileDigests,
+) -> Result<Vec<String>, String> {
     let plain: Box<dyn Read + Send + '_> = if layers.encrypted {
         Box::new(identities.decrypt(stored).map_err(|e| e.to_string())?)
     } else {
@@ -1088,11 +1086,7 @@ fn digest_stored<R: Read + Send>(
     if let Some(size) = layers.stream_size {
         tar = Box::new(crate::format::stream::OneFileTar::new(tar, size));
     }
-    match forward {
-        Some(writer) => digest_tar_forwarding(tar, writer),
-        None => digest_tar_files(tar, EntryPolicy::RefuseEscapes),
-    }
-    .map_err(|e| e.to_string())
+    compare_tar(tar, forward, expected).map_err(|e| e.to_string())
 }
 
 /// The decompressed bytes of a stored artifact, refused as soon as they pass the manifest's
