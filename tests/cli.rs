@@ -539,6 +539,15 @@ fn repository_urls_and_password_files_are_named_in_their_errors() {
         "list",
     ]);
     insta::assert_snapshot!("backups_list_given_a_repository", plain.all());
+    let flag = work.cairn(&[
+        "backups",
+        "--store",
+        &format!("repo+file://{}", missing.display()),
+        "list",
+        "--repository-password-file",
+        "/nonexistent/cairn-password",
+    ]);
+    insta::assert_snapshot!("backups_list_password_file_missing", flag.all());
 }
 
 #[test]

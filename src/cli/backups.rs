@@ -34,7 +34,7 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         .url(true)
         .ok_or_else(|| UsageError("--store flag is required (or set CAIRN_STORE).".into()))?;
     if url.starts_with("repo+") {
-        return repository_catalog(args.action, &url).await;
+        return repository_catalog(args.action, &url, &args.store).await;
     }
     let store = cairn::format::store::open_store(&url).await?;
     let json = args.json;
@@ -152,7 +152,11 @@ async fn warn_left_behind(store: &dyn cairn_store::ArtifactStore, deployment: &s
 
 /// `backups list|show` on a repository (`--store repo+…`): one line per complete backup, and
 /// one line per artifact of one backup with its snapshot (for `restic restore`).
-async fn repository_catalog(action: BackupsAction, url: &str) -> anyhow::Result<i32> {
+async fn repository_catalog(
+    action: BackupsAction,
+    url: &str,
+    store: &super::args::StoreArgs,
+) -> anyhow::Result<i32> {
     use cairn::format::repository::read;
     if !matches!(
         action,
@@ -168,7 +172,7 @@ async fn repository_catalog(action: BackupsAction, url: &str) -> anyhow::Result<
         ))
         .into());
     }
-    let password = super::store::repository_password()?;
+    let password = super::store::repository_password(store)?;
     match action {
         BackupsAction::List { deployment, .. } => {
             let backups = read::list_backups(url, &password, deployment.as_deref()).await?;
