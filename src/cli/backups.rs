@@ -4,8 +4,8 @@
 mod delete;
 mod list;
 mod prune;
-mod repository;
 mod report;
+mod repository;
 mod show;
 mod verify;
 

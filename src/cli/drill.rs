@@ -281,7 +281,9 @@ async fn repository_source<'a>(args: &DrillArgs, url: &str) -> anyhow::Result<Dr
             let backups =
                 cairn::format::repository::read::list_backups(url, &password, Some(deployment))
                     .await?;
-            let Some(newest) = backups.into_iter().max_by(|a, b| a.backup_id.cmp(&b.backup_id))
+            let Some(newest) = backups
+                .into_iter()
+                .max_by(|a, b| a.backup_id.cmp(&b.backup_id))
             else {
                 anyhow::bail!(
                     "There is no complete backup of deployment {deployment} in {url}; see `cairn backups list` with the same --store"

@@ -34,9 +34,7 @@ pub(super) async fn run(
     match action {
         BackupsAction::List { deployment, .. } => list(url, &password, deployment.as_deref()).await,
         BackupsAction::Show { id, .. } => show(url, &password, &id).await,
-        BackupsAction::Verify { id, .. } => {
-            verify(url, &password, &id.unwrap_or_default()).await
-        }
+        BackupsAction::Verify { id, .. } => verify(url, &password, &id.unwrap_or_default()).await,
         BackupsAction::Delete { id, trust, signing } => {
             ignored_keys(!trust.trusted_key.is_empty(), signing.signing_key.is_some());
             delete(url, &password, &id).await
@@ -189,8 +187,7 @@ impl Prune<'_> {
         let (deleted, failure) = if self.output.dry_run || doomed.is_empty() {
             (None, None)
         } else {
-            match catalog::delete_backups(self.url, self.password, self.deployment, &doomed).await
-            {
+            match catalog::delete_backups(self.url, self.password, self.deployment, &doomed).await {
                 Ok(deleted) => (Some(deleted), None),
                 Err(error) => (None, Some(error.to_string())),
             }
@@ -234,7 +231,10 @@ impl Prune<'_> {
             eprintln!("Cannot delete the pruned backups' snapshots: {detail}");
             code = 1;
         } else {
-            let ignoring = self.output.dry_run.then_some((self.deployment, &doomed[..]));
+            let ignoring = self
+                .output
+                .dry_run
+                .then_some((self.deployment, &doomed[..]));
             match catalog::prune_data(self.url, self.password, self.keep_marked, ignoring).await {
                 Ok(data) => say(&self.data_line(&data)),
                 Err(error) => {
