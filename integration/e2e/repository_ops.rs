@@ -147,6 +147,27 @@ fn prune_keeps_the_right_snapshots_and_later_deletes_the_packs_only_the_pruned_b
     let url = format!("repo+file://{}", root.display());
     let password = password_file(work.root(), "password", "correct horse", 0o600);
     created_id(&repo(work.path(), &["init"], &url, &password));
+    // pre-backup-check opens the repository: the password is checked before the night.
+    let check = on_bed(
+        &bed,
+        work.path(),
+        &password,
+        &["pre-backup-check", "--store", &url],
+    );
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let wrong = password_file(work.root(), "wrong", "battery staple", 0o600);
+    let check = on_bed(
+        &bed,
+        work.path(),
+        &wrong,
+        &["pre-backup-check", "--store", &url],
+    );
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(
+        text(&check).contains("The repository password does not open the repository"),
+        "{}",
+        text(&check)
+    );
 
     let mut trees = Vec::new();
     let mut packs_of = Vec::new();
