@@ -223,7 +223,7 @@ fn prune_keeps_the_right_snapshots_and_later_deletes_the_packs_only_the_pruned_b
         stdout.contains(&format!("keep testbed/{} (last, newest verified)", ids[2])),
         "{stdout}"
     );
-    assert!(stdout.contains("would mark for deletion"), "{stdout}");
+    assert!(stdout.contains("would be marked for deletion"), "{stdout}");
     assert!(
         stdout.contains(
             "summary testbed (dry run, nothing deleted): 3 backups, 2 kept, 1 would be deleted"

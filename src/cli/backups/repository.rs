@@ -293,7 +293,7 @@ impl Prune<'_> {
             .to_string();
         }
         let (mark, delete, repack) = if self.output.dry_run {
-            ("would mark", "would delete", "would repack")
+            ("would be marked", "would be deleted", "would be repacked")
         } else {
             ("marked", "deleted", "repacked")
         };
@@ -326,5 +326,56 @@ impl Prune<'_> {
         }
         text.push_str(&format!("; {} packs kept", data.packs_kept));
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_line_says_what_was_marked_deleted_and_repacked() {
+        let password = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(password.path(), "pw\n").unwrap();
+        let password = RepositoryPassword::read(password.path()).unwrap();
+        let mut prune = Prune {
+            url: "repo+file:///srv/repo",
+            password: &password,
+            deployment: "cf",
+            output: PruneOutput {
+                dry_run: false,
+                json: false,
+            },
+            keep_marked: DEFAULT_KEEP_MARKED,
+        };
+        let data = DataPruned {
+            packs_marked: 4,
+            bytes_marked: 3 << 20,
+            packs_deleted: 2,
+            bytes_deleted: 1 << 20,
+            packs_waiting: 1,
+            packs_repacked: 2,
+            bytes_repacked: 2048,
+            packs_unindexed: 0,
+            packs_kept: 9,
+        };
+        assert_eq!(
+            prune.data_line(&data),
+            "repository repo+file:///srv/repo: 4 packs no longer used (3.0 MiB) marked for deletion; 2 packs marked by an earlier prune at least 23h ago deleted (1.0 MiB), 1 marked packs wait for a later prune; 2 partly used packs repacked (2.0 KiB unused dropped); 9 packs kept"
+        );
+        prune.output.dry_run = true;
+        let quiet = DataPruned {
+            packs_kept: 3,
+            ..DataPruned::default()
+        };
+        assert_eq!(
+            prune.data_line(&quiet),
+            "repository repo+file:///srv/repo: 0 packs no longer used (0 B) would be marked for deletion; 0 packs marked by an earlier prune at least 23h ago would be deleted (0 B); 3 packs kept"
+        );
+        prune.output.json = true;
+        let json: serde_json::Value = serde_json::from_str(&prune.data_line(&data)).unwrap();
+        assert_eq!(json["type"], "repository");
+        assert_eq!(json["packs_deleted"], 2);
+        assert_eq!(json["keep_marked_seconds"], 82_800);
     }
 }
