@@ -539,6 +539,29 @@ fn repository_urls_and_password_files_are_named_in_their_errors() {
         "list",
     ]);
     insta::assert_snapshot!("backups_list_given_a_repository", plain.all());
+    let flag = work.cairn(&[
+        "backups",
+        "--store",
+        &format!("repo+file://{}", missing.display()),
+        "list",
+        "--repository-password-file",
+        "/nonexistent/cairn-password",
+    ]);
+    insta::assert_snapshot!("backups_list_password_file_missing", flag.all());
+    std::fs::create_dir(&missing).unwrap();
+    let plain_prune = work.cairn(&[
+        "backups",
+        "--store",
+        &format!("file://{}", missing.display()),
+        "prune",
+        "-d",
+        "redis",
+        "--keep-last",
+        "1",
+        "--keep-marked",
+        "1h",
+    ]);
+    insta::assert_snapshot!("prune_keep_marked_on_a_plain_store", plain_prune.all());
 }
 
 #[test]

@@ -200,12 +200,12 @@ fn plain_store_commands_say_repositories_are_not_yet_supported() {
     let url = format!("repo+file://{}", root.display());
     let output = run(
         work.path(),
-        &["backups", "--store", &url, "delete", "testbed/x"],
+        &["backups", "--store", &url, "report", "--json"],
     );
     assert_ne!(output.status.code(), Some(0), "{}", text(&output));
     assert!(
         text(&output).contains(&format!(
-            "This `cairn backups` command does not support repositories yet (--store {url})"
+            "`cairn backups report` does not support repositories yet (--store {url})"
         )),
         "{}",
         text(&output)

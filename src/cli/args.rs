@@ -300,6 +300,11 @@ pub(crate) struct StoreArgs {
     /// az://account/container/prefix, gs://bucket/prefix or file:///dir [env: CAIRN_STORE]
     #[arg(long, value_name = "URL", global = true)]
     pub store: Option<String>,
+    /// File holding the password of a repository store (repo+URL), on one line (mode 0600,
+    /// or 0640 for a group that only reads). Never give the password itself.
+    /// [env: CAIRN_REPOSITORY_PASSWORD_FILE]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub repository_password_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -314,7 +319,20 @@ impl StoreArgs {
             })
             .filter(|s| !s.is_empty())
     }
+
+    /// The repository password file: the flag, else `CAIRN_REPOSITORY_PASSWORD_FILE` (the
+    /// config file's `repository_password_file` fills the flag when neither is set).
+    pub(crate) fn repository_password_file(&self) -> Option<PathBuf> {
+        self.repository_password_file.clone().or_else(|| {
+            std::env::var_os(REPOSITORY_PASSWORD_FILE_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+    }
 }
+
+/// The variable naming the repository password file when the flag is not given.
+pub(crate) const REPOSITORY_PASSWORD_FILE_ENV: &str = "CAIRN_REPOSITORY_PASSWORD_FILE";
 
 /// `pre-backup-check` flags.
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod delete;
 mod list;
 mod prune;
 mod report;
+mod repository;
 mod show;
 mod verify;
 
@@ -12,7 +13,6 @@ use cairn::catalog::retention::RetentionPolicy;
 use cairn::format::encryption::Identities;
 
 use super::args::{BackupsAction, BackupsArgs, UsageError};
-use super::output::say;
 
 /// Runs a `backups` subcommand; returns the exit code.
 pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
@@ -34,7 +34,7 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
         .url(true)
         .ok_or_else(|| UsageError("--store flag is required (or set CAIRN_STORE).".into()))?;
     if url.starts_with("repo+") {
-        return repository_catalog(args.action, &url).await;
+        return repository::run(args.action, &url, &args.store, args.json).await;
     }
     let store = cairn::format::store::open_store(&url).await?;
     let json = args.json;
@@ -102,7 +102,14 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
             allow_unencrypted,
             trust,
             signing,
+            keep_marked,
         } => {
+            if keep_marked.is_some() {
+                return Err(UsageError(
+                    "--keep-marked applies to repositories (repo+ stores) only: a plain store's prune deletes a backup's objects at once.".into(),
+                )
+                .into());
+            }
             let identities = Identities::load(&identity)
                 .map_err(UsageError)?
                 .allowing_unencrypted(allow_unencrypted);
@@ -147,82 +154,5 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
 async fn warn_left_behind(store: &dyn cairn_store::ArtifactStore, deployment: &str) {
     for line in cairn::workflow::left_behind_report(store, deployment).await {
         eprintln!("warning: {line}");
-    }
-}
-
-/// `backups list|show` on a repository (`--store repo+…`): one line per complete backup, and
-/// one line per artifact of one backup with its snapshot (for `restic restore`).
-async fn repository_catalog(action: BackupsAction, url: &str) -> anyhow::Result<i32> {
-    use cairn::format::repository::read;
-    if !matches!(
-        action,
-        BackupsAction::List { .. }
-            | BackupsAction::Show { .. }
-            | BackupsAction::Verify {
-                artifact_path: None,
-                ..
-            }
-    ) {
-        return Err(UsageError(format!(
-            "This `cairn backups` command does not support repositories yet (--store {url}); `list`, `show` and `verify` do, and `cairn repo check` checks the whole repository."
-        ))
-        .into());
-    }
-    let password = super::store::repository_password()?;
-    match action {
-        BackupsAction::List { deployment, .. } => {
-            let backups = read::list_backups(url, &password, deployment.as_deref()).await?;
-            for backup in &backups {
-                say(&format!(
-                    "{}/{}  record {}",
-                    backup.deployment,
-                    backup.backup_id,
-                    &backup.record[..8]
-                ));
-            }
-            if backups.is_empty() {
-                say(&format!("No complete backups in {url}"));
-            }
-            Ok(0)
-        }
-        BackupsAction::Show { id, .. } => {
-            let (deployment, id) = super::store::split_backup_id(&id, None)?;
-            let record = read::read_record(url, &password, &deployment, Some(&id)).await?;
-            say(&format!(
-                "{}/{}: {} artifacts",
-                record.deployment,
-                record.backup_id,
-                record.artifacts.len()
-            ));
-            for artifact in &record.artifacts {
-                say(&format!(
-                    "{}  snapshot {}  {} bytes",
-                    artifact.name, artifact.snapshot, artifact.file_bytes
-                ));
-            }
-            Ok(0)
-        }
-        BackupsAction::Verify { id, .. } => {
-            let (deployment, id) = super::store::split_backup_id(&id.unwrap_or_default(), None)?;
-            let (record, findings) = read::verify_backup(url, &password, &deployment, &id).await?;
-            for finding in &findings {
-                let level = if finding.error { "error" } else { "warning" };
-                say(&format!("{level}: {}", finding.text));
-            }
-            let errors = findings.iter().filter(|f| f.error).count();
-            if errors == 0 {
-                say(&format!(
-                    "Backup {deployment}/{id} in {url}: verified ({} artifacts, every pack they use read)",
-                    record.artifacts.len()
-                ));
-                Ok(0)
-            } else {
-                say(&format!(
-                    "Backup {deployment}/{id} in {url}: {errors} errors"
-                ));
-                Ok(1)
-            }
-        }
-        _ => unreachable!("refused above"),
     }
 }

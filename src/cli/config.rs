@@ -25,6 +25,7 @@
 //! trusted_keys = ["/etc/cairn/backup.pub"]       # --trusted-key (restore, drill, verify, prune, delete)
 //! password_file = "/etc/cairn/director.secret"   # --password-file (deployment mode; below BOSH_CLIENT_SECRET)
 //! private_key_passphrase_file = "/etc/cairn/ssh.passphrase"  # --private-key-passphrase-file
+//! repository_password_file = "/etc/cairn/repo.secret"  # --repository-password-file (repo+ stores)
 //! encrypt_to = ["age1..."]                       # --encrypt-to, for backups into a store
 //! require_encryption = true                      # --require-encryption
 //! allow_unencrypted = false                      # --allow-unencrypted
@@ -121,6 +122,10 @@ pub(crate) struct ConfigFile {
     pub password_file: Option<PathBuf>,
     /// Default `--private-key-passphrase-file`.
     pub private_key_passphrase_file: Option<PathBuf>,
+    /// Default `--repository-password-file` (a `repo+` store's password), when neither the
+    /// flag nor `CAIRN_REPOSITORY_PASSWORD_FILE` names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_password_file: Option<PathBuf>,
     /// Default `--notify-url` values.
     pub notify_url: Option<OneOrMany>,
     /// Default `--notify-format` values.
@@ -385,6 +390,7 @@ pub(crate) fn apply(cli: &mut Cli, config: &ConfigFile) {
             args.restore_parallelism = args.restore_parallelism.or(config.restore_parallelism);
             apply_common(&mut args.common, config);
             apply_trust(&mut args.trust, config);
+            apply_repository_password(&mut args.store, config);
             if args.backup.is_none() && args.latest.is_none() {
                 apply_signing(&mut args.signing, config);
                 apply_drill_backup(args, config);
@@ -524,11 +530,23 @@ fn apply_drill_backup(args: &mut DrillArgs, config: &ConfigFile) {
     }
 }
 
-/// The store from the file counts only when neither `--store` nor `CAIRN_STORE` is set.
+/// The store from the file counts only when neither `--store` nor `CAIRN_STORE` is set; so
+/// does its repository password file.
 fn apply_store(store: &mut StoreArgs, config: &ConfigFile) {
     let env_set = std::env::var("CAIRN_STORE").is_ok_and(|v| !v.is_empty());
     if store.store.is_none() && !env_set {
         store.store.clone_from(&config.store);
+    }
+    apply_repository_password(store, config);
+}
+
+/// `repository_password_file` from the file, when neither `--repository-password-file` nor
+/// `CAIRN_REPOSITORY_PASSWORD_FILE` names one.
+fn apply_repository_password(store: &mut StoreArgs, config: &ConfigFile) {
+    if store.repository_password_file().is_none() {
+        store
+            .repository_password_file
+            .clone_from(&config.repository_password_file);
     }
 }
 
@@ -672,6 +690,48 @@ mod tests {
         if std::env::var("CAIRN_STORE").is_err() {
             assert_eq!(backup.store.store.as_deref(), Some("file:///from-config"));
         }
+    }
+
+    #[test]
+    fn the_repository_password_file_comes_from_the_flag_then_the_file() {
+        if std::env::var_os("CAIRN_REPOSITORY_PASSWORD_FILE").is_some() {
+            return;
+        }
+        let config: ConfigFile =
+            toml::from_str("repository_password_file = \"/etc/cairn/repo.secret\"\n").unwrap();
+        let password_file = |args: &[&str]| {
+            let mut cli = parse(args);
+            apply(&mut cli, &config);
+            match cli.command {
+                Command::Backups(backups) => backups.store.repository_password_file,
+                Command::Repo(repo) => repo.store.repository_password_file,
+                Command::Drill(drill) => drill.store.repository_password_file,
+                Command::Deployment(args) => match args.action {
+                    Action::Backup(backup) => backup.store.repository_password_file,
+                    Action::Restore(restore) => restore.store.repository_password_file,
+                    _ => panic!(),
+                },
+                _ => panic!(),
+            }
+        };
+        let from_file = Some(PathBuf::from("/etc/cairn/repo.secret"));
+        for args in [
+            &["backups", "list"][..],
+            &["repo", "check"],
+            &["deployment", "backup"],
+            &["deployment", "restore", "--latest"],
+            &["drill", "--target-inventory", "t.yml", "--latest", "d"],
+        ] {
+            assert_eq!(password_file(args), from_file, "{args:?}");
+        }
+        assert_eq!(
+            password_file(&["backups", "--repository-password-file", "/mine", "list"]),
+            Some(PathBuf::from("/mine"))
+        );
+        assert_eq!(
+            password_file(&["repo", "check", "--repository-password-file", "/mine"]),
+            Some(PathBuf::from("/mine"))
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use anyhow::Context;
 use cairn::format::bbr_directory::sink::BbrDirectorySink;
 use cairn::format::encryption::{Identities, Recipients};
+use cairn::format::repository::read::RepositorySource;
+use cairn::format::repository::write::RepositorySink;
 use cairn::format::store::write::Signing;
 use cairn::format::store::{StoreSink, StoreSource};
 use cairn::model::deployment::Target;
@@ -127,6 +129,15 @@ fn check_flags(args: &DrillArgs, has_store: bool, existing: bool) -> anyhow::Res
             "Give either --artifact-path or --store, not both.".into()
         ));
     }
+    let repository = args
+        .store
+        .url(args.artifact_path.is_none())
+        .is_some_and(|url| url.starts_with("repo+"));
+    if repository && !args.encrypt_to.is_empty() {
+        anyhow::bail!(UsageError(
+            "--encrypt-to encrypts a backup in a plain store; a repository (repo+) encrypts everything with its password already.".into()
+        ));
+    }
     if !args.encrypt_to.is_empty() {
         if !has_store {
             anyhow::bail!(super::args::encrypt_needs_store());
@@ -188,6 +199,19 @@ async fn drill_source<'a>(
         None => None,
     };
     Ok(match (source_target, store_url) {
+        (Some(source), Some(url)) if url.starts_with("repo+") => {
+            if signing_key.is_some() {
+                tracing::warn!("--signing-key does not apply to a repository (its snapshots are authenticated with the repository key); ignored");
+            }
+            DrillSource::NewBackup {
+                target: source,
+                sink: Arc::new(RepositorySink {
+                    url: url.to_string(),
+                    password: Arc::new(super::store::repository_password(&args.store)?),
+                }),
+                manifest,
+            }
+        }
         (Some(source), Some(url)) => {
             let mut sink = store_sink(url, args, recipients).await?;
             sink.identities = identities;
@@ -223,6 +247,9 @@ async fn stored_source<'a>(
     url: &str,
     identities: Identities,
 ) -> anyhow::Result<DrillSource<'a>> {
+    if url.starts_with("repo+") {
+        return repository_source(args, url).await;
+    }
     let store = cairn::format::store::open_store(url).await?;
     let trusted = args.trust.load()?;
     let (deployment, backup_id) = super::store::stored_backup_id(
@@ -239,6 +266,39 @@ async fn stored_source<'a>(
             backup_id: backup_id.clone(),
             identities,
             trusted,
+        }),
+        deployment,
+        backup_id,
+    })
+}
+
+/// The backup of `--backup DEPLOYMENT/ID` or `--latest DEPLOYMENT` in a repository.
+async fn repository_source<'a>(args: &DrillArgs, url: &str) -> anyhow::Result<DrillSource<'a>> {
+    let password = super::store::repository_password(&args.store)?;
+    let (deployment, backup_id) = match (args.backup.as_deref(), args.latest.as_deref()) {
+        (Some(id), _) => super::store::split_backup_id(id, None)?,
+        (None, Some(deployment)) => {
+            let backups =
+                cairn::format::repository::read::list_backups(url, &password, Some(deployment))
+                    .await?;
+            let Some(newest) = backups
+                .into_iter()
+                .max_by(|a, b| a.backup_id.cmp(&b.backup_id))
+            else {
+                anyhow::bail!(
+                    "There is no complete backup of deployment {deployment} in {url}; see `cairn backups list` with the same --store"
+                );
+            };
+            (deployment.to_string(), newest.backup_id)
+        }
+        (None, None) => unreachable!("--backup or --latest"),
+    };
+    Ok(DrillSource::Stored {
+        source: Arc::new(RepositorySource {
+            url: url.to_string(),
+            password: Arc::new(password),
+            deployment: deployment.clone(),
+            backup_id: Some(backup_id.clone()),
         }),
         deployment,
         backup_id,

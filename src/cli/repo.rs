@@ -2,23 +2,17 @@
 //! from a file only (`--repository-password-file` or `CAIRN_REPOSITORY_PASSWORD_FILE`), never
 //! from the command line, and is never printed.
 
-use std::path::PathBuf;
-
 use cairn::format::repository;
 
 use super::args::{RepoAction, RepoArgs, UsageError};
 use super::output::say;
-
-/// The variable naming the password file when the flag is not given.
-pub(crate) const PASSWORD_FILE_ENV: &str = "CAIRN_REPOSITORY_PASSWORD_FILE";
 
 /// Runs a `repo` subcommand; returns the exit code.
 pub(crate) async fn run(args: RepoArgs) -> anyhow::Result<i32> {
     let url = args.store.url(true).ok_or_else(|| {
         UsageError("--store flag is required (or set CAIRN_STORE): the repository, e.g. repo+s3://BUCKET/PREFIX or repo+file:///DIR.".into())
     })?;
-    let password_file = password_file(args.repository_password_file)?;
-    let password = repository::read_password(&password_file)?;
+    let password = super::store::repository_password(&args.store)?;
     match args.action {
         RepoAction::Init { allow_unversioned } => {
             let versioning = if allow_unversioned {
@@ -63,18 +57,4 @@ pub(crate) async fn run(args: RepoArgs) -> anyhow::Result<i32> {
             }
         }
     }
-}
-
-/// The flag, else the variable; neither is a usage error naming both.
-fn password_file(flag: Option<PathBuf>) -> Result<PathBuf, UsageError> {
-    flag.or_else(|| {
-        std::env::var_os(PASSWORD_FILE_ENV)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    })
-    .ok_or_else(|| {
-        UsageError(format!(
-            "--repository-password-file flag is required (or set {PASSWORD_FILE_ENV}): a file holding the repository password on one line, mode 0600."
-        ))
-    })
 }

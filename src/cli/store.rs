@@ -17,12 +17,20 @@ use cairn_store::{ArtifactStore, Retention, RetentionMode};
 use super::args::{BackupArgs, RestoreArgs, RetentionModeArg, UsageError};
 
 /// `pre-backup-check --store`: the store opens, has versioning as `backup` requires it
-/// (unless `allow_unversioned`), and takes writes for `deployment`.
+/// (unless `allow_unversioned`), and takes writes for `deployment`; a repository (`repo+`)
+/// exists and opens with its password.
 pub(crate) async fn check_store(
+    store_args: &super::args::StoreArgs,
     url: &str,
     deployment: &str,
     allow_unversioned: bool,
 ) -> Result<(), cairn::Error> {
+    if url.starts_with("repo+") {
+        let password = repository_password(store_args)
+            .map_err(|e| cairn::error::StoredBackupError::InvalidName(e.to_string()))?;
+        cairn::format::repository::open(url, &password).await?;
+        return Ok(());
+    }
     let store = cairn::format::store::open_store(url).await?;
     let required = if allow_unversioned {
         None
@@ -49,7 +57,7 @@ pub(crate) async fn backup_sink(
     if url.starts_with("repo+") {
         let sink = cairn::format::repository::write::RepositorySink {
             url,
-            password: Arc::new(repository_password()?),
+            password: Arc::new(repository_password(&args.store)?),
         };
         return Ok((Arc::new(sink), None));
     }
@@ -140,7 +148,7 @@ pub(crate) async fn restore_source(
         return Ok(Arc::new(
             cairn::format::repository::read::RepositorySource {
                 url,
-                password: Arc::new(repository_password()?),
+                password: Arc::new(repository_password(&args.store)?),
                 deployment,
                 backup_id,
             },
@@ -212,19 +220,18 @@ pub(crate) fn split_backup_id(
     }
 }
 
-/// The repository password for `backup`/`restore --store repo+…`, from the file
-/// `CAIRN_REPOSITORY_PASSWORD_FILE` names (`cairn repo` also takes a flag).
-pub(crate) fn repository_password() -> anyhow::Result<cairn::format::repository::RepositoryPassword>
-{
-    let Some(file) = std::env::var_os(super::repo::PASSWORD_FILE_ENV).filter(|f| !f.is_empty())
-    else {
+/// The repository password of a `repo+` store: the file of `--repository-password-file`,
+/// else of `CAIRN_REPOSITORY_PASSWORD_FILE` (or the config file's `repository_password_file`);
+/// neither is a usage error naming both.
+pub(crate) fn repository_password(
+    store: &super::args::StoreArgs,
+) -> anyhow::Result<cairn::format::repository::RepositoryPassword> {
+    let Some(file) = store.repository_password_file() else {
         return Err(UsageError(format!(
-            "A repository store needs its password: set {} to the password file (one line, mode 0600).",
-            super::repo::PASSWORD_FILE_ENV
+            "--repository-password-file flag is required (or set {}): a file holding the repository password on one line, mode 0600.",
+            super::args::REPOSITORY_PASSWORD_FILE_ENV
         ))
         .into());
     };
-    Ok(cairn::format::repository::read_password(
-        std::path::Path::new(&file),
-    )?)
+    Ok(cairn::format::repository::read_password(&file)?)
 }

@@ -11,6 +11,7 @@
 //! from it ([`read::RepositorySource`], each artifact's tar rebuilt from its snapshot), and the
 //! catalog's list, show and verify of backups in a repository ([`read`]).
 
+pub mod catalog;
 mod mode;
 pub mod read;
 pub mod record;

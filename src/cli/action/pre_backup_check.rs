@@ -36,7 +36,9 @@ pub(super) async fn run(
 ) -> RunErrors {
     let (mut errors, plan) = pre_backup_check(target, context).await;
     if let Some(url) = check.store.url(true) {
-        if let Err(error) = check_store(&url, target.name(), check.allow_unversioned).await {
+        if let Err(error) =
+            check_store(&check.store, &url, target.name(), check.allow_unversioned).await
+        {
             errors.push(error);
         }
     }

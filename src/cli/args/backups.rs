@@ -121,6 +121,11 @@ pub(crate) enum BackupsAction {
         /// Print what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Repositories (repo+ stores) only: delete a pack that an earlier prune marked unused
+        /// once it was marked this long ago (a backup running during that prune may still use
+        /// it) [default: 23h].
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        keep_marked: Option<std::time::Duration>,
         /// age identity file to verify encrypted backups completely (repeatable); with it, a
         /// backup that is not encrypted fails verify unless --allow-unencrypted.
         #[arg(long, value_name = "FILE")]

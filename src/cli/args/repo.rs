@@ -1,7 +1,5 @@
 //! `cairn repo` flags and subcommands: deduplicating repositories (`--store repo+URL`).
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 
 use super::StoreArgs;
@@ -13,10 +11,6 @@ pub(crate) struct RepoArgs {
     /// repo+gs://bucket/prefix or repo+file:///dir (query parameters as for plain stores).
     #[command(flatten)]
     pub store: StoreArgs,
-    /// File holding the repository password, one line (mode 0600, or 0640 for a group that
-    /// only reads). Never give the password itself. [env: CAIRN_REPOSITORY_PASSWORD_FILE]
-    #[arg(long, value_name = "FILE", global = true)]
-    pub repository_password_file: Option<PathBuf>,
     /// Debug logs.
     #[arg(long, global = true)]
     pub debug: bool,

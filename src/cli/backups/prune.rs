@@ -131,7 +131,7 @@ pub(super) async fn run(
 
 /// What prune did with one backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PruneAction {
+pub(super) enum PruneAction {
     Keep,
     Delete,
     WouldDelete,
@@ -156,17 +156,20 @@ impl PruneAction {
 }
 
 /// One output line of prune.
-struct PruneLine<'a> {
-    action: PruneAction,
-    backup: &'a BackupSummary,
+pub(super) struct PruneLine<'a> {
+    pub(super) action: PruneAction,
+    pub(super) backup: &'a BackupSummary,
     /// Why (rules, or why deleted); then what went wrong, if anything.
-    reasons: Vec<String>,
-    detail: Option<String>,
-    objects: Option<usize>,
+    pub(super) reasons: Vec<String>,
+    pub(super) detail: Option<String>,
+    /// What was deleted: this many `unit`s.
+    pub(super) objects: Option<usize>,
+    /// `objects` in a store, `snapshots` in a repository.
+    pub(super) unit: &'static str,
 }
 
 impl PruneLine<'_> {
-    fn render(&self, json: bool) -> String {
+    pub(super) fn render(&self, json: bool) -> String {
         let backup = self.backup;
         if json {
             let time = backup.time.map(|t| t.to_rfc3339());
@@ -174,7 +177,7 @@ impl PruneLine<'_> {
                 "type": "backup", "deployment": backup.deployment, "id": backup.id,
                 "time": time, "complete": backup.complete,
                 "action": self.action.word().replace(' ', "-"),
-                "reasons": self.reasons, "detail": self.detail, "objects": self.objects,
+                "reasons": self.reasons, "detail": self.detail, self.unit: self.objects,
             })
             .to_string();
         }
@@ -191,7 +194,7 @@ impl PruneLine<'_> {
             };
         }
         if let Some(objects) = self.objects {
-            why.push_str(&format!("; {objects} objects"));
+            why.push_str(&format!("; {objects} {}", self.unit));
         }
         format!(
             "{} {}/{} ({why})",
@@ -217,6 +220,7 @@ async fn execute<'a>(
         reasons: Vec::new(),
         detail: None,
         objects: None,
+        unit: "objects",
     };
     match &decision.verdict {
         Verdict::Keep(reasons) => line.reasons = reasons.iter().map(ToString::to_string).collect(),
@@ -265,7 +269,7 @@ async fn execute<'a>(
 
 /// Counts of each action, for the summary line.
 #[derive(Debug, Default)]
-struct Tally {
+pub(super) struct Tally {
     total: usize,
     keep: usize,
     delete: usize,
@@ -274,11 +278,11 @@ struct Tally {
     failed_verify: usize,
     misplaced: usize,
     delete_failed: usize,
-    verified: Option<String>,
+    pub(super) verified: Option<String>,
 }
 
 impl Tally {
-    fn count(&mut self, action: PruneAction) {
+    pub(super) fn count(&mut self, action: PruneAction) {
         self.total += 1;
         *match action {
             PruneAction::Keep => &mut self.keep,
@@ -291,7 +295,7 @@ impl Tally {
         } += 1;
     }
 
-    fn render(&self, deployment: &str, output: PruneOutput) -> String {
+    pub(super) fn render(&self, deployment: &str, output: PruneOutput) -> String {
         if output.json {
             return serde_json::json!({
                 "type": "summary", "deployment": deployment, "dry_run": output.dry_run,

@@ -173,7 +173,7 @@ fn records(
 }
 
 /// The value of a snapshot's `key=` tag, percent-decoded.
-fn tag_value(snapshot: &SnapshotFile, key: &str) -> Option<String> {
+pub(super) fn tag_value(snapshot: &SnapshotFile, key: &str) -> Option<String> {
     let prefix = format!("{key}=");
     let raw = snapshot
         .tags
