@@ -12,6 +12,7 @@
 //! compression = "zstd:3"
 //! segment_size = "1GiB"      # --segment-size, for backups into a store
 //! resumable = false          # --resumable, for backups into a store
+//! full_read = false          # --full-read, for backups into a repository (repo+...)
 //! parallelism = 10
 //! restore_parallelism = 1    # --restore-parallelism (restore, drill)
 //! inventory = "/etc/cairn/inventory.yml"
@@ -80,6 +81,9 @@ pub(crate) struct ConfigFile {
     /// `--resumable` for every backup into a store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumable: Option<bool>,
+    /// `--full-read` for every backup into a repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_read: Option<bool>,
     /// Default `--parallelism`.
     pub parallelism: Option<usize>,
     /// Default `--restore-parallelism` (restore, drill).
@@ -546,6 +550,11 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
                 backup.segment_size.clone_from(&config.segment_size);
             }
             backup.resumable |= into_store && config.resumable.unwrap_or(false);
+            let into_repository = backup
+                .store
+                .url(backup.artifact_path.is_none())
+                .is_some_and(|url| url.starts_with("repo+"));
+            backup.full_read |= into_repository && config.full_read.unwrap_or(false);
             if backup.compression.is_none() {
                 backup.compression = Some(
                     config

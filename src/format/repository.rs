@@ -12,6 +12,7 @@
 //! catalog's list, show and verify of backups in a repository ([`read`]).
 
 mod mode;
+pub mod parent;
 pub mod read;
 pub mod record;
 pub mod source;

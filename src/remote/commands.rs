@@ -73,6 +73,36 @@ pub fn tar_create_with(directory: &str, flags: &[&str]) -> String {
     command
 }
 
+/// Lists every entry under a staged artifact directory for a destination that sends only
+/// what changed ([`crate::format::listing`]): per entry, NUL-terminated, its type, size,
+/// modification time (`%T@`, nanoseconds), mode, uid, gid, user, group, inode, link target and
+/// path relative to the directory. Survives any file name.
+#[must_use]
+pub fn list_tree(directory: &str) -> String {
+    let inner = format!(
+        "cd {} && find . -mindepth 1 -printf '%y\\0%s\\0%T@\\0%m\\0%U\\0%G\\0%u\\0%g\\0%i\\0%l\\0%P\\0'",
+        shell_quote(directory)
+    );
+    format!("sudo sh -c {}", shell_quote(&inner))
+}
+
+/// Streams the files of a directory named on stdin (NUL-terminated `./`-prefixed names, in
+/// the order they are wanted) as one uncompressed tar on stdout, with extra GNU tar flags: the
+/// changed files of a listed artifact ([`list_tree`]). Directories named are not descended.
+#[must_use]
+pub fn tar_create_list(directory: &str, flags: &[&str]) -> String {
+    let mut command = format!(
+        "sudo tar -C {} --null --no-recursion --verbatim-files-from -c",
+        shell_quote(directory)
+    );
+    for flag in flags.iter().filter(|flag| **flag != "--sort=name") {
+        command.push(' ');
+        command.push_str(flag);
+    }
+    command.push_str(" -T -");
+    command
+}
+
 /// Extracts a tar from stdin into a directory, as root, so owners and modes are kept (GNU tar's
 /// `--same-owner` and `--same-permissions` are root's defaults), as bbr does. The umask only
 /// decides the mode of directories the archive does not list (`./a/b` without `./a/`): 0700.

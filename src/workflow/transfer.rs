@@ -24,6 +24,7 @@
 //! is stopped, its instance's connection dropped (the next command reconnects) and the copy
 //! fails ([`stall`], [`Error::TransferStalled`]).
 
+mod listed;
 mod stall;
 mod streamed;
 
@@ -165,6 +166,10 @@ pub(super) async fn download(
     destination: &dyn OpenBackup,
     context: &RunContext,
 ) -> Result<StoredArtifact, Error> {
+    // A repository sends only the files changed since its last backup.
+    if destination.wants_listing() {
+        return listed::download(instance, job, destination, context).await;
+    }
     let remote_directory = instance.backup_directory(job);
     let label = format!("for job {} on {}", job.name, instance.name);
     let progress = Progress::new(
