@@ -36,6 +36,7 @@ mod notifications;
 mod proofs;
 mod prune;
 mod repository;
+mod repository_incremental;
 mod repository_restic;
 mod restore_parallelism;
 mod restore_plan;
