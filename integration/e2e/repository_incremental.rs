@@ -19,13 +19,16 @@ fn sent(output: &Output) -> (u64, u64, u64) {
     let all = text(output);
     let line = all
         .lines()
-        .find(|l| l.contains("Finished copying backup -- for job files on app/"))
+        .find(|l| l.contains("the others unchanged since the last backup -- for job files on app/"))
         .unwrap_or_else(|| panic!("no drain line in {all}"));
-    // `...: C of N files changed, B of T bytes, S bytes of tar over SSH`
+    // `Sent C of N files (B of T bytes; S bytes of tar over SSH), ...`
     let numbers: Vec<u64> = line
-        .rsplit_once(": ")
+        .split_once("Sent ")
         .unwrap()
         .1
+        .split_once(" over SSH")
+        .unwrap()
+        .0
         .split(|c: char| !c.is_ascii_digit())
         .filter(|w| !w.is_empty())
         .map(|w| w.parse().unwrap())

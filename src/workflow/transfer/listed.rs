@@ -82,8 +82,10 @@ pub(in crate::workflow) async fn download(
     )
     .await
     .and_then(|(sent, stored)| {
+        tracing::info!("Finished copying backup -- {label}...");
+        tracing::info!("Starting validity checks -- {label}...");
         tracing::info!(
-            "Finished copying backup -- {label}: {} of {file_count} files changed, {} of {file_bytes} bytes, {} bytes of tar over SSH",
+            "Sent {} of {file_count} files ({} of {file_bytes} bytes; {} bytes of tar over SSH), the others unchanged since the last backup -- {label}",
             wanted.len(),
             wanted_bytes,
             stored.plain_size
