@@ -102,7 +102,7 @@ pub fn parse(output: &[u8]) -> Result<ArtifactListing, String> {
         return Err("the artifact listing ends without its last NUL: it was cut short".into());
     };
     let fields: Vec<&[u8]> = body.split(|c| *c == 0).collect();
-    if fields.len() % FIELDS != 0 {
+    if !fields.len().is_multiple_of(FIELDS) {
         return Err(format!(
             "the artifact listing has {} fields, not a multiple of {FIELDS}: it was cut short or is not a listing",
             fields.len()
@@ -244,7 +244,10 @@ mod tests {
         );
         let file = &listing.entries[2];
         assert_eq!(file.kind, ListedKind::File);
-        assert_eq!((file.mtime_seconds, file.mtime_nanos), (1_700_000_000, 123_456_789));
+        assert_eq!(
+            (file.mtime_seconds, file.mtime_nanos),
+            (1_700_000_000, 123_456_789)
+        );
         assert_eq!((file.mode, file.uid, file.inode), (0o644, 1000, 42));
         assert_eq!(file.tar_name(), b"./a.b");
         assert_eq!(listing.entries[0].mtime_nanos, 500_000_000);
@@ -265,9 +268,15 @@ mod tests {
             "the artifact listing's entry `data/x` has the size `3x`, which is not one"
         );
         let time = parse(&line("f", "3", "soon", b"t")).unwrap_err();
-        assert!(time.contains("entry `t` has the modification time `soon`"), "{time}");
+        assert!(
+            time.contains("entry `t` has the modification time `soon`"),
+            "{time}"
+        );
         let fifo = parse(&line("p", "0", "1700000000", b"pipe")).unwrap_err();
-        assert!(fifo.starts_with("`pipe` in the artifact is a FIFO"), "{fifo}");
+        assert!(
+            fifo.starts_with("`pipe` in the artifact is a FIFO"),
+            "{fifo}"
+        );
         let absolute = parse(&line("f", "0", "1700000000", b"/etc/passwd")).unwrap_err();
         assert!(absolute.contains("not a relative name"), "{absolute}");
     }

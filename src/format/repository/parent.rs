@@ -111,15 +111,14 @@ pub async fn find_parent(
         ) else {
             return Ok(None);
         };
-        let metadata = BackupMetadata::parse(&found.metadata).map_err(|detail| {
-            RepositoryError::Rustic {
+        let metadata =
+            BackupMetadata::parse(&found.metadata).map_err(|detail| RepositoryError::Rustic {
                 store: store.to_string(),
                 detail: format!(
                     "the metadata of backup {}/{} cannot be read: {detail}",
                     found.record.deployment, found.record.backup_id
                 ),
-            }
-        })?;
+            })?;
         let digests = if artifact.shared {
             metadata
                 .custom_artifacts

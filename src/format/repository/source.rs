@@ -380,7 +380,10 @@ fn demux_listed(
         };
         let name = path.file_name().unwrap_or(OsStr::new("")).to_owned();
         let node = Node::new_node(&name, node_type, listed_metadata(listed));
-        if sender.send(Ok(ReadSourceEntry { path, node, open })).is_err() {
+        if sender
+            .send(Ok(ReadSourceEntry { path, node, open }))
+            .is_err()
+        {
             return Err(io::Error::other("the archiver stopped taking entries"));
         }
     }
@@ -391,7 +394,6 @@ fn demux_listed(
             String::from_utf8_lossy(&extra.path_bytes())
         )));
     }
-    drop(members);
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink())?;
     Ok(())

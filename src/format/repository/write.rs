@@ -23,11 +23,11 @@ use cairn_repository::{RepositoryError, RepositoryPassword};
 use cairn_store::ArtifactStore;
 use chrono::{DateTime, Utc};
 
+use super::parent::{choose, find_parent};
 use super::record::{
     tag, tags, Record, RecordArtifact, KIND_ARTIFACT, KIND_RECORD, METADATA_FILE, RECORD_FILE,
     RECORD_FORMAT,
 };
-use super::parent::{choose, find_parent};
 use super::source::{pipe, PipeWriter, TarSource};
 use crate::error::Error;
 use crate::format::listing::ArtifactListing;
@@ -191,7 +191,9 @@ fn archive(
 ) -> Result<SnapshotFile, String> {
     let parents = match parent {
         // Nodes carry no ctime and inode 0, which match anything (`rc:parent.rs:177-182`).
-        Some(id) => ParentOptions::default().parents(vec![id]).ignore_ctime(true),
+        Some(id) => ParentOptions::default()
+            .parents(vec![id])
+            .ignore_ctime(true),
         None => ParentOptions::default().force(true),
     };
     let options = BackupOptions::default().no_scan(true).parent_opts(parents);
@@ -299,21 +301,20 @@ impl OpenBackup for RepositoryBackup {
             }
         };
         let choice = choose(&listing, parent.as_ref());
-        match &parent {
-            Some(parent) => tracing::info!(
+        if let Some(parent) = &parent {
+            tracing::info!(
                 "Artifact {name}: {} of {} files changed since backup {} (by size and mtime); sending those",
                 choice.wanted.len(),
                 choice.wanted.len() + choice.carried.len(),
                 parent.backup_id
-            ),
-            None => tracing::info!(
-                "Artifact {name}: {}; sending every file",
-                if self.full_read {
-                    "--full-read"
-                } else {
-                    "no earlier backup of it in the repository"
-                }
-            ),
+            );
+        } else {
+            let why = if self.full_read {
+                "--full-read"
+            } else {
+                "no earlier backup of it in the repository"
+            };
+            tracing::info!("Artifact {name}: {why}; sending every file");
         }
         let mut sent = vec![false; listing.entries.len()];
         for index in &choice.wanted {

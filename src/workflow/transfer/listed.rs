@@ -26,7 +26,9 @@ use crate::error::Error;
 use crate::format::bbr_directory::ArtifactError;
 use crate::format::digest::FileDigests;
 use crate::format::listing::{self, ArtifactListing};
-use crate::format::sink::{ArtifactWriter, ListedArtifact, OpenBackup, StoredArtifact, StoredBytes};
+use crate::format::sink::{
+    ArtifactWriter, ListedArtifact, OpenBackup, StoredArtifact, StoredBytes,
+};
 use crate::model::deployment::Instance;
 use crate::model::job::Job;
 use crate::remote::commands;
@@ -48,10 +50,7 @@ pub(in crate::workflow) async fn download(
     let name = instance.backup_artifact_name(job);
     let label = format!("for job {} on {}", job.name, instance.name);
     let listing = Arc::new(list(instance, &directory, context).await?);
-    let Some(listed) = destination
-        .open_listed(&name, Arc::clone(&listing))
-        .await?
-    else {
+    let Some(listed) = destination.open_listed(&name, Arc::clone(&listing)).await? else {
         return Err(listing_error(
             instance,
             format!("{} takes no listing", destination.location()),
