@@ -670,6 +670,84 @@ mod tests {
         );
     }
 
+    fn listed(path: &str, kind: ListedKind, size: u64) -> ListedEntry {
+        ListedEntry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            size,
+            mtime_seconds: 1_700_000_000,
+            mtime_nanos: 7,
+            mode: 0o640,
+            uid: 1000,
+            gid: 1000,
+            user: "vcap".into(),
+            group: "vcap".into(),
+            inode: 1,
+            link: Vec::new(),
+        }
+    }
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o640);
+            header.set_size(data.len() as u64);
+            builder.append_data(&mut header, name, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    /// Every listed entry is yielded with its node from the listing; a sent file's content
+    /// comes from the tar, a file not sent cannot be read; a member that is not the next sent
+    /// file fails the demux naming it.
+    #[test]
+    fn a_listed_artifact_takes_only_the_sent_files_from_the_tar() {
+        let listing = Arc::new(ArtifactListing {
+            entries: vec![
+                listed("d", ListedKind::Directory, 0),
+                listed("d/kept", ListedKind::File, 4),
+                listed("d/sent", ListedKind::File, 5),
+            ],
+        });
+        let tar = tar_of(&[("./d/sent", b"fresh")]);
+        let (source, demux) = TarSource::start_listed(
+            Cursor::new(tar),
+            Arc::clone(&listing),
+            vec![false, false, true],
+        )
+        .unwrap();
+        let entries: Vec<_> = source.entries().map(Result::unwrap).collect();
+        let paths: Vec<_> = entries.iter().map(|e| e.path.clone()).collect();
+        assert_eq!(paths, ["d", "d/kept", "d/sent"].map(PathBuf::from));
+        assert_eq!(entries[1].node.meta.size, 4);
+        assert_eq!(
+            entries[1].node.meta.mtime,
+            Timestamp::new(1_700_000_000, 7).ok()
+        );
+        let mut entries = entries.into_iter();
+        let mut kept = entries.nth(1).unwrap().open.unwrap();
+        let mut sent = entries.next().unwrap().open.unwrap();
+        let mut content = Vec::new();
+        sent.read_to_end(&mut content).unwrap();
+        assert_eq!(content, b"fresh");
+        assert_eq!(demux.outcome().unwrap().files, 2);
+        let error = kept.read_to_end(&mut Vec::new()).unwrap_err().to_string();
+        assert!(error.contains("file `d/kept` was not sent"), "{error}");
+        assert!(demux.outcome().unwrap_err().contains("--full-read"));
+
+        let changed = tar_of(&[("./d/sent", b"grown!")]);
+        let (source, demux) =
+            TarSource::start_listed(Cursor::new(changed), listing, vec![false, false, true])
+                .unwrap();
+        let _: Vec<_> = source.entries().collect();
+        let error = demux.outcome().unwrap_err();
+        assert!(
+            error.contains("the staged file `d/sent` changed while it was sent (listed as a file of 5 bytes, sent as `d/sent` of 6 bytes)"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn devices_are_refused_by_name() {
         let mut builder = tar::Builder::new(Vec::new());
