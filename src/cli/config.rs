@@ -799,6 +799,34 @@ mod tests {
     }
 
     #[test]
+    fn full_read_from_the_file_applies_to_repositories_only() {
+        let backup = |file: &str, args: &[&str]| {
+            let config: ConfigFile = toml::from_str(file).unwrap();
+            let mut cli = parse(args);
+            apply(&mut cli, &config);
+            match cli.command {
+                Command::Deployment(DeploymentArgs {
+                    action: Action::Backup(backup),
+                    ..
+                }) => backup,
+                other => panic!("{other:?}"),
+            }
+        };
+        let into_repository = backup(
+            "store = \"repo+file:///r\"\nfull_read = true\n",
+            &["deployment", "backup"],
+        );
+        assert!(into_repository.full_read);
+        let into_store = backup(
+            "store = \"file:///s\"\nfull_read = true\n",
+            &["deployment", "backup"],
+        );
+        assert!(!into_store.full_read);
+        let unset = backup("store = \"repo+file:///r\"\n", &["deployment", "backup"]);
+        assert!(!unset.full_read);
+    }
+
+    #[test]
     fn encryption_settings_come_from_the_file() {
         let config: ConfigFile = toml::from_str(
             "store = \"file:///s\"\nencrypt_to = [\"age1from-config\"]\nrequire_encryption = true\nallow_unencrypted = true\n",
