@@ -11,6 +11,7 @@ pub mod digest;
 pub mod encryption;
 pub mod file_name;
 pub mod hashing;
+pub mod listing;
 pub mod manifest;
 pub mod repository;
 pub mod signature;

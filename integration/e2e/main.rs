@@ -37,6 +37,7 @@ mod notifications;
 mod proofs;
 mod prune;
 mod repository;
+mod repository_incremental;
 mod repository_ops;
 mod repository_restic;
 mod restore_parallelism;

@@ -407,6 +407,10 @@ pub(crate) struct BackupArgs {
     /// Do not run lock and unlock scripts (the backup may be inconsistent).
     #[arg(long)]
     pub unsafe_lock_free: bool,
+    /// Into a repository: send and read every file, not only those whose size or mtime
+    /// changed since the last backup (weekly, or after a suspicion). Needs --store repo+...
+    #[arg(long)]
+    pub full_read: bool,
     /// `--signing-key`.
     #[command(flatten)]
     pub signing: super::trust::SigningArgs,
@@ -782,6 +786,16 @@ fn validate_action(action: &Action) -> Result<(), UsageError> {
                     "--{} applies to backups into a store (--store); a bbr directory (--artifact-path) is cleaned up on failure as bbr does",
                     if backup.resume { "resume" } else { "resumable" }
                 )));
+            }
+            if backup.full_read
+                && !backup
+                    .store
+                    .url(backup.artifact_path.is_none())
+                    .is_some_and(|url| url.starts_with("repo+"))
+            {
+                return Err(UsageError(
+                    "--full-read applies to backups into a repository (--store repo+...); a directory or a plain store always receives every file".into(),
+                ));
             }
             if !backup.encrypt_to.is_empty()
                 && backup.store.url(backup.artifact_path.is_none()).is_none()

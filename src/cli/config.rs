@@ -13,6 +13,7 @@
 //! segment_size = "1GiB"      # --segment-size, for backups into a store
 //! resumable = false          # --resumable, for backups into a store
 //! instance_checksums = false # --instance-checksums (backup, drill)
+//! full_read = false          # --full-read, for backups into a repository (repo+...)
 //! parallelism = 10
 //! restore_parallelism = 1    # --restore-parallelism (restore, drill)
 //! inventory = "/etc/cairn/inventory.yml"
@@ -85,6 +86,9 @@ pub(crate) struct ConfigFile {
     /// `--instance-checksums` for every backup (and a drill's backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_checksums: Option<bool>,
+    /// `--full-read` for every backup into a repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_read: Option<bool>,
     /// Default `--parallelism`.
     pub parallelism: Option<usize>,
     /// Default `--restore-parallelism` (restore, drill).
@@ -570,6 +574,11 @@ fn apply_action(action: &mut Action, config: &ConfigFile) {
             }
             backup.resumable |= into_store && config.resumable.unwrap_or(false);
             backup.instance_checksums |= config.instance_checksums.unwrap_or(false);
+            let into_repository = backup
+                .store
+                .url(backup.artifact_path.is_none())
+                .is_some_and(|url| url.starts_with("repo+"));
+            backup.full_read |= into_repository && config.full_read.unwrap_or(false);
             if backup.compression.is_none() {
                 backup.compression = Some(
                     config
@@ -853,6 +862,34 @@ mod tests {
             panic!()
         };
         assert_eq!((keep_last, keep_daily), (0, 2));
+    }
+
+    #[test]
+    fn full_read_from_the_file_applies_to_repositories_only() {
+        let backup = |file: &str, args: &[&str]| {
+            let config: ConfigFile = toml::from_str(file).unwrap();
+            let mut cli = parse(args);
+            apply(&mut cli, &config);
+            match cli.command {
+                Command::Deployment(DeploymentArgs {
+                    action: Action::Backup(backup),
+                    ..
+                }) => backup,
+                other => panic!("{other:?}"),
+            }
+        };
+        let into_repository = backup(
+            "store = \"repo+file:///r\"\nfull_read = true\n",
+            &["deployment", "backup"],
+        );
+        assert!(into_repository.full_read);
+        let into_store = backup(
+            "store = \"file:///s\"\nfull_read = true\n",
+            &["deployment", "backup"],
+        );
+        assert!(!into_store.full_read);
+        let unset = backup("store = \"repo+file:///r\"\n", &["deployment", "backup"]);
+        assert!(!unset.full_read);
     }
 
     #[test]

@@ -208,6 +208,8 @@ async fn drill_source<'a>(
                 sink: Arc::new(RepositorySink {
                     url: url.to_string(),
                     password: Arc::new(super::store::repository_password(&args.store)?),
+                    // As a nightly backup: only the files changed since the parent are sent.
+                    full_read: false,
                 }),
                 manifest,
             }

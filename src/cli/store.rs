@@ -58,6 +58,7 @@ pub(crate) async fn backup_sink(
         let sink = cairn::format::repository::write::RepositorySink {
             url,
             password: Arc::new(repository_password(&args.store)?),
+            full_read: args.full_read,
         };
         return Ok((Arc::new(sink), None));
     }

@@ -13,6 +13,7 @@
 
 pub mod catalog;
 mod mode;
+pub mod parent;
 pub mod read;
 pub mod record;
 pub mod source;

@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 use crate::error::{Error, RunErrors};
 use crate::format::bbr_directory::metadata::{BackupMetadata, Checksums};
 use crate::format::digest::FileDigests;
+use crate::format::listing::ArtifactListing;
 use crate::model::job::ScriptRecord;
 use crate::model::layout::DeploymentLayout;
 
@@ -65,6 +66,28 @@ pub trait OpenBackup: Send + Sync + Debug {
     /// times (`format::repository::write::TAR_FLAGS`).
     fn tar_flags(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// True when this destination sends only what changed: the workflow then lists each
+    /// staged artifact on its instance first and asks [`OpenBackup::open_listed`] which files
+    /// to send (a repository, docs/design/repository.md §5 phase 2). The default: no.
+    fn wants_listing(&self) -> bool {
+        false
+    }
+
+    /// Opens one artifact for writing given the instance's listing of it: says which regular
+    /// files must be sent (the others are already held, with their digests), and the writer
+    /// for the tar of those files alone. `None` when the destination takes no listing.
+    ///
+    /// # Errors
+    /// The artifact cannot be created.
+    async fn open_listed(
+        &self,
+        name: &str,
+        listing: Arc<ArtifactListing>,
+    ) -> Result<Option<ListedArtifact>, Error> {
+        let _ = (name, listing);
+        Ok(None)
     }
 
     /// Opens one artifact (`<group>-<index>-<job>`, or a shared artifact's name) for writing.
@@ -177,6 +200,27 @@ pub trait PendingArtifact: Send {
     async fn commit(self: Box<Self>) -> Result<Option<String>, Error>;
     /// Removes what was written; returns the store's own error if the upload had failed.
     async fn discard(self: Box<Self>) -> Option<Error>;
+}
+
+/// An artifact opened with its listing ([`OpenBackup::open_listed`]).
+pub struct ListedArtifact {
+    /// Indexes into the listing's entries of the regular files to send, in listing order.
+    pub wanted: Vec<usize>,
+    /// Size and sha256 of every file not sent, carried from what the destination holds.
+    pub carried: FileDigests,
+    /// Takes the tar of the wanted files, in that order.
+    pub writer: Box<dyn ArtifactWriter>,
+    /// Committed or discarded once verified.
+    pub pending: Box<dyn PendingArtifact>,
+}
+
+impl Debug for ListedArtifact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListedArtifact")
+            .field("wanted", &self.wanted.len())
+            .field("carried", &self.carried.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The two halves of an artifact being written.

@@ -73,6 +73,36 @@ pub fn tar_create_with(directory: &str, flags: &[&str]) -> String {
     command
 }
 
+/// Lists every entry under a staged artifact directory for a destination that sends only
+/// what changed ([`crate::format::listing`]): per entry, NUL-terminated, its type, size,
+/// modification time (`%T@`, nanoseconds), mode, uid, gid, user, group, inode, link target and
+/// path relative to the directory. Survives any file name.
+#[must_use]
+pub fn list_tree(directory: &str) -> String {
+    let inner = format!(
+        "cd {} && find . -mindepth 1 -printf '%y\\0%s\\0%T@\\0%m\\0%U\\0%G\\0%u\\0%g\\0%i\\0%l\\0%P\\0'",
+        shell_quote(directory)
+    );
+    format!("sudo sh -c {}", shell_quote(&inner))
+}
+
+/// Streams the files of a directory named on stdin (NUL-terminated `./`-prefixed names, in
+/// the order they are wanted) as one uncompressed tar on stdout, with extra GNU tar flags: the
+/// changed files of a listed artifact ([`list_tree`]). Directories named are not descended.
+#[must_use]
+pub fn tar_create_list(directory: &str, flags: &[&str]) -> String {
+    let mut command = format!(
+        "sudo tar -C {} --null --no-recursion --verbatim-files-from -c",
+        shell_quote(directory)
+    );
+    for flag in flags.iter().filter(|flag| **flag != "--sort=name") {
+        command.push(' ');
+        command.push_str(flag);
+    }
+    command.push_str(" -T -");
+    command
+}
+
 /// Extracts a tar from stdin into a directory, as root, so owners and modes are kept (GNU tar's
 /// `--same-owner` and `--same-permissions` are root's defaults), as bbr does. The umask only
 /// decides the mode of directories the archive does not list (`./a/b` without `./a/`): 0700.
@@ -386,6 +416,56 @@ mod tests {
         assert!(sums.contains_key("./a file".as_bytes()));
         assert!(sums.contains_key("./dir/c\rr".as_bytes()));
         assert!(parse_checksums(b"garbage\n").is_err());
+    }
+
+    /// The listing and the tar of a list, run by a real `sh`, GNU find and GNU tar: names
+    /// with a newline, a backslash, a space and a byte that is not UTF-8 come back intact, in
+    /// tree order, and the tar holds exactly the files asked for, in the order asked.
+    #[test]
+    fn the_listing_and_the_tar_of_a_list_survive_any_name() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let odd = std::ffi::OsStr::from_bytes(b"odd\nname \\ \xff");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a").join(odd), b"odd").unwrap();
+        std::fs::write(root.join("a.b"), b"dot").unwrap();
+        std::fs::write(root.join("a/z"), b"zed").unwrap();
+        std::os::unix::fs::symlink("a.b", root.join("link")).unwrap();
+        let listed = run_in_shell(&list_tree(root.to_str().unwrap()), b"");
+        assert!(listed.status.success(), "{listed:?}");
+        let listing = crate::format::listing::parse(&listed.stdout).unwrap();
+        let paths: Vec<&[u8]> = listing.entries.iter().map(|e| &e.path[..]).collect();
+        assert_eq!(
+            paths,
+            [
+                &b"a"[..],
+                &b"a/odd\nname \\ \xff"[..],
+                &b"a/z"[..],
+                &b"a.b"[..],
+                &b"link"[..]
+            ]
+        );
+        assert_eq!(listing.entries[4].link, b"a.b");
+        assert_eq!(listing.entries[1].size, 3);
+        let mut names = Vec::new();
+        for index in [1, 3] {
+            names.extend_from_slice(&listing.entries[index].tar_name());
+            names.push(0);
+        }
+        let flags = ["--hard-dereference", "--format=posix"];
+        let tar = run_in_shell(&tar_create_list(root.to_str().unwrap(), &flags), &names);
+        assert!(tar.status.success(), "{tar:?}");
+        let mut archive = tar::Archive::new(&tar.stdout[..]);
+        let members: Vec<Vec<u8>> = archive
+            .entries()
+            .unwrap()
+            .map(|m| m.unwrap().path_bytes().into_owned())
+            .collect();
+        assert_eq!(
+            members,
+            [b"./a/odd\nname \\ \xff".to_vec(), b"./a.b".to_vec()]
+        );
     }
 
     /// Runs `command` (without its `sudo`) in a real `sh` with `stdin` on its standard input.

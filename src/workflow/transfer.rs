@@ -31,6 +31,7 @@
 //! is stopped, its instance's connection dropped (the next command reconnects) and the copy
 //! fails ([`stall`], [`Error::TransferStalled`]).
 
+mod listed;
 mod stall;
 mod streamed;
 
@@ -172,6 +173,18 @@ pub(super) async fn download(
     destination: &dyn OpenBackup,
     context: &RunContext,
 ) -> Result<StoredArtifact, Error> {
+    // A repository sends only the files changed since its last backup.
+    if destination.wants_listing() {
+        if context.options.instance_checksums {
+            // The listed drain hashes what it sends; the unsent files' digests are the parent's.
+            tracing::warn!(
+                "--instance-checksums does not apply to a backup into a repository: job {} on {} is checked from its stream only",
+                job.name,
+                instance.name
+            );
+        }
+        return listed::download(instance, job, destination, context).await;
+    }
     let remote_directory = instance.backup_directory(job);
     let label = format!("for job {} on {}", job.name, instance.name);
     let progress = Progress::new(

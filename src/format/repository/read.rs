@@ -158,7 +158,7 @@ pub async fn verify_backup(
 }
 
 /// The record snapshots (of `deployment`, or all).
-fn records(
+pub(super) fn records(
     rustic: &Opened,
     deployment: Option<&str>,
 ) -> Result<Vec<SnapshotFile>, Box<cairn_repository::rustic_core::RusticError>> {
@@ -183,12 +183,12 @@ pub(super) fn tag_value(snapshot: &SnapshotFile, key: &str) -> Option<String> {
 }
 
 /// What `check` read, before it is turned into a [`CheckedRepository`].
-struct Found {
-    indexed: Indexed,
-    metadata: String,
-    record: Record,
-    trees: Vec<(String, cairn_repository::rustic_core::repofile::Node)>,
-    record_tree: cairn_repository::rustic_core::TreeId,
+pub(super) struct Found {
+    pub(super) indexed: Indexed,
+    pub(super) metadata: String,
+    pub(super) record: Record,
+    pub(super) trees: Vec<(String, cairn_repository::rustic_core::repofile::Node)>,
+    pub(super) record_tree: cairn_repository::rustic_core::TreeId,
 }
 
 fn rustic_error(
@@ -205,7 +205,7 @@ fn problem(store: &dyn cairn_store::ArtifactStore, detail: String) -> Repository
 }
 
 /// Finds the backup's record, reads it and checks its artifacts' snapshots (blocking).
-fn find(
+pub(super) fn find(
     rustic: Opened,
     store: &dyn cairn_store::ArtifactStore,
     deployment: &str,

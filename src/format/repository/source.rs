@@ -33,6 +33,7 @@ use cairn_repository::rustic_core::{
 };
 
 use super::mode;
+use crate::format::listing::{ArtifactListing, ListedEntry, ListedKind};
 
 /// A file up to this size is held in memory until archived; a bigger one in a temporary file.
 pub const IN_MEMORY_LIMIT: u64 = 8 << 20;
@@ -134,6 +135,9 @@ pub enum Content {
     Memory(Cursor<Vec<u8>>),
     /// A bigger file, in an unnamed temporary file.
     Spooled(File),
+    /// A file not sent (unchanged since the parent snapshot, listed artifacts): reading it
+    /// is the demux's error, since rustic was to take its content from the parent.
+    Unsent(PathBuf, Arc<Shared>),
 }
 
 impl Read for Content {
@@ -141,13 +145,25 @@ impl Read for Content {
         match self {
             Content::Memory(cursor) => cursor.read(buf),
             Content::Spooled(file) => file.read(buf),
+            Content::Unsent(path, shared) => {
+                let text = format!(
+                    "file `{}` was not sent (its size and mtime match the parent snapshot) but the archiver read it again (its data is not in the repository's index); back up with --full-read",
+                    path.display()
+                );
+                shared
+                    .error
+                    .lock()
+                    .expect("demux error")
+                    .get_or_insert_with(|| text.clone());
+                Err(io::Error::other(text))
+            }
         }
     }
 }
 
 /// What the demux saw, for the caller's own accounting.
 #[derive(Debug, Default)]
-struct Shared {
+pub struct Shared {
     files: AtomicU64,
     file_bytes: AtomicU64,
     error: Mutex<Option<String>>,
@@ -199,13 +215,34 @@ impl TarSource {
     /// # Errors
     /// The thread cannot be started.
     pub fn start(tar: impl Read + Send + 'static) -> io::Result<(TarSource, Demux)> {
+        Self::start_with(move |sender, shared| demux(tar, sender, shared))
+    }
+
+    /// Starts the demux of a listed artifact: every entry of `listing` is yielded in its
+    /// order, its node from the listing; the regular files marked in `sent` have their
+    /// content read from `tar` (the tar of those files alone, in the same order), the others
+    /// are left to rustic's parent snapshot ([`Content::Unsent`]).
+    ///
+    /// # Errors
+    /// The thread cannot be started.
+    pub fn start_listed(
+        tar: impl Read + Send + 'static,
+        listing: Arc<ArtifactListing>,
+        sent: Vec<bool>,
+    ) -> io::Result<(TarSource, Demux)> {
+        Self::start_with(move |sender, shared| demux_listed(tar, &listing, &sent, sender, shared))
+    }
+
+    fn start_with(
+        work: impl FnOnce(&SyncSender<Entry>, &Arc<Shared>) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<(TarSource, Demux)> {
         let shared = Arc::new(Shared::default());
         let (sender, receiver) = sync_channel(1);
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("cairn-repo-demux".into())
             .spawn(move || {
-                if let Err(error) = demux(tar, &sender, &thread_shared) {
+                if let Err(error) = work(&sender, &thread_shared) {
                     let text = error.to_string();
                     *thread_shared.error.lock().expect("demux error") = Some(text.clone());
                     let _ = sender.send(Err(RusticError::new(
@@ -301,6 +338,125 @@ fn demux(tar: impl Read, sender: &SyncSender<Entry>, shared: &Shared) -> io::Res
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink())?;
     Ok(())
+}
+
+/// Yields the listing's entries, reading the sent files' content from `tar` (see
+/// [`TarSource::start_listed`]). A member that is not the next sent file of the listing, by
+/// name, type and size, fails the artifact: the staging tree changed during the drain.
+fn demux_listed(
+    tar: impl Read,
+    listing: &ArtifactListing,
+    sent: &[bool],
+    sender: &SyncSender<Entry>,
+    shared: &Arc<Shared>,
+) -> io::Result<()> {
+    let mut archive = tar::Archive::new(tar);
+    let mut members = archive.entries()?;
+    for (index, listed) in listing.entries.iter().enumerate() {
+        let path = PathBuf::from(OsStr::from_bytes(&listed.path));
+        let (node_type, open) = match listed.kind {
+            ListedKind::Directory => (NodeType::Dir, None),
+            ListedKind::Symlink => (
+                NodeType::from_link(Path::new(OsStr::from_bytes(&listed.link))),
+                None,
+            ),
+            ListedKind::File => {
+                shared.files.fetch_add(1, Ordering::SeqCst);
+                shared.file_bytes.fetch_add(listed.size, Ordering::SeqCst);
+                let content = if sent.get(index).copied().unwrap_or(false) {
+                    let mut member = members.next().ok_or_else(|| {
+                        io::Error::other(format!(
+                            "the tar of the changed files ended before `{}`",
+                            path.display()
+                        ))
+                    })??;
+                    check_member(&member, listed)?;
+                    read_content(&mut member, listed.size)?
+                } else {
+                    Content::Unsent(path.clone(), Arc::clone(shared))
+                };
+                (NodeType::File, Some(content))
+            }
+        };
+        let name = path.file_name().unwrap_or(OsStr::new("")).to_owned();
+        let node = Node::new_node(&name, node_type, listed_metadata(listed));
+        if sender
+            .send(Ok(ReadSourceEntry { path, node, open }))
+            .is_err()
+        {
+            return Err(io::Error::other("the archiver stopped taking entries"));
+        }
+    }
+    if let Some(extra) = members.next() {
+        let extra = extra?;
+        return Err(io::Error::other(format!(
+            "the tar of the changed files has a member `{}` that was not asked for",
+            String::from_utf8_lossy(&extra.path_bytes())
+        )));
+    }
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink())?;
+    Ok(())
+}
+
+/// A sent member must be the listed file: same name, a regular file, same size.
+fn check_member<R: Read>(member: &tar::Entry<'_, R>, listed: &ListedEntry) -> io::Result<()> {
+    let name = member.path_bytes();
+    let regular = matches!(
+        member.header().entry_type(),
+        tar::EntryType::Regular | tar::EntryType::Continuous
+    );
+    if relative(&name).as_os_str().as_bytes() == listed.path.as_slice()
+        && regular
+        && member.size() == listed.size
+    {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "the staged file `{}` changed while it was sent (listed as a file of {} bytes, sent as `{}` of {} bytes); run the backup again",
+        String::from_utf8_lossy(&listed.path),
+        listed.size,
+        String::from_utf8_lossy(&name),
+        member.size()
+    )))
+}
+
+/// A listed entry's metadata as a node's, the same as [`metadata`] makes from a tar member
+/// (so a snapshot of either kind is the other's parent): Go's mode, owners, mtime with
+/// nanoseconds and `atime = mtime`, size 0 for directories and links, no inode or ctime.
+#[must_use]
+pub fn listed_metadata(listed: &ListedEntry) -> Metadata {
+    let kind = match listed.kind {
+        ListedKind::Directory => mode::S_IFDIR,
+        ListedKind::Symlink => mode::S_IFLNK,
+        ListedKind::File => mode::S_IFREG,
+    };
+    let mtime = listed_mtime(listed);
+    Metadata {
+        mode: Some(mode::to_go(listed.mode | kind)),
+        mtime,
+        atime: mtime,
+        uid: Some(listed.uid),
+        gid: Some(listed.gid),
+        user: Some(listed.user.clone()),
+        group: Some(listed.group.clone()),
+        size: if listed.kind == ListedKind::File {
+            listed.size
+        } else {
+            0
+        },
+        ..Metadata::default()
+    }
+}
+
+/// A listed entry's mtime as a node's.
+#[must_use]
+pub fn listed_mtime(listed: &ListedEntry) -> Option<Timestamp> {
+    Timestamp::new(
+        listed.mtime_seconds,
+        i32::try_from(listed.mtime_nanos).unwrap_or(0),
+    )
+    .ok()
 }
 
 /// A member's name without `./` and trailing `/`.
@@ -511,6 +667,84 @@ mod tests {
                 files: 1,
                 file_bytes: 5
             }
+        );
+    }
+
+    fn listed(path: &str, kind: ListedKind, size: u64) -> ListedEntry {
+        ListedEntry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            size,
+            mtime_seconds: 1_700_000_000,
+            mtime_nanos: 7,
+            mode: 0o640,
+            uid: 1000,
+            gid: 1000,
+            user: "vcap".into(),
+            group: "vcap".into(),
+            inode: 1,
+            link: Vec::new(),
+        }
+    }
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o640);
+            header.set_size(data.len() as u64);
+            builder.append_data(&mut header, name, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    /// Every listed entry is yielded with its node from the listing; a sent file's content
+    /// comes from the tar, a file not sent cannot be read; a member that is not the next sent
+    /// file fails the demux naming it.
+    #[test]
+    fn a_listed_artifact_takes_only_the_sent_files_from_the_tar() {
+        let listing = Arc::new(ArtifactListing {
+            entries: vec![
+                listed("d", ListedKind::Directory, 0),
+                listed("d/kept", ListedKind::File, 4),
+                listed("d/sent", ListedKind::File, 5),
+            ],
+        });
+        let tar = tar_of(&[("./d/sent", b"fresh")]);
+        let (source, demux) = TarSource::start_listed(
+            Cursor::new(tar),
+            Arc::clone(&listing),
+            vec![false, false, true],
+        )
+        .unwrap();
+        let entries: Vec<_> = source.entries().map(Result::unwrap).collect();
+        let paths: Vec<_> = entries.iter().map(|e| e.path.clone()).collect();
+        assert_eq!(paths, ["d", "d/kept", "d/sent"].map(PathBuf::from));
+        assert_eq!(entries[1].node.meta.size, 4);
+        assert_eq!(
+            entries[1].node.meta.mtime,
+            Timestamp::new(1_700_000_000, 7).ok()
+        );
+        let mut entries = entries.into_iter();
+        let mut kept = entries.nth(1).unwrap().open.unwrap();
+        let mut sent = entries.next().unwrap().open.unwrap();
+        let mut content = Vec::new();
+        sent.read_to_end(&mut content).unwrap();
+        assert_eq!(content, b"fresh");
+        assert_eq!(demux.outcome().unwrap().files, 2);
+        let error = kept.read_to_end(&mut Vec::new()).unwrap_err().to_string();
+        assert!(error.contains("file `d/kept` was not sent"), "{error}");
+        assert!(demux.outcome().unwrap_err().contains("--full-read"));
+
+        let changed = tar_of(&[("./d/sent", b"grown!")]);
+        let (source, demux) =
+            TarSource::start_listed(Cursor::new(changed), listing, vec![false, false, true])
+                .unwrap();
+        let _: Vec<_> = source.entries().collect();
+        let error = demux.outcome().unwrap_err();
+        assert!(
+            error.contains("the staged file `d/sent` changed while it was sent (listed as a file of 5 bytes, sent as `d/sent` of 6 bytes)"),
+            "{error}"
         );
     }
 

@@ -23,15 +23,17 @@ use cairn_repository::{RepositoryError, RepositoryPassword};
 use cairn_store::ArtifactStore;
 use chrono::{DateTime, Utc};
 
+use super::parent::{choose, find_parent};
 use super::record::{
     tag, tags, Record, RecordArtifact, KIND_ARTIFACT, KIND_RECORD, METADATA_FILE, RECORD_FILE,
     RECORD_FORMAT,
 };
 use super::source::{pipe, PipeWriter, TarSource};
 use crate::error::Error;
+use crate::format::listing::ArtifactListing;
 use crate::format::sink::{
-    ArtifactWriter, BackupRecord, BackupSink, BackupSource, NewBackup, OpenArtifact, OpenBackup,
-    PendingArtifact, StoredBytes,
+    ArtifactWriter, BackupRecord, BackupSink, BackupSource, ListedArtifact, NewBackup,
+    OpenArtifact, OpenBackup, PendingArtifact, StoredBytes,
 };
 
 /// GNU tar flags for an artifact sent to a repository: members sorted by name in each
@@ -51,6 +53,8 @@ pub struct RepositorySink {
     pub url: String,
     /// The repository password.
     pub password: Arc<RepositoryPassword>,
+    /// `--full-read`: send and read every file, with no parent snapshot (phase 1's way).
+    pub full_read: bool,
 }
 
 #[async_trait]
@@ -75,6 +79,7 @@ impl BackupSink for RepositorySink {
             started_at: backup.started_at,
             deployment_manifest: backup.deployment_manifest.map(str::to_string),
             written: Arc::new(Mutex::new(Vec::new())),
+            full_read: self.full_read,
         }))
     }
 }
@@ -100,6 +105,7 @@ struct RepositoryBackup {
     started_at: DateTime<Utc>,
     deployment_manifest: Option<String>,
     written: Arc<Mutex<Vec<Written>>>,
+    full_read: bool,
 }
 
 impl RepositoryBackup {
@@ -133,14 +139,27 @@ impl RepositoryBackup {
         path: PathBuf,
         name: &str,
     ) -> Result<RepositoryWriter, Error> {
+        self.archive_from(snapshot, path, name, None, TarSource::start)
+    }
+
+    /// [`RepositoryBackup::archive`] with the demux `start` makes of the tar, against the
+    /// `parent` snapshot (none: every file is read).
+    fn archive_from(
+        &self,
+        snapshot: SnapshotFile,
+        path: PathBuf,
+        name: &str,
+        parent: Option<String>,
+        start: impl FnOnce(super::source::PipeReader) -> io::Result<(TarSource, super::source::Demux)>,
+    ) -> Result<RepositoryWriter, Error> {
         let (writer, reader) = pipe();
-        let (source, demux) = TarSource::start(reader)
+        let (source, demux) = start(reader)
             .map_err(|e| self.failed(&format!("cannot start reading artifact {name}: {e}")))?;
         let indexed = Arc::clone(&self.indexed);
         let checked = demux.clone();
         let archive = std::thread::Builder::new()
             .name("cairn-repo-archive".into())
-            .spawn(move || archive(&indexed, &source, &checked, snapshot, path))
+            .spawn(move || archive(&indexed, &source, &checked, snapshot, path, parent))
             .map_err(|e| self.failed(&format!("cannot start archiving artifact {name}: {e}")))?;
         Ok(RepositoryWriter {
             pipe: writer,
@@ -149,6 +168,7 @@ impl RepositoryBackup {
             demux,
             name: name.to_string(),
             written: Arc::clone(&self.written),
+            full_tar_bytes: None,
         })
     }
 
@@ -167,10 +187,16 @@ fn archive(
     demux: &super::source::Demux,
     snapshot: SnapshotFile,
     path: PathBuf,
+    parent: Option<String>,
 ) -> Result<SnapshotFile, String> {
-    let options = BackupOptions::default()
-        .no_scan(true)
-        .parent_opts(ParentOptions::default().force(true));
+    let parents = match parent {
+        // Nodes carry no ctime and inode 0, which match anything (`rc:parent.rs:177-182`).
+        Some(id) => ParentOptions::default()
+            .parents(vec![id])
+            .ignore_ctime(true),
+        None => ParentOptions::default().force(true),
+    };
+    let options = BackupOptions::default().no_scan(true).parent_opts(parents);
     let saved = indexed
         .archive(&options, source, snapshot, &[path])
         .map_err(|e| e.display_log().replace('\n', " "))?;
@@ -246,6 +272,78 @@ impl OpenBackup for RepositoryBackup {
             written: Arc::clone(&self.written),
         };
         Ok((Box::new(writer), Box::new(pending)))
+    }
+
+    fn wants_listing(&self) -> bool {
+        true
+    }
+
+    /// Finds the parent (the artifact in the deployment's newest complete backup; none with
+    /// `--full-read`, or when it cannot be read: then every file is sent), chooses the files
+    /// to send, and starts the snapshot fed by the listing and the tar of those files.
+    async fn open_listed(
+        &self,
+        name: &str,
+        listing: Arc<ArtifactListing>,
+    ) -> Result<Option<ListedArtifact>, Error> {
+        let parent = if self.full_read {
+            None
+        } else {
+            match find_parent(&self.url, &self.password, &self.deployment, name).await {
+                Ok(parent) => parent,
+                Err(error) => {
+                    tracing::warn!(
+                        "Cannot read artifact {name} of the last backup in {} ({error}); sending every file of it",
+                        self.url
+                    );
+                    None
+                }
+            }
+        };
+        let choice = choose(&listing, parent.as_ref());
+        if let Some(parent) = &parent {
+            tracing::info!(
+                "Artifact {name}: {} of {} files changed since backup {} (by size and mtime); sending those",
+                choice.wanted.len(),
+                choice.wanted.len() + choice.carried.len(),
+                parent.backup_id
+            );
+        } else {
+            let why = if self.full_read {
+                "--full-read"
+            } else {
+                "no earlier backup of it in the repository"
+            };
+            tracing::info!("Artifact {name}: {why}; sending every file");
+        }
+        let mut sent = vec![false; listing.entries.len()];
+        for index in &choice.wanted {
+            sent[*index] = true;
+        }
+        let snapshot = self.snapshot(KIND_ARTIFACT, name, &[tag("artifact", name)])?;
+        let path = PathBuf::from(format!("{ARTIFACT_ROOT}/{name}"));
+        let full_tar_bytes = tar_bytes(&listing);
+        let source_listing = Arc::clone(&listing);
+        let mut writer = self.archive_from(
+            snapshot,
+            path,
+            name,
+            parent.map(|p| p.snapshot),
+            move |reader| TarSource::start_listed(reader, source_listing, sent),
+        )?;
+        writer.full_tar_bytes = Some(full_tar_bytes);
+        let pending = RepositoryPending {
+            indexed: Arc::clone(&self.indexed),
+            store: Arc::clone(&self.store),
+            name: name.to_string(),
+            written: Arc::clone(&self.written),
+        };
+        Ok(Some(ListedArtifact {
+            wanted: choice.wanted,
+            carried: choice.carried,
+            writer: Box::new(writer),
+            pending: Box::new(pending),
+        }))
     }
 
     async fn open_stream(&self, name: &str) -> Result<OpenArtifact, Error> {
@@ -324,6 +422,23 @@ impl RepositoryBackup {
     }
 }
 
+/// About the bytes of the tar a restore rebuilds of a listed artifact (GNU headers, no long
+/// names counted): its progress lines' total.
+fn tar_bytes(listing: &ArtifactListing) -> u64 {
+    let members: u64 = listing
+        .entries
+        .iter()
+        .map(|e| {
+            512 + if e.kind == crate::format::listing::ListedKind::File {
+                e.size.div_ceil(512) * 512
+            } else {
+                0
+            }
+        })
+        .sum();
+    members + 1024
+}
+
 /// The record snapshot's content as a tar: `metadata` and `cairn.json`.
 fn record_tar(metadata: &str, record: &Record) -> io::Result<Vec<u8>> {
     let json = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
@@ -349,6 +464,8 @@ struct RepositoryWriter {
     demux: super::source::Demux,
     name: String,
     written: Arc<Mutex<Vec<Written>>>,
+    /// A listed artifact's whole tar, as a restore rebuilds it (only the changed files were sent).
+    full_tar_bytes: Option<u64>,
 }
 
 impl Write for RepositoryWriter {
@@ -394,7 +511,7 @@ impl ArtifactWriter for RepositoryWriter {
         self.written.lock().expect("written").push(Written {
             name: self.name.clone(),
             snapshot,
-            plain_bytes: self.plain,
+            plain_bytes: self.full_tar_bytes.unwrap_or(self.plain),
             file_bytes: fed.file_bytes,
         });
         Ok(StoredBytes {
@@ -490,6 +607,7 @@ mod tests {
                 &demux,
                 SnapshotFile::default(),
                 PathBuf::from("/x"),
+                None,
             )
         })
         .await

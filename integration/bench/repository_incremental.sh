@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Only changed files cross the wire into a repository (issue 16 item 3; docs/performance.md,
+# "Repository: incremental backups"). One artifact of FILES files, TOTAL_MIB MiB of random
+# bytes, backed up into `repo+file://` three times: first (everything), again with no change,
+# again after CHURN_PERCENT % of the files were rewritten (same size, new content and mtime).
+# Prints per backup: files and bytes sent over SSH (the instance's tar of the changed files, as
+# Cairn counts it off the channel), the drain's time (listing + tar + archive, from Cairn's log
+# lines), the whole backup's wall time and peak RSS, and what the repository grew by. Asserts
+# nothing.
+#
+#   sudo integration/bench/repository_incremental.sh CAIRN_BINARY [TOTAL_MIB] [FILES] [CHURN_PERCENT]
+#   (defaults: 4096 MiB, 20000 files, 5 %)
+#   REPOBENCH_RESTORE=1 also restores the last backup and times it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$(pwd)
+cairn=$(realpath "$1"); total_mib=${2:-4096}; count=${3:-20000}; churn=${4:-5}
+work=$(mktemp -d /tmp/cairn-repobench.XXXXXX); chmod 755 "$work"
+bed="$work/bed"
+teardown() {  # absolute paths: the runs below change into $work
+  "$repo/integration/testbed.sh" down "$bed" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap teardown EXIT
+integration/testbed.sh up "$bed" --host app/0:files --no-seed >/dev/null
+files="$bed/hosts/app-0/vcap/store/files"; mkdir -p "$files"
+# FILES files of random bytes in 100 folders (content that neither compresses nor repeats).
+python3 - "$files" "$total_mib" "$count" <<'EOF'
+import os, sys
+root, total, count = sys.argv[1], int(sys.argv[2]) << 20, int(sys.argv[3])
+size = total // count
+for i in range(count):
+    folder = os.path.join(root, f"d{i % 100:02d}")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"f{i:06d}.bin"), "wb") as f:
+        f.write(os.urandom(size))
+EOF
+printf 'bench password\n' > "$work/password"; chmod 600 "$work/password"
+export CAIRN_REPOSITORY_PASSWORD_FILE="$work/password"
+url="repo+file://$work/repo"; mkdir "$work/repo"
+cd "$work"
+"$cairn" repo init --allow-unversioned --store "$url" >/dev/null
+data_bytes() { du -sb "$work/repo/data" 2>/dev/null | cut -f1 || echo 0; }
+seconds() {  # "[bbr] 2026/12/07 18:45:07 INFO - ..." -> seconds since the epoch
+  date -d "$(awk '{print $2, $3}' <<< "$1")" +%s
+}
+backup() {  # NAME [FLAGS...]
+  local name=$1; shift
+  local before; before=$(data_bytes)
+  /usr/bin/time -f "%M %e" -o "$work/t" "$cairn" deployment --inventory "$bed/inventory.yml" backup --store "$url" "$@" > "$work/out.log" 2>&1 || { cat "$work/out.log"; exit 1; }
+  read -r rss wall < "$work/t"
+  local line; line=$(grep -m1 'the others unchanged since the last backup' "$work/out.log")
+  # Sent C of N files (B of T bytes; S bytes of tar over SSH), ...
+  read -r sent all sent_bytes all_bytes tar_bytes < <(sed -E 's/.*Sent ([0-9]+) of ([0-9]+) files \(([0-9]+) of ([0-9]+) bytes; ([0-9]+) bytes of tar.*/\1 \2 \3 \4 \5/' <<< "$line")
+  local start end
+  start=$(seconds "$(grep -m1 'Copying backup -- ' "$work/out.log")")
+  end=$(seconds "$(grep -m1 'Finished copying backup -- ' "$work/out.log")")
+  local grown=$(( $(data_bytes) - before ))
+  printf '%-22s sent %6d of %6d files, %12d of %12d bytes (%6.2f %%) tar %12d  drain %5d s  backup wall %7.1f s  peak RSS %6.1f MiB  repository +%d bytes\n' \
+    "$name" "$sent" "$all" "$sent_bytes" "$all_bytes" "$(echo "100*$tar_bytes/$all_bytes" | bc -l)" "$tar_bytes" \
+    "$((end - start))" "$wall" "$(echo "$rss/1024" | bc -l)" "$grown"
+}
+echo "artifact: $count files, $total_mib MiB; churn $churn %; $(nproc) cores; $("$cairn" --version 2>/dev/null || echo cairn)"
+backup "first"
+backup "no change"
+# Rewrite every (100/churn)-th file: same size, new bytes, new mtime.
+python3 - "$files" "$count" "$churn" <<'EOF'
+import os, sys
+root, count, churn = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+step = max(1, round(100 / churn))
+for i in range(0, count, step):
+    path = os.path.join(root, f"d{i % 100:02d}", f"f{i:06d}.bin")
+    size = os.path.getsize(path)
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+EOF
+backup "after $churn % changed"
+backup "--full-read" --full-read
+if [[ ${REPOBENCH_RESTORE:-0} == 1 ]]; then
+  /usr/bin/time -f "%M %e" -o "$work/t" "$cairn" deployment --inventory "$bed/inventory.yml" restore --store "$url" --latest > "$work/out.log" 2>&1 || { cat "$work/out.log"; exit 1; }
+  read -r rss wall < "$work/t"
+  printf '%-22s wall %7.1f s  peak RSS %6.1f MiB\n' "restore --latest" "$wall" "$(echo "$rss/1024" | bc -l)"
+fi
