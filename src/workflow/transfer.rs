@@ -299,30 +299,13 @@ async fn stream_and_digest(
     };
     let (streamed, listing) = tokio::join!(stream, listing);
     let local = digest.await.expect("digest thread");
-    // A stall is the cause, whatever the other sides saw after it.
-    let streamed = streamed?;
-    let local_error = |source| {
-        Error::from(ArtifactError::Io {
-            action: "Writing the artifact",
-            path: label.clone().into(),
-            source,
-        })
-    };
-    // When the writing side stopped first, its error is the cause; otherwise the remote one is.
-    if let Err(crate::remote::RemoteError::ReaderGone { .. }) = &streamed {
-        if let Err(source) = local {
-            return Err(local_error(source));
-        }
-    }
-    let streamed = streamed?;
-    let (files, stored) = local.map_err(local_error)?;
-    if !streamed.success() {
-        return Err(remote_failure(
-            instance,
-            "streaming the backup artifact",
-            &streamed,
-        ));
-    }
+    let (files, stored) = stream_outcome(
+        instance,
+        &label,
+        "streaming the backup artifact",
+        streamed,
+        local,
+    )?;
     // The copy and the checksums ran at once; bbr's lines come in its order: copied, then
     // checked (`Finished validity checks` once the artifact is kept and the instance's removed).
     tracing::info!("Finished copying backup -- {label}...");
@@ -334,6 +317,37 @@ async fn stream_and_digest(
         mismatch_error(instance, &job_name(remote_directory), &mismatched)?;
     }
     Ok((files, stored))
+}
+
+/// What a drain's stream and its digest thread came to: a stall first (it is the cause,
+/// whatever the other sides saw after it), then the writing side's error when it stopped
+/// first (the command then only saw its reader gone), else the command's, else the digests.
+fn stream_outcome<T>(
+    instance: &Instance,
+    label: &str,
+    action: &str,
+    streamed: Result<Result<crate::remote::CommandOutput, crate::remote::RemoteError>, Error>,
+    local: io::Result<T>,
+) -> Result<T, Error> {
+    let streamed = streamed?;
+    let local_error = |source| {
+        Error::from(ArtifactError::Io {
+            action: "Writing the artifact",
+            path: label.into(),
+            source,
+        })
+    };
+    if let Err(crate::remote::RemoteError::ReaderGone { .. }) = &streamed {
+        if let Err(source) = local {
+            return Err(local_error(source));
+        }
+    }
+    let streamed = streamed?;
+    let written = local.map_err(local_error)?;
+    if !streamed.success() {
+        return Err(remote_failure(instance, action, &streamed));
+    }
+    Ok(written)
 }
 
 fn job_name(remote_directory: &str) -> String {

@@ -23,7 +23,6 @@ use super::{
     CHUNKS_IN_FLIGHT,
 };
 use crate::error::Error;
-use crate::format::bbr_directory::ArtifactError;
 use crate::format::digest::FileDigests;
 use crate::format::listing::{self, ArtifactListing};
 use crate::format::sink::{
@@ -223,27 +222,11 @@ async fn send_changed(
     let streamed = super::unless_stalled(stream, &watch).await;
     feeder.abort();
     let local = digest.await.expect("digest thread");
-    let streamed = streamed?;
-    let local_error = |source| {
-        Error::from(ArtifactError::Io {
-            action: "Writing the artifact",
-            path: label.clone().into(),
-            source,
-        })
-    };
-    if let Err(crate::remote::RemoteError::ReaderGone { .. }) = &streamed {
-        if let Err(source) = local {
-            return Err(local_error(source));
-        }
-    }
-    let streamed = streamed?;
-    let (files, stored) = local.map_err(local_error)?;
-    if !streamed.success() {
-        return Err(remote_failure(
-            instance,
-            "streaming the changed files of the backup artifact",
-            &streamed,
-        ));
-    }
-    Ok((files, stored))
+    super::stream_outcome(
+        instance,
+        &label,
+        "streaming the changed files of the backup artifact",
+        streamed,
+        local,
+    )
 }
