@@ -63,7 +63,7 @@ use crate::remote::script::{ScriptIo, ScriptOutcome};
 use crate::remote::{RemoteHostExt, StdoutMode};
 use crate::report::events::{Event, EventSink};
 use crate::workflow::scripts::run_job_script_io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Chunks in flight between the SSH channel and the disk thread (bounded memory).
@@ -98,8 +98,7 @@ struct Progress {
     label: String,
     instance: String,
     job: String,
-    /// The expected bytes, 0 while unknown (a backup's `du` runs beside its stream).
-    total: Arc<AtomicU64>,
+    total: u64,
     done: u64,
     next_percent: u64,
     events: Option<Arc<dyn EventSink>>,
@@ -119,7 +118,7 @@ impl Progress {
             label,
             instance: instance.name.to_string(),
             job: job.name.clone(),
-            total: Arc::new(AtomicU64::new(total)),
+            total,
             done: 0,
             next_percent: PROGRESS_STEP,
             events: context.events.clone(),
@@ -130,11 +129,10 @@ impl Progress {
     fn advance(&mut self, bytes: usize) {
         self.moved.add(bytes);
         self.done = self.done.saturating_add(bytes as u64);
-        let total = self.total.load(Ordering::Relaxed);
-        if total == 0 {
+        if self.total == 0 {
             return;
         }
-        let percent = (u128::from(self.done) * 100 / u128::from(total)).min(100) as u64;
+        let percent = (u128::from(self.done) * 100 / u128::from(self.total)).min(100) as u64;
         if percent >= self.next_percent {
             tracing::info!("Copying backup {} -- {percent}% complete", self.label);
             self.next_percent = percent + PROGRESS_STEP;
@@ -143,7 +141,7 @@ impl Progress {
                     instance: self.instance.clone(),
                     job: self.job.clone(),
                     bytes: self.done,
-                    total_bytes: total,
+                    total_bytes: self.total,
                     percent,
                 });
             }
@@ -189,22 +187,21 @@ pub(super) async fn download(
     }
     let remote_directory = instance.backup_directory(job);
     let label = format!("for job {} on {}", job.name, instance.name);
-    let progress = Progress::new(label.clone(), instance, job, 0, context);
-    // The size is only for bbr's line and the progress: `du` runs beside the stream, not
-    // before it (for a million small files it takes seconds).
-    let total = Arc::clone(&progress.total);
-    let sized = async {
-        let size = remote_size(instance, &remote_directory).await;
-        // bbr's drain lines (`orchestrator/backup_download_executable.go`).
-        tracing::info!(
-            "Copying backup -- {} uncompressed -- {label}...",
-            du_human(size)
-        );
-        total.store(size, Ordering::Relaxed);
-    };
+    let progress = Progress::new(
+        label.clone(),
+        instance,
+        job,
+        remote_size(instance, &remote_directory).await,
+        context,
+    );
     let (writer, pending) = destination
         .open_artifact(&instance.backup_artifact_name(job))
         .await?;
+    // bbr's drain lines (`orchestrator/backup_download_executable.go`).
+    tracing::info!(
+        "Copying backup -- {} uncompressed -- {label}...",
+        du_human(progress.total)
+    );
     let tar_flags = destination.tar_flags();
     let streamed = stream_and_digest(
         instance,
@@ -213,7 +210,6 @@ pub(super) async fn download(
         tar_flags,
         writer,
         progress,
-        sized,
         context,
     )
     .await;
@@ -264,9 +260,7 @@ fn stall_limit(job: &str, context: &RunContext) -> Duration {
 }
 
 /// Runs `tar -c` (with `--instance-checksums` the remote checksums too, at the same time),
-/// writing and hashing the stream; `sized` (the `du` and bbr's size line) runs beside it and
-/// ends before bbr's `Finished copying backup` line.
-#[allow(clippy::too_many_arguments)]
+/// writing and hashing the stream.
 async fn stream_and_digest(
     instance: &Instance,
     job: &Job,
@@ -274,7 +268,6 @@ async fn stream_and_digest(
     tar_flags: &[&str],
     writer: Box<dyn ArtifactWriter>,
     progress: Progress,
-    sized: impl Future<Output = ()>,
     context: &RunContext,
 ) -> Result<(FileDigests, StoredBytes), Error> {
     let label = progress.label.clone();
@@ -304,7 +297,7 @@ async fn stream_and_digest(
             Ok(())
         }
     };
-    let (streamed, listing, ()) = tokio::join!(stream, listing, sized);
+    let (streamed, listing) = tokio::join!(stream, listing);
     let local = digest.await.expect("digest thread");
     let (files, stored) = stream_outcome(
         instance,
