@@ -27,6 +27,25 @@ fn with_flag(work: &Path, password: &Path, args: &[&str]) -> Output {
     logged(&all, output)
 }
 
+/// `cairn backups --store URL prune -d testbed --keep-last KEEP EXTRA` with the password flag;
+/// asserts it exited 0.
+fn prune_keeping(work: &Path, password: &Path, url: &str, keep: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "backups",
+        "--store",
+        url,
+        "prune",
+        "-d",
+        "testbed",
+        "--keep-last",
+        keep,
+    ];
+    args.extend_from_slice(extra);
+    let output = with_flag(work, password, &args);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    output
+}
+
 /// `cairn deployment --inventory BED ARGS --repository-password-file PASSWORD`.
 fn on_bed(bed: &TestBed, work: &Path, password: &Path, args: &[&str]) -> Output {
     let inventory = bed.inventory();
@@ -188,22 +207,7 @@ fn prune_keeps_the_right_snapshots_and_later_deletes_the_packs_only_the_pruned_b
     };
     let before_bytes = bytes(&before);
     assert!(packs_of.iter().all(|p| !p.is_empty()), "{packs_of:?}");
-    let prune = |extra: &[&str]| {
-        let mut args = vec![
-            "backups",
-            "--store",
-            &url,
-            "prune",
-            "-d",
-            "testbed",
-            "--keep-last",
-            "2",
-        ];
-        args.extend_from_slice(extra);
-        let output = with_flag(work.path(), &password, &args);
-        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-        output
-    };
+    let prune = |extra: &[&str]| prune_keeping(work.path(), &password, &url, "2", extra);
 
     // A dry run says what it would do and changes nothing.
     let dry = prune(&["--dry-run"]);
@@ -400,21 +404,12 @@ fn an_azure_repository_backs_up_restores_deletes_and_prunes() {
     );
 
     let prune = |extra: &[&str]| {
-        let mut args = vec![
-            "backups",
-            "--store",
-            &url,
-            "prune",
-            "-d",
-            "testbed",
-            "--keep-last",
-            "1",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        let output = with_flag(work.path(), &password, &args);
-        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-        json_line(&output, "repository")
+        let mut json = vec!["--json"];
+        json.extend_from_slice(extra);
+        json_line(
+            &prune_keeping(work.path(), &password, &url, "1", &json),
+            "repository",
+        )
     };
     let marked = prune(&[]);
     let count =
