@@ -55,7 +55,8 @@ pub enum Event {
         /// Its exit status.
         exit_status: u32,
     },
-    /// Progress of one artifact transfer (every 5 %).
+    /// Progress of one artifact transfer: its first bytes, then every 5 % once its size is
+    /// known.
     TransferProgress {
         /// `<group>/<id>`.
         instance: String,

@@ -32,9 +32,11 @@
 //! fails ([`stall`], [`Error::TransferStalled`]).
 
 mod listed;
+mod progress;
 mod stall;
 mod streamed;
 
+use progress::Progress;
 pub(super) use streamed::{stream_backup, stream_restore, verify_stream};
 
 use std::future::Future;
@@ -61,7 +63,6 @@ use crate::model::job::{Job, ScriptName};
 use crate::remote::commands::{self, ChecksumRecord, ChecksumRecords};
 use crate::remote::script::{ScriptIo, ScriptOutcome};
 use crate::remote::{RemoteHostExt, StdoutMode};
-use crate::report::events::{Event, EventSink};
 use crate::workflow::scripts::run_job_script_io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -80,73 +81,11 @@ fn checksum_batch(files: usize) -> usize {
     (files / 32).max(1)
 }
 
-/// Percentage points between two progress lines. As bbr (`readwriter/log_percentage.go`), the
-/// first line comes at 5 % and each next one 5 points after the last; 100 % is logged once
-/// (bbr logs it again on every write past its estimate).
-const PROGRESS_STEP: u64 = 5;
-
 /// A blocking [`Read`] over chunks arriving on a channel, logging progress every 5 %.
 struct ChannelReader {
     receiver: mpsc::Receiver<Bytes>,
     current: Bytes,
     progress: Progress,
-}
-
-/// bbr's `Copying backup for job J on G/ID -- N% complete` lines for one copy.
-struct Progress {
-    /// `for job J on G/ID`.
-    label: String,
-    instance: String,
-    job: String,
-    total: u64,
-    done: u64,
-    next_percent: u64,
-    events: Option<Arc<dyn EventSink>>,
-    /// What the stall watchdog reads.
-    moved: stall::Moved,
-}
-
-impl Progress {
-    fn new(
-        label: String,
-        instance: &Instance,
-        job: &Job,
-        total: u64,
-        context: &RunContext,
-    ) -> Self {
-        Progress {
-            label,
-            instance: instance.name.to_string(),
-            job: job.name.clone(),
-            total,
-            done: 0,
-            next_percent: PROGRESS_STEP,
-            events: context.events.clone(),
-            moved: stall::Moved::default(),
-        }
-    }
-
-    fn advance(&mut self, bytes: usize) {
-        self.moved.add(bytes);
-        self.done = self.done.saturating_add(bytes as u64);
-        if self.total == 0 {
-            return;
-        }
-        let percent = (u128::from(self.done) * 100 / u128::from(self.total)).min(100) as u64;
-        if percent >= self.next_percent {
-            tracing::info!("Copying backup {} -- {percent}% complete", self.label);
-            self.next_percent = percent + PROGRESS_STEP;
-            if let Some(events) = &self.events {
-                events.emit(Event::TransferProgress {
-                    instance: self.instance.clone(),
-                    job: self.job.clone(),
-                    bytes: self.done,
-                    total_bytes: self.total,
-                    percent,
-                });
-            }
-        }
-    }
 }
 
 impl Read for ChannelReader {
@@ -187,21 +126,10 @@ pub(super) async fn download(
     }
     let remote_directory = instance.backup_directory(job);
     let label = format!("for job {} on {}", job.name, instance.name);
-    let progress = Progress::new(
-        label.clone(),
-        instance,
-        job,
-        remote_size(instance, &remote_directory).await,
-        context,
-    );
+    let progress = Progress::new(label.clone(), instance, job, 0, context);
     let (writer, pending) = destination
         .open_artifact(&instance.backup_artifact_name(job))
         .await?;
-    // bbr's drain lines (`orchestrator/backup_download_executable.go`).
-    tracing::info!(
-        "Copying backup -- {} uncompressed -- {label}...",
-        du_human(progress.total)
-    );
     let tar_flags = destination.tar_flags();
     let streamed = stream_and_digest(
         instance,
@@ -260,7 +188,8 @@ fn stall_limit(job: &str, context: &RunContext) -> Duration {
 }
 
 /// Runs `tar -c` (with `--instance-checksums` the remote checksums too, at the same time),
-/// writing and hashing the stream.
+/// writing and hashing the stream; the `du` for bbr's size line and the progress total runs
+/// beside it and ends before bbr's `Finished copying backup` line.
 async fn stream_and_digest(
     instance: &Instance,
     job: &Job,
@@ -271,6 +200,18 @@ async fn stream_and_digest(
     context: &RunContext,
 ) -> Result<(FileDigests, StoredBytes), Error> {
     let label = progress.label.clone();
+    // The size is only for bbr's line and the progress: `du` runs beside the stream, not
+    // before it (for a million small files it takes seconds).
+    let late_progress = progress.clone();
+    let sized = async {
+        let size = remote_size(instance, remote_directory).await;
+        // bbr's drain lines (`orchestrator/backup_download_executable.go`).
+        tracing::info!(
+            "Copying backup -- {} uncompressed -- {label}...",
+            du_human(size)
+        );
+        late_progress.set_total(size);
+    };
     let stop = context.cancel.child_token();
     let watch = StreamWatch::new(instance, job, "from", &progress, &stop, context);
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
@@ -297,8 +238,10 @@ async fn stream_and_digest(
             Ok(())
         }
     };
-    let (streamed, listing) = tokio::join!(stream, listing);
+    let (streamed, listing, ()) = tokio::join!(stream, listing, sized);
     let local = digest.await.expect("digest thread");
+    // The reading thread has ended: what it moved before `du` answered is reported now.
+    late_progress.catch_up();
     let (files, stored) = stream_outcome(
         instance,
         &label,
