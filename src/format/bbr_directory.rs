@@ -7,6 +7,7 @@
 //! rename at the very end. A failed backup keeps bbr's shape — a `metadata` listing no
 //! instances and no tars — which restore refuses.
 
+mod direct_io;
 pub mod metadata;
 pub mod metadata_read;
 pub mod signed;
@@ -367,7 +368,7 @@ impl BackupDirectory {
             path: path.clone(),
             source,
         })?;
-        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        let reader = direct_io::DirectReader::new(file, 1 << 20);
         let mismatched = compare_tar(reader, forward, expected)
             .map_err(|source| ArtifactError::BadTar { path, source })?;
         if mismatched.is_empty() {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::direct_io::DirectWriter;
 use super::{ArtifactError, BackupDirectory, BackupMetadata, Checksums};
 use crate::error::{Error, RunErrors};
 use crate::format::signature::{SigningKey, TrustedKeys};
@@ -172,10 +173,10 @@ impl FileThread {
         let thread = std::thread::Builder::new()
             .name("cairn-tar-writer".into())
             .spawn(move || {
-                let mut file = file;
+                let mut file = DirectWriter::new(file, FILE_CHUNK);
                 let (mut written, mut flushed_at) = (0_u64, 0_u64);
                 while let Ok(mut chunk) = received.recv() {
-                    file.write_all(&chunk)?;
+                    file.write_piece(&chunk)?;
                     written += chunk.len() as u64;
                     if written - flushed_at >= writeback_every {
                         flushed_at = written;
@@ -185,7 +186,7 @@ impl FileThread {
                     let _ = give_back.try_send(chunk);
                 }
                 writeback.finish()?;
-                Ok(file)
+                file.into_file()
             })?;
         Ok(FileThread {
             chunks: Some(chunks),
