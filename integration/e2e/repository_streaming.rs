@@ -15,7 +15,7 @@ use crate::common::*;
 use crate::repository::{
     created_id, on_bed, password_file, repo, repository_backups, with_password,
 };
-use crate::streaming::{mutate_directory, seed_directory, set_stream, wrap_backup};
+use crate::streaming::{seed_directory, set_stream, wrap_backup};
 
 /// What the streaming job's `backup` wrote (a copy taken by its wrapper), inside the host.
 const SENT: &str = "sys/run/stream-sent";
@@ -74,11 +74,18 @@ fn state(directory: &Path, files: &Path) -> (Digests, Digests) {
 
 type Digests = std::collections::BTreeMap<String, String>;
 
-/// Changes both jobs' data.
+/// Changes both jobs' data, whatever state they are in (each call writes other bytes).
 fn mutate(directory: &Path, files: &Path) {
-    mutate_directory(directory);
-    fs::write(files.join("small.txt"), b"changed\n").unwrap();
-    fs::remove_file(files.join("sub/deep.txt")).unwrap();
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _ = fs::remove_file(directory.join("empty"));
+    fs::write(
+        directory.join("uploads/2026/report 1.txt"),
+        format!("overwritten, change {call}\n"),
+    )
+    .unwrap();
+    fs::write(files.join("small.txt"), format!("changed, change {call}\n")).unwrap();
+    let _ = fs::remove_file(files.join("sub/deep.txt"));
 }
 
 /// Restores backup `id` (`None`: `--latest`) and checks both jobs' data are `expected`, and
@@ -214,11 +221,12 @@ fn a_streaming_job_round_trips_through_a_folder_repository_and_a_damaged_pack_st
     cairn_testbed::require_root!();
     let root = tempfile::tempdir().unwrap();
     let url = format!("repo+file://{}", root.path().display());
-    let (work, password, bed, _) = two_nights(&url);
+    let (work, password, bed, ids) = two_nights(&url);
 
-    // A flipped byte in the biggest pack: the stream's 3 MiB of random data (the `files`
-    // job's are a few bytes). The restore's first full read of the stream fails on the
-    // blob's MAC, before the streaming job's restore script (or any other) runs.
+    // A flipped byte in the biggest pack: the first night's stream, 3 MiB of random data (the
+    // `files` job's are a few bytes; the second night added only the chunks that changed, so
+    // the first backup uses every blob of it). The restore's first full read of the stream
+    // fails on the blob's MAC, before the streaming job's restore script (or any other) runs.
     let biggest = packs(root.path())
         .into_iter()
         .max_by_key(|p| fs::metadata(p).unwrap().len())
@@ -236,7 +244,7 @@ fn a_streaming_job_round_trips_through_a_folder_repository_and_a_damaged_pack_st
         &bed,
         work.path(),
         &password,
-        &["restore", "--store", &url, "--latest"],
+        &["restore", "--store", &url, "--backup", &ids[0]],
     );
     let log = text(&output);
     assert_eq!(output.status.code(), Some(1), "{log}");

@@ -34,7 +34,7 @@ pub(crate) fn seed_directory(host: &TestHost) -> PathBuf {
     root
 }
 
-pub(crate) fn mutate_directory(root: &Path) {
+fn mutate_directory(root: &Path) {
     fs::remove_file(root.join("empty")).unwrap();
     fs::write(root.join("uploads/2026/report 1.txt"), "overwritten\n").unwrap();
     fs::write(root.join("intruder"), "new\n").unwrap();
