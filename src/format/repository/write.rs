@@ -703,6 +703,38 @@ mod tests {
         assert!(dumped == data, "the file is the stream");
     }
 
+    /// Fewer bytes in the snapshot than the source counted as fed (here: a count off by one,
+    /// as if rustic had stopped reading early and still saved the file): no snapshot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_short_of_the_bytes_fed_is_deleted() {
+        let (_dir, store, password, indexed) = local_repository().await;
+        let archived = tokio::task::spawn_blocking(move || {
+            let (mut writer, reader) = super::super::source::pipe();
+            let (source, _) = StreamSource::start(reader, None);
+            let counted = Arc::new(super::super::source::Shared::default());
+            counted.count(1, 100_001);
+            writer.write_all(&[3; 100_000]).unwrap();
+            writer.close();
+            archive(
+                &indexed,
+                &source,
+                &super::super::source::Demux::of(counted),
+                SnapshotFile::default(),
+                PathBuf::from("/cairn-stream"),
+                None,
+            )
+        })
+        .await
+        .unwrap();
+        let error = archived.unwrap_err();
+        assert!(
+            error.contains("the snapshot's files hold 100000 of the 100001 bytes sent; its partial snapshot was deleted"),
+            "{error}"
+        );
+        let opened = cairn_repository::open(store, &password).await.unwrap();
+        assert_eq!(opened.snapshot_count().await.unwrap(), 0);
+    }
+
     /// A stream whose writer is dropped without `close` (the script's connection lost): no
     /// snapshot, whatever rustic archived.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
