@@ -120,7 +120,7 @@ mod tests {
         let (mut writer, reader) = super::super::source::pipe();
         let (source, demux) = StreamSource::start(reader, None);
         let feeding = std::thread::spawn(move || {
-            writer.write_all(&[5; 70_000]).unwrap();
+            writer.write_all(&vec![5; 70_000]).unwrap();
             writer.close();
         });
         let mut entries = source.entries();

@@ -713,7 +713,7 @@ mod tests {
             let (source, _) = StreamSource::start(reader, None);
             let counted = Arc::new(super::super::source::Shared::default());
             counted.count(1, 100_001);
-            writer.write_all(&[3; 100_000]).unwrap();
+            writer.write_all(&vec![3; 100_000]).unwrap();
             writer.close();
             archive(
                 &indexed,
