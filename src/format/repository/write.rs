@@ -8,7 +8,8 @@
 //! marker: a backup without one is never listed or restored. Every file is read and chunked
 //! (no parent snapshot: phase 1 sends every byte anyway, and a file is then never carried
 //! over on size and mtime alone); deduplication is by content, so an unchanged file adds no
-//! data to the store.
+//! data to the store. A streaming job's stdout is archived the same way, as a snapshot of one
+//! file ([`super::stream`]), its size and sha256 in the record as a store's manifest has them.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
