@@ -40,6 +40,7 @@ mod repository;
 mod repository_incremental;
 mod repository_ops;
 mod repository_restic;
+mod repository_streaming;
 mod restore_parallelism;
 mod restore_plan;
 mod resume;

@@ -11,6 +11,7 @@ use cairn_testbed::stores::{Emulator, Server, AWS_ENV};
 
 use crate::common::*;
 use crate::repository::{bed_with_files, created_id, on_bed, password_file, repo};
+use crate::repository_streaming::{sent, streaming_bed};
 
 /// `restic -r REPOSITORY --no-cache ARGS` with the password file, the emulators' keys and a
 /// home of its own.
@@ -26,10 +27,13 @@ fn restic(work: &Path, repository: &str, password: &Path, args: &[&str]) -> Outp
         .env("NO_PROXY", "127.0.0.1")
         .output()
         .expect("restic runs (install Debian's restic package)");
+    // A dump's bytes are not shown whole.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let shown: String = stdout.chars().take(4000).collect();
     eprintln!(
-        "restic {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+        "restic {args:?} -> {:?}\n--- stdout ({} bytes)\n{shown}\n--- stderr\n{}",
         output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
+        output.stdout.len(),
         String::from_utf8_lossy(&output.stderr)
     );
     output
@@ -196,6 +200,92 @@ fn restic_lists_and_restores_a_cairn_backup() {
         ],
     ));
     assert_eq!(tree_digest(&out), tree_digest(&files));
+    succeeded(&restic(
+        work.path(),
+        repository,
+        &password,
+        &["check", "--read-data"],
+    ));
+}
+
+/// A streaming job's artifact is one file, `/cairn-stream`, which `restic dump` gives back
+/// byte for byte; the record (`cairn.json`, itself dumped by restic) holds the stream's size
+/// and sha256 as a store's manifest does.
+#[test]
+fn restic_dumps_a_streamed_artifact() {
+    cairn_testbed::require_root!();
+    let (bed, _, _) = streaming_bed();
+    let work = workdir();
+    let root = work.root().join("repo");
+    std::fs::create_dir(&root).unwrap();
+    let url = format!("repo+file://{}", root.display());
+    let password = password_file(work.root(), "password", "correct horse", 0o600);
+    created_id(&repo(work.path(), &["init"], &url, &password));
+    let backup = on_bed(&bed, work.path(), &password, &["backup", "--store", &url]);
+    assert_eq!(backup.status.code(), Some(0), "{}", text(&backup));
+    let stream = sent(bed.host("app", 0));
+    let repository = root.to_str().unwrap();
+    let snapshot_of = |tags: &str| {
+        let listed = succeeded(&restic(
+            work.path(),
+            repository,
+            &password,
+            &["--no-lock", "snapshots", "--json", "--tag", tags],
+        ));
+        let snapshots: serde_json::Value = serde_json::from_str(&listed).expect("snapshots JSON");
+        assert_eq!(snapshots.as_array().unwrap().len(), 1, "{listed}");
+        snapshots[0].clone()
+    };
+    let artifact = snapshot_of("cairn-kind=artifact,deployment=testbed,artifact=app-0-directory");
+    assert_eq!(artifact["paths"][0], "/cairn-stream", "{artifact}");
+    let dump = restic(
+        work.path(),
+        repository,
+        &password,
+        &[
+            "--no-lock",
+            "dump",
+            artifact["id"].as_str().unwrap(),
+            "/cairn-stream",
+        ],
+    );
+    assert_eq!(dump.status.code(), Some(0), "{}", text(&dump));
+    assert!(
+        dump.stdout == stream,
+        "restic dump gives the streamed bytes"
+    );
+
+    let record = snapshot_of("cairn-kind=record,deployment=testbed");
+    let record = succeeded(&restic(
+        work.path(),
+        repository,
+        &password,
+        &[
+            "--no-lock",
+            "dump",
+            record["id"].as_str().unwrap(),
+            "/cairn.json",
+        ],
+    ));
+    let record: serde_json::Value = serde_json::from_str(&record).expect("cairn.json");
+    let artifacts = record["artifacts"].as_array().unwrap();
+    let streamed = artifacts
+        .iter()
+        .find(|a| a["name"] == "app-0-directory")
+        .expect("the streamed artifact in cairn.json");
+    assert_eq!(streamed["stream"], true, "{streamed}");
+    let file = &streamed["files"]["./cairn-stream"];
+    assert_eq!(file["size"], stream.len(), "{streamed}");
+    assert_eq!(
+        file["sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stream)),
+        "{streamed}"
+    );
+    let classic = artifacts
+        .iter()
+        .find(|a| a["name"] == "app-0-files")
+        .expect("the files artifact in cairn.json");
+    assert!(classic.get("stream").is_none(), "{classic}");
     succeeded(&restic(
         work.path(),
         repository,

@@ -14,7 +14,7 @@ use crate::common::*;
 use cairn_testbed::{TestBed, TestHost};
 
 /// Turns the streaming declaration of a reference job on or off (its `bbr.conf`'s `STREAM`).
-fn set_stream(host: &TestHost, job: &str, on: bool) {
+pub(crate) fn set_stream(host: &TestHost, job: &str, on: bool) {
     let conf = host.vcap_dir.join(format!("jobs/{job}/bin/bbr/bbr.conf"));
     let text = fs::read_to_string(&conf).unwrap_or_default();
     let mut kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("STREAM=")).collect();
@@ -24,7 +24,7 @@ fn set_stream(host: &TestHost, job: &str, on: bool) {
 }
 
 /// A few files of every kind, one of them 3 MiB, for the `directory` job.
-fn seed_directory(host: &TestHost) -> PathBuf {
+pub(crate) fn seed_directory(host: &TestHost) -> PathBuf {
     let root = host.vcap_dir.join("store/directory");
     fs::create_dir_all(root.join("uploads/2026")).unwrap();
     fs::write(root.join("uploads/2026/report 1.txt"), "quarterly\n").unwrap();
@@ -66,7 +66,7 @@ fn tar_entries(tar: &Path) -> Vec<String> {
 
 /// Replaces a job's `backup` with `body` (a shell script), keeping the original as
 /// `backup.orig` for it to call.
-fn wrap_backup(bed: &TestBed, host: &TestHost, job: &str, body: &str) {
+pub(crate) fn wrap_backup(bed: &TestBed, host: &TestHost, job: &str, body: &str) {
     let bin = host.vcap_dir.join(format!("jobs/{job}/bin/bbr"));
     if !bin.join("backup.orig").exists() {
         fs::copy(bin.join("backup"), bin.join("backup.orig")).unwrap();

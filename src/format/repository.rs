@@ -8,8 +8,9 @@
 //! repository, so the CLI never touches rustic_core. What exists now: creating a repository
 //! and opening (and checking) it; backups into it ([`write::RepositorySink`], each artifact a
 //! snapshot fed by the demux of [`source`], the record snapshot last, [`record`]) and restores
-//! from it ([`read::RepositorySource`], each artifact's tar rebuilt from its snapshot), and the
-//! catalog's list, show and verify of backups in a repository ([`read`]).
+//! from it ([`read::RepositorySource`], each artifact's tar rebuilt from its snapshot; a
+//! streaming job's stream is one file of its snapshot, [`stream`]), and the catalog's list,
+//! show and verify of backups in a repository ([`read`]).
 
 pub mod catalog;
 mod mode;
@@ -17,6 +18,7 @@ pub mod parent;
 pub mod read;
 pub mod record;
 pub mod source;
+pub mod stream;
 pub mod write;
 
 use std::path::Path;

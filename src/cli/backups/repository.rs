@@ -8,7 +8,7 @@
 
 use cairn::catalog::retention::{self, RetentionPolicy, Verdict, Verification};
 use cairn::format::repository::catalog::{self, DataPruned, DEFAULT_KEEP_MARKED};
-use cairn::format::repository::{read, RepositoryPassword};
+use cairn::format::repository::{read, stream, RepositoryPassword};
 use cairn::format::store::BackupSummary;
 use cairn::report::size_text;
 
@@ -107,7 +107,8 @@ async fn list(
     Ok(0)
 }
 
-/// One line per artifact of one backup, with its snapshot (for `restic restore`).
+/// One line per artifact of one backup, with its snapshot (for `restic restore`, or `restic
+/// dump SNAPSHOT /cairn-stream` of a streamed artifact).
 async fn show(url: &str, password: &RepositoryPassword, id: &str) -> anyhow::Result<i32> {
     let (deployment, id) = split_backup_id(id, None)?;
     let record = read::read_record(url, password, &deployment, Some(&id)).await?;
@@ -118,8 +119,13 @@ async fn show(url: &str, password: &RepositoryPassword, id: &str) -> anyhow::Res
         record.artifacts.len()
     ));
     for artifact in &record.artifacts {
+        let streamed = if artifact.stream {
+            format!("  streamed: one file, /{}", stream::STREAM_NAME)
+        } else {
+            String::new()
+        };
         say(&format!(
-            "{}  snapshot {}  {} bytes",
+            "{}  snapshot {}  {} bytes{streamed}",
             artifact.name, artifact.snapshot, artifact.file_bytes
         ));
     }

@@ -23,12 +23,14 @@ use cairn_repository::{Finding, RepositoryError, RepositoryPassword};
 use super::mode;
 use super::record::{tag, Record, RecordArtifact, KIND_RECORD, METADATA_FILE, RECORD_FILE};
 use super::source::pipe;
+use super::stream::STREAM_NAME;
 use crate::error::{Error, RunErrors};
 use crate::format::bbr_directory::metadata::{self, BackupMetadata, Checksums};
 use crate::format::bbr_directory::ArtifactError;
 use crate::format::sink::{
     ArtifactReader, ArtifactSize, BackupContents, BackupSource, CheckedBackup,
 };
+use crate::format::stream::{is_stream, STREAM_FILE};
 
 type Indexed = cairn_repository::rustic_core::Repository<IndexedFullStatus>;
 type Opened = cairn_repository::rustic_core::Repository<OpenStatus>;
@@ -337,6 +339,15 @@ impl BackupSource for RepositorySource {
                 detail,
             })
         })?;
+        check_streams(&found.record, &metadata).map_err(|detail| {
+            Error::from(ArtifactError::BadMetadata {
+                path: PathBuf::from(format!(
+                    "{}/{}/{}/{RECORD_FILE}",
+                    self.url, found.record.deployment, found.record.backup_id
+                )),
+                detail,
+            })
+        })?;
         Ok(Box::new(CheckedRepository {
             indexed: Arc::new(found.indexed),
             metadata,
@@ -345,6 +356,39 @@ impl BackupSource for RepositorySource {
             url: self.url.clone(),
         }))
     }
+}
+
+/// Every streamed artifact's record (`files`: the one `./cairn-stream`, its size and sha256)
+/// must agree with bbr's `metadata`, whose checksum a restore checks the stream against: the
+/// record's size is what the rebuilt one-file tar says ([`super::stream`]).
+fn check_streams(record: &Record, metadata: &BackupMetadata) -> Result<(), String> {
+    for artifact in record.artifacts.iter().filter(|a| a.stream) {
+        let listed = if artifact.shared {
+            metadata
+                .custom_artifacts
+                .iter()
+                .find(|a| a.name == artifact.name)
+                .map(|a| &a.checksums)
+        } else {
+            metadata.checksums_for(&artifact.group, &artifact.index, &artifact.job)
+        };
+        let recorded = artifact.files.get(STREAM_FILE.as_bytes());
+        let agree = match (listed, recorded) {
+            (Some(listed), Some(recorded)) => {
+                artifact.files.len() == 1
+                    && is_stream(listed)
+                    && listed.get(STREAM_FILE.as_bytes()) == Some(&recorded.sha256)
+            }
+            _ => false,
+        };
+        if !agree {
+            return Err(format!(
+                "streamed artifact {} is recorded with other files or another sha256 than `metadata` lists for it; the record was tampered with, restore another backup",
+                artifact.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A backup in a repository, its record read and its snapshots found.
@@ -408,16 +452,23 @@ impl CheckedBackup for CheckedRepository {
             }
             .into());
         };
+        // A stream's size, checked against `metadata` by `check`.
+        let stream = artifact
+            .stream
+            .then(|| artifact.files.get(STREAM_FILE.as_bytes()).map(|f| f.size))
+            .flatten();
         Ok(Box::new(RepositoryArtifact {
             indexed: Arc::clone(&self.indexed),
             root: root.clone(),
             expected: expected.clone(),
             label: format!("{}/{}/{name}", self.url, self.record.backup_id),
             name: name.to_string(),
+            // A stream's progress counts its bytes, as from a plain store.
             size: ArtifactSize {
-                tar_bytes: artifact.plain_bytes,
+                tar_bytes: stream.unwrap_or(artifact.plain_bytes),
                 disk_usage: artifact.file_bytes,
             },
+            stream,
         }))
     }
 }
@@ -430,6 +481,8 @@ struct RepositoryArtifact {
     label: String,
     name: String,
     size: ArtifactSize,
+    /// A streamed artifact: its recorded size (its one-file tar is rebuilt around it).
+    stream: Option<u64>,
 }
 
 impl ArtifactReader for RepositoryArtifact {
@@ -437,10 +490,14 @@ impl ArtifactReader for RepositoryArtifact {
         let (mut tar_writer, tar_reader) = pipe();
         let indexed = Arc::clone(&self.indexed);
         let root = self.root.clone();
+        let stream = self.stream;
         let producer = std::thread::Builder::new()
             .name("cairn-repo-tar".into())
             .spawn(move || {
-                let written = write_tar(&indexed, &root, &mut tar_writer);
+                let written = match stream {
+                    Some(size) => write_stream_tar(&indexed, &root, size, &mut tar_writer),
+                    None => write_tar(&indexed, &root, &mut tar_writer),
+                };
                 if written.is_ok() {
                     tar_writer.close();
                 }
@@ -552,6 +609,80 @@ fn write_tar(indexed: &Indexed, root: &Node, out: &mut impl Write) -> io::Result
     out.write_all(&[0; 1024])
 }
 
+/// Writes a streamed artifact's snapshot as the one-file tar a store's stream is read as
+/// ([`crate::format::stream::OneFileTar`]): its one file must be `cairn-stream` and hold
+/// exactly the `size` bytes recorded.
+fn write_stream_tar(
+    indexed: &Indexed,
+    root: &Node,
+    size: u64,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let rustic = |e: Box<cairn_repository::rustic_core::RusticError>| {
+        io::Error::other(e.display_log().replace('\n', " "))
+    };
+    let nodes: Vec<(PathBuf, Node)> = indexed
+        .ls(root, &LsOptions::default().recursive(true))
+        .map_err(rustic)?
+        .collect::<Result<_, _>>()
+        .map_err(rustic)?;
+    let node = match &nodes[..] {
+        [(path, node)] if path.as_os_str() == STREAM_NAME && node.node_type == NodeType::File => {
+            node
+        }
+        _ => {
+            let names: Vec<String> = nodes
+                .iter()
+                .map(|(path, _)| path.display().to_string())
+                .collect();
+            return Err(io::Error::other(format!(
+                "the snapshot of a streamed artifact holds [{}], not the one file {STREAM_NAME}",
+                names.join(", ")
+            )));
+        }
+    };
+    out.write_all(&crate::format::stream::header(size))?;
+    let mut bounded = Bounded {
+        inner: &mut *out,
+        count: 0,
+        size,
+    };
+    indexed.dump(node, &mut bounded).map_err(rustic)?;
+    let count = bounded.count;
+    if count != size {
+        return Err(io::Error::other(format!(
+            "the stream has {count} bytes in the repository, {size} were recorded"
+        )));
+    }
+    out.write_all(&crate::format::stream::tail(size))
+}
+
+/// A writer that passes at most `size` bytes: a stream longer in the repository than recorded
+/// is an error before its extra bytes go anywhere.
+struct Bounded<'a, W: Write> {
+    inner: &'a mut W,
+    count: u64,
+    size: u64,
+}
+
+impl<W: Write> Write for Bounded<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.count + buf.len() as u64 > self.size {
+            return Err(io::Error::other(format!(
+                "the stream has more bytes in the repository than the {} recorded",
+                self.size
+            )));
+        }
+        let written = self.inner.write(buf)?;
+        self.count += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Zeros up to the next 512-byte block after `len` bytes.
 fn pad(out: &mut impl Write, len: u64) -> io::Result<()> {
     let padding = usize::try_from((512 - len % 512) % 512).unwrap_or(0);
@@ -642,7 +773,73 @@ impl<W: Write> Write for Counted<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::digest::{digest_tar_files, EntryPolicy};
+    use crate::format::digest::{digest_tar_files, EntryPolicy, FileDigest, FileDigests};
+
+    /// A record of one streamed artifact of `job` on app/0 with `sha256`, and bbr's `metadata`
+    /// listing `listed` for it.
+    fn stream_record(sha256: &str, listed: &[(&str, &str)]) -> (Record, BackupMetadata) {
+        let digest = |hex: &str| crate::format::digest::Sha256Sum::from(hex);
+        let files: FileDigests = [(
+            STREAM_FILE.into(),
+            FileDigest {
+                size: 5,
+                sha256: digest(sha256),
+            },
+        )]
+        .into();
+        let record = Record {
+            format: super::super::record::RECORD_FORMAT,
+            deployment: "d".into(),
+            backup_id: "20240102T030405Z".into(),
+            artifacts: vec![RecordArtifact {
+                name: "app-0-db".into(),
+                group: "app".into(),
+                index: "0".into(),
+                job: "db".into(),
+                shared: false,
+                snapshot: "s".into(),
+                tree: "t".into(),
+                plain_bytes: 5,
+                file_bytes: 5,
+                stream: true,
+                files,
+            }],
+            layout: crate::model::layout::DeploymentLayout::default(),
+            deployment_manifest: None,
+        };
+        let mut metadata = BackupMetadata::default();
+        metadata.add_artifact(
+            "app",
+            "0",
+            "db",
+            listed
+                .iter()
+                .map(|(name, hex)| ((*name).into(), digest(hex)))
+                .collect(),
+        );
+        (record, metadata)
+    }
+
+    #[test]
+    fn a_streamed_artifacts_record_must_agree_with_metadata() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let (record, metadata) = stream_record(&a, &[(STREAM_FILE, &a)]);
+        assert_eq!(check_streams(&record, &metadata), Ok(()));
+        for listed in [
+            vec![(STREAM_FILE, b.as_str())],
+            vec![("./other", a.as_str())],
+            vec![(STREAM_FILE, a.as_str()), ("./other", a.as_str())],
+            vec![],
+        ] {
+            let (record, metadata) = stream_record(&a, &listed);
+            let error = check_streams(&record, &metadata).unwrap_err();
+            assert!(
+                error.contains("streamed artifact app-0-db is recorded with other files"),
+                "{listed:?}: {error}"
+            );
+        }
+    }
 
     #[test]
     fn rebuilt_names_keep_dot_slash_and_long_names_and_links_survive() {

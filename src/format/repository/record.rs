@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::format::digest::FileDigests;
 use crate::model::layout::DeploymentLayout;
 
 /// The record file's name in the record snapshot.
@@ -56,10 +57,25 @@ pub struct RecordArtifact {
     pub snapshot: String,
     /// Its snapshot's root tree id: the artifact's files.
     pub tree: String,
-    /// Bytes of the tar it was sent as.
+    /// Bytes of the tar it was sent as (of the stream, for a streamed artifact).
     pub plain_bytes: u64,
     /// Bytes of its files.
     pub file_bytes: u64,
+    /// A streamed artifact ([`crate::format::stream`]): its snapshot holds the stream as the
+    /// one file `cairn-stream` ([`super::stream`]). Absent: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+    /// A streamed artifact's one file `./cairn-stream`: its size and sha256, as a store's
+    /// manifest records them (the snapshot's node cannot say the size: [`super::stream`]).
+    /// Absent for other artifacts, whose sizes are their snapshot's and sha256 bbr's
+    /// `metadata`'s.
+    #[serde(default, skip_serializing_if = "no_files")]
+    pub files: FileDigests,
+}
+
+/// For serde: no `files` to write.
+fn no_files(files: &FileDigests) -> bool {
+    files.is_empty()
 }
 
 /// `key=value` as a tag: `,` and `%` percent-encoded, since rustic's and restic's tag lists

@@ -169,6 +169,20 @@ pub struct Shared {
     error: Mutex<Option<String>>,
 }
 
+impl Shared {
+    /// Counts one regular file of `bytes` fed to rustic (a source other than the demux:
+    /// [`super::stream`]); `bytes` may come as the file is read.
+    pub(super) fn count(&self, files: u64, bytes: u64) {
+        self.files.fetch_add(files, Ordering::SeqCst);
+        self.file_bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// Keeps the first error of the source (rustic only logs it and leaves the file out).
+    pub(super) fn fail(&self, text: String) {
+        self.error.lock().expect("demux error").get_or_insert(text);
+    }
+}
+
 /// The demux: a [`ReadSource`] whose entries are a tar stream's members.
 #[derive(Debug)]
 pub struct TarSource {
@@ -193,6 +207,11 @@ pub struct Fed {
 }
 
 impl Demux {
+    /// The accounting `shared` keeps (a source other than the demux: [`super::stream`]).
+    pub(super) fn of(shared: Arc<Shared>) -> Demux {
+        Demux { shared }
+    }
+
     /// The files fed, or the demux's own error (a bad or cut-short stream, an entry type a
     /// repository does not keep).
     ///

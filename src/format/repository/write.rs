@@ -8,7 +8,8 @@
 //! marker: a backup without one is never listed or restored. Every file is read and chunked
 //! (no parent snapshot: phase 1 sends every byte anyway, and a file is then never carried
 //! over on size and mtime alone); deduplication is by content, so an unchanged file adds no
-//! data to the store.
+//! data to the store. A streaming job's stdout is archived the same way, as a snapshot of one
+//! file ([`super::stream`]), its size and sha256 in the record as a store's manifest has them.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -18,7 +19,9 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use cairn_repository::rustic_core::jiff::{tz::TimeZone, Timestamp};
 use cairn_repository::rustic_core::repofile::SnapshotFile;
-use cairn_repository::rustic_core::{BackupOptions, IndexedIdsStatus, ParentOptions, StringList};
+use cairn_repository::rustic_core::{
+    BackupOptions, IndexedIdsStatus, ParentOptions, ReadSource, StringList,
+};
 use cairn_repository::{RepositoryError, RepositoryPassword};
 use cairn_store::ArtifactStore;
 use chrono::{DateTime, Utc};
@@ -29,7 +32,9 @@ use super::record::{
     RECORD_FORMAT,
 };
 use super::source::{pipe, PipeWriter, TarSource};
+use super::stream::{StreamSource, STREAM_NAME};
 use crate::error::Error;
+use crate::format::digest::FileDigests;
 use crate::format::listing::ArtifactListing;
 use crate::format::sink::{
     ArtifactWriter, BackupRecord, BackupSink, BackupSource, ListedArtifact, NewBackup,
@@ -142,16 +147,22 @@ impl RepositoryBackup {
         self.archive_from(snapshot, path, name, None, TarSource::start)
     }
 
-    /// [`RepositoryBackup::archive`] with the demux `start` makes of the tar, against the
-    /// `parent` snapshot (none: every file is read).
-    fn archive_from(
+    /// [`RepositoryBackup::archive`] with the source `start` makes of the bytes written (the
+    /// demux of a tar, or a streamed artifact's one file), against the `parent` snapshot
+    /// (none: every file is read).
+    fn archive_from<S>(
         &self,
         snapshot: SnapshotFile,
         path: PathBuf,
         name: &str,
         parent: Option<String>,
-        start: impl FnOnce(super::source::PipeReader) -> io::Result<(TarSource, super::source::Demux)>,
-    ) -> Result<RepositoryWriter, Error> {
+        start: impl FnOnce(super::source::PipeReader) -> io::Result<(S, super::source::Demux)>,
+    ) -> Result<RepositoryWriter, Error>
+    where
+        S: ReadSource + Send + 'static,
+        S::Open: Send,
+        S::Iter: Send,
+    {
         let (writer, reader) = pipe();
         let (source, demux) = start(reader)
             .map_err(|e| self.failed(&format!("cannot start reading artifact {name}: {e}")))?;
@@ -178,17 +189,22 @@ impl RepositoryBackup {
 }
 
 /// Archives `source` as a snapshot (run on a plain thread: the backend blocks on the runtime)
-/// and checks it holds every file the demux fed: rustic ends a snapshot where the stream
-/// ended and leaves out a file it could not read, and still succeeds, so a stream cut short
-/// (the writer dropped without `finish`) or a demux error deletes the snapshot here.
-fn archive(
+/// and checks it holds every file and byte the demux fed: rustic ends a snapshot where the
+/// stream ended and leaves out a file it could not read, and still succeeds, so a stream cut
+/// short (the writer dropped without `finish`) or a demux error deletes the snapshot here.
+fn archive<S>(
     indexed: &Indexed,
-    source: &TarSource,
+    source: &S,
     demux: &super::source::Demux,
     snapshot: SnapshotFile,
     path: PathBuf,
     parent: Option<String>,
-) -> Result<SnapshotFile, String> {
+) -> Result<SnapshotFile, String>
+where
+    S: ReadSource + 'static,
+    S::Open: Send,
+    S::Iter: Send,
+{
     let parents = match parent {
         // Nodes carry no ctime and inode 0, which match anything (`rc:parent.rs:177-182`).
         Some(id) => ParentOptions::default()
@@ -207,6 +223,10 @@ fn archive(
         Ok(fed) if fed.files != archived => format!(
             "the snapshot holds {archived} of the {} files sent (rustic could not read the others)",
             fed.files
+        ),
+        Ok(fed) if fed.file_bytes != summary.total_bytes_processed => format!(
+            "the snapshot's files hold {} of the {} bytes sent",
+            summary.total_bytes_processed, fed.file_bytes
         ),
         Ok(_) => return Ok(saved),
     };
@@ -346,10 +366,23 @@ impl OpenBackup for RepositoryBackup {
         }))
     }
 
+    /// A streaming job's stdout as a snapshot of one file, `cairn-stream` ([`super::stream`]),
+    /// tagged as any artifact's; never against a parent (a stream has no files to carry over:
+    /// its chunks deduplicate by content).
     async fn open_stream(&self, name: &str) -> Result<OpenArtifact, Error> {
-        Err(self.failed(&format!(
-            "artifact {name} is a streaming job's (its backup script writes to stdout), which repositories do not keep yet; back this deployment up into a plain store or a directory"
-        )))
+        let snapshot = self.snapshot(KIND_ARTIFACT, name, &[tag("artifact", name)])?;
+        let mtime = Timestamp::from_second(self.started_at.timestamp()).ok();
+        let path = PathBuf::from(format!("/{STREAM_NAME}"));
+        let writer = self.archive_from(snapshot, path, name, None, move |reader| {
+            Ok(StreamSource::start(reader, mtime))
+        })?;
+        let pending = RepositoryPending {
+            indexed: Arc::clone(&self.indexed),
+            store: Arc::clone(&self.store),
+            name: name.to_string(),
+            written: Arc::clone(&self.written),
+        };
+        Ok((Box::new(writer), Box::new(pending)))
     }
 
     async fn finish(
@@ -409,6 +442,12 @@ impl RepositoryBackup {
                 tree: snapshot.snapshot.tree.to_hex().as_str().to_string(),
                 plain_bytes: snapshot.plain_bytes,
                 file_bytes: snapshot.file_bytes,
+                stream: artifact.stream,
+                files: if artifact.stream {
+                    artifact.files.clone()
+                } else {
+                    FileDigests::new()
+                },
             });
         }
         Ok(Record {
@@ -508,6 +547,7 @@ impl ArtifactWriter for RepositoryWriter {
         // `archive` checked the snapshot against what the demux fed.
         let fed = self.demux.outcome().map_err(io::Error::other)?;
         let summary = snapshot.summary.clone().unwrap_or_default();
+
         self.written.lock().expect("written").push(Written {
             name: self.name.clone(),
             snapshot,
@@ -559,8 +599,159 @@ impl PendingArtifact for RepositoryPending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_repository::rustic_core::ReadSource;
     use std::os::unix::fs::PermissionsExt;
+
+    /// A new repository in a temporary folder: the folder, its store, password and index.
+    async fn local_repository() -> (
+        tempfile::TempDir,
+        Arc<dyn ArtifactStore>,
+        RepositoryPassword,
+        Indexed,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        std::fs::create_dir(&root).unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "pw\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let password = RepositoryPassword::read(&file).unwrap();
+        let store: Arc<dyn ArtifactStore> = Arc::new(cairn_store::local::LocalStore::new(&root));
+        cairn_repository::init(Arc::clone(&store), &password)
+            .await
+            .unwrap();
+        let indexed = cairn_repository::open(Arc::clone(&store), &password)
+            .await
+            .unwrap()
+            .indexed(cairn_repository::rustic_core::Repository::to_indexed_ids)
+            .await
+            .unwrap();
+        (dir, store, password, indexed)
+    }
+
+    /// Archives `data` as a streamed artifact, the writer closed (`close`) or dropped.
+    async fn archive_stream(
+        indexed: Indexed,
+        data: Vec<u8>,
+        close: bool,
+    ) -> Result<SnapshotFile, String> {
+        tokio::task::spawn_blocking(move || {
+            let (mut writer, reader) = super::super::source::pipe();
+            let (source, demux) = StreamSource::start(reader, None);
+            let feeding = std::thread::spawn(move || {
+                let _ = writer.write_all(&data);
+                if close {
+                    writer.close();
+                }
+            });
+            let archived = archive(
+                &indexed,
+                &source,
+                &demux,
+                SnapshotFile::default(),
+                PathBuf::from("/cairn-stream"),
+                None,
+            );
+            feeding.join().unwrap();
+            archived
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A stream (several chunks, not a multiple of anything) is one file `cairn-stream` at the
+    /// snapshot's root, whose content is the stream.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_is_one_file_at_the_snapshots_root() {
+        let (_dir, store, password, indexed) = local_repository().await;
+        let data: Vec<u8> = (0..3_000_017_u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let saved = archive_stream(indexed, data.clone(), true).await.unwrap();
+        let summary = saved.summary.clone().unwrap();
+        assert_eq!(summary.files_new, 1);
+        assert_eq!(summary.total_bytes_processed, data.len() as u64);
+        let full = cairn_repository::open(store, &password)
+            .await
+            .unwrap()
+            .indexed(cairn_repository::rustic_core::Repository::to_indexed)
+            .await
+            .unwrap();
+        let dumped = tokio::task::spawn_blocking(move || {
+            let node = full
+                .node_from_path(saved.tree, std::path::Path::new(STREAM_NAME))
+                .unwrap();
+            let mut root = cairn_repository::rustic_core::repofile::Node::new_node(
+                std::ffi::OsStr::new(""),
+                cairn_repository::rustic_core::repofile::NodeType::Dir,
+                cairn_repository::rustic_core::repofile::Metadata::default(),
+            );
+            root.subtree = Some(saved.tree);
+            let names: Vec<PathBuf> = full
+                .ls(
+                    &root,
+                    &cairn_repository::rustic_core::LsOptions::default().recursive(true),
+                )
+                .unwrap()
+                .map(|item| item.unwrap().0)
+                .collect();
+            assert_eq!(names, [PathBuf::from(STREAM_NAME)]);
+            let mut dumped = Vec::new();
+            full.dump(&node, &mut dumped).unwrap();
+            dumped
+        })
+        .await
+        .unwrap();
+        assert!(dumped == data, "the file is the stream");
+    }
+
+    /// Fewer bytes in the snapshot than the source counted as fed (here: a count off by one,
+    /// as if rustic had stopped reading early and still saved the file): no snapshot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_short_of_the_bytes_fed_is_deleted() {
+        let (_dir, store, password, indexed) = local_repository().await;
+        let archived = tokio::task::spawn_blocking(move || {
+            let (mut writer, reader) = super::super::source::pipe();
+            let (source, _) = StreamSource::start(reader, None);
+            let counted = Arc::new(super::super::source::Shared::default());
+            counted.count(1, 100_001);
+            writer.write_all(&vec![3; 100_000]).unwrap();
+            writer.close();
+            archive(
+                &indexed,
+                &source,
+                &super::super::source::Demux::of(counted),
+                SnapshotFile::default(),
+                PathBuf::from("/cairn-stream"),
+                None,
+            )
+        })
+        .await
+        .unwrap();
+        let error = archived.unwrap_err();
+        assert!(
+            error.contains("the snapshot's files hold 100000 of the 100001 bytes sent; its partial snapshot was deleted"),
+            "{error}"
+        );
+        let opened = cairn_repository::open(store, &password).await.unwrap();
+        assert_eq!(opened.snapshot_count().await.unwrap(), 0);
+    }
+
+    /// A stream whose writer is dropped without `close` (the script's connection lost): no
+    /// snapshot, whatever rustic archived.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_cut_short_is_no_snapshot() {
+        let (_dir, store, password, indexed) = local_repository().await;
+        let error = archive_stream(indexed, vec![9; 2_000_000], false)
+            .await
+            .unwrap_err();
+        assert!(
+            error.contains("the streamed artifact was cut short")
+                && error.contains("its partial snapshot was deleted"),
+            "{error}"
+        );
+        let opened = cairn_repository::open(store, &password).await.unwrap();
+        assert_eq!(opened.snapshot_count().await.unwrap(), 0);
+    }
 
     /// A stream cut short in the middle of a file: the archive fails and leaves no snapshot.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
