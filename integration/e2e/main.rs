@@ -38,6 +38,7 @@ mod proofs;
 mod prune;
 mod repository;
 mod repository_incremental;
+mod repository_journal;
 mod repository_ops;
 mod repository_restic;
 mod restore_parallelism;

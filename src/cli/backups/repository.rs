@@ -86,13 +86,29 @@ fn ignored_keys(trust_or_identity: bool, signing: bool) {
     }
 }
 
-/// One line per complete backup.
+/// What killed runs of `deployment` left (this machine's journals), on stderr with the
+/// command that clears it, as for a plain store: a killed backup's snapshots are never listed.
+async fn warn_left_behind(url: &str, deployment: &str) {
+    if let Ok(store) = cairn::format::repository::open_store(url).await {
+        super::warn_left_behind(store.as_ref(), deployment).await;
+    }
+}
+
+/// One line per complete backup (a killed or failed backup, which has no record snapshot,
+/// is not listed).
 async fn list(
     url: &str,
     password: &RepositoryPassword,
     deployment: Option<&str>,
 ) -> anyhow::Result<i32> {
     let backups = read::list_backups(url, password, deployment).await?;
+    let mut deployments: Vec<&str> = backups.iter().map(|b| b.deployment.as_str()).collect();
+    deployments.extend(deployment);
+    deployments.sort_unstable();
+    deployments.dedup();
+    for deployment in deployments {
+        warn_left_behind(url, deployment).await;
+    }
     for backup in &backups {
         say(&format!(
             "{}/{}  record {}",
@@ -110,6 +126,7 @@ async fn list(
 /// One line per artifact of one backup, with its snapshot (for `restic restore`).
 async fn show(url: &str, password: &RepositoryPassword, id: &str) -> anyhow::Result<i32> {
     let (deployment, id) = split_backup_id(id, None)?;
+    warn_left_behind(url, &deployment).await;
     let record = read::read_record(url, password, &deployment, Some(&id)).await?;
     say(&format!(
         "{}/{}: {} artifacts",
@@ -129,6 +146,7 @@ async fn show(url: &str, password: &RepositoryPassword, id: &str) -> anyhow::Res
 /// rustic's check of one backup's snapshots, every pack they use read.
 async fn verify(url: &str, password: &RepositoryPassword, id: &str) -> anyhow::Result<i32> {
     let (deployment, id) = split_backup_id(id, None)?;
+    warn_left_behind(url, &deployment).await;
     let (record, findings) = read::verify_backup(url, password, &deployment, &id).await?;
     for finding in &findings {
         let level = if finding.error { "error" } else { "warning" };

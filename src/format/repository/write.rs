@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::format::listing::ArtifactListing;
 use crate::format::sink::{
     ArtifactWriter, BackupRecord, BackupSink, BackupSource, ListedArtifact, NewBackup,
-    OpenArtifact, OpenBackup, PendingArtifact, StoredBytes,
+    OpenArtifact, OpenBackup, PendingArtifact, RepositoryBackupRef, StoredBytes,
 };
 
 /// GNU tar flags for an artifact sent to a repository: members sorted by name in each
@@ -259,6 +259,13 @@ impl OpenBackup for RepositoryBackup {
 
     fn tar_flags(&self) -> &'static [&'static str] {
         TAR_FLAGS
+    }
+
+    fn journal_entry(&self) -> Option<RepositoryBackupRef> {
+        Some(RepositoryBackupRef {
+            store: self.url.clone(),
+            backup_id: self.backup_id.clone(),
+        })
     }
 
     async fn open_artifact(&self, name: &str) -> Result<OpenArtifact, Error> {
