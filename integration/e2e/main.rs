@@ -39,6 +39,7 @@ mod prune;
 mod repository;
 mod repository_incremental;
 mod repository_journal;
+mod repository_lease;
 mod repository_ops;
 mod repository_restic;
 mod restore_parallelism;

@@ -6,6 +6,9 @@
 //! `CAIRN_REPOSITORY_PASSWORD_FILE`, deletes that snapshot and says so; the real `restic` then
 //! finds no snapshot of the killed backup and checks the repository clean.
 //!
+//! `backups report` on the repository at that moment shows the earlier backup complete (with
+//! its sizes and lock windows, verified) and the killed one incomplete.
+//!
 //! The kill lands at an exact point, never after a sleep: `tar` on app/0 is bind-mounted over
 //! (in that host's own mount namespace only) by a wrapper that, for the `app` job's artifact
 //! (the second drained with `--parallelism 1`), says so through a file and waits; the run's
@@ -36,7 +39,7 @@ const WAIT: &str = "#!/bin/sh\n\
 fn trap_tar(bed: &TestBed, host: &TestHost, job: &str) -> std::path::PathBuf {
     let body = format!(
         "{WAIT}case \"$*\" in\n\
-         \"-C /var/vcap/store/bbr-backup/{job} \"*\" -T -\") started; wait_release; exit 1 ;;\n\
+         \"-C /var/vcap/store/bbr-backup/{job}/ \"*\" -T -\") started; wait_release; exit 1 ;;\n\
          *) exec /var/vcap/data/rj-real-tar \"$@\" ;;\n\
          esac\n"
     );
@@ -86,7 +89,10 @@ fn wait_for(marker: &Path, child: &mut Child, log: &Path) {
                 fs::read_to_string(log).unwrap_or_default()
             );
         }
-        assert!(Instant::now() < deadline, "the trap was not reached in 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "the trap was not reached in 120 s"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -116,12 +122,68 @@ fn snapshots_tagged(work: &Path, root: &Path, password: &Path, tag: &str) -> Vec
         .collect()
 }
 
+/// `backups report` on the repository right after the kill: the backup before it complete
+/// (its snapshot sizes, the data it added, its lock windows, verified with `--verify`), the
+/// killed one incomplete with the one artifact it left; the HTML page has its plots.
+fn check_report(work: &Path, url: &str, password: &Path, killed: &str) {
+    let page = work.join("report.html");
+    let output = with_password(
+        work,
+        password,
+        &[
+            "backups",
+            "--store",
+            url,
+            "report",
+            "-d",
+            "testbed",
+            "--json",
+            "--verify",
+            "--html",
+            page.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let history: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(history["store"], url);
+    let runs = history["deployments"][0]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{history:#}");
+    let (earlier, dead) = (&runs[0], &runs[1]);
+    assert_eq!(earlier["outcome"], "complete", "{earlier:#}");
+    assert_eq!(earlier["verification"]["state"], "passed", "{earlier:#}");
+    assert_eq!(earlier["encrypted"], true);
+    assert!(earlier["stored_bytes"].as_u64().unwrap() > 0, "{earlier:#}");
+    assert!(earlier["plain_bytes"].as_u64().unwrap() > 0, "{earlier:#}");
+    assert!(
+        earlier["duration_seconds"].as_f64().is_some(),
+        "{earlier:#}"
+    );
+    let artifacts: Vec<&String> = earlier["artifacts"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        artifacts,
+        ["app-0-app", "database-0-database"],
+        "{earlier:#}"
+    );
+    let windows: Vec<&String> = earlier["lock_windows"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(windows.len(), 2, "{earlier:#}");
+    assert_eq!(dead["id"], killed);
+    assert_eq!(dead["outcome"], "incomplete", "{dead:#}");
+    let left: Vec<&String> = dead["artifacts"].as_object().unwrap().keys().collect();
+    assert_eq!(left, ["database-0-database"], "{dead:#}");
+    let html = fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<svg") && html.contains(killed), "the page");
+}
+
 #[test]
-fn a_repository_backup_killed_after_its_first_snapshot_is_undone_by_the_next_backup_and_by_backup_cleanup(
+fn a_repository_backup_killed_after_its_first_snapshot_is_reported_incomplete_and_undone_by_the_next_backup_and_by_backup_cleanup(
 ) {
     cairn_testbed::require_root!();
-    let bed = TestBed::start(&[("database", 0, &["database"]), ("app", 0, &["app"])])
-        .expect("test bed");
+    let bed =
+        TestBed::start(&[("database", 0, &["database"]), ("app", 0, &["app"])]).expect("test bed");
     let app = bed.host("app", 0);
     let work = workdir();
     let root = work.root().join("repo");
@@ -158,7 +220,10 @@ fn a_repository_backup_killed_after_its_first_snapshot_is_undone_by_the_next_bac
             .unwrap()
             .matches("\"artifact_stored\"")
             .count();
-        assert_eq!(stored, 1, "the kill must land after one artifact's snapshot");
+        assert_eq!(
+            stored, 1,
+            "the kill must land after one artifact's snapshot"
+        );
 
         // The journal names the repository and the backup; its snapshot is there, no record.
         let files = journals(work.path());
@@ -185,7 +250,11 @@ fn a_repository_backup_killed_after_its_first_snapshot_is_undone_by_the_next_bac
         .is_empty());
 
         // Never listed complete; the listing says what the killed run left.
-        let listed = with_password(work.path(), &password, &["backups", "--store", &url, "list"]);
+        let listed = with_password(
+            work.path(),
+            &password,
+            &["backups", "--store", &url, "list"],
+        );
         assert_eq!(listed.status.code(), Some(0), "{}", text(&listed));
         assert!(!String::from_utf8_lossy(&listed.stdout).contains(&killed));
         for said in [
@@ -194,6 +263,10 @@ fn a_repository_backup_killed_after_its_first_snapshot_is_undone_by_the_next_bac
             "(and CAIRN_REPOSITORY_PASSWORD_FILE, for the repository's snapshots) clears it".to_string(),
         ] {
             assert!(text(&listed).contains(&said), "no {said:?} in {}", text(&listed));
+        }
+
+        if next == "backup" {
+            check_report(work.path(), &url, &password, &killed);
         }
 
         let output = on_bed(
@@ -222,7 +295,11 @@ fn a_repository_backup_killed_after_its_first_snapshot_is_undone_by_the_next_bac
         assert!(journals(work.path()).is_empty(), "{next}");
     }
     // Every backup listed is complete and verifies; restic reads the repository cleanly.
-    let listed = with_password(work.path(), &password, &["backups", "--store", &url, "list"]);
+    let listed = with_password(
+        work.path(),
+        &password,
+        &["backups", "--store", &url, "list"],
+    );
     let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
         .lines()
         .filter_map(|line| line.strip_prefix("testbed/"))
@@ -233,7 +310,13 @@ fn a_repository_backup_killed_after_its_first_snapshot_is_undone_by_the_next_bac
         let verified = with_password(
             work.path(),
             &password,
-            &["backups", "--store", &url, "verify", &format!("testbed/{id}")],
+            &[
+                "backups",
+                "--store",
+                &url,
+                "verify",
+                &format!("testbed/{id}"),
+            ],
         );
         assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
     }

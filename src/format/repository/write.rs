@@ -425,6 +425,7 @@ impl RepositoryBackup {
             artifacts,
             layout: record.layout.clone(),
             deployment_manifest: self.deployment_manifest.clone(),
+            jobs: crate::format::store::write::job_times(&record.scripts),
         })
     }
 }
@@ -637,6 +638,7 @@ mod tests {
             artifacts: Vec::new(),
             layout: crate::model::layout::DeploymentLayout::default(),
             deployment_manifest: None,
+            jobs: Vec::new(),
         };
         let tar = record_tar("backup_name: x\n", &record).unwrap();
         let (source, demux) = TarSource::start(io::Cursor::new(tar)).unwrap();
