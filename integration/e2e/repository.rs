@@ -213,7 +213,7 @@ fn plain_store_flags_that_repositories_lack_are_refused_naming_what_works() {
         let output = run(work.path(), &all);
         assert_eq!(output.status.code(), Some(1), "{}", text(&output));
         assert!(
-            text(&output).contains(&format!("{what}")) && text(&output).contains(&format!(
+            text(&output).contains(what) && text(&output).contains(&format!(
                 "does not support repositories yet (--store {url}); `backups list|show|verify|delete|prune|report` do without it."
             )),
             "{}",

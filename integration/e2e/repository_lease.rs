@@ -1,5 +1,5 @@
 //! End-to-end: the prune lease of a repository (`repo+file://`). A first `backups prune` is
-//! held in its first delete (`strace` delays every `unlink`/`unlinkat` by 30 s, as the kill -9
+//! held in its first delete (`strace` delays every `unlink`/`unlinkat` by 5 minutes, as the kill -9
 //! matrix does), which comes after it took the lease; while it is held:
 //! - a second prune is refused with one line naming the holder (`cairn backups prune`, its
 //!   pid, this host, since when) and changes nothing;
@@ -98,7 +98,7 @@ fn a_second_prune_is_refused_while_the_lease_is_held_and_a_dead_holder_s_lease_i
             "-e",
             "trace=unlink,unlinkat",
         ])
-        .args(["-e", "inject=unlink,unlinkat:delay_enter=30000000"])
+        .args(["-e", "inject=unlink,unlinkat:delay_enter=300000000"])
         .arg(env!("CARGO_BIN_EXE_cairn"))
         .args(["backups", "--store", &url, "prune", "-d", "testbed"])
         .args(["--keep-last", "1"])

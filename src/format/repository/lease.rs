@@ -226,7 +226,7 @@ impl Locks {
         mine: Option<&ObjectKey>,
     ) -> Result<(), Error> {
         let now = Utc::now();
-        let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let alive = process_running;
         for object in self.store.list(LOCKS).await? {
             if Some(&object.key) == mine {
                 continue;
@@ -314,6 +314,20 @@ impl Locks {
     }
 }
 
+/// True when process `pid` of this host runs: `/proc/<pid>/stat` is there and its state is
+/// not a zombie's (a killed holder nobody has reaped yet is gone).
+fn process_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(") ")?;
+            rest.split_whitespace()
+                .next()
+                .map(|state| state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
 /// This machine's host name, as restic records it in a lock (`os.Hostname()`).
 fn this_host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -356,6 +370,25 @@ mod tests {
         assert!(lock("here", 8, 0).is_stale("here", now, &alive));
         // Another host's process cannot be looked up: only its age counts.
         assert!(!lock("there", 8, 0).is_stale("here", now, &alive));
+    }
+
+    #[test]
+    fn a_killed_holder_is_gone_even_before_it_is_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(process_running(child.id()));
+        child.kill().unwrap();
+        // Not reaped yet: a zombie, whose /proc entry is still there.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while process_running(child.id()) {
+            assert!(std::time::Instant::now() < deadline, "still running");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{}", child.id())).exists());
+        child.wait().unwrap();
+        assert!(!process_running(child.id()));
     }
 
     #[test]
