@@ -113,6 +113,26 @@ pub enum Error {
         /// The I/O error.
         detail: String,
     },
+    /// Another prune (or a restic command) holds a lock on the repository.
+    #[error("The repository {store} is locked by {holder}: two prunes of one repository must not run at once. Run this prune again once that one has ended (a lock is stale, and then removed, 30 minutes after its last refresh, or at once when its process on this host is gone)")]
+    RepositoryLocked {
+        /// The `repo+` URL.
+        store: String,
+        /// Who holds the lock, since when.
+        holder: String,
+    },
+    /// The artifact snapshots a killed backup left in a repository could not be deleted.
+    #[error("Cannot delete the artifact snapshots that the killed backup {deployment}/{backup_id} left in {store}: {detail}. They are never listed complete; run the command again once the repository can be opened, or delete them with `cairn backups --store {store} delete {deployment}/{backup_id}`")]
+    LeftoverSnapshots {
+        /// Deployment name.
+        deployment: String,
+        /// The killed backup's id.
+        backup_id: String,
+        /// The `repo+` URL.
+        store: String,
+        /// Why they were not deleted.
+        detail: String,
+    },
     /// A temporary SSH user that a killed run left could not be removed.
     #[error("The SSH user {user} that a killed run asked of Director {director} is still on deployment {deployment}'s instances: {detail}. Run `cairn deployment --target {director} --deployment {deployment} backup-cleanup` (with that Director's credentials) to remove it")]
     LeftoverUser {

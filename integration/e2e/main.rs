@@ -38,6 +38,8 @@ mod proofs;
 mod prune;
 mod repository;
 mod repository_incremental;
+mod repository_journal;
+mod repository_lease;
 mod repository_ops;
 mod repository_restic;
 mod repository_streaming;

@@ -1,7 +1,7 @@
 //! End-to-end: `cairn repo init|check` and the bad inputs of repository store URLs
 //! (`repo+…`): a URL with no store after `repo+`, a repository that does not exist (named with
 //! `cairn repo init`), a password file that is missing, world-readable or not given, a wrong
-//! password, and plain-store commands given a repository. No test bed: nothing here reaches an
+//! password, and plain-store flags given a repository. No test bed: nothing here reaches an
 //! instance.
 
 use std::os::unix::fs::PermissionsExt;
@@ -193,23 +193,33 @@ fn bad_urls_and_password_files_are_refused_before_anything_is_written() {
 }
 
 #[test]
-fn plain_store_commands_say_repositories_are_not_yet_supported() {
+fn plain_store_flags_that_repositories_lack_are_refused_naming_what_works() {
     let work = workdir();
     let root = work.root().join("repo");
     std::fs::create_dir(&root).unwrap();
     let url = format!("repo+file://{}", root.display());
-    let output = run(
-        work.path(),
-        &["backups", "--store", &url, "report", "--json"],
-    );
-    assert_ne!(output.status.code(), Some(0), "{}", text(&output));
-    assert!(
-        text(&output).contains(&format!(
-            "`cairn backups report` does not support repositories yet (--store {url})"
-        )),
-        "{}",
-        text(&output)
-    );
+    for (args, what) in [
+        (
+            vec!["list", "-d", "testbed", "--max-age", "1d"],
+            "`backups list --max-age` (the overdue check)",
+        ),
+        (
+            vec!["verify", "testbed/20240101T000000Z", "--sample", "10"],
+            "`backups verify --sample`",
+        ),
+    ] {
+        let mut all = vec!["backups", "--store", &url];
+        all.extend_from_slice(&args);
+        let output = run(work.path(), &all);
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        assert!(
+            text(&output).contains(what) && text(&output).contains(&format!(
+                "does not support repositories yet (--store {url}); `backups list|show|verify|delete|prune|report` do without it."
+            )),
+            "{}",
+            text(&output)
+        );
+    }
 }
 
 /// `cairn ARGS` with the repository password in `CAIRN_REPOSITORY_PASSWORD_FILE`.

@@ -15,7 +15,7 @@ use crate::repository_streaming::{sent, streaming_bed};
 
 /// `restic -r REPOSITORY --no-cache ARGS` with the password file, the emulators' keys and a
 /// home of its own.
-fn restic(work: &Path, repository: &str, password: &Path, args: &[&str]) -> Output {
+pub(crate) fn restic(work: &Path, repository: &str, password: &Path, args: &[&str]) -> Output {
     let output = Command::new("restic")
         .args(["-r", repository, "--no-cache"])
         .args(args)

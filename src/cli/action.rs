@@ -116,6 +116,15 @@ fn context(target: &dyn Target, action: &Action, common: &CommonArgs) -> RunCont
         context.options.verify_restore = restore_args.verify;
         context.options.restore_parallelism = restore_args.restore_parallelism.unwrap_or(1);
     }
+    context.repository_password_file = match action {
+        Action::Backup(args) => args.store.repository_password_file(),
+        Action::Restore(args) => args.store.repository_password_file(),
+        Action::PreBackupCheck(args) => args.store.repository_password_file(),
+        // The clean-ups take no flags: the variable, as CAIRN_STORE for the store's journals.
+        _ => std::env::var_os(super::args::REPOSITORY_PASSWORD_FILE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from),
+    };
     if let Some(kind) = journal_kind(action) {
         let state_dir = JournalFile::default_state_dir();
         context.journal = Some(JournalFile::new(&state_dir, target.name()).with_kind(kind));

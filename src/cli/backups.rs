@@ -143,7 +143,13 @@ pub(crate) async fn run(args: BackupsArgs) -> anyhow::Result<i32> {
                 );
             }
             let output = report::Output { html, json };
-            report::run(&store, deployment.as_deref(), &options, &output).await
+            report::run(
+                report::Source::Store(&store),
+                deployment.as_deref(),
+                &options,
+                &output,
+            )
+            .await
         }
     }
 }

@@ -320,6 +320,7 @@ fn context(args: &DrillArgs, source_target: Option<&dyn Target>, target_name: &s
     context.options.stall_timeout = args.common.stall_timeout();
     context.options.restore_parallelism = args.restore_parallelism.unwrap_or(1);
     context.options.instance_checksums = args.instance_checksums;
+    context.repository_password_file = args.store.repository_password_file();
     let state_dir = cairn::workflow::journal::JournalFile::default_state_dir();
     let journaled = source_target.map_or(target_name, |source| source.name());
     context.journal = Some(cairn::workflow::journal::JournalFile::new(

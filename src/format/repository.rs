@@ -9,10 +9,13 @@
 //! and opening (and checking) it; backups into it ([`write::RepositorySink`], each artifact a
 //! snapshot fed by the demux of [`source`], the record snapshot last, [`record`]) and restores
 //! from it ([`read::RepositorySource`], each artifact's tar rebuilt from its snapshot; a
-//! streaming job's stream is one file of its snapshot, [`stream`]), and the catalog's list,
-//! show and verify of backups in a repository ([`read`]).
+//! streaming job's stream is one file of its snapshot, [`stream`]), the catalog's list, show
+//! and verify of backups in a repository ([`read`]), and what `backups report` reads of every
+//! backup ([`history`]).
 
 pub mod catalog;
+pub mod history;
+pub mod lease;
 mod mode;
 pub mod parent;
 pub mod read;

@@ -143,6 +143,25 @@ pub trait OpenBackup: Send + Sync + Debug {
     fn written_as(&self) -> String {
         String::new()
     }
+
+    /// What a run killed while writing this backup would leave that the next run must find
+    /// and remove: a repository's artifact snapshots ([`RepositoryBackupRef`]). The workflow
+    /// records it in the run journal before the first artifact is opened. `None` (the
+    /// default): a directory or a store removes an incomplete backup's files itself.
+    fn journal_entry(&self) -> Option<RepositoryBackupRef> {
+        None
+    }
+}
+
+/// A backup being written into a repository, as the run journal records it: its snapshots are
+/// found again by their tags (`deployment=`, `cairn-backup=`), since a snapshot's id is known
+/// only once it is saved, and a kill may land in between.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RepositoryBackupRef {
+    /// The `repo+` URL.
+    pub store: String,
+    /// The backup's id.
+    pub backup_id: String,
 }
 
 /// Segments of a backup, by artifact key, in order.

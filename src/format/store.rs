@@ -478,7 +478,7 @@ async fn connect_store(url: &str) -> Result<Arc<dyn ArtifactStore>, Error> {
         cairn_store::StoreUrl::Objects(location) => location,
         cairn_store::StoreUrl::Repository(_) => {
             return Err(invalid_name(format!(
-                "store URL `{url}` names a repository (`repo+`): this command does not yet support repositories; `cairn repo`, `backup`, `restore`, `drill` and `backups list|show|verify|delete|prune` do (docs/stores.md, \"Repositories\"). Use a plain store URL (without `repo+`)"
+                "store URL `{url}` names a repository (`repo+`): this command takes a plain store only; `cairn repo`, `backup`, `restore`, `drill`, `pre-backup-check --store` and every `backups` subcommand take repositories (docs/stores.md, \"Repositories\"). Use a plain store URL (without `repo+`)"
             )))
         }
     };

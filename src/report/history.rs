@@ -15,6 +15,10 @@
 //!   (or is still going, or failed under an earlier version) — an *incomplete* run, with only
 //!   its start time (its id) and the bytes it left.
 //!
+//! A repository (`repo+`, [`read_repository_history`]) gives the same model from its snapshots'
+//! summaries and record snapshots ([`crate::format::repository::history`]): sizes there are
+//! the data each backup added (its data shared with other backups is not counted again).
+//!
 //! Verification (`--verify`) reads every complete backup back as `backups verify` does; without
 //! it the report says "not checked" (each complete backup was checked against the instances'
 //! checksums when it was written).
@@ -29,6 +33,8 @@ use serde::Serialize;
 use crate::error::{Error, StoredBackupError};
 use crate::format::encryption::Identities;
 use crate::format::manifest::{JobTimes, Manifest};
+use crate::format::repository::history::{backup_facts, BackupFacts};
+use crate::format::repository::RepositoryPassword;
 use crate::format::signature::TrustedKeys;
 use crate::format::store::failed_run::{read_failed_runs, FailedRun};
 use crate::format::store::placement::check_placement;
@@ -469,6 +475,134 @@ async fn read_complete(
         };
     }
     Ok(run)
+}
+
+impl Run {
+    /// A backup in a repository, from what the repository records of it
+    /// ([`crate::format::repository::history`]): complete with its record, incomplete
+    /// without one (a failed or killed run's snapshots), unreadable when its record cannot be
+    /// read. `stored_bytes` is the data its snapshots *added* to the repository (packed; data
+    /// already there is shared and not counted), `plain_bytes` the size of its snapshots (the
+    /// artifacts' tars as a restore rebuilds them).
+    #[must_use]
+    pub fn from_repository(facts: &BackupFacts) -> Run {
+        let artifacts = facts.added_bytes.clone();
+        let stored_bytes = artifacts
+            .values()
+            .fold(facts.record_added_bytes, |total, bytes| {
+                total.saturating_add(*bytes)
+            });
+        let mut run = Run {
+            id: facts.backup_id.clone(),
+            outcome: Outcome::Incomplete,
+            started_at: facts
+                .started_at
+                .or_else(|| crate::format::store::backup_time(&facts.backup_id))
+                .unwrap_or_default(),
+            finished_at: None,
+            stored_bytes,
+            plain_bytes: None,
+            duration_seconds: None,
+            throughput_bytes_per_second: None,
+            artifacts,
+            lock_windows: BTreeMap::new(),
+            // A repository's data is always encrypted, with the repository's key.
+            encrypted: true,
+            signature: SignatureState::Unsigned,
+            verification: VerificationState::NotChecked,
+            errors: Vec::new(),
+        };
+        match &facts.record {
+            None => {}
+            Some(Err(detail)) => {
+                run.outcome = Outcome::Unreadable;
+                run.errors.push(detail.clone());
+            }
+            Some(Ok(record)) => {
+                run.outcome = Outcome::Complete;
+                run.finished_at = facts.finished_at;
+                run.plain_bytes = Some(
+                    record
+                        .artifacts
+                        .iter()
+                        .fold(0_u64, |total, a| total.saturating_add(a.plain_bytes)),
+                );
+                run.lock_windows = lock_windows(&record.jobs);
+            }
+        }
+        run.with_figures()
+    }
+}
+
+/// Reads the history of `deployment` (or of every deployment) in the repository at `url`
+/// ([`Run::from_repository`]); with `options.verify`, each complete backup is checked as
+/// `backups verify` does (rustic's check of its snapshots, every pack they use read).
+/// Signatures do not apply to a repository (its snapshots are authenticated by its key).
+///
+/// # Errors
+/// As [`read_history`].
+pub async fn read_repository_history(
+    url: &str,
+    password: &RepositoryPassword,
+    deployment: Option<&str>,
+    options: &HistoryOptions,
+) -> Result<History, HistoryError> {
+    let facts = backup_facts(url, password, deployment).await?;
+    let mut deployments: BTreeMap<String, Vec<Run>> = BTreeMap::new();
+    for backup in &facts {
+        let mut run = Run::from_repository(backup);
+        if options.verify.is_some() && run.outcome == Outcome::Complete {
+            run.verification = match crate::format::repository::read::verify_backup(
+                url,
+                password,
+                &backup.deployment,
+                &backup.backup_id,
+            )
+            .await
+            {
+                Ok((_, findings)) => {
+                    let errors: Vec<String> = findings
+                        .into_iter()
+                        .filter(|f| f.error)
+                        .map(|f| f.text)
+                        .collect();
+                    if errors.is_empty() {
+                        VerificationState::Passed
+                    } else {
+                        VerificationState::Failed(errors.join("; "))
+                    }
+                }
+                Err(error) => VerificationState::Failed(error.to_string()),
+            };
+        }
+        deployments
+            .entry(backup.deployment.clone())
+            .or_default()
+            .push(run);
+    }
+    if deployments.is_empty() {
+        return Err(match deployment {
+            Some(name) => HistoryError::UnknownDeployment {
+                deployment: name.to_string(),
+                store: url.to_string(),
+            },
+            None => HistoryError::EmptyStore {
+                store: url.to_string(),
+            },
+        });
+    }
+    let deployments = deployments
+        .into_iter()
+        .map(|(name, mut runs)| {
+            runs.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+            DeploymentHistory { name, runs }
+        })
+        .collect();
+    Ok(History {
+        store: url.to_string(),
+        generated_at: Utc::now(),
+        deployments,
+    })
 }
 
 #[cfg(test)]

@@ -256,6 +256,15 @@ async fn backup_deployment(
         Ok(destination) => destination,
         Err(error) => return report.errors.push(error),
     };
+    if let Some(entry) = destination.journal_entry() {
+        // Before anything is locked or stored (the sink has written nothing yet).
+        if let Err(error) = context
+            .journal_repository_backup(&deployment.name, Some(entry))
+            .await
+        {
+            return report.errors.push(error);
+        }
+    }
     report.artifact = Some(destination.location());
     let (complete, artifacts) = run_backup(
         deployment,
@@ -268,7 +277,16 @@ async fn backup_deployment(
     .await;
     report.complete = complete && !context.cancel.is_cancelled();
     let layout = deployment.layout();
-    finish_backup(destination, artifacts, layout, options, context, report).await;
+    finish_backup(
+        &deployment.name,
+        destination,
+        artifacts,
+        layout,
+        options,
+        context,
+        report,
+    )
+    .await;
 }
 
 /// `--resumable` needs every artifact staged: a job that streams its backup is refused.
@@ -390,6 +408,7 @@ async fn resume_backup(
     report.complete = complete;
     let artifacts = drained.into_inner().expect("drained lock");
     finish_backup(
+        &deployment.name,
         destination,
         artifacts,
         deployment.layout(),
@@ -440,6 +459,7 @@ async fn finish_drain(work: &Work<'_>, complete: bool, resumable: bool, errors: 
 
 /// Hands the sink its record: restorable when complete, removed or unlisted otherwise.
 async fn finish_backup(
+    deployment: &str,
     destination: Box<dyn OpenBackup>,
     artifacts: Vec<StoredArtifact>,
     layout: DeploymentLayout,
@@ -461,8 +481,17 @@ async fn finish_backup(
             .map(ToString::to_string)
             .collect(),
     };
+    let journaled = destination.journal_entry().is_some();
     match destination.finish(&record).await {
-        Ok(source) => report.source = source,
+        Ok(source) => {
+            report.source = source;
+            // Complete, or its snapshots deleted: nothing of it is left for the next run.
+            if journaled {
+                if let Err(error) = context.journal_repository_backup(deployment, None).await {
+                    tracing::warn!("{error}");
+                }
+            }
+        }
         Err(error) => {
             report.complete = false;
             report.errors.push(error);

@@ -62,6 +62,10 @@ pub struct RunContext {
     /// The store that also keeps the journal (backups into a store, and backup-cleanup with
     /// `CAIRN_STORE`), so that another jumpbox finds what a killed run left.
     pub journal_store: Option<Arc<dyn cairn_store::ArtifactStore>>,
+    /// The repository password file this run may use (its `--repository-password-file`, or
+    /// `CAIRN_REPOSITORY_PASSWORD_FILE`): read only when a killed run's journal lists a
+    /// repository backup whose snapshots must be deleted.
+    pub repository_password_file: Option<std::path::PathBuf>,
     pub(super) journal_state: Arc<Mutex<Option<Journal>>>,
     records: Arc<Mutex<RunRecords>>,
 }
@@ -93,6 +97,7 @@ impl RunContext {
             journal: None,
             command_prefix: None,
             journal_store: None,
+            repository_password_file: None,
             journal_state: Arc::default(),
             records: Arc::default(),
         }

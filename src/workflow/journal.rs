@@ -29,7 +29,11 @@
 //!   each segment is completed. It is the one entry the next run does not undo by itself: its
 //!   locks and users are undone, but the staged artifact directories stay and the entry is kept
 //!   for `backup --resume` (which adopts it into its own journal) until `backup-cleanup`
-//!   discards the backup or a resume completes it.
+//!   discards the backup or a resume completes it;
+//! - `repository_backup`: a backup into a repository (`repo+` store, [`RepositoryBackupRef`]:
+//!   its URL and id), written before its first artifact snapshot and cleared once the backup
+//!   is complete or its snapshots were deleted. The next run deletes the snapshots tagged with
+//!   that id unless the backup's record snapshot is there (it completed).
 //!
 //! # Liveness
 //! A journal's run is alive when its host is this host, `/proc/<pid>` exists and is not a
@@ -42,6 +46,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::format::sink::RepositoryBackupRef;
 pub use crate::model::deployment::TemporaryUser;
 use crate::model::job::ScriptName;
 
@@ -187,6 +192,10 @@ pub struct Journal {
     /// A resumable backup that was started and not finished; see the module documentation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumable_backup: Option<ResumableBackup>,
+    /// A backup into a repository whose snapshots a killed run may have left; see the module
+    /// documentation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_backup: Option<RepositoryBackupRef>,
 }
 
 /// A resumable backup's entry in the run journal: what `backup --resume` needs to finish it
@@ -229,13 +238,17 @@ impl Journal {
             artifact_roots: Vec::new(),
             ssh_users: Vec::new(),
             resumable_backup: None,
+            repository_backup: None,
         }
     }
 
     /// True when nothing is listed to undo.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.locked.is_empty() && self.artifact_roots.is_empty() && self.ssh_users.is_empty()
+        self.locked.is_empty()
+            && self.artifact_roots.is_empty()
+            && self.ssh_users.is_empty()
+            && self.repository_backup.is_none()
     }
 
     /// The clean-up subcommand that undoes everything listed: `restore-cleanup` when a job holds
@@ -285,6 +298,12 @@ impl Journal {
                 user.user,
                 user.instance_list(),
                 user.director
+            ));
+        }
+        if let Some(entry) = &self.repository_backup {
+            parts.push(format!(
+                "the artifact snapshots of backup {}/{} in {} (incomplete unless its record snapshot is there)",
+                self.deployment, entry.backup_id, entry.store
             ));
         }
         if parts.is_empty() {

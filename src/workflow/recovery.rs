@@ -28,7 +28,8 @@ use crate::model::deployment::{AccessJournal, Deployment, Target, TemporaryUser}
 use crate::model::job::{Job, LockDirection, ScriptName};
 use crate::model::lock_order::JobRef;
 use crate::workflow::journal::{
-    liveness, store_key, Journal, JournalFile, Liveness, LockKind, LockedJob, ResumableBackup,
+    liveness, store_key, Journal, JournalFile, Liveness, LockKind, LockedJob, RepositoryBackupRef,
+    ResumableBackup,
 };
 use cairn_store::{ArtifactStore, ArtifactStoreExt, ObjectKey, PutOptions};
 
@@ -105,8 +106,21 @@ impl RunContext {
         }
     }
 
+    /// Records, before its first artifact snapshot, a backup into a repository (`None`: it
+    /// is complete, or its snapshots were deleted: nothing of it is left to undo).
+    pub(crate) async fn journal_repository_backup(
+        &self,
+        deployment: &str,
+        entry: Option<RepositoryBackupRef>,
+    ) -> Result<(), Error> {
+        self.update_journal(deployment, |journal| journal.repository_backup = entry)
+            .await
+    }
+
     /// The run unlocked, cleaned up and removed its user: nothing is left to undo. A journal
-    /// with a resumable backup stays for `backup --resume` (its locks and users are gone).
+    /// with a resumable backup stays for `backup --resume` (its locks and users are gone), and
+    /// one with a repository backup whose snapshots could not be deleted stays for the next
+    /// run to delete them.
     pub(crate) async fn journal_done(&self) {
         let written = self.journal_state.lock().expect("journal lock").clone();
         if written.is_none() {
@@ -115,7 +129,7 @@ impl RunContext {
         }
         if written
             .as_ref()
-            .is_some_and(|j| j.resumable_backup.is_some())
+            .is_some_and(|j| j.resumable_backup.is_some() || j.repository_backup.is_some())
         {
             let deployment = written.map(|j| j.deployment).unwrap_or_default();
             let _ = self
@@ -450,8 +464,13 @@ fn left_behind_line(journal: &Journal, elsewhere: bool) -> String {
             journal.origin()
         );
     }
+    let password = if journal.repository_backup.is_some() {
+        " (and CAIRN_REPOSITORY_PASSWORD_FILE, for the repository's snapshots)"
+    } else {
+        ""
+    };
     let clear = format!(
-        "`cairn deployment --deployment {} ... {}` with the same target and store",
+        "`cairn deployment --deployment {} ... {}` with the same target and store{password}",
         journal.deployment,
         journal.cleanup_command()
     );
@@ -601,7 +620,17 @@ async fn undo(
             user.instance_list()
         );
     }
+    let snapshots = match discard_repository_backup(journal, context).await {
+        Ok(line) => line,
+        Err(error) => {
+            errors.push(error);
+            None
+        }
+    };
     if errors.is_empty() {
+        if let Some(line) = snapshots {
+            tracing::info!("{line}");
+        }
         for locked in &journal.locked {
             if beside != Some(locked.lock) {
                 tracing::info!(
@@ -619,6 +648,51 @@ async fn undo(
         }
     }
     errors
+}
+
+/// Deletes the artifact snapshots of the repository backup a journal lists, unless it
+/// completed (its record snapshot is there); returns the line that says what was done. With
+/// no repository password given to this run they are left (never listed complete) for
+/// `backups prune` or `backups delete`, with a warning.
+async fn discard_repository_backup(
+    journal: &Journal,
+    context: &RunContext,
+) -> Result<Option<String>, Error> {
+    use crate::format::repository::catalog::{discard_incomplete, Discarded};
+    let Some(entry) = &journal.repository_backup else {
+        return Ok(None);
+    };
+    let deployment = &journal.deployment;
+    let which = format!("{deployment}/{}", entry.backup_id);
+    let Some(file) = &context.repository_password_file else {
+        tracing::warn!(
+            "The interrupted backup {which} into {} may have left artifact snapshots (never listed complete: it has no record); this command was given no repository password (--repository-password-file or CAIRN_REPOSITORY_PASSWORD_FILE), so they stay until `cairn backups --store {} prune -d {deployment}` or `backups delete {which}` removes them",
+            entry.store,
+            entry.store
+        );
+        return Ok(None);
+    };
+    let leftover = |detail: String| Error::LeftoverSnapshots {
+        deployment: deployment.clone(),
+        backup_id: entry.backup_id.clone(),
+        store: entry.store.clone(),
+        detail,
+    };
+    let password =
+        crate::format::repository::read_password(file).map_err(|e| leftover(e.to_string()))?;
+    let discarded = discard_incomplete(&entry.store, &password, deployment, &entry.backup_id)
+        .await
+        .map_err(|e| leftover(e.to_string()))?;
+    Ok(Some(match discarded {
+        Discarded::Complete => format!(
+            "Recovered: backup {which} in {} is complete (its record snapshot is there); nothing to delete",
+            entry.store
+        ),
+        Discarded::Deleted(count) => format!(
+            "Recovered: deleted {count} artifact snapshot(s) of the incomplete backup {which} from {}; the data only they used is freed by `cairn backups prune`",
+            entry.store
+        ),
+    }))
 }
 
 /// Runs the unlock script of every job the journal lists as locked with `kind`, in reverse

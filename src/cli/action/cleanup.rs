@@ -11,8 +11,13 @@ pub(super) async fn backup(
     target: &dyn Target,
     context: &mut RunContext,
 ) -> anyhow::Result<RunErrors> {
-    // Journals kept in the store (CAIRN_STORE) are reported and cleared too.
-    if let Some(url) = std::env::var("CAIRN_STORE").ok().filter(|u| !u.is_empty()) {
+    // Journals kept in the store (CAIRN_STORE) are reported and cleared too. A repository
+    // keeps none (a repository backup's journal is this machine's only; its snapshots are
+    // deleted with CAIRN_REPOSITORY_PASSWORD_FILE, `workflow::recovery`).
+    if let Some(url) = std::env::var("CAIRN_STORE")
+        .ok()
+        .filter(|u| !u.is_empty() && !u.starts_with("repo+"))
+    {
         context.journal_store = Some(cairn::format::store::open_store(&url).await?);
     }
     Ok(cleanup(target, CleanupKind::Backup, context).await)

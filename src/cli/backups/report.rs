@@ -1,5 +1,6 @@
 //! `backups report`: the history of a deployment's (or every deployment's) backups as a
-//! self-contained HTML page (`--html FILE`) and/or JSON on stdout (`--json`). The model and
+//! self-contained HTML page (`--html FILE`) and/or JSON on stdout (`--json`), of a plain store
+//! or a repository (`repo+`: the same model, its sizes the data each backup added). The model and
 //! the page are the library's ([`cairn::report::history`], [`cairn::report::html`]); this
 //! command opens the output first (an unwritable path fails before the store is read), reads
 //! the history and writes it.
@@ -9,7 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn::report::history::{read_history, HistoryError, HistoryOptions};
+use cairn::format::repository::RepositoryPassword;
+use cairn::report::history::{read_history, read_repository_history, HistoryError, HistoryOptions};
 use cairn_store::ArtifactStore;
 
 use crate::cli::args::UsageError;
@@ -24,15 +26,34 @@ pub(super) struct Output {
     pub json: bool,
 }
 
+/// What the report is of.
+pub(super) enum Source<'a> {
+    /// A plain store.
+    Store(&'a Arc<dyn ArtifactStore>),
+    /// A repository (`repo+` URL) and its password.
+    Repository {
+        /// The `repo+` URL.
+        url: &'a str,
+        /// Its password.
+        password: &'a RepositoryPassword,
+    },
+}
+
 /// Makes the report; returns the exit code (0; every failure is one line and exit code 1).
 pub(super) async fn run(
-    store: &Arc<dyn ArtifactStore>,
+    source: Source<'_>,
     deployment: Option<&str>,
     options: &HistoryOptions,
     output: &Output,
 ) -> anyhow::Result<i32> {
     let html = output.html.as_deref().map(open_output).transpose()?;
-    let history = match read_history(store, deployment, options).await {
+    let read = match source {
+        Source::Store(store) => read_history(store, deployment, options).await,
+        Source::Repository { url, password } => {
+            read_repository_history(url, password, deployment, options).await
+        }
+    };
+    let history = match read {
         Ok(history) => history,
         Err(error) => {
             if let (Some(path), Some(_)) = (output.html.as_deref(), &html) {

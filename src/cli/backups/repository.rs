@@ -1,4 +1,5 @@
-//! `cairn backups` on a repository (`--store repo+…`): list, show, verify, delete and prune.
+//! `cairn backups` on a repository (`--store repo+…`): list, show, verify, delete, prune and
+//! report.
 //!
 //! Prune applies the same plan as on a plain store ([`cairn::catalog::retention`]: the GFS
 //! rules, the newest verified backup always kept, incomplete backups removed once they cannot
@@ -8,7 +9,7 @@
 
 use cairn::catalog::retention::{self, RetentionPolicy, Verdict, Verification};
 use cairn::format::repository::catalog::{self, DataPruned, DEFAULT_KEEP_MARKED};
-use cairn::format::repository::{read, stream, RepositoryPassword};
+use cairn::format::repository::{lease, read, stream, RepositoryPassword};
 use cairn::format::store::BackupSummary;
 use cairn::report::size_text;
 
@@ -24,12 +25,7 @@ pub(super) async fn run(
     store: &StoreArgs,
     json: bool,
 ) -> anyhow::Result<i32> {
-    if matches!(action, BackupsAction::Report { .. }) {
-        return Err(UsageError(format!(
-            "`cairn backups report` does not support repositories yet (--store {url}); `list`, `show`, `verify`, `delete` and `prune` do."
-        ))
-        .into());
-    }
+    refuse_plain_store_flags(&action, url)?;
     let password = crate::cli::store::repository_password(store)?;
     match action {
         BackupsAction::List { deployment, .. } => list(url, &password, deployment.as_deref()).await,
@@ -71,7 +67,52 @@ pub(super) async fn run(
             };
             prune.run(policy).await
         }
-        BackupsAction::Report { .. } => unreachable!("refused above"),
+        BackupsAction::Report {
+            deployment,
+            html,
+            verify,
+            trust,
+        } => {
+            ignored_keys(!trust.trusted_key.is_empty(), false);
+            if html.is_none() && !json {
+                return Err(
+                    UsageError("backups report needs --html FILE, --json or both.".into()).into(),
+                );
+            }
+            let options = cairn::report::history::HistoryOptions {
+                trusted: cairn::format::signature::TrustedKeys::default(),
+                verify: verify.then_some(1),
+            };
+            let output = super::report::Output { html, json };
+            let source = super::report::Source::Repository {
+                url,
+                password: &password,
+            };
+            super::report::run(source, deployment.as_deref(), &options, &output).await
+        }
+    }
+}
+
+/// Flags of plain stores that repositories do not have yet: refused, naming what to use,
+/// rather than ignored.
+fn refuse_plain_store_flags(action: &BackupsAction, url: &str) -> Result<(), UsageError> {
+    let refused = match action {
+        BackupsAction::List {
+            max_age: Some(_), ..
+        } => Some("`backups list --max-age` (the overdue check)"),
+        BackupsAction::Show { manifest: true, .. } => Some(
+            "`backups show --manifest` (the deployment manifest is in the backup's record snapshot, `cairn.json`)",
+        ),
+        BackupsAction::Verify {
+            sample: Some(_), ..
+        } => Some("`backups verify --sample` (verify one backup: every pack it uses is read)"),
+        _ => None,
+    };
+    match refused {
+        Some(what) => Err(UsageError(format!(
+            "{what} does not support repositories yet (--store {url}); `backups list|show|verify|delete|prune|report` do without it."
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -86,13 +127,29 @@ fn ignored_keys(trust_or_identity: bool, signing: bool) {
     }
 }
 
-/// One line per complete backup.
+/// What killed runs of `deployment` left (this machine's journals), on stderr with the
+/// command that clears it, as for a plain store: a killed backup's snapshots are never listed.
+async fn warn_left_behind(url: &str, deployment: &str) {
+    if let Ok(store) = cairn::format::repository::open_store(url).await {
+        super::warn_left_behind(store.as_ref(), deployment).await;
+    }
+}
+
+/// One line per complete backup (a killed or failed backup, which has no record snapshot,
+/// is not listed).
 async fn list(
     url: &str,
     password: &RepositoryPassword,
     deployment: Option<&str>,
 ) -> anyhow::Result<i32> {
     let backups = read::list_backups(url, password, deployment).await?;
+    let mut deployments: Vec<&str> = backups.iter().map(|b| b.deployment.as_str()).collect();
+    deployments.extend(deployment);
+    deployments.sort_unstable();
+    deployments.dedup();
+    for deployment in deployments {
+        warn_left_behind(url, deployment).await;
+    }
     for backup in &backups {
         say(&format!(
             "{}/{}  record {}",
@@ -111,6 +168,7 @@ async fn list(
 /// dump SNAPSHOT /cairn-stream` of a streamed artifact).
 async fn show(url: &str, password: &RepositoryPassword, id: &str) -> anyhow::Result<i32> {
     let (deployment, id) = split_backup_id(id, None)?;
+    warn_left_behind(url, &deployment).await;
     let record = read::read_record(url, password, &deployment, Some(&id)).await?;
     say(&format!(
         "{}/{}: {} artifacts",
@@ -135,6 +193,7 @@ async fn show(url: &str, password: &RepositoryPassword, id: &str) -> anyhow::Res
 /// rustic's check of one backup's snapshots, every pack they use read.
 async fn verify(url: &str, password: &RepositoryPassword, id: &str) -> anyhow::Result<i32> {
     let (deployment, id) = split_backup_id(id, None)?;
+    warn_left_behind(url, &deployment).await;
     let (record, findings) = read::verify_backup(url, password, &deployment, &id).await?;
     for finding in &findings {
         let level = if finding.error { "error" } else { "warning" };
@@ -177,8 +236,23 @@ struct Prune<'a> {
 }
 
 impl Prune<'_> {
+    /// Under the repository's prune lease (none for a dry run, which changes nothing):
+    /// another prune holding it refuses this one, naming it.
     async fn run(&self, policy: RetentionPolicy) -> anyhow::Result<i32> {
         let policy = policy.check().map_err(|e| UsageError(e.to_string()))?;
+        let lease = if self.output.dry_run {
+            None
+        } else {
+            Some(lease::acquire(self.url, self.password).await?)
+        };
+        let result = self.run_leased(policy).await;
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+        result
+    }
+
+    async fn run_leased(&self, policy: RetentionPolicy) -> anyhow::Result<i32> {
         let backups = catalog::backup_summaries(self.url, self.password, self.deployment).await?;
         let now = chrono::Utc::now();
         for backup in backups.iter().filter(|b| b.is_future(now)) {

@@ -113,6 +113,49 @@ pub async fn delete_backups(
     Ok(deleted)
 }
 
+/// What [`discard_incomplete`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discarded {
+    /// The backup's record snapshot is there: it is complete, nothing was deleted.
+    Complete,
+    /// It had no record: this many artifact snapshots were deleted (0: none were left).
+    Deleted(usize),
+}
+
+/// The recovery of a killed backup into a repository (the run journal's `repository_backup`):
+/// deletes every snapshot of backup `id` of `deployment` unless its record snapshot is there.
+/// The data the deleted snapshots used stays in the packs until a prune.
+///
+/// # Errors
+/// The repository cannot be opened, or its snapshots read or deleted.
+pub async fn discard_incomplete(
+    url: &str,
+    password: &RepositoryPassword,
+    deployment: &str,
+    id: &str,
+) -> Result<Discarded, Error> {
+    let (rustic, store) = open(url, password).await?;
+    let deployment = deployment.to_string();
+    let ids = vec![id.to_string()];
+    let owner = Arc::clone(&store);
+    let discarded = cairn_repository::blocking(&owner, move || {
+        let snapshots = snapshots_of(&rustic, store.as_ref(), &deployment, Some(&ids))?;
+        let record = tag("cairn-kind", KIND_RECORD);
+        if snapshots.iter().any(|s| s.tags.contains(&record)) {
+            return Ok(Discarded::Complete);
+        }
+        let doomed: Vec<SnapshotId> = snapshots.iter().map(|s| s.id).collect();
+        if !doomed.is_empty() {
+            rustic
+                .delete_snapshots(&doomed)
+                .map_err(|e| RepositoryError::rustic(store.as_ref(), &e))?;
+        }
+        Ok(Discarded::Deleted(doomed.len()))
+    })
+    .await?;
+    Ok(discarded)
+}
+
 /// What rustic_core's prune did (or, in a dry run, would do) with the repository's packs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DataPruned {

@@ -38,6 +38,10 @@ pub struct Record {
     /// The deployment manifest (`--with-manifest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_manifest: Option<String>,
+    /// Each job's lock and unlock times, as a store's manifest has them (`backups report`'s
+    /// lock windows; absent in records written before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<crate::format::manifest::JobTimes>,
 }
 
 /// One artifact in [`Record`].

@@ -38,7 +38,7 @@ use crate::format::digest::FileDigests;
 use crate::format::listing::ArtifactListing;
 use crate::format::sink::{
     ArtifactWriter, BackupRecord, BackupSink, BackupSource, ListedArtifact, NewBackup,
-    OpenArtifact, OpenBackup, PendingArtifact, StoredBytes,
+    OpenArtifact, OpenBackup, PendingArtifact, RepositoryBackupRef, StoredBytes,
 };
 
 /// GNU tar flags for an artifact sent to a repository: members sorted by name in each
@@ -281,6 +281,13 @@ impl OpenBackup for RepositoryBackup {
         TAR_FLAGS
     }
 
+    fn journal_entry(&self) -> Option<RepositoryBackupRef> {
+        Some(RepositoryBackupRef {
+            store: self.url.clone(),
+            backup_id: self.backup_id.clone(),
+        })
+    }
+
     async fn open_artifact(&self, name: &str) -> Result<OpenArtifact, Error> {
         let snapshot = self.snapshot(KIND_ARTIFACT, name, &[tag("artifact", name)])?;
         let path = PathBuf::from(format!("{ARTIFACT_ROOT}/{name}"));
@@ -457,6 +464,7 @@ impl RepositoryBackup {
             artifacts,
             layout: record.layout.clone(),
             deployment_manifest: self.deployment_manifest.clone(),
+            jobs: crate::format::store::write::job_times(&record.scripts),
         })
     }
 }
@@ -821,6 +829,7 @@ mod tests {
             artifacts: Vec::new(),
             layout: crate::model::layout::DeploymentLayout::default(),
             deployment_manifest: None,
+            jobs: Vec::new(),
         };
         let tar = record_tar("backup_name: x\n", &record).unwrap();
         let (source, demux) = TarSource::start(io::Cursor::new(tar)).unwrap();

@@ -846,7 +846,8 @@ fn within_record_limit(
     .into())
 }
 
-fn job_times(scripts: &[ScriptRecord]) -> Vec<JobTimes> {
+/// Each job's lock and unlock times (a store's manifest, a repository's record).
+pub(crate) fn job_times(scripts: &[ScriptRecord]) -> Vec<JobTimes> {
     let mut jobs: BTreeMap<(String, String), JobTimes> = BTreeMap::new();
     for record in scripts {
         let entry = jobs
