@@ -806,6 +806,7 @@ mod tests {
             }],
             layout: crate::model::layout::DeploymentLayout::default(),
             deployment_manifest: None,
+            jobs: Vec::new(),
         };
         let mut metadata = BackupMetadata::default();
         metadata.add_artifact(
