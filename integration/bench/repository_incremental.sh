@@ -11,6 +11,7 @@
 #   sudo integration/bench/repository_incremental.sh CAIRN_BINARY [TOTAL_MIB] [FILES] [CHURN_PERCENT]
 #   (defaults: 4096 MiB, 20000 files, 5 %)
 #   REPOBENCH_RESTORE=1 also restores the last backup and times it.
+#   REPOBENCH_LOGS=DIR keeps each backup's log (Cairn's output) in DIR.
 #
 # Nights mode: REPOBENCH_NIGHTS=N (e.g. 30) makes N nightly backups instead: the first backs up
 # everything, before each later one CHURN_PERCENT % of the files (a different set each night)
@@ -60,6 +61,7 @@ backup() {  # NAME [FLAGS...]
   local before; before=$(data_bytes)
   /usr/bin/time -f "%M %e" -o "$work/t" "$cairn" deployment --inventory "$bed/inventory.yml" backup --store "$url" "$@" > "$work/out.log" 2>&1 || { cat "$work/out.log"; exit 1; }
   read -r rss wall < "$work/t"
+  [[ -z ${REPOBENCH_LOGS:-} ]] || cp "$work/out.log" "$REPOBENCH_LOGS/${name//[^A-Za-z0-9-]/_}.log"
   local line; line=$(grep -m1 'the others unchanged since the last backup' "$work/out.log")
   # Sent C of N files (B of T bytes; S bytes of tar over SSH), ...
   read -r sent all sent_bytes all_bytes tar_bytes < <(sed -E 's/.*Sent ([0-9]+) of ([0-9]+) files \(([0-9]+) of ([0-9]+) bytes; ([0-9]+) bytes of tar.*/\1 \2 \3 \4 \5/' <<< "$line")
