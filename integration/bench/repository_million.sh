@@ -10,7 +10,8 @@
 # same tree. A benchmark, not a test: it fails only when a command fails or a tree differs.
 #
 #   sudo CAIRN_BIN=target/release/cairn integration/bench/repository_million.sh [--files N] [--no-restore] [--keep]
-#   BENCH_WRAP="heaptrack -o /tmp/h" runs each Cairn command under heaptrack (/tmp/h-CASE...).
+#   BENCH_WRAP="heaptrack -o /tmp/h" runs each Cairn command under heaptrack (/tmp/h-CASE...);
+#   BENCH_WRAP_CASE=backup-again only that one.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -104,7 +105,7 @@ measure() {
     sync
     # BENCH_WRAP: a command to run Cairn under (e.g. "heaptrack -o /tmp/h"; then CASE is added).
     local wrap=()
-    [[ -z ${BENCH_WRAP:-} ]] || read -r -a wrap <<<"$BENCH_WRAP-$case"
+    [[ -z ${BENCH_WRAP:-} || ${BENCH_WRAP_CASE:-$case} != "$case" ]] || read -r -a wrap <<<"$BENCH_WRAP-$case"
     if ! /usr/bin/time -f '%e %M %U %S' -o "$work/time" "${wrap[@]}" "$@" >"$work/$case.log" 2>&1; then
         tail -n 30 "$work/$case.log" >&2
         die "$case failed; log above"
