@@ -11,6 +11,18 @@
 #   sudo integration/bench/repository_incremental.sh CAIRN_BINARY [TOTAL_MIB] [FILES] [CHURN_PERCENT]
 #   (defaults: 4096 MiB, 20000 files, 5 %)
 #   REPOBENCH_RESTORE=1 also restores the last backup and times it.
+#   REPOBENCH_LOGS=DIR keeps each backup's log (Cairn's output) in DIR.
+#
+# Nights mode: REPOBENCH_NIGHTS=N (e.g. 30) makes N nightly backups instead: the first backs up
+# everything, before each later one CHURN_PERCENT % of the files (a different set each night)
+# are rewritten with new content. Prints per night what moved and the repository's whole size
+# (every object: data, index, snapshots, keys, Cairn's records), and at the end that size
+# against the size after the first backup ("one full backup"). For the plain format, the same
+# artifact is backed up once into a `file://` store and its stored size is printed with N
+# copies of it: what N nightly full copies occupy. REPOBENCH_PRUNE=1 then runs `backups prune
+# --keep-last 7 --keep-marked 1s` twice (the first marks unused packs, the second deletes them;
+# one backup per night, but all made within minutes here: --keep-daily would keep one) and
+# prints the size after each.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
@@ -49,31 +61,73 @@ backup() {  # NAME [FLAGS...]
   local before; before=$(data_bytes)
   /usr/bin/time -f "%M %e" -o "$work/t" "$cairn" deployment --inventory "$bed/inventory.yml" backup --store "$url" "$@" > "$work/out.log" 2>&1 || { cat "$work/out.log"; exit 1; }
   read -r rss wall < "$work/t"
+  [[ -z ${REPOBENCH_LOGS:-} ]] || cp "$work/out.log" "$REPOBENCH_LOGS/${name//[^A-Za-z0-9-]/_}.log"
   local line; line=$(grep -m1 'the others unchanged since the last backup' "$work/out.log")
   # Sent C of N files (B of T bytes; S bytes of tar over SSH), ...
   read -r sent all sent_bytes all_bytes tar_bytes < <(sed -E 's/.*Sent ([0-9]+) of ([0-9]+) files \(([0-9]+) of ([0-9]+) bytes; ([0-9]+) bytes of tar.*/\1 \2 \3 \4 \5/' <<< "$line")
   local start end
   start=$(seconds "$(grep -m1 'Copying backup -- ' "$work/out.log")")
   end=$(seconds "$(grep -m1 'Finished copying backup -- ' "$work/out.log")")
+  # the job's own backup script (the files job's `cp -a` of the store into the artifact directory)
+  local script_start script_end
+  script_start=$(seconds "$(grep -m1 'Running backup scripts' "$work/out.log")")
+  script_end=$(seconds "$(grep -m1 'Finished running backup scripts' "$work/out.log")")
   local grown=$(( $(data_bytes) - before ))
-  printf '%-22s sent %6d of %6d files, %12d of %12d bytes (%6.2f %%) tar %12d  drain %5d s  backup wall %7.1f s  peak RSS %6.1f MiB  repository +%d bytes\n' \
+  printf '%-22s sent %6d of %6d files, %12d of %12d bytes (%6.2f %%) tar %12d  drain %5d s  backup script %4d s  backup wall %7.1f s  peak RSS %6.1f MiB  repository +%d bytes\n' \
     "$name" "$sent" "$all" "$sent_bytes" "$all_bytes" "$(echo "100*$tar_bytes/$all_bytes" | bc -l)" "$tar_bytes" \
-    "$((end - start))" "$wall" "$(echo "$rss/1024" | bc -l)" "$grown"
+    "$((end - start))" "$((script_end - script_start))" "$wall" "$(echo "$rss/1024" | bc -l)" "$grown"
 }
-echo "artifact: $count files, $total_mib MiB; churn $churn %; $(nproc) cores; $("$cairn" --version 2>/dev/null || echo cairn)"
-backup "first"
-backup "no change"
-# Rewrite every (100/churn)-th file: same size, new bytes, new mtime.
-python3 - "$files" "$count" "$churn" <<'EOF'
+# rewrite OFFSET: rewrite every (100/churn)-th file from OFFSET: same size, new bytes, new mtime.
+rewrite() {
+  python3 - "$files" "$count" "$churn" "$1" <<'EOF'
 import os, sys
-root, count, churn = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+root, count, churn, offset = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 step = max(1, round(100 / churn))
-for i in range(0, count, step):
+for i in range(offset % step, count, step):
     path = os.path.join(root, f"d{i % 100:02d}", f"f{i:06d}.bin")
     size = os.path.getsize(path)
     with open(path, "wb") as f:
         f.write(os.urandom(size))
 EOF
+}
+echo "artifact: $count files, $total_mib MiB; churn $churn %; $(nproc) cores; $("$cairn" --version 2>/dev/null || echo cairn); load $(cut -d' ' -f1-3 /proc/loadavg)"
+if [[ -n ${REPOBENCH_NIGHTS:-} ]]; then
+  nights=$REPOBENCH_NIGHTS
+  repo_bytes() { du -sb "$work/repo" | cut -f1; }
+  mkdir "$work/plain"
+  "$cairn" deployment --inventory "$bed/inventory.yml" backup --store "file://$work/plain" > "$work/out.log" 2>&1 || { cat "$work/out.log"; exit 1; }
+  plain=$(du -sb "$work/plain" | cut -f1); rm -rf "$work/plain"
+  echo "plain file:// backup: $plain bytes stored; $nights nightly full copies: $((plain * nights)) bytes"
+  backup "night 1"
+  full=$(repo_bytes)
+  echo "repository after night 1 (one full backup): $full bytes"
+  for ((night = 2; night <= nights; night++)); do
+    rewrite "$night"
+    backup "night $night"
+    echo "  repository now $(repo_bytes) bytes; load $(cut -d' ' -f1-3 /proc/loadavg)"
+  done
+  total=$(repo_bytes)
+  printf 'repository after %d nights: %d bytes = %.3f x one full backup (plain format: %.1f x)\n' \
+    "$nights" "$total" "$(echo "$total/$full" | bc -l)" "$(echo "$plain*$nights/$full" | bc -l)"
+  if [[ ${REPOBENCH_PRUNE:-0} == 1 ]]; then
+    # Twice: rustic's prune marks the packs no snapshot uses, and deletes them in a later prune
+    # once they were marked --keep-marked ago (1 s here, the least it takes).
+    deployment=$(awk '$1 == "deployment:" {print $2; exit}' "$bed/inventory.yml")
+    for pass in 1 2; do
+      ((pass == 1)) || sleep 2
+      /usr/bin/time -f "%M %e" -o "$work/t" "$cairn" backups --store "$url" prune --deployment "$deployment" --keep-last 7 --keep-marked 1s > "$work/out.log" 2>&1 || { cat "$work/out.log"; exit 1; }
+      read -r rss wall < "$work/t"
+      grep '^repository ' "$work/out.log" || true
+      pruned=$(repo_bytes)
+      printf 'after prune %d --keep-last 7: %d bytes = %.3f x one full backup; prune wall %.1f s, peak RSS %.1f MiB\n' \
+        "$pass" "$pruned" "$(echo "$pruned/$full" | bc -l)" "$wall" "$(echo "$rss/1024" | bc -l)"
+    done
+  fi
+  exit 0
+fi
+backup "first"
+backup "no change"
+rewrite 0
 backup "after $churn % changed"
 backup "--full-read" --full-read
 if [[ ${REPOBENCH_RESTORE:-0} == 1 ]]; then
