@@ -18,7 +18,8 @@ use cairn_repository::{RepositoryError, RepositoryPassword};
 use super::read::{find, records};
 use super::source::listed_mtime;
 use crate::error::Error;
-use crate::format::bbr_directory::metadata::{BackupMetadata, Checksums};
+use crate::format::bbr_directory::metadata::Checksums;
+use crate::format::bbr_directory::metadata_read::parse_metadata;
 use crate::format::digest::{FileDigest, FileDigests, FileName};
 use crate::format::listing::{ArtifactListing, ListedKind};
 
@@ -104,33 +105,41 @@ pub async fn find_parent(
         {
             return Ok(None);
         }
-        let found = find(opened, store.as_ref(), &deployment, None)?;
+        let mut found = find(opened, store.as_ref(), &deployment, None)?;
         let (Some(artifact), Some((_, root))) = (
             found.record.artifacts.iter().find(|a| a.name == name),
             found.trees.iter().find(|(n, _)| *n == name),
         ) else {
             return Ok(None);
         };
-        let metadata =
-            BackupMetadata::parse(&found.metadata).map_err(|detail| RepositoryError::Rustic {
-                store: store.to_string(),
-                detail: format!(
-                    "the metadata of backup {}/{} cannot be read: {detail}",
-                    found.record.deployment, found.record.backup_id
-                ),
-            })?;
+        // A million files' `metadata` is ~100 MiB of text: read it in pieces (not the YAML
+        // reader's events of the whole document), keep this artifact's digests only, and let
+        // the text and the other artifacts' digests go before the parent's tree is listed.
+        let text = std::mem::take(&mut found.metadata);
+        let mut metadata = parse_metadata(&text).map_err(|detail| RepositoryError::Rustic {
+            store: store.to_string(),
+            detail: format!(
+                "the metadata of backup {}/{} cannot be read: {detail}",
+                found.record.deployment, found.record.backup_id
+            ),
+        })?;
+        drop(text);
         let digests = if artifact.shared {
             metadata
                 .custom_artifacts
-                .iter()
+                .iter_mut()
                 .find(|a| a.name == name)
-                .map(|a| a.checksums.clone())
+                .map(|a| std::mem::take(&mut a.checksums))
         } else {
             metadata
-                .checksums_for(&artifact.group, &artifact.index, &artifact.job)
-                .cloned()
+                .instances
+                .iter_mut()
+                .find(|i| i.name == artifact.group && i.index == artifact.index)
+                .and_then(|i| i.artifacts.iter_mut().find(|a| a.name == artifact.job))
+                .map(|a| std::mem::take(&mut a.checksums))
         }
         .unwrap_or_default();
+        drop(metadata);
         let mut files = HashMap::new();
         for item in found
             .indexed

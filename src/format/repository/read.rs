@@ -26,6 +26,7 @@ use super::source::pipe;
 use super::stream::STREAM_NAME;
 use crate::error::{Error, RunErrors};
 use crate::format::bbr_directory::metadata::{self, BackupMetadata, Checksums};
+use crate::format::bbr_directory::metadata_read::parse_metadata;
 use crate::format::bbr_directory::ArtifactError;
 use crate::format::sink::{
     ArtifactReader, ArtifactSize, BackupContents, BackupSource, CheckedBackup,
@@ -333,7 +334,8 @@ impl BackupSource for RepositorySource {
             found.record.backup_id,
             self.url
         );
-        let metadata = BackupMetadata::parse(&found.metadata).map_err(|detail| {
+        // In pieces: a million files' `metadata` without the YAML events of the whole text.
+        let metadata = parse_metadata(&found.metadata).map_err(|detail| {
             Error::from(ArtifactError::BadMetadata {
                 path: PathBuf::from(format!("{}/{}", self.url, METADATA_FILE)),
                 detail,
