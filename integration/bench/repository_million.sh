@@ -56,38 +56,16 @@ say "test bed: app/0 with the files job"
 "$repo/integration/testbed.sh" up "$bed" --host app/0:files --no-seed >/dev/null
 IFS=$'\t' read -r _ _ _ hostdir _ <"$bed/hosts.tsv"
 scripts=$hostdir/vcap/jobs/files/bin/bbr
-printf '#!/bin/sh\nset -eu\ncp -al /var/vcap/store/files/. "$BBR_ARTIFACT_DIRECTORY"\n' >"$scripts/backup"
-printf '#!/bin/sh\nset -eu\nrm -rf /var/vcap/store/files\nmv "${BBR_ARTIFACT_DIRECTORY%%/}" /var/vcap/store/files\n' >"$scripts/restore"
-chmod 755 "$scripts/backup" "$scripts/restore"
+# shellcheck source=integration/bench/million_tree.sh
+source "$repo/integration/bench/million_tree.sh"
+million_job_scripts "$scripts"
 on_host() { "$repo/integration/testbed.sh" exec "$bed" app/0 -- "$@"; }
 on_host mount -t tmpfs -o "size=${tmpfs_mib}m,mode=0755" cairn-million /var/vcap/store
 
 say "writing $files small files and 3 large ones on app/0"
-on_host python3 - /var/vcap/store/files "$files" <<'EOF'
-import os, sys
-tree, count = sys.argv[1], int(sys.argv[2])
-for number in range(count):
-    directory = os.path.join(tree, "d%04d" % (number // 1000))
-    if number % 1000 == 0:
-        os.makedirs(directory, exist_ok=True)
-    line = b"file %d of a million-file artifact\n" % number
-    with open(os.path.join(directory, "f%07d.txt" % number), "wb") as out:
-        out.write(line * (1 + number % 7))
-with open(os.path.join(tree, "random-1.bin"), "wb") as out:
-    out.write(os.urandom(64 << 20))
-with open(os.path.join(tree, "random-2.bin"), "wb") as out:
-    out.write(os.urandom(64 << 20))
-with open(os.path.join(tree, "app.log"), "wb") as out:
-    line = b"2026-12-07T03:00:00Z INFO request handled in 12ms path=/v2/apps status=200\n"
-    out.write(line * ((64 << 20) // len(line)))
-EOF
-listing() {
-    on_host sh -c 'cd /var/vcap/store/files &&
-        { find . \( -type d -printf "d %p\n" \) -o -printf "%y %s %p\n" | LC_ALL=C sort;
-          find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-64'
-}
+million_write_tree "$files"
 say "listing of the tree"
-before=$(listing)
+before=$(million_listing)
 
 printf 'bench password\n' >"$work/password"
 chmod 600 "$work/password"
@@ -121,7 +99,7 @@ measure backup-again "$cairn" deployment --inventory "$bed/inventory.yml" backup
 echo "repository: $(du -sb "$work/repo" | cut -f1) bytes"
 if ((restore)); then
     measure restore "$cairn" deployment --inventory "$bed/inventory.yml" restore --store "$url" --latest
-    [[ $(listing) == "$before" ]] || die "restore: the restored tree differs from the one backed up"
+    [[ $(million_listing) == "$before" ]] || die "restore: the restored tree differs from the one backed up"
     echo "restore: tree identical ($files files + 3 large)"
 fi
 echo "load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -764,23 +764,7 @@ mod tests {
     /// A stream cut short in the middle of a file: the archive fails and leaves no snapshot.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stream_cut_short_leaves_no_snapshot() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("repo");
-        std::fs::create_dir(&root).unwrap();
-        let file = dir.path().join("password");
-        std::fs::write(&file, "pw\n").unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let password = RepositoryPassword::read(&file).unwrap();
-        let store: Arc<dyn ArtifactStore> = Arc::new(cairn_store::local::LocalStore::new(&root));
-        cairn_repository::init(Arc::clone(&store), &password)
-            .await
-            .unwrap();
-        let indexed = cairn_repository::open(Arc::clone(&store), &password)
-            .await
-            .unwrap()
-            .indexed(cairn_repository::rustic_core::Repository::to_indexed_ids)
-            .await
-            .unwrap();
+        let (_dir, store, password, indexed) = local_repository().await;
         let mut builder = tar::Builder::new(Vec::new());
         for name in ["a", "b"] {
             let mut header = tar::Header::new_gnu();
