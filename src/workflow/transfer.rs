@@ -214,13 +214,7 @@ async fn stream_and_digest(
     };
     let stop = context.cancel.child_token();
     let watch = StreamWatch::new(instance, job, "from", &progress, &stop, context);
-    let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let reader = ChannelReader {
-        receiver,
-        current: Bytes::new(),
-        progress,
-    };
-    let digest = tokio::task::spawn_blocking(move || write_and_digest(reader, writer));
+    let (sender, digest) = spawn_write_and_digest(progress, writer);
     let tar_command = commands::tar_create_with(remote_directory, tar_flags);
     let stream = instance
         .remote
@@ -300,6 +294,25 @@ fn job_name(remote_directory: &str) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// Starts the blocking thread that writes a drain's stream and digests its files
+/// ([`write_and_digest`]); the sender is where the SSH channel's chunks go (bounded).
+fn spawn_write_and_digest(
+    progress: Progress,
+    writer: Box<dyn ArtifactWriter>,
+) -> (
+    mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<io::Result<(FileDigests, StoredBytes)>>,
+) {
+    let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let reader = ChannelReader {
+        receiver,
+        current: Bytes::new(),
+        progress,
+    };
+    let digest = tokio::task::spawn_blocking(move || write_and_digest(reader, writer));
+    (sender, digest)
 }
 
 fn write_and_digest(

@@ -18,10 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{
-    du_human, remote_failure, write_and_digest, ChannelReader, Progress, StreamWatch,
-    CHUNKS_IN_FLIGHT,
-};
+use super::{du_human, remote_failure, spawn_write_and_digest, Progress, StreamWatch};
 use crate::error::Error;
 use crate::format::digest::FileDigests;
 use crate::format::listing::{self, ArtifactListing};
@@ -195,13 +192,7 @@ async fn send_changed(
     let label = progress.label.clone();
     let stop = context.cancel.child_token();
     let watch = StreamWatch::new(instance, job, "from", &progress, &stop, context);
-    let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let reader = ChannelReader {
-        receiver,
-        current: Bytes::new(),
-        progress,
-    };
-    let digest = tokio::task::spawn_blocking(move || write_and_digest(reader, writer));
+    let (sender, digest) = spawn_write_and_digest(progress, writer);
     let (names_sender, names_receiver) = mpsc::channel(4);
     let feeder = tokio::spawn(async move {
         let mut names = Bytes::from(names);
