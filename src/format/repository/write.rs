@@ -636,6 +636,20 @@ mod tests {
         (dir, store, password, indexed)
     }
 
+    /// Asserts the archive was refused with every one of `expected` in its message and left
+    /// no snapshot in the repository.
+    async fn assert_refused_without_snapshot(
+        archived: Result<SnapshotFile, String>,
+        expected: &[&str],
+        store: Arc<dyn ArtifactStore>,
+        password: &RepositoryPassword,
+    ) {
+        let error = archived.unwrap_err();
+        assert!(expected.iter().all(|part| error.contains(part)), "{error}");
+        let opened = cairn_repository::open(store, password).await.unwrap();
+        assert_eq!(opened.snapshot_count().await.unwrap(), 0);
+    }
+
     /// Archives `data` as a streamed artifact, the writer closed (`close`) or dropped.
     async fn archive_stream(
         indexed: Indexed,
@@ -735,13 +749,13 @@ mod tests {
         })
         .await
         .unwrap();
-        let error = archived.unwrap_err();
-        assert!(
-            error.contains("the snapshot's files hold 100000 of the 100001 bytes sent; its partial snapshot was deleted"),
-            "{error}"
-        );
-        let opened = cairn_repository::open(store, &password).await.unwrap();
-        assert_eq!(opened.snapshot_count().await.unwrap(), 0);
+        assert_refused_without_snapshot(
+            archived,
+            &["the snapshot's files hold 100000 of the 100001 bytes sent; its partial snapshot was deleted"],
+            store,
+            &password,
+        )
+        .await;
     }
 
     /// A stream whose writer is dropped without `close` (the script's connection lost): no
@@ -749,16 +763,17 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stream_cut_short_is_no_snapshot() {
         let (_dir, store, password, indexed) = local_repository().await;
-        let error = archive_stream(indexed, vec![9; 2_000_000], false)
-            .await
-            .unwrap_err();
-        assert!(
-            error.contains("the streamed artifact was cut short")
-                && error.contains("its partial snapshot was deleted"),
-            "{error}"
-        );
-        let opened = cairn_repository::open(store, &password).await.unwrap();
-        assert_eq!(opened.snapshot_count().await.unwrap(), 0);
+        let archived = archive_stream(indexed, vec![9; 2_000_000], false).await;
+        assert_refused_without_snapshot(
+            archived,
+            &[
+                "the streamed artifact was cut short",
+                "its partial snapshot was deleted",
+            ],
+            store,
+            &password,
+        )
+        .await;
     }
 
     /// A stream cut short in the middle of a file: the archive fails and leaves no snapshot.
@@ -795,13 +810,13 @@ mod tests {
         })
         .await
         .unwrap();
-        let error = archived.unwrap_err();
-        assert!(
-            error.contains("its partial snapshot was deleted"),
-            "{error}"
-        );
-        let opened = cairn_repository::open(store, &password).await.unwrap();
-        assert_eq!(opened.snapshot_count().await.unwrap(), 0);
+        assert_refused_without_snapshot(
+            archived,
+            &["its partial snapshot was deleted"],
+            store,
+            &password,
+        )
+        .await;
     }
 
     #[test]
